@@ -1,0 +1,1 @@
+"""Brokers: the Broker interface, the paper exchange, tastytrade and IBKR."""

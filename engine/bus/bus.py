@@ -1,0 +1,221 @@
+"""Typed asyncio pub/sub bus.
+
+- Commands: ``register(CommandType, handler)`` once; ``await send(cmd)`` returns the handler's result.
+- Events: ``subscribe(EventType, handler)``; the subscription matches the type and its subclasses
+  (subscribe to :class:`Event` for everything). ``publish`` never blocks and never raises.
+
+Delivery:
+- a plain function handler is called inline from ``publish`` (it must be quick: caches, counters);
+- a coroutine handler gets a mailbox drained by its own task, so a slow subscriber never delays the
+  publisher or other subscribers. For events whose class sets ``conflate = True`` (quotes, chains,
+  clock) the mailbox keeps only the latest event per ``conflation_key()``: a slow subscriber sees the
+  newest value per symbol, never an unbounded backlog.
+
+A handler that raises is isolated: the error is logged and published as :class:`SubscriberFailed`
+(never back to the failing subscriber); the bus and other subscribers carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from engine.bus.events import SubscriberFailed
+from engine.bus.messages import Command, Event
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[[Any], Any]
+
+
+class NoHandlerError(LookupError):
+    """No handler is registered for a command type."""
+
+
+class _Mailbox:
+    """Per-subscriber queue for coroutine handlers: FIFO for ordinary events, latest-wins for conflated."""
+
+    __slots__ = ("_fifo", "_latest", "_seq", "_wakeup", "handler", "name", "task")
+
+    def __init__(self, name: str, handler: Handler) -> None:
+        self.name = name
+        self.handler = handler
+        self._fifo: deque[tuple[int, Event]] = deque()
+        self._latest: dict[object, tuple[int, Event]] = {}
+        self._seq = 0
+        self._wakeup = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def put(self, event: Event) -> None:
+        self._seq += 1
+        if event.conflate:
+            key = (type(event), event.conflation_key())
+            self._latest[key] = (self._seq, event)
+        else:
+            self._fifo.append((self._seq, event))
+        self._wakeup.set()
+
+    def drain(self) -> list[Event]:
+        items: list[tuple[int, Event]] = list(self._fifo)
+        self._fifo.clear()
+        if self._latest:
+            items.extend(self._latest.values())
+            self._latest.clear()
+            items.sort(key=lambda pair: pair[0])
+        return [e for _, e in items]
+
+    def __len__(self) -> int:
+        return len(self._fifo) + len(self._latest)
+
+
+class Subscription:
+    __slots__ = ("_bus", "event_type", "handler", "mailbox", "name")
+
+    def __init__(self, bus: Bus, event_type: type[Event], handler: Handler, name: str, mailbox: _Mailbox | None):
+        self._bus = bus
+        self.event_type = event_type
+        self.handler = handler
+        self.name = name
+        self.mailbox = mailbox
+
+    def cancel(self) -> None:
+        self._bus._unsubscribe(self)
+
+    @property
+    def backlog(self) -> int:
+        return len(self.mailbox) if self.mailbox else 0
+
+
+class Bus:
+    """The engine's single message bus. Create it on the loop that will run it."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscription] = []
+        self._by_type: dict[type, tuple[Subscription, ...]] = {}
+        self._handlers: dict[type, Handler] = {}
+        self._closed = False
+        self.published = 0
+
+    # ---- events ---------------------------------------------------------------------------------
+    def subscribe(self, event_type: type[E], handler: Callable[[E], Any], *, name: str | None = None) -> Subscription:
+        if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+            raise TypeError(f"can only subscribe to Event subclasses, got {event_type!r}")
+        name = name or getattr(handler, "__qualname__", repr(handler))
+        mailbox = None
+        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):
+            mailbox = _Mailbox(name, handler)
+            mailbox.task = asyncio.get_running_loop().create_task(self._drain(mailbox), name=f"bus:{name}")
+        sub = Subscription(self, event_type, handler, name, mailbox)
+        self._subs.append(sub)
+        self._by_type.clear()
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+            self._by_type.clear()
+        if sub.mailbox and sub.mailbox.task:
+            sub.mailbox.task.cancel()
+
+    def _targets(self, event_type: type) -> tuple[Subscription, ...]:
+        try:
+            return self._by_type[event_type]
+        except KeyError:
+            subs = tuple(s for s in self._subs if issubclass(event_type, s.event_type))
+            self._by_type[event_type] = subs
+            return subs
+
+    def publish(self, event: Event) -> None:
+        """Deliver ``event`` to every matching subscriber. Never raises, never blocks."""
+        if self._closed:
+            return
+        self.published += 1
+        for sub in self._targets(type(event)):
+            mb = sub.mailbox
+            if mb is not None:
+                mb.put(event)
+                continue
+            try:
+                sub.handler(event)
+            except Exception as exc:
+                self._report_failure(sub, event, exc)
+
+    def _report_failure(self, sub: Subscription, event: Event, exc: BaseException) -> None:
+        log.exception("bus subscriber %s failed on %s", sub.name, type(event).__name__, exc_info=exc)
+        if isinstance(event, SubscriberFailed):
+            return  # never cascade failure reports
+        failure = SubscriberFailed(subscriber=sub.name, event_type=type(event).__name__, error=f"{type(exc).__name__}: {exc}")
+        for other in self._targets(SubscriberFailed):
+            if other is sub:
+                continue
+            if other.mailbox is not None:
+                other.mailbox.put(failure)
+            else:
+                try:
+                    other.handler(failure)
+                except Exception:
+                    log.exception("bus subscriber %s failed on SubscriberFailed", other.name)
+
+    async def _drain(self, mb: _Mailbox) -> None:
+        sub_lookup = None
+        while True:
+            await mb._wakeup.wait()
+            mb._wakeup.clear()
+            for event in mb.drain():
+                try:
+                    await mb.handler(event)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if sub_lookup is None:
+                        sub_lookup = next((s for s in self._subs if s.mailbox is mb), None)
+                    if sub_lookup is not None:
+                        self._report_failure(sub_lookup, event, exc)
+
+    # ---- commands -------------------------------------------------------------------------------
+    def register(self, command_type: type[Command], handler: Callable[[Any], Any]) -> None:
+        if command_type in self._handlers:
+            raise ValueError(f"a handler for {command_type.__name__} is already registered")
+        self._handlers[command_type] = handler
+
+    def unregister(self, command_type: type[Command]) -> None:
+        self._handlers.pop(command_type, None)
+
+    def has_handler(self, command_type: type[Command]) -> bool:
+        return command_type in self._handlers
+
+    async def send(self, command: Command) -> Any:
+        """Run the command's handler and return its result; its exceptions propagate to the sender."""
+        handler = self._handlers.get(type(command))
+        if handler is None:
+            raise NoHandlerError(f"no handler registered for {type(command).__name__}")
+        result = handler(command)
+        if isinstance(result, Awaitable):
+            result = await result
+        return result
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def idle(self, timeout: float = 5.0) -> None:
+        """Wait until every mailbox is empty (tests and orderly shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(s.backlog for s in self._subs):
+            if loop.time() > deadline:
+                raise TimeoutError("bus did not drain in time")
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [s.mailbox.task for s in self._subs if s.mailbox and s.mailbox.task]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._subs.clear()
+        self._by_type.clear()
+        self._handlers.clear()

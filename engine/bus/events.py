@@ -1,0 +1,278 @@
+"""Core events shared across the engine. Package-specific events live with their packages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from engine.bus.messages import Event
+
+if TYPE_CHECKING:
+    from engine.model import AccountSnapshot, Fill, Order, OptionChain, Position, Quote
+
+
+# ---- market data ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuoteUpdated(Event):
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    quote: Quote
+
+    def conflation_key(self) -> object:
+        return self.quote.symbol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuotesUpdated(Event):
+    """A batch of option quotes for one underlying (columnar, matching ``chain`` row order)."""
+
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    underlying: str
+    rows: Any  # np.ndarray of row indices into the current chain
+    bid: Any
+    ask: Any
+
+    def conflation_key(self) -> object:
+        return ("quotes", self.underlying, id(self))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnderlyingUpdated(Event):
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    symbol: str
+    price: float
+    bid: float = float("nan")
+    ask: float = float("nan")
+
+    def conflation_key(self) -> object:
+        return self.symbol
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainUpdated(Event):
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    chain: OptionChain
+
+    def conflation_key(self) -> object:
+        return self.chain.underlying
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClockTicked(Event):
+    """The engine clock (simulated or wall) advanced; ``now`` is the market time."""
+
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    now: datetime
+    market_open: bool = False
+
+    def conflation_key(self) -> object:
+        return "clock"
+
+
+# ---- orders --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderEvent(Event):
+    order: Order
+
+    def describe(self) -> str:
+        o = self.order
+        legs = " / ".join(f"{leg.side.value} {leg.ratio} {leg.symbol}" for leg in o.legs)
+        return f"{type(self).__name__}: {o.quantity}× [{legs}] {o.status.value}" + (f" — {o.reason}" if o.reason else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderCreated(OrderEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderPendingApproval(OrderEvent):
+    severity: ClassVar[str] = "warning"
+    preview: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderApproved(OrderEvent):
+    by: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderDenied(OrderEvent):
+    """Our risk engine (or the approver, or the kill switch) said no. ``checks`` holds every failed check."""
+
+    severity: ClassVar[str] = "warning"
+    checks: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderSubmitted(OrderEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderAccepted(OrderEvent):
+    """The broker acknowledged the order; it is working."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderRejected(OrderEvent):
+    """The broker said no; ``order.reason`` carries the broker's message."""
+
+    severity: ClassVar[str] = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderFilled(OrderEvent):
+    """A (possibly partial) fill; ``fills`` are the leg executions of this report."""
+
+    fills: tuple[Fill, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderCancelled(OrderEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderReplaced(OrderEvent):
+    previous_price: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderExpired(OrderEvent):
+    pass
+
+
+# ---- account -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PositionChanged(Event):
+    position: Position
+
+    def describe(self) -> str:
+        p = self.position
+        return f"Position {p.symbol}: {p.quantity:+d} @ {p.avg_price}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountUpdated(Event):
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    account: AccountSnapshot
+
+    def conflation_key(self) -> object:
+        return self.account.account_id
+
+
+# ---- state, mode, connections --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TradingStateChanged(Event):
+    severity: ClassVar[str] = "warning"
+    state: str  # ACTIVE | REDUCING | HALTED
+    previous: str = ""
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"Trading state {self.previous} → {self.state}" + (f": {self.reason}" if self.reason else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KillSwitchTripped(Event):
+    severity: ClassVar[str] = "critical"
+    reason: str
+    by: str = "user"
+    flatten: bool = False
+    cancelled_orders: int = 0
+
+    def describe(self) -> str:
+        return f"KILL SWITCH TRIPPED by {self.by}: {self.reason} ({self.cancelled_orders} orders cancelled)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KillSwitchReset(Event):
+    severity: ClassVar[str] = "warning"
+    by: str = "user"
+
+    def describe(self) -> str:
+        return f"Kill switch reset by {self.by}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModeChanged(Event):
+    severity: ClassVar[str] = "warning"
+    mode: str  # paper | live
+    broker: str = "paper"
+    account_id: str = ""
+
+    def describe(self) -> str:
+        return f"Mode is now {self.mode.upper()} ({self.broker}{' ' + self.account_id if self.account_id else ''})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalModeChanged(Event):
+    enabled: bool
+
+    def describe(self) -> str:
+        return f"Manual approval {'ON' if self.enabled else 'OFF'}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskProfileChanged(Event):
+    level: float
+    profile: Any  # engine.risk.profile.RiskProfile
+
+    def describe(self) -> str:
+        return f"Risk level set to {self.level:.0f}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionStateChanged(Event):
+    """A feed or broker connection changed. ``state``: connecting | connected | disconnected | failed."""
+
+    component: str  # e.g. "feed:simulated", "broker:tastytrade"
+    state: str
+    detail: str = ""
+    latency_ms: float | None = None
+
+    def describe(self) -> str:
+        return f"{self.component}: {self.state}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert(Event):
+    """A message for the user. ``level``: info | warning | error | critical."""
+
+    level: str = "info"
+    message: str = ""
+    source: str = ""
+
+    def describe(self) -> str:
+        return f"[{self.level.upper()}] {self.source + ': ' if self.source else ''}{self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriberFailed(Event):
+    """A subscriber raised; the bus isolated it. Never delivered back to the failing subscriber."""
+
+    severity: ClassVar[str] = "error"
+    subscriber: str
+    event_type: str
+    error: str
+
+    def describe(self) -> str:
+        return f"Subscriber {self.subscriber} failed on {self.event_type}: {self.error}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineStarted(Event):
+    mode: str = "paper"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineStopping(Event):
+    pass

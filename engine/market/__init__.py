@@ -1,0 +1,1 @@
+"""Market-data feeds: the Feed interface, the simulated market, tastytrade and IBKR."""

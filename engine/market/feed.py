@@ -1,0 +1,65 @@
+"""The market-data ``Feed`` interface implemented by the simulated market, tastytrade and IBKR.
+
+A feed publishes ``UnderlyingUpdated``, ``ChainUpdated`` and ``QuoteUpdated``/``QuotesUpdated`` on the
+bus and keeps the latest snapshot per underlying in its cache *before* publishing (cache first).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from engine.model import OptionChain
+
+
+class FeedError(RuntimeError):
+    """A feed could not do what was asked (unknown symbol, not connected, vendor error)."""
+
+
+class Feed(abc.ABC):
+    #: short identifier shown in the status bar, e.g. "simulated", "tastytrade", "ibkr"
+    name: str = "feed"
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect / start streaming. Idempotent."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop every task the feed started and wait for them. Idempotent."""
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool: ...
+
+    @abc.abstractmethod
+    def underlyings(self) -> list[str]:
+        """Symbols whose chains this feed can provide."""
+
+    @abc.abstractmethod
+    async def expirations(self, underlying: str) -> list[date]: ...
+
+    @abc.abstractmethod
+    async def chain(self, underlying: str, expiries: Sequence[date] | None = None) -> OptionChain:
+        """Latest chain snapshot (all listed contracts, or only ``expiries``)."""
+
+    @abc.abstractmethod
+    async def subscribe(self, underlying: str, expiries: Sequence[date] | None = None,
+                        strike_window: tuple[float, float] | None = None) -> None:
+        """Stream quotes for the visible part of a chain; replaces that underlying's previous window."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, underlying: str) -> None: ...
+
+    @abc.abstractmethod
+    def last_chain(self, underlying: str) -> OptionChain | None:
+        """The cached snapshot, without I/O (None before the first one arrives)."""
+
+    @abc.abstractmethod
+    def last_price(self, symbol: str) -> float | None:
+        """Latest underlying price, without I/O."""
+
+    def now(self) -> datetime | None:
+        """Market time of the feed (simulated clock), or None for wall time."""
+        return None

@@ -1,0 +1,41 @@
+"""Domain model: instruments, quotes, chains, orders, fills, positions, account snapshots."""
+
+from engine.model.chain import OptionChain
+from engine.model.instruments import (
+    AssetClass,
+    Equity,
+    ExerciseStyle,
+    Index,
+    Instrument,
+    Option,
+    Right,
+    Settlement,
+    is_occ_symbol,
+    normalize_strike,
+)
+from engine.model.orders import (
+    AccountSnapshot,
+    Fill,
+    Leg,
+    OpenClose,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    TimeInForce,
+    can_transition,
+    instrument_from_key,
+    is_on_tick,
+    net_price_label,
+    round_to_tick,
+)
+from engine.model.quote import Quote, QuoteFlag
+
+__all__ = [
+    "AccountSnapshot", "AssetClass", "Equity", "ExerciseStyle", "Fill", "Index", "Instrument", "Leg",
+    "OpenClose", "Option", "OptionChain", "Order", "OrderIntent", "OrderStatus", "OrderType", "Position",
+    "Quote", "QuoteFlag", "Right", "Settlement", "Side", "TimeInForce", "can_transition",
+    "instrument_from_key", "is_occ_symbol", "is_on_tick", "net_price_label", "normalize_strike", "round_to_tick",
+]

@@ -1,0 +1,275 @@
+"""Orders, legs, fills, positions and account snapshots.
+
+Sign conventions (DESIGN.md §7):
+- position quantity: positive long, negative short;
+- a leg's ``ratio`` is a positive integer, its direction is ``side``;
+- an order's ``limit_price`` is the net price per unit of the combo: positive = debit (we pay),
+  negative = credit (we receive). Use :func:`net_price_label` to show it.
+- fill ``quantity`` is signed like a position change (buy +, sell −).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+
+from engine.model.instruments import Equity, Index, Instrument, Option
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class OpenClose(StrEnum):
+    OPEN = "open"
+    CLOSE = "close"
+
+
+class OrderType(StrEnum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+class TimeInForce(StrEnum):
+    DAY = "day"
+    GTC = "gtc"
+
+
+class OrderStatus(StrEnum):
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    SUBMITTED = "submitted"
+    WORKING = "working"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    DENIED = "denied"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    @property
+    def is_working(self) -> bool:
+        """Live at a broker (or about to be): counts toward exposure and blocks mode switches."""
+        return self in (OrderStatus.SUBMITTED, OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLED)
+
+
+TERMINAL_STATUSES = frozenset(
+    {OrderStatus.FILLED, OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
+)
+
+#: Allowed transitions of the order state machine (DESIGN.md §4).
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING_APPROVAL: frozenset(
+        {OrderStatus.APPROVED, OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
+    ),
+    OrderStatus.APPROVED: frozenset({OrderStatus.SUBMITTED, OrderStatus.DENIED, OrderStatus.CANCELLED, OrderStatus.REJECTED}),
+    OrderStatus.SUBMITTED: frozenset(
+        {OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.REJECTED,
+         OrderStatus.CANCELLED, OrderStatus.EXPIRED}
+    ),
+    OrderStatus.WORKING: frozenset(
+        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED,
+         OrderStatus.REJECTED, OrderStatus.WORKING}
+    ),
+    OrderStatus.PARTIALLY_FILLED: frozenset(
+        {OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
+    ),
+}
+
+
+def can_transition(src: OrderStatus, dst: OrderStatus) -> bool:
+    return dst in ORDER_TRANSITIONS.get(src, frozenset())
+
+
+def round_to_tick(price: Decimal, tick: Decimal) -> Decimal:
+    """Round a price to the nearest multiple of ``tick`` (half away from zero)."""
+    if tick <= 0:
+        raise ValueError(f"tick size must be positive, got {tick}")
+    units = (price / tick).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return (units * tick).quantize(tick)
+
+
+def is_on_tick(price: Decimal, tick: Decimal) -> bool:
+    return (price / tick) == (price / tick).to_integral_value()
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One leg of an order: ``ratio`` units of ``instrument`` per unit of order quantity."""
+
+    instrument: Instrument
+    side: Side
+    ratio: int = 1
+    open_close: OpenClose = OpenClose.OPEN
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ratio, int) or self.ratio <= 0:
+            raise ValueError(f"leg ratio must be a positive integer, got {self.ratio!r}")
+
+    @property
+    def signed_ratio(self) -> int:
+        return self.side.sign * self.ratio
+
+    @property
+    def symbol(self) -> str:
+        return self.instrument.key
+
+    @property
+    def multiplier(self) -> int:
+        return self.instrument.multiplier
+
+
+@dataclass(frozen=True, slots=True)
+class OrderIntent:
+    """What somebody wants to trade, before the order path has given it ids or checked it.
+
+    ``source`` says where it came from (``gui``, ``strategy:<id>``, ``backtest``, ``kill_switch``).
+    """
+
+    legs: tuple[Leg, ...]
+    quantity: int
+    order_type: OrderType = OrderType.LIMIT
+    limit_price: Decimal | None = None
+    tif: TimeInForce = TimeInForce.DAY
+    source: str = "gui"
+    strategy_id: str | None = None
+    tag: str = ""
+    client_order_id: str | None = None  # set when resubmitting, so the broker can dedupe
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order on the order path. Immutable: a state change is a new ``Order`` (``evolve``)."""
+
+    order_id: str
+    client_order_id: str
+    legs: tuple[Leg, ...]
+    quantity: int
+    order_type: OrderType
+    limit_price: Decimal | None
+    tif: TimeInForce
+    status: OrderStatus
+    created_at: datetime
+    updated_at: datetime
+    source: str = "gui"
+    strategy_id: str | None = None
+    tag: str = ""
+    filled_quantity: int = 0
+    avg_fill_price: Decimal | None = None
+    broker_order_id: str | None = None
+    broker: str = "paper"
+    reason: str = ""
+    account_id: str = ""
+
+    @property
+    def underlying(self) -> str:
+        inst = self.legs[0].instrument
+        return inst.underlying if isinstance(inst, Option) else inst.symbol
+
+    @property
+    def is_combo(self) -> bool:
+        return len(self.legs) > 1
+
+    @property
+    def remaining_quantity(self) -> int:
+        return self.quantity - self.filled_quantity
+
+    def evolve(self, **changes: object) -> Order:
+        changes.setdefault("updated_at", datetime.now(UTC))
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """An execution of one leg. ``quantity`` signed (buy +, sell −); ``price`` per unit, Decimal."""
+
+    fill_id: str
+    order_id: str
+    instrument: Instrument
+    quantity: int
+    price: Decimal
+    ts: datetime
+    fee: Decimal = Decimal(0)
+    leg_index: int = 0
+    client_order_id: str = ""
+    kind: str = "trade"  # trade | exercise | assignment | expiration | cash_settlement | early_assignment
+
+    @property
+    def cash_flow(self) -> Decimal:
+        """Money in (+) or out (−) of the account, fees included."""
+        return -Decimal(self.quantity) * self.price * self.instrument.multiplier - self.fee
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A holding. ``avg_price`` per unit (per share / per option price unit, not × multiplier)."""
+
+    instrument: Instrument
+    quantity: int
+    avg_price: Decimal
+    realized_pnl: Decimal = Decimal(0)
+    opened_at: datetime | None = None
+    strategy_id: str | None = None
+
+    @property
+    def symbol(self) -> str:
+        return self.instrument.key
+
+    @property
+    def multiplier(self) -> int:
+        return self.instrument.multiplier
+
+    @property
+    def cost_basis(self) -> Decimal:
+        return Decimal(self.quantity) * self.avg_price * self.multiplier
+
+    def market_value(self, mark: float) -> float:
+        return self.quantity * mark * self.multiplier
+
+    def unrealized_pnl(self, mark: float) -> float:
+        return self.quantity * (mark - float(self.avg_price)) * self.multiplier
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    account_id: str
+    cash: Decimal
+    net_liquidation: Decimal
+    buying_power: Decimal
+    maintenance_requirement: Decimal = Decimal(0)
+    realized_pnl: Decimal = Decimal(0)
+    unrealized_pnl: Decimal = Decimal(0)
+    day_pnl: Decimal = Decimal(0)
+    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    broker: str = "paper"
+    is_live: bool = False
+
+
+def net_price_label(price: Decimal | None) -> str:
+    if price is None:
+        return "MKT"
+    if price < 0:
+        return f"{-price:.2f} CR"
+    return f"{price:.2f} DB"
+
+
+def instrument_from_key(key: str, multiplier: int = 100) -> Instrument:
+    """Rebuild an instrument from its store key (compact OCC for options, ticker otherwise)."""
+    from engine.model.instruments import is_occ_symbol
+
+    if is_occ_symbol(key):
+        return Option.from_occ(key, multiplier=multiplier)
+    if key.startswith("^") or key in ("SPX", "VIX", "NDX", "RUT", "XSP"):
+        return Index(key.lstrip("^"))
+    return Equity(key)
