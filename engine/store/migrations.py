@@ -1,0 +1,175 @@
+"""Ordered schema migrations. Append-only: a released migration is never edited.
+
+Version ranges by area (so parallel work never collides): core 1–9, simulated market/paper 10–19,
+order path/risk 20–29, backtest 30–39, broker adapters 40–49, surface 50–59.
+Each migration runs exactly once, inside one transaction, and bumps ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[sqlite3.Connection], None] | str
+
+
+V1_CORE = """
+CREATE TABLE orders (
+    order_id TEXT PRIMARY KEY,
+    client_order_id TEXT NOT NULL UNIQUE,
+    broker TEXT NOT NULL,
+    account_id TEXT NOT NULL DEFAULT '',
+    broker_order_id TEXT,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    strategy_id TEXT,
+    tag TEXT NOT NULL DEFAULT '',
+    order_type TEXT NOT NULL,
+    tif TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    filled_quantity INTEGER NOT NULL DEFAULT 0,
+    limit_price TEXT,
+    avg_fill_price TEXT,
+    legs TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX orders_status ON orders(status);
+CREATE TABLE order_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX order_events_order ON order_events(order_id);
+CREATE TABLE fills (
+    fill_id TEXT PRIMARY KEY,
+    order_id TEXT NOT NULL,
+    client_order_id TEXT NOT NULL DEFAULT '',
+    symbol TEXT NOT NULL,
+    multiplier INTEGER NOT NULL,
+    quantity INTEGER NOT NULL,
+    price TEXT NOT NULL,
+    fee TEXT NOT NULL,
+    leg_index INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'trade',
+    ts TEXT NOT NULL
+);
+CREATE INDEX fills_order ON fills(order_id);
+CREATE TABLE positions (
+    account_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    multiplier INTEGER NOT NULL,
+    quantity INTEGER NOT NULL,
+    avg_price TEXT NOT NULL,
+    realized_pnl TEXT NOT NULL DEFAULT '0',
+    opened_at TEXT,
+    strategy_id TEXT,
+    PRIMARY KEY (account_id, symbol)
+);
+CREATE TABLE approvals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    by TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    ts TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE risk_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    order_id TEXT,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE settings_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    source TEXT NOT NULL,
+    content TEXT NOT NULL,
+    errors TEXT NOT NULL DEFAULT '[]'
+);
+"""
+
+V2_ANALYTICS = """
+CREATE TABLE backtest_runs (
+    run_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    config TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    seed INTEGER
+);
+CREATE TABLE backtest_trades (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    trade_no INTEGER NOT NULL,
+    opened_at TEXT,
+    closed_at TEXT,
+    symbol TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    pnl TEXT NOT NULL,
+    fees TEXT NOT NULL DEFAULT '0'
+);
+CREATE INDEX backtest_trades_run ON backtest_trades(run_id);
+CREATE TABLE backtest_equity (
+    run_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    equity REAL NOT NULL,
+    cash REAL,
+    PRIMARY KEY (run_id, ts)
+);
+CREATE TABLE chain_snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    underlying TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    source TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX chain_snapshots_und_ts ON chain_snapshots(underlying, ts);
+CREATE TABLE iv_history (
+    underlying TEXT NOT NULL,
+    day TEXT NOT NULL,
+    atm_iv REAL NOT NULL,
+    close REAL,
+    source TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (underlying, day)
+);
+"""
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "core tables: orders, events, fills, positions, approvals, risk, audit, kv, settings history", V1_CORE),
+    Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
+]
+
+
+def ordered_migrations() -> list[Migration]:
+    """All migrations sorted by version; duplicate versions are a programming error."""
+    ms = sorted(MIGRATIONS, key=lambda m: m.version)
+    versions = [m.version for m in ms]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions: {versions}")
+    return ms
