@@ -1,0 +1,57 @@
+"""`optiondesk` console script. No subcommand opens the GUI.
+
+Subcommands live with their areas: each module in ``COMMAND_MODULES`` has ``register(subparsers)``
+adding its parsers with ``set_defaults(func=handler)``; ``handler(args) -> int`` is the exit code.
+Those modules keep imports light; heavy work is imported inside the handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES: list[str] = [
+]
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from engine.doctor import format_report, run_doctor
+
+    report = run_doctor()
+    print(report.to_json() if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import engine
+
+    parser = argparse.ArgumentParser(prog="optiondesk", description="Optiondesk options-trading workstation.")
+    parser.add_argument("--version", action="version", version=f"optiondesk {engine.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("doctor", help="check this installation (versions, keyring, folders, database, OpenGL)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_doctor)
+    p = sub.add_parser("gui", help="open the workstation window (the default)")
+    p.set_defaults(func=_cmd_gui)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def _cmd_gui(args: argparse.Namespace) -> int:
+    app_main = importlib.import_module("app.__main__").main
+    return int(app_main() or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if not getattr(args, "func", None):
+        return _cmd_gui(args)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

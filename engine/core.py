@@ -1,0 +1,209 @@
+"""The ``Engine`` facade: composes bus, store, settings, clock, market feed, brokers, order path,
+risk and analytics, and owns start/stop. Headless use::
+
+    async with Engine(EngineConfig.for_directory(tmp)) as engine:
+        await engine.bus.send(SetRiskLevel(level=30))
+
+``stop()`` cancels and awaits every task the engine started, then closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from engine.bus import Bus, ClockTicked, EngineStarted, EngineStopping
+from engine.clock import Clock, WallClock
+from engine.paths import AppPaths
+from engine.settings import LoadResult, Settings, load_settings
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    paths: AppPaths = field(default_factory=AppPaths.default)
+    seed: int | None = None  # None: settings.general.seed
+    feed: str = "simulated"  # simulated | none
+    clock_interval_s: float = 1.0
+    settings: Settings | None = None  # given: used instead of the settings file
+    process_workers: int = 2
+
+    @classmethod
+    def for_directory(cls, base: str | os.PathLike[str], **kw: Any) -> EngineConfig:
+        """Everything (db, settings, logs) under one folder: tests and portable installs."""
+        return cls(paths=AppPaths.under(Path(base)), **kw)
+
+    def with_(self, **kw: Any) -> EngineConfig:
+        return replace(self, **kw)
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.paths = self.config.paths
+        self.bus: Bus | None = None
+        self.store: Store | None = None
+        self.settings_result: LoadResult | None = None
+        self.settings: Settings = self.config.settings or Settings()
+        self.clock: Clock = WallClock()
+        self.feed: Any = None
+        self.brokers: dict[str, Any] = {}
+        self.paper_broker: Any = None
+        self.oms: Any = None
+        self.risk: Any = None
+        self.kill_switch: Any = None
+        self.surfaces: Any = None
+        self.backtests: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stoppers: list[Callable[[], Awaitable[None]]] = []
+        self._thread_pool: ThreadPoolExecutor | None = None
+        self._process_pool: ProcessPoolExecutor | None = None
+        self._started = False
+        self._stopping = False
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self.paths.ensure()
+        self.bus = Bus()
+        if self.config.settings is None:
+            self.settings_result = load_settings(self.paths.settings_file)
+            self.settings = self.settings_result.settings
+            for err in self.settings_result.errors:
+                log.warning("settings: %s", err)
+        self.store = Store.open(self.paths.database)
+        try:
+            await self._compose()
+        except BaseException:
+            await self.stop()
+            raise
+        self.spawn(self._clock_loop(), name="engine-clock")
+        self._started = True
+        self.bus.publish(EngineStarted(mode="paper", details={"database": str(self.paths.database)}))
+        if self.settings_result and self.settings_result.errors:
+            from engine.bus import Alert
+
+            errs = "; ".join(str(e) for e in self.settings_result.errors)
+            self.bus.publish(Alert(level="warning", source="settings",
+                                   message=f"settings file has errors, defaults used for: {errs}"))
+
+    async def _compose(self) -> None:
+        """Build the components in dependency order (each area's constructor, see their docs)."""
+
+    def on_stop(self, stopper: Callable[[], Awaitable[None]]) -> None:
+        """Register an async cleanup; run in reverse order on stop()."""
+        self._stoppers.append(stopper)
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            if self.bus is not None:
+                self.bus.publish(EngineStopping())
+            for stopper in reversed(self._stoppers):
+                try:
+                    await stopper()
+                except Exception:
+                    log.exception("error while stopping a component")
+            self._stoppers.clear()
+            tasks = [t for t in self._tasks if not t.done()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.clear()
+            if self.bus is not None:
+                await self.bus.close()
+            if self._thread_pool is not None:
+                self._thread_pool.shutdown(wait=False, cancel_futures=True)
+                self._thread_pool = None
+            if self._process_pool is not None:
+                self._process_pool.shutdown(wait=False, cancel_futures=True)
+                self._process_pool = None
+            if self.store is not None:
+                self.store.close()
+        finally:
+            self._started = False
+            self._stopping = False
+
+    # ---- tasks and executors --------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        """Start a task the engine owns: cancelled and awaited on stop; a crash is logged, not lost."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("engine task %s crashed", task.get_name(), exc_info=exc)
+            if self.bus is not None:
+                from engine.bus import Alert
+
+                self.bus.publish(Alert(level="error", source=task.get_name(), message=f"{type(exc).__name__}: {exc}"))
+
+    @property
+    def thread_pool(self) -> Executor:
+        if self._thread_pool is None:
+            self._thread_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="optiondesk")
+        return self._thread_pool
+
+    @property
+    def process_pool(self) -> Executor:
+        """CPU-bound work (calibrations, surface fits over many expiries, backtests)."""
+        if self._process_pool is None:
+            import multiprocessing
+
+            self._process_pool = ProcessPoolExecutor(
+                max_workers=self.config.process_workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._process_pool
+
+    async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.process_pool, fn, *args)
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, fn, *args)
+
+    # ---- clock ----------------------------------------------------------------------------------
+    def now(self) -> Any:
+        return self.clock.now()
+
+    async def _clock_loop(self) -> None:
+        while True:
+            assert self.bus is not None
+            market_open = False
+            feed_now = self.feed.now() if self.feed is not None else None
+            is_open = getattr(self.feed, "market_open", None)
+            if callable(is_open):
+                with contextlib.suppress(Exception):
+                    market_open = bool(is_open())
+            self.bus.publish(ClockTicked(now=feed_now or self.clock.now(), market_open=market_open))
+            await asyncio.sleep(self.config.clock_interval_s)
