@@ -161,7 +161,7 @@ class Option:
         if not isinstance(symbol, str):
             raise ValueError(f"OCC symbol must be a string, got {type(symbol).__name__}")
         s = symbol.strip().upper()
-        if len(s) < 16:
+        if len(s) < 15:
             raise ValueError(f"OCC symbol {symbol!r} is too short (root + YYMMDD + C/P + 8-digit strike)")
         tail = s[-15:]
         root = s[:-15].strip()
