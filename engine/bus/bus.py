@@ -38,36 +38,37 @@ class NoHandlerError(LookupError):
 
 
 class _Mailbox:
-    """Per-subscriber queue for coroutine handlers: FIFO for ordinary events, latest-wins for conflated."""
+    """Per-subscriber queue for coroutine handlers: FIFO for ordinary events, latest-wins for conflated.
 
-    __slots__ = ("_fifo", "_latest", "_seq", "_wakeup", "handler", "name", "task")
+    A drain delivers the pending ordinary events in publish order, then the latest conflated value
+    per key (in the order their keys first became pending).
+    """
+
+    __slots__ = ("_fifo", "_latest", "_wakeup", "handler", "name", "task")
 
     def __init__(self, name: str, handler: Handler) -> None:
         self.name = name
         self.handler = handler
-        self._fifo: deque[tuple[int, Event]] = deque()
-        self._latest: dict[object, tuple[int, Event]] = {}
-        self._seq = 0
+        self._fifo: deque[Event] = deque()
+        self._latest: dict[object, Event] = {}
         self._wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     def put(self, event: Event) -> None:
-        self._seq += 1
         if event.conflate:
-            key = (type(event), event.conflation_key())
-            self._latest[key] = (self._seq, event)
+            self._latest[(type(event), event.conflation_key())] = event
         else:
-            self._fifo.append((self._seq, event))
-        self._wakeup.set()
+            self._fifo.append(event)
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     def drain(self) -> list[Event]:
-        items: list[tuple[int, Event]] = list(self._fifo)
+        items = list(self._fifo)
         self._fifo.clear()
         if self._latest:
             items.extend(self._latest.values())
             self._latest.clear()
-            items.sort(key=lambda pair: pair[0])
-        return [e for _, e in items]
+        return items
 
     def __len__(self) -> int:
         return len(self._fifo) + len(self._latest)
