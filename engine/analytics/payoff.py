@@ -1,0 +1,288 @@
+"""Payoff and risk-profile curves of a set of option legs (an order ticket or selected positions).
+
+Conventions:
+- money in dollars; ``units`` are signed contracts (order quantity × leg ratio × side sign: + long);
+  every leg carries its own ``multiplier``;
+- ``entry`` is the price paid per unit (per share of the option price), so the net premium paid is
+  ``Σ units·entry·multiplier`` (positive = debit paid, negative = credit received);
+- time: ``expiry_years`` is ACT/365 years from *now* to each leg's expiry; ``days_forward`` moves the
+  valuation date forward in calendar days; a leg whose remaining time is ≤ 0 is worth its intrinsic value;
+- ``r`` and ``q`` are continuously compounded rate and dividend yield (explicit inputs); ``iv`` is each
+  leg's implied vol (0.2 = 20 %), shifted by ``vol_shift`` (absolute, 0.05 = +5 vol points) for scenarios.
+
+Leg values before expiry come from :func:`engine.pricing.bsm.price` (European BSM); the expiry summary
+(max profit/loss, breakevens) comes from :func:`engine.risk.payoff.summarize`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from engine.model import Equity, Index, Leg, Option, Position
+from engine.pricing import bsm
+from engine.risk.payoff import CALL, PUT, STOCK, PayoffSummary, summarize
+
+DAYS_PER_YEAR = 365.0
+
+
+@dataclass(frozen=True, eq=False)
+class PayoffLegs:
+    """Columnar legs for payoff maths (arrays of one length; see module conventions)."""
+
+    kind: np.ndarray  # int: engine.risk.payoff STOCK / CALL / PUT
+    strike: np.ndarray  # float; NaN for stock
+    expiry_years: np.ndarray  # float; +inf for stock
+    units: np.ndarray  # float, signed contracts (+ long)
+    multiplier: np.ndarray  # float
+    entry: np.ndarray  # float, price per unit paid
+    iv: np.ndarray  # float, annualised implied vol used before expiry
+    labels: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.kind)
+        for name in ("strike", "expiry_years", "units", "multiplier", "entry", "iv"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"payoff leg column {name!r} has {len(getattr(self, name))} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @property
+    def cost(self) -> float:
+        """Net premium paid in dollars (positive = debit, negative = credit)."""
+        return float(np.sum(self.units * self.entry * self.multiplier))
+
+    @property
+    def first_expiry_years(self) -> float:
+        opt = self.expiry_years[self.kind != STOCK]
+        return float(opt.min()) if len(opt) else math.nan
+
+
+def _instrument_kind(inst: object) -> tuple[int, float, object]:
+    if isinstance(inst, Option):
+        return (CALL if inst.is_call else PUT), float(inst.strike), inst
+    if isinstance(inst, Equity | Index):
+        return STOCK, math.nan, inst
+    raise ValueError(f"cannot build a payoff for instrument {inst!r}")
+
+
+def payoff_legs(
+    instruments: Sequence[object],
+    units: Sequence[float],
+    entry: Sequence[float],
+    iv: Sequence[float],
+    now: datetime,
+    labels: Sequence[str] = (),
+) -> PayoffLegs:
+    """Columnar payoff legs from instruments (``Option``/``Equity``/``Index``) and per-leg figures.
+
+    ``entry`` NaN is refused (a payoff needs a price); ``iv`` NaN is allowed: that leg is then valued at
+    intrinsic before expiry too, and the caller should say the vol is missing.
+    """
+    n = len(instruments)
+    if not (len(units) == len(entry) == len(iv) == n):
+        raise ValueError(f"payoff legs need one units/entry/iv per instrument ({n}), got "
+                         f"{len(units)}/{len(entry)}/{len(iv)}")
+    kind = np.empty(n, dtype=int)
+    strike = np.empty(n)
+    years = np.empty(n)
+    mult = np.empty(n)
+    for i, inst in enumerate(instruments):
+        k, s, _ = _instrument_kind(inst)
+        kind[i] = k
+        strike[i] = s
+        years[i] = inst.time_to_expiry(now) if isinstance(inst, Option) else math.inf
+        mult[i] = float(getattr(inst, "multiplier", 1))
+    entry_arr = np.asarray(entry, dtype=float)
+    if not np.all(np.isfinite(entry_arr)):
+        bad = [str(getattr(instruments[i], "key", instruments[i])) for i in np.nonzero(~np.isfinite(entry_arr))[0]]
+        raise ValueError(f"payoff needs an entry price for every leg; missing for {', '.join(bad)}")
+    return PayoffLegs(kind, strike, years, np.asarray(units, float), mult, entry_arr, np.asarray(iv, float),
+                      tuple(labels) or tuple(str(getattr(i, "key", i)) for i in instruments))
+
+
+def legs_from_order(
+    legs: Sequence[Leg], quantity: int, entry: Sequence[float], iv: Sequence[float], now: datetime
+) -> PayoffLegs:
+    """Payoff legs of an order: ``quantity`` × each leg's signed ratio; ``entry`` per leg (e.g. leg mids)."""
+    if quantity <= 0:
+        raise ValueError(f"order quantity must be positive, got {quantity}")
+    units = [leg.signed_ratio * quantity for leg in legs]
+    return payoff_legs([leg.instrument for leg in legs], units, entry, iv, now)
+
+
+def legs_from_positions(positions: Sequence[Position], iv: Sequence[float], now: datetime) -> PayoffLegs:
+    """Payoff legs of held positions at their average price (P&L relative to cost basis)."""
+    return payoff_legs(
+        [p.instrument for p in positions],
+        [float(p.quantity) for p in positions],
+        [float(p.avg_price) for p in positions],
+        iv,
+        now,
+    )
+
+
+def value_at(
+    legs: PayoffLegs, spots: np.ndarray, days_forward: float, r: float, q: float, vol_shift: float = 0.0
+) -> np.ndarray:
+    """Market value in dollars of the legs at each spot, ``days_forward`` calendar days from now.
+
+    Shape ``spots.shape + ()`` summed over legs. Options with time left and a vol use BSM; options at or
+    past expiry (or without a vol) are worth intrinsic; stock is worth the spot.
+    """
+    s = np.asarray(spots, dtype=float)
+    flat = s.reshape(-1, 1)
+    t_left = legs.expiry_years - days_forward / DAYS_PER_YEAR
+    vol = legs.iv + vol_shift
+    k = legs.strike
+    is_call = legs.kind == CALL
+    intrinsic = np.where(
+        legs.kind == STOCK, flat, np.where(is_call, np.maximum(flat - k, 0.0), np.maximum(k - flat, 0.0))
+    )
+    live = (legs.kind != STOCK) & (t_left > 0) & np.isfinite(vol) & (vol > 0)
+    values = intrinsic
+    if live.any():
+        priced = bsm.price(is_call[live], flat, k[live], t_left[live], r, q, vol[live])
+        values = intrinsic.copy()
+        values[:, live] = np.where(np.isfinite(priced), priced, intrinsic[:, live])
+    total = (values * (legs.units * legs.multiplier)).sum(axis=1)
+    return total.reshape(s.shape)
+
+
+def pnl_at(
+    legs: PayoffLegs, spots: np.ndarray, days_forward: float, r: float, q: float, vol_shift: float = 0.0
+) -> np.ndarray:
+    """P&L in dollars versus the entry prices (value − net premium paid)."""
+    return value_at(legs, spots, days_forward, r, q, vol_shift) - legs.cost
+
+
+def terminal_cdf(
+    strikes: np.ndarray, spot: float, T: float, r: float, q: float, vols: np.ndarray
+) -> np.ndarray:
+    """Risk-neutral P(S_T ≤ K) on an ascending strike grid from smile-consistent call prices.
+
+    Breeden–Litzenberger: ``P(S_T ≤ K) = 1 + e^{rT} ∂C/∂K`` with ``C(K) = BSM(K, σ(K))`` — the smile's
+    skew is included through ``vols`` (σ at each strike, e.g. from the fitted surface). The result is
+    clipped to [0, 1] and made non-decreasing.
+    """
+    k = np.asarray(strikes, dtype=float)
+    if len(k) < 3 or not np.all(np.diff(k) > 0):
+        raise ValueError("terminal_cdf needs at least 3 strictly ascending strikes")
+    if not (T > 0 and spot > 0):
+        raise ValueError(f"terminal_cdf needs T > 0 and spot > 0, got T={T}, spot={spot}")
+    v = np.asarray(vols, dtype=float)
+    calls = bsm.price(True, spot, k, T, r, q, v)
+    # outside the smile's data the vol may be NaN: fall back on the nearest finite vol
+    if not np.all(np.isfinite(calls)):
+        finite = np.isfinite(v) & (v > 0)
+        if not finite.any():
+            raise ValueError("terminal_cdf needs at least one finite implied vol")
+        v = np.interp(k, k[finite], v[finite])
+        calls = bsm.price(True, spot, k, T, r, q, v)
+    dcdk = np.gradient(calls, k)
+    cdf = np.clip(1.0 + math.exp(r * T) * dcdk, 0.0, 1.0)
+    return np.maximum.accumulate(cdf)
+
+
+def probability_of_profit(spots: np.ndarray, pnl: np.ndarray, cdf: np.ndarray) -> float:
+    """P(P&L > 0 at expiry) given the P&L and the terminal CDF on the same ascending spot grid.
+
+    Mass below the grid counts with the first point's sign, mass above with the last point's sign.
+    """
+    s = np.asarray(spots, float)
+    p = np.asarray(pnl, float)
+    c = np.asarray(cdf, float)
+    if not (len(s) == len(p) == len(c)) or len(s) < 2:
+        raise ValueError("spots, pnl and cdf must share one length (≥ 2)")
+    mass = np.diff(c)
+    mid_profit = 0.5 * (p[:-1] + p[1:]) > 0
+    prob = float(mass[mid_profit].sum())
+    if p[0] > 0:
+        prob += float(c[0])
+    if p[-1] > 0:
+        prob += float(1.0 - c[-1])
+    return min(max(prob, 0.0), 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class PayoffProfile:
+    """Everything the payoff panel draws: curves by label on one spot grid, plus the expiry summary."""
+
+    spots: np.ndarray
+    curves: dict[str, np.ndarray]  # label -> P&L dollars; "Expiry" and "T+<n>d" / "Now"
+    summary: PayoffSummary
+    cost: float
+    probability_of_profit: float  # NaN when no surface vol was available
+    expiry_days: float
+
+
+def profile(
+    legs: PayoffLegs,
+    spot: float,
+    r: float,
+    q: float,
+    *,
+    days: Sequence[float] = (0.0,),
+    width: float = 0.25,
+    points: int = 241,
+    vol_at: object = None,
+    stress: float = 0.15,
+) -> PayoffProfile:
+    """P&L curves at the first expiry and at each of ``days`` (calendar days from now) on spot ±``width``.
+
+    ``vol_at``: optional callable ``strikes -> vols`` at the first expiry (the fitted smile); with it the
+    probability of profit uses the smile's terminal distribution, without it the legs' average IV.
+    """
+    if len(legs) == 0:
+        raise ValueError("payoff profile needs at least one leg")
+    if not (spot > 0 and math.isfinite(spot)):
+        raise ValueError(f"payoff profile needs a positive spot, got {spot}")
+    if not 0 < width < 1:
+        raise ValueError(f"width must be in (0, 1), got {width}")
+    strikes = legs.strike[np.isfinite(legs.strike)]
+    lo = min(spot * (1 - width), float(strikes.min()) * 0.97 if len(strikes) else spot)
+    hi = max(spot * (1 + width), float(strikes.max()) * 1.03 if len(strikes) else spot)
+    grid = np.unique(np.concatenate([np.linspace(max(lo, 1e-6), hi, points), strikes, [spot]]))
+    t_exp = legs.first_expiry_years
+    expiry_days = t_exp * DAYS_PER_YEAR if math.isfinite(t_exp) else math.nan
+    curves: dict[str, np.ndarray] = {}
+    for d in days:
+        if math.isfinite(expiry_days) and d >= expiry_days:
+            continue
+        label = "Now" if d == 0 else f"T+{d:g}d"
+        curves[label] = pnl_at(legs, grid, d, r, q)
+    if math.isfinite(expiry_days):
+        curves["Expiry"] = pnl_at(legs, grid, expiry_days, r, q)
+    else:
+        curves["Expiry"] = pnl_at(legs, grid, 0.0, r, q)
+
+    single_expiry = bool(np.all(np.isclose(legs.expiry_years[legs.kind != STOCK], t_exp)))
+    if single_expiry:
+        summary = summarize(legs.kind, np.nan_to_num(legs.strike), legs.units, legs.multiplier, legs.cost, spot,
+                            stress)
+    else:  # calendars/diagonals: the far legs keep time value at the first expiry; read the curve
+        pnl = curves["Expiry"]
+        sign = np.sign(pnl)
+        cross = np.nonzero(sign[:-1] * sign[1:] < 0)[0]
+        bes = tuple(float(grid[i] - pnl[i] * (grid[i + 1] - grid[i]) / (pnl[i + 1] - pnl[i])) for i in cross)
+        summary = PayoffSummary(float(pnl.max()), max(0.0, -float(pnl.min())), bes, False,
+                                max(0.0, -float(pnl.min())))
+
+    pop = math.nan
+    if math.isfinite(t_exp) and t_exp > 0:
+        vols = None
+        if callable(vol_at):
+            vols = np.asarray(vol_at(grid), dtype=float)
+        else:
+            opt_iv = legs.iv[(legs.kind != STOCK) & np.isfinite(legs.iv)]
+            if len(opt_iv):
+                vols = np.full(len(grid), float(opt_iv.mean()))
+        if vols is not None and np.isfinite(vols).any():
+            cdf = terminal_cdf(grid, spot, t_exp, r, q, vols)
+            pop = probability_of_profit(grid, curves["Expiry"], cdf)
+    return PayoffProfile(grid, curves, summary, legs.cost, pop, expiry_days)

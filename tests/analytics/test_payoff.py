@@ -1,0 +1,98 @@
+import math
+from datetime import date
+
+import numpy as np
+import pytest
+
+from engine.analytics.payoff import (
+    legs_from_order,
+    pnl_at,
+    probability_of_profit,
+    profile,
+    terminal_cdf,
+)
+from engine.analytics.templates import Template, build_template
+from engine.analytics.ticket import ticket_prices
+from engine.model import Equity, Leg, Side
+from tests.analytics.conftest import NOW
+
+FRONT = date(2026, 3, 20)
+R, Q = 0.04, 0.0
+
+
+def _order(chain, template, **kw):
+    legs = build_template(template, chain, FRONT, **kw)
+    p = ticket_prices(legs, chain)
+    return legs, legs_from_order(legs, 2, p.leg_mid, [0.25] * len(legs), NOW)
+
+
+def test_vertical_expiry_pnl_is_capped_and_breakeven_is_strike_plus_debit(chain) -> None:
+    _, pl = _order(chain, Template.VERTICAL)
+    debit = pl.cost / (2 * 100)
+    prof = profile(pl, chain.spot, R, Q, days=(0, 7))
+    s = prof.summary
+    assert s.max_loss == pytest.approx(pl.cost)
+    assert s.max_profit == pytest.approx(2 * 100 * 5 - pl.cost)
+    assert s.breakevens == pytest.approx((100 + debit,), abs=1e-6)
+    assert set(prof.curves) == {"Now", "T+7d", "Expiry"}
+    # before expiry the curve is smoother: above the expiry payoff at the long strike
+    i = int(np.argmin(abs(prof.spots - 100)))
+    assert prof.curves["Now"][i] > prof.curves["Expiry"][i]
+    assert 0 < prof.probability_of_profit < 1
+
+
+def test_now_curve_at_spot_is_near_zero_when_entered_at_mid(chain) -> None:
+    _, pl = _order(chain, Template.STRADDLE)
+    # legs valued with the same vol the market uses: the P&L at today's spot is small vs the premium
+    now_pnl = pnl_at(pl, np.array([chain.spot]), 0, R, Q)[0]
+    assert abs(now_pnl) < 0.1 * abs(pl.cost)
+
+
+def test_short_strangle_has_unlimited_loss(chain) -> None:
+    _, pl = _order(chain, Template.STRANGLE, long=False)
+    prof = profile(pl, chain.spot, R, Q)
+    assert math.isinf(prof.summary.max_loss) and not prof.summary.defined_risk
+    assert prof.summary.max_profit == pytest.approx(-pl.cost)
+    assert len(prof.summary.breakevens) == 2
+
+
+def test_calendar_uses_curve_at_front_expiry(chain) -> None:
+    _, pl = _order(chain, Template.CALENDAR)
+    prof = profile(pl, chain.spot, R, Q)
+    exp = prof.curves["Expiry"]
+    # a long calendar profits most near the strike at the front expiry
+    assert prof.spots[int(np.argmax(exp))] == pytest.approx(100.0, abs=3.0)
+    assert len(prof.summary.breakevens) == 2
+
+
+def test_stock_leg_is_linear() -> None:
+    pl = legs_from_order([Leg(Equity("XYZ"), Side.BUY)], 100, [50.0], [math.nan], NOW)
+    assert pnl_at(pl, np.array([49.0, 51.0]), 0, R, Q) == pytest.approx([-100.0, 100.0])
+
+
+def test_terminal_cdf_is_a_distribution_near_forward() -> None:
+    k = np.linspace(50, 150, 401)
+    cdf = terminal_cdf(k, 100.0, 0.25, 0.0, 0.0, np.full_like(k, 0.2))
+    assert cdf[0] < 0.01 and cdf[-1] > 0.99 and np.all(np.diff(cdf) >= 0)
+    # lognormal median is below the forward: P(S_T <= 100) slightly above 1/2
+    assert 0.5 < cdf[np.searchsorted(k, 100.0)] < 0.56
+
+
+def test_probability_of_profit_of_everything_and_nothing() -> None:
+    s = np.linspace(1, 10, 10)
+    cdf = np.linspace(0.05, 0.95, 10)
+    assert probability_of_profit(s, np.ones(10), cdf) == pytest.approx(1.0)
+    assert probability_of_profit(s, -np.ones(10), cdf) == 0.0
+
+
+def test_bad_inputs_are_named(chain) -> None:
+    legs = build_template(Template.STRADDLE, chain, FRONT)
+    with pytest.raises(ValueError, match="entry price for every leg; missing for XYZ260320C00100000"):
+        legs_from_order(legs, 1, [math.nan, 1.0], [0.2, 0.2], NOW)
+    with pytest.raises(ValueError, match="quantity must be positive"):
+        legs_from_order(legs, 0, [1.0, 1.0], [0.2, 0.2], NOW)
+    _, pl = _order(chain, Template.STRADDLE)
+    with pytest.raises(ValueError, match="positive spot"):
+        profile(pl, math.nan, R, Q)
+    with pytest.raises(ValueError, match="ascending"):
+        terminal_cdf(np.array([3.0, 2.0, 1.0]), 100, 0.1, 0, 0, np.ones(3))
