@@ -1,0 +1,395 @@
+"""The one Strategy API, used unchanged live and in the backtester (a strategy cannot tell which).
+
+A strategy receives market data and order updates through callbacks and answers with
+:class:`~engine.model.OrderIntent` s. It never talks to a broker: whoever drives it (the live
+:class:`~engine.strategies.live.StrategyRunner` on the bus, or the backtester) sends every intent down
+the one order path (OrderFactory → RiskEngine → ApprovalGate live / auto-approval in a backtest).
+
+Callbacks (all synchronous and quick; heavy work belongs in :meth:`Strategy.fit`):
+
+- ``on_start(ctx)`` once, before the first data;
+- ``on_chain(ctx, chain) -> intents`` for every chain snapshot of the strategy's underlying;
+- ``on_order(ctx, order, fills) -> intents`` for every state change of one of its orders (fills included);
+- ``on_timer(ctx, now) -> intents`` at the driver's timer (live: the clock tick; backtest: each step);
+- ``fit(history)`` before a walk-forward test window (parameters now, models later).
+
+What a strategy may read comes from its :class:`StrategyContext` (time, account, its own positions,
+IV rank, regime, sizing limits of the risk profile). Position management rules are data
+(:class:`ManagementRules`), evaluated by :class:`ManagedStrategy` for every open trade.
+
+Sign conventions (DESIGN.md §7): an order's net price is positive for a debit, negative for a credit;
+a trade's P&L per unit is ``value_now − entry_net`` where both are Σ signed_ratio × price.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.model import (
+    Fill,
+    Leg,
+    OpenClose,
+    OptionChain,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
+from engine.model.instruments import NEW_YORK, Option
+
+REGIMES = ("low_vol", "normal", "high_vol", "iv_expansion", "iv_contraction", "neutral")
+
+
+# ---- what a strategy can see ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SizingLimits:
+    """The part of the risk profile a strategy sizes with (fractions of net liquidation)."""
+
+    risk_per_trade: float = 0.02
+    max_positions: int = 5
+    max_position_fraction: float = 0.25
+
+
+@runtime_checkable
+class StrategyContext(Protocol):
+    """Everything a strategy may read. Implemented by the live runner and by the backtester."""
+
+    def now(self) -> datetime: ...
+
+    def net_liquidation(self) -> float:
+        """Account net liquidation value in dollars."""
+
+    def iv_rank(self, underlying: str) -> float:
+        """IV rank in [0, 1] over the configured lookback; NaN when the history is insufficient."""
+
+    def regime(self, underlying: str) -> str:
+        """Current market regime: one of :data:`REGIMES`."""
+
+    def sizing(self) -> SizingLimits: ...
+
+
+# ---- position management rules as data ---------------------------------------------------------------
+class ManagementRules(BaseModel):
+    """When to close an open trade. ``None`` disables a rule. Defaults from trading-rules.md.
+
+    - ``profit_target``: close when P&L ≥ this fraction of the trade's max profit (0.5 = 50 %);
+    - ``stop_multiple``: close when the loss ≥ this multiple of the credit received (credit trades)
+      or of the debit paid (debit trades);
+    - ``dte_exit``: close when calendar days to expiry ≤ this;
+    - ``time_exit_fraction``: close when this fraction of the time from entry to expiry has elapsed;
+    - ``regime_exits``: pairs (entry regime, current regime) that force a close, e.g. low_vol → high_vol.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profit_target: float | None = Field(0.5, gt=0)
+    stop_multiple: float | None = Field(2.0, gt=0)
+    dte_exit: int | None = Field(21, ge=0)
+    time_exit_fraction: float | None = Field(None, gt=0, le=1)
+    regime_exits: tuple[tuple[str, str], ...] = (("low_vol", "high_vol"),)
+
+    def exit_reason(self, trade: OpenTrade, value_now: float, now: datetime, regime: str) -> str | None:
+        """The first rule that fires for ``trade`` marked at ``value_now`` (per unit), or None."""
+        pnl = value_now - trade.entry_net
+        if self.profit_target is not None and trade.max_profit > 0 and pnl >= self.profit_target * trade.max_profit - 1e-9:
+            return "profit_target"
+        if self.stop_multiple is not None:
+            basis = abs(trade.entry_net)
+            if basis > 0 and pnl <= -self.stop_multiple * basis + 1e-9:
+                return "stop"
+        days_left = (trade.expiry - market_date(now)).days
+        if self.dte_exit is not None and days_left <= self.dte_exit:
+            return "dte_exit"
+        if self.time_exit_fraction is not None and trade.opened_at is not None:
+            total = (trade.expiry - market_date(trade.opened_at)).days
+            if total > 0 and (total - days_left) >= self.time_exit_fraction * total:
+                return "time_exit"
+        if (trade.entry_regime, regime) in self.regime_exits:
+            return "regime_shift"
+        return None
+
+
+# ---- strategy-side trade bookkeeping -----------------------------------------------------------------
+@dataclass(slots=True)
+class OpenTrade:
+    """One multi-leg position the strategy opened and manages (per unit = one combo)."""
+
+    tag: str
+    legs: tuple[Leg, ...]
+    quantity: int
+    expiry: Any  # datetime.date of the nearest leg expiry
+    entry_net: float = math.nan  # Σ signed_ratio × fill price per unit (credit < 0)
+    max_profit: float = math.nan  # per unit, price units
+    max_loss: float = math.nan  # per unit, price units (positive)
+    opened_at: datetime | None = None
+    entry_regime: str = ""
+    state: str = "opening"  # opening | open | closing | closed
+    filled: int = 0
+    exit_reason: str = ""
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameters (validated; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    underlying: str = "SPY"
+    rules: ManagementRules = ManagementRules()
+    limit_fraction: float = Field(0.95, gt=0, le=1.5)  # entry limit as a fraction of the natural credit
+    max_open_trades: int = Field(1, ge=1)
+    tif: TimeInForce = TimeInForce.DAY
+
+
+class Strategy:
+    """Base class: override the callbacks you need. Instances hold state; one instance per run."""
+
+    name: ClassVar[str] = "strategy"
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+
+    def __init__(self, params: StrategyParams | dict[str, Any] | None = None, *, strategy_id: str | None = None):
+        self.params = self.parse_params(params)
+        self.strategy_id = strategy_id or self.name
+
+    @classmethod
+    def parse_params(cls, params: StrategyParams | dict[str, Any] | None) -> StrategyParams:
+        if params is None:
+            return cls.Params()
+        if isinstance(params, cls.Params):
+            return params
+        if isinstance(params, BaseModel):
+            params = params.model_dump()
+        return cls.Params.model_validate(unflatten_params(dict(params)))
+
+    @property
+    def underlying(self) -> str:
+        return self.params.underlying
+
+    # callbacks --------------------------------------------------------------------------------------
+    def on_start(self, ctx: StrategyContext) -> None:
+        """Called once before the first market data."""
+
+    def on_chain(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[OrderIntent]:
+        return ()
+
+    def on_order(self, ctx: StrategyContext, order: Order, fills: Sequence[Fill] = ()) -> Sequence[OrderIntent]:
+        return ()
+
+    def on_timer(self, ctx: StrategyContext, now: datetime) -> Sequence[OrderIntent]:
+        return ()
+
+    def fit(self, history: Any) -> None:
+        """Learn parameters from a training window (walk-forward). Rule-based strategies keep theirs."""
+
+    # helpers ----------------------------------------------------------------------------------------
+    def intent(self, legs: Sequence[Leg], quantity: int, limit_price: float | None, tag: str) -> OrderIntent:
+        """An intent from this strategy: net ``limit_price`` per unit (debit > 0, credit < 0), tick-rounded."""
+        price = None
+        order_type = OrderType.MARKET
+        if limit_price is not None:
+            tick = legs[0].instrument.tick_size
+            price = (Decimal(repr(float(limit_price))) / tick).quantize(Decimal(1), rounding=ROUND_HALF_UP) * tick
+            order_type = OrderType.LIMIT
+        return OrderIntent(
+            legs=tuple(legs), quantity=int(quantity), order_type=order_type, limit_price=price,
+            tif=self.params.tif, source=f"strategy:{self.strategy_id}", strategy_id=self.strategy_id, tag=tag,
+        )
+
+
+def unflatten_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``{"rules.stop_multiple": 3}`` → ``{"rules": {"stop_multiple": 3}}`` (CLI ``--param`` and sweeps)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"parameter {key!r} conflicts with {p!r}")
+        if isinstance(value, str) and value.strip().lower() in ("none", "null", "off"):
+            value = None
+        node[parts[-1]] = value
+    return out
+
+
+# ---- a strategy that manages multi-leg trades by rules -----------------------------------------------
+class ManagedStrategy(Strategy):
+    """Keeps :class:`OpenTrade` books from its own order updates and applies :class:`ManagementRules`.
+
+    Subclasses implement :meth:`entries` (new trades for this chain). Exits use the chain's mid to mark
+    and a marketable limit at the natural price to close.
+    """
+
+    def __init__(self, params: StrategyParams | dict[str, Any] | None = None, *, strategy_id: str | None = None):
+        super().__init__(params, strategy_id=strategy_id)
+        self.trades: dict[str, OpenTrade] = {}
+        self._seq = 0
+        self._order_tags: dict[str, str] = {}  # order_id -> trade tag
+
+    # subclass hook ----------------------------------------------------------------------------------
+    def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
+        return ()
+
+    # books ------------------------------------------------------------------------------------------
+    def new_tag(self) -> str:
+        self._seq += 1
+        return f"{self.strategy_id}-{self._seq:05d}"
+
+    def active_trades(self, today: date | None = None) -> list[OpenTrade]:
+        """Trades still working or held; with ``today``, those settling today no longer count."""
+        return [t for t in self.trades.values() if t.state in ("opening", "open", "closing")
+                and (today is None or t.expiry > today)]
+
+    def on_chain(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[OrderIntent]:
+        if chain.underlying != self.underlying:
+            return ()
+        today = market_date(ctx.now())
+        self.expire(today)
+        intents: list[OrderIntent] = []
+        intents.extend(self.manage(ctx, chain))
+        if len(self.active_trades(today)) < self.params.max_open_trades:
+            for trade, intent in self.entries(ctx, chain):
+                self.trades[trade.tag] = trade
+                intents.append(intent)
+        return intents
+
+    def manage(self, ctx: StrategyContext, chain: OptionChain) -> list[OrderIntent]:
+        """Evaluate the rules for every open trade; a firing rule yields a closing intent."""
+        out: list[OrderIntent] = []
+        regime = ctx.regime(self.underlying)
+        now = ctx.now()
+        today = market_date(now)
+        for trade in list(self.trades.values()):
+            if trade.state != "open" or trade.expiry <= today:
+                continue  # a trade expiring today settles at intrinsic value at the close
+            marks = leg_marks(chain, trade.legs)
+            if marks is None:
+                continue  # a leg has no usable quote today: keep, re-evaluate on the next snapshot
+            mid, natural_close = marks
+            reason = self.params.rules.exit_reason(trade, mid, now, regime)
+            if reason is None:
+                continue
+            trade.state = "closing"
+            trade.exit_reason = reason
+            legs = tuple(closing_leg(leg) for leg in trade.legs)
+            # closing price per unit of the closing combo = −(value of the open combo at the natural)
+            out.append(self.intent(legs, trade.filled, -natural_close, f"{trade.tag}:close:{reason}"))
+        return out
+
+    def on_order(self, ctx: StrategyContext, order: Order, fills: Sequence[Fill] = ()) -> Sequence[OrderIntent]:
+        tag = order.tag.split(":", 1)[0]
+        trade = self.trades.get(tag)
+        if trade is None:
+            return ()
+        closing = ":close" in order.tag
+        if fills:
+            net = _net_fill_price(order, fills)
+            if closing:
+                trade.filled -= sum(abs(f.quantity) for f in fills if f.leg_index == 0) // order.legs[0].ratio
+                if trade.filled <= 0:
+                    trade.state = "closed"
+            else:
+                qty = sum(abs(f.quantity) for f in fills if f.leg_index == 0) // order.legs[0].ratio
+                prev = trade.filled
+                trade.filled += qty
+                if math.isnan(trade.entry_net) or prev == 0:
+                    trade.entry_net = net
+                else:
+                    trade.entry_net = (trade.entry_net * prev + net * qty) / trade.filled
+                if trade.state == "opening":
+                    trade.state = "open"
+                    trade.opened_at = ctx.now()
+                    trade.entry_regime = ctx.regime(self.underlying)
+                self.update_limits(trade)
+        if order.status.is_terminal and order.status is not OrderStatus.FILLED:
+            if closing:
+                trade.state = "open" if trade.filled > 0 else "closed"  # retry the exit on the next snapshot
+            elif trade.filled == 0:
+                trade.state = "closed"
+                trade.exit_reason = order.status.value
+                del self.trades[tag]
+        return ()
+
+    def expire(self, today: date) -> None:
+        """Trades whose expiry has passed are over: the exchange settled them at intrinsic value."""
+        for trade in self.trades.values():
+            if trade.state in ("open", "closing") and trade.expiry < today:
+                trade.state = "closed"
+                trade.exit_reason = trade.exit_reason or "expired"
+
+    def update_limits(self, trade: OpenTrade) -> None:
+        """Recompute max profit/loss per unit after the entry price is known (verticals by default)."""
+        width = trade.info.get("width", math.nan)
+        if trade.entry_net < 0:  # credit
+            trade.max_profit = -trade.entry_net
+            trade.max_loss = width + trade.entry_net if math.isfinite(width) else math.inf
+        else:
+            trade.max_loss = trade.entry_net
+            trade.max_profit = width - trade.entry_net if math.isfinite(width) else math.inf
+
+
+# ---- helpers shared by strategies --------------------------------------------------------------------
+def market_date(ts: datetime) -> date:
+    """The New York calendar date of a UTC timestamp (the trading day it belongs to)."""
+    return ts.astimezone(NEW_YORK).date()
+
+
+def closing_leg(leg: Leg) -> Leg:
+    return replace(leg, side=Side.SELL if leg.side is Side.BUY else Side.BUY, open_close=OpenClose.CLOSE)
+
+
+def _net_fill_price(order: Order, fills: Sequence[Fill]) -> float:
+    """Net price per unit of the combo from leg fills (Σ signed qty × price / units)."""
+    units = sum(abs(f.quantity) for f in fills if f.leg_index == 0) / order.legs[0].ratio
+    if units <= 0:
+        return math.nan
+    total = sum(float(f.price) * f.quantity for f in fills if f.kind == "trade")
+    return total / units
+
+
+def leg_marks(chain: OptionChain, legs: Sequence[Leg]) -> tuple[float, float] | None:
+    """(mid value, natural close value) per unit of an open combo: Σ signed_ratio × price.
+
+    The natural close value is what closing would realise at the touch: long legs at the bid,
+    short legs at the ask. None when a leg is missing or has no usable quote.
+    """
+    syms = np.array([leg.symbol for leg in legs], dtype=object)
+    rows = _rows_of(chain, syms)
+    if rows is None:
+        return None
+    bid, ask = chain.bid[rows], chain.ask[rows]
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(bid) & np.isfinite(ask) & (ask >= bid) & (bid >= 0)
+    if not ok.all():
+        return None
+    ratio = np.array([leg.signed_ratio for leg in legs], dtype=float)
+    mid = 0.5 * (bid + ask)
+    natural = np.where(ratio > 0, bid, ask)
+    return float(ratio @ mid), float(ratio @ natural)
+
+
+def _rows_of(chain: OptionChain, symbols: np.ndarray) -> np.ndarray | None:
+    hit = np.nonzero(np.isin(chain.symbol, symbols))[0]
+    if len(hit) < len(symbols):
+        return None
+    found = chain.symbol[hit]
+    index = {s: int(r) for s, r in zip(found, hit, strict=True)}
+    return np.array([index[s] for s in symbols], dtype=np.int64)
+
+
+def option_leg(chain: OptionChain, row: int, side: Side, open_close: OpenClose = OpenClose.OPEN) -> Leg:
+    return Leg(instrument=chain.option(int(row)), side=side, ratio=1, open_close=open_close)
+
+
+def leg_expiry(legs: Sequence[Leg]):
+    return min(leg.instrument.expiry for leg in legs if isinstance(leg.instrument, Option))

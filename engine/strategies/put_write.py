@@ -1,0 +1,63 @@
+"""Cboe PUT-style put-write, the reference benchmark: sell the monthly ATM put, cash-secured, hold to expiry.
+
+Each time the previous put has expired (or on the first day), sell the at-the-money put of the next
+standard monthly expiry (DTE in [``dte_min``, ``dte_max``]). Cash-secured: contracts =
+floor(net liq × ``cash_fraction`` ÷ (strike × multiplier)). No early exits by default (the index holds
+to settlement); the management rules can be switched on for variants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from engine.model import OptionChain, OrderIntent, Side
+from engine.strategies.base import (
+    ManagedStrategy,
+    ManagementRules,
+    OpenTrade,
+    StrategyContext,
+    StrategyParams,
+    leg_expiry,
+    market_date,
+    option_leg,
+)
+from engine.strategies.selection import atm_row, pick_expiry
+
+HOLD_TO_EXPIRY = ManagementRules(profit_target=None, stop_multiple=None, dte_exit=None, regime_exits=())
+
+
+class PutWriteParams(StrategyParams):
+    rules: ManagementRules = HOLD_TO_EXPIRY
+    underlying: str = "SPX"
+    dte_min: int = Field(14, ge=0)
+    dte_max: int = Field(45, ge=0)
+    monthly_only: bool = True
+    cash_fraction: float = Field(1.0, gt=0, le=1)
+    limit_fraction: float = Field(1.0, gt=0, le=1.5)  # of the bid: sell at the bid by default
+
+
+class PutWrite(ManagedStrategy):
+    name = "put_write"
+    Params = PutWriteParams
+
+    def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
+        p = self.params
+        today = market_date(ctx.now())
+        expiry = pick_expiry(chain, today, p.dte_min, p.dte_max, p.dte_min, monthly_only=p.monthly_only)
+        if expiry is None:
+            return ()
+        row = atm_row(chain, expiry, call=False)
+        if row is None or not chain.bid[row] > 0:
+            return ()
+        strike = float(chain.strike[row])
+        qty = int(ctx.net_liquidation() * p.cash_fraction // (strike * chain.multiplier))
+        if qty <= 0:
+            return ()
+        legs = (option_leg(chain, row, Side.SELL),)
+        tag = self.new_tag()
+        credit = float(chain.bid[row])
+        trade = OpenTrade(tag=tag, legs=legs, quantity=qty, expiry=leg_expiry(legs),
+                          info={"width": strike, "credit": credit})
+        return [(trade, self.intent(legs, qty, -p.limit_fraction * credit, f"{tag}:open"))]
