@@ -1,0 +1,51 @@
+"""Black-76: European options on a forward/future ``F``, discounted at ``r``, vectorized.
+
+Value = e^{-rT}·(θF·N(θd1) − θK·N(θd2)), d1 = (ln(F/K) + σ²T/2)/(σ√T). Same units as :mod:`engine.pricing.bsm`:
+delta and gamma per 1 unit of F, vega per vol point, theta per calendar day (F held fixed), rho per rate point
+(discounting only), vanna/volga per vol point, charm per calendar day.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from engine.pricing import bsm
+from engine.pricing.inputs import FloatArray, broadcast_with_right
+
+_NAMES = ("F", "K", "T", "r", "sigma")
+
+
+def price(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]:
+    """Discounted Black-76 value (full relative accuracy for tiny values)."""
+    return bsm.price(right, F, K, T, r, r, sigma, return_reason=return_reason)
+
+
+def greeks(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, return_reason: bool = False,
+) -> bsm.Greeks | tuple[bsm.Greeks, np.ndarray]:
+    """Black-76 value and Greeks with respect to the forward (a BSM with q = r; rho is discounting only)."""
+    is_call, (F_, K_, T_, r_, sig) = broadcast_with_right(right, _NAMES, F, K, T, r, sigma)
+    g, reason = bsm.greeks(is_call, F_, K_, T_, r_, r_, sig, return_reason=True)
+    # BSM with q = r moves both r and q in its rho; on a forward only the discount factor depends on r.
+    rho = -T_ * g.price * 0.01
+    out = bsm.Greeks(g.price, g.delta, g.gamma, g.vega, g.theta, rho, g.vanna, g.volga, g.charm)
+    return (out, reason) if return_reason else out
+
+
+def implied_vol(
+    price: ArrayLike, right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]:
+    """Implied Black-76 vol at machine accuracy; NaN with reason codes where no vol exists (as BSM)."""
+    is_call, (p, F_, K_, T_, r_) = broadcast_with_right(right, ("price", *_NAMES[:4]), price, F, K, T, r)
+    with np.errstate(all="ignore"):
+        df = np.exp(-r_ * T_)
+    vol, reason = bsm.implied_vol_forward(p, is_call, F_, K_, T_, df)
+    return (vol, reason) if return_reason else vol
