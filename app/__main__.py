@@ -1,0 +1,41 @@
+"""``python -m app`` / ``optiondesk`` / ``optiondesk gui``: open the workstation window."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="optiondesk gui", description="Open the Optiondesk workstation window.")
+    p.add_argument("--home", metavar="DIR", help="keep data, config and logs under DIR (portable / testing)")
+    p.add_argument("--theme", choices=("dark", "light"), help="colour theme (default: the saved one)")
+    p.add_argument("--reset-layout", action="store_true", help="ignore the saved window layout")
+    p.add_argument("--seconds", type=float, help="close the window after this many seconds (smoke runs)")
+    p.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point. ``argv`` excludes the program name; a leading ``gui`` (from the CLI) is ignored."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "gui":
+        args_list = args_list[1:]
+    args = build_parser().parse_args(args_list)
+
+    from app.runtime import Workstation, create_application, run_event_loop, run_workstation
+    from engine.core import EngineConfig
+    from engine.logging_setup import setup_logging
+    from engine.paths import AppPaths
+
+    paths = AppPaths.under(__import__("pathlib").Path(args.home)) if args.home else AppPaths.default()
+    paths.ensure()
+    setup_logging(paths.log_dir, args.log_level or "INFO", console=True)
+    app = create_application([sys.argv[0], *args_list])
+    workstation = Workstation(EngineConfig(paths=paths), theme=args.theme, restore_layout=not args.reset_layout)
+    return run_event_loop(app, run_workstation(workstation, seconds=args.seconds, app=app))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

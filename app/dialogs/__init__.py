@@ -1,0 +1,1 @@
+"""Dialogs: settings, credentials, live-mode confirmation. All are opened with ``open()``, never ``exec()``."""

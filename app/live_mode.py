@@ -1,0 +1,116 @@
+"""Preconditions of the Paper → Live switch, checked before the confirmation dialog opens.
+
+The engine's mode router re-checks them when ``SwitchMode`` arrives; this module only decides what the
+toolbar tells the user up front (DESIGN.md §6): live needs stored credentials, a connected broker with
+an account, and no working orders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from engine.model import OrderStatus
+
+log = logging.getLogger(__name__)
+
+WORKING = (OrderStatus.SUBMITTED, OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLED)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCheck:
+    ok: bool
+    reason: str = ""
+    broker: str = ""
+    account_id: str = ""
+    account_label: str = ""
+    server: str = ""  # "live" or "paper server" (tastytrade sandbox, IBKR paper ports)
+
+
+def credential_store(engine: Any) -> Any:
+    """The engine's :class:`engine.credentials.CredentialStore`, or a fresh one (OS keyring)."""
+    store = getattr(engine, "credentials", None)
+    if store is None:
+        from engine.credentials import CredentialStore
+
+        store = CredentialStore()
+        try:
+            engine.credentials = store
+        except AttributeError:
+            pass
+    return store
+
+
+def working_order_count(engine: Any) -> int:
+    """Orders live at a broker (submitted, working, partially filled), from the order store."""
+    store = getattr(engine, "store", None)
+    orders = getattr(store, "orders", None)
+    if orders is None:
+        return 0
+    try:
+        return len(orders.list(statuses=WORKING))
+    except TypeError:
+        return sum(1 for o in orders.list() if o.status in WORKING)
+
+
+def _tastytrade_sandbox(engine: Any) -> bool:
+    brokers_cfg = getattr(getattr(engine, "settings", None), "brokers", None)
+    return bool(getattr(getattr(brokers_cfg, "tastytrade", None), "sandbox", False))
+
+
+def _has_credentials(engine: Any) -> tuple[bool, str]:
+    creds = credential_store(engine)
+    sandbox = _tastytrade_sandbox(engine)
+    try:
+        if creds.has_tastytrade(sandbox=sandbox):
+            return True, "tastytrade"
+    except Exception as exc:
+        log.warning("credential lookup failed: %s", type(exc).__name__)
+    brokers = getattr(engine, "brokers", None) or {}
+    if "ibkr" in brokers:  # TWS / IB Gateway authenticate the session themselves: a connection is the credential
+        return True, "ibkr"
+    return False, ""
+
+
+def _account_of(broker: Any) -> str:
+    for attr in ("account_id", "account"):
+        value = getattr(broker, attr, None)
+        if isinstance(value, str) and value:
+            return value
+        acct_id = getattr(value, "account_id", None)
+        if acct_id:
+            return str(acct_id)
+    return ""
+
+
+def _is_connected(broker: Any) -> bool:
+    value = getattr(broker, "connected", None)
+    if value is None:
+        value = getattr(broker, "is_connected", None)
+    if callable(value):
+        value = value()
+    return bool(value)
+
+
+def live_switch_check(engine: Any) -> LiveCheck:
+    """Whether the toolbar may offer the live confirmation, and if not, why (one sentence)."""
+    has_creds, _kind = _has_credentials(engine)
+    if not has_creds:
+        return LiveCheck(False, "no broker credentials stored — add them in File ▸ Credentials…")
+    working = working_order_count(engine)
+    if working:
+        return LiveCheck(False, f"{working} order(s) still working — cancel them or wait for fills first")
+    brokers = {name: b for name, b in (getattr(engine, "brokers", None) or {}).items() if name != "paper"}
+    if not brokers:
+        return LiveCheck(False, "credentials are stored but no live broker is connected")
+    for name, broker in brokers.items():
+        if not _is_connected(broker):
+            continue
+        account = _account_of(broker)
+        if not account:
+            continue
+        paper_server = bool(getattr(broker, "is_paper_server", False) or getattr(broker, "sandbox", False))
+        label = f"{name} account {account}"
+        return LiveCheck(True, "", name, account, label, "paper server" if paper_server else "live")
+    return LiveCheck(False, f"broker {', '.join(brokers)} is not connected (or has no account selected)")

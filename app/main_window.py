@@ -1,0 +1,500 @@
+"""The workstation main window: fixed trading toolbar, live banner, dockable panels, status bar, menus.
+
+- Every panel in :data:`widgets.PANELS` (plus the alerts/event log) sits in a ``QDockWidget`` whose
+  object name is the panel's ``panel_id``; the layout (geometry + dock state + small panel state) is
+  saved to ``QSettings`` on close and restored on the next start. View ▸ Reset layout restores the
+  default arrangement for a 1920×1080 screen.
+- The :class:`~app.bridge.EventBridge` delivers one coalesced batch every ~100 ms to the toolbar, the
+  status bar, the alerts log and each panel.
+- Live mode is unmistakable: a red banner under the toolbar and "LIVE" in the window title.
+- Closing the window emits ``close_requested``; the runtime (``app.runtime``) then stops the bridge
+  and the engine and ends the Qt loop. The window never quits the application itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app import themes
+from app.alerts import AlertsPanel
+from app.bridge import EventBridge
+from app.resources import icon
+from app.toolbar import KillSwitchControl, ModeControl, TradingToolbar
+from engine.bus.events import ClockTicked, ConnectionStateChanged, ModeChanged, TradingStateChanged
+from widgets.base import EventBatch, Panel
+
+log = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 3
+Area = QtCore.Qt.DockWidgetArea
+
+#: Default placement for a 1920×1080 screen: panel_id → (area, group). Panels of one group share a
+#: tabbed dock; groups in one area are stacked in this order. Unknown panels join the right-hand tabs.
+DEFAULT_LAYOUT: dict[str, tuple[Area, str]] = {
+    "chain": (Area.LeftDockWidgetArea, "left-top"),
+    "positions": (Area.LeftDockWidgetArea, "left-bottom"),
+    "orders": (Area.LeftDockWidgetArea, "left-bottom"),
+    "alerts": (Area.LeftDockWidgetArea, "left-bottom"),
+    "pnl": (Area.LeftDockWidgetArea, "left-bottom"),
+    "ticket": (Area.RightDockWidgetArea, "right-top"),
+    "approvals": (Area.RightDockWidgetArea, "right-top"),
+    "smile": (Area.RightDockWidgetArea, "right-middle"),
+    "surface": (Area.RightDockWidgetArea, "right-middle"),
+    "payoff": (Area.RightDockWidgetArea, "right-middle"),
+    "greeks": (Area.RightDockWidgetArea, "right-bottom"),
+    "backtest": (Area.RightDockWidgetArea, "right-bottom"),
+}
+_GROUP_ORDER = ("left-top", "left-bottom", "right-top", "right-middle", "right-bottom")
+_FALLBACK_GROUP = "right-middle"
+
+
+def _placement(panel_id: str) -> tuple[Area, str]:
+    if panel_id in DEFAULT_LAYOUT:
+        return DEFAULT_LAYOUT[panel_id]
+    for key, value in DEFAULT_LAYOUT.items():  # e.g. "chain_table" → chain, "smile_surface" → smile
+        if key in panel_id:
+            return value
+    return Area.RightDockWidgetArea, _FALLBACK_GROUP
+
+
+def default_panels() -> tuple[type[Panel], ...]:
+    """The panel classes the widgets package offers (empty while it has none)."""
+    try:
+        from widgets import PANELS
+    except Exception:
+        log.exception("could not import widgets.PANELS; starting without panels")
+        return ()
+    return tuple(PANELS)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    close_requested = QtCore.Signal()
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        qsettings: QtCore.QSettings | None = None,
+        panels: Sequence[type[Panel]] | None = None,
+        theme: str | None = None,
+        restore_layout: bool = True,
+        parent: QtWidgets.QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.engine = engine
+        self.setObjectName("optiondeskMainWindow")
+        self.setWindowIcon(icon("optiondesk"))
+        self.setDockOptions(
+            QtWidgets.QMainWindow.DockOption.AnimatedDocks
+            | QtWidgets.QMainWindow.DockOption.AllowTabbedDocks
+            | QtWidgets.QMainWindow.DockOption.AllowNestedDocks
+        )
+        self.setDockNestingEnabled(True)
+        self.qsettings = qsettings if qsettings is not None else QtCore.QSettings("optiondesk", "optiondesk")
+        general = getattr(getattr(engine, "settings", None), "general", None)
+        self.theme = theme or str(self.qsettings.value("ui/theme", getattr(general, "theme", "dark")))
+        hz = float(getattr(general, "ui_refresh_hz", 10.0) or 10.0)
+        self.mode = "paper"
+        self.trading_state = "ACTIVE"
+        self.connection_text = ""
+        self.panel_errors: list[str] = []
+        self._closing = False
+
+        self.bridge = EventBridge(engine.bus, interval_ms=max(16, round(1000.0 / hz)), parent=self)
+        self.bridge.consumer_failed.connect(self._on_consumer_failed)
+
+        # toolbar + live banner ------------------------------------------------------------------------
+        self.trading_toolbar = TradingToolbar(engine, self)
+        self.addToolBar(QtCore.Qt.ToolBarArea.TopToolBarArea, self.trading_toolbar)
+        self.addAction(self.trading_toolbar.kill_switch_action)
+        self.addToolBarBreak(QtCore.Qt.ToolBarArea.TopToolBarArea)
+        self.banner_bar = QtWidgets.QToolBar("Live banner", self)
+        self.banner_bar.setObjectName("liveBannerBar")
+        self.banner_bar.setMovable(False)
+        self.banner_bar.toggleViewAction().setEnabled(False)
+        self.banner = QtWidgets.QLabel("")
+        self.banner.setObjectName("liveBanner")
+        self.banner.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.banner.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.banner_bar.addWidget(self.banner)
+        self.addToolBar(QtCore.Qt.ToolBarArea.TopToolBarArea, self.banner_bar)
+        self.banner_bar.setVisible(False)
+        mode_ctl = self.trading_toolbar.controls.get("mode")
+        if isinstance(mode_ctl, ModeControl):
+            self.mode = mode_ctl.mode
+
+        # panels -------------------------------------------------------------------------------------
+        self.panels: dict[str, Panel] = {}
+        self.docks: dict[str, QtWidgets.QDockWidget] = {}
+        self.alerts = AlertsPanel(engine, self)
+        self.alerts.notify.connect(self._notify)
+        panel_classes = list(default_panels() if panels is None else panels)
+        for cls in panel_classes:
+            try:
+                panel = cls(engine, self)
+            except Exception as exc:
+                log.exception("panel %s failed to build", getattr(cls, "__name__", cls))
+                self.panel_errors.append(f"{getattr(cls, 'title', cls)}: {type(exc).__name__}: {exc}")
+                continue
+            self._add_panel(panel)
+        self._add_panel(self.alerts)
+        for msg in self.panel_errors:
+            self.alerts.log("error", "GUI", f"panel failed to open: {msg}")
+        self.setCentralWidget(None)
+
+        # status bar ---------------------------------------------------------------------------------
+        sb = self.statusBar()
+        sb.setObjectName("statusBar")
+        self.status_mode = QtWidgets.QLabel()
+        self.status_mode.setObjectName("statusMode")
+        self.status_state = QtWidgets.QLabel()
+        self.status_state.setObjectName("statusState")
+        self.status_clock = QtWidgets.QLabel("clock —")
+        self.status_clock.setObjectName("statusClock")
+        self.status_conn = QtWidgets.QLabel("no connections")
+        self.status_conn.setObjectName("statusConnection")
+        self.status_rate = QtWidgets.QLabel("")
+        self.status_rate.setObjectName("statusRate")
+        for w in (self.status_mode, self.status_state, self.status_clock, self.status_conn):
+            sb.addWidget(w)
+        sb.addPermanentWidget(self.status_rate)
+        self._events_seen = 0
+        self._rate_timer = QtCore.QElapsedTimer()
+        self._rate_timer.start()
+
+        ks = self.trading_toolbar.controls.get("kill_switch")
+        if isinstance(ks, KillSwitchControl):
+            self.trading_state = ks.state
+        conn = self.trading_toolbar.controls.get("connection")
+        if conn is not None:
+            self.connection_text = conn.summary()  # type: ignore[attr-defined]
+        self.status_state.setVisible("kill_switch" in self.trading_toolbar.controls)
+        self._render_status()
+
+        # menus --------------------------------------------------------------------------------------
+        self._build_menus()
+
+        # consumers: toolbar, status bar, then every panel ---------------------------------------------
+        self.bridge.add_consumer(self.trading_toolbar.apply_events, "toolbar")
+        self.bridge.add_consumer(self._apply_status, "status bar")
+        for pid, panel in self.panels.items():
+            self.bridge.add_consumer(panel.apply_events, pid)
+            panel.status.connect(lambda msg, p=panel: self.alerts.log("warning", p.title, msg))
+
+        # tray for desktop notifications ---------------------------------------------------------------
+        self.tray: QtWidgets.QSystemTrayIcon | None = None
+        if QtWidgets.QSystemTrayIcon.isSystemTrayAvailable():
+            self.tray = QtWidgets.QSystemTrayIcon(icon("optiondesk"), self)
+            self.tray.setToolTip("Optiondesk")
+            self.tray.show()
+        self.notifications: list[tuple[str, str, str]] = []
+
+        themes.apply_theme(self.theme)
+        self._apply_theme_to_panels()
+        self.resize(1920, 1080)
+        self.default_state = self.saveState(LAYOUT_VERSION)
+        self.layout_restored = self.restore_layout() if restore_layout else False
+        self._render_mode()
+
+    # ---- panels and docks ------------------------------------------------------------------------
+    def _add_panel(self, panel: Panel) -> None:
+        pid = panel.panel_id or panel.objectName() or type(panel).__name__
+        if pid in self.panels:
+            log.warning("duplicate panel id %s; second one ignored", pid)
+            return
+        dock = QtWidgets.QDockWidget(panel.title, self)
+        dock.setObjectName(f"dock:{pid}")
+        dock.setWidget(panel)
+        dock.setFeatures(
+            QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
+        self.panels[pid] = panel
+        self.docks[pid] = dock
+        self._place_default(pid, dock)
+
+    def _place_default(self, pid: str, dock: QtWidgets.QDockWidget) -> None:
+        area, group = _placement(pid)
+        # the first dock of a group is added to the area; the rest are tabbed onto it
+        first = next(
+            (self.docks[p] for p in self.docks if p != pid and _placement(p)[1] == group and self.dockWidgetArea(self.docks[p]) == area),
+            None,
+        )
+        if first is not None:
+            self.tabifyDockWidget(first, dock)
+        else:
+            self.addDockWidget(area, dock, QtCore.Qt.Orientation.Vertical)
+
+    def apply_default_layout(self) -> None:
+        """Re-place every dock as on a fresh install, sized for 1920×1080."""
+        for dock in self.docks.values():
+            dock.setFloating(False)
+            dock.show()
+            self.removeDockWidget(dock)
+        placed: list[str] = []
+        for group in (*_GROUP_ORDER, *sorted({_placement(p)[1] for p in self.docks} - set(_GROUP_ORDER))):
+            for pid, dock in self.docks.items():
+                if _placement(pid)[1] != group:
+                    continue
+                area = _placement(pid)[0]
+                leader = next((self.docks[p] for p in placed if _placement(p)[1] == group), None)
+                if leader is not None:
+                    self.tabifyDockWidget(leader, dock)
+                else:
+                    self.addDockWidget(area, dock, QtCore.Qt.Orientation.Vertical)
+                dock.show()
+                placed.append(pid)
+        self._size_default()
+        for pid in ("chain", "ticket", "smile", "greeks", "positions"):
+            if pid in self.docks:
+                self.docks[pid].raise_()
+
+    def _size_default(self) -> None:
+        width = max(self.width(), 1200)
+        height = max(self.height(), 700)
+        left = [d for p, d in self.docks.items() if self.dockWidgetArea(d) == Area.LeftDockWidgetArea]
+        right = [d for p, d in self.docks.items() if self.dockWidgetArea(d) == Area.RightDockWidgetArea]
+        if left and right:
+            self.resizeDocks([left[0], right[0]], [int(width * 0.60), int(width * 0.40)], QtCore.Qt.Orientation.Horizontal)
+        top_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-top"]
+        bottom_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-bottom"]
+        if top_left and bottom_left:
+            self.resizeDocks([top_left[0], bottom_left[0]], [int(height * 0.62), int(height * 0.30)], QtCore.Qt.Orientation.Vertical)
+        groups = [g for g in ("right-top", "right-middle", "right-bottom") if any(_placement(p)[1] == g for p in self.docks)]
+        firsts = [next(self.docks[p] for p in self.docks if _placement(p)[1] == g) for g in groups]
+        shares = {"right-top": 0.36, "right-middle": 0.34, "right-bottom": 0.30}
+        if len(firsts) > 1:
+            self.resizeDocks(firsts, [int(height * shares[g]) for g in groups], QtCore.Qt.Orientation.Vertical)
+
+    # ---- layout persistence -------------------------------------------------------------------------
+    def save_layout(self) -> None:
+        self.qsettings.setValue("window/geometry", self.saveGeometry())
+        self.qsettings.setValue("window/state", self.saveState(LAYOUT_VERSION))
+        self.qsettings.setValue("window/layout_version", LAYOUT_VERSION)
+        states = {}
+        for pid, panel in self.panels.items():
+            try:
+                states[pid] = panel.panel_state()
+            except Exception:
+                log.exception("panel %s could not save its state", pid)
+        self.qsettings.setValue("panels/state", json.dumps(states, default=str))
+        self.qsettings.setValue("ui/theme", self.theme)
+        self.qsettings.sync()
+
+    def restore_layout(self) -> bool:
+        """Restore the saved layout; False (and the default layout) when there is none or it is stale."""
+        geometry = self.qsettings.value("window/geometry")
+        state = self.qsettings.value("window/state")
+        version = int(self.qsettings.value("window/layout_version", 0) or 0)
+        ok = False
+        if geometry is not None and state is not None and version == LAYOUT_VERSION:
+            self.restoreGeometry(geometry)
+            ok = bool(self.restoreState(state, LAYOUT_VERSION))
+        if not ok:
+            self.apply_default_layout()
+        raw = self.qsettings.value("panels/state")
+        if raw:
+            try:
+                states = json.loads(str(raw))
+            except ValueError:
+                states = {}
+            for pid, st in states.items():
+                panel = self.panels.get(pid)
+                if panel is not None and isinstance(st, dict):
+                    try:
+                        panel.restore_panel_state(st)
+                    except Exception:
+                        log.exception("panel %s could not restore its state", pid)
+        return ok
+
+    def reset_layout(self) -> None:
+        self.qsettings.remove("window/state")
+        self.apply_default_layout()
+
+    # ---- menus ----------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        file_menu = mb.addMenu("&File")
+        self.settings_action = file_menu.addAction("&Settings…", self.open_settings_dialog)
+        self.settings_action.setShortcut(QtGui.QKeySequence("Ctrl+,"))
+        self.credentials_action = file_menu.addAction("&Credentials…", self.open_credentials_dialog)
+        file_menu.addSeparator()
+        quit_action = file_menu.addAction("&Quit", self.close)
+        quit_action.setShortcut(QtGui.QKeySequence.StandardKey.Quit)
+
+        view = mb.addMenu("&View")
+        for pid, dock in self.docks.items():
+            act = dock.toggleViewAction()
+            act.setText(self.panels[pid].title)
+            view.addAction(act)
+        view.addSeparator()
+        view.addAction("&Reset layout", self.reset_layout)
+        theme_menu = view.addMenu("&Theme")
+        group = QtGui.QActionGroup(self)
+        for name in themes.THEMES:
+            act = theme_menu.addAction(name.capitalize())
+            act.setCheckable(True)
+            act.setChecked(name == self.theme)
+            act.triggered.connect(lambda _checked=False, n=name: self.set_theme(n))
+            group.addAction(act)
+
+        trading = mb.addMenu("&Trading")
+        trading.addAction(self.trading_toolbar.kill_switch_action)
+        ks = self.trading_toolbar.controls.get("kill_switch")
+        if isinstance(ks, KillSwitchControl):
+            trading.addAction("Reset kill switch…", ks.ask_reset)
+
+        help_menu = mb.addMenu("&Help")
+        help_menu.addAction("&About Optiondesk", self._about)
+
+    def _about(self) -> None:
+        import engine
+
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle("About Optiondesk")
+        box.setText(f"<b>Optiondesk</b> {getattr(engine, '__version__', '')}<br>Options-trading workstation.")
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    def open_settings_dialog(self) -> QtWidgets.QDialog:
+        from app.dialogs.settings_dialog import SettingsDialog
+
+        dlg = SettingsDialog(self.engine, self)
+        dlg.saved.connect(lambda path: self.alerts.log("info", "settings", f"settings saved to {path}"))
+        dlg.open()
+        return dlg
+
+    def open_credentials_dialog(self) -> QtWidgets.QDialog:
+        from app.dialogs.credentials_dialog import CredentialsDialog
+
+        dlg = CredentialsDialog(self.engine, parent=self)
+        dlg.stored.connect(lambda where: self.alerts.log("info", "credentials", f"credentials stored ({where})"))
+        dlg.open()
+        return dlg
+
+    # ---- theme ----------------------------------------------------------------------------------
+    def set_theme(self, name: str) -> None:
+        self.theme = themes.apply_theme(name)
+        self.qsettings.setValue("ui/theme", self.theme)
+        self._apply_theme_to_panels()
+
+    def _apply_theme_to_panels(self) -> None:
+        for panel in self.panels.values():
+            hook = getattr(panel, "apply_theme", None)
+            if callable(hook):
+                try:
+                    hook(self.theme)
+                except Exception:
+                    log.exception("panel %s failed to apply the theme", panel.panel_id)
+
+    # ---- events ---------------------------------------------------------------------------------
+    def _apply_status(self, batch: EventBatch) -> None:
+        self._events_seen += len(batch)
+        changed = False
+        for ev in batch.events(ModeChanged):
+            self.mode = ev.mode.lower()
+            changed = True
+        for ev in batch.events(TradingStateChanged):
+            self.trading_state = str(ev.state).upper()
+            changed = True
+        ks = self.trading_toolbar.controls.get("kill_switch")
+        if isinstance(ks, KillSwitchControl) and ks.state != self.trading_state:
+            self.trading_state = ks.state
+            changed = True
+        if batch.events(ConnectionStateChanged):
+            conn = self.trading_toolbar.controls.get("connection")
+            self.connection_text = conn.summary() if conn is not None else ""  # type: ignore[attr-defined]
+            changed = True
+        for ev in batch.latest(ClockTicked).values():
+            self._render_clock(ev.now, ev.market_open)
+        if changed:
+            self._render_status()
+            self._render_mode()
+        if self._rate_timer.elapsed() >= 1000:
+            rate = self.bridge.events_in / max(self._rate_timer.elapsed() / 1000.0, 1e-3)
+            self.status_rate.setText(f"{rate:,.0f} ev/s · flush {self.bridge.last_flush_ms:.1f} ms")
+            self.bridge.events_in = 0
+            self._rate_timer.restart()
+
+    def _render_clock(self, now: datetime, market_open: bool) -> None:
+        try:
+            from zoneinfo import ZoneInfo
+
+            local = now.astimezone(ZoneInfo("America/New_York"))
+            text = local.strftime("%Y-%m-%d %H:%M:%S ET")
+        except Exception:
+            text = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+        self.status_clock.setText(f"clock {text} · market {'OPEN' if market_open else 'closed'}")
+
+    def _render_status(self) -> None:
+        self.status_mode.setText(f"mode = {self.mode.upper()}")
+        self.status_mode.setProperty("mode", self.mode)
+        self.status_state.setText(f"trading {self.trading_state}")
+        self.status_state.setProperty("tradingState", self.trading_state)
+        self.status_conn.setText(self.connection_text or "no connections")
+        for w in (self.status_mode, self.status_state):
+            w.style().unpolish(w)
+            w.style().polish(w)
+
+    def _render_mode(self) -> None:
+        live = self.mode == "live"
+        mode_ctl = self.trading_toolbar.controls.get("mode")
+        account = mode_ctl.account_label if isinstance(mode_ctl, ModeControl) else ""
+        self.setWindowTitle(f"● LIVE — {account} — Optiondesk" if live else "Optiondesk — PAPER")
+        self.banner.setText(f"LIVE TRADING — {account} — real orders are sent to the broker" if live else "")
+        self.banner_bar.setVisible(live)
+        self.setProperty("mode", self.mode)
+        self._render_status()
+
+    def _on_consumer_failed(self, name: str, error: str) -> None:
+        self.alerts.log("error", "GUI", f"{name} failed to render: {error}")
+
+    def _notify(self, level: str, title: str, message: str) -> None:
+        self.notifications.append((level, title, message))
+        if self.tray is not None and level == "critical":
+            self.tray.showMessage(title, message, QtWidgets.QSystemTrayIcon.MessageIcon.Critical, 10000)
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the bridge and log what happened before it subscribed (engine start, settings errors)."""
+        self.bridge.start()
+        paths = getattr(self.engine, "paths", None)
+        where = f" — data in {paths.data_dir}" if paths is not None else ""
+        self.alerts.log("info", "engine", f"engine started in {self.mode.upper()} mode{where}")
+        result = getattr(self.engine, "settings_result", None)
+        for err in getattr(result, "errors", ()) or ():
+            self.alerts.log("warning", "settings", f"{err} — default used")
+        if result is not None and getattr(result, "backup_path", None):
+            self.alerts.log("warning", "settings", f"your settings file was copied to {result.backup_path}")
+        missing = [name for name in ("feed", "paper_broker", "oms", "risk", "kill_switch") if getattr(self.engine, name, None) is None]
+        if missing:
+            self.alerts.log("info", "engine", f"components not available in this build: {', '.join(missing)}")
+
+    def shutdown(self) -> None:
+        """Stop the bridge (no more deliveries) and save the layout. Idempotent."""
+        if self.bridge.running:
+            self.bridge.stop()
+        if not self._closing:
+            self._closing = True
+            self.save_layout()
+        if self.tray is not None:
+            self.tray.hide()
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self.shutdown()
+        event.accept()
+        self.close_requested.emit()
+
+    def grab_panels(self) -> dict[str, QtGui.QPixmap]:
+        """A pixmap of every visible panel (the self-test writes them to PNG)."""
+        out = {}
+        for pid, panel in self.panels.items():
+            out[pid] = panel.grab()
+        return out

@@ -1,0 +1,222 @@
+"""QApplication + qasync done right (DESIGN.md §2, §10).
+
+One asyncio loop — qasync's ``QEventLoop`` — runs the Qt GUI and the engine. The main coroutine
+(:func:`run_workstation`) starts the engine and the window, then waits until a quit is requested
+(the window was closed, File ▸ Quit, Ctrl+C, or ``QApplication.aboutToQuit``), and only then stops
+the bridge, the engine and every task it left, before returning. The Qt loop ends when that coroutine
+has returned, never before — so there is no "Event loop stopped before Future completed".
+
+``quitOnLastWindowClosed`` is off: closing the window asks the coroutine to shut down instead of
+tearing Qt down underneath it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+os.environ.setdefault("QT_API", "pyside6")
+os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+
+from PySide6 import QtCore, QtWidgets
+
+log = logging.getLogger(__name__)
+
+
+def create_application(argv: Sequence[str] | None = None) -> QtWidgets.QApplication:
+    """The process's ``QApplication`` (created once), named for QSettings and the desktop file."""
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(list(argv) if argv is not None else sys.argv[:1])
+    app.setApplicationName("optiondesk")
+    app.setOrganizationName("optiondesk")
+    app.setApplicationDisplayName("Optiondesk")
+    app.setDesktopFileName("optiondesk")
+    app.setQuitOnLastWindowClosed(False)
+    from app.resources import icon
+
+    app.setWindowIcon(icon("optiondesk"))
+    return app  # type: ignore[return-value]
+
+
+def window_settings(config_dir: Any) -> QtCore.QSettings:
+    """Layout/theme persistence: an INI file next to settings.toml (one place for a user's config)."""
+    from pathlib import Path
+
+    path = Path(config_dir) / "window.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return QtCore.QSettings(str(path), QtCore.QSettings.Format.IniFormat)
+
+
+class Workstation:
+    """The engine and its main window, started and stopped together on the running (qasync) loop.
+
+    ``quit_requested`` is set when the window closes; :func:`run_workstation` waits on it.
+    """
+
+    def __init__(
+        self,
+        engine_config: Any = None,
+        *,
+        engine: Any = None,
+        qsettings: QtCore.QSettings | None = None,
+        panels: Sequence[type] | None = None,
+        theme: str | None = None,
+        restore_layout: bool = True,
+        show: bool = True,
+    ) -> None:
+        self.engine_config = engine_config
+        self.engine = engine
+        self.qsettings = qsettings
+        self.panels = panels
+        self.theme = theme
+        self.restore_layout = restore_layout
+        self.show = show
+        self.window: Any = None
+        self.quit_requested = asyncio.Event()
+        self._owns_engine = engine is None
+
+    async def start(self) -> Any:
+        """Start the engine (if we own it), build and show the window, start the bridge."""
+        from app.main_window import MainWindow
+
+        if self.engine is None:
+            from engine.core import Engine
+
+            self.engine = Engine(self.engine_config)
+        if not getattr(self.engine, "started", False):
+            await self.engine.start()
+        qsettings = self.qsettings if self.qsettings is not None else window_settings(self.engine.paths.config_dir)
+        try:
+            self.window = MainWindow(
+                self.engine, qsettings=qsettings, panels=self.panels, theme=self.theme, restore_layout=self.restore_layout
+            )
+        except BaseException:
+            if self._owns_engine:
+                await self.engine.stop()
+            raise
+        self.window.close_requested.connect(self.quit_requested.set)
+        self.window.start()
+        if self.show:
+            self.window.show()
+        return self.window
+
+    def request_quit(self) -> None:
+        self.quit_requested.set()
+
+    async def stop(self) -> None:
+        """Stop deliveries, close the window, stop the engine; idempotent."""
+        window, self.window = self.window, None
+        if window is not None:
+            with contextlib.suppress(RuntimeError):  # the C++ object may already be gone
+                window.close_requested.disconnect(self.quit_requested.set)
+            window.shutdown()
+            window.hide()
+            window.deleteLater()
+        if self.engine is not None and self._owns_engine and getattr(self.engine, "started", False):
+            await self.engine.stop()
+
+
+async def cancel_leftover_tasks(timeout: float = 5.0) -> int:
+    """Cancel every task on the loop except the current one and wait for them; returns how many."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout)
+    return len(tasks)
+
+
+async def run_workstation(
+    workstation: Workstation,
+    *,
+    seconds: float | None = None,
+    on_ready: Callable[[Workstation], Awaitable[Any]] | None = None,
+    app: QtWidgets.QApplication | None = None,
+    cancel_leftovers: bool = True,
+) -> int:
+    """The main coroutine: start, wait for a quit request (or ``seconds``), stop cleanly. Returns 0.
+
+    ``on_ready`` runs once the window is up (the self-test drives the GUI from it); its exception
+    propagates after the shutdown. ``cancel_leftovers`` cancels every other task on the loop at the
+    end (the process is about to exit); tests sharing a loop pass False.
+    """
+    app = app or QtWidgets.QApplication.instance()  # type: ignore[assignment]
+    quit_evt = workstation.quit_requested
+    if app is not None:
+        app.aboutToQuit.connect(quit_evt.set)
+    error: BaseException | None = None
+    try:
+        await workstation.start()
+        if on_ready is not None:
+            try:
+                await on_ready(workstation)
+            except Exception as exc:
+                error = exc
+                quit_evt.set()
+        if seconds is not None and not quit_evt.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(quit_evt.wait(), timeout=seconds)
+        else:
+            await quit_evt.wait()
+    finally:
+        if app is not None:
+            with contextlib.suppress(RuntimeError):
+                app.aboutToQuit.disconnect(quit_evt.set)
+        await workstation.stop()
+        if cancel_leftovers:
+            await cancel_leftover_tasks()
+    if error is not None:
+        raise error
+    return 0
+
+
+def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:
+    """Run ``main`` on a fresh qasync loop until it has returned (not merely until Qt stops)."""
+    import qasync
+
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    task = loop.create_task(main, name="optiondesk-main")  # type: ignore[arg-type]
+    # Python signal handlers only run when the interpreter gets control: tick it from Qt.
+    heartbeat = QtCore.QTimer()
+    heartbeat.start(250)
+    heartbeat.timeout.connect(lambda: None)
+    previous = signal.getsignal(signal.SIGINT)
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, lambda *_: loop.call_soon_threadsafe(_interrupt, app))
+    try:
+        for _attempt in range(3):
+            try:
+                return int(loop.run_until_complete(task) or 0)
+            except RuntimeError as exc:
+                # aboutToQuit from the session manager ended app.exec() early: the coroutine has
+                # been told to quit; let it finish its shutdown on the same loop.
+                if task.done() or "before Future completed" not in str(exc):
+                    raise
+                log.info("Qt loop ended before shutdown finished; completing shutdown")
+        task.cancel()
+        return 1
+    finally:
+        heartbeat.stop()
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, previous)
+        with contextlib.suppress(RuntimeError):
+            loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _interrupt(app: QtWidgets.QApplication) -> None:
+    log.info("interrupted (Ctrl+C): closing the window")
+    for w in app.topLevelWidgets():
+        if w.objectName() == "optiondeskMainWindow":
+            w.close()
+            return
+    app.aboutToQuit.emit()
