@@ -1,0 +1,90 @@
+"""Expiry payoff of a set of legs on one underlying: max profit, max loss, breakevens, defined risk.
+
+All legs are valued at intrinsic value as if they expired together (for calendars this treats the far leg at
+intrinsic — a conservative floor for long far legs). Money in dollars: quantities are *signed units*
+(contracts × ratio × side) and each leg carries its multiplier. ``cost`` is the net premium paid in dollars
+(positive = debit paid, negative = credit received).
+
+A position is **defined risk** when its payoff does not fall as the underlying goes to 0 or to infinity
+(flat or rising at both ends). Otherwise its loss is a **stress loss**: the worst payoff for the underlying
+anywhere within ±``stress`` of spot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: leg kinds
+STOCK, CALL, PUT = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class PayoffSummary:
+    max_profit: float  # dollars; inf when unbounded
+    max_loss: float  # dollars, positive = a loss; inf when unbounded
+    breakevens: tuple[float, ...]
+    defined_risk: bool
+    stress_loss: float  # worst loss within ±stress of spot (dollars, ≥ 0)
+
+    @property
+    def risk(self) -> float:
+        """The loss the risk engine uses: max loss when defined, stress loss otherwise."""
+        return self.max_loss if self.defined_risk else self.stress_loss
+
+
+def payoff_at(spots: np.ndarray, kind: np.ndarray, strike: np.ndarray, units: np.ndarray,
+              multiplier: np.ndarray) -> np.ndarray:
+    """Expiry value in dollars of the legs at each spot (shape ``(len(spots),)``); excludes the premium."""
+    s = np.asarray(spots, float)[:, None]
+    k = strike[None, :]
+    intrinsic = np.where(kind == CALL, np.maximum(s - k, 0.0), np.where(kind == PUT, np.maximum(k - s, 0.0), s))
+    return (intrinsic * (units * multiplier)[None, :]).sum(axis=1)
+
+
+def summarize(kind: np.ndarray, strike: np.ndarray, units: np.ndarray, multiplier: np.ndarray, cost: float,
+              spot: float, stress: float) -> PayoffSummary:
+    """Payoff summary of the legs; ``strike`` is ignored for stock legs. Arrays share one length."""
+    kind = np.asarray(kind, int)
+    strike = np.asarray(strike, float)
+    units = np.asarray(units, float)
+    multiplier = np.asarray(multiplier, float)
+    if len(kind) == 0:
+        return PayoffSummary(0.0, 0.0, (), True, 0.0)
+    w = units * multiplier
+    slope_inf = float(w[(kind == CALL) | (kind == STOCK)].sum())
+    slope_zero = float(w[kind == STOCK].sum() - w[kind == PUT].sum())  # d payoff / dS below every strike
+    opt_strikes = strike[kind != STOCK]
+    top = float(max(opt_strikes.max() if len(opt_strikes) else 0.0, spot if math.isfinite(spot) else 0.0, 1.0))
+    grid = np.unique(np.concatenate([[0.0], opt_strikes, [2.0 * top]]))
+    pnl = payoff_at(grid, kind, strike, units, multiplier) - cost
+    lo, hi = float(pnl.min()), float(pnl.max())
+    max_loss = math.inf if slope_inf < 0 else max(0.0, -lo)
+    max_profit = math.inf if slope_inf > 0 else hi
+    breakevens = _zeros(grid, pnl, slope_inf)
+    defined = slope_inf >= 0 and slope_zero <= 0
+    stress_loss = max_loss
+    if math.isfinite(spot) and spot > 0:
+        lo_s, hi_s = spot * (1.0 - stress), spot * (1.0 + stress)
+        inside = grid[(grid > lo_s) & (grid < hi_s)]
+        probe = np.concatenate([[lo_s, spot, hi_s], inside])
+        stress_loss = max(0.0, -float((payoff_at(probe, kind, strike, units, multiplier) - cost).min()))
+    return PayoffSummary(float(max_profit), float(max_loss), breakevens, bool(defined), float(stress_loss))
+
+
+def _zeros(grid: np.ndarray, pnl: np.ndarray, slope_inf: float) -> tuple[float, ...]:
+    out: list[float] = []
+    for i in range(len(grid) - 1):
+        a, b = pnl[i], pnl[i + 1]
+        if a == 0.0:
+            out.append(float(grid[i]))
+        elif a * b < 0:
+            out.append(float(grid[i] + (grid[i + 1] - grid[i]) * a / (a - b)))
+    last = pnl[-1]
+    if last == 0.0:
+        out.append(float(grid[-1]))
+    elif slope_inf != 0 and last * slope_inf < 0:
+        out.append(float(grid[-1] - last / slope_inf))
+    return tuple(round(x, 6) for x in sorted(set(out)) if x > 0)
