@@ -1,0 +1,171 @@
+"""Timeouts on every broker call and reconnect with exponential backoff + jitter.
+
+Neither SDK retries anything (tastytrade) or times anything out (ib_async ``*Async`` calls can hang
+forever), so every call an adapter makes goes through :func:`with_timeout`, and connection loss is
+handled by :class:`Reconnector`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+from engine.brokers.base import BrokerError
+from engine.bus.events import ConnectionStateChanged
+
+if TYPE_CHECKING:
+    from engine.brokers.config import ReconnectConfig
+    from engine.bus import Bus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class BrokerTimeout(BrokerError, TimeoutError):
+    """A broker call did not answer within its timeout."""
+
+
+async def with_timeout(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
+    """Await ``awaitable`` for at most ``timeout_s`` seconds; raises :class:`BrokerTimeout` naming ``what``."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except TimeoutError:
+        raise BrokerTimeout(f"{what} timed out after {timeout_s:g} s") from None
+
+
+def backoff_delays(initial_s: float = 1.0, max_s: float = 60.0, multiplier: float = 2.0,
+                   jitter: float = 0.2, rng: random.Random | None = None) -> Iterator[float]:
+    """Endless delays ``min(max_s, initial_s × multiplier^n)`` each scaled by a factor in [1-jitter, 1+jitter]."""
+    if initial_s <= 0 or max_s <= 0:
+        raise ValueError("backoff delays must be positive")
+    rng = rng or random.Random()
+    base = initial_s
+    while True:
+        factor = 1.0 + (rng.uniform(-jitter, jitter) if jitter else 0.0)
+        yield max(0.0, min(max_s, base) * factor)
+        base = min(max_s, base * multiplier)
+
+
+class Reconnector:
+    """Runs ``connect()`` until it succeeds, sleeping a backoff delay between attempts.
+
+    Publishes ``ConnectionStateChanged`` (connecting / connected with latency / failed) for
+    ``component``. ``on_connected`` runs after each success (resubscribe + reconciliation).
+    """
+
+    def __init__(self, component: str, connect: Callable[[], Awaitable[None]], *, bus: Bus | None = None,
+                 config: ReconnectConfig | None = None, rng: random.Random | None = None,
+                 on_connected: Callable[[], Awaitable[None]] | None = None) -> None:
+        from engine.brokers.config import ReconnectConfig
+
+        self.component = component
+        self._connect = connect
+        self.bus = bus
+        self.config = config or ReconnectConfig()
+        self._rng = rng or random.Random()
+        self._on_connected = on_connected
+        self._task: asyncio.Task[None] | None = None
+        self.attempts = 0
+        self.last_error = ""
+
+    def _publish(self, state: str, detail: str = "", latency_ms: float | None = None) -> None:
+        if self.bus is not None:
+            self.bus.publish(ConnectionStateChanged(component=self.component, state=state, detail=detail,
+                                                    latency_ms=latency_ms))
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def trigger(self, reason: str) -> None:
+        """Start reconnecting in the background (no-op when already reconnecting)."""
+        if self.running:
+            return
+        log.warning("%s: connection lost (%s); reconnecting with backoff", self.component, reason)
+        self._publish("disconnected", reason)
+        self._task = asyncio.get_running_loop().create_task(self.run(), name=f"reconnect:{self.component}")
+
+    async def run(self) -> bool:
+        """Attempt until connected (True) or ``max_attempts`` exhausted (False)."""
+        cfg = self.config
+        delays = backoff_delays(cfg.initial_delay_s, cfg.max_delay_s, cfg.multiplier, cfg.jitter, self._rng)
+        self.attempts = 0
+        while True:
+            self.attempts += 1
+            self._publish("connecting", f"attempt {self.attempts}")
+            t0 = time.perf_counter()
+            try:
+                await self._connect()
+                if self._on_connected is not None:
+                    await self._on_connected()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: connect attempt %d failed: %s", self.component, self.attempts, self.last_error)
+                if cfg.max_attempts is not None and self.attempts >= cfg.max_attempts:
+                    self._publish("failed", self.last_error)
+                    return False
+                self._publish("disconnected", self.last_error)
+                await asyncio.sleep(next(delays))
+                continue
+            self._publish("connected", f"after {self.attempts} attempt(s)", (time.perf_counter() - t0) * 1e3)
+            return True
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+class BrokerNotArmed(BrokerError):
+    """An order-sending call reached an adapter that the mode router has not armed for live trading."""
+
+
+class LiveArm:
+    """The per-adapter live-trading interlock (DESIGN.md §4/§6).
+
+    Only the OMS ``ModeRouter`` calls :meth:`arm` when it switches to live mode for this broker (after the
+    user confirmed the account) and :meth:`disarm` when it leaves live mode or the kill switch trips.
+    ``submit``/``replace`` call :meth:`check` first and refuse with :class:`BrokerNotArmed` otherwise.
+    Cancels are never blocked. Sandbox and paper-port accounts are armed exactly like real ones.
+    """
+
+    def __init__(self, broker: str) -> None:
+        self.broker = broker
+        self._account: str | None = None
+
+    @property
+    def armed_account(self) -> str | None:
+        return self._account
+
+    def arm(self, account_id: str, connected_account: str) -> None:
+        if not account_id:
+            raise ValueError("arm_live needs the account id the user confirmed")
+        if account_id != connected_account:
+            from engine.credentials import mask_account
+
+            raise BrokerNotArmed(f"{self.broker}: cannot arm account {mask_account(account_id)}: the connected "
+                                 f"account is {mask_account(connected_account) if connected_account else 'none'}")
+        self._account = account_id
+        log.warning("%s: armed for LIVE orders", self.broker)
+
+    def disarm(self) -> None:
+        if self._account is not None:
+            log.warning("%s: disarmed (no orders will be sent)", self.broker)
+        self._account = None
+
+    def check(self, account_id: str, what: str) -> None:
+        if self._account is None:
+            raise BrokerNotArmed(f"{self.broker}: {what} refused: adapter is not armed for live trading "
+                                 "(only the mode router in live mode may send orders)")
+        if account_id and account_id != self._account:
+            raise BrokerNotArmed(f"{self.broker}: {what} refused: order account differs from the armed account")

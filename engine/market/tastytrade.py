@@ -1,0 +1,374 @@
+"""tastytrade market data: nested option chains over REST, quotes and Greeks over DXLink.
+
+- Chains come from ``NestedOptionChain`` (expirations → strikes → OCC + streamer symbols).
+- Only the **visible window** of a chain is streamed: :meth:`TastytradeFeed.subscribe` diffs the new
+  window against the old one and sends add/remove subscriptions in chunks (a too-large DXLink message
+  closes the socket with 1009).
+- Vendor Greeks (``Greeks`` events: IV, delta, gamma, theta, vega) land in the chain's ``vendor_*``
+  columns; rows without them stay NaN and analytics use our own model.
+- The DXLink session runs in a supervisor task: when the server closes it, the task reconnects with
+  backoff + jitter and resubscribes every symbol (fresh quote token each time).
+- Cache first, then publish: the chain snapshot is replaced before ``QuotesUpdated``/``ChainUpdated``.
+
+In paper mode this feed drives the simulated exchange, so a tastytrade user can paper-trade on real quotes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.brokers.resilience import backoff_delays, with_timeout
+from engine.bus.events import ChainUpdated, ConnectionStateChanged, QuotesUpdated, UnderlyingUpdated
+from engine.market.feed import Feed, FeedError
+from engine.model import ExerciseStyle, Option, OptionChain, Settlement
+
+if TYPE_CHECKING:
+    from engine.brokers.tastytrade import TastytradeConnection
+    from engine.bus import Bus
+
+log = logging.getLogger(__name__)
+COMPONENT = "feed:tastytrade"
+CASH_SETTLED_INDEXES = frozenset({"SPX", "SPXW", "XSP", "NDX", "NDXP", "RUT", "RUTW", "VIX", "VIXW", "DJX"})
+
+
+@dataclass
+class _ChainState:
+    """Mutable quote columns behind the immutable snapshots we publish."""
+
+    base: OptionChain
+    streamer: np.ndarray  # streamer symbol per row
+    row_of: dict[str, int]
+    cols: dict[str, np.ndarray] = field(default_factory=dict)
+    window: set[str] = field(default_factory=set)
+
+    def snapshot(self, spot: float) -> OptionChain:
+        c = self.cols
+        return self.base.with_quotes(c["bid"].copy(), c["ask"].copy(), bid_size=c["bid_size"].copy(),
+                                     ask_size=c["ask_size"].copy(), vendor_iv=c["vendor_iv"].copy(),
+                                     vendor_delta=c["vendor_delta"].copy(), vendor_gamma=c["vendor_gamma"].copy(),
+                                     vendor_theta=c["vendor_theta"].copy(), vendor_vega=c["vendor_vega"].copy(),
+                                     spot=spot, ts=datetime.now(UTC))
+
+
+def _num(v: Any) -> float:
+    if v is None:
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class TastytradeFeed(Feed):
+    name = "tastytrade"
+
+    def __init__(self, connection: TastytradeConnection, bus: Bus, *, underlyings: Sequence[str] = ("SPY",),
+                 rng: random.Random | None = None) -> None:
+        self.conn = connection
+        self.bus = bus
+        self._underlyings = [u.upper() for u in underlyings]
+        self._states: dict[str, _ChainState] = {}
+        self._chains: dict[str, OptionChain] = {}
+        self._nested: dict[str, list[Any]] = {}
+        self._prices: dict[str, float] = {}
+        self._quoted_underlyings: set[str] = set()
+        self._streamer: Any = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._rng = rng or random.Random()
+        self._sub_lock = asyncio.Lock()
+        self.connects = 0
+        self.quotes_received = 0
+        self.malformed = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and self._streamer is not None
+
+    async def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping = False
+        await self.conn.connect()
+        self._ready.clear()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="tastytrade:dxlink")
+        await with_timeout(self._ready.wait(), self.conn.config.call_timeout_s, "tastytrade DXLink connect")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._streamer = None
+        self._ready.clear()
+
+    def _publish_state(self, state: str, detail: str = "") -> None:
+        self.bus.publish(ConnectionStateChanged(component=COMPONENT, state=state, detail=detail))
+
+    async def _run(self) -> None:
+        from tastytrade import DXLinkStreamer
+
+        cfg = self.conn.reconnect_config
+        delays = backoff_delays(cfg.initial_delay_s, cfg.max_delay_s, cfg.multiplier, cfg.jitter, self._rng)
+        while not self._stopping:
+            try:
+                self._publish_state("connecting")
+                async with DXLinkStreamer(self.conn.session) as st:
+                    self._streamer = st
+                    self.connects += 1
+                    await self._resubscribe(st)
+                    self._ready.set()
+                    self._publish_state("connected", f"DXLink session {self.connects}")
+                    delays = backoff_delays(cfg.initial_delay_s, cfg.max_delay_s, cfg.multiplier, cfg.jitter,
+                                            self._rng)
+                    await self._pump(st)
+            except asyncio.CancelledError:
+                if self._stopping:
+                    raise
+                log.warning("tastytrade DXLink stream cancelled by a stream failure; reconnecting")
+            except Exception as exc:
+                if self._stopping:
+                    return
+                self.malformed += _count_decode_errors(exc)
+                log.warning("tastytrade DXLink stream failed (%s); reconnecting", _flatten(exc))
+            self._streamer = None
+            self._ready.clear()
+            if self._stopping:
+                return
+            self._publish_state("disconnected", "DXLink lost; reconnecting")
+            await asyncio.sleep(next(delays))
+
+    async def _pump(self, st: Any) -> None:
+        from tastytrade.dxfeed import Greeks, Quote
+
+        async def drain(cls: Any, apply: Any) -> None:
+            while True:
+                first = await st.get_event(cls)
+                batch = [first]
+                while len(batch) < 5000 and (ev := st.get_event_nowait(cls)) is not None:
+                    batch.append(ev)
+                try:
+                    apply(batch)
+                except Exception:
+                    log.exception("tastytrade feed: failed to apply %s batch", cls.__name__)
+
+        tasks = [asyncio.ensure_future(drain(Quote, self._apply_quotes)),
+                 asyncio.ensure_future(drain(Greeks, self._apply_greeks))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    # ---- subscriptions --------------------------------------------------------------------------
+    async def _send(self, st: Any, cls: Any, symbols: list[str], add: bool) -> None:
+        chunk = self.conn.config.subscribe_chunk
+        for i in range(0, len(symbols), chunk):
+            part = symbols[i:i + chunk]
+            if add:
+                await with_timeout(st.subscribe(cls, part), self.conn.config.call_timeout_s, "DXLink subscribe")
+            else:
+                await with_timeout(st.unsubscribe(cls, part), self.conn.config.call_timeout_s, "DXLink unsubscribe")
+
+    async def _resubscribe(self, st: Any) -> None:
+        from tastytrade.dxfeed import Greeks, Quote
+
+        unders = sorted(set(self._underlyings) | self._quoted_underlyings)
+        await self._send(st, Quote, unders, True)
+        opts = sorted(set().union(*(s.window for s in self._states.values()))) if self._states else []
+        if opts:
+            await self._send(st, Quote, opts, True)
+            await self._send(st, Greeks, opts, True)
+
+    async def subscribe(self, underlying: str, expiries: Sequence[date] | None = None,
+                        strike_window: tuple[float, float] | None = None) -> None:
+        """Stream the visible window (expiries × strikes in ``strike_window``); replaces the previous one."""
+        from tastytrade.dxfeed import Greeks, Quote
+
+        underlying = underlying.upper()
+        if underlying not in self._states:
+            await self.chain(underlying)
+        state = self._states[underlying]
+        base = state.base
+        mask = np.ones(len(base), dtype=bool)
+        if expiries:
+            days = np.array([np.datetime64(e, "D") for e in expiries])
+            mask &= np.isin(base.expiry.astype("datetime64[D]"), days)
+        if strike_window is not None:
+            lo, hi = strike_window
+            mask &= (base.strike >= lo) & (base.strike <= hi)
+        new = set(state.streamer[mask].tolist())
+        async with self._sub_lock:
+            added, removed = sorted(new - state.window), sorted(state.window - new)
+            state.window = new
+            self._quoted_underlyings.add(underlying)
+            st = self._streamer
+            if st is None:
+                return  # applied on (re)connect
+            if underlying not in self._prices:
+                await self._send(st, Quote, [underlying], True)
+            if removed:
+                await self._send(st, Quote, removed, False)
+                await self._send(st, Greeks, removed, False)
+            if added:
+                await self._send(st, Quote, added, True)
+                await self._send(st, Greeks, added, True)
+
+    async def unsubscribe(self, underlying: str) -> None:
+        from tastytrade.dxfeed import Greeks, Quote
+
+        state = self._states.get(underlying.upper())
+        if state is None or not state.window:
+            return
+        async with self._sub_lock:
+            removed, state.window = sorted(state.window), set()
+            if self._streamer is not None:
+                await self._send(self._streamer, Quote, removed, False)
+                await self._send(self._streamer, Greeks, removed, False)
+
+    def subscribed_symbols(self) -> set[str]:
+        return set().union(*(s.window for s in self._states.values())) if self._states else set()
+
+    # ---- chains ---------------------------------------------------------------------------------
+    def underlyings(self) -> list[str]:
+        return list(self._underlyings)
+
+    async def _nested_chain(self, underlying: str) -> list[Any]:
+        if underlying not in self._nested:
+            from tastytrade.instruments import NestedOptionChain
+
+            await self.conn.connect()
+            session = self.conn.session
+            try:
+                self._nested[underlying] = await self.conn.call(
+                    f"{underlying} chain", lambda: NestedOptionChain.get(session, underlying))
+            except Exception as exc:
+                if isinstance(exc, FeedError):
+                    raise
+                raise FeedError(f"tastytrade: no option chain for {underlying}: {str(exc).strip()}") from exc
+        return self._nested[underlying]
+
+    async def expirations(self, underlying: str) -> list[date]:
+        nested = await self._nested_chain(underlying.upper())
+        return sorted({e.expiration_date for n in nested for e in n.expirations})
+
+    async def chain(self, underlying: str, expiries: Sequence[date] | None = None) -> OptionChain:
+        underlying = underlying.upper()
+        if underlying not in self._states:
+            nested = await self._nested_chain(underlying)
+            options: list[Option] = []
+            streamer: list[str] = []
+            for n in nested:
+                mult = int(n.shares_per_contract or 100)
+                cash = n.root_symbol.upper() in CASH_SETTLED_INDEXES or underlying in CASH_SETTLED_INDEXES
+                for e in n.expirations:
+                    am = str(e.settlement_type).upper() == "AM"
+                    settlement = (Settlement.CASH_AM if am else Settlement.CASH_PM) if cash else Settlement.PHYSICAL
+                    style = ExerciseStyle.EUROPEAN if cash else ExerciseStyle.AMERICAN
+                    for k in e.strikes:
+                        for sym, ssym in ((k.call, k.call_streamer_symbol), (k.put, k.put_streamer_symbol)):
+                            o = Option.from_occ(sym, underlying=underlying, multiplier=mult, style=style,
+                                                settlement=settlement)
+                            options.append(o)
+                            streamer.append(ssym)
+            if not options:
+                raise FeedError(f"tastytrade: the {underlying} chain is empty")
+            by_key = dict(zip([o.key for o in options], streamer, strict=True))
+            base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), datetime.now(UTC), options)
+            ss = np.array([by_key[k] for k in base.symbol], dtype=object)
+            n_rows = len(base)
+            cols = {k: np.full(n_rows, np.nan) for k in ("bid", "ask", "bid_size", "ask_size", "vendor_iv",
+                                                         "vendor_delta", "vendor_gamma", "vendor_theta",
+                                                         "vendor_vega")}
+            state = _ChainState(base, ss, {s: i for i, s in enumerate(ss)}, cols)
+            self._states[underlying] = state
+            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
+        chain = self._chains[underlying]
+        if expiries:
+            days = np.array([np.datetime64(e, "D") for e in expiries])
+            return chain.take(np.isin(chain.expiry.astype("datetime64[D]"), days))
+        return chain
+
+    def last_chain(self, underlying: str) -> OptionChain | None:
+        return self._chains.get(underlying.upper())
+
+    def last_price(self, symbol: str) -> float | None:
+        return self._prices.get(symbol.upper())
+
+    def streamer_symbol(self, underlying: str, occ_key: str) -> str:
+        state = self._states[underlying.upper()]
+        return str(state.streamer[state.base.row_of(occ_key)])
+
+    # ---- applying events (cache first, then publish) ---------------------------------------------
+    def _apply_quotes(self, batch: list[Any]) -> None:
+        touched: dict[str, list[int]] = {}
+        for q in batch:
+            sym = q.event_symbol
+            self.quotes_received += 1
+            if not sym.startswith("."):
+                bid, ask = _num(q.bid_price), _num(q.ask_price)
+                mid = 0.5 * (bid + ask) if math.isfinite(bid) and math.isfinite(ask) else math.nan
+                if math.isfinite(mid):
+                    self._prices[sym] = mid
+                    self.bus.publish(UnderlyingUpdated(symbol=sym, price=mid, bid=bid, ask=ask))
+                continue
+            for u, state in self._states.items():
+                row = state.row_of.get(sym)
+                if row is not None:
+                    c = state.cols
+                    c["bid"][row], c["ask"][row] = _num(q.bid_price), _num(q.ask_price)
+                    c["bid_size"][row], c["ask_size"][row] = _num(q.bid_size), _num(q.ask_size)
+                    touched.setdefault(u, []).append(row)
+                    break
+        self._publish_rows(touched)
+
+    def _apply_greeks(self, batch: list[Any]) -> None:
+        touched: dict[str, list[int]] = {}
+        for g in batch:
+            for u, state in self._states.items():
+                row = state.row_of.get(g.event_symbol)
+                if row is not None:
+                    c = state.cols
+                    c["vendor_iv"][row] = _num(g.volatility)
+                    c["vendor_delta"][row] = _num(g.delta)
+                    c["vendor_gamma"][row] = _num(g.gamma)
+                    c["vendor_theta"][row] = _num(g.theta)
+                    c["vendor_vega"][row] = _num(g.vega)
+                    touched.setdefault(u, []).append(row)
+                    break
+        self._publish_rows(touched)
+
+    def _publish_rows(self, touched: dict[str, list[int]]) -> None:
+        for u, rows in touched.items():
+            state = self._states[u]
+            snap = state.snapshot(self._prices.get(u, math.nan))
+            self._chains[u] = snap
+            idx = np.unique(np.asarray(rows, dtype=int))
+            self.bus.publish(QuotesUpdated(underlying=u, rows=idx, bid=snap.bid[idx], ask=snap.ask[idx]))
+            self.bus.publish(ChainUpdated(chain=snap))
+
+
+def _flatten(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_flatten(e) for e in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _count_decode_errors(exc: BaseException) -> int:
+    if isinstance(exc, BaseExceptionGroup):
+        return sum(_count_decode_errors(e) for e in exc.exceptions)
+    return 1 if isinstance(exc, ValueError) or type(exc).__name__ == "TastytradeError" else 0

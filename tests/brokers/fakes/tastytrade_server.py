@@ -1,0 +1,582 @@
+"""A loopback tastytrade: REST (OAuth, accounts, balances, positions, nested chain, orders incl. dry-run,
+replace, cancel, quote token), DXLink over websocket (SETUP/AUTH/CHANNEL/FEED, COMPACT rows) and the
+account streamer (order, position and balance pushes).
+
+Shapes follow the tastytrade API as the ``tastytrade`` SDK 13.2.3 parses it: dasherized keys, every
+success except ``/oauth/token`` wrapped in ``{"data": …}``, errors as ``{"error": {"code", "message"}}``,
+prices as absolute values with a ``*-effect`` of Credit/Debit.
+
+Run standalone (for the GUI): ``python -m tests.brokers.fakes.tastytrade_server`` prints the URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlsplit
+
+PROVIDER_SECRET = "fake-provider-secret-7f3a9c"
+REFRESH_TOKEN = "fake-refresh-token-51d0e2"
+ACCOUNT = "5WT00042"
+DXLINK_TOKEN_PREFIX = "dxlink-token-"
+
+# Channel numbers fixed per event type in SDK 13.x (MAP_EVENTS order × 2 + 1).
+CHANNELS = {"Candle": 1, "Greeks": 3, "Profile": 5, "Quote": 7, "Summary": 9, "TheoPrice": 11,
+            "TimeAndSale": 13, "Trade": 15, "Underlying": 17}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def third_fridays(start: date, n: int) -> list[date]:
+    out: list[date] = []
+    y, m = start.year, start.month
+    while len(out) < n:
+        d = date(y, m, 15)
+        while d.weekday() != 4:
+            d += timedelta(days=1)
+        if d > start:
+            out.append(d)
+        m += 1
+        if m == 13:
+            y, m = y + 1, 1
+    return out
+
+
+def occ(root: str, expiry: date, right: str, strike: Decimal) -> str:
+    return f"{root:<6}{expiry:%y%m%d}{right}{int(strike * 1000):08d}"
+
+
+def streamer_symbol(root: str, expiry: date, right: str, strike: Decimal) -> str:
+    s = f"{strike:.0f}" if strike % 1 == 0 else f"{strike.normalize()}"
+    return f".{root}{expiry:%y%m%d}{right}{s}"
+
+
+@dataclass
+class FakeOrder:
+    id: int
+    body: dict[str, Any]
+    status: str = "Live"
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    replaces: int | None = None
+
+    def to_json(self, account: str) -> dict[str, Any]:
+        legs = []
+        for leg in self.body["legs"]:
+            qty = Decimal(str(leg["quantity"]))
+            leg_fills = [f for f in self.fills if f["symbol"] == leg["symbol"]]
+            filled = sum((Decimal(f["quantity"]) for f in leg_fills), Decimal(0))
+            legs.append({
+                "instrument-type": leg["instrument-type"], "symbol": leg["symbol"], "action": leg["action"],
+                "quantity": str(qty), "remaining-quantity": str(qty - filled),
+                "fills": [{"fill-id": f["fill-id"], "quantity": f["quantity"], "fill-price": f["fill-price"],
+                           "filled-at": f["filled-at"]} for f in leg_fills],
+            })
+        out = {
+            "id": self.id, "account-number": account, "time-in-force": self.body.get("time-in-force", "Day"),
+            "order-type": self.body.get("order-type", "Limit"), "size": str(legs[0]["quantity"]) if legs else "0",
+            "underlying-symbol": self.body["legs"][0]["symbol"][:6].strip(),
+            "underlying-instrument-type": "Equity", "status": self.status,
+            "cancellable": self.status in ("Received", "Live", "Routed"),
+            "editable": self.status in ("Received", "Live", "Routed"), "edited": self.replaces is not None,
+            "updated-at": _now(), "received-at": _now(), "legs": legs,
+        }
+        if "price" in self.body:
+            out["price"] = str(self.body["price"])
+            out["price-effect"] = self.body.get("price-effect", "Debit")
+        if self.replaces is not None:
+            out["replaces-order-id"] = self.replaces
+        if "external-identifier" in self.body:
+            out["external-identifier"] = self.body["external-identifier"]
+        if self.status == "Rejected":
+            out["reject-reason"] = self.body.get("_reject_reason", "rejected")
+        return out
+
+
+class FakeTastytrade:
+    """The whole fake. ``await start()`` binds 127.0.0.1 on free ports; ``await stop()`` closes all."""
+
+    def __init__(self, *, account: str = ACCOUNT, underlying: str = "SPY", spot: float = 600.0,
+                 today: date | None = None) -> None:
+        self.account = account
+        self.underlying = underlying
+        self.spot = spot
+        self.today = today or datetime.now(UTC).date()
+        self.expirations = third_fridays(self.today, 3)
+        self.strikes = [Decimal(int(spot) + k) for k in range(-20, 21, 5)]
+        self.access_token = ""
+        self.dx_token = ""
+        self.requests: list[tuple[str, str, Any]] = []
+        self.orders: dict[int, FakeOrder] = {}
+        self._ids = itertools.count(1001)
+        self._fill_ids = itertools.count(1)
+        self.positions: list[dict[str, Any]] = [self._position_json(
+            occ(underlying, self.expirations[0], "P", Decimal(int(spot) - 10)), 2, "Short", "3.15")]
+        # fault switches
+        self.fail_token_refresh = False
+        self.silent = False
+        self.reject_orders_with: str | None = None  # error body message for POST /orders
+        self.order_status_reject: str | None = None  # accept the POST, then push a Rejected order
+        self.auto_fill = False
+        self.tick_interval = 0.05
+        # live connections
+        self._http: asyncio.base_events.Server | None = None
+        self._ws: Any = None
+        self.http_port = 0
+        self.ws_port = 0
+        self._dx_conns: set[Any] = set()
+        self._acct_conns: set[Any] = set()
+        self._dx_subs: dict[Any, dict[str, set[str]]] = {}
+        self._dx_fields: dict[Any, dict[str, list[str]]] = {}
+        self.dx_connections = 0
+        self.acct_connections = 0
+        self.subscribe_log: list[tuple[str, tuple[str, ...]]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http_writers: set[asyncio.StreamWriter] = set()
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> FakeTastytrade:
+        from websockets.asyncio.server import serve
+
+        self._http = await asyncio.start_server(self._http_conn, "127.0.0.1", 0)
+        self.http_port = self._http.sockets[0].getsockname()[1]
+        self._ws = await serve(self._ws_conn, "127.0.0.1", 0, ping_interval=None)
+        self.ws_port = next(iter(self._ws.sockets)).getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._ws is not None:
+            self._ws.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.wait_closed(), 2)
+        if self._http is not None:
+            self._http.close()
+            for w in list(self._http_writers):
+                w.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http.wait_closed(), 2)
+
+    async def __aenter__(self) -> FakeTastytrade:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def streamer_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/accounts"
+
+    @property
+    def dxlink_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/dxlink"
+
+    # ---- faults ---------------------------------------------------------------------------------
+    async def close_streams(self) -> None:
+        """Server closes every websocket mid-stream (code 1011)."""
+        for ws in list(self._dx_conns | self._acct_conns):
+            with contextlib.suppress(Exception):
+                await ws.close(1011, "server going away")
+
+    async def send_malformed(self) -> None:
+        """A broken frame on every DXLink and account-streamer connection."""
+        for ws in list(self._dx_conns):
+            with contextlib.suppress(Exception):
+                await ws.send('{"type": "FEED_DATA", "channel": 7, "data": ["Quote", ["SPY", 1, 2]]')
+        for ws in list(self._acct_conns):
+            with contextlib.suppress(Exception):
+                await ws.send(json.dumps({"type": "Order", "data": {"id": "not-an-order"}}))
+
+    # ---- HTTP -----------------------------------------------------------------------------------
+    async def _http_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._http_writers.add(writer)
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = b""
+                if n := int(headers.get("content-length", "0") or 0):
+                    body = await reader.readexactly(n)
+                if self.silent:
+                    await asyncio.Event().wait()  # never answer
+                status, payload = self._route(method, target, headers, body)
+                data = json.dumps(payload).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\ncontent-type: application/json\r\n"
+                    f"content-length: {len(data)}\r\n\r\n".encode() + data)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        finally:
+            self._http_writers.discard(writer)
+            writer.close()
+
+    @staticmethod
+    def _err(status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
+        return status, {"error": {"code": code, "message": message}}
+
+    def _route(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        path = urlsplit(target).path
+        body = json.loads(raw) if raw else None
+        self.requests.append((method, path, body))
+        if method == "POST" and path == "/oauth/token":
+            ok = (body or {}).get("client_secret") == PROVIDER_SECRET and \
+                (body or {}).get("refresh_token") == REFRESH_TOKEN
+            if self.fail_token_refresh or not ok:
+                return self._err(401, "invalid_grant", "Grant is invalid or revoked")
+            self.access_token = "access-" + secrets.token_hex(12)
+            return 200, {"access_token": self.access_token, "expires_in": 900, "token_type": "Bearer"}
+        if headers.get("authorization") != f"Bearer {self.access_token}" or not self.access_token:
+            return self._err(401, "unauthorized", "Token is invalid or expired")
+        acct = f"/accounts/{self.account}"
+        if method == "GET" and path == "/customers/me/accounts":
+            return 200, {"data": {"items": [{"account": self._account_json(), "authority-level": "owner"}]}}
+        if method == "GET" and path == f"{acct}/balances/USD":
+            return 200, {"data": self._balance_json()}
+        if method == "GET" and path == f"{acct}/positions":
+            return 200, {"data": {"items": self.positions}}
+        if method == "GET" and path == f"{acct}/orders/live":
+            return 200, {"data": {"items": [o.to_json(self.account) for o in self.orders.values()
+                                            if o.status in ("Received", "Routed", "Live")]}}
+        if method == "GET" and path == f"/option-chains/{self.underlying}/nested":
+            return 200, {"data": {"items": [self._chain_json()]}}
+        if method == "GET" and path.startswith("/option-chains/"):
+            return self._err(404, "record_not_found", f"No option chain for {path.split('/')[2]}")
+        if method == "GET" and path == "/api-quote-tokens":
+            self.dx_token = DXLINK_TOKEN_PREFIX + secrets.token_hex(8)
+            return 200, {"data": {"token": self.dx_token, "dxlink-url": self.dxlink_url, "level": "api"}}
+        if method == "POST" and path == f"{acct}/orders/dry-run":
+            return self._dry_run(body)
+        if method == "POST" and path == f"{acct}/orders":
+            return self._place(body)
+        if path.startswith(f"{acct}/orders/"):
+            try:
+                oid = int(path.rsplit("/", 1)[1])
+            except ValueError:
+                return self._err(400, "invalid_id", "order id must be an integer")
+            order = self.orders.get(oid)
+            if order is None:
+                return self._err(404, "order_not_found", f"Order {oid} not found")
+            if method == "DELETE":
+                if order.status not in ("Received", "Routed", "Live"):
+                    return self._err(422, "order_not_cancellable", f"Order {oid} is {order.status}")
+                order.status = "Cancelled"
+                self._push("Order", order.to_json(self.account))
+                return 200, {"data": order.to_json(self.account)}
+            if method == "PUT":
+                if order.status not in ("Received", "Routed", "Live"):
+                    return self._err(422, "order_not_editable", f"Order {oid} is {order.status}")
+                new_body = dict(order.body)
+                new_body.update({k: v for k, v in (body or {}).items() if k != "legs"})
+                order.status = "Cancelled"
+                self._push("Order", order.to_json(self.account))
+                new = FakeOrder(next(self._ids), new_body, "Live", replaces=oid)
+                self.orders[new.id] = new
+                self._push("Order", new.to_json(self.account))
+                return 200, {"data": new.to_json(self.account)}
+        return self._err(404, "not_found", f"{method} {path} is not served by the fake")
+
+    def _account_json(self) -> dict[str, Any]:
+        return {"account-number": self.account, "opened-at": "2024-01-02T15:00:00Z", "nickname": "Individual",
+                "account-type-name": "Individual", "is-closed": False, "day-trader-status": False,
+                "is-firm-error": False, "is-firm-proprietary": False, "is-futures-approved": False,
+                "is-test-drive": False, "margin-or-cash": "Margin", "is-foreign": False,
+                "created-at": "2024-01-02T15:00:00Z", "suitable-options-level": "No Restrictions"}
+
+    def _balance_json(self) -> dict[str, Any]:
+        fields = ["cash-balance", "long-equity-value", "short-equity-value", "long-derivative-value",
+                  "short-derivative-value", "long-futures-value", "short-futures-value",
+                  "long-futures-derivative-value", "short-futures-derivative-value", "long-margineable-value",
+                  "short-margineable-value", "margin-equity", "equity-buying-power", "derivative-buying-power",
+                  "day-trading-buying-power", "futures-margin-requirement", "available-trading-funds",
+                  "maintenance-requirement", "maintenance-call-value", "reg-t-call-value", "day-trading-call-value",
+                  "day-equity-call-value", "net-liquidating-value", "cash-available-to-withdraw", "day-trade-excess",
+                  "pending-cash", "long-cryptocurrency-value", "short-cryptocurrency-value",
+                  "cryptocurrency-margin-requirement", "unsettled-cryptocurrency-fiat-amount",
+                  "closed-loop-available-balance", "equity-offering-margin-requirement", "long-bond-value",
+                  "bond-margin-requirement", "used-derivative-buying-power", "reg-t-margin-requirement",
+                  "futures-overnight-margin-requirement", "futures-intraday-margin-requirement",
+                  "maintenance-excess", "pending-margin-interest", "effective-cryptocurrency-buying-power"]
+        out: dict[str, Any] = dict.fromkeys(fields, "0.0")
+        out.update({"account-number": self.account, "cash-balance": "25000.5", "net-liquidating-value": "24370.5",
+                    "derivative-buying-power": "18000.0", "equity-buying-power": "36000.0",
+                    "maintenance-requirement": "1100.0", "snapshot-date": self.today.isoformat(),
+                    "updated-at": _now(), "pending-cash-effect": "None"})
+        return out
+
+    def _position_json(self, symbol: str, qty: int, direction: str, avg: str) -> dict[str, Any]:
+        return {"account-number": self.account, "symbol": symbol, "instrument-type": "Equity Option",
+                "underlying-symbol": self.underlying, "quantity": str(qty), "quantity-direction": direction,
+                "close-price": "3.0", "average-open-price": avg, "multiplier": "100", "cost-effect": "Credit",
+                "is-suppressed": False, "is-frozen": False, "realized-day-gain": "0.0",
+                "realized-day-gain-effect": "None", "realized-today": "0.0", "realized-today-effect": "None",
+                "created-at": "2026-01-05T15:00:00Z", "updated-at": _now()}
+
+    def _chain_json(self) -> dict[str, Any]:
+        exps = []
+        for e in self.expirations:
+            strikes = [{"strike-price": str(k), "call": occ(self.underlying, e, "C", k),
+                        "put": occ(self.underlying, e, "P", k),
+                        "call-streamer-symbol": streamer_symbol(self.underlying, e, "C", k),
+                        "put-streamer-symbol": streamer_symbol(self.underlying, e, "P", k)} for k in self.strikes]
+            exps.append({"expiration-type": "Regular", "expiration-date": e.isoformat(),
+                         "days-to-expiration": (e - self.today).days, "settlement-type": "PM", "strikes": strikes})
+        return {"underlying-symbol": self.underlying, "root-symbol": self.underlying,
+                "option-chain-type": "Standard", "shares-per-contract": 100,
+                "tick-sizes": [{"value": "0.01", "threshold": "3.0"}, {"value": "0.05"}], "expirations": exps}
+
+    def _check_order(self, body: dict[str, Any] | None) -> tuple[int, Any] | None:
+        if not body or not body.get("legs"):
+            return self._err(400, "validation_error", "order must have legs")
+        known = {occ(self.underlying, e, r, k) for e in self.expirations for r in "CP" for k in self.strikes}
+        for leg in body["legs"]:
+            if leg.get("instrument-type") == "Equity Option" and leg["symbol"] not in known:
+                return self._err(422, "invalid_symbol", f"Unknown option symbol {leg['symbol'].strip()}")
+        return None
+
+    def _dry_run(self, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if err := self._check_order(body):
+            return err
+        assert body is not None
+        unplaced = FakeOrder(0, body, "Received").to_json(self.account)
+        unplaced.pop("id")
+        width = Decimal(500)
+        return 200, {"data": {
+            "order": unplaced,
+            "buying-power-effect": {
+                "change-in-margin-requirement": str(width), "change-in-margin-requirement-effect": "Debit",
+                "change-in-buying-power": str(width), "change-in-buying-power-effect": "Debit",
+                "current-buying-power": "18000.0", "current-buying-power-effect": "Credit",
+                "new-buying-power": str(Decimal(18000) - width), "new-buying-power-effect": "Credit",
+                "isolated-order-margin-requirement": str(width),
+                "isolated-order-margin-requirement-effect": "Debit", "is-spread": len(body["legs"]) > 1,
+                "impact": str(width), "effect": "Debit"},
+            "fee-calculation": {"regulatory-fees": "0.04", "regulatory-fees-effect": "Debit",
+                                "clearing-fees": "0.2", "clearing-fees-effect": "Debit",
+                                "commission": "2.0", "commission-effect": "Debit",
+                                "proprietary-index-option-fees": "0.0", "proprietary-index-option-fees-effect": "None",
+                                "total-fees": "2.24", "total-fees-effect": "Debit"},
+            "warnings": [{"code": "tif_next_valid_sesssion", "message": "Your order will begin working during "
+                                                                        "next valid session."}],
+        }}
+
+    def _place(self, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if self.reject_orders_with:
+            return 422, {"error": {"code": "preflight_check_failure", "message": "One or more preflight checks failed",
+                                   "errors": [{"code": "insufficient_buying_power",
+                                               "message": self.reject_orders_with}]}}
+        if err := self._check_order(body):
+            return err
+        assert body is not None
+        order = FakeOrder(next(self._ids), body, "Routed")
+        self.orders[order.id] = order
+        placed = order.to_json(self.account)
+        if self.order_status_reject:
+            order.status = "Rejected"
+            order.body["_reject_reason"] = self.order_status_reject
+        else:
+            order.status = "Live"
+        self._push("Order", order.to_json(self.account))
+        if self.auto_fill:
+            self.fill(order.id)
+        return 201, {"data": {"order": placed, "buying-power-effect": self._dry_run(body)[1]["data"][
+            "buying-power-effect"]}}
+
+    # ---- order lifecycle driven by tests ----------------------------------------------------------
+    def fill(self, order_id: int, fraction: float = 1.0) -> None:
+        """Fill ``fraction`` of the remaining legs at a price that honours the limit; push the update."""
+        order = self.orders[order_id]
+        legs = order.body["legs"]
+        net = Decimal(str(order.body.get("price", "0")))
+        for i, leg in enumerate(legs):
+            qty = Decimal(str(leg["quantity"]))
+            filled = sum((Decimal(f["quantity"]) for f in order.fills if f["symbol"] == leg["symbol"]), Decimal(0))
+            take = (qty - filled) if fraction >= 1.0 else max(Decimal(1), (qty * Decimal(str(fraction))).to_integral())
+            if take <= 0:
+                continue
+            # first leg carries the net price, others at a nominal 1.00 (sum-consistent for the test's spreads)
+            price = (net + Decimal(1)) if i == 0 and len(legs) > 1 else (net if len(legs) == 1 else Decimal(1))
+            order.fills.append({"fill-id": f"F{next(self._fill_ids)}", "symbol": leg["symbol"], "quantity": str(take),
+                                "fill-price": str(price), "filled-at": _now()})
+        done = all(sum((Decimal(f["quantity"]) for f in order.fills if f["symbol"] == leg["symbol"]), Decimal(0))
+                   >= Decimal(str(leg["quantity"])) for leg in legs)
+        order.status = "Filled" if done else "Live"
+        self._push("Order", order.to_json(self.account))
+
+    def push_position(self, symbol: str, qty: int, direction: str, avg: str) -> None:
+        self._push("CurrentPosition", self._position_json(symbol, qty, direction, avg))
+
+    def _push(self, kind: str, data: dict[str, Any]) -> None:
+        msg = json.dumps({"type": kind, "data": data, "timestamp": int(datetime.now(UTC).timestamp() * 1000)})
+        for ws in list(self._acct_conns):
+            t = asyncio.get_running_loop().create_task(ws.send(msg))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    # ---- websockets ------------------------------------------------------------------------------
+    async def _ws_conn(self, ws: Any) -> None:
+        path = ws.request.path
+        if path.startswith("/dxlink"):
+            await self._dxlink(ws)
+        elif path.startswith("/accounts"):
+            await self._accounts(ws)
+        else:
+            await ws.close(1008, "unknown path")
+
+    async def _accounts(self, ws: Any) -> None:
+        self.acct_connections += 1
+        try:
+            async for raw in ws:
+                msg = json.loads(raw)
+                if msg.get("auth-token") != f"Bearer {self.access_token}":
+                    await ws.send(json.dumps({"status": "error", "action": msg.get("action"),
+                                              "message": "invalid-auth-token", "request-id": msg.get("request-id")}))
+                    continue
+                if msg.get("action") == "connect":
+                    self._acct_conns.add(ws)
+                await ws.send(json.dumps({"status": "ok", "action": msg.get("action"),
+                                          "web-socket-session-id": "wss-1", "request-id": msg.get("request-id")}))
+        except Exception:
+            pass
+        finally:
+            self._acct_conns.discard(ws)
+
+    def _quote_values(self, symbol: str) -> dict[str, Any]:
+        ts = int(datetime.now(UTC).timestamp() * 1000)
+        price, _ = self._model(symbol)
+        half = 0.01 if symbol == self.underlying else 0.05
+        return {"eventType": "Quote", "eventSymbol": symbol, "eventTime": 0, "sequence": 0, "timeNanoPart": 0,
+                "bidTime": ts, "bidExchangeCode": "Q", "askTime": ts, "askExchangeCode": "Q",
+                "bidPrice": round(max(price - half, 0.0), 2), "askPrice": round(price + half, 2),
+                "bidSize": 10, "askSize": 12}
+
+    def _greeks_values(self, symbol: str) -> dict[str, Any]:
+        price, delta = self._model(symbol)
+        return {"eventType": "Greeks", "eventSymbol": symbol, "eventTime": 0, "eventFlags": 0, "index": 0,
+                "time": 0, "sequence": 0, "price": round(price, 4), "volatility": 0.18, "delta": round(delta, 4),
+                "gamma": 0.02, "theta": -0.05, "rho": 0.01, "vega": 0.3}
+
+    def _model(self, symbol: str) -> tuple[float, float]:
+        if symbol == self.underlying:
+            return self.spot, 1.0
+        # ".SPY260619C600"
+        body = symbol[1 + len(self.underlying):]
+        right, strike = body[6], float(body[7:])
+        intrinsic = max(self.spot - strike, 0.0) if right == "C" else max(strike - self.spot, 0.0)
+        price = intrinsic + 4.0 * math.exp(-abs(strike - self.spot) / 15.0)
+        delta = 0.5 * math.exp(-(strike - self.spot) / 20.0) if right == "C" else -0.5 * math.exp((strike - self.spot) / 20.0)
+        return price, max(-1.0, min(1.0, delta))
+
+    def _rows(self, ws: Any, kind: str, symbols: list[str]) -> list[Any]:
+        fields = self._dx_fields.get(ws, {}).get(kind)
+        if not fields:
+            return []
+        flat: list[Any] = []
+        for s in symbols:
+            vals = self._quote_values(s) if kind == "Quote" else self._greeks_values(s)
+            flat.extend(vals.get(f, 0) for f in fields)
+        return flat
+
+    async def _send_feed(self, ws: Any, kind: str, symbols: list[str]) -> None:
+        rows = self._rows(ws, kind, symbols)
+        if rows:
+            await ws.send(json.dumps({"type": "FEED_DATA", "channel": CHANNELS[kind], "data": [kind, rows]}))
+
+    async def _ticker(self, ws: Any) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            for kind, syms in list(self._dx_subs.get(ws, {}).items()):
+                if syms:
+                    await self._send_feed(ws, kind, sorted(syms))
+
+    async def _dxlink(self, ws: Any) -> None:
+        self.dx_connections += 1
+        self._dx_subs[ws] = {}
+        self._dx_fields[ws] = {}
+        ticker: asyncio.Task[None] | None = None
+        try:
+            async for raw in ws:
+                msg = json.loads(raw)
+                t = msg.get("type")
+                if t == "SETUP":
+                    await ws.send(json.dumps({"type": "SETUP", "channel": 0, "version": "1.0-fake",
+                                              "keepaliveTimeout": 60, "acceptKeepaliveTimeout": 60}))
+                    await ws.send(json.dumps({"type": "AUTH_STATE", "channel": 0, "state": "UNAUTHORIZED"}))
+                elif t == "AUTH":
+                    if msg.get("token") != self.dx_token:
+                        await ws.send(json.dumps({"type": "ERROR", "channel": 0, "error": "UNAUTHORIZED",
+                                                  "message": "invalid token"}))
+                        continue
+                    self._dx_conns.add(ws)
+                    await ws.send(json.dumps({"type": "AUTH_STATE", "channel": 0, "state": "AUTHORIZED",
+                                              "userId": "fake"}))
+                    ticker = asyncio.get_running_loop().create_task(self._ticker(ws))
+                elif t == "CHANNEL_REQUEST":
+                    await ws.send(json.dumps({"type": "CHANNEL_OPENED", "channel": msg["channel"], "service": "FEED",
+                                              "parameters": msg.get("parameters", {})}))
+                elif t == "FEED_SETUP":
+                    self._dx_fields[ws].update(msg.get("acceptEventFields", {}))
+                    await ws.send(json.dumps({"type": "FEED_CONFIG", "channel": msg["channel"],
+                                              "dataFormat": "COMPACT",
+                                              "eventFields": msg.get("acceptEventFields", {})}))
+                elif t == "FEED_SUBSCRIPTION":
+                    for item in msg.get("remove", []):
+                        self._dx_subs[ws].get(item["type"], set()).discard(item["symbol"])
+                    added: dict[str, list[str]] = {}
+                    for item in msg.get("add", []):
+                        self._dx_subs[ws].setdefault(item["type"], set()).add(item["symbol"])
+                        added.setdefault(item["type"], []).append(item["symbol"])
+                    for kind, syms in added.items():
+                        self.subscribe_log.append((kind, tuple(syms)))
+                        await self._send_feed(ws, kind, syms)
+                elif t == "KEEPALIVE":
+                    await ws.send(json.dumps({"type": "KEEPALIVE", "channel": 0}))
+        except Exception:
+            pass
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            self._dx_conns.discard(ws)
+            self._dx_subs.pop(ws, None)
+            self._dx_fields.pop(ws, None)
+
+    def subscribed(self, kind: str = "Quote") -> set[str]:
+        out: set[str] = set()
+        for subs in self._dx_subs.values():
+            out |= subs.get(kind, set())
+        return out
+
+
+async def _main() -> None:  # pragma: no cover - manual use
+    async with FakeTastytrade() as fake:
+        print(json.dumps({"OPTIONDESK_TT_API_URL": fake.api_url, "OPTIONDESK_TT_STREAMER_URL": fake.streamer_url,
+                          "OPTIONDESK_TT_PROVIDER_SECRET": PROVIDER_SECRET,
+                          "OPTIONDESK_TT_REFRESH_TOKEN": REFRESH_TOKEN}), flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    asyncio.run(_main())
