@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from widgets.base import EventAccumulator, EventBatch, Panel, send_command
+from widgets.chain_table import ChainPanel
 
-PANELS: tuple[type[Panel], ...] = ()
+PANELS: tuple[type[Panel], ...] = (ChainPanel,)
 
 __all__ = ["PANELS", "EventAccumulator", "EventBatch", "Panel", "send_command"]

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 from PySide6 import QtCore, QtWidgets
 
 from engine.bus.messages import Command, Event
+from widgets.links import links_for
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class Panel(QtWidgets.QWidget):
     def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
+        self.links = links_for(engine)
         self.setObjectName(self.panel_id)
         self.last_error: str = ""
 

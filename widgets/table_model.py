@@ -58,11 +58,15 @@ class Column:
         if isinstance(value, float | np.floating) and not math.isfinite(float(value)):
             return self.blank
         if callable(self.fmt):
-            return self.fmt(value)
-        try:
-            return self.fmt.format(value)
-        except (ValueError, TypeError):
-            return str(value)
+            text = self.fmt(value)
+        else:
+            try:
+                text = self.fmt.format(value)
+            except (ValueError, TypeError):
+                return str(value)
+        if text[:1] in "-+" and isinstance(value, float | np.floating) and not any(c in "123456789" for c in text):
+            text = text[1:]  # "-0.00" / "+0.00" read as noise: a rounded zero has no sign
+        return text
 
 
 def _changed(old: np.ndarray, new: np.ndarray) -> np.ndarray:

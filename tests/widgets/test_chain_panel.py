@@ -1,0 +1,94 @@
+"""Option chain panel on a real chain: renders, streams quotes with one dataChanged, clicks build legs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from engine.bus.events import ChainUpdated, QuotesUpdated, UnderlyingUpdated
+from engine.model import Side
+from tests.widgets.conftest import priced_chain
+from widgets.base import EventBatch
+from widgets.chain_table import ChainPanel
+
+
+@pytest.fixture()
+def panel(qtbot, engine):
+    p = ChainPanel(engine, strike_window=4)
+    qtbot.addWidget(p)
+    p.resize(1300, 420)
+    p.select_underlying("XYZ")
+    p.apply_events(EventBatch.from_events([ChainUpdated(chain=priced_chain())]))
+    return p
+
+
+def test_chain_shows_calls_strike_puts_centred_on_atm(panel, shot) -> None:
+    m = panel.model
+    assert m.rowCount() == 9  # ATM 100 ± 4 strikes of 5
+    assert list(m.keys()) == [80.0, 85.0, 90.0, 95.0, 100.0, 105.0, 110.0, 115.0, 120.0]
+    assert panel.expiry_tabs.count() == 2 and "(18d)" in panel.expiry_tabs.tabText(0)
+    row = m.row_of(100.0)
+    assert m.value(row, "atm") and not m.value(m.row_of(95.0), "atm")
+    # engine numbers: IV near the smile used to price the chain (25 % at the money), call delta ~0.5
+    assert m.value(row, "c_iv") == pytest.approx(0.25, abs=0.01)
+    assert 0.45 < m.value(row, "c_delta") < 0.6 and -0.55 < m.value(row, "p_delta") < -0.4
+    assert m.value(row, "c_theta") < 0 and m.value(row, "p_vega") > 0
+    # ITM shading: calls below spot, puts above
+    assert m.value(m.row_of(90.0), "c_itm") and not m.value(m.row_of(90.0), "p_itm")
+    assert m.display_text(row, "c_iv").endswith("%")
+    assert "XYZ" in panel.spot_label.text() and "100.00" in panel.spot_label.text()
+    shot(panel, "chain")
+
+
+def test_streamed_quotes_update_cells_with_one_bounding_box(panel) -> None:
+    chain = priced_chain()
+    r100c = chain.row_of("XYZ260320C00100000")
+    r105p = chain.row_of("XYZ260320P00105000")
+    emits = panel.model.data_changed_emits
+    batch = EventBatch.from_events([
+        QuotesUpdated(underlying="XYZ", rows=np.array([r100c]), bid=np.array([9.0]), ask=np.array([9.2])),
+        QuotesUpdated(underlying="XYZ", rows=np.array([r105p]), bid=np.array([7.0]), ask=np.array([7.3])),
+        QuotesUpdated(underlying="OTHER", rows=np.array([0]), bid=np.array([1.0]), ask=np.array([1.1])),
+    ])
+    panel.apply_events(batch)
+    m = panel.model
+    assert m.value(m.row_of(100.0), "c_bid") == 9.0 and m.value(m.row_of(105.0), "p_ask") == 7.3
+    assert m.display_text(m.row_of(100.0), "c_mid") == "9.10"
+    assert panel.model.data_changed_emits == emits + 1
+    top, _left, bottom, _right = panel.model.last_changed_box
+    assert (top, bottom) == (m.row_of(100.0), m.row_of(105.0))
+
+
+def test_spot_move_recentres_the_window(panel) -> None:
+    panel.apply_events(EventBatch.from_events([UnderlyingUpdated(symbol="XYZ", price=111.0)]))
+    keys = list(panel.model.keys())
+    assert keys[4] == 110.0 and panel.model.value(4, "atm")
+
+
+def test_click_bid_sells_and_ask_buys(panel, qtbot) -> None:
+    legs = []
+    panel.links.leg_requested.connect(legs.append)
+    qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton,
+                     pos=panel.cell_rect(105.0, "c_bid").center())
+    qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton,
+                     pos=panel.cell_rect(95.0, "p_ask").center())
+    qtbot.mouseClick(panel.table.viewport(), Qt.MouseButton.LeftButton,
+                     pos=panel.cell_rect(95.0, "p_delta").center())  # not a price: no leg
+    assert [(leg.side, leg.symbol) for leg in legs] == [
+        (Side.SELL, "XYZ260320C00105000"), (Side.BUY, "XYZ260320P00095000")]
+
+
+def test_second_expiry_tab_shows_its_strikes(panel) -> None:
+    panel.expiry_tabs.setCurrentIndex(1)
+    m = panel.model
+    row = m.row_of(100.0)
+    assert str(panel.expiry.astype("datetime64[D]")) == "2026-04-17"
+    assert m.value(row, "c_bid") == pytest.approx(priced_chain().bid[priced_chain().row_of("XYZ260417C00100000")])
+
+
+def test_unknown_underlying_is_refused_with_a_message(qtbot, engine) -> None:
+    p = ChainPanel(engine)
+    qtbot.addWidget(p)
+    p.select_underlying("XYZ")
+    assert p.info_label.text() == "waiting for the chain…"

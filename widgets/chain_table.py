@@ -1,0 +1,424 @@
+"""Option chain panel: calls │ strike │ puts for one expiry, centred on the money.
+
+Data: ``ChainUpdated`` (full snapshots) and ``QuotesUpdated`` (streamed bid/ask rows into the current
+snapshot) for the selected underlying, coalesced by the app's bridge; IV and Greeks per contract from
+:func:`engine.analytics.chain_metrics.chain_metrics` (engine.pricing), the model edge from the pricing
+ensemble when the engine provides one. One bounding-box ``dataChanged`` per refresh.
+
+Clicks: a call/put **bid** adds a SELL leg, an **ask** (or mid) adds a BUY leg to the order ticket
+(``links.leg_requested``). In-the-money cells are shaded, the at-the-money strike is bold.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from engine.analytics.chain_metrics import chain_metrics
+from engine.bus.commands import SelectUnderlying
+from engine.bus.events import ChainUpdated, QuotesUpdated, UnderlyingUpdated
+from engine.model import Leg, OptionChain, Side
+from engine.model.instruments import NEW_YORK
+from widgets import engine_queries as eq
+from widgets.base import EventBatch, Panel
+from widgets.table_model import Column, ColumnTableModel, LiveTableView
+
+Qt = QtCore.Qt
+
+#: per side, from the strike outwards
+_SIDE_FIELDS: list[tuple[str, str, str | Any, int, str]] = [
+    ("bid", "Bid", "{:.2f}", 56, "Click a bid to SELL this option"),
+    ("mid", "Mid", "{:.2f}", 56, "Mid price; click to BUY"),
+    ("ask", "Ask", "{:.2f}", 56, "Click an ask to BUY this option"),
+    ("iv", "IV", lambda v: f"{100 * v:.1f}%", 56, "Implied volatility (from the mid)"),
+    ("delta", "Δ", "{:+.2f}", 52, "Delta per $1 of the underlying"),
+    ("gamma", "Γ", "{:.3f}", 52, "Gamma per $1"),
+    ("theta", "Θ", "{:+.2f}", 52, "Theta: $ per share per calendar day"),
+    ("vega", "Vega", "{:.2f}", 52, "Vega: $ per share per vol point"),
+    ("oi", "OI", "{:,.0f}", 62, "Open interest"),
+    ("volume", "Vol", "{:,.0f}", 58, "Volume today"),
+    ("edge", "Edge", "{:+.2f}", 56, "Model value (pricing ensemble) minus mid: positive = cheap to buy"),
+]
+
+
+def _columns() -> list[Column]:
+    calls = [
+        Column(f"c_{k}", h, fmt, width=w, tooltip="Call " + tip, signed=(k == "edge"))
+        for k, h, fmt, w, tip in reversed(_SIDE_FIELDS)
+    ]
+    strike = [Column("strike", "Strike", "{:g}", align="center", width=70, tooltip="Strike")]
+    puts = [
+        Column(f"p_{k}", h, fmt, width=w, tooltip="Put " + tip, signed=(k == "edge"))
+        for k, h, fmt, w, tip in _SIDE_FIELDS
+    ]
+    return calls + strike + puts
+
+
+class ChainTableModel(ColumnTableModel):
+    """The chain block. Hidden columns: ``c_itm``/``p_itm`` (bool), ``atm`` (bool), ``c_row``/``p_row``."""
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(_columns(), parent)
+        n_side = len(_SIDE_FIELDS)
+        self.strike_column = n_side
+        self._itm = QtGui.QColor(70, 130, 180, 55)
+        self._strike_bg = QtGui.QColor(128, 128, 128, 40)
+        self._atm_bg = QtGui.QColor(230, 160, 40, 90)
+        self._bold = QtGui.QFont()
+        self._bold.setBold(True)
+
+    def cell_background(self, row: int, column: int) -> QtGui.QColor | None:
+        if not self._data:
+            return None
+        if column == self.strike_column:
+            return self._atm_bg if self._data["atm"][row] else self._strike_bg
+        if column < self.strike_column:
+            return self._itm if self._data["c_itm"][row] else None
+        return self._itm if self._data["p_itm"][row] else None
+
+    def cell_font(self, row: int, column: int) -> QtGui.QFont | None:
+        if column == self.strike_column and self._data and self._data["atm"][row]:
+            return self._bold
+        return None
+
+
+class ChainPanel(Panel):
+    title: ClassVar[str] = "Option chain"
+    panel_id: ClassVar[str] = "chain"
+
+    #: emitted with each leg built from a click (also sent to the ticket through ``links``)
+    leg_clicked = QtCore.Signal(object)
+
+    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None, *, strike_window: int = 12) -> None:
+        super().__init__(engine, parent)
+        self.underlying: str = ""
+        self.chain: OptionChain | None = None
+        self.expiry: np.datetime64 | None = None
+        self._bid = np.array([])
+        self._ask = np.array([])
+        self._spot = math.nan
+        self._expiries: list[np.datetime64] = []
+        self._dirty = False
+        self.refreshes = 0
+
+        self.symbol_box = QtWidgets.QComboBox()
+        self.symbol_box.setEditable(True)
+        self.symbol_box.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
+        self.symbol_box.setMinimumWidth(110)
+        self.symbol_box.setToolTip("Underlying: type to search")
+        completer = self.symbol_box.completer()
+        if completer is not None:
+            completer.setFilterMode(Qt.MatchFlag.MatchContains)
+            completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.symbol_box.activated.connect(lambda _i: self.select_underlying(self.symbol_box.currentText()))
+        self.symbol_box.lineEdit().returnPressed.connect(lambda: self.select_underlying(self.symbol_box.currentText()))
+
+        self.spot_label = QtWidgets.QLabel("—")
+        f = self.spot_label.font()
+        f.setPointSizeF(f.pointSizeF() * 1.35)
+        f.setBold(True)
+        self.spot_label.setFont(f)
+        self.info_label = QtWidgets.QLabel("")
+        self.info_label.setStyleSheet("color: gray")
+
+        self.window_spin = QtWidgets.QSpinBox()
+        self.window_spin.setRange(2, 400)
+        self.window_spin.setValue(strike_window)
+        self.window_spin.setPrefix("± ")
+        self.window_spin.setSuffix(" strikes")
+        self.window_spin.setToolTip("Strikes shown either side of the at-the-money strike")
+        self.window_spin.valueChanged.connect(lambda _v: self.refresh())
+
+        self.expiry_tabs = QtWidgets.QTabBar()
+        self.expiry_tabs.setExpanding(False)
+        self.expiry_tabs.setDrawBase(False)
+        self.expiry_tabs.setUsesScrollButtons(True)
+        self.expiry_tabs.setElideMode(Qt.TextElideMode.ElideNone)
+        self.expiry_tabs.currentChanged.connect(self._on_expiry_tab)
+
+        self.model = ChainTableModel(self)
+        self.table = LiveTableView(self.model)
+        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
+        self.table.clicked.connect(self._on_click)
+        self.table.setMouseTracking(True)
+        # equal widths spread over the dock (Stretch does not measure contents, unlike ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setMinimumSectionSize(44)
+
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.symbol_box)
+        top.addWidget(self.spot_label)
+        top.addWidget(self.info_label, 1)
+        top.addWidget(self.window_spin)
+        sides = QtWidgets.QHBoxLayout()
+        calls_lbl = QtWidgets.QLabel("CALLS  ·  click bid = sell, ask = buy")
+        puts_lbl = QtWidgets.QLabel("PUTS")
+        for lbl in (calls_lbl, puts_lbl):
+            lbl.setStyleSheet("color: gray; font-weight: bold")
+        sides.addWidget(calls_lbl)
+        sides.addStretch(1)
+        sides.addWidget(puts_lbl)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(3)
+        lay.addLayout(top)
+        lay.addWidget(self.expiry_tabs)
+        lay.addLayout(sides)
+        lay.addWidget(self.table, 1)
+
+        self._edge_available = self._edge_fn() is not None
+        for side in ("c", "p"):
+            self.table.setColumnHidden(self.model.column_index(f"{side}_edge"), not self._edge_available)
+        self.reload_underlyings()
+
+    # ---- selection -------------------------------------------------------------------------------
+    def reload_underlyings(self) -> None:
+        symbols = eq.underlyings(self.engine)
+        current = self.underlying
+        self.symbol_box.blockSignals(True)
+        self.symbol_box.clear()
+        self.symbol_box.addItems(symbols)
+        self.symbol_box.blockSignals(False)
+        if not current and symbols:
+            self.select_underlying(symbols[0])
+        elif current:
+            self.symbol_box.setEditText(current)
+
+    def select_underlying(self, symbol: str) -> None:
+        """Show ``symbol``'s chain (from the feed's cache now, then streamed) and ask the feed to stream it."""
+        symbol = symbol.strip().upper()
+        if not symbol:
+            return
+        known = eq.underlyings(self.engine)
+        if known and symbol not in known:
+            self.report_error(f"{symbol} is not available from the feed ({', '.join(known[:8])}…)")
+            self.symbol_box.setEditText(self.underlying)
+            return
+        changed = symbol != self.underlying
+        self.underlying = symbol
+        self.symbol_box.setEditText(symbol)
+        if changed:
+            self.chain = None
+            self.expiry = None
+            self._spot = math.nan
+        chain = eq.last_chain(self.engine, symbol)
+        if chain is not None:
+            self.set_chain(chain)
+        bus = getattr(self.engine, "bus", None)
+        if bus is not None and bus.has_handler(SelectUnderlying):
+            self.send(SelectUnderlying(symbol=symbol))
+        self.links.underlying_selected.emit(symbol)
+        self.refresh()
+
+    def select_expiry(self, expiry: np.datetime64) -> None:
+        e = np.datetime64(expiry, "s")
+        if e in self._expiries:
+            self.expiry_tabs.setCurrentIndex(self._expiries.index(e))
+
+    def _on_expiry_tab(self, index: int) -> None:
+        if 0 <= index < len(self._expiries):
+            self.expiry = self._expiries[index]
+            self.links.expiry_selected.emit(self.underlying, self.expiry)
+            self.refresh()
+
+    # ---- data ------------------------------------------------------------------------------------
+    def set_chain(self, chain: OptionChain) -> None:
+        """Take a new snapshot of the selected underlying."""
+        self.chain = chain
+        self._bid = np.array(chain.bid, dtype=float, copy=True)
+        self._ask = np.array(chain.ask, dtype=float, copy=True)
+        self._spot = chain.spot
+        self._update_expiry_tabs()
+        self._dirty = True
+
+    def apply_events(self, batch: EventBatch) -> None:
+        if not self.underlying:
+            if batch.has(ChainUpdated):
+                self.reload_underlyings()
+            return
+        chains = batch.latest(ChainUpdated)
+        ev = chains.get(self.underlying)
+        if ev is not None:
+            self.set_chain(ev.chain)
+        if self.chain is not None:
+            n = len(self._bid)
+            for q in batch.latest(QuotesUpdated).values():
+                if q.underlying != self.underlying:
+                    continue
+                rows = np.asarray(q.rows, dtype=int)
+                if len(rows) and rows.max() < n:
+                    self._bid[rows] = q.bid
+                    self._ask[rows] = q.ask
+                    self._dirty = True
+        u = batch.latest(UnderlyingUpdated).get(self.underlying)
+        if u is not None and math.isfinite(u.price):
+            self._spot = u.price
+            self._dirty = True
+        if self._dirty:
+            self.refresh()
+
+    def _update_expiry_tabs(self) -> None:
+        assert self.chain is not None
+        expiries = list(self.chain.expiries())
+        if expiries == self._expiries:
+            return
+        now = self.chain.ts
+        keep = self.expiry if self.expiry in expiries else (expiries[0] if expiries else None)
+        self._expiries = expiries
+        self.expiry_tabs.blockSignals(True)
+        while self.expiry_tabs.count():
+            self.expiry_tabs.removeTab(0)
+        for e in expiries:
+            self.expiry_tabs.addTab(_expiry_label(e, now))
+        self.expiry = keep
+        if keep is not None:
+            self.expiry_tabs.setCurrentIndex(expiries.index(keep))
+        self.expiry_tabs.blockSignals(False)
+        if keep is not None:
+            self.links.expiry_selected.emit(self.underlying, keep)
+
+    def refresh(self) -> None:
+        """Rebuild the visible block (strike window around ATM for the selected expiry)."""
+        self._dirty = False
+        chain = self.chain
+        if chain is None or self.expiry is None:
+            self.model.clear() if self.model.rowCount() else None
+            self.spot_label.setText(f"{self.underlying or '—'}")
+            self.info_label.setText("waiting for the chain…" if self.underlying else "")
+            return
+        spot = self._spot if math.isfinite(self._spot) else chain.spot
+        rows = np.nonzero(chain.expiry == self.expiry)[0]
+        strikes = np.unique(chain.strike[rows])
+        if len(strikes) == 0:
+            return
+        atm_i = int(np.argmin(np.abs(strikes - spot)))
+        w = self.window_spin.value()
+        lo, hi = max(0, atm_i - w), min(len(strikes), atm_i + w + 1)
+        vis = strikes[lo:hi]
+        calls = np.full(len(vis), -1)
+        puts = np.full(len(vis), -1)
+        rs = rows[(chain.strike[rows] >= vis[0]) & (chain.strike[rows] <= vis[-1])]
+        pos = np.searchsorted(vis, chain.strike[rs])
+        is_call = chain.is_call[rs]
+        calls[pos[is_call]] = rs[is_call]
+        puts[pos[~is_call]] = rs[~is_call]
+
+        r, q = eq.rates(self.engine, self.underlying)
+        now = chain.ts  # Greeks as of the snapshot the quotes belong to (simulated or wall time)
+        pick = np.concatenate([calls[calls >= 0], puts[puts >= 0]])
+        chain_now = chain if spot == chain.spot else _with_spot(chain, spot)
+        m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self._bid, ask=self._ask)
+        edge = self._model_edge(chain_now, pick, m, r, q)
+        n_calls = int((calls >= 0).sum())
+
+        data: dict[str, np.ndarray] = {"strike": vis}
+        for side, idx in (("c", calls), ("p", puts)):
+            have = idx >= 0
+            safe = np.where(have, idx, 0)
+
+            def col(arr: np.ndarray, have: np.ndarray = have, safe: np.ndarray = safe) -> np.ndarray:
+                return np.where(have, arr[safe], np.nan)
+
+            bid, ask = col(self._bid), col(self._ask)
+            with np.errstate(invalid="ignore"):
+                ok = (ask >= bid) & (bid >= 0)
+            data[f"{side}_bid"] = bid
+            data[f"{side}_ask"] = ask
+            data[f"{side}_mid"] = np.where(ok, 0.5 * (bid + ask), np.nan)
+            data[f"{side}_oi"] = col(chain.open_interest)
+            data[f"{side}_volume"] = col(chain.volume)
+            part = slice(0, n_calls) if side == "c" else slice(n_calls, len(pick))
+            for name in ("iv", "delta", "gamma", "theta", "vega"):
+                values = np.full(len(vis), np.nan)
+                values[have] = getattr(m, name)[part]
+                data[f"{side}_{name}"] = values
+            values = np.full(len(vis), np.nan)
+            if edge is not None:
+                values[have] = edge[part]
+            data[f"{side}_edge"] = values
+            data[f"{side}_row"] = idx
+        data["c_itm"] = vis < spot
+        data["p_itm"] = vis > spot
+        data["atm"] = np.arange(len(vis)) == (atm_i - lo)
+        self.model.update(vis.astype(object), data)
+        self.refreshes += 1
+        self.spot_label.setText(f"{self.underlying}  {spot:,.2f}")
+        n_exp = len(self._expiries)
+        self.info_label.setText(
+            f"{chain.ts:%H:%M:%S} UTC · {len(vis)} of {len(strikes)} strikes · {n_exp} expiries · "
+            f"r {100 * r:.2f}% q {100 * q:.2f}%"
+        )
+
+    # ---- model edge -----------------------------------------------------------------------------
+    def _edge_fn(self) -> Any:
+        pricing = getattr(self.engine, "pricing", None)
+        fn = getattr(pricing, "model_edge", None) if pricing is not None else None
+        if fn is not None:
+            return fn
+        try:
+            from engine.pricing import ensemble
+        except ImportError:
+            return None
+        return getattr(ensemble, "chain_edge", None)
+
+    def _model_edge(self, chain: OptionChain, rows: np.ndarray, m: Any, r: float, q: float) -> np.ndarray | None:
+        if not self._edge_available or len(rows) == 0:
+            return None
+        fn = self._edge_fn()
+        try:
+            values = np.asarray(fn(chain, rows, iv=m.iv, years=m.years, r=r, q=q,
+                                   bid=self._bid[rows], ask=self._ask[rows]), dtype=float)
+        except Exception as exc:
+            self._edge_available = False
+            self.report_error(f"model edge unavailable: {type(exc).__name__}: {exc}")
+            return None
+        return values
+
+    # ---- clicks ----------------------------------------------------------------------------------
+    def _on_click(self, index: QtCore.QModelIndex) -> None:
+        key = self.model.columns[index.column()].key
+        if key[:2] not in ("c_", "p_") or key[2:] not in ("bid", "ask", "mid"):
+            return
+        row = int(self.model.value(index.row(), f"{key[0]}_row"))
+        if row < 0 or self.chain is None:
+            return
+        side = Side.SELL if key.endswith("bid") else Side.BUY
+        self.add_leg(row, side)
+
+    def add_leg(self, chain_row: int, side: Side) -> Leg:
+        """Build the leg of a chain row and send it to the ticket."""
+        assert self.chain is not None
+        leg = Leg(self.chain.option(chain_row), side)
+        self.leg_clicked.emit(leg)
+        self.links.leg_requested.emit(leg)
+        return leg
+
+    def cell_rect(self, strike: float, column_key: str) -> QtCore.QRect:
+        """Viewport rectangle of a cell (tests click it)."""
+        row = self.model.row_of(strike)
+        return self.table.visualRect(self.model.index(row, self.model.column_index(column_key)))
+
+    # ---- persistence -----------------------------------------------------------------------------
+    def panel_state(self) -> dict[str, Any]:
+        return {"underlying": self.underlying, "strike_window": self.window_spin.value()}
+
+    def restore_panel_state(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("strike_window"), int):
+            self.window_spin.setValue(state["strike_window"])
+        if isinstance(state.get("underlying"), str) and state["underlying"]:
+            self.select_underlying(state["underlying"])
+
+
+def _with_spot(chain: OptionChain, spot: float) -> OptionChain:
+    return chain.with_quotes(chain.bid, chain.ask, spot=spot)
+
+
+def _expiry_label(expiry: np.datetime64, now: datetime) -> str:
+    """``20 Mar 26  (18d)``: days to expiry counted in New York calendar dates, like traders do."""
+    exp_ny = expiry.astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC).astimezone(NEW_YORK).date()
+    dte = max(0, (exp_ny - now.astimezone(NEW_YORK).date()).days)
+    return f"{exp_ny:%d %b %y}  ({dte}d)"

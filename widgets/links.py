@@ -1,0 +1,43 @@
+"""Cross-panel links: one :class:`DeskLinks` per engine, shared by every panel built on it.
+
+Panels talk to each other through these signals, so the app does not need to wire pairs of panels:
+the chain adds legs to the ticket, the ticket and the positions table feed the payoff panel, and the
+chain's underlying/expiry selection drives the smile panel.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from PySide6 import QtCore
+
+
+class DeskLinks(QtCore.QObject):
+    #: an underlying symbol was selected (chain panel)
+    underlying_selected = QtCore.Signal(str)
+    #: (underlying, expiry as numpy datetime64[s]) selected in the chain
+    expiry_selected = QtCore.Signal(str, object)
+    #: one ``engine.model.Leg`` to add to the ticket (chain click)
+    leg_requested = QtCore.Signal(object)
+    #: a tuple of ``Leg`` replacing the ticket's legs (strategy template, "close position")
+    legs_replaced = QtCore.Signal(object)
+    #: the ticket changed: dict(legs=tuple[Leg], quantity=int, underlying=str)
+    ticket_changed = QtCore.Signal(object)
+    #: positions picked for analysis: tuple[engine.model.Position]
+    positions_selected = QtCore.Signal(object)
+
+
+_LINKS: weakref.WeakKeyDictionary[Any, DeskLinks] = weakref.WeakKeyDictionary()
+_LINKS_BY_ID: dict[int, DeskLinks] = {}
+
+
+def links_for(engine: Any) -> DeskLinks:
+    """The :class:`DeskLinks` shared by every panel of ``engine`` (created on first use)."""
+    try:
+        links = _LINKS.get(engine)
+        if links is None:
+            links = _LINKS[engine] = DeskLinks()
+        return links
+    except TypeError:  # engine not weak-referenceable
+        return _LINKS_BY_ID.setdefault(id(engine), DeskLinks())
