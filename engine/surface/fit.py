@@ -1,0 +1,198 @@
+"""Fit a volatility surface to an option chain: forwards → implied vols → SVI slices → arbitrage repair.
+
+:func:`fit_chain` never raises on market data: an empty chain, NaN quotes, all-zero bids, a single
+expiry or an expiry with too few strikes give a :class:`SurfaceFit` whose ``reasons``/``notes`` and
+per-row ``ivs.reason`` say what happened. Programming errors (wrong argument types/shapes) still raise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from engine.model.chain import OptionChain
+from engine.surface.analytics import TermStructure, term_structure
+from engine.surface.arbitrage import ArbitrageReport, enforce_no_arbitrage
+from engine.surface.config import SurfaceConfig
+from engine.surface.forward import ForwardEstimate
+from engine.surface.quotes import ChainIVs, RateInput, chain_ivs
+from engine.surface.surface import VolSurface
+from engine.surface.svi import SVIParams, fit_svi_batch, svi_total_variance
+
+
+@dataclass(frozen=True, slots=True)
+class SliceFit:
+    """One expiry: its forward, its SVI parameters (None when not fitted) and fit quality.
+
+    ``rmse_bp`` is the unweighted RMS of (model − mid IV) over the smile points, in basis points of
+    vol (1 bp = 0.0001); ``max_error_bp`` the largest absolute error; ``inside_spread`` the share
+    of points whose model vol lies within [bid IV, ask IV].
+    """
+
+    expiry: np.datetime64
+    T: float
+    forward: ForwardEstimate
+    params: SVIParams | None
+    n_points: int
+    rmse_bp: float
+    max_error_bp: float
+    inside_spread: float
+    status: str  # fitted | skipped
+    reason: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class SurfaceFit:
+    """Everything one refit produced; plain immutable data, safe to pass between processes."""
+
+    underlying: str
+    ts: datetime
+    spot: float
+    surface: VolSurface
+    slices: tuple[SliceFit, ...]
+    ivs: ChainIVs
+    term: TermStructure
+    arbitrage: ArbitrageReport
+    reasons: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    elapsed_ms: float = 0.0
+    strikes: np.ndarray = field(default_factory=lambda: np.array([]))  # chain strikes (row order)
+    is_call: np.ndarray = field(default_factory=lambda: np.array([], dtype=bool))
+
+    @property
+    def ok(self) -> bool:
+        """True when at least one expiry was fitted."""
+        return not self.surface.empty
+
+    def fitted_slices(self) -> list[SliceFit]:
+        return [s for s in self.slices if s.params is not None]
+
+
+def _empty_fit(chain: OptionChain, ivs: ChainIVs, reasons: list[str], t0: float, notes=()) -> SurfaceFit:
+    n = len(ivs.expiries)
+    surface = VolSurface(chain.underlying, chain.ts, float(chain.spot), np.array([], dtype="datetime64[s]"),
+                         np.array([]), np.array([]), np.array([]), np.zeros((0, 5)))
+    fw = np.array([f.forward for f in ivs.forwards]) if n else np.array([])
+    disc = np.array([f.discount for f in ivs.forwards]) if n else np.array([])
+    term = term_structure(chain, ivs.expiries, ivs.T_expiry, fw, disc, np.full((n, 5), np.nan), ivs.expiry_index)
+    slices = tuple(
+        SliceFit(ivs.expiries[i], float(ivs.T_expiry[i]), ivs.forwards[i], None, 0, np.nan, np.nan, np.nan,
+                 "skipped", _skip_reason(ivs, i))
+        for i in range(n)
+    )
+    return SurfaceFit(chain.underlying, chain.ts, float(chain.spot), surface, slices, ivs, term, ArbitrageReport(),
+                      tuple(reasons), tuple(notes), (time.perf_counter() - t0) * 1e3,
+                      chain.strike.copy(), chain.is_call.copy())
+
+
+def _skip_reason(ivs: ChainIVs, i: int) -> str:
+    rows = ivs.expiry_index == i
+    if not rows.any():
+        return "no rows"
+    counts = {}
+    for r in ivs.reason[rows]:
+        counts[r] = counts.get(r, 0) + 1
+    if ivs.T_expiry[i] <= 0:
+        return "expired"
+    usable = int(np.count_nonzero(ivs.reason[rows] == "insufficient_strikes"))
+    detail = ", ".join(f"{k or 'ok'}: {v}" for k, v in sorted(counts.items()))
+    return f"insufficient valid strikes ({usable}); rows: {detail}"
+
+
+def fit_chain(
+    chain: OptionChain,
+    *,
+    rate: RateInput,
+    dividend_yield: RateInput = 0.0,
+    config: SurfaceConfig | None = None,
+    now: datetime | None = None,
+    quote_age: np.ndarray | None = None,
+) -> SurfaceFit:
+    """Fit every expiry of ``chain`` (rates continuously compounded; a float or a callable curve of T).
+
+    ``now`` defaults to the chain's timestamp; ``quote_age`` (seconds per row) enables the stale filter.
+    """
+    t0 = time.perf_counter()
+    cfg = config or SurfaceConfig()
+    if len(chain) == 0:
+        return _empty_fit(chain, chain_ivs(chain, rate=rate, dividend_yield=dividend_yield, config=cfg, now=now),
+                          ["empty chain: no options to fit"], t0)
+    reasons: list[str] = []
+    if not (np.isfinite(chain.spot) and chain.spot > 0):
+        reasons.append(f"underlying price {chain.spot!r} is not usable; forwards come from parity only")
+    ivs = chain_ivs(chain, rate=rate, dividend_yield=dividend_yield, config=cfg, now=now, quote_age=quote_age)
+    notes = list(ivs.notes)
+    for f, e in zip(ivs.forwards, ivs.expiries, strict=True):
+        if f.fallback and f.T > 0:
+            notes.append(f"{np.datetime_as_string(e, unit='D')}: forward from carry S·e^((r−q)T) ({f.note})")
+    n_exp = len(ivs.expiries)
+    fit_idx = [i for i in range(n_exp) if np.any(ivs.used & (ivs.expiry_index == i))]
+    if not fit_idx:
+        counts = ivs.reason_counts()
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        reasons.append(f"no expiry has {cfg.min_strikes} or more valid strikes ({detail})")
+        return _empty_fit(chain, ivs, reasons, t0, notes)
+
+    # pad the smile points of every fitted expiry into (S, N) arrays for one batched fit
+    rows_per = [np.nonzero(ivs.used & (ivs.expiry_index == i))[0] for i in fit_idx]
+    N = max(len(r) for r in rows_per)
+    S = len(fit_idx)
+    K = np.zeros((S, N))
+    W = np.zeros((S, N))
+    OM = np.zeros((S, N))
+    for j, (i, rows) in enumerate(zip(fit_idx, rows_per, strict=True)):
+        Ti = float(ivs.T_expiry[i])
+        k = ivs.k[rows]
+        iv = ivs.iv_mid[rows]
+        w = iv * iv * Ti
+        ivs_spread = np.where(np.isfinite(ivs.iv_ask[rows]) & np.isfinite(ivs.iv_bid[rows]),
+                              ivs.iv_ask[rows] - ivs.iv_bid[rows], np.inf)
+        quality = 1.0 / np.maximum(ivs_spread, cfg.min_iv_spread)
+        quality = np.where(np.isfinite(quality), quality, 1.0 / 0.05)
+        # residuals in w scaled to vol units: dσ = dw / (2σT)
+        om = quality / (4.0 * w * Ti)
+        n = len(rows)
+        K[j, :n], W[j, :n], OM[j, :n] = k, w, om
+        K[j, n:] = k[-1] if n else 0.0
+        W[j, n:] = w[-1] if n else 0.0
+    batch = fit_svi_batch(K, W, OM)
+    labels = [np.datetime_as_string(ivs.expiries[i], unit="D") for i in fit_idx]
+    T_fit = ivs.T_expiry[fit_idx]
+    params, report = enforce_no_arbitrage(batch.params, K, W, OM, labels, repair=cfg.repair_arbitrage)
+
+    all_params = np.full((n_exp, 5), np.nan)
+    all_params[fit_idx] = params
+    slices: list[SliceFit] = []
+    for i in range(n_exp):
+        f = ivs.forwards[i]
+        if i not in fit_idx:
+            slices.append(SliceFit(ivs.expiries[i], float(ivs.T_expiry[i]), f, None, 0, np.nan, np.nan, np.nan,
+                                   "skipped", _skip_reason(ivs, i)))
+            continue
+        j = fit_idx.index(i)
+        rows = rows_per[j]
+        Ti = float(ivs.T_expiry[i])
+        model = np.sqrt(np.maximum(svi_total_variance(ivs.k[rows], *params[j]), 0.0) / Ti)
+        err = model - ivs.iv_mid[rows]
+        inside = (model >= ivs.iv_bid[rows] - 1e-12) & (model <= ivs.iv_ask[rows] + 1e-12)
+        slices.append(SliceFit(ivs.expiries[i], Ti, f, SVIParams.from_array(params[j]), len(rows),
+                               float(np.sqrt(np.mean(err**2)) * 1e4), float(np.max(np.abs(err)) * 1e4),
+                               float(np.mean(inside)), "fitted"))
+    surface = VolSurface(
+        underlying=chain.underlying, ts=chain.ts, spot=float(chain.spot), expiries=ivs.expiries[fit_idx],
+        T=T_fit, forwards=np.array([ivs.forwards[i].forward for i in fit_idx]),
+        rates=np.array([ivs.forwards[i].rate for i in fit_idx]), params=params,
+    )
+    fw = np.array([f.forward for f in ivs.forwards])
+    disc = np.array([f.discount for f in ivs.forwards])
+    term = term_structure(chain, ivs.expiries, ivs.T_expiry, fw, disc, all_params, ivs.expiry_index)
+    if n_exp > len(fit_idx):
+        reasons.append(f"{n_exp - len(fit_idx)} of {n_exp} expiries not fitted (see slices)")
+    if len(fit_idx) == 1:
+        notes.append("single fitted expiry: the surface scales its smile in time (constant vol per k)")
+    return SurfaceFit(chain.underlying, chain.ts, float(chain.spot), surface, tuple(slices), ivs, term, report,
+                      tuple(reasons), tuple(notes), (time.perf_counter() - t0) * 1e3,
+                      chain.strike.copy(), chain.is_call.copy())

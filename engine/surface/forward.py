@@ -1,0 +1,153 @@
+"""Implied forward and carry per expiry from put-call parity on near-ATM pairs.
+
+European parity: ``C − P = D·(F − K)`` with ``D = e^{−r_impl·T}`` the discount factor. Over the pairs
+nearest the money (smallest |C − P|) we regress ``C − P`` on ``K`` with a Huber-weighted robust
+least squares (weights 1/(spread_C + spread_P)²): slope ``−D``, intercept ``D·F``. When the pairs
+cannot pin the slope (few pairs, too narrow a strike range, an implausible implied rate), or for
+American options (where parity is only an inequality and early exercise biases the slope), ``D`` is
+taken from the rate curve and only ``F`` is estimated robustly from ``F_i = K_i + (C_i − P_i)/D``.
+Without at least ``min_pairs`` usable pairs the forward falls back to ``S·e^{(r−q)T}`` and says so.
+
+Implied carry: ``q_impl = r − ln(F/S)/T`` (dividend yield plus borrow; continuous, annualised).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PARITY_REGRESSION = "parity_regression"
+PARITY_FIXED_DISCOUNT = "parity_fixed_discount"
+CARRY_FALLBACK = "carry_fallback"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardEstimate:
+    """The forward of one expiry and how it was obtained.
+
+    ``rate`` is the continuously compounded rate used for discounting (implied when the regression
+    fitted the discount factor), ``implied_yield`` the carry ``r − ln(F/S)/T`` (dividends + borrow).
+    ``method`` is one of ``parity_regression``, ``parity_fixed_discount``, ``carry_fallback``;
+    ``fallback`` is True for the last. ``residual`` is the robust RMS parity residual in price units.
+    """
+
+    T: float
+    forward: float
+    discount: float
+    rate: float
+    implied_yield: float
+    method: str
+    pairs: int
+    residual: float
+    note: str = ""
+
+    @property
+    def fallback(self) -> bool:
+        return self.method == CARRY_FALLBACK
+
+
+def _huber_weights(resid: np.ndarray, scale: float, c: float = 1.345) -> np.ndarray:
+    u = np.abs(resid) / max(scale, 1e-300)
+    return np.where(u <= c, 1.0, c / np.maximum(u, 1e-300))
+
+
+def _robust_scale(resid: np.ndarray, floor: float) -> float:
+    mad = float(np.median(np.abs(resid - np.median(resid)))) * 1.4826
+    return max(mad, floor)
+
+
+def estimate_forward(
+    strike: np.ndarray,
+    call_mid: np.ndarray,
+    put_mid: np.ndarray,
+    call_spread: np.ndarray,
+    put_spread: np.ndarray,
+    *,
+    spot: float,
+    T: float,
+    rate: float,
+    dividend_yield: float,
+    american: bool = False,
+    max_pairs: int = 12,
+    min_pairs: int = 2,
+    max_rate_deviation: float = 0.03,
+    iterations: int = 12,
+) -> ForwardEstimate:
+    """Forward for one expiry from matched call/put rows (same strike order; NaN where missing).
+
+    ``rate``/``dividend_yield`` are the curve values at ``T`` used for the fixed discount and for the
+    fallback. ``max_rate_deviation`` bounds how far an implied rate may sit from the curve rate
+    before the regression's discount factor is rejected.
+    """
+    K = np.asarray(strike, dtype=float)
+    c = np.asarray(call_mid, dtype=float)
+    p = np.asarray(put_mid, dtype=float)
+    sc = np.asarray(call_spread, dtype=float)
+    sp = np.asarray(put_spread, dtype=float)
+    curve_df = float(np.exp(-rate * T))
+    fallback_fwd = float(spot * np.exp((rate - dividend_yield) * T))
+
+    def fallback(note: str) -> ForwardEstimate:
+        return ForwardEstimate(T, fallback_fwd, curve_df, rate, dividend_yield, CARRY_FALLBACK, 0, float("nan"), note)
+
+    if not (np.isfinite(spot) and spot > 0 and np.isfinite(T) and T > 0):
+        return fallback("spot or time to expiry not usable")
+    with np.errstate(invalid="ignore"):
+        ok = (
+            np.isfinite(K) & np.isfinite(c) & np.isfinite(p) & (c > 0) & (p > 0) & (K > 0)
+            & np.isfinite(sc) & np.isfinite(sp) & (sc >= 0) & (sp >= 0)
+        )
+    if np.count_nonzero(ok) < min_pairs:
+        return fallback(f"{int(np.count_nonzero(ok))} usable call/put pairs (need {min_pairs})")
+    K, c, p, sc, sp = K[ok], c[ok], p[ok], sc[ok], sp[ok]
+    y = c - p
+    near = np.argsort(np.abs(y))[:max_pairs]
+    K, y, sc, sp = K[near], y[near], sc[near], sp[near]
+    spread = sc + sp
+    tick = max(float(np.median(spread)) * 0.25, 1e-4 * spot * 1e-2)
+    base_w = 1.0 / np.maximum(spread, tick) ** 2
+    n = len(K)
+
+    def robust_location(values: np.ndarray) -> tuple[float, float]:
+        est = float(np.median(values))
+        floor = 1e-8 * spot
+        for _ in range(iterations):
+            res = values - est
+            wts = base_w * _huber_weights(res, _robust_scale(res, floor))
+            est = float(np.sum(wts * values) / np.sum(wts))
+        res = values - est
+        return est, float(np.sqrt(np.average(res**2, weights=base_w)))
+
+    note = ""
+    strike_range = float(K.max() - K.min()) if n else 0.0
+    if not american and n >= 3 and strike_range > 1e-6 * spot:
+        X = np.column_stack([np.ones(n), K])
+        wts = base_w.copy()
+        coef = np.zeros(2)
+        for _ in range(iterations):
+            sw = np.sqrt(wts)
+            coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
+            res = y - X @ coef
+            wts = base_w * _huber_weights(res, _robust_scale(res, 1e-8 * spot))
+        disc = -float(coef[1])
+        if disc > 0:
+            fwd = float(coef[0]) / disc
+            r_impl = -np.log(disc) / T
+            if abs(r_impl - rate) <= max_rate_deviation and fwd > 0:
+                res = y - X @ coef
+                resid = float(np.sqrt(np.average(res**2, weights=base_w)))
+                q_impl = r_impl - np.log(fwd / spot) / T
+                return ForwardEstimate(T, fwd, disc, float(r_impl), float(q_impl), PARITY_REGRESSION, n, resid)
+            note = f"implied rate {r_impl:.4f} too far from curve rate {rate:.4f}; discount fixed to the curve"
+        else:
+            note = "regression slope gave a non-positive discount factor; discount fixed to the curve"
+    elif american:
+        note = "American exercise: discount fixed to the curve"
+    else:
+        note = "too few pairs or strikes to fit the discount factor; discount fixed to the curve"
+    fwd, resid = robust_location(K + y / curve_df)
+    if not (np.isfinite(fwd) and fwd > 0):
+        return fallback("parity gave a non-positive forward")
+    q_impl = rate - np.log(fwd / spot) / T
+    return ForwardEstimate(T, fwd, curve_df, rate, float(q_impl), PARITY_FIXED_DISCOUNT, n, resid * curve_df, note)

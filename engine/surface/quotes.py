@@ -1,0 +1,231 @@
+"""Per-expiry forwards and per-strike implied vols (bid, mid, ask) of a chain, with a reason per dropped row.
+
+Only out-of-the-money options enter the smile: puts with K < F, calls with K ≥ F (F the implied
+forward of the expiry). European chains use Black-76 on the implied forward and the discount rate of
+the parity fit; American chains (equity/ETF) use the pricing core's American implied vol on the spot
+with the curve rate and the implied carry, so early exercise is accounted for.
+
+Reason codes (``ChainIVs.reason``; empty string = the row is a smile point):
+``expired``, ``expiry_too_close``, ``missing_quote``, ``crossed``, ``stale``, ``zero_bid``,
+``wide_spread``, ``in_the_money`` (the other side of the forward is used), ``no_iv:<pricing reason>``,
+``insufficient_strikes`` (its expiry has fewer valid strikes than the minimum).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.model.chain import OptionChain
+from engine.model.instruments import ExerciseStyle
+from engine.surface.config import SurfaceConfig
+from engine.surface.forward import ForwardEstimate, estimate_forward
+
+log = logging.getLogger(__name__)
+
+RateInput = float | Callable[[np.ndarray], np.ndarray]
+
+
+def curve_value(curve: RateInput, T: np.ndarray) -> np.ndarray:
+    """Evaluate a flat rate or a callable curve ``T (years) -> continuously compounded rate``."""
+    T = np.asarray(T, dtype=float)
+    if callable(curve):
+        return np.broadcast_to(np.asarray(curve(T), dtype=float), T.shape).astype(float)
+    return np.full(T.shape, float(curve))
+
+
+@dataclass(frozen=True, eq=False)
+class ChainIVs:
+    """Implied vols and diagnostics for every row of a chain (arrays in the chain's row order).
+
+    ``k = ln(K/F)`` uses the row's expiry forward; vols are annualised (0.2 = 20 %); ``used`` marks the
+    smile points (OTM, quotes clean, vol found, expiry fitted); ``reason`` says why any other row is not.
+    ``expiry_index`` maps each row to ``expiries``/``forwards``; ``american`` tells which IV model ran.
+    """
+
+    expiries: np.ndarray  # datetime64[s], ascending, one per distinct chain expiry
+    T_expiry: np.ndarray  # years to each expiry
+    forwards: tuple[ForwardEstimate, ...]
+    expiry_index: np.ndarray  # int per row
+    T: np.ndarray
+    k: np.ndarray
+    iv_bid: np.ndarray
+    iv_mid: np.ndarray
+    iv_ask: np.ndarray
+    otm: np.ndarray
+    used: np.ndarray
+    reason: np.ndarray  # object array of str
+    american: bool
+    notes: tuple[str, ...] = ()
+
+    def reason_counts(self) -> dict[str, int]:
+        vals, counts = np.unique(self.reason[~self.used].astype(str), return_counts=True)
+        return {str(v): int(c) for v, c in zip(vals, counts, strict=True)}
+
+
+def _reason_name(code: int) -> str:
+    from engine.pricing.inputs import Reason
+
+    try:
+        return Reason(int(code)).name.lower()
+    except ValueError:
+        return f"code_{int(code)}"
+
+
+def _implied_vols(
+    price: np.ndarray, is_call: np.ndarray, S: float, F: np.ndarray, K: np.ndarray, T: np.ndarray,
+    r: np.ndarray, q: np.ndarray, american: bool,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(vol, reason code, note). American chains use engine.pricing.american when it is available."""
+    if american:
+        try:
+            from engine.pricing import american as am
+        except ImportError:
+            am = None
+        if am is not None:
+            vol, reason = am.implied_vol(price, is_call, S, K, T, r, q, return_reason=True)
+            return np.asarray(vol, float), np.asarray(reason), ""
+        note = "American IV model unavailable; European Black-76 vols used (early exercise ignored)"
+    else:
+        note = ""
+    from engine.pricing import black76
+
+    vol, reason = black76.implied_vol(price, is_call, F, K, T, r, return_reason=True)
+    return np.asarray(vol, float), np.asarray(reason), note
+
+
+def chain_ivs(
+    chain: OptionChain,
+    *,
+    rate: RateInput,
+    dividend_yield: RateInput = 0.0,
+    config: SurfaceConfig | None = None,
+    now=None,
+    quote_age: np.ndarray | None = None,
+) -> ChainIVs:
+    """Forwards per expiry and implied vols per row, with the reason each unused row is dropped.
+
+    ``quote_age`` (seconds, per row, optional) enables the stale-quote filter.
+    """
+    cfg = config or SurfaceConfig()
+    n = len(chain)
+    american = chain.style is ExerciseStyle.AMERICAN
+    reason = np.full(n, "", dtype=object)
+    nan = np.full(n, np.nan)
+    if n == 0:
+        e = np.array([], dtype="datetime64[s]")
+        return ChainIVs(e, np.array([]), (), np.array([], int), nan, nan, nan, nan, nan,
+                        np.zeros(0, bool), np.zeros(0, bool), reason, american)
+    T = chain.time_to_expiry(now)
+    expiries, eidx = np.unique(chain.expiry, return_inverse=True)
+    T_exp = np.array([T[eidx == i][0] for i in range(len(expiries))]) if len(expiries) else np.array([])
+    r_exp = curve_value(rate, np.maximum(T_exp, 0.0))
+    q_exp = curve_value(dividend_yield, np.maximum(T_exp, 0.0))
+    K = chain.strike.astype(float)
+    bid, ask = chain.bid.astype(float), chain.ask.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mid = 0.5 * (bid + ask)
+        spread = ask - bid
+        missing = ~(np.isfinite(bid) & np.isfinite(ask)) | (ask <= 0) | (bid < 0) | ~(K > 0)
+        crossed = ~missing & (bid > ask)
+        rel_spread = np.where(mid > 0, spread / mid, np.inf)
+    spot = float(chain.spot)
+    min_T = cfg.min_time_to_expiry_days / 365.0
+
+    # row-level quote filters, first failing reason wins
+    checks: list[tuple[np.ndarray, str]] = [
+        (T <= 0, "expired"),
+        (T < min_T, "expiry_too_close"),
+        (missing, "missing_quote"),
+        (crossed, "crossed"),
+    ]
+    if quote_age is not None:
+        age = np.asarray(quote_age, dtype=float)
+        if age.shape != (n,):
+            raise ValueError(f"quote_age has shape {age.shape}, expected ({n},)")
+        checks.append((~(age <= cfg.max_quote_age_s), "stale"))
+    if cfg.drop_zero_bid:
+        checks.append((~missing & (bid <= 0), "zero_bid"))
+    checks.append((rel_spread > cfg.max_spread_fraction, "wide_spread"))
+    for bad, code in checks:
+        reason[(reason == "") & bad] = code
+    clean = reason == ""
+
+    # forwards per expiry from parity on clean pairs (ITM rows count here)
+    forwards: list[ForwardEstimate] = []
+    good_spot = np.isfinite(spot) and spot > 0
+    for i in range(len(expiries)):
+        rows = np.nonzero(eidx == i)[0]
+        Ti = float(T_exp[i])
+        if Ti <= 0 or not good_spot:
+            forwards.append(ForwardEstimate(Ti, float("nan"), float("nan"), float(r_exp[i]), float(q_exp[i]),
+                                            "carry_fallback", 0, float("nan"),
+                                            "expired" if Ti <= 0 else "no usable spot price"))
+            continue
+        ks, inv = np.unique(K[rows], return_inverse=True)
+        cm = np.full(len(ks), np.nan)
+        pm = np.full(len(ks), np.nan)
+        cs = np.full(len(ks), np.nan)
+        ps = np.full(len(ks), np.nan)
+        sel = clean[rows]
+        calls = sel & chain.is_call[rows]
+        puts = sel & ~chain.is_call[rows]
+        cm[inv[calls]] = mid[rows][calls]
+        cs[inv[calls]] = spread[rows][calls]
+        pm[inv[puts]] = mid[rows][puts]
+        ps[inv[puts]] = spread[rows][puts]
+        forwards.append(
+            estimate_forward(
+                ks, cm, pm, cs, ps, spot=spot, T=Ti, rate=float(r_exp[i]), dividend_yield=float(q_exp[i]),
+                american=american, max_pairs=cfg.forward_max_pairs, min_pairs=cfg.forward_min_pairs,
+                max_rate_deviation=cfg.forward_max_rate_deviation,
+            )
+        )
+    F_exp = np.array([f.forward for f in forwards]) if forwards else np.array([])
+    r_used = np.array([f.rate for f in forwards]) if forwards else np.array([])
+    q_used = np.array([f.implied_yield for f in forwards]) if forwards else np.array([])
+    F = F_exp[eidx]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.log(K / F)
+    otm = np.where(chain.is_call, K >= F, K < F)
+    reason[(reason == "") & ~np.isfinite(F)] = "no_forward"
+    reason[(reason == "") & ~otm] = "in_the_money"
+
+    iv_bid, iv_mid, iv_ask = nan.copy(), nan.copy(), nan.copy()
+    notes: list[str] = []
+    cand = np.nonzero(reason == "")[0]
+    if len(cand):
+        m = len(cand)
+        prices = np.concatenate([bid[cand], mid[cand], ask[cand]])
+        tile = lambda a: np.tile(a[cand], 3)  # noqa: E731
+        vol, code, note = _implied_vols(
+            prices, tile(chain.is_call), spot, tile(F), tile(K), tile(T),
+            tile(r_used[eidx]), tile(q_used[eidx]), american,
+        )
+        if note:
+            notes.append(note)
+        iv_bid[cand] = vol[:m]
+        iv_mid[cand] = vol[m : 2 * m]
+        iv_ask[cand] = vol[2 * m :]
+        mid_code = code[m : 2 * m]
+        failed = ~np.isfinite(iv_mid[cand])
+        if failed.any():
+            reason[cand[failed]] = np.array([f"no_iv:{_reason_name(c)}" for c in mid_code[failed]], dtype=object)
+
+    # expiries with too few clean strikes are not fitted
+    ok_rows = reason == ""
+    counts = np.bincount(eidx, weights=ok_rows.astype(float), minlength=len(expiries))
+    thin = counts < cfg.min_strikes
+    reason[ok_rows & thin[eidx]] = "insufficient_strikes"
+    used = reason == ""
+    for i in np.nonzero(thin & (counts > 0))[0]:
+        notes.append(f"{np.datetime_as_string(expiries[i], unit='D')}: {int(counts[i])} valid strikes "
+                     f"(need {cfg.min_strikes}); not fitted")
+    return ChainIVs(
+        expiries=expiries, T_expiry=T_exp, forwards=tuple(forwards), expiry_index=eidx.astype(int), T=T, k=k,
+        iv_bid=iv_bid, iv_mid=iv_mid, iv_ask=iv_ask, otm=otm, used=used, reason=reason, american=american,
+        notes=tuple(notes),
+    )

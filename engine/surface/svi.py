@@ -1,0 +1,326 @@
+"""Raw SVI smiles in total variance and their fast batched fit (Zeliade quasi-explicit method).
+
+Conventions
+-----------
+- ``k = ln(K / F_T)`` is log forward-moneyness; ``w(k) = σ_BS(k)² · T`` is total implied variance.
+- Raw SVI (Gatheral 2004): ``w(k) = a + b (ρ (k − m) + sqrt((k − m)² + σ²))`` with ``b ≥ 0``,
+  ``|ρ| < 1``, ``σ > 0``.
+- Lee's moment bound on the wings: ``b (1 + |ρ|) ≤ 2`` (slope of ``w`` at ±∞ at most 2).
+- Durrleman's butterfly condition: the risk-neutral density is non-negative iff
+  ``g(k) = (1 − k w'/(2w))² − (w'²/4)(1/w + 1/4) + w''/2 ≥ 0`` (and ``w > 0``).
+
+The fit (Zeliade Systems, "Quasi-explicit calibration of Gatheral's SVI model", 2009): for fixed
+``(m, σ)`` put ``y = (k − m)/σ``; then ``w = a + d·y + c·sqrt(y² + 1)`` is linear in ``(a, d, c)``
+with ``c = bσ``, ``d = ρbσ``. The inner weighted least squares is solved in closed form over the
+admissible domain ``|d| ≤ c``, ``c + |d| ≤ 2σ`` (the Lee bound), ``a + sqrt(c² − d²) ≥ 0``
+(non-negative minimum variance). The outer search over ``(m, σ)`` is a vectorized grid with
+successive zooms around the best candidates; every slice of a surface is fitted in one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Lee's bound on the wing slope of total variance: b (1 + |ρ|) ≤ LEE_BOUND.
+LEE_BOUND = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SVIParams:
+    """Raw SVI parameters of one slice (total variance in k = ln K/F)."""
+
+    a: float
+    b: float
+    rho: float
+    m: float
+    sigma: float
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.a, self.b, self.rho, self.m, self.sigma], dtype=float)
+
+    @classmethod
+    def from_array(cls, x: np.ndarray) -> SVIParams:
+        a, b, rho, m, sigma = (float(v) for v in np.asarray(x, dtype=float)[:5])
+        return cls(a, b, rho, m, sigma)
+
+    def total_variance(self, k: np.ndarray | float) -> np.ndarray:
+        return svi_total_variance(k, self.a, self.b, self.rho, self.m, self.sigma)
+
+    @property
+    def min_variance(self) -> float:
+        """Minimum of w(k): a + b σ sqrt(1 − ρ²)."""
+        return self.a + self.b * self.sigma * float(np.sqrt(max(0.0, 1.0 - self.rho**2)))
+
+    @property
+    def lee_slope(self) -> float:
+        """b (1 + |ρ|); must be ≤ 2."""
+        return self.b * (1.0 + abs(self.rho))
+
+
+def svi_total_variance(k: np.ndarray | float, a, b, rho, m, sigma) -> np.ndarray:
+    """w(k) for raw SVI; parameters may be arrays that broadcast against ``k``."""
+    x = np.asarray(k, dtype=float) - m
+    return a + b * (rho * x + np.sqrt(x * x + sigma * sigma))
+
+
+def svi_derivatives(k: np.ndarray | float, a, b, rho, m, sigma) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(w, w', w'') of raw SVI with respect to k; broadcasting like :func:`svi_total_variance`."""
+    x = np.asarray(k, dtype=float) - m
+    r = np.sqrt(x * x + sigma * sigma)
+    w = a + b * (rho * x + r)
+    w1 = b * (rho + x / r)
+    w2 = b * sigma * sigma / (r * r * r)
+    return w, w1, w2
+
+
+def durrleman_g(k: np.ndarray | float, a, b, rho, m, sigma) -> np.ndarray:
+    """Durrleman's g(k); negative values mean butterfly arbitrage (negative density).
+
+    Where ``w ≤ 0`` the result is ``-inf`` (a non-positive total variance is itself an arbitrage).
+    """
+    kk = np.asarray(k, dtype=float)
+    w, w1, w2 = svi_derivatives(kk, a, b, rho, m, sigma)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = (1.0 - kk * w1 / (2.0 * w)) ** 2 - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
+    return np.where(w > 0, g, -np.inf)
+
+
+# ---- the inner problem: closed-form constrained LS in (d, c) with a eliminated ----------------------
+
+
+def _inner_solve(k: np.ndarray, w: np.ndarray, om: np.ndarray, m: np.ndarray, s: np.ndarray):
+    """Best (a, d, c) and weighted SSR for candidate (m, σ).
+
+    Shapes: k, w, om are (S, N) (weights sum to 1 per row, padding has weight 0); m, s are (S, P).
+    Returns arrays (S, P): objective, a, d, c.
+    """
+    # Moments of k and w are closed form in (m, σ); only z = sqrt(y² + 1) needs the (S, P, N) pass.
+    k1 = (om * k).sum(-1)[:, None]
+    k2 = (om * k * k).sum(-1)[:, None]
+    w1 = (om * w).sum(-1)[:, None]
+    kw = (om * k * w).sum(-1)[:, None]
+    ww = (om * w * w).sum(-1)[:, None]
+    z = np.subtract(k[:, None, :], m[:, :, None])  # (S, P, N), then in place: z = sqrt(y² + 1)
+    z *= (1.0 / s)[:, :, None]
+    np.multiply(z, z, out=z)
+    z += 1.0
+    np.sqrt(z, out=z)
+    vec = np.stack([om, om * k, om * w], axis=-1)  # (S, N, 3)
+    mom = np.matmul(z, vec)  # (S, P, 3): Σωz, Σωkz, Σωwz
+    zbar, kz, zw = mom[..., 0], mom[..., 1], mom[..., 2]
+    inv_s = 1.0 / s
+    ybar = (k1 - m) * inv_s
+    y2 = (k2 - 2.0 * m * k1 + m * m) * inv_s * inv_s
+    yz = (kz - m * zbar) * inv_s
+    yw = (kw - m * w1) * inv_s
+    wbar = w1
+    syy = y2 - ybar * ybar
+    szz = (y2 + 1.0) - zbar * zbar
+    syz = yz - ybar * zbar
+    syw = yw - ybar * wbar
+    szw = zw - zbar * wbar
+    sww = ww - w1 * w1
+
+    def objective(d, c):
+        return sww - 2.0 * (d * syw + c * szw) + d * d * syy + 2.0 * d * c * syz + c * c * szz
+
+    tol = 1e-12
+    best_f = np.full(m.shape, np.inf)
+    best_d = np.zeros(m.shape)
+    best_c = np.zeros(m.shape)
+
+    # 1) unconstrained stationary point, kept if inside the diamond
+    det = syy * szz - syz * syz
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d0 = (syw * szz - szw * syz) / det
+        c0 = (szw * syy - syw * syz) / det
+    ok = (np.abs(det) > 1e-300) & (c0 >= np.abs(d0) - tol) & (c0 + np.abs(d0) <= 2.0 * s + tol)
+    f0 = np.where(ok, objective(d0, c0), np.inf)
+    take = f0 < best_f
+    best_f = np.where(take, f0, best_f)
+    best_d = np.where(take, d0, best_d)
+    best_c = np.where(take, c0, best_c)
+
+    # 2) each edge of the diamond (vertices (0,0), (σ,σ), (0,2σ), (−σ,σ)), minimiser clipped to it
+    zero = np.zeros_like(s)
+    verts = [(zero, zero), (s, s), (zero, 2.0 * s), (-s, s)]
+    for i in range(4):
+        p0d, p0c = verts[i]
+        p1d, p1c = verts[(i + 1) % 4]
+        ud, uc = p1d - p0d, p1c - p0c
+        quq = ud * ud * syy + 2.0 * ud * uc * syz + uc * uc * szz
+        lin = (ud * syw + uc * szw) - (ud * (syy * p0d + syz * p0c) + uc * (syz * p0d + szz * p0c))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(quq > 1e-300, lin / quq, 0.0)
+        t = np.clip(t, 0.0, 1.0)
+        de, ce = p0d + t * ud, p0c + t * uc
+        fe = objective(de, ce)
+        take = fe < best_f
+        best_f = np.where(take, fe, best_f)
+        best_d = np.where(take, de, best_d)
+        best_c = np.where(take, ce, best_c)
+
+    a = wbar - best_d * ybar - best_c * zbar
+    # non-negative minimum variance: a ≥ −sqrt(c² − d²); the SSR grows by (Δa)² (weights sum to 1)
+    floor = -np.sqrt(np.maximum(best_c * best_c - best_d * best_d, 0.0))
+    a_adj = np.maximum(a, floor)
+    best_f = best_f + (a_adj - a) ** 2
+    return best_f, a_adj, best_d, best_c
+
+
+@dataclass(frozen=True, slots=True)
+class SVIBatchFit:
+    """Result of :func:`fit_svi_batch`: one row per slice."""
+
+    params: np.ndarray  # (S, 5) columns a, b, rho, m, sigma
+    wrmse: np.ndarray  # (S,) weighted RMS residual in total variance
+
+
+def _admissible(p: np.ndarray) -> np.ndarray:
+    """Rows of (S, 5) parameters inside the fit's domain (b ≥ 0, |ρ| < 1, σ > 0, Lee, w_min ≥ 0)."""
+    a, b, rho, _m, sig = p.T
+    with np.errstate(invalid="ignore"):
+        return (
+            np.isfinite(p).all(axis=1)
+            & (b >= 0)
+            & (np.abs(rho) < 1.0)
+            & (sig > 1e-8)
+            & (b * (1.0 + np.abs(rho)) <= LEE_BOUND + 1e-12)
+            & (a + b * sig * np.sqrt(np.maximum(1.0 - rho * rho, 0.0)) >= -1e-12)
+        )
+
+
+def _polish(k, w, om, params, f, iterations: int):
+    """Levenberg-Marquardt steps on all five parameters, batched over slices.
+
+    A step is kept only when it lowers the weighted SSR and stays admissible, so a constrained
+    optimum found by the grid search is never traded for an inadmissible one.
+    """
+    if iterations <= 0:
+        return params, f
+    p = params.copy()
+    lam = np.full(len(p), 1e-3)
+    sq = np.sqrt(om)
+
+    def ssr(pp):
+        wf = svi_total_variance(k, *(pp[:, i : i + 1] for i in range(5)))
+        return (om * (wf - w) ** 2).sum(-1)
+
+    f = ssr(p)
+    for _ in range(iterations):
+        a, b, rho, m, sig = (p[:, i : i + 1] for i in range(5))
+        x = k - m
+        r = np.sqrt(x * x + sig * sig)
+        res = sq * (a + b * (rho * x + r) - w)
+        jac = np.stack([np.ones_like(x), rho * x + r, b * x, -b * (rho + x / r), b * sig / r], axis=-1)
+        jac *= sq[:, :, None]
+        jtj = np.einsum("snj,snl->sjl", jac, jac)
+        jtr = np.einsum("snj,sn->sj", jac, res)
+        diag = np.einsum("sjj->sj", jtj)
+        A = jtj + lam[:, None, None] * np.einsum("sj,jl->sjl", diag + 1e-18, np.eye(5))
+        try:
+            step = np.linalg.solve(A, -jtr[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            break
+        cand = p + step
+        fc = ssr(cand)
+        good = _admissible(cand) & np.isfinite(fc) & (fc < f)
+        p = np.where(good[:, None], cand, p)
+        f = np.where(good, fc, f)
+        lam = np.where(good, lam * 0.3, lam * 10.0)
+    return p, f
+
+
+def fit_svi_batch(
+    k: np.ndarray,
+    w: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    coarse_m: int = 17,
+    coarse_s: int = 13,
+    zoom_levels: int = 9,
+    zoom_points: int = 5,
+    starts: int = 3,
+    polish_iterations: int = 8,
+) -> SVIBatchFit:
+    """Fit raw SVI to several slices at once.
+
+    ``k``, ``w``, ``weights`` are (S, N) arrays; pad short slices with weight 0 (and any finite k, w).
+    Weights need not be normalised. A slice whose weights are all zero gets NaN parameters.
+    """
+    k = np.atleast_2d(np.asarray(k, dtype=float))
+    w = np.atleast_2d(np.asarray(w, dtype=float))
+    om = np.ones_like(k) if weights is None else np.atleast_2d(np.asarray(weights, dtype=float)).copy()
+    if k.shape != w.shape or om.shape != k.shape:
+        raise ValueError(f"k, w and weights must share one shape, got {k.shape}, {w.shape}, {om.shape}")
+    bad = ~(np.isfinite(k) & np.isfinite(w) & np.isfinite(om)) | (om < 0)
+    om[bad] = 0.0
+    k = np.where(bad, 0.0, k)
+    w = np.where(bad, 0.0, w)
+    total = om.sum(-1)
+    empty = total <= 0
+    om = om / np.where(empty, 1.0, total)[:, None]
+    if np.any(empty):
+        om[empty] = 1.0 / k.shape[1]
+    S = k.shape[0]
+
+    big = np.where(om > 0, k, np.nan)
+    with np.errstate(all="ignore"):
+        kmin = np.nanmin(np.where(empty[:, None], 0.0, big), axis=1)
+        kmax = np.nanmax(np.where(empty[:, None], 0.0, big), axis=1)
+    span = np.maximum(kmax - kmin, 1e-3)
+
+    # coarse grid: m over the data range widened by one span, σ log-spaced relative to the span
+    gm = np.linspace(0.0, 1.0, coarse_m)
+    m_grid = (kmin - span)[:, None] + (3.0 * span)[:, None] * gm[None, :]
+    ls = np.linspace(np.log(1e-3), np.log(2.0), coarse_s)
+    s_grid = np.exp(ls)[None, :] * np.maximum(span, 0.05)[:, None]
+    M = np.repeat(m_grid, coarse_s, axis=1)
+    Sg = np.tile(s_grid, (1, coarse_m))
+    f, *_ = _inner_solve(k, w, om, M, Sg)
+
+    step_m = (3.0 * span / (coarse_m - 1))[:, None]
+    step_ls = np.full((S, 1), ls[1] - ls[0])
+    order = np.argsort(f, axis=1)[:, :starts]
+    cm = np.take_along_axis(M, order, 1)  # (S, starts)
+    cls_ = np.log(np.take_along_axis(Sg, order, 1))
+    off = np.linspace(-1.0, 1.0, zoom_points)
+    om_, os_ = np.meshgrid(off, off, indexing="ij")
+    om_ = om_.ravel()[None, None, :]
+    os_ = os_.ravel()[None, None, :]
+    for _ in range(zoom_levels):
+        Mz = (cm[:, :, None] + step_m[:, :, None] * om_).reshape(S, -1)
+        Lz = (cls_[:, :, None] + step_ls[:, :, None] * os_).reshape(S, -1)
+        Lz = np.clip(Lz, np.log(1e-6), np.log(10.0))
+        fz, *_ = _inner_solve(k, w, om, Mz, np.exp(Lz))
+        fz = fz.reshape(S, starts, -1)
+        j = np.argmin(fz, axis=2)
+        cm = np.take_along_axis(Mz.reshape(S, starts, -1), j[:, :, None], 2)[:, :, 0]
+        cls_ = np.take_along_axis(Lz.reshape(S, starts, -1), j[:, :, None], 2)[:, :, 0]
+        step_m = step_m * (2.0 / (zoom_points - 1))
+        step_ls = step_ls * (2.0 / (zoom_points - 1))
+
+    fb, a, d, c = _inner_solve(k, w, om, cm, np.exp(cls_))
+    j = np.argmin(fb, axis=1)[:, None]
+    pick = lambda arr: np.take_along_axis(arr, j, 1)[:, 0]  # noqa: E731
+    a, d, c, mm, ss, fb = pick(a), pick(d), pick(c), pick(cm), np.exp(pick(cls_)), pick(fb)
+    b = c / ss
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(c > 0, d / c, 0.0)
+    rho = np.clip(rho, -0.999999, 0.999999)
+    params = np.column_stack([a, b, rho, mm, ss])
+    params, fb = _polish(k, w, om, params, fb, polish_iterations)
+    params[empty] = np.nan
+    wrmse = np.sqrt(np.maximum(fb, 0.0))
+    wrmse[empty] = np.nan
+    return SVIBatchFit(params=params, wrmse=wrmse)
+
+
+def fit_svi(k: np.ndarray, w: np.ndarray, weights: np.ndarray | None = None) -> tuple[SVIParams, float]:
+    """Fit one raw-SVI slice; returns the parameters and the weighted RMS residual in total variance."""
+    k = np.asarray(k, dtype=float)
+    res = fit_svi_batch(k[None, :], np.asarray(w, dtype=float)[None, :],
+                        None if weights is None else np.asarray(weights, dtype=float)[None, :])
+    return SVIParams.from_array(res.params[0]), float(res.wrmse[0])
