@@ -160,9 +160,25 @@ CREATE TABLE iv_history (
 );
 """
 
+V30_BACKTEST = """
+ALTER TABLE backtest_runs ADD COLUMN finished_at TEXT;
+ALTER TABLE backtest_runs ADD COLUMN elapsed_s REAL;
+ALTER TABLE backtest_runs ADD COLUMN error TEXT NOT NULL DEFAULT '';
+ALTER TABLE backtest_runs ADD COLUMN sweep_id TEXT;
+CREATE INDEX backtest_runs_sweep ON backtest_runs(sweep_id);
+ALTER TABLE backtest_equity ADD COLUMN daily_pnl REAL;
+ALTER TABLE backtest_equity ADD COLUMN drawdown REAL;
+ALTER TABLE backtest_equity ADD COLUMN delta REAL;
+ALTER TABLE backtest_equity ADD COLUMN gamma REAL;
+ALTER TABLE backtest_equity ADD COLUMN theta REAL;
+ALTER TABLE backtest_equity ADD COLUMN vega REAL;
+ALTER TABLE backtest_equity ADD COLUMN regime TEXT
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: orders, events, fills, positions, approvals, risk, audit, kv, settings history", V1_CORE),
     Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
+    Migration(30, "backtest: run timing/errors/sweep id, daily P&L, drawdown, Greeks and regime per equity row", V30_BACKTEST),
 ]
 
 
