@@ -1,0 +1,297 @@
+"""``SimulatedFeed``: the simulated market streamed through the same :class:`~engine.market.feed.Feed`
+interface as the real brokers.
+
+A task on the engine's loop advances :class:`SimulatedMarket` ``tick_hz`` times per wall-clock second
+by ``elapsed × speed`` market seconds (×1 … ×10,000), or as fast as possible in fixed market-time
+increments (deterministic), and publishes, cache first:
+
+- ``ClockTicked`` every tick (market time, open/closed);
+- ``UnderlyingUpdated`` for every underlying every tick;
+- ``ChainUpdated`` (conflated) per underlying at ``chain_hz``, and whenever the contract layout changes;
+- ``QuotesUpdated`` for subscribed underlyings: the rows whose bid/ask changed since last published,
+  nearest the money first, within the ``quotes_per_second`` budget (rows left over stay pending).
+
+Rows in ``QuotesUpdated`` index the chain of the latest ``ChainUpdated`` for that underlying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import ClassVar
+
+import numpy as np
+
+from engine.bus import Bus
+from engine.bus.events import (
+    ChainUpdated,
+    ClockTicked,
+    ConnectionStateChanged,
+    QuotesUpdated,
+    UnderlyingUpdated,
+)
+from engine.bus.messages import Event
+from engine.market.config import SimulatorConfig
+from engine.market.feed import Feed, FeedError
+from engine.market.simulated.market import SimulatedMarket
+from engine.model import OptionChain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarketRegimeChanged(Event):
+    """The simulated market moved to another regime (calm / volatile / crisis)."""
+
+    severity: ClassVar[str] = "warning"
+    regime: str
+    previous: str
+    market_time: datetime
+
+    def describe(self) -> str:
+        return f"Simulated market regime {self.previous} → {self.regime}"
+
+
+class SimClock:
+    """The simulated market's clock (``engine.clock.Clock`` protocol): market time, UTC-aware."""
+
+    def __init__(self, market: SimulatedMarket) -> None:
+        self._market = market
+
+    def now(self) -> datetime:
+        return self._market.now
+
+
+@dataclass
+class _Window:
+    expiries: tuple[date, ...] | None
+    strikes: tuple[float, float] | None
+
+
+class SimulatedFeed(Feed):
+    """The embedded default feed. ``SimulatedFeed.quickstart(bus)`` gives a small, fast universe."""
+
+    name = "simulated"
+
+    def __init__(self, bus: Bus, config: SimulatorConfig | None = None, *,
+                 start: date | datetime | None = None, market: SimulatedMarket | None = None) -> None:
+        self.bus = bus
+        self.config = config or SimulatorConfig()
+        self.market = market or SimulatedMarket(self.config, start=start)
+        self.clock = SimClock(self.market)
+        s = self.config.streaming
+        self.speed = s.speed
+        self.fast = s.fast
+        self.paused = False
+        self._task: asyncio.Task[None] | None = None
+        self._chains: dict[str, OptionChain] = {}
+        self._layout: dict[str, tuple[int, int]] = {}
+        self._pub_bid: dict[str, np.ndarray] = {}
+        self._pub_ask: dict[str, np.ndarray] = {}
+        self._windows: dict[str, _Window] = {}
+        self._last_chain_wall: dict[str, float] = {}
+        self._regime = self.market.regime
+        self.ticks = 0
+        self.quotes_published = 0
+
+    @classmethod
+    def quickstart(cls, bus: Bus, *, symbols: Sequence[str] = ("SPY", "QQQ", "IWM", "AAPL", "SPX", "VIX"),
+                   seed: int = 7, start: date | datetime | None = None, speed: float = 1.0,
+                   fast: bool = False) -> SimulatedFeed:
+        """The default universe (or a subset) with a seed: what the GUI and tests start from."""
+        cfg = SimulatorConfig(seed=seed).restricted_to(list(symbols))
+        cfg = cfg.model_copy(update={"streaming": cfg.streaming.model_copy(update={"speed": speed, "fast": fast})})
+        return cls(bus, cfg, start=start)
+
+    # ---- Feed interface -----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._publish_all(force_chains=True)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="feed:simulated")
+        self.bus.publish(ConnectionStateChanged(component="feed:simulated", state="connected",
+                                                detail=f"seed {self.config.seed}, ×{self.speed:g}"))
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        self.bus.publish(ConnectionStateChanged(component="feed:simulated", state="disconnected"))
+
+    @property
+    def connected(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def underlyings(self) -> list[str]:
+        return list(self.market.symbols)
+
+    async def expirations(self, underlying: str) -> list[date]:
+        self._check(underlying)
+        return self.market.expirations(underlying)
+
+    async def chain(self, underlying: str, expiries: Sequence[date] | None = None) -> OptionChain:
+        self._check(underlying)
+        chain = self.market.chain(underlying)
+        if expiries:
+            wanted = np.array([np.datetime64(d, "D") for d in expiries])
+            chain = chain.take(np.isin(self._expiry_days(chain), wanted))
+        return chain
+
+    async def subscribe(self, underlying: str, expiries: Sequence[date] | None = None,
+                        strike_window: tuple[float, float] | None = None) -> None:
+        self._check(underlying)
+        if strike_window is not None and not strike_window[0] <= strike_window[1]:
+            raise FeedError(f"strike window {strike_window} must be (low, high) with low <= high")
+        self._windows[underlying] = _Window(tuple(expiries) if expiries else None, strike_window)
+
+    async def unsubscribe(self, underlying: str) -> None:
+        self._windows.pop(underlying, None)
+
+    def last_chain(self, underlying: str) -> OptionChain | None:
+        return self._chains.get(underlying)
+
+    def last_price(self, symbol: str) -> float | None:
+        try:
+            return self.market.spot(symbol)
+        except KeyError:
+            return None
+
+    def now(self) -> datetime | None:
+        return self.market.now
+
+    # ---- controls -----------------------------------------------------------------------------
+    def set_speed(self, speed: float) -> None:
+        if not 1.0 <= speed <= 10_000.0:
+            raise ValueError(f"speed must be between ×1 and ×10,000, got {speed}")
+        self.speed = float(speed)
+
+    def set_fast(self, fast: bool) -> None:
+        self.fast = bool(fast)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def _check(self, underlying: str) -> None:
+        if underlying not in self.market.symbols:
+            raise FeedError(f"{underlying!r} is not in the simulated universe ({', '.join(self.market.symbols)})")
+
+    # ---- streaming ----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.config.streaming
+        last = loop.time()
+        while True:
+            if self.fast:
+                await asyncio.sleep(0)
+                target = self.market.now + timedelta(seconds=60.0)
+            else:
+                await asyncio.sleep(1.0 / s.tick_hz)
+                now = loop.time()
+                elapsed, last = now - last, now
+                if self.paused:
+                    continue
+                target = self.market.now + timedelta(seconds=elapsed * self.speed)
+            try:
+                self.step_to(target)
+            except Exception:  # the feed must survive a bad tick; the error is logged and reported
+                log.exception("simulated feed tick failed")
+                self.bus.publish(ConnectionStateChanged(component="feed:simulated", state="failed",
+                                                        detail="tick failed; see log"))
+                await asyncio.sleep(1.0)
+
+    def step_to(self, target: datetime) -> None:
+        """Advance the market to ``target`` (skipping closed hours if configured) and publish."""
+        m = self.market
+        s = self.config.streaming
+        if s.skip_closed and not m.is_open and m.now >= m.session_close:
+            target = max(target, m.calendar.next_open(m.now))
+        m.advance_to(target, max_substeps=s.max_substeps)
+        self.ticks += 1
+        self._publish_all()
+
+    def _publish_all(self, *, force_chains: bool = False) -> None:
+        m = self.market
+        bus = self.bus
+        if m.regime != self._regime:
+            bus.publish(MarketRegimeChanged(regime=m.regime, previous=self._regime, market_time=m.now))
+            self._regime = m.regime
+        bus.publish(ClockTicked(now=m.now, market_open=m.is_open))
+        wall = time.monotonic()
+        chain_period = 1.0 / self.config.streaming.chain_hz
+        budget = self.config.streaming.quotes_per_second / self.config.streaming.tick_hz
+        spots = m.spots()
+        for sym in m.symbols:
+            price = spots[sym]
+            spec = self.config.underlying(sym)
+            if spec.kind in ("index", "vol_index"):
+                bus.publish(UnderlyingUpdated(symbol=sym, price=price))
+            else:
+                bus.publish(UnderlyingUpdated(symbol=sym, price=price, bid=round(price - 0.01, 2),
+                                              ask=round(price + 0.01, 2)))
+        for sym in m.symbols:
+            layout = (m.listing_version, self._live_count(sym))
+            due = wall - self._last_chain_wall.get(sym, -1e9) >= chain_period
+            if force_chains or due or self._layout.get(sym) != layout or self.fast:
+                chain = m.chain(sym)
+                self._chains[sym] = chain
+                self._layout[sym] = layout
+                self._pub_bid[sym] = chain.bid.copy()
+                self._pub_ask[sym] = chain.ask.copy()
+                self._last_chain_wall[sym] = wall
+                bus.publish(ChainUpdated(chain=chain))
+            elif sym in self._windows and budget > 0:
+                budget -= self._publish_quotes(sym, int(budget))
+
+    def _live_count(self, sym: str) -> int:
+        m = self.market
+        a, b = m.listing.slices[m.symbols.index(sym)]
+        now64 = np.datetime64(m.now.replace(tzinfo=None), "s")
+        return int(np.count_nonzero(m.listing.expiry[a:b] > now64))
+
+    def _publish_quotes(self, sym: str, budget: int) -> int:
+        """Publish changed rows of ``sym`` (nearest the money first, at most ``budget``); returns how many."""
+        if budget <= 0:
+            return 0
+        m = self.market
+        chain = self._chains[sym]
+        a, b = m.listing.slices[m.symbols.index(sym)]
+        now64 = np.datetime64(m.now.replace(tzinfo=None), "s")
+        live = m.listing.expiry[a:b] > now64
+        bid = m.quotes.bid[a:b][live]
+        ask = m.quotes.ask[a:b][live]
+        pb, pa = self._pub_bid[sym], self._pub_ask[sym]
+        changed = (bid != pb) | (ask != pa)
+        win = self._windows[sym]
+        if win.strikes is not None:
+            changed &= (chain.strike >= win.strikes[0]) & (chain.strike <= win.strikes[1])
+        if win.expiries is not None:
+            wanted = np.array([np.datetime64(d, "D") for d in win.expiries])
+            changed &= np.isin(self._expiry_days(chain), wanted)
+        rows = np.nonzero(changed)[0]
+        if len(rows) == 0:
+            return 0
+        if len(rows) > budget:
+            order = np.argsort(np.abs(chain.strike[rows] - m.spot(sym)), kind="stable")
+            rows = np.sort(rows[order[:budget]])
+        pb[rows] = bid[rows]
+        pa[rows] = ask[rows]
+        self.bus.publish(QuotesUpdated(underlying=sym, rows=rows, bid=bid[rows].copy(), ask=ask[rows].copy()))
+        self.quotes_published += len(rows)
+        return len(rows)
+
+    @staticmethod
+    def _expiry_days(chain: OptionChain) -> np.ndarray:
+        # expiry instants are UTC; New York dates are the UTC date for 09:30 and 16:00 expiries
+        return chain.expiry.astype("datetime64[D]")

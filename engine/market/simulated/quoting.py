@@ -1,0 +1,218 @@
+"""The simulated implied-vol surface and the option quotes made on it.
+
+Surface (per underlying and expiry): the ATM total implied variance is the expected variance of the
+dynamics over the trading time to expiry, times the name's variance premium:
+``θ_T = VRP · (β²·E[v̄]_τ + σ_idio²·√stress) · τ``. The smile is SSVI,
+``w(k) = θ/2 · (1 + ρφk + √((φk + ρ)² + 1 − ρ²))`` with ``φ = η/√θ`` (power law γ = ½), ``k = ln(K/F)``;
+``η(1 + |ρ|) ≤ 2`` keeps each slice free of butterfly arbitrage. In stress the skew steepens (η and
+|ρ| grow with the regime's ``skew_multiplier``). The VIX-like index's options are priced on its
+mean-reverting forward with positive skew.
+
+Quotes: theoretical value from :mod:`engine.pricing.bsm` (European; the simulated names pay small
+continuous dividends, so the early-exercise premium of American calls is negligible and that of puts
+is ignored — documented in docs/simulated-market.md). Bid/ask straddle the theo: the width is about
+0.03 vol points of vega plus a delta-hedging term, widened for distance from ATM, short expiries,
+high volatility and the regime, rounded outward to the tick schedule; the theo always lies in
+``[bid, ask]``. Between full reprices, theos move by delta, gamma, vega and theta.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.market.config import SimulatorConfig
+from engine.market.simulated.dynamics import FactorDynamics
+from engine.market.simulated.listing import Listing
+from engine.market.simulated.ticks import tick_params
+from engine.pricing import bsm
+
+_SECONDS_PER_YEAR = 365.0 * 86400.0
+
+
+@dataclass(eq=False)
+class Surface:
+    """Per-pair inputs of the smile at one instant."""
+
+    T: np.ndarray  # calendar years ACT/365 per pair
+    tau: np.ndarray  # trading years per pair
+    forward: np.ndarray  # per pair
+    theta: np.ndarray  # ATM total variance per pair
+    rho: np.ndarray  # per pair
+    eta: np.ndarray  # per pair
+
+
+class QuoteEngine:
+    """Prices a :class:`Listing` and keeps the latest quote columns (flat arrays, listing order)."""
+
+    def __init__(self, config: SimulatorConfig, listing: Listing, seed: int) -> None:
+        self.config = config
+        self.listing = listing
+        n = len(listing)
+        self._rng = np.random.Generator(np.random.PCG64([seed, listing.session.toordinal()]))
+        u = config.universe
+        self.liquidity = np.array([x.liquidity for x in u])[listing.und]
+        self.q_und = np.array([x.dividend_yield for x in u])
+        self.q = self.q_und[listing.und]
+        self.kind_und = np.array([x.kind for x in u], dtype=object)
+        self.vol_index_pair = self.kind_und[listing.pair_und] == "vol_index"
+        self.vol_index_row = self.vol_index_pair[listing.pair]
+        self.rho0 = np.array([x.skew_rho for x in u])
+        self.vrp = np.array([x.variance_premium for x in u])
+        self.beta = np.array([x.beta for x in u])
+        self.idio = np.array([x.idio_vol for x in u])
+        # static per-contract noise: quote centre jitter (in half-spreads), size and open-interest scatter
+        self._size_noise = self._rng.lognormal(0.0, 0.35, n)
+        self._oi_noise = self._rng.lognormal(0.0, 0.6, n)
+        self._vol_noise = self._rng.uniform(0.5, 1.5, n)
+        self.open_interest = np.zeros(n)
+        self.theo = np.full(n, np.nan)
+        self.iv = np.full(n, np.nan)
+        self.delta = np.full(n, np.nan)
+        self.gamma = np.full(n, np.nan)
+        self.vega = np.full(n, np.nan)
+        self.theta = np.full(n, np.nan)
+        self.half_spread = np.zeros(n)
+        self.bid = np.full(n, np.nan)
+        self.ask = np.full(n, np.nan)
+        self.bid_size = np.zeros(n)
+        self.ask_size = np.zeros(n)
+        self.volume = np.zeros(n)
+        self.last = np.full(n, np.nan)
+        self._jitter = np.zeros(n)
+        self._ref_spot = np.full(len(u), np.nan)
+        self._ref_var = np.full(len(listing.pair_und), np.nan)
+        self._ref_ts: np.datetime64 | None = None
+        self._theo0 = np.full(n, np.nan)
+        self._tick_lo, self._tick_hi, self._tick_threshold = tick_params(listing.scheme)
+        self._oi_set = False
+
+    # ---- surface ------------------------------------------------------------------------------
+    def surface(self, now64: np.datetime64, tau_pair: np.ndarray, spots: np.ndarray,
+                dyn: FactorDynamics) -> Surface:
+        lst = self.listing
+        r = self.config.risk_free_rate
+        T = (lst.pair_expiry - now64).astype("timedelta64[s]").astype(float) / _SECONDS_PER_YEAR
+        T = np.maximum(T, 1.0 / _SECONDS_PER_YEAR)
+        tau = np.maximum(tau_pair, 1e-7)
+        und = lst.pair_und
+        spec = dyn.regime_spec
+        avg = dyn.expected_variance(tau)
+        stress = dyn.stress()
+        var = self.vrp[und] * (self.beta[und] ** 2 * avg + self.idio[und] ** 2 * np.sqrt(stress))
+        fwd = spots[und] * np.exp((r - self.q_und[und]) * T)
+        skew_mult = spec.skew_multiplier
+        rho = np.clip(self.rho0[und] * (1.0 + 0.25 * (skew_mult - 1.0)), -0.95, 0.95)
+        eta = np.minimum(0.9 * skew_mult ** 0.7, 1.96 / (1.0 + np.abs(rho)))
+        vi = self.vol_index_pair
+        if vi.any():
+            # the VIX-like index: mean-reverting forward, vol of vol from the variance process
+            kappa, theta_lr = spec.kappa, spec.vol**2
+            spot_var = (spots[und[vi]] / 100.0) ** 2
+            fwd_var = theta_lr + (spot_var - theta_lr) * np.exp(-kappa * T[vi])
+            fwd[vi] = 100.0 * np.sqrt(np.maximum(fwd_var, 1e-6))
+            damp = np.sqrt((1.0 - np.exp(-2.0 * kappa * T[vi])) / (2.0 * kappa * T[vi]))
+            vvol = np.clip(0.5 * spec.vol_of_vol / np.sqrt(max(dyn.v, 1e-6)) * damp, 0.3, 2.0)
+            var[vi] = vvol**2 * T[vi] / np.maximum(tau[vi], 1e-9)
+            eta[vi] = 0.6
+        theta_atm = np.maximum(var * tau, 1e-10)
+        return Surface(T=T, tau=tau, forward=fwd, theta=theta_atm, rho=rho, eta=eta)
+
+    def implied_vol(self, surf: Surface, strike: np.ndarray, pair: np.ndarray) -> np.ndarray:
+        """SSVI implied vol of each row (calendar-time annualised)."""
+        th = surf.theta[pair]
+        rho = surf.rho[pair]
+        phi = surf.eta[pair] / np.sqrt(th)
+        k = np.log(strike / surf.forward[pair])
+        pk = phi * k
+        w = 0.5 * th * (1.0 + rho * pk + np.sqrt((pk + rho) ** 2 + 1.0 - rho * rho))
+        return np.sqrt(w / surf.T[pair])
+
+    # ---- full reprice -------------------------------------------------------------------------
+    def full(self, now64: np.datetime64, tau_pair: np.ndarray, spots: np.ndarray, dyn: FactorDynamics,
+             session_elapsed: float) -> None:
+        lst = self.listing
+        if len(lst) == 0:
+            return
+        r = self.config.risk_free_rate
+        surf = self.surface(now64, tau_pair, spots, dyn)
+        pair = lst.pair
+        iv = self.implied_vol(surf, lst.strike, pair)
+        T = surf.T[pair]
+        # the VIX-like index's options are priced on its forward: S_eff = F, q_eff = r (Black-76)
+        S = spots[lst.und].copy()
+        q = self.q.copy()
+        vi = self.vol_index_row
+        if vi.any():
+            S[vi] = surf.forward[pair[vi]]
+            q[vi] = r
+        g = bsm.greeks(lst.is_call, S, lst.strike, T, r, q, iv)
+        intrinsic = np.maximum(np.where(lst.is_call, S - lst.strike, lst.strike - S), 0.0)
+        theo = np.maximum(g.price, 0.0)
+        self.iv, self.theo = iv, theo
+        self.delta, self.gamma, self.vega, self.theta = g.delta, g.gamma, g.vega, g.theta
+        # spread: vega-scaled width + hedging cost, widened for wings, short DTE, vol and regime
+        x = np.log(lst.strike / surf.forward[pair]) / np.sqrt(surf.theta[pair])
+        dte = T * 365.0
+        atm_vol = np.sqrt(surf.theta / surf.T)[pair]
+        spec = dyn.regime_spec
+        width = (0.03 * g.vega + 0.00003 * S * np.abs(g.delta) + 0.002 * intrinsic ** 0.5)
+        width *= (1.0 + 0.35 * np.abs(x)) * (1.0 + 0.3 / np.sqrt(dte + 0.25)) * np.sqrt(atm_vol / 0.18)
+        width *= spec.spread_multiplier / self.liquidity
+        self.half_spread = 0.5 * width
+        self._jitter = self._rng.uniform(-0.3, 0.3, len(lst))
+        # sizes and open interest
+        near = np.exp(-0.5 * np.minimum(x * x, 50.0))
+        base = 20.0 + 480.0 * near
+        self.bid_size = np.maximum(1.0, np.rint(base * self.liquidity * self._size_noise / np.sqrt(spec.spread_multiplier)))
+        self.ask_size = np.maximum(1.0, np.rint(base * self.liquidity * self._size_noise[::-1].copy()
+                                               / np.sqrt(spec.spread_multiplier)))
+        if not self._oi_set:
+            oi = (200.0 + 20_000.0 * np.exp(-0.5 * np.minimum((x / 1.5) ** 2, 50.0)))
+            oi *= np.where(lst.monthly, 2.0, 0.6) * self.liquidity * self._oi_noise
+            self.open_interest = np.rint(oi)
+            self._oi_set = True
+        self.volume = np.rint(self.open_interest * 0.12 * max(session_elapsed, 0.0) * self._vol_noise)
+        self._ref_spot = spots.copy()
+        self._ref_var = surf.theta / surf.tau
+        self._ref_ts = now64
+        self._theo0 = theo.copy()
+        self._round()
+        traded = self.volume > 0
+        self.last = np.where(traded, np.round(self.theo, 2), np.nan)
+
+    # ---- incremental update -------------------------------------------------------------------
+    def incremental(self, now64: np.datetime64, tau_pair: np.ndarray, spots: np.ndarray,
+                    dyn: FactorDynamics) -> None:
+        """Move theos by Δ·dS + ½Γ·dS² + vega·dσ + θ·dt since the last full reprice (cheap)."""
+        lst = self.listing
+        if len(lst) == 0 or self._ref_ts is None:
+            return
+        und = lst.pair_und
+        tau = np.maximum(tau_pair, 1e-7)
+        avg = dyn.expected_variance(tau)
+        var = self.vrp[und] * (self.beta[und] ** 2 * avg + self.idio[und] ** 2 * np.sqrt(dyn.stress()))
+        ratio = np.sqrt(np.maximum(var, 1e-10) / np.maximum(self._ref_var, 1e-10))
+        ratio[self.vol_index_pair] = 1.0
+        dS = (spots - self._ref_spot)[lst.und]
+        d_days = float((now64 - self._ref_ts).astype("timedelta64[s]").astype(float)) / 86400.0
+        dvol_pts = self.iv * (ratio[lst.pair] - 1.0) * 100.0
+        theo = self._theo0 + self.delta * dS + 0.5 * self.gamma * dS * dS + self.vega * dvol_pts + self.theta * d_days
+        self.theo = np.maximum(theo, 0.0)
+        self._round()
+
+    def _round(self) -> None:
+        theo = self.theo
+        tick = np.where(theo < self._tick_threshold, self._tick_lo, self._tick_hi)
+        half = np.maximum(self.half_spread, 0.5 * tick)
+        centre = theo + self._jitter * half
+        bid = np.floor((centre - half) / tick + 1e-9) * tick
+        ask = np.ceil((centre + half) / tick - 1e-9) * tick
+        bid = np.minimum(bid, np.floor(theo / tick + 1e-9) * tick)
+        ask = np.maximum(ask, np.ceil(theo / tick - 1e-9) * tick)
+        ask = np.maximum(ask, bid + tick)
+        bid = np.maximum(bid, 0.0)
+        ask = np.maximum(ask, tick)
+        self.bid = np.round(bid, 2)
+        self.ask = np.round(ask, 2)
