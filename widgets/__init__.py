@@ -1,14 +1,17 @@
 """Qt views of the engine: dockable panels, live tables and plots.
 
 ``PANELS`` lists the panel classes the app docks (each a :class:`widgets.base.Panel` subclass with
-``title`` and ``panel_id``). Widgets render engine results; they hold no trading logic.
+``title`` and ``panel_id``). Panels link to each other through :func:`widgets.links.links_for`
+(chain clicks → ticket, ticket/positions → payoff, chain expiry → smile); the app only docks them and
+feeds every panel's ``apply_events`` from its bus bridge. Widgets render engine results; no trading logic.
 """
 
 from __future__ import annotations
 
 from widgets.base import EventAccumulator, EventBatch, Panel, send_command
 from widgets.chain_table import ChainPanel
+from widgets.order_ticket import TicketPanel
 
-PANELS: tuple[type[Panel], ...] = (ChainPanel,)
+PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel)
 
-__all__ = ["PANELS", "EventAccumulator", "EventBatch", "Panel", "send_command"]
+__all__ = ["PANELS", "ChainPanel", "EventAccumulator", "EventBatch", "Panel", "TicketPanel", "send_command"]

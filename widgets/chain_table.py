@@ -20,11 +20,12 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.analytics.chain_metrics import chain_metrics
 from engine.bus.commands import SelectUnderlying
-from engine.bus.events import ChainUpdated, QuotesUpdated, UnderlyingUpdated
+from engine.bus.events import ChainUpdated
 from engine.model import Leg, OptionChain, Side
 from engine.model.instruments import NEW_YORK
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
+from widgets.live_chain import LiveChain
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
 
 Qt = QtCore.Qt
@@ -96,13 +97,9 @@ class ChainPanel(Panel):
     def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None, *, strike_window: int = 12) -> None:
         super().__init__(engine, parent)
         self.underlying: str = ""
-        self.chain: OptionChain | None = None
+        self.live = LiveChain(engine)
         self.expiry: np.datetime64 | None = None
-        self._bid = np.array([])
-        self._ask = np.array([])
-        self._spot = math.nan
         self._expiries: list[np.datetime64] = []
-        self._dirty = False
         self.refreshes = 0
 
         self.symbol_box = QtWidgets.QComboBox()
@@ -198,16 +195,12 @@ class ChainPanel(Panel):
             self.report_error(f"{symbol} is not available from the feed ({', '.join(known[:8])}…)")
             self.symbol_box.setEditText(self.underlying)
             return
-        changed = symbol != self.underlying
         self.underlying = symbol
         self.symbol_box.setEditText(symbol)
-        if changed:
-            self.chain = None
+        if self.live.select(symbol):
             self.expiry = None
-            self._spot = math.nan
-        chain = eq.last_chain(self.engine, symbol)
-        if chain is not None:
-            self.set_chain(chain)
+            if self.live.chain is not None:
+                self._update_expiry_tabs()
         bus = getattr(self.engine, "bus", None)
         if bus is not None and bus.has_handler(SelectUnderlying):
             self.send(SelectUnderlying(symbol=symbol))
@@ -226,39 +219,25 @@ class ChainPanel(Panel):
             self.refresh()
 
     # ---- data ------------------------------------------------------------------------------------
+    @property
+    def chain(self) -> OptionChain | None:
+        return self.live.chain
+
     def set_chain(self, chain: OptionChain) -> None:
         """Take a new snapshot of the selected underlying."""
-        self.chain = chain
-        self._bid = np.array(chain.bid, dtype=float, copy=True)
-        self._ask = np.array(chain.ask, dtype=float, copy=True)
-        self._spot = chain.spot
+        self.live.set_chain(chain)
         self._update_expiry_tabs()
-        self._dirty = True
+        self.refresh()
 
     def apply_events(self, batch: EventBatch) -> None:
         if not self.underlying:
             if batch.has(ChainUpdated):
                 self.reload_underlyings()
             return
-        chains = batch.latest(ChainUpdated)
-        ev = chains.get(self.underlying)
-        if ev is not None:
-            self.set_chain(ev.chain)
-        if self.chain is not None:
-            n = len(self._bid)
-            for q in batch.latest(QuotesUpdated).values():
-                if q.underlying != self.underlying:
-                    continue
-                rows = np.asarray(q.rows, dtype=int)
-                if len(rows) and rows.max() < n:
-                    self._bid[rows] = q.bid
-                    self._ask[rows] = q.ask
-                    self._dirty = True
-        u = batch.latest(UnderlyingUpdated).get(self.underlying)
-        if u is not None and math.isfinite(u.price):
-            self._spot = u.price
-            self._dirty = True
-        if self._dirty:
+        new_chain = self.underlying in batch.latest(ChainUpdated)
+        if self.live.apply(batch):
+            if new_chain:
+                self._update_expiry_tabs()
             self.refresh()
 
     def _update_expiry_tabs(self) -> None:
@@ -283,14 +262,13 @@ class ChainPanel(Panel):
 
     def refresh(self) -> None:
         """Rebuild the visible block (strike window around ATM for the selected expiry)."""
-        self._dirty = False
         chain = self.chain
         if chain is None or self.expiry is None:
             self.model.clear() if self.model.rowCount() else None
             self.spot_label.setText(f"{self.underlying or '—'}")
             self.info_label.setText("waiting for the chain…" if self.underlying else "")
             return
-        spot = self._spot if math.isfinite(self._spot) else chain.spot
+        spot = self.live.spot if math.isfinite(self.live.spot) else chain.spot
         rows = np.nonzero(chain.expiry == self.expiry)[0]
         strikes = np.unique(chain.strike[rows])
         if len(strikes) == 0:
@@ -311,7 +289,7 @@ class ChainPanel(Panel):
         now = chain.ts  # Greeks as of the snapshot the quotes belong to (simulated or wall time)
         pick = np.concatenate([calls[calls >= 0], puts[puts >= 0]])
         chain_now = chain if spot == chain.spot else _with_spot(chain, spot)
-        m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self._bid, ask=self._ask)
+        m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self.live.bid, ask=self.live.ask)
         edge = self._model_edge(chain_now, pick, m, r, q)
         n_calls = int((calls >= 0).sum())
 
@@ -323,7 +301,7 @@ class ChainPanel(Panel):
             def col(arr: np.ndarray, have: np.ndarray = have, safe: np.ndarray = safe) -> np.ndarray:
                 return np.where(have, arr[safe], np.nan)
 
-            bid, ask = col(self._bid), col(self._ask)
+            bid, ask = col(self.live.bid), col(self.live.ask)
             with np.errstate(invalid="ignore"):
                 ok = (ask >= bid) & (bid >= 0)
             data[f"{side}_bid"] = bid
@@ -371,7 +349,7 @@ class ChainPanel(Panel):
         fn = self._edge_fn()
         try:
             values = np.asarray(fn(chain, rows, iv=m.iv, years=m.years, r=r, q=q,
-                                   bid=self._bid[rows], ask=self._ask[rows]), dtype=float)
+                                   bid=self.live.bid[rows], ask=self.live.ask[rows]), dtype=float)
         except Exception as exc:
             self._edge_available = False
             self.report_error(f"model edge unavailable: {type(exc).__name__}: {exc}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -42,6 +42,8 @@ class PayoffLegs:
     entry: np.ndarray  # float, price per unit paid
     iv: np.ndarray  # float, annualised implied vol used before expiry
     labels: tuple[str, ...] = field(default=())
+    #: net premium paid in dollars when it is not Σ units·entry·multiplier (an order at its limit price)
+    premium: float | None = None
 
     def __post_init__(self) -> None:
         n = len(self.kind)
@@ -55,6 +57,8 @@ class PayoffLegs:
     @property
     def cost(self) -> float:
         """Net premium paid in dollars (positive = debit, negative = credit)."""
+        if self.premium is not None:
+            return float(self.premium)
         return float(np.sum(self.units * self.entry * self.multiplier))
 
     @property
@@ -107,13 +111,23 @@ def payoff_legs(
 
 
 def legs_from_order(
-    legs: Sequence[Leg], quantity: int, entry: Sequence[float], iv: Sequence[float], now: datetime
+    legs: Sequence[Leg], quantity: int, entry: Sequence[float], iv: Sequence[float], now: datetime,
+    net_price: float | None = None,
 ) -> PayoffLegs:
-    """Payoff legs of an order: ``quantity`` × each leg's signed ratio; ``entry`` per leg (e.g. leg mids)."""
+    """Payoff legs of an order: ``quantity`` × each leg's signed ratio; ``entry`` per leg (e.g. leg mids).
+
+    ``net_price``: the order's limit price per combo unit (positive debit); when given, the premium is
+    ``net_price × quantity × multiplier`` instead of the sum of the leg entries.
+    """
     if quantity <= 0:
         raise ValueError(f"order quantity must be positive, got {quantity}")
     units = [leg.signed_ratio * quantity for leg in legs]
-    return payoff_legs([leg.instrument for leg in legs], units, entry, iv, now)
+    out = payoff_legs([leg.instrument for leg in legs], units, entry, iv, now)
+    if net_price is not None:
+        if not math.isfinite(net_price):
+            raise ValueError(f"net price must be finite, got {net_price}")
+        out = replace(out, premium=float(net_price) * quantity * legs[0].multiplier)
+    return out
 
 
 def legs_from_positions(positions: Sequence[Position], iv: Sequence[float], now: datetime) -> PayoffLegs:

@@ -96,3 +96,11 @@ def test_bad_inputs_are_named(chain) -> None:
         profile(pl, math.nan, R, Q)
     with pytest.raises(ValueError, match="ascending"):
         terminal_cdf(np.array([3.0, 2.0, 1.0]), 100, 0.1, 0, 0, np.ones(3))
+
+
+def test_limit_price_sets_the_premium(chain) -> None:
+    legs = build_template(Template.VERTICAL, chain, FRONT)
+    mids = ticket_prices(legs, chain).leg_mid
+    pl = legs_from_order(legs, 3, mids, [0.25, 0.25], NOW, net_price=1.5)
+    assert pl.cost == pytest.approx(1.5 * 3 * 100)
+    assert profile(pl, 100.0, R, Q).summary.breakevens == pytest.approx((101.5,), abs=1e-6)

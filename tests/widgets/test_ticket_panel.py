@@ -1,0 +1,140 @@
+"""Order ticket: chain clicks build legs, templates, live prices/figures, submit, kill switch blocks it."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from engine.bus.commands import SubmitOrder
+from engine.bus.events import ChainUpdated, QuotesUpdated, TradingStateChanged
+from engine.model import Side
+from tests.qt_fixtures import wait_for_condition
+from tests.widgets.conftest import priced_chain
+from widgets.base import EventBatch
+from widgets.chain_table import ChainPanel
+from widgets.order_ticket import TicketPanel
+
+
+@pytest.fixture()
+def desk(qtbot, engine):
+    chain = ChainPanel(engine, strike_window=4)
+    ticket = TicketPanel(engine)
+    for w in (chain, ticket):
+        qtbot.addWidget(w)
+    chain.resize(1300, 400)
+    ticket.resize(620, 520)
+    chain.select_underlying("XYZ")
+    batch = EventBatch.from_events([ChainUpdated(chain=priced_chain())])
+    chain.apply_events(batch)
+    ticket.apply_events(batch)
+    return chain, ticket
+
+
+def _click(qtbot, chain, strike, key):
+    qtbot.mouseClick(chain.table.viewport(), Qt.MouseButton.LeftButton, pos=chain.cell_rect(strike, key).center())
+
+
+def test_chain_clicks_build_a_vertical_with_live_figures(desk, qtbot, shot) -> None:
+    chain, ticket = desk
+    _click(qtbot, chain, 100.0, "c_ask")
+    _click(qtbot, chain, 105.0, "c_bid")
+    assert [(leg.side, leg.symbol) for leg in ticket.legs] == [
+        (Side.BUY, "XYZ260320C00100000"), (Side.SELL, "XYZ260320C00105000")]
+    c = priced_chain()
+    r1, r2 = c.row_of("XYZ260320C00100000"), c.row_of("XYZ260320C00105000")
+    assert ticket.prices.natural == pytest.approx(c.ask[r1] - c.bid[r2])
+    # the limit defaults to the mid on the tick grid; debit spread: risk = premium, reward = width − premium
+    assert ticket.limit_price() == Decimal(str(round(c.mid[r1] - c.mid[r2], 2)))
+    debit = float(ticket.limit_price())
+    assert ticket.summary.max_loss == pytest.approx(debit * 100)
+    assert ticket.summary.max_profit == pytest.approx((5 - debit) * 100)
+    assert ticket.summary.breakevens == pytest.approx((100 + debit,))
+    assert 0 < ticket.pop < 1
+    assert 0 < ticket.greeks["delta"] < 100  # long call spread: positive delta, less than 1 share per contract
+    assert ticket.figure_labels["breakevens"].text() == f"{100 + debit:,.2f}"
+    assert "debit" in ticket.submit_button.text()
+    shot(ticket, "ticket")
+
+
+def test_same_contract_again_adds_ratio_and_opposite_side_nets_off(desk, qtbot) -> None:
+    chain, ticket = desk
+    _click(qtbot, chain, 100.0, "p_ask")
+    _click(qtbot, chain, 100.0, "p_ask")
+    assert [(leg.side, leg.ratio) for leg in ticket.legs] == [(Side.BUY, 2)]
+    _click(qtbot, chain, 100.0, "p_bid")
+    _click(qtbot, chain, 100.0, "p_bid")
+    assert ticket.legs == []
+
+
+def test_template_builds_iron_condor_on_selected_expiry_as_credit(desk) -> None:
+    _chain, ticket = desk
+    ticket.template_box.setCurrentIndex(ticket.template_box.findText("Iron condor"))
+    ticket.width_spin.setValue(2)
+    ticket.build_button.click()
+    strikes = [(leg.side, float(leg.instrument.strike)) for leg in ticket.legs]
+    assert strikes == [(Side.BUY, 85.0), (Side.SELL, 90.0), (Side.SELL, 110.0), (Side.BUY, 115.0)]
+    assert ticket.limit_price() < 0 and ticket.price_kind.text() == "credit"
+    assert ticket.summary.defined_risk and ticket.summary.max_loss > 0
+    assert len(ticket.summary.breakevens) == 2
+
+
+def test_template_outside_strikes_shows_the_reason(desk) -> None:
+    _chain, ticket = desk
+    ticket.template_box.setCurrentIndex(ticket.template_box.findText("Strangle"))
+    ticket.width_spin.setValue(9)
+    ticket.build_button.click()
+    assert "outside the listed strikes" in ticket.message.text() and ticket.legs == []
+
+
+def test_natural_button_and_streamed_quotes_update_prices(desk, qtbot) -> None:
+    chain, ticket = desk
+    _click(qtbot, chain, 100.0, "c_ask")
+    ticket.natural_button.click()
+    c = priced_chain()
+    row = c.row_of("XYZ260320C00100000")
+    assert float(ticket.limit_price()) == pytest.approx(c.ask[row])
+    ticket.apply_events(EventBatch.from_events([
+        QuotesUpdated(underlying="XYZ", rows=np.array([row]), bid=np.array([3.0]), ask=np.array([3.4]))]))
+    assert ticket.prices.mid == pytest.approx(3.2)
+    assert float(ticket.limit_price()) == pytest.approx(c.ask[row])  # a price the user chose is kept
+
+
+def test_submit_sends_intent_into_the_order_path(desk, qtbot, engine) -> None:
+    chain, ticket = desk
+    received = []
+
+    async def handler(cmd: SubmitOrder):
+        received.append(cmd.intent)
+        return None
+
+    engine.bus.register(SubmitOrder, handler)
+    _click(qtbot, chain, 95.0, "p_bid")
+    ticket.qty_spin.setValue(3)
+    with qtbot.waitSignal(ticket.submitted, timeout=3000):
+        ticket.submit_button.click()
+    intent = received[0]
+    assert intent.quantity == 3 and intent.legs[0].side is Side.SELL and intent.limit_price < 0
+    assert intent.source == "gui"
+
+
+def test_submit_without_order_path_shows_error(desk, qtbot) -> None:
+    chain, ticket = desk
+    _click(qtbot, chain, 95.0, "p_bid")
+    ticket.submit_button.click()
+    wait_for_condition(qtbot, lambda: "Not sent" in ticket.message.text())
+    assert "SubmitOrder" in ticket.message.text()
+
+
+def test_kill_switch_blocks_the_ticket(desk, qtbot, shot) -> None:
+    chain, ticket = desk
+    _click(qtbot, chain, 100.0, "c_ask")
+    ticket.apply_events(EventBatch.from_events([
+        TradingStateChanged(state="HALTED", previous="ACTIVE", reason="daily loss limit")]))
+    assert not ticket.submit_button.isEnabled()
+    assert "HALTED" in ticket.state_banner.text() and "daily loss limit" in ticket.state_banner.text()
+    shot(ticket, "ticket-halted")
+    ticket.apply_events(EventBatch.from_events([TradingStateChanged(state="ACTIVE", previous="HALTED")]))
+    assert ticket.submit_button.isEnabled() and ticket.state_banner.isHidden()
