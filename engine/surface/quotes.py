@@ -29,6 +29,26 @@ log = logging.getLogger(__name__)
 RateInput = float | Callable[[np.ndarray], np.ndarray]
 
 
+@dataclass(frozen=True)
+class ZeroCurve:
+    """Continuously compounded zero rates at tenors (years), linear in between, flat beyond the ends.
+
+    Callable on T arrays and picklable (safe to send to a process pool).
+    """
+
+    tenors: tuple[float, ...]
+    rates: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.tenors) != len(self.rates) or not self.tenors:
+            raise ValueError("ZeroCurve needs matching, non-empty tenors and rates")
+        if any(b <= a for a, b in zip(self.tenors, self.tenors[1:], strict=False)):
+            raise ValueError("ZeroCurve tenors must be strictly increasing")
+
+    def __call__(self, T: np.ndarray) -> np.ndarray:
+        return np.interp(np.asarray(T, dtype=float), self.tenors, self.rates)
+
+
 def curve_value(curve: RateInput, T: np.ndarray) -> np.ndarray:
     """Evaluate a flat rate or a callable curve ``T (years) -> continuously compounded rate``."""
     T = np.asarray(T, dtype=float)

@@ -1,0 +1,323 @@
+"""SurfaceService: refits each underlying's surface off the loop on streaming chains; publishes SurfaceUpdated.
+
+- Subscribes to :class:`engine.bus.events.ChainUpdated` with a plain (inline) handler that only keeps
+  the newest chain per underlying and wakes that underlying's refit task.
+- The refit task sends the newest chain to an executor, at most once per ``refit_interval_s`` (≤ 2 s)
+  and never two fits of one underlying at once; chains that arrive during a fit are conflated to
+  the newest. A streaming chain therefore gets a new surface every max(interval, fit time).
+- Executor: a one-worker **process** pool by default. The fit is CPU-bound numpy on small arrays,
+  dominated by interpreter overhead that holds the GIL; in a thread it competes with the event loop
+  for the GIL (the loop waits up to the 5 ms switch interval each time, many times per fit), in a
+  process it runs on the other core and the loop only pays for pickling (≈1 ms for a 2,000-row
+  chain). ``benchmarks/surface.py`` measures the loop lag under both. The pool uses the ``spawn``
+  start method (forking a process that runs Qt/threads is unsafe). A thread pool is available
+  (``executor = "thread"``) for environments where processes are not allowed, or pass your own.
+- IV rank: the store's ``iv_history`` table (days before today) is read once per day per underlying;
+  today's constant-maturity ATM IV is upserted at most every ``history_write_interval_s`` and on stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from engine.bus.events import ChainUpdated
+from engine.bus.messages import Event
+from engine.surface.config import SurfaceConfig
+from engine.surface.fit import SurfaceFit, fit_chain
+from engine.surface.ivrank import NO_CURRENT, IVHistoryRepository, IVRank, iv_rank
+from engine.surface.quotes import RateInput
+from engine.surface.views import SurfaceGrid, surface_grid
+
+if TYPE_CHECKING:
+    from engine.bus import Bus
+    from engine.model.chain import OptionChain
+    from engine.store import Store
+
+log = logging.getLogger(__name__)
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SurfaceUpdated(Event):
+    """A new surface for ``underlying`` (conflated per underlying: slow subscribers see the newest).
+
+    ``fit`` holds slices, per-row IVs with drop reasons, the term structure and the arbitrage report;
+    ``grid`` a ready (T × k) heatmap grid; ``atm_iv`` the constant-maturity ATM IV at
+    ``tenor_days``; ``iv_rank`` its rank/percentile against stored history.
+    """
+
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    underlying: str
+    fit: SurfaceFit
+    grid: SurfaceGrid
+    atm_iv: float
+    tenor_days: float
+    iv_rank: IVRank
+    fit_ms: float
+    chain_ts: datetime
+
+    def conflation_key(self) -> object:
+        return ("surface", self.underlying)
+
+    def describe(self) -> str:
+        n = len(self.fit.fitted_slices())
+        return f"SurfaceUpdated {self.underlying}: {n} expiries, ATM {self.atm_iv * 100:.1f} %, {self.fit_ms:.0f} ms"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SurfaceFitFailed(Event):
+    """The refit job itself failed (worker crash or a defect); market-data problems never land here."""
+
+    severity: ClassVar[str] = "warning"
+    underlying: str
+    error: str
+
+    def describe(self) -> str:
+        return f"Surface fit failed for {self.underlying}: {self.error}"
+
+
+@dataclass(frozen=True, slots=True)
+class _JobResult:
+    fit: SurfaceFit
+    grid: SurfaceGrid
+    atm_iv: float
+    elapsed_ms: float
+
+
+def run_fit_job(chain: OptionChain, rate: RateInput, dividend_yield: RateInput, config: SurfaceConfig,
+                tenor_days: float) -> _JobResult:
+    """The executor job (module level so a process pool can pickle it)."""
+    t0 = time.perf_counter()
+    fit = fit_chain(chain, rate=rate, dividend_yield=dividend_yield, config=config)
+    grid = surface_grid(fit, n_T=config.grid_expiries, n_k=config.grid_strikes)
+    T = tenor_days / 365.0
+    atm = float(fit.surface.implied_vol_k(0.0, T)) if fit.ok else float("nan")
+    return _JobResult(fit, grid, atm, (time.perf_counter() - t0) * 1e3)
+
+
+def _warm_worker() -> bool:
+    """Import the fit stack in a fresh worker so the first real refit does not pay for it."""
+    import engine.pricing.american
+    import engine.pricing.black76
+    import engine.surface.fit  # noqa: F401
+
+    return True
+
+
+@dataclass
+class _State:
+    underlying: str
+    pending: OptionChain | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    last_start: float = -1e18
+    latest: SurfaceUpdated | None = None
+    history_day: date | None = None
+    history: np.ndarray = field(default_factory=lambda: np.array([]))
+    last_history_write: float = -1e18
+    unsaved: tuple[date, float, float] | None = None
+    fits: int = 0
+
+
+class SurfaceService:
+    """Owns the per-underlying refit tasks. Create and start it on the engine's loop.
+
+    ``rate``: the risk-free curve (a float or a picklable callable of T in years, e.g.
+    :class:`engine.surface.quotes.ZeroCurve`). ``dividend_yields``: per-underlying yield used only
+    where parity cannot give the carry (default 0). ``store``: for IV history (optional).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        rate: RateInput,
+        config: SurfaceConfig | None = None,
+        dividend_yields: Mapping[str, RateInput] | None = None,
+        store: Store | None = None,
+        executor: Executor | None = None,
+        history_write_interval_s: float = 300.0,
+        today: Callable[[datetime], date] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.config = config or SurfaceConfig()
+        self.rate = rate
+        self.dividend_yields = dict(dividend_yields or {})
+        self.store = store
+        self._history = IVHistoryRepository(store) if store is not None else None
+        self._executor = executor
+        self._own_executor = executor is None
+        self._history_write_interval_s = history_write_interval_s
+        self._today = today or (lambda ts: ts.astimezone(NEW_YORK).date())
+        self._states: dict[str, _State] = {}
+        self._sub = None
+        self._running = False
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._running:
+            return
+        if self._executor is None:
+            if self.config.executor == "process":
+                self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            else:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surface-fit")
+        # warm the worker in the background (imports numpy/scipy/pricing once)
+        self._executor.submit(_warm_worker)
+        self._sub = self.bus.subscribe(ChainUpdated, self._on_chain, name="SurfaceService.on_chain")
+        self._running = True
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._sub is not None:
+            self._sub.cancel()
+            self._sub = None
+        tasks = [s.task for s in self._states.values() if s.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for st in self._states.values():
+            self._flush_history(st, force=True)
+        if self._own_executor and self._executor is not None:
+            ex = self._executor
+            self._executor = None
+            await asyncio.get_running_loop().run_in_executor(None, lambda: ex.shutdown(wait=True, cancel_futures=True))
+
+    async def __aenter__(self) -> SurfaceService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- queries ------------------------------------------------------------------------------------
+    def latest(self, underlying: str) -> SurfaceUpdated | None:
+        """The newest published update for ``underlying`` (None before the first fit)."""
+        st = self._states.get(underlying)
+        return st.latest if st else None
+
+    def underlyings(self) -> list[str]:
+        return sorted(u for u, s in self._states.items() if s.latest is not None)
+
+    def executor_info(self) -> dict[str, Any]:
+        """What runs the fits (for diagnostics and the doctor command)."""
+        ex = self._executor
+        return {"executor": type(ex).__name__ if ex else None, "configured": self.config.executor,
+                "owned": self._own_executor}
+
+    def fit_count(self, underlying: str) -> int:
+        st = self._states.get(underlying)
+        return st.fits if st else 0
+
+    # ---- streaming ------------------------------------------------------------------------------------
+    def _on_chain(self, event: ChainUpdated) -> None:
+        """Inline bus handler: keep the newest chain and wake the refit task (no work here)."""
+        if not self._running:
+            return
+        chain = event.chain
+        st = self._states.get(chain.underlying)
+        if st is None:
+            st = self._states[chain.underlying] = _State(chain.underlying)
+        st.pending = chain
+        if st.task is None or st.task.done():
+            st.task = asyncio.get_running_loop().create_task(self._run(st), name=f"surface:{chain.underlying}")
+        st.wake.set()
+
+    async def refit(self, chain: OptionChain) -> SurfaceUpdated | None:
+        """Fit ``chain`` now (off the loop), publish and return the update (None if the job failed)."""
+        st = self._states.get(chain.underlying)
+        if st is None:
+            st = self._states[chain.underlying] = _State(chain.underlying)
+        return await self._fit_and_publish(st, chain)
+
+    async def _run(self, st: _State) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.refit_interval_s
+        while self._running:
+            await st.wake.wait()
+            st.wake.clear()
+            delay = st.last_start + interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # rate limit: newer chains keep replacing st.pending meanwhile
+            chain, st.pending = st.pending, None
+            if chain is None:
+                continue
+            st.last_start = loop.time()
+            await self._fit_and_publish(st, chain)
+            if st.pending is not None:
+                st.wake.set()
+
+    async def _fit_and_publish(self, st: _State, chain: OptionChain) -> SurfaceUpdated | None:
+        if self._executor is None:
+            raise RuntimeError("SurfaceService is not started")
+        loop = asyncio.get_running_loop()
+        und = chain.underlying
+        try:
+            res: _JobResult = await loop.run_in_executor(
+                self._executor, run_fit_job, chain, self.rate, self.dividend_yields.get(und, 0.0), self.config,
+                self.config.iv_history_tenor_days,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a crashed worker or a defect: report it, keep streaming
+            log.exception("surface refit for %s failed", und)
+            self.bus.publish(SurfaceFitFailed(underlying=und, error=f"{type(exc).__name__}: {exc}"))
+            return None
+        rank = self._rank(st, chain, res.atm_iv)
+        event = SurfaceUpdated(
+            underlying=und, fit=res.fit, grid=res.grid, atm_iv=res.atm_iv,
+            tenor_days=self.config.iv_history_tenor_days, iv_rank=rank, fit_ms=res.elapsed_ms, chain_ts=chain.ts,
+        )
+        st.latest = event  # cache first, then publish
+        st.fits += 1
+        self.bus.publish(event)
+        return event
+
+    # ---- IV history and rank ----------------------------------------------------------------------------
+    def _rank(self, st: _State, chain: OptionChain, atm: float) -> IVRank:
+        cfg = self.config
+        today = self._today(chain.ts)
+        if st.history_day != today:
+            self._flush_history(st, force=True)
+            st.history_day = today
+            if self._history is not None:
+                _, iv, _ = self._history.series(st.underlying, until=date.fromordinal(today.toordinal() - 1),
+                                                limit=cfg.iv_rank_lookback_days)
+                st.history = iv
+            else:
+                st.history = np.array([])
+        rank = iv_rank(st.history, atm, lookback=cfg.iv_rank_lookback_days, min_history=cfg.iv_rank_min_history_days)
+        if rank.status != NO_CURRENT:
+            st.unsaved = (today, atm, float(chain.spot))
+            self._flush_history(st, force=False)
+        return rank
+
+    def _flush_history(self, st: _State, *, force: bool) -> None:
+        if self._history is None or st.unsaved is None:
+            return
+        now = time.monotonic()
+        if not force and now - st.last_history_write < self._history_write_interval_s:
+            return
+        day, atm, close = st.unsaved
+        try:
+            self._history.record(st.underlying, day, atm, close=close if np.isfinite(close) else None)
+        except Exception:
+            log.exception("could not store ATM IV history for %s", st.underlying)
+            return
+        st.unsaved = None
+        st.last_history_write = now
+
