@@ -1,0 +1,697 @@
+"""OrderManager: the one order path and the order state machine (DESIGN.md §4).
+
+``intent → OrderFactory → RiskEngine → ApprovalGate → ModeRouter → Broker``. Every public way to trade — the
+``SubmitOrder`` command (GUI), :meth:`OrderManager.submit` (strategies, backtester) and the kill switch's
+flatten — goes through :meth:`OrderManager._submit`; nothing else calls a broker's ``submit``.
+
+Persistence before action: each transition is written to the store (order row + ``order_events`` row, one
+transaction) *before* the next step acts on it — the intent before the risk check, APPROVED before sending,
+SUBMITTED (with the client order id) before the broker call, the broker's ack and fills as they arrive.
+Restart (:meth:`start`) settles whatever a crash left: pending approvals expire, approved-but-unsent orders are
+cancelled (never sent late), submitted/working orders are reconciled against the broker (adopt broker truth,
+never send twice), and a mismatch trips the kill switch.
+
+Broker reports (``OrderAccepted``, ``OrderFilled``, ``OrderRejected``, ``OrderCancelled``, ``OrderExpired``,
+``OrderReplaced``) are applied by inline subscribers, idempotently, so the OMS's state reflects them before
+later subscribers see the event. The OMS publishes ``OrderCreated``, ``OrderDenied`` (with every failed check),
+``OrderPendingApproval`` (with the preview), ``OrderApproved``, ``OrderSubmitted``, and ``OrderCancelled`` /
+``OrderExpired`` / ``OrderRejected`` for orders that never reached a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from engine.brokers.base import BrokerError
+from engine.bus.commands import (
+    ApproveOrder,
+    CancelAllOrders,
+    CancelOrder,
+    ModifyOrderPrice,
+    RejectOrder,
+    ReplaceOrder,
+    SetApprovalMode,
+    SubmitOrder,
+    SwitchMode,
+)
+from engine.bus.events import (
+    Alert,
+    ApprovalModeChanged,
+    ModeChanged,
+    OrderAccepted,
+    OrderApproved,
+    OrderCancelled,
+    OrderCreated,
+    OrderDenied,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderPendingApproval,
+    OrderRejected,
+    OrderReplaced,
+    OrderSubmitted,
+    PositionChanged,
+)
+from engine.model import (
+    Leg,
+    OpenClose,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    can_transition,
+)
+from engine.oms.approval import ApprovalGate, ApprovalPreview, PendingApproval, build_preview
+from engine.oms.config import OmsConfig
+from engine.oms.factory import OrderFactory, OrderValidationError, floor_to_tick
+from engine.oms.reconciliation import ReconciliationReport, compare_positions, plan
+from engine.oms.router import LIVE, ModeRouter, ModeSwitchError
+from engine.risk.engine import KILL_SWITCH_SOURCE, CheckResult, RiskDecision, RiskEngine
+from engine.risk.state import TradingState
+
+if TYPE_CHECKING:
+    from engine.bus import Bus
+    from engine.risk.kill_switch import KillSwitch
+    from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+#: statuses that block a mode switch and that cancel-all / the kill switch sweep
+OPEN_STATUSES = (OrderStatus.PENDING_APPROVAL, OrderStatus.APPROVED, OrderStatus.SUBMITTED, OrderStatus.WORKING,
+                 OrderStatus.PARTIALLY_FILLED)
+
+_EVENT_STATUS: dict[type, OrderStatus] = {
+    OrderAccepted: OrderStatus.WORKING,
+    OrderRejected: OrderStatus.REJECTED,
+    OrderCancelled: OrderStatus.CANCELLED,
+    OrderExpired: OrderStatus.EXPIRED,
+}
+
+
+class OrderCommandError(ValueError):
+    """A command could not be applied (unknown order, wrong state, refused modification)."""
+
+
+class OrderManager:
+    """Facade of the order path. Construct, :meth:`register` on the bus, then ``await start()``."""
+
+    def __init__(self, bus: Bus, store: Store, router: ModeRouter, risk: RiskEngine,
+                 kill_switch: KillSwitch | None = None, *, config: OmsConfig | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_persisted: Callable[[Order, str], None] | None = None) -> None:
+        self.bus = bus
+        self.store = store
+        self.router = router
+        self.risk = risk
+        self.kill_switch = kill_switch
+        self.config = config or OmsConfig()
+        self.factory = OrderFactory(now)
+        self.gate = ApprovalGate(store, enabled_paper=self.config.approval_in_paper,
+                                 enabled_live=self.config.approval_in_live, expiry_s=self.config.approval_expiry_s)
+        #: called after every persisted step with (order, step): audit hooks, metrics, crash tests
+        self.on_persisted = on_persisted
+        self._open: dict[str, Order] = {}
+        self._recent: OrderedDict[str, Order] = OrderedDict()
+        self._by_coid: dict[str, str] = {}
+        self._by_broker_id: dict[str, str] = {}
+        self._cancel_requested: set[str] = set()
+        self._subs: list[Any] = []
+        self._registered: list[type] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.last_reconciliation: list[ReconciliationReport] = []
+
+    # ---- wiring ---------------------------------------------------------------------------------
+    def register(self) -> None:
+        """Register the command handlers and subscribe to broker reports (inline, before other subscribers)."""
+        handlers: dict[type, Callable[[Any], Any]] = {
+            SubmitOrder: self._cmd_submit, ApproveOrder: self._cmd_approve, RejectOrder: self._cmd_reject,
+            ModifyOrderPrice: self._cmd_modify, CancelOrder: self._cmd_cancel, CancelAllOrders: self._cmd_cancel_all,
+            ReplaceOrder: self._cmd_replace, SetApprovalMode: self._cmd_approval_mode, SwitchMode: self._cmd_switch,
+        }
+        for cmd, fn in handlers.items():
+            self.bus.register(cmd, fn)
+            self._registered.append(cmd)
+        for ev in (OrderAccepted, OrderFilled, OrderRejected, OrderCancelled, OrderExpired, OrderReplaced):
+            self._subs.append(self.bus.subscribe(ev, self._on_broker_event, name=f"oms:{ev.__name__}"))
+        self._subs.append(self.bus.subscribe(PositionChanged, self._on_position, name="oms:positions"))
+        if self.kill_switch is not None:
+            self.kill_switch.bind(self.cancel_all, self.flatten)
+
+    async def start(self, *, reconcile: bool = True) -> None:
+        """Load open orders from the store and settle what a previous run left behind."""
+        for o in self.store.orders.list(OPEN_STATUSES):
+            self._cache(o)
+        for o in list(self._open.values()):
+            if o.status is OrderStatus.PENDING_APPROVAL:
+                self._transition(o.order_id, OrderStatus.EXPIRED, step="restart",
+                                 reason="engine restarted before the order was approved")
+                self.gate.decide(o.order_id, "expired", "system", "engine restarted")
+                self.bus.publish(OrderExpired(order=self._get(o.order_id)))
+            elif o.status is OrderStatus.APPROVED:
+                self._transition(o.order_id, OrderStatus.CANCELLED, step="restart",
+                                 reason="not sent: engine stopped before submission")
+                self.bus.publish(OrderCancelled(order=self._get(o.order_id)))
+        if reconcile:
+            names = {o.broker for o in self._open.values()} | {self.router.active_name}
+            for name in sorted(names):
+                if name in self.router.brokers:
+                    await self.reconcile(name)
+        for o in self._open.values():  # orders still working keep their exposure reserved
+            if o.status.is_working and not self.risk.has_reservation(o.order_id):
+                self.risk.reserve(o, self.risk.check(o, consume=False, skip=frozenset(
+                    {"order_rate", "duplicate", "price_collar"})))
+
+    async def stop(self) -> None:
+        for s in self._subs:
+            s.cancel()
+        self._subs.clear()
+        for cmd in self._registered:
+            self.bus.unregister(cmd)
+        self._registered.clear()
+        self.gate.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- read-only API (GUI, CLI, strategies) ----------------------------------------------------
+    def order(self, order_id: str) -> Order | None:
+        o = self._open.get(order_id) or self._recent.get(order_id)
+        return o if o is not None else self.store.orders.get(order_id)
+
+    def open_orders(self) -> list[Order]:
+        """Orders not yet terminal (pending approval, approved, submitted, working, partially filled)."""
+        return sorted(self._open.values(), key=lambda o: o.created_at)
+
+    def working_orders(self) -> list[Order]:
+        return [o for o in self.open_orders() if o.status.is_working]
+
+    def pending_approvals(self) -> list[PendingApproval]:
+        """Pending approvals with their previews (``.order``, ``.preview``), oldest first."""
+        return sorted(self.gate.pending.values(), key=lambda p: p.preview.created_at)
+
+    def recent_orders(self, limit: int = 200, statuses: tuple[OrderStatus, ...] | None = None) -> list[Order]:
+        """The latest orders from the store (all statuses unless given), newest last."""
+        rows = self.store.orders.list(statuses)
+        return rows[-limit:]
+
+    def filled_orders(self, limit: int = 200) -> list[Order]:
+        return self.recent_orders(limit, (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED))
+
+    def order_events(self, order_id: str) -> list[dict[str, Any]]:
+        return self.store.orders.events(order_id)
+
+    @property
+    def mode(self) -> str:
+        return self.router.mode
+
+    @property
+    def approval_required(self) -> bool:
+        return self.gate.required(self.router.mode)
+
+    # ---- state machine --------------------------------------------------------------------------
+    def _cache(self, o: Order) -> None:
+        if o.status.is_terminal:
+            self._open.pop(o.order_id, None)
+            self._recent[o.order_id] = o
+            self._recent.move_to_end(o.order_id)
+            while len(self._recent) > 2000:
+                self._recent.popitem(last=False)
+        else:
+            self._open[o.order_id] = o
+        self._by_coid[o.client_order_id] = o.order_id
+        if o.broker_order_id:
+            self._by_broker_id[o.broker_order_id] = o.order_id
+
+    def _get(self, order_id: str) -> Order:
+        o = self._open.get(order_id) or self._recent.get(order_id)
+        if o is None:
+            o = self.store.orders.get(order_id)
+            if o is None:
+                raise OrderCommandError(f"unknown order {order_id!r}")
+        return o
+
+    def _persist(self, order: Order, step: str, detail: dict[str, Any] | None = None) -> None:
+        self.store.orders.save_with_event(order, {"step": step, **(detail or {})})
+        self._cache(order)
+        if order.status.is_terminal:
+            self.risk.release(order.order_id)
+            self._cancel_requested.discard(order.order_id)
+        if self.on_persisted is not None:
+            self.on_persisted(order, step)
+
+    def _transition(self, order_id: str, status: OrderStatus, *, step: str, detail: dict[str, Any] | None = None,
+                    **changes: Any) -> Order:
+        cur = self._get(order_id)
+        if cur.status is not status and not can_transition(cur.status, status):
+            raise OrderCommandError(f"order {order_id} cannot go from {cur.status.value} to {status.value}")
+        new = cur.evolve(status=status, **changes)
+        self._persist(new, step, detail)
+        return new
+
+    # ---- the one path ---------------------------------------------------------------------------
+    async def submit(self, intent: OrderIntent) -> Order:
+        """Submit an intent (strategies, backtester, scripts). Same path as the ``SubmitOrder`` command."""
+        return await self._submit(intent, internal=False)
+
+    async def _cmd_submit(self, cmd: SubmitOrder) -> Order:
+        return await self._submit(cmd.intent, internal=False)
+
+    async def _submit(self, intent: OrderIntent, *, internal: bool) -> Order:
+        broker, account = self.router.active_name, self.router.account_id()
+        if intent.client_order_id:  # resubmission: the same client order id never makes a second order
+            existing_id = self._by_coid.get(intent.client_order_id)
+            existing = self._get(existing_id) if existing_id else self.store.orders.by_client_order_id(
+                intent.client_order_id)
+            if existing is not None:
+                return existing
+        if intent.source == KILL_SWITCH_SOURCE and not internal:
+            return self._deny_intent(intent, broker, account, CheckResult(
+                "order_valid", False, message="source 'kill_switch' is reserved for the kill switch"))
+        try:
+            order = self.factory.create(intent, broker=broker, account_id=account)
+        except OrderValidationError as exc:
+            return self._deny_intent(intent, broker, account, CheckResult("order_valid", False, message=str(exc)))
+        self._persist(order, "intent", {"source": order.source})
+        self.bus.publish(OrderCreated(order=order))
+        decision = self.risk.check(order)  # synchronous: counters and reservation update in this call
+        if not decision.passed:
+            return self._deny(order, decision.failed)
+        if self.gate.required(self.router.mode) and order.source != KILL_SWITCH_SOURCE:
+            return await self._await_approval(order, decision)
+        return await self._approve_and_send(order.order_id, by="auto")
+
+    def _deny_intent(self, intent: OrderIntent, broker: str, account: str, check: CheckResult) -> Order:
+        order = self.factory.rejected_intent(intent, check.message, broker=broker, account_id=account)
+        try:
+            self._persist(order, "denied", {"checks": [check.to_dict()]})
+        except Exception:  # an intent too broken to store (e.g. no legs): still report it
+            log.exception("could not store denied intent")
+        self._record_denial(order, (check,))
+        self.bus.publish(OrderDenied(order=order, checks=(check,)))
+        return order
+
+    def _deny(self, order: Order, failed: tuple[CheckResult, ...]) -> Order:
+        reason = "; ".join(c.message for c in failed)
+        order = self._transition(order.order_id, OrderStatus.DENIED, step="denied",
+                                 detail={"checks": [c.to_dict() for c in failed]}, reason=reason)
+        self._record_denial(order, failed)
+        self.bus.publish(OrderDenied(order=order, checks=failed))
+        return order
+
+    def _record_denial(self, order: Order, failed: tuple[CheckResult, ...]) -> None:
+        self.store.execute("INSERT INTO risk_events(ts, kind, order_id, detail) VALUES (?,?,?,?)",
+                           (datetime.now(UTC).isoformat(), "order_denied", order.order_id,
+                            json.dumps({"checks": [c.to_dict() for c in failed], "source": order.source},
+                                       default=str)))
+
+    async def _await_approval(self, order: Order, decision: RiskDecision) -> Order:
+        broker_preview = await self.router.preview(order)
+        cur = self._get(order.order_id)
+        if cur.status is not OrderStatus.PENDING_APPROVAL:  # cancelled / killed while previewing
+            return cur
+        preview = build_preview(cur, decision, self.risk, broker_preview, now=datetime.now(UTC),
+                                expiry_s=self.gate.expiry_s)
+        self.gate.add(cur, preview, self._expire)
+        self.store.orders.append_event(cur.order_id, OrderStatus.PENDING_APPROVAL,
+                                       {"step": "awaiting_approval", "expires_at": preview.expires_at.isoformat()})
+        self.bus.publish(OrderPendingApproval(order=cur, preview=preview))
+        return cur
+
+    async def _approve_and_send(self, order_id: str, *, by: str) -> Order:
+        order = self._transition(order_id, OrderStatus.APPROVED, step="approved", detail={"by": by})
+        self.bus.publish(OrderApproved(order=order, by=by))
+        return await self._send(order_id)
+
+    async def _send(self, order_id: str) -> Order:
+        order = self._get(order_id)
+        if order_id in self._cancel_requested:
+            order = self._transition(order_id, OrderStatus.CANCELLED, step="cancelled", reason="cancelled before sending")
+            self.bus.publish(OrderCancelled(order=order))
+            return order
+        state = self.kill_switch.state if self.kill_switch is not None else TradingState.ACTIVE
+        if state is not TradingState.ACTIVE and not (
+                (order.source == KILL_SWITCH_SOURCE or state is TradingState.REDUCING) and self.risk.is_reducing(order)):
+            return self._deny(order, (CheckResult("trading_state", False, message=(
+                f"trading became {state.value} before the order was sent")),))
+        try:
+            broker = self.router.broker_for(order)
+        except BrokerError as exc:
+            return self._reject_unsent(order_id, str(exc))
+        order = self._transition(order_id, OrderStatus.SUBMITTED, step="submitted",
+                                 detail={"client_order_id": order.client_order_id, "broker": broker.name},
+                                 account_id=order.account_id or broker.account_id)
+        self.bus.publish(OrderSubmitted(order=order))
+        try:
+            await asyncio.wait_for(self.router.submit(order), self.config.broker_call_timeout_s)
+        except (BrokerError, OSError, TimeoutError) as exc:
+            from engine.brokers.circuit_breaker import CircuitOpenError
+            from engine.oms.router import RoutingError
+
+            if isinstance(exc, CircuitOpenError | RoutingError):  # provably never sent
+                return self._reject_unsent(order_id, str(exc))
+            # the broker may or may not have it: settle by asking the broker, never by resending blindly
+            self.bus.publish(Alert(level="error", source="oms",
+                                   message=f"submit of {order.client_order_id} failed ({exc}); reconciling"))
+            await self.reconcile(broker.name)
+            return self._get(order_id)
+        if self.on_persisted is not None:
+            self.on_persisted(self._get(order_id), "sent")
+        return self._get(order_id)
+
+    def _reject_unsent(self, order_id: str, message: str) -> Order:
+        order = self._transition(order_id, OrderStatus.REJECTED, step="not_sent",
+                                 reason=f"not sent to the broker: {message}")
+        self.bus.publish(OrderRejected(order=order))
+        return order
+
+    # ---- approvals ------------------------------------------------------------------------------
+    def _pending(self, order_id: str) -> PendingApproval:
+        p = self.gate.pending.get(order_id)
+        if p is None:
+            o = self._get(order_id)
+            raise OrderCommandError(f"order {order_id} is not awaiting approval (status {o.status.value})")
+        return p
+
+    async def _cmd_approve(self, cmd: ApproveOrder) -> Order:
+        self._pending(cmd.order_id)
+        order = self._get(cmd.order_id)
+        # the market may have moved while it waited: re-check state, data and collar (not counters)
+        recheck = self.risk.check(order, consume=False, skip=frozenset({"order_rate", "duplicate"}))
+        failed = tuple(r for r in recheck.failed if r.name in ("trading_state", "market_data", "price_collar",
+                                                                "order_valid"))
+        if failed:
+            self.gate.decide(cmd.order_id, "denied_on_approval", cmd.by, "; ".join(c.message for c in failed))
+            return self._deny(order, failed)
+        self.gate.decide(cmd.order_id, "approved", cmd.by)
+        return await self._approve_and_send(cmd.order_id, by=cmd.by)
+
+    async def _cmd_reject(self, cmd: RejectOrder) -> Order:
+        self._pending(cmd.order_id)
+        reason = cmd.reason or "rejected by approver"
+        self.gate.decide(cmd.order_id, "rejected", cmd.by, reason)
+        check = CheckResult("approval", False, message=f"rejected by {cmd.by}: {reason}")
+        order = self._transition(cmd.order_id, OrderStatus.DENIED, step="rejected_by_approver",
+                                 detail={"by": cmd.by, "reason": reason}, reason=check.message)
+        self.bus.publish(OrderDenied(order=order, checks=(check,)))
+        return order
+
+    def _expire(self, order_id: str) -> None:
+        if order_id not in self.gate.pending:
+            return
+        self.gate.decide(order_id, "expired", "system", f"not approved within {self.gate.expiry_s:.0f}s")
+        order = self._transition(order_id, OrderStatus.EXPIRED, step="approval_expired",
+                                 reason=f"approval expired after {self.gate.expiry_s:.0f}s")
+        self.bus.publish(OrderExpired(order=order))
+
+    async def _cmd_modify(self, cmd: ModifyOrderPrice) -> Order:
+        p = self._pending(cmd.order_id)
+        old = p.order
+        try:
+            price = floor_to_tick(Decimal(cmd.limit_price), old.legs[0].instrument.tick_size)
+        except (ArithmeticError, ValueError) as exc:
+            raise OrderCommandError(f"bad limit price {cmd.limit_price!r}: {exc}") from None
+        if old.order_type is not OrderType.LIMIT:
+            raise OrderCommandError("only limit orders have a price to modify")
+        candidate = old.evolve(limit_price=price)
+        decision = self._recheck_reserved(old, candidate, skip=frozenset({"order_rate", "duplicate"}))
+        if not decision.passed:
+            msg = "; ".join(c.message for c in decision.failed)
+            self.bus.publish(Alert(level="warning", source="approval",
+                                   message=f"price change to {price} refused: {msg}"))
+            raise OrderCommandError(f"price change refused: {msg}")
+        self._persist(candidate, "price_modified", {"by": cmd.by, "previous": str(old.limit_price),
+                                                     "limit_price": str(price)})
+        preview = build_preview(candidate, decision, self.risk, await self.router.preview(candidate),
+                                now=p.preview.created_at, expiry_s=self.gate.expiry_s)
+        self.gate.update(candidate, preview)
+        self.gate.decide(cmd.order_id, "modified", cmd.by, f"price {old.limit_price} → {price}")
+        self.bus.publish(OrderPendingApproval(order=candidate, preview=preview))
+        return candidate
+
+    def _recheck_reserved(self, old: Order, candidate: Order, *, skip: frozenset[str]) -> RiskDecision:
+        """Check ``candidate`` in place of ``old``'s reservation; keeps the old one when the check fails."""
+        had = self.risk._reservations.pop(old.order_id, None)
+        decision = self.risk.check(candidate, consume=True, skip=skip)
+        if not decision.passed and had is not None:
+            self.risk._reservations[old.order_id] = had
+        return decision
+
+    async def _cmd_approval_mode(self, cmd: SetApprovalMode) -> bool:
+        self.gate.set_enabled(self.router.mode, cmd.enabled, cmd.by)
+        self.bus.publish(ApprovalModeChanged(enabled=bool(cmd.enabled)))
+        return bool(cmd.enabled)
+
+    # ---- cancel / replace -----------------------------------------------------------------------
+    async def cancel(self, order_id: str, *, by: str = "user", reason: str = "") -> Order:
+        order = self._get(order_id)
+        if order.status.is_terminal:
+            return order
+        if order.status is OrderStatus.PENDING_APPROVAL:
+            self.gate.decide(order_id, "cancelled", by, reason)
+            order = self._transition(order_id, OrderStatus.CANCELLED, step="cancelled", detail={"by": by},
+                                     reason=reason or f"cancelled by {by}")
+            self.bus.publish(OrderCancelled(order=order))
+            return order
+        if order.status is OrderStatus.APPROVED:  # being sent right now: _send sees the flag before the call
+            self._cancel_requested.add(order_id)
+            self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by})
+            return order
+        self._cancel_requested.add(order_id)
+        self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by,
+                                                                "reason": reason})
+        try:
+            await asyncio.wait_for(self.router.cancel(order), self.config.broker_call_timeout_s)
+        except (BrokerError, OSError, TimeoutError) as exc:
+            self.bus.publish(Alert(level="error", source="oms",
+                                   message=f"cancel of {order.client_order_id} failed: {exc}"))
+            raise
+        return self._get(order_id)
+
+    async def _cmd_cancel(self, cmd: CancelOrder) -> Order:
+        return await self.cancel(cmd.order_id, by=cmd.by)
+
+    async def cancel_all(self, reason: str = "cancel all", by: str = "system") -> int:
+        """Cancel every open order at once (pending approvals included). Returns how many were cancelled."""
+        targets = list(self._open.values())
+        if not targets:
+            return 0
+        results = await asyncio.gather(*(self.cancel(o.order_id, by=by, reason=reason) for o in targets),
+                                       return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            self.bus.publish(Alert(level="critical", source="oms",
+                                   message=f"{len(failures)} of {len(targets)} cancels failed: {failures[0]}"))
+        return len(targets) - len(failures)
+
+    async def _cmd_cancel_all(self, cmd: CancelAllOrders) -> int:
+        return await self.cancel_all(cmd.reason, by=cmd.by)
+
+    async def _cmd_replace(self, cmd: ReplaceOrder) -> Order:
+        order = self._get(cmd.order_id)
+        if order.status is OrderStatus.PENDING_APPROVAL:
+            return await self._cmd_modify(ModifyOrderPrice(order_id=cmd.order_id, limit_price=cmd.limit_price,
+                                                           by=cmd.by))
+        if not order.status.is_working:
+            raise OrderCommandError(f"order {cmd.order_id} is {order.status.value}: only working orders can be replaced")
+        if order.order_type is not OrderType.LIMIT:
+            raise OrderCommandError("only limit orders can be replaced")
+        qty = order.quantity if cmd.quantity is None else cmd.quantity
+        if not isinstance(qty, int) or qty <= order.filled_quantity:
+            raise OrderCommandError(f"new quantity {qty!r} must exceed the filled quantity {order.filled_quantity}")
+        price = floor_to_tick(Decimal(cmd.limit_price), order.legs[0].instrument.tick_size)
+        candidate = order.evolve(limit_price=price, quantity=qty)
+        state = self.kill_switch.state if self.kill_switch is not None else TradingState.ACTIVE
+        if state is TradingState.HALTED:
+            raise OrderCommandError("trading is HALTED: orders can only be cancelled")
+        decision = self._recheck_reserved(order, candidate, skip=frozenset({"duplicate"}))
+        if not decision.passed:
+            self.bus.publish(OrderDenied(order=candidate, checks=decision.failed))
+            self._record_denial(candidate, decision.failed)
+            raise OrderCommandError("replace refused: " + "; ".join(c.message for c in decision.failed))
+        self.store.orders.append_event(order.order_id, order.status, {
+            "step": "replace_requested", "by": cmd.by, "limit_price": str(price), "quantity": qty})
+        await asyncio.wait_for(self.router.replace(order, price, cmd.quantity), self.config.broker_call_timeout_s)
+        return self._get(order.order_id)
+
+    # ---- kill switch: flatten -------------------------------------------------------------------
+    async def flatten(self, reason: str) -> int:
+        """Close every position with marketable limit orders (through the path; exempt from approval)."""
+        ticks = self.risk.config.flatten_through_ticks
+        intents = []
+        for pos in list(self.risk.portfolio.positions.values()):
+            if pos.quantity == 0:
+                continue
+            inst = pos.instrument
+            side = Side.SELL if pos.quantity > 0 else Side.BUY
+            bid, ask = self.risk.market.bid_ask(inst)
+            tick = inst.tick_size
+            limit: Decimal | None = None
+            if side is Side.SELL and bid == bid and bid > 0:
+                px = max(Decimal(str(bid)) - ticks * tick, tick)
+                limit = -floor_to_tick(px, tick)
+            elif side is Side.BUY and ask == ask and ask > 0:
+                limit = floor_to_tick(Decimal(str(ask)) + ticks * tick, tick)
+            intents.append(OrderIntent(
+                legs=(Leg(inst, side, 1, OpenClose.CLOSE),), quantity=abs(pos.quantity),
+                order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET, limit_price=limit,
+                tif=TimeInForce.DAY, source=KILL_SWITCH_SOURCE, tag=reason[:60]))
+        results = await asyncio.gather(*(self._submit(i, internal=True) for i in intents), return_exceptions=True)
+        return sum(1 for r in results if isinstance(r, Order) and r.status is not OrderStatus.DENIED)
+
+    # ---- mode -----------------------------------------------------------------------------------
+    async def _cmd_switch(self, cmd: SwitchMode) -> str:
+        blocking = len(self._open)
+        try:
+            target = self.router.switch(cmd.mode, cmd.broker, cmd.confirmed_account_id, blocking)
+        except ModeSwitchError as exc:
+            self.store.audit.record(cmd.by, "mode_switch_refused", {"mode": cmd.mode, "broker": cmd.broker,
+                                                                    "reason": str(exc)})
+            self.bus.publish(Alert(level="warning", source="mode", message=f"mode switch refused: {exc}"))
+            raise
+        self.store.audit.record(cmd.by, "mode_switch", {"mode": self.router.mode, "broker": target.name,
+                                                        "account_id": target.account_id})
+        await self.load_portfolio()
+        self.bus.publish(ModeChanged(mode=self.router.mode, broker=target.name,
+                                     account_id=target.account_id if self.router.mode == LIVE else ""))
+        return self.router.mode
+
+    async def load_portfolio(self) -> None:
+        """Load the active broker's positions and account into the risk engine's portfolio."""
+        broker = self.router.active
+        try:
+            positions, account = await asyncio.gather(broker.positions(), broker.account())
+        except Exception as exc:
+            self.bus.publish(Alert(level="error", source="oms", message=f"could not load {broker.name} account: {exc}"))
+            return
+        self.risk.portfolio.load(positions, account)
+
+    # ---- broker reports -------------------------------------------------------------------------
+    def _resolve(self, reported: Order) -> str | None:
+        if reported.order_id in self._open or reported.order_id in self._recent:
+            return reported.order_id
+        oid = self._by_coid.get(reported.client_order_id)
+        if oid is None and reported.broker_order_id:
+            oid = self._by_broker_id.get(reported.broker_order_id)
+        if oid is None:
+            found = self.store.orders.get(reported.order_id) or self.store.orders.by_client_order_id(
+                reported.client_order_id)
+            if found is not None:
+                self._cache(found)
+                oid = found.order_id
+        return oid
+
+    def _on_broker_event(self, ev: OrderEvent) -> None:
+        oid = self._resolve(ev.order)
+        if oid is None:
+            log.warning("broker report for an unknown order %s / %s", ev.order.order_id, ev.order.client_order_id)
+            return
+        cur = self._get(oid)
+        rep = ev.order
+        changes: dict[str, Any] = {}
+        if rep.broker_order_id and rep.broker_order_id != cur.broker_order_id:
+            changes["broker_order_id"] = rep.broker_order_id
+        if isinstance(ev, OrderFilled):
+            for f in ev.fills:
+                self.store.fills.add(f)
+            filled = max(cur.filled_quantity, rep.filled_quantity)
+            status = OrderStatus.FILLED if filled >= cur.quantity else OrderStatus.PARTIALLY_FILLED
+            changes["filled_quantity"] = filled
+            if rep.avg_fill_price is not None:
+                changes["avg_fill_price"] = rep.avg_fill_price
+            step = "fill"
+        elif isinstance(ev, OrderReplaced):
+            status = cur.status if cur.status.is_working else OrderStatus.WORKING
+            changes["limit_price"] = rep.limit_price
+            changes["quantity"] = rep.quantity
+            step = "replaced"
+        else:
+            status = _EVENT_STATUS[type(ev)]
+            if status is OrderStatus.WORKING and cur.status is OrderStatus.PARTIALLY_FILLED:
+                status = OrderStatus.PARTIALLY_FILLED
+            if rep.filled_quantity > cur.filled_quantity:
+                changes["filled_quantity"] = rep.filled_quantity
+            if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED) and rep.reason:
+                changes["reason"] = rep.reason
+            step = {OrderStatus.WORKING: "broker_ack"}.get(status, status.value)
+        if status is cur.status and all(getattr(cur, k) == v for k, v in changes.items()):
+            return  # already applied (our own event, or a replay)
+        if cur.status is not status and not can_transition(cur.status, status):
+            if cur.status.is_terminal and isinstance(ev, OrderFilled):
+                # a fill after our terminal state (cancel raced a fill): broker truth wins, loudly
+                self.bus.publish(Alert(level="error", source="oms", message=(
+                    f"order {cur.client_order_id} filled at the broker after it was {cur.status.value}")))
+                new = cur.evolve(status=status, **changes)
+                self._persist(new, "late_fill", {"previous": cur.status.value})
+                return
+            log.info("ignoring %s for %s in status %s", type(ev).__name__, oid, cur.status.value)
+            return
+        new = cur.evolve(status=status, **changes)
+        self._persist(new, step, {"event": type(ev).__name__})
+        if not new.status.is_terminal:
+            self.risk.update_fill(new)
+
+    def _on_position(self, ev: PositionChanged) -> None:
+        """Keep the store's positions of the active account current (the next reconciliation compares them)."""
+        account = self.router.account_id()
+        if account:
+            self.store.positions.upsert(account, ev.position)
+
+    # ---- reconciliation -------------------------------------------------------------------------
+    async def reconcile(self, broker_name: str | None = None) -> ReconciliationReport:
+        """Compare the store with a broker (default: the active one), adopt broker truth, trip on mismatch."""
+        name = broker_name or self.router.active_name
+        broker = self.router.broker(name)
+        rep = ReconciliationReport(broker=name)
+        try:
+            remote_open, remote_fills, remote_pos = await asyncio.gather(
+                broker.open_orders(), broker.fills(), broker.positions())
+        except Exception as exc:
+            rep.errors.append(f"could not read {name}: {exc}")
+            self.bus.publish(Alert(level="error", source="reconciliation", message=rep.errors[-1]))
+            if self.kill_switch is not None:
+                self.kill_switch.set_reducing(f"reconcile:{name}", f"reconciliation with {name} failed: {exc}")
+            self.last_reconciliation.append(rep)
+            return rep
+        known = {f.fill_id for f in self.store.fills.list()}
+        local = [o for o in self._open.values() if o.broker == name]
+        rep = plan(local, name, remote_open, remote_fills, known)
+        for f in rep.new_fills:
+            self.store.fills.add(f)
+        for a in rep.adoptions:
+            cur = self._get(a.order_id)
+            new = cur.evolve(status=a.status, filled_quantity=a.filled_quantity,
+                             broker_order_id=a.broker_order_id, reason=a.reason if a.status.is_terminal else cur.reason)
+            self._persist(new, "reconciled", {"previous": a.previous.value, "reason": a.reason})
+        account = broker.account_id
+        stored = {p.symbol: p.quantity for p in self.store.positions.list(account)} if account else {}
+        remote = {p.symbol: p.quantity for p in remote_pos}
+        if stored and account:
+            rep.position_mismatches = compare_positions(stored, remote)
+        if account:
+            self.store.positions.replace_all(account, remote_pos)
+        if name == self.router.active_name:
+            self.risk.portfolio.load(remote_pos, None)
+        self.store.audit.record("system", "reconciliation", {"broker": name, "summary": rep.summary()})
+        self.last_reconciliation.append(rep)
+        if rep.mismatch and self.kill_switch is not None:
+            self.bus.publish(Alert(level="critical", source="reconciliation", message=rep.summary()))
+            if rep.unknown_broker_orders:
+                await self.kill_switch.trip(f"reconciliation mismatch with {name}: {rep.summary()}", by="reconciliation")
+            else:
+                self.kill_switch.set_reducing(f"reconcile:{name}", f"reconciliation mismatch with {name}: "
+                                              f"{rep.summary()}")
+        return rep
+
+    def preview_for(self, order_id: str) -> ApprovalPreview | None:
+        p = self.gate.pending.get(order_id)
+        return p.preview if p else None
