@@ -15,7 +15,9 @@ from engine.model import OrderStatus
 
 log = logging.getLogger(__name__)
 
-WORKING = (OrderStatus.SUBMITTED, OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLED)
+#: Orders that block a mode switch: at a broker, or about to be (awaiting approval / approved).
+WORKING = (OrderStatus.PENDING_APPROVAL, OrderStatus.APPROVED, OrderStatus.SUBMITTED, OrderStatus.WORKING,
+           OrderStatus.PARTIALLY_FILLED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ def credential_store(engine: Any) -> Any:
 
 
 def working_order_count(engine: Any) -> int:
-    """Orders live at a broker (submitted, working, partially filled), from the order store."""
+    """Orders live at a broker or awaiting approval, from the order store."""
     store = getattr(engine, "store", None)
     orders = getattr(store, "orders", None)
     if orders is None:
@@ -101,16 +103,28 @@ def live_switch_check(engine: Any) -> LiveCheck:
     working = working_order_count(engine)
     if working:
         return LiveCheck(False, f"{working} order(s) still working — cancel them or wait for fills first")
-    brokers = {name: b for name, b in (getattr(engine, "brokers", None) or {}).items() if name != "paper"}
+    router = getattr(getattr(engine, "oms", None), "router", None)
+    pool = getattr(router, "brokers", None) or getattr(engine, "brokers", None) or {}
+    paper_name = getattr(router, "paper_name", "paper")
+    brokers = {name: b for name, b in pool.items() if name != paper_name and name != "paper"}
     if not brokers:
         return LiveCheck(False, "credentials are stored but no live broker is connected")
+    reasons = []
     for name, broker in brokers.items():
         if not _is_connected(broker):
+            reasons.append(f"{name} is not connected")
             continue
         account = _account_of(broker)
         if not account:
+            reasons.append(f"{name} has no account selected")
             continue
+        if router is not None:
+            try:
+                router.check_switch("live", name, account, working)
+            except Exception as exc:  # ModeSwitchError: the router's own words
+                reasons.append(str(exc))
+                continue
         paper_server = bool(getattr(broker, "is_paper_server", False) or getattr(broker, "sandbox", False))
         label = f"{name} account {account}"
         return LiveCheck(True, "", name, account, label, "paper server" if paper_server else "live")
-    return LiveCheck(False, f"broker {', '.join(brokers)} is not connected (or has no account selected)")
+    return LiveCheck(False, "; ".join(reasons))

@@ -133,6 +133,8 @@ class RiskSliderControl(QtWidgets.QWidget):
         self.slider.blockSignals(False)
         self.value_label.setText(str(self.slider.value()))
         self.profile = profile
+        nl = getattr(getattr(risk, "portfolio", None), "net_liquidation", None)
+        self.net_liq = float(nl) if nl else None
         self._render()
 
     @staticmethod
@@ -236,7 +238,8 @@ class KillSwitchControl(QtWidgets.QWidget):
         ks = getattr(engine, "kill_switch", None)
         if ks is not None:
             self.state = _state_name(getattr(ks, "state", ACTIVE))
-            self.reason = str(getattr(ks, "reason", "") or "")
+            status = getattr(ks, "status", None)
+            self.reason = str(getattr(status, "reason", "") or "") if self.state != ACTIVE else ""
         self._render()
 
     @staticmethod
@@ -551,13 +554,9 @@ class AccountSummaryControl(QtWidgets.QWidget):
             lay.addLayout(box)
             self.fields[key] = val
         self.setLayout(lay)
-        broker = getattr(engine, "paper_broker", None)
-        snap = getattr(broker, "account", None) if broker is not None else None
-        if callable(snap):
-            try:
-                snap = snap()
-            except Exception:
-                snap = None
+        # The risk engine's portfolio keeps the active account's latest snapshot.
+        portfolio = getattr(getattr(engine, "risk", None), "portfolio", None)
+        snap = getattr(portfolio, "account", None)
         if snap is not None and hasattr(snap, "net_liquidation"):
             self.set_account(snap)
 

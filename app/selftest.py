@@ -1,0 +1,379 @@
+"""``optiondesk selftest``: the whole workstation, offscreen, on the simulated market, end to end.
+
+Steps (each must pass; the first failure ends the run and is named in the exit message):
+
+1. open window — the full main window is shown and paints (grab is not blank);
+2. stream quotes — the bridge delivers simulated-market quotes to the GUI;
+3. paper order through approval — manual approval on, an order from the order ticket waits in
+   ``PENDING_APPROVAL``, the test approves it (as a user would), and it fills on the paper broker;
+4. risk slider — the toolbar slider moves; the engine answers with the new profile; the readout shows it;
+5. kill switch trip — the toolbar kill switch halts trading; a new order from the ticket is denied;
+6. kill switch reset — the confirmation dialog is accepted; trading is ACTIVE again;
+7. backtest — a short backtest is started from the backtest panel and finishes;
+8. streaming run — quotes keep streaming for ``--seconds`` without an error in the log;
+9. screenshots — a PNG of the window and of each panel (when ``--screenshots DIR`` is given).
+
+Exit code 0 when every step passed, 1 otherwise (the failed step and why on stderr), 2 when the window
+could not even start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(f"{step}: {detail}")
+        self.step = step
+        self.detail = detail
+
+
+@dataclass
+class StepResult:
+    step: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+class _ErrorCollector(logging.Handler):
+    """Keeps every ERROR (and worse) log record raised during the run."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: str, poll: float = 0.05) -> Any:
+    """Poll ``predicate`` on the loop (Qt keeps running) until truthy; StepFailed naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise StepFailed(step, f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(poll)
+
+
+def image_is_blank(image: Any) -> bool:
+    """True when a QImage is (nearly) one colour: sampled on a 40×40 grid."""
+    if image.isNull() or image.width() < 2 or image.height() < 2:
+        return True
+    colours = set()
+    for y in range(0, image.height(), max(1, image.height() // 40)):
+        for x in range(0, image.width(), max(1, image.width() // 40)):
+            colours.add(image.pixel(x, y))
+    return len(colours) <= 3
+
+
+class SelfTest:
+    """Drives a started :class:`app.runtime.Workstation` through the steps above."""
+
+    def __init__(self, seconds: float = 8.0, screenshots: str | Path | None = None) -> None:
+        self.seconds = max(0.0, float(seconds))
+        self.screenshots = Path(screenshots) if screenshots else None
+        self.results: list[StepResult] = []
+        self.errors = _ErrorCollector()
+        self.events: dict[str, int] = {}
+        self.seen: list[Any] = []
+        self.ws: Any = None
+
+    # ---- plumbing ----------------------------------------------------------------------------------
+    @property
+    def window(self) -> Any:
+        return self.ws.window
+
+    @property
+    def engine(self) -> Any:
+        return self.ws.engine
+
+    def _count(self, batch: Any) -> None:
+        for ev in batch.all_events():
+            name = type(ev).__name__
+            self.events[name] = self.events.get(name, 0) + 1
+            if not ev.conflate:
+                self.seen.append(ev)
+
+    def _events_of(self, type_name: str) -> list[Any]:
+        return [e for e in self.seen if type(e).__name__ == type_name]
+
+    def _require(self, step: str, *components: str) -> None:
+        missing = [c for c in components if getattr(self.engine, c, None) is None]
+        if missing:
+            raise StepFailed(step, f"the engine has no {', '.join(missing)} (not wired in engine/core.py)")
+
+    def _panel(self, step: str, *ids: str) -> Any:
+        for pid in ids:
+            panel = self.window.panels.get(pid)
+            if panel is not None:
+                return panel
+        raise StepFailed(step, f"no panel with id {' or '.join(ids)} in the window")
+
+    async def _step(self, name: str, fn: Callable[[], Awaitable[str]]) -> None:
+        t0 = time.monotonic()
+        try:
+            detail = await fn()
+        except StepFailed:
+            self.results.append(StepResult(name, False, "", time.monotonic() - t0))
+            raise
+        except Exception as exc:
+            self.results.append(StepResult(name, False, f"{type(exc).__name__}: {exc}", time.monotonic() - t0))
+            log.exception("self-test step %s crashed", name)
+            raise StepFailed(name, f"{type(exc).__name__}: {exc}") from exc
+        self.results.append(StepResult(name, True, detail or "", time.monotonic() - t0))
+        print(f"  ok  {name:<34} {detail}", flush=True)
+
+    # ---- the run -----------------------------------------------------------------------------------
+    async def run(self, ws: Any) -> None:
+        self.ws = ws
+        logging.getLogger().addHandler(self.errors)
+        ws.window.bridge.add_consumer(self._count, "selftest")
+        try:
+            await self._step("open window", self.step_open_window)
+            await self._step("stream quotes", self.step_stream_quotes)
+            await self._step("paper order through approval", self.step_order_through_approval)
+            await self._step("risk slider", self.step_risk_slider)
+            await self._step("kill switch trip blocks the ticket", self.step_kill_switch_trip)
+            await self._step("kill switch reset", self.step_kill_switch_reset)
+            await self._step("backtest from the panel", self.step_backtest)
+            await self._step("streaming run", self.step_streaming)
+            await self._step("screenshots", self.step_screenshots)
+        finally:
+            logging.getLogger().removeHandler(self.errors)
+
+    # ---- steps -------------------------------------------------------------------------------------
+    async def step_open_window(self) -> str:
+        step = "open window"
+        w = self.window
+        await wait_until(lambda: w.isVisible(), 5, "the window to show", step)
+        await asyncio.sleep(0.3)
+        if image_is_blank(w.grab().toImage()):
+            raise StepFailed(step, "the window painted blank")
+        return f"{len(w.panels)} panels, toolbar: {', '.join(w.trading_toolbar.controls)}"
+
+    def _quote_events(self) -> int:
+        return sum(self.events.get(n, 0) for n in ("QuoteUpdated", "QuotesUpdated", "ChainUpdated"))
+
+    async def step_stream_quotes(self) -> str:
+        step = "stream quotes"
+        self._require(step, "feed")
+        await wait_until(lambda: self._quote_events() >= 20, 20, "20 quote/chain events through the bridge", step)
+        chain = self._panel(step, "chain")
+        await wait_until(lambda: getattr(chain, "row_count", lambda: 1)() > 0, 10, "rows in the chain panel", step)
+        return f"{self._quote_events()} quote/chain events, {self.window.bridge.flushes} flushes"
+
+    def _ticket(self, step: str) -> Any:
+        return self._panel(step, "ticket", "order_ticket")
+
+    def _build_ticket_order(self, step: str) -> Any:
+        """Fill the order ticket with one near-the-money call (bought at the ask) and return the panel."""
+        from engine.model import Side
+
+        ticket = self._ticket(step)
+        feed = self.engine.feed
+        underlyings = list(feed.underlyings())
+        chain = None
+        for u in underlyings:
+            chain = feed.last_chain(u)
+            if chain is not None and len(chain):
+                break
+        if chain is None:
+            raise StepFailed(step, "the simulated feed has no chain")
+        import numpy as np
+
+        valid = chain.valid_mask() & chain.is_call & (chain.ask > 0.05)
+        expiries = chain.expiries()
+        target = expiries[min(2, len(expiries) - 1)]
+        rows = np.flatnonzero(valid & (chain.expiry == target))
+        if rows.size == 0:
+            rows = np.flatnonzero(valid)
+        if rows.size == 0:
+            raise StepFailed(step, "no call with a valid ask in the chain")
+        row = int(rows[np.argmin(np.abs(chain.strike[rows] - chain.spot))])
+        option = chain.option(row)
+        ticket.clear_legs()
+        ticket.add_leg(option, Side.BUY, 1)
+        ticket.set_quantity(1)
+        ticket.set_limit_price(Decimal(str(round(float(chain.ask[row]) + 0.05, 2))))
+        return ticket
+
+    async def step_order_through_approval(self) -> str:
+        step = "paper order through approval"
+        self._require(step, "oms", "paper_broker")
+        from engine.bus.commands import ApproveOrder, SetApprovalMode
+
+        await self.engine.bus.send(SetApprovalMode(enabled=True))
+        ticket = self._build_ticket_order(step)
+        n_pending = len(self._events_of("OrderPendingApproval"))
+        ticket.submit()
+        pending = await wait_until(
+            lambda: self._events_of("OrderPendingApproval")[n_pending:], 10, "the order to wait for approval", step
+        )
+        order = pending[0].order
+        approvals = self.window.panels.get("approvals")
+        if approvals is not None and hasattr(approvals, "approve"):
+            await wait_until(lambda: approvals.has_order(order.order_id), 5, "the order in the approval queue", step)
+            approvals.approve(order.order_id)
+        else:
+            await self.engine.bus.send(ApproveOrder(order_id=order.order_id, by="selftest"))
+
+        def filled() -> bool:
+            return any(e.order.order_id == order.order_id and e.order.status.value == "filled" for e in self._events_of("OrderFilled"))
+
+        def denied() -> list[Any]:
+            return [e for e in self._events_of("OrderDenied") + self._events_of("OrderRejected") if e.order.order_id == order.order_id]
+
+        await wait_until(lambda: filled() or denied(), 30, "the order to fill", step)
+        if denied():
+            e = denied()[0]
+            raise StepFailed(step, f"order was {type(e).__name__}: {e.order.reason}")
+        await self.engine.bus.send(SetApprovalMode(enabled=False))
+        return f"order {order.order_id} approved and filled"
+
+    async def step_risk_slider(self) -> str:
+        step = "risk slider"
+        slider = self.window.trading_toolbar.controls.get("risk")
+        if slider is None:
+            raise StepFailed(step, "no risk slider in the toolbar (engine has no SetRiskLevel handler)")
+        target = 25 if slider.slider.value() != 25 else 75
+        before = slider.readout.text()
+        slider.set_level(target)
+        await wait_until(lambda: slider.profile is not None and round(slider.profile.level) == target, 5,
+                         f"the engine's profile at level {target}", step)
+        await wait_until(lambda: slider.readout.text() != before, 3, "the readout to change", step)
+        return f"level {target}: {slider.readout.text()}"
+
+    async def step_kill_switch_trip(self) -> str:
+        step = "kill switch trip blocks the ticket"
+        ks = self.window.trading_toolbar.controls.get("kill_switch")
+        if ks is None:
+            raise StepFailed(step, "no kill switch in the toolbar")
+        self.window.trading_toolbar.kill_switch_action.trigger()  # Ctrl+Shift+K
+        await wait_until(lambda: ks.state == "HALTED", 5, "the HALTED state", step)
+        await wait_until(lambda: "HALTED" in self.window.status_state.text(), 3, "HALTED in the status bar", step)
+        ticket = self._build_ticket_order(step)
+        n_denied = len(self._events_of("OrderDenied"))
+        ticket.submit()
+        denied = await wait_until(lambda: self._events_of("OrderDenied")[n_denied:], 10, "the order to be denied", step)
+        return f"HALTED; ticket order denied: {denied[0].order.reason}"
+
+    async def step_kill_switch_reset(self) -> str:
+        step = "kill switch reset"
+        ks = self.window.trading_toolbar.controls["kill_switch"]
+        ks.on_click()  # HALTED → asks for confirmation
+        await wait_until(lambda: ks.confirm_dialog is not None and ks.confirm_dialog.isVisible(), 3,
+                         "the reset confirmation", step)
+        dlg = ks.confirm_dialog
+        reset_button = next(b for b in dlg.buttons() if b.text().startswith("Reset"))
+        reset_button.click()
+        await wait_until(lambda: ks.state == "ACTIVE", 5, "the ACTIVE state", step)
+        return "confirmed; ACTIVE"
+
+    async def step_backtest(self) -> str:
+        step = "backtest from the panel"
+        self._require(step, "backtests")
+        panel = self._panel(step, "backtest", "backtests")
+        panel.run_quick()
+        await wait_until(lambda: panel.is_finished(), 120, "the backtest to finish", step, poll=0.2)
+        if getattr(panel, "last_error", ""):
+            raise StepFailed(step, f"the backtest failed: {panel.last_error}")
+        return str(getattr(panel, "summary", lambda: "finished")())
+
+    async def step_streaming(self) -> str:
+        step = "streaming run"
+        start = self._quote_events()
+        t0 = time.monotonic()
+        await asyncio.sleep(self.seconds)
+        got = self._quote_events() - start
+        if self.seconds >= 1 and got == 0:
+            raise StepFailed(step, f"no quotes streamed in {self.seconds:.0f} s")
+        problems = [r.getMessage() for r in self.errors.records]
+        problems += [e.describe() for e in self._events_of("SubscriberFailed")]
+        if self.window.bridge.failures:
+            problems.append(f"{self.window.bridge.failures} GUI render failure(s)")
+        if problems:
+            raise StepFailed(step, f"{len(problems)} error(s) logged, first: {problems[0]}")
+        return f"{got} quote/chain events in {time.monotonic() - t0:.1f} s, max flush {self.window.bridge.max_flush_ms:.1f} ms"
+
+    async def step_screenshots(self) -> str:
+        step = "screenshots"
+        if self.screenshots is None:
+            return "skipped (no --screenshots DIR)"
+        self.screenshots.mkdir(parents=True, exist_ok=True)
+        written = []
+        main = self.screenshots / "window.png"
+        if not self.window.grab().save(str(main)):
+            raise StepFailed(step, f"could not write {main}")
+        written.append(main.name)
+        blank = []
+        for dock in self.window.docks.values():
+            dock.show()
+            dock.raise_()
+        await asyncio.sleep(0.4)  # let raised tabs repaint at their real size
+        for pid, pixmap in self.window.grab_panels().items():
+            path = self.screenshots / f"panel_{pid}.png"
+            if not pixmap.save(str(path)):
+                raise StepFailed(step, f"could not write {path}")
+            if image_is_blank(pixmap.toImage()):
+                blank.append(pid)
+            written.append(path.name)
+        if blank:
+            raise StepFailed(step, f"blank panel(s): {', '.join(blank)}")
+        return f"{len(written)} PNGs in {self.screenshots}"
+
+
+def main(seconds: float = 8.0, screenshots: str | None = None, home: str | None = None, as_json: bool = False) -> int:
+    """Run the self-test in this process (offscreen unless a display is forced); returns the exit code."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from app.runtime import Workstation, create_application, run_event_loop, run_workstation
+    from engine.core import EngineConfig
+    from engine.logging_setup import setup_logging
+    from engine.paths import AppPaths
+
+    tmp = None
+    if home is None:
+        tmp = tempfile.TemporaryDirectory(prefix="optiondesk-selftest-")
+        home = tmp.name
+    paths = AppPaths.under(Path(home)).ensure()
+    setup_logging(paths.log_dir, "INFO", console=False)
+    print(f"optiondesk selftest (home {home})", flush=True)
+    test = SelfTest(seconds=seconds, screenshots=screenshots)
+    app = create_application([sys.argv[0]])
+    ws = Workstation(EngineConfig(paths=paths, seed=7), restore_layout=False)
+    code = 0
+    failure = ""
+    try:
+        run_event_loop(app, run_workstation(ws, on_ready=test.run, app=app))
+    except StepFailed as exc:
+        code, failure = 1, f"FAILED step '{exc.step}': {exc.detail}"
+    except Exception as exc:  # the window or the engine could not start at all
+        log.exception("self-test could not start")
+        code, failure = 2, f"FAILED to start the workstation: {type(exc).__name__}: {exc}"
+    if as_json:
+        print(json.dumps({"ok": code == 0, "failure": failure, "steps": [asdict(r) for r in test.results]}, indent=2))
+    if failure:
+        print(failure, file=sys.stderr, flush=True)
+    else:
+        total = sum(r.seconds for r in test.results)
+        print(f"selftest passed: {len(test.results)} steps in {total:.1f} s", flush=True)
+    if tmp is not None:
+        tmp.cleanup()
+    return code

@@ -1,0 +1,129 @@
+"""The application shell: imports, Qt signal regression, start/quit cycles, screenshot, layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui
+
+from tests.qt_fixtures import run_async
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_importing_app_modules_works_and_engine_stays_qt_free_in_a_fresh_process():
+    code = (
+        "import sys, engine.core, engine.bus; assert 'PySide6' not in sys.modules;"
+        "import app, app.main_window, app.bridge, app.toolbar, app.alerts, app.runtime, app.selftest, app.cli;"
+        "import app.dialogs.settings_dialog, app.dialogs.credentials_dialog, app.dialogs.live_confirm;"
+        "import app.__main__ as m; assert callable(m.main); print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
+
+
+def test_emitting_10000_signals_from_python_does_not_crash(qtbot):
+    class Emitter(QtCore.QObject):
+        fired = QtCore.Signal(object)
+        count = QtCore.Signal(int)
+
+    em = Emitter()
+    seen = []
+    em.fired.connect(lambda obj: seen.append(obj))
+    em.count.connect(lambda n: seen.append(n))
+    for i in range(5000):
+        em.fired.emit({"i": i})
+        em.count.emit(i)
+    assert len(seen) == 10_000
+    assert seen[-1] == 4999
+
+
+def test_app_starts_and_quits_cleanly_20_times_on_one_loop(qtbot, async_cleanup, tmp_path, caplog):
+    from app.runtime import Workstation, run_workstation
+    from engine.core import EngineConfig
+
+    for i in range(20):
+        ws = Workstation(
+            EngineConfig.for_directory(tmp_path / f"run{i}", seed=7, clock_interval_s=0.05),
+            qsettings=QtCore.QSettings(str(tmp_path / "window.ini"), QtCore.QSettings.Format.IniFormat),
+        )
+
+        async def close_when_shown(w):
+            assert w.window.isVisible()
+            w.window.close()  # the user's path: closing the window asks the main coroutine to quit
+
+        assert run_async(qtbot, run_workstation(ws, on_ready=close_when_shown, cancel_leftovers=False), timeout=30) == 0
+        assert ws.window is None and not ws.engine.started
+    bad = [r.getMessage() for r in caplog.records if "Event loop stopped" in r.getMessage() or "no running event loop" in r.getMessage()]
+    assert not bad
+
+
+def test_python_m_app_opens_and_closes_cleanly_in_a_subprocess(tmp_path):
+    env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "app", "--home", str(tmp_path / "home"), "--seconds", "1.5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for needle in ("Event loop stopped before Future completed", "no running event loop", "Traceback"):
+        assert needle not in out.stderr, out.stderr[-3000:]
+    assert (tmp_path / "home" / "config" / "window.ini").exists()  # layout saved on close
+
+
+def _non_blank(img: QtGui.QImage) -> bool:
+    """More than a handful of distinct colours across a sample grid."""
+    colours = set()
+    for y in range(0, img.height(), max(1, img.height() // 40)):
+        for x in range(0, img.width(), max(1, img.width() // 40)):
+            colours.add(img.pixel(x, y))
+    return len(colours) > 8
+
+
+def test_main_window_screenshot_is_not_blank(window, qtbot, tmp_path):
+    qtbot.wait(300)
+    img = window.grab().toImage()
+    assert img.width() >= 1200 and img.height() >= 700
+    assert _non_blank(img)
+    out = tmp_path / "main_window.png"
+    assert img.save(str(out))
+    assert out.stat().st_size > 10_000
+
+
+def test_status_bar_shows_paper_mode_and_the_engine_clock(window, qtbot):
+    assert window.status_mode.text() == "mode = PAPER"
+    assert window.windowTitle() == "Optiondesk — PAPER"
+    assert not window.banner_bar.isVisible()
+    qtbot.waitUntil(lambda: window.status_clock.text().startswith("clock 20"), timeout=5000)
+
+
+def test_layout_is_saved_and_restored(qtbot, engine, qsettings):
+    from app.main_window import MainWindow
+
+    first = MainWindow(engine, qsettings=qsettings, restore_layout=False)
+    qtbot.addWidget(first)
+    first.show()
+    dock = first.docks["alerts"]
+    first.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+    assert first.dockWidgetArea(dock) == QtCore.Qt.DockWidgetArea.BottomDockWidgetArea
+    first.close()
+    qtbot.waitUntil(lambda: not first.isVisible())
+
+    second = MainWindow(engine, qsettings=qsettings)
+    qtbot.addWidget(second)
+    assert second.layout_restored
+    assert second.dockWidgetArea(second.docks["alerts"]) == QtCore.Qt.DockWidgetArea.BottomDockWidgetArea
+    second.reset_layout()
+    assert second.dockWidgetArea(second.docks["alerts"]) == QtCore.Qt.DockWidgetArea.LeftDockWidgetArea
+    second.shutdown()
+
+
+def test_theme_switch_applies_light_and_dark_style_sheets(window, qtbot):
+    app = QtGui.QGuiApplication.instance()
+    window.set_theme("light")
+    assert "light theme" in app.styleSheet()
+    assert window.qsettings.value("ui/theme") == "light"
+    window.set_theme("no-such-theme")
+    assert window.theme == "dark" and "dark theme" in app.styleSheet()
