@@ -408,7 +408,9 @@ def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.n
     if raw.isna().any():
         i = _first_bad(raw.isna().to_numpy())
         raise DataFileError(path, "date is missing", row=i + offset, column=column)
-    if np.issubdtype(raw.dtype, np.datetime64):
+    import pandas.api.types as ptypes
+
+    if ptypes.is_datetime64_any_dtype(raw.dtype):
         parsed = raw
     else:
         parsed = pd.to_datetime(raw.astype(str).str.strip(), errors="coerce", format=fmt or "ISO8601")

@@ -1,0 +1,227 @@
+"""``optiondesk backtest`` and ``optiondesk sweep``. Imports stay light here; the work is imported in the handlers.
+
+Examples::
+
+    optiondesk backtest --strategy iv_rank_put_spread --symbol SPY --years 5 --seed 7 --out runs/ivps
+    optiondesk backtest --data chains.parquet --map quote_date=date --param width=10 --out runs/mine --json
+    optiondesk sweep --strategy iv_rank_put_spread --grid width=5,10 --grid short_delta=0.2,0.25 --out runs/sw
+    optiondesk sweep ... --dask tcp://10.0.0.5:8786
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="iv_rank_put_spread", help="strategy name (default: iv_rank_put_spread)")
+    p.add_argument("--symbol", default="SPY", help="underlying symbol (default: SPY)")
+    p.add_argument("--years", type=float, default=5.0, help="years of simulated history when --data is not given")
+    p.add_argument("--seed", type=int, default=7, help="seed of the simulated history (default: 7)")
+    p.add_argument("--data", help="historical chains: a CSV/Parquet file or a directory of them")
+    p.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="column mapping for --data, e.g. quote_date=date (repeatable)")
+    p.add_argument("--bars", help="underlying daily bars CSV/Parquet (date, close) for files without a spot column")
+    p.add_argument("--start", help="first quote date (YYYY-MM-DD)")
+    p.add_argument("--end", help="last quote date (YYYY-MM-DD)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy parameter, e.g. width=10 or rules.stop_multiple=3 (repeatable)")
+    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash in dollars (default: 100000)")
+    p.add_argument("--risk-level", type=float, default=50.0, help="risk slider 0–100 (default: 50)")
+    p.add_argument("--fees", default="tastytrade", help="fee preset of the paper exchange (default: tastytrade)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--db", help="also store the results in this SQLite database")
+    p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("backtest", help="backtest one strategy; writes trades.csv, equity.csv and report.png")
+    _common(p)
+    p.add_argument("--walk-forward", metavar="TRAIN,TEST", help="walk-forward windows in trading days, e.g. 504,63")
+    p.add_argument("--expanding", action="store_true", help="expanding (not rolling) training windows")
+    p.add_argument("--no-png", action="store_true", help="skip the PNG report")
+    p.set_defaults(func=cmd_backtest)
+    s = subparsers.add_parser("sweep", help="backtest a parameter grid on a process pool or a Dask cluster")
+    _common(s)
+    s.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=A,B,C",
+                   help="parameter values to sweep (repeatable; every combination runs)")
+    s.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786")
+    s.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    s.set_defaults(func=cmd_sweep)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{what} {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _config(args: argparse.Namespace):
+    from engine.backtest.config import BacktestConfig
+
+    return BacktestConfig(
+        strategy=args.strategy, params=_pairs(args.param, "--param"), symbol=args.symbol.upper(), years=args.years,
+        seed=args.seed, data=args.data, columns=_pairs(args.map, "--map"), bars=args.bars, start=args.start,
+        end=args.end, initial_cash=args.cash, risk_level=args.risk_level, fee_preset=args.fees,
+    )
+
+
+class _Bar:
+    """A one-line progress bar on a terminal (nothing when stderr is not a TTY)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, fraction: float, text: str = "") -> None:
+        if not self.tty:
+            return
+        n = int(fraction * 30)
+        sys.stderr.write(f"\r[{'#' * n}{'.' * (30 - n)}] {fraction * 100:5.1f}% {text:<28}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\r" + " " * 72 + "\r")
+            sys.stderr.flush()
+
+
+def format_summary(summary: dict[str, Any], reconciliation: dict[str, Any] | None = None) -> str:
+    rows = [
+        ("strategy", summary.get("strategy")), ("status", summary.get("status")),
+        ("start equity", _money(summary.get("start_equity"))), ("end equity", _money(summary.get("end_equity"))),
+        ("total P&L", _money(summary.get("total_pnl"))), ("total return", _pct(summary.get("total_return"))),
+        ("CAGR", _pct(summary.get("cagr"))), ("annual vol", _pct(summary.get("ann_vol"))),
+        ("Sharpe", _num(summary.get("sharpe"))), ("Sortino", _num(summary.get("sortino"))),
+        ("Calmar", _num(summary.get("calmar"))), ("max drawdown", _pct(summary.get("max_drawdown"))),
+        ("max DD duration (days)", summary.get("max_drawdown_days")), ("trades", summary.get("trades")),
+        ("win rate", _pct(summary.get("win_rate"))), ("profit factor", _num(summary.get("profit_factor"))),
+        ("average win", _money(summary.get("avg_win"))), ("average loss", _money(summary.get("avg_loss"))),
+        ("expectancy / trade", _money(summary.get("expectancy"))), ("exposure", _pct(summary.get("exposure"))),
+        ("premium capture", _pct(summary.get("premium_capture"))), ("fees", _money(summary.get("fees"))),
+    ]
+    if reconciliation:
+        rows.append(("P&L − (Σ trades − fees)", reconciliation.get("difference")))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {'' if v is None else v}" for k, v in rows)
+
+
+def _money(v: Any) -> str:
+    return "n/a" if v is None else f"${v:,.2f}"
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{v * 100:.2f}%"
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from engine.backtest.data import DataFileError
+    from engine.backtest.report import export_all, summary_json
+    from engine.backtest.runner import Backtest
+    from engine.backtest.sources import load_history
+
+    bar = _Bar()
+    try:
+        config = _config(args)
+        bar(0.0, "loading data")
+        history = load_history(config)
+        if args.walk_forward:
+            from engine.backtest.walkforward import walk_forward
+
+            train, test = (int(x) for x in args.walk_forward.split(","))
+            result = walk_forward(config, history, train_days=train, test_days=test,
+                                  mode="expanding" if args.expanding else "rolling",
+                                  progress=lambda f: bar(f, "walk-forward"))
+        else:
+            result = Backtest(config, history).run(progress=lambda p: bar(p.fraction, f"{p.day} ETA {p.eta_s:.0f}s"
+                                                                           if p.eta_s == p.eta_s else p.day))
+    except (DataFileError, ValueError) as exc:
+        bar.done()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bar.done()
+    export_all(result, args.out, png=not args.no_png)
+    if args.db:
+        _persist(args.db, result)
+    if args.json:
+        print(json.dumps(summary_json(result), indent=2, default=str))
+    else:
+        print(format_summary(result.summary(), {k: str(v) for k, v in result.reconciliation().items()}))
+        print(f"\nwrote {args.out}/trades.csv, equity.csv, orders.csv, summary.json"
+              + ("" if args.no_png else ", report.png"))
+    if result.status == "failed":
+        print(f"error: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _persist(db: str, result, sweep_id: str | None = None) -> None:
+    from engine.backtest.persistence import BacktestRepository
+    from engine.store import Store
+
+    store = Store.open(db)
+    try:
+        BacktestRepository(store).save(result, sweep_id=sweep_id)
+    finally:
+        store.close()
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.backtest.sweep import dask_executor, parse_grid, run_sweep, write_sweep_csv
+
+    bar = _Bar()
+    try:
+        config = _config(args)
+        grid = parse_grid(args.grid)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    client = None
+    executor = None
+    if args.dask:
+        try:
+            client, executor = dask_executor(args.dask)
+        except Exception as exc:
+            print(f"error: cannot reach the Dask scheduler at {args.dask}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        rows = run_sweep(config, grid, executor, progress=lambda d, t: bar(d / t, f"{d}/{t} runs"),
+                         max_workers=args.workers)
+    finally:
+        bar.done()
+        if client is not None:
+            client.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_sweep_csv(rows, out / "sweep.csv")
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        keys = [k for k in rows[0] if k.startswith("param.")] + ["status", "total_return", "sharpe", "max_drawdown",
+                                                                  "trades", "win_rate"]
+        print("  ".join(f"{k.removeprefix('param.'):>14}" for k in keys))
+        for r in rows:
+            print("  ".join(f"{_cell(r.get(k)):>14}" for k in keys))
+        print(f"\nwrote {out / 'sweep.csv'} ({len(rows)} rows)")
+    failed = [r for r in rows if r.get("status") == "failed"]
+    for r in failed:
+        print(f"error: {r.get('error')}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "" if v is None else str(v)
