@@ -17,6 +17,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from PySide6 import QtCore, QtWidgets
@@ -47,10 +48,21 @@ def discover_checks() -> dict[str, CheckFn]:
     return out
 
 
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _keyring_pool() -> ThreadPoolExecutor:
+    # A plain Python pool: qasync's default executor uses QThreads, which Qt aborts on at exit.
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optiondesk-keyring")
+    return _POOL
+
+
 def _run_blocking(fn: Callable[[], Any], done: Callable[[Any, BaseException | None], None]) -> None:
     """Run ``fn`` in a worker thread; ``done(result, error)`` back on the loop (GUI thread)."""
     loop = asyncio.get_event_loop()
-    fut = loop.run_in_executor(None, fn)
+    fut = loop.run_in_executor(_keyring_pool(), fn)
 
     def finish(f: asyncio.Future[Any]) -> None:
         if f.cancelled():
