@@ -11,7 +11,8 @@ from __future__ import annotations
 from widgets.base import EventAccumulator, EventBatch, Panel, send_command
 from widgets.chain_table import ChainPanel
 from widgets.order_ticket import TicketPanel
+from widgets.surface_view import SurfacePanel
 
-PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel)
+PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel, SurfacePanel)
 
-__all__ = ["PANELS", "ChainPanel", "EventAccumulator", "EventBatch", "Panel", "TicketPanel", "send_command"]
+__all__ = ["PANELS", "ChainPanel", "EventAccumulator", "EventBatch", "Panel", "SurfacePanel", "TicketPanel", "send_command"]

@@ -45,3 +45,35 @@ def shot():
         return path
 
     return save
+
+
+SIM_START = "2026-03-02"
+
+
+@pytest.fixture(scope="session")
+def sim_chain():
+    """A real SPY chain from the simulated market (seed 7, 2 Mar 2026 open)."""
+    from datetime import date
+
+    from engine.bus import Bus
+    from engine.market.simulated.feed import SimulatedFeed
+
+    feed = SimulatedFeed.quickstart(Bus(), symbols=("SPY",), seed=7, start=date.fromisoformat(SIM_START))
+    return feed.market.chain("SPY")
+
+
+@pytest.fixture(scope="session")
+def spy_surface(sim_chain):
+    """A ``SurfaceUpdated`` from the engine's surface fit of four SPY expiries (the real fit job)."""
+    import numpy as np
+
+    from engine.surface.config import SurfaceConfig
+    from engine.surface.ivrank import iv_rank
+    from engine.surface.service import SurfaceUpdated, run_fit_job
+
+    ex = sim_chain.expiries()
+    chain = sim_chain.take(np.isin(sim_chain.expiry, ex[[1, 3, 6, 9]]))
+    res = run_fit_job(chain, 0.04, 0.0, SurfaceConfig(), 30.0)
+    history = 0.12 + 0.06 * np.sin(np.linspace(0, 6, 252))  # a year of daily ATM IVs for the rank
+    return SurfaceUpdated(underlying="SPY", fit=res.fit, grid=res.grid, atm_iv=res.atm_iv, tenor_days=30.0,
+                          iv_rank=iv_rank(history, res.atm_iv), fit_ms=res.elapsed_ms, chain_ts=chain.ts)

@@ -1,0 +1,321 @@
+"""Smile & surface panel: the selected expiry's smile, the whole surface, the ATM term structure, IV rank.
+
+Everything drawn comes from ``engine.surface`` (``SurfaceUpdated``: the fit, its (T × k) grid, the
+term structure and the IV rank; :func:`engine.surface.views.smile_view` for one expiry). The surface is
+a heatmap (T × moneyness) always, and additionally a 3-D ``pyqtgraph.opengl`` surface when an OpenGL
+context exists (never offscreen). The underlying and expiry follow the option chain's selection.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from widgets.base import EventBatch, Panel
+from widgets.plots import (
+    MUTED,
+    SERIES,
+    ExpMoneynessAxis,
+    PercentAxis,
+    gl_available,
+    infinite_line,
+    legend,
+    new_plot,
+)
+
+
+def _surface_event_type() -> Any:
+    from engine.surface.service import SurfaceUpdated
+
+    return SurfaceUpdated
+
+
+class SurfacePanel(Panel):
+    title: ClassVar[str] = "Smile & surface"
+    panel_id: ClassVar[str] = "surface"
+
+    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(engine, parent)
+        self.underlying = ""
+        self.expiry: np.datetime64 | None = None
+        self.update_event: Any = None
+        self.smile: Any = None
+        self.redraws = 0
+        self._expiries: list[np.datetime64] = []
+
+        self.symbol_label = QtWidgets.QLabel("—")
+        self.symbol_label.setStyleSheet("font-weight: bold")
+        self.expiry_box = QtWidgets.QComboBox()
+        self.expiry_box.setMinimumWidth(150)
+        self.expiry_box.currentIndexChanged.connect(self._on_expiry_box)
+        self.stats_label = QtWidgets.QLabel("")
+        self.rank_label = QtWidgets.QLabel("")
+        self.rank_label.setToolTip("IV rank: where today's 30-day ATM IV sits between its 1-year low and high; "
+                                   "percentile: share of days it was lower")
+        self.status_label = QtWidgets.QLabel("waiting for a surface fit…")
+        self.status_label.setStyleSheet(f"color: {MUTED}")
+
+        self.smile_plot = new_plot(title="Smile", x="Strike", y="Implied vol",
+                                   axis_items={"left": PercentAxis("left")})
+        self.smile_item = self.smile_plot.getPlotItem()
+        legend(self.smile_item)
+        self.curve = self.smile_item.plot([], [], pen=pg.mkPen(SERIES[0], width=2), name="SVI fit")
+        self.bid_pts = self.smile_item.plot([], [], pen=None, symbol="t", symbolSize=7,
+                                            symbolBrush=SERIES[2], symbolPen=None, name="bid IV")
+        self.ask_pts = self.smile_item.plot([], [], pen=None, symbol="t1", symbolSize=7,
+                                            symbolBrush=SERIES[3], symbolPen=None, name="ask IV")
+        self.mid_pts = self.smile_item.plot([], [], pen=None, symbol="o", symbolSize=5,
+                                            symbolBrush=SERIES[1], symbolPen=None, name="mid IV")
+        self.dropped_pts = self.smile_item.plot([], [], pen=None, symbol="x", symbolSize=6,
+                                                symbolBrush=MUTED, symbolPen=pg.mkPen(MUTED), name="dropped")
+        self.fwd_line = infinite_line(0.0, label="F")
+        self.smile_item.addItem(self.fwd_line)
+        self.fwd_line.hide()
+
+        self.heat_plot = new_plot(title="Surface: implied vol by moneyness K/F and days to expiry",
+                                  x="Moneyness K/F", y="Days to expiry",
+                                  axis_items={"bottom": ExpMoneynessAxis("bottom")})
+        self.heat_item = self.heat_plot.getPlotItem()
+        self.heat_image = pg.ImageItem(axisOrder="row-major")
+        self.heat_item.addItem(self.heat_image)
+        self.cmap = pg.colormap.get("viridis")
+        self.heat_image.setColorMap(self.cmap)
+        self.colorbar = pg.ColorBarItem(values=(10.0, 50.0), colorMap=self.cmap, label="IV %", interactive=False,
+                                        width=12)
+        self.colorbar.setImageItem(self.heat_image, insert_in=self.heat_item)
+        self.slice_lines: list[pg.InfiniteLine] = []
+
+        self.term_plot = new_plot(title="ATM term structure", x="Days to expiry", y="Implied vol",
+                                  axis_items={"left": PercentAxis("left")})
+        self.term_item = self.term_plot.getPlotItem()
+        legend(self.term_item, right=True)
+        self.term_atm = self.term_item.plot([], [], pen=pg.mkPen(SERIES[0], width=2), symbol="o", symbolSize=5,
+                                            symbolBrush=SERIES[0], name="ATM")
+        self.term_put = self.term_item.plot([], [], pen=pg.mkPen(SERIES[3], width=1, style=QtCore.Qt.PenStyle.DashLine),
+                                            name="25Δ put")
+        self.term_call = self.term_item.plot([], [], pen=pg.mkPen(SERIES[2], width=1, style=QtCore.Qt.PenStyle.DashLine),
+                                             name="25Δ call")
+        self.term_marker = infinite_line(0.0, color=SERIES[1])
+        self.term_item.addItem(self.term_marker)
+
+        self.surface_tabs = QtWidgets.QTabWidget()
+        self.surface_tabs.addTab(self.heat_plot, "Heatmap")
+        self.gl_view: Any = None
+        self.gl_surface: Any = None
+        if gl_available():
+            self._build_gl()
+
+        top = QtWidgets.QHBoxLayout()
+        top.addWidget(self.symbol_label)
+        top.addWidget(self.expiry_box)
+        top.addWidget(self.stats_label, 1)
+        top.addWidget(self.rank_label)
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        right.addWidget(self.surface_tabs)
+        right.addWidget(self.term_plot)
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        split.addWidget(self.smile_plot)
+        split.addWidget(right)
+        split.setSizes([500, 500])
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.setSpacing(3)
+        lay.addLayout(top)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.status_label)
+
+        self.links.underlying_selected.connect(self.select_underlying)
+        self.links.expiry_selected.connect(self._on_chain_expiry)
+
+    def _build_gl(self) -> None:
+        try:
+            import pyqtgraph.opengl as gl
+        except Exception:
+            return
+        view = gl.GLViewWidget()
+        view.setCameraPosition(distance=3.0, elevation=28, azimuth=-60)
+        surface = gl.GLSurfacePlotItem(shader="heightColor", computeNormals=False, smooth=False)
+        view.addItem(surface)
+        view.addItem(gl.GLGridItem())
+        self.gl_view, self.gl_surface = view, surface
+        self.surface_tabs.addTab(view, "3-D")
+
+    # ---- selection --------------------------------------------------------------------------------
+    def select_underlying(self, symbol: str) -> None:
+        if symbol == self.underlying:
+            return
+        self.underlying = symbol
+        self.symbol_label.setText(symbol)
+        self.update_event = None
+        surfaces = self.component("surfaces")
+        latest = None
+        if surfaces is not None and hasattr(surfaces, "latest"):
+            try:
+                latest = surfaces.latest(symbol)
+            except Exception:
+                latest = None
+        if latest is not None:
+            self.set_update(latest)
+        else:
+            self.status_label.setText(f"waiting for a surface fit of {symbol}…")
+
+    def _on_chain_expiry(self, underlying: str, expiry: object) -> None:
+        if underlying != self.underlying:
+            self.select_underlying(underlying)
+        self.expiry = np.datetime64(expiry, "s")  # type: ignore[call-overload]
+        if self.expiry in self._expiries:
+            self.expiry_box.setCurrentIndex(self._expiries.index(self.expiry))
+
+    def _on_expiry_box(self, index: int) -> None:
+        if 0 <= index < len(self._expiries):
+            self.expiry = self._expiries[index]
+            self._draw_smile()
+
+    # ---- data --------------------------------------------------------------------------------------
+    def apply_events(self, batch: EventBatch) -> None:
+        if not self.underlying:
+            return
+        ev = batch.latest(_surface_event_type()).get(("surface", self.underlying))
+        if ev is not None:
+            self.set_update(ev)
+
+    def set_update(self, ev: Any) -> None:
+        """Show a ``SurfaceUpdated``."""
+        if not self.underlying:
+            self.underlying = ev.underlying
+            self.symbol_label.setText(ev.underlying)
+        self.update_event = ev
+        fit = ev.fit
+        term = fit.term
+        expiries = list(term.expiries)
+        if expiries != self._expiries:
+            self._expiries = expiries
+            self.expiry_box.blockSignals(True)
+            self.expiry_box.clear()
+            for e, dte, ok in zip(expiries, term.dte, term.fitted, strict=True):
+                d = e.astype("datetime64[D]").astype(object)
+                self.expiry_box.addItem(f"{d:%d %b %y} ({dte:.0f}d){'' if ok else ' – not fitted'}")
+            if self.expiry not in expiries:
+                fitted = [e for e, ok in zip(expiries, term.fitted, strict=True) if ok]
+                self.expiry = fitted[0] if fitted else (expiries[0] if expiries else None)
+            if self.expiry is not None:
+                self.expiry_box.setCurrentIndex(expiries.index(self.expiry))
+            self.expiry_box.blockSignals(False)
+        self._draw_smile()
+        self._draw_surface()
+        self._draw_term()
+        r = ev.iv_rank
+        if getattr(r, "ok", False):
+            self.rank_label.setText(f"IV {100 * r.current:.1f}%  ·  rank {100 * r.rank:.0f}  ·  "
+                                    f"pctl {100 * r.percentile:.0f}  ({r.days}d)")
+        else:
+            cur = f"IV {100 * ev.atm_iv:.1f}%  ·  " if math.isfinite(ev.atm_iv) else ""
+            self.rank_label.setText(f"{cur}IV rank: {getattr(r, 'message', 'n/a')}")
+        n_fit = int(np.count_nonzero(term.fitted))
+        arb = getattr(fit.arbitrage, "ok", True)
+        self.status_label.setText(
+            f"fit {ev.fit_ms:.0f} ms · {n_fit}/{len(expiries)} expiries fitted · chain {ev.chain_ts:%H:%M:%S} UTC"
+            + ("" if arb else " · arbitrage warnings, see log")
+        )
+        self.redraws += 1
+
+    def _draw_smile(self) -> None:
+        ev = self.update_event
+        if ev is None or self.expiry is None:
+            return
+        from engine.surface.views import smile_view
+
+        try:
+            sv = smile_view(ev.fit, self.expiry)
+        except (KeyError, IndexError) as exc:
+            self.status_label.setText(str(exc))
+            return
+        self.smile = sv
+        self.curve.setData(sv.curve_strike, sv.curve_iv)
+        used = sv.used.astype(bool)
+        self.bid_pts.setData(sv.strike[used], sv.iv_bid[used])
+        self.ask_pts.setData(sv.strike[used], sv.iv_ask[used])
+        self.mid_pts.setData(sv.strike[used], sv.iv_mid[used])
+        self.dropped_pts.setData(sv.strike[~used], sv.iv_mid[~used])
+        if math.isfinite(sv.forward):
+            self.fwd_line.setPos(sv.forward)
+            self.fwd_line.show()
+        d = sv.expiry.astype("datetime64[D]").astype(object)
+        self.smile_item.setTitle(f"Smile {d:%d %b %y} ({sv.dte:.0f}d)", size="10pt")
+        parts = [f"ATM {100 * sv.atm_iv:.1f}%" if math.isfinite(sv.atm_iv) else "ATM —"]
+        if math.isfinite(sv.rr25):
+            parts.append(f"25Δ RR {100 * sv.rr25:+.1f}")
+        if math.isfinite(sv.bf25):
+            parts.append(f"BF {100 * sv.bf25:+.1f}")
+        if math.isfinite(sv.rmse_bp):
+            parts.append(f"fit RMSE {sv.rmse_bp:.0f} bp")
+        if sv.status != "fitted":
+            parts.append(f"not fitted: {sv.reason}")
+        self.stats_label.setText("   ".join(parts))
+        # keep the view on the quoted strikes (deep wings otherwise dominate)
+        pts = sv.strike[used] if used.any() else sv.strike
+        if len(pts):
+            self.smile_item.setXRange(float(np.min(pts)), float(np.max(pts)), padding=0.05)
+            ivs = np.concatenate([sv.iv_bid[used], sv.iv_ask[used], sv.curve_iv])
+            ivs = ivs[np.isfinite(ivs)]
+            if len(ivs):
+                self.smile_item.setYRange(float(np.percentile(ivs, 1)), float(np.percentile(ivs, 99)), padding=0.1)
+        if self.expiry is not None and self.update_event is not None:
+            term = self.update_event.fit.term
+            hits = np.nonzero(term.expiries == self.expiry)[0]
+            if len(hits):
+                self.term_marker.setPos(float(term.dte[hits[0]]))
+
+    def _draw_surface(self) -> None:
+        g = self.update_event.grid
+        iv = np.asarray(g.iv, dtype=float)
+        if iv.size == 0 or not np.isfinite(iv).any():
+            self.heat_image.clear()
+            return
+        k, dte = np.asarray(g.k, float), np.asarray(g.dte, float)
+        finite = iv[np.isfinite(iv)]
+        lo, hi = float(np.percentile(finite, 1)), float(np.percentile(finite, 99))
+        if hi <= lo:
+            hi = lo + 0.01
+        img = np.where(np.isfinite(iv), iv, lo)
+        self.heat_image.setImage(100.0 * img, autoLevels=False, levels=(100.0 * lo, 100.0 * hi))
+        dk = (k[-1] - k[0]) / max(len(k) - 1, 1) if len(k) > 1 else 0.01
+        dt = (dte[-1] - dte[0]) / max(len(dte) - 1, 1) if len(dte) > 1 else 1.0
+        self.heat_image.setRect(QtCore.QRectF(k[0] - dk / 2, dte[0] - dt / 2, (k[-1] - k[0]) + dk,
+                                              max((dte[-1] - dte[0]) + dt, 1.0)))
+        self.colorbar.setLevels((100.0 * lo, 100.0 * hi))
+        for line in self.slice_lines:
+            self.heat_item.removeItem(line)
+        self.slice_lines = []
+        for t in np.asarray(g.slice_T, float) * 365.0:
+            line = infinite_line(float(t), angle=0, color="#ffffff")
+            line.setOpacity(0.35)
+            self.heat_item.addItem(line)
+            self.slice_lines.append(line)
+        if self.gl_surface is not None:
+            z = (img - lo) / (hi - lo)
+            x = (k - k.mean()) / max(np.ptp(k), 1e-9) * 2
+            y = (dte - dte.mean()) / max(np.ptp(dte), 1e-9) * 2
+            self.gl_surface.setData(x=y, y=x, z=z)
+
+    def _draw_term(self) -> None:
+        term = self.update_event.fit.term
+        ok = np.asarray(term.fitted, bool) & np.isfinite(term.atm_iv)
+        self.term_atm.setData(term.dte[ok], term.atm_iv[ok])
+        p = ok & np.isfinite(term.iv25_put)
+        c = ok & np.isfinite(term.iv25_call)
+        self.term_put.setData(term.dte[p], term.iv25_put[p])
+        self.term_call.setData(term.dte[c], term.iv25_call[c])
+
+    # ---- persistence -----------------------------------------------------------------------------------
+    def panel_state(self) -> dict[str, Any]:
+        return {"surface_tab": self.surface_tabs.currentIndex()}
+
+    def restore_panel_state(self, state: dict[str, Any]) -> None:
+        tab = state.get("surface_tab")
+        if isinstance(tab, int) and 0 <= tab < self.surface_tabs.count():
+            self.surface_tabs.setCurrentIndex(tab)
