@@ -277,5 +277,9 @@ def install_log_redaction() -> None:
 
 
 def quiet_sdk_loggers() -> None:
-    """The tastytrade SDK logs bearer tokens at DEBUG: keep it at WARNING (DESIGN.md §8)."""
+    """The tastytrade SDK logs bearer tokens at DEBUG: keep it at WARNING (DESIGN.md §8). ib_async's client
+    dumps every wire message (account numbers, orders) at DEBUG: keep it at INFO."""
     logging.getLogger("tastytrade").setLevel(logging.WARNING)
+    ib_client = logging.getLogger("ib_async.client")
+    if ib_client.getEffectiveLevel() < logging.INFO:
+        ib_client.setLevel(logging.INFO)

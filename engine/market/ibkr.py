@@ -245,11 +245,7 @@ class IbkrFeed(Feed):
                         self._drop(underlying, missing)
                 wanted = [k for k in wanted if k in state.contracts]
             old, new = set(state.window), set(wanted)
-            for k in old - new:
-                c = state.contracts.get(k)
-                if c is not None and c.conId in self._active:
-                    self.conn.ib.cancelMktData(c)
-                    self._active.pop(c.conId, None)
+            self._cancel_lines(underlying, old - new)
             for k in wanted:
                 c = state.contracts[k]
                 if c.conId not in self._active:
@@ -261,12 +257,25 @@ class IbkrFeed(Feed):
         if state is None:
             return
         async with self._lock:
-            for k in state.window:
-                c = state.contracts.get(k)
-                if c is not None and c.conId in self._active:
-                    self.conn.ib.cancelMktData(c)
-                    self._active.pop(c.conId, None)
+            self._cancel_lines(underlying.upper(), set(state.window))
             state.window = []
+
+    def _cancel_lines(self, underlying: str, keys: set[str]) -> None:
+        """Cancel market data for ``keys``; their quotes become NaN (no longer live, not stale values)."""
+        state = self._states[underlying]
+        rows = []
+        for k in keys:
+            c = state.contracts.get(k)
+            if c is not None and c.conId in self._active:
+                self.conn.ib.cancelMktData(c)
+                self._active.pop(c.conId, None)
+            if k in state.row_of:
+                rows.append(state.row_of[k])
+        if rows:
+            idx = np.asarray(rows, dtype=int)
+            for col in state.cols.values():
+                col[idx] = np.nan
+            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
 
     def subscribed_symbols(self) -> set[str]:
         return {k for s in self._states.values() for k in s.window}
@@ -296,8 +305,8 @@ class IbkrFeed(Feed):
         for t in tickers:
             con_id = t.contract.conId if t.contract is not None else 0
             where = self._tickers.get(con_id)
-            if where is None:
-                continue
+            if where is None or con_id not in self._active:
+                continue  # late ticks of a cancelled line
             self.ticks_received += 1
             u, key = where
             bid, ask = _g(t.bid), _g(t.ask)

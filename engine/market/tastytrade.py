@@ -222,6 +222,7 @@ class TastytradeFeed(Feed):
             if underlying not in self._prices:
                 await self._send(st, Quote, [underlying], True)
             if removed:
+                self._clear(underlying, removed)
                 await self._send(st, Quote, removed, False)
                 await self._send(st, Greeks, removed, False)
             if added:
@@ -236,9 +237,19 @@ class TastytradeFeed(Feed):
             return
         async with self._sub_lock:
             removed, state.window = sorted(state.window), set()
+            self._clear(underlying.upper(), removed)
             if self._streamer is not None:
                 await self._send(self._streamer, Quote, removed, False)
                 await self._send(self._streamer, Greeks, removed, False)
+
+    def _clear(self, underlying: str, streamer_symbols: list[str]) -> None:
+        """Rows that left the window lose their quotes (NaN): no longer live, never shown as current."""
+        state = self._states[underlying]
+        idx = np.asarray([state.row_of[s] for s in streamer_symbols if s in state.row_of], dtype=int)
+        if len(idx):
+            for col in state.cols.values():
+                col[idx] = np.nan
+            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
 
     def subscribed_symbols(self) -> set[str]:
         return set().union(*(s.window for s in self._states.values())) if self._states else set()

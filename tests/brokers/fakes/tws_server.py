@@ -214,7 +214,8 @@ class FakeTws:
             writer.close()
 
     def _send(self, conn: _Conn, *fields: Any) -> None:
-        conn.writer.write(frame(*fields))
+        if not conn.writer.is_closing():
+            conn.writer.write(frame(*fields))
 
     def _handle(self, conn: _Conn, f: list[str]) -> None:
         mid = int(f[0])
