@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -75,6 +79,7 @@ def default_panels() -> tuple[type[Panel], ...]:
 
 class MainWindow(QtWidgets.QMainWindow):
     close_requested = QtCore.Signal()
+    first_paint = QtCore.Signal()
 
     def __init__(
         self,
@@ -105,6 +110,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.connection_text = ""
         self.panel_errors: list[str] = []
         self._closing = False
+        self.first_painted = False
 
         self.bridge = EventBridge(engine.bus, interval_ms=max(16, round(1000.0 / hz)), parent=self)
         self.bridge.consumer_failed.connect(self._on_consumer_failed)
@@ -201,6 +207,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.default_state = self.saveState(LAYOUT_VERSION)
         self.layout_restored = self.restore_layout() if restore_layout else False
         self._render_mode()
+        QtWidgets.QApplication.instance().installEventFilter(self)
 
     # ---- panels and docks ------------------------------------------------------------------------
     def _add_panel(self, panel: Panel) -> None:
@@ -486,6 +493,26 @@ class MainWindow(QtWidgets.QMainWindow):
             self.save_layout()
         if self.tray is not None:
             self.tray.hide()
+        if not self.first_painted:
+            self.first_painted = True
+            QtWidgets.QApplication.instance().removeEventFilter(self)
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        # Watches for the first Paint of any widget of this window (the window itself is covered by docks).
+        if (
+            not self.first_painted
+            and event.type() == QtCore.QEvent.Type.Paint
+            and isinstance(obj, QtWidgets.QWidget)
+            and obj.window() is self
+        ):
+            self.first_painted = True
+            QtWidgets.QApplication.instance().removeEventFilter(self)
+            self.first_paint.emit()
+            report = os.environ.get("OPTIONDESK_FIRST_PAINT_FILE")
+            if report:  # benchmarks/gui.py measures process start → first painted window
+                heavy = [m for m in ("torch", "xgboost") if m in sys.modules]
+                Path(report).write_text(json.dumps({"painted_at": time.time(), "heavy_modules": heavy}))
+        return False
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.shutdown()

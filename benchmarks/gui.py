@@ -1,0 +1,162 @@
+"""GUI benchmark (offscreen): event-loop lag under streaming load, and process start → first paint.
+
+1. **Event-loop lag**: the full workstation on the simulated market (which streams ~5,000 option
+   quotes/s by default) with the chain panel opened to its widest strike window, plus the smile and
+   Greeks panels when the build has them. A probe coroutine sleeps 5 ms in a loop on the same qasync
+   loop; the overshoot of each wake-up is the lag. Target: p99 ≤ 20 ms.
+2. **Start → first paint**: ``python -m app`` in a fresh process; the window writes the wall time of
+   its first painted widget (``OPTIONDESK_FIRST_PAINT_FILE``). Target ≤ 2 s, and neither torch nor
+   xgboost imported by then.
+
+Each measurement runs in its own subprocess (``python -m benchmarks.gui --child lag|paint``) so Qt
+and the loop start clean. ``run()`` returns the JSON-serializable figures with targets and verdicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAG_TARGET_MS = 20.0
+PAINT_TARGET_S = 2.0
+PROBE_S = 0.005
+WARMUP_S = 3.0
+MEASURE_S = 12.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q / 100.0 * (len(s) - 1))))
+    return s[k]
+
+
+def _child_lag(measure_s: float) -> dict:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import asyncio
+
+    from app.runtime import Workstation, create_application, run_event_loop, run_workstation
+    from engine.core import EngineConfig
+    from widgets import PANELS
+
+    wanted = ("chain", "smile", "greeks")
+    panels = [p for p in PANELS if any(w in p.panel_id for w in wanted)] or list(PANELS)
+    out: dict = {}
+    quotes = {"n": 0}
+
+    def count(batch) -> None:
+        for name, ev in ((type(e).__name__, e) for e in batch.all_events()):
+            if name == "QuoteUpdated":
+                quotes["n"] += 1
+            elif name == "QuotesUpdated":
+                rows = getattr(ev, "rows", None)
+                quotes["n"] += len(rows) if rows is not None else 1
+
+    async def measure(ws) -> None:
+        win = ws.window
+        win.bridge.add_consumer(count, "bench")
+        chain = win.panels.get("chain")
+        spin = getattr(chain, "window_spin", None)
+        if spin is not None:
+            spin.setValue(spin.maximum())
+        await asyncio.sleep(WARMUP_S)
+        quotes["n"] = 0
+        win.bridge.max_flush_ms = 0.0
+        flushes0 = win.bridge.flushes
+        lags: list[float] = []
+        t_end = time.perf_counter() + measure_s
+        t0 = time.perf_counter()
+        while time.perf_counter() < t_end:
+            t = time.perf_counter()
+            await asyncio.sleep(PROBE_S)
+            lags.append(max(0.0, (time.perf_counter() - t - PROBE_S) * 1000.0))
+        elapsed = time.perf_counter() - t0
+        model = getattr(chain, "model", None)
+        rows = model.rowCount() if model is not None else None
+        out.update(
+            {
+                "panels": [p.panel_id for p in panels],
+                "feed": type(ws.engine.feed).__name__ if ws.engine.feed is not None else None,
+                "chain_rows_visible": rows,
+                "quotes_per_s": round(quotes["n"] / elapsed, 1),
+                "lag_ms_p50": round(_percentile(lags, 50), 2),
+                "lag_ms_p95": round(_percentile(lags, 95), 2),
+                "lag_ms_p99": round(_percentile(lags, 99), 2),
+                "lag_ms_max": round(max(lags), 2) if lags else None,
+                "probes": len(lags),
+                "gui_flushes": win.bridge.flushes - flushes0,
+                "gui_flush_ms_max": round(win.bridge.max_flush_ms, 2),
+                "measure_s": round(elapsed, 2),
+            }
+        )
+        ws.request_quit()
+
+    app = create_application([sys.argv[0]])
+    with tempfile.TemporaryDirectory(prefix="optiondesk-bench-") as home:
+        ws = Workstation(EngineConfig.for_directory(home, seed=7), panels=panels, restore_layout=False)
+        run_event_loop(app, run_workstation(ws, on_ready=measure, app=app))
+    return out
+
+
+def _child_paint() -> dict:
+    """Start ``python -m app`` and time process start → first painted window."""
+    with tempfile.TemporaryDirectory(prefix="optiondesk-bench-") as home:
+        report = Path(home) / "first_paint.json"
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen", OPTIONDESK_FIRST_PAINT_FILE=str(report))
+        t0 = time.time()
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", "--home", str(Path(home) / "h"), "--seconds", "0.5"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+        if not report.exists():
+            return {"error": f"no first paint recorded (exit {proc.returncode}): {proc.stderr[-500:]}"}
+        data = json.loads(report.read_text())
+        return {"start_to_first_paint_s": round(data["painted_at"] - t0, 3), "heavy_modules_at_paint": data["heavy_modules"]}
+
+
+def _run_child(kind: str, timeout: float = 180) -> dict:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gui", "--child", kind], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"child {kind} exited {proc.returncode}: {proc.stderr[-800:]}"}
+    return json.loads(lines[-1])
+
+
+def run() -> dict:
+    lag = _run_child("lag")
+    paints = [_run_child("paint") for _ in range(3)]
+    times = [p["start_to_first_paint_s"] for p in paints if "start_to_first_paint_s" in p]
+    paint = {
+        "start_to_first_paint_s": min(times) if times else None,
+        "runs_s": times,
+        "heavy_modules_at_paint": sorted({m for p in paints for m in p.get("heavy_modules_at_paint", [])}),
+        "errors": [p["error"] for p in paints if "error" in p],
+    }
+    p99 = lag.get("lag_ms_p99")
+    return {
+        "event_loop_lag": lag,
+        "event_loop_lag_target_ms_p99": LAG_TARGET_MS,
+        "event_loop_lag_met": bool(p99 is not None and p99 <= LAG_TARGET_MS),
+        "first_paint": paint,
+        "first_paint_target_s": PAINT_TARGET_S,
+        "first_paint_met": bool(times and min(times) <= PAINT_TARGET_S and not paint["heavy_modules_at_paint"]),
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        result = _child_lag(MEASURE_S) if sys.argv[2] == "lag" else _child_paint()
+        print(json.dumps(result))
+    else:
+        print(json.dumps(run(), indent=2))
