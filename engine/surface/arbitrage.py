@@ -117,6 +117,7 @@ def _constrained_refit(
     floor_w: np.ndarray | None,
     floor_params: np.ndarray | None = None,
     margin: float = 1e-7,
+    max_iter: int = 400,
 ) -> np.ndarray | None:
     """SLSQP refit of one slice with g ≥ margin, Lee, w_min ≥ 0 and (optionally) w ≥ floor_w on the grid."""
     scale = max(float(np.sum(om * w * w)), 1e-18) * 1e-6
@@ -125,7 +126,11 @@ def _constrained_refit(
     def obj(x: np.ndarray) -> float:
         return float(np.sum(om * (svi_total_variance(k, *x) - w) ** 2) / scale)
 
-    g_con = {"type": "ineq", "fun": lambda x: durrleman_g(k_grid, *x) - margin}
+    # SLSQP sees a thinned grid (its cost grows with the constraint count); the result is then checked
+    # on the full grid and rejected if it is not clean there
+    kc = k_grid[:: max(1, len(k_grid) // 150)]
+    fc = None if floor_w is None else floor_w[:: max(1, len(k_grid) // 150)]
+    g_con = {"type": "ineq", "fun": lambda x: np.maximum(durrleman_g(kc, *x), -1e3) - margin}
     # Lee's bound as two smooth inequalities b(1 ± ρ) ≤ 2, and a non-negative minimum variance
     shape_con = {
         "type": "ineq",
@@ -137,7 +142,7 @@ def _constrained_refit(
     }
     extra = []
     if floor_w is not None:
-        extra.append({"type": "ineq", "fun": lambda x: (svi_total_variance(k_grid, *x) - floor_w) / wscale - 1e-9})
+        extra.append({"type": "ineq", "fun": lambda x: (svi_total_variance(kc, *x) - fc) / wscale - 1e-6})
     bounds = [(None, None), (0.0, LEE_BOUND), (-0.999, 0.999), (None, None), (1e-4, 10.0)]
     flat_level = float(np.sum(om * w) / max(np.sum(om), 1e-300))
     if floor_w is not None:
@@ -148,30 +153,64 @@ def _constrained_refit(
     start[2] = float(np.clip(start[2], -0.99, 0.99))
     start[4] = float(np.clip(start[4], 1e-4, 10.0))
     # SLSQP is sensitive to the constraint set and the start; try a few and keep the best clean result
-    attempts = [(start, [g_con, *extra]), (start, [g_con, shape_con, *extra]), (flat, [g_con, shape_con, *extra])]
+    attempts = [(start, [g_con, shape_con, *extra]), (start, [g_con, *extra])]
     if floor_params is not None:
         # the previous (clean) slice lifted to the level of these quotes is calendar-feasible
         lifted = np.array(floor_params, dtype=float)
         lifted[0] += max(0.0, float(np.average(w - svi_total_variance(k, *floor_params), weights=om))) + 1e-6
         attempts.insert(1, (lifted, [g_con, shape_con, *extra]))
+    attempts.append((flat, [g_con, shape_con, *extra]))
     best: np.ndarray | None = None
     best_f = np.inf
-    for x0, cons in attempts:
-        x = x0
-        for _ in range(2):
-            try:
-                res = minimize(obj, x, method="SLSQP", bounds=bounds, constraints=cons,
-                               options={"maxiter": 300, "ftol": 1e-12})
-            except (ValueError, FloatingPointError) as exc:
-                log.debug("SLSQP refit failed: %s", exc)
-                break
+
+    def penalised_start(x0: np.ndarray) -> np.ndarray:
+        """Quadratic-penalty minimisation (L-BFGS-B) to reach the feasible region from an infeasible start."""
+        all_cons = [g_con, shape_con, *extra]
+
+        def viol(x: np.ndarray) -> float:
+            return float(sum(np.sum(np.minimum(c["fun"](x), 0.0) ** 2) for c in all_cons))
+
+        x = np.array(x0, dtype=float)
+        for mu in (1e2, 1e4, 1e6, 1e8):
+            res = minimize(lambda z, mu=mu: obj(z) + mu * viol(z), x, method="L-BFGS-B", bounds=bounds,
+                           options={"maxiter": 200})
             x = res.x
-            if res.success:
-                break
-        if _slice_clean(x, k_grid, floor_w):
-            fx = obj(x)
-            if fx < best_f:
-                best, best_f = x, fx
+        return x
+
+    attempts.insert(len(attempts) - 1, (penalised_start, [g_con, shape_con, *extra]))
+    for first, cons in attempts:
+        x0 = first(start) if callable(first) else first
+        try:
+            res = minimize(obj, x0, method="SLSQP", bounds=bounds, constraints=cons,
+                           options={"maxiter": max_iter, "ftol": 1e-10})
+            if not _slice_clean(res.x, k_grid, floor_w) and np.isfinite(res.x).all():
+                # cutting plane: add the full-grid points where the result dips and refit from it
+                gk = durrleman_g(k_grid, *res.x)
+                bad = gk < margin
+                if floor_w is not None:
+                    bad |= svi_total_variance(k_grid, *res.x) - floor_w < 1e-6 * wscale
+                kc = np.union1d(kc, k_grid[bad])
+                fc = None if floor_w is None else np.interp(kc, k_grid, floor_w)
+                res = minimize(obj, res.x, method="SLSQP", bounds=bounds, constraints=cons,
+                               options={"maxiter": max_iter, "ftol": 1e-10})
+        except (ValueError, FloatingPointError) as exc:
+            log.debug("SLSQP refit failed: %s", exc)
+            continue
+        cands = [res.x, x0]  # the start itself counts: the lifted previous slice is a safe last resort
+        if floor_w is not None and np.isfinite(res.x).all():
+            # a tiny parallel lift closes a marginal calendar violation without touching the shape
+            gap = float(np.max(floor_w - svi_total_variance(k_grid, *res.x)))
+            if 0.0 < gap < 1e-3 * wscale:
+                nudged = np.array(res.x, dtype=float)
+                nudged[0] += gap + 1e-9 * wscale
+                cands.insert(0, nudged)
+        for cand in cands:
+            if _slice_clean(cand, k_grid, floor_w):
+                fx = obj(cand)
+                if fx < best_f:
+                    best, best_f = np.array(cand, dtype=float), fx
+        if res.success and best is not None and best_f <= obj(res.x) + 1e-12:
+            break  # a converged clean solution: good enough, stop paying for more attempts
     return best
 
 
@@ -185,6 +224,16 @@ def _slice_clean(x: np.ndarray, k_grid: np.ndarray, floor_w: np.ndarray | None) 
     return not (floor_w is not None and np.min(svi_total_variance(k_grid, *x) - floor_w) < -TOLERANCE)
 
 
+def _fit_error(x: np.ndarray, k: np.ndarray, w: np.ndarray, T: float | None) -> float:
+    """Unweighted RMS error of a slice: in bp of vol when T is known, else in total variance."""
+    model = svi_total_variance(k, *x)
+    if T is None:
+        return float(np.sqrt(np.mean((model - w) ** 2)))
+    iv_model = np.sqrt(np.maximum(model, 0.0) / T)
+    iv = np.sqrt(np.maximum(w, 0.0) / T)
+    return float(np.sqrt(np.mean((iv_model - iv) ** 2)) * 1e4)
+
+
 def enforce_no_arbitrage(
     params: np.ndarray,
     k: np.ndarray,
@@ -192,12 +241,14 @@ def enforce_no_arbitrage(
     weights: np.ndarray,
     labels: list[str] | None = None,
     *,
+    T: np.ndarray | None = None,
     repair: bool = True,
 ) -> tuple[np.ndarray, ArbitrageReport]:
     """Check every slice and repair violators by constrained refit; returns (new params, report).
 
     ``params`` (S, 5) ordered by expiry; ``k``, ``w``, ``weights`` (S, N) are the quotes each slice
-    was fitted to (weight 0 = padding). ``labels`` name the slices in the report (e.g. expiry dates).
+    was fitted to (weight 0 = padding). ``labels`` name the slices in the report (e.g. expiry dates);
+    with ``T`` (years per slice) the report states fit errors in basis points of vol.
     """
     p = np.array(params, dtype=float, copy=True)
     S = len(p)
@@ -235,12 +286,12 @@ def enforce_no_arbitrage(
                 if new is None:
                     unresolved.append(f"{labels[i]}: constrained refit did not remove the arbitrage")
                 else:
-                    old_rmse = float(np.sqrt(np.average((svi_total_variance(k[i][used], *p[i]) - w[i][used]) ** 2,
-                                                        weights=weights[i][used])))
-                    new_rmse = float(np.sqrt(np.average((svi_total_variance(k[i][used], *new) - w[i][used]) ** 2,
-                                                        weights=weights[i][used])))
+                    ti = None if T is None else float(T[i])
+                    unit = "in total variance" if ti is None else "bp of vol"
+                    e_old = _fit_error(p[i], k[i][used], w[i][used], ti)
+                    e_new = _fit_error(new, k[i][used], w[i][used], ti)
                     repairs.append(f"{labels[i]}: refitted under no-arbitrage constraints "
-                                   f"(weighted RMSE in total variance {old_rmse:.3g} -> {new_rmse:.3g})")
+                                   f"(RMSE to mid {e_old:.3g} -> {e_new:.3g} {unit})")
                     p[i] = new
             prev = p[i]
     after = check_slices(p, grid)

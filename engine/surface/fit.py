@@ -161,7 +161,7 @@ def fit_chain(
     batch = fit_svi_batch(K, W, OM)
     labels = [np.datetime_as_string(ivs.expiries[i], unit="D") for i in fit_idx]
     T_fit = ivs.T_expiry[fit_idx]
-    params, report = enforce_no_arbitrage(batch.params, K, W, OM, labels, repair=cfg.repair_arbitrage)
+    params, report = enforce_no_arbitrage(batch.params, K, W, OM, labels, T=T_fit, repair=cfg.repair_arbitrage)
 
     all_params = np.full((n_exp, 5), np.nan)
     all_params[fit_idx] = params

@@ -57,3 +57,47 @@ def build_chain(
     bid = np.concatenate(bids) if bids else np.array([])
     ask = np.concatenate(asks) if asks else np.array([])
     return OptionChain.build(underlying, spot, now, opts, bid=bid, ask=ask)
+
+
+def svi_price_fn(params_of_T: Callable[[float], tuple[float, float, float, float, float]], *, spot: float,
+                 r: float, q: float) -> Callable[[np.ndarray, np.ndarray, float], np.ndarray]:
+    """European BSM prices on a raw-SVI smile w(k; params_of_T(T)), k = ln(K/F), F = S·e^{(r−q)T}."""
+    from engine.pricing import bsm
+    from engine.surface.svi import svi_total_variance
+
+    def price(is_call: np.ndarray, K: np.ndarray, T: float) -> np.ndarray:
+        F = spot * np.exp((r - q) * T)
+        w = svi_total_variance(np.log(K / F), *params_of_T(T))
+        return bsm.price(is_call, spot, K, T, r, q, np.sqrt(w / T))
+
+    return price
+
+
+def flat_price_fn(vol: float, *, spot: float, r: float, q: float, american: bool = False):
+    """Prices at one flat vol (European BSM or the pricing core's American)."""
+    from engine.pricing import american as am
+    from engine.pricing import bsm
+
+    def price(is_call: np.ndarray, K: np.ndarray, T: float) -> np.ndarray:
+        if american:
+            return am.price(is_call, spot, K, T, r, q, vol)
+        return bsm.price(is_call, spot, K, T, r, q, vol)
+
+    return price
+
+
+def log_strikes(lo_sd: float = -2.5, hi_sd: float = 2.0, n: int = 40, *, spot: float = 100.0, vol: float = 0.25,
+                r: float = 0.0, q: float = 0.0) -> Callable[[float], np.ndarray]:
+    """Strikes evenly spaced in log-moneyness from lo_sd to hi_sd ATM standard deviations (vol·√T)."""
+
+    def strikes(T: float) -> np.ndarray:
+        F = spot * np.exp((r - q) * T)
+        sd = vol * np.sqrt(T)
+        return F * np.exp(np.linspace(lo_sd * sd, hi_sd * sd, n))
+
+    return strikes
+
+
+def equity_like_params(T: float) -> tuple[float, float, float, float, float]:
+    """A calendar- and butterfly-free family of raw-SVI slices with an equity put skew."""
+    return (0.02 * T + 0.001, 0.12 * np.sqrt(T) + 0.03, -0.55, 0.05, 0.08 + 0.1 * np.sqrt(T))
