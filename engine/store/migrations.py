@@ -175,9 +175,44 @@ ALTER TABLE backtest_equity ADD COLUMN vega REAL;
 ALTER TABLE backtest_equity ADD COLUMN regime TEXT
 """
 
+V10_PAPER = """
+CREATE TABLE paper_accounts (
+    account_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE paper_orders (
+    order_id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX paper_orders_account_status ON paper_orders(account_id, status);
+CREATE TABLE paper_positions (
+    account_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (account_id, symbol)
+);
+CREATE TABLE paper_fills (
+    fill_id TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    flagged INTEGER NOT NULL DEFAULT 0,
+    payload TEXT NOT NULL,
+    ts TEXT NOT NULL
+);
+CREATE INDEX paper_fills_account ON paper_fills(account_id, ts);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: orders, events, fills, positions, approvals, risk, audit, kv, settings history", V1_CORE),
     Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
+    Migration(10, "paper exchange: account state, working orders, positions with full contract terms, fill log", V10_PAPER),
     Migration(30, "backtest: run timing/errors/sweep id, daily P&L, drawdown, Greeks and regime per equity row", V30_BACKTEST),
 ]
 

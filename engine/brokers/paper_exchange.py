@@ -1,0 +1,883 @@
+"""The simulated exchange and account behind paper trading and the backtester (one class, shared).
+
+:class:`PaperExchange` is synchronous and clock-agnostic: the caller feeds it market data
+(:meth:`on_chain`, :meth:`on_quotes`, :meth:`on_underlying` — from any feed, simulated or a broker's
+live data), tells it the time (:meth:`on_time`), and sends orders (:meth:`submit`, :meth:`cancel`,
+:meth:`replace`). Every call returns :class:`ExecutionReport` objects; nothing is published here
+(the :class:`~engine.brokers.paper.PaperBroker` turns reports into bus events and persists them, the
+backtester consumes them directly).
+
+Fill model:
+- marketable orders (market, or a limit the touch satisfies) fill at the touch — buy legs at the ask,
+  sell legs at the bid — plus the configured slippage, never past the limit;
+- resting limits fill at their limit when the market crosses them;
+- combos fill at the net price only when the legs' touch allows it (Σ sign·ratio·touch ≤ limit);
+- with ``partial_fills`` an update fills at most the displayed size at the touch (per leg ÷ ratio).
+
+Prices: ``limit_price`` is per unit of the combo, positive = debit, negative = credit (DESIGN.md §7).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from functools import reduce
+from math import gcd
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.brokers.fees import FeeSchedule, OrderFeeTracker, fee_schedule, to_cents
+from engine.brokers.margin import OptionHolding, buying_power, option_requirement
+from engine.brokers.paper_config import PaperConfig
+from engine.market.simulated.ticks import COMBO_TICK, tick_for
+from engine.model import (
+    AccountSnapshot,
+    Equity,
+    Fill,
+    Index,
+    Instrument,
+    Option,
+    OptionChain,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    Settlement,
+    TimeInForce,
+    is_on_tick,
+)
+from engine.model.instruments import NEW_YORK
+
+ReportKind = Literal["accepted", "filled", "partially_filled", "rejected", "cancelled", "replaced", "expired",
+                     "settlement"]
+_Z = Decimal(0)
+_PRICE_Q = Decimal("0.0001")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionReport:
+    """What happened to an order (or, for ``settlement``, to expiring positions)."""
+
+    kind: ReportKind
+    order: Order | None
+    fills: tuple[Fill, ...] = ()
+    positions: tuple[Position, ...] = ()  # positions changed by this report (quantity 0 = closed)
+    previous_price: Decimal | None = None
+    note: str = ""
+
+
+@dataclass(slots=True)
+class _Book:
+    """The latest quotes of one underlying's options (from any feed)."""
+
+    chain: OptionChain
+    rows: dict[str, int]
+    bid: np.ndarray
+    ask: np.ndarray
+    bid_size: np.ndarray
+    ask_size: np.ndarray
+    symbols: np.ndarray
+
+
+@dataclass(slots=True)
+class _Working:
+    order: Order
+    refs: list[tuple[str, str, int]]  # per leg: (kind 'opt'/'stk', underlying, row)
+    instruments: list[Instrument]  # per leg, as the market lists it (settlement, multiplier)
+    signs: list[int]
+    ratios: list[int]
+    fees: OrderFeeTracker = field(default_factory=OrderFeeTracker)
+
+
+class PaperExchange:
+    """Matching engine + account. Deterministic: ids come from counters, time from the caller."""
+
+    def __init__(self, config: PaperConfig | None = None, *, fees: FeeSchedule | None = None,
+                 calendar: Any = None) -> None:
+        self.config = config or PaperConfig()
+        self.fees = fees or fee_schedule(self.config.fees)
+        self.account_id = self.config.account_id
+        self.cash = Decimal(str(self.config.starting_cash))
+        self.realized = _Z
+        self.positions: dict[str, Position] = {}
+        self.working: dict[str, _Working] = {}
+        self.fill_log: list[Fill] = []
+        self._books: dict[str, _Book] = {}
+        self._symbol_index: dict[str, str] = {}  # option key → underlying
+        self._und_price: dict[str, float] = {}
+        self._und_quote: dict[str, tuple[float, float]] = {}
+        self._opening: dict[tuple[str, date], float] = {}
+        self._marks: dict[str, float] = {}
+        self._now: datetime | None = None
+        self._session: date | None = None
+        self._session_closed: date | None = None
+        self.day_start_equity: Decimal | None = None
+        self._seq = 0
+        self._calendar = calendar
+        self._client_ids: set[str] = set()
+
+    # ---- ids and time -------------------------------------------------------------------------
+    def _next_id(self, prefix: str) -> str:
+        self._seq += 1
+        return f"{prefix}-{self._seq:08d}"
+
+    @property
+    def now(self) -> datetime:
+        return self._now or datetime.now(UTC)
+
+    def _cal(self) -> Any:
+        if self._calendar is None:
+            from engine.market.simulated.market import market_calendar_for
+
+            self._calendar = market_calendar_for(self.now.astimezone(NEW_YORK).date())
+        return self._calendar
+
+    # ---- market data (any feed) ---------------------------------------------------------------
+    def on_chain(self, chain: OptionChain, now: datetime | None = None) -> list[ExecutionReport]:
+        """A full chain snapshot: replace the book of ``chain.underlying`` and match working orders."""
+        if now is not None:
+            self._now = now
+        und = chain.underlying
+        old = self._books.get(und)
+        if old is not None and old.symbols is chain.symbol:
+            rows = old.rows
+        elif old is not None and len(old.symbols) == len(chain.symbol) and np.array_equal(old.symbols, chain.symbol):
+            rows = old.rows
+        else:
+            rows = {str(s): i for i, s in enumerate(chain.symbol)}
+            for s in rows:
+                self._symbol_index[s] = und
+        relisted = old is None or rows is not old.rows
+        self._books[und] = _Book(chain=chain, rows=rows, bid=np.array(chain.bid, dtype=float),
+                                 ask=np.array(chain.ask, dtype=float), bid_size=np.array(chain.bid_size, dtype=float),
+                                 ask_size=np.array(chain.ask_size, dtype=float), symbols=chain.symbol)
+        if relisted:
+            for w in self.working.values():
+                w.refs = [self._ref_of(inst) or ref for inst, ref in zip(w.instruments, w.refs, strict=True)]
+        if math.isfinite(chain.spot) and chain.spot > 0:
+            self._set_underlying(und, chain.spot)
+        return self._match(und)
+
+    def on_quotes(self, underlying: str, rows: np.ndarray, bid: np.ndarray, ask: np.ndarray,
+                  now: datetime | None = None, bid_size: np.ndarray | None = None,
+                  ask_size: np.ndarray | None = None) -> list[ExecutionReport]:
+        """Row updates into the latest chain of ``underlying`` (``QuotesUpdated``)."""
+        if now is not None:
+            self._now = now
+        book = self._books.get(underlying)
+        if book is None:
+            return []
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(book.bid)):
+            raise ValueError(f"quote rows out of range for the {underlying} chain ({len(book.bid)} rows)")
+        book.bid[rows] = bid
+        book.ask[rows] = ask
+        if bid_size is not None:
+            book.bid_size[rows] = bid_size
+        if ask_size is not None:
+            book.ask_size[rows] = ask_size
+        return self._match(underlying)
+
+    def on_quote(self, symbol: str, bid: float, ask: float, now: datetime | None = None,
+                 bid_size: float = math.nan, ask_size: float = math.nan) -> list[ExecutionReport]:
+        """One option quote by OCC key (``QuoteUpdated``)."""
+        und = self._symbol_index.get(symbol)
+        if und is None:
+            return []
+        row = self._books[und].rows[symbol]
+        return self.on_quotes(und, np.array([row]), np.array([bid]), np.array([ask]), now,
+                              None if math.isnan(bid_size) else np.array([bid_size]),
+                              None if math.isnan(ask_size) else np.array([ask_size]))
+
+    def on_underlying(self, symbol: str, price: float, now: datetime | None = None, bid: float = math.nan,
+                      ask: float = math.nan) -> list[ExecutionReport]:
+        """An underlying price; also the opening print for AM settlement (first price at/after the open)."""
+        if now is not None:
+            self._now = now
+        if not (math.isfinite(price) and price > 0):
+            return []
+        self._set_underlying(symbol, price, bid, ask)
+        return self._match_stock(symbol)
+
+    def _set_underlying(self, symbol: str, price: float, bid: float = math.nan, ask: float = math.nan) -> None:
+        self._und_price[symbol] = price
+        self._und_quote[symbol] = (bid if math.isfinite(bid) else price, ask if math.isfinite(ask) else price)
+        if self._now is not None:
+            d = self._now.astimezone(NEW_YORK).date()
+            key = (symbol, d)
+            if key not in self._opening:
+                cal = self._cal()
+                if cal.is_session(d):
+                    o, _ = cal.open_close(d)
+                    if self._now >= o:
+                        self._opening[key] = price
+
+    def set_opening_print(self, symbol: str, day: date, price: float) -> None:
+        """Record an opening print explicitly (the backtester's daily bars)."""
+        self._opening[(symbol, day)] = price
+
+    # ---- lookups ------------------------------------------------------------------------------
+    def _ref_of(self, inst: Instrument) -> tuple[str, str, int] | None:
+        if isinstance(inst, Option):
+            key = inst.key
+            und = self._symbol_index.get(key)
+            if und is None:
+                return None
+            return ("opt", und, self._books[und].rows[key])
+        return ("stk", inst.symbol, -1)
+
+    def _canonical(self, inst: Instrument, ref: tuple[str, str, int]) -> Instrument:
+        """The contract as its chain lists it: underlying, multiplier, style, and AM vs PM settlement
+        (an index chain mixes AM-settled monthlies and PM weeklies; the expiry instant tells them apart)."""
+        if not isinstance(inst, Option) or ref[0] != "opt" or ref[2] < 0:
+            return inst
+        chain = self._books[ref[1]].chain
+        settlement = chain.settlement
+        if settlement is not Settlement.PHYSICAL:
+            exp = chain.expiry[ref[2]].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
+            settlement = Settlement.CASH_AM if exp.astimezone(NEW_YORK).hour < 12 else Settlement.CASH_PM
+        if (inst.underlying, inst.multiplier, inst.style, inst.settlement) == (
+                chain.underlying, chain.multiplier, chain.style, settlement):
+            return inst
+        return Option(root=inst.root, expiry=inst.expiry, strike=inst.strike, right=inst.right,
+                      underlying=chain.underlying, multiplier=chain.multiplier, style=chain.style,
+                      settlement=settlement, tick_size=inst.tick_size)
+
+    def _touch(self, ref: tuple[str, str, int]) -> tuple[float, float, float, float]:
+        kind, und, row = ref
+        if kind == "opt":
+            b = self._books[und]
+            return float(b.bid[row]), float(b.ask[row]), float(b.bid_size[row]), float(b.ask_size[row])
+        q = self._und_quote.get(und)
+        if q is None:
+            return math.nan, math.nan, math.nan, math.nan
+        return q[0], q[1], math.inf, math.inf
+
+    def mark(self, inst: Instrument) -> float:
+        """Mark per unit: mid of a valid quote, else the last mark, else intrinsic / underlying price."""
+        if not isinstance(inst, Option):
+            p = self._und_price.get(inst.symbol)
+            return p if p is not None else self._marks.get(inst.key, math.nan)
+        ref = self._ref_of(inst)
+        if ref is not None:
+            bid, ask, _, _ = self._touch(ref)
+            if math.isfinite(bid) and math.isfinite(ask) and 0 <= bid <= ask:
+                m = 0.5 * (bid + ask)
+                self._marks[inst.key] = m
+                return m
+        if inst.key in self._marks:
+            return self._marks[inst.key]
+        s = self._und_price.get(inst.underlying)
+        if s is None:
+            return math.nan
+        return max(s - float(inst.strike), 0.0) if inst.is_call else max(float(inst.strike) - s, 0.0)
+
+    def tick_size(self, inst: Option, price: Decimal) -> Decimal:
+        scheme = self.config.tick_schemes.get(inst.root) or self.config.tick_schemes.get(inst.underlying) \
+            or self.config.default_tick_scheme
+        return tick_for(scheme, abs(price))
+
+    # ---- orders -------------------------------------------------------------------------------
+    def submit(self, order: Order, now: datetime | None = None) -> list[ExecutionReport]:
+        """Validate and accept an order, then fill what is marketable. A rejection changes nothing."""
+        if now is not None:
+            self._now = now
+        reason, refs = self._validate(order)
+        if reason:
+            return [ExecutionReport("rejected", order.evolve(status=OrderStatus.REJECTED, reason=reason,
+                                                             updated_at=self.now))]
+        signs = [leg.side.sign for leg in order.legs]
+        ratios = [leg.ratio for leg in order.legs]
+        accepted = order.evolve(status=OrderStatus.WORKING, broker="paper", account_id=self.account_id,
+                                broker_order_id=order.broker_order_id or self._next_id("P"), reason="",
+                                updated_at=self.now)
+        insts = [self._canonical(leg.instrument, ref) for leg, ref in zip(order.legs, refs, strict=True)]
+        w = _Working(order=accepted, refs=refs, instruments=insts, signs=signs, ratios=ratios)
+        self.working[accepted.order_id] = w
+        self._client_ids.add(order.client_order_id)
+        reports = [ExecutionReport("accepted", accepted)]
+        reports.extend(self._try_fill(w, aggressive=True))
+        return reports
+
+    def cancel(self, order_id: str, now: datetime | None = None, reason: str = "") -> list[ExecutionReport]:
+        if now is not None:
+            self._now = now
+        w = self.working.pop(order_id, None)
+        if w is None:
+            return []
+        return [ExecutionReport("cancelled", w.order.evolve(status=OrderStatus.CANCELLED, reason=reason,
+                                                            updated_at=self.now))]
+
+    def replace(self, order_id: str, limit_price: Decimal, quantity: int | None = None,
+                now: datetime | None = None) -> list[ExecutionReport]:
+        """Change a working order's limit (and total quantity); invalid changes reject the *change* only."""
+        if now is not None:
+            self._now = now
+        w = self.working.get(order_id)
+        if w is None:
+            return []
+        o = w.order
+        new_qty = o.quantity if quantity is None else quantity
+        candidate = o.evolve(limit_price=limit_price, quantity=new_qty, order_type=OrderType.LIMIT)
+        reason = ""
+        if new_qty <= o.filled_quantity:
+            reason = f"new quantity {new_qty} must exceed the {o.filled_quantity} already filled"
+        else:
+            reason = self._price_problem(candidate)
+        if reason:
+            return [ExecutionReport("rejected", o.evolve(reason=f"replace rejected: {reason}", updated_at=self.now),
+                                    note="replace")]
+        prev = o.limit_price
+        w.order = candidate.evolve(reason="", updated_at=self.now)
+        reports = [ExecutionReport("replaced", w.order, previous_price=prev)]
+        reports.extend(self._try_fill(w, aggressive=True))
+        return reports
+
+    # ---- validation ---------------------------------------------------------------------------
+    def _validate(self, order: Order) -> tuple[str, list[tuple[str, str, int]]]:
+        if order.order_id in self.working:
+            return f"order id {order.order_id} is already working", []
+        if not order.legs:
+            return "order has no legs", []
+        if not isinstance(order.quantity, int) or order.quantity <= 0:
+            return f"quantity must be a positive whole number, got {order.quantity}", []
+        keys = [leg.instrument.key for leg in order.legs]
+        if len(set(keys)) != len(keys):
+            return "the same contract appears in two legs", []
+        if len(order.legs) > 1:
+            g = reduce(gcd, [leg.ratio for leg in order.legs])
+            if g > 1:
+                ratios = ":".join(str(leg.ratio) for leg in order.legs)
+                return (f"leg ratios {ratios} do not reduce: divide them by {g} and multiply the quantity "
+                        f"instead"), []
+        refs: list[tuple[str, str, int]] = []
+        for leg in order.legs:
+            inst = leg.instrument
+            if isinstance(inst, Index):
+                return f"{inst.symbol} is an index and cannot be traded; trade its options", []
+            if isinstance(inst, Option):
+                und = self._symbol_index.get(inst.key)
+                if und is None:
+                    known = inst.underlying in self._books
+                    where = f"the {inst.underlying} chain" if known else f"any chain (no market data for {inst.underlying})"
+                    return f"unknown contract {inst.key}: not listed in {where}", []
+                book = self._books[und]
+                row = book.rows[inst.key]
+                exp = book.chain.expiry[row].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
+                if exp <= self.now:
+                    return f"contract {inst.key} expired at {exp:%Y-%m-%d %H:%M} UTC", []
+                refs.append(("opt", und, row))
+            else:
+                if inst.symbol not in self._und_price:
+                    return f"no market data for {inst.symbol}", []
+                refs.append(("stk", inst.symbol, -1))
+        if order.order_type is OrderType.LIMIT:
+            problem = self._price_problem(order)
+            if problem:
+                return problem, refs
+        else:
+            for leg, ref in zip(order.legs, refs, strict=True):
+                bid, ask, _, _ = self._touch(ref)
+                side_px = ask if leg.side.sign > 0 else bid
+                if not math.isfinite(side_px) or side_px < 0 or (leg.side.sign < 0 and side_px <= 0 and ref[0] == "opt"):
+                    which = "ask" if leg.side.sign > 0 else "bid"
+                    return f"market order needs a quote: no {which} for {leg.instrument.key}", refs
+        if self.config.account_type == "cash":
+            for leg in order.legs:
+                pos = self.positions.get(leg.instrument.key)
+                held = pos.quantity if pos else 0
+                if leg.side.sign < 0 and held - leg.ratio * order.quantity < 0:
+                    return (f"cash account: selling {leg.ratio * order.quantity} {leg.instrument.key} would open a "
+                            f"short position"), refs
+        if self.config.check_buying_power:
+            problem = self._buying_power_problem(order, refs)
+            if problem:
+                return problem, refs
+        return "", refs
+
+    def _price_problem(self, order: Order) -> str:
+        price = order.limit_price
+        if price is None:
+            return "limit order needs a limit price"
+        if not price.is_finite():
+            return f"limit price {price} is not a number"
+        if len(order.legs) == 1:
+            inst = order.legs[0].instrument
+            signed = price
+            if signed <= 0:
+                return f"limit price must be positive for a single-leg order, got {price}"
+            tick = self.tick_size(inst, price) if isinstance(inst, Option) else inst.tick_size
+        else:
+            tick = COMBO_TICK
+        if not is_on_tick(price, tick):
+            return f"limit price {price} is not on the {tick} tick"
+        return ""
+
+    # ---- buying power -------------------------------------------------------------------------
+    def _requirement_for(self, underlying: str, positions: dict[str, Position]) -> float:
+        spot = self._und_price.get(underlying)
+        holdings: list[OptionHolding] = []
+        shares = 0
+        for p in positions.values():
+            inst = p.instrument
+            if isinstance(inst, Option) and inst.underlying == underlying:
+                if spot is None:
+                    continue
+                holdings.append(OptionHolding(float(inst.strike), inst.is_call, p.quantity, inst.multiplier,
+                                              self.mark(inst)))
+            elif isinstance(inst, Equity) and inst.symbol == underlying:
+                shares += p.quantity
+        if not holdings or spot is None:
+            return 0.0
+        index = underlying in self.config.index_symbols
+        c = self.config
+        return option_requirement(holdings, spot, shares, index=index, naked_pct=c.naked_equity_pct,
+                                  index_pct=c.naked_index_pct, min_pct=c.naked_min_pct)
+
+    def _underlyings_held(self) -> set[str]:
+        out = set()
+        for p in self.positions.values():
+            inst = p.instrument
+            out.add(inst.underlying if isinstance(inst, Option) else inst.symbol)
+        return out
+
+    def requirement(self) -> float:
+        return sum(self._requirement_for(u, self.positions) for u in self._underlyings_held())
+
+    def _stock_values(self, positions: dict[str, Position]) -> tuple[float, float]:
+        long_v = short_v = 0.0
+        for p in positions.values():
+            if isinstance(p.instrument, Equity):
+                v = p.quantity * self.mark(p.instrument)
+                if v >= 0:
+                    long_v += v
+                else:
+                    short_v -= v
+        return long_v, short_v
+
+    def _stock_margin(self) -> float:
+        return 1.0 if self.config.account_type == "cash" else self.config.stock_margin
+
+    def buying_power(self) -> float:
+        long_v, short_v = self._stock_values(self.positions)
+        return buying_power(float(self.cash), long_v, short_v, self.requirement(), self._stock_margin())
+
+    def _buying_power_problem(self, order: Order, refs: list[tuple[str, str, int]]) -> str:
+        est = self._estimate_fill(order, refs)
+        if est is None:
+            return ""
+        qty = order.quantity
+        projected = dict(self.positions)
+        cash = float(self.cash)
+        unds: set[str] = set()
+        for leg, price in zip(order.legs, est, strict=True):
+            inst = leg.instrument
+            dq = leg.side.sign * leg.ratio * qty
+            cash -= dq * price * inst.multiplier
+            p = projected.get(inst.key)
+            newq = (p.quantity if p else 0) + dq
+            projected[inst.key] = Position(instrument=inst, quantity=newq, avg_price=Decimal(str(round(price, 4))))
+            unds.add(inst.underlying if isinstance(inst, Option) else inst.symbol)
+        before = {u: self._requirement_for(u, self.positions) for u in unds}
+        after = {u: self._requirement_for(u, projected) for u in unds}
+        long1, short1 = self._stock_values(projected)
+        m = self._stock_margin()
+        bp_now = self.buying_power()
+        other = sum(before.values())
+        total_req_now = self.requirement()
+        bp_after = buying_power(cash, long1, short1, total_req_now - other + sum(after.values()), m)
+        if bp_after < 0 and bp_after < bp_now - 1e-6:
+            need = bp_now - bp_after
+            return f"insufficient buying power: the order needs ${need:,.2f}, ${max(bp_now, 0.0):,.2f} available"
+        return ""
+
+    def _estimate_fill(self, order: Order, refs: list[tuple[str, str, int]]) -> list[float] | None:
+        """Per-leg price estimate: the touch (or the limit spread over the legs when no quote)."""
+        out = []
+        for leg, ref in zip(order.legs, refs, strict=True):
+            bid, ask, _, _ = self._touch(ref)
+            px = ask if leg.side.sign > 0 else bid
+            if not math.isfinite(px):
+                if len(order.legs) == 1 and order.limit_price is not None:
+                    px = float(order.limit_price)
+                else:
+                    return None
+            out.append(px)
+        return out
+
+    # ---- matching -----------------------------------------------------------------------------
+    def _match(self, underlying: str) -> list[ExecutionReport]:
+        if not self.working:
+            return []
+        reports: list[ExecutionReport] = []
+        for w in list(self.working.values()):
+            if any(ref[1] == underlying for ref in w.refs):
+                reports.extend(self._try_fill(w, aggressive=False))
+        return reports
+
+    def _match_stock(self, symbol: str) -> list[ExecutionReport]:
+        if not self.working:
+            return []
+        reports: list[ExecutionReport] = []
+        for w in list(self.working.values()):
+            if any(ref[0] == "stk" and ref[1] == symbol for ref in w.refs):
+                reports.extend(self._try_fill(w, aggressive=False))
+        return reports
+
+    def _try_fill(self, w: _Working, *, aggressive: bool) -> list[ExecutionReport]:
+        o = w.order
+        net = 0.0
+        touches: list[float] = []
+        avail = math.inf
+        spreads: list[float] = []
+        for sign, ratio, ref in zip(w.signs, w.ratios, w.refs, strict=True):
+            if ref[0] == "opt" and (ref[2] < 0 or ref[1] not in self._books):
+                return []
+            bid, ask, bsz, asz = self._touch(ref)
+            px = ask if sign > 0 else bid
+            if not math.isfinite(px) or px < 0 or (sign < 0 and px <= 0 and ref[0] == "opt"):
+                return []
+            touches.append(px)
+            spreads.append(ask - bid if math.isfinite(ask - bid) else 0.0)
+            net += sign * ratio * px
+            size = asz if sign > 0 else bsz
+            if math.isfinite(size):
+                avail = min(avail, size // ratio)
+        is_market = o.order_type is OrderType.MARKET
+        limit = float(o.limit_price) if o.limit_price is not None else math.inf
+        if not is_market and net > limit + 1e-9:
+            return []
+        qty = o.remaining_quantity
+        if self.config.partial_fills:
+            if not math.isfinite(avail):
+                avail = qty
+            qty = int(min(qty, avail))
+            if qty <= 0:
+                return []
+        # prices per leg: at the touch plus slippage for takers; resting limits fill at their limit
+        if aggressive or is_market:
+            leg_px = [self._slipped(px, sign, spread, ref)
+                      for px, sign, spread, ref in zip(touches, w.signs, spreads, w.refs, strict=True)]
+            net_px = sum(s * r * p for s, r, p in zip(w.signs, w.ratios, leg_px, strict=True))
+            if not is_market and net_px > limit + 1e-9:
+                leg_px = self._allocate(touches, w, limit)
+        else:
+            leg_px = self._allocate(touches, w, limit)
+        return [self._execute(w, qty, leg_px)]
+
+    def _slipped(self, px: float, sign: int, spread: float, ref: tuple[str, str, int]) -> float:
+        s = self.config.slippage
+        if s.model == "none" or s.value == 0:
+            return px
+        if s.model == "ticks":
+            tick = 0.01 if ref[0] == "stk" else float(self.tick_size(self._instrument_at(ref), Decimal(str(px))))
+            extra = s.value * tick
+        elif s.model == "spread_fraction":
+            extra = s.value * max(spread, 0.0)
+        else:
+            extra = px * s.value / 100.0
+        return max(px + sign * extra, 0.0)
+
+    def _instrument_at(self, ref: tuple[str, str, int]) -> Option:
+        book = self._books[ref[1]]
+        return book.chain.option(ref[2])
+
+    def _allocate(self, touches: list[float], w: _Working, net_target: float) -> list[float]:
+        """Leg prices summing (with signs and ratios) to ``net_target``: the difference from the touch goes
+        to the leg with the largest price (kept non-negative)."""
+        prices = list(touches)
+        net_touch = sum(s * r * p for s, r, p in zip(w.signs, w.ratios, touches, strict=True))
+        diff = net_target - net_touch
+        if abs(diff) < 1e-12:
+            return prices
+        ranked = sorted(range(len(prices)), key=lambda i: -prices[i])
+        for i in ranked:
+            new = prices[i] + diff / (w.signs[i] * w.ratios[i])
+            if new >= 0:
+                prices[i] = new
+                return prices
+        i = ranked[0]
+        prices[i] = max(prices[i] + diff / (w.signs[i] * w.ratios[i]), 0.0)
+        return prices
+
+    def _execute(self, w: _Working, qty: int, leg_px: list[float]) -> ExecutionReport:
+        o = w.order
+        now = self.now
+        fills: list[Fill] = []
+        changed: list[Position] = []
+        fee_legs: list[tuple[int, object, int, Decimal, int]] = []
+        dec_px = [Decimal(str(round(p, 4))).quantize(_PRICE_Q) for p in leg_px]
+        for i, leg in enumerate(o.legs):
+            inst = w.instruments[i]
+            dq = leg.side.sign * leg.ratio * qty
+            pos = self.positions.get(inst.key)
+            held = pos.quantity if pos else 0
+            closing = min(abs(dq), abs(held)) if held * dq < 0 else 0
+            fee_legs.append((i, inst, abs(dq), dec_px[i], abs(dq) - closing))
+        commissions = w.fees.charge(self.fees, fee_legs)
+        for i, leg in enumerate(o.legs):
+            inst = w.instruments[i]
+            dq = leg.side.sign * leg.ratio * qty
+            fee = commissions[i] + self.fees.pass_through(inst, abs(dq), dec_px[i], dq < 0)
+            fill = Fill(fill_id=self._next_id("F"), order_id=o.order_id, instrument=inst, quantity=dq,
+                        price=dec_px[i], ts=now, fee=to_cents(fee), leg_index=i, client_order_id=o.client_order_id)
+            changed.append(self._apply(fill))
+            fills.append(fill)
+        filled = o.filled_quantity + qty
+        net = sum(Decimal(leg.side.sign * leg.ratio) * p for leg, p in zip(o.legs, dec_px, strict=True))
+        prev_avg = o.avg_fill_price or _Z
+        avg = ((prev_avg * o.filled_quantity + net * qty) / filled).quantize(_PRICE_Q)
+        status = OrderStatus.FILLED if filled >= o.quantity else OrderStatus.PARTIALLY_FILLED
+        w.order = o.evolve(status=status, filled_quantity=filled, avg_fill_price=avg, updated_at=now)
+        if status is OrderStatus.FILLED:
+            self.working.pop(o.order_id, None)
+        kind: ReportKind = "filled" if status is OrderStatus.FILLED else "partially_filled"
+        return ExecutionReport(kind, w.order, tuple(fills), tuple(changed))
+
+    # ---- account bookkeeping ------------------------------------------------------------------
+    def _apply(self, fill: Fill) -> Position:
+        """Book a fill: cash, position quantity/average price, realized P&L."""
+        inst = fill.instrument
+        mult = inst.multiplier
+        self.cash += fill.cash_flow
+        self.fill_log.append(fill)
+        pos = self.positions.get(inst.key)
+        q0 = pos.quantity if pos else 0
+        avg0 = pos.avg_price if pos else _Z
+        realized0 = pos.realized_pnl if pos else _Z
+        dq = fill.quantity
+        q1 = q0 + dq
+        realized = _Z
+        if q0 == 0 or (q0 > 0) == (dq > 0):
+            avg1 = ((avg0 * abs(q0) + fill.price * abs(dq)) / abs(q1)).quantize(_PRICE_Q) if q1 else _Z
+        else:
+            closed = min(abs(dq), abs(q0))
+            realized = (fill.price - avg0) * closed * mult * (1 if q0 > 0 else -1)
+            avg1 = avg0 if abs(dq) <= abs(q0) else fill.price
+            if q1 == 0:
+                avg1 = _Z
+        realized -= fill.fee
+        self.realized += realized
+        new = Position(instrument=inst, quantity=q1, avg_price=avg1, realized_pnl=realized0 + realized,
+                       opened_at=(pos.opened_at if pos and q0 and (q0 > 0) == (q1 > 0) else fill.ts),
+                       strategy_id=pos.strategy_id if pos else None)
+        if q1 == 0:
+            self.positions.pop(inst.key, None)
+        else:
+            self.positions[inst.key] = new
+        return new
+
+    # ---- time: session close, DAY expiry, option expiration -----------------------------------
+    def on_time(self, now: datetime, settlement_prices: dict[str, float] | None = None) -> list[ExecutionReport]:
+        """Advance the exchange clock: at a session close DAY orders expire; expired options settle."""
+        self._now = now
+        reports: list[ExecutionReport] = []
+        cal = self._cal()
+        d = now.astimezone(NEW_YORK).date()
+        if self._session != d and cal.is_session(d):
+            o, _ = cal.open_close(d)
+            if now >= o:
+                self._session = d
+                self.day_start_equity = self.net_liquidation()
+                reports.extend(self.expire_day_orders(created_before=o))
+        last_session = cal.session_on_or_before(d)
+        _, close = cal.open_close(last_session)
+        if now >= close and self._session_closed != last_session:
+            self._session_closed = last_session
+            reports.extend(self.expire_day_orders())
+        reports.extend(self.settle_expired(now, settlement_prices))
+        return reports
+
+    def expire_day_orders(self, created_before: datetime | None = None) -> list[ExecutionReport]:
+        """Expire working DAY orders (only those created before ``created_before`` when given)."""
+        out = []
+        for oid, w in list(self.working.items()):
+            if w.order.tif is TimeInForce.DAY and (created_before is None or w.order.created_at < created_before):
+                del self.working[oid]
+                out.append(ExecutionReport("expired", w.order.evolve(status=OrderStatus.EXPIRED,
+                                                                     reason="DAY order expired at the close",
+                                                                     updated_at=self.now)))
+        return out
+
+    def settle_expired(self, now: datetime, settlement_prices: dict[str, float] | None = None) -> list[ExecutionReport]:
+        """Settle every option position whose expiry instant has passed.
+
+        Physical (equity/ETF): ITM by ≥ $0.01 exercises/assigns into shares at the strike; cash-settled
+        (index): intrinsic value in cash — AM-settled at the opening print of the expiry day, PM at the
+        close; OTM expires worthless. ``settlement_prices`` overrides the underlying price per symbol.
+        """
+        self._now = now
+        due = [p for p in self.positions.values()
+               if isinstance(p.instrument, Option) and p.instrument.expires_at <= now]
+        if not due:
+            return []
+        fills: list[Fill] = []
+        changed: dict[str, Position] = {}
+        for p in sorted(due, key=lambda x: x.instrument.key):
+            inst: Option = p.instrument  # type: ignore[assignment]
+            settle = self._settlement_price(inst, settlement_prices)
+            if settle is None:
+                continue
+            K = float(inst.strike)
+            intrinsic = (settle - K) if inst.is_call else (K - settle)
+            itm = intrinsic >= 0.01 - 1e-9
+            q = p.quantity
+            if itm and inst.settlement is Settlement.PHYSICAL:
+                kind = "exercise" if q > 0 else "assignment"
+                f1 = Fill(fill_id=self._next_id("F"), order_id="", instrument=inst, quantity=-q, price=_Z, ts=now,
+                          fee=to_cents(self.fees.exercise_fee), kind=kind)
+                changed[inst.key] = self._apply(f1)
+                shares = q * inst.multiplier * (1 if inst.is_call else -1)
+                stock = Equity(inst.underlying)
+                f2 = Fill(fill_id=self._next_id("F"), order_id="", instrument=stock, quantity=shares,
+                          price=Decimal(str(inst.strike)), ts=now, kind=kind)
+                changed[stock.key] = self._apply(f2)
+                fills += [f1, f2]
+            elif itm:
+                px = Decimal(str(round(intrinsic, 4))).quantize(_PRICE_Q)
+                f = Fill(fill_id=self._next_id("F"), order_id="", instrument=inst, quantity=-q, price=px, ts=now,
+                         kind="cash_settlement")
+                changed[inst.key] = self._apply(f)
+                fills.append(f)
+            else:
+                f = Fill(fill_id=self._next_id("F"), order_id="", instrument=inst, quantity=-q, price=_Z, ts=now,
+                         kind="expiration")
+                changed[inst.key] = self._apply(f)
+                fills.append(f)
+        if not fills:
+            return []
+        return [ExecutionReport("settlement", None, tuple(fills), tuple(changed.values()),
+                                note=f"{len(due)} expiring position(s) settled")]
+
+    def _settlement_price(self, inst: Option, overrides: dict[str, float] | None) -> float | None:
+        und = inst.underlying
+        if overrides and und in overrides:
+            return float(overrides[und])
+        if inst.settlement is Settlement.CASH_AM:
+            d = inst.expires_at.astimezone(NEW_YORK).date()
+            if (und, d) in self._opening:
+                return self._opening[(und, d)]
+        return self._und_price.get(und)
+
+    def early_assignments(self, underlying: str, dividend: float, now: datetime | None = None) -> list[ExecutionReport]:
+        """Before an ex-dividend date: assign short American calls whose time value is below ``dividend``.
+
+        Only when ``early_assignment`` is enabled; fills are flagged ``kind="early_assignment"``.
+        """
+        if now is not None:
+            self._now = now
+        if not self.config.early_assignment or dividend <= 0:
+            return []
+        spot = self._und_price.get(underlying)
+        if spot is None:
+            return []
+        fills: list[Fill] = []
+        changed: dict[str, Position] = {}
+        for p in sorted(list(self.positions.values()), key=lambda x: x.instrument.key):
+            inst = p.instrument
+            if not (isinstance(inst, Option) and inst.underlying == underlying and inst.is_call and p.quantity < 0
+                    and inst.settlement is Settlement.PHYSICAL):
+                continue
+            intrinsic = spot - float(inst.strike)
+            if intrinsic <= 0:
+                continue
+            extrinsic = self.mark(inst) - intrinsic
+            if extrinsic >= dividend:
+                continue
+            f1 = Fill(fill_id=self._next_id("F"), order_id="", instrument=inst, quantity=-p.quantity, price=_Z,
+                      ts=self.now, fee=to_cents(self.fees.exercise_fee), kind="early_assignment")
+            changed[inst.key] = self._apply(f1)
+            stock = Equity(underlying)
+            f2 = Fill(fill_id=self._next_id("F"), order_id="", instrument=stock, quantity=p.quantity * inst.multiplier,
+                      price=Decimal(str(inst.strike)), ts=self.now, kind="early_assignment")
+            changed[stock.key] = self._apply(f2)
+            fills += [f1, f2]
+        if not fills:
+            return []
+        return [ExecutionReport("settlement", None, tuple(fills), tuple(changed.values()),
+                                note=f"early assignment before a ${dividend:.2f} dividend")]
+
+    # ---- account ------------------------------------------------------------------------------
+    def net_liquidation(self) -> Decimal:
+        mv = 0.0
+        for p in self.positions.values():
+            m = self.mark(p.instrument)
+            if math.isfinite(m):
+                mv += p.quantity * m * p.multiplier
+            else:
+                mv += float(p.cost_basis)
+        return self.cash + Decimal(str(round(mv, 2)))
+
+    def unrealized(self) -> Decimal:
+        u = 0.0
+        for p in self.positions.values():
+            m = self.mark(p.instrument)
+            if math.isfinite(m):
+                u += p.unrealized_pnl(m)
+        return Decimal(str(round(u, 2)))
+
+    def account(self) -> AccountSnapshot:
+        nl = self.net_liquidation()
+        req = self.requirement()
+        long_v, short_v = self._stock_values(self.positions)
+        bp = buying_power(float(self.cash), long_v, short_v, req, self._stock_margin())
+        day = nl - self.day_start_equity if self.day_start_equity is not None else _Z
+        m = self._stock_margin()
+        return AccountSnapshot(
+            account_id=self.account_id, cash=self.cash.quantize(Decimal("0.01")), net_liquidation=nl,
+            buying_power=Decimal(str(round(bp, 2))),
+            maintenance_requirement=Decimal(str(round(req + m * (long_v + short_v), 2))),
+            realized_pnl=self.realized.quantize(Decimal("0.01")), unrealized_pnl=self.unrealized(), day_pnl=day,
+            ts=self.now, broker="paper", is_live=False,
+        )
+
+    def open_orders(self) -> list[Order]:
+        return [w.order for w in self.working.values()]
+
+    # ---- state (persistence) ------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Account scalars (positions and orders are persisted row by row by the broker)."""
+        return {
+            "cash": str(self.cash), "realized": str(self.realized), "seq": self._seq,
+            "day_start_equity": None if self.day_start_equity is None else str(self.day_start_equity),
+            "session": self._session.isoformat() if self._session else None,
+            "session_closed": self._session_closed.isoformat() if self._session_closed else None,
+            "marks": self._marks, "fees": {oid: w.fees.state() for oid, w in self.working.items()},
+            "opening": {f"{s}|{d.isoformat()}": p for (s, d), p in self._opening.items()},
+        }
+
+    def restore(self, state: dict[str, Any], positions: list[Position], orders: list[Order]) -> None:
+        self.cash = Decimal(state["cash"])
+        self.realized = Decimal(state["realized"])
+        self._seq = int(state.get("seq", 0))
+        dse = state.get("day_start_equity")
+        self.day_start_equity = Decimal(dse) if dse is not None else None
+        self._session = date.fromisoformat(state["session"]) if state.get("session") else None
+        self._session_closed = date.fromisoformat(state["session_closed"]) if state.get("session_closed") else None
+        self._marks = {k: float(v) for k, v in state.get("marks", {}).items()}
+        self._opening = {}
+        for k, v in state.get("opening", {}).items():
+            s, d = k.split("|")
+            self._opening[(s, date.fromisoformat(d))] = float(v)
+        self.positions = {p.symbol: p for p in positions if p.quantity != 0}
+        fees = state.get("fees", {})
+        self.working = {}
+        for o in orders:
+            refs = [self._ref_of(leg.instrument) or ("opt", getattr(leg.instrument, "underlying", ""), -1)
+                    for leg in o.legs]
+            insts = [self._canonical(leg.instrument, ref) for leg, ref in zip(o.legs, refs, strict=True)]
+            w = _Working(order=o, refs=refs, instruments=insts, signs=[leg.side.sign for leg in o.legs],
+                         ratios=[leg.ratio for leg in o.legs])
+            if o.order_id in fees:
+                w.fees = OrderFeeTracker.from_state(fees[o.order_id])
+            self.working[o.order_id] = w
+
+    def round_price(self, inst: Option, price: float, side_sign: int) -> Decimal:
+        """A price rounded to the contract's tick in the trader's favour (buy down, sell up)."""
+        d = Decimal(str(price))
+        tick = self.tick_size(inst, d)
+        mode = ROUND_FLOOR if side_sign > 0 else ROUND_CEILING
+        return ((d / tick).to_integral_value(rounding=mode) * tick).quantize(tick)
