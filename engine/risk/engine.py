@@ -307,7 +307,8 @@ class RiskEngine:
         if problems:
             return RiskDecision(order.order_id, False, tuple(results), reducing)
 
-        self.refresh()
+        if self._cache_key is None or self._cache_key[0] != self.portfolio.version:
+            self.refresh(force=True)  # positions changed; market-only refreshes happen on the clock tick
         nl = self.portfolio.net_liquidation
         und = order.underlying
         insts, units = _leg_arrays(order)

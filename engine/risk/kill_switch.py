@@ -75,6 +75,15 @@ def trip_in_store(store: Store, reason: str, by: str = "cli", flatten: bool = Fa
     return status
 
 
+def reset_in_store(store: Store, by: str = "cli") -> TradingStatus:
+    """Reset to ACTIVE from another process (explicit: the CLI requires ``--yes``)."""
+    raw = store.kv.get(KV_STATE) or {}
+    seq = int(raw.get("seq", 0)) + 1 if isinstance(raw, dict) else 1
+    status = TradingStatus(TradingState.ACTIVE, "reset", by, _now_iso())
+    _write_status(store, status, seq=seq)
+    return status
+
+
 class KillSwitch:
     """Owns the trading state. The OMS registers ``cancel_all`` / ``flatten`` actions with :meth:`bind`."""
 
