@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engine.brokers.base import OrderPreview
 from engine.brokers.fees import FeeSchedule, OrderFeeTracker, fee_schedule, to_cents
 from engine.brokers.margin import OptionHolding, buying_power, option_requirement
 from engine.brokers.paper_config import PaperConfig
@@ -337,8 +338,8 @@ class PaperExchange:
         return reports
 
     # ---- validation ---------------------------------------------------------------------------
-    def _validate(self, order: Order) -> tuple[str, list[tuple[str, str, int]]]:
-        if order.order_id in self.working:
+    def _validate(self, order: Order, *, check_bp: bool = True) -> tuple[str, list[tuple[str, str, int]]]:
+        if check_bp and order.order_id in self.working:
             return f"order id {order.order_id} is already working", []
         if not order.legs:
             return "order has no legs", []
@@ -392,7 +393,7 @@ class PaperExchange:
                 if leg.side.sign < 0 and held - leg.ratio * order.quantity < 0:
                     return (f"cash account: selling {leg.ratio * order.quantity} {leg.instrument.key} would open a "
                             f"short position"), refs
-        if self.config.check_buying_power:
+        if check_bp and self.config.check_buying_power:
             problem = self._buying_power_problem(order, refs)
             if problem:
                 return problem, refs
@@ -465,34 +466,70 @@ class PaperExchange:
         long_v, short_v = self._stock_values(self.positions)
         return buying_power(float(self.cash), long_v, short_v, self.requirement(), self._stock_margin())
 
-    def _buying_power_problem(self, order: Order, refs: list[tuple[str, str, int]]) -> str:
+    def _projection(self, order: Order, refs: list[tuple[str, str, int]]) -> tuple[float, float, float, float] | None:
+        """(buying power now, after a fill at the touch, requirement now, after) or None without quotes."""
         est = self._estimate_fill(order, refs)
         if est is None:
-            return ""
+            return None
         qty = order.quantity
         projected = dict(self.positions)
         cash = float(self.cash)
         unds: set[str] = set()
-        for leg, price in zip(order.legs, est, strict=True):
-            inst = leg.instrument
+        for leg, ref, price in zip(order.legs, refs, est, strict=True):
+            inst = self._canonical(leg.instrument, ref)
             dq = leg.side.sign * leg.ratio * qty
             cash -= dq * price * inst.multiplier
             p = projected.get(inst.key)
             newq = (p.quantity if p else 0) + dq
             projected[inst.key] = Position(instrument=inst, quantity=newq, avg_price=Decimal(str(round(price, 4))))
             unds.add(inst.underlying if isinstance(inst, Option) else inst.symbol)
-        before = {u: self._requirement_for(u, self.positions) for u in unds}
-        after = {u: self._requirement_for(u, projected) for u in unds}
+        req_now = self.requirement()
+        changed_before = sum(self._requirement_for(u, self.positions) for u in unds)
+        changed_after = sum(self._requirement_for(u, projected) for u in unds)
+        req_after = req_now - changed_before + changed_after
         long1, short1 = self._stock_values(projected)
-        m = self._stock_margin()
-        bp_now = self.buying_power()
-        other = sum(before.values())
-        total_req_now = self.requirement()
-        bp_after = buying_power(cash, long1, short1, total_req_now - other + sum(after.values()), m)
+        bp_after = buying_power(cash, long1, short1, req_after, self._stock_margin())
+        return self.buying_power(), bp_after, req_now, req_after
+
+    def _buying_power_problem(self, order: Order, refs: list[tuple[str, str, int]]) -> str:
+        proj = self._projection(order, refs)
+        if proj is None:
+            return ""
+        bp_now, bp_after, _, _ = proj
         if bp_after < 0 and bp_after < bp_now - 1e-6:
             need = bp_now - bp_after
             return f"insufficient buying power: the order needs ${need:,.2f}, ${max(bp_now, 0.0):,.2f} available"
         return ""
+
+    def preview(self, order: Order) -> OrderPreview:
+        """What ``order`` would do if filled at the touch now: buying-power effect, fees, margin change."""
+        reason, refs = self._validate(order, check_bp=False)
+        if reason:
+            return OrderPreview(errors=(reason,), source="estimate")
+        proj = self._projection(order, refs)
+        est = self._estimate_fill(order, refs)
+        fee = _Z
+        if est is not None:
+            tracker = OrderFeeTracker()
+            legs: list[tuple[int, object, int, Decimal, int]] = []
+            for i, (leg, ref, px) in enumerate(zip(order.legs, refs, est, strict=True)):
+                inst = self._canonical(leg.instrument, ref)
+                dq = leg.side.sign * leg.ratio * order.quantity
+                pos = self.positions.get(inst.key)
+                held = pos.quantity if pos else 0
+                closing = min(abs(dq), abs(held)) if held * dq < 0 else 0
+                legs.append((i, inst, abs(dq), Decimal(str(px)), abs(dq) - closing))
+                fee += self.fees.pass_through(inst, abs(dq), Decimal(str(px)), dq < 0)
+            fee += sum(tracker.charge(self.fees, legs).values(), _Z)
+        warnings: tuple[str, ...] = ()
+        if proj is None:
+            return OrderPreview(commission=to_cents(fee), warnings=("no quotes: buying power not estimated",))
+        bp_now, bp_after, req_now, req_after = proj
+        if bp_after < 0:
+            warnings = (f"buying power would be ${bp_after:,.2f}",)
+        return OrderPreview(buying_power_effect=Decimal(str(round(bp_after - bp_now, 2))), commission=to_cents(fee),
+                            margin_change=Decimal(str(round(req_after - req_now, 2))), warnings=warnings,
+                            source="estimate")
 
     def _estimate_fill(self, order: Order, refs: list[tuple[str, str, int]]) -> list[float] | None:
         """Per-leg price estimate: the touch (or the limit spread over the legs when no quote)."""
@@ -827,10 +864,11 @@ class PaperExchange:
         day = nl - self.day_start_equity if self.day_start_equity is not None else _Z
         m = self._stock_margin()
         return AccountSnapshot(
-            account_id=self.account_id, cash=self.cash.quantize(Decimal("0.01")), net_liquidation=nl,
+            account_id=self.account_id, cash=self.cash.quantize(Decimal("0.01")), net_liquidation=nl.quantize(Decimal("0.01")),
             buying_power=Decimal(str(round(bp, 2))),
             maintenance_requirement=Decimal(str(round(req + m * (long_v + short_v), 2))),
-            realized_pnl=self.realized.quantize(Decimal("0.01")), unrealized_pnl=self.unrealized(), day_pnl=day,
+            realized_pnl=self.realized.quantize(Decimal("0.01")), unrealized_pnl=self.unrealized(),
+            day_pnl=day.quantize(Decimal("0.01")),
             ts=self.now, broker="paper", is_live=False,
         )
 
