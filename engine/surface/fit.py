@@ -8,7 +8,7 @@ per-row ``ivs.reason`` say what happened. Programming errors (wrong argument typ
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -21,6 +21,13 @@ from engine.surface.forward import ForwardEstimate
 from engine.surface.quotes import ChainIVs, RateInput, chain_ivs
 from engine.surface.surface import VolSurface
 from engine.surface.svi import SVIParams, fit_svi_batch, svi_total_variance
+
+#: IV spread assumed where the bid or ask has no implied vol (weight of such a point in the fit)
+_UNKNOWN_IV_SPREAD = 0.05
+#: a point is an outlier when its mid IV is further than this many IV spreads from the first fit ...
+_OUTLIER_SPREADS = 4.0
+#: ... and further than this many vol units (0.01 = one vol point)
+_OUTLIER_MIN_VOL = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,22 +150,47 @@ def fit_chain(
     K = np.zeros((S, N))
     W = np.zeros((S, N))
     OM = np.zeros((S, N))
+    SPR = np.zeros((S, N))
     for j, (i, rows) in enumerate(zip(fit_idx, rows_per, strict=True)):
         Ti = float(ivs.T_expiry[i])
         k = ivs.k[rows]
         iv = ivs.iv_mid[rows]
         w = iv * iv * Ti
         ivs_spread = np.where(np.isfinite(ivs.iv_ask[rows]) & np.isfinite(ivs.iv_bid[rows]),
-                              ivs.iv_ask[rows] - ivs.iv_bid[rows], np.inf)
+                              ivs.iv_ask[rows] - ivs.iv_bid[rows], _UNKNOWN_IV_SPREAD)
         quality = 1.0 / np.maximum(ivs_spread, cfg.min_iv_spread)
-        quality = np.where(np.isfinite(quality), quality, 1.0 / 0.05)
-        # residuals in w scaled to vol units: dσ = dw / (2σT)
-        om = quality / (4.0 * w * Ti)
+        # residuals in w scaled to vol units (dσ = dw / (2σT)); w floored so one tiny-variance point
+        # cannot take all the weight
+        w_floor = max(0.1 * float(np.median(w)), 1e-10)
+        om = quality / (4.0 * np.maximum(w, w_floor) * Ti)
         n = len(rows)
         K[j, :n], W[j, :n], OM[j, :n] = k, w, om
+        SPR[j, :n] = ivs_spread
         K[j, n:] = k[-1] if n else 0.0
         W[j, n:] = w[-1] if n else 0.0
     batch = fit_svi_batch(K, W, OM)
+    # one robust pass: points far outside their own bid/ask from the first fit are dropped as outliers
+    T_col = ivs.T_expiry[fit_idx][:, None]
+    model_iv = np.sqrt(np.maximum(svi_total_variance(K, *(batch.params[:, c : c + 1] for c in range(5))), 0.0) / T_col)
+    quote_iv = np.sqrt(W / T_col)
+    resid = np.abs(model_iv - quote_iv)
+    live = OM > 0
+    out = live & (resid > np.maximum(_OUTLIER_SPREADS * SPR, _OUTLIER_MIN_VOL))
+    keep_enough = (live & ~out).sum(axis=1) >= cfg.min_strikes
+    out &= keep_enough[:, None]
+    if out.any():
+        OM = np.where(out, 0.0, OM)
+        batch = fit_svi_batch(K, W, OM)
+        reason = ivs.reason.copy()
+        used = ivs.used.copy()
+        for j, rows in enumerate(rows_per):
+            dropped = rows[out[j, : len(rows)]]
+            reason[dropped] = "outlier"
+            used[dropped] = False
+        ivs = replace(ivs, reason=reason, used=used)
+        rows_per = [rows[~out[j, : len(rows)]] for j, rows in enumerate(rows_per)]
+        notes.append(f"{int(out.sum())} outlier quote(s) dropped (more than {_OUTLIER_SPREADS:g} IV spreads and "
+                     f"{_OUTLIER_MIN_VOL * 100:g} vol points from the first fit)")
     labels = [np.datetime_as_string(ivs.expiries[i], unit="D") for i in fit_idx]
     T_fit = ivs.T_expiry[fit_idx]
     params, report = enforce_no_arbitrage(batch.params, K, W, OM, labels, T=T_fit, repair=cfg.repair_arbitrage)

@@ -8,7 +8,8 @@ with the curve rate and the implied carry, so early exercise is accounted for.
 Reason codes (``ChainIVs.reason``; empty string = the row is a smile point):
 ``expired``, ``expiry_too_close``, ``missing_quote``, ``crossed``, ``stale``, ``zero_bid``,
 ``wide_spread``, ``in_the_money`` (the other side of the forward is used), ``no_iv:<pricing reason>``,
-``insufficient_strikes`` (its expiry has fewer valid strikes than the minimum).
+``insufficient_strikes`` (its expiry has fewer valid strikes than the minimum), and from the fit
+``outlier`` (mid IV far outside its own bid/ask from the first fit).
 """
 
 from __future__ import annotations

@@ -96,6 +96,11 @@ def _inner_solve(k: np.ndarray, w: np.ndarray, om: np.ndarray, m: np.ndarray, s:
     Shapes: k, w, om are (S, N) (weights sum to 1 per row, padding has weight 0); m, s are (S, P).
     Returns arrays (S, P): objective, a, d, c.
     """
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _inner_solve_impl(k, w, om, m, s)
+
+
+def _inner_solve_impl(k: np.ndarray, w: np.ndarray, om: np.ndarray, m: np.ndarray, s: np.ndarray):
     # Moments of k and w are closed form in (m, σ); only z = sqrt(y² + 1) needs the (S, P, N) pass.
     k1 = (om * k).sum(-1)[:, None]
     k2 = (om * k * k).sum(-1)[:, None]

@@ -1,0 +1,222 @@
+"""fit_chain end to end: forwards from parity, IVs and drop reasons, and every kind of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.model.chain import OptionChain
+from engine.model.instruments import ExerciseStyle
+from engine.surface.config import SurfaceConfig
+from engine.surface.fit import fit_chain
+from engine.surface.forward import CARRY_FALLBACK, PARITY_FIXED_DISCOUNT, PARITY_REGRESSION, estimate_forward
+from engine.surface.quotes import ZeroCurve
+from engine.surface.svi import svi_total_variance
+from tests.surface.synthetic import (
+    NOW,
+    build_chain,
+    equity_like_params,
+    expiry_dates,
+    flat_price_fn,
+    log_strikes,
+    svi_price_fn,
+)
+
+SPOT, R, Q = 100.0, 0.045, 0.015
+
+
+@pytest.fixture(scope="module")
+def svi_chain() -> OptionChain:
+    return build_chain(spot=SPOT, expiries=expiry_dates([9, 30, 65, 120, 240]),
+                       strikes=log_strikes(-2.5, 2.0, 40, spot=SPOT, vol=0.3, r=R, q=Q),
+                       price=svi_price_fn(equity_like_params, spot=SPOT, r=R, q=Q))
+
+
+# ---- forwards -------------------------------------------------------------------------------------------
+def test_forward_and_carry_are_recovered_from_parity_on_a_european_chain(svi_chain: OptionChain) -> None:
+    fit = fit_chain(svi_chain, rate=R, dividend_yield=0.0)  # the chain knows q = 1.5 %; we do not
+    for s in fit.slices:
+        assert s.forward.method == PARITY_REGRESSION
+        assert s.forward.forward == pytest.approx(SPOT * np.exp((R - Q) * s.T), rel=1e-6)
+        assert s.forward.implied_yield == pytest.approx(Q, abs=2e-4)
+        assert s.forward.rate == pytest.approx(R, abs=2e-4)
+        assert s.forward.pairs >= 3
+
+
+def test_forward_regression_shrugs_off_an_absurd_pair() -> None:
+    T, F, D = 0.25, 101.0, np.exp(-0.04 * 0.25)
+    K = np.arange(90.0, 111.0, 2.5)
+    rng = np.random.default_rng(3)
+    put = np.maximum(K - F, 0) * D + 2.0 + rng.normal(0, 0.002, K.size)
+    call = put + D * (F - K)
+    call[4] += 3.0  # one broken quote near the money
+    spread = np.full(K.size, 0.05)
+    est = estimate_forward(K, call, put, spread, spread, spot=100.0, T=T, rate=0.04, dividend_yield=0.0)
+    assert est.forward == pytest.approx(F, abs=0.02)
+    assert est.pairs >= 5
+
+
+def test_forward_falls_back_to_carry_with_a_flag_when_pairs_are_missing() -> None:
+    K = np.array([95.0, 100.0, 105.0])
+    call = np.array([6.0, np.nan, np.nan])
+    put = np.array([np.nan, np.nan, 5.0])
+    s = np.full(3, 0.1)
+    est = estimate_forward(K, call, put, s, s, spot=100.0, T=0.5, rate=0.05, dividend_yield=0.02)
+    assert est.fallback and est.method == CARRY_FALLBACK
+    assert est.forward == pytest.approx(100.0 * np.exp(0.03 * 0.5))
+    assert "pairs" in est.note
+
+
+def test_american_chain_fixes_the_discount_and_recovers_the_flat_vol() -> None:
+    vol = 0.30
+    chain = build_chain(spot=SPOT, expiries=expiry_dates([30, 90]), style=ExerciseStyle.AMERICAN,
+                        strikes=log_strikes(-2.0, 2.0, 25, spot=SPOT, vol=vol, r=R, q=Q),
+                        price=flat_price_fn(vol, spot=SPOT, r=R, q=Q, american=True),
+                        half_spread=lambda p: np.maximum(0.002, 0.005 * p))
+    fit = fit_chain(chain, rate=R, dividend_yield=Q)
+    assert fit.ivs.american and not fit.notes
+    for s in fit.slices:
+        assert s.forward.method == PARITY_FIXED_DISCOUNT
+        # early exercise biases parity slightly; the American IVs must still land on the flat vol
+        assert s.forward.forward == pytest.approx(SPOT * np.exp((R - Q) * s.T), rel=2e-3)
+    used = fit.ivs.used
+    assert np.nanmax(np.abs(fit.ivs.iv_mid[used] - vol)) < 0.003
+    assert np.nanmax(np.abs(fit.term.atm_iv - vol)) < 0.003
+
+
+# ---- IVs and fit quality ---------------------------------------------------------------------------
+def test_otm_points_are_used_and_itm_rows_say_why_not(svi_chain: OptionChain) -> None:
+    fit = fit_chain(svi_chain, rate=R)
+    ivs = fit.ivs
+    assert np.all(ivs.otm[ivs.used])
+    itm = ~ivs.otm
+    assert set(ivs.reason[itm]) <= {"in_the_money"}
+    assert np.all(ivs.reason[ivs.used] == "")
+
+
+def test_svi_generated_chain_is_fitted_to_a_fraction_of_a_basis_point(svi_chain: OptionChain) -> None:
+    fit = fit_chain(svi_chain, rate=R)
+    assert fit.ok and fit.reasons == ()
+    assert len(fit.fitted_slices()) == 5
+    for s in fit.slices:
+        assert s.rmse_bp < 0.5
+        true = svi_total_variance(0.0, *equity_like_params(s.T))
+        assert s.params is not None
+        assert s.params.total_variance(0.0) == pytest.approx(true, rel=1e-4)
+    assert fit.arbitrage.arbitrage_free and fit.arbitrage.found == ()
+
+
+def test_a_zero_curve_is_accepted_and_gives_the_same_forwards(svi_chain: OptionChain) -> None:
+    flat = fit_chain(svi_chain, rate=R)
+    curved = fit_chain(svi_chain, rate=ZeroCurve((0.01, 1.0), (R, R)))
+    np.testing.assert_allclose([s.forward.forward for s in flat.slices],
+                               [s.forward.forward for s in curved.slices], rtol=1e-12)
+
+
+# ---- bad input ----------------------------------------------------------------------------------------
+def test_empty_chain_gives_an_empty_surface_with_a_reason() -> None:
+    chain = OptionChain.build("SPX", SPOT, NOW, [])
+    fit = fit_chain(chain, rate=R)
+    assert not fit.ok
+    assert fit.slices == ()
+    assert any("empty chain" in r for r in fit.reasons)
+    assert np.isnan(fit.surface.implied_vol(100.0, 0.5))
+
+
+def test_an_expiry_with_fewer_than_five_valid_strikes_is_skipped_with_its_reason(svi_chain: OptionChain) -> None:
+    first = svi_chain.expiry == svi_chain.expiries()[0]
+    bid = svi_chain.bid.copy()
+    ask = svi_chain.ask.copy()
+    rows = np.nonzero(first)[0]
+    kill = rows[4:]  # leave 4 strikes' worth of quotes on the first expiry
+    bid[kill] = np.nan
+    ask[kill] = np.nan
+    fit = fit_chain(svi_chain.with_quotes(bid, ask), rate=R)
+    assert fit.slices[0].status == "skipped"
+    assert "insufficient valid strikes" in fit.slices[0].reason
+    assert all(s.status == "fitted" for s in fit.slices[1:])
+    assert any("1 of 5 expiries not fitted" in r for r in fit.reasons)
+    assert set(fit.ivs.reason[kill]) == {"missing_quote"}
+    assert np.isnan(fit.term.atm_iv[0]) and np.isfinite(fit.term.atm_iv[1:]).all()
+
+
+def test_all_zero_bids_fit_nothing_and_say_zero_bid(svi_chain: OptionChain) -> None:
+    fit = fit_chain(svi_chain.with_quotes(np.zeros(len(svi_chain)), svi_chain.ask), rate=R)
+    assert not fit.ok
+    assert all(s.status == "skipped" for s in fit.slices)
+    assert any("zero_bid" in r for r in fit.reasons)
+    assert set(fit.ivs.reason) == {"zero_bid"}
+
+
+def test_nan_crossed_wide_and_stale_quotes_are_dropped_with_their_reasons(svi_chain: OptionChain) -> None:
+    bid, ask = svi_chain.bid.copy(), svi_chain.ask.copy()
+    otm = fit_chain(svi_chain, rate=R).ivs.used
+    idx = np.nonzero(otm)[0]
+    nan_row, crossed_row, wide_row, stale_row = idx[10], idx[11], idx[12], idx[13]
+    bid[nan_row] = np.nan
+    bid[crossed_row], ask[crossed_row] = ask[crossed_row] + 0.1, bid[crossed_row]
+    ask[wide_row] = bid[wide_row] * 10 + 1.0
+    age = np.zeros(len(svi_chain))
+    age[stale_row] = 3600.0
+    fit = fit_chain(svi_chain.with_quotes(bid, ask), rate=R, quote_age=age)
+    r = fit.ivs.reason
+    assert (r[nan_row], r[crossed_row], r[wide_row], r[stale_row]) == ("missing_quote", "crossed", "wide_spread",
+                                                                       "stale")
+    assert fit.ok and all(s.status == "fitted" for s in fit.slices)
+
+
+def test_a_price_above_the_no_arbitrage_bound_keeps_the_pricing_reason(svi_chain: OptionChain) -> None:
+    bid, ask = svi_chain.bid.copy(), svi_chain.ask.copy()
+    ivs = fit_chain(svi_chain, rate=R).ivs
+    row = int(np.nonzero(ivs.used & svi_chain.is_call)[0][5])
+    bid[row], ask[row] = 150.0, 151.0  # an OTM call on a 100 stock quoted above the stock price
+    fit = fit_chain(svi_chain.with_quotes(bid, ask), rate=R)
+    assert fit.ivs.reason[row] == "no_iv:above_maximum"
+    assert fit.ok and all(s.rmse_bp < 0.5 for s in fit.slices)
+
+
+def test_an_absurd_but_tight_quote_is_dropped_as_an_outlier(svi_chain: OptionChain) -> None:
+    bid, ask = svi_chain.bid.copy(), svi_chain.ask.copy()
+    ivs = fit_chain(svi_chain, rate=R).ivs
+    row = int(np.nonzero(ivs.used & (ivs.expiry_index == 2))[0][15])
+    mid = 0.5 * (bid[row] + ask[row])
+    bid[row], ask[row] = 1.6 * mid, 1.62 * mid  # tight market, far too rich
+    fit = fit_chain(svi_chain.with_quotes(bid, ask), rate=R)
+    assert fit.ivs.reason[row] == "outlier" and not fit.ivs.used[row]
+    assert any("outlier" in n for n in fit.notes)
+    assert fit.slices[2].rmse_bp < 0.5
+
+
+def test_a_near_zero_price_does_not_take_over_the_fit(svi_chain: OptionChain) -> None:
+    bid, ask = svi_chain.bid.copy(), svi_chain.ask.copy()
+    row = int(np.nonzero(fit_chain(svi_chain, rate=R).ivs.used)[0][0])
+    bid[row], ask[row] = 1e-9, 2e-9  # deep OTM put quoted at (almost) nothing
+    with np.errstate(all="raise"):
+        fit = fit_chain(svi_chain.with_quotes(bid, ask), rate=R, config=SurfaceConfig(max_spread_fraction=5.0))
+    assert fit.ivs.reason[row] in ("outlier", "")
+    assert fit.ok
+    assert np.median([s.rmse_bp for s in fit.slices]) < 1.0
+
+
+def test_single_expiry_is_fitted_and_queries_scale_in_time() -> None:
+    chain = build_chain(spot=SPOT, expiries=expiry_dates([45]),
+                        strikes=log_strikes(-2.0, 2.0, 30, spot=SPOT, vol=0.3, r=R, q=Q),
+                        price=svi_price_fn(equity_like_params, spot=SPOT, r=R, q=Q))
+    fit = fit_chain(chain, rate=R)
+    assert len(fit.fitted_slices()) == 1
+    assert any("single fitted expiry" in n for n in fit.notes)
+    T0 = fit.slices[0].T
+    v0 = fit.surface.implied_vol_k(0.05, T0)
+    assert fit.surface.implied_vol_k(0.05, 2 * T0) == pytest.approx(v0)
+    assert fit.surface.implied_vol_k(0.05, 0.5 * T0) == pytest.approx(v0)
+
+
+def test_nan_spot_and_expired_expiries_do_not_raise(svi_chain: OptionChain) -> None:
+    from dataclasses import replace
+
+    broken = replace(svi_chain, spot=float("nan"))
+    fit = fit_chain(broken, rate=R)
+    assert any("not usable" in r for r in fit.reasons)
+    later = fit_chain(svi_chain, rate=R, now=NOW.replace(year=NOW.year + 2))
+    assert not later.ok
+    assert set(later.ivs.reason) == {"expired"}
