@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -211,6 +212,13 @@ class CredentialStore:
 
 
 # ---- log redaction ------------------------------------------------------------------------------
+# belt and braces for secrets never registered (e.g. a token an SDK fetched and logged by itself)
+_BEARER = re.compile(r"([Bb]earer\s+)[A-Za-z0-9._~+/=-]{6,}")
+_JSON_SECRET = re.compile(
+    r"(['\"](?:token|access_token|refresh_token|client_secret|auth-token|session_token|provider_secret)['\"]"
+    r"\s*:\s*['\"](?:Bearer\s+)?)[^'\"]{4,}")
+
+
 class SecretRedactor:
     """Replaces registered secrets in text. Account numbers keep their last 4 characters."""
 
@@ -229,6 +237,9 @@ class SecretRedactor:
         self.register(account, account=True)
 
     def redact(self, text: str) -> str:
+        if "earer " in text or "token" in text or "secret" in text:
+            text = _BEARER.sub(r"\1***", text)
+            text = _JSON_SECRET.sub(r"\1***", text)
         if not self._items:
             return text
         with self._lock:

@@ -206,6 +206,11 @@ class IbkrConnection:
             self.ib = IB()
             self.ib.errorEvent += self._on_error
             self.ib.disconnectedEvent += self._on_disconnected
+            # register account numbers for log redaction the moment the handshake reveals them, before
+            # ib_async logs the startup sync (positions, portfolio) at INFO
+            self.ib.client.apiStart += self._register_accounts
+        if self.config.account:
+            redactor().register_account(self.config.account)
         cfg = self.config
         t0 = time.perf_counter()
         try:
@@ -232,6 +237,11 @@ class IbkrConnection:
         await with_timeout(self.ib.reqCurrentTimeAsync(), cfg.call_timeout_s, "ibkr current time")
         self.latency_ms = (time.perf_counter() - t0) * 1e3
         self.connects += 1
+
+    def _register_accounts(self) -> None:
+        with contextlib.suppress(Exception):
+            for a in self.ib.client.getAccounts():
+                redactor().register_account(a)
 
     async def _after_reconnect(self) -> None:
         for cb in list(self._on_reconnected):

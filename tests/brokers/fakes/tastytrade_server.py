@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ class FakeTastytrade:
         self.access_token = ""
         self.dx_token = ""
         self.requests: list[tuple[str, str, Any]] = []
+        self.issued_tokens: list[str] = []  # every access and DXLink token handed out
         self.orders: dict[int, FakeOrder] = {}
         self._ids = itertools.count(1001)
         self._fill_ids = itertools.count(1)
@@ -149,7 +151,9 @@ class FakeTastytrade:
 
         self._http = await asyncio.start_server(self._http_conn, "127.0.0.1", 0)
         self.http_port = self._http.sockets[0].getsockname()[1]
-        self._ws = await serve(self._ws_conn, "127.0.0.1", 0, ping_interval=None)
+        # the fake's own logger: its frame dumps are the server's, not the app's (see test_log_secrets)
+        self._ws = await serve(self._ws_conn, "127.0.0.1", 0, ping_interval=None,
+                               logger=logging.getLogger("fakes.tastytrade"))
         self.ws_port = next(iter(self._ws.sockets)).getsockname()[1]
         return self
 
@@ -248,6 +252,7 @@ class FakeTastytrade:
             if self.fail_token_refresh or not ok:
                 return self._err(401, "invalid_grant", "Grant is invalid or revoked")
             self.access_token = "access-" + secrets.token_hex(12)
+            self.issued_tokens.append(self.access_token)
             return 200, {"access_token": self.access_token, "expires_in": 900, "token_type": "Bearer"}
         if headers.get("authorization") != f"Bearer {self.access_token}" or not self.access_token:
             return self._err(401, "unauthorized", "Token is invalid or expired")
@@ -267,6 +272,7 @@ class FakeTastytrade:
             return self._err(404, "record_not_found", f"No option chain for {path.split('/')[2]}")
         if method == "GET" and path == "/api-quote-tokens":
             self.dx_token = DXLINK_TOKEN_PREFIX + secrets.token_hex(8)
+            self.issued_tokens.append(self.dx_token)
             return 200, {"data": {"token": self.dx_token, "dxlink-url": self.dxlink_url, "level": "api"}}
         if method == "POST" and path == f"{acct}/orders/dry-run":
             return self._dry_run(body)
