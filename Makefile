@@ -37,8 +37,12 @@ system-deps:
 run: $(STAMP_RUN)
 	$(PY) -m app
 
+# Two pytest processes: the Qt suite runs one qasync loop for its whole session (DESIGN.md §10),
+# which must not share a process with pytest-asyncio's per-test loops of the engine suite.
+QT_TESTS := tests/app tests/widgets
 test: $(STAMP_DEV) system-deps
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(addprefix --ignore=,$(QT_TESTS)) tests
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(QT_TESTS)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/optiondesk selftest --seconds 8
 
 bench: $(STAMP_DEV)
