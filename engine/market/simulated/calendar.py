@@ -188,8 +188,10 @@ class TradingTimeTable:
                  am: np.ndarray) -> None:
         self.today, self.expiry, self.full, self.same_day, self.am = today, expiry, full, same_day, am
 
-    def years(self, ts: datetime, calendar: MarketCalendar) -> np.ndarray:
-        left = calendar.session_fraction_left(ts)
+    def years(self, ts: datetime, calendar: MarketCalendar, session_share: float = 1.0) -> np.ndarray:
+        """Trading years to each expiry at ``ts``; the rest of today's session counts ``session_share`` of a day
+        (the overnight gap before each later session is part of that session's day)."""
+        left = calendar.session_fraction_left(ts) * session_share
         now64 = np.datetime64(ts.astimezone(UTC).replace(tzinfo=None), "s")
         tau = np.where(self.same_day, np.where(self.am, 1e-6, max(left, 1e-6)), left + self.full)
         tau = tau / TRADING_DAYS_PER_YEAR

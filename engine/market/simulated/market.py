@@ -260,7 +260,7 @@ class SimulatedMarket:
         now64 = np.datetime64(self.now.replace(tzinfo=None), "s")
         if self._tt is None or self._tt.today != self.session:
             self._tt = self.calendar.trading_time_table(self.session, self.listing.pair_expiry)
-        tau = self._tt.years(self.now, self.calendar)
+        tau = self._tt.years(self.now, self.calendar, 1.0 / (1.0 + cfg.overnight_variance_share))
         if full:
             span = (self.session_close - self.session_open).total_seconds()
             elapsed = min(max((self.now - self.session_open).total_seconds() / span, 0.0), 1.0)
