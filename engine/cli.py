@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: list[str] = [
     "engine.brokers.cli",
+    "engine.market.cli",
 ]
 
 
