@@ -1,0 +1,137 @@
+from decimal import Decimal
+
+import pytest
+from oms_harness import Harness, wait_for
+
+from engine.bus.commands import (
+    ApproveOrder,
+    CancelAllOrders,
+    CancelOrder,
+    SetApprovalMode,
+    SubmitOrder,
+)
+from engine.bus.events import OrderDenied, OrderFilled, OrderPendingApproval
+from engine.model import OrderStatus
+
+
+async def test_submit_when_marketable_spread_then_filled_and_every_step_persisted(desk):
+    order = await desk.bus.send(SubmitOrder(intent=desk.put_spread(natural=True)))
+    await wait_for(lambda: desk.oms.order(order.order_id).status is OrderStatus.FILLED)
+    steps = [e["detail"]["step"] for e in desk.store.orders.events(order.order_id)]
+    assert steps[:3] == ["intent", "approved", "submitted"]
+    assert "fill" in steps and steps.index("submitted") < steps.index("fill")
+    stored = desk.store.orders.get(order.order_id)
+    assert stored.status is OrderStatus.FILLED and stored.client_order_id == order.client_order_id
+    assert len(desk.store.fills.list(order.order_id)) == 2
+    assert desk.of(OrderFilled)
+    assert desk.portfolio.quantity("SPY260220P00590000") == -1
+
+
+async def test_submit_when_limits_breached_then_order_denied_event_carries_checks(desk):
+    order = await desk.bus.send(SubmitOrder(intent=desk.put_spread(qty=10)))
+    assert order.status is OrderStatus.DENIED
+    ev = desk.of(OrderDenied)[-1]
+    names = {c.name for c in ev.checks}
+    assert "max_loss_per_trade" in names
+    c = next(c for c in ev.checks if c.name == "max_loss_per_trade")
+    assert c.limit == pytest.approx(2000.0) and c.value > 2000.0
+    assert desk.store.query("SELECT kind FROM risk_events WHERE order_id=?", (order.order_id,))[0]["kind"] == \
+        "order_denied"
+    assert not desk.risk.has_reservation(order.order_id)
+
+
+async def test_submit_when_intent_invalid_then_denied_with_reason_and_stored(desk):
+    intent = desk.put_spread()
+    bad = type(intent)(legs=intent.legs, quantity=0, limit_price=intent.limit_price)
+    order = await desk.bus.send(SubmitOrder(intent=bad))
+    assert order.status is OrderStatus.DENIED and "quantity" in order.reason
+    assert desk.of(OrderDenied)[-1].checks[0].name == "order_valid"
+
+
+async def test_submit_when_client_order_id_reused_then_no_second_order(desk):
+    first = await desk.oms.submit(desk.put_spread(client_order_id="od-fixed-1"))
+    again = await desk.oms.submit(desk.put_spread(client_order_id="od-fixed-1"))
+    assert again.order_id == first.order_id
+    assert len(desk.store.query("SELECT 1 FROM orders WHERE client_order_id='od-fixed-1'")) == 1
+
+
+async def test_approval_when_on_then_pending_with_preview_and_approve_sends(desk):
+    await desk.bus.send(SetApprovalMode(enabled=True, by="alice"))
+    order = await desk.bus.send(SubmitOrder(intent=desk.put_spread()))
+    assert order.status is OrderStatus.PENDING_APPROVAL
+    pending = desk.oms.pending_approvals()
+    assert [p.order.order_id for p in pending] == [order.order_id]
+    pv = pending[0].preview
+    assert pv.max_loss == pytest.approx(1000 - 100 * float(-order.limit_price))
+    assert pv.breakevens and pv.defined_risk and pv.buying_power_source == "broker"
+    assert pv.buying_power_effect < 0
+    assert pv.greeks_change["beta_delta"] > 0  # a short put spread adds delta
+    assert "max_loss_per_trade" in pv.headroom
+    assert desk.of(OrderPendingApproval)[-1].preview is pv
+    done = await desk.bus.send(ApproveOrder(order_id=order.order_id, by="bob"))
+    assert done.status in (OrderStatus.WORKING, OrderStatus.FILLED)
+    decisions = [h["decision"] for h in desk.oms.gate.history(order.order_id)]
+    assert decisions == ["pending", "approved"]
+    assert desk.oms.gate.history(order.order_id)[1]["by"] == "bob"
+
+
+async def test_approval_when_not_decided_in_time_then_expires_and_is_audited(tmp_path):
+    from engine.oms.config import OmsConfig
+
+    h = await Harness(tmp_path / "db.sqlite", oms_config=OmsConfig(approval_in_paper=True,
+                                                                   approval_expiry_s=0.1)).start()
+    try:
+        order = await h.oms.submit(h.put_spread())
+        await wait_for(lambda: h.oms.order(order.order_id).status is OrderStatus.EXPIRED, 2.0)
+        assert not h.oms.pending_approvals() and not h.risk.has_reservation(order.order_id)
+        assert [d["decision"] for d in h.oms.gate.history(order.order_id)] == ["pending", "expired"]
+    finally:
+        await h.stop()
+
+
+async def test_reject_and_modify_when_pending_then_recorded_with_reason(desk):
+    from engine.bus.commands import ModifyOrderPrice, RejectOrder
+
+    await desk.bus.send(SetApprovalMode(enabled=True))
+    a = await desk.oms.submit(desk.put_spread())
+    modified = await desk.bus.send(ModifyOrderPrice(order_id=a.order_id, limit_price=a.limit_price - Decimal("0.05"),
+                                                    by="carol"))
+    assert modified.limit_price == a.limit_price - Decimal("0.05")
+    assert desk.oms.pending_approvals()[0].preview.limit_price == float(modified.limit_price)
+    rejected = await desk.bus.send(RejectOrder(order_id=a.order_id, reason="too early", by="carol"))
+    assert rejected.status is OrderStatus.DENIED and "too early" in rejected.reason
+    hist = desk.oms.gate.history(a.order_id)
+    assert [h["decision"] for h in hist] == ["pending", "modified", "rejected"]
+    assert hist[-1]["reason"] == "too early" and hist[-1]["by"] == "carol"
+
+
+async def test_cancel_when_working_then_cancelled_at_broker_and_reservation_released(desk):
+    o = await desk.oms.submit(desk.resting_call())
+    assert desk.oms.order(o.order_id).status is OrderStatus.WORKING
+    assert desk.risk.has_reservation(o.order_id)
+    await desk.bus.send(CancelOrder(order_id=o.order_id))
+    await wait_for(lambda: desk.oms.order(o.order_id).status is OrderStatus.CANCELLED)
+    assert not desk.risk.has_reservation(o.order_id)
+    assert not await desk.paper.open_orders()
+
+
+async def test_cancel_all_when_orders_working_and_pending_then_all_cancelled(desk):
+    for k in (620, 630):
+        await desk.oms.submit(desk.resting_call(strike=k))
+    await desk.bus.send(SetApprovalMode(enabled=True))
+    await desk.oms.submit(desk.put_spread())
+    assert [o.status for o in desk.oms.open_orders()] == [OrderStatus.WORKING] * 2 + [OrderStatus.PENDING_APPROVAL]
+    n = await desk.bus.send(CancelAllOrders(reason="end of day"))
+    assert n == 3
+    await wait_for(lambda: not desk.oms.open_orders())
+    assert not await desk.paper.open_orders()
+
+
+async def test_replace_when_working_then_price_changes_at_broker(desk):
+    from engine.bus.commands import ReplaceOrder
+
+    o = await desk.oms.submit(desk.resting_call())
+    new_price = o.limit_price + Decimal("0.10")
+    await desk.bus.send(ReplaceOrder(order_id=o.order_id, limit_price=new_price))
+    await wait_for(lambda: desk.oms.order(o.order_id).limit_price == new_price)
+    assert (await desk.paper.open_orders())[0].limit_price == new_price
