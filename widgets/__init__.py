@@ -8,11 +8,14 @@ feeds every panel's ``apply_events`` from its bus bridge. Widgets render engine 
 
 from __future__ import annotations
 
+from widgets.approvals import ApprovalPanel
 from widgets.base import EventAccumulator, EventBatch, Panel, send_command
 from widgets.chain_table import ChainPanel
 from widgets.order_ticket import TicketPanel
+from widgets.orders_view import OrdersPanel
+from widgets.positions_view import PositionsPanel
 from widgets.surface_view import SurfacePanel
 
-PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel, SurfacePanel)
+PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel, ApprovalPanel, PositionsPanel, OrdersPanel, SurfacePanel)
 
-__all__ = ["PANELS", "ChainPanel", "EventAccumulator", "EventBatch", "Panel", "SurfacePanel", "TicketPanel", "send_command"]
+__all__ = ["PANELS", "ApprovalPanel", "ChainPanel", "EventAccumulator", "EventBatch", "OrdersPanel", "Panel", "PositionsPanel", "SurfacePanel", "TicketPanel", "send_command"]

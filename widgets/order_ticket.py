@@ -47,6 +47,19 @@ def describe_leg(leg: Leg) -> str:
     return inst.key
 
 
+def describe_legs_short(legs: tuple[Leg, ...] | list[Leg]) -> str:
+    """Compact legs for tables: ``+1 20Mar26 100C  −1 20Mar26 105C`` (signed ratio, expiry, strike, right)."""
+    parts = []
+    for leg in legs:
+        inst = leg.instrument
+        sign = "+" if leg.side is Side.BUY else "−"
+        if isinstance(inst, Option):
+            parts.append(f"{sign}{leg.ratio} {inst.expiry:%d%b%y} {inst.strike:g}{'C' if inst.is_call else 'P'}")
+        else:
+            parts.append(f"{sign}{leg.ratio} {inst.key}")
+    return "  ".join(parts)
+
+
 def _money(v: float) -> str:
     if math.isinf(v):
         return "unlimited"
@@ -208,7 +221,7 @@ class TicketPanel(Panel):
         lay.addWidget(self.submit_button)
 
         self.links.leg_requested.connect(self.add_leg)
-        self.links.legs_replaced.connect(lambda legs: self.set_legs(list(legs)))
+        self.links.legs_replaced.connect(self._on_legs_replaced)
         self.links.expiry_selected.connect(self._on_expiry_selected)
         self._template_defaults()
         ks = self.component("kill_switch")
@@ -257,6 +270,14 @@ class TicketPanel(Panel):
 
     def clear(self) -> None:
         self.set_legs([])
+
+    def _on_legs_replaced(self, payload: object) -> None:
+        """A tuple of legs, or ``{"legs": (...), "quantity": n}`` (e.g. closing positions)."""
+        if isinstance(payload, dict):
+            self.qty_spin.setValue(int(payload.get("quantity", 1)))
+            self.set_legs(list(payload.get("legs", ())))
+        else:
+            self.set_legs(list(payload))  # type: ignore[call-overload]
 
     def flip_leg(self, row: int) -> None:
         if 0 <= row < len(self.legs):
@@ -537,4 +558,4 @@ def _price_text(v: float) -> str:
     return f"{abs(v):.2f} {'debit' if v > 0 else 'credit' if v < 0 else ''}".strip()
 
 
-__all__ = ["TEMPLATE_NAMES", "TicketPanel", "describe_leg"]
+__all__ = ["TEMPLATE_NAMES", "TicketPanel", "describe_leg", "describe_legs_short"]

@@ -9,7 +9,7 @@ if _ROOT not in sys.path:  # --import-mode=importlib does not put the repo root 
 
 import pytest  # noqa: E402
 
-from tests.analytics.conftest import NOW, priced_chain  # noqa: E402, F401
+from tests.analytics.conftest import NOW, priced_chain  # noqa: E402
 from tests.qt_fixtures import *  # noqa: E402, F403
 from tests.qt_fixtures import run_async  # noqa: E402
 
@@ -77,3 +77,39 @@ def spy_surface(sim_chain):
     history = 0.12 + 0.06 * np.sin(np.linspace(0, 6, 252))  # a year of daily ATM IVs for the rank
     return SurfaceUpdated(underlying="SPY", fit=res.fit, grid=res.grid, atm_iv=res.atm_iv, tenor_days=30.0,
                           iv_rank=iv_rank(history, res.atm_iv), fit_ms=res.elapsed_ms, chain_ts=chain.ts)
+
+
+@pytest.fixture()
+def desk(qtbot, engine):
+    """The real order path on the test engine: MarketView, PortfolioState, RiskEngine, PaperBroker, ModeRouter,
+    OrderManager — manual approval on in paper, the market is the XYZ chain (priced with engine.pricing) at ``NOW``.
+    """
+    from engine.brokers.paper import PaperBroker
+    from engine.bus.events import ChainUpdated, UnderlyingUpdated
+    from engine.clock import ManualClock
+    from engine.oms.config import OmsConfig
+    from engine.oms.manager import OrderManager
+    from engine.oms.router import ModeRouter
+    from engine.risk.engine import RiskEngine
+    from engine.risk.market_view import MarketView
+    from engine.risk.state import PortfolioState
+
+    market = MarketView(engine.bus, rate=0.04)
+    portfolio = PortfolioState(engine.bus)
+    broker = PaperBroker(engine.bus, engine.store, clock=ManualClock(NOW))
+    run_async(qtbot, broker.connect())
+    risk = RiskEngine(market=market, portfolio=portfolio, now=lambda: NOW)
+    oms = OrderManager(engine.bus, engine.store, ModeRouter({"paper": broker}), risk,
+                       config=OmsConfig(approval_in_paper=True, approval_expiry_s=90.0))
+    oms.register()
+    run_async(qtbot, oms.start(reconcile=False))
+    engine.risk, engine.oms, engine.paper_broker = risk, oms, broker
+    engine.brokers = {"paper": broker}
+    engine.bus.publish(ChainUpdated(chain=priced_chain()))
+    engine.bus.publish(UnderlyingUpdated(symbol="XYZ", price=100.0))
+    engine.bus.publish(UnderlyingUpdated(symbol="SPY", price=600.0))  # beta-weighting benchmark
+    yield engine
+    run_async(qtbot, oms.stop())
+    run_async(qtbot, broker.disconnect())
+    market.close()
+    portfolio.close()
