@@ -30,8 +30,11 @@ class BacktestConfig(BaseModel):
     start: date | None = None
     end: date | None = None
     initial_cash: float = Field(100_000.0, gt=0)
+    #: fee preset of the paper exchange: tastytrade | ibkr_fixed | flat_065 | zero
     fee_preset: str = "tastytrade"
-    slippage_pct: float = Field(0.001, ge=0, le=0.1)  # against the touch: buy at ask×(1+s), sell at bid×(1−s)
+    #: slippage model of the paper exchange against the touch: none | ticks | spread_fraction | percent
+    slippage_model: str = "percent"
+    slippage: float = Field(0.1, ge=0, le=100)  # default 0.1 % of the leg price (the original backtester)
     risk_level: float = Field(50.0, ge=0, le=100)
     risk_checks: bool = True
     rate: float = 0.0
@@ -40,7 +43,6 @@ class BacktestConfig(BaseModel):
     iv_min_history: int = Field(60, ge=1)
     early_assignment: bool = False
     liquidate_assignments: bool = True
-    close_open_at_end: bool = False
     run_id: str = ""
 
     def with_params(self, **params: Any) -> BacktestConfig:

@@ -72,8 +72,15 @@ class TradeLedger:
         if not fills:
             return
         touched: set[str] = set()
+        order_tag = None
         for f in fills:
-            tag = self.trade_tag(order) if order is not None else self.owner.get(f.instrument.key)
+            if order is None or order.tag.endswith(":liquidate"):
+                tag = self.owner.get(f.instrument.key) or (self.trade_tag(order) if order is not None else None)
+                if tag is None and order is None and order_tag is not None:
+                    tag = order_tag  # shares delivered by the exercise/assignment just booked
+            else:
+                tag = self.trade_tag(order)
+            order_tag = order_tag or tag
             if tag is None:
                 tag = f"untracked:{f.instrument.key}"
             rec = self.trades.get(tag)
@@ -96,9 +103,11 @@ class TradeLedger:
             else:
                 self.owner[key] = tag
             if order is None:
-                rec.exit_reason = rec.exit_reason or f.kind
-        if order is not None:
-            rec = self.trades[self.trade_tag(order)]
+                rank = _SETTLEMENT_RANK.get(f.kind, 0)
+                if rank > _SETTLEMENT_RANK.get(rec.exit_reason, -1) or not rec.exit_reason:
+                    rec.exit_reason = f.kind
+        if order is not None and order_tag in self.trades:
+            rec = self.trades[order_tag]
             net = _net_price(order, fills)
             if ":close" in order.tag or ":liquidate" in order.tag:
                 rec.exit_price = net
@@ -121,6 +130,10 @@ class TradeLedger:
 
     def open(self) -> list[TradeRecord]:
         return [t for t in self.trades.values() if t.is_open]
+
+
+# the most telling settlement event names a trade's exit (an assignment beats the exercise of the hedge)
+_SETTLEMENT_RANK = {"expiration": 1, "cash_settlement": 2, "exercise": 3, "assignment": 4, "early_assignment": 5}
 
 
 def _net_price(order: Order, fills) -> Decimal | None:

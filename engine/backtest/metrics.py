@@ -85,9 +85,17 @@ def compute_metrics(
     fees: float = 0.0,
     rf: float = 0.0,
     regimes: np.ndarray | None = None,
+    initial: float | None = None,
 ) -> Metrics:
-    """Statistics of one run. ``exposure_days``: bool per day, True when a position was held."""
+    """Statistics of one run. ``exposure_days``: bool per day, True when a position was held.
+
+    ``initial``: the starting capital before the first close (so the first day's P&L counts).
+    """
     eq = np.asarray(equity, float)
+    if initial is not None and len(eq):
+        eq = np.r_[float(initial), eq]
+        if regimes is not None and len(regimes) == len(eq) - 1:
+            regimes = np.r_[np.asarray(regimes, dtype=object)[:1], np.asarray(regimes, dtype=object)]
     n = len(eq)
     start = float(eq[0]) if n else math.nan
     end = float(eq[-1]) if n else math.nan

@@ -18,6 +18,7 @@ checks the token every step and returns a result with ``status == "cancelled"``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -34,8 +35,10 @@ from engine.backtest.data import ChainHistory
 from engine.backtest.ledger import TradeLedger, TradeRecord
 from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, drawdown
 from engine.backtest.signals import SignalSeries, compute_signals
-from engine.model import Equity, Fill, Leg, Option, Order, OrderIntent, OrderStatus, Side
+from engine.model import Option, Order, OrderIntent, OrderStatus
 from engine.strategies.base import SizingLimits, Strategy, market_date
+
+log = logging.getLogger(__name__)
 
 
 # ---- progress and cancel -------------------------------------------------------------------------------
@@ -106,7 +109,8 @@ class BacktestResult:
         """Total P&L vs Σ trade P&L − fees (open trades at their mark), to the cent."""
         closed = sum((t.gross_pnl for t in self.trades if not t.is_open), Decimal(0))
         open_ = sum((t.gross_pnl + Decimal(repr(t.open_value)) for t in self.trades if t.is_open), Decimal(0))
-        total = Decimal(repr(float(self.equity[-1] - self.equity[0]))) if len(self.equity) else Decimal(0)
+        start = float(self.config.get("initial_cash", self.equity[0] if len(self.equity) else 0.0))
+        total = Decimal(repr(float(self.equity[-1] - start))) if len(self.equity) else Decimal(0)
         cents = Decimal("0.01")
         return {"total_pnl": total.quantize(cents), "trades_gross": (closed + open_).quantize(cents),
                 "fees": self.fees.quantize(cents),
@@ -148,13 +152,13 @@ ProgressCallback = Callable[[Progress], None]
 class Backtest:
     """One run: ``Backtest(config, history, strategy).run(progress, cancel)``.
 
-    ``route`` is the order path into the simulated exchange; by default the paper exchange with the
-    config's fee preset and slippage, behind the OMS's OrderFactory and the RiskEngine at the config's
-    risk level with auto-approval (see :mod:`engine.backtest.execution`).
+    Orders take the paper-trading path (OrderFactory → RiskEngine → auto-approval → the shared
+    :class:`~engine.brokers.paper_exchange.PaperExchange`), driven synchronously by this loop
+    (see :mod:`engine.backtest.execution`). The strategy object is the one that runs live.
     """
 
     def __init__(self, config: BacktestConfig, history: ChainHistory, strategy: Strategy | None = None, *,
-                 route: Any = None, signals: SignalSeries | None = None) -> None:
+                 signals: SignalSeries | None = None) -> None:
         from engine import strategies
 
         self.config = config
@@ -165,18 +169,15 @@ class Backtest:
         self.signals = signals or compute_signals(history, lookback=config.iv_lookback,
                                                   min_history=config.iv_min_history, rate=config.rate,
                                                   dividend_yield=config.dividend_yield)
-        if route is None:
-            from engine.backtest.execution import PaperRoute
-
-            route = PaperRoute(config, history)
-        self.route = route
         self.ledger = TradeLedger()
         self.orders: dict[str, Order] = {}
         self.intents: list[OrderIntent] = []
+        self.exchange: Any = None
 
-    # ---- main loop -------------------------------------------------------------------------------
     def run(self, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
             *, progress_every: int = 21) -> BacktestResult:
+        from engine.backtest.execution import BacktestExchange
+
         h, cfg, strat = self.history, self.config, self.strategy
         n = h.n_days
         t0 = time.perf_counter()
@@ -184,64 +185,60 @@ class Backtest:
         cash = np.full(n, np.nan)
         exposure = np.zeros(n, bool)
         greeks = {k: np.zeros(n) for k in ("delta", "gamma", "theta", "vega")}
-        ctx = BacktestContext(self.route.sizing())
+        status, error, last = "completed", "", -1
+        ex = self.exchange = BacktestExchange(cfg, h)
+        ctx = BacktestContext(ex.sizing())
         ctx._underlying = h.underlying
-        status = "completed"
-        error = ""
-        last = -1
         try:
             for i in range(n):
                 if cancel is not None and cancel.cancelled:
                     status = "cancelled"
                     break
-                now = h.timestamp(i)
                 chain = h.chain(i)
-                self.route.set_market(chain, now)
+                now = chain.ts
                 ctx._now = now
                 ctx._ivr = float(self.signals.iv_rank[i])
                 ctx._regime = str(self.signals.regime[i])
                 ctx._nl = float(equity[i - 1]) if i else cfg.initial_cash
                 if i == 0:
                     strat.on_start(ctx)
-                # 1. resting orders meet today's market
-                self._book(self.route.on_market(), ctx)
-                # 2. assigned shares from yesterday's settlement are sold at today's price
+                # 1. the day's market: resting orders may fill against the new quotes
+                self._handle(ex.begin_day(i, chain), ctx)
+                # 2. shares received on assignment are sold at today's close
                 if cfg.liquidate_assignments:
-                    self._liquidate_stock(ctx)
-                # 3. the strategy
-                intents = list(strat.on_chain(ctx, chain)) + list(strat.on_timer(ctx, now))
-                self._send(intents, ctx)
-                # 4. DAY orders expire at the close
-                self._book(self.route.end_of_day(), ctx)
-                # 5. settlement of today's expiries at intrinsic value
-                fills = self.route.settle(market_date(now), float(h.spot[i]))
-                if fills:
-                    self.ledger.on_fills(None, fills, now, regime=ctx._regime, underlying=h.underlying)
-                # 6. mark to market
-                value, g, held = self.route.mark(i)
-                cash[i] = float(self.route.cash())
+                    self._send(ex.liquidation_intents(), ctx)
+                # 3. the strategy sees the chain and its timer
+                self._send([*strat.on_chain(ctx, chain), *strat.on_timer(ctx, now)], ctx)
+                # 4. DAY orders still working expire; 5. today's expiries settle at intrinsic value
+                self._handle(ex.end_of_day(), ctx)
+                self._handle(ex.settle(), ctx)
+                # 6. mark to market at the close
+                value, g, held = ex.mark(i)
+                cash[i] = float(ex.cash())
                 equity[i] = cash[i] + value
                 exposure[i] = held
-                for k in greeks:
-                    greeks[k][i] = g.get(k, 0.0)
+                for k, v in g.items():
+                    greeks[k][i] = v
                 last = i
                 if progress is not None and (i % progress_every == 0 or i == n - 1):
                     el = time.perf_counter() - t0
                     frac = (i + 1) / n
                     progress(Progress(self.run_id, frac, str(h.dates[i]), el / frac * (1 - frac) if i else math.nan, el))
         except Exception as exc:  # a failing run still returns what it has, with the error
+            log.exception("backtest %s failed", self.run_id)
             status = "failed"
             error = f"{type(exc).__name__}: {exc}"
         k = last + 1
-        if cfg.close_open_at_end or True:
-            self._mark_open_trades(k - 1)
+        marks = ex.marks_by_symbol(k - 1)
+        for t in self.ledger.open():
+            t.open_value = float(sum(q * marks[sym][0] * marks[sym][1] for sym, q in t.holdings.items() if sym in marks))
         eq = equity[:k]
-        trades = [t for t in self.ledger.trades.values()]
+        trades = list(self.ledger.trades.values())
         stats = [TradeStats(pnl=float(t.net_pnl), credit=float(t.credit), regime=t.regime,
                             days_held=(market_date(t.closed_at) - market_date(t.opened_at)).days)
                  for t in trades if not t.is_open]
         metrics = compute_metrics(eq, stats, exposure_days=exposure[:k], fees=float(self.ledger.fees),
-                                  regimes=self.signals.regime[:k])
+                                  regimes=self.signals.regime[:k], initial=cfg.initial_cash)
         daily = np.r_[0.0, np.diff(eq)] if k else np.array([])
         return BacktestResult(
             run_id=self.run_id, strategy=strat.name, params=strat.params.model_dump(mode="json"),
@@ -250,57 +247,37 @@ class Backtest:
             regime=self.signals.regime[:k], iv_rank=self.signals.iv_rank[:k], trades=trades,
             orders=[_order_row(o) for o in self.orders.values()], metrics=metrics, fees=self.ledger.fees,
             elapsed_s=time.perf_counter() - t0, error=error,
-            info={"underlying": h.underlying, "source": h.source, "days": k, "rows": int(h.offsets[k]) if k else 0},
+            info={"underlying": h.underlying, "source": h.source, "days": k,
+                  "rows": int(h.offsets[k]) if k else 0, "denied_orders": ex.denials,
+                  "ledger_cash_flow": str(self.ledger.cash_flow)},
         )
 
-    # ---- helpers ---------------------------------------------------------------------------------
+    # ---- order flow ------------------------------------------------------------------------------
     def _send(self, intents: list[OrderIntent], ctx: BacktestContext) -> None:
         queue = list(intents)
         while queue:
             intent = queue.pop(0)
             self.intents.append(intent)
-            for order, fills in self.route.submit(intent):
-                queue.extend(self._update(order, fills, ctx))
+            queue.extend(self._handle(self.exchange.submit(intent), ctx, dispatch=False))
+        return None
 
-    def _book(self, updates, ctx: BacktestContext) -> None:
+    def _handle(self, reports, ctx: BacktestContext, *, dispatch: bool = True) -> list[OrderIntent]:
+        """Book reports in the ledger and pass the strategy's own order updates to it."""
         follow: list[OrderIntent] = []
-        for order, fills in updates:
-            follow.extend(self._update(order, fills, ctx))
-        if follow:
-            self._send(follow, ctx)
-
-    def _update(self, order: Order, fills: tuple[Fill, ...], ctx: BacktestContext) -> list[OrderIntent]:
-        self.orders[order.order_id] = order
-        if fills:
-            self.ledger.on_fills(order, fills, ctx.now(), regime=ctx._regime, underlying=self.history.underlying)
-        if order.strategy_id != self.strategy.strategy_id:
-            return []
-        return list(self.strategy.on_order(ctx, order, fills))
-
-    def _liquidate_stock(self, ctx: BacktestContext) -> None:
-        for key, pos in self.route.positions().items():
-            if pos.quantity == 0 or not isinstance(pos.instrument, Equity):
+        for r in reports:
+            order = r.order
+            if order is None:  # settlement of expiring positions
+                self.ledger.on_fills(None, r.fills, ctx.now(), regime=ctx._regime, underlying=self.history.underlying)
                 continue
-            tag = self.ledger.owner.get(key, f"assigned-{key}")
-            side = Side.SELL if pos.quantity > 0 else Side.BUY
-            intent = OrderIntent(legs=(Leg(pos.instrument, side),), quantity=abs(pos.quantity),
-                                 order_type=_market(), source="backtest", strategy_id="backtest",
-                                 tag=f"{tag}:liquidate")
-            self._send([intent], ctx)
-
-    def _mark_open_trades(self, i: int) -> None:
-        if i < 0:
-            return
-        marks = self.route.marks_by_symbol(i)
-        for t in self.ledger.open():
-            t.open_value = float(sum(q * marks.get(sym, (0.0, 1))[0] * marks.get(sym, (0.0, 1))[1]
-                                     for sym, q in t.holdings.items()))
-
-
-def _market():
-    from engine.model import OrderType
-
-    return OrderType.MARKET
+            self.orders[order.order_id] = order
+            if r.fills:
+                self.ledger.on_fills(order, r.fills, ctx.now(), regime=ctx._regime, underlying=self.history.underlying)
+            if order.strategy_id == self.strategy.strategy_id and r.kind != "accepted":
+                follow.extend(self.strategy.on_order(ctx, order, r.fills))
+        if dispatch and follow:
+            self._send(follow, ctx)
+            return []
+        return follow
 
 
 def _order_row(o: Order) -> dict[str, Any]:

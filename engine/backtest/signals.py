@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,8 +110,8 @@ def rolling_rank(x: np.ndarray, lookback: int = 252, min_history: int = 60) -> n
         return out
     pad = np.r_[np.full(lookback - 1, np.nan), x]
     w = sliding_window_view(pad, lookback)
-    with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-        sup.filter(RuntimeWarning)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
         lo, hi = np.nanmin(w, axis=1), np.nanmax(w, axis=1)
         count = np.sum(np.isfinite(w), axis=1)
         rng = hi - lo

@@ -106,7 +106,8 @@ def walk_forward(config: BacktestConfig, history: ChainHistory, *, train_days: i
     fees = sum((p.fees for p in parts), parts[0].fees * 0)
     exposure = np.concatenate([np.abs(p.greeks["delta"]) + np.abs(p.greeks["vega"]) > 0 for p in parts])
     regimes = cat("regime")
-    metrics = compute_metrics(eq, stats, exposure_days=exposure, fees=float(fees), regimes=regimes)
+    metrics = compute_metrics(eq, stats, exposure_days=exposure, fees=float(fees), regimes=regimes,
+                              initial=config.initial_cash)
     return BacktestResult(
         run_id=config.run_id or "walk-forward", strategy=parts[0].strategy, params=parts[0].params,
         config={**config.model_dump(mode="json"), "walk_forward": {"train_days": train_days, "test_days": test_days,
