@@ -22,9 +22,13 @@ TRADING_DAYS_PER_YEAR = 252.0
 
 @lru_cache(maxsize=4)
 def _xnys(start_year: int, end_year: int):  # type: ignore[no-untyped-def]
+    import warnings
+
     import exchange_calendars as xcals
 
-    return xcals.get_calendar("XNYS", start=f"{start_year}-01-01", end=f"{end_year}-12-31")
+    with warnings.catch_warnings():  # exchange_calendars trips a pandas deprecation warning
+        warnings.simplefilter("ignore")
+        return xcals.get_calendar("XNYS", start=f"{start_year}-01-01", end=f"{end_year}-12-31")
 
 
 class MarketCalendar:
@@ -306,7 +310,7 @@ def strike_grid(spot: float, years: float, steps: tuple[float, float, float], ne
     """Listed strikes around ``spot``: fine increments near the money, coarser in the wings.
 
     The range is ± ``strike_range``·√T of spot (at least ± 4 %, at most −95 %/+200 %); at most
-    ``max_strikes`` strikes, the ones nearest the spot.
+    ``max_strikes`` strikes: half of them nearest the spot, the others spread over the wings.
     """
     if not (spot > 0) or not np.isfinite(spot):
         raise ValueError(f"strike grid needs a positive spot, got {spot}")
@@ -325,6 +329,13 @@ def strike_grid(spot: float, years: float, steps: tuple[float, float, float], ne
     strikes = np.unique(np.round(np.concatenate(parts), 3)) if parts else np.array([])
     strikes = strikes[strikes > 0]
     if len(strikes) > max_strikes:
-        nearest = np.argsort(np.abs(strikes - spot), kind="stable")[:max_strikes]
-        strikes = np.sort(strikes[nearest])
+        # half the budget on the strikes nearest the money, the rest spread over the wings (round strikes first)
+        order = np.argsort(np.abs(strikes - spot), kind="stable")
+        n_near = max_strikes // 2
+        near, rest = strikes[order[:n_near]], np.sort(strikes[order[n_near:]])
+        budget = max_strikes - n_near
+        coarse = rest[np.isclose(np.mod(rest, steps[2]), 0.0) | np.isclose(np.mod(rest, steps[2]), steps[2])]
+        pool = coarse if len(coarse) >= budget else rest
+        pick = pool[np.unique(np.linspace(0, len(pool) - 1, budget).round().astype(int))]
+        strikes = np.union1d(near, pick)
     return strikes

@@ -197,7 +197,8 @@ class FactorDynamics:
             - 0.5 * idio_var * dts[:, None]
             + np.sqrt(idio_var * dts[:, None]) * z[:, 5:]
         )
-        path = np.cumsum(dlog, axis=0) + self.log_s[None, :]
+        # summing from the current level (not adding it afterwards) keeps batching bit-exact
+        path = np.cumsum(np.vstack([self.log_s[None, :], dlog]), axis=0)[1:]
         self.log_s = path[-1].copy()
         self.steps_taken += n
         if len(self._vix_rows):
