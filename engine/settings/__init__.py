@@ -9,9 +9,9 @@ from engine.settings.loader import (
     to_toml,
     validate,
 )
-from engine.settings.model import GeneralSettings, OrderSettings, Settings
+from engine.settings.model import GeneralSettings, Settings
 
 __all__ = [
-    "SETTINGS_FILENAME", "GeneralSettings", "LoadResult", "OrderSettings", "Settings", "SettingsError",
+    "SETTINGS_FILENAME", "GeneralSettings", "LoadResult", "Settings", "SettingsError",
     "load_settings", "save_settings", "to_toml", "validate",
 ]

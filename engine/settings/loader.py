@@ -125,37 +125,10 @@ def _backup(p: Path) -> Path | None:
 
 
 def to_toml(model: BaseModel) -> str:
-    """Serialize settings as TOML (tables per section; nested models as sub-tables)."""
-    data = model.model_dump(mode="json")
-    lines: list[str] = []
+    """Serialize settings as TOML. ``None`` values are omitted (TOML has no null; the default applies)."""
+    import tomli_w
 
-    def emit(prefix: str, table: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        tables = {k: v for k, v in table.items() if isinstance(v, dict)}
-        if prefix and scalars:
-            lines.append(f"[{prefix}]")
-        for k, v in scalars.items():
-            lines.append(f"{k} = {_toml_value(v)}")
-        if prefix and scalars:
-            lines.append("")
-        for k, v in tables.items():
-            emit(f"{prefix}.{k}" if prefix else k, v)
-
-    emit("", data)
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if v is None:
-        return '""'
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
+    return tomli_w.dumps(model.model_dump(mode="json", exclude_none=True))
 
 
 def save_settings(settings: Settings, path: str | Path) -> Path:

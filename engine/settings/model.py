@@ -1,10 +1,21 @@
-"""The settings schema. Every area mounts its own section model here; secrets are never settings."""
+"""The settings schema: the root model mounts each area's section (pure pydantic modules).
+
+Secrets are never settings: credentials live in the OS keyring (engine/credentials.py).
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from engine.backtest.config import BacktestConfig
+from engine.brokers.config import BrokersConfig
+from engine.brokers.paper_config import PaperConfig
+from engine.market.config import SimulatorConfig
+from engine.oms.config import OmsConfig
+from engine.risk.config import RiskConfig
+from engine.surface.config import SurfaceConfig
 
 
 class GeneralSettings(BaseModel):
@@ -17,23 +28,16 @@ class GeneralSettings(BaseModel):
     ui_refresh_hz: float = Field(10.0, gt=0.5, le=60.0, description="How often the GUI repaints coalesced events.")
 
 
-class OrderSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    approval_in_paper: bool = Field(False, description="Hold paper orders for manual approval.")
-    approval_in_live: bool = Field(True, description="Hold live orders for manual approval (strongly recommended).")
-    approval_timeout_s: float = Field(120.0, gt=0, le=86400, description="Pending approvals expire after this.")
-
-
-def _section_models() -> dict[str, type[BaseModel]]:
-    """Sections contributed by the engine's areas (imported lazily: pure pydantic modules)."""
-    return {}
-
-
 class Settings(BaseModel):
     """Root settings. Unknown keys are errors (a typo must not be silently ignored)."""
 
     model_config = ConfigDict(extra="forbid")
 
     general: GeneralSettings = Field(default_factory=GeneralSettings)
-    orders: OrderSettings = Field(default_factory=OrderSettings)
+    simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
+    paper: PaperConfig = Field(default_factory=PaperConfig)
+    brokers: BrokersConfig = Field(default_factory=BrokersConfig)
+    oms: OmsConfig = Field(default_factory=OmsConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    surface: SurfaceConfig = Field(default_factory=SurfaceConfig)
+    backtest: BacktestConfig = Field(default_factory=BacktestConfig)

@@ -10,11 +10,11 @@ def test_load_when_no_file_then_defaults_and_no_errors(tmp_path):
 
 def test_load_when_bad_values_then_defaults_for_those_keys_errors_name_them_and_file_is_kept(tmp_path):
     p = tmp_path / "settings.toml"
-    text = '[general]\ntheme = "purple"\nseed = 3\ntypo_key = 1\n[orders]\napproval_timeout_s = -5\n'
+    text = '[general]\ntheme = "purple"\nseed = 3\ntypo_key = 1\n[oms]\napproval_expiry_s = -5\n'
     p.write_text(text)
     r = load_settings(p)
     keys = {e.key for e in r.errors}
-    assert keys == {"general.theme", "general.typo_key", "orders.approval_timeout_s"}
+    assert keys == {"general.theme", "general.typo_key", "oms.approval_expiry_s"}
     assert "unknown setting" in next(str(e) for e in r.errors if e.key == "general.typo_key")
     assert r.settings.general.seed == 3  # the good values still apply
     assert r.settings.general.theme == "dark"
