@@ -116,8 +116,19 @@ _TT_STATUS = {
 }
 
 
+class BrokerAuthError(BrokerError):
+    """The login is no longer valid (refresh token revoked or rejected): the user must re-enter it."""
+
+
+def _is_auth_error(exc: BaseException) -> bool:
+    msg = str(exc).lower()
+    return type(exc).__name__ == "TastytradeError" and ("invalid_grant" in msg or "unauthorized" in msg)
+
+
 def _is_transport_failure(exc: BaseException) -> bool:
     """Timeouts, dropped connections and unparseable (non-API) responses count against the breaker."""
+    if isinstance(exc, BrokerAuthError):
+        return False
     if isinstance(exc, (BrokerError, OSError, TimeoutError)):
         return True
     return type(exc).__name__ == "TastytradeError" and str(exc).startswith("Couldn't parse response")
@@ -178,7 +189,14 @@ class TastytradeConnection:
             except httpx2.HTTPError as exc:
                 raise BrokerError(f"tastytrade {what}: {type(exc).__name__}: {exc}") from exc
 
-        return await self.breaker.call(what, run, is_failure=_is_transport_failure)
+        try:
+            return await self.breaker.call(what, run, is_failure=_is_transport_failure)
+        except Exception as exc:
+            if _is_auth_error(exc):
+                detail = _describe_error(what, exc)
+                self.publish_state("failed", detail)
+                raise BrokerAuthError(f"tastytrade {detail}") from exc
+            raise
 
     async def connect(self, credentials: TastytradeCredentials | None = None) -> None:
         """Authenticate (token refresh), list accounts and select one. Idempotent."""
@@ -207,7 +225,8 @@ class TastytradeConnection:
                 accounts = await self.call("accounts", lambda: Account.get(session))
             except BaseException as exc:
                 await stack.aclose()
-                self.publish_state("failed", _describe_error("connect", exc))
+                if not isinstance(exc, BrokerAuthError):
+                    self.publish_state("failed", _describe_error("connect", exc))
                 raise
             for a in accounts:
                 redactor().register_account(a.account_number)

@@ -13,6 +13,7 @@ from engine.brokers.circuit_breaker import BreakerState, CircuitBreakerStateChan
 from engine.brokers.config import CircuitBreakerConfig, ReconnectConfig, TastytradeConfig
 from engine.brokers.resilience import BrokerNotArmed
 from engine.brokers.tastytrade import (
+    BrokerAuthError,
     TastytradeBroker,
     TastytradeConnection,
     from_tt_price,
@@ -328,7 +329,7 @@ async def test_token_refresh_failure_gives_clear_state_and_no_crash(fake, bus, r
     fake.fail_token_refresh = True
     conn = make_conn(fake, bus)
     broker = TastytradeBroker(conn, bus)
-    with pytest.raises(Exception, match="invalid_grant"):
+    with pytest.raises(BrokerAuthError, match="invalid_grant"):
         await broker.connect()
     failed = await recorder.wait_for(ConnectionStateChanged, lambda e: e.state == "failed")
     assert "authentication failed" in failed.detail and not broker.connected
@@ -343,3 +344,16 @@ async def test_wrong_refresh_token_is_refused(fake, bus):
     with pytest.raises(Exception, match="invalid_grant"):
         await conn.connect()
     assert not conn.connected
+
+
+async def test_token_refresh_failure_mid_session_is_a_clear_failed_state(broker, fake, recorder):
+    fake.fail_token_refresh = True
+    fake.access_token = ""  # the server revoked the session
+    broker.conn.session.session_expiration = 0  # the SDK refreshes lazily before the next request
+    with pytest.raises(BrokerAuthError, match="authentication failed"):
+        await broker.positions()
+    failed = await recorder.wait_for(ConnectionStateChanged, lambda e: e.state == "failed")
+    assert "re-enter the refresh token" in failed.detail
+    assert broker.conn.breaker.state is BreakerState.CLOSED  # not a transport failure
+    fake.fail_token_refresh = False
+    assert len(await broker.positions()) == 1  # a working token again: calls recover
