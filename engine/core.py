@@ -64,6 +64,10 @@ class Engine:
         self.kill_switch: Any = None
         self.surfaces: Any = None
         self.backtests: Any = None
+        self.router: Any = None
+        self.market: Any = None
+        self.portfolio: Any = None
+        self.risk_service: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._thread_pool: ThreadPoolExecutor | None = None
@@ -110,7 +114,64 @@ class Engine:
                                    message=f"settings file has errors, defaults used for: {errs}"))
 
     async def _compose(self) -> None:
-        """Build the components in dependency order (each area's constructor, see their docs)."""
+        """Build the components in dependency order; each registers its stop in reverse order."""
+        from engine.brokers.paper import PaperBroker
+        from engine.oms.manager import OrderManager
+        from engine.oms.router import ModeRouter
+        from engine.risk.engine import RiskEngine
+        from engine.risk.kill_switch import KillSwitch
+        from engine.risk.market_view import MarketView
+        from engine.risk.service import RiskService
+        from engine.risk.state import PortfolioState
+
+        assert self.bus is not None and self.store is not None
+        bus, store, s = self.bus, self.store, self.settings
+
+        if self.config.feed == "simulated":
+            from engine.market.simulated.feed import SimulatedFeed
+
+            sim_cfg = s.simulator
+            seed = self.config.seed if self.config.seed is not None else s.general.seed
+            if sim_cfg.seed != seed:
+                sim_cfg = sim_cfg.model_copy(update={"seed": seed})
+            # the XNYS calendar takes ~1.5 s to build: keep the loop (and the GUI) responsive meanwhile
+            self.feed = await asyncio.to_thread(SimulatedFeed, bus, sim_cfg)
+            self.clock = self.feed.clock
+            rate = sim_cfg.risk_free_rate
+            dividend_yields = {u.symbol: u.dividend_yield for u in sim_cfg.universe}
+        else:
+            rate = s.risk.risk_free_rate
+            dividend_yields = dict(s.risk.dividend_yields)
+
+        self.paper_broker = PaperBroker(bus, store, s.paper, clock=self.clock)
+        self.brokers = {"paper": self.paper_broker}
+        self.market = MarketView(bus, rate=rate, dividend_yields=dividend_yields)
+        self.portfolio = PortfolioState(bus)
+        self.kill_switch = KillSwitch(store, bus, s.risk)
+        self.risk = RiskEngine(s.risk, market=self.market, portfolio=self.portfolio,
+                               trading_state=lambda: self.kill_switch.state, now=self.clock.now)
+        self.router = ModeRouter(dict(self.brokers))
+        self.oms = OrderManager(bus, store, self.router, self.risk, self.kill_switch, config=s.oms, now=self.clock.now)
+        self.risk_service = RiskService(bus, self.risk, self.kill_switch)
+        self.oms.register()  # first: its inline broker-report handlers run before other subscribers
+        self.risk_service.register()
+
+        await self.paper_broker.connect()
+        self.on_stop(self.paper_broker.disconnect)
+        if self.feed is not None:
+            await self.feed.start()
+            self.on_stop(self.feed.stop)
+        await self.oms.load_portfolio()
+        await self.oms.start()
+        self.on_stop(self.oms.stop)
+        await self.risk_service.start()
+        self.on_stop(self.risk_service.stop)
+
+        from engine.surface.service import SurfaceService
+
+        self.surfaces = SurfaceService(bus, rate=rate, config=s.surface, dividend_yields=dividend_yields, store=store)
+        await self.surfaces.start()
+        self.on_stop(self.surfaces.stop)
 
     def on_stop(self, stopper: Callable[[], Awaitable[None]]) -> None:
         """Register an async cleanup; run in reverse order on stop()."""
