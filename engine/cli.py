@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: list[str] = [
     "engine.brokers.cli",
     "engine.market.cli",
+    "engine.backtest.cli",
 ]
 
 
