@@ -219,7 +219,7 @@ class IbkrConnection:
                                      account=cfg.account or ""),
                 cfg.connect_timeout_s * 2, "ibkr connect")
         except BrokerError:
-            self.ib.disconnect()
+            self._drop()
             raise
         except (OSError, ConnectionError, TimeoutError) as exc:
             raise BrokerError(f"ibkr connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from exc
@@ -227,16 +227,24 @@ class IbkrConnection:
         for a in accounts:
             redactor().register_account(a)
         if cfg.account and cfg.account not in accounts:
-            self.ib.disconnect()
+            self._drop()
             raise BrokerError(f"ibkr: account {mask_account(cfg.account)} is not managed by this login")
         if not accounts:
-            self.ib.disconnect()
+            self._drop()
             raise BrokerError("ibkr: no managed accounts")
         self.account_id = cfg.account or accounts[0]
         self.ib.reqMarketDataType(cfg.market_data_type)
         await with_timeout(self.ib.reqCurrentTimeAsync(), cfg.call_timeout_s, "ibkr current time")
         self.latency_ms = (time.perf_counter() - t0) * 1e3
         self.connects += 1
+
+    def _drop(self) -> None:
+        """Disconnect on our own initiative without triggering the reconnector."""
+        closing, self._closing = self._closing, True
+        try:
+            self.ib.disconnect()
+        finally:
+            self._closing = closing
 
     def _register_accounts(self) -> None:
         with contextlib.suppress(Exception):
@@ -274,7 +282,7 @@ class IbkrConnection:
         self._closing = True
         await self.reconnector.stop()
         if self.ib is not None and self.ib.isConnected():
-            self.ib.disconnect()
+            self._drop()
         self.publish_state("disconnected", "closed by us")
 
 

@@ -269,3 +269,14 @@ async def test_malformed_frames_are_logged_and_survived(tws, bus, caplog):
     finally:
         await feed.stop()
         await conn.disconnect()
+
+
+async def test_tif_preset_warning_10349_is_not_a_cancel(broker, tws, recorder):
+    broker.arm_live(tws.account)
+    tws.tif_preset_warning = True
+    await broker.submit(put_spread("SPY", tws.expirations[0], 590, 585, "-1.10", account=tws.account))
+    acc = await recorder.wait_for(OrderAccepted)
+    await wait_until(lambda: any(code == 10349 for _, code, _ in broker.conn.errors), what="warning seen")
+    tws.fill(int(acc.order.broker_order_id))
+    await recorder.wait_for(OrderFilled, lambda e: e.order.status is OrderStatus.FILLED)
+    assert not recorder.of(OrderCancelled) and not recorder.of(OrderRejected)

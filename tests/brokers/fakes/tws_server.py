@@ -127,6 +127,7 @@ class FakeTws:
         self.connections = 0
         self.silent = False
         self.reject_orders_with: str | None = None
+        self.tif_preset_warning = False  # send error 10349 ("TIF set to DAY by preset") before accepting
         self.auto_fill = False
         self.tick_interval = 0.05
         self._server: asyncio.base_events.Server | None = None
@@ -413,6 +414,8 @@ class FakeTws:
             order = FakeOrder(oid, conn.client_id, next(self._perm), contract, legs, action, qty, otype, lmt, tif,
                               account, ref)
             self.orders[oid] = order
+        if self.tif_preset_warning and existing is None:
+            self._send(conn, 4, 2, oid, 10349, "Order TIF was set to DAY based on order preset.", "")
         self._open_order(conn, order)
         self._order_status(order)
         if self.auto_fill:
