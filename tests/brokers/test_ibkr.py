@@ -280,3 +280,10 @@ async def test_tif_preset_warning_10349_is_not_a_cancel(broker, tws, recorder):
     tws.fill(int(acc.order.broker_order_id))
     await recorder.wait_for(OrderFilled, lambda e: e.order.status is OrderStatus.FILLED)
     assert not recorder.of(OrderCancelled) and not recorder.of(OrderRejected)
+
+
+async def test_unknown_account_is_refused_without_a_reconnect_loop(tws, bus):
+    conn = make_conn(tws, bus, account="U0000001")
+    with pytest.raises(BrokerError, match=r"\*\*\*\*0001 is not managed"):
+        await conn.connect()
+    assert not conn.connected and not conn.reconnector.running
