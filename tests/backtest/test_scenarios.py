@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from engine.backtest.runner import Backtest
-from tests.backtest.histories import HOLD, fixed_signals, put_history
+from tests.backtest.histories import fixed_signals, put_history
 
 OPEN_DAY = ("2024-01-02", 100.0, {90.0: (0.45, 0.50), 95.0: (1.00, 1.05), 100.0: (2.50, 2.55)})
 
@@ -106,18 +106,16 @@ def test_no_trade_when_iv_rank_low_then_flat_equity(exact_config):
     assert r.trades == [] and r.equity.tolist() == [100_000.0] and r.orders == []
 
 
-def test_risk_engine_denies_oversized_order_then_no_fill(exact_config):
-    # risk per trade 2 % at the slider's Moderate level; ask for far more contracts than the limit allows
-    cfg = exact_config.with_params(max_contracts=100).model_copy(update={"risk_level": 0.0})
+def test_risk_engine_denies_when_one_contract_exceeds_max_loss_then_no_position(exact_config):
+    # $5 000 account at the Low slider level: 1 % = $50 max loss per trade; the rules' "at least one
+    # contract" asks for 1 spread risking $450 → the risk engine denies it; nothing is held
+    cfg = exact_config.model_copy(update={"initial_cash": 5_000.0, "risk_level": 0.0})
     h = put_history([OPEN_DAY])
-    from engine.strategies import create
-
-    strat = create("iv_rank_put_spread", {**HOLD, "underlying": "SPY"})
-    # a strategy that ignores sizing: raise risk_per_trade through the context is not possible, so size by NL
-    strat.params = strat.params.model_copy(update={"max_contracts": 100})
-    r = Backtest(cfg, h, strat, signals=fixed_signals(1)).run()
-    assert r.status == "completed"
-    assert len(r.orders) == 1
+    r = Backtest(cfg, h, signals=fixed_signals(1)).run()
+    [order] = r.orders
+    assert order["status"] == "denied" and order["quantity"] == 1
+    assert "loss" in order["reason"].lower()
+    assert r.trades == [] and r.equity.tolist() == [5_000.0] and r.info["denied_orders"] == 1
 
 
 def test_cancel_token_stops_the_run_and_progress_reaches_one(exact_config):
