@@ -44,12 +44,15 @@ class MarketCalendar:
         self.start_year = start_year or max(2007, this_year - 19)
         self.end_year = end_year or this_year + 3
         cal = _xnys(self.start_year, self.end_year)
-        sessions = cal.sessions
-        opens = cal.schedule["open"]
-        closes = cal.schedule["close"]
-        self._dates: list[date] = [ts.date() for ts in sessions]
-        self._opens: list[datetime] = [ts.to_pydatetime().astimezone(UTC) for ts in opens]
-        self._closes: list[datetime] = [ts.to_pydatetime().astimezone(UTC) for ts in closes]
+        sched = cal.schedule
+        self._dates: list[date] = np.asarray(cal.sessions.values, dtype="datetime64[D]").astype(object).tolist()
+
+        def instants(col: str) -> list[datetime]:
+            naive = sched[col].dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(object)
+            return [t.replace(tzinfo=UTC) for t in naive]
+
+        self._opens: list[datetime] = instants("open")
+        self._closes: list[datetime] = instants("close")
         self._index = {d: i for i, d in enumerate(self._dates)}
 
     # ---- sessions -----------------------------------------------------------------------------
