@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.brokers.base import Broker, BrokerError, OrderPreview
 from engine.brokers.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from engine.brokers.config import CircuitBreakerConfig, IbkrConfig, ReconnectConfig
-from engine.brokers.resilience import LiveArm, Reconnector, with_timeout
+from engine.brokers.resilience import LiveArm, Reconnector, import_sdk, with_timeout
 from engine.bus.events import (
     AccountUpdated,
     Alert,
@@ -199,6 +199,7 @@ class IbkrConnection:
 
     async def _connect_once(self) -> None:
         install_log_redaction()
+        await import_sdk("ib_async")
         quiet_sdk_loggers()
         from ib_async import IB
 

@@ -8,11 +8,13 @@ handled by :class:`Reconnector`.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.brokers.base import BrokerError
 from engine.bus.events import ConnectionStateChanged
@@ -23,6 +25,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+async def import_sdk(module: str) -> Any:
+    """Import a broker SDK off the event loop (``tastytrade`` takes seconds: pandas calendars on import)."""
+    if module in sys.modules:
+        return sys.modules[module]
+    return await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, module)
 
 
 class BrokerTimeout(BrokerError, TimeoutError):

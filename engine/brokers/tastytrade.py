@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.brokers.base import Broker, BrokerError, OrderPreview
 from engine.brokers.circuit_breaker import CircuitBreaker
 from engine.brokers.config import CircuitBreakerConfig, ReconnectConfig, TastytradeConfig
-from engine.brokers.resilience import LiveArm, backoff_delays, with_timeout
+from engine.brokers.resilience import LiveArm, backoff_delays, import_sdk, with_timeout
 from engine.bus.events import (
     AccountUpdated,
     ConnectionStateChanged,
@@ -160,6 +160,7 @@ class TastytradeConnection:
         self.state = "disconnected"
         self.detail = ""
         self._lock = asyncio.Lock()
+        self._ssl: Any = None
 
     @property
     def connected(self) -> bool:
@@ -209,12 +210,17 @@ class TastytradeConnection:
             redactor().register(creds.provider_secret)
             redactor().register(creds.refresh_token)
             self.publish_state("connecting", "sandbox" if self.is_sandbox else "production")
+            await import_sdk("tastytrade")
             from tastytrade import Account, Session
 
             quiet_sdk_loggers()  # the SDK sets DEBUG on import
+            if self._ssl is None:
+                self._ssl = await asyncio.get_running_loop().run_in_executor(None, _prepare_http)
             stack = contextlib.AsyncExitStack()
+            # one shared TLS context: the SDK builds an HTTP client per streamer, and loading CA certificates
+            # each time would block the loop for ~100 ms
             session = Session(creds.provider_secret, creds.refresh_token, is_test=self.is_sandbox,
-                              timeout=self.config.call_timeout_s, trust_env=False)
+                              timeout=self.config.call_timeout_s, trust_env=False, verify=self._ssl)
             session._client.base_url = self.api_url
             await stack.enter_async_context(session)
             try:
@@ -262,6 +268,22 @@ class TastytradeConnection:
                 with contextlib.suppress(Exception):
                     await stack.aclose()
             self.publish_state("disconnected", "closed by us")
+
+
+def _prepare_http() -> Any:
+    """(In an executor.) A TLS context with the CA bundle loaded, and httpx2's lazy imports warmed up."""
+    import ssl
+
+    import httpx2
+
+    try:
+        import certifi
+
+        ctx = ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        ctx = ssl.create_default_context()
+    httpx2.AsyncClient(verify=ctx, trust_env=False)  # first construction imports transports lazily
+    return ctx
 
 
 def _describe_error(what: str, exc: BaseException) -> str:

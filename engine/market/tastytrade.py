@@ -102,6 +102,7 @@ class TastytradeFeed(Feed):
             return
         self._stopping = False
         await self.conn.connect()
+        await asyncio.get_running_loop().run_in_executor(None, _warm_up_event_schemas)
         self._ready.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tastytrade:dxlink")
         await with_timeout(self._ready.wait(), self.conn.config.call_timeout_s, "tastytrade DXLink connect")
@@ -371,6 +372,14 @@ class TastytradeFeed(Feed):
             idx = np.unique(np.asarray(rows, dtype=int))
             self.bus.publish(QuotesUpdated(underlying=u, rows=idx, bid=snap.bid[idx], ask=snap.ask[idx]))
             self.bus.publish(ChainUpdated(chain=snap))
+
+
+def _warm_up_event_schemas() -> None:
+    """(In an executor.) The SDK builds each event's JSON schema for FEED_SETUP; the first build is slow."""
+    from tastytrade.dxfeed import Greeks, Quote
+
+    Quote.model_json_schema()
+    Greeks.model_json_schema()
 
 
 def _flatten(exc: BaseException) -> str:

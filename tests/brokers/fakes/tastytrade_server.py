@@ -6,7 +6,7 @@ Shapes follow the tastytrade API as the ``tastytrade`` SDK 13.2.3 parses it: das
 success except ``/oauth/token`` wrapped in ``{"data": …}``, errors as ``{"error": {"code", "message"}}``,
 prices as absolute values with a ``*-effect`` of Credit/Debit.
 
-Run standalone (for the GUI): ``python -m tests.brokers.fakes.tastytrade_server`` prints the URLs.
+Run standalone (for the GUI): ``python tests/brokers/fakes/tastytrade_server.py`` prints the env to set.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ modify / cancel (3/4 → openOrder 5, orderStatus 3, execDetails 11, commissionR
 
 Message layouts mirror ``ib_async.decoder`` / ``ib_async.client`` for server version 176 field by field.
 
-Run standalone (for the GUI): ``python -m tests.brokers.fakes.tws_server`` prints the port.
+Run standalone (for the GUI): ``python tests/brokers/fakes/tws_server.py`` prints the port.
 """
 
 from __future__ import annotations
