@@ -223,8 +223,8 @@ class BacktestExchange:
         if previous:
             i -= 1
         marks = self.marks_by_symbol(i)
-        return float(sum(p.quantity * marks[p.symbol][0] * marks[p.symbol][1]
-                         for p in self.exchange.positions.values() if p.symbol in marks))
+        return round(float(sum(p.quantity * marks[p.symbol][0] * marks[p.symbol][1]
+                               for p in self.exchange.positions.values() if p.symbol in marks)), 2)
 
     def mark(self, i: int) -> tuple[float, dict[str, float], bool]:
         """(market value of positions, portfolio Greeks, whether anything is held) at day ``i``'s close.

@@ -199,11 +199,11 @@ class Backtest:
                 ctx._now = now
                 ctx._ivr = float(self.signals.iv_rank[i])
                 ctx._regime = str(self.signals.regime[i])
-                ctx._nl = float(equity[i - 1]) if i else cfg.initial_cash
                 if i == 0:
                     strat.on_start(ctx)
                 # 1. the day's market: resting orders may fill against the new quotes
                 self._handle(ex.begin_day(i, chain), ctx)
+                ctx._nl = float(ex.cash()) + ex.position_value(i)  # the account as the strategy would see it live
                 # 2. shares received on assignment are sold at today's close
                 if cfg.liquidate_assignments:
                     self._send(ex.liquidation_intents(), ctx)

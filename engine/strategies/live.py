@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from engine.bus import Bus
@@ -34,10 +35,50 @@ from engine.bus.events import (
     OrderFilled,
     OrderRejected,
 )
+from engine.clock import Clock
 from engine.model import Fill, Order, OrderIntent
-from engine.strategies.base import Strategy, StrategyContext
+from engine.strategies.base import SizingLimits, Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
+
+class LiveContext:
+    """:class:`StrategyContext` over running engine components, passed in as callables.
+
+    Typical wiring (``engine/core.py``): ``net_liquidation`` from the active broker's account snapshot,
+    ``iv_rank`` from the surface service's IV history (``IVHistoryRepository.rank``; NaN when the history
+    is insufficient), ``regime`` from the risk engine's regime detector, ``sizing`` from the current
+    :class:`~engine.risk.profile.RiskProfile` via :func:`sizing_from_profile`.
+    """
+
+    def __init__(self, clock: Clock, *, net_liquidation: Callable[[], float], iv_rank: Callable[[str], float],
+                 regime: Callable[[str], str], sizing: Callable[[], SizingLimits]) -> None:
+        self._clock = clock
+        self._nl = net_liquidation
+        self._ivr = iv_rank
+        self._regime = regime
+        self._sizing = sizing
+
+    def now(self) -> datetime:
+        return self._clock.now()
+
+    def net_liquidation(self) -> float:
+        return float(self._nl())
+
+    def iv_rank(self, underlying: str) -> float:
+        return float(self._ivr(underlying))
+
+    def regime(self, underlying: str) -> str:
+        return str(self._regime(underlying))
+
+    def sizing(self) -> SizingLimits:
+        return self._sizing()
+
+
+def sizing_from_profile(profile: Any) -> SizingLimits:
+    """The strategy-facing part of a :class:`~engine.risk.profile.RiskProfile`."""
+    return SizingLimits(risk_per_trade=profile.risk_per_trade_pct, max_positions=profile.max_positions,
+                        max_position_fraction=profile.max_position_pct)
+
 
 _REPORTS = (OrderFilled, OrderDenied, OrderRejected, OrderCancelled, OrderExpired)
 
