@@ -96,7 +96,7 @@ def _x_max(K: np.ndarray, r: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def _qd_plus_boundary(tau: np.ndarray, K: np.ndarray, r: np.ndarray, q: np.ndarray, sigma: np.ndarray,
-                      x_max: np.ndarray, iterations: int = 10) -> np.ndarray:
+                      x_max: np.ndarray, iterations: int = 5) -> np.ndarray:
     """Li's QD+ approximation of the put exercise boundary at times ``tau`` (Halley steps, vectorized).
 
     Solves ``(1 − e^{-qτ}Φ(−d₊))·S − β·(K − S − p_E(S)) + α·Θ_E(S)/(r·e^{-rτ}) = 0`` (the QD+ condition of
