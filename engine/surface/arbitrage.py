@@ -1,14 +1,17 @@
 """Static-arbitrage checks on fitted SVI slices and their repair by constrained refit.
 
 - Butterfly: Durrleman's g(k) ≥ 0 on a dense k grid (and w > 0), plus Lee's wing bound
-  b (1 + |ρ|) ≤ 2.
+  b (1 + |ρ|) ≤ 2 (which also keeps g > 0 in the far wings, where g → 1/4 − b²(1 ± ρ)²/16).
 - Calendar: total variance non-decreasing in T at every k = ln K/F_T (checked between adjacent
-  slices on a dense grid).
+  slices).
+- Grids (:func:`check_grids`): slice i is checked on 401+ points spanning its own and its
+  predecessor's quoted k range, widened by half that width + 0.02 on each side. Beyond that the
+  smile is an extrapolation; the Lee bound governs its asymptotics.
 
-A violating slice is refitted to its own quotes (same weights) under those constraints with SLSQP,
-starting from the fitted parameters and, if that fails, from a flat arbitrage-free smile. Slices are
-repaired from the shortest expiry outwards, so each slice is constrained against an already clean
-predecessor. Every action is recorded as a human-readable line in :class:`ArbitrageReport`.
+A violating slice is refitted to its own quotes (same weights) under those constraints (see
+:func:`_constrained_refit` for the strategy). Slices are repaired from the shortest expiry outwards,
+so each slice is constrained against an already clean predecessor. Every finding and action is a
+human-readable line in :class:`ArbitrageReport`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from engine.surface.svi import LEE_BOUND, durrleman_g, svi_total_variance
+from engine.surface.svi import LEE_BOUND, durrleman_g, fit_svi, svi_total_variance
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class ArbitrageReport:
     found: tuple[str, ...] = ()
     repairs: tuple[str, ...] = ()
     unresolved: tuple[str, ...] = ()
-    k_grid: tuple[float, float, int] = (0.0, 0.0, 0)
+    k_grid: tuple[float, float, int] = (0.0, 0.0, 0)  # widest checked k range and total grid points
 
     @property
     def arbitrage_free(self) -> bool:
@@ -65,34 +68,45 @@ class ArbitrageReport:
         return sum(c.calendar_points for c in self.checks)
 
 
-def check_grid(k_ranges: np.ndarray, n: int = 401) -> np.ndarray:
-    """The common dense k grid for checks: ±max(1, 1.25·max|k_data|) plus each slice's data range.
+def check_grids(k_ranges: np.ndarray, n: int = 401) -> list[np.ndarray]:
+    """Dense k grids for the checks, one per slice.
 
-    ``k_ranges`` is (S, 2) of (k_min, k_max) per slice.
+    Slice i is checked on the union of its own and its predecessor's quoted k ranges, widened on
+    each side by half that union's width plus 0.02 (so extrapolated wings near the quotes are
+    covered), with ``n`` points. ``k_ranges`` is (S, 2) of (k_min, k_max); NaN rows get empty grids.
     """
     kr = np.asarray(k_ranges, dtype=float).reshape(-1, 2)
-    finite = kr[np.isfinite(kr).all(axis=1)]
-    half = max(1.0, 1.25 * float(np.max(np.abs(finite))) if len(finite) else 1.0)
-    parts = [np.linspace(-half, half, n)]
-    for lo, hi in finite:
-        parts.append(np.linspace(lo, hi, 101))
-    return np.unique(np.concatenate(parts))
+    grids: list[np.ndarray] = []
+    prev: np.ndarray | None = None
+    for row in kr:
+        if not np.isfinite(row).all():
+            grids.append(np.array([]))
+            continue
+        lo, hi = float(row[0]), float(row[1])
+        if prev is not None:
+            lo, hi = min(lo, float(prev[0])), max(hi, float(prev[1]))
+        ext = 0.5 * (hi - lo) + 0.02
+        grids.append(np.unique(np.concatenate([np.linspace(lo - ext, hi + ext, n), np.linspace(row[0], row[1], 101)])))
+        prev = row
+    return grids
 
 
-def check_slices(params: np.ndarray, k_grid: np.ndarray) -> list[SliceCheck]:
-    """Check (S, 5) SVI parameters ordered by expiry; NaN rows are skipped for the calendar test."""
+def check_slices(params: np.ndarray, grids: list[np.ndarray]) -> list[SliceCheck]:
+    """Check (S, 5) SVI parameters ordered by expiry on their grids (see :func:`check_grids`).
+
+    The calendar test compares each slice with the previous finite one on the later slice's grid.
+    """
     p = np.asarray(params, dtype=float)
     out: list[SliceCheck] = []
-    prev_w: np.ndarray | None = None
-    for row in p:
-        if not np.isfinite(row).all():
+    prev: np.ndarray | None = None
+    for row, grid in zip(p, grids, strict=True):
+        if not np.isfinite(row).all() or len(grid) == 0:
             out.append(SliceCheck(float("nan"), 0, False, 0, 0.0))
             continue
-        g = durrleman_g(k_grid, *row)
-        w = svi_total_variance(k_grid, *row)
+        g = durrleman_g(grid, *row)
         cal_pts, worst = 0, 0.0
-        if prev_w is not None:
-            diff = w - prev_w
+        if prev is not None:
+            diff = svi_total_variance(grid, *row) - svi_total_variance(grid, *prev)
             cal_pts = int(np.count_nonzero(diff < -TOLERANCE))
             worst = float(min(0.0, diff.min()))
         out.append(
@@ -104,7 +118,7 @@ def check_slices(params: np.ndarray, k_grid: np.ndarray) -> list[SliceCheck]:
                 worst_calendar=worst,
             )
         )
-        prev_w = w
+        prev = row
     return out
 
 
@@ -116,101 +130,156 @@ def _constrained_refit(
     k_grid: np.ndarray,
     floor_w: np.ndarray | None,
     floor_params: np.ndarray | None = None,
-    margin: float = 1e-7,
-    max_iter: int = 400,
+    margin: float = 1e-4,
+    max_iter: int = 150,
 ) -> np.ndarray | None:
-    """SLSQP refit of one slice with g ≥ margin, Lee, w_min ≥ 0 and (optionally) w ≥ floor_w on the grid."""
-    scale = max(float(np.sum(om * w * w)), 1e-18) * 1e-6
-    wscale = max(float(np.mean(np.abs(w))), 1e-8)
+    """Refit one slice with g ≥ margin, Lee, w_min ≥ 0 and (optionally) w ≥ floor_w on the grid.
+
+    Strategy, cheapest first, stopping at the first clean result: (1) a parallel lift of the fitted
+    slice when only a small calendar gap is wrong; (2) SLSQP from the fit on scaled parameters with
+    cutting planes (grid points where the result still dips are added and the solve repeated);
+    (3) for calendar violations, the fast unconstrained fit to the quotes raised onto the previous
+    slice (plus grid points of that slice where the fit dips), polished by SLSQP; (4) the previous
+    slice lifted to these quotes; (5) a flat smile. Returns None if nothing clean was found.
+    """
+    wl = max(float(np.average(w, weights=om)), 1e-10)
+    ks = max(float(np.ptp(k)) if len(k) else 0.0, 0.01)
+    sc = np.array([wl, wl / ks, 1.0, ks, ks])  # natural sizes of a, b, rho, m, sigma
+    wscale = wl
+    ssr_scale = max(float(np.sum(om)) * (1e-2 * wl) ** 2, 1e-300)
+
+    def theta(x: np.ndarray) -> np.ndarray:
+        return x * sc
 
     def obj(x: np.ndarray) -> float:
-        return float(np.sum(om * (svi_total_variance(k, *x) - w) ** 2) / scale)
+        return float(np.sum(om * (svi_total_variance(k, *theta(x)) - w) ** 2) / ssr_scale)
 
-    # SLSQP sees a thinned grid (its cost grows with the constraint count); the result is then checked
-    # on the full grid and rejected if it is not clean there
-    kc = k_grid[:: max(1, len(k_grid) // 150)]
-    fc = None if floor_w is None else floor_w[:: max(1, len(k_grid) // 150)]
-    g_con = {"type": "ineq", "fun": lambda x: np.maximum(durrleman_g(kc, *x), -1e3) - margin}
-    # Lee's bound as two smooth inequalities b(1 ± ρ) ≤ 2, and a non-negative minimum variance
-    shape_con = {
-        "type": "ineq",
-        "fun": lambda x: np.array([
-            LEE_BOUND - x[1] * (1 + x[2]),
-            LEE_BOUND - x[1] * (1 - x[2]),
-            x[0] + x[1] * x[4] * np.sqrt(max(1 - x[2] ** 2, 0.0)),
-        ]),
-    }
-    extra = []
-    if floor_w is not None:
-        extra.append({"type": "ineq", "fun": lambda x: (svi_total_variance(kc, *x) - fc) / wscale - 1e-6})
-    bounds = [(None, None), (0.0, LEE_BOUND), (-0.999, 0.999), (None, None), (1e-4, 10.0)]
-    flat_level = float(np.sum(om * w) / max(np.sum(om), 1e-300))
-    if floor_w is not None:
-        flat_level = max(flat_level, float(np.max(floor_w)) + 1e-6)
-    flat = np.array([flat_level - 0.001, 0.01, 0.0, 0.0, 0.1])
+    def clean(th: np.ndarray) -> bool:
+        return _slice_clean(th, k_grid, floor_w)
+
     start = np.array(start, dtype=float)
-    start[1] = min(max(start[1], 0.0), LEE_BOUND / (1 + abs(start[2])))
-    start[2] = float(np.clip(start[2], -0.99, 0.99))
-    start[4] = float(np.clip(start[4], 1e-4, 10.0))
-    # SLSQP is sensitive to the constraint set and the start; try a few and keep the best clean result
-    attempts = [(start, [g_con, shape_con, *extra]), (start, [g_con, *extra])]
-    if floor_params is not None:
-        # the previous (clean) slice lifted to the level of these quotes is calendar-feasible
-        lifted = np.array(floor_params, dtype=float)
-        lifted[0] += max(0.0, float(np.average(w - svi_total_variance(k, *floor_params), weights=om))) + 1e-6
-        attempts.insert(1, (lifted, [g_con, shape_con, *extra]))
-    attempts.append((flat, [g_con, shape_con, *extra]))
     best: np.ndarray | None = None
     best_f = np.inf
 
-    def penalised_start(x0: np.ndarray) -> np.ndarray:
-        """Quadratic-penalty minimisation (L-BFGS-B) to reach the feasible region from an infeasible start."""
-        all_cons = [g_con, shape_con, *extra]
+    def consider(th: np.ndarray) -> bool:
+        nonlocal best, best_f
+        if not np.isfinite(th).all():
+            return False
+        if not clean(th) and floor_w is not None:
+            # a solver result that misses the calendar floor by a hair: close the gap by a parallel lift
+            gap = float(np.max(floor_w - svi_total_variance(k_grid, *th)))
+            if 0.0 < gap < 1e-2 * wscale:
+                th = np.array(th, dtype=float)
+                th[0] += gap + 1e-9 * wscale
+        if not clean(th):
+            return False
+        f = obj(th / sc)
+        if f < best_f:
+            best, best_f = np.array(th, dtype=float), f
+        return True
 
-        def viol(x: np.ndarray) -> float:
-            return float(sum(np.sum(np.minimum(c["fun"](x), 0.0) ** 2) for c in all_cons))
+    # (1) small calendar gap only: lift in parallel
+    if floor_w is not None and np.isfinite(start).all():
+        gap = float(np.max(floor_w - svi_total_variance(k_grid, *start)))
+        if 0.0 < gap < 1e-2 * wscale:
+            lifted = start.copy()
+            lifted[0] += gap + 1e-9 * wscale
+            if consider(lifted):
+                return best
 
+    # SLSQP sees a thinned grid (its cost grows with the constraint count); results are checked on
+    # the full grid, and points where they still dip are added as cutting planes
+    step = max(1, len(k_grid) // 60)
+    pts = {"k": k_grid[::step], "f": None if floor_w is None else floor_w[::step]}
+
+    def g_fun(x: np.ndarray) -> np.ndarray:
+        return np.maximum(durrleman_g(pts["k"], *theta(x)), -1e3) - margin
+
+    def shape_fun(x: np.ndarray) -> np.ndarray:
+        a, b, rho, _m, sig = theta(x)
+        return np.array([LEE_BOUND - b * (1 + rho), LEE_BOUND - b * (1 - rho),
+                         (a + b * sig * np.sqrt(max(1 - rho**2, 0.0))) / wscale])
+
+    cons = [{"type": "ineq", "fun": g_fun}, {"type": "ineq", "fun": shape_fun}]
+    if floor_w is not None:
+        cons.append({"type": "ineq",
+                     "fun": lambda x: (svi_total_variance(pts["k"], *theta(x)) - pts["f"]) / wscale - 1e-6})
+    bounds = [(None, None), (0.0, LEE_BOUND / sc[1]), (-0.999, 0.999), (None, None), (1e-4 / ks, 10.0 / ks)]
+
+    def solve(x0: np.ndarray) -> np.ndarray:
         x = np.array(x0, dtype=float)
-        for mu in (1e2, 1e4, 1e6, 1e8):
-            res = minimize(lambda z, mu=mu: obj(z) + mu * viol(z), x, method="L-BFGS-B", bounds=bounds,
-                           options={"maxiter": 200})
+        for _ in range(3):
+            try:
+                res = minimize(obj, x, method="SLSQP", bounds=bounds, constraints=cons,
+                               options={"maxiter": max_iter, "ftol": 1e-12})
+            except (ValueError, FloatingPointError) as exc:
+                log.debug("SLSQP refit failed: %s", exc)
+                return x
             x = res.x
+            th = theta(x)
+            if not np.isfinite(th).all() or clean(th):
+                break
+            bad = durrleman_g(k_grid, *th) < margin
+            if floor_w is not None:
+                bad |= svi_total_variance(k_grid, *th) - floor_w < 1e-6 * wscale
+            pts["k"] = np.union1d(pts["k"], k_grid[bad])
+            if floor_w is not None:
+                pts["f"] = np.interp(pts["k"], k_grid, floor_w)
         return x
 
-    attempts.insert(len(attempts) - 1, (penalised_start, [g_con, shape_con, *extra]))
-    for first, cons in attempts:
-        x0 = first(start) if callable(first) else first
-        try:
-            res = minimize(obj, x0, method="SLSQP", bounds=bounds, constraints=cons,
-                           options={"maxiter": max_iter, "ftol": 1e-10})
-            if not _slice_clean(res.x, k_grid, floor_w) and np.isfinite(res.x).all():
-                # cutting plane: add the full-grid points where the result dips and refit from it
-                gk = durrleman_g(k_grid, *res.x)
-                bad = gk < margin
-                if floor_w is not None:
-                    bad |= svi_total_variance(k_grid, *res.x) - floor_w < 1e-6 * wscale
-                kc = np.union1d(kc, k_grid[bad])
-                fc = None if floor_w is None else np.interp(kc, k_grid, floor_w)
-                res = minimize(obj, res.x, method="SLSQP", bounds=bounds, constraints=cons,
-                               options={"maxiter": max_iter, "ftol": 1e-10})
-        except (ValueError, FloatingPointError) as exc:
-            log.debug("SLSQP refit failed: %s", exc)
-            continue
-        cands = [res.x, x0]  # the start itself counts: the lifted previous slice is a safe last resort
-        if floor_w is not None and np.isfinite(res.x).all():
-            # a tiny parallel lift closes a marginal calendar violation without touching the shape
-            gap = float(np.max(floor_w - svi_total_variance(k_grid, *res.x)))
-            if 0.0 < gap < 1e-3 * wscale:
-                nudged = np.array(res.x, dtype=float)
-                nudged[0] += gap + 1e-9 * wscale
-                cands.insert(0, nudged)
-        for cand in cands:
-            if _slice_clean(cand, k_grid, floor_w):
-                fx = obj(cand)
-                if fx < best_f:
-                    best, best_f = np.array(cand, dtype=float), fx
-        if res.success and best is not None and best_f <= obj(res.x) + 1e-12:
-            break  # a converged clean solution: good enough, stop paying for more attempts
+    def floor_fit() -> np.ndarray | None:
+        """Fast fit to quotes raised onto the previous slice (+ε), adding grid points where the fit
+        still dips below it; uses the unconstrained quasi-explicit fitter, a few rounds."""
+        if floor_w is None:
+            return None
+        eps = 1e-4 * wscale
+        target = np.maximum(w, np.interp(k, k_grid, floor_w) + eps)
+        ek: list[np.ndarray] = []
+        ew: list[np.ndarray] = []
+        extra_weight = float(np.median(om)) if len(om) else 1.0
+        th = None
+        for it in range(6):
+            kk = np.concatenate([k, *ek])
+            ww = np.concatenate([target, *ew])
+            oo = np.concatenate([om, np.full(len(kk) - len(k), extra_weight)])
+            params, _ = fit_svi(kk, ww, oo)
+            th = params.as_array()
+            if not np.isfinite(th).all() or clean(th):
+                break
+            gap = svi_total_variance(k_grid, *th) - floor_w
+            bad = np.nonzero(gap < eps)[0]
+            if len(bad) == 0:
+                break
+            pick = bad[np.linspace(0, len(bad) - 1, min(len(bad), 25)).astype(int)]
+            ek.append(k_grid[pick])
+            ew.append(floor_w[pick] + eps * 2.0 ** (it + 1))
+        return th
+
+    x_start = start / sc
+    x_start[2] = float(np.clip(x_start[2], -0.99, 0.99))
+    x_start[1] = min(max(x_start[1], 0.0), bounds[1][1])
+    x_start[4] = float(np.clip(x_start[4], *bounds[4]))
+    # (2) SLSQP from the fit
+    x = solve(x_start)
+    if consider(theta(x)):
+        return best
+    # (3) calendar: fit to the quotes raised onto the previous slice, then polish with SLSQP
+    th = floor_fit()
+    if th is not None and np.isfinite(th).all():
+        if consider(th):
+            return best
+        if consider(theta(solve(th / sc))):
+            return best
+    # (4) the previous slice lifted to these quotes
+    if floor_params is not None:
+        lifted = np.array(floor_params, dtype=float)
+        lifted[0] += max(0.0, float(np.average(w - svi_total_variance(k, *floor_params), weights=om))) + 1e-6
+        if not consider(lifted):
+            consider(theta(solve(lifted / sc)))
+    # (5) a flat smile at the quotes' (or the floor's) level
+    level = wl if floor_w is None else max(wl, float(np.max(floor_w)) + 1e-6)
+    flat = np.array([level - 0.01 * 0.1 * level, 0.01 * level, 0.0, 0.0, 0.1])
+    consider(flat)
     return best
 
 
@@ -258,8 +327,8 @@ def enforce_no_arbitrage(
         used = weights[i] > 0
         if used.any():
             ranges[i] = (k[i][used].min(), k[i][used].max())
-    grid = check_grid(ranges)
-    before = check_slices(p, grid)
+    grids = check_grids(ranges)
+    before = check_slices(p, grids)
     found: list[str] = []
     for i, c in enumerate(before):
         if not np.isfinite(p[i]).all():
@@ -279,6 +348,7 @@ def enforce_no_arbitrage(
         for i in range(S):
             if not np.isfinite(p[i]).all():
                 continue
+            grid = grids[i]
             floor = svi_total_variance(grid, *prev) if prev is not None else None
             if not _slice_clean(p[i], grid, floor):
                 used = weights[i] > 0
@@ -294,12 +364,15 @@ def enforce_no_arbitrage(
                                    f"(RMSE to mid {e_old:.3g} -> {e_new:.3g} {unit})")
                     p[i] = new
             prev = p[i]
-    after = check_slices(p, grid)
+    after = check_slices(p, grids)
+    nonempty = [g for g in grids if len(g)]
+    lo = float(min(g[0] for g in nonempty)) if nonempty else 0.0
+    hi = float(max(g[-1] for g in nonempty)) if nonempty else 0.0
     return p, ArbitrageReport(
         checks=tuple(after),
         found=tuple(found),
         repairs=tuple(repairs),
         unresolved=tuple(unresolved),
-        k_grid=(float(grid[0]), float(grid[-1]), len(grid)),
+        k_grid=(lo, hi, sum(len(g) for g in grids)),
     )
 
