@@ -9,6 +9,7 @@ feeds every panel's ``apply_events`` from its bus bridge. Widgets render engine 
 from __future__ import annotations
 
 from widgets.approvals import ApprovalPanel
+from widgets.backtest_runner import BacktestPanel
 from widgets.base import EventAccumulator, EventBatch, Panel, send_command
 from widgets.chain_table import ChainPanel
 from widgets.order_ticket import TicketPanel
@@ -16,6 +17,6 @@ from widgets.orders_view import OrdersPanel
 from widgets.positions_view import PositionsPanel
 from widgets.surface_view import SurfacePanel
 
-PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel, ApprovalPanel, PositionsPanel, OrdersPanel, SurfacePanel)
+PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel, ApprovalPanel, PositionsPanel, OrdersPanel, SurfacePanel, BacktestPanel)
 
-__all__ = ["PANELS", "ApprovalPanel", "ChainPanel", "EventAccumulator", "EventBatch", "OrdersPanel", "Panel", "PositionsPanel", "SurfacePanel", "TicketPanel", "send_command"]
+__all__ = ["PANELS", "ApprovalPanel", "BacktestPanel", "ChainPanel", "EventAccumulator", "EventBatch", "OrdersPanel", "Panel", "PositionsPanel", "SurfacePanel", "TicketPanel", "send_command"]

@@ -484,7 +484,7 @@ class TicketPanel(Panel):
             raise ValueError("the ticket has no legs")
         return OrderIntent(
             legs=tuple(self.legs), quantity=self.qty_spin.value(), order_type=OrderType.LIMIT,
-            limit_price=self.limit_price(), tif=self.tif_box.currentData(), source="gui",
+            limit_price=self.limit_price(), tif=TimeInForce(self.tif_box.currentData()), source="gui",
         )
 
     def submit(self) -> None:

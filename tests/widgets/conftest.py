@@ -16,15 +16,31 @@ from tests.qt_fixtures import run_async  # noqa: E402
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "panel-shots"
 
 
-@pytest.fixture()
-def engine(qtbot, async_cleanup, tmp_path):
-    """A real, started Engine (bus, store, settings) without a market feed."""
+def _settings(**oms):
+    from engine.oms.config import OmsConfig
+    from engine.settings import Settings
+    from engine.surface.config import SurfaceConfig
+
+    # thread executor for the surface service: no process spawn per test
+    return Settings(surface=SurfaceConfig(executor="thread"), oms=OmsConfig(**oms))
+
+
+def _start_engine(qtbot, tmp_path, **oms):
+    from engine.clock import ManualClock
     from engine.core import Engine, EngineConfig
 
-    eng = Engine(EngineConfig.for_directory(tmp_path, feed="none"))
-    run_async(qtbot, eng.start())
+    eng = Engine(EngineConfig.for_directory(tmp_path, feed="none", settings=_settings(**oms)))
+    eng.clock = ManualClock(NOW)  # market time of the XYZ test chain
+    run_async(qtbot, eng.start(), timeout=30)
+    return eng
+
+
+@pytest.fixture()
+def engine(qtbot, async_cleanup, tmp_path):
+    """A real, started Engine (bus, store, paper broker, risk, OMS, surfaces) without a market feed."""
+    eng = _start_engine(qtbot, tmp_path)
     yield eng
-    run_async(qtbot, eng.stop())
+    run_async(qtbot, eng.stop(), timeout=30)
 
 
 @pytest.fixture()
@@ -80,36 +96,14 @@ def spy_surface(sim_chain):
 
 
 @pytest.fixture()
-def desk(qtbot, engine):
-    """The real order path on the test engine: MarketView, PortfolioState, RiskEngine, PaperBroker, ModeRouter,
-    OrderManager — manual approval on in paper, the market is the XYZ chain (priced with engine.pricing) at ``NOW``.
-    """
-    from engine.brokers.paper import PaperBroker
+def desk(qtbot, async_cleanup, tmp_path):
+    """The engine's real order path with manual approval in paper, on the XYZ chain (priced with
+    engine.pricing) at ``NOW``; the paper account starts with the default cash."""
     from engine.bus.events import ChainUpdated, UnderlyingUpdated
-    from engine.clock import ManualClock
-    from engine.oms.config import OmsConfig
-    from engine.oms.manager import OrderManager
-    from engine.oms.router import ModeRouter
-    from engine.risk.engine import RiskEngine
-    from engine.risk.market_view import MarketView
-    from engine.risk.state import PortfolioState
 
-    market = MarketView(engine.bus, rate=0.04)
-    portfolio = PortfolioState(engine.bus)
-    broker = PaperBroker(engine.bus, engine.store, clock=ManualClock(NOW))
-    run_async(qtbot, broker.connect())
-    risk = RiskEngine(market=market, portfolio=portfolio, now=lambda: NOW)
-    oms = OrderManager(engine.bus, engine.store, ModeRouter({"paper": broker}), risk,
-                       config=OmsConfig(approval_in_paper=True, approval_expiry_s=90.0))
-    oms.register()
-    run_async(qtbot, oms.start(reconcile=False))
-    engine.risk, engine.oms, engine.paper_broker = risk, oms, broker
-    engine.brokers = {"paper": broker}
-    engine.bus.publish(ChainUpdated(chain=priced_chain()))
-    engine.bus.publish(UnderlyingUpdated(symbol="XYZ", price=100.0))
-    engine.bus.publish(UnderlyingUpdated(symbol="SPY", price=600.0))  # beta-weighting benchmark
-    yield engine
-    run_async(qtbot, oms.stop())
-    run_async(qtbot, broker.disconnect())
-    market.close()
-    portfolio.close()
+    eng = _start_engine(qtbot, tmp_path, approval_in_paper=True, approval_expiry_s=90.0)
+    eng.bus.publish(ChainUpdated(chain=priced_chain()))
+    eng.bus.publish(UnderlyingUpdated(symbol="XYZ", price=100.0))
+    eng.bus.publish(UnderlyingUpdated(symbol="SPY", price=600.0))  # beta-weighting benchmark
+    yield eng
+    run_async(qtbot, eng.stop(), timeout=30)

@@ -8,18 +8,15 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-from engine.bus.commands import SubmitOrder
 from engine.bus.events import ChainUpdated, QuotesUpdated, TradingStateChanged
 from engine.model import Side
-from tests.qt_fixtures import wait_for_condition
 from tests.widgets.conftest import priced_chain
 from widgets.base import EventBatch
 from widgets.chain_table import ChainPanel
 from widgets.order_ticket import TicketPanel
 
 
-@pytest.fixture()
-def desk(qtbot, engine):
+def _panels(qtbot, engine):
     chain = ChainPanel(engine, strike_window=4)
     ticket = TicketPanel(engine)
     for w in (chain, ticket):
@@ -33,12 +30,17 @@ def desk(qtbot, engine):
     return chain, ticket
 
 
+@pytest.fixture()
+def panels(qtbot, engine):
+    return _panels(qtbot, engine)
+
+
 def _click(qtbot, chain, strike, key):
     qtbot.mouseClick(chain.table.viewport(), Qt.MouseButton.LeftButton, pos=chain.cell_rect(strike, key).center())
 
 
-def test_chain_clicks_build_a_vertical_with_live_figures(desk, qtbot, shot) -> None:
-    chain, ticket = desk
+def test_chain_clicks_build_a_vertical_with_live_figures(panels, qtbot, shot) -> None:
+    chain, ticket = panels
     _click(qtbot, chain, 100.0, "c_ask")
     _click(qtbot, chain, 105.0, "c_bid")
     assert [(leg.side, leg.symbol) for leg in ticket.legs] == [
@@ -59,8 +61,8 @@ def test_chain_clicks_build_a_vertical_with_live_figures(desk, qtbot, shot) -> N
     shot(ticket, "ticket")
 
 
-def test_same_contract_again_adds_ratio_and_opposite_side_nets_off(desk, qtbot) -> None:
-    chain, ticket = desk
+def test_same_contract_again_adds_ratio_and_opposite_side_nets_off(panels, qtbot) -> None:
+    chain, ticket = panels
     _click(qtbot, chain, 100.0, "p_ask")
     _click(qtbot, chain, 100.0, "p_ask")
     assert [(leg.side, leg.ratio) for leg in ticket.legs] == [(Side.BUY, 2)]
@@ -69,8 +71,8 @@ def test_same_contract_again_adds_ratio_and_opposite_side_nets_off(desk, qtbot) 
     assert ticket.legs == []
 
 
-def test_template_builds_iron_condor_on_selected_expiry_as_credit(desk) -> None:
-    _chain, ticket = desk
+def test_template_builds_iron_condor_on_selected_expiry_as_credit(panels) -> None:
+    _chain, ticket = panels
     ticket.template_box.setCurrentIndex(ticket.template_box.findText("Iron condor"))
     ticket.width_spin.setValue(2)
     ticket.build_button.click()
@@ -81,16 +83,16 @@ def test_template_builds_iron_condor_on_selected_expiry_as_credit(desk) -> None:
     assert len(ticket.summary.breakevens) == 2
 
 
-def test_template_outside_strikes_shows_the_reason(desk) -> None:
-    _chain, ticket = desk
+def test_template_outside_strikes_shows_the_reason(panels) -> None:
+    _chain, ticket = panels
     ticket.template_box.setCurrentIndex(ticket.template_box.findText("Strangle"))
     ticket.width_spin.setValue(9)
     ticket.build_button.click()
     assert "outside the listed strikes" in ticket.message.text() and ticket.legs == []
 
 
-def test_natural_button_and_streamed_quotes_update_prices(desk, qtbot) -> None:
-    chain, ticket = desk
+def test_natural_button_and_streamed_quotes_update_prices(panels, qtbot) -> None:
+    chain, ticket = panels
     _click(qtbot, chain, 100.0, "c_ask")
     ticket.natural_button.click()
     c = priced_chain()
@@ -102,34 +104,32 @@ def test_natural_button_and_streamed_quotes_update_prices(desk, qtbot) -> None:
     assert float(ticket.limit_price()) == pytest.approx(c.ask[row])  # a price the user chose is kept
 
 
-def test_submit_sends_intent_into_the_order_path(desk, qtbot, engine) -> None:
-    chain, ticket = desk
-    received = []
-
-    async def handler(cmd: SubmitOrder):
-        received.append(cmd.intent)
-        return None
-
-    engine.bus.register(SubmitOrder, handler)
+def test_submit_goes_down_the_real_order_path(qtbot, desk) -> None:
+    chain, ticket = _panels(qtbot, desk)
     _click(qtbot, chain, 95.0, "p_bid")
+    _click(qtbot, chain, 90.0, "p_ask")  # a put credit spread: defined risk
     ticket.qty_spin.setValue(3)
-    with qtbot.waitSignal(ticket.submitted, timeout=3000):
+    with qtbot.waitSignal(ticket.submitted, timeout=5000) as sig:
         ticket.submit_button.click()
-    intent = received[0]
-    assert intent.quantity == 3 and intent.legs[0].side is Side.SELL and intent.limit_price < 0
-    assert intent.source == "gui"
+    order = sig.args[0]
+    assert order.quantity == 3 and order.legs[0].side is Side.SELL and order.limit_price < 0
+    assert order.source == "gui" and desk.oms.order(order.order_id) is not None
+    assert "pending approval" in ticket.message.text()
 
 
-def test_submit_without_order_path_shows_error(desk, qtbot) -> None:
-    chain, ticket = desk
-    _click(qtbot, chain, 95.0, "p_bid")
-    ticket.submit_button.click()
-    wait_for_condition(qtbot, lambda: "Not sent" in ticket.message.text())
-    assert "SubmitOrder" in ticket.message.text()
+def test_denied_order_shows_the_risk_engine_reason(qtbot, desk) -> None:
+    chain, ticket = _panels(qtbot, desk)
+    _click(qtbot, chain, 100.0, "c_bid")  # a naked short call: undefined risk
+    ticket.qty_spin.setValue(500)
+    with qtbot.waitSignal(ticket.submitted, timeout=5000) as sig:
+        ticket.submit_button.click()
+    order = sig.args[0]
+    assert order.status.value == "denied"
+    assert "denied" in ticket.message.text() and order.reason in ticket.message.text()
 
 
-def test_kill_switch_blocks_the_ticket(desk, qtbot, shot) -> None:
-    chain, ticket = desk
+def test_kill_switch_blocks_the_ticket(panels, qtbot, shot) -> None:
+    chain, ticket = panels
     _click(qtbot, chain, 100.0, "c_ask")
     ticket.apply_events(EventBatch.from_events([
         TradingStateChanged(state="HALTED", previous="ACTIVE", reason="daily loss limit")]))

@@ -1,0 +1,650 @@
+"""Backtest runner: choose a strategy, its parameters, the data and the dates; run it in a worker process.
+
+The run is :func:`engine.backtest.worker.run_backtest_job` in a one-process ``spawn`` pool (the UI thread
+only polls a progress queue on a timer, so the window stays responsive); Cancel sets a shared event the
+backtest loop checks every day. Results use the layout traders know: statistics table, equity curve with
+drawdown, daily P&L, P&L histogram and the trade list. Export writes the engine's CSV/JSON reports
+(:func:`engine.backtest.report.export_all`) and a PNG of the results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from widgets.base import EventBatch, Panel
+from widgets.plots import LOSS, PROFIT, SERIES, MoneyAxis, new_plot
+from widgets.table_model import Column, ColumnTableModel, LiveTableView
+
+log = logging.getLogger(__name__)
+Qt = QtCore.Qt
+
+STAT_ROWS: list[tuple[str, str, str]] = [
+    ("total_pnl", "Total P&L", "money"), ("total_return", "Total return", "pct"), ("cagr", "CAGR", "pct"),
+    ("ann_vol", "Volatility (ann.)", "pct"), ("sharpe", "Sharpe", "num"), ("sortino", "Sortino", "num"),
+    ("calmar", "Calmar", "num"), ("max_drawdown", "Max drawdown", "pct"),
+    ("max_drawdown_days", "Max DD duration (days)", "int"), ("trades", "Trades", "int"),
+    ("win_rate", "Win rate", "pct"), ("profit_factor", "Profit factor", "num"), ("avg_win", "Avg win", "money"),
+    ("avg_loss", "Avg loss", "money"), ("expectancy", "Expectancy / trade", "money"),
+    ("exposure", "Time in market", "pct"), ("premium_capture", "Premium captured", "pct"),
+    ("fees", "Fees", "money"), ("avg_days_held", "Avg days held", "num"), ("start_equity", "Start equity", "money"),
+    ("end_equity", "End equity", "money"),
+]
+
+
+def _fmt_stat(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if kind == "money":
+        return f"${value:,.2f}"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "int":
+        return f"{int(value):,d}"
+    return f"{value:,.2f}"
+
+
+class BacktestJob(QtCore.QObject):
+    """One backtest in a worker process. Emits ``progressed(fraction, eta_s, day, stage)`` and ``finished``.
+
+    Must be started on a running asyncio (qasync) loop. ``cancel()`` is cooperative; the result then has
+    ``status == "cancelled"``.
+    """
+
+    progressed = QtCore.Signal(float, float, str, str)
+    finished = QtCore.Signal(object, str)  # BacktestResult or None, error message
+
+    def __init__(self, config: dict[str, Any], parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self.config = config
+        self.result: Any = None
+        self.error = ""
+        self.started_at = math.nan
+        self.cancel_requested = False
+        self._ctx = multiprocessing.get_context("spawn")
+        self._manager: Any = None
+        self._queue: Any = None
+        self._cancel: Any = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._future: asyncio.Future[Any] | None = None
+        self._timer = QtCore.QTimer(self)
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._poll)
+
+    @property
+    def running(self) -> bool:
+        return self._future is not None and not self._future.done()
+
+    def start(self) -> None:
+        from engine.backtest.worker import run_backtest_job
+
+        loop = asyncio.get_event_loop()
+        self.started_at = time.monotonic()
+        self._manager = self._ctx.Manager()
+        self._queue = self._manager.Queue()
+        self._cancel = self._manager.Event()
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=self._ctx)
+        self._future = loop.run_in_executor(self._pool, run_backtest_job, self.config, self._queue, self._cancel)
+        self._future.add_done_callback(self._done)
+        self._timer.start()
+
+    def cancel(self, grace_s: float = 2.0) -> None:
+        """Ask the loop to stop; if the worker has not returned after ``grace_s`` (e.g. still generating the
+        simulated history, which has no cancel points), terminate the worker process."""
+        if not self.running:
+            return
+        self.cancel_requested = True
+        if self._cancel is not None:
+            try:
+                self._cancel.set()
+            except Exception as exc:  # the manager died with the worker
+                log.warning("could not signal cancel: %s", exc)
+        QtCore.QTimer.singleShot(int(grace_s * 1000), self._terminate_if_running)
+
+    def _terminate_if_running(self) -> None:
+        if not self.running or self._pool is None:
+            return
+        procs = list(getattr(self._pool, "_processes", {}).values())
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        log.info("backtest worker terminated after cancel (%d process(es))", len(procs))
+
+    def _poll(self) -> None:
+        q = self._queue
+        if q is None:
+            return
+        latest = None
+        try:
+            while not q.empty():
+                latest = q.get_nowait()
+        except Exception:  # queue closed while shutting down
+            return
+        if latest is not None:
+            self.progressed.emit(float(latest.fraction), float(latest.eta_s), latest.day, latest.stage)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        self._poll()
+        self._timer.stop()
+        if fut.cancelled():
+            self.error = "cancelled"
+        elif fut.exception() is not None:
+            exc = fut.exception()
+            self.error = ("cancelled: worker stopped" if self.cancel_requested
+                          else f"worker failed: {type(exc).__name__}: {exc}")
+        else:
+            self.result = fut.result()
+            self.error = getattr(self.result, "error", "") or ""
+        self._shutdown()
+        self.finished.emit(self.result, self.error)
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._manager is not None:
+            try:
+                self._manager.shutdown()
+            except Exception as exc:
+                log.debug("manager shutdown: %s", exc)
+            self._manager = None
+        self._queue = None
+
+
+class BacktestPanel(Panel):
+    title: ClassVar[str] = "Backtest"
+    panel_id: ClassVar[str] = "backtest"
+
+    run_finished = QtCore.Signal(object)
+
+    TRADE_COLUMNS: ClassVar[list[Column]] = [
+        Column("no", "#", "{:d}", width=36),
+        Column("opened", "Opened", align="left", width=86),
+        Column("closed", "Closed", align="left", width=86),
+        Column("legs", "Legs", align="left", width=300),
+        Column("qty", "Qty", "{:d}", width=40),
+        Column("entry", "Entry", align="right", width=64),
+        Column("exit", "Exit", align="right", width=64),
+        Column("pnl", "Net P&L", "{:+,.2f}", width=84, signed=True),
+        Column("reason", "Exit reason", align="left", width=110),
+        Column("regime", "Regime", align="left", width=90),
+    ]
+
+    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(engine, parent)
+        self.job: BacktestJob | None = None
+        self.result: Any = None
+        self.progress_updates = 0
+        self._param_widgets: dict[str, QtWidgets.QWidget] = {}
+
+        # ---- form
+        from engine.backtest.config import BacktestConfig
+
+        defaults = BacktestConfig()
+        section = getattr(getattr(engine, "settings", None), "backtest", None)
+        if isinstance(section, BacktestConfig):
+            defaults = section
+        self.strategy_box = QtWidgets.QComboBox()
+        for name in self._strategy_names():
+            self.strategy_box.addItem(name)
+        if self.strategy_box.findText(defaults.strategy) >= 0:
+            self.strategy_box.setCurrentText(defaults.strategy)
+        self.strategy_box.currentTextChanged.connect(self._build_params)
+        self.symbol_edit = QtWidgets.QLineEdit(defaults.symbol)
+        self.source_box = QtWidgets.QComboBox()
+        self.source_box.addItems(["Simulated market", "Chain file (CSV / Parquet)"])
+        self.source_box.currentIndexChanged.connect(self._source_changed)
+        self.years_spin = QtWidgets.QDoubleSpinBox()
+        self.years_spin.setRange(0.1, 30.0)
+        self.years_spin.setSingleStep(0.5)
+        self.years_spin.setValue(defaults.years)
+        self.years_spin.setSuffix(" years")
+        self.seed_spin = QtWidgets.QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setValue(defaults.seed)
+        self.file_edit = QtWidgets.QLineEdit(defaults.data or "")
+        self.file_edit.setPlaceholderText("path to a chain file or folder")
+        self.browse_button = QtWidgets.QPushButton("Browse…")
+        self.browse_button.clicked.connect(self._browse)
+        self.use_dates = QtWidgets.QCheckBox("Restrict dates")
+        self.start_edit = QtWidgets.QDateEdit()
+        self.end_edit = QtWidgets.QDateEdit()
+        for w in (self.start_edit, self.end_edit):
+            w.setCalendarPopup(True)
+            w.setDisplayFormat("yyyy-MM-dd")
+            w.setEnabled(False)
+        self.start_edit.setDate(QtCore.QDate(2021, 1, 4))
+        self.end_edit.setDate(QtCore.QDate.currentDate())
+        self.use_dates.toggled.connect(lambda on: (self.start_edit.setEnabled(on), self.end_edit.setEnabled(on)))
+        self.cash_spin = QtWidgets.QDoubleSpinBox()
+        self.cash_spin.setRange(1_000.0, 100_000_000.0)
+        self.cash_spin.setDecimals(0)
+        self.cash_spin.setSingleStep(10_000.0)
+        self.cash_spin.setPrefix("$ ")
+        self.cash_spin.setGroupSeparatorShown(True)
+        self.cash_spin.setValue(defaults.initial_cash)
+        self.risk_spin = QtWidgets.QSpinBox()
+        self.risk_spin.setRange(0, 100)
+        self.risk_spin.setValue(int(defaults.risk_level))
+        self.fee_box = QtWidgets.QComboBox()
+        self.fee_box.addItems(["tastytrade", "ibkr_fixed", "flat_065", "zero"])
+        self.fee_box.setCurrentText(defaults.fee_preset)
+
+        form = QtWidgets.QFormLayout()
+        form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Strategy", self.strategy_box)
+        form.addRow("Underlying", self.symbol_edit)
+        form.addRow("Data", self.source_box)
+        form.addRow("History", self.years_spin)
+        form.addRow("Seed", self.seed_spin)
+        file_row = QtWidgets.QHBoxLayout()
+        file_row.addWidget(self.file_edit, 1)
+        file_row.addWidget(self.browse_button)
+        form.addRow("File", file_row)
+        form.addRow(self.use_dates)
+        dates = QtWidgets.QHBoxLayout()
+        dates.addWidget(self.start_edit)
+        dates.addWidget(QtWidgets.QLabel("to"))
+        dates.addWidget(self.end_edit)
+        form.addRow("Dates", dates)
+        form.addRow("Initial cash", self.cash_spin)
+        form.addRow("Risk level", self.risk_spin)
+        form.addRow("Fees", self.fee_box)
+        self.params_box = QtWidgets.QGroupBox("Strategy parameters")
+        self.params_form = QtWidgets.QFormLayout(self.params_box)
+        self.run_button = QtWidgets.QPushButton("Run backtest")
+        self.run_button.setMinimumHeight(28)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QtWidgets.QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+        self.status_label = QtWidgets.QLabel("")
+        self.status_label.setWordWrap(True)
+        self.export_csv_button = QtWidgets.QPushButton("Export CSV…")
+        self.export_png_button = QtWidgets.QPushButton("Export PNG…")
+        self.export_csv_button.clicked.connect(lambda: self._choose_dir(self.export_csv))
+        self.export_png_button.clicked.connect(lambda: self._choose_file(self.export_png))
+        for b in (self.export_csv_button, self.export_png_button):
+            b.setEnabled(False)
+
+        left = QtWidgets.QWidget()
+        ll = QtWidgets.QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        ll.addLayout(form)
+        ll.addWidget(self.params_box)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.addWidget(self.run_button, 1)
+        buttons.addWidget(self.cancel_button)
+        ll.addLayout(buttons)
+        ll.addWidget(self.progress)
+        ll.addWidget(self.status_label)
+        exports = QtWidgets.QHBoxLayout()
+        exports.addWidget(self.export_csv_button)
+        exports.addWidget(self.export_png_button)
+        ll.addLayout(exports)
+        ll.addStretch(1)
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumWidth(300)
+
+        # ---- results
+        self.stats_model = ColumnTableModel([Column("name", "Statistic", align="left", width=170),
+                                             Column("value", "Value", align="right", width=110)], self)
+        self.stats_table = LiveTableView(self.stats_model)
+        self.stats_table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
+        self.stats_table.horizontalHeader().setStretchLastSection(True)
+        self.equity_plot = new_plot(title="Equity", y="$", axis_items={"bottom": pg.DateAxisItem(),
+                                                                       "left": MoneyAxis("left")})
+        self.equity_curve = self.equity_plot.plot([], [], pen=pg.mkPen(SERIES[0], width=2))
+        self.dd_plot = new_plot(title="Drawdown", y="%", axis_items={"bottom": pg.DateAxisItem()})
+        self.dd_curve = self.dd_plot.plot([], [], pen=pg.mkPen(LOSS, width=1), fillLevel=0,
+                                          brush=pg.mkBrush(214, 69, 65, 80))
+        self.dd_plot.setXLink(self.equity_plot)
+        self.daily_plot = new_plot(title="Daily P&L", y="$", axis_items={"bottom": pg.DateAxisItem(),
+                                                                         "left": MoneyAxis("left")})
+        self.daily_plot.setXLink(self.equity_plot)
+        self.daily_bars: pg.BarGraphItem | None = None
+        self.hist_plot = new_plot(title="Daily P&L distribution", x="$ per day", y="days")
+        self.hist_bars: pg.BarGraphItem | None = None
+        self.trade_model = ColumnTableModel(self.TRADE_COLUMNS, self)
+        self.trade_table = LiveTableView(self.trade_model)
+        self.trade_table.horizontalHeader().setSectionResizeMode(3, QtWidgets.QHeaderView.ResizeMode.Stretch)
+
+        charts = QtWidgets.QWidget()
+        grid = QtWidgets.QGridLayout(charts)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.addWidget(self.equity_plot, 0, 0, 1, 2)
+        grid.addWidget(self.dd_plot, 1, 0, 1, 2)
+        grid.addWidget(self.daily_plot, 2, 0)
+        grid.addWidget(self.hist_plot, 2, 1)
+        grid.setRowStretch(0, 3)
+        grid.setRowStretch(1, 1)
+        grid.setRowStretch(2, 2)
+        overview = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
+        overview.addWidget(self.stats_table)
+        overview.addWidget(charts)
+        overview.setSizes([280, 800])
+        self.results_tabs = QtWidgets.QTabWidget()
+        self.results_tabs.addTab(overview, "Overview")
+        self.results_tabs.addTab(self.trade_table, "Trades")
+        self.summary_label = QtWidgets.QLabel("No results yet: choose a strategy and press Run.")
+        self.summary_label.setStyleSheet("font-weight: bold")
+        right = QtWidgets.QWidget()
+        rl = QtWidgets.QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.summary_label)
+        rl.addWidget(self.results_tabs, 1)
+        self.results_widget = right
+
+        split = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(scroll)
+        split.addWidget(right)
+        split.setSizes([320, 900])
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(split)
+
+        self._build_params(self.strategy_box.currentText(), defaults.params
+                           if defaults.strategy == self.strategy_box.currentText() else {})
+        self._source_changed(0 if not defaults.data else 1)
+        if defaults.data:
+            self.source_box.setCurrentIndex(1)
+
+    # ---- form helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _strategy_names() -> list[str]:
+        from engine.strategies import registry
+
+        return sorted(registry())
+
+    def _source_changed(self, index: int) -> None:
+        sim = index == 0
+        self.years_spin.setEnabled(sim)
+        self.seed_spin.setEnabled(sim)
+        self.file_edit.setEnabled(not sim)
+        self.browse_button.setEnabled(not sim)
+
+    def _build_params(self, name: str, values: dict[str, Any] | None = None) -> None:
+        """A field per simple (number / text / flag) parameter of the strategy's pydantic model."""
+        from engine.strategies import registry
+
+        while self.params_form.rowCount():
+            self.params_form.removeRow(0)
+        self._param_widgets = {}
+        cls = registry().get(name)
+        if cls is None:
+            return
+        values = values or {}
+        for field_name, info in cls.Params.model_fields.items():
+            if field_name == "underlying":
+                continue
+            default = values.get(field_name, info.default)
+            ann = info.annotation
+            w: QtWidgets.QWidget
+            if ann is bool:
+                w = QtWidgets.QCheckBox()
+                w.setChecked(bool(default))
+            elif ann is int:
+                w = QtWidgets.QSpinBox()
+                w.setRange(-1_000_000, 1_000_000)
+                w.setValue(int(default))
+            elif ann is float:
+                w = QtWidgets.QDoubleSpinBox()
+                w.setRange(-1e9, 1e9)
+                w.setDecimals(4)
+                w.setSingleStep(0.01 if abs(float(default)) < 10 else 1.0)
+                w.setValue(float(default))
+            else:
+                continue  # structured parameters keep their defaults (settings file / CLI)
+            w.setToolTip(info.description or field_name)
+            self._param_widgets[field_name] = w
+            self.params_form.addRow(field_name.replace("_", " "), w)
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, w in self._param_widgets.items():
+            if isinstance(w, QtWidgets.QCheckBox):
+                out[name] = w.isChecked()
+            elif isinstance(w, QtWidgets.QSpinBox | QtWidgets.QDoubleSpinBox):
+                out[name] = w.value()
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """The ``BacktestConfig`` of the form, validated (``ValueError`` names the bad field)."""
+        from pydantic import ValidationError
+
+        from engine.backtest.config import BacktestConfig
+
+        data: dict[str, Any] = {
+            "strategy": self.strategy_box.currentText(),
+            "params": {**self.params(), "underlying": self.symbol_edit.text().strip().upper()},
+            "symbol": self.symbol_edit.text().strip().upper(),
+            "initial_cash": self.cash_spin.value(),
+            "risk_level": float(self.risk_spin.value()),
+            "fee_preset": self.fee_box.currentText(),
+        }
+        if self.source_box.currentIndex() == 0:
+            data.update(years=self.years_spin.value(), seed=self.seed_spin.value())
+        else:
+            path = self.file_edit.text().strip()
+            if not path:
+                raise ValueError("choose a chain file or folder for the backtest data")
+            data["data"] = path
+        if self.use_dates.isChecked():
+            start = self.start_edit.date().toPython()
+            end = self.end_edit.date().toPython()
+            if start >= end:
+                raise ValueError(f"start date {start} must be before end date {end}")
+            data.update(start=start, end=end)
+        try:
+            return BacktestConfig.model_validate(data).model_dump(mode="json")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{where}: {first['msg']}") from None
+
+    def _browse(self) -> None:
+        dlg = QtWidgets.QFileDialog(self, "Chain data", self.file_edit.text() or str(Path.home()))
+        dlg.setFileMode(QtWidgets.QFileDialog.FileMode.ExistingFile)
+        dlg.setNameFilter("Chains (*.csv *.parquet *.pq);;All files (*)")
+        dlg.fileSelected.connect(self.file_edit.setText)
+        dlg.open()
+
+    def _choose_dir(self, then: Any) -> None:
+        dlg = QtWidgets.QFileDialog(self, "Export folder", str(Path.home()))
+        dlg.setFileMode(QtWidgets.QFileDialog.FileMode.Directory)
+        dlg.fileSelected.connect(lambda p: then(Path(p)))
+        dlg.open()
+
+    def _choose_file(self, then: Any) -> None:
+        dlg = QtWidgets.QFileDialog(self, "Export PNG", str(Path.home() / "backtest.png"))
+        dlg.setAcceptMode(QtWidgets.QFileDialog.AcceptMode.AcceptSave)
+        dlg.setNameFilter("PNG image (*.png)")
+        dlg.setDefaultSuffix("png")
+        dlg.fileSelected.connect(lambda p: then(Path(p)))
+        dlg.open()
+
+    # ---- running ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.job is not None and self.job.running:
+            return
+        try:
+            cfg = self.config()
+        except ValueError as exc:
+            self._status(str(exc), error=True)
+            return
+        self.job = BacktestJob(cfg, self)
+        self.job.progressed.connect(self._on_progress)
+        self.job.finished.connect(self._on_finished)
+        try:
+            self.job.start()
+        except Exception as exc:
+            self._status(f"could not start the worker: {type(exc).__name__}: {exc}", error=True)
+            self.job = None
+            return
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.progress.setFormat("starting worker…")
+        self._status(f"Running {cfg['strategy']} on {cfg['symbol']}…", error=False)
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.cancel_button.setEnabled(False)
+            self.progress.setFormat("cancelling…")
+
+    def _on_progress(self, fraction: float, eta_s: float, day: str, stage: str) -> None:
+        self.progress_updates += 1
+        self.progress.setValue(int(1000 * max(0.0, min(1.0, fraction))))
+        eta = f" · {eta_s:.0f} s left" if math.isfinite(eta_s) else ""
+        self.progress.setFormat(f"{stage} {100 * fraction:.0f}%" + (f" · {day}" if day else "") + eta)
+
+    def _on_finished(self, result: Any, error: str) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if result is None:
+            cancelled = error.startswith("cancelled")
+            self.progress.setFormat("cancelled" if cancelled else "failed")
+            self._status(error or "the backtest failed", error=not cancelled)
+            self.run_finished.emit(None)
+            return
+        self.show_result(result)
+        if result.status == "failed":
+            self.progress.setFormat("failed")
+            self._status(f"Backtest failed: {result.error}", error=True)
+        elif result.status == "cancelled":
+            self.progress.setFormat(f"cancelled after {len(result.dates)} days")
+            self._status("Cancelled: partial results shown", error=False)
+        else:
+            self.progress.setValue(1000)
+            self.progress.setFormat(f"done in {result.elapsed_s:.1f} s")
+            self._status(f"Completed {len(result.dates)} days, {len(result.trades)} trades", error=False)
+        self.run_finished.emit(result)
+
+    def _status(self, text: str, *, error: bool) -> None:
+        self.status_label.setText(text)
+        self.status_label.setStyleSheet("color: #d64541; font-weight: bold" if error else "color: gray")
+        if error:
+            self.report_error(text)
+
+    def apply_events(self, batch: EventBatch) -> None:
+        """Runs are driven by the panel's own worker; bus events are not needed here."""
+
+    # ---- results ------------------------------------------------------------------------------------
+    def show_result(self, result: Any) -> None:
+        self.result = result
+        m = result.metrics.as_dict()
+        names = [label for key, label, _ in STAT_ROWS if key in m]
+        values = [_fmt_stat(m[key], kind) for key, _, kind in STAT_ROWS if key in m]
+        self.stats_model.update(np.array(names, dtype=object),
+                                {"name": np.array(names, dtype=object), "value": np.array(values, dtype=object)})
+        x = _epoch(result.dates)
+        self.equity_curve.setData(x, np.asarray(result.equity, float))
+        self.dd_curve.setData(x, 100.0 * np.asarray(result.drawdown, float))
+        daily = np.asarray(result.daily_pnl, float)
+        for plot, attr in ((self.daily_plot, "daily_bars"), (self.hist_plot, "hist_bars")):
+            old = getattr(self, attr)
+            if old is not None:
+                plot.removeItem(old)
+        if len(x):
+            width = 0.8 * 86400
+            brushes = [pg.mkBrush(PROFIT if v >= 0 else LOSS) for v in daily]
+            self.daily_bars = pg.BarGraphItem(x=x, height=daily, width=width, brushes=brushes, pen=None)
+            self.daily_plot.addItem(self.daily_bars)
+            nonzero = daily[np.isfinite(daily)]
+            if len(nonzero):
+                counts, edges = np.histogram(nonzero, bins=min(40, max(5, len(nonzero) // 5)))
+                centers = 0.5 * (edges[:-1] + edges[1:])
+                hb = [pg.mkBrush(PROFIT if c >= 0 else LOSS) for c in centers]
+                self.hist_bars = pg.BarGraphItem(x=centers, height=counts, width=np.diff(edges) * 0.9, brushes=hb,
+                                                 pen=None)
+                self.hist_plot.addItem(self.hist_bars)
+        trades = list(result.trades)
+        self.trade_model.update(np.array([t.trade_no for t in trades], dtype=object), {
+            "no": np.array([t.trade_no for t in trades], dtype=object),
+            "opened": np.array([f"{t.opened_at:%Y-%m-%d}" for t in trades], dtype=object),
+            "closed": np.array([f"{t.closed_at:%Y-%m-%d}" if t.closed_at else "open" for t in trades], dtype=object),
+            "legs": np.array([t.legs for t in trades], dtype=object),
+            "qty": np.array([t.quantity for t in trades], dtype=object),
+            "entry": np.array([_price(t.entry_price) for t in trades], dtype=object),
+            "exit": np.array([_price(t.exit_price) for t in trades], dtype=object),
+            "pnl": np.array([float(t.net_pnl) for t in trades], dtype=float),
+            "reason": np.array([t.exit_reason for t in trades], dtype=object),
+            "regime": np.array([t.regime for t in trades], dtype=object),
+        })
+        self.results_tabs.setTabText(1, f"Trades ({len(trades)})")
+        pnl = m.get("total_pnl")
+        ret = m.get("total_return")
+        self.summary_label.setText(
+            f"{result.strategy} · {result.config.get('symbol', '')} · {len(result.dates)} days · "
+            f"P&L {_fmt_stat(pnl, 'money')} ({_fmt_stat(ret, 'pct')}) · max DD {_fmt_stat(m.get('max_drawdown'), 'pct')}"
+            f" · Sharpe {_fmt_stat(m.get('sharpe'), 'num')} · {result.status}"
+        )
+        for b in (self.export_csv_button, self.export_png_button):
+            b.setEnabled(True)
+
+    def export_csv(self, folder: Path) -> dict[str, Path]:
+        """Trades, equity, orders (CSV) and the summary (JSON) of the shown result, via engine.backtest.report."""
+        if self.result is None:
+            raise ValueError("no backtest result to export")
+        from engine.backtest.report import export_all
+
+        paths = export_all(self.result, folder, png=False)
+        self._status(f"Exported {', '.join(p.name for p in paths.values())} to {folder}", error=False)
+        return paths
+
+    def export_png(self, path: Path) -> Path:
+        """The results area as a PNG."""
+        if self.result is None:
+            raise ValueError("no backtest result to export")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.results_widget.grab().save(str(path), "PNG"):
+            raise OSError(f"could not write {path}")
+        self._status(f"Saved {path}", error=False)
+        return path
+
+    def panel_state(self) -> dict[str, Any]:
+        return {"strategy": self.strategy_box.currentText(), "symbol": self.symbol_edit.text(),
+                "years": self.years_spin.value(), "seed": self.seed_spin.value()}
+
+    def restore_panel_state(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("strategy"), str) and self.strategy_box.findText(state["strategy"]) >= 0:
+            self.strategy_box.setCurrentText(state["strategy"])
+        if isinstance(state.get("symbol"), str):
+            self.symbol_edit.setText(state["symbol"])
+        if isinstance(state.get("years"), int | float):
+            self.years_spin.setValue(float(state["years"]))
+        if isinstance(state.get("seed"), int):
+            self.seed_spin.setValue(state["seed"])
+
+
+def _epoch(dates: np.ndarray) -> np.ndarray:
+    d = np.asarray(dates).astype("datetime64[D]")
+    return d.astype("datetime64[s]").astype(np.int64).astype(float) + 16 * 3600.0
+
+
+def _price(p: Any) -> str:
+    if p is None:
+        return ""
+    v = float(p)
+    return f"{abs(v):.2f} {'CR' if v < 0 else 'DB'}"
+
+
+__all__ = ["BacktestJob", "BacktestPanel"]
