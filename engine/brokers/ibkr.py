@@ -351,7 +351,8 @@ class IbkrBroker(Broker):
         for p in await self.positions():
             self._set_position(p)
         self.bus.publish(AccountUpdated(account=await self.account()))
-        for trade in self.conn.ib.openTrades():
+        ib = self.conn.ib
+        for trade in ib.openTrades():
             coid = trade.order.orderRef
             if coid and coid in self._by_coid:
                 oid = self._by_coid[coid]
@@ -359,6 +360,11 @@ class IbkrBroker(Broker):
                     self._orders[trade.order.orderId] = self._orders.pop(oid)
                     self._by_coid[coid] = trade.order.orderId
                 self._trades[trade.order.orderId] = trade
+        # executions of our orders while we were away arrive in the startup sync (reqExecutions)
+        for fill in ib.fills():
+            oid = self._by_coid.get(fill.execution.orderRef)
+            if oid is not None:
+                self._apply_exec(oid, fill)
 
     # ---- queries --------------------------------------------------------------------------------
     def _require(self) -> Any:
@@ -566,10 +572,12 @@ class IbkrBroker(Broker):
             self._reject(order, last.message if last and last.message else "order inactive at IBKR")
 
     def _on_exec(self, trade: Any, fill: Any) -> None:
+        self._apply_exec(trade.order.orderId, fill)
+
+    def _apply_exec(self, oid: int, fill: Any) -> None:
         ex = fill.execution
         if ex.execId in self._seen_exec or fill.contract.secType == "BAG":
             return
-        oid = trade.order.orderId
         order = self._orders.get(oid)
         if order is None:
             return

@@ -416,7 +416,16 @@ class TastytradeBroker(Broker):
         for p in await self.positions():
             self._set_position(p)
         self.bus.publish(AccountUpdated(account=await self.account()))
-        for placed in await self._live_orders():
+        live = await self._live_orders()
+        for placed in live:
+            self._on_order(placed)
+        # our working orders that are no longer live filled, were cancelled or rejected while we were away
+        live_ids = {str(p.id) for p in live}
+        acct, s = self.conn.account, self.conn.session
+        for bid, order in list(self._orders.items()):
+            if order.status.is_terminal or bid in live_ids:
+                continue
+            placed = await self.conn.call("order status", lambda b=bid: acct.get_order(s, int(b)))
             self._on_order(placed)
 
     async def _live_orders(self) -> list[Any]:

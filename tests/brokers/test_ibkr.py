@@ -287,3 +287,14 @@ async def test_unknown_account_is_refused_without_a_reconnect_loop(tws, bus):
     with pytest.raises(BrokerError, match=r"\*\*\*\*0001 is not managed"):
         await conn.connect()
     assert not conn.connected and not conn.reconnector.running
+
+
+async def test_fill_while_disconnected_is_reconciled_from_the_startup_executions(broker, tws, recorder):
+    broker.arm_live(tws.account)
+    await broker.submit(put_spread("SPY", tws.expirations[0], 590, 585, "-1.10", account=tws.account))
+    acc = await recorder.wait_for(OrderAccepted)
+    await tws.close_all()
+    tws.fill(int(acc.order.broker_order_id))  # nobody connected: only the execution records remain
+    done = await recorder.wait_for(OrderFilled, lambda e: e.order.status is OrderStatus.FILLED, timeout=10)
+    assert done.order.order_id == acc.order.order_id and done.order.avg_fill_price == Decimal("-1.1")
+    assert len([f for e in recorder.of(OrderFilled) for f in e.fills]) == 2

@@ -357,3 +357,17 @@ async def test_token_refresh_failure_mid_session_is_a_clear_failed_state(broker,
     assert broker.conn.breaker.state is BreakerState.CLOSED  # not a transport failure
     fake.fail_token_refresh = False
     assert len(await broker.positions()) == 1  # a working token again: calls recover
+
+
+async def test_fill_while_the_stream_was_down_is_reconciled_on_reconnect(broker, fake, recorder):
+    broker.arm_live(fake.account)
+    await broker.submit(put_spread("SPY", fake.expirations[0], 590, 585, "-1.10", account=fake.account))
+    acc = await recorder.wait_for(OrderAccepted)
+    fake.hold_pushes = True  # the fill happens, its push is lost
+    fake.fill(int(acc.order.broker_order_id))
+    await fake.close_streams()
+    fake.hold_pushes = False
+    filled = await recorder.wait_for(OrderFilled, timeout=10)
+    assert filled.order.order_id == acc.order.order_id and filled.order.status is OrderStatus.FILLED
+    assert ("GET", f"/accounts/{fake.account}/orders/{acc.order.broker_order_id}") in [
+        (m, p) for m, p, _ in fake.requests]

@@ -129,6 +129,7 @@ class FakeTastytrade:
         self.reject_orders_with: str | None = None  # error body message for POST /orders
         self.order_status_reject: str | None = None  # accept the POST, then push a Rejected order
         self.auto_fill = False
+        self.hold_pushes = False  # account-streamer pushes are lost (as if sent while the client was away)
         self.tick_interval = 0.05
         # live connections
         self._http: asyncio.base_events.Server | None = None
@@ -286,6 +287,8 @@ class FakeTastytrade:
             order = self.orders.get(oid)
             if order is None:
                 return self._err(404, "order_not_found", f"Order {oid} not found")
+            if method == "GET":
+                return 200, {"data": order.to_json(self.account)}
             if method == "DELETE":
                 if order.status not in ("Received", "Routed", "Live"):
                     return self._err(422, "order_not_cancellable", f"Order {oid} is {order.status}")
@@ -436,6 +439,8 @@ class FakeTastytrade:
         self._push("CurrentPosition", self._position_json(symbol, qty, direction, avg))
 
     def _push(self, kind: str, data: dict[str, Any]) -> None:
+        if self.hold_pushes:
+            return
         msg = json.dumps({"type": kind, "data": data, "timestamp": int(datetime.now(UTC).timestamp() * 1000)})
         for ws in list(self._acct_conns):
             t = asyncio.get_running_loop().create_task(ws.send(msg))
