@@ -348,28 +348,30 @@ def _implied_normalised_vol_otm(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
         newton = (beta - b) / bp
         ds = newton * _householder_factor(newton, b_halley, b_hh3)
 
-        lower = objective == _LOWER
-        if lower.any():
-            ln_b = np.log(b)
-            ln_beta = np.log(beta)
-            bpob = bp / b
+        li = np.flatnonzero(objective == _LOWER)
+        if li.size:
+            bl, bpl, betal = b[li], bp[li], beta[li]
+            bh, bh3 = b_halley[li], b_hh3[li]
+            ln_b = np.log(bl)
+            ln_beta = np.log(betal)
+            bpob = bpl / bl
             nl = (ln_beta - ln_b) * ln_b / ln_beta / bpob
-            hl = b_halley - bpob * (1 + 2 / ln_b)
-            h3 = b_hh3 + 2 * bpob * bpob * (1 + 3 / ln_b * (1 + 1 / ln_b)) - 3 * b_halley * bpob * (1 + 2 / ln_b)
+            hl = bh - bpob * (1 + 2 / ln_b)
+            h3 = bh3 + 2 * bpob * bpob * (1 + 3 / ln_b * (1 + 1 / ln_b)) - 3 * bh * bpob * (1 + 2 / ln_b)
             ds_l = nl * _householder_factor(nl, hl, h3)
-            ds_l = np.where((b <= 0) | (bp <= 0), bisect, ds_l)
-            ds = np.where(lower, ds_l, ds)
-        upper = objective == _UPPER
-        if upper.any():
-            bmb = b_max - b
-            g = np.log((b_max - beta) / bmb)
-            gp = bp / bmb
+            ds[li] = np.where((bl <= 0) | (bpl <= 0), bisect[li], ds_l)
+        ui = np.flatnonzero(objective == _UPPER)
+        if ui.size:
+            bu, bpu, bmu = b[ui], bp[ui], b_max[ui]
+            bh, bh3 = b_halley[ui], b_hh3[ui]
+            bmb = bmu - bu
+            g = np.log((bmu - beta[ui]) / bmb)
+            gp = bpu / bmb
             nu = -g / gp
-            hu = b_halley + gp
-            h3u = b_hh3 + gp * (2 * gp + 3 * b_halley)
+            hu = bh + gp
+            h3u = bh3 + gp * (2 * gp + 3 * bh)
             ds_u = nu * _householder_factor(nu, hu, h3u)
-            ds_u = np.where((b >= b_max) | (bp <= DBL_MIN), bisect, ds_u)
-            ds = np.where(upper, ds_u, ds)
+            ds[ui] = np.where((bu >= bmu) | (bpu <= DBL_MIN), bisect[ui], ds_u)
         ds = np.where(active, np.maximum(-0.5 * s, ds), 0.0)
         s = s + ds
         active &= np.abs(ds) > DBL_EPSILON * s
