@@ -307,7 +307,9 @@ class BacktestPanel(Panel):
                                              Column("value", "Value", align="right", width=110)], self)
         self.stats_table = LiveTableView(self.stats_model)
         self.stats_table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
-        self.stats_table.horizontalHeader().setStretchLastSection(True)
+        self.stats_table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.stats_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.stats_table.setMinimumWidth(260)
         self.equity_plot = new_plot(title="Equity", y="$", axis_items={"bottom": pg.DateAxisItem(),
                                                                        "left": MoneyAxis("left")})
         self.equity_curve = self.equity_plot.plot([], [], pen=pg.mkPen(SERIES[0], width=2))
@@ -338,7 +340,7 @@ class BacktestPanel(Panel):
         overview = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
         overview.addWidget(self.stats_table)
         overview.addWidget(charts)
-        overview.setSizes([280, 800])
+        overview.setSizes([290, 800])
         self.results_tabs = QtWidgets.QTabWidget()
         self.results_tabs.addTab(overview, "Overview")
         self.results_tabs.addTab(self.trade_table, "Trades")
@@ -412,8 +414,10 @@ class BacktestPanel(Panel):
             else:
                 continue  # structured parameters keep their defaults (settings file / CLI)
             w.setToolTip(info.description or field_name)
+            w.setMinimumHeight(w.sizeHint().height())
             self._param_widgets[field_name] = w
             self.params_form.addRow(field_name.replace("_", " "), w)
+        self.params_box.setMinimumHeight(self.params_box.sizeHint().height())
 
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -533,7 +537,8 @@ class BacktestPanel(Panel):
             self._status("Cancelled: partial results shown", error=False)
         else:
             self.progress.setValue(1000)
-            self.progress.setFormat(f"done in {result.elapsed_s:.1f} s")
+            wall = time.monotonic() - self.job.started_at if self.job is not None else result.elapsed_s
+            self.progress.setFormat(f"done in {wall:.1f} s")
             self._status(f"Completed {len(result.dates)} days, {len(result.trades)} trades", error=False)
         self.run_finished.emit(result)
 

@@ -102,15 +102,18 @@ class ExpMoneynessAxis(pg.AxisItem):
 
 
 class MoneyAxis(pg.AxisItem):
-    """Dollar axis with thousands separators (and k suffix for big values)."""
+    """Dollar axis with thousands separators (k suffix for big values, cents when the range is tiny)."""
 
     def tickStrings(self, values: Sequence[float], scale: float, spacing: float) -> list[str]:
         out = []
         for v in values:
             if abs(v) >= 10_000 and spacing >= 1000:
-                out.append(f"{v / 1000:,.0f}k")
+                text = f"{v / 1000:,.0f}k"
+            elif spacing < 1:
+                text = f"{v:,.2f}"
             else:
-                out.append(f"{v:,.0f}")
+                text = f"{v:,.0f}"
+            out.append(text[1:] if text.startswith("-") and not any(c in "123456789" for c in text) else text)
         return out
 
 
