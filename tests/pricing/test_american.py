@@ -139,3 +139,13 @@ def test_bad_inputs_give_nan_with_reasons_and_unknown_scheme_raises():
         american.price("p", 100.0, 100.0, 1.0, 0.05, 0.0, 0.2, scheme="exact")
     with pytest.raises(ValueError, match="broadcast"):
         american.price("p", np.ones(2) * 100, np.ones(3) * 100, 1.0, 0.05, 0.0, 0.2)
+
+
+def test_call_with_dividends_above_its_boundary_is_exercised_and_boundary_is_consistent():
+    res = american.evaluate("c", np.array([100.0, 250.0]), 100.0, 1.0, 0.01, 0.08, 0.2)
+    b = res.boundary[0]
+    assert 100.0 < b < 250.0  # exercise a call at or above the boundary
+    assert res.price[1] == pytest.approx(150.0, abs=1e-12) and res.delta[1] == 1.0
+    just_above = american.price("c", b * 1.001, 100.0, 1.0, 0.01, 0.08, 0.2)
+    assert float(just_above) == pytest.approx(b * 1.001 - 100.0, abs=1e-6)
+    assert res.price[0] > float(bsm.price("c", 100.0, 100.0, 1.0, 0.01, 0.08, 0.2))
