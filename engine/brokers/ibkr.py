@@ -396,16 +396,84 @@ class IbkrBroker(Broker):
                                unrealized_pnl=d("UnrealizedPnL"), broker=self.name, is_live=True)
 
     async def open_orders(self) -> list[Order]:
+        """Working orders at IBKR: ours as tracked, others (e.g. after a restart) rebuilt from the trade with
+        ``client_order_id`` = the IB ``orderRef`` we set when placing."""
         ib = self._require()
         out = []
         for trade in ib.openTrades():
             known = self._orders.get(trade.order.orderId)
-            if known is not None and not known.status.is_terminal:
-                out.append(known)
+            if known is not None:
+                if not known.status.is_terminal:
+                    out.append(known)
+                continue
+            try:
+                out.append(await self._order_from_trade(trade))
+            except (LookupError, BrokerError, ValueError) as exc:
+                log.warning("ibkr: cannot describe open order %s: %s", trade.order.orderId, exc)
         return out
 
+    async def _instrument_for_con_id(self, con_id: int) -> Instrument:
+        for c in self._contracts.values():
+            if c.conId == con_id:
+                return instrument_from_ib(c)
+        from ib_async import Contract
+
+        ib = self._require()
+        res = await self.conn.call(f"contract {con_id}", lambda: ib.qualifyContractsAsync(Contract(conId=con_id)))
+        if not res or res[0] is None:
+            raise LookupError(f"IBKR has no contract with conId {con_id}")
+        inst = instrument_from_ib(res[0])
+        self._contracts[inst.key] = res[0]
+        return inst
+
+    async def _order_from_trade(self, trade: Any) -> Order:
+        from engine.model import Leg
+
+        o, c = trade.order, trade.contract
+        qty = int(o.totalQuantity)
+        if c.secType == "BAG":
+            legs = tuple([Leg(await self._instrument_for_con_id(cl.conId), Side.BUY if cl.action == "BUY" else Side.SELL,
+                              int(cl.ratio)) for cl in c.comboLegs or []])
+            price = None if _f(o.lmtPrice) != _f(o.lmtPrice) else Decimal(str(o.lmtPrice))
+        else:
+            inst = instrument_from_ib(c) if c.localSymbol else await self._instrument_for_con_id(c.conId)
+            side = Side.BUY if o.action == "BUY" else Side.SELL
+            legs = (Leg(inst, side, 1),)
+            lmt = _f(o.lmtPrice)
+            price = None if math.isnan(lmt) else Decimal(str(lmt)) * (1 if side is Side.BUY else -1)
+        now = datetime.now(UTC)
+        st = trade.orderStatus
+        status = OrderStatus.PARTIALLY_FILLED if st.filled else OrderStatus.WORKING
+        order = Order(order_id=f"ibkr-{o.orderId}", client_order_id=o.orderRef or "", legs=legs, quantity=qty,
+                      order_type=OrderType.LIMIT if o.orderType == "LMT" else OrderType.MARKET, limit_price=price,
+                      tif=TimeInForce.GTC if o.tif == "GTC" else TimeInForce.DAY, status=status, created_at=now,
+                      updated_at=now, filled_quantity=int(st.filled or 0), broker_order_id=str(o.orderId),
+                      broker=self.name, account_id=o.account or self.conn.account_id, source="broker")
+        self._orders[o.orderId] = order
+        self._trades[o.orderId] = trade
+        if order.client_order_id:
+            self._by_coid[order.client_order_id] = o.orderId
+        return order
+
     async def fills(self) -> list[Fill]:
-        return list(self._fills)
+        """This session's fills plus today's executions IBKR reported at connect (``client_order_id`` =
+        the IB ``orderRef``), so a restart can reconcile fills that happened while we were away."""
+        ib = self._require()
+        out = list(self._fills)
+        seen = {f.fill_id for f in out}
+        for f in ib.fills():
+            ex = f.execution
+            fid = f"ibkr-{ex.execId}"
+            if fid in seen or f.contract.secType == "BAG":
+                continue
+            known = self._orders.get(ex.orderId)
+            out.append(Fill(fill_id=fid, order_id=known.order_id if known else f"ibkr-{ex.orderId}",
+                            instrument=instrument_from_ib(f.contract),
+                            quantity=(1 if ex.side in ("BOT", "BUY") else -1) * int(ex.shares),
+                            price=Decimal(str(ex.price)),
+                            ts=ex.time if isinstance(ex.time, datetime) else datetime.now(UTC),
+                            client_order_id=ex.orderRef or ""))
+        return out
 
     # ---- contracts --------------------------------------------------------------------------------
     async def contract_for(self, inst: Instrument) -> Any:

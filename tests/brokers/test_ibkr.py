@@ -298,3 +298,27 @@ async def test_fill_while_disconnected_is_reconciled_from_the_startup_executions
     done = await recorder.wait_for(OrderFilled, lambda e: e.order.status is OrderStatus.FILLED, timeout=10)
     assert done.order.order_id == acc.order.order_id and done.order.avg_fill_price == Decimal("-1.1")
     assert len([f for e in recorder.of(OrderFilled) for f in e.fills]) == 2
+
+
+async def test_after_a_restart_open_orders_and_fills_carry_our_client_order_id(tws, bus, recorder):
+    first = IbkrBroker(make_conn(tws, bus), bus)
+    await first.connect()
+    first.arm_live(tws.account)
+    order = put_spread("SPY", tws.expirations[0], 590, 585, "-1.10", account=tws.account)
+    await first.submit(order)
+    acc = await recorder.wait_for(OrderAccepted)
+    await first.disconnect()  # the app stops; the order keeps working at IBKR
+    restarted = IbkrBroker(make_conn(tws, bus), bus)
+    await restarted.connect()
+    try:
+        (remote,) = await restarted.open_orders()
+        assert remote.client_order_id == order.client_order_id
+        assert remote.broker_order_id == acc.order.broker_order_id
+        assert [leg.symbol for leg in remote.legs] == [leg.symbol for leg in order.legs]
+        assert [leg.side for leg in remote.legs] == [Side.SELL, Side.BUY] and remote.limit_price == Decimal("-1.1")
+        tws.fill(int(remote.broker_order_id))
+        await recorder.wait_for(OrderFilled, lambda e: e.order.status is OrderStatus.FILLED)
+        fills = await restarted.fills()
+        assert len(fills) == 2 and {f.client_order_id for f in fills} == {order.client_order_id}
+    finally:
+        await restarted.disconnect()

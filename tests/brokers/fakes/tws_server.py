@@ -299,7 +299,9 @@ class FakeTws:
         req = f[2]
         con_id, symbol, sec_type, last, strike, right = f[3], f[4], f[5], f[6], f[7], f[8]
         matches: list[Any] = []
-        if sec_type == "STK" and symbol == self.underlying:
+        if con_id and con_id != "0" and int(con_id) in self.options:  # lookup by conId alone
+            matches.append(("OPT", self.options[int(con_id)]))
+        elif con_id == str(STOCK_CONID) or (sec_type == "STK" and symbol == self.underlying):
             matches.append(("STK", None))
         elif sec_type == "OPT" and symbol == self.underlying:
             for c in self.options.values():
