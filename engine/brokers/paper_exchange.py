@@ -225,9 +225,10 @@ class PaperExchange:
         if isinstance(inst, Option):
             key = inst.key
             und = self._symbol_index.get(key)
-            if und is None:
+            row = self._books[und].rows.get(key) if und is not None and und in self._books else None
+            if row is None:  # not in the current book (never listed here, or delisted since)
                 return None
-            return ("opt", und, self._books[und].rows[key])
+            return ("opt", und, row)
         return ("stk", inst.symbol, -1)
 
     def _canonical(self, inst: Instrument, ref: tuple[str, str, int]) -> Instrument:
