@@ -371,3 +371,26 @@ async def test_fill_while_the_stream_was_down_is_reconciled_on_reconnect(broker,
     assert filled.order.order_id == acc.order.order_id and filled.order.status is OrderStatus.FILLED
     assert ("GET", f"/accounts/{fake.account}/orders/{acc.order.broker_order_id}") in [
         (m, p) for m, p, _ in fake.requests]
+
+
+async def test_after_a_restart_open_orders_carry_our_client_order_id(fake, bus, recorder):
+    first = TastytradeBroker(make_conn(fake, bus), bus)
+    await first.connect()
+    first.arm_live(fake.account)
+    order = put_spread("SPY", fake.expirations[0], 590, 585, "-1.10", account=fake.account)
+    await first.submit(order)
+    acc = await recorder.wait_for(OrderAccepted)
+    await first.disconnect()
+    restarted = TastytradeBroker(make_conn(fake, bus), bus)
+    await restarted.connect()
+    try:
+        (remote,) = await restarted.open_orders()
+        assert remote.client_order_id == order.client_order_id
+        assert remote.broker_order_id == acc.order.broker_order_id and remote.limit_price == Decimal("-1.10")
+        assert [(leg.symbol, leg.side) for leg in remote.legs] == [(leg.symbol, leg.side) for leg in order.legs]
+        fake.fill(int(remote.broker_order_id))
+        filled = await recorder.wait_for(OrderFilled)
+        assert filled.order.client_order_id == order.client_order_id
+        assert {f.client_order_id for f in await restarted.fills()} == {order.client_order_id}
+    finally:
+        await restarted.disconnect()
