@@ -440,10 +440,10 @@ class OrderManager:
 
     def _recheck_reserved(self, old: Order, candidate: Order, *, skip: frozenset[str]) -> RiskDecision:
         """Check ``candidate`` in place of ``old``'s reservation; keeps the old one when the check fails."""
-        had = self.risk._reservations.pop(old.order_id, None)
+        had = self.risk.take_reservation(old.order_id)
         decision = self.risk.check(candidate, consume=True, skip=skip)
-        if not decision.passed and had is not None:
-            self.risk._reservations[old.order_id] = had
+        if not decision.passed:
+            self.risk.restore_reservation(had)
         return decision
 
     async def _cmd_approval_mode(self, cmd: SetApprovalMode) -> bool:

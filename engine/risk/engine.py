@@ -32,8 +32,8 @@ import numpy as np
 from engine.model import Equity, Index, Instrument, Option, Order, OrderType
 from engine.oms.rate_limiter import TokenBucket
 from engine.risk.config import RiskConfig
-from engine.risk.greeks import Exposure, LegRisk, leg_risk, underlying_of
-from engine.risk.market_view import MarketView
+from engine.risk.greeks import FIELDS, Exposure, LegRisk, leg_risk, underlying_of
+from engine.risk.market_view import MarketView, key_of
 from engine.risk.payoff import CALL, PUT, STOCK, PayoffSummary, summarize
 from engine.risk.profile import RiskProfile, profile_for_level
 from engine.risk.state import PortfolioState, TradingState
@@ -90,6 +90,7 @@ class _Reservation:
     cost: float
     reducing: bool
     fraction: float = 1.0  # remaining share of the order still working
+    vec: np.ndarray = field(default_factory=lambda: np.zeros(len(FIELDS)))
 
 
 def _leg_arrays(order: Order, quantity: int | None = None) -> tuple[list[Instrument], np.ndarray]:
@@ -115,7 +116,7 @@ def price_multiplier(order: Order) -> int:
 
 
 def fingerprint(order: Order) -> tuple[Any, ...]:
-    legs = tuple((leg.symbol, leg.side.value, leg.ratio) for leg in order.legs)
+    legs = tuple((key_of(leg.instrument), leg.side.value, leg.ratio) for leg in order.legs)
     return (order.source, order.strategy_id, legs, order.quantity, order.order_type.value,
             None if order.limit_price is None else str(order.limit_price))
 
@@ -139,6 +140,12 @@ class RiskEngine:
         self.bucket = TokenBucket.per_minute(self._profile.orders_per_minute, self._profile.order_burst, monotonic)
         self._recent: dict[tuple[Any, ...], float] = {}
         self._reservations: dict[str, _Reservation] = {}
+        # running aggregates of the reservations (kept exact by add/remove; reset when empty)
+        self._w_vec = np.zeros(len(FIELDS))
+        self._w_bp = 0.0
+        self._w_dd: dict[str, float] = {}
+        self._w_open: dict[str, int] = {}
+        self._res_by_und: dict[str, set[str]] = {}
         self.estimated_betas: dict[str, float] = {}
         self.peak_equity: float | None = None
         self._cache_key: tuple[int, int] | None = None
@@ -200,14 +207,11 @@ class RiskEngine:
 
     @property
     def working_exposure(self) -> Exposure:
-        total = Exposure()
-        for r in self._reservations.values():
-            total = total + r.exposure.scaled(r.fraction)
-        return total
+        return Exposure(*(float(x) for x in self._w_vec))
 
     @property
     def reserved_buying_power(self) -> float:
-        return sum(r.bp * r.fraction for r in self._reservations.values())
+        return self._w_bp
 
     # ---- helpers --------------------------------------------------------------------------------
     def is_reducing(self, order: Order) -> bool:
@@ -215,7 +219,7 @@ class RiskEngine:
         if not order.legs:
             return False
         for leg in order.legs:
-            held = self.portfolio.quantity(leg.symbol)
+            held = self.portfolio.quantity(key_of(leg.instrument))
             u = leg.signed_ratio * order.remaining_quantity
             if held == 0 or (u > 0) == (held > 0) or abs(u) > abs(held):
                 return False
@@ -237,10 +241,16 @@ class RiskEngine:
     def order_payoff(self, order: Order) -> tuple[PayoffSummary, float]:
         """Expiry payoff summary of the order alone and its premium in dollars (+ = paid)."""
         insts, units = _leg_arrays(order)
-        kinds, strikes, mults = _kinds(insts)
+        legs = (*_kinds(insts), units)
         cost = self._order_cost(order, units)
+        return self._payoff(order, legs, cost), cost
+
+    def _payoff(self, order: Order, legs: tuple[np.ndarray, ...], cost: float, *,
+                breakevens: bool = True) -> PayoffSummary:
+        kinds, strikes, mults, units = legs
         spot = self.market.spot(order.underlying)
-        return summarize(kinds, strikes, units, mults, cost, spot, self._profile.stress_move_pct), cost
+        return summarize(kinds, strikes, units, mults, cost, spot, self._profile.stress_move_pct,
+                         breakevens=breakevens)
 
     def _order_cost(self, order: Order, units: np.ndarray) -> float:
         if order.limit_price is not None:
@@ -317,7 +327,9 @@ class RiskEngine:
         working = self.working_exposure
         current = self._pos_total + working
         projected = current + oexp
-        payoff, cost = self.order_payoff(order)
+        legs = (*_kinds(insts), units)
+        cost = self._order_cost(order, units)
+        payoff = self._payoff(order, legs, cost)
         mid = self.combo_quote(order)[0]
         if not math.isfinite(cost):
             cost = 0.0
@@ -343,7 +355,7 @@ class RiskEngine:
         if not reducing:
             limit_check("max_loss_per_trade", payoff.risk, p.risk_per_trade_pct * nl_, "$",
                         "max loss" if payoff.defined_risk else f"stress loss (±{p.stress_move_pct:.0%})")
-            limit_check("position_size", self._underlying_risk(und, order, payoff), p.max_position_pct * nl_, "$",
+            limit_check("position_size", self._underlying_risk(und, legs, cost, payoff), p.max_position_pct * nl_, "$",
                         f"capital at risk in {und}")
             day_loss = -self.portfolio.day_pnl
             limit_check("daily_loss", day_loss, p.max_daily_loss_pct * nl_, "$", "today's loss")
@@ -427,20 +439,20 @@ class RiskEngine:
             window = self._profile.duplicate_window_s
             self._recent = {k: v for k, v in self._recent.items() if nowm - v < window}
 
-    def _underlying_risk(self, und: str, order: Order, payoff: PayoffSummary) -> float:
+    def _underlying_risk(self, und: str, legs: tuple[np.ndarray, ...], cost_: float, payoff: PayoffSummary) -> float:
         """Capital at risk in one underlying after the order: positions + working orders + this order."""
         parts = []
         g = self._pos_groups.get(und)
         if g is not None:
             parts.append(g)
-        for r in self._reservations.values():
-            if r.underlying == und and not r.reducing:
+        for oid in self._res_by_und.get(und, ()):
+            r = self._reservations[oid]
+            if not r.reducing:
                 parts.append((r.kinds, r.strikes, r.units * r.fraction, r.mults, r.cost * r.fraction))
         if not parts:
             return payoff.risk
-        insts, units = _leg_arrays(order)
-        kinds, strikes, mults = _kinds(insts)
-        parts.append((kinds, strikes, units, mults, self._order_cost(order, units)))
+        kinds, strikes, mults, units = legs
+        parts.append((kinds, strikes, units, mults, cost_))
         k = np.concatenate([x[0] for x in parts])
         s = np.concatenate([x[1] for x in parts])
         u = np.concatenate([x[2] for x in parts])
@@ -448,12 +460,13 @@ class RiskEngine:
         cost = float(sum(x[4] for x in parts))
         if not math.isfinite(cost):
             return math.inf
-        return summarize(k, s, u, m, cost, self.market.spot(und), self._profile.stress_move_pct).risk
+        return summarize(k, s, u, m, cost, self.market.spot(und), self._profile.stress_move_pct,
+                         breakevens=False).risk
 
     def _delta_dollars_by_underlying(self) -> dict[str, float]:
         out = {u: e.delta_dollars for u, e in self._pos_by_und.items()}
-        for r in self._reservations.values():
-            out[r.underlying] = out.get(r.underlying, 0.0) + r.exposure.delta_dollars * r.fraction
+        for u, v in self._w_dd.items():
+            out[u] = out.get(u, 0.0) + v
         return out
 
     def _gross(self, und: str, add_dollars: float) -> tuple[float, float]:
@@ -464,8 +477,9 @@ class RiskEngine:
         return cur, proj
 
     def open_underlyings(self) -> set[str]:
-        held = {underlying_of(p.instrument) for p in self.portfolio.positions.values()}
-        held |= {r.underlying for r in self._reservations.values() if not r.reducing}
+        held = set(self._pos_by_und) if self._cache_key is not None else {
+            underlying_of(p.instrument) for p in self.portfolio.positions.values()}
+        held |= {u for u, n in self._w_open.items() if n > 0}
         return held
 
     def drawdown(self) -> float:
@@ -476,15 +490,62 @@ class RiskEngine:
 
     # ---- reservations ---------------------------------------------------------------------------
     def reserve(self, order: Order, decision: RiskDecision) -> None:
+        """Hold the order's exposure and buying power until it fills, is cancelled or ends."""
         insts, units = _leg_arrays(order)
         kinds, strikes, mults = _kinds(insts)
         cost = self._order_cost(order, units)
-        self._reservations[order.order_id] = _Reservation(
-            order.order_id, order.underlying, decision.order_exposure, decision.buying_power_required,
-            kinds, strikes, units, mults, cost if math.isfinite(cost) else 0.0, decision.reducing)
+        e = decision.order_exposure
+        r = _Reservation(order.order_id, order.underlying, e, decision.buying_power_required, kinds, strikes, units,
+                         mults, cost if math.isfinite(cost) else 0.0, decision.reducing,
+                         vec=np.nan_to_num(np.array([getattr(e, f) for f in FIELDS], dtype=float)))
+        self.release(order.order_id)
+        self._reservations[order.order_id] = r
+        self._res_by_und.setdefault(r.underlying, set()).add(r.order_id)
+        if not r.reducing:
+            self._w_open[r.underlying] = self._w_open.get(r.underlying, 0) + 1
+        self._apply(r, +1.0)
+
+    def _apply(self, r: _Reservation, sign: float) -> None:
+        k = sign * r.fraction
+        self._w_vec += k * r.vec
+        self._w_bp += k * (r.bp if math.isfinite(r.bp) else 0.0)
+        self._w_dd[r.underlying] = self._w_dd.get(r.underlying, 0.0) + k * r.vec[FIELDS.index("delta_dollars")]
 
     def release(self, order_id: str) -> None:
-        self._reservations.pop(order_id, None)
+        r = self._reservations.pop(order_id, None)
+        if r is None:
+            return
+        self._apply(r, -1.0)
+        ids = self._res_by_und.get(r.underlying)
+        if ids is not None:
+            ids.discard(order_id)
+            if not ids:
+                del self._res_by_und[r.underlying]
+                self._w_dd.pop(r.underlying, None)
+        if not r.reducing:
+            self._w_open[r.underlying] -= 1
+        if not self._reservations:  # no float drift survives an empty book
+            self._w_vec[:] = 0.0
+            self._w_bp = 0.0
+            self._w_dd.clear()
+            self._w_open.clear()
+
+    def take_reservation(self, order_id: str) -> _Reservation | None:
+        """Remove and return a reservation (to re-check a modified order in its place)."""
+        r = self._reservations.get(order_id)
+        if r is not None:
+            self.release(order_id)
+        return r
+
+    def restore_reservation(self, r: _Reservation | None) -> None:
+        if r is None:
+            return
+        self.release(r.order_id)
+        self._reservations[r.order_id] = r
+        self._res_by_und.setdefault(r.underlying, set()).add(r.order_id)
+        if not r.reducing:
+            self._w_open[r.underlying] = self._w_open.get(r.underlying, 0) + 1
+        self._apply(r, +1.0)
 
     def update_fill(self, order: Order) -> None:
         """Shrink a reservation to the unfilled share (the filled part now shows up in positions)."""
@@ -493,8 +554,10 @@ class RiskEngine:
             return
         if order.status.is_terminal or order.remaining_quantity <= 0:
             self.release(order.order_id)
-        else:
-            r.fraction = order.remaining_quantity / order.quantity
+            return
+        self._apply(r, -1.0)
+        r.fraction = order.remaining_quantity / order.quantity
+        self._apply(r, +1.0)
 
     def has_reservation(self, order_id: str) -> bool:
         return order_id in self._reservations

@@ -22,7 +22,7 @@ from datetime import datetime
 import numpy as np
 
 from engine.model import Instrument, Option
-from engine.risk.market_view import MarketView
+from engine.risk.market_view import MarketView, key_of
 
 FIELDS = ("delta", "beta_delta", "gamma", "beta_gamma", "vega", "theta", "delta_dollars", "value")
 
@@ -62,14 +62,19 @@ class LegRisk:
     columns: dict[str, np.ndarray]
     missing: tuple[str, ...]  # symbols whose Greeks could not be computed (no quote / no IV / no spot)
 
+    def matrix(self) -> np.ndarray:
+        """Columns stacked (len(FIELDS), n) with NaN as 0 (missing legs are listed in ``missing``)."""
+        return np.nan_to_num(np.vstack([self.columns[f] for f in FIELDS]), nan=0.0, posinf=0.0, neginf=0.0)
+
     def total(self) -> Exposure:
-        return Exposure(*(float(np.nansum(self.columns[f])) for f in FIELDS))
+        return Exposure(*self.matrix().sum(axis=1).tolist())
 
     def by_underlying(self) -> dict[str, Exposure]:
         out: dict[str, Exposure] = {}
+        mat = self.matrix()
         for u in dict.fromkeys(self.underlying.tolist()):
             m = self.underlying == u
-            out[str(u)] = Exposure(*(float(np.nansum(self.columns[f][m])) for f in FIELDS))
+            out[str(u)] = Exposure(*mat[:, m].sum(axis=1).tolist())
         return out
 
 
@@ -136,7 +141,7 @@ def leg_risk(instruments: Sequence[Instrument], units: Sequence[float] | np.ndar
         "value": mark * w,
     }
     bad = ~np.isfinite(cols["delta"]) | ~np.isfinite(cols["beta_delta"])
-    missing = tuple(sorted({instruments[i].key for i in np.nonzero(bad)[0]}))
+    missing = tuple(sorted({key_of(instruments[i]) for i in np.nonzero(bad)[0]}))
     return LegRisk(underlying=und, spot=spot, mark=mark, iv=iv, columns=cols, missing=missing)
 
 

@@ -11,7 +11,10 @@ Implied vols: the chain's vendor IV column when present, otherwise implied from 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,29 +26,41 @@ if TYPE_CHECKING:
     from engine.bus import Bus
 
 
+@lru_cache(maxsize=200_000)
+def key_of(inst: Instrument) -> str:
+    """``inst.key`` memoised (formatting an OCC symbol costs microseconds; instruments are immutable)."""
+    return inst.key
+
+
 class _ChainState:
-    __slots__ = ("ask", "bid", "chain", "rows")
+    __slots__ = ("ask", "bid", "chain", "iv", "iv_at", "rows")
 
     def __init__(self, chain: OptionChain) -> None:
         self.chain = chain
         self.bid = np.array(chain.bid, dtype=float, copy=True)
         self.ask = np.array(chain.ask, dtype=float, copy=True)
         self.rows: dict[str, int] | None = None
+        self.iv: np.ndarray | None = None  # whole-chain implied vols from prime_ivs()
+        self.iv_at = -math.inf
 
 
 class MarketView:
     """Latest market data by symbol. ``feed`` (optional) answers what the events have not told us yet."""
 
     def __init__(self, bus: Bus | None = None, feed: Any = None, *, rate: float = 0.04,
-                 dividend_yields: dict[str, float] | None = None) -> None:
+                 dividend_yields: dict[str, float] | None = None, iv_max_age_s: float = 2.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.feed = feed
+        #: an implied vol computed within this many seconds is reused although the quote moved since
+        self.iv_max_age_s = iv_max_age_s
+        self._monotonic = monotonic
         self.rate = rate
         self.dividend_yields = dict(dividend_yields or {})
         self._quotes: dict[str, tuple[float, float]] = {}
         self._spots: dict[str, float] = {}
         self._chains: dict[str, _ChainState] = {}
         self._iv_override: dict[str, float] = {}
-        self._iv_cache: dict[str, tuple[float, float, float]] = {}
+        self._iv_cache: dict[str, tuple[float, float, float, float]] = {}
         self.version = 0  # bumps on every update: cheap staleness check for cached aggregates
         self._subs: list[Any] = []
         if bus is not None:
@@ -123,11 +138,12 @@ class MarketView:
 
     def bid_ask(self, inst: Instrument) -> tuple[float, float]:
         """Latest (bid, ask); NaNs when unknown."""
-        q = self._quotes.get(inst.key)
+        key = key_of(inst)
+        q = self._quotes.get(key)
         if q is not None:
             return q
         if isinstance(inst, Option):
-            hit = self._chain_row(inst.underlying, inst.key)
+            hit = self._chain_row(inst.underlying, key)
             if hit is not None:
                 st, row = hit
                 return float(st.bid[row]), float(st.ask[row])
@@ -176,21 +192,27 @@ class MarketView:
         todo: list[int] = []
         mids = np.full(n, np.nan)
         spots = np.full(n, np.nan)
+        nowm = self._monotonic()
+        fresh = nowm - self.iv_max_age_s
         for i, opt in enumerate(options):
-            pinned = self._iv_override.get(opt.key)
+            key = key_of(opt)
+            pinned = self._iv_override.get(key)
             if pinned is not None:
                 out[i] = pinned
                 continue
-            hit = self._chain_row(opt.underlying, opt.key)
+            hit = self._chain_row(opt.underlying, key)
             if hit is not None:
                 st, row = hit
                 vendor = st.chain.vendor.get("vendor_iv")
                 if vendor is not None and math.isfinite(vendor[row]) and vendor[row] > 0:
                     out[i] = float(vendor[row])
                     continue
+                if st.iv is not None and st.iv_at >= fresh and math.isfinite(st.iv[row]):
+                    out[i] = float(st.iv[row])
+                    continue
             m, s = self.mid(opt), self.spot(opt.underlying)
-            cached = self._iv_cache.get(opt.key)
-            if cached is not None and cached[0] == m and cached[1] == s:
+            cached = self._iv_cache.get(key)
+            if cached is not None and ((cached[0] == m and cached[1] == s) or cached[3] >= fresh):
                 out[i] = cached[2]
                 continue
             mids[i], spots[i] = m, s
@@ -209,8 +231,29 @@ class MarketView:
             vols = np.asarray(getattr(res, "vol", res), dtype=float).reshape(-1)
             for j, i in enumerate(todo):
                 out[i] = vols[j]
-                self._iv_cache[options[i].key] = (mids[i], spots[i], float(vols[j]))
+                self._iv_cache[key_of(options[i])] = (mids[i], spots[i], float(vols[j]), nowm)
         return out
+
+    def prime_ivs(self, now: datetime) -> int:
+        """Imply every chain's vols in one vectorized pass (run off the order path, e.g. once per clock tick).
+
+        Returns the number of options priced. Later lookups reuse these for ``iv_max_age_s``.
+        """
+        from engine.pricing import bsm
+
+        n = 0
+        nowm = self._monotonic()
+        for st in self._chains.values():
+            chain = st.chain
+            spot = self.spot(chain.underlying)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mid = np.where((st.ask >= st.bid) & (st.bid >= 0), 0.5 * (st.bid + st.ask), np.nan)
+                res = bsm.implied_vol(mid, chain.is_call, spot, chain.strike, chain.time_to_expiry(now), self.rate,
+                                      self.dividend_yield(chain.underlying))
+            st.iv = np.asarray(getattr(res, "vol", res), dtype=float)
+            st.iv_at = nowm
+            n += len(mid)
+        return n
 
     def underlyings(self) -> list[str]:
         return sorted(set(self._spots) | set(self._chains))

@@ -45,8 +45,11 @@ def payoff_at(spots: np.ndarray, kind: np.ndarray, strike: np.ndarray, units: np
 
 
 def summarize(kind: np.ndarray, strike: np.ndarray, units: np.ndarray, multiplier: np.ndarray, cost: float,
-              spot: float, stress: float) -> PayoffSummary:
-    """Payoff summary of the legs; ``strike`` is ignored for stock legs. Arrays share one length."""
+              spot: float, stress: float, *, breakevens: bool = True) -> PayoffSummary:
+    """Payoff summary of the legs; ``strike`` is ignored for stock legs. Arrays share one length.
+
+    ``breakevens=False`` skips the breakeven search (the risk engine's hot path does not need it).
+    """
     kind = np.asarray(kind, int)
     strike = np.asarray(strike, float)
     units = np.asarray(units, float)
@@ -59,19 +62,27 @@ def summarize(kind: np.ndarray, strike: np.ndarray, units: np.ndarray, multiplie
     opt_strikes = strike[kind != STOCK]
     top = float(max(opt_strikes.max() if len(opt_strikes) else 0.0, spot if math.isfinite(spot) else 0.0, 1.0))
     grid = np.unique(np.concatenate([[0.0], opt_strikes, [2.0 * top]]))
-    pnl = payoff_at(grid, kind, strike, units, multiplier) - cost
+    has_spot = math.isfinite(spot) and spot > 0
+    if has_spot:  # one revaluation for the grid and the stress probes
+        lo_s, hi_s = spot * (1.0 - stress), spot * (1.0 + stress)
+        probe = np.array([lo_s, spot, hi_s])
+        values = payoff_at(np.concatenate([grid, probe]), kind, strike, units, multiplier) - cost
+        pnl, probe_pnl = values[:len(grid)], values[len(grid):]
+    else:
+        pnl = payoff_at(grid, kind, strike, units, multiplier) - cost
     lo, hi = float(pnl.min()), float(pnl.max())
     max_loss = math.inf if slope_inf < 0 else max(0.0, -lo)
     max_profit = math.inf if slope_inf > 0 else hi
-    breakevens = _zeros(grid, pnl, slope_inf)
+    zeros = _zeros(grid, pnl, slope_inf) if breakevens else ()
     defined = slope_inf >= 0 and slope_zero <= 0
     stress_loss = max_loss
-    if math.isfinite(spot) and spot > 0:
-        lo_s, hi_s = spot * (1.0 - stress), spot * (1.0 + stress)
-        inside = grid[(grid > lo_s) & (grid < hi_s)]
-        probe = np.concatenate([[lo_s, spot, hi_s], inside])
-        stress_loss = max(0.0, -float((payoff_at(probe, kind, strike, units, multiplier) - cost).min()))
-    return PayoffSummary(float(max_profit), float(max_loss), breakevens, bool(defined), float(stress_loss))
+    if has_spot:
+        inside = (grid > lo_s) & (grid < hi_s)
+        worst = float(probe_pnl.min())
+        if inside.any():
+            worst = min(worst, float(pnl[inside].min()))
+        stress_loss = max(0.0, -worst)
+    return PayoffSummary(float(max_profit), float(max_loss), zeros, bool(defined), float(stress_loss))
 
 
 def _zeros(grid: np.ndarray, pnl: np.ndarray, slope_inf: float) -> tuple[float, ...]:

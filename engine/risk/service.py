@@ -64,9 +64,14 @@ class RiskService:
             self.bus.register(cmd, fn)
             self._registered.append(cmd)
         self._subs = [
-            self.bus.subscribe(ClockTicked, lambda _ev: self.risk.refresh(), name="risk:refresh-clock"),
+            self.bus.subscribe(ClockTicked, self._on_tick, name="risk:refresh-clock"),
             self.bus.subscribe(PositionChanged, lambda _ev: self.risk.refresh(), name="risk:refresh-position"),
         ]
+
+    def _on_tick(self, _ev: ClockTicked) -> None:
+        """Once per clock tick: imply chain vols in one pass, then refresh the cached position Greeks."""
+        self.risk.market.prime_ivs(self.risk.now())
+        self.risk.refresh()
 
     async def start(self) -> None:
         self.kill_switch.watch(self.risk)
