@@ -33,6 +33,7 @@ from engine.pricing.inputs import FloatArray, Reason, broadcast_with_right, mark
 
 _INV_SQRT_2PI = 0.3989422804014326779399460599343818684758586311649
 _NAMES = ("S", "K", "T", "r", "q", "sigma")
+_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -328,11 +329,15 @@ def evaluate(
     shape = reason.shape
     out = [np.full(shape, np.nan) for _ in range(4)]
     ok = reason == 0
-    if ok.any():
-        vals = _american_flat(is_call[ok], S_[ok], K_[ok], T_[ok], r_[ok], q_[ok], sig[ok], SCHEMES[scheme],
-                              greeks)
-        for o, v in zip(out, vals, strict=True):
-            o[ok] = v
+    idx = np.flatnonzero(ok.ravel())
+    flat_out = [o.reshape(-1) for o in out]
+    flat_in = [a.reshape(-1) for a in (is_call, S_, K_, T_, r_, q_, sig)]
+    # chunks bound the (options × nodes × quadrature) work arrays to a few tens of MB
+    for start in range(0, idx.size, _CHUNK):
+        part = idx[start:start + _CHUNK]
+        vals = _american_flat(*(a[part] for a in flat_in), SCHEMES[scheme], greeks)
+        for o, v in zip(flat_out, vals, strict=True):
+            o[part] = v
     return AmericanResult(price=out[0], delta=out[1], gamma=out[2], boundary=out[3], reason=reason)
 
 
