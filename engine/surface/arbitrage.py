@@ -5,8 +5,8 @@
 - Calendar: total variance non-decreasing in T at every k = ln K/F_T (checked between adjacent
   slices).
 - Grids (:func:`check_grids`): slice i is checked on 401+ points spanning its own and its
-  predecessor's quoted k range, widened by half that width + 0.02 on each side. Beyond that the
-  smile is an extrapolation; the Lee bound governs its asymptotics.
+  predecessor's quoted k range, widened on each side by max(half that width + 0.02, 0.25). Beyond
+  that the smile is an extrapolation; the Lee bound governs its asymptotics.
 
 A violating slice is refitted to its own quotes (same weights) under those constraints (see
 :func:`_constrained_refit` for the strategy). Slices are repaired from the shortest expiry outwards,
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: g(k) and calendar differences below −TOLERANCE count as violations.
 TOLERANCE = 1e-9
+#: checks reach at least this far beyond the quoted k range on each side
+WING_EXTENSION = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +74,8 @@ def check_grids(k_ranges: np.ndarray, n: int = 401) -> list[np.ndarray]:
     """Dense k grids for the checks, one per slice.
 
     Slice i is checked on the union of its own and its predecessor's quoted k ranges, widened on
-    each side by half that union's width plus 0.02 (so extrapolated wings near the quotes are
-    covered), with ``n`` points. ``k_ranges`` is (S, 2) of (k_min, k_max); NaN rows get empty grids.
+    each side by max(half that union's width + 0.02, WING_EXTENSION) (so extrapolated wings near the
+    quotes are covered), with ``n`` points. ``k_ranges`` is (S, 2) of (k_min, k_max); NaN rows get empty grids.
     """
     kr = np.asarray(k_ranges, dtype=float).reshape(-1, 2)
     grids: list[np.ndarray] = []
@@ -85,7 +87,7 @@ def check_grids(k_ranges: np.ndarray, n: int = 401) -> list[np.ndarray]:
         lo, hi = float(row[0]), float(row[1])
         if prev is not None:
             lo, hi = min(lo, float(prev[0])), max(hi, float(prev[1]))
-        ext = 0.5 * (hi - lo) + 0.02
+        ext = max(0.5 * (hi - lo) + 0.02, WING_EXTENSION)
         grids.append(np.unique(np.concatenate([np.linspace(lo - ext, hi + ext, n), np.linspace(row[0], row[1], 101)])))
         prev = row
     return grids
@@ -312,12 +314,16 @@ def enforce_no_arbitrage(
     *,
     T: np.ndarray | None = None,
     repair: bool = True,
+    max_cost_bp: float = 200.0,
 ) -> tuple[np.ndarray, ArbitrageReport]:
     """Check every slice and repair violators by constrained refit; returns (new params, report).
 
     ``params`` (S, 5) ordered by expiry; ``k``, ``w``, ``weights`` (S, N) are the quotes each slice
     was fitted to (weight 0 = padding). ``labels`` name the slices in the report (e.g. expiry dates);
-    with ``T`` (years per slice) the report states fit errors in basis points of vol.
+    with ``T`` (years per slice) the report states fit errors in basis points of vol, and a repair that
+    would raise a slice's RMSE to its quotes by more than ``max_cost_bp`` is not applied (the slice
+    stays as fitted and the report lists it as unresolved: such quotes are more likely bad data than
+    a real arbitrage, and one absurd slice must not drag every later expiry with it).
     """
     p = np.array(params, dtype=float, copy=True)
     S = len(p)
@@ -360,9 +366,14 @@ def enforce_no_arbitrage(
                     unit = "in total variance" if ti is None else "bp of vol"
                     e_old = _fit_error(p[i], k[i][used], w[i][used], ti)
                     e_new = _fit_error(new, k[i][used], w[i][used], ti)
-                    repairs.append(f"{labels[i]}: refitted under no-arbitrage constraints "
-                                   f"(RMSE to mid {e_old:.3g} -> {e_new:.3g} {unit})")
-                    p[i] = new
+                    if ti is not None and e_new > e_old + max_cost_bp:
+                        unresolved.append(f"{labels[i]}: left as fitted; the arbitrage-free refit would move it "
+                                          f"{e_new - e_old:.0f} bp of vol away from its quotes (limit "
+                                          f"{max_cost_bp:g} bp)")
+                    else:
+                        repairs.append(f"{labels[i]}: refitted under no-arbitrage constraints "
+                                       f"(RMSE to mid {e_old:.3g} -> {e_new:.3g} {unit})")
+                        p[i] = new
             prev = p[i]
     after = check_slices(p, grids)
     nonempty = [g for g in grids if len(g)]

@@ -30,6 +30,7 @@ class SurfaceConfig(BaseModel):
     # ---- fit -------------------------------------------------------------------------------------
     min_iv_spread: float = Field(0.002, gt=0, description="IV spread floor in the 1/spread fit weight")
     repair_arbitrage: bool = True
+    max_repair_cost_bp: float = Field(200.0, gt=0, description="skip a repair costing more RMSE than this")
 
     # ---- service -----------------------------------------------------------------------------------
     refit_interval_s: float = Field(1.0, gt=0, le=2.0, description="minimum time between refits per underlying")

@@ -193,7 +193,8 @@ def fit_chain(
                      f"{_OUTLIER_MIN_VOL * 100:g} vol points from the first fit)")
     labels = [np.datetime_as_string(ivs.expiries[i], unit="D") for i in fit_idx]
     T_fit = ivs.T_expiry[fit_idx]
-    params, report = enforce_no_arbitrage(batch.params, K, W, OM, labels, T=T_fit, repair=cfg.repair_arbitrage)
+    params, report = enforce_no_arbitrage(batch.params, K, W, OM, labels, T=T_fit, repair=cfg.repair_arbitrage,
+                                          max_cost_bp=cfg.max_repair_cost_bp)
 
     all_params = np.full((n_exp, 5), np.nan)
     all_params[fit_idx] = params

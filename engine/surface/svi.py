@@ -25,6 +25,8 @@ import numpy as np
 
 #: Lee's bound on the wing slope of total variance: b (1 + |ρ|) ≤ LEE_BOUND.
 LEE_BOUND = 2.0
+#: smallest SVI σ as a fraction of the quoted k range (no sharper kink than that)
+MIN_SIGMA_SPAN = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +185,16 @@ class SVIBatchFit:
     wrmse: np.ndarray  # (S,) weighted RMS residual in total variance
 
 
-def _admissible(p: np.ndarray) -> np.ndarray:
-    """Rows of (S, 5) parameters inside the fit's domain (b ≥ 0, |ρ| < 1, σ > 0, Lee, w_min ≥ 0)."""
-    a, b, rho, _m, sig = p.T
+def _admissible(p: np.ndarray, m_lo: np.ndarray, m_hi: np.ndarray, s_min: np.ndarray) -> np.ndarray:
+    """Rows of (S, 5) parameters inside the fit's domain (b ≥ 0, |ρ| < 1, σ ≥ s_min, m in range, Lee,
+    w_min ≥ 0)."""
+    a, b, rho, m, sig = p.T
     with np.errstate(invalid="ignore"):
         return (
             np.isfinite(p).all(axis=1)
+            & (m >= m_lo)
+            & (m <= m_hi)
+            & (sig >= s_min * (1 - 1e-12))
             & (b >= 0)
             & (np.abs(rho) < 1.0)
             & (sig > 1e-8)
@@ -197,7 +203,7 @@ def _admissible(p: np.ndarray) -> np.ndarray:
         )
 
 
-def _polish(k, w, om, params, f, iterations: int):
+def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min):
     """Levenberg-Marquardt steps on all five parameters, batched over slices.
 
     A step is kept only when it lowers the weighted SSR and stays admissible, so a constrained
@@ -231,7 +237,7 @@ def _polish(k, w, om, params, f, iterations: int):
             break
         cand = p + step
         fc = ssr(cand)
-        good = _admissible(cand) & np.isfinite(fc) & (fc < f)
+        good = _admissible(cand, m_lo, m_hi, s_min) & np.isfinite(fc) & (fc < f)
         p = np.where(good[:, None], cand, p)
         f = np.where(good, fc, f)
         lam = np.where(good, lam * 0.3, lam * 10.0)
@@ -277,16 +283,20 @@ def fit_svi_batch(
         kmax = np.nanmax(np.where(empty[:, None], 0.0, big), axis=1)
     span = np.maximum(kmax - kmin, 1e-3)
 
-    # coarse grid: m over the data range widened by one span, σ log-spaced relative to the span
+    # Domain (regularisation against degenerate fits that put a sharp kink just outside the quotes and
+    # extrapolate absurd wings): m within the quoted range widened by one span, σ ≥ MIN_SIGMA_SPAN·span.
+    m_lo = kmin - span
+    m_hi = kmax + span
+    s_min = MIN_SIGMA_SPAN * span
     gm = np.linspace(0.0, 1.0, coarse_m)
-    m_grid = (kmin - span)[:, None] + (3.0 * span)[:, None] * gm[None, :]
-    ls = np.linspace(np.log(1e-3), np.log(2.0), coarse_s)
-    s_grid = np.exp(ls)[None, :] * np.maximum(span, 0.05)[:, None]
+    m_grid = m_lo[:, None] + (m_hi - m_lo)[:, None] * gm[None, :]
+    ls = np.linspace(0.0, np.log(40.0 / MIN_SIGMA_SPAN), coarse_s)  # σ from s_min to 40·span
+    s_grid = np.exp(ls)[None, :] * s_min[:, None]
     M = np.repeat(m_grid, coarse_s, axis=1)
     Sg = np.tile(s_grid, (1, coarse_m))
     f, *_ = _inner_solve(k, w, om, M, Sg)
 
-    step_m = (3.0 * span / (coarse_m - 1))[:, None]
+    step_m = ((m_hi - m_lo) / (coarse_m - 1))[:, None]
     step_ls = np.full((S, 1), ls[1] - ls[0])
     order = np.argsort(f, axis=1)[:, :starts]
     cm = np.take_along_axis(M, order, 1)  # (S, starts)
@@ -297,8 +307,9 @@ def fit_svi_batch(
     os_ = os_.ravel()[None, None, :]
     for _ in range(zoom_levels):
         Mz = (cm[:, :, None] + step_m[:, :, None] * om_).reshape(S, -1)
+        Mz = np.clip(Mz, m_lo[:, None], m_hi[:, None])
         Lz = (cls_[:, :, None] + step_ls[:, :, None] * os_).reshape(S, -1)
-        Lz = np.clip(Lz, np.log(1e-6), np.log(10.0))
+        Lz = np.clip(Lz, np.log(s_min)[:, None], np.log(10.0))
         fz, *_ = _inner_solve(k, w, om, Mz, np.exp(Lz))
         fz = fz.reshape(S, starts, -1)
         j = np.argmin(fz, axis=2)
@@ -316,7 +327,7 @@ def fit_svi_batch(
         rho = np.where(c > 0, d / c, 0.0)
     rho = np.clip(rho, -0.999999, 0.999999)
     params = np.column_stack([a, b, rho, mm, ss])
-    params, fb = _polish(k, w, om, params, fb, polish_iterations)
+    params, fb = _polish(k, w, om, params, fb, polish_iterations, m_lo, m_hi, s_min)
     params[empty] = np.nan
     wrmse = np.sqrt(np.maximum(fb, 0.0))
     wrmse[empty] = np.nan
