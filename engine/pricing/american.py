@@ -241,7 +241,7 @@ def _as_put(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, r: np.ndarray, q:
     return (np.where(is_call, K, S), np.where(is_call, S, K), np.where(is_call, q, r), np.where(is_call, r, q))
 
 
-def _american_flat(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
+def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
                    q: np.ndarray, sigma: np.ndarray, scheme: Scheme, with_greeks: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """1-D valid inputs → (price, delta, gamma, boundary)."""
@@ -301,6 +301,21 @@ def _american_flat(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndar
     return price, delta, gamma, boundary
 
 
+def _american_flat(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
+                   q: np.ndarray, sigma: np.ndarray, scheme: Scheme, with_greeks: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_american_block` in chunks of ``_CHUNK`` options: bounds the (options × nodes × quadrature) arrays."""
+    if S.shape[0] <= _CHUNK:
+        return _american_block(is_call, S, K, T, r, q, sigma, scheme, with_greeks)
+    outs = [np.empty(S.shape[0]) for _ in range(4)]
+    for start in range(0, S.shape[0], _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        vals = _american_block(is_call[sl], S[sl], K[sl], T[sl], r[sl], q[sl], sigma[sl], scheme, with_greeks)
+        for o, v in zip(outs, vals, strict=True):
+            o[sl] = v
+    return outs[0], outs[1], outs[2], outs[3]
+
+
 def _validate(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray,
               sigma: np.ndarray) -> np.ndarray:
     reason = market_reasons(S, K, T, r, q)
@@ -329,15 +344,11 @@ def evaluate(
     shape = reason.shape
     out = [np.full(shape, np.nan) for _ in range(4)]
     ok = reason == 0
-    idx = np.flatnonzero(ok.ravel())
-    flat_out = [o.reshape(-1) for o in out]
-    flat_in = [a.reshape(-1) for a in (is_call, S_, K_, T_, r_, q_, sig)]
-    # chunks bound the (options × nodes × quadrature) work arrays to a few tens of MB
-    for start in range(0, idx.size, _CHUNK):
-        part = idx[start:start + _CHUNK]
-        vals = _american_flat(*(a[part] for a in flat_in), SCHEMES[scheme], greeks)
-        for o, v in zip(flat_out, vals, strict=True):
-            o[part] = v
+    if ok.any():
+        vals = _american_flat(is_call[ok], S_[ok], K_[ok], T_[ok], r_[ok], q_[ok], sig[ok], SCHEMES[scheme],
+                              greeks)
+        for o, v in zip(out, vals, strict=True):
+            o[ok] = v
     return AmericanResult(price=out[0], delta=out[1], gamma=out[2], boundary=out[3], reason=reason)
 
 
