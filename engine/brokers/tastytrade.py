@@ -528,7 +528,7 @@ class TastytradeBroker(Broker):
         acct, s = self._require()
         try:
             tt_order = self.build_order(order)
-        except (ValueError, Exception) as exc:
+        except Exception as exc:  # pydantic validation of legs/price
             self._reject(order, f"order could not be built for tastytrade: {exc}")
             return
         try:

@@ -296,6 +296,8 @@ class IbkrFeed(Feed):
         lines = list(self._active.values())
         self._active.clear()
         for c in lines:
+            if ib.ticker(c) is not None:  # 1101 (data lost, socket kept): drop the dead line first
+                ib.cancelMktData(c)
             u, key = self._tickers.get(c.conId, ("", ""))
             self._request(c, u, key)
 

@@ -322,3 +322,23 @@ async def test_after_a_restart_open_orders_and_fills_carry_our_client_order_id(t
         assert len(fills) == 2 and {f.client_order_id for f in fills} == {order.client_order_id}
     finally:
         await restarted.disconnect()
+
+
+async def test_1101_data_lost_resubscribes_on_the_same_socket(tws, bus, recorder):
+    conn = make_conn(tws, bus)
+    feed = IbkrFeed(conn, bus)
+    await feed.start()
+    try:
+        await feed.subscribe("SPY", [tws.expirations[0]], (600.0, 600.0))
+        await wait_until(lambda: tws.lines_in_use == 3, what="lines")
+        requested = len(sent(tws, 1))
+        tws.send_error(1100, "Connectivity between IB and Trader Workstation has been lost.")
+        lost = await recorder.wait_for(ConnectionStateChanged, lambda e: e.state == "disconnected")
+        assert "1100" in lost.detail
+        tws.send_error(1101, "Connectivity between IB and TWS has been restored- data lost.")
+        await wait_until(lambda: feed.resubscribes == 1 and len(sent(tws, 1)) == requested + 3, what="resubscribed")
+        await wait_until(lambda: tws.lines_in_use == 3, what="old lines cancelled, new ones live")
+        assert tws.connections == 1 and conn.connected
+    finally:
+        await feed.stop()
+        await conn.disconnect()

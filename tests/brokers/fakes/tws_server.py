@@ -167,6 +167,11 @@ class FakeTws:
             c.writer.close()
         self.conns.clear()
 
+    def send_error(self, code: int, message: str, req_id: int = -1) -> None:
+        """A system message to every client (1100 connectivity lost, 1101 restored with data lost, …)."""
+        for c in self.conns:
+            self._send(c, 4, 2, req_id, code, message, "")
+
     def send_malformed(self) -> None:
         """A frame that is not a valid message (unknown id, non-numeric fields)."""
         for c in self.conns:
