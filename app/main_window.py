@@ -30,7 +30,13 @@ from app.alerts import AlertsPanel
 from app.bridge import EventBridge
 from app.resources import icon
 from app.toolbar import KillSwitchControl, ModeControl, TradingToolbar
-from engine.bus.events import ClockTicked, ConnectionStateChanged, ModeChanged, TradingStateChanged
+from engine.bus.events import (
+    ClockTicked,
+    ConnectionStateChanged,
+    ModeChanged,
+    OrderPendingApproval,
+    TradingStateChanged,
+)
 from widgets.base import EventBatch, Panel
 
 log = logging.getLogger(__name__)
@@ -42,18 +48,20 @@ Area = QtCore.Qt.DockWidgetArea
 #: tabbed dock; groups in one area are stacked in this order. Unknown panels join the right-hand tabs.
 DEFAULT_LAYOUT: dict[str, tuple[Area, str]] = {
     "chain": (Area.LeftDockWidgetArea, "left-top"),
+    "backtest": (Area.LeftDockWidgetArea, "left-top"),
     "positions": (Area.LeftDockWidgetArea, "left-bottom"),
     "orders": (Area.LeftDockWidgetArea, "left-bottom"),
     "alerts": (Area.LeftDockWidgetArea, "left-bottom"),
-    "pnl": (Area.LeftDockWidgetArea, "left-bottom"),
     "ticket": (Area.RightDockWidgetArea, "right-top"),
     "approvals": (Area.RightDockWidgetArea, "right-top"),
-    "smile": (Area.RightDockWidgetArea, "right-middle"),
     "surface": (Area.RightDockWidgetArea, "right-middle"),
+    "smile": (Area.RightDockWidgetArea, "right-middle"),
     "payoff": (Area.RightDockWidgetArea, "right-middle"),
     "greeks": (Area.RightDockWidgetArea, "right-bottom"),
-    "backtest": (Area.RightDockWidgetArea, "right-bottom"),
+    "pnl": (Area.RightDockWidgetArea, "right-bottom"),
 }
+#: the tab shown on top of each group in the default layout
+_FRONT_TABS = ("chain", "positions", "ticket", "surface", "smile", "greeks")
 _GROUP_ORDER = ("left-top", "left-bottom", "right-top", "right-middle", "right-bottom")
 _FALLBACK_GROUP = "right-middle"
 
@@ -105,6 +113,8 @@ class MainWindow(QtWidgets.QMainWindow):
         general = getattr(getattr(engine, "settings", None), "general", None)
         self.theme = theme or str(self.qsettings.value("ui/theme", getattr(general, "theme", "dark")))
         hz = float(getattr(general, "ui_refresh_hz", 10.0) or 10.0)
+        # before any widget exists: a style sheet set afterwards re-polishes every widget (~1 s)
+        self.theme = themes.apply_theme(self.theme)
         self.mode = "paper"
         self.trading_state = "ACTIVE"
         self.connection_text = ""
@@ -201,11 +211,14 @@ class MainWindow(QtWidgets.QMainWindow):
             self.tray.show()
         self.notifications: list[tuple[str, str, str]] = []
 
-        themes.apply_theme(self.theme)
         self._apply_theme_to_panels()
         self.resize(1920, 1080)
         self.default_state = self.saveState(LAYOUT_VERSION)
-        self.layout_restored = self.restore_layout() if restore_layout else False
+        if restore_layout:
+            self.layout_restored = self.restore_layout()
+        else:
+            self.layout_restored = False
+            self.apply_default_layout()
         self._render_mode()
         QtWidgets.QApplication.instance().installEventFilter(self)
 
@@ -215,7 +228,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if pid in self.panels:
             log.warning("duplicate panel id %s; second one ignored", pid)
             return
-        dock = QtWidgets.QDockWidget(panel.title, self)
+        dock = QtWidgets.QDockWidget(panel.title.replace("&", "&&"), self)  # a title is not a mnemonic
         dock.setObjectName(f"dock:{pid}")
         dock.setWidget(panel)
         dock.setFeatures(
@@ -259,7 +272,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 dock.show()
                 placed.append(pid)
         self._size_default()
-        for pid in ("chain", "ticket", "smile", "greeks", "positions"):
+        for pid in _FRONT_TABS:
             if pid in self.docks:
                 self.docks[pid].raise_()
 
@@ -269,14 +282,14 @@ class MainWindow(QtWidgets.QMainWindow):
         left = [d for p, d in self.docks.items() if self.dockWidgetArea(d) == Area.LeftDockWidgetArea]
         right = [d for p, d in self.docks.items() if self.dockWidgetArea(d) == Area.RightDockWidgetArea]
         if left and right:
-            self.resizeDocks([left[0], right[0]], [int(width * 0.60), int(width * 0.40)], QtCore.Qt.Orientation.Horizontal)
+            self.resizeDocks([left[0], right[0]], [int(width * 0.58), int(width * 0.42)], QtCore.Qt.Orientation.Horizontal)
         top_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-top"]
         bottom_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-bottom"]
         if top_left and bottom_left:
             self.resizeDocks([top_left[0], bottom_left[0]], [int(height * 0.62), int(height * 0.30)], QtCore.Qt.Orientation.Vertical)
         groups = [g for g in ("right-top", "right-middle", "right-bottom") if any(_placement(p)[1] == g for p in self.docks)]
         firsts = [next(self.docks[p] for p in self.docks if _placement(p)[1] == g) for g in groups]
-        shares = {"right-top": 0.36, "right-middle": 0.34, "right-bottom": 0.30}
+        shares = {"right-top": 0.40, "right-middle": 0.33, "right-bottom": 0.27}
         if len(firsts) > 1:
             self.resizeDocks(firsts, [int(height * shares[g]) for g in groups], QtCore.Qt.Orientation.Vertical)
 
@@ -339,7 +352,7 @@ class MainWindow(QtWidgets.QMainWindow):
         view = mb.addMenu("&View")
         for pid, dock in self.docks.items():
             act = dock.toggleViewAction()
-            act.setText(self.panels[pid].title)
+            act.setText(self.panels[pid].title.replace("&", "&&"))
             view.addAction(act)
         view.addSeparator()
         view.addAction("&Reset layout", self.reset_layout)
@@ -419,6 +432,9 @@ class MainWindow(QtWidgets.QMainWindow):
             conn = self.trading_toolbar.controls.get("connection")
             self.connection_text = conn.summary() if conn is not None else ""  # type: ignore[attr-defined]
             changed = True
+        if batch.events(OrderPendingApproval) and "approvals" in self.docks:
+            self.docks["approvals"].show()
+            self.docks["approvals"].raise_()  # an order waiting for a human must be seen
         for ev in batch.latest(ClockTicked).values():
             self._render_clock(ev.now, ev.market_open)
         if changed:

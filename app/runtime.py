@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 os.environ.setdefault("QT_API", "pyside6")
@@ -183,6 +184,10 @@ def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:
     import qasync
 
     loop = qasync.QEventLoop(app)
+    # qasync's default executor runs QThreads, which Qt aborts on when still running at exit;
+    # asyncio.to_thread / run_in_executor(None) get a plain thread pool instead.
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="optiondesk-io")
+    loop.set_default_executor(pool)
     asyncio.set_event_loop(loop)
     task = loop.create_task(main, name="optiondesk-main")  # type: ignore[arg-type]
     # Python signal handlers only run when the interpreter gets control: tick it from Qt.
@@ -210,6 +215,7 @@ def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:
             signal.signal(signal.SIGINT, previous)
         with contextlib.suppress(RuntimeError):
             loop.close()
+        pool.shutdown(wait=False, cancel_futures=True)
         asyncio.set_event_loop(None)
 
 

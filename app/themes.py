@@ -53,7 +53,11 @@ def apply_theme(name: str, app: QtWidgets.QApplication | None = None) -> str:
     app = app or QtWidgets.QApplication.instance()  # type: ignore[assignment]
     if app is None:
         raise RuntimeError("apply_theme needs a QApplication")
-    app.setStyle("Fusion")
+    if app.property("optiondeskTheme") == name:
+        return name  # re-polishing every widget costs ~1 s: only when the theme really changes
+    app.setProperty("optiondeskTheme", name)
+    if app.style().name().lower() != "fusion":
+        app.setStyle("Fusion")
     app.setPalette(palette(name))
     app.setStyleSheet(style_sheet(name))
     try:

@@ -19,15 +19,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QT_API", "pyside6")
 
-import pytest  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402  (PySide6 before qasync)
-
-import qasync  # noqa: E402
+import pytest  # noqa: I001  (order matters: PySide6 before qasync, DESIGN.md §10)
+from PySide6.QtWidgets import QApplication
+import qasync
 
 T = TypeVar("T")
 
@@ -40,6 +40,9 @@ def _session_loop(app: QApplication) -> qasync.QEventLoop:
     global _SESSION_LOOP
     if _SESSION_LOOP is None:
         _SESSION_LOOP = qasync.QEventLoop(app, already_running=True)
+        # qasync's default executor runs QThreads, which Qt aborts on when still running at exit;
+        # asyncio.to_thread / run_in_executor(None) get a plain thread pool instead.
+        _SESSION_LOOP.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-loop"))
     return _SESSION_LOOP
 
 

@@ -8,16 +8,17 @@
   TWS / IB Gateway paper and live port presets.
 - Keyring calls may block (D-Bus), so they run in a worker thread; the dialog never blocks the loop
   and is opened with ``open()``, never ``exec()``.
-- "Test connection" appears for a broker only when the engine offers a connection check for it.
+- "Test connection" runs the broker adapters' connection check (``engine.brokers.check``: connect,
+  accounts, balances, positions, chain, quotes, a dry-run preview — never an order).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6 import QtCore, QtWidgets
@@ -34,18 +35,46 @@ IBKR_PRESETS: tuple[tuple[str, str, int], ...] = (
 CheckFn = Callable[..., Awaitable[Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    ok: bool
+    message: str
+
+
+def _report_outcome(report: Any) -> CheckOutcome:
+    if report.ok:
+        return CheckOutcome(True, f"{report.endpoint}: every step passed ({', '.join(s.name for s in report.steps)})")
+    failed = next((s for s in report.steps if not s.ok), None)
+    why = f"{failed.name} failed: {failed.detail}" if failed else "incomplete"
+    return CheckOutcome(False, f"{report.endpoint}: {why}")
+
+
+def _brokers_config(engine: Any) -> Any:
+    from engine.brokers.config import BrokersConfig
+
+    cfg = getattr(getattr(engine, "settings", None), "brokers", None)
+    return cfg if isinstance(cfg, BrokersConfig) else BrokersConfig()
+
+
 def discover_checks() -> dict[str, CheckFn]:
-    """Connection checks the broker adapters offer: ``engine.brokers.connection_check.check_<broker>``."""
+    """The broker connection checks (``engine.brokers.check.check_broker``) as dialog callables."""
     try:
-        mod = importlib.import_module("engine.brokers.connection_check")
+        from engine.brokers.check import check_broker
     except ImportError:
         return {}
-    out = {}
-    for broker in ("tastytrade", "ibkr"):
-        fn = getattr(mod, f"check_{broker}", None)
-        if callable(fn):
-            out[broker] = fn
-    return out
+
+    async def check_tastytrade(engine: Any, sandbox: bool, credentials: Any = None) -> CheckOutcome:
+        cfg = _brokers_config(engine)
+        cfg = cfg.model_copy(update={"tastytrade": cfg.tastytrade.model_copy(update={"sandbox": sandbox})})
+        return _report_outcome(await check_broker("tastytrade", cfg, credentials=credentials))
+
+    async def check_ibkr(engine: Any, host: str, port: int, client_id: int, credentials: Any = None) -> CheckOutcome:
+        cfg = _brokers_config(engine)
+        ib = cfg.ibkr.model_copy(update={"host": host, "port": port, "client_id": client_id})
+        cfg = cfg.model_copy(update={"ibkr": ib})
+        return _report_outcome(await check_broker("ibkr", cfg, credentials=credentials))
+
+    return {"tastytrade": check_tastytrade, "ibkr": check_ibkr}
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -363,7 +392,7 @@ class CredentialsDialog(QtWidgets.QDialog):
         if button is not None:
             button.setEnabled(False)
         self.result_label.setText(f"testing {broker}…")
-        kwargs: dict[str, Any] = {"engine": self.engine}
+        kwargs: dict[str, Any] = {"engine": self.engine, "credentials": self.store}
         if broker == "tastytrade":
             kwargs["sandbox"] = self.tt_sandbox.isChecked()
         else:
@@ -371,7 +400,7 @@ class CredentialsDialog(QtWidgets.QDialog):
 
         async def run() -> None:
             try:
-                result = await asyncio.wait_for(fn(**kwargs), timeout=30)
+                result = await asyncio.wait_for(fn(**kwargs), timeout=180)
                 ok = bool(getattr(result, "ok", result if isinstance(result, bool) else True))
                 message = str(getattr(result, "message", "") or ("connected" if ok else "failed"))
             except Exception as exc:

@@ -30,6 +30,12 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _is_structured(value: Any) -> bool:
+    """A list/dict holding tables (dicts or lists): shown read-only in the dialog."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
+    return any(isinstance(v, dict | list) for v in items)
+
+
 def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
@@ -60,8 +66,15 @@ class FieldEditor(QtWidgets.QWidget):
                 combo.setCurrentIndex(self.choices.index(value))
             self.editor = combo
         elif get_origin(self.annotation) in (dict, list, tuple) or self.annotation in (dict, list):
-            self.kind = "json"
-            self.editor = QtWidgets.QLineEdit(json.dumps(value))
+            text = json.dumps(value)
+            if _is_structured(value):
+                # lists of tables (e.g. the simulated universe) do not fit a line edit: kept as they are
+                self.kind = "fixed"
+                self.fixed_value = value
+                self.editor = QtWidgets.QLabel(f"{len(value)} entries — edit in settings.toml")
+            else:
+                self.kind = "json"
+                self.editor = QtWidgets.QLineEdit(text)
         else:
             self.kind = "text"
             self.editor = QtWidgets.QLineEdit("" if value is None else str(value))
@@ -82,6 +95,8 @@ class FieldEditor(QtWidgets.QWidget):
         """The value to validate; raises ValueError for text that is not even parseable (JSON)."""
         if self.kind == "bool":
             return self.editor.isChecked()  # type: ignore[attr-defined]
+        if self.kind == "fixed":
+            return self.fixed_value
         if self.kind == "choice":
             return self.choices[self.editor.currentIndex()]  # type: ignore[attr-defined]
         text = self.editor.text().strip()  # type: ignore[attr-defined]
@@ -95,6 +110,9 @@ class FieldEditor(QtWidgets.QWidget):
         return text
 
     def set_value(self, value: Any) -> None:
+        if self.kind == "fixed":
+            self.fixed_value = value
+            return
         if self.kind == "bool":
             self.editor.setChecked(bool(value))  # type: ignore[attr-defined]
         elif self.kind == "choice":
@@ -169,6 +187,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.resize(640, 560)
 
     def _build_form(self, form: QtWidgets.QFormLayout, prefix: str, model: BaseModel) -> None:
+        dumped = model.model_dump(mode="json")
         for fname, finfo in type(model).model_fields.items():
             key = f"{prefix}.{fname}"
             value = getattr(model, fname)
@@ -180,7 +199,7 @@ class SettingsDialog(QtWidgets.QDialog):
                     self._build_form(sub, key, value)
                 form.addRow(box)
                 continue
-            editor = FieldEditor(key, finfo.annotation, value, finfo.description or "", self)
+            editor = FieldEditor(key, finfo.annotation, dumped.get(fname), finfo.description or "", self)
             self.editors[key] = editor
             form.addRow(fname.replace("_", " "), editor)
 
@@ -255,7 +274,7 @@ class SettingsDialog(QtWidgets.QDialog):
 
     def restore_defaults(self) -> None:
         defaults = self.settings_cls()
-        dumped = defaults.model_dump(mode="python")
+        dumped = defaults.model_dump(mode="json")
         for key, editor in self.editors.items():
             node: Any = dumped
             for p in key.split("."):

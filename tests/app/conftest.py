@@ -19,12 +19,30 @@ def engine_home(tmp_path):
     return tmp_path / "home"
 
 
+def fast_settings():
+    """Default settings, except the surface fits run on a thread: spawning the fit process (and
+    waiting for it on stop) costs seconds per engine on a loaded 2-core box and is not what the app
+    tests exercise."""
+    from engine.settings import Settings
+
+    s = Settings()
+    return s.model_copy(update={"surface": s.surface.model_copy(update={"executor": "thread"})})
+
+
+def engine_config(home, **kw):
+    from engine.core import EngineConfig
+
+    kw.setdefault("seed", 7)
+    kw.setdefault("clock_interval_s", 0.2)
+    return EngineConfig.for_directory(home, settings=fast_settings(), **kw)
+
+
 @pytest.fixture()
 def engine(qtbot, async_cleanup, engine_home):
-    """A real, started Engine (simulated market when the build has it) on the session qasync loop."""
-    from engine.core import Engine, EngineConfig
+    """A real, started Engine (simulated market, paper broker, order path) on the session qasync loop."""
+    from engine.core import Engine
 
-    eng = Engine(EngineConfig.for_directory(engine_home, seed=7, clock_interval_s=0.2))
+    eng = Engine(engine_config(engine_home))
     run_async(qtbot, eng.start(), timeout=30)
     yield eng
     run_async(qtbot, eng.stop(), timeout=30)

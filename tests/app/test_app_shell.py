@@ -43,11 +43,11 @@ def test_emitting_10000_signals_from_python_does_not_crash(qtbot):
 
 def test_app_starts_and_quits_cleanly_20_times_on_one_loop(qtbot, async_cleanup, tmp_path, caplog):
     from app.runtime import Workstation, run_workstation
-    from engine.core import EngineConfig
+    from tests.app.conftest import engine_config
 
     for i in range(20):
         ws = Workstation(
-            EngineConfig.for_directory(tmp_path / f"run{i}", seed=7, clock_interval_s=0.05),
+            engine_config(tmp_path / f"run{i}", clock_interval_s=0.05),
             qsettings=QtCore.QSettings(str(tmp_path / "window.ini"), QtCore.QSettings.Format.IniFormat),
         )
 

@@ -147,7 +147,7 @@ def test_test_connection_button_appears_only_with_a_check_and_reports_its_result
 
     calls = []
 
-    async def check_ibkr(engine, host, port, client_id):
+    async def check_ibkr(engine, host, port, client_id, credentials=None):
         calls.append((host, port, client_id))
         return False
 
