@@ -266,29 +266,30 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
         exercise = s_ <= b_now
         val = np.where(exercise, k_ - s_, np.maximum(euro + prem, k_ - s_))
         price[idx] = val
-        # a call's boundary in spot terms: K·S_put-space → via symmetry S* = K²/B_put... in the call's own
-        # variables the put-space 'spot' is K and the put-space 'strike' is S, so the call is exercised when
-        # K_call <= B_put(S-space) ⇔ S >= K_call·S/B. Report S* = K_call·S_call/B_put.
+        # A call is priced as a put with spot K and strike S; the put boundary is proportional to its strike, so
+        # the call is exercised when K <= B_put, i.e. when S >= K·S/B_put: report that critical spot.
         call = is_call[idx]
         boundary[idx] = np.where(call, K[idx] * S[idx] / np.where(b_now > 0, b_now, np.nan), b_now)
         if with_greeks:
             h = 1e-4 * s_
             up = _put_premium(s_ + h, k_, t_, r_, q_, v_, H, x_max, scheme)
             dn = _put_premium(s_ - h, k_, t_, r_, q_, v_, H, x_max, scheme)
-            if call.any():
-                # in call variables the put-space spot is K and strike is S: differentiate by bumping S_call
-                sc, kc = S[idx], K[idx]
+            dc = np.zeros_like(s_)
+            gc = np.zeros_like(s_)
+            ci = np.flatnonzero(call)
+            if ci.size:
+                # the call's spot is the put's strike: bump it, which moves the boundary too
+                sc, kc, tc, rc, qc, vc = S[idx][ci], K[idx][ci], t_[ci], r_[ci], q_[ci], v_[ci]
                 hc = 1e-4 * sc
-                eu_c = bsm.price(False, kc, sc + hc, t_, r_, q_, v_)
-                ed_c = bsm.price(False, kc, sc - hc, t_, r_, q_, v_)
-                H_u, xm_u = _put_boundary(sc + hc, t_, r_, q_, v_, scheme)
-                H_d, xm_d = _put_boundary(sc - hc, t_, r_, q_, v_, scheme)
-                pu = eu_c + _put_premium(kc, sc + hc, t_, r_, q_, v_, H_u, xm_u, scheme)
-                pd = ed_c + _put_premium(kc, sc - hc, t_, r_, q_, v_, H_d, xm_d, scheme)
-                dc = (pu - pd) / (2 * hc)
-                gc = (pu - 2 * val + pd) / (hc * hc)
-            else:
-                dc = gc = np.zeros_like(s_)
+                bumped = []
+                for spot in (sc + hc, sc - hc):
+                    Hb, xmb = _put_boundary(spot, tc, rc, qc, vc, scheme)
+                    value = bsm.price(False, kc, spot, tc, rc, qc, vc) + _put_premium(
+                        kc, spot, tc, rc, qc, vc, Hb, xmb, scheme)
+                    bumped.append(np.maximum(value, spot - kc))
+                pu, pd = bumped
+                dc[ci] = (pu - pd) / (2 * hc)
+                gc[ci] = (pu - 2 * val[ci] + pd) / (hc * hc)
             g_put = bsm.greeks(False, s_, k_, t_, r_, q_, v_)
             dp_ = g_put.delta + (up - dn) / (2 * h)
             gp_ = g_put.gamma + (up - 2 * prem + dn) / (h * h)
