@@ -452,7 +452,8 @@ class OrderManager:
         return bool(cmd.enabled)
 
     # ---- cancel / replace -----------------------------------------------------------------------
-    async def cancel(self, order_id: str, *, by: str = "user", reason: str = "") -> Order:
+    async def cancel(self, order_id: str, *, by: str = "user", reason: str = "", _logged: bool = False) -> Order:
+        """Cancel one order: pending/approved ones end here; working ones are cancelled at their broker."""
         order = self._get(order_id)
         if order.status.is_terminal:
             return order
@@ -467,8 +468,9 @@ class OrderManager:
             self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by})
             return order
         self._cancel_requested.add(order_id)
-        self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by,
-                                                                "reason": reason})
+        if not _logged:
+            self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by,
+                                                                    "reason": reason})
         try:
             await asyncio.wait_for(self.router.cancel(order), self.config.broker_call_timeout_s)
         except (BrokerError, OSError, TimeoutError) as exc:
@@ -485,8 +487,13 @@ class OrderManager:
         targets = list(self._open.values())
         if not targets:
             return 0
-        results = await asyncio.gather(*(self.cancel(o.order_id, by=by, reason=reason) for o in targets),
-                                       return_exceptions=True)
+        working = [o for o in targets if o.status.is_working]
+        with self.store.transaction():  # one write for all the cancel requests
+            for o in working:
+                self.store.orders.append_event(o.order_id, o.status, {"step": "cancel_requested", "by": by,
+                                                                      "reason": reason})
+        results = await asyncio.gather(*(self.cancel(o.order_id, by=by, reason=reason, _logged=o.status.is_working)
+                                         for o in targets), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             self.bus.publish(Alert(level="critical", source="oms",

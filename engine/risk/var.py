@@ -52,19 +52,52 @@ class Book:
         return len(self.units)
 
     def value(self, spots: np.ndarray, vol_shift: float | np.ndarray = 0.0, days_forward: float = 0.0) -> np.ndarray:
-        """Book value for each row of ``spots`` (shape ``(n_scen, n_underlyings)``); IV + ``vol_shift``."""
+        """Book value for each row of ``spots`` (shape ``(n_scen, n_underlyings)``); IV + ``vol_shift``.
+
+        Per-row constants (discount factors, drift, σ√T) are computed once; the scenario dimension only pays
+        for a gather of log-spots and two normal CDFs per option.
+        """
         spots = np.atleast_2d(np.asarray(spots, float))
-        s = spots[:, self.und_index]  # (n_scen, n_rows)
-        out = np.where(self.is_option[None, :], 0.0, s) * self.units[None, :]
-        if self.is_option.any():
-            idx = np.nonzero(self.is_option)[0]
-            t = np.maximum(self.T[idx] - days_forward / 365.0, 0.0)
-            vs = np.asarray(vol_shift, float)
-            vol = np.maximum(self.iv[idx][None, :] + (vs[:, None] if vs.ndim else vs), 1e-4)
-            px = bs_value(self.is_call[idx][None, :], s[:, idx], self.strike[idx][None, :], t[None, :], self.rate,
-                          self.q[idx][None, :], vol)
-            out[:, idx] = px * self.units[idx][None, :]
-        return out.sum(axis=1)
+        stock = ~self.is_option
+        total = (spots[:, self.und_index[stock]] * self.units[stock][None, :]).sum(axis=1)
+        if not self.is_option.any():
+            return total
+        idx = np.nonzero(self.is_option)[0]
+        t = np.maximum(self.T[idx] - days_forward / 365.0, 0.0)
+        vs = np.asarray(vol_shift, float)
+        if vs.ndim:  # one vol shift per scenario: the general (broadcast) formula
+            vol = np.maximum(self.iv[idx][None, :] + vs[:, None], 1e-4)
+            px = bs_value(self.is_call[idx][None, :], spots[:, self.und_index[idx]], self.strike[idx][None, :],
+                          t[None, :], self.rate, self.q[idx][None, :], vol)
+            return total + (px * self.units[idx][None, :]).sum(axis=1)
+        vol = np.maximum(self.iv[idx] + float(vs), 1e-4)
+        live = t > 0
+        k, q, u = self.strike[idx], self.q[idx], self.units[idx]
+        sign = np.where(self.is_call[idx], 1.0, -1.0)
+        s_opt = spots[:, self.und_index[idx]]
+        out = np.zeros(s_opt.shape)
+        if live.any():
+            tl, vl = t[live], vol[live]
+            vol_t = vl * np.sqrt(tl)
+            drift = (self.rate - q[live] + 0.5 * vl * vl) * tl - np.log(k[live])
+            sg = sign[live]
+            log_s = np.log(spots)[:, self.und_index[idx][live]]  # log of the few underlyings, then gather
+            d1 = log_s
+            d1 += drift[None, :]
+            d1 /= vol_t[None, :]
+            d2 = d1 - vol_t[None, :]
+            d1 *= sg[None, :]
+            d2 *= sg[None, :]
+            n1 = ndtr(d1)
+            n1 *= s_opt[:, live]
+            n1 *= (np.exp(-q[live] * tl) * sg)[None, :]
+            n2 = ndtr(d2)
+            n2 *= (k[live] * np.exp(-self.rate * tl) * sg)[None, :]
+            n1 -= n2
+            out[:, live] = n1
+        if (~live).any():
+            out[:, ~live] = np.maximum(sign[~live] * (s_opt[:, ~live] - k[~live]), 0.0)
+        return total + out @ u
 
     def base_value(self) -> float:
         return float(self.value(self.spot[None, :])[0])
