@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import QuantLib as ql
 
 from engine.pricing import american, bsm
 from engine.pricing.inputs import Reason
 
 from .conftest import ql_option, ql_process, ql_setup
+
+ql = pytest.importorskip("QuantLib")
 
 
 @pytest.fixture(scope="module")

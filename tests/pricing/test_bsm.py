@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import QuantLib as ql
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +11,8 @@ from engine.pricing import black76, bsm
 from engine.pricing.inputs import Reason
 
 from .conftest import ql_option, ql_process, ql_setup
+
+ql = pytest.importorskip("QuantLib")
 
 
 def _random_grid(n: int, seed: int) -> dict[str, np.ndarray]:

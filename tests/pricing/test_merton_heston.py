@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import QuantLib as ql
 
 from engine.pricing import bsm, heston, merton
 from engine.pricing.inputs import Reason
 
 from .conftest import TODAY, ql_setup
+
+ql = pytest.importorskip("QuantLib")
 
 
 def test_merton_equals_bsm_when_there_are_no_jumps():
