@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "engine.brokers.cli",
     "engine.market.cli",
     "engine.backtest.cli",
+    "engine.risk.cli",
 ]
 
 
