@@ -3,8 +3,8 @@
 Both open the same SQLite database as the running app (WAL allows it). ``kill`` writes HALTED to the store;
 a running engine notices within ``kill_switch_poll_s`` (≤ 1 s) and cancels every working order itself.
 ``risk`` reports what the store knows: trading state, risk level and profile, positions and their Greeks /
-VaR when market data is available in this process (it is not when another process owns the feed: those
-figures are then reported as unavailable, never invented).
+VaR from the running engine's latest snapshot (written to the store every few seconds; reported as
+unavailable, never invented, when no engine has written one).
 """
 
 from __future__ import annotations
@@ -46,55 +46,45 @@ def _open(arg: Path | None) -> Any:
 
 
 def risk_report(store: Any, level_default: float = 50.0) -> dict[str, Any]:
-    """The report printed by ``optiondesk risk`` (also usable by the GUI's status panel)."""
+    """The report printed by ``optiondesk risk``: trading state, profile, positions, and the running engine's
+    latest Greeks / VaR snapshot (written to the store every few seconds; absent when no engine has run)."""
     from datetime import UTC, datetime
 
-    import numpy as np
-
+    from engine.model import OrderStatus
     from engine.risk.config import RiskConfig
-    from engine.risk.kill_switch import KV_LEVEL, KV_PEAK, read_status
-    from engine.risk.market_view import MarketView
+    from engine.risk.kill_switch import KV_LEVEL, KV_PEAK, KV_SNAPSHOT, read_status
     from engine.risk.profile import profile_for_level
-    from engine.risk.var import book_from_positions, covariance, delta_gamma_var
 
-    cfg = RiskConfig()
     status = read_status(store)
     level = store.kv.get(KV_LEVEL, level_default)
-    profile = profile_for_level(float(level), cfg)
+    profile = profile_for_level(float(level), RiskConfig())
     accounts = [r["account_id"] for r in store.query("SELECT DISTINCT account_id FROM positions ORDER BY account_id")]
-    positions = {a: store.positions.list(a) for a in accounts}
-    working = store.orders.list(("submitted", "working", "partially_filled", "pending_approval", "approved"))  # type: ignore[arg-type]
+    open_orders = store.orders.list((OrderStatus.PENDING_APPROVAL, OrderStatus.APPROVED, OrderStatus.SUBMITTED,
+                                     OrderStatus.WORKING, OrderStatus.PARTIALLY_FILLED))
+    snap = store.kv.get(KV_SNAPSHOT)
     report: dict[str, Any] = {
         "trading_state": {"state": status.state.value, "reason": status.reason, "by": status.by, "since": status.since},
         "risk_level": float(level),
         "profile": profile.to_dict(),
         "peak_equity": store.kv.get(KV_PEAK),
-        "open_orders": len(working),
-        "positions": {a: [{"symbol": p.symbol, "quantity": p.quantity, "avg_price": str(p.avg_price)} for p in ps]
-                      for a, ps in positions.items()},
+        "open_orders": len(open_orders),
+        "positions": {a: [{"symbol": p.symbol, "quantity": p.quantity, "avg_price": str(p.avg_price)}
+                          for p in store.positions.list(a)] for a in accounts},
     }
-    # Greeks / VaR need live market data; this process has none unless a chain snapshot is stored.
-    market = MarketView(rate=cfg.risk_free_rate)
-    now = datetime.now(UTC)
-    greeks: dict[str, Any] = {}
-    var: dict[str, Any] = {}
-    for a, ps in positions.items():
-        if not ps:
-            continue
-        book = book_from_positions(ps, market, now)
-        if book.missing:
-            greeks[a] = {"available": False, "reason": "no market data in this process for "
-                         + ", ".join(book.missing[:5]) + ("…" if len(book.missing) > 5 else "")
-                         + " (the running app shows live Greeks)"}
-            var[a] = greeks[a]
-            continue
-        delta, gamma = book.delta_gamma()
-        greeks[a] = {"available": True, "delta": dict(zip(book.underlyings, delta.tolist(), strict=True)),
-                     "gamma": dict(zip(book.underlyings, gamma.tolist(), strict=True))}
-        cov = covariance(np.full(len(book.underlyings), cfg.default_underlying_vol))
-        var[a] = delta_gamma_var(book, cov, cfg.var_confidence, cfg.var_horizon_days).to_dict()
-    report["greeks"] = greeks
-    report["var"] = var
+    if isinstance(snap, dict):
+        age = None
+        try:
+            age = (datetime.now(UTC) - datetime.fromisoformat(snap["as_of"])).total_seconds()
+        except (KeyError, ValueError, TypeError):
+            pass
+        report["greeks"] = snap.get("greeks")
+        report["var"] = snap.get("var")
+        report["snapshot"] = {"as_of": snap.get("as_of"), "age_s": age}
+    else:
+        report["greeks"] = None
+        report["var"] = None
+        report["snapshot"] = {"as_of": None, "age_s": None,
+                              "note": "no engine has written a risk snapshot yet (Greeks and VaR need live prices)"}
     return report
 
 
@@ -117,11 +107,16 @@ def _cmd_risk(args: argparse.Namespace) -> int:
     print(f"Open orders: {rep['open_orders']}")
     for a, ps in rep["positions"].items():
         print(f"Account {a}: {len(ps)} position(s)")
-        g = rep["greeks"].get(a)
-        if g and not g.get("available"):
-            print(f"  Greeks/VaR: {g['reason']}")
-        elif g:
-            print(f"  delta {g['delta']}  VaR {rep['var'][a]['var']:.2f}  CVaR {rep['var'][a]['cvar']:.2f}")
+    g, v, snap = rep["greeks"], rep["var"], rep["snapshot"]
+    if g is None:
+        print(f"Greeks/VaR: {snap['note']}")
+    else:
+        t = g["total"]
+        print(f"Greeks as of {snap['as_of']} ({snap['age_s']:.0f}s ago): beta-weighted delta {t['beta_delta']:.1f} "
+              f"SPY sh, gamma {t['gamma']:.2f}, vega {t['vega']:.0f} $/pt, theta {t['theta']:.0f} $/day")
+        if v:
+            print(f"VaR {v['confidence']:.0%} {v['horizon_days']:g}d: {v['var']:,.0f} $, CVaR {v['cvar']:,.0f} $ "
+                  f"({v['method']})")
     return 0
 
 

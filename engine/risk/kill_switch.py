@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 KV_STATE = "risk.trading_state"
 KV_PEAK = "risk.peak_equity"
 KV_LEVEL = "risk.level"
+KV_SNAPSHOT = "risk.snapshot"
 
 
 def _now_iso() -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from engine.bus.commands import ResetKillSwitch, SetRiskLevel, TripKillSwitch
 from engine.bus.events import Alert, ClockTicked, PositionChanged, RiskProfileChanged
 from engine.risk.engine import RiskEngine
 from engine.risk.greeks import Exposure, underlying_of
-from engine.risk.kill_switch import KV_LEVEL, KillSwitch
+from engine.risk.kill_switch import KV_LEVEL, KV_SNAPSHOT, KillSwitch
 from engine.risk.profile import RiskProfile
 from engine.risk.scenarios import ScenarioGrid, book_from_legs, only, scenario_grid
 from engine.risk.state import TradingStatus
@@ -54,6 +55,8 @@ class RiskService:
         level = kill_switch.store.kv.get(KV_LEVEL)
         if isinstance(level, int | float) and 0 <= level <= 100:
             risk.set_level(float(level))
+        self.snapshot_interval_s = 5.0
+        self._last_snapshot = -1e18
         #: annualised vol by underlying for VaR (settings default until history is available)
         self.vols: dict[str, float] = {}
         self.correlations: tuple[tuple[str, ...], np.ndarray] | None = None
@@ -69,9 +72,31 @@ class RiskService:
         ]
 
     def _on_tick(self, _ev: ClockTicked) -> None:
-        """Once per clock tick: imply chain vols in one pass, then refresh the cached position Greeks."""
+        """Once per clock tick: imply chain vols in one pass, refresh the cached position Greeks, and every
+        ``snapshot_interval_s`` write Greeks + delta-gamma VaR to the store (``optiondesk risk`` reads it)."""
         self.risk.market.prime_ivs(self.risk.now())
         self.risk.refresh()
+        nowm = time.monotonic()
+        if nowm - self._last_snapshot >= self.snapshot_interval_s:
+            self._last_snapshot = nowm
+            try:
+                self.write_snapshot()
+            except Exception:
+                log.exception("could not write the risk snapshot")
+
+    def write_snapshot(self) -> dict[str, Any]:
+        """Greeks, delta-gamma VaR, limits and trading state as JSON in the store (key ``risk.snapshot``)."""
+        book, _ = self._book()
+        var = None
+        if len(book):
+            cfg = self.risk.config
+            var = delta_gamma_var(book, self.covariance_for(book.underlyings), cfg.var_confidence,
+                                  cfg.var_horizon_days).to_dict()
+        snap = {"as_of": datetime.now(UTC).isoformat(), "greeks": self.greeks(), "var": var,
+                "state": self.kill_switch.state.value, "level": self.risk.profile.level,
+                "missing": list(book.missing)}
+        self.kill_switch.store.kv.set(KV_SNAPSHOT, snap)
+        return snap
 
     async def start(self) -> None:
         self.kill_switch.watch(self.risk)

@@ -135,3 +135,61 @@ async def test_replace_when_working_then_price_changes_at_broker(desk):
     await desk.bus.send(ReplaceOrder(order_id=o.order_id, limit_price=new_price))
     await wait_for(lambda: desk.oms.order(o.order_id).limit_price == new_price)
     assert (await desk.paper.open_orders())[0].limit_price == new_price
+
+
+async def test_risk_cli_report_when_engine_wrote_snapshot_then_greeks_and_var_present(desk):
+    from engine.risk.cli import risk_report
+
+    before = risk_report(desk.store)
+    assert before["greeks"] is None and "no engine" in before["snapshot"]["note"]
+    order = await desk.oms.submit(desk.put_spread(natural=True))
+    await wait_for(lambda: desk.oms.order(order.order_id).status is OrderStatus.FILLED)
+    desk.service.write_snapshot()
+    rep = risk_report(desk.store)
+    assert rep["greeks"]["total"]["beta_delta"] > 0  # short put spread: long delta
+    assert rep["var"]["var"] > 0 and rep["var"]["cvar"] >= rep["var"]["var"]
+    assert rep["trading_state"]["state"] == "ACTIVE" and rep["profile"]["max_positions"] == 5
+    assert {p["symbol"] for p in rep["positions"]["PAPER"]} == {"SPY260220P00590000", "SPY260220P00580000"}
+
+
+async def test_restart_when_broker_has_unknown_open_order_then_kill_switch_trips(tmp_path):
+    from oms_harness import Harness
+
+    from engine.bus.events import KillSwitchTripped
+    from engine.model import Order, OrderType, TimeInForce
+
+    path = tmp_path / "db.sqlite"
+    h = await Harness(path).start()
+    intent = h.resting_call()
+    stray = Order("stray-1", "someone-else-1", intent.legs, 1, OrderType.LIMIT, intent.limit_price, TimeInForce.GTC,
+                  OrderStatus.SUBMITTED, intent.legs and h.oms.factory.now(), h.oms.factory.now())
+    await h.paper.submit(stray)  # placed at the broker behind the OMS's back (another app, a manual ticket)
+    await h.stop()
+    h2 = await Harness(path).start()
+    try:
+        rep = h2.oms.last_reconciliation[-1]
+        assert [o.client_order_id for o in rep.unknown_broker_orders] == ["someone-else-1"]
+        assert h2.kill_switch.state.value == "HALTED" and "reconciliation mismatch" in h2.kill_switch.status.reason
+        assert h2.of(KillSwitchTripped)
+    finally:
+        await h2.stop()
+
+
+async def test_restart_when_positions_changed_behind_our_back_then_reducing_with_alert(tmp_path):
+    from oms_harness import Harness
+
+    path = tmp_path / "db.sqlite"
+    h = await Harness(path).start()
+    order = await h.oms.submit(h.put_spread(natural=True))
+    await wait_for(lambda: h.oms.order(order.order_id).status is OrderStatus.FILLED)
+    from engine.model import Position
+    h.store.positions.upsert("PAPER", Position(order.legs[0].instrument, -5, Decimal("3.00")))  # stale store
+    await h.stop()
+    h2 = await Harness(path).start()
+    try:
+        rep = h2.oms.last_reconciliation[-1]
+        assert rep.position_mismatches and rep.position_mismatches[0]["store"] == -5
+        assert h2.kill_switch.state.value == "REDUCING"
+        assert {p.symbol: p.quantity for p in h2.store.positions.list("PAPER")}["SPY260220P00590000"] == -1
+    finally:
+        await h2.stop()
