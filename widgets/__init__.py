@@ -12,11 +12,20 @@ from widgets.approvals import ApprovalPanel
 from widgets.backtest_runner import BacktestPanel
 from widgets.base import EventAccumulator, EventBatch, Panel, send_command
 from widgets.chain_table import ChainPanel
+from widgets.greeks_view import GreeksPanel
 from widgets.order_ticket import TicketPanel
 from widgets.orders_view import OrdersPanel
+from widgets.payoff_view import PayoffPanel
+from widgets.pnl_view import PnLPanel
 from widgets.positions_view import PositionsPanel
 from widgets.surface_view import SurfacePanel
 
-PANELS: tuple[type[Panel], ...] = (ChainPanel, TicketPanel, ApprovalPanel, PositionsPanel, OrdersPanel, SurfacePanel, BacktestPanel)
+PANELS: tuple[type[Panel], ...] = (
+    ChainPanel, TicketPanel, ApprovalPanel, PositionsPanel, OrdersPanel, SurfacePanel, GreeksPanel, PayoffPanel,
+    PnLPanel, BacktestPanel,
+)
 
-__all__ = ["PANELS", "ApprovalPanel", "BacktestPanel", "ChainPanel", "EventAccumulator", "EventBatch", "OrdersPanel", "Panel", "PositionsPanel", "SurfacePanel", "TicketPanel", "send_command"]
+__all__ = [
+    "PANELS", "ApprovalPanel", "BacktestPanel", "ChainPanel", "EventAccumulator", "EventBatch", "GreeksPanel",
+    "OrdersPanel", "Panel", "PayoffPanel", "PnLPanel", "PositionsPanel", "SurfacePanel", "TicketPanel", "send_command",
+]

@@ -331,6 +331,15 @@ class TicketPanel(Panel):
             self._price_touched = True
         self._update_price_kind()
         self._recompute_payoff()
+        self._update_submit()
+        if self.legs and not self._setting_price:
+            self._emit_ticket()
+
+    def _emit_ticket(self) -> None:
+        self.links.ticket_changed.emit(
+            {"legs": tuple(self.legs), "quantity": self.qty_spin.value(), "underlying": self.underlying,
+             "net_price": self.price_spin.value() if self.legs else None}
+        )
 
     def _set_price(self, value: float) -> None:
         self._setting_price = True
@@ -432,10 +441,7 @@ class TicketPanel(Panel):
             f[k].setText(fmt.format(v) if math.isfinite(v) else "—")
         self._recompute_payoff()
         self._update_submit()
-        self.links.ticket_changed.emit(
-            {"legs": tuple(legs), "quantity": self.qty_spin.value(), "underlying": self.underlying,
-             "net_price": self.price_spin.value() if legs else None}
-        )
+        self._emit_ticket()
 
     def _recompute_payoff(self) -> None:
         f = self.figure_labels

@@ -72,6 +72,8 @@ def new_plot(*, title: str = "", x: str = "", y: str = "", parent: QtWidgets.QWi
     w = pg.PlotWidget(parent=parent, axisItems=axis_items)
     for name in ("left", "bottom"):
         w.getPlotItem().getAxis(name).enableAutoSIPrefix(False)  # no "(x0.001)" in axis labels
+    if isinstance(w.getPlotItem().getAxis("left"), MoneyAxis):
+        w.getPlotItem().getAxis("left").setWidth(64)  # room for "100,250" before the first paint
     style_plot(w, title=title, x=x, y=y)
     w.setMinimumSize(160, 120)
     return w
@@ -122,8 +124,8 @@ class TimeAxis(pg.DateAxisItem):
 
 
 def infinite_line(pos: float, *, angle: int = 90, color: str = MUTED, dash: bool = True,
-                  label: str = "") -> pg.InfiniteLine:
+                  label: str = "", label_pos: float = 0.92) -> pg.InfiniteLine:
     pen = pg.mkPen(color, width=1, style=QtCore.Qt.PenStyle.DashLine if dash else QtCore.Qt.PenStyle.SolidLine)
     line = pg.InfiniteLine(pos=pos, angle=angle, pen=pen, movable=False,
-                           label=label or None, labelOpts={"position": 0.92, "color": color})
+                           label=label or None, labelOpts={"position": label_pos, "color": color})
     return line

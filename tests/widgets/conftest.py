@@ -49,8 +49,12 @@ def shot():
 
     def save(widget, name: str):
         from PySide6.QtGui import QImage
+        from PySide6.QtWidgets import QApplication
 
         widget.resize(widget.size() if widget.width() > 200 else widget.sizeHint())
+        widget.show()  # lay out and paint once (pyqtgraph sizes axes and ranges while painting)
+        for _ in range(3):
+            QApplication.processEvents()
         img = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
         SHOTS.mkdir(parents=True, exist_ok=True)
         path = SHOTS / f"{name}.png"
