@@ -16,9 +16,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from engine.bus.messages import Event
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegimeChanged(Event):
+    """The market regime used for sizing changed (``source``: rules | gmm | user)."""
+
+    severity: ClassVar[str] = "info"
+    regime: str
+    previous: str = ""
+    source: str = "rules"
+
+    def describe(self) -> str:
+        return f"Regime {self.previous or '—'} → {self.regime} ({self.source})"
+
 
 RULE_REGIMES = ("low_vol", "high_vol", "iv_expansion", "iv_contraction", "neutral")
 GMM_REGIMES = ("calm", "volatile", "crisis")

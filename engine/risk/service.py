@@ -27,7 +27,9 @@ from engine.risk.engine import RiskEngine
 from engine.risk.greeks import Exposure, underlying_of
 from engine.risk.kill_switch import KV_LEVEL, KV_SNAPSHOT, KillSwitch
 from engine.risk.profile import RiskProfile
+from engine.risk.regime import RegimeChanged, sizing_regime
 from engine.risk.scenarios import ScenarioGrid, book_from_legs, only, scenario_grid
+from engine.risk.sizing import SizingResult, size_by_kelly, size_by_max_risk
 from engine.risk.state import TradingStatus
 from engine.risk.var import (
     VarResult,
@@ -55,6 +57,8 @@ class RiskService:
         level = kill_switch.store.kv.get(KV_LEVEL)
         if isinstance(level, int | float) and 0 <= level <= 100:
             risk.set_level(float(level))
+        #: current market regime (rules or Gaussian mixture label) feeding the sizing multipliers
+        self.regime: str | None = None
         self.snapshot_interval_s = 5.0
         self._last_snapshot = -1e18
         #: annualised vol by underlying for VaR (settings default until history is available)
@@ -131,6 +135,28 @@ class RiskService:
 
     async def _cmd_reset(self, cmd: ResetKillSwitch) -> TradingStatus:
         return await self.kill_switch.reset(by=cmd.by, confirmed=cmd.confirmed)
+
+    def set_regime(self, regime: str, source: str = "rules") -> None:
+        """Record a regime change (logged; an alert when it turns to high volatility / crisis)."""
+        if regime == self.regime:
+            return
+        previous, self.regime = self.regime, regime
+        log.info("regime %s -> %s (%s)", previous, regime, source)
+        self.bus.publish(RegimeChanged(regime=regime, previous=previous or "", source=source))
+        if sizing_regime(regime) == "high_vol":
+            self.bus.publish(Alert(level="warning", source="regime",
+                                   message=f"market regime turned {regime}: position sizes shrink "
+                                           f"(×{self.risk.profile.regime_multiplier('high_vol'):.2f})"))
+
+    def size(self, max_loss_per_contract: float, *, p_win: float | None = None,
+             win_per_contract: float | None = None) -> SizingResult:
+        """Contracts for a trade at the current profile, account and regime: max-risk sizing, or fractional
+        Kelly when a win probability and win amount are given. The result carries its reasoning."""
+        nl = self.risk.portfolio.net_liquidation
+        regime = sizing_regime(self.regime)
+        if p_win is not None and win_per_contract is not None:
+            return size_by_kelly(nl, p_win, win_per_contract, max_loss_per_contract, self.risk.profile, regime)
+        return size_by_max_risk(nl, max_loss_per_contract, self.risk.profile, regime)
 
     # ---- read-only API --------------------------------------------------------------------------
     @property

@@ -193,3 +193,17 @@ async def test_restart_when_positions_changed_behind_our_back_then_reducing_with
         assert {p.symbol: p.quantity for p in h2.store.positions.list("PAPER")}["SPY260220P00590000"] == -1
     finally:
         await h2.stop()
+
+
+async def test_sizing_when_regime_turns_high_vol_then_smaller_size_and_alert(desk):
+    from engine.bus.events import Alert
+    from engine.risk.regime import RegimeChanged
+
+    normal = desk.service.size(500.0)
+    desk.service.set_regime("high_vol", source="rules")
+    shrunk = desk.service.size(500.0)
+    assert normal.contracts == 4 and shrunk.contracts == 2  # $2,000 vs $1,000 budget at $500 per contract
+    assert desk.of(RegimeChanged)[-1].regime == "high_vol"
+    assert any(a.source == "regime" for a in desk.of(Alert))
+    kelly = desk.service.size(500.0, p_win=0.7, win_per_contract=300.0)
+    assert kelly.kelly_f is not None and "Kelly" in kelly.explain()
