@@ -331,6 +331,20 @@ class IbkrBroker(Broker):
     def account_id(self) -> str:
         return self.conn.account_id
 
+    def available_accounts(self) -> list[str]:
+        """Accounts managed by this login (full numbers: show them masked)."""
+        return list(self.conn.ib.managedAccounts()) if self.conn.connected else []
+
+    async def select_account(self, account_id: str) -> None:
+        """Trade another managed account (advisor logins): disarms and reconciles."""
+        if account_id not in self.available_accounts():
+            raise BrokerError(f"ibkr: account {mask_account(account_id)} is not managed by this login")
+        if account_id != self.conn.account_id:
+            self.disarm()
+            self.conn.account_id = account_id
+            self._positions.clear()
+            await self.reconcile()
+
     async def connect(self) -> None:
         await self.conn.connect()
         ib = self.conn.ib

@@ -338,6 +338,24 @@ class TastytradeBroker(Broker):
     def account_id(self) -> str:
         return self.conn.account_id
 
+    def available_accounts(self) -> list[str]:
+        """Open account numbers on this login (full numbers: show them masked)."""
+        return [a.account_number for a in self.conn.accounts]
+
+    async def select_account(self, account_id: str) -> None:
+        """Switch to another account of the login: disarms, re-subscribes the account streamer, reconciles."""
+        if account_id == self.account_id:
+            return
+        self.conn.select_account(account_id)
+        self.disarm()
+        self._positions.clear()
+        task, self._stream_task = self._stream_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.connect()
+
     async def connect(self) -> None:
         self._stopping = False
         await self.conn.connect()

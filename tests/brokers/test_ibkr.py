@@ -342,3 +342,11 @@ async def test_1101_data_lost_resubscribes_on_the_same_socket(tws, bus, recorder
     finally:
         await feed.stop()
         await conn.disconnect()
+
+
+async def test_ibkr_account_selection(broker, tws):
+    assert broker.available_accounts() == [tws.account]
+    with pytest.raises(BrokerError, match="not managed"):
+        await broker.select_account("U0000002")
+    await broker.select_account(tws.account)
+    assert broker.account_id == tws.account

@@ -394,3 +394,12 @@ async def test_after_a_restart_open_orders_carry_our_client_order_id(fake, bus, 
         assert {f.client_order_id for f in await restarted.fills()} == {order.client_order_id}
     finally:
         await restarted.disconnect()
+
+
+async def test_account_selection_lists_accounts_and_refuses_unknown(broker, fake):
+    assert broker.available_accounts() == [fake.account]
+    broker.arm_live(fake.account)
+    await broker.select_account(fake.account)  # same account: nothing changes
+    assert broker.armed
+    with pytest.raises(BrokerError, match=r"\*\*\*\*9999 is not on this login"):
+        await broker.select_account("5WT99999")
