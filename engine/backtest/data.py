@@ -255,16 +255,20 @@ def _local_instant(day, t: time) -> np.datetime64:
 
 
 def occ_symbols(root: str, expiry: np.ndarray, strike: np.ndarray, is_call: np.ndarray) -> np.ndarray:
-    """Compact OCC symbols (``SPY260619P00600000``) for arrays of contracts, without a Python loop."""
+    """Compact OCC symbols (``SPY260619P00600000``) for arrays of contracts.
+
+    String work is done once per distinct expiry; the per-contract step is one f-string.
+    """
     n = len(expiry)
     if n == 0:
         return np.array([], dtype=object)
-    sd = np.dtypes.StringDType()
-    ymd = np.strings.replace(np.strings.slice(np.datetime_as_string(expiry.astype("datetime64[D]")).astype(sd), 2, None), "-", "")
-    milli = np.round(np.asarray(strike, float) * 1000).astype(np.int64)
-    k = np.strings.zfill(milli.astype(str).astype(sd), 8)
-    right = np.where(is_call, "C", "P").astype(sd)
-    return np.strings.add(np.strings.add(np.strings.add(np.asarray(root, dtype=sd), ymd), right), k).astype(object)
+    days, inv = np.unique(np.asarray(expiry).astype("datetime64[D]"), return_inverse=True)
+    prefix = [f"{root}{d:%y%m%d}" for d in days.astype(object)]
+    milli = np.round(np.asarray(strike, float) * 1000).astype(np.int64).tolist()
+    right = np.where(is_call, "C", "P").tolist()
+    out = np.empty(n, dtype=object)
+    out[:] = [f"{prefix[e]}{r}{k:08d}" for e, r, k in zip(inv.ravel().tolist(), right, milli, strict=True)]
+    return out
 
 
 # ---- building a history from canonical arrays ---------------------------------------------------------
@@ -301,17 +305,34 @@ def build_history(
     c = np.asarray(is_call, bool)
     milli = np.round(k * 1000).astype(np.int64)
     key = (ex.astype(np.int64) << 40) | (milli << 1) | (~c).astype(np.int64)
-    order = np.lexsort((key, qd.astype(np.int64)))
-    qd, key = qd[order], key[order]
+    qi = qd.astype(np.int64)
     if n > 1:
-        dup = (qd[1:] == qd[:-1]) & (key[1:] == key[:-1])
+        dq, dk = np.diff(qi), np.diff(key)
+        in_order = bool(np.all((dq > 0) | ((dq == 0) & (dk > 0))))
+    else:
+        in_order = True
+    order: np.ndarray | slice = slice(None) if in_order else np.lexsort((key, qi))
+    if not in_order:
+        qd, qi, key = qd[order], qi[order], key[order]
+    if n > 1:
+        dup = (qi[1:] == qi[:-1]) & (key[1:] == key[:-1])
         if dup.any():
             j = int(np.argmax(dup)) + 1
             raise ValueError(
                 f"contract {ex[order][j]} {k[order][j]:g} {'C' if c[order][j] else 'P'} appears twice on {qd[j]}"
             )
-    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-    dates, day_start = np.unique(qd, return_index=True)
+    # contract ids ascending in (expiry, strike, call first), so each day's ids are sorted too
+    import pandas as pd
+
+    codes, uniq = pd.factorize(key, sort=False)
+    rank = np.empty(len(uniq), np.int64)
+    by_key = np.argsort(uniq, kind="stable")
+    rank[by_key] = np.arange(len(uniq))
+    inv = rank[codes]
+    first = np.empty(len(uniq), np.int64)
+    first[inv[::-1]] = np.arange(n - 1, -1, -1)
+    day_start = np.r_[0, np.flatnonzero(np.diff(qi)) + 1] if n else np.array([], np.int64)
+    dates = qd[day_start]
     offsets = np.append(day_start, n).astype(np.int64)
 
     def col(a: np.ndarray | None, default: float) -> np.ndarray:
@@ -355,8 +376,12 @@ def _spot_from_bars(dates: np.ndarray, bar_dates: np.ndarray, closes: np.ndarray
 
 
 # ---- file loaders -------------------------------------------------------------------------------------
-def _read_table(path: Path):
-    """Read CSV/Parquet into pandas; returns (frame, row_label_offset, row_word)."""
+def _read_table(path: Path, columns: Sequence[str] | None = None, categorical: Sequence[str] = ()):
+    """Read CSV/Parquet into pandas; returns (frame, offset to turn a 0-based index into the file's row).
+
+    Parquet: only ``columns`` (those present) are read, and ``categorical`` string columns come back as
+    pandas categoricals (dictionary-decoded once, not per row).
+    """
     import pandas as pd
 
     if not path.exists():
@@ -364,18 +389,71 @@ def _read_table(path: Path):
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path), 1
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+            cols = [c for c in names if columns is None or c in columns]
+            table = pq.read_table(path, columns=cols, read_dictionary=[c for c in categorical if c in cols])
+            return _Table({c: _arrow_column(table.column(c)) for c in cols}), 1
         if suffix in (".csv", ".txt") or path.name.lower().endswith(".csv.gz"):
             try:
-                return pd.read_csv(path, engine="pyarrow"), 2
+                frame = pd.read_csv(path, engine="pyarrow")
             except Exception:
                 # the pyarrow parser gives terse errors; the C parser names the line
-                return pd.read_csv(path, engine="c", low_memory=False), 2
+                frame = pd.read_csv(path, engine="c", low_memory=False)
+            return _Table({str(c): frame[c] for c in frame.columns}), 2
     except DataFileError:
         raise
     except Exception as exc:
         raise DataFileError(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
     raise DataFileError(path, f"unsupported file type {suffix!r} (use .csv or .parquet)")
+
+
+class _Table:
+    """Columns by name (numpy arrays or pandas Series) with the few frame operations the loader needs."""
+
+    def __init__(self, cols: dict) -> None:
+        self.cols = cols
+        self.attrs: dict = {}
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.cols)
+
+    def __getitem__(self, name: str):
+        return self.cols[name]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.cols.values()))) if self.cols else 0
+
+    def take(self, mask: np.ndarray) -> _Table:
+        out = {}
+        for k, v in self.cols.items():
+            out[k] = v[mask] if isinstance(v, np.ndarray) else v[mask].reset_index(drop=True)
+        return _Table(out)
+
+
+def _arrow_column(col):
+    """A pyarrow column as numpy (numbers, timestamps; nulls → NaN/NaT) or a categorical Series (strings)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        codes = arr.indices.to_numpy(zero_copy_only=False)
+        if arr.null_count:
+            codes = np.where(arr.is_null().to_numpy(zero_copy_only=False), -1, codes)
+        cats = arr.dictionary.to_pylist()
+        return pd.Series(pd.Categorical.from_codes(codes.astype(np.int64), categories=pd.Index(cats).astype(str)))
+    if pa.types.is_floating(t) or pa.types.is_integer(t):
+        out = arr.to_numpy(zero_copy_only=False)
+        return out.astype(float) if arr.null_count else out
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        if pa.types.is_timestamp(t) and t.tz is not None:
+            arr = arr.cast(pa.timestamp(t.unit))
+        return arr.to_numpy(zero_copy_only=False)
+    return arr.to_pandas()
 
 
 def _first_bad(mask: np.ndarray) -> int:
@@ -386,6 +464,11 @@ def _numeric(frame, path: Path, column: str, offset: int, *, required: bool) -> 
     import pandas as pd
 
     raw = frame[column]
+    if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiub":
+        values = raw.astype(float, copy=False)
+        if required and np.isnan(values).any():
+            raise DataFileError(path, "value is missing", row=_first_bad(np.isnan(values)) + offset, column=column)
+        return values
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     present = raw.notna().to_numpy()
     if raw.dtype == object or str(raw.dtype).startswith(("string", "str")):
@@ -405,6 +488,13 @@ def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.n
     import pandas as pd
 
     raw = frame[column]
+    if isinstance(raw, np.ndarray) and raw.dtype.kind == "M":
+        nat = np.isnat(raw)
+        if nat.any():
+            raise DataFileError(path, "date is missing", row=_first_bad(nat) + offset, column=column)
+        return raw.astype("datetime64[D]")
+    if isinstance(raw, np.ndarray):
+        raw = pd.Series(raw)
     if raw.isna().any():
         i = _first_bad(raw.isna().to_numpy())
         raise DataFileError(path, "date is missing", row=i + offset, column=column)
@@ -425,10 +515,20 @@ def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.n
     return out.astype("datetime64[D]")
 
 
+def _codes(series) -> tuple[np.ndarray, list[str]]:
+    """(integer code per row, −1 for missing; normalised text per code): string work once per distinct value."""
+    import pandas as pd
+
+    cat = series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
+    labels = [str(c).strip().upper() for c in cat.cat.categories]
+    return cat.cat.codes.to_numpy(), labels
+
+
 def _rights(frame, path: Path, column: str, offset: int) -> np.ndarray:
-    raw = frame[column].astype("string").str.strip().str.upper()
-    is_call = raw.isin(["C", "CALL", "CALLS"]).to_numpy(dtype=bool, na_value=False)
-    is_put = raw.isin(["P", "PUT", "PUTS"]).to_numpy(dtype=bool, na_value=False)
+    codes, labels = _codes(frame[column])
+    call_of = np.array([lab in ("C", "CALL", "CALLS") for lab in labels] + [False])
+    put_of = np.array([lab in ("P", "PUT", "PUTS") for lab in labels] + [False])
+    is_call, is_put = call_of[codes], put_of[codes]  # code −1 (missing) takes the last entry: False
     bad = ~(is_call | is_put)
     if bad.any():
         i = _first_bad(bad)
@@ -456,7 +556,8 @@ def load_chain_file(
     """
     path = Path(path)
     m = mapping or ColumnMapping()
-    frame, offset = _read_table(path)
+    wanted = [getattr(m, f.name) for f in fields(ColumnMapping) if f.name != "date_format"]
+    frame, offset = _read_table(path, wanted, (m.underlying, m.option_type))
     cols = set(frame.columns)
     for name in REQUIRED:
         src = getattr(m, name)
@@ -464,25 +565,24 @@ def load_chain_file(
             raise DataFileError(path, f"required column {src!r} (for {name}) is missing; columns are "
                                       f"{', '.join(map(str, frame.columns))}", column=src)
     if m.underlying in cols:
-        syms = frame[m.underlying].astype("string").str.strip().str.upper()
-        if syms.isna().any():
-            raise DataFileError(path, "underlying is missing", row=_first_bad(syms.isna().to_numpy()) + offset,
-                                column=m.underlying)
-        present = sorted(syms.unique())
+        codes, labels = _codes(frame[m.underlying])
+        if (codes < 0).any():
+            raise DataFileError(path, "underlying is missing", row=_first_bad(codes < 0) + offset, column=m.underlying)
+        used = np.unique(codes)
+        present = sorted({labels[c] for c in used})
         if underlying is None:
             if len(present) > 1:
                 raise DataFileError(path, f"holds several underlyings ({', '.join(present[:10])}); choose one",
                                     column=m.underlying)
             underlying = present[0] if present else "UNKNOWN"
         else:
-            keep = (syms == underlying.upper()).to_numpy(dtype=bool)
+            keep = np.array([lab == underlying.upper() for lab in labels] + [False])[codes]
             if not keep.any():
                 raise DataFileError(path, f"has no rows for {underlying!r} (has {', '.join(present[:10])})",
                                     column=m.underlying)
             if not keep.all():
-                frame = frame.loc[keep]
                 offset_index = np.nonzero(keep)[0]
-                frame = frame.reset_index(drop=True)
+                frame = frame.take(keep)
                 frame.attrs["source_rows"] = offset_index
     if underlying is None:
         raise DataFileError(path, f"no {m.underlying!r} column: pass the underlying symbol")
@@ -595,7 +695,7 @@ def load_underlying_bars(path: str | Path, *, date_column: str = "date", close_c
         if want.lower() not in cols:
             raise DataFileError(path, f"required column {want!r} is missing; columns are "
                                       f"{', '.join(map(str, frame.columns))}", column=want)
-    frame = frame.rename(columns={v: k for k, v in cols.items()})
+    frame = _Table({k: frame[v] for k, v in cols.items()})
     out = {"date": _dates(frame, path, date_column.lower(), offset, date_format)}
     for name in ("open", "high", "low", close_column.lower()):
         if name in frame.columns:
@@ -616,6 +716,8 @@ def write_history(history: ChainHistory, path: str | Path) -> Path:
     """Write a history in the flat layout (``.parquet`` or ``.csv`` by suffix)."""
     path = Path(path)
     frame = history.to_frame()
+    for name in ("underlying", "option_type"):
+        frame[name] = frame[name].astype("category")  # stored dictionary-encoded: fast to read back
     if path.suffix.lower() in (".parquet", ".pq"):
         frame.to_parquet(path, index=False)
     else:

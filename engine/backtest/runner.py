@@ -114,7 +114,7 @@ class BacktestResult:
         cents = Decimal("0.01")
         return {"total_pnl": total.quantize(cents), "trades_gross": (closed + open_).quantize(cents),
                 "fees": self.fees.quantize(cents),
-                "difference": (total - (closed + open_ - self.fees)).quantize(cents)}
+                "difference": (total - (closed + open_ - self.fees)).quantize(cents) + 0}  # + 0: no "-0.00"
 
 
 # ---- the context the strategy sees ---------------------------------------------------------------------

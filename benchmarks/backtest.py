@@ -1,0 +1,146 @@
+"""Backtest speed: 5 years of daily SPY chains (~3,000 options a day) for one strategy, data loading included.
+
+Data: the simulated market's history (seed 7) with SPY listed out to 84 strikes per expiry and right, so a
+day holds ~3,000 options; generated once and cached as Parquet (generation is reported, not counted).
+Timed, in this process on one core: Parquet → ChainHistory, the daily signal series (ATM IV, IV rank,
+regime), and the event-driven run (strategy, OrderFactory → RiskEngine → PaperExchange, settlement,
+daily marks and Greeks). The sweep part times the same 8 one-year runs on 1 and on 2 worker processes
+(each worker loads the data once).
+
+    python -m benchmarks.backtest
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+TARGET_S = 5.0
+YEARS = 5.0
+SEED = 7
+MAX_STRIKES = 84
+
+
+def _cache_dir() -> Path:
+    from engine.backtest.sources import _platform_cache
+
+    return Path(os.environ.get("OPTIONDESK_CACHE_DIR") or _platform_cache()) / "bench"
+
+
+def _data_path() -> tuple[Path, float | None]:
+    """The benchmark's Parquet file (generated on first use); returns (path, generation seconds or None)."""
+    from engine.backtest.data import write_history
+    from engine.backtest.sources import simulated_start
+    from engine.market.config import SimulatorConfig
+    from engine.market.simulated.history import generate_daily_history
+
+    path = _cache_dir() / f"SPY-{YEARS:g}y-seed{SEED}-k{MAX_STRIKES}.parquet"
+    if path.exists():
+        return path, None
+    cfg = SimulatorConfig()
+    universe = [u.model_copy(update={"max_strikes": MAX_STRIKES}) if u.symbol == "SPY" else u for u in cfg.universe]
+    cfg = cfg.model_copy(update={"universe": universe})
+    t0 = time.perf_counter()
+    h = generate_daily_history("SPY", years=YEARS, seed=SEED, start=simulated_start(YEARS), config=cfg)
+    gen = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_history(h, path)
+    return path, gen
+
+
+_HISTORY: dict[tuple[str, float], object] = {}
+
+
+def _one_run(path: str, width: float, short_delta: float, years: float) -> float:
+    """One sweep cell in a worker: the last ``years`` of the data (loaded once per worker process)."""
+    from engine.backtest.config import BacktestConfig
+    from engine.backtest.data import load_chains
+    from engine.backtest.runner import Backtest
+    from engine.backtest.sources import restrict
+
+    h = _HISTORY.get((path, years))
+    if h is None:
+        full = load_chains(path)
+        start = full.dates[-1] - int(years * 365)
+        h = _HISTORY[(path, years)] = restrict(full, start.astype(object), None)
+    t0 = time.perf_counter()
+    cfg = BacktestConfig(params={"width": width, "short_delta": short_delta})
+    Backtest(cfg, h).run()
+    return time.perf_counter() - t0
+
+
+def _sweep(path: Path, workers: int, combos: list[tuple[float, float]]) -> float:
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_one_run, [str(path)] * len(combos), [c[0] for c in combos], [c[1] for c in combos],
+                      [1.0] * len(combos)))
+    return time.perf_counter() - t0
+
+
+def run() -> dict:
+    path, gen_s = _data_path()
+    t0 = time.perf_counter()
+    import pandas  # noqa: F401  (library imports are reported apart from the run)
+    import pyarrow.parquet  # noqa: F401
+
+    import engine.backtest.execution
+    t_imports = time.perf_counter() - t0
+    import engine.pricing.bsm
+    import engine.strategies.iv_rank_put_spread  # noqa: F401
+    t_imports = time.perf_counter() - t0
+    from engine.backtest.config import BacktestConfig
+    from engine.backtest.data import load_chains
+    from engine.backtest.runner import Backtest
+    from engine.backtest.signals import compute_signals
+
+    def once() -> tuple[dict, object, object]:
+        t_start = time.perf_counter()
+        t = time.perf_counter()
+        history = load_chains(path)
+        t_load = time.perf_counter() - t
+        t = time.perf_counter()
+        cfg = BacktestConfig()
+        signals = compute_signals(history, lookback=cfg.iv_lookback, min_history=cfg.iv_min_history)
+        t_signals = time.perf_counter() - t
+        t = time.perf_counter()
+        result = Backtest(cfg, history, signals=signals).run()
+        t_run = time.perf_counter() - t
+        total = time.perf_counter() - t_start
+        return ({"load_parquet_s": round(t_load, 3), "signals_s": round(t_signals, 3), "run_s": round(t_run, 3),
+                 "total_s": round(total, 3), "per_day_ms": round(1000 * t_run / max(history.n_days, 1), 3)},
+                history, result)
+
+    first, history, result = once()
+    second, _, result2 = once()
+    assert [o["tag"] for o in result.orders] == [o["tag"] for o in result2.orders]  # deterministic
+    combos = [(w, d) for w in (5.0, 10.0) for d in (0.15, 0.2, 0.25, 0.3)]
+    one = _sweep(path, 1, combos)
+    two = _sweep(path, 2, combos)
+    rec = result.reconciliation()
+    return {
+        "data": {"source": "simulated SPY, seed 7, 84 strikes/expiry/right", "days": history.n_days,
+                 "rows": history.n_rows, "options_per_day": round(history.n_rows / max(history.n_days, 1)),
+                 "contracts": len(history.c_strike), "parquet_mb": round(path.stat().st_size / 1e6, 1),
+                 "generation_s": None if gen_s is None else round(gen_s, 1)},
+        "five_year_backtest": {
+            "imports_s": round(t_imports, 3), "first_run": first, "repeat_run": second,
+            "target_s": TARGET_S, "met_first": first["total_s"] <= TARGET_S,
+            "met_repeat": second["total_s"] <= TARGET_S,
+            "status": result.status, "orders": len(result.orders), "trades": result.metrics.trades,
+            "total_return": round(result.metrics.total_return, 4),
+            "pnl_reconciliation_difference": str(rec["difference"]),
+            "load_average": os.getloadavg()[0],
+        },
+        "sweep_8_one_year_runs": {
+            "workers_1_s": round(one, 2), "workers_2_s": round(two, 2), "speedup": round(one / two, 2),
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0],
+        },
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
