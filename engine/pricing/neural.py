@@ -119,6 +119,7 @@ class NeuralPricer:
     """A trained surrogate: MLP + domain + input scaling. Build with :func:`train` or :func:`load`."""
 
     def __init__(self, net: Any, domain: Domain, hidden: int, layers: int) -> None:
+        self._layers_np: list[tuple[np.ndarray, np.ndarray]] | None = None
         self.net = net
         self.domain = domain
         self.hidden = hidden
@@ -128,9 +129,29 @@ class NeuralPricer:
         b = self.domain.bounds()
         return 2.0 * (x - b[:, 0]) / (b[:, 1] - b[:, 0]) - 1.0
 
+    def _numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The MLP's weights as float64 numpy arrays (inference runs in numpy: no torch thread-pool overhead)."""
+        cached = self._layers_np
+        if cached is None:
+            cached = [(m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
+                      for m in self.net if hasattr(m, "weight")]
+            self._layers_np = cached
+        return cached
+
+    def forward(self, scaled: np.ndarray) -> np.ndarray:
+        """MLP forward pass on scaled features (n, 7) → (n,) vols, SiLU hidden activations."""
+        from scipy.special import expit
+
+        h = scaled
+        layers = self._numpy_layers()
+        for w, b in layers[:-1]:
+            h = h @ w + b
+            h = h * expit(h)
+        w, b = layers[-1]
+        return (h @ w + b)[:, 0]
+
     def implied_vol_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted vols for feature rows (n, 7); NaN + OUTSIDE_DOMAIN outside the training box."""
-        torch = _torch()
         x = np.asarray(x, dtype=float).reshape(-1, len(_FEATURES))
         finite = np.all(np.isfinite(x), axis=1)
         inside = finite & self.domain.contains(np.where(np.isfinite(x), x, 0.0))
@@ -138,9 +159,7 @@ class NeuralPricer:
         reason = np.where(finite, np.int8(Reason.OUTSIDE_DOMAIN), np.int8(Reason.NAN_INPUT)).astype(np.int8)
         reason[inside] = Reason.OK
         if inside.any():
-            with torch.no_grad():
-                t = torch.as_tensor(self._scale(x[inside]), dtype=torch.float32)
-                out[inside] = self.net(t).squeeze(-1).double().numpy()
+            out[inside] = self.forward(self._scale(x[inside]))
         return out, reason
 
     def price(
@@ -218,6 +237,7 @@ def train(
             opt.step()
             sched.step()
     net.eval()
+    pricer._layers_np = None  # weights changed: rebuild the numpy copy
     pred, _ = pricer.implied_vol_features(x_te)
     err_bp = np.abs(pred - y_te) * 1e4
     report = TrainReport(median_bp=float(np.median(err_bp)), p99_bp=float(np.percentile(err_bp, 99)),
