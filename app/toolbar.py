@@ -430,11 +430,7 @@ class ApprovalControl(QtWidgets.QWidget):
         super().__init__(parent)
         self.engine = engine
         self.setObjectName("approvalToggle")
-        oms = getattr(engine, "oms", None)
-        gate = getattr(oms, "approval", None) or getattr(oms, "approval_gate", None)
-        enabled = getattr(gate, "enabled", None)
-        if enabled is None:
-            enabled = getattr(oms, "approval_enabled", None)
+        enabled = self._engine_state()
         if enabled is None:
             enabled = bool(getattr(getattr(getattr(engine, "settings", None), "orders", None), "approval_in_paper", False))
         self.enabled = bool(enabled)
@@ -453,22 +449,36 @@ class ApprovalControl(QtWidgets.QWidget):
     def available(engine: Any) -> bool:
         return _has_handler(engine, SetApprovalMode)
 
+    def _engine_state(self) -> bool | None:
+        """Whether the approval gate holds orders in the current mode (None when it cannot say)."""
+        oms = getattr(self.engine, "oms", None)
+        gate = getattr(oms, "gate", None)
+        router = getattr(oms, "router", None)
+        if gate is None or not hasattr(gate, "required"):
+            return None
+        return bool(gate.required(getattr(router, "mode", "paper")))
+
+    def _show(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.box.blockSignals(True)
+        self.box.setChecked(enabled)
+        self.box.blockSignals(False)
+
     def _on_toggled(self, checked: bool) -> None:
         send_command(self.engine, SetApprovalMode(enabled=checked), on_error=self._on_error)
 
     def _on_error(self, message: str) -> None:
         self.last_error = message
-        self.box.blockSignals(True)
-        self.box.setChecked(self.enabled)
-        self.box.blockSignals(False)
+        self._show(self.enabled)
         self.box.setToolTip(f"⚠ {message}")
 
     def apply_events(self, batch: EventBatch) -> None:
         for ev in batch.events(ApprovalModeChanged):
-            self.enabled = bool(ev.enabled)
-            self.box.blockSignals(True)
-            self.box.setChecked(self.enabled)
-            self.box.blockSignals(False)
+            self._show(bool(ev.enabled))
+        if batch.events(ModeChanged):  # each mode has its own setting (forced on in live)
+            state = self._engine_state()
+            if state is not None:
+                self._show(state)
 
 
 # ---- connections ------------------------------------------------------------------------------------

@@ -66,6 +66,14 @@ def _child_lag(measure_s: float) -> dict:
         spin = getattr(chain, "window_spin", None)
         if spin is not None:
             spin.setValue(spin.maximum())
+        from engine.bus.commands import SelectUnderlying
+
+        symbol = getattr(chain, "symbol", None) or "SPY"
+        if ws.engine.bus.has_handler(SelectUnderlying):
+            out["quote_stream"] = "SelectUnderlying from the chain panel"
+        else:  # the engine does not route the chain's request yet: open the same stream directly
+            await ws.engine.feed.subscribe(symbol)
+            out["quote_stream"] = f"feed.subscribe({symbol!r}) (no SelectUnderlying handler in the engine)"
         await asyncio.sleep(WARMUP_S)
         quotes["n"] = 0
         win.bridge.max_flush_ms = 0.0
