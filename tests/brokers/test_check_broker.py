@@ -23,6 +23,7 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     full_env.update(env)
     full_env["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"  # a headless box without a keyring
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "engine.cli", "check-broker", *args,
+                                                "--timeout", "45",
                                                 cwd=ROOT, env=full_env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import numpy as np
 import pytest
 
 from engine.brokers.base import BrokerError
-from engine.brokers.circuit_breaker import CircuitBreakerStateChanged, CircuitOpenError
+from engine.brokers.circuit_breaker import BreakerState, CircuitBreakerStateChanged, CircuitOpenError
 from engine.brokers.config import CircuitBreakerConfig, IbkrConfig, ReconnectConfig
 from engine.brokers.ibkr import IbkrBroker, IbkrConnection, ib_order_terms, position_from_ib
 from engine.brokers.resilience import BrokerNotArmed
@@ -249,7 +248,7 @@ async def test_silent_after_connect_calls_time_out_and_open_the_breaker(broker, 
     with pytest.raises(CircuitOpenError):
         await broker.submit(order.evolve(account_id=tws.account))
     tws.silent = False
-    await asyncio.sleep(0.35)
+    await wait_until(lambda: broker.conn.breaker.state is BreakerState.HALF_OPEN, what="breaker half-open")
     assert await broker.conn.call("time", lambda: broker.conn.ib.reqCurrentTimeAsync())
 
 

@@ -320,7 +320,7 @@ async def test_silent_server_times_out_and_opens_the_breaker(broker, fake, bus, 
     with pytest.raises(CircuitOpenError):
         await broker.positions()
     fake.silent = False
-    await asyncio.sleep(0.35)  # the breaker's reset timeout (0.3 s): the next call is a half-open probe
+    await wait_until(lambda: broker.conn.breaker.state is BreakerState.HALF_OPEN, what="breaker half-open")
     assert len(await broker.positions()) == 1
     assert broker.conn.breaker.state is BreakerState.CLOSED
 
