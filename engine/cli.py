@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "engine.market.cli",
     "engine.backtest.cli",
     "engine.risk.cli",
+    "app.cli",
 ]
 
 
