@@ -98,33 +98,15 @@ def leg_risk(instruments: Sequence[Instrument], units: Sequence[float] | np.ndar
     theta = np.zeros(n)
     iv = np.full(n, np.nan)
     if is_opt.any():
-        from engine.pricing import bsm
-
         idx = np.nonzero(is_opt)[0]
         opts = [instruments[i] for i in idx]
-        assert all(isinstance(o, Option) for o in opts)
-        iv[idx] = market.ivs(opts, now)  # type: ignore[arg-type]
-        t = np.array([o.time_to_expiry(now) for o in opts])  # type: ignore[union-attr]
-        k = np.array([float(o.strike) for o in opts])  # type: ignore[union-attr]
-        calls = np.array([o.is_call for o in opts])  # type: ignore[union-attr]
-        q = np.array([market.dividend_yield(str(u)) for u in und[idx]])
-        g = bsm.greeks(calls, spot[idx], k, np.maximum(t, 1e-9), market.rate, q, iv[idx])
-        delta[idx], gamma[idx], vega[idx], theta[idx] = g.delta, g.gamma, g.vega, g.theta
-        # an expired option is worth intrinsic: delta 1/0, no gamma/vega/theta
-        expired = t <= 0
-        if expired.any():
-            itm = np.where(calls, spot[idx] > k, spot[idx] < k)
-            sign = np.where(calls, 1.0, -1.0)
-            dexp = np.where(itm, sign, 0.0)
-            for arr, val in ((delta, dexp), (gamma, 0.0), (vega, 0.0), (theta, 0.0)):
-                sub = arr[idx]
-                sub[expired] = val if np.isscalar(val) else np.asarray(val)[expired]
-                arr[idx] = sub
-        model_price = np.asarray(g.price, float)
+        vols, table = market.unit_greeks(opts, spot[idx], now)  # type: ignore[arg-type]
+        iv[idx] = vols
+        delta[idx], gamma[idx], vega[idx], theta[idx] = table[0], table[1], table[2], table[3]
         fill = ~np.isfinite(mark[idx])
         if fill.any():
             sub = mark[idx]
-            sub[fill] = model_price[fill]
+            sub[fill] = table[4][fill]
             mark[idx] = sub
     bench = market.spot(benchmark)
     beta = np.array([beta_of(str(u)) for u in und], dtype=float) if n else np.zeros(0)

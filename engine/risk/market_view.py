@@ -33,7 +33,7 @@ def key_of(inst: Instrument) -> str:
 
 
 class _ChainState:
-    __slots__ = ("ask", "bid", "chain", "iv", "iv_at", "rows")
+    __slots__ = ("ask", "bid", "chain", "greeks", "iv", "iv_at", "rows")
 
     def __init__(self, chain: OptionChain) -> None:
         self.chain = chain
@@ -41,6 +41,7 @@ class _ChainState:
         self.ask = np.array(chain.ask, dtype=float, copy=True)
         self.rows: dict[str, int] | None = None
         self.iv: np.ndarray | None = None  # whole-chain implied vols from prime_ivs()
+        self.greeks: np.ndarray | None = None  # (5, n): delta, gamma, vega, theta, model price per unit
         self.iv_at = -math.inf
 
 
@@ -235,25 +236,84 @@ class MarketView:
         return out
 
     def prime_ivs(self, now: datetime) -> int:
-        """Imply every chain's vols in one vectorized pass (run off the order path, e.g. once per clock tick).
+        """Imply every chain's vols and per-unit Greeks in one vectorized pass.
 
-        Returns the number of options priced. Later lookups reuse these for ``iv_max_age_s``.
+        Run off the order path (the risk service does it once per clock tick, in a worker thread); the pre-trade
+        check then reads Greeks of chain options from these arrays for ``iv_max_age_s``. Returns the number of
+        options priced.
         """
         from engine.pricing import bsm
 
         n = 0
-        nowm = self._monotonic()
-        for st in self._chains.values():
+        for st in list(self._chains.values()):
+            nowm = self._monotonic()
             chain = st.chain
             spot = self.spot(chain.underlying)
+            q = self.dividend_yield(chain.underlying)
+            t = chain.time_to_expiry(now)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mid = np.where((st.ask >= st.bid) & (st.bid >= 0), 0.5 * (st.bid + st.ask), np.nan)
-                res = bsm.implied_vol(mid, chain.is_call, spot, chain.strike, chain.time_to_expiry(now), self.rate,
-                                      self.dividend_yield(chain.underlying))
-            st.iv = np.asarray(getattr(res, "vol", res), dtype=float)
-            st.iv_at = nowm
+                res = bsm.implied_vol(mid, chain.is_call, spot, chain.strike, t, self.rate, q)
+                iv = np.asarray(getattr(res, "vol", res), dtype=float)
+                g = bsm.greeks(chain.is_call, spot, chain.strike, np.maximum(t, 1e-9), self.rate, q, iv)
+            table = np.vstack([g.delta, g.gamma, g.vega, g.theta, g.price]).astype(float)
+            expired_greeks(table, chain.is_call, np.full(len(t), spot), chain.strike, t)
+            st.iv, st.greeks, st.iv_at = iv, table, nowm  # reference swaps: readers see old or new, never half
             n += len(mid)
         return n
 
+    def unit_greeks(self, options: list[Option], spots: np.ndarray, now: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """(iv, table) for options: ``table`` is (5, n) delta, gamma, vega, theta, model price per unit.
+
+        Primed chain values are used while fresh; the rest are computed now (implied vol + BSM Greeks).
+        """
+        n = len(options)
+        iv = np.full(n, np.nan)
+        table = np.full((5, n), np.nan)
+        fresh = self._monotonic() - self.iv_max_age_s
+        todo: list[int] = []
+        for i, opt in enumerate(options):
+            key = key_of(opt)
+            if key in self._iv_override:
+                todo.append(i)
+                continue
+            hit = self._chain_row(opt.underlying, key)
+            if hit is not None:
+                st, row = hit
+                if st.greeks is not None and st.iv_at >= fresh and st.iv is not None and math.isfinite(st.iv[row]):
+                    iv[i] = st.iv[row]
+                    table[:, i] = st.greeks[:, row]
+                    continue
+            todo.append(i)
+        if todo:
+            from engine.pricing import bsm
+
+            idx = np.array(todo)
+            opts = [options[i] for i in todo]
+            iv[idx] = self.ivs(opts, now)
+            t = np.array([o.time_to_expiry(now) for o in opts])
+            k = np.array([float(o.strike) for o in opts])
+            calls = np.array([o.is_call for o in opts])
+            q = np.array([self.dividend_yield(o.underlying) for o in opts])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                g = bsm.greeks(calls, spots[idx], k, np.maximum(t, 1e-9), self.rate, q, iv[idx])
+            sub = np.vstack([g.delta, g.gamma, g.vega, g.theta, g.price]).astype(float)
+            expired_greeks(sub, calls, spots[idx], k, t)
+            table[:, idx] = sub
+        return iv, table
+
     def underlyings(self) -> list[str]:
         return sorted(set(self._spots) | set(self._chains))
+
+
+def expired_greeks(table: np.ndarray, calls: np.ndarray, spot: np.ndarray, strike: np.ndarray,
+                   t: np.ndarray) -> None:
+    """In place: an expired option (T ≤ 0) is worth intrinsic with delta ±1 / 0 and no gamma, vega, theta."""
+    expired = t <= 0
+    if not expired.any():
+        return
+    sign = np.where(calls, 1.0, -1.0)
+    itm = np.where(calls, spot > strike, spot < strike)
+    table[0, expired] = np.where(itm, sign, 0.0)[expired]
+    table[1:4, expired] = 0.0
+    table[4, expired] = np.maximum(sign * (spot - strike), 0.0)[expired]

@@ -109,8 +109,9 @@ def classify_series(vix: np.ndarray, closes: np.ndarray, t: RegimeThresholds | N
 class GaussianMixtureRegime:
     """3-state Gaussian mixture on (daily log return, 20-day realized vol). Deterministic under ``seed``."""
 
-    def __init__(self, n_components: int = 3, seed: int = 7, window: int = 20) -> None:
+    def __init__(self, n_components: int = 3, seed: int = 7, window: int = 20, n_init: int = 3) -> None:
         self.n_components = n_components
+        self.n_init = n_init
         self.seed = seed
         self.window = window
         self.model: Any = None
@@ -130,7 +131,7 @@ class GaussianMixtureRegime:
         if len(x) < 10 * self.n_components:
             raise ValueError(f"need at least {10 * self.n_components} usable days to fit, got {len(x)}")
         self.model = GaussianMixture(self.n_components, covariance_type="full", random_state=self.seed,
-                                     n_init=3).fit(x)
+                                     n_init=self.n_init).fit(x)
         order = np.argsort(self.model.means_[:, 1])  # by mean realized vol
         names = GMM_REGIMES if self.n_components == 3 else tuple(f"state{i}" for i in range(self.n_components))
         self.labels = {int(k): names[i] for i, k in enumerate(order)}

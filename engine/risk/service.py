@@ -60,6 +60,7 @@ class RiskService:
         #: current market regime (rules or Gaussian mixture label) feeding the sizing multipliers
         self.regime: str | None = None
         self.snapshot_interval_s = 5.0
+        self._prime_task: asyncio.Task[None] | None = None
         self._last_snapshot = -1e18
         #: annualised vol by underlying for VaR (settings default until history is available)
         self.vols: dict[str, float] = {}
@@ -76,9 +77,14 @@ class RiskService:
         ]
 
     def _on_tick(self, _ev: ClockTicked) -> None:
-        """Once per clock tick: imply chain vols in one pass, refresh the cached position Greeks, and every
-        ``snapshot_interval_s`` write Greeks + delta-gamma VaR to the store (``optiondesk risk`` reads it)."""
-        self.risk.market.prime_ivs(self.risk.now())
+        """Once per clock tick: imply chain vols and Greeks in a worker thread (never on the loop), then refresh
+        the cached position Greeks, and every ``snapshot_interval_s`` write Greeks + delta-gamma VaR to the
+        store (``optiondesk risk`` reads it)."""
+        if self._prime_task is None or self._prime_task.done():
+            self._prime_task = asyncio.get_running_loop().create_task(self._prime(), name="risk:prime")
+
+    async def _prime(self) -> None:
+        await asyncio.to_thread(self.risk.market.prime_ivs, self.risk.now())
         self.risk.refresh()
         nowm = time.monotonic()
         if nowm - self._last_snapshot >= self.snapshot_interval_s:
@@ -110,6 +116,9 @@ class RiskService:
         for s in self._subs:
             s.cancel()
         self._subs.clear()
+        if self._prime_task is not None:
+            self._prime_task.cancel()
+            await asyncio.gather(self._prime_task, return_exceptions=True)
         for cmd in self._registered:
             self.bus.unregister(cmd)
         self._registered.clear()
