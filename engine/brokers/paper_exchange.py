@@ -119,6 +119,9 @@ class PaperExchange:
         self._seq = 0
         self._calendar = calendar
         self._client_ids: set[str] = set()
+        self._req_cache: dict[str, tuple[int, int, float]] = {}
+        self._pos_version: dict[str, int] = {}
+        self._mkt_version: dict[str, int] = {}
 
     # ---- ids and time -------------------------------------------------------------------------
     def _next_id(self, prefix: str) -> str:
@@ -160,6 +163,7 @@ class PaperExchange:
                 w.refs = [self._ref_of(inst) or ref for inst, ref in zip(w.instruments, w.refs, strict=True)]
         if math.isfinite(chain.spot) and chain.spot > 0:
             self._set_underlying(und, chain.spot)
+        self._mkt_version[und] = self._mkt_version.get(und, 0) + 1
         return self._match(und)
 
     def on_quotes(self, underlying: str, rows: np.ndarray, bid: np.ndarray, ask: np.ndarray,
@@ -180,6 +184,7 @@ class PaperExchange:
             book.bid_size[rows] = bid_size
         if ask_size is not None:
             book.ask_size[rows] = ask_size
+        self._mkt_version[underlying] = self._mkt_version.get(underlying, 0) + 1
         return self._match(underlying)
 
     def on_quote(self, symbol: str, bid: float, ask: float, now: datetime | None = None,
@@ -205,6 +210,7 @@ class PaperExchange:
 
     def _set_underlying(self, symbol: str, price: float, bid: float = math.nan, ask: float = math.nan) -> None:
         self._und_price[symbol] = price
+        self._mkt_version[symbol] = self._mkt_version.get(symbol, 0) + 1
         self._und_quote[symbol] = (bid if math.isfinite(bid) else price, ask if math.isfinite(ask) else price)
         if self._now is not None:
             d = self._now.astimezone(NEW_YORK).date()
@@ -447,7 +453,18 @@ class PaperExchange:
         return out
 
     def requirement(self) -> float:
-        return sum(self._requirement_for(u, self.positions) for u in self._underlyings_held())
+        """Total option margin requirement (dollars); cached per underlying until its positions or quotes change."""
+        total = 0.0
+        for u in self._underlyings_held():
+            key = (self._pos_version.get(u, 0), self._mkt_version.get(u, 0))
+            hit = self._req_cache.get(u)
+            if hit is not None and hit[:2] == key:
+                total += hit[2]
+                continue
+            value = self._requirement_for(u, self.positions)
+            self._req_cache[u] = (*key, value)
+            total += value
+        return total
 
     def _stock_values(self, positions: dict[str, Position]) -> tuple[float, float]:
         long_v = short_v = 0.0
@@ -485,7 +502,7 @@ class PaperExchange:
             projected[inst.key] = Position(instrument=inst, quantity=newq, avg_price=Decimal(str(round(price, 4))))
             unds.add(inst.underlying if isinstance(inst, Option) else inst.symbol)
         req_now = self.requirement()
-        changed_before = sum(self._requirement_for(u, self.positions) for u in unds)
+        changed_before = sum(self._req_cache[u][2] if u in self._req_cache else 0.0 for u in unds)
         changed_after = sum(self._requirement_for(u, projected) for u in unds)
         req_after = req_now - changed_before + changed_after
         long1, short1 = self._stock_values(projected)
@@ -680,6 +697,8 @@ class PaperExchange:
         """Book a fill: cash, position quantity/average price, realized P&L."""
         inst = fill.instrument
         mult = inst.multiplier
+        und = inst.underlying if isinstance(inst, Option) else inst.symbol
+        self._pos_version[und] = self._pos_version.get(und, 0) + 1
         self.cash += fill.cash_flow
         self.fill_log.append(fill)
         pos = self.positions.get(inst.key)

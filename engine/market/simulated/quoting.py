@@ -86,6 +86,7 @@ class QuoteEngine:
         self._ref_ts: np.datetime64 | None = None
         self._theo0 = np.full(n, np.nan)
         self._tick_lo, self._tick_hi, self._tick_threshold = tick_params(listing.scheme)
+        self._tick_lo_c, self._tick_hi_c = np.rint(self._tick_lo * 100.0), np.rint(self._tick_hi * 100.0)
         self._oi_set = False
 
     # ---- surface ------------------------------------------------------------------------------
@@ -203,16 +204,15 @@ class QuoteEngine:
         self._round()
 
     def _round(self) -> None:
+        """Bid/ask around the theo on the tick grid, computed in cents (exact two-decimal floats)."""
         theo = self.theo
-        tick = np.where(theo < self._tick_threshold, self._tick_lo, self._tick_hi)
-        half = np.maximum(self.half_spread, 0.5 * tick)
-        centre = theo + self._jitter * half
-        bid = np.floor((centre - half) / tick + 1e-9) * tick
-        ask = np.ceil((centre + half) / tick - 1e-9) * tick
-        bid = np.minimum(bid, np.floor(theo / tick + 1e-9) * tick)
-        ask = np.maximum(ask, np.ceil(theo / tick - 1e-9) * tick)
-        ask = np.maximum(ask, bid + tick)
-        bid = np.maximum(bid, 0.0)
-        ask = np.maximum(ask, tick)
-        self.bid = np.round(bid, 2)
-        self.ask = np.round(ask, 2)
+        tick_c = np.where(theo < self._tick_threshold, self._tick_lo_c, self._tick_hi_c)
+        theo_c = theo * 100.0
+        half_c = np.maximum(self.half_spread * 100.0, 0.5 * tick_c)
+        centre_c = theo_c + self._jitter * half_c
+        bid_k = np.minimum(np.floor((centre_c - half_c) / tick_c + 1e-9), np.floor(theo_c / tick_c + 1e-9))
+        ask_k = np.maximum(np.ceil((centre_c + half_c) / tick_c - 1e-9), np.ceil(theo_c / tick_c - 1e-9))
+        ask_k = np.maximum(np.maximum(ask_k, bid_k + 1.0), 1.0)
+        bid_k = np.maximum(bid_k, 0.0)
+        self.bid = bid_k * tick_c / 100.0
+        self.ask = ask_k * tick_c / 100.0
