@@ -5,11 +5,11 @@ A task on the engine's loop advances :class:`SimulatedMarket` ``tick_hz`` times 
 by ``elapsed × speed`` market seconds (×1 … ×10,000), or as fast as possible in fixed market-time
 increments (deterministic), and publishes, cache first:
 
-- ``ClockTicked`` every tick (market time, open/closed);
 - ``UnderlyingUpdated`` for every underlying every tick;
 - ``ChainUpdated`` (conflated) per underlying at ``chain_hz``, and whenever the contract layout changes;
 - ``QuotesUpdated`` for subscribed underlyings: the rows whose bid/ask changed since last published,
-  nearest the money first, within the ``quotes_per_second`` budget (rows left over stay pending).
+  nearest the money first, within the ``quotes_per_second`` budget (rows left over stay pending);
+- ``ClockTicked`` last in every tick (market time, open/closed), so closes and expiries see final prices.
 
 Rows in ``QuotesUpdated`` index the chain of the latest ``ChainUpdated`` for that underlying.
 """
@@ -227,7 +227,6 @@ class SimulatedFeed(Feed):
         if m.regime != self._regime:
             bus.publish(MarketRegimeChanged(regime=m.regime, previous=self._regime, market_time=m.now))
             self._regime = m.regime
-        bus.publish(ClockTicked(now=m.now, market_open=m.is_open))
         wall = time.monotonic()
         chain_period = 1.0 / self.config.streaming.chain_hz
         budget = self.config.streaming.quotes_per_second / self.config.streaming.tick_hz
@@ -253,6 +252,8 @@ class SimulatedFeed(Feed):
                 bus.publish(ChainUpdated(chain=chain))
             elif sym in self._windows and budget > 0:
                 budget -= self._publish_quotes(sym, int(budget))
+        # the clock last: when a subscriber sees the time (a close, an expiry) the prices are already there
+        bus.publish(ClockTicked(now=m.now, market_open=m.is_open))
 
     def _live_count(self, sym: str) -> int:
         m = self.market
