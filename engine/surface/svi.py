@@ -185,16 +185,28 @@ class SVIBatchFit:
     wrmse: np.ndarray  # (S,) weighted RMS residual in total variance
 
 
-def _admissible(p: np.ndarray, m_lo: np.ndarray, m_hi: np.ndarray, s_min: np.ndarray) -> np.ndarray:
-    """Rows of (S, 5) parameters inside the fit's domain (b ≥ 0, |ρ| < 1, σ ≥ s_min, m in range, Lee,
-    w_min ≥ 0)."""
+def _sigma_floor(m: np.ndarray, kmin: np.ndarray, kmax: np.ndarray, s_min: np.ndarray) -> np.ndarray:
+    """Smallest admissible σ at vertex ``m``: s_min, and at least the distance from m to the quotes.
+
+    A vertex outside the quoted range must have its curvature reach into the quotes; otherwise the
+    quotes see a straight line and the kink (and the wing beyond it) is pure, unidentified
+    extrapolation that breeds butterfly and calendar arbitrage.
+    """
+    dist = np.maximum(np.maximum(kmin - m, m - kmax), 0.0)
+    return np.maximum(s_min, dist)
+
+
+def _admissible(p: np.ndarray, m_lo: np.ndarray, m_hi: np.ndarray, s_min: np.ndarray, kmin: np.ndarray,
+                kmax: np.ndarray) -> np.ndarray:
+    """Rows of (S, 5) parameters inside the fit's domain (b ≥ 0, |ρ| < 1, σ above its floor, m in range,
+    Lee, w_min ≥ 0)."""
     a, b, rho, m, sig = p.T
     with np.errstate(invalid="ignore"):
         return (
             np.isfinite(p).all(axis=1)
             & (m >= m_lo)
             & (m <= m_hi)
-            & (sig >= s_min * (1 - 1e-12))
+            & (sig >= _sigma_floor(m, kmin, kmax, s_min) * (1 - 1e-12))
             & (b >= 0)
             & (np.abs(rho) < 1.0)
             & (sig > 1e-8)
@@ -203,7 +215,7 @@ def _admissible(p: np.ndarray, m_lo: np.ndarray, m_hi: np.ndarray, s_min: np.nda
         )
 
 
-def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min):
+def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min, kmin, kmax):
     """Levenberg-Marquardt steps on all five parameters, batched over slices.
 
     A step is kept only when it lowers the weighted SSR and stays admissible, so a constrained
@@ -237,7 +249,7 @@ def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min):
             break
         cand = p + step
         fc = ssr(cand)
-        good = _admissible(cand, m_lo, m_hi, s_min) & np.isfinite(fc) & (fc < f)
+        good = _admissible(cand, m_lo, m_hi, s_min, kmin, kmax) & np.isfinite(fc) & (fc < f)
         p = np.where(good[:, None], cand, p)
         f = np.where(good, fc, f)
         lam = np.where(good, lam * 0.3, lam * 10.0)
@@ -251,10 +263,9 @@ def fit_svi_batch(
     *,
     coarse_m: int = 17,
     coarse_s: int = 13,
-    zoom_levels: int = 9,
-    zoom_points: int = 5,
+    zoom_levels: int = 12,
     starts: int = 3,
-    polish_iterations: int = 8,
+    polish_iterations: int = 12,
 ) -> SVIBatchFit:
     """Fit raw SVI to several slices at once.
 
@@ -295,28 +306,55 @@ def fit_svi_batch(
     M = np.repeat(m_grid, coarse_s, axis=1)
     Sg = np.tile(s_grid, (1, coarse_m))
     f, *_ = _inner_solve(k, w, om, M, Sg)
+    f = np.where(Sg >= _sigma_floor(M, kmin[:, None], kmax[:, None], s_min[:, None]), f, np.inf)
 
-    step_m = ((m_hi - m_lo) / (coarse_m - 1))[:, None]
-    step_ls = np.full((S, 1), ls[1] - ls[0])
     order = np.argsort(f, axis=1)[:, :starts]
     cm = np.take_along_axis(M, order, 1)  # (S, starts)
     cls_ = np.log(np.take_along_axis(Sg, order, 1))
-    off = np.linspace(-1.0, 1.0, zoom_points)
+    # Per start, a 3 × 3 stencil of ±1 step around the current point in (m, ln σ) plus the Newton point
+    # of the quadratic through the stencil (trust region of 4 steps). Move to the best; shrink the
+    # step only when the centre stays best, so a start can travel along the curved, nearly flat
+    # (m, σ) valley instead of freezing on it.
+    step_m = np.repeat(((m_hi - m_lo) / (coarse_m - 1))[:, None], starts, axis=1)
+    step_ls = np.full((S, starts), ls[1] - ls[0])
+    off = np.array([-1.0, 0.0, 1.0])
     om_, os_ = np.meshgrid(off, off, indexing="ij")
-    om_ = om_.ravel()[None, None, :]
+    om_ = om_.ravel()[None, None, :]  # index 3·i + j ↔ (m offset i−1, σ offset j−1); centre = 4
     os_ = os_.ravel()[None, None, :]
+    log_s_lo = np.log(s_min)[:, None]
     for _ in range(zoom_levels):
-        Mz = (cm[:, :, None] + step_m[:, :, None] * om_).reshape(S, -1)
-        Mz = np.clip(Mz, m_lo[:, None], m_hi[:, None])
-        Lz = (cls_[:, :, None] + step_ls[:, :, None] * os_).reshape(S, -1)
-        Lz = np.clip(Lz, np.log(s_min)[:, None], np.log(10.0))
-        fz, *_ = _inner_solve(k, w, om, Mz, np.exp(Lz))
-        fz = fz.reshape(S, starts, -1)
+        Mz = np.clip(cm[:, :, None] + step_m[:, :, None] * om_, m_lo[:, None, None], m_hi[:, None, None])
+        Lz = np.clip(cls_[:, :, None] + step_ls[:, :, None] * os_, log_s_lo[:, :, None], np.log(10.0))
+        Lz = np.maximum(Lz, np.log(_sigma_floor(Mz, kmin[:, None, None], kmax[:, None, None], s_min[:, None, None])))
+        fz, *_ = _inner_solve(k, w, om, Mz.reshape(S, -1), np.exp(Lz.reshape(S, -1)))
+        fz = fz.reshape(S, starts, 9)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            gm_ = 0.5 * (fz[..., 7] - fz[..., 1])
+            gs_ = 0.5 * (fz[..., 5] - fz[..., 3])
+            hmm = fz[..., 7] - 2 * fz[..., 4] + fz[..., 1]
+            hss = fz[..., 5] - 2 * fz[..., 4] + fz[..., 3]
+            hms = 0.25 * (fz[..., 8] - fz[..., 6] - fz[..., 2] + fz[..., 0])
+            det = hmm * hss - hms * hms
+            um = -(hss * gm_ - hms * gs_) / det
+            us = -(hmm * gs_ - hms * gm_) / det
+            pd = (hmm > 0) & (det > 0) & np.isfinite(um) & np.isfinite(us)
+            scale = np.minimum(1.0, 4.0 / np.maximum(np.hypot(um, us), 1e-300))
+        um = np.where(pd, um * scale, 0.0)
+        us = np.where(pd, us * scale, 0.0)
+        Mn = np.clip(cm + step_m * um, m_lo[:, None], m_hi[:, None])
+        Ln = np.clip(cls_ + step_ls * us, log_s_lo, np.log(10.0))
+        Ln = np.maximum(Ln, np.log(_sigma_floor(Mn, kmin[:, None], kmax[:, None], s_min[:, None])))
+        fn, *_ = _inner_solve(k, w, om, Mn, np.exp(Ln))
         j = np.argmin(fz, axis=2)
-        cm = np.take_along_axis(Mz.reshape(S, starts, -1), j[:, :, None], 2)[:, :, 0]
-        cls_ = np.take_along_axis(Lz.reshape(S, starts, -1), j[:, :, None], 2)[:, :, 0]
-        step_m = step_m * (2.0 / (zoom_points - 1))
-        step_ls = step_ls * (2.0 / (zoom_points - 1))
+        fbest = np.take_along_axis(fz, j[:, :, None], 2)[:, :, 0]
+        newton = fn < fbest
+        cm_s = np.take_along_axis(Mz, j[:, :, None], 2)[:, :, 0]
+        cl_s = np.take_along_axis(Lz, j[:, :, None], 2)[:, :, 0]
+        cm = np.where(newton, Mn, cm_s)
+        cls_ = np.where(newton, Ln, cl_s)
+        factor = np.where(newton | (j != 4), 1.0, 0.5)
+        step_m = step_m * factor
+        step_ls = step_ls * factor
 
     fb, a, d, c = _inner_solve(k, w, om, cm, np.exp(cls_))
     j = np.argmin(fb, axis=1)[:, None]
@@ -327,7 +365,7 @@ def fit_svi_batch(
         rho = np.where(c > 0, d / c, 0.0)
     rho = np.clip(rho, -0.999999, 0.999999)
     params = np.column_stack([a, b, rho, mm, ss])
-    params, fb = _polish(k, w, om, params, fb, polish_iterations, m_lo, m_hi, s_min)
+    params, fb = _polish(k, w, om, params, fb, polish_iterations, m_lo, m_hi, s_min, kmin, kmax)
     params[empty] = np.nan
     wrmse = np.sqrt(np.maximum(fb, 0.0))
     wrmse[empty] = np.nan
