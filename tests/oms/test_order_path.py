@@ -207,3 +207,45 @@ async def test_sizing_when_regime_turns_high_vol_then_smaller_size_and_alert(des
     assert any(a.source == "regime" for a in desk.of(Alert))
     kelly = desk.service.size(500.0, p_win=0.7, win_per_contract=300.0)
     assert kelly.kelly_f is not None and "Kelly" in kelly.explain()
+
+
+async def test_build_order_path_when_started_then_commands_registered_and_orders_flow(tmp_path):
+    from oms_harness import spy_chain
+    from risk_kit import NOW
+
+    from engine.brokers.paper import PaperBroker
+    from engine.brokers.paper_config import PaperConfig
+    from engine.bus import Bus
+    from engine.bus.commands import SetRiskLevel
+    from engine.bus.events import ChainUpdated
+    from engine.clock import ManualClock
+    from engine.oms.assembly import build_order_path
+    from engine.store import Store
+
+    store = Store.open(tmp_path / "db.sqlite")
+    bus = Bus()
+    paper = PaperBroker(bus, store, PaperConfig(fees="zero"), clock=ManualClock(NOW))
+    path = build_order_path(bus, store, brokers={"paper": paper}, now=lambda: NOW)
+    await paper.connect()
+    bus.publish(ChainUpdated(chain=spy_chain()))
+    await path.start()
+    try:
+        for cmd in (SubmitOrder, ApproveOrder, CancelOrder, CancelAllOrders, SetApprovalMode, SetRiskLevel):
+            assert bus.has_handler(cmd)
+        await bus.send(SetRiskLevel(level=30))
+        assert path.risk.profile.level == 30
+        from risk_kit import opt
+
+        from engine.model import Leg, OrderIntent, Side
+
+        short, long_ = opt(590, "P"), opt(580, "P")
+        credit = path.market.bid_ask(short)[0] - path.market.bid_ask(long_)[1]
+        intent = OrderIntent(legs=(Leg(short, Side.SELL), Leg(long_, Side.BUY)), quantity=1,
+                             limit_price=Decimal(f"{-credit:.2f}"))
+        order = await bus.send(SubmitOrder(intent=intent))
+        assert order.status in (OrderStatus.FILLED, OrderStatus.WORKING)
+    finally:
+        await path.stop()
+        await paper.disconnect()
+        await bus.close()
+        store.close()
