@@ -130,3 +130,31 @@ async def test_paper_fills_against_the_simulated_feed_events(tmp_path):
     assert marked == pytest.approx(100 * (latest.bid[r] + latest.ask[r]) / 2, abs=0.01)
     assert snap.ts == feed.market.now
     await bus.close()
+
+
+async def test_zero_dte_position_settles_at_the_simulated_close(tmp_path):
+    from engine.brokers.paper import PositionsSettled
+    from engine.model import Equity
+
+    bus = Bus()
+    rec = Recorder(bus)
+    feed = SimulatedFeed.quickstart(bus, symbols=("SPY",), start=NOW.date())
+    broker = PaperBroker(bus, Store.open(tmp_path / "z.sqlite"), PaperConfig(fees="zero"), clock=feed.clock)
+    await broker.connect()
+    feed.step_to(feed.market.now + timedelta(seconds=1))
+    chain = feed.last_chain("SPY")
+    today = chain.for_expiry(feed.market.session)
+    row = int(((~today.is_call) * 1e9 + abs(today.strike - (today.spot - 8))).argmin())  # ITM-ish call 8 below
+    contract = today.option(row)
+    await broker.submit(order([(contract, "buy", 1)], price=f"{today.ask[row]:.2f}"))
+    assert rec.of(OrderFilled)
+    feed.step_to(feed.market.session_close + timedelta(seconds=1))
+    settled = rec.of(PositionsSettled)
+    assert settled and {f.kind for f in settled[0].fills} <= {"exercise", "expiration"}
+    close = feed.market.marks[feed.market.session].close["SPY"]
+    positions = {p.symbol: p for p in await broker.positions()}
+    assert contract.key not in positions
+    assert close - float(contract.strike) >= 0.01  # seed 7: SPY does not fall 8 points by the close
+    assert positions["SPY"].quantity == 100 and isinstance(positions["SPY"].instrument, Equity)
+    assert [f.kind for f in settled[0].fills] == ["exercise", "exercise"]
+    await bus.close()
