@@ -97,9 +97,9 @@ class VolSurface:
             lo = np.where(after, n - 2, lo)
             w_lo = svi_total_variance(kk, P[lo, 0], P[lo, 1], P[lo, 2], P[lo, 3], P[lo, 4])
             t_lo, t_hi = self.T[lo], self.T[hi]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                frac = (TT - t_lo) / (t_hi - t_lo)
-            out = w_lo + frac * (w_hi - w_lo)
+            same = t_hi == t_lo  # before the first slice lo == hi; that branch is replaced below
+            frac = (TT - t_lo) / np.where(same, 1.0, t_hi - t_lo)
+            out = w_lo + np.where(same, 0.0, frac) * (w_hi - w_lo)
             out = np.where(before, w_hi * TT / self.T[0], out)
         out = np.where(TT > 0, out, np.nan)
         return out.reshape(shape)
