@@ -68,6 +68,7 @@ class Engine:
         self.market: Any = None
         self.portfolio: Any = None
         self.risk_service: Any = None
+        self.order_path: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._thread_pool: ThreadPoolExecutor | None = None
@@ -116,13 +117,7 @@ class Engine:
     async def _compose(self) -> None:
         """Build the components in dependency order; each registers its stop in reverse order."""
         from engine.brokers.paper import PaperBroker
-        from engine.oms.manager import OrderManager
-        from engine.oms.router import ModeRouter
-        from engine.risk.engine import RiskEngine
-        from engine.risk.kill_switch import KillSwitch
-        from engine.risk.market_view import MarketView
-        from engine.risk.service import RiskService
-        from engine.risk.state import PortfolioState
+        from engine.oms.assembly import build_order_path
 
         assert self.bus is not None and self.store is not None
         bus, store, s = self.bus, self.store, self.settings
@@ -137,35 +132,29 @@ class Engine:
             # the XNYS calendar takes ~1.5 s to build: keep the loop (and the GUI) responsive meanwhile
             self.feed = await asyncio.to_thread(SimulatedFeed, bus, sim_cfg)
             self.clock = self.feed.clock
+            # one source of truth: analytics use the simulated world's own rate and dividend yields
             rate = sim_cfg.risk_free_rate
             dividend_yields = {u.symbol: u.dividend_yield for u in sim_cfg.universe}
         else:
             rate = s.risk.risk_free_rate
             dividend_yields = dict(s.risk.dividend_yields)
+        risk_cfg = s.risk.model_copy(update={"risk_free_rate": rate, "dividend_yields": dividend_yields})
 
         self.paper_broker = PaperBroker(bus, store, s.paper, clock=self.clock)
         self.brokers = {"paper": self.paper_broker}
-        self.market = MarketView(bus, rate=rate, dividend_yields=dividend_yields)
-        self.portfolio = PortfolioState(bus)
-        self.kill_switch = KillSwitch(store, bus, s.risk)
-        self.risk = RiskEngine(s.risk, market=self.market, portfolio=self.portfolio,
-                               trading_state=lambda: self.kill_switch.state, now=self.clock.now)
-        self.router = ModeRouter(dict(self.brokers))
-        self.oms = OrderManager(bus, store, self.router, self.risk, self.kill_switch, config=s.oms, now=self.clock.now)
-        self.risk_service = RiskService(bus, self.risk, self.kill_switch)
-        self.oms.register()  # first: its inline broker-report handlers run before other subscribers
-        self.risk_service.register()
+        path = build_order_path(bus, store, brokers=dict(self.brokers), feed=self.feed, now=self.clock.now,
+                                risk_config=risk_cfg, oms_config=s.oms)
+        self.order_path = path
+        self.market, self.portfolio, self.kill_switch = path.market, path.portfolio, path.kill_switch
+        self.risk, self.router, self.oms, self.risk_service = path.risk, path.router, path.oms, path.service
 
         await self.paper_broker.connect()
         self.on_stop(self.paper_broker.disconnect)
         if self.feed is not None:
             await self.feed.start()
             self.on_stop(self.feed.stop)
-        await self.oms.load_portfolio()
-        await self.oms.start()
-        self.on_stop(self.oms.stop)
-        await self.risk_service.start()
-        self.on_stop(self.risk_service.stop)
+        await path.start()  # before any view subscribes: the OMS sees broker reports first
+        self.on_stop(path.stop)
 
         from engine.surface.service import SurfaceService
 
