@@ -252,6 +252,18 @@ class ApprovalPanel(Panel):
 
         send_command(self.engine, command, on_error=self._failed(oid, action), on_result=self._after(oid, action))
 
+    def has_order(self, order_id: str) -> bool:
+        return order_id in self.pending
+
+    def approve(self, order_id: str) -> None:
+        """Approve one pending order (as the Approve button does for the selected row)."""
+        if order_id in self.pending:
+            self._send(ApproveOrder(order_id=order_id), order_id, "Approved")
+
+    def reject(self, order_id: str, reason: str = "rejected by approver") -> None:
+        if order_id in self.pending:
+            self._send(RejectOrder(order_id=order_id, reason=reason), order_id, "Rejected")
+
     def approve_selected(self) -> None:
         oid = self.selected_order_id()
         if oid:

@@ -185,6 +185,7 @@ class BacktestPanel(Panel):
         self.job: BacktestJob | None = None
         self.result: Any = None
         self.progress_updates = 0
+        self._finished = False
         self._param_widgets: dict[str, QtWidgets.QWidget] = {}
 
         # ---- form
@@ -492,6 +493,8 @@ class BacktestPanel(Panel):
         except ValueError as exc:
             self._status(str(exc), error=True)
             return
+        self.last_error = ""
+        self._finished = False
         self.job = BacktestJob(cfg, self)
         self.job.progressed.connect(self._on_progress)
         self.job.finished.connect(self._on_finished)
@@ -507,6 +510,20 @@ class BacktestPanel(Panel):
         self.progress.setFormat("starting worker…")
         self._status(f"Running {cfg['strategy']} on {cfg['symbol']}…", error=False)
 
+    def run_quick(self, years: float = 0.3) -> None:
+        """A short run on the simulated market with the current strategy (selftest, demos)."""
+        self.source_box.setCurrentIndex(0)
+        self.use_dates.setChecked(False)
+        self.years_spin.setValue(years)
+        self.run()
+
+    def is_finished(self) -> bool:
+        """True when the last started run has ended (completed, cancelled or failed) or could not start."""
+        return self.job is None or (not self.job.running and self._finished)
+
+    def summary(self) -> str:
+        return self.summary_label.text() if self.result is not None else self.status_label.text()
+
     def cancel(self) -> None:
         if self.job is not None and self.job.running:
             self.job.cancel()
@@ -520,6 +537,7 @@ class BacktestPanel(Panel):
         self.progress.setFormat(f"{stage} {100 * fraction:.0f}%" + (f" · {day}" if day else "") + eta)
 
     def _on_finished(self, result: Any, error: str) -> None:
+        self._finished = True
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if result is None:

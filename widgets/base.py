@@ -168,6 +168,43 @@ def send_command(
     return task
 
 
+def schedule(
+    awaitable: Any, *, what: str, on_error: Callable[[str], None] | None = None,
+    on_result: Callable[[Any], None] | None = None,
+) -> asyncio.Future[Any] | None:
+    """Run a coroutine of an engine component (e.g. ``feed.subscribe``) on the running loop, like
+    :func:`send_command`: never blocks, failures go to ``on_error`` and the log."""
+
+    def fail(message: str) -> None:
+        log.warning("%s failed: %s", what, message)
+        if on_error is not None:
+            on_error(message)
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            fail("no asyncio event loop is running")
+            return None
+    task = asyncio.ensure_future(awaitable, loop=loop)
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            fail(f"{type(exc).__name__}: {exc}")
+        elif on_result is not None:
+            on_result(fut.result())
+
+    task.add_done_callback(done)
+    return task
+
+
 class Panel(QtWidgets.QWidget):
     """Base of every dockable panel.
 

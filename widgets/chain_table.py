@@ -12,6 +12,7 @@ Clicks: a call/put **bid** adds a SELL leg, an **ask** (or mid) adds a BUY leg t
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -101,6 +102,7 @@ class ChainPanel(Panel):
         self.expiry: np.datetime64 | None = None
         self._expiries: list[np.datetime64] = []
         self.refreshes = 0
+        self._subscribed: tuple[Any, ...] | None = None
 
         self.symbol_box = QtWidgets.QComboBox()
         self.symbol_box.setEditable(True)
@@ -167,7 +169,13 @@ class ChainPanel(Panel):
         lay.addLayout(sides)
         lay.addWidget(self.table, 1)
 
-        self._edge_available = self._edge_fn() is not None
+        # model edge: the pricing ensemble at the engine's fitted surface (needs the surface service)
+        self._edge_available = self.component("surfaces") is not None
+        self.edge_interval_s = 2.0
+        self._fair: dict[int, float] = {}
+        self._fair_key: Any = None
+        self._fair_at = -1e9
+        self._fair_task: Any = None
         for side in ("c", "p"):
             self.table.setColumnHidden(self.model.column_index(f"{side}_edge"), not self._edge_available)
         self.reload_underlyings()
@@ -201,9 +209,6 @@ class ChainPanel(Panel):
             self.expiry = None
             if self.live.chain is not None:
                 self._update_expiry_tabs()
-        bus = getattr(self.engine, "bus", None)
-        if bus is not None and bus.has_handler(SelectUnderlying):
-            self.send(SelectUnderlying(symbol=symbol))
         self.links.underlying_selected.emit(symbol)
         self.refresh()
 
@@ -235,9 +240,10 @@ class ChainPanel(Panel):
                 self.reload_underlyings()
             return
         new_chain = self.underlying in batch.latest(ChainUpdated)
-        if self.live.apply(batch):
-            if new_chain:
-                self._update_expiry_tabs()
+        changed = self.live.apply(batch)
+        if changed and new_chain:
+            self._update_expiry_tabs()
+        if changed or self._surface_changed(batch):
             self.refresh()
 
     def _update_expiry_tabs(self) -> None:
@@ -277,6 +283,7 @@ class ChainPanel(Panel):
         w = self.window_spin.value()
         lo, hi = max(0, atm_i - w), min(len(strikes), atm_i + w + 1)
         vis = strikes[lo:hi]
+        self._subscribe(vis)
         calls = np.full(len(vis), -1)
         puts = np.full(len(vis), -1)
         rs = rows[(chain.strike[rows] >= vis[0]) & (chain.strike[rows] <= vis[-1])]
@@ -332,29 +339,81 @@ class ChainPanel(Panel):
         )
 
     # ---- model edge -----------------------------------------------------------------------------
-    def _edge_fn(self) -> Any:
-        pricing = getattr(self.engine, "pricing", None)
-        fn = getattr(pricing, "model_edge", None) if pricing is not None else None
-        if fn is not None:
-            return fn
-        try:
-            from engine.pricing import ensemble
-        except ImportError:
+    def _surface_changed(self, batch: EventBatch) -> bool:
+        if not self._edge_available:
+            return False
+        from engine.surface.service import SurfaceUpdated
+
+        return ("surface", self.underlying) in batch.latest(SurfaceUpdated)
+
+    def _surface_for(self, underlying: str) -> Any:
+        surfaces = self.component("surfaces")
+        if surfaces is None or not hasattr(surfaces, "latest"):
             return None
-        return getattr(ensemble, "chain_edge", None)
+        try:
+            ev = surfaces.latest(underlying)
+        except Exception:
+            return None
+        return getattr(getattr(ev, "fit", None), "surface", None) if ev is not None else None
 
     def _model_edge(self, chain: OptionChain, rows: np.ndarray, m: Any, r: float, q: float) -> np.ndarray | None:
+        """Ensemble fair value (at the fitted surface vol) minus mid; fair values are recomputed off the
+        loop at most every ``edge_interval_s`` and when the surface, expiry or window changes."""
         if not self._edge_available or len(rows) == 0:
             return None
-        fn = self._edge_fn()
-        try:
-            values = np.asarray(fn(chain, rows, iv=m.iv, years=m.years, r=r, q=q,
-                                   bid=self.live.bid[rows], ask=self.live.ask[rows]), dtype=float)
-        except Exception as exc:
-            self._edge_available = False
-            self.report_error(f"model edge unavailable: {type(exc).__name__}: {exc}")
+        surface = self._surface_for(self.underlying)
+        if surface is None:
             return None
-        return values
+        key = (id(surface), self.underlying, self.expiry, tuple(rows.tolist()))
+        now = time.monotonic()
+        stale = key != self._fair_key or now - self._fair_at > self.edge_interval_s
+        if stale and (self._fair_task is None or self._fair_task.done()):
+            self._fair_at = now
+            loop = _running_loop()
+            if loop is not None:
+                from engine.analytics.chain_metrics import model_fair_values
+
+                fut = loop.run_in_executor(None, lambda: model_fair_values(chain, rows, surface, now=chain.ts, r=r,
+                                                                           q=q))
+
+                def done(f: Any, key: Any = key, rows: np.ndarray = rows) -> None:
+                    if f.cancelled() or f.exception() is not None:
+                        if not f.cancelled():
+                            self.report_error(f"model edge unavailable: {f.exception()}")
+                        return
+                    self._fair = dict(zip(rows.tolist(), np.asarray(f.result(), float).tolist(), strict=True))
+                    self._fair_key = key
+                    self.refresh()
+
+                fut.add_done_callback(done)
+                self._fair_task = fut
+        if not self._fair:
+            return None
+        mids = np.where(np.isfinite(self.live.bid[rows] + self.live.ask[rows]),
+                        0.5 * (self.live.bid[rows] + self.live.ask[rows]), np.nan)
+        fair = np.array([self._fair.get(int(i), np.nan) for i in rows], dtype=float)
+        return fair - mids
+
+    def _subscribe(self, strikes: np.ndarray) -> None:
+        """Ask the feed to stream quotes for the visible block (expiry × strike window), once per change."""
+        if self.expiry is None or len(strikes) == 0:
+            return
+        day = self.expiry.astype("datetime64[D]").astype(object)
+        window = (float(strikes[0]), float(strikes[-1]))
+        key = (self.underlying, day, window)
+        if key == self._subscribed:
+            return
+        self._subscribed = key
+        bus = getattr(self.engine, "bus", None)
+        if bus is not None and bus.has_handler(SelectUnderlying):
+            self.send(SelectUnderlying(symbol=self.underlying, expiries=(day,), strikes=window))
+            return
+        feed = getattr(self.engine, "feed", None)
+        if feed is not None and hasattr(feed, "subscribe"):
+            from widgets.base import schedule
+
+            schedule(feed.subscribe(self.underlying, [day], window), what=f"subscribe {self.underlying}",
+                     on_error=self.report_error)
 
     # ---- clicks ----------------------------------------------------------------------------------
     def _on_click(self, index: QtCore.QModelIndex) -> None:
@@ -375,6 +434,10 @@ class ChainPanel(Panel):
         self.links.leg_requested.emit(leg)
         return leg
 
+    def row_count(self) -> int:
+        """Strikes shown (the selftest waits for rows)."""
+        return self.model.rowCount()
+
     def cell_rect(self, strike: float, column_key: str) -> QtCore.QRect:
         """Viewport rectangle of a cell (tests click it)."""
         row = self.model.row_of(strike)
@@ -389,6 +452,18 @@ class ChainPanel(Panel):
             self.window_spin.setValue(state["strike_window"])
         if isinstance(state.get("underlying"), str) and state["underlying"]:
             self.select_underlying(state["underlying"])
+
+
+def _running_loop() -> Any:
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            return asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            return None
 
 
 def _with_spot(chain: OptionChain, spot: float) -> OptionChain:

@@ -27,6 +27,20 @@ class DeskLinks(QtCore.QObject):
     #: positions picked for analysis: tuple[engine.model.Position]
     positions_selected = QtCore.Signal(object)
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: the latest selection, for panels created after it was made
+        self.underlying = ""
+        self.expiry: object = None
+        self.underlying_selected.connect(self._remember_underlying)
+        self.expiry_selected.connect(self._remember_expiry)
+
+    def _remember_underlying(self, symbol: str) -> None:
+        self.underlying = symbol
+
+    def _remember_expiry(self, underlying: str, expiry: object) -> None:
+        self.underlying, self.expiry = underlying, expiry
+
 
 _LINKS: weakref.WeakKeyDictionary[Any, DeskLinks] = weakref.WeakKeyDictionary()
 _LINKS_BY_ID: dict[int, DeskLinks] = {}

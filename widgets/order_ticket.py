@@ -223,6 +223,8 @@ class TicketPanel(Panel):
         self.links.leg_requested.connect(self.add_leg)
         self.links.legs_replaced.connect(self._on_legs_replaced)
         self.links.expiry_selected.connect(self._on_expiry_selected)
+        if self.links.expiry is not None:
+            self._on_expiry_selected(self.links.underlying, self.links.expiry)
         self._template_defaults()
         ks = self.component("kill_switch")
         if ks is not None:
@@ -238,8 +240,13 @@ class TicketPanel(Panel):
     def underlying(self) -> str:
         return self.live.underlying
 
-    def add_leg(self, leg: Leg) -> None:
-        """Add a leg; the same contract again adds ratio (same side) or nets it off (other side)."""
+    def add_leg(self, leg: Leg | Any, side: Side | None = None, ratio: int = 1) -> None:
+        """Add a leg (a ``Leg``, or an instrument with ``side`` and ``ratio``); the same contract again adds
+        ratio (same side) or nets it off (other side)."""
+        if not isinstance(leg, Leg):
+            if side is None:
+                raise ValueError("add_leg(instrument, side, ratio) needs a side")
+            leg = Leg(leg, Side(side), int(ratio))
         und = _underlying_of(leg)
         legs = list(self.legs)
         if legs and _underlying_of(legs[0]) != und:
@@ -270,6 +277,19 @@ class TicketPanel(Panel):
 
     def clear(self) -> None:
         self.set_legs([])
+
+    def clear_legs(self) -> None:
+        self.clear()
+
+    def set_quantity(self, quantity: int) -> None:
+        self.qty_spin.setValue(int(quantity))
+
+    def set_limit_price(self, price: Decimal | float) -> None:
+        """Set the net limit (positive debit, negative credit); it is kept when quotes move."""
+        self._set_price(float(price))
+        self._price_touched = True
+        self._recompute_payoff()
+        self._update_submit()
 
     def _on_legs_replaced(self, payload: object) -> None:
         """A tuple of legs, or ``{"legs": (...), "quantity": n}`` (e.g. closing positions)."""

@@ -130,6 +130,10 @@ class SurfacePanel(Panel):
 
         self.links.underlying_selected.connect(self.select_underlying)
         self.links.expiry_selected.connect(self._on_chain_expiry)
+        if self.links.expiry is not None:
+            self._on_chain_expiry(self.links.underlying, self.links.expiry)
+        elif self.links.underlying:
+            self.select_underlying(self.links.underlying)
 
     def _build_gl(self) -> None:
         try:

@@ -64,3 +64,39 @@ def chain_metrics(
         vol = bsm.implied_vol(mid, is_call, chain.spot, strike, years, r, q)
     g = bsm.greeks(is_call, chain.spot, strike, years, r, q, vol)
     return ChainMetrics(idx, np.asarray(vol, float), g.delta, g.gamma, g.theta, g.vega, years)
+
+
+def model_fair_values(
+    chain: OptionChain,
+    rows: np.ndarray,
+    surface: object,
+    *,
+    now: datetime | None = None,
+    r: float = 0.0,
+    q: float = 0.0,
+) -> np.ndarray:
+    """Ensemble fair value per share (:func:`engine.pricing.ensemble.fair_value`) of ``rows`` at the
+    fitted surface's vol for each strike and expiry (``surface``: an ``engine.surface`` ``VolSurface``).
+
+    American contracts get the early-exercise premium (exercise from ``chain.style``). NaN where the
+    surface has no vol (outside its fitted expiries) — the edge is then unknown, not zero.
+    """
+    from engine.model import ExerciseStyle
+    from engine.pricing import ensemble
+
+    idx = np.asarray(rows, dtype=int)
+    if len(idx) == 0:
+        return np.array([])
+    years = chain.time_to_expiry(now)[idx]
+    strike = chain.strike[idx]
+    with np.errstate(all="ignore"):
+        vol = np.asarray(surface.implied_vol(strike, years), dtype=float)  # type: ignore[attr-defined]
+    vol = np.where(np.isfinite(vol) & (vol > 0) & (years > 0), vol, np.nan)
+    exercise = "american" if chain.style is ExerciseStyle.AMERICAN else "european"
+    out = np.full(len(idx), np.nan)
+    ok = np.isfinite(vol)
+    if ok.any():
+        res = ensemble.fair_value(chain.is_call[idx][ok], chain.spot, strike[ok], years[ok], r, q, vol[ok],
+                                  exercise=exercise)
+        out[ok] = res.fair
+    return out

@@ -104,3 +104,22 @@ def test_limit_price_sets_the_premium(chain) -> None:
     pl = legs_from_order(legs, 3, mids, [0.25, 0.25], NOW, net_price=1.5)
     assert pl.cost == pytest.approx(1.5 * 3 * 100)
     assert profile(pl, 100.0, R, Q).summary.breakevens == pytest.approx((101.5,), abs=1e-6)
+
+
+def test_model_fair_values_follow_the_surface_vol(chain) -> None:
+    from engine.analytics.chain_metrics import model_fair_values
+    from engine.pricing import bsm
+    from engine.surface.fit import fit_chain
+
+    fit = fit_chain(chain, rate=R, dividend_yield=Q)
+    rows = np.array([chain.row_of("XYZ260320C00100000"), chain.row_of("XYZ260320P00090000")])
+    fair = model_fair_values(chain, rows, fit.surface, now=NOW, r=R, q=Q)
+    mids = chain.mid[rows]
+    # the chain was priced on a smooth smile: the fitted surface gives back prices within the spread
+    assert np.all(np.abs(fair - mids) < chain.spread[rows] + 0.02)
+    # American puts are worth at least the European value at the same vol
+    T = chain.time_to_expiry(NOW)[rows[1]]
+    vol = float(fit.surface.implied_vol(90.0, T))
+    assert fair[1] >= float(bsm.price(False, 100.0, 90.0, T, R, Q, vol)) - 1e-9
+    far = model_fair_values(chain, np.array([0]), fit.surface, now=NOW.replace(year=2027), r=R, q=Q)
+    assert np.isnan(far[0])  # expired relative to 'now': no vol, unknown edge

@@ -95,3 +95,29 @@ def test_queue_loads_pending_orders_already_in_the_oms(qtbot, desk) -> None:
     panel = ApprovalPanel(desk)
     qtbot.addWidget(panel)
     assert panel.model.rowCount() == 1 and panel.model.key_at(0) == order.order_id
+
+
+def test_programmatic_api_used_by_the_selftest(qtbot, desk) -> None:
+    from engine.model import Side
+    from widgets.order_ticket import TicketPanel
+
+    ticket = TicketPanel(desk)
+    panel = ApprovalPanel(desk)
+    for w in (ticket, panel):
+        qtbot.addWidget(w)
+    acc = EventAccumulator()
+    desk.bus.subscribe(Event, acc.add)
+    chain = priced_chain()
+    ticket.clear_legs()
+    ticket.add_leg(chain.option(chain.row_of("XYZ260320C00100000")), Side.BUY, 1)
+    ticket.set_quantity(1)
+    ticket.set_limit_price(Decimal("2.40"))
+    assert ticket.limit_price() == Decimal("2.40")
+    with qtbot.waitSignal(ticket.submitted, timeout=5000) as sig:
+        ticket.submit()
+    order = sig.args[0]
+    _pump(qtbot, panel, acc, lambda: panel.has_order(order.order_id))
+    panel.approve(order.order_id)
+    _pump(qtbot, panel, acc, lambda: not panel.has_order(order.order_id))
+    final = desk.oms.order(order.order_id)
+    assert final.status in (OrderStatus.FILLED, OrderStatus.WORKING, OrderStatus.SUBMITTED)

@@ -21,12 +21,12 @@ def panel(qtbot, engine):
 
 def test_run_in_worker_shows_progress_and_results_and_exports(panel, qtbot, tmp_path, shot) -> None:
     panel.strategy_box.setCurrentText("iv_rank_put_spread")
-    panel.years_spin.setValue(0.4)
     panel.seed_spin.setValue(7)
     ticks = []
     timer_start = time.monotonic()
     probe = qtbot.waitSignal  # the UI keeps processing timers while the worker runs
-    panel.run_button.click()
+    panel.run_quick(0.4)
+    assert not panel.is_finished()
     assert not panel.run_button.isEnabled() and panel.cancel_button.isEnabled()
     with probe(panel.run_finished, timeout=90_000) as sig:
         while panel.job is not None and panel.job.running:
@@ -34,6 +34,7 @@ def test_run_in_worker_shows_progress_and_results_and_exports(panel, qtbot, tmp_
             qtbot.wait(50)
     result = sig.args[0]
     assert result is not None and result.status == "completed", panel.status_label.text()
+    assert panel.is_finished() and not panel.last_error and "iv_rank_put_spread" in panel.summary()
     assert len(ticks) > 5 and max(b - a for a, b in itertools.pairwise(ticks)) < 1.0  # responsive
     assert panel.progress_updates >= 1 and panel.progress.value() == 1000
     assert panel.stats_model.rowCount() > 10

@@ -92,3 +92,23 @@ def test_unknown_underlying_is_refused_with_a_message(qtbot, engine) -> None:
     qtbot.addWidget(p)
     p.select_underlying("XYZ")
     assert p.info_label.text() == "waiting for the chain…"
+
+
+def test_model_edge_from_the_engine_surface(qtbot, engine) -> None:
+    from tests.qt_fixtures import run_async, wait_for_condition
+
+    chain = priced_chain()
+    ev = run_async(qtbot, engine.surfaces.refit(chain), timeout=60)
+    assert ev is not None
+    p = ChainPanel(engine, strike_window=4)
+    qtbot.addWidget(p)
+    p.select_underlying("XYZ")
+    p.apply_events(EventBatch.from_events([ChainUpdated(chain=chain), ev]))
+    assert not p.table.isColumnHidden(p.model.column_index("c_edge"))
+    m = p.model
+    wait_for_condition(qtbot, lambda: np.isfinite(m.value(m.row_of(100.0), "c_edge")), timeout=10)
+    row = m.row_of(100.0)
+    spread = m.value(row, "c_ask") - m.value(row, "c_bid")
+    # the chain was priced on a smooth smile: the fitted surface's fair value sits inside the quote
+    assert abs(m.value(row, "c_edge")) < spread
+    assert abs(m.value(m.row_of(95.0), "p_edge")) < 0.2
