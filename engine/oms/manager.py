@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -62,10 +63,12 @@ from engine.bus.events import (
 from engine.model import (
     Leg,
     OpenClose,
+    Option,
     Order,
     OrderIntent,
     OrderStatus,
     OrderType,
+    Position,
     Side,
     TimeInForce,
     can_transition,
@@ -532,28 +535,56 @@ class OrderManager:
 
     # ---- kill switch: flatten -------------------------------------------------------------------
     async def flatten(self, reason: str) -> int:
-        """Close every position with marketable limit orders (through the path; exempt from approval)."""
-        ticks = self.risk.config.flatten_through_ticks
-        intents = []
-        for pos in list(self.risk.portfolio.positions.values()):
-            if pos.quantity == 0:
-                continue
-            inst = pos.instrument
-            side = Side.SELL if pos.quantity > 0 else Side.BUY
-            bid, ask = self.risk.market.bid_ask(inst)
-            tick = inst.tick_size
-            limit: Decimal | None = None
-            if side is Side.SELL and bid == bid and bid > 0:
-                px = max(Decimal(str(bid)) - ticks * tick, tick)
-                limit = -floor_to_tick(px, tick)
-            elif side is Side.BUY and ask == ask and ask > 0:
-                limit = floor_to_tick(Decimal(str(ask)) + ticks * tick, tick)
-            intents.append(OrderIntent(
-                legs=(Leg(inst, side, 1, OpenClose.CLOSE),), quantity=abs(pos.quantity),
-                order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET, limit_price=limit,
-                tif=TimeInForce.DAY, source=KILL_SWITCH_SOURCE, tag=reason[:60]))
+        """Close every position with marketable limit orders (through the path; exempt from approval).
+
+        The option positions of one underlying (up to four) close as one combo — the exact inverse of what is
+        held, quantity = the gcd of the holdings — so a spread is never legged out; anything else closes leg by
+        leg. Prices are the natural (worst touch) plus ``flatten_through_ticks``; a leg without a quote is sent
+        as a market order.
+        """
+        intents = [self._closing_intent(group, reason) for group in self._flatten_groups()]
         results = await asyncio.gather(*(self._submit(i, internal=True) for i in intents), return_exceptions=True)
         return sum(1 for r in results if isinstance(r, Order) and r.status is not OrderStatus.DENIED)
+
+    def _flatten_groups(self) -> list[list[Position]]:
+        by_und: dict[str, list[Position]] = {}
+        singles: list[list[Position]] = []
+        for pos in self.risk.portfolio.positions.values():
+            if pos.quantity == 0:
+                continue
+            if isinstance(pos.instrument, Option):
+                by_und.setdefault(pos.instrument.underlying, []).append(pos)
+            else:
+                singles.append([pos])
+        groups = list(singles)
+        for legs in by_und.values():
+            if 1 < len(legs) <= 4:
+                groups.append(legs)
+            else:
+                groups.extend([p] for p in legs)
+        return groups
+
+    def _closing_intent(self, group: list[Position], reason: str) -> OrderIntent:
+        ticks = self.risk.config.flatten_through_ticks
+        qty = 0
+        for p in group:
+            qty = math.gcd(qty, abs(p.quantity))
+        legs = tuple(Leg(p.instrument, Side.SELL if p.quantity > 0 else Side.BUY, abs(p.quantity) // qty,
+                         OpenClose.CLOSE) for p in group)
+        natural = Decimal(0)
+        for leg in legs:
+            bid, ask = self.risk.market.bid_ask(leg.instrument)
+            touch = ask if leg.side is Side.BUY else bid
+            if not (touch == touch and touch > 0):
+                return OrderIntent(legs=legs, quantity=qty, order_type=OrderType.MARKET, limit_price=None,
+                                   tif=TimeInForce.DAY, source=KILL_SWITCH_SOURCE, tag=reason[:60])
+            natural += leg.side.sign * leg.ratio * Decimal(str(touch))
+        tick = legs[0].instrument.tick_size
+        limit = floor_to_tick(natural + ticks * tick, tick)  # + = more aggressive for debits and credits alike
+        if len(legs) == 1 and legs[0].side is Side.SELL:
+            limit = min(limit, -tick)  # a sale stays a credit of at least one tick
+        return OrderIntent(legs=legs, quantity=qty, order_type=OrderType.LIMIT, limit_price=limit,
+                           tif=TimeInForce.DAY, source=KILL_SWITCH_SOURCE, tag=reason[:60])
 
     # ---- mode -----------------------------------------------------------------------------------
     async def _cmd_switch(self, cmd: SwitchMode) -> str:

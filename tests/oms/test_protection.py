@@ -158,6 +158,20 @@ async def test_kill_switch_flatten_when_tripped_then_positions_closed_through_th
     assert desk.portfolio.quantity(opt(630, "C").key) == 0
 
 
+async def test_kill_switch_flatten_when_spread_held_then_closed_as_one_combo_on_the_path(desk):
+    await desk.oms.submit(desk.put_spread(natural=True, qty=2))
+    await wait_for(lambda: desk.portfolio.quantity(opt(590, "P").key) == -2)
+    await desk.bus.send(TripKillSwitch(reason="flatten spread", flatten=True))
+    ks_orders = [o for o in desk.store.orders.list() if o.source == "kill_switch"]
+    assert len(ks_orders) == 1
+    close = ks_orders[0]
+    assert close.quantity == 2 and {(leg.symbol, leg.side) for leg in close.legs} == {
+        (opt(590, "P").key, Side.BUY), (opt(580, "P").key, Side.SELL)}
+    await wait_for(lambda: desk.oms.order(close.order_id).status is OrderStatus.FILLED)
+    assert not desk.portfolio.positions
+    assert desk.kill_switch.state is TradingState.HALTED
+
+
 async def test_switch_mode_when_orders_working_then_refused(desk):
     await desk.oms.submit(desk.resting_call())
     with pytest.raises(ModeSwitchError, match="working"):
