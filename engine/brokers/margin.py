@@ -11,6 +11,9 @@ Per underlying, options are margined as one group:
    beyond), i.e. the spread width for verticals, the wider side for iron condors. Calendars are
    treated as if all legs expired together (conservative for long calendars).
 
+The requirement is the lesser of that and margining every short as naked (a very wide spread never
+needs more than its short leg alone).
+
 Buying power = cash + (1 − m_s)·long stock − (1 + m_s)·short stock − option requirement, where m_s is
 the stock margin (50 %; 100 % in a cash account). Long options are paid in full and lend nothing.
 """
@@ -77,7 +80,11 @@ def option_requirement(holdings: Iterable[OptionHolding], spot: float, shares: i
             uncovered_puts -= take
         if n - take:
             remaining.append(OptionHolding(h.strike, False, -(n - take), h.multiplier, h.mark))
-    return naked + defined_risk(remaining, covered_shares=min(covered_by_shares * mult, max(shares, 0)))
+    grouped = naked + defined_risk(remaining, covered_shares=min(covered_by_shares * mult, max(shares, 0)))
+    # the lesser of: the grouped requirement, or every short margined as naked (long options ignored)
+    all_naked = sum(-h.contracts * naked_requirement(h.strike, h.is_call, spot, h.mark, h.multiplier, pct, min_pct)
+                    for h in hs if h.contracts < 0)
+    return min(grouped, all_naked)
 
 
 def defined_risk(holdings: list[OptionHolding], covered_shares: int = 0) -> float:

@@ -122,6 +122,7 @@ class PaperExchange:
         self._req_cache: dict[str, tuple[int, int, float]] = {}
         self._pos_version: dict[str, int] = {}
         self._mkt_version: dict[str, int] = {}
+        self._projected: tuple[str, dict[str, float]] | None = None
 
     # ---- ids and time -------------------------------------------------------------------------
     def _next_id(self, prefix: str) -> str:
@@ -266,18 +267,24 @@ class PaperExchange:
 
     def mark(self, inst: Instrument) -> float:
         """Mark per unit: mid of a valid quote, else the last mark, else intrinsic / underlying price."""
+        return self._mark(inst.key, inst)
+
+    def _mark(self, key: str, inst: Instrument) -> float:
         if not isinstance(inst, Option):
-            p = self._und_price.get(inst.symbol)
-            return p if p is not None else self._marks.get(inst.key, math.nan)
-        ref = self._ref_of(inst)
-        if ref is not None:
-            bid, ask, _, _ = self._touch(ref)
-            if math.isfinite(bid) and math.isfinite(ask) and 0 <= bid <= ask:
-                m = 0.5 * (bid + ask)
-                self._marks[inst.key] = m
-                return m
-        if inst.key in self._marks:
-            return self._marks[inst.key]
+            p = self._und_price.get(key)
+            return p if p is not None else self._marks.get(key, math.nan)
+        und = self._symbol_index.get(key)
+        if und is not None:
+            book = self._books[und]
+            row = book.rows.get(key)
+            if row is not None:
+                bid, ask = float(book.bid[row]), float(book.ask[row])
+                if math.isfinite(bid) and math.isfinite(ask) and 0 <= bid <= ask:
+                    m = 0.5 * (bid + ask)
+                    self._marks[key] = m
+                    return m
+        if key in self._marks:
+            return self._marks[key]
         s = self._und_price.get(inst.underlying)
         if s is None:
             return math.nan
@@ -429,13 +436,13 @@ class PaperExchange:
         spot = self._und_price.get(underlying)
         holdings: list[OptionHolding] = []
         shares = 0
-        for p in positions.values():
+        for key, p in positions.items():
             inst = p.instrument
             if isinstance(inst, Option) and inst.underlying == underlying:
                 if spot is None:
                     continue
                 holdings.append(OptionHolding(float(inst.strike), inst.is_call, p.quantity, inst.multiplier,
-                                              self.mark(inst)))
+                                              self._mark(key, inst)))
             elif isinstance(inst, Equity) and inst.symbol == underlying:
                 shares += p.quantity
         if not holdings or spot is None:
@@ -468,9 +475,9 @@ class PaperExchange:
 
     def _stock_values(self, positions: dict[str, Position]) -> tuple[float, float]:
         long_v = short_v = 0.0
-        for p in positions.values():
+        for key, p in positions.items():
             if isinstance(p.instrument, Equity):
-                v = p.quantity * self.mark(p.instrument)
+                v = p.quantity * self._mark(key, p.instrument)
                 if v >= 0:
                     long_v += v
                 else:
@@ -503,8 +510,9 @@ class PaperExchange:
             unds.add(inst.underlying if isinstance(inst, Option) else inst.symbol)
         req_now = self.requirement()
         changed_before = sum(self._req_cache[u][2] if u in self._req_cache else 0.0 for u in unds)
-        changed_after = sum(self._requirement_for(u, projected) for u in unds)
-        req_after = req_now - changed_before + changed_after
+        after_by_und = {u: self._requirement_for(u, projected) for u in unds}
+        self._projected = (order.order_id, after_by_und)  # reused as the requirement once it fills in full
+        req_after = req_now - changed_before + sum(after_by_und.values())
         long1, short1 = self._stock_values(projected)
         bp_after = buying_power(cash, long1, short1, req_after, self._stock_margin())
         return self.buying_power(), bp_after, req_now, req_after
@@ -686,6 +694,12 @@ class PaperExchange:
         prev_avg = o.avg_fill_price or _Z
         avg = ((prev_avg * o.filled_quantity + net * qty) / filled).quantize(_PRICE_Q)
         status = OrderStatus.FILLED if filled >= o.quantity else OrderStatus.PARTIALLY_FILLED
+        proj = self._projected
+        if proj is not None and proj[0] == o.order_id and qty == o.quantity:
+            # requirement depends on quantities and marks only: the pre-trade projection is now exact
+            for u, value in proj[1].items():
+                self._req_cache[u] = (self._pos_version.get(u, 0), self._mkt_version.get(u, 0), value)
+        self._projected = None
         w.order = o.evolve(status=status, filled_quantity=filled, avg_fill_price=avg, updated_at=now)
         if status is OrderStatus.FILLED:
             self.working.pop(o.order_id, None)
@@ -860,8 +874,8 @@ class PaperExchange:
     # ---- account ------------------------------------------------------------------------------
     def net_liquidation(self) -> Decimal:
         mv = 0.0
-        for p in self.positions.values():
-            m = self.mark(p.instrument)
+        for key, p in self.positions.items():
+            m = self._mark(key, p.instrument)
             if math.isfinite(m):
                 mv += p.quantity * m * p.multiplier
             else:
@@ -870,8 +884,8 @@ class PaperExchange:
 
     def unrealized(self) -> Decimal:
         u = 0.0
-        for p in self.positions.values():
-            m = self.mark(p.instrument)
+        for key, p in self.positions.items():
+            m = self._mark(key, p.instrument)
             if math.isfinite(m):
                 u += p.unrealized_pnl(m)
         return Decimal(str(round(u, 2)))

@@ -23,7 +23,10 @@ def test_ivs_from_quotes_bracket_the_generating_surface(market):
         r = market.config.risk_free_rate
         T = chain.time_to_expiry()
         iv = chain.vendor["vendor_iv"]
-        priced = (chain.bid > 0.05) & (T > 2 / 365)
+        euro = bsm.price(chain.is_call, chain.spot, chain.strike, T, r, q, iv)
+        intrinsic = np.maximum(np.where(chain.is_call, chain.spot - chain.strike, chain.strike - chain.spot), 0)
+        # rows where the American exercise floor binds are worth more than the European surface value
+        priced = (chain.bid > 0.05) & (T > 2 / 365) & (euro > intrinsic + 0.01)
         iv_bid = bsm.implied_vol(chain.bid[priced], chain.is_call[priced], chain.spot, chain.strike[priced],
                                  T[priced], r, q)
         iv_ask = bsm.implied_vol(chain.ask[priced], chain.is_call[priced], chain.spot, chain.strike[priced],
@@ -35,6 +38,16 @@ def test_ivs_from_quotes_bracket_the_generating_surface(market):
         # and the spread in vol terms is tight near the money
         atm = np.abs(np.log(chain.strike[priced][ok] / chain.spot)) < 0.03
         assert np.median((iv_ask - iv_bid)[ok][atm]) < 0.02, sym
+
+
+def test_american_rows_are_never_quoted_below_their_exercise_value(market):
+    chain = market.chain("SPY")
+    theo = market.theo("SPY")
+    a, b = market.listing.slices[market.symbols.index("SPY")]
+    live = market.listing.expiry[a:b] > np.datetime64(market.now.replace(tzinfo=None), "s")
+    intrinsic = np.maximum(np.where(chain.is_call, chain.spot - chain.strike, chain.strike - chain.spot), 0)
+    assert np.all(theo[live] >= intrinsic - 1e-9)
+    assert np.all(chain.ask >= intrinsic)
 
 
 def test_quotes_sit_on_the_tick_schedule(market):

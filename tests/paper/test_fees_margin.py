@@ -58,6 +58,8 @@ def test_defined_risk_spreads_hold_their_max_loss():
     assert option_requirement(vertical, 102.0, 0, index=False) == pytest.approx(500.0)
     condor = [*vertical, OptionHolding(110, True, -1, 100, 1.0), OptionHolding(115, True, 1, 100, 0.4)]
     assert option_requirement(condor, 102.0, 0, index=False) == pytest.approx(500.0)  # one side can lose
+    wide = [OptionHolding(100, False, -1, 100, 2.0), OptionHolding(10, False, 1, 100, 0.01)]
+    assert option_requirement(wide, 100.0, 0, index=False) == pytest.approx((2.0 + 20.0) * 100)  # naked < width
     long_only = [OptionHolding(100, True, 3, 100, 2.0)]
     assert option_requirement(long_only, 102.0, 0, index=False) == 0.0
     assert defined_risk([OptionHolding(100, True, -1, 100, 1.0)], covered_shares=100) == 0.0  # covered call

@@ -33,6 +33,7 @@ class Listing:
     pair: np.ndarray  # int: index into the pair table
     monthly: np.ndarray  # bool: 3rd-Friday style standard expiry (more open interest)
     scheme: np.ndarray  # object: tick scheme per row
+    american: np.ndarray  # bool: American exercise style
     pair_und: np.ndarray  # int per pair
     pair_expiry: np.ndarray  # datetime64[s] per pair
     slices: tuple[tuple[int, int], ...]  # per underlying: rows [start, stop)
@@ -72,7 +73,7 @@ class ListingBook:
         start = 0
         for ui, spec in enumerate(self.config.universe):
             spot = float(spots[ui])
-            per_und: list[tuple[np.datetime64, np.ndarray, str, bool, str]] = []
+            per_und: list[tuple[np.datetime64, np.ndarray, str, bool, str, bool]] = []
             for root in spec.roots:
                 exps = listed_expiries(cal, session, list(root.cycles), months_ahead=root.months_ahead,
                                        weeks_ahead=root.weeks_ahead, days_ahead=root.days_ahead)
@@ -87,9 +88,10 @@ class ListingBook:
                     old = self._strikes.get(key)
                     strikes = fresh if old is None else self._merge(old, fresh, spot, spec)
                     self._strikes[key] = strikes
-                    per_und.append((_expiry_instant(d, root), strikes, root.root, d in monthly_set, d.isoformat()))
+                    per_und.append((_expiry_instant(d, root), strikes, root.root, d in monthly_set, d.isoformat(),
+                                    root.style == "american"))
             per_und.sort(key=lambda item: item[0])
-            for inst, strikes, root_name, is_monthly, iso in per_und:
+            for inst, strikes, root_name, is_monthly, iso, american in per_und:
                 d = date.fromisoformat(iso)
                 n = len(strikes)
                 pi = len(pair_und)
@@ -105,6 +107,7 @@ class ListingBook:
                     "symbol": syms, "und": np.full(2 * n, ui), "root": [root_name] * (2 * n), "strike": k2,
                     "is_call": calls, "expiry": np.full(2 * n, inst), "pair": np.full(2 * n, pi),
                     "monthly": np.full(2 * n, is_monthly), "scheme": [spec.tick_scheme] * (2 * n),
+                    "american": np.full(2 * n, american),
                 })
             stop = start + sum(2 * len(s) for _, s, *_ in per_und)
             slices.append((start, stop))
@@ -142,6 +145,7 @@ class ListingBook:
             pair=cat("pair", np.int64),
             monthly=cat("monthly", bool),
             scheme=cat("scheme", object),
+            american=cat("american", bool),
             pair_und=np.asarray(pair_und, dtype=np.int64),
             pair_expiry=np.asarray(pair_exp, dtype="datetime64[s]"),
             slices=tuple(slices),

@@ -8,9 +8,10 @@ dynamics over the trading time to expiry, times the name's variance premium:
 |ρ| grow with the regime's ``skew_multiplier``). The VIX-like index's options are priced on its
 mean-reverting forward with positive skew.
 
-Quotes: theoretical value from :mod:`engine.pricing.bsm` (European; the simulated names pay small
-continuous dividends, so the early-exercise premium of American calls is negligible and that of puts
-is ignored — documented in docs/simulated-market.md). Bid/ask straddle the theo: the width is about
+Quotes: theoretical value from :mod:`engine.pricing.bsm` (European), floored at the exercise value for
+American-style roots (a deep in-the-money American put is worth at least its intrinsic value); the rest
+of the early-exercise premium is ignored — the ALO American pricer costs ~0.3 s per 3,000 options, too
+slow to run on the loop every reprice (documented in docs/simulated-market.md). Bid/ask straddle the theo: the width is about
 0.03 vol points of vega plus a delta-hedging term, widened for distance from ATM, short expiries,
 high volatility and the regime, rounded outward to the tick schedule; the theo always lies in
 ``[bid, ask]``. Between full reprices, theos move by delta, gamma, vega and theta.
@@ -151,6 +152,8 @@ class QuoteEngine:
         g = bsm.greeks(lst.is_call, S, lst.strike, T, r, q, iv)
         intrinsic = np.maximum(np.where(lst.is_call, S - lst.strike, lst.strike - S), 0.0)
         theo = np.maximum(g.price, 0.0)
+        # American rows are worth at least their exercise value (a European deep ITM put is not)
+        theo = np.where(lst.american, np.maximum(theo, intrinsic), theo)
         self.iv, self.theo = iv, theo
         self.delta, self.gamma, self.vega, self.theta = g.delta, g.gamma, g.vega, g.theta
         # spread: vega-scaled width + hedging cost, widened for wings, short DTE, vol and regime
@@ -200,7 +203,9 @@ class QuoteEngine:
         d_days = float((now64 - self._ref_ts).astype("timedelta64[s]").astype(float)) / 86400.0
         dvol_pts = self.iv * (ratio[lst.pair] - 1.0) * 100.0
         theo = self._theo0 + self.delta * dS + 0.5 * self.gamma * dS * dS + self.vega * dvol_pts + self.theta * d_days
-        self.theo = np.maximum(theo, 0.0)
+        S = spots[lst.und]
+        exercise = np.where(lst.american, np.maximum(np.where(lst.is_call, S - lst.strike, lst.strike - S), 0.0), 0.0)
+        self.theo = np.maximum(theo, exercise)
         self._round()
 
     def _round(self) -> None:
