@@ -48,26 +48,51 @@ def _nodes(upper: float, width: float) -> tuple[np.ndarray, np.ndarray]:
     return u, w
 
 
+class LewisPlan:
+    """Quadrature grids and e^{iux} matrices for a fixed set of options, reusable across parameter sets.
+
+    Built once from a characteristic function that sets each expiry's cut-off (times ``margin``); afterwards
+    :meth:`price` costs one CF evaluation per node and a matrix-vector product per expiry. This is what makes
+    calibration loops cheap: only the model parameters change between evaluations.
+    """
+
+    def __init__(self, is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
+                 q: np.ndarray, log_cf: LogCF, *, tol: float = 1e-15, margin: float = 1.0) -> None:
+        self.n = S.shape[0]
+        self.groups: list[dict[str, np.ndarray | float]] = []
+        for t in np.unique(T):
+            idx = np.flatnonzero(T == t)
+            upper = _upper_limit(log_cf, float(t), tol) * margin
+            fwd = S[idx] * np.exp((r[idx] - q[idx]) * t)
+            x = np.log(fwd / K[idx])
+            # panels at most ~1.5 oscillations of e^{iux} wide, and at most 8 wide for the CF's own shape
+            width = min(8.0, 3.0 * np.pi / max(float(np.max(np.abs(x))), 1e-3))
+            u, w = _nodes(upper, width)
+            ux = np.outer(x, u)
+            weight = w / (u * u + 0.25)
+            df = np.exp(-r[idx] * t)
+            s_dq = S[idx] * np.exp(-q[idx] * t)
+            self.groups.append({
+                "t": float(t), "idx": idx, "u": u, "cos": np.cos(ux) * weight, "sin": np.sin(ux) * weight,
+                "scale": np.sqrt(fwd * K[idx]) * df / np.pi, "s_dq": s_dq, "k_df": K[idx] * df,
+                "is_call": is_call[idx],
+            })
+
+    def price(self, log_cf: LogCF) -> np.ndarray:
+        """European prices of the planned options under the model of ``log_cf``."""
+        out = np.empty(self.n)
+        for g in self.groups:
+            psi = np.exp(log_cf(g["u"] - 0.5j, g["t"]))  # type: ignore[operator]
+            integral = g["cos"] @ psi.real - g["sin"] @ psi.imag  # type: ignore[operator]
+            call = g["s_dq"] - g["scale"] * integral  # type: ignore[operator]
+            put = call - g["s_dq"] + g["k_df"]
+            out[g["idx"]] = np.where(g["is_call"], call, put)  # type: ignore[index]
+        return out
+
+
 def lewis_price(
     is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray,
     log_cf: LogCF, *, tol: float = 1e-15,
 ) -> np.ndarray:
     """European prices (1-D arrays of one length, valid inputs) from ``log ψ``; see the module docstring."""
-    out = np.empty(S.shape[0])
-    for t in np.unique(T):
-        idx = np.flatnonzero(T == t)
-        upper = _upper_limit(log_cf, float(t), tol)
-        fwd = S[idx] * np.exp((r[idx] - q[idx]) * t)
-        x = np.log(fwd / K[idx])
-        # panels at most ~1.5 oscillations of e^{iux} wide, and at most 8 wide for the CF's own shape
-        width = min(8.0, 3.0 * np.pi / max(float(np.max(np.abs(x))), 1e-3))
-        u, w = _nodes(upper, width)
-        psi = np.exp(log_cf(u - 0.5j, float(t)))
-        weight = w / (u * u + 0.25)
-        ux = np.outer(x, u)
-        integral = (np.cos(ux) @ (weight * psi.real)) - (np.sin(ux) @ (weight * psi.imag))
-        df = np.exp(-r[idx] * t)
-        call = S[idx] * np.exp(-q[idx] * t) - np.sqrt(fwd * K[idx]) * df * integral / np.pi
-        put = call - S[idx] * np.exp(-q[idx] * t) + K[idx] * df
-        out[idx] = np.where(is_call[idx], call, put)
-    return out
+    return LewisPlan(is_call, S, K, T, r, q, log_cf, tol=tol).price(log_cf)
