@@ -45,6 +45,7 @@ from engine.bus.commands import (
 from engine.bus.events import (
     Alert,
     ApprovalModeChanged,
+    ConnectionStateChanged,
     ModeChanged,
     OrderAccepted,
     OrderApproved,
@@ -100,6 +101,9 @@ _EVENT_STATUS: dict[type, OrderStatus] = {
 }
 
 
+KV_APPROVAL = "oms.approval_enabled"
+
+
 class OrderCommandError(ValueError):
     """A command could not be applied (unknown order, wrong state, refused modification)."""
 
@@ -120,6 +124,9 @@ class OrderManager:
         self.factory = OrderFactory(now)
         self.gate = ApprovalGate(store, enabled_paper=self.config.approval_in_paper,
                                  enabled_live=self.config.approval_in_live, expiry_s=self.config.approval_expiry_s)
+        saved = store.kv.get(KV_APPROVAL)
+        if isinstance(saved, dict):  # the user's last choice per mode wins over the settings default
+            self.gate.enabled.update({k: bool(v) for k, v in saved.items() if k in ("paper", "live")})
         #: called after every persisted step with (order, step): audit hooks, metrics, crash tests
         self.on_persisted = on_persisted
         self._open: dict[str, Order] = {}
@@ -131,6 +138,8 @@ class OrderManager:
         self._registered: list[type] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_reconciliation: list[ReconciliationReport] = []
+        self._started = False
+        self._reconcile_locks: dict[str, asyncio.Lock] = {}
 
     # ---- wiring ---------------------------------------------------------------------------------
     def register(self) -> None:
@@ -146,6 +155,7 @@ class OrderManager:
         for ev in (OrderAccepted, OrderFilled, OrderRejected, OrderCancelled, OrderExpired, OrderReplaced):
             self._subs.append(self.bus.subscribe(ev, self._on_broker_event, name=f"oms:{ev.__name__}"))
         self._subs.append(self.bus.subscribe(PositionChanged, self._on_position, name="oms:positions"))
+        self._subs.append(self.bus.subscribe(ConnectionStateChanged, self._on_connection, name="oms:connections"))
         if self.kill_switch is not None:
             self.kill_switch.bind(self.cancel_all, self.flatten)
 
@@ -168,6 +178,7 @@ class OrderManager:
             for name in sorted(names):
                 if name in self.router.brokers:
                     await self.reconcile(name)
+        self._started = True
         for o in self._open.values():  # orders still working keep their exposure reserved
             if o.status.is_working and not self.risk.has_reservation(o.order_id):
                 self.risk.reserve(o, self.risk.check(o, consume=False, skip=frozenset(
@@ -451,6 +462,7 @@ class OrderManager:
 
     async def _cmd_approval_mode(self, cmd: SetApprovalMode) -> bool:
         self.gate.set_enabled(self.router.mode, cmd.enabled, cmd.by)
+        self.store.kv.set(KV_APPROVAL, self.gate.enabled)
         self.bus.publish(ApprovalModeChanged(enabled=bool(cmd.enabled)))
         return bool(cmd.enabled)
 
@@ -678,6 +690,17 @@ class OrderManager:
         if not new.status.is_terminal:
             self.risk.update_fill(new)
 
+    def _on_connection(self, ev: ConnectionStateChanged) -> None:
+        """A broker (re)connected: reconcile our open orders there (fills or cancels we missed meanwhile)."""
+        if not self._started or ev.state != "connected" or not ev.component.startswith("broker:"):
+            return
+        name = ev.component.split(":", 1)[1]
+        if name not in self.router.brokers or not any(o.broker == name for o in self._open.values()):
+            return
+        task = asyncio.get_running_loop().create_task(self.reconcile(name), name=f"oms:reconcile:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _on_position(self, ev: PositionChanged) -> None:
         """Keep the store's positions of the active account current (the next reconciliation compares them)."""
         account = self.router.account_id()
@@ -686,8 +709,15 @@ class OrderManager:
 
     # ---- reconciliation -------------------------------------------------------------------------
     async def reconcile(self, broker_name: str | None = None) -> ReconciliationReport:
-        """Compare the store with a broker (default: the active one), adopt broker truth, trip on mismatch."""
+        """Compare the store with a broker (default: the active one), adopt broker truth, trip on mismatch.
+
+        Runs one at a time per broker (a reconnect during start-up reconciliation waits for it)."""
         name = broker_name or self.router.active_name
+        lock = self._reconcile_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            return await self._reconcile(name)
+
+    async def _reconcile(self, name: str) -> ReconciliationReport:
         broker = self.router.broker(name)
         rep = ReconciliationReport(broker=name)
         try:
@@ -707,6 +737,8 @@ class OrderManager:
             self.store.fills.add(f)
         for a in rep.adoptions:
             cur = self._get(a.order_id)
+            if cur.status.is_terminal:  # settled meanwhile by a live report
+                continue
             new = cur.evolve(status=a.status, filled_quantity=a.filled_quantity,
                              broker_order_id=a.broker_order_id, reason=a.reason if a.status.is_terminal else cur.reason)
             self._persist(new, "reconciled", {"previous": a.previous.value, "reason": a.reason})

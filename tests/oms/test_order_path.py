@@ -249,3 +249,18 @@ async def test_build_order_path_when_started_then_commands_registered_and_orders
         await paper.disconnect()
         await bus.close()
         store.close()
+
+
+async def test_approval_mode_when_set_then_remembered_after_restart(tmp_path):
+    path = tmp_path / "db.sqlite"
+    h = await Harness(path).start()
+    assert not h.oms.approval_required
+    await h.bus.send(SetApprovalMode(enabled=True, by="alice"))
+    await h.stop()
+    h2 = await Harness(path).start()
+    try:
+        assert h2.oms.approval_required and h2.oms.gate.enabled["live"] is True
+        order = await h2.oms.submit(h2.put_spread())
+        assert order.status is OrderStatus.PENDING_APPROVAL
+    finally:
+        await h2.stop()
