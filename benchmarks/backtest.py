@@ -24,31 +24,20 @@ SEED = 7
 MAX_STRIKES = 84
 
 
-def _cache_dir() -> Path:
-    from engine.backtest.sources import _platform_cache
-
-    return Path(os.environ.get("OPTIONDESK_CACHE_DIR") or _platform_cache()) / "bench"
-
-
 def _data_path() -> tuple[Path, float | None]:
-    """The benchmark's Parquet file (generated on first use); returns (path, generation seconds or None)."""
-    from engine.backtest.data import write_history
-    from engine.backtest.sources import simulated_start
+    """The cached Parquet of the simulated history the CLI uses (generated on first use)."""
+    from engine.backtest.sources import _cache_path, simulated_history, simulated_start  # noqa: F401
     from engine.market.config import SimulatorConfig
-    from engine.market.simulated.history import generate_daily_history
 
-    path = _cache_dir() / f"SPY-{YEARS:g}y-seed{SEED}-k{MAX_STRIKES}.parquet"
+    sim = SimulatorConfig()
+    sim = sim.model_copy(update={"universe": [u.model_copy(update={"max_strikes": MAX_STRIKES})
+                                              if u.symbol == "SPY" else u for u in sim.universe]})
+    path = _cache_path("SPY", YEARS, SEED, None, sim)
     if path.exists():
         return path, None
-    cfg = SimulatorConfig()
-    universe = [u.model_copy(update={"max_strikes": MAX_STRIKES}) if u.symbol == "SPY" else u for u in cfg.universe]
-    cfg = cfg.model_copy(update={"universe": universe})
     t0 = time.perf_counter()
-    h = generate_daily_history("SPY", years=YEARS, seed=SEED, start=simulated_start(YEARS), config=cfg)
-    gen = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_history(h, path)
-    return path, gen
+    simulated_history("SPY", YEARS, SEED, max_strikes=MAX_STRIKES)
+    return path, time.perf_counter() - t0
 
 
 _HISTORY: dict[tuple[str, float], object] = {}

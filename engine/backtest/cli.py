@@ -31,7 +31,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="strategy parameter, e.g. width=10 or rules.stop_multiple=3 (repeatable)")
     p.add_argument("--cash", type=float, default=100_000.0, help="starting cash in dollars (default: 100000)")
     p.add_argument("--risk-level", type=float, default=50.0, help="risk slider 0–100 (default: 50)")
-    p.add_argument("--fees", default="tastytrade", help="fee preset of the paper exchange (default: tastytrade)")
+    p.add_argument("--fees", default="tastytrade",
+                   help="fee preset of the paper exchange: tastytrade, ibkr_fixed, flat_065, zero (default: tastytrade)")
+    p.add_argument("--no-risk-checks", action="store_true",
+                   help="skip the risk engine (e.g. for the cash-secured put-write benchmark, which a 2 %% "
+                        "max-loss-per-trade limit would deny)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--db", help="also store the results in this SQLite database")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
@@ -70,6 +74,7 @@ def _config(args: argparse.Namespace):
         strategy=args.strategy, params=_pairs(args.param, "--param"), symbol=args.symbol.upper(), years=args.years,
         seed=args.seed, data=args.data, columns=_pairs(args.map, "--map"), bars=args.bars, start=args.start,
         end=args.end, initial_cash=args.cash, risk_level=args.risk_level, fee_preset=args.fees,
+        risk_checks=not args.no_risk_checks,
     )
 
 

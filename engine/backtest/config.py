@@ -29,6 +29,8 @@ class BacktestConfig(BaseModel):
     bars: str | None = None
     start: date | None = None
     end: date | None = None
+    #: strikes listed per expiry and right in generated histories (wider than the live default of 36)
+    sim_max_strikes: int | None = Field(84, ge=4, le=400)
     initial_cash: float = Field(100_000.0, gt=0)
     #: fee preset of the paper exchange: tastytrade | ibkr_fixed | flat_065 | zero
     fee_preset: str = "tastytrade"

@@ -126,14 +126,15 @@ def render_png(result: BacktestResult, path: str | Path, *, dpi: int = 100) -> P
         for (r, c), v in np.ndenumerate(grid):
             if np.isfinite(v):
                 ax3.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=6)
-        fig.colorbar(im, ax=ax3, fraction=0.04, label="%")
+        fig.colorbar(im, ax=ax3, fraction=0.04)
     ax3.set_title("monthly returns %", loc="left", fontsize=10)
 
     ax4 = fig.add_subplot(gs[2, 1])
-    pnl = result.daily_pnl[1:] if len(result.daily_pnl) > 1 else result.daily_pnl
+    pnl = result.daily_pnl[np.abs(result.daily_pnl) > 0.005]  # days when the account moved
     if len(pnl):
-        ax4.hist(pnl, bins=50, color="#7f8c8d")
-    ax4.set_title("daily P&L ($)", loc="left", fontsize=10)
+        ax4.hist(pnl, bins=min(50, max(5, len(pnl) // 4)), color="#7f8c8d")
+    ax4.set_ylabel("days")
+    ax4.set_title(f"daily P&L ($) on {len(pnl)} days with a change", loc="left", fontsize=10)
     ax4.grid(alpha=0.3)
     fig.savefig(path, format="png")
     return path

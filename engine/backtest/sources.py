@@ -21,24 +21,31 @@ def load_history(config: BacktestConfig) -> ChainHistory:
         mapping = ColumnMapping(**config.columns) if config.columns else None
         history = load_chains(config.data, mapping, underlying=config.symbol or None, bars_path=config.bars)
     else:
-        history = simulated_history(config.symbol, config.years, config.seed)
+        history = simulated_history(config.symbol, config.years, config.seed, max_strikes=config.sim_max_strikes)
     return restrict(history, config.start, config.end)
 
 
-def simulated_history(symbol: str, years: float, seed: int, *, cache_dir: str | Path | None = None,
-                      use_cache: bool = True) -> ChainHistory:
+def simulated_history(symbol: str, years: float, seed: int, *, max_strikes: int | None = None,
+                      cache_dir: str | Path | None = None, use_cache: bool = True) -> ChainHistory:
     """Daily chain snapshots of ``symbol`` from the simulated market (deterministic for a seed).
 
     Generating takes ~25 ms per trading day, so the result is cached as Parquet under the user cache
     directory (``OPTIONDESK_CACHE_DIR`` or the platform's), keyed by symbol, years, seed and a hash of the
     simulator's default settings; a changed simulator configuration makes a new file.
+    ``max_strikes`` widens the listing per expiry and right (the default simulated SPY lists 36, which
+    puts 16-delta wings of 30–45 DTE condors off the chain's edge).
     """
+    from engine.market.config import SimulatorConfig
     from engine.market.simulated.history import generate_daily_history
 
     start = simulated_start(years)
+    sim = SimulatorConfig()
+    if max_strikes is not None:
+        sim = sim.model_copy(update={"universe": [u.model_copy(update={"max_strikes": max_strikes})
+                                                  if u.symbol == symbol.upper() else u for u in sim.universe]})
     if not use_cache:
-        return generate_daily_history(symbol, years=years, seed=seed, start=start)
-    path = _cache_path(symbol, years, seed, cache_dir)
+        return generate_daily_history(symbol, years=years, seed=seed, start=start, config=sim)
+    path = _cache_path(symbol, years, seed, cache_dir, sim)
     if path.exists():
         try:
             h = load_chains(path, underlying=symbol)
@@ -46,7 +53,7 @@ def simulated_history(symbol: str, years: float, seed: int, *, cache_dir: str | 
             return h
         except ValueError:
             path.unlink(missing_ok=True)  # a damaged cache file is regenerated
-    history = generate_daily_history(symbol, years=years, seed=seed, start=start)
+    history = generate_daily_history(symbol, years=years, seed=seed, start=start, config=sim)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.parquet")
     write_history(history, tmp)
@@ -63,11 +70,9 @@ def simulated_start(years: float) -> date:
     return SIMULATED_END - timedelta(days=round(years * 365.25))
 
 
-def _cache_path(symbol: str, years: float, seed: int, cache_dir: str | Path | None) -> Path:
-    from engine.market.config import SimulatorConfig
-
+def _cache_path(symbol: str, years: float, seed: int, cache_dir: str | Path | None, sim) -> Path:
     base = Path(cache_dir or os.environ.get("OPTIONDESK_CACHE_DIR") or _platform_cache())
-    digest = hashlib.sha256(SimulatorConfig().model_dump_json().encode()).hexdigest()[:10]
+    digest = hashlib.sha256(sim.model_dump_json().encode()).hexdigest()[:10]
     return base / "histories" / f"{symbol.upper()}-{years:g}y-seed{seed}-{digest}.parquet"
 
 

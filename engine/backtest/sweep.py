@@ -49,10 +49,11 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 @lru_cache(maxsize=4)
 def _cached_history(data: str | None, symbol: str, years: float, seed: int, columns: tuple[tuple[str, str], ...],
-                    bars: str | None):
+                    bars: str | None, max_strikes: int | None):
     from engine.backtest.sources import load_history
 
-    cfg = BacktestConfig(data=data, symbol=symbol, years=years, seed=seed, columns=dict(columns), bars=bars)
+    cfg = BacktestConfig(data=data, symbol=symbol, years=years, seed=seed, columns=dict(columns), bars=bars,
+                         sim_max_strikes=max_strikes)
     return load_history(cfg)
 
 
@@ -64,7 +65,7 @@ def run_one(config: dict[str, Any], params: dict[str, Any], history: Any = None)
     cfg = BacktestConfig.model_validate(config).with_params(**params)
     if history is None:
         history = _cached_history(cfg.data, cfg.symbol, cfg.years, cfg.seed, tuple(sorted(cfg.columns.items())),
-                                  cfg.bars)
+                                  cfg.bars, cfg.sim_max_strikes)
     history = restrict(history, cfg.start, cfg.end)
     result = Backtest(cfg, history).run()
     summary = result.metrics.as_dict()

@@ -1,4 +1,5 @@
-"""Iron condor: short put and short call at target |delta|, long wings a fixed width further out.
+"""Iron condor: short put and short call at target |delta|, long wings a fixed width further out (the
+nearest listed strike beyond the short when the exact one is not listed).
 
 Entry when flat, the regime is one of ``regimes`` and IV rank ≥ ``iv_rank_entry``; size by max risk
 (width − credit per unit) like the put spread; same management rules (profit target on the whole
@@ -23,7 +24,7 @@ from engine.strategies.base import (
     option_leg,
 )
 from engine.strategies.iv_rank_put_spread import contracts_for
-from engine.strategies.selection import nearest_delta_row, pick_expiry, row_at_strike
+from engine.strategies.selection import nearest_delta_row, pick_expiry, wing_row
 
 
 class IronCondorParams(StrategyParams):
@@ -62,14 +63,15 @@ class IronCondor(ManagedStrategy):
         sc = nearest_delta_row(chain, expiry, p.short_delta, call=True, **kw)
         if sp is None or sc is None or chain.strike[sp] >= chain.strike[sc]:
             return ()
-        lp = row_at_strike(chain, expiry, float(chain.strike[sp]) - p.width, call=False)
-        lc = row_at_strike(chain, expiry, float(chain.strike[sc]) + p.width, call=True)
+        lp = wing_row(chain, expiry, float(chain.strike[sp]), p.width, call=False)
+        lc = wing_row(chain, expiry, float(chain.strike[sc]), p.width, call=True)
         if lp is None or lc is None:
             return ()
+        width = float(max(chain.strike[sp] - chain.strike[lp], chain.strike[lc] - chain.strike[sc]))
         credit = float(chain.bid[sp] + chain.bid[sc] - chain.ask[lp] - chain.ask[lc])
         if not credit > max(p.min_credit, 0.0):
             return ()
-        qty = contracts_for(ctx.net_liquidation(), ctx.sizing().risk_per_trade, p.width - credit, chain.multiplier,
+        qty = contracts_for(ctx.net_liquidation(), ctx.sizing().risk_per_trade, width - credit, chain.multiplier,
                             p.size_factors.get(regime, 0.0), 1.0, 0.0, p.max_contracts)
         if qty <= 0:
             return ()
@@ -77,5 +79,5 @@ class IronCondor(ManagedStrategy):
                 option_leg(chain, sc, Side.SELL), option_leg(chain, lc, Side.BUY))
         tag = self.new_tag()
         trade = OpenTrade(tag=tag, legs=legs, quantity=qty, expiry=leg_expiry(legs),
-                          info={"width": p.width, "credit": credit, "iv_rank": ivr})
+                          info={"width": width, "credit": credit, "iv_rank": ivr})
         return [(trade, self.intent(legs, qty, -p.limit_fraction * credit, f"{tag}:open"))]

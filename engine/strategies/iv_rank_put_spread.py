@@ -2,7 +2,8 @@
 
 Entry, on a chain snapshot with no open trade: regime not ``neutral``; IV rank > ``iv_rank_entry``;
 expiry with DTE in [``dte_min``, ``dte_max``] nearest ``dte_target``; short put nearest |Δ| =
-``short_delta``; long put ``width`` dollars lower; natural credit = short bid − long ask > ``min_credit``.
+``short_delta``; long put ``width`` dollars lower (the nearest listed strike below the short when that one is
+not listed); natural credit = short bid − long ask > ``min_credit``.
 Confidence = min(IV rank, 0.95) × sell factor of the regime (blended 60/40 with an ML probability when
 one is given), capped at 0.98; < ``min_confidence`` → no trade, < ``half_size_below`` → half size.
 Size = floor(net liq × risk per trade ÷ (max risk × multiplier)), at least 1, × the regime's size factor.
@@ -26,7 +27,7 @@ from engine.strategies.base import (
     market_date,
     option_leg,
 )
-from engine.strategies.selection import nearest_delta_row, pick_expiry, row_at_strike
+from engine.strategies.selection import nearest_delta_row, pick_expiry, wing_row
 
 SELL_CONFIDENCE_FACTOR = {"low_vol": 1.0, "high_vol": 0.7, "iv_contraction": 1.2, "iv_expansion": 0.6,
                           "neutral": 0.5, "normal": 1.0}
@@ -94,13 +95,14 @@ class IVRankPutSpread(ManagedStrategy):
         short = nearest_delta_row(chain, expiry, p.short_delta, call=False, rate=p.rate, dividend_yield=p.dividend_yield)
         if short is None:
             return ()
-        long = row_at_strike(chain, expiry, float(chain.strike[short]) - p.width, call=False)
+        long = wing_row(chain, expiry, float(chain.strike[short]), p.width, call=False)
         if long is None:
             return ()
+        width = float(chain.strike[short] - chain.strike[long])
         credit = float(chain.bid[short] - chain.ask[long])
         if not credit > max(p.min_credit, 0.0):
             return ()
-        max_risk = p.width - credit
+        max_risk = width - credit
         qty = contracts_for(ctx.net_liquidation(), ctx.sizing().risk_per_trade, max_risk, chain.multiplier,
                             p.size_factors.get(regime, 0.0), conf, p.half_size_below, p.max_contracts)
         if qty <= 0:
@@ -108,5 +110,5 @@ class IVRankPutSpread(ManagedStrategy):
         legs = (option_leg(chain, short, Side.SELL), option_leg(chain, long, Side.BUY))
         tag = self.new_tag()
         trade = OpenTrade(tag=tag, legs=legs, quantity=qty, expiry=leg_expiry(legs),
-                          info={"width": p.width, "credit": credit, "iv_rank": ivr, "confidence": conf})
+                          info={"width": width, "credit": credit, "iv_rank": ivr, "confidence": conf})
         return [(trade, self.intent(legs, qty, -p.limit_fraction * credit, f"{tag}:open"))]

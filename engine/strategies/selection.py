@@ -107,3 +107,19 @@ def atm_row(chain: OptionChain, expiry: np.datetime64, *, call: bool) -> int | N
     if len(cand) == 0:
         return None
     return int(cand[np.argmin(np.abs(chain.strike[cand] - chain.spot))])
+
+
+def wing_row(chain: OptionChain, expiry: np.datetime64, short_strike: float, width: float, *, call: bool) -> int | None:
+    """Row of the long wing ``width`` beyond ``short_strike`` (higher for calls, lower for puts).
+
+    The exact strike when listed with a usable quote; otherwise the listed strike nearest the target
+    among those strictly beyond the short strike (the actual width is then ``|long − short|``).
+    """
+    target = short_strike + width if call else short_strike - width
+    cand = np.nonzero((chain.expiry == expiry) & (chain.is_call == call) & chain.valid_mask())[0]
+    k = chain.strike[cand]
+    beyond = k > short_strike + 1e-9 if call else k < short_strike - 1e-9
+    cand, k = cand[beyond], k[beyond]
+    if len(cand) == 0:
+        return None
+    return int(cand[np.argmin(np.abs(k - target))])

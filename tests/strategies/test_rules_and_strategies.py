@@ -194,3 +194,14 @@ def test_option_leg_instrument_matches_occ():
     chain = spy_chain()
     assert chain.option(0) == Option.from_occ(str(chain.symbol[0]))
     assert math.isclose(chain.spot, 500.0)
+
+
+def test_wing_when_exact_strike_not_listed_then_nearest_beyond_the_short():
+    from engine.strategies.selection import wing_row
+
+    chain = spy_chain()
+    exp = chain.expiry[0]
+    # 490 short, width 7 → 483 not listed: 485 is nearest beyond (480 further); for calls 510 + 7 → 515
+    assert chain.strike[wing_row(chain, exp, 490.0, 7.0, call=False)] == 485.0
+    assert chain.strike[wing_row(chain, exp, 510.0, 7.0, call=True)] == 515.0
+    assert wing_row(chain, exp, 480.0, 5.0, call=False) is None  # nothing below the lowest strike
