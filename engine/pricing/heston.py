@@ -156,7 +156,7 @@ def calibrate(
         return np.where(np.isfinite(res), res, 1.0)
 
     sol = least_squares(residual, x0, bounds=(_LOWER, _UPPER), method="trf", x_scale="jac", max_nfev=max_nfev,
-                        xtol=1e-10, ftol=1e-10, gtol=1e-10)
+                        xtol=1e-8, ftol=1e-10, gtol=1e-8)
     params = HestonParams(*(float(v) for v in sol.x))
     model = price(is_call, S_, K_, T_, r_, q_, *sol.x)
     model_iv = bsm.implied_vol(model, is_call, S, K_, T_, r_, q_)
