@@ -380,6 +380,15 @@ class OrderManager:
             return self._get(order_id)
         if self.on_persisted is not None:
             self.on_persisted(self._get(order_id), "sent")
+        after = self._get(order_id)
+        if order_id in self._cancel_requested and not after.status.is_terminal:
+            # a cancel (or the kill switch) raced the submission: cancel again now that the broker has it
+            try:
+                await asyncio.wait_for(self.router.cancel(after), self.config.broker_call_timeout_s)
+            except (BrokerError, OSError, TimeoutError) as exc:
+                self.bus.publish(Alert(level="critical", source="oms",
+                                       message=f"order {after.client_order_id} could not be cancelled after a "
+                                               f"cancel raced its submission: {exc}"))
         return self._get(order_id)
 
     def _reject_unsent(self, order_id: str, message: str) -> Order:
