@@ -102,6 +102,10 @@ class ChainPanel(Panel):
         self.expiry: np.datetime64 | None = None
         self._expiries: list[np.datetime64] = []
         self.refreshes = 0
+        self.greeks_interval_s = 0.5
+        self._metrics: Any = None
+        self._metrics_block: Any = None
+        self._metrics_at = -1e9
         self._subscribed: tuple[Any, ...] | None = None
 
         self.symbol_box = QtWidgets.QComboBox()
@@ -296,7 +300,14 @@ class ChainPanel(Panel):
         now = chain.ts  # Greeks as of the snapshot the quotes belong to (simulated or wall time)
         pick = np.concatenate([calls[calls >= 0], puts[puts >= 0]])
         chain_now = chain if spot == chain.spot else _with_spot(chain, spot)
-        m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self.live.bid, ask=self.live.ask)
+        # IV and Greeks: recomputed when the block changes, else at most every ``greeks_interval_s``
+        # (quotes repaint at the bridge's ~10 Hz; Greeks at 2 Hz are plenty and keep the loop free)
+        block = (id(chain), self.expiry, pick.tobytes())
+        t_now = time.monotonic()
+        m = self._metrics
+        if m is None or block != self._metrics_block or t_now - self._metrics_at >= self.greeks_interval_s:
+            m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self.live.bid, ask=self.live.ask)
+            self._metrics, self._metrics_block, self._metrics_at = m, block, t_now
         edge = self._model_edge(chain_now, pick, m, r, q)
         n_calls = int((calls >= 0).sum())
 

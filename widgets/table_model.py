@@ -28,6 +28,14 @@ POSITIVE = QtGui.QColor(38, 166, 91)
 NEGATIVE = QtGui.QColor(214, 69, 65)
 MUTED = QtGui.QColor(128, 128, 128)
 
+_DISPLAY = int(Qt.ItemDataRole.DisplayRole.value)
+_ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole.value)
+_FOREGROUND = int(Qt.ItemDataRole.ForegroundRole.value)
+_BACKGROUND = int(Qt.ItemDataRole.BackgroundRole.value)
+_FONT = int(Qt.ItemDataRole.FontRole.value)
+_TOOLTIP = int(Qt.ItemDataRole.ToolTipRole.value)
+_USER = int(Qt.ItemDataRole.UserRole.value)
+
 _ALIGN = {
     "left": Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
     "right": Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
@@ -94,6 +102,7 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
         super().__init__(parent)
         self.columns: list[Column] = list(columns)
         self._index = {c.key: i for i, c in enumerate(self.columns)}
+        self._align = [int(_ALIGN.get(c.align, _ALIGN["right"]).value) for c in self.columns]
         self._keys: np.ndarray = np.array([], dtype=object)
         self._data: dict[str, np.ndarray] = {}
         #: figures for tests and benchmarks
@@ -191,33 +200,37 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
             return int(_ALIGN.get(col.align, _ALIGN["right"]))
         return None
 
-    def data(self, index: QtCore.QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        row, ci = index.row(), index.column()
-        col = self.columns[ci]
-        values = self._data.get(col.key)
-        if role == Qt.ItemDataRole.DisplayRole:
-            return col.text(values[row]) if values is not None else ""
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(_ALIGN.get(col.align, _ALIGN["right"]))
-        if role == Qt.ItemDataRole.ForegroundRole:
+    def data(self, index: QtCore.QModelIndex, role: int = _DISPLAY) -> Any:
+        # hot path: called ~7 times per visible cell per repaint; roles compared as plain ints
+        if role == _DISPLAY:
+            ci = index.column()
+            col = self.columns[ci]
+            values = self._data.get(col.key)
+            return col.text(values[index.row()]) if values is not None else ""
+        if role == _ALIGNMENT:
+            return self._align[index.column()]
+        if role == _FOREGROUND:
+            row, ci = index.row(), index.column()
             fg = self.cell_foreground(row, ci)
             if fg is not None:
                 return fg
-            if col.signed and values is not None:
-                v = values[row]
-                if isinstance(v, int | float | np.integer | np.floating) and math.isfinite(float(v)) and v != 0:
-                    return POSITIVE if v > 0 else NEGATIVE
+            col = self.columns[ci]
+            if col.signed:
+                values = self._data.get(col.key)
+                if values is not None:
+                    v = values[row]
+                    if isinstance(v, int | float | np.integer | np.floating) and math.isfinite(float(v)) and v != 0:
+                        return POSITIVE if v > 0 else NEGATIVE
             return None
-        if role == Qt.ItemDataRole.BackgroundRole:
-            return self.cell_background(row, ci)
-        if role == Qt.ItemDataRole.FontRole:
-            return self.cell_font(row, ci)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self.cell_tooltip(row, ci)
-        if role == Qt.ItemDataRole.UserRole:
-            return values[row] if values is not None else None
+        if role == _BACKGROUND:
+            return self.cell_background(index.row(), index.column())
+        if role == _FONT:
+            return self.cell_font(index.row(), index.column())
+        if role == _TOOLTIP:
+            return self.cell_tooltip(index.row(), index.column())
+        if role == _USER:
+            values = self._data.get(self.columns[index.column()].key)
+            return values[index.row()] if values is not None else None
         return None
 
     def cell_background(self, row: int, column: int) -> QtGui.QBrush | QtGui.QColor | None:
