@@ -241,6 +241,12 @@ class Panel(QtWidgets.QWidget):
         """An engine component (``oms``, ``risk``, ``surfaces`` ...) or None if it is not wired yet."""
         return getattr(self.engine, name, None)
 
+    def apply_theme(self, theme: str) -> None:
+        """Called by the main window after a dark/light switch: plots follow the new palette."""
+        from widgets.plots import restyle_plots
+
+        restyle_plots(self)
+
     def panel_state(self) -> dict[str, Any]:
         """Small JSON-able state (selected underlying, window size ...) the app saves with the layout."""
         return {}

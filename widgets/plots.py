@@ -129,3 +129,25 @@ def infinite_line(pos: float, *, angle: int = 90, color: str = MUTED, dash: bool
     line = pg.InfiniteLine(pos=pos, angle=angle, pen=pen, movable=False,
                            label=label or None, labelOpts={"position": label_pos, "color": color})
     return line
+
+
+def restyle_plots(root: QtWidgets.QWidget) -> int:
+    """Re-apply the application palette (after a theme switch) to every plot under ``root``."""
+    bg, fg = _colors()
+    pen = pg.mkPen(fg)
+    n = 0
+    for w in root.findChildren(pg.PlotWidget):
+        w.setBackground(bg)
+        item = w.getPlotItem()
+        for name in ("left", "bottom", "right", "top"):
+            ax = item.getAxis(name) if name in item.axes else None
+            if ax is None:
+                continue
+            ax.setPen(pen)
+            ax.setTextPen(pen)
+            if ax.labelText:
+                ax.setLabel(ax.labelText, units=ax.labelUnits or None, color=fg.name())
+        if item.titleLabel.text:
+            item.setTitle(item.titleLabel.text, color=fg.name(), size="10pt")
+        n += 1
+    return n

@@ -125,3 +125,21 @@ def test_pnl_panel_plots_equity_and_day_pnl(qtbot, desk, shot) -> None:
     assert panel.labels["day_pnl"].text() == "+240.00"
     shot(panel, "pnl")
     assert not math.isnan(t[-1]) and Qt is not None
+
+
+def test_plots_follow_a_theme_switch(qtbot, desk) -> None:
+    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtWidgets import QApplication
+
+    panel = PnLPanel(desk)
+    qtbot.addWidget(panel)
+    app = QApplication.instance()
+    old = app.palette()
+    try:
+        pal = QPalette(old)
+        pal.setColor(QPalette.ColorRole.Base, QColor("#101418"))
+        app.setPalette(pal)
+        panel.apply_theme("dark")
+        assert panel.equity_plot.backgroundBrush().color().name() == "#101418"
+    finally:
+        app.setPalette(old)
