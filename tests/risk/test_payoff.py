@@ -54,3 +54,34 @@ def test_covered_call_when_summarized_then_stock_loss_counts():
     assert not s.defined_risk  # falls with the stock
     assert s.max_profit == pytest.approx(62_000 - 59_700)
     assert s.stress_loss == pytest.approx(59_700 - 54_000)
+
+
+def test_small_and_vector_paths_when_same_legs_then_same_summary():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from engine.risk import payoff
+
+    leg = st.tuples(st.sampled_from((STOCK, CALL, PUT)), st.sampled_from((560.0, 580.0, 600.0, 620.0, 640.0)),
+                    st.integers(-3, 3).filter(bool))
+
+    @settings(max_examples=150, deadline=None)
+    @given(legs=st.lists(leg, min_size=1, max_size=4), cost=st.floats(-3000, 3000), spot=st.floats(450, 750))
+    def same(legs, cost, spot):
+        kind = np.array([k for k, _, _ in legs])
+        strike = np.array([s for _, s, _ in legs])
+        units = np.array([float(u) for _, _, u in legs])
+        mult = np.where(kind == STOCK, 1.0, 100.0)
+        small = summarize(kind, strike, units, mult, cost, spot, 0.15)
+        old, payoff.SMALL = payoff.SMALL, 0
+        try:
+            big = summarize(kind, strike, units, mult, cost, spot, 0.15)
+        finally:
+            payoff.SMALL = old
+        for a, b in ((small.max_loss, big.max_loss), (small.max_profit, big.max_profit),
+                     (small.stress_loss, big.stress_loss)):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-6)
+        assert small.defined_risk == big.defined_risk
+        assert small.breakevens == pytest.approx(big.breakevens, abs=1e-6)
+
+    same()
