@@ -105,6 +105,8 @@ class KillSwitch:
         self._subs: list[Any] = []
         self._risk: RiskEngine | None = None
         self._trip_lock = asyncio.Lock()
+        self._auto_kinds: set[str] = set()  # auto-trip causes of the current HALT
+        self._suppressed: set[str] = set()  # breached limits the user reset past (re-arm once they clear)
         self.last_trip_cancelled = 0
 
     # ---- wiring ---------------------------------------------------------------------------------
@@ -200,6 +202,8 @@ class KillSwitch:
         if not confirmed:
             raise ValueError("resetting the kill switch needs confirmed=True (an explicit user confirmation)")
         self._reducing_causes.clear()
+        self._suppressed |= self._auto_kinds  # still-breached auto limits wait until they clear once
+        self._auto_kinds.clear()
         st = self._set(TradingState.ACTIVE, "reset", by)
         if self.bus is not None:
             self.bus.publish(KillSwitchReset(by=by))
@@ -218,8 +222,14 @@ class KillSwitch:
 
     # ---- automatic trips ------------------------------------------------------------------------
     def _on_account(self, ev: AccountUpdated) -> None:
+        """Auto-trip on the daily-loss and drawdown limits.
+
+        After a manual reset, a limit that is *still* breached does not trip again until it has cleared once
+        (otherwise the user could never close positions by hand); the pre-trade checks keep denying every
+        order that would add risk meanwhile.
+        """
         risk = self._risk
-        if risk is None or self.tripped:
+        if risk is None:
             return
         acct = ev.account
         nl = float(acct.net_liquidation)
@@ -230,14 +240,24 @@ class KillSwitch:
             self.store.kv.set(KV_PEAK, nl)
         p = risk.profile
         day_loss = -float(acct.day_pnl)
-        if day_loss >= p.max_daily_loss_pct * nl:
-            self._spawn_trip(f"daily loss limit: lost ${day_loss:,.2f} today, limit "
-                             f"{p.max_daily_loss_pct:.1%} of ${nl:,.0f} = ${p.max_daily_loss_pct * nl:,.2f}")
-            return
         dd = 1.0 - nl / risk.peak_equity if risk.peak_equity else 0.0
-        if dd >= p.max_drawdown_pct:
-            self._spawn_trip(f"drawdown limit: equity ${nl:,.0f} is {dd:.1%} below peak ${risk.peak_equity:,.0f}, "
-                             f"limit {p.max_drawdown_pct:.1%}")
+        breaches = {
+            "daily_loss": (day_loss >= p.max_daily_loss_pct * nl,
+                           f"daily loss limit: lost ${day_loss:,.2f} today, limit {p.max_daily_loss_pct:.1%} of "
+                           f"${nl:,.0f} = ${p.max_daily_loss_pct * nl:,.2f}"),
+            "drawdown": (dd >= p.max_drawdown_pct,
+                         f"drawdown limit: equity ${nl:,.0f} is {dd:.1%} below peak ${risk.peak_equity:,.0f}, "
+                         f"limit {p.max_drawdown_pct:.1%}"),
+        }
+        for kind, (breached, reason) in breaches.items():
+            if not breached:
+                self._suppressed.discard(kind)
+                continue
+            if kind in self._suppressed or self.tripped:
+                continue
+            self._auto_kinds.add(kind)
+            self._spawn_trip(reason)
+            return
 
     def _spawn_trip(self, reason: str) -> None:
         if self.tripped:

@@ -109,6 +109,17 @@ async def test_daily_loss_when_account_update_breaches_then_trips(store):
                                                        day_pnl=Decimal(-5_000))))
     assert ks.state is TradingState.HALTED and "daily loss" in ks.status.reason
     await asyncio.sleep(0)
+    # reset while still beyond the limit: no immediate re-trip (the user must be able to close positions) ...
+    await ks.reset(by="alice", confirmed=True)
+    loss = AccountSnapshot("A", Decimal(94_000), Decimal(94_000), Decimal(94_000), day_pnl=Decimal(-6_000))
+    bus.publish(AccountUpdated(account=loss))
+    assert ks.state is TradingState.ACTIVE
+    # ... until the breach has cleared once; a new breach trips again
+    bus.publish(AccountUpdated(account=AccountSnapshot("A", Decimal(99_000), Decimal(99_000), Decimal(99_000),
+                                                       day_pnl=Decimal(-1_000))))
+    bus.publish(AccountUpdated(account=loss))
+    assert ks.state is TradingState.HALTED
+    await asyncio.sleep(0)
 
 
 async def test_cli_kill_when_engine_running_then_engine_cancels_within_one_second(store, tmp_path):
