@@ -88,6 +88,7 @@ class _Working:
     order: Order
     refs: list[tuple[str, str, int]]  # per leg: (kind 'opt'/'stk', underlying, row)
     instruments: list[Instrument]  # per leg, as the market lists it (settlement, multiplier)
+    keys: list[str]  # per leg: the instrument key (formatted once)
     signs: list[int]
     ratios: list[int]
     fees: OrderFeeTracker = field(default_factory=OrderFeeTracker)
@@ -300,7 +301,8 @@ class PaperExchange:
         """Validate and accept an order, then fill what is marketable. A rejection changes nothing."""
         if now is not None:
             self._now = now
-        reason, refs = self._validate(order)
+        keys = [leg.instrument.key for leg in order.legs]
+        reason, refs = self._validate(order, keys=keys)
         if reason:
             return [ExecutionReport("rejected", order.evolve(status=OrderStatus.REJECTED, reason=reason,
                                                              updated_at=self.now))]
@@ -310,7 +312,7 @@ class PaperExchange:
                                 broker_order_id=order.broker_order_id or self._next_id("P"), reason="",
                                 updated_at=self.now)
         insts = [self._canonical(leg.instrument, ref) for leg, ref in zip(order.legs, refs, strict=True)]
-        w = _Working(order=accepted, refs=refs, instruments=insts, signs=signs, ratios=ratios)
+        w = _Working(order=accepted, refs=refs, instruments=insts, keys=keys, signs=signs, ratios=ratios)
         self.working[accepted.order_id] = w
         self._client_ids.add(order.client_order_id)
         reports = [ExecutionReport("accepted", accepted)]
@@ -352,14 +354,15 @@ class PaperExchange:
         return reports
 
     # ---- validation ---------------------------------------------------------------------------
-    def _validate(self, order: Order, *, check_bp: bool = True) -> tuple[str, list[tuple[str, str, int]]]:
+    def _validate(self, order: Order, *, check_bp: bool = True,
+                  keys: list[str] | None = None) -> tuple[str, list[tuple[str, str, int]]]:
         if check_bp and order.order_id in self.working:
             return f"order id {order.order_id} is already working", []
         if not order.legs:
             return "order has no legs", []
         if not isinstance(order.quantity, int) or order.quantity <= 0:
             return f"quantity must be a positive whole number, got {order.quantity}", []
-        keys = [leg.instrument.key for leg in order.legs]
+        keys = keys if keys is not None else [leg.instrument.key for leg in order.legs]
         if len(set(keys)) != len(keys):
             return "the same contract appears in two legs", []
         if len(order.legs) > 1:
@@ -369,21 +372,21 @@ class PaperExchange:
                 return (f"leg ratios {ratios} do not reduce: divide them by {g} and multiply the quantity "
                         f"instead"), []
         refs: list[tuple[str, str, int]] = []
-        for leg in order.legs:
+        for leg, key in zip(order.legs, keys, strict=True):
             inst = leg.instrument
             if isinstance(inst, Index):
                 return f"{inst.symbol} is an index and cannot be traded; trade its options", []
             if isinstance(inst, Option):
-                und = self._symbol_index.get(inst.key)
+                und = self._symbol_index.get(key)
                 if und is None:
                     known = inst.underlying in self._books
                     where = f"the {inst.underlying} chain" if known else f"any chain (no market data for {inst.underlying})"
-                    return f"unknown contract {inst.key}: not listed in {where}", []
+                    return f"unknown contract {key}: not listed in {where}", []
                 book = self._books[und]
-                row = book.rows[inst.key]
+                row = book.rows[key]
                 exp = book.chain.expiry[row].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
                 if exp <= self.now:
-                    return f"contract {inst.key} expired at {exp:%Y-%m-%d %H:%M} UTC", []
+                    return f"contract {key} expired at {exp:%Y-%m-%d %H:%M} UTC", []
                 refs.append(("opt", und, row))
             else:
                 if inst.symbol not in self._und_price:
@@ -676,7 +679,7 @@ class PaperExchange:
         for i, leg in enumerate(o.legs):
             inst = w.instruments[i]
             dq = leg.side.sign * leg.ratio * qty
-            pos = self.positions.get(inst.key)
+            pos = self.positions.get(w.keys[i])
             held = pos.quantity if pos else 0
             closing = min(abs(dq), abs(held)) if held * dq < 0 else 0
             fee_legs.append((i, inst, abs(dq), dec_px[i], abs(dq) - closing))
@@ -687,7 +690,7 @@ class PaperExchange:
             fee = commissions[i] + self.fees.pass_through(inst, abs(dq), dec_px[i], dq < 0)
             fill = Fill(fill_id=self._next_id("F"), order_id=o.order_id, instrument=inst, quantity=dq,
                         price=dec_px[i], ts=now, fee=to_cents(fee), leg_index=i, client_order_id=o.client_order_id)
-            changed.append(self._apply(fill))
+            changed.append(self._apply(fill, w.keys[i]))
             fills.append(fill)
         filled = o.filled_quantity + qty
         net = sum(Decimal(leg.side.sign * leg.ratio) * p for leg, p in zip(o.legs, dec_px, strict=True))
@@ -707,15 +710,16 @@ class PaperExchange:
         return ExecutionReport(kind, w.order, tuple(fills), tuple(changed))
 
     # ---- account bookkeeping ------------------------------------------------------------------
-    def _apply(self, fill: Fill) -> Position:
+    def _apply(self, fill: Fill, key: str | None = None) -> Position:
         """Book a fill: cash, position quantity/average price, realized P&L."""
         inst = fill.instrument
+        key = key or inst.key
         mult = inst.multiplier
         und = inst.underlying if isinstance(inst, Option) else inst.symbol
         self._pos_version[und] = self._pos_version.get(und, 0) + 1
         self.cash += fill.cash_flow
         self.fill_log.append(fill)
-        pos = self.positions.get(inst.key)
+        pos = self.positions.get(key)
         q0 = pos.quantity if pos else 0
         avg0 = pos.avg_price if pos else _Z
         realized0 = pos.realized_pnl if pos else _Z
@@ -736,9 +740,9 @@ class PaperExchange:
                        opened_at=(pos.opened_at if pos and q0 and (q0 > 0) == (q1 > 0) else fill.ts),
                        strategy_id=pos.strategy_id if pos else None)
         if q1 == 0:
-            self.positions.pop(inst.key, None)
+            self.positions.pop(key, None)
         else:
-            self.positions[inst.key] = new
+            self.positions[key] = new
         return new
 
     # ---- time: session close, DAY expiry, option expiration -----------------------------------
@@ -941,7 +945,8 @@ class PaperExchange:
             refs = [self._ref_of(leg.instrument) or ("opt", getattr(leg.instrument, "underlying", ""), -1)
                     for leg in o.legs]
             insts = [self._canonical(leg.instrument, ref) for leg, ref in zip(o.legs, refs, strict=True)]
-            w = _Working(order=o, refs=refs, instruments=insts, signs=[leg.side.sign for leg in o.legs],
+            w = _Working(order=o, refs=refs, instruments=insts, keys=[i.key for i in insts],
+                         signs=[leg.side.sign for leg in o.legs],
                          ratios=[leg.ratio for leg in o.legs])
             if o.order_id in fees:
                 w.fees = OrderFeeTracker.from_state(fees[o.order_id])

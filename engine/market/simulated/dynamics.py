@@ -55,6 +55,8 @@ class FactorDynamics:
         self.vrp = np.array([u.variance_premium for u in config.universe], dtype=float)
         self.is_vol_index = np.array([u.kind == "vol_index" for u in config.universe], dtype=bool)
         self.r = config.risk_free_rate
+        others = ~self.is_vol_index
+        self._index_vrp = float(self.vrp[others].max()) if others.any() else 1.15
         self.lock_regime = lock_regime
         names = [r.name for r in self.regimes]
         self.regime = names.index(config.initial_regime)
@@ -116,8 +118,11 @@ class FactorDynamics:
 
     def vix_level(self) -> float:
         """The VIX-like index: 100·√(30-day expected variance × the index variance premium × skew convexity)."""
-        vrp = float(self.vrp[~self.is_vol_index].max()) if (~self.is_vol_index).any() else 1.15
-        return 100.0 * math.sqrt(float(self.expected_variance(np.array([VIX_HORIZON_YEARS]))[0]) * vrp * 1.08)
+        spec = self.regime_spec
+        theta, kappa, tau = spec.vol**2, spec.kappa, VIX_HORIZON_YEARS
+        avg = max(theta + (self.v - theta) * (1.0 - math.exp(-kappa * tau)) / (kappa * tau), 1e-6)
+        avg += spec.jump_intensity * (spec.jump_mean**2 + spec.jump_std**2)
+        return 100.0 * math.sqrt(avg * self._index_vrp * 1.08)
 
     # ---- stepping -----------------------------------------------------------------------------
     def advance(self, dts: np.ndarray | list[float], *, record: bool = False) -> PathStep | None:

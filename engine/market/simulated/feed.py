@@ -97,6 +97,7 @@ class SimulatedFeed(Feed):
         self._regime = self.market.regime
         self.ticks = 0
         self.quotes_published = 0
+        self._last_publish_wall: float | None = None
 
     @classmethod
     def quickstart(cls, bus: Bus, *, symbols: Sequence[str] = ("SPY", "QQQ", "IWM", "AAPL", "SPX", "VIX"),
@@ -229,7 +230,11 @@ class SimulatedFeed(Feed):
             self._regime = m.regime
         wall = time.monotonic()
         chain_period = 1.0 / self.config.streaming.chain_hz
-        budget = self.config.streaming.quotes_per_second / self.config.streaming.tick_hz
+        # the quote budget follows wall time since the last tick (at most half a second's worth)
+        rate = self.config.streaming.quotes_per_second
+        since = wall - self._last_publish_wall if self._last_publish_wall is not None else 1.0 / self.config.streaming.tick_hz
+        self._last_publish_wall = wall
+        budget = rate * min(max(since, 0.0), 0.5)
         spots = m.spots()
         for sym in m.symbols:
             price = spots[sym]

@@ -88,6 +88,9 @@ class QuoteEngine:
         self._theo0 = np.full(n, np.nan)
         self._tick_lo, self._tick_hi, self._tick_threshold = tick_params(listing.scheme)
         self._tick_lo_c, self._tick_hi_c = np.rint(self._tick_lo * 100.0), np.rint(self._tick_hi * 100.0)
+        self._inv_lo_c, self._inv_hi_c = 1.0 / self._tick_lo_c, 1.0 / self._tick_hi_c
+        self._half_c = np.zeros(n)
+        self._exercise_sign = np.where(listing.american, np.where(listing.is_call, 1.0, -1.0), 0.0)
         self._oi_set = False
 
     # ---- surface ------------------------------------------------------------------------------
@@ -165,6 +168,7 @@ class QuoteEngine:
         width *= (1.0 + 0.35 * np.abs(x)) * (1.0 + 0.3 / np.sqrt(dte + 0.25)) * np.sqrt(atm_vol / 0.18)
         width *= spec.spread_multiplier / self.liquidity
         self.half_spread = 0.5 * width
+        self._half_c = self.half_spread * 100.0
         self._jitter = self._rng.uniform(-0.3, 0.3, len(lst))
         # sizes and open interest
         near = np.exp(-0.5 * np.minimum(x * x, 50.0))
@@ -203,21 +207,27 @@ class QuoteEngine:
         d_days = float((now64 - self._ref_ts).astype("timedelta64[s]").astype(float)) / 86400.0
         dvol_pts = self.iv * (ratio[lst.pair] - 1.0) * 100.0
         theo = self._theo0 + self.delta * dS + 0.5 * self.gamma * dS * dS + self.vega * dvol_pts + self.theta * d_days
-        S = spots[lst.und]
-        exercise = np.where(lst.american, np.maximum(np.where(lst.is_call, S - lst.strike, lst.strike - S), 0.0), 0.0)
-        self.theo = np.maximum(theo, exercise)
+        # exercise floor: ±(S − K) for American calls/puts, 0 for European rows (one fused expression)
+        self.theo = np.maximum(theo, self._exercise_sign * (spots[lst.und] - lst.strike))
         self._round()
 
     def _round(self) -> None:
-        """Bid/ask around the theo on the tick grid, computed in cents (exact two-decimal floats)."""
+        """Bid/ask around the theo on the tick grid, in integer ticks (exact two-decimal floats).
+
+        The centre jitter is within ±0.3 half-spreads, so ``centre − half < theo < centre + half``: the
+        rounded-out bid and ask always bracket the theo.
+        """
         theo = self.theo
-        tick_c = np.where(theo < self._tick_threshold, self._tick_lo_c, self._tick_hi_c)
-        theo_c = theo * 100.0
-        half_c = np.maximum(self.half_spread * 100.0, 0.5 * tick_c)
-        centre_c = theo_c + self._jitter * half_c
-        bid_k = np.minimum(np.floor((centre_c - half_c) / tick_c + 1e-9), np.floor(theo_c / tick_c + 1e-9))
-        ask_k = np.maximum(np.ceil((centre_c + half_c) / tick_c - 1e-9), np.ceil(theo_c / tick_c - 1e-9))
-        ask_k = np.maximum(np.maximum(ask_k, bid_k + 1.0), 1.0)
-        bid_k = np.maximum(bid_k, 0.0)
-        self.bid = bid_k * tick_c / 100.0
-        self.ask = ask_k * tick_c / 100.0
+        low = theo < self._tick_threshold
+        tick_c = np.where(low, self._tick_lo_c, self._tick_hi_c)
+        inv = np.where(low, self._inv_lo_c, self._inv_hi_c)
+        half_c = np.maximum(self._half_c, 0.5 * tick_c)
+        centre_c = theo * 100.0
+        centre_c += self._jitter * half_c
+        bid_k = np.floor((centre_c - half_c) * inv)
+        ask_k = np.ceil((centre_c + half_c) * inv)
+        np.maximum(ask_k, bid_k + 1.0, out=ask_k)
+        np.maximum(bid_k, 0.0, out=bid_k)
+        tick_c *= 0.01
+        self.bid = bid_k * tick_c
+        self.ask = ask_k * tick_c
