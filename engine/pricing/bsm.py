@@ -90,39 +90,40 @@ def greeks(
     if bad.any():
         S_, K_, T_, sig = (np.where(bad, np.nan, a) for a in (S_, K_, T_, sig))
     with np.errstate(all="ignore"):
+        # fused: few temporaries and in-place updates (this is the hot path of chain and portfolio Greeks)
         sqrt_t = np.sqrt(T_)
         vol_t = sig * sqrt_t
-        d1 = (np.log(S_ / K_) + (r_ - q_ + 0.5 * sig * sig) * T_) / vol_t
+        d1 = np.log(S_ / K_)
+        d1 += (r_ - q_ + 0.5 * sig * sig) * T_
+        d1 /= vol_t
         d2 = d1 - vol_t
         dq = np.exp(-q_ * T_)
         dr = np.exp(-r_ * T_)
         sign = np.where(is_call, 1.0, -1.0)
         n1 = ndtr(sign * d1)  # N(d1) for calls, N(-d1) for puts
         n2 = ndtr(sign * d2)
-        pdf = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
-        s_dq = S_ * dq
-        k_dr = K_ * dr
-        s_dq_pdf = s_dq * pdf
-        value = sign * (s_dq * n1 - k_dr * n2)
-        delta = sign * dq * n1
-        gamma = dq * pdf / (S_ * vol_t)
-        vega_unit = s_dq_pdf * sqrt_t
-        theta_year = -s_dq_pdf * sig / (2 * sqrt_t) + sign * (q_ * s_dq * n1 - r_ * k_dr * n2)
-        rho_unit = sign * k_dr * T_ * n2
-        vanna_unit = -dq * pdf * d2 / sig
-        volga_unit = vega_unit * d1 * d2 / sig
-        charm_year = sign * q_ * dq * n1 - dq * pdf * (2 * (r_ - q_) * T_ - d2 * vol_t) / (2 * T_ * vol_t)
-    g = Greeks(
-        price=value,
-        delta=delta,
-        gamma=gamma,
-        vega=vega_unit * 0.01,
-        theta=theta_year / DAYS_PER_YEAR,
-        rho=rho_unit * 0.01,
-        vanna=vanna_unit * 0.01,
-        volga=volga_unit * 1e-4,
-        charm=charm_year / DAYS_PER_YEAR,
-    )
+        dq_pdf = np.exp(-0.5 * d1 * d1)
+        dq_pdf *= dq * _INV_SQRT_2PI
+        dq_n1 = dq * n1
+        k_dr_n2 = K_ * dr
+        k_dr_n2 *= n2
+        s_dq_n1 = S_ * dq_n1
+        value = s_dq_n1 - k_dr_n2
+        value *= sign
+        delta = sign * dq_n1
+        gamma = dq_pdf / (S_ * vol_t)
+        s_dq_pdf = S_ * dq_pdf
+        vega = s_dq_pdf * sqrt_t  # per unit vol until scaled below
+        theta = (sign * (q_ * s_dq_n1 - r_ * k_dr_n2) - s_dq_pdf * sig / (2 * sqrt_t)) * (1 / DAYS_PER_YEAR)
+        rho = sign * k_dr_n2 * (T_ * 0.01)
+        vanna = dq_pdf * d2 / sig
+        vanna *= -0.01
+        volga = vega * d1 * d2 / sig
+        volga *= 1e-4
+        charm = (sign * q_ * dq_n1 - dq_pdf * (2 * (r_ - q_) * T_ - d2 * vol_t) / (2 * T_ * vol_t)) * (
+            1 / DAYS_PER_YEAR)
+        vega *= 0.01
+    g = Greeks(*(np.asarray(a) for a in (value, delta, gamma, vega, theta, rho, vanna, volga, charm)))
     return (g, reason) if return_reason else g
 
 
