@@ -169,6 +169,10 @@ class SimulatedFeed(Feed):
     def now(self) -> datetime | None:
         return self.market.now
 
+    def market_open(self) -> bool:
+        """Whether the simulated session is open at market time."""
+        return self.market.is_open
+
     # ---- controls -----------------------------------------------------------------------------
     def set_speed(self, speed: float) -> None:
         if not 1.0 <= speed <= 10_000.0:
