@@ -88,7 +88,7 @@ def check_grids(k_ranges: np.ndarray, n: int = 401) -> list[np.ndarray]:
         if prev is not None:
             lo, hi = min(lo, float(prev[0])), max(hi, float(prev[1]))
         ext = max(0.5 * (hi - lo) + 0.02, WING_EXTENSION)
-        grids.append(np.unique(np.concatenate([np.linspace(lo - ext, hi + ext, n), np.linspace(row[0], row[1], 101)])))
+        grids.append(np.sort(np.concatenate([np.linspace(lo - ext, hi + ext, n), np.linspace(row[0], row[1], 101)])))
         prev = row
     return grids
 

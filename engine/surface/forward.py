@@ -109,27 +109,44 @@ def estimate_forward(
     base_w = 1.0 / np.maximum(spread, tick) ** 2
     n = len(K)
 
+    floor = 1e-8 * spot
+
     def robust_location(values: np.ndarray) -> tuple[float, float]:
         est = float(np.median(values))
-        floor = 1e-8 * spot
+        scale = _robust_scale(values - est, floor)
         for _ in range(iterations):
-            res = values - est
-            wts = base_w * _huber_weights(res, _robust_scale(res, floor))
-            est = float(np.sum(wts * values) / np.sum(wts))
+            wts = base_w * _huber_weights(values - est, scale)
+            new = float(np.sum(wts * values) / np.sum(wts))
+            if abs(new - est) <= 1e-12 * spot:
+                est = new
+                break
+            est = new
         res = values - est
         return est, float(np.sqrt(np.average(res**2, weights=base_w)))
 
     note = ""
     strike_range = float(K.max() - K.min()) if n else 0.0
     if not american and n >= 3 and strike_range > 1e-6 * spot:
-        X = np.column_stack([np.ones(n), K])
-        wts = base_w.copy()
-        coef = np.zeros(2)
+        # Huber IRLS for y = α + βK with closed-form weighted least squares; the residual scale is
+        # fixed from the first (plain weighted) fit so the iteration is a proper M-estimator
+        def wls(wts: np.ndarray) -> tuple[float, float]:
+            sw = wts.sum()
+            km = float(np.sum(wts * K) / sw)
+            ym = float(np.sum(wts * y) / sw)
+            kk = float(np.sum(wts * (K - km) ** 2))
+            beta = float(np.sum(wts * (K - km) * (y - ym)) / kk) if kk > 0 else 0.0
+            return ym - beta * km, beta
+
+        alpha, beta = wls(base_w)
+        scale = _robust_scale(y - alpha - beta * K, floor)
         for _ in range(iterations):
-            sw = np.sqrt(wts)
-            coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
-            res = y - X @ coef
-            wts = base_w * _huber_weights(res, _robust_scale(res, 1e-8 * spot))
+            a_new, b_new = wls(base_w * _huber_weights(y - alpha - beta * K, scale))
+            done = abs(a_new - alpha) <= 1e-12 * spot and abs(b_new - beta) <= 1e-12
+            alpha, beta = a_new, b_new
+            if done:
+                break
+        coef = np.array([alpha, beta])
+        X = np.column_stack([np.ones(n), K])
         disc = -float(coef[1])
         if disc > 0:
             fwd = float(coef[0]) / disc

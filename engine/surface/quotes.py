@@ -3,7 +3,8 @@
 Only out-of-the-money options enter the smile: puts with K < F, calls with K ≥ F (F the implied
 forward of the expiry). European chains use Black-76 on the implied forward and the discount rate of
 the parity fit; American chains (equity/ETF) use the pricing core's American implied vol on the spot
-with the curve rate and the implied carry, so early exercise is accounted for.
+with the curve rate and the implied carry, so early exercise is accounted for (solved at the mid; the
+bid/ask vols carry the mid's early-exercise premium over their European vols).
 
 Reason codes (``ChainIVs.reason``; empty string = the row is a smile point):
 ``expired``, ``expiry_too_close``, ``missing_quote``, ``crossed``, ``stale``, ``zero_bid``,
@@ -107,8 +108,21 @@ def _implied_vols(
         except ImportError:
             am = None
         if am is not None:
-            vol, reason = am.implied_vol(price, is_call, S, K, T, r, q, return_reason=True)
-            return np.asarray(vol, float), np.asarray(reason), ""
+            # ``price`` is [bid, mid, ask] stacked: the American IV is solved for the mids; bid/ask vols
+            # are their European vols shifted by the mid's early-exercise vol premium (first order in
+            # the spread; exact at the mid, which is what the fit uses).
+            m = len(price) // 3
+            sl = slice(m, 2 * m)
+            from engine.pricing import bsm
+
+            eu = np.asarray(bsm.implied_vol(price, is_call, S, K, T, r, q), float)
+            am_mid, reason_mid = am.implied_vol(price[sl], is_call[sl], S, K[sl], T[sl], r[sl], q[sl],
+                                                return_reason=True)
+            am_mid = np.asarray(am_mid, float)
+            premium = am_mid - eu[sl]
+            vol = np.concatenate([eu[:m] + premium, am_mid, eu[2 * m :] + premium])
+            reason = np.concatenate([np.zeros(m, np.int8), np.asarray(reason_mid, np.int8), np.zeros(m, np.int8)])
+            return vol, reason, ""
         note = "American IV model unavailable; European Black-76 vols used (early exercise ignored)"
     else:
         note = ""

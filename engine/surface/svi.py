@@ -92,84 +92,72 @@ def durrleman_g(k: np.ndarray | float, a, b, rho, m, sigma) -> np.ndarray:
 # ---- the inner problem: closed-form constrained LS in (d, c) with a eliminated ----------------------
 
 
-def _inner_solve(k: np.ndarray, w: np.ndarray, om: np.ndarray, m: np.ndarray, s: np.ndarray):
+def _prepare(k: np.ndarray, w: np.ndarray, om: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Candidate-independent weighted moments of one batch (weights sum to 1 per row)."""
+    col = lambda x: x.sum(-1)[:, None]  # noqa: E731
+    return (k, col(om * k), col(om * k * k), col(om * w), col(om * k * w), col(om * w * w),
+            np.stack([om, om * k, om * w], axis=-1))
+
+
+def _inner_solve(pre: tuple[np.ndarray, ...], m: np.ndarray, s: np.ndarray):
     """Best (a, d, c) and weighted SSR for candidate (m, σ).
 
-    Shapes: k, w, om are (S, N) (weights sum to 1 per row, padding has weight 0); m, s are (S, P).
+    ``pre`` from :func:`_prepare` on (S, N) arrays (padding has weight 0); m, s are (S, P).
     Returns arrays (S, P): objective, a, d, c.
     """
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return _inner_solve_impl(k, w, om, m, s)
+        return _inner_solve_impl(pre, m, s)
 
 
-def _inner_solve_impl(k: np.ndarray, w: np.ndarray, om: np.ndarray, m: np.ndarray, s: np.ndarray):
+def _inner_solve_impl(pre: tuple[np.ndarray, ...], m: np.ndarray, s: np.ndarray):
     # Moments of k and w are closed form in (m, σ); only z = sqrt(y² + 1) needs the (S, P, N) pass.
-    k1 = (om * k).sum(-1)[:, None]
-    k2 = (om * k * k).sum(-1)[:, None]
-    w1 = (om * w).sum(-1)[:, None]
-    kw = (om * k * w).sum(-1)[:, None]
-    ww = (om * w * w).sum(-1)[:, None]
+    k, k1, k2, w1, kw, ww, vec = pre
+    inv_s = 1.0 / s
     z = np.subtract(k[:, None, :], m[:, :, None])  # (S, P, N), then in place: z = sqrt(y² + 1)
-    z *= (1.0 / s)[:, :, None]
+    z *= inv_s[:, :, None]
     np.multiply(z, z, out=z)
     z += 1.0
     np.sqrt(z, out=z)
-    vec = np.stack([om, om * k, om * w], axis=-1)  # (S, N, 3)
     mom = np.matmul(z, vec)  # (S, P, 3): Σωz, Σωkz, Σωwz
     zbar, kz, zw = mom[..., 0], mom[..., 1], mom[..., 2]
-    inv_s = 1.0 / s
     ybar = (k1 - m) * inv_s
     y2 = (k2 - 2.0 * m * k1 + m * m) * inv_s * inv_s
-    yz = (kz - m * zbar) * inv_s
-    yw = (kw - m * w1) * inv_s
-    wbar = w1
     syy = y2 - ybar * ybar
     szz = (y2 + 1.0) - zbar * zbar
-    syz = yz - ybar * zbar
-    syw = yw - ybar * wbar
-    szw = zw - zbar * wbar
+    syz = (kz - m * zbar) * inv_s - ybar * zbar
+    syw = (kw - m * w1) * inv_s - ybar * w1
+    szw = zw - zbar * w1
     sww = ww - w1 * w1
-
-    def objective(d, c):
-        return sww - 2.0 * (d * syw + c * szw) + d * d * syy + 2.0 * d * c * syz + c * c * szz
-
     tol = 1e-12
-    best_f = np.full(m.shape, np.inf)
-    best_d = np.zeros(m.shape)
-    best_c = np.zeros(m.shape)
 
-    # 1) unconstrained stationary point, kept if inside the diamond
+    # 1) unconstrained stationary point, kept if inside the diamond |d| ≤ c ≤ 2σ − |d|
     det = syy * szz - syz * syz
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d0 = (syw * szz - szw * syz) / det
-        c0 = (szw * syy - syw * syz) / det
+    d0 = (syw * szz - szw * syz) / det
+    c0 = (szw * syy - syw * syz) / det
     ok = (np.abs(det) > 1e-300) & (c0 >= np.abs(d0) - tol) & (c0 + np.abs(d0) <= 2.0 * s + tol)
-    f0 = np.where(ok, objective(d0, c0), np.inf)
-    take = f0 < best_f
-    best_f = np.where(take, f0, best_f)
-    best_d = np.where(take, d0, best_d)
-    best_c = np.where(take, c0, best_c)
+    f0 = np.where(ok, sww - 2.0 * (d0 * syw + c0 * szw) + d0 * d0 * syy + 2.0 * d0 * c0 * syz + c0 * c0 * szz,
+                  np.inf)
 
-    # 2) each edge of the diamond (vertices (0,0), (σ,σ), (0,2σ), (−σ,σ)), minimiser clipped to it
-    zero = np.zeros_like(s)
-    verts = [(zero, zero), (s, s), (zero, 2.0 * s), (-s, s)]
-    for i in range(4):
-        p0d, p0c = verts[i]
-        p1d, p1c = verts[(i + 1) % 4]
-        ud, uc = p1d - p0d, p1c - p0c
-        quq = ud * ud * syy + 2.0 * ud * uc * syz + uc * uc * szz
-        lin = (ud * syw + uc * szw) - (ud * (syy * p0d + syz * p0c) + uc * (syz * p0d + szz * p0c))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(quq > 1e-300, lin / quq, 0.0)
-        t = np.clip(t, 0.0, 1.0)
-        de, ce = p0d + t * ud, p0c + t * uc
-        fe = objective(de, ce)
-        take = fe < best_f
-        best_f = np.where(take, fe, best_f)
-        best_d = np.where(take, de, best_d)
-        best_c = np.where(take, ce, best_c)
+    # 2) the four edges of the diamond at once (vertices (0,0), (σ,σ), (0,2σ), (−σ,σ)), minimiser clipped
+    #    to each edge; edge e runs from P0_e to P0_e + U_e with U = σ·(±1, ±1)
+    p0d = np.stack([0.0 * s, s, 0.0 * s, -s])
+    p0c = np.stack([0.0 * s, s, 2.0 * s, s])
+    ud = np.array([1.0, -1.0, -1.0, 1.0])[:, None, None] * s
+    uc = np.array([1.0, 1.0, -1.0, -1.0])[:, None, None] * s
+    quq = ud * ud * syy + 2.0 * ud * uc * syz + uc * uc * szz
+    lin = (ud * syw + uc * szw) - (ud * (syy * p0d + syz * p0c) + uc * (syz * p0d + szz * p0c))
+    t = np.clip(np.where(quq > 1e-300, lin / quq, 0.0), 0.0, 1.0)
+    de = p0d + t * ud
+    ce = p0c + t * uc
+    fe = sww - 2.0 * (de * syw + ce * szw) + de * de * syy + 2.0 * de * ce * syz + ce * ce * szz
+    e = np.argmin(fe, axis=0)[None]
+    fe_best = np.take_along_axis(fe, e, 0)[0]
+    take = fe_best < f0
+    best_f = np.where(take, fe_best, f0)
+    best_d = np.where(take, np.take_along_axis(de, e, 0)[0], d0)
+    best_c = np.where(take, np.take_along_axis(ce, e, 0)[0], c0)
 
-    a = wbar - best_d * ybar - best_c * zbar
+    a = w1 - best_d * ybar - best_c * zbar
     # non-negative minimum variance: a ≥ −sqrt(c² − d²); the SSR grows by (Δa)² (weights sum to 1)
     floor = -np.sqrt(np.maximum(best_c * best_c - best_d * best_d, 0.0))
     a_adj = np.maximum(a, floor)
@@ -263,7 +251,7 @@ def fit_svi_batch(
     *,
     coarse_m: int = 17,
     coarse_s: int = 13,
-    zoom_levels: int = 12,
+    zoom_levels: int = 7,
     starts: int = 3,
     polish_iterations: int = 12,
 ) -> SVIBatchFit:
@@ -287,6 +275,7 @@ def fit_svi_batch(
     if np.any(empty):
         om[empty] = 1.0 / k.shape[1]
     S = k.shape[0]
+    pre = _prepare(k, w, om)
 
     big = np.where(om > 0, k, np.nan)
     with np.errstate(all="ignore"):
@@ -305,7 +294,7 @@ def fit_svi_batch(
     s_grid = np.exp(ls)[None, :] * s_min[:, None]
     M = np.repeat(m_grid, coarse_s, axis=1)
     Sg = np.tile(s_grid, (1, coarse_m))
-    f, *_ = _inner_solve(k, w, om, M, Sg)
+    f, *_ = _inner_solve(pre, M, Sg)
     f = np.where(Sg >= _sigma_floor(M, kmin[:, None], kmax[:, None], s_min[:, None]), f, np.inf)
 
     order = np.argsort(f, axis=1)[:, :starts]
@@ -326,7 +315,7 @@ def fit_svi_batch(
         Mz = np.clip(cm[:, :, None] + step_m[:, :, None] * om_, m_lo[:, None, None], m_hi[:, None, None])
         Lz = np.clip(cls_[:, :, None] + step_ls[:, :, None] * os_, log_s_lo[:, :, None], np.log(10.0))
         Lz = np.maximum(Lz, np.log(_sigma_floor(Mz, kmin[:, None, None], kmax[:, None, None], s_min[:, None, None])))
-        fz, *_ = _inner_solve(k, w, om, Mz.reshape(S, -1), np.exp(Lz.reshape(S, -1)))
+        fz, *_ = _inner_solve(pre, Mz.reshape(S, -1), np.exp(Lz.reshape(S, -1)))
         fz = fz.reshape(S, starts, 9)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             gm_ = 0.5 * (fz[..., 7] - fz[..., 1])
@@ -344,7 +333,7 @@ def fit_svi_batch(
         Mn = np.clip(cm + step_m * um, m_lo[:, None], m_hi[:, None])
         Ln = np.clip(cls_ + step_ls * us, log_s_lo, np.log(10.0))
         Ln = np.maximum(Ln, np.log(_sigma_floor(Mn, kmin[:, None], kmax[:, None], s_min[:, None])))
-        fn, *_ = _inner_solve(k, w, om, Mn, np.exp(Ln))
+        fn, *_ = _inner_solve(pre, Mn, np.exp(Ln))
         j = np.argmin(fz, axis=2)
         fbest = np.take_along_axis(fz, j[:, :, None], 2)[:, :, 0]
         newton = fn < fbest
@@ -356,7 +345,7 @@ def fit_svi_batch(
         step_m = step_m * factor
         step_ls = step_ls * factor
 
-    fb, a, d, c = _inner_solve(k, w, om, cm, np.exp(cls_))
+    fb, a, d, c = _inner_solve(pre, cm, np.exp(cls_))
     j = np.argmin(fb, axis=1)[:, None]
     pick = lambda arr: np.take_along_axis(arr, j, 1)[:, 0]  # noqa: E731
     a, d, c, mm, ss, fb = pick(a), pick(d), pick(c), pick(cm), np.exp(pick(cls_)), pick(fb)
