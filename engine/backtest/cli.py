@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--grid", action="append", default=[], required=True, metavar="KEY=A,B,C",
                    help="parameter values to sweep (repeatable; every combination runs)")
     s.add_argument("--dask", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://host:8786")
+    s.add_argument("--dask-timeout", type=float, default=10.0, help="seconds to wait for the scheduler (default: 10)")
     s.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
     s.set_defaults(func=cmd_sweep)
 
@@ -197,7 +198,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     executor = None
     if args.dask:
         try:
-            client, executor = dask_executor(args.dask)
+            client, executor = dask_executor(args.dask, timeout=args.dask_timeout)
         except Exception as exc:
             print(f"error: cannot reach the Dask scheduler at {args.dask}: {exc}", file=sys.stderr)
             return 2

@@ -43,7 +43,10 @@ class BacktestConfig(BaseModel):
     dividend_yield: float = 0.0
     iv_lookback: int = Field(252, ge=20)
     iv_min_history: int = Field(60, ge=1)
+    #: early assignment of deep ITM short calls before ex-dividend dates (paper exchange rule)
     early_assignment: bool = False
+    #: discrete dividends of the underlying: ex-dividend date → cash per share (used by early assignment)
+    dividends: dict[date, float] = Field(default_factory=dict)
     liquidate_assignments: bool = True
     run_id: str = ""
 

@@ -143,6 +143,16 @@ class BacktestExchange:
                 elif r.fills:
                     self.risk.update_fill(r.order)
 
+    def early_assignments(self, next_day) -> list[ExecutionReport]:
+        """On the session before an ex-dividend date: short calls whose time value is below the dividend are
+        assigned (only with ``early_assignment``; the exchange flags the fills ``early_assignment``)."""
+        amount = self.config.dividends.get(next_day) if next_day is not None else None
+        if not amount:
+            return []
+        out = self.exchange.early_assignments(self.history.underlying, float(amount), self.now())
+        self._after(out)
+        return out
+
     def end_of_day(self) -> list[ExecutionReport]:
         """DAY orders still working expire at the close."""
         out = self.exchange.expire_day_orders()

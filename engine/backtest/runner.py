@@ -209,8 +209,11 @@ class Backtest:
                     self._send(ex.liquidation_intents(), ctx)
                 # 3. the strategy sees the chain and its timer
                 self._send([*strat.on_chain(ctx, chain), *strat.on_timer(ctx, now)], ctx)
-                # 4. DAY orders still working expire; 5. today's expiries settle at intrinsic value
+                # 4. DAY orders still working expire; early assignment before an ex-dividend date;
+                # 5. today's expiries settle at intrinsic value
                 self._handle(ex.end_of_day(), ctx)
+                if cfg.early_assignment and i + 1 < n:
+                    self._handle(ex.early_assignments(h.dates[i + 1].astype(object)), ctx)
                 self._handle(ex.settle(), ctx)
                 # 6. mark to market at the close
                 value, g, held = ex.mark(i)

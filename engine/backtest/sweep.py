@@ -126,11 +126,14 @@ def run_sweep(
             for i, r in enumerate(rows)]
 
 
-def dask_executor(address: str):
-    """(client, executor) for a Dask scheduler at ``address`` (``tcp://host:port``); close the client after."""
+def dask_executor(address: str, timeout: float = 10.0):
+    """(client, executor) for a Dask scheduler at ``address`` (``tcp://host:port``); close the client after.
+
+    Raises (``OSError``/``TimeoutError``) when the scheduler cannot be reached within ``timeout`` seconds.
+    """
     from distributed import Client
 
-    client = Client(address)
+    client = Client(address, timeout=timeout)
     return client, client.get_executor()
 
 

@@ -132,3 +132,39 @@ def test_cancel_token_stops_the_run_and_progress_reaches_one(exact_config):
     assert r.status == "cancelled" and len(r.equity) == 0
     assert np.isnan(r.metrics.sharpe)
 
+
+
+def test_early_assignment_before_ex_dividend_then_short_call_assigned_and_shares_bought_back(exact_config):
+    from datetime import date
+
+    from engine.backtest.data import build_history
+    from engine.model import Side
+    from engine.strategies.base import Strategy, option_leg
+
+    class SellOneCall(Strategy):
+        """Sells one deep in-the-money call on the first snapshot (a test strategy on the public API)."""
+
+        name = "sell_one_call"
+
+        def on_chain(self, ctx, chain):
+            if getattr(self, "_done", False):
+                return ()
+            self._done = True
+            row = chain.row_of("SPY240119C00080000")
+            return [self.intent([option_leg(chain, row, Side.SELL)], 1, None, "call-1:open")]  # market: sells at the bid
+
+    days = np.array(["2024-01-02", "2024-01-03"], dtype="datetime64[D]")
+    h = build_history("SPY", days, np.full(2, np.datetime64("2024-01-19")), np.array([80.0, 80.0]),
+                      np.array([True, True]), np.array([20.00, 20.00]), np.array([20.10, 20.10]),
+                      spot_by_row=np.array([100.0, 100.0]))
+    # ex-dividend 2024-01-03, $0.50 > time value 0.05 → assigned at the close of 2024-01-02
+    cfg = exact_config.model_copy(update={"early_assignment": True, "dividends": {date(2024, 1, 3): 0.50},
+                                          "risk_checks": False})
+    r = Backtest(cfg, h, SellOneCall(), signals=fixed_signals(2)).run()
+    assert r.orders and r.orders[0]["status"] == "filled", r.orders
+    t = only_trade(r)
+    assert t.exit_reason == "early_assignment"
+    # +$2 000 premium, short 100 sh at 80 (+$8 000), bought back at 100 (−$10 000): 0
+    assert r.equity.tolist() == pytest.approx([100_000.0, 100_000.0])
+    assert t.gross_pnl == Decimal("0") and not t.is_open
+    assert r.cash[0] == pytest.approx(110_000.0)  # the short shares' proceeds before the buy-back

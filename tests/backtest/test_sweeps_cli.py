@@ -117,3 +117,25 @@ def test_cli_sweep_writes_one_row_per_combination(sim_parquet, tmp_path, capsys)
     lines = (out / "sweep.csv").read_text().splitlines()
     assert lines[0].startswith("param.width,status") and len(lines) == 3
     assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_sweep_on_a_dask_scheduler_address(sim_parquet, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        code = main(["sweep", "--data", str(sim_parquet), "--grid", "short_delta=0.2,0.3", "--dask",
+                     cluster.scheduler_address, "--out", str(tmp_path), "--json"])
+    assert code == 0
+    assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 3
+
+
+def test_cli_sweep_when_scheduler_unreachable_then_exit_2(tmp_path, capsys):
+    assert main(["sweep", "--grid", "width=5", "--dask", "tcp://127.0.0.1:9", "--dask-timeout", "1", "--out", str(tmp_path)]) == 2
+    assert "cannot reach the Dask scheduler" in capsys.readouterr().err
+
+
+def test_cli_walk_forward(sim_parquet, tmp_path, capsys):
+    code = main(["backtest", "--data", str(sim_parquet), "--walk-forward", "30,25", "--out", str(tmp_path), "--json",
+                 "--no-png"])
+    assert code == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["info"]["windows"]) == 2
