@@ -47,6 +47,10 @@ class Greeks:
 def _reasons(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray,
              sigma: np.ndarray) -> np.ndarray:
     base = market_reasons(S, K, T, r, q)
+    with np.errstate(invalid="ignore"):
+        vol_ok = np.isfinite(sigma) & (sigma > 0)
+    if np.all(vol_ok):
+        return base
     reason = np.where((base == 0) & ~np.isfinite(sigma), np.int8(Reason.NAN_INPUT), base)
     return np.where((reason == 0) & ~(sigma > 0), np.int8(Reason.NONPOSITIVE_VOL), reason).astype(np.int8)
 

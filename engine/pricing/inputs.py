@@ -99,7 +99,11 @@ def market_reasons(
 ) -> NDArray[np.int8]:
     """Reason codes for the market inputs common to all models (before model parameters)."""
     shape = np.broadcast_shapes(S.shape, K.shape, T.shape, r.shape, q.shape)
+    with np.errstate(invalid="ignore"):
+        positive = (S > 0) & (K > 0) & (T > 0)
     finite = np.isfinite(S) & np.isfinite(K) & np.isfinite(T) & np.isfinite(r) & np.isfinite(q)
+    if np.all(positive & finite):  # the common case: one pass, no per-check arrays
+        return np.zeros(shape, dtype=np.int8)
     return first_reason(
         shape,
         [
