@@ -89,7 +89,7 @@ class SurfaceFitFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class _JobResult:
+class FitJobResult:
     fit: SurfaceFit
     grid: SurfaceGrid
     atm_iv: float
@@ -97,14 +97,14 @@ class _JobResult:
 
 
 def run_fit_job(chain: OptionChain, rate: RateInput, dividend_yield: RateInput, config: SurfaceConfig,
-                tenor_days: float) -> _JobResult:
+                tenor_days: float) -> FitJobResult:
     """The executor job (module level so a process pool can pickle it)."""
     t0 = time.perf_counter()
     fit = fit_chain(chain, rate=rate, dividend_yield=dividend_yield, config=config)
     grid = surface_grid(fit, n_T=config.grid_expiries, n_k=config.grid_strikes)
     T = tenor_days / 365.0
     atm = float(fit.surface.implied_vol_k(0.0, T)) if fit.ok else float("nan")
-    return _JobResult(fit, grid, atm, (time.perf_counter() - t0) * 1e3)
+    return FitJobResult(fit, grid, atm, (time.perf_counter() - t0) * 1e3)
 
 
 def _warm_worker() -> bool:
@@ -267,7 +267,7 @@ class SurfaceService:
         loop = asyncio.get_running_loop()
         und = chain.underlying
         try:
-            res: _JobResult = await loop.run_in_executor(
+            res: FitJobResult = await loop.run_in_executor(
                 self._executor, run_fit_job, chain, self.rate, self.dividend_yields.get(und, 0.0), self.config,
                 self.config.iv_history_tenor_days,
             )
