@@ -297,11 +297,24 @@ class OrderManager:
             return self._deny_intent(intent, broker, account, CheckResult("order_valid", False, message=str(exc)))
         self._persist(order, "intent", {"source": order.source})
         self.bus.publish(OrderCreated(order=order))
-        decision = self.risk.check(order)  # synchronous: counters and reservation update in this call
+        try:
+            decision = self.risk.check(order)  # synchronous: counters and reservation update in this call
+        except Exception as exc:  # a failing check must deny, never leave the order hanging or let it pass
+            log.exception("risk check failed for %s", order.order_id)
+            self.risk.release(order.order_id)
+            return self._deny(order, (CheckResult("risk_engine", False, message=f"risk check failed: {exc}"),))
         if not decision.passed:
             return self._deny(order, decision.failed)
         if self.gate.required(self.router.mode) and order.source != KILL_SWITCH_SOURCE:
-            return await self._await_approval(order, decision)
+            try:
+                return await self._await_approval(order, decision)
+            except Exception as exc:
+                log.exception("approval preview failed for %s", order.order_id)
+                cur = self._get(order.order_id)
+                if cur.status is OrderStatus.PENDING_APPROVAL and order.order_id not in self.gate.pending:
+                    return self._deny(cur, (CheckResult("approval", False,
+                                                        message=f"could not build the approval preview: {exc}"),))
+                return cur
         return await self._approve_and_send(order.order_id, by="auto")
 
     def _deny_intent(self, intent: OrderIntent, broker: str, account: str, check: CheckResult) -> Order:
@@ -369,9 +382,10 @@ class OrderManager:
             await asyncio.wait_for(self.router.submit(order), self.config.broker_call_timeout_s)
         except (BrokerError, OSError, TimeoutError) as exc:
             from engine.brokers.circuit_breaker import CircuitOpenError
+            from engine.brokers.resilience import BrokerNotArmed
             from engine.oms.router import RoutingError
 
-            if isinstance(exc, CircuitOpenError | RoutingError):  # provably never sent
+            if isinstance(exc, CircuitOpenError | RoutingError | BrokerNotArmed):  # provably never sent
                 return self._reject_unsent(order_id, str(exc))
             # the broker may or may not have it: settle by asking the broker, never by resending blindly
             self.bus.publish(Alert(level="error", source="oms",

@@ -264,3 +264,31 @@ async def test_approval_mode_when_set_then_remembered_after_restart(tmp_path):
         assert order.status is OrderStatus.PENDING_APPROVAL
     finally:
         await h2.stop()
+
+
+@pytest.mark.parametrize("reached", [True, False])
+async def test_submit_when_broker_call_fails_then_settled_by_reconciliation_not_resent(desk, reached):
+    """A transport error after (or before) the broker got the order: the OMS asks the broker, never resends."""
+    from engine.brokers.base import BrokerError
+    from engine.brokers.paper import PaperBroker
+
+    paper = desk.paper
+
+    class LostAckPaper(PaperBroker):  # the paper exchange behind a connection that drops the reply
+        async def submit(self, order):
+            if reached:
+                await PaperBroker.submit(paper, order)
+            raise BrokerError("connection reset while waiting for the reply")
+
+    paper.__class__ = LostAckPaper
+    try:
+        order = await desk.oms.submit(desk.resting_call())
+    finally:
+        paper.__class__ = PaperBroker
+    stored = desk.store.orders.get(order.order_id)
+    if reached:
+        assert stored.status is OrderStatus.WORKING and len(await paper.open_orders()) == 1
+    else:
+        assert stored.status is OrderStatus.REJECTED and "never reached" in stored.reason
+        assert not await paper.open_orders()
+    assert len(desk.store.orders.list()) == 1
