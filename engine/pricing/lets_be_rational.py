@@ -97,30 +97,30 @@ def _using_erfcx(h: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def normalised_black_otm(x: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Normalised out-of-the-money call b(x, s) for x <= 0, s >= 0 (1-D arrays of one length)."""
-    out = np.zeros_like(x)
-    pos = s > 0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        r1 = pos & (x < s * _ASYMPTOTIC_THRESHOLD) & (
-            0.5 * s * s + x < s * (_SMALL_T_THRESHOLD + _ASYMPTOTIC_THRESHOLD)
-        )
-        rest = pos & ~r1
-        r2 = rest & (0.5 * s < _SMALL_T_THRESHOLD)
-        rest &= ~r2
-        r3 = rest & (x + 0.5 * s * s > s * 0.85)
-        r4 = rest & ~r3
-        if r1.any():
-            xs, ss = x[r1], s[r1]
-            out[r1] = _asymptotic_expansion(xs / ss, 0.5 * ss)
-        if r2.any():
-            xs, ss = x[r2], s[r2]
-            out[r2] = _small_t_expansion(xs / ss, 0.5 * ss)
-        if r3.any():
-            out[r3] = _using_norm_cdf(x[r3], s[r3])
-        if r4.all():
-            out = _using_erfcx(x / s, 0.5 * s)
-        elif r4.any():
-            xs, ss = x[r4], s[r4]
-            out[r4] = _using_erfcx(xs / ss, 0.5 * ss)
+        half_s2 = 0.5 * s * s
+        # region code: 1 asymptotic expansion, 2 small-t expansion, 3 cumulative normal, 4 erfcx, 0 s <= 0
+        region = np.where(x + half_s2 > s * 0.85, np.int8(3), np.int8(4))
+        region[0.5 * s < _SMALL_T_THRESHOLD] = 2
+        region[(x < s * _ASYMPTOTIC_THRESHOLD)
+               & (half_s2 + x < s * (_SMALL_T_THRESHOLD + _ASYMPTOTIC_THRESHOLD))] = 1
+        region[~(s > 0)] = 0
+        counts = np.bincount(region, minlength=5)
+        if counts[4] == region.size:
+            return _using_erfcx(x / s, 0.5 * s)
+        if counts[3] == region.size:
+            return _using_norm_cdf(x, s)
+        if counts[2] == region.size:
+            return _small_t_expansion(x / s, 0.5 * s)
+        out = np.zeros_like(x)
+        for code, fn in ((1, _asymptotic_expansion), (2, _small_t_expansion), (4, _using_erfcx)):
+            if counts[code]:
+                i = np.flatnonzero(region == code)
+                xs, ss = x[i], s[i]
+                out[i] = fn(xs / ss, 0.5 * ss)
+        if counts[3]:
+            i = np.flatnonzero(region == 3)
+            out[i] = _using_norm_cdf(x[i], s[i])
     return out
 
 
