@@ -68,6 +68,13 @@ class PositionsSettled(Event):
         return f"Settlement: {len(self.fills)} fill(s) ({', '.join(kinds)})" + (f" — {self.note}" if self.note else "")
 
 
+def _new_prefix() -> str:
+    """A short token per account lifetime, so ids never repeat after a reset."""
+    import secrets
+
+    return secrets.token_hex(3)
+
+
 class PaperBroker(Broker):
     name = "paper"
     is_live = False
@@ -77,7 +84,7 @@ class PaperBroker(Broker):
                  account_update_interval_s: float = 1.0) -> None:
         self.bus = bus
         self.config = config or PaperConfig()
-        self.exchange = exchange or PaperExchange(self.config)
+        self.exchange = exchange or PaperExchange(self.config, id_prefix=_new_prefix())
         self.clock: Clock = clock or WallClock()
         self._store = PaperStore(store, self.config.account_id) if store is not None else None
         self._subs: list[Subscription] = []
@@ -164,7 +171,9 @@ class PaperBroker(Broker):
         """Start over with the configured cash: no positions, no orders, empty fill log."""
         if self._store is not None:
             self._store.reset()
-        self.exchange = PaperExchange(self.config)
+        self.exchange = PaperExchange(self.config, id_prefix=_new_prefix())
+        if self._store is not None:
+            self._store.save(self.exchange.state(), [], [], [])
         self.bus.publish(AccountUpdated(account=self.exchange.account()))
 
     # ---- market data --------------------------------------------------------------------------

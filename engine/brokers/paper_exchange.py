@@ -98,7 +98,7 @@ class PaperExchange:
     """Matching engine + account. Deterministic: ids come from counters, time from the caller."""
 
     def __init__(self, config: PaperConfig | None = None, *, fees: FeeSchedule | None = None,
-                 calendar: Any = None) -> None:
+                 calendar: Any = None, id_prefix: str = "") -> None:
         self.config = config or PaperConfig()
         self.fees = fees or fee_schedule(self.config.fees)
         self.account_id = self.config.account_id
@@ -118,6 +118,8 @@ class PaperExchange:
         self._session_closed: date | None = None
         self.day_start_equity: Decimal | None = None
         self._seq = 0
+        #: distinguishes ids of different account lifetimes (a reset must not reuse fill ids)
+        self.id_prefix = id_prefix
         self._calendar = calendar
         self._client_ids: set[str] = set()
         self._req_cache: dict[str, tuple[int, int, float]] = {}
@@ -128,7 +130,7 @@ class PaperExchange:
     # ---- ids and time -------------------------------------------------------------------------
     def _next_id(self, prefix: str) -> str:
         self._seq += 1
-        return f"{prefix}-{self._seq:08d}"
+        return f"{prefix}{self.id_prefix}-{self._seq:08d}"
 
     @property
     def now(self) -> datetime:
@@ -917,7 +919,7 @@ class PaperExchange:
     def state(self) -> dict[str, Any]:
         """Account scalars (positions and orders are persisted row by row by the broker)."""
         return {
-            "cash": str(self.cash), "realized": str(self.realized), "seq": self._seq,
+            "cash": str(self.cash), "realized": str(self.realized), "seq": self._seq, "id_prefix": self.id_prefix,
             "day_start_equity": None if self.day_start_equity is None else str(self.day_start_equity),
             "session": self._session.isoformat() if self._session else None,
             "session_closed": self._session_closed.isoformat() if self._session_closed else None,
@@ -929,6 +931,7 @@ class PaperExchange:
         self.cash = Decimal(state["cash"])
         self.realized = Decimal(state["realized"])
         self._seq = int(state.get("seq", 0))
+        self.id_prefix = str(state.get("id_prefix", self.id_prefix))
         dse = state.get("day_start_equity")
         self.day_start_equity = Decimal(dse) if dse is not None else None
         self._session = date.fromisoformat(state["session"]) if state.get("session") else None

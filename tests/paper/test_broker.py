@@ -158,3 +158,27 @@ async def test_zero_dte_position_settles_at_the_simulated_close(tmp_path):
     assert positions["SPY"].quantity == 100 and isinstance(positions["SPY"].instrument, Equity)
     assert [f.kind for f in settled[0].fills] == ["exercise", "exercise"]
     await bus.close()
+
+
+async def test_reset_starts_over_without_reusing_ids(tmp_path):
+    bus = Bus()
+    rec = Recorder(bus)
+    store = Store.open(tmp_path / "r.sqlite")
+    broker = PaperBroker(bus, store, PaperConfig(fees="zero"))
+    await broker.connect()
+    bus.publish(ChainUpdated(chain=xyz_chain()))
+    await broker.submit(order([(opt(100), "buy", 1)], price="1.60"))
+    first = rec.of(OrderFilled)[0].fills[0].fill_id
+    broker.reset_account()
+    assert (await broker.account()).cash == Decimal(100000) and not await broker.positions()
+    assert store.positions.list("PAPER") == [] and await broker.fills() == []
+    await broker.disconnect()
+    again = PaperBroker(bus, store, PaperConfig(fees="zero"))
+    await again.connect()  # the reset account is what resumes
+    bus.publish(ChainUpdated(chain=xyz_chain()))
+    await again.submit(order([(opt(100), "buy", 1)], price="1.60"))
+    second = rec.of(OrderFilled)[-1].fills[0].fill_id
+    assert second != first
+    assert len(await again.fills()) == 1
+    await bus.close()
+    store.close()
