@@ -152,23 +152,32 @@ def implied_vol_forward(
     Shared by :func:`implied_vol` and :mod:`engine.pricing.black76`. Inputs must be float arrays.
     """
     finite = np.isfinite(price) & np.isfinite(F) & np.isfinite(K) & np.isfinite(T) & np.isfinite(df)
-    reason = first_reason(
-        price.shape,
-        [
-            (~finite, Reason.NAN_INPUT),
-            (~(F > 0), Reason.NONPOSITIVE_SPOT),
-            (~(K > 0), Reason.NONPOSITIVE_STRIKE),
-            (~(T > 0), Reason.NONPOSITIVE_TIME),
-            (~(df > 0), Reason.NAN_INPUT),
-            (~(price > 0), Reason.NONPOSITIVE_PRICE),
-            (price < lbr.DBL_MIN, Reason.PRICE_UNDERFLOW),
-        ],
-    )
+    with np.errstate(invalid="ignore"):
+        valid = finite & (F > 0) & (K > 0) & (T > 0) & (df > 0) & (price >= lbr.DBL_MIN)
     vol = np.full(price.shape, np.nan)
-    ok = reason == 0
-    if not ok.any():
-        return vol, reason
-    p, f, k, t, d, c = price[ok], F[ok], K[ok], T[ok], df[ok], is_call[ok]
+    if np.all(valid):  # common case: no per-check arrays, no gathers
+        reason = np.zeros(price.shape, dtype=np.int8)
+        ok: np.ndarray | slice = slice(None)
+        p, f, k, t, d, c = (np.ravel(a) for a in (price, F, K, T, df, is_call))
+        vol = vol.reshape(-1)
+        reason = reason.reshape(-1)
+    else:
+        reason = first_reason(
+            price.shape,
+            [
+                (~finite, Reason.NAN_INPUT),
+                (~(F > 0), Reason.NONPOSITIVE_SPOT),
+                (~(K > 0), Reason.NONPOSITIVE_STRIKE),
+                (~(T > 0), Reason.NONPOSITIVE_TIME),
+                (~(df > 0), Reason.NAN_INPUT),
+                (~(price > 0), Reason.NONPOSITIVE_PRICE),
+                (price < lbr.DBL_MIN, Reason.PRICE_UNDERFLOW),
+            ],
+        )
+        ok = reason == 0
+        if not ok.any():
+            return vol, reason
+        p, f, k, t, d, c = price[ok], F[ok], K[ok], T[ok], df[ok], is_call[ok]
     with np.errstate(all="ignore"):
         sqrt_fk = np.sqrt(f) * np.sqrt(k)
         beta = (p / d) / sqrt_fk
@@ -199,7 +208,7 @@ def implied_vol_forward(
     v = np.where(sub == 0, v, np.nan)
     vol[ok] = v
     reason[ok] = sub
-    return vol, reason
+    return vol.reshape(price.shape), reason.reshape(price.shape)
 
 
 def implied_vol(
