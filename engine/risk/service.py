@@ -25,6 +25,7 @@ from engine.bus.commands import ResetKillSwitch, SetRiskLevel, TripKillSwitch
 from engine.bus.events import Alert, ClockTicked, PositionChanged, RiskProfileChanged
 from engine.risk.engine import RiskEngine
 from engine.risk.greeks import Exposure, underlying_of
+from engine.risk.history import load_returns
 from engine.risk.kill_switch import KV_LEVEL, KV_SNAPSHOT, KillSwitch
 from engine.risk.profile import RiskProfile
 from engine.risk.regime import RegimeChanged, sizing_regime
@@ -109,6 +110,10 @@ class RiskService:
         return snap
 
     async def start(self) -> None:
+        try:
+            self.calibrate_from_history()
+        except Exception:
+            log.exception("could not calibrate vols/betas from the stored history")
         self.kill_switch.watch(self.risk)
         await self.kill_switch.start()
 
@@ -236,10 +241,23 @@ class RiskService:
                 corr = mat[np.ix_(idx, idx)]
         return covariance(vols, corr)
 
+    def calibrate_from_history(self, underlyings: Sequence[str] | None = None, lookback_days: int = 252) -> int:
+        """Vols, correlations and betas from the stored daily closes (``iv_history``); returns the days used.
+
+        Settings betas still win over estimated ones; underlyings without enough history keep the defaults.
+        """
+        names = list(underlyings or {*self.positions_by_underlying(), self.risk.config.beta_benchmark})
+        hist = load_returns(self.kill_switch.store, names, lookback_days)
+        if len(hist) >= 20:
+            self.vols.update(hist.vols())
+            self.correlations = (hist.underlyings, hist.correlation())
+            self.risk.estimated_betas.update(hist.betas(self.risk.config.beta_benchmark))
+        return len(hist)
+
     async def var(self, method: str = "delta_gamma", *, confidence: float | None = None,
                   horizon_days: float | None = None, returns: np.ndarray | None = None) -> VarResult:
-        """VaR/CVaR of the positions: ``historical`` (needs ``returns`` in book order), ``delta_gamma``,
-        ``monte_carlo`` (full revaluation, in a thread)."""
+        """VaR/CVaR of the positions: ``historical`` (``returns`` in book order, else the stored daily closes),
+        ``delta_gamma``, ``monte_carlo`` (full revaluation, in a thread)."""
         cfg = self.risk.config
         c = confidence or cfg.var_confidence
         h = horizon_days or cfg.var_horizon_days
@@ -253,7 +271,11 @@ class RiskService:
             return await asyncio.to_thread(monte_carlo_var, book, cov, c, h, cfg.var_mc_paths, cfg.var_seed)
         if method == "historical":
             if returns is None:
-                raise ValueError("historical VaR needs a (n_days, n_underlyings) returns array")
+                hist = load_returns(self.kill_switch.store, book.underlyings)
+                if len(hist) < 20:
+                    raise ValueError(f"historical VaR needs at least 20 days of stored closes for "
+                                     f"{', '.join(book.underlyings)}; have {len(hist)}")
+                returns = hist.returns
             return await asyncio.to_thread(historical_var, book, returns, c, h)
         raise ValueError(f"unknown VaR method {method!r}: use historical, delta_gamma or monte_carlo")
 

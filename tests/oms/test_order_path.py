@@ -292,3 +292,28 @@ async def test_submit_when_broker_call_fails_then_settled_by_reconciliation_not_
         assert stored.status is OrderStatus.REJECTED and "never reached" in stored.reason
         assert not await paper.open_orders()
     assert len(desk.store.orders.list()) == 1
+
+
+async def test_history_when_closes_stored_then_betas_vols_and_historical_var(desk):
+    import numpy as np
+
+    rng = np.random.default_rng(9)
+    spy = 600 * np.cumprod(1 + rng.normal(0, 0.01, 120))
+    r_spy = np.diff(spy) / spy[:-1]
+    qqq = 500 * np.concatenate([[1.0], np.cumprod(1 + 1.4 * r_spy)])
+    for i in range(120):
+        day = f"2025-{1 + i // 28:02d}-{1 + i % 28:02d}"
+        desk.store.execute("INSERT INTO iv_history(underlying, day, atm_iv, close, source) VALUES (?,?,?,?,?)",
+                           ("SPY", day, 0.2, float(spy[i]), "test"))
+        desk.store.execute("INSERT INTO iv_history(underlying, day, atm_iv, close, source) VALUES (?,?,?,?,?)",
+                           ("QQQ", day, 0.25, float(qqq[i]), "test"))
+    days = desk.service.calibrate_from_history(["SPY", "QQQ"])
+    assert days == 119
+    assert desk.risk.beta_of("QQQ") == pytest.approx(1.4, abs=1e-6)
+    assert desk.service.vols["SPY"] == pytest.approx(float(np.std(r_spy, ddof=1) * np.sqrt(252)), rel=1e-9)
+    order = await desk.oms.submit(desk.put_spread(natural=True))
+    await wait_for(lambda: desk.oms.order(order.order_id).status is OrderStatus.FILLED)
+    hist = await desk.service.var("historical")
+    assert hist.method == "historical" and hist.n_scenarios == 119 and hist.var > 0
+    with pytest.raises(ValueError, match="unknown VaR method"):
+        await desk.service.var("guess")
