@@ -81,6 +81,7 @@ class _Book:
     bid_size: np.ndarray
     ask_size: np.ndarray
     symbols: np.ndarray
+    expiry_s: np.ndarray  # int64 epoch seconds of each row's expiry instant
 
 
 @dataclass(slots=True)
@@ -161,7 +162,8 @@ class PaperExchange:
         relisted = old is None or rows is not old.rows
         self._books[und] = _Book(chain=chain, rows=rows, bid=np.array(chain.bid, dtype=float),
                                  ask=np.array(chain.ask, dtype=float), bid_size=np.array(chain.bid_size, dtype=float),
-                                 ask_size=np.array(chain.ask_size, dtype=float), symbols=chain.symbol)
+                                 ask_size=np.array(chain.ask_size, dtype=float), symbols=chain.symbol,
+                                 expiry_s=chain.expiry.astype("datetime64[s]").astype(np.int64))
         if relisted:
             for w in self.working.values():
                 w.refs = [self._ref_of(inst) or ref for inst, ref in zip(w.instruments, w.refs, strict=True)]
@@ -386,8 +388,8 @@ class PaperExchange:
                     return f"unknown contract {key}: not listed in {where}", []
                 book = self._books[und]
                 row = book.rows[key]
-                exp = book.chain.expiry[row].astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC)
-                if exp <= self.now:
+                if book.expiry_s[row] <= self.now.timestamp():
+                    exp = datetime.fromtimestamp(int(book.expiry_s[row]), tz=UTC)
                     return f"contract {key} expired at {exp:%Y-%m-%d %H:%M} UTC", []
                 refs.append(("opt", und, row))
             else:

@@ -236,9 +236,10 @@ class SimulatedFeed(Feed):
         chain_period = 1.0 / self.config.streaming.chain_hz
         # the quote budget follows wall time since the last tick (at most half a second's worth)
         rate = self.config.streaming.quotes_per_second
-        since = wall - self._last_publish_wall if self._last_publish_wall is not None else 1.0 / self.config.streaming.tick_hz
-        self._last_publish_wall = wall
+        last = self._last_publish_wall
+        since = wall - last if last is not None else 1.0 / self.config.streaming.tick_hz
         budget = rate * min(max(since, 0.0), 0.5)
+        tried_quotes = False
         spots = m.spots()
         for sym in m.symbols:
             price = spots[sym]
@@ -250,7 +251,10 @@ class SimulatedFeed(Feed):
                                               ask=round(price + 0.01, 2)))
         for sym in m.symbols:
             layout = (m.listing_version, self._live_count(sym))
-            due = wall - self._last_chain_wall.get(sym, -1e9) >= chain_period
+            # chains of different underlyings are staggered over the period (not all on one tick)
+            if sym not in self._last_chain_wall:
+                self._last_chain_wall[sym] = wall - chain_period * (1.0 - m.symbols.index(sym) / len(m.symbols))
+            due = wall - self._last_chain_wall[sym] >= chain_period
             if force_chains or due or self._layout.get(sym) != layout or self.fast:
                 chain = m.chain(sym)
                 self._chains[sym] = chain
@@ -260,7 +264,10 @@ class SimulatedFeed(Feed):
                 self._last_chain_wall[sym] = wall
                 bus.publish(ChainUpdated(chain=chain))
             elif sym in self._windows and budget > 0:
+                tried_quotes = True
                 budget -= self._publish_quotes(sym, int(budget))
+        if tried_quotes or last is None:
+            self._last_publish_wall = wall  # a tick spent on chains carries its quote budget forward
         # the clock last: when a subscriber sees the time (a close, an expiry) the prices are already there
         bus.publish(ClockTicked(now=m.now, market_open=m.is_open))
 
