@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from engine.risk.greeks import Exposure, underlying_of
 from engine.risk.history import load_returns
 from engine.risk.kill_switch import KV_LEVEL, KV_SNAPSHOT, KillSwitch
 from engine.risk.profile import RiskProfile
-from engine.risk.regime import RegimeChanged, sizing_regime
+from engine.risk.regime import RegimeChanged, classify_vix, realized_vol, sizing_regime
 from engine.risk.scenarios import ScenarioGrid, book_from_legs, only, scenario_grid
 from engine.risk.sizing import SizingResult, size_by_kelly, size_by_max_risk
 from engine.risk.state import TradingStatus
@@ -91,6 +92,7 @@ class RiskService:
         if nowm - self._last_snapshot >= self.snapshot_interval_s:
             self._last_snapshot = nowm
             try:
+                self.update_regime()
                 self.write_snapshot()
             except Exception:
                 log.exception("could not write the risk snapshot")
@@ -103,7 +105,7 @@ class RiskService:
             cfg = self.risk.config
             var = delta_gamma_var(book, self.covariance_for(book.underlyings), cfg.var_confidence,
                                   cfg.var_horizon_days).to_dict()
-        snap = {"as_of": datetime.now(UTC).isoformat(), "greeks": self.greeks(), "var": var,
+        snap = {"as_of": datetime.now(UTC).isoformat(), "greeks": self.greeks(), "var": var, "regime": self.regime,
                 "state": self.kill_switch.state.value, "level": self.risk.profile.level,
                 "missing": list(book.missing)}
         self.kill_switch.store.kv.set(KV_SNAPSHOT, snap)
@@ -161,6 +163,27 @@ class RiskService:
             self.bus.publish(Alert(level="warning", source="regime",
                                    message=f"market regime turned {regime}: position sizes shrink "
                                            f"(×{self.risk.profile.regime_multiplier('high_vol'):.2f})"))
+
+    def update_regime(self, vix_symbol: str = "VIX", benchmark: str | None = None) -> str:
+        """Rule-based regime from the live VIX level, its 252-day rank and the benchmark's 20-day realized vol
+        (daily closes from the store). Missing inputs give ``neutral``, never a guess."""
+        bench = benchmark or self.risk.config.beta_benchmark
+        store = self.kill_switch.store
+        vix = self.risk.market.spot(vix_symbol)
+        vix_hist = [float(r["close"]) for r in store.query(
+            "SELECT close FROM iv_history WHERE underlying=? AND close IS NOT NULL ORDER BY day DESC LIMIT 252",
+            (vix_symbol,))][::-1]
+        rank = math.nan
+        if len(vix_hist) >= 20 and math.isfinite(vix):
+            lo, hi = min([*vix_hist, vix]), max([*vix_hist, vix])
+            rank = (vix - lo) / (hi - lo) if hi > lo else 0.5
+        closes = [float(r["close"]) for r in store.query(
+            "SELECT close FROM iv_history WHERE underlying=? AND close IS NOT NULL ORDER BY day DESC LIMIT 21",
+            (bench,))][::-1]
+        hv = float(realized_vol(np.array(closes))[-1]) if len(closes) == 21 else math.nan
+        regime = classify_vix(vix, rank, hv / (vix / 100.0) if math.isfinite(vix) and vix > 0 else math.nan)
+        self.set_regime(regime, source="rules")
+        return regime
 
     def size(self, max_loss_per_contract: float, *, p_win: float | None = None,
              win_per_contract: float | None = None) -> SizingResult:

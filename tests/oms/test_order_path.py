@@ -317,3 +317,16 @@ async def test_history_when_closes_stored_then_betas_vols_and_historical_var(des
     assert hist.method == "historical" and hist.n_scenarios == 119 and hist.var > 0
     with pytest.raises(ValueError, match="unknown VaR method"):
         await desk.service.var("guess")
+
+
+async def test_update_regime_when_vix_high_then_high_vol_and_when_no_data_then_neutral(desk):
+    assert desk.service.update_regime() == "neutral"  # no VIX quote, no history
+    for i in range(30):
+        day = f"2025-03-{1 + i:02d}"
+        desk.store.execute("INSERT INTO iv_history(underlying, day, atm_iv, close, source) VALUES (?,?,?,?,?)",
+                           ("VIX", day, 0.0, 14.0 + i * 0.2, "test"))
+        desk.store.execute("INSERT INTO iv_history(underlying, day, atm_iv, close, source) VALUES (?,?,?,?,?)",
+                           ("SPY", day, 0.2, 600.0 * (1 + 0.01 * (-1) ** i), "test"))
+    desk.market.update_spot("VIX", 31.0)
+    assert desk.service.update_regime() == "high_vol"
+    assert desk.service.size(500.0).contracts == 2  # moderate: 2 % × 0.5 high-vol multiplier
