@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES: list[str] = [
+    "engine.surface.cli",
     "engine.brokers.cli",
     "engine.market.cli",
     "engine.backtest.cli",

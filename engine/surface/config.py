@@ -22,6 +22,10 @@ class SurfaceConfig(BaseModel):
     min_time_to_expiry_days: float = Field(0.1, ge=0, description="expiries closer than this are not fitted")
     min_strikes: int = Field(5, ge=3, description="an expiry needs at least this many valid strikes to be fitted")
 
+    iv_exercise: Literal["auto", "american", "european"] = Field(
+        "auto", description="IV model: auto follows the chain's exercise style; 'european' treats American quotes "
+                            "as European (e.g. a source that prices them without early exercise)")
+
     # ---- forward from parity ---------------------------------------------------------------------
     forward_max_pairs: int = Field(12, ge=2)
     forward_min_pairs: int = Field(2, ge=1)

@@ -147,7 +147,7 @@ def chain_ivs(
     """
     cfg = config or SurfaceConfig()
     n = len(chain)
-    american = chain.style is ExerciseStyle.AMERICAN
+    american = cfg.iv_exercise == "american" or (cfg.iv_exercise == "auto" and chain.style is ExerciseStyle.AMERICAN)
     reason = np.full(n, "", dtype=object)
     nan = np.full(n, np.nan)
     if n == 0:

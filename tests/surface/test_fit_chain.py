@@ -220,3 +220,20 @@ def test_nan_spot_and_expired_expiries_do_not_raise(svi_chain: OptionChain) -> N
     later = fit_chain(svi_chain, rate=R, now=NOW.replace(year=NOW.year + 2))
     assert not later.ok
     assert set(later.ivs.reason) == {"expired"}
+
+
+def test_iv_exercise_setting_overrides_the_chain_style() -> None:
+    # a source that labels options American but prices them European (like a simple simulator)
+    vol = 0.25
+    chain = build_chain(spot=SPOT, expiries=expiry_dates([60]), style=ExerciseStyle.AMERICAN,
+                        strikes=log_strikes(-2.0, 2.0, 25, spot=SPOT, vol=vol, r=R, q=Q),
+                        price=flat_price_fn(vol, spot=SPOT, r=R, q=Q, american=False),
+                        half_spread=lambda p: np.maximum(0.002, 0.005 * p))
+    as_european = fit_chain(chain, rate=R, dividend_yield=Q, config=SurfaceConfig(iv_exercise="european"))
+    assert not as_european.ivs.american
+    assert np.nanmax(np.abs(as_european.ivs.iv_mid[as_european.ivs.used] - vol)) < 1e-3
+    as_american = fit_chain(chain, rate=R, dividend_yield=Q)
+    assert as_american.ivs.american
+    puts = as_american.ivs.used & ~chain.is_call
+    # inverting European put prices as American attributes part of the price to early exercise
+    assert np.all(as_american.ivs.iv_mid[puts] < vol - 1e-4)
