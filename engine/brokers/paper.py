@@ -110,6 +110,9 @@ class PaperBroker(Broker):
             b.subscribe(UnderlyingUpdated, self._on_underlying, name="paper:underlying"),
             b.subscribe(ClockTicked, self._on_clock, name="paper:clock"),
         ]
+        from engine.market.simulated.feed import ExDividendAhead
+
+        self._subs.append(b.subscribe(ExDividendAhead, self._on_ex_dividend, name="paper:dividends"))
         self._connected = True
         b.publish(ConnectionStateChanged(component="broker:paper", state="connected",
                                          detail=f"account {self.account_id}"))
@@ -192,6 +195,9 @@ class PaperBroker(Broker):
 
     def _on_underlying(self, ev: UnderlyingUpdated) -> None:
         self._handle(self.exchange.on_underlying(ev.symbol, ev.price, self._now(), ev.bid, ev.ask), market=True)
+
+    def _on_ex_dividend(self, ev: Event) -> None:
+        self._handle(self.exchange.early_assignments(ev.symbol, ev.amount, self._now()))  # type: ignore[attr-defined]
 
     def _on_clock(self, ev: ClockTicked) -> None:
         self._handle(self.exchange.on_time(ev.now), market=True)

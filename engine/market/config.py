@@ -44,6 +44,9 @@ class UnderlyingSpec(BaseModel):
     #: idiosyncratic volatility added on top of the market factor, annualised
     idio_vol: float = Field(0.0, ge=0, le=3)
     dividend_yield: float = Field(0.0, ge=0, le=0.2)
+    #: months with a (quarterly) ex-dividend date: the 3rd Friday for ETFs, the 2nd Friday for stocks.
+    #: Prices carry the continuous yield; the dates drive early assignment of deep ITM short calls.
+    ex_dividend_months: list[int] = Field(default_factory=list)
     #: option price ticks: ``penny_pilot`` ($0.01 under $3, $0.05 above), ``all_penny`` ($0.01 everywhere:
     #: SPY, QQQ, IWM), ``standard`` ($0.05 under $3, $0.10 above: SPX and most non-pilot classes)
     tick_scheme: Literal["penny_pilot", "all_penny", "standard"] = "penny_pilot"
@@ -112,17 +115,21 @@ def default_universe() -> list[UnderlyingSpec]:
     """SPY, QQQ, IWM, AAPL, SPX (AM ``SPX`` + PM ``SPXW`` roots) and the VIX-like index ``VIX``."""
     return [
         UnderlyingSpec(symbol="SPY", kind="etf", tick_scheme="all_penny", spot=600.0, beta=1.0, idio_vol=0.0, dividend_yield=0.012,
+                       ex_dividend_months=[3, 6, 9, 12],
                        roots=[RootSpec(root="SPY", cycles=["monthly", "weekly", "mon_wed", "daily", "quarterly"],
                                        months_ahead=4, weeks_ahead=3, days_ahead=3)],
                        strike_steps=(1.0, 5.0, 10.0), max_strikes=36, strike_range=0.5),
         UnderlyingSpec(symbol="QQQ", kind="etf", tick_scheme="all_penny", spot=520.0, beta=1.2, idio_vol=0.08, dividend_yield=0.006,
+                       ex_dividend_months=[3, 6, 9, 12],
                        roots=[RootSpec(root="QQQ", cycles=["monthly", "weekly"], months_ahead=3,
                                        weeks_ahead=3)],
                        strike_steps=(1.0, 5.0, 10.0), max_strikes=28, strike_range=0.5),
         UnderlyingSpec(symbol="IWM", kind="etf", tick_scheme="all_penny", spot=230.0, beta=1.15, idio_vol=0.10, dividend_yield=0.011,
+                       ex_dividend_months=[3, 6, 9, 12],
                        roots=[RootSpec(root="IWM", cycles=["monthly", "weekly"], months_ahead=3, weeks_ahead=3)],
                        strike_steps=(1.0, 2.5, 5.0), max_strikes=24, strike_range=0.5, liquidity=0.7),
         UnderlyingSpec(symbol="AAPL", kind="equity", spot=230.0, beta=1.1, idio_vol=0.20, dividend_yield=0.0045,
+                       ex_dividend_months=[2, 5, 8, 11],
                        roots=[RootSpec(root="AAPL", cycles=["monthly", "weekly"], months_ahead=4, weeks_ahead=3)],
                        strike_steps=(2.5, 5.0, 10.0), max_strikes=24, strike_range=0.6, liquidity=0.8,
                        skew_rho=-0.5),

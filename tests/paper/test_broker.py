@@ -23,6 +23,7 @@ from engine.bus.events import (
 )
 from engine.market.simulated import SimulatedFeed
 from engine.market.simulated.market import market_calendar
+from engine.model import OrderType
 from engine.store import Store
 
 from .conftest import NOW, opt, order, xyz_chain
@@ -182,3 +183,32 @@ async def test_reset_starts_over_without_reusing_ids(tmp_path):
     assert len(await again.fills()) == 1
     await bus.close()
     store.close()
+
+
+async def test_simulated_ex_dividend_triggers_early_assignment_of_deep_itm_short_calls():
+    from datetime import date
+
+    from engine.brokers.paper import PositionsSettled
+    from engine.market.simulated import ExDividendAhead
+
+    bus = Bus()
+    rec = Recorder(bus)
+    feed = SimulatedFeed.quickstart(bus, symbols=("SPY",), start=date(2026, 12, 17))  # SPY goes ex on the 18th
+    broker = PaperBroker(bus, None, PaperConfig(fees="zero", early_assignment=True, check_buying_power=False),
+                         clock=feed.clock)
+    await broker.connect()
+    feed.step_to(feed.market.now + timedelta(seconds=1))
+    chain = feed.last_chain("SPY")
+    sub = chain.for_expiry(chain.expiry_dates()[3])
+    row = int(((~sub.is_call) * 1e9 + abs(sub.strike - sub.spot * 0.9)).argmin())  # call ~10 % in the money
+    contract = sub.option(row)
+    await broker.submit(order([(contract, "sell", 1)], price=None, kind=OrderType.MARKET))
+    assert rec.of(OrderFilled)
+    feed.step_to(feed.market.session_close + timedelta(seconds=1))
+    announced = rec.of(ExDividendAhead)
+    assert [(e.symbol, e.ex_date) for e in announced] == [("SPY", date(2026, 12, 18))]
+    settled = rec.of(PositionsSettled)
+    assert settled and {f.kind for f in settled[0].fills} == {"early_assignment"}
+    positions = {p.symbol: p.quantity for p in await broker.positions()}
+    assert contract.key not in positions and positions["SPY"] == -100
+    await bus.close()

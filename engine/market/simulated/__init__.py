@@ -6,10 +6,10 @@
 """
 
 from engine.market.simulated.calendar import MarketCalendar
-from engine.market.simulated.feed import MarketRegimeChanged, SimClock, SimulatedFeed
+from engine.market.simulated.feed import ExDividendAhead, MarketRegimeChanged, SimClock, SimulatedFeed
 from engine.market.simulated.market import SimulatedMarket, market_calendar, market_calendar_for
 
 __all__ = [
-    "MarketCalendar", "MarketRegimeChanged", "SimClock", "SimulatedFeed", "SimulatedMarket", "market_calendar",
+    "ExDividendAhead", "MarketCalendar", "MarketRegimeChanged", "SimClock", "SimulatedFeed", "SimulatedMarket", "market_calendar",
     "market_calendar_for",
 ]

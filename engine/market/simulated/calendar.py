@@ -216,6 +216,12 @@ def third_friday(year: int, month: int) -> date:
     return fridays[2]
 
 
+def ex_dividend_date(cal: MarketCalendar, year: int, month: int, kind: str) -> date:
+    """Simulated ex-dividend date: the 3rd Friday (ETFs) or the 2nd Friday (stocks) of ``month``."""
+    friday = third_friday(year, month) - timedelta(days=0 if kind == "etf" else 7)
+    return _adjust(cal, friday)
+
+
 def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
     m = month - 1 + n
     return year + m // 12, m % 12 + 1

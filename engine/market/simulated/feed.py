@@ -9,6 +9,7 @@ increments (deterministic), and publishes, cache first:
 - ``ChainUpdated`` (conflated) per underlying at ``chain_hz``, and whenever the contract layout changes;
 - ``QuotesUpdated`` for subscribed underlyings: the rows whose bid/ask changed since last published,
   nearest the money first, within the ``quotes_per_second`` budget (rows left over stay pending);
+- ``ExDividendAhead`` at the close before an ex-dividend session (drives early assignment);
 - ``ClockTicked`` last in every tick (market time, open/closed), so closes and expiries see final prices.
 
 Rows in ``QuotesUpdated`` index the chain of the latest ``ChainUpdated`` for that underlying.
@@ -56,6 +57,18 @@ class MarketRegimeChanged(Event):
         return f"Simulated market regime {self.previous} → {self.regime}"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExDividendAhead(Event):
+    """A dividend goes ex at the next session (published at the close before it)."""
+
+    symbol: str
+    amount: float  # per share
+    ex_date: date
+
+    def describe(self) -> str:
+        return f"{self.symbol} goes ex-dividend ${self.amount:.2f} on {self.ex_date}"
+
+
 class SimClock:
     """The simulated market's clock (``engine.clock.Clock`` protocol): market time, UTC-aware."""
 
@@ -98,6 +111,7 @@ class SimulatedFeed(Feed):
         self.ticks = 0
         self.quotes_published = 0
         self._last_publish_wall: float | None = None
+        self._dividends_announced: date | None = None
 
     @classmethod
     def quickstart(cls, bus: Bus, *, symbols: Sequence[str] = ("SPY", "QQQ", "IWM", "AAPL", "SPX", "VIX"),
@@ -268,6 +282,11 @@ class SimulatedFeed(Feed):
                 budget -= self._publish_quotes(sym, int(budget))
         if tried_quotes or last is None:
             self._last_publish_wall = wall  # a tick spent on chains carries its quote budget forward
+        if not m.is_open and m.now >= m.session_close and self._dividends_announced != m.session:
+            self._dividends_announced = m.session
+            nxt = m.calendar.next_session(m.session)
+            for sym, amount in m.ex_dividends(nxt).items():
+                bus.publish(ExDividendAhead(symbol=sym, amount=amount, ex_date=nxt))
         # the clock last: when a subscriber sees the time (a close, an expiry) the prices are already there
         bus.publish(ClockTicked(now=m.now, market_open=m.is_open))
 

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 import numpy as np
 
 from engine.market.config import SimulatorConfig
-from engine.market.simulated.calendar import MarketCalendar, TradingTimeTable
+from engine.market.simulated.calendar import MarketCalendar, TradingTimeTable, ex_dividend_date
 from engine.market.simulated.dynamics import FactorDynamics, overnight_step_years, session_step_years
 from engine.market.simulated.listing import Listing, ListingBook
 from engine.market.simulated.quoting import QuoteEngine
@@ -164,6 +164,16 @@ class SimulatedMarket:
         """Model values of ``symbol``'s rows (listing order, expired rows included)."""
         a, b = self.listing.slices[self._index(symbol)]
         return self.quotes.theo[a:b].copy()
+
+    def ex_dividends(self, session: date) -> dict[str, float]:
+        """Dividends going ex on ``session``: amount per share = yield × spot / 4 (quarterly)."""
+        out: dict[str, float] = {}
+        for i, spec in enumerate(self.config.universe):
+            if spec.dividend_yield <= 0 or session.month not in spec.ex_dividend_months:
+                continue
+            if ex_dividend_date(self.calendar, session.year, session.month, spec.kind) == session:
+                out[spec.symbol] = round(spec.dividend_yield * float(self.dynamics.spots[i]) / 4.0, 2)
+        return out
 
     def settlement_price(self, symbol: str, expiry_instant: datetime) -> float | None:
         """AM-settled: the opening print of that session; PM: its close. None if not reached yet."""
