@@ -237,3 +237,20 @@ def test_iv_exercise_setting_overrides_the_chain_style() -> None:
     puts = as_american.ivs.used & ~chain.is_call
     # inverting European put prices as American attributes part of the price to early exercise
     assert np.all(as_american.ivs.iv_mid[puts] < vol - 1e-4)
+
+
+def test_known_svi_parameters_are_recovered_from_noisy_quotes(svi_chain: OptionChain) -> None:
+    rng = np.random.default_rng(42)
+    mid = 0.5 * (svi_chain.bid + svi_chain.ask)
+    half = 0.5 * (svi_chain.ask - svi_chain.bid)
+    noisy_mid = mid * (1.0 + rng.normal(0.0, 0.003, len(mid)))  # 0.3 % price noise, inside typical spreads
+    fit = fit_chain(svi_chain.with_quotes(np.maximum(noisy_mid - half, 0.0), noisy_mid + half), rate=R)
+    for s in fit.slices[1:]:  # the 9-day slice's wings are too thin in vega to pin every parameter
+        true = np.array(equity_like_params(s.T))
+        p = s.params.as_array()
+        assert p[2] == pytest.approx(true[2], abs=0.1)  # rho
+        assert p[1] == pytest.approx(true[1], rel=0.15)  # b
+        k = np.linspace(-0.1, 0.1, 11)
+        iv_true = np.sqrt(svi_total_variance(k, *true) / s.T)
+        iv_fit = np.sqrt(s.params.total_variance(k) / s.T)
+        assert np.max(np.abs(iv_fit - iv_true)) < 0.003  # within 30 bp of vol near the money
