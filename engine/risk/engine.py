@@ -13,7 +13,7 @@ Checks (names as they appear in ``OrderDenied.checks``):
 
 Policy: orders that only *reduce* existing positions skip the exposure limits (closing is always allowed
 unless HALTED, rate-limited, duplicated or fat-fingered); kill-switch flatten orders pass in HALTED and skip
-the price collar. Greek limits deny only an order that leaves the projected value beyond the limit *and*
+the price collar, the rate limit and the duplicate guard. Greek limits deny only an order that leaves the projected value beyond the limit *and*
 further from zero than before. Cached position Greeks are refreshed by :meth:`refresh` (on position changes
 and once per clock tick), so a check costs only the order's own legs.
 """
@@ -404,7 +404,9 @@ class RiskEngine:
                                 f"{(worse / abs(mid) if mid else math.inf):+.1%}) from mid {mid:.2f}; "
                                 f"allowed {allowed:.2f}"))
 
-        # order rate (peek here; take on pass)
+        # order rate (peek here; take on pass). Kill-switch flatten orders are never throttled or deduplicated.
+        if is_ks:
+            skip = skip | {"order_rate", "duplicate"}
         if "order_rate" not in skip:
             tokens = self.bucket.tokens
             add(CheckResult("order_rate", tokens >= 1.0, tokens, 1.0, "tokens",

@@ -224,3 +224,15 @@ def test_market_order_when_no_quote_then_denied(desk):
 def test_quote_market_when_implied_then_iv_round_trips(desk):
     quote_market(desk.market, [desk.c610], half_spread=0.0)
     assert desk.market.iv(desk.c610, __import__("risk_kit").NOW) == pytest.approx(0.20, abs=1e-3)
+
+
+def test_kill_switch_order_when_rate_bucket_empty_then_still_passes(desk):
+    desk.hold(desk.c610, 2, "10.00")
+    while desk.risk.bucket.try_take():
+        pass
+    flat = make_order([(desk.c610, Side.SELL, 1)], 2, "-0.01", oid="ks1", source=KILL_SWITCH_SOURCE)
+    assert desk.risk.check(flat).passed
+    again = make_order([(desk.c610, Side.SELL, 1)], 2, "-0.01", oid="ks2", source=KILL_SWITCH_SOURCE)
+    assert desk.risk.check(again).passed  # not a "duplicate" either
+    gui = make_order([(desk.c610, Side.SELL, 1)], 2, f"-{desk.mid(desk.c610):.2f}", oid="gui")
+    assert "order_rate" in failed(desk.risk.check(gui))
