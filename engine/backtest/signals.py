@@ -4,21 +4,20 @@
   nearest spot; the mean of the call and put implied vols (vendor IV when the data has it, else
   Black-Scholes-Merton on the mid, ``r``/``q`` explicit). Annualised, as a fraction (0.20 = 20 %).
 - Realized vol: close-to-close log returns over ``hv_window`` days, annualised with √252.
-- IV rank: (IV − min) / (max − min) over the trailing ``lookback`` days including today; NaN until
-  ``min_history`` days exist ("insufficient history", never a misleading number).
+- IV rank: (IV − min) / (max − min) over the previous ``lookback`` days and today
+  (:func:`engine.surface.ivrank.iv_rank`); NaN until ``min_history`` prior days exist ("insufficient
+  history", never a misleading number).
 - Regime (trading-rules.md), with the underlying's ATM IV standing in for VIX (VIX = 100 × IV):
   ``high_vol`` VIX > 25 or rank > 80 %; ``low_vol`` VIX < 15 and rank < 30 %; ``iv_expansion``
-  HV/IV > 0.9 and rank > 50 %; ``iv_contraction`` HV/IV < 0.6 and rank < 50 %; else ``neutral``.
-  The first matching rule in that order wins.
+  HV/IV > 0.9 and rank > 50 %; ``iv_contraction`` HV/IV < 0.6 and rank < 50 %; else ``neutral`` — the
+  risk engine's classifier (:mod:`engine.risk.regime`), applied to every day.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from engine.backtest.data import ChainHistory
 
@@ -91,52 +90,36 @@ def atm_iv_series(history: ChainHistory, *, rate: float = 0.0, dividend_yield: f
 
 def realized_vol(spot: np.ndarray, window: int = 20) -> np.ndarray:
     """Annualised close-to-close realized vol over the trailing ``window`` returns (NaN before that)."""
-    s = np.asarray(spot, float)
-    out = np.full(len(s), np.nan)
-    if len(s) <= window:
-        return out
-    r = np.diff(np.log(s))
-    w = sliding_window_view(r, window)
-    out[window:] = w.std(axis=1, ddof=1) * np.sqrt(252.0)
-    return out
+    from engine.risk.regime import realized_vol as risk_realized_vol
+
+    return risk_realized_vol(np.asarray(spot, float), window)
 
 
 def rolling_rank(x: np.ndarray, lookback: int = 252, min_history: int = 60) -> np.ndarray:
-    """(x − min) / (max − min) over the trailing ``lookback`` values incl. today; NaN before ``min_history``."""
+    """IV rank of each day against the previous ``lookback`` days, with the surface's rules
+    (:func:`engine.surface.ivrank.iv_rank`): NaN with fewer than ``min_history`` prior days, no value
+    today, or a flat history."""
+    from engine.surface.ivrank import iv_rank
+
     x = np.asarray(x, float)
-    n = len(x)
-    out = np.full(n, np.nan)
-    if n == 0:
-        return out
-    pad = np.r_[np.full(lookback - 1, np.nan), x]
-    w = sliding_window_view(pad, lookback)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows
-        lo, hi = np.nanmin(w, axis=1), np.nanmax(w, axis=1)
-        count = np.sum(np.isfinite(w), axis=1)
-        rng = hi - lo
-        rank = np.where(rng > 0, (x - lo) / np.where(rng > 0, rng, 1.0), 0.5)
-    ok = (count >= min_history) & np.isfinite(x)
-    out[ok] = rank[ok]
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        if not np.isfinite(x[i]):
+            continue
+        r = iv_rank(x[max(0, i - lookback):i], float(x[i]), lookback=lookback, min_history=min_history)
+        out[i] = r.rank
     return out
 
 
 def classify_regime(vix: np.ndarray, vix_rank: np.ndarray, hv_iv: np.ndarray) -> np.ndarray:
-    """Rule-based regime per day (trading-rules.md); ``vix`` in points, rank in [0, 1]."""
-    vix, rank, ratio = (np.asarray(a, float) for a in (vix, vix_rank, hv_iv))
-    out = np.full(len(vix), "neutral", dtype=object)
-    with np.errstate(invalid="ignore"):
-        conds = [
-            ("high_vol", (vix > 25) | (rank > 0.8)),
-            ("low_vol", (vix < 15) & (rank < 0.3)),
-            ("iv_expansion", (ratio > 0.9) & (rank > 0.5)),
-            ("iv_contraction", (ratio < 0.6) & (rank < 0.5)),
-        ]
-    done = np.zeros(len(vix), bool)
-    for name, c in conds:
-        c = c & ~done
-        out[c] = name
-        done |= c
+    """Rule-based regime per day with the risk engine's thresholds (:func:`engine.risk.regime.classify_vix`);
+    ``vix`` in points, rank in [0, 1]; a day with a missing input is ``neutral``."""
+    from engine.risk.regime import classify_vix
+
+    out = np.empty(len(vix), dtype=object)
+    for i, (v, r, h) in enumerate(zip(np.asarray(vix, float).tolist(), np.asarray(vix_rank, float).tolist(),
+                                      np.asarray(hv_iv, float).tolist(), strict=True)):
+        out[i] = classify_vix(v, r, h)
     return out
 
 

@@ -69,13 +69,14 @@ def test_realized_vol_matches_numpy_on_a_window():
 
 
 def test_rolling_rank_with_minimum_history():
-    x = np.array([0.2, 0.1, 0.3, 0.25, np.nan, 0.4])
-    rk = rolling_rank(x, lookback=3, min_history=3)
-    assert np.isnan(rk[:2]).all()
-    assert rk[2] == pytest.approx(1.0)  # window 0.2, 0.1, 0.3
-    assert rk[3] == pytest.approx((0.25 - 0.1) / 0.2)
+    x = np.array([0.2, 0.1, 0.3, 0.25, np.nan, 0.4, 0.4])
+    rk = rolling_rank(x, lookback=3, min_history=2)
+    assert np.isnan(rk[:2]).all()  # fewer than 2 prior days
+    assert rk[2] == pytest.approx(1.0)  # 0.3 against 0.2, 0.1
+    assert rk[3] == pytest.approx((0.25 - 0.1) / 0.2)  # against 0.2, 0.1, 0.3
     assert np.isnan(rk[4])  # no value today
-    assert np.isnan(rk[5])  # window 0.25, nan, 0.4 holds only 2 values
+    assert rk[5] == pytest.approx(1.0)  # against 0.3, 0.25 (the NaN day is skipped)
+    assert rk[6] == pytest.approx(1.0)  # ties the high
 
 
 def test_classify_regime_rules_in_order():
