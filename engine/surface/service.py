@@ -13,7 +13,9 @@
   start method (forking a process that runs Qt/threads is unsafe). A thread pool is available
   (``executor = "thread"``) for environments where processes are not allowed, or pass your own.
 - IV rank: the store's ``iv_history`` table (days before today) is read once per day per underlying;
-  today's constant-maturity ATM IV is upserted at most every ``history_write_interval_s`` and on stop.
+  today's constant-maturity ATM IV and spot are upserted at most every ``history_write_interval_s`` and
+  on stop (the last write of a day is its close). Realized vol (close-to-close) and IV/RV come from
+  those stored closes plus today's spot.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from engine.surface.config import SurfaceConfig
 from engine.surface.fit import SurfaceFit, fit_chain
 from engine.surface.ivrank import NO_CURRENT, IVHistoryRepository, IVRank, iv_rank
 from engine.surface.quotes import RateInput
+from engine.surface.realized import close_to_close, iv_rv_ratio
 from engine.surface.views import SurfaceGrid, surface_grid
 
 if TYPE_CHECKING:
@@ -67,6 +70,10 @@ class SurfaceUpdated(Event):
     iv_rank: IVRank
     fit_ms: float
     chain_ts: datetime
+    #: annualised close-to-close realized vol over ``SurfaceConfig.realized_vol_window_days`` from the stored
+    #: daily closes and today's spot (NaN without enough closes), and ``atm_iv / realized_vol``
+    realized_vol: float = float("nan")
+    iv_rv_ratio: float = float("nan")
 
     def conflation_key(self) -> object:
         return ("surface", self.underlying)
@@ -126,6 +133,7 @@ class _State:
     latest: SurfaceUpdated | None = None
     history_day: date | None = None
     history: np.ndarray = field(default_factory=lambda: np.array([]))
+    closes: np.ndarray = field(default_factory=lambda: np.array([]))
     last_history_write: float = -1e18
     unsaved: tuple[date, float, float] | None = None
     fits: int = 0
@@ -278,9 +286,11 @@ class SurfaceService:
             self.bus.publish(SurfaceFitFailed(underlying=und, error=f"{type(exc).__name__}: {exc}"))
             return None
         rank = self._rank(st, chain, res.atm_iv)
+        rv = self._realized(st, float(chain.spot))
         event = SurfaceUpdated(
             underlying=und, fit=res.fit, grid=res.grid, atm_iv=res.atm_iv,
             tenor_days=self.config.iv_history_tenor_days, iv_rank=rank, fit_ms=res.elapsed_ms, chain_ts=chain.ts,
+            realized_vol=rv, iv_rv_ratio=float(iv_rv_ratio(res.atm_iv, rv)),
         )
         st.latest = event  # cache first, then publish
         st.fits += 1
@@ -295,16 +305,28 @@ class SurfaceService:
             self._flush_history(st, force=True)
             st.history_day = today
             if self._history is not None:
-                _, iv, _ = self._history.series(st.underlying, until=date.fromordinal(today.toordinal() - 1),
-                                                limit=cfg.iv_rank_lookback_days)
-                st.history = iv
+                _, iv, close = self._history.series(st.underlying, until=date.fromordinal(today.toordinal() - 1),
+                                                    limit=max(cfg.iv_rank_lookback_days, cfg.realized_vol_window_days + 1))
+                st.history = iv[-cfg.iv_rank_lookback_days :]
+                st.closes = close
             else:
                 st.history = np.array([])
+                st.closes = np.array([])
         rank = iv_rank(st.history, atm, lookback=cfg.iv_rank_lookback_days, min_history=cfg.iv_rank_min_history_days)
         if rank.status != NO_CURRENT:
             st.unsaved = (today, atm, float(chain.spot))
             self._flush_history(st, force=False)
         return rank
+
+    def _realized(self, st: _State, spot: float) -> float:
+        """Close-to-close vol of the last ``realized_vol_window_days`` returns (stored closes + today's spot)."""
+        n = self.config.realized_vol_window_days
+        closes = st.closes[np.isfinite(st.closes)]
+        if np.isfinite(spot) and spot > 0:
+            closes = np.append(closes, spot)
+        if len(closes) < n + 1:
+            return float("nan")
+        return float(close_to_close(closes[-(n + 1) :]))
 
     def _flush_history(self, st: _State, *, force: bool) -> None:
         if self._history is None or st.unsaved is None:

@@ -81,6 +81,7 @@ async def test_a_burst_of_chains_is_conflated_and_the_newest_chain_is_fitted(cha
         assert last.grid.iv.shape == (50, 100)
         assert 0.1 < last.atm_iv < 0.6 and last.tenor_days == 30.0
         assert last.iv_rank.status == INSUFFICIENT_HISTORY  # no store, no history
+        assert np.isnan(last.realized_vol) and np.isnan(last.iv_rv_ratio)
     finally:
         await svc.stop()
         pool.shutdown()
@@ -136,8 +137,10 @@ async def test_iv_rank_uses_stored_history_and_today_is_written_back(chain: Opti
     store = Store.open(tmp_path / "desk.db")
     repo = IVHistoryRepository(store)
     today = NOW.date()
+    closes = 100.0 * np.exp(np.cumsum(np.random.default_rng(5).normal(0.0, 0.01, 120)))
+    closes *= 100.0 / closes[-1]  # the most recent stored close sits at today's spot level
     for i in range(1, 121):
-        repo.record("SPY", today - timedelta(days=i), 0.15 + 0.001 * (i % 50))
+        repo.record("SPY", today - timedelta(days=i), 0.15 + 0.001 * (i % 50), close=float(closes[-i]))
     bus = Bus()
     rec = _Recorder()
     bus.subscribe(SurfaceUpdated, rec)
@@ -151,6 +154,12 @@ async def test_iv_rank_uses_stored_history_and_today_is_written_back(chain: Opti
         ev = rec.updates[0]
         assert ev.iv_rank.ok and ev.iv_rank.days == 120
         assert 0.0 <= ev.iv_rank.rank <= 1.0 and 0.0 <= ev.iv_rank.percentile <= 1.0
+        # realized vol: 20 daily returns of the stored closes followed by today's spot (100)
+        from engine.surface.realized import close_to_close
+
+        expected = close_to_close(np.append(closes[-20:], 100.0))
+        assert ev.realized_vol == pytest.approx(expected)
+        assert ev.iv_rv_ratio == pytest.approx(ev.atm_iv / expected)
     finally:
         await svc.stop()
         pool.shutdown()
