@@ -35,7 +35,9 @@ class PutWriteParams(StrategyParams):
     dte_max: int = Field(45, ge=0)
     monthly_only: bool = True
     cash_fraction: float = Field(1.0, gt=0, le=1)
-    limit_fraction: float = Field(1.0, gt=0, le=1.5)  # of the bid: sell at the bid by default
+    limit_fraction: float = Field(1.0, gt=0, le=1.5)  # of the bid, for limit orders
+    #: the index sells near the bid; a market order does exactly that (with the exchange's slippage)
+    market_orders: bool = True
 
 
 class PutWrite(ManagedStrategy):
@@ -60,4 +62,5 @@ class PutWrite(ManagedStrategy):
         credit = float(chain.bid[row])
         trade = OpenTrade(tag=tag, legs=legs, quantity=qty, expiry=leg_expiry(legs),
                           info={"width": strike, "credit": credit})
-        return [(trade, self.intent(legs, qty, -p.limit_fraction * credit, f"{tag}:open"))]
+        price = None if p.market_orders else -p.limit_fraction * credit
+        return [(trade, self.intent(legs, qty, price, f"{tag}:open"))]
