@@ -162,6 +162,12 @@ class Engine:
         await self.surfaces.start()
         self.on_stop(self.surfaces.stop)
 
+        from engine.backtest.service import BacktestService
+
+        self.backtests = BacktestService(bus, store)
+        self.backtests.register()
+        self.on_stop(self.backtests.stop)
+
     def on_stop(self, stopper: Callable[[], Awaitable[None]]) -> None:
         """Register an async cleanup; run in reverse order on stop()."""
         self._stoppers.append(stopper)
