@@ -59,9 +59,9 @@ from engine.bus.events import (
     OrderRejected,
     OrderReplaced,
     OrderSubmitted,
-    PositionChanged,
 )
 from engine.model import (
+    Fill,
     Leg,
     OpenClose,
     Option,
@@ -102,6 +102,7 @@ _EVENT_STATUS: dict[type, OrderStatus] = {
 
 
 KV_APPROVAL = "oms.approval_enabled"
+KV_POSITIONS = "oms.positions."  # + broker name: expected positions, moved by every fill the OMS records
 
 
 class OrderCommandError(ValueError):
@@ -154,7 +155,6 @@ class OrderManager:
             self._registered.append(cmd)
         for ev in (OrderAccepted, OrderFilled, OrderRejected, OrderCancelled, OrderExpired, OrderReplaced):
             self._subs.append(self.bus.subscribe(ev, self._on_broker_event, name=f"oms:{ev.__name__}"))
-        self._subs.append(self.bus.subscribe(PositionChanged, self._on_position, name="oms:positions"))
         self._subs.append(self.bus.subscribe(ConnectionStateChanged, self._on_connection, name="oms:connections"))
         if self.kill_switch is not None:
             self.kill_switch.bind(self.cancel_all, self.flatten)
@@ -674,8 +674,7 @@ class OrderManager:
         if rep.broker_order_id and rep.broker_order_id != cur.broker_order_id:
             changes["broker_order_id"] = rep.broker_order_id
         if isinstance(ev, OrderFilled):
-            for f in ev.fills:
-                self.store.fills.add(f)
+            self._apply_fills(cur.broker, [f for f in ev.fills if self.store.fills.add(f)])
             filled = max(cur.filled_quantity, rep.filled_quantity)
             status = OrderStatus.FILLED if filled >= cur.quantity else OrderStatus.PARTIALLY_FILLED
             changes["filled_quantity"] = filled
@@ -724,11 +723,18 @@ class OrderManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _on_position(self, ev: PositionChanged) -> None:
-        """Keep the store's positions of the active account current (the next reconciliation compares them)."""
-        account = self.router.account_id()
-        if account:
-            self.store.positions.upsert(account, ev.position)
+    # ---- expected positions per broker ------------------------------------------------------------
+    def _apply_fills(self, broker: str, fills: list[Fill]) -> None:
+        """Move the broker's expected positions by fills we just learned of (attributed through their order)."""
+        key = KV_POSITIONS + broker
+        snap = self.store.kv.get(key)
+        if not isinstance(snap, dict) or not fills:
+            return
+        pos = dict(snap.get("positions", {}))
+        for f in fills:
+            pos[f.instrument.key] = pos.get(f.instrument.key, 0) + f.quantity
+        snap["positions"] = {k: v for k, v in pos.items() if v}
+        self.store.kv.set(key, snap)
 
     # ---- reconciliation -------------------------------------------------------------------------
     async def reconcile(self, broker_name: str | None = None) -> ReconciliationReport:
@@ -754,9 +760,10 @@ class OrderManager:
             self.last_reconciliation.append(rep)
             return rep
         known = {f.fill_id for f in self.store.fills.list()}
+        unseen = [f for f in remote_fills if f.fill_id not in known]  # fills (and settlements) we never processed
         local = [o for o in self._open.values() if o.broker == name]
-        rep = plan(local, name, remote_open, remote_fills, known)
-        for f in rep.new_fills:
+        rep = plan(local, name, remote_open, remote_fills, set(known))
+        for f in unseen:
             self.store.fills.add(f)
         for a in rep.adoptions:
             cur = self._get(a.order_id)
@@ -765,12 +772,17 @@ class OrderManager:
             new = cur.evolve(status=a.status, filled_quantity=a.filled_quantity,
                              broker_order_id=a.broker_order_id, reason=a.reason if a.status.is_terminal else cur.reason)
             self._persist(new, "reconciled", {"previous": a.previous.value, "reason": a.reason})
+        # positions: what we last saw at this broker, moved by every fill since, must equal the broker's now
+        remote = {p.symbol: p.quantity for p in remote_pos if p.quantity}
+        snap = self.store.kv.get(KV_POSITIONS + name)
+        if isinstance(snap, dict):
+            expected = dict(snap.get("positions", {}))
+            for f in unseen:
+                expected[f.instrument.key] = expected.get(f.instrument.key, 0) + f.quantity
+            rep.position_mismatches = compare_positions({k: v for k, v in expected.items() if v}, remote)
+        self.store.kv.set(KV_POSITIONS + name, {"positions": remote, "as_of": datetime.now(UTC).isoformat()})
         account = broker.account_id
-        stored = {p.symbol: p.quantity for p in self.store.positions.list(account)} if account else {}
-        remote = {p.symbol: p.quantity for p in remote_pos}
-        if stored and account:
-            rep.position_mismatches = compare_positions(stored, remote)
-        if account:
+        if account:  # the positions table shows the broker's truth (``optiondesk risk``, the GUI at start)
             self.store.positions.replace_all(account, remote_pos)
         if name == self.router.active_name:
             self.risk.portfolio.load(remote_pos, None)

@@ -67,6 +67,8 @@ async def test_restart_when_killed_after_step_then_no_duplicate_and_no_lost_orde
             assert order.status is OrderStatus.EXPIRED and not paper_coids
         elif step == "approved":  # approved but never sent: cancelled, never sent late
             assert order.status is OrderStatus.CANCELLED and not paper_coids
+        # a crash is not a mismatch: fills we missed explain every position change, so trading stays ACTIVE
+        assert h.kill_switch.state.value == "ACTIVE", h.kill_switch.status.reason
         # positions equal what the fills say, once
         pos = {p.symbol: p.quantity for p in await h.paper.positions()}
         from_fills: dict[str, int] = {}

@@ -182,13 +182,21 @@ async def test_restart_when_positions_changed_behind_our_back_then_reducing_with
     h = await Harness(path).start()
     order = await h.oms.submit(h.put_spread(natural=True))
     await wait_for(lambda: h.oms.order(order.order_id).status is OrderStatus.FILLED)
-    from engine.model import Position
-    h.store.positions.upsert("PAPER", Position(order.legs[0].instrument, -5, Decimal("3.00")))  # stale store
     await h.stop()
+    # the broker's account moved without any fill reaching us (another app traded and its fills are not listed)
+    from engine.oms.manager import KV_POSITIONS
+    from engine.store import Store
+
+    s = Store.open(path)
+    snap = s.kv.get(KV_POSITIONS + "paper")
+    assert snap["positions"] == {"SPY260220P00590000": -1, "SPY260220P00580000": 1}
+    snap["positions"]["SPY260220P00590000"] = -5
+    s.kv.set(KV_POSITIONS + "paper", snap)
+    s.close()
     h2 = await Harness(path).start()
     try:
         rep = h2.oms.last_reconciliation[-1]
-        assert rep.position_mismatches and rep.position_mismatches[0]["store"] == -5
+        assert rep.position_mismatches == [{"symbol": "SPY260220P00590000", "store": -5, "broker": -1}]
         assert h2.kill_switch.state.value == "REDUCING"
         assert {p.symbol: p.quantity for p in h2.store.positions.list("PAPER")}["SPY260220P00590000"] == -1
     finally:
