@@ -5,13 +5,14 @@
 - The refit task sends the newest chain to an executor, at most once per ``refit_interval_s`` (≤ 2 s)
   and never two fits of one underlying at once; chains that arrive during a fit are conflated to
   the newest. A streaming chain therefore gets a new surface every max(interval, fit time).
-- Executor: a one-worker **process** pool by default. The fit is CPU-bound numpy on small arrays,
-  dominated by interpreter overhead that holds the GIL; in a thread it competes with the event loop
-  for the GIL (the loop waits up to the 5 ms switch interval each time, many times per fit), in a
-  process it runs on the other core and the loop only pays for pickling (≈1 ms for a 2,000-row
-  chain). ``benchmarks/surface.py`` measures the loop lag under both. The pool uses the ``spawn``
-  start method (forking a process that runs Qt/threads is unsafe). A thread pool is available
-  (``executor = "thread"``) for environments where processes are not allowed, or pass your own.
+- Executor: a one-worker **process** pool by default. The fit is CPU-bound numpy on small arrays and
+  the repair path (SLSQP) is mostly Python: both hold the GIL much of the time, so in a thread they
+  compete with the event loop for it (each switch can cost the loop up to the 5 ms switch interval);
+  in a process they run on the other core, the loop only pays for pickling (≈1 ms for a 2,000-row
+  chain), a crashing fit cannot take the engine down, and fits never queue behind other CPU work.
+  ``benchmarks/surface.py`` measures the loop lag under both (on the shared 2-core box the difference
+  is within noise). The pool uses ``spawn`` (forking a process that runs Qt/threads is unsafe). A
+  thread pool (``executor = "thread"``) or your own ``Executor`` can be used instead.
 - IV rank: the store's ``iv_history`` table (days before today) is read once per day per underlying;
   today's constant-maturity ATM IV and spot are upserted at most every ``history_write_interval_s`` and
   on stop (the last write of a day is its close). Realized vol (close-to-close) and IV/RV come from
