@@ -641,6 +641,7 @@ class OrderManager:
     async def load_portfolio(self) -> None:
         """Load the active broker's positions and account into the risk engine's portfolio."""
         broker = self.router.active
+        self.risk.portfolio.active_broker = broker.name
         try:
             positions, account = await asyncio.gather(broker.positions(), broker.account())
         except Exception as exc:

@@ -37,6 +37,8 @@ class PortfolioState:
     def __init__(self, bus: Bus | None = None) -> None:
         self.positions: dict[str, Position] = {}
         self.account: AccountSnapshot | None = None
+        #: when set, account updates from other brokers are ignored (a live broker streaming while in paper mode)
+        self.active_broker: str | None = None
         self.version = 0
         self._subs = []
         if bus is not None:
@@ -54,6 +56,8 @@ class PortfolioState:
         self.apply_position(ev.position)
 
     def _on_account(self, ev: AccountUpdated) -> None:
+        if self.active_broker is not None and ev.account.broker != self.active_broker:
+            return
         self.account = ev.account
 
     def apply_position(self, position: Position) -> None:
