@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.model.chain import OptionChain
 from engine.model.instruments import ExerciseStyle
@@ -254,3 +256,26 @@ def test_known_svi_parameters_are_recovered_from_noisy_quotes(svi_chain: OptionC
         iv_true = np.sqrt(svi_total_variance(k, *true) / s.T)
         iv_fit = np.sqrt(s.params.total_variance(k) / s.T)
         assert np.max(np.abs(iv_fit - iv_true)) < 0.003  # within 30 bp of vol near the money
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_garbage_quotes_never_raise(svi_chain: OptionChain, data) -> None:
+    n = len(svi_chain)
+    junk = st.one_of(st.just(np.nan), st.just(np.inf), st.just(-1.0), st.just(0.0),
+                     st.floats(min_value=0.0, max_value=500.0, allow_nan=False))
+    idx = data.draw(st.lists(st.integers(0, n - 1), min_size=0, max_size=n, unique=True))
+    bid, ask = svi_chain.bid.copy(), svi_chain.ask.copy()
+    for i in idx:
+        bid[i] = data.draw(junk)
+        ask[i] = data.draw(junk)
+    spot = data.draw(st.one_of(st.just(100.0), st.just(np.nan), st.just(0.0), st.floats(1.0, 1000.0)))
+    chain = svi_chain.with_quotes(bid, ask, spot=spot)
+    fit = fit_chain(chain, rate=R)
+    assert len(fit.ivs.reason) == n
+    assert np.all((fit.ivs.reason == "") == fit.ivs.used)
+    for s in fit.slices:
+        assert s.status in ("fitted", "skipped")
+        assert (s.params is None) == (s.status == "skipped")
+    if fit.ok:
+        assert np.isfinite(fit.surface.params).all()
