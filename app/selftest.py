@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -177,28 +177,24 @@ class SelfTest:
         self._require(step, "feed")
         await wait_until(lambda: self._quote_events() >= 20, 20, "20 quote/chain events through the bridge", step)
         chain = self._panel(step, "chain")
-        await wait_until(lambda: getattr(chain, "row_count", lambda: 1)() > 0, 10, "rows in the chain panel", step)
+        await wait_until(lambda: chain.model.rowCount() > 0, 10, "rows in the chain panel", step)
         return f"{self._quote_events()} quote/chain events, {self.window.bridge.flushes} flushes"
 
     def _ticket(self, step: str) -> Any:
         return self._panel(step, "ticket", "order_ticket")
 
-    def _build_ticket_order(self, step: str) -> Any:
-        """Fill the order ticket with one near-the-money call (bought at the ask) and return the panel."""
-        from engine.model import Side
+    def _pick_call(self, step: str) -> tuple[Any, float]:
+        """A near-the-money call with a two-sided quote, a few expiries out: (option, ask)."""
+        import numpy as np
 
-        ticket = self._ticket(step)
         feed = self.engine.feed
-        underlyings = list(feed.underlyings())
         chain = None
-        for u in underlyings:
+        for u in feed.underlyings():
             chain = feed.last_chain(u)
             if chain is not None and len(chain):
                 break
         if chain is None:
             raise StepFailed(step, "the simulated feed has no chain")
-        import numpy as np
-
         valid = chain.valid_mask() & chain.is_call & (chain.ask > 0.05)
         expiries = chain.expiries()
         target = expiries[min(2, len(expiries) - 1)]
@@ -208,11 +204,22 @@ class SelfTest:
         if rows.size == 0:
             raise StepFailed(step, "no call with a valid ask in the chain")
         row = int(rows[np.argmin(np.abs(chain.strike[rows] - chain.spot))])
-        option = chain.option(row)
-        ticket.clear_legs()
-        ticket.add_leg(option, Side.BUY, 1)
-        ticket.set_quantity(1)
-        ticket.set_limit_price(Decimal(str(round(float(chain.ask[row]) + 0.05, 2))))
+        return chain.option(row), float(chain.ask[row])
+
+    def _build_ticket_order(self, step: str) -> Any:
+        """Fill the order ticket with one near-the-money call, limit at the natural price (the ask)."""
+        from engine.model import Leg, Side
+
+        ticket = self._ticket(step)
+        option, ask = self._pick_call(step)
+        ticket.clear()
+        ticket.add_leg(Leg(option, Side.BUY, 1))
+        ticket.qty_spin.setValue(1)
+        natural = getattr(getattr(ticket, "prices", None), "natural", None)
+        if isinstance(natural, float) and math.isfinite(natural):
+            ticket.set_price_from("natural")
+        else:
+            ticket.price_spin.setValue(round(ask + 0.05, 2))
         return ticket
 
     async def step_order_through_approval(self) -> str:
@@ -270,10 +277,22 @@ class SelfTest:
         await wait_until(lambda: ks.state == "HALTED", 5, "the HALTED state", step)
         await wait_until(lambda: "HALTED" in self.window.status_state.text(), 3, "HALTED in the status bar", step)
         ticket = self._build_ticket_order(step)
-        n_denied = len(self._events_of("OrderDenied"))
+        n_events = len(self.seen)
         ticket.submit()
-        denied = await wait_until(lambda: self._events_of("OrderDenied")[n_denied:], 10, "the order to be denied", step)
-        return f"HALTED; ticket order denied: {denied[0].order.reason}"
+        if "halted" not in ticket.message.text().lower():
+            raise StepFailed(step, f"the ticket did not refuse while HALTED: {ticket.message.text()!r}")
+        await asyncio.sleep(0.3)
+        if any(type(e).__name__ == "OrderCreated" for e in self.seen[n_events:]):
+            raise StepFailed(step, "an order was created while HALTED")
+        # an order that reaches the engine anyway (a strategy, a script) is denied
+        from engine.bus.commands import SubmitOrder
+
+        intent = ticket.build_intent()
+        order = await self.engine.bus.send(SubmitOrder(intent=intent))
+        status = getattr(getattr(order, "status", None), "value", "")
+        if status != "denied":
+            raise StepFailed(step, f"the engine accepted an order while HALTED (status {status!r})")
+        return f"HALTED; ticket refused; engine denied: {order.reason}"
 
     async def step_kill_switch_reset(self) -> str:
         step = "kill switch reset"
@@ -289,13 +308,14 @@ class SelfTest:
 
     async def step_backtest(self) -> str:
         step = "backtest from the panel"
-        self._require(step, "backtests")
         panel = self._panel(step, "backtest", "backtests")
         panel.run_quick()
-        await wait_until(lambda: panel.is_finished(), 120, "the backtest to finish", step, poll=0.2)
-        if getattr(panel, "last_error", ""):
-            raise StepFailed(step, f"the backtest failed: {panel.last_error}")
-        return str(getattr(panel, "summary", lambda: "finished")())
+        await wait_until(lambda: panel.is_finished(), 180, "the backtest to finish", step, poll=0.2)
+        result = getattr(panel, "result", None)
+        if result is None or getattr(result, "status", "") == "failed":
+            why = getattr(result, "error", "") or panel.summary()
+            raise StepFailed(step, f"the backtest did not complete: {why}")
+        return str(panel.summary())
 
     async def step_streaming(self) -> str:
         step = "streaming run"
