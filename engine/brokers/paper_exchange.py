@@ -14,7 +14,8 @@ Fill model:
 - combos fill at the net price only when the legs' touch allows it (Σ sign·ratio·touch ≤ limit);
 - with ``partial_fills`` an update fills at most the displayed size at the touch (per leg ÷ ratio).
 
-Prices: ``limit_price`` is per unit of the combo, positive = debit, negative = credit (DESIGN.md §7).
+Prices: ``limit_price`` is per unit of the combo, positive = debit, negative = credit (DESIGN.md §7) —
+single legs too: a sell limit of −1.50 sells at 1.50 or better.
 """
 
 from __future__ import annotations
@@ -427,11 +428,14 @@ class PaperExchange:
         if not price.is_finite():
             return f"limit price {price} is not a number"
         if len(order.legs) == 1:
-            inst = order.legs[0].instrument
-            signed = price
-            if signed <= 0:
-                return f"limit price must be positive for a single-leg order, got {price}"
-            tick = self.tick_size(inst, price) if isinstance(inst, Option) else inst.tick_size
+            leg = order.legs[0]
+            inst = leg.instrument
+            # signed like every net price: a buy is a debit (> 0), a sell a credit (< 0)
+            if leg.side.sign > 0 and price <= 0:
+                return f"a single-leg buy limit must be positive (a debit), got {price}"
+            if leg.side.sign < 0 and price >= 0:
+                return f"a single-leg sell limit must be negative (a credit: -1.50 sells at 1.50), got {price}"
+            tick = self.tick_size(inst, abs(price)) if isinstance(inst, Option) else inst.tick_size
         else:
             tick = COMBO_TICK
         if not is_on_tick(price, tick):
@@ -572,7 +576,7 @@ class PaperExchange:
             px = ask if leg.side.sign > 0 else bid
             if not math.isfinite(px):
                 if len(order.legs) == 1 and order.limit_price is not None:
-                    px = float(order.limit_price)
+                    px = abs(float(order.limit_price))
                 else:
                     return None
             out.append(px)

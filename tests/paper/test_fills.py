@@ -23,6 +23,16 @@ def test_marketable_limit_buy_fills_at_the_ask_not_the_limit(exchange):
     assert reports[1].order.avg_fill_price == Decimal("1.6000")
 
 
+def test_sell_limit_is_a_credit_and_fills_at_the_bid(exchange, market):
+    working = exchange.submit(order([(opt(100), "sell", 1)], price="-1.55"))
+    assert [r.kind for r in working] == ["accepted"]  # bid 1.50 < 1.55
+    filled = market.quotes({(100, "C"): (1.56, 1.60)})
+    assert filled[0].fills[0].price == Decimal("1.5500") and filled[0].fills[0].quantity == -1
+    taker = exchange.submit(order([(opt(105), "sell", 1)], price="-1.40"))
+    assert taker[-1].fills[0].price == Decimal("1.5000")  # at the bid, better than the limit
+    assert taker[-1].order.avg_fill_price == Decimal("-1.5000")  # net, signed: a credit
+
+
 def test_market_sell_fills_at_the_bid_and_opens_a_short(exchange):
     reports = exchange.submit(order([(opt(105, "P"), "sell", 1)], price=None, kind=OrderType.MARKET))
     assert reports[-1].fills[0].price == Decimal("6.5000")  # intrinsic 5 + 1.50
@@ -93,9 +103,10 @@ def test_rejections_name_the_problem_and_change_nothing(exchange):
         "do not reduce": order([(opt(100), "buy", 2), (opt(105), "sell", 2)], price="1.00"),
         "same contract appears": order([(opt(100), "buy", 1), (opt(100), "sell", 1)], price="0.00"),
         "is an index": order([(Index("SPX"), "buy", 1)], price="10.00"),
-        "must be positive for a single-leg": order([(opt(100), "buy", 1)], price="-1.00"),
+        "single-leg buy limit must be positive": order([(opt(100), "buy", 1)], price="-1.00"),
+        "single-leg sell limit must be negative": order([(opt(100), "sell", 1)], price="1.50"),
         "needs a limit price": order([(opt(100), "buy", 1)], price=None),
-        "insufficient buying power": order([(opt(110, "P"), "sell", 1)], qty=400, price="10.00"),
+        "insufficient buying power": order([(opt(110, "P"), "sell", 1)], qty=400, price="-10.00"),
     }
     for expected, o in cases.items():
         reports = exchange.submit(o)
