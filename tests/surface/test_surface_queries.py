@@ -155,3 +155,19 @@ def test_views_of_an_unfitted_expiry_and_an_empty_surface_are_drawable() -> None
     grid = surface_grid(empty)
     assert grid.iv.shape == (0, 0)
     assert delta_grid(empty).iv.shape[1] == 19
+
+
+def test_smile_of_a_skipped_expiry_has_no_curve_but_keeps_its_points_and_reason() -> None:
+    S0, r, q = 100.0, 0.03, 0.01
+    chain = build_chain(spot=S0, expiries=expiry_dates([7, 30]),
+                        strikes=log_strikes(-2.5, 2.0, 30, spot=S0, vol=0.3, r=r, q=q),
+                        price=svi_price_fn(equity_like_params, spot=S0, r=r, q=q))
+    first = np.nonzero(chain.expiry == chain.expiries()[0])[0]
+    bid, ask = chain.bid.copy(), chain.ask.copy()
+    bid[first[6:]] = 0.0  # zero bids leave three strikes' worth of quotes on the first expiry
+    fit = fit_chain(chain.with_quotes(bid, ask), rate=r)
+    sm = smile_view(fit, 0)
+    assert sm.status == "skipped" and "insufficient valid strikes" in sm.reason
+    assert sm.curve_iv.size == 0 and sm.params is None and np.isnan(sm.atm_iv)
+    assert set(sm.reason_per_point) <= {"zero_bid", "insufficient_strikes"}
+    assert smile_view(fit, 1).status == "fitted"
