@@ -130,10 +130,10 @@ class NeuralPricer:
         return 2.0 * (x - b[:, 0]) / (b[:, 1] - b[:, 0]) - 1.0
 
     def _numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The MLP's weights as float64 numpy arrays (inference runs in numpy: no torch thread-pool overhead)."""
+        """The MLP's weights as float32 numpy arrays, as trained (inference runs in numpy: no torch thread pool)."""
         cached = self._layers_np
         if cached is None:
-            cached = [(m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
+            cached = [(m.weight.detach().float().numpy().T.copy(), m.bias.detach().float().numpy().copy())
                       for m in self.net if hasattr(m, "weight")]
             self._layers_np = cached
         return cached
@@ -142,13 +142,14 @@ class NeuralPricer:
         """MLP forward pass on scaled features (n, 7) → (n,) vols, SiLU hidden activations."""
         from scipy.special import expit
 
-        h = scaled
+        h = scaled.astype(np.float32)
         layers = self._numpy_layers()
         for w, b in layers[:-1]:
-            h = h @ w + b
-            h = h * expit(h)
+            h = h @ w
+            h += b
+            h *= expit(h)
         w, b = layers[-1]
-        return (h @ w + b)[:, 0]
+        return (h @ w + b)[:, 0].astype(np.float64)
 
     def implied_vol_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted vols for feature rows (n, 7); NaN + OUTSIDE_DOMAIN outside the training box."""
