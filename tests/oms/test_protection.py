@@ -143,8 +143,6 @@ async def test_kill_switch_when_tripped_then_cancels_all_paper_orders_and_surviv
         await h2.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="engine/brokers/paper_exchange.py _price_problem rejects a negative single-leg "
-                   "limit (a credit, per the model's sign convention): selling one option fails at the paper broker")
 async def test_kill_switch_flatten_when_tripped_then_positions_closed_through_the_path(desk):
     await desk.oms.submit(desk.marketable_call(qty=1, strike=630))
     await wait_for(lambda: desk.portfolio.quantity(opt(630, "C").key) == 1)
