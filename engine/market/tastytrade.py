@@ -16,7 +16,6 @@ In paper mode this feed drives the simulated exchange, so a tastytrade user can 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -27,7 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.brokers.resilience import backoff_delays, with_timeout
+from engine.brokers.resilience import (
+    backoff_delays,
+    run_until_stopped,
+    sleep_or_stop,
+    stop_supervisor,
+    with_timeout,
+)
 from engine.bus.events import ChainUpdated, ConnectionStateChanged, QuotesUpdated, UnderlyingUpdated
 from engine.market.feed import Feed, FeedError
 from engine.model import ExerciseStyle, Option, OptionChain, Settlement
@@ -85,7 +90,7 @@ class TastytradeFeed(Feed):
         self._streamer: Any = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._rng = rng or random.Random()
         self._sub_lock = asyncio.Lock()
         self.connects = 0
@@ -100,7 +105,7 @@ class TastytradeFeed(Feed):
     async def start(self) -> None:
         if self._task is not None and not self._task.done():
             return
-        self._stopping = False
+        self._stop = asyncio.Event()
         await self.conn.connect()
         await asyncio.get_running_loop().run_in_executor(None, _warm_up_event_schemas)
         self._ready.clear()
@@ -108,12 +113,8 @@ class TastytradeFeed(Feed):
         await with_timeout(self._ready.wait(), self.conn.config.call_timeout_s, "tastytrade DXLink connect")
 
     async def stop(self) -> None:
-        self._stopping = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_supervisor(task, self._stop)
         self._streamer = None
         self._ready.clear()
 
@@ -125,7 +126,8 @@ class TastytradeFeed(Feed):
 
         cfg = self.conn.reconnect_config
         delays = backoff_delays(cfg.initial_delay_s, cfg.max_delay_s, cfg.multiplier, cfg.jitter, self._rng)
-        while not self._stopping:
+        stop = self._stop
+        while not stop.is_set():
             try:
                 self._publish_state("connecting")
                 async with DXLinkStreamer(self.conn.session) as st:
@@ -138,20 +140,21 @@ class TastytradeFeed(Feed):
                                             self._rng)
                     await self._pump(st)
             except asyncio.CancelledError:
-                if self._stopping:
+                if stop.is_set() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
                 log.warning("tastytrade DXLink stream cancelled by a stream failure; reconnecting")
             except Exception as exc:
-                if self._stopping:
+                if stop.is_set():
                     return
                 self.malformed += _count_decode_errors(exc)
                 log.warning("tastytrade DXLink stream failed (%s); reconnecting", _flatten(exc))
             self._streamer = None
             self._ready.clear()
-            if self._stopping:
+            if stop.is_set():
                 return
             self._publish_state("disconnected", "DXLink lost; reconnecting")
-            await asyncio.sleep(next(delays))
+            if await sleep_or_stop(next(delays), stop):
+                return
 
     async def _pump(self, st: Any) -> None:
         from tastytrade.dxfeed import Greeks, Quote
@@ -167,13 +170,7 @@ class TastytradeFeed(Feed):
                 except Exception:
                     log.exception("tastytrade feed: failed to apply %s batch", cls.__name__)
 
-        tasks = [asyncio.ensure_future(drain(Quote, self._apply_quotes)),
-                 asyncio.ensure_future(drain(Greeks, self._apply_greeks))]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
+        await run_until_stopped([drain(Quote, self._apply_quotes), drain(Greeks, self._apply_greeks)], self._stop)
 
     # ---- subscriptions --------------------------------------------------------------------------
     async def _send(self, st: Any, cls: Any, symbols: list[str], add: bool) -> None:

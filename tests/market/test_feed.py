@@ -110,3 +110,31 @@ async def test_closed_market_jumps_to_the_next_open():
     feed.step_to(m.now + timedelta(seconds=1))
     assert m.is_open and m.session > MONDAY
     await bus.close()
+
+
+async def test_restart_resumes_the_simulated_market_where_it_stopped(tmp_path):
+    from engine.store import Store
+
+    store = Store.open(tmp_path / "sim.sqlite")
+    bus = Bus()
+    from engine.market.config import SimulatorConfig
+
+    feed = SimulatedFeed(bus, SimulatorConfig(seed=7).restricted_to(["SPY"]), start=MONDAY, store=store)
+    await feed.start()
+    feed.step_to(feed.market.now + timedelta(hours=2))
+    await feed.stop()  # saves
+    saved_now, saved_spot = feed.market.now, feed.market.spot("SPY")
+    saved_chain = feed.market.chain("SPY")
+    feed.step_to(feed.market.now + timedelta(minutes=10))
+    expected = feed.market.chain("SPY")  # what the uninterrupted market shows 10 minutes later
+
+    again = SimulatedFeed(Bus(), feed.config, store=store)
+    assert again.resumed and again.market.now == saved_now
+    assert again.market.spot("SPY") == pytest.approx(saved_spot, rel=1e-12)
+    assert set(again.market.chain("SPY").symbol) == set(saved_chain.symbol)
+    again.step_to(again.market.now + timedelta(minutes=10))
+    np.testing.assert_allclose(again.market.chain("SPY").spot, expected.spot, rtol=1e-12)
+    other = SimulatedFeed(Bus(), feed.config.model_copy(update={"seed": 99}), store=store)
+    assert not other.resumed  # a different world starts afresh
+    await bus.close()
+    store.close()

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from engine.market.config import SimulatorConfig
 from engine.market.feed import Feed, FeedError
 from engine.market.simulated.market import SimulatedMarket
 from engine.model import OptionChain
+
+if TYPE_CHECKING:
+    from engine.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +93,19 @@ class SimulatedFeed(Feed):
 
     name = "simulated"
 
+    STATE_KEY = "simulator.state"
+
     def __init__(self, bus: Bus, config: SimulatorConfig | None = None, *,
-                 start: date | datetime | None = None, market: SimulatedMarket | None = None) -> None:
+                 start: date | datetime | None = None, market: SimulatedMarket | None = None,
+                 store: Store | None = None) -> None:
+        """``store``: save the market's state there (every ``SAVE_EVERY_S`` and on stop) and, when no
+        ``start`` is given, resume from it — same seed and universe — so a restart continues the path."""
         self.bus = bus
         self.config = config or SimulatorConfig()
+        self.store = store
+        self.resumed = False
+        if market is None and store is not None and start is None:
+            market = self._resume(store)
         self.market = market or SimulatedMarket(self.config, start=start)
         self.clock = SimClock(self.market)
         s = self.config.streaming
@@ -112,6 +124,28 @@ class SimulatedFeed(Feed):
         self.quotes_published = 0
         self._last_publish_wall: float | None = None
         self._dividends_announced: date | None = None
+
+    SAVE_EVERY_S = 30.0
+
+    def _resume(self, store: Store) -> SimulatedMarket | None:
+        state = store.kv.get(self.STATE_KEY)
+        if not state:
+            return None
+        try:
+            market = SimulatedMarket.from_state(self.config, state)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.info("simulated market starts afresh: %s", exc)
+            return None
+        self.resumed = True
+        return market
+
+    def save_state(self) -> None:
+        """Persist the market's state (no-op without a store)."""
+        if self.store is not None:
+            try:
+                self.store.kv.set(self.STATE_KEY, self.market.state())
+            except Exception:  # saving is best effort: the market keeps running
+                log.exception("could not save the simulated market state")
 
     @classmethod
     def quickstart(cls, bus: Bus, *, symbols: Sequence[str] = ("SPY", "QQQ", "IWM", "AAPL", "SPX", "VIX"),
@@ -140,6 +174,7 @@ class SimulatedFeed(Feed):
             await task
         except asyncio.CancelledError:
             pass
+        self.save_state()
         self.bus.publish(ConnectionStateChanged(component="feed:simulated", state="disconnected"))
 
     @property
@@ -210,8 +245,11 @@ class SimulatedFeed(Feed):
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         s = self.config.streaming
-        last = loop.time()
+        last = last_save = loop.time()
         while True:
+            if self.store is not None and loop.time() - last_save >= self.SAVE_EVERY_S:
+                last_save = loop.time()
+                self.save_state()
             if self.fast:
                 await asyncio.sleep(0)
                 target = self.market.now + timedelta(seconds=60.0)

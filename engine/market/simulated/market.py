@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
@@ -289,9 +290,50 @@ class SimulatedMarket:
 
     # ---- state --------------------------------------------------------------------------------
     def state(self) -> dict[str, object]:
-        """Enough to resume the same path later (dynamics incl. RNG, clock, strike memory)."""
-        return {"now": self.now.isoformat(), "stepped_to": self._stepped_to.isoformat(),
-                "dynamics": self.dynamics.state(), "strikes": self.listing_book.state()}
+        """Enough to resume the same path later (dynamics incl. RNG, clock, listing, session prices)."""
+        marks = self.marks.get(self.session)
+        return {"fingerprint": config_fingerprint(self.config), "session": self.session.isoformat(),
+                "now": self.now.isoformat(), "stepped_to": self._stepped_to.isoformat(),
+                "dynamics": self.dynamics.state(), "strikes": self.listing_book.state(),
+                "open": dict(marks.open) if marks else {}, "close": dict(marks.close) if marks else {}}
+
+    @classmethod
+    def from_state(cls, config: SimulatorConfig, state: dict[str, Any],
+                   calendar: MarketCalendar | None = None) -> SimulatedMarket:
+        """A market that continues exactly where :meth:`state` was taken (same config required)."""
+        if state.get("fingerprint") != config_fingerprint(config):
+            raise ValueError("saved simulator state belongs to a different simulator configuration")
+        session = date.fromisoformat(str(state["session"]))
+        market = cls(config, start=session, calendar=calendar)
+        market._restore(state)
+        return market
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.dynamics.restore(state["dynamics"])
+        self.listing_book.restore(state["strikes"])
+        self.now = datetime.fromisoformat(str(state["now"]))
+        self._stepped_to = datetime.fromisoformat(str(state["stepped_to"]))
+        opening = {k: float(v) for k, v in dict(state.get("open", {})).items()}
+        closing = {k: float(v) for k, v in dict(state.get("close", {})).items()}
+        self.marks = {self.session: SessionMarks(open=opening, close=closing)}
+        spots = self.dynamics.spots
+        open_spots = np.array([opening.get(sym, float(spots[i])) for i, sym in enumerate(self.symbols)])
+        self.listing = self.listing_book.build(self.session, open_spots)
+        self.quotes = QuoteEngine(self.config, self.listing, self.config.seed)
+        self.listing_version += 1
+        self._tt = None
+        self._last_full = None
+        self._reprice(full=True)
+
+
+def config_fingerprint(config: SimulatorConfig) -> str:
+    """Identity of a simulated world: everything but the streaming settings (speed may change freely)."""
+    import hashlib
+
+    from engine.market.config import StreamingConfig
+
+    body = config.model_copy(update={"streaming": StreamingConfig()}).model_dump_json()
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def _start_date(start: date | datetime | None, config: SimulatorConfig) -> date:
