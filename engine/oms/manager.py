@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -62,21 +61,16 @@ from engine.bus.events import (
 )
 from engine.model import (
     Fill,
-    Leg,
-    OpenClose,
-    Option,
     Order,
     OrderIntent,
     OrderStatus,
     OrderType,
-    Position,
-    Side,
-    TimeInForce,
     can_transition,
 )
 from engine.oms.approval import ApprovalGate, ApprovalPreview, PendingApproval, build_preview
 from engine.oms.config import OmsConfig
 from engine.oms.factory import OrderFactory, OrderValidationError, floor_to_tick
+from engine.oms.flatten import closing_intent, flatten_groups
 from engine.oms.reconciliation import ReconciliationReport, compare_positions, plan
 from engine.oms.router import LIVE, ModeRouter, ModeSwitchError
 from engine.risk.engine import KILL_SWITCH_SOURCE, CheckResult, RiskDecision, RiskEngine
@@ -572,54 +566,13 @@ class OrderManager:
     async def flatten(self, reason: str) -> int:
         """Close every position with marketable limit orders (through the path; exempt from approval).
 
-        The option positions of one underlying (up to four) close as one combo — the exact inverse of what is
-        held, quantity = the gcd of the holdings — so a spread is never legged out; anything else closes leg by
-        leg. Prices are the natural (worst touch) plus ``flatten_through_ticks``; a leg without a quote is sent
-        as a market order.
+        See :mod:`engine.oms.flatten`: one inverse combo per underlying's option positions, single legs
+        otherwise, natural price plus ``flatten_through_ticks``.
         """
-        intents = [self._closing_intent(group, reason) for group in self._flatten_groups()]
+        intents = [closing_intent(group, self.risk.market, self.risk.config.flatten_through_ticks, reason)
+                   for group in flatten_groups(list(self.risk.portfolio.positions.values()))]
         results = await asyncio.gather(*(self._submit(i, internal=True) for i in intents), return_exceptions=True)
         return sum(1 for r in results if isinstance(r, Order) and r.status is not OrderStatus.DENIED)
-
-    def _flatten_groups(self) -> list[list[Position]]:
-        by_und: dict[str, list[Position]] = {}
-        singles: list[list[Position]] = []
-        for pos in self.risk.portfolio.positions.values():
-            if pos.quantity == 0:
-                continue
-            if isinstance(pos.instrument, Option):
-                by_und.setdefault(pos.instrument.underlying, []).append(pos)
-            else:
-                singles.append([pos])
-        groups = list(singles)
-        for legs in by_und.values():
-            if 1 < len(legs) <= 4:
-                groups.append(legs)
-            else:
-                groups.extend([p] for p in legs)
-        return groups
-
-    def _closing_intent(self, group: list[Position], reason: str) -> OrderIntent:
-        ticks = self.risk.config.flatten_through_ticks
-        qty = 0
-        for p in group:
-            qty = math.gcd(qty, abs(p.quantity))
-        legs = tuple(Leg(p.instrument, Side.SELL if p.quantity > 0 else Side.BUY, abs(p.quantity) // qty,
-                         OpenClose.CLOSE) for p in group)
-        natural = Decimal(0)
-        for leg in legs:
-            bid, ask = self.risk.market.bid_ask(leg.instrument)
-            touch = ask if leg.side is Side.BUY else bid
-            if not (touch == touch and touch > 0):
-                return OrderIntent(legs=legs, quantity=qty, order_type=OrderType.MARKET, limit_price=None,
-                                   tif=TimeInForce.DAY, source=KILL_SWITCH_SOURCE, tag=reason[:60])
-            natural += leg.side.sign * leg.ratio * Decimal(str(touch))
-        tick = legs[0].instrument.tick_size
-        limit = floor_to_tick(natural + ticks * tick, tick)  # + = more aggressive for debits and credits alike
-        if len(legs) == 1 and legs[0].side is Side.SELL:
-            limit = min(limit, -tick)  # a sale stays a credit of at least one tick
-        return OrderIntent(legs=legs, quantity=qty, order_type=OrderType.LIMIT, limit_price=limit,
-                           tif=TimeInForce.DAY, source=KILL_SWITCH_SOURCE, tag=reason[:60])
 
     # ---- mode -----------------------------------------------------------------------------------
     async def _cmd_switch(self, cmd: SwitchMode) -> str:
