@@ -128,6 +128,7 @@ class PaperExchange:
         self._pos_version: dict[str, int] = {}
         self._mkt_version: dict[str, int] = {}
         self._projected: tuple[str, dict[str, float]] | None = None
+        self._und_keys: dict[str, set[str]] = {}  # underlying → position keys (options and shares)
 
     # ---- ids and time -------------------------------------------------------------------------
     def _next_id(self, prefix: str) -> str:
@@ -443,7 +444,11 @@ class PaperExchange:
         return ""
 
     # ---- buying power -------------------------------------------------------------------------
+    def _positions_of(self, underlying: str) -> dict[str, Position]:
+        return {k: self.positions[k] for k in self._und_keys.get(underlying, ()) if k in self.positions}
+
     def _requirement_for(self, underlying: str, positions: dict[str, Position]) -> float:
+        """Margin of ``underlying``'s holdings within ``positions`` (pass only that underlying's for speed)."""
         spot = self._und_price.get(underlying)
         holdings: list[OptionHolding] = []
         shares = 0
@@ -464,11 +469,18 @@ class PaperExchange:
                                   index_pct=c.naked_index_pct, min_pct=c.naked_min_pct)
 
     def _underlyings_held(self) -> set[str]:
-        out = set()
-        for p in self.positions.values():
-            inst = p.instrument
-            out.add(inst.underlying if isinstance(inst, Option) else inst.symbol)
-        return out
+        return {u for u, keys in self._und_keys.items() if keys}
+
+    @staticmethod
+    def _und_of(inst: Instrument) -> str:
+        return inst.underlying if isinstance(inst, Option) else inst.symbol
+
+    def _index_position(self, key: str, inst: Instrument, held: bool) -> None:
+        keys = self._und_keys.setdefault(self._und_of(inst), set())
+        if held:
+            keys.add(key)
+        else:
+            keys.discard(key)
 
     def requirement(self) -> float:
         """Total option margin requirement (dollars); cached per underlying until its positions or quotes change."""
@@ -479,15 +491,17 @@ class PaperExchange:
             if hit is not None and hit[:2] == key:
                 total += hit[2]
                 continue
-            value = self._requirement_for(u, self.positions)
+            value = self._requirement_for(u, self._positions_of(u))
             self._req_cache[u] = (*key, value)
             total += value
         return total
 
     def _stock_values(self, positions: dict[str, Position]) -> tuple[float, float]:
         long_v = short_v = 0.0
-        for key, p in positions.items():
-            if isinstance(p.instrument, Equity):
+        # a stock position is keyed by its symbol, which is also an underlying name: only those can be stock
+        for key in self._und_keys if positions is self.positions else positions:
+            p = positions.get(key)
+            if p is not None and isinstance(p.instrument, Equity):
                 v = p.quantity * self._mark(key, p.instrument)
                 if v >= 0:
                     long_v += v
@@ -508,25 +522,40 @@ class PaperExchange:
         if est is None:
             return None
         qty = order.quantity
-        projected = dict(self.positions)
         cash = float(self.cash)
-        unds: set[str] = set()
+        projected: dict[str, dict[str, Position]] = {}
+        stock_delta: dict[str, tuple[int, float]] = {}
         for leg, ref, price in zip(order.legs, refs, est, strict=True):
             inst = self._canonical(leg.instrument, ref)
+            und = self._und_of(inst)
+            book = projected.setdefault(und, self._positions_of(und))
             dq = leg.side.sign * leg.ratio * qty
             cash -= dq * price * inst.multiplier
-            p = projected.get(inst.key)
+            key = inst.key
+            p = book.get(key)
             newq = (p.quantity if p else 0) + dq
-            projected[inst.key] = Position(instrument=inst, quantity=newq, avg_price=Decimal(str(round(price, 4))))
-            unds.add(inst.underlying if isinstance(inst, Option) else inst.symbol)
+            book[key] = Position(instrument=inst, quantity=newq, avg_price=Decimal(str(round(price, 4))))
+            if isinstance(inst, Equity):
+                stock_delta[key] = (newq, price)
         req_now = self.requirement()
-        changed_before = sum(self._req_cache[u][2] if u in self._req_cache else 0.0 for u in unds)
-        after_by_und = {u: self._requirement_for(u, projected) for u in unds}
+        changed_before = sum(self._req_cache[u][2] if u in self._req_cache else 0.0 for u in projected)
+        after_by_und = {u: self._requirement_for(u, book) for u, book in projected.items()}
         self._projected = (order.order_id, after_by_und)  # reused as the requirement once it fills in full
         req_after = req_now - changed_before + sum(after_by_und.values())
-        long1, short1 = self._stock_values(projected)
-        bp_after = buying_power(cash, long1, short1, req_after, self._stock_margin())
-        return self.buying_power(), bp_after, req_now, req_after
+        long0, short0 = self._stock_values(self.positions)
+        long1, short1 = long0, short0
+        for key, (newq, price) in stock_delta.items():
+            old = self.positions.get(key)
+            mark = self._und_price.get(key, price)
+            before = (old.quantity if old else 0) * mark
+            long1 -= max(before, 0.0)
+            short1 -= max(-before, 0.0)
+            long1 += max(newq * mark, 0.0)
+            short1 += max(-newq * mark, 0.0)
+        m = self._stock_margin()
+        bp_now = buying_power(float(self.cash), long0, short0, req_now, m)
+        bp_after = buying_power(cash, long1, short1, req_after, m)
+        return bp_now, bp_after, req_now, req_after
 
     def _buying_power_problem(self, order: Order, refs: list[tuple[str, str, int]]) -> str:
         proj = self._projection(order, refs)
@@ -751,6 +780,7 @@ class PaperExchange:
             self.positions.pop(key, None)
         else:
             self.positions[key] = new
+        self._index_position(key, inst, q1 != 0)
         return new
 
     # ---- time: session close, DAY expiry, option expiration -----------------------------------
@@ -948,6 +978,9 @@ class PaperExchange:
             s, d = k.split("|")
             self._opening[(s, date.fromisoformat(d))] = float(v)
         self.positions = {p.symbol: p for p in positions if p.quantity != 0}
+        self._und_keys = {}
+        for key, p in self.positions.items():
+            self._index_position(key, p.instrument, True)
         fees = state.get("fees", {})
         self.working = {}
         for o in orders:
