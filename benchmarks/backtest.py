@@ -69,6 +69,34 @@ def _sweep(path: Path, workers: int, combos: list[tuple[float, float]]) -> float
     return time.perf_counter() - t0
 
 
+def _optopsy(path: Path) -> dict:
+    """optopsy (if installed) on the same data: short put spreads entered ≤ 45 DTE, exited at 21 DTE.
+
+    Not the same rules — optopsy has no IV-rank/regime entry, sizing, profit target or stop, and no fills
+    through an exchange; it computes bucketed statistics of every spread. Measured here once with
+    optopsy 2.2.0 in a separate venv: 5 years, 3.43 M rows → load 1.7 s + 28.3 s.
+    """
+    try:
+        import optopsy
+    except ImportError:
+        return {"installed": False}
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    df = pd.read_parquet(path).rename(columns={"underlying": "underlying_symbol"})
+    df["underlying_symbol"] = df["underlying_symbol"].astype(str)
+    df["option_type"] = df["option_type"].astype(str).str.lower().str[0]
+    for c in ("quote_date", "expiration"):
+        df[c] = df[c].astype("datetime64[ns]")
+    cols = ["underlying_symbol", "underlying_price", "option_type", "expiration", "quote_date", "strike", "bid",
+            "ask", "delta"]
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    optopsy.short_put_spread(df[cols], max_entry_dte=45, exit_dte=21, max_otm_pct=0.2)
+    return {"installed": True, "load_s": round(t_load, 2), "run_s": round(time.perf_counter() - t0, 2),
+            "note": "bucketed statistics of all spreads, not the same rules"}
+
+
 def run() -> dict:
     path, gen_s = _data_path()
     t0 = time.perf_counter()
@@ -123,6 +151,7 @@ def run() -> dict:
             "pnl_reconciliation_difference": str(rec["difference"]),
             "load_average": os.getloadavg()[0],
         },
+        "optopsy_same_data": _optopsy(path),
         "sweep_8_one_year_runs": {
             "workers_1_s": round(one, 2), "workers_2_s": round(two, 2), "speedup": round(one / two, 2),
             "cpus": os.cpu_count(),
