@@ -175,6 +175,10 @@ ALTER TABLE backtest_equity ADD COLUMN vega REAL;
 ALTER TABLE backtest_equity ADD COLUMN regime TEXT
 """
 
+V31_BACKTEST = """
+ALTER TABLE backtest_equity ADD COLUMN margin REAL
+"""
+
 V10_PAPER = """
 CREATE TABLE paper_accounts (
     account_id TEXT PRIMARY KEY,
@@ -214,6 +218,7 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
     Migration(10, "paper exchange: account state, working orders, positions with full contract terms, fill log", V10_PAPER),
     Migration(30, "backtest: run timing/errors/sweep id, daily P&L, drawdown, Greeks and regime per equity row", V30_BACKTEST),
+    Migration(31, "backtest: buying-power requirement per equity row", V31_BACKTEST),
 ]
 
 
