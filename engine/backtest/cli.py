@@ -111,6 +111,7 @@ def format_summary(summary: dict[str, Any], reconciliation: dict[str, Any] | Non
         ("average win", _money(summary.get("avg_win"))), ("average loss", _money(summary.get("avg_loss"))),
         ("expectancy / trade", _money(summary.get("expectancy"))), ("exposure", _pct(summary.get("exposure"))),
         ("premium capture", _pct(summary.get("premium_capture"))), ("fees", _money(summary.get("fees"))),
+        ("max buying power used", _pct(summary.get("max_bp_used"))),
     ]
     if reconciliation:
         rows.append(("P&L − (Σ trades − fees)", reconciliation.get("difference")))

@@ -239,7 +239,8 @@ class BacktestExchange:
     def mark(self, i: int) -> tuple[float, dict[str, float], bool]:
         """(market value of positions, portfolio Greeks, whether anything is held) at day ``i``'s close.
 
-        Greeks: delta in shares, gamma in shares per $1, theta in $ per calendar day, vega in $ per vol point.
+        Greeks: delta in shares, gamma in shares per $1, theta in $ per calendar day, vega in $ per vol point;
+        ``margin``: the exchange's buying-power requirement in dollars (options + stock).
         """
         positions = list(self.exchange.positions.values())
         if not positions:
@@ -255,6 +256,9 @@ class BacktestExchange:
             greeks_add = self._option_greeks(i, opts)
             for k, v in greeks_add.items():
                 greeks[k] += v
+        ex = self.exchange
+        long_v, short_v = ex._stock_values(ex.positions)
+        greeks["margin"] = float(ex.requirement()) + ex._stock_margin() * (long_v + short_v)
         return value, greeks, True
 
     def _option_greeks(self, i: int, opts: list[Any]) -> dict[str, float]:

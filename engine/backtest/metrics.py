@@ -48,6 +48,8 @@ class Metrics:
     premium_capture: float
     fees: float
     avg_days_held: float
+    max_bp_used: float = math.nan  # largest buying-power requirement as a fraction of that day's equity
+    avg_bp_used: float = math.nan  # its mean over the days a position was held
     per_regime: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -86,12 +88,20 @@ def compute_metrics(
     rf: float = 0.0,
     regimes: np.ndarray | None = None,
     initial: float | None = None,
+    margin: np.ndarray | None = None,
 ) -> Metrics:
     """Statistics of one run. ``exposure_days``: bool per day, True when a position was held.
 
     ``initial``: the starting capital before the first close (so the first day's P&L counts).
     """
     eq = np.asarray(equity, float)
+    bp_max = bp_avg = math.nan
+    if margin is not None and len(margin) == len(eq) and len(eq):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            used = np.asarray(margin, float) / eq
+        held = used > 0
+        bp_max = float(used.max()) if len(used) else math.nan
+        bp_avg = float(used[held].mean()) if held.any() else 0.0
     if initial is not None and len(eq):
         eq = np.r_[float(initial), eq]
         if regimes is not None and len(regimes) == len(eq) - 1:
@@ -144,6 +154,7 @@ def compute_metrics(
         premium_capture=float(pnl.sum() / credit) if credit > 0 else math.nan,
         fees=float(fees),
         avg_days_held=float(np.mean([t.days_held for t in trades])) if trades else math.nan,
+        max_bp_used=bp_max, avg_bp_used=bp_avg,
         per_regime=per_regime,
     )
 

@@ -29,7 +29,7 @@ class BacktestRepository:
         equity_rows = [
             (result.run_id, str(d), float(result.equity[i]), float(result.cash[i]), float(result.daily_pnl[i]),
              float(result.drawdown[i]), _num(g["delta"][i]), _num(g["gamma"][i]), _num(g["theta"][i]),
-             _num(g["vega"][i]), str(result.regime[i]))
+             _num(g["vega"][i]), str(result.regime[i]), _num(g["margin"][i]) if "margin" in g else None)
             for i, d in enumerate(result.dates)
         ]
         trade_rows = [
@@ -52,7 +52,7 @@ class BacktestRepository:
                 " VALUES (?,?,?,?,?,?,?,?)", trade_rows)
             conn.executemany(
                 "INSERT INTO backtest_equity(run_id, ts, equity, cash, daily_pnl, drawdown, delta, gamma, theta, vega,"
-                " regime) VALUES (?,?,?,?,?,?,?,?,?,?,?)", equity_rows)
+                " regime, margin) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", equity_rows)
 
     def runs(self, *, sweep_id: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM backtest_runs"

@@ -37,13 +37,13 @@ def write_equity_csv(result: BacktestResult, path: str | Path) -> Path:
     path = Path(path)
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["date", "equity", "cash", "daily_pnl", "drawdown", "delta", "gamma", "theta", "vega", "iv_rank",
-                    "regime"])
+        w.writerow(["date", "equity", "cash", "daily_pnl", "drawdown", "delta", "gamma", "theta", "vega", "margin",
+                    "iv_rank", "regime"])
         g = result.greeks
         for i, d in enumerate(result.dates):
             w.writerow([str(d), f"{result.equity[i]:.2f}", f"{result.cash[i]:.2f}", f"{result.daily_pnl[i]:.2f}",
                         f"{result.drawdown[i]:.6f}", f"{g['delta'][i]:.4f}", f"{g['gamma'][i]:.6f}",
-                        f"{g['theta'][i]:.4f}", f"{g['vega'][i]:.4f}",
+                        f"{g['theta'][i]:.4f}", f"{g['vega'][i]:.4f}", f"{g['margin'][i]:.2f}",
                         "" if not math.isfinite(result.iv_rank[i]) else f"{result.iv_rank[i]:.4f}",
                         result.regime[i]])
     return path

@@ -89,7 +89,7 @@ class BacktestResult:
     cash: np.ndarray
     drawdown: np.ndarray  # fraction ≤ 0
     daily_pnl: np.ndarray  # dollars, equity change vs the previous close (first day 0)
-    greeks: dict[str, np.ndarray]  # delta (shares), gamma, theta ($/day), vega ($/vol point) per day
+    greeks: dict[str, np.ndarray]  # delta (shares), gamma, theta ($/day), vega ($/vol point), margin ($) per day
     regime: np.ndarray
     iv_rank: np.ndarray
     trades: list[TradeRecord]
@@ -184,7 +184,7 @@ class Backtest:
         equity = np.full(n, np.nan)
         cash = np.full(n, np.nan)
         exposure = np.zeros(n, bool)
-        greeks = {k: np.zeros(n) for k in ("delta", "gamma", "theta", "vega")}
+        greeks = {k: np.zeros(n) for k in ("delta", "gamma", "theta", "vega", "margin")}
         status, error, last = "completed", "", -1
         ex = self.exchange = BacktestExchange(cfg, h)
         ctx = BacktestContext(ex.sizing())
@@ -241,7 +241,8 @@ class Backtest:
                             days_held=(market_date(t.closed_at) - market_date(t.opened_at)).days)
                  for t in trades if not t.is_open]
         metrics = compute_metrics(eq, stats, exposure_days=exposure[:k], fees=float(self.ledger.fees),
-                                  regimes=self.signals.regime[:k], initial=cfg.initial_cash)
+                                  regimes=self.signals.regime[:k], initial=cfg.initial_cash,
+                                  margin=greeks["margin"][:k])
         daily = np.r_[0.0, np.diff(eq)] if k else np.array([])
         return BacktestResult(
             run_id=self.run_id, strategy=strat.name, params=strat.params.model_dump(mode="json"),

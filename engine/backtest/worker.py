@@ -84,7 +84,7 @@ def run_backtest_job(config: dict[str, Any], queue: Any = None, cancel: Any = No
         result = BacktestResult(
             run_id=cfg.run_id, strategy=cfg.strategy, params=dict(cfg.params), config=cfg.model_dump(mode="json"),
             status="failed", dates=np.array([], dtype="datetime64[D]"), equity=empty, cash=empty, drawdown=empty,
-            daily_pnl=empty, greeks={k: empty for k in ("delta", "gamma", "theta", "vega")},
+            daily_pnl=empty, greeks={k: empty for k in ("delta", "gamma", "theta", "vega", "margin")},
             regime=np.array([], dtype=object), iv_rank=empty, trades=[], orders=[], metrics=compute_metrics(empty),
             fees=__import__("decimal").Decimal(0), elapsed_s=0.0, error=f"{type(exc).__name__}: {exc}")
     if store_path and result.status != "failed":

@@ -40,6 +40,9 @@ def test_spread_held_to_expiry_otm_then_keeps_the_whole_credit(exact_config):
     assert t.gross_pnl == Decimal("200") and t.net_pnl == Decimal("200") and t.exit_reason == "expiration"
     # marked to market every day at mid: day 1 −(1.025 − 0.475) = −0.55 → −$20; day 2 −(0.625 − 0.225) = −0.40 → +$40
     assert r.equity.tolist() == pytest.approx([99_980.0, 100_040.0, 100_200.0])
+    # buying power held by the spread: its max loss on the width, 5 × 100 × 4 = $2 000; none after expiry
+    assert r.greeks["margin"].tolist() == pytest.approx([2_000.0, 2_000.0, 0.0])
+    assert r.metrics.max_bp_used == pytest.approx(2_000.0 / 99_980.0)
     assert r.reconciliation()["difference"] == Decimal("0.00")
 
 
