@@ -62,6 +62,8 @@ class ListingBook:
         self.config = config
         self.calendar = calendar
         self._strikes: dict[tuple[str, date], np.ndarray] = {}
+        self._grid_spot: dict[tuple[str, date], float] = {}  # spot when strikes were last added
+        self._keys: dict[tuple[str, date], tuple[np.ndarray, list[str]]] = {}  # OCC keys of a strike array
 
     def build(self, session: date, spots: np.ndarray) -> Listing:
         cal = self.calendar
@@ -82,11 +84,16 @@ class ListingBook:
                 for d in exps:
                     key = (root.root, d)
                     live.add(key)
-                    years = max((d - session).days, 0.5) / 365.0
-                    fresh = strike_grid(spot, years, spec.strike_steps, spec.near_band, spec.mid_band,
-                                        spec.strike_range, spec.max_strikes)
                     old = self._strikes.get(key)
-                    strikes = fresh if old is None else self._merge(old, fresh, spot, spec)
+                    moved = abs(spot / self._grid_spot.get(key, spot) - 1.0)
+                    if old is not None and moved < spec.near_band / 4:
+                        strikes = old  # the spot has not moved enough to list new strikes
+                    else:
+                        years = max((d - session).days, 0.5) / 365.0
+                        fresh = strike_grid(spot, years, spec.strike_steps, spec.near_band, spec.mid_band,
+                                            spec.strike_range, spec.max_strikes)
+                        strikes = fresh if old is None else self._merge(old, fresh, spot, spec)
+                        self._grid_spot[key] = spot
                     self._strikes[key] = strikes
                     per_und.append((_expiry_instant(d, root), strikes, root.root, d in monthly_set, d.isoformat(),
                                     root.style == "american"))
@@ -100,9 +107,14 @@ class ListingBook:
                 # calls before puts at each strike
                 k2 = np.repeat(strikes, 2)
                 calls = np.tile(np.array([True, False]), n)
-                sym_c = occ_keys(root_name, d, strikes, True)
-                sym_p = occ_keys(root_name, d, strikes, False)
-                syms = [s for pair in zip(sym_c, sym_p, strict=True) for s in pair]
+                cached = self._keys.get((root_name, d))
+                if cached is not None and cached[0] is strikes:
+                    syms = cached[1]
+                else:
+                    sym_c = occ_keys(root_name, d, strikes, True)
+                    sym_p = occ_keys(root_name, d, strikes, False)
+                    syms = [s for pair in zip(sym_c, sym_p, strict=True) for s in pair]
+                    self._keys[(root_name, d)] = (strikes, syms)
                 rows.append({
                     "symbol": syms, "und": np.full(2 * n, ui), "root": [root_name] * (2 * n), "strike": k2,
                     "is_call": calls, "expiry": np.full(2 * n, inst), "pair": np.full(2 * n, pi),
@@ -114,6 +126,8 @@ class ListingBook:
             start = stop
         for key in [k for k in self._strikes if k not in live]:
             del self._strikes[key]
+            self._grid_spot.pop(key, None)
+            self._keys.pop(key, None)
         return self._assemble(session, rows, pair_und, pair_exp, slices)
 
     @staticmethod
