@@ -135,6 +135,55 @@ class Reconnector:
                 pass
 
 
+# ---- supervisor tasks around SDK streamers (anyio task groups inside) ------------------------------------
+# Cancelling a task from outside while it sits inside an anyio task group can lose the cancellation when
+# the group is cancelling itself at the same moment (a stream failure): the task never finishes. So stream
+# supervisors are *asked* to stop through an event and leave their ``async with`` normally; cancellation
+# is only the last resort after a timeout.
+async def run_until_stopped(consumers: list[Awaitable[Any]], stop: asyncio.Event) -> None:
+    """Run ``consumers`` until ``stop`` is set (return) or one of them fails (re-raise); cancel the rest."""
+    tasks = [asyncio.ensure_future(c) for c in consumers]
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stopper and not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        for t in (*tasks, stopper):
+            t.cancel()
+
+
+async def sleep_or_stop(delay_s: float, stop: asyncio.Event) -> bool:
+    """Sleep ``delay_s`` unless ``stop`` is set first; True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), delay_s)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def stop_supervisor(task: asyncio.Task[Any] | None, stop: asyncio.Event, timeout_s: float = 5.0) -> None:
+    """Set ``stop`` and wait for ``task`` to finish by itself; cancel it only if it does not within the timeout."""
+    stop.set()
+    if task is None or task.done():
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    except TimeoutError:
+        log.warning("%s did not stop within %.0f s; cancelling it", task.get_name(), timeout_s)
+        task.cancel()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            log.error("%s still running after cancel; abandoning it", task.get_name())
+    except asyncio.CancelledError:
+        if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise
+    except Exception:
+        log.exception("%s ended with an error", task.get_name())
+
+
 class BrokerNotArmed(BrokerError):
     """An order-sending call reached an adapter that the mode router has not armed for live trading."""
 

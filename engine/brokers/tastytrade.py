@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.brokers.base import Broker, BrokerError, OrderPreview
 from engine.brokers.circuit_breaker import CircuitBreaker
 from engine.brokers.config import CircuitBreakerConfig, ReconnectConfig, TastytradeConfig
-from engine.brokers.resilience import LiveArm, backoff_delays, import_sdk, with_timeout
+from engine.brokers.resilience import (
+    LiveArm,
+    backoff_delays,
+    import_sdk,
+    run_until_stopped,
+    sleep_or_stop,
+    stop_supervisor,
+    with_timeout,
+)
 from engine.bus.events import (
     AccountUpdated,
     ConnectionStateChanged,
@@ -315,7 +323,7 @@ class TastytradeBroker(Broker):
         self._stream_ready = asyncio.Event()
         self._rng = rng or random.Random()
         self.stream_connects = 0
-        self._stopping = False
+        self._stop = asyncio.Event()
 
     # ---- safety ---------------------------------------------------------------------------------
     def arm_live(self, account_id: str) -> None:
@@ -350,30 +358,23 @@ class TastytradeBroker(Broker):
         self.disarm()
         self._positions.clear()
         task, self._stream_task = self._stream_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_supervisor(task, self._stop)
         await self.connect()
 
     async def connect(self) -> None:
-        self._stopping = False
         await self.conn.connect()
         await self.reconcile()
         if self._stream_task is None or self._stream_task.done():
+            self._stop = asyncio.Event()
             self._stream_ready.clear()
             self._stream_task = asyncio.get_running_loop().create_task(self._stream_loop(),
                                                                        name="tastytrade:account-stream")
         await with_timeout(self._stream_ready.wait(), self.conn.config.call_timeout_s, "tastytrade account streamer")
 
     async def disconnect(self) -> None:
-        self._stopping = True
         self.disarm()
         task, self._stream_task = self._stream_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_supervisor(task, self._stop)
         await self.conn.disconnect()
 
     async def _stream_loop(self) -> None:
@@ -384,7 +385,8 @@ class TastytradeBroker(Broker):
         cfg = self.conn.reconnect_config
         delays = backoff_delays(cfg.initial_delay_s, cfg.max_delay_s, cfg.multiplier, cfg.jitter, self._rng)
         first = True
-        while not self._stopping:
+        stop = self._stop
+        while not stop.is_set():
             try:
                 streamer = AlertStreamer(self.conn.session)
                 streamer.base_url = self.conn.streamer_url
@@ -399,27 +401,23 @@ class TastytradeBroker(Broker):
                     self._stream_ready.set()
                     delays = backoff_delays(cfg.initial_delay_s, cfg.max_delay_s, cfg.multiplier, cfg.jitter,
                                             self._rng)
-                    tasks = [asyncio.ensure_future(self._consume(st, PlacedOrder, self._on_order)),
-                             asyncio.ensure_future(self._consume(st, CurrentPosition, self._on_position)),
-                             asyncio.ensure_future(self._consume(st, AccountBalance, self._on_balance))]
-                    try:
-                        await asyncio.gather(*tasks)
-                    finally:
-                        for t in tasks:
-                            t.cancel()
+                    await run_until_stopped([self._consume(st, PlacedOrder, self._on_order),
+                                             self._consume(st, CurrentPosition, self._on_position),
+                                             self._consume(st, AccountBalance, self._on_balance)], stop)
             except asyncio.CancelledError:
-                if self._stopping:
+                if stop.is_set() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
                 # anyio cancelled our body because the SDK's reader failed: reconnect below
                 log.warning("tastytrade account streamer cancelled by a stream failure; reconnecting")
             except Exception as exc:
-                if self._stopping:
+                if stop.is_set():
                     return
                 log.warning("tastytrade account streamer failed (%s); reconnecting", _flatten(exc))
-            if self._stopping:
+            if stop.is_set():
                 return
             self.conn.publish_state("disconnected", "account streamer lost; reconnecting")
-            await asyncio.sleep(next(delays))
+            if await sleep_or_stop(next(delays), stop):
+                return
 
     async def _consume(self, st: Any, cls: Any, handler: Callable[[Any], None]) -> None:
         async for item in st.listen(cls):
