@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import numpy as np
+import pytest
+
 from engine.brokers.paper_config import PaperConfig, SlippageConfig
 from engine.brokers.paper_exchange import PaperExchange
 from engine.market.simulated.market import market_calendar
@@ -155,3 +158,19 @@ def test_stock_orders_trade_at_the_underlying_quote(exchange):
     reports = exchange.submit(order([(Equity("XYZ"), "buy", 1)], qty=100, price="100.05"))
     assert reports[-1].fills[0].price == Decimal("100.0100")
     assert exchange.positions["XYZ"].quantity == 100
+
+
+def test_row_and_single_quote_updates_match_resting_orders(exchange):
+    chain = xyz_chain()
+    o = order([(opt(105), "buy", 1)], price="1.00")
+    exchange.submit(o)
+    row = chain.row_of(opt(105).key)
+    assert exchange.on_quotes("XYZ", np.array([row]), np.array([1.20]), np.array([1.25]), NOW) == []
+    filled = exchange.on_quotes("XYZ", np.array([row]), np.array([0.90]), np.array([0.95]), NOW)
+    assert filled[0].kind == "filled" and filled[0].fills[0].price == Decimal("1.0000")
+    o2 = order([(opt(110), "buy", 1)], price="0.50")
+    exchange.submit(o2)
+    assert exchange.on_quote(opt(110).key, 0.40, 0.45, NOW)[0].kind == "filled"
+    assert exchange.on_quote("NOPE261218C00100000", 1.0, 1.1, NOW) == []
+    with pytest.raises(ValueError, match="out of range"):
+        exchange.on_quotes("XYZ", np.array([999]), np.array([1.0]), np.array([1.1]), NOW)
