@@ -152,8 +152,9 @@ def _put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, si
     r2, q2, s2, K2, xm2 = (a[:, None] for a in (r, q, sigma, K, x_max))
     tau = T[:, None] * ((1 + z_nodes[None, 1:]) / 2) ** 2  # (N, n)
     H = np.zeros((K.shape[0], n + 1))
-    b0 = _qd_plus_boundary(tau, K2, r2, q2, s2, xm2)
-    H[:, 1:] = np.log(np.minimum(b0, xm2) / xm2) ** 2
+    with np.errstate(all="ignore"):
+        b0 = _qd_plus_boundary(tau, K2, r2, q2, s2, xm2)
+        H[:, 1:] = np.log(np.minimum(b0, xm2) / xm2) ** 2
     x_l, w_l = tb["x_l"], tb["w_l"]
     sqrt_tau = np.sqrt(tau)
     v_tau = s2 * sqrt_tau
@@ -253,7 +254,7 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
     delta = np.full(n, np.nan)
     gamma = np.full(n, np.nan)
     boundary = np.where(is_call, np.inf, 0.0)
-    early = rp > 0
+    early = rp > 1e-12  # below this the premium (≈ r·K·T) is under 1e-10 of K: European
     if with_greeks:
         g = bsm.greeks(is_call, S, K, T, r, q, sigma)
         delta[:] = g.delta

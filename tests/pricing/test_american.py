@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.pricing import american, bsm
 from engine.pricing.inputs import Reason
@@ -150,3 +152,20 @@ def test_call_with_dividends_above_its_boundary_is_exercised_and_boundary_is_con
     just_above = american.price("c", b * 1.001, 100.0, 1.0, 0.01, 0.08, 0.2)
     assert float(just_above) == pytest.approx(b * 1.001 - 100.0, abs=1e-6)
     assert res.price[0] > float(bsm.price("c", 100.0, 100.0, 1.0, 0.01, 0.08, 0.2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(k1=st.floats(60, 140), k2=st.floats(60, 140), T=st.floats(0.05, 2.0), r=st.floats(0.0, 0.1),
+       q=st.floats(0.0, 0.06), v=st.floats(0.08, 0.8))
+def test_property_american_bounds_and_monotone_in_strike(k1, k2, T, r, q, v):
+    klo, khi = sorted((k1, k2))
+    K = np.array([klo, khi])
+    for right in ("c", "p"):
+        am = american.price(right, 100.0, K, T, r, q, v, scheme="fast")
+        eu = bsm.price(right, 100.0, K, T, r, q, v)
+        intrinsic = np.maximum(100.0 - K, 0.0) if right == "c" else np.maximum(K - 100.0, 0.0)
+        upper = 100.0 if right == "c" else K
+        assert np.all(am >= eu - 1e-9) and np.all(am >= intrinsic - 1e-12) and np.all(am <= upper + 1e-12)
+    calls = american.price("c", 100.0, K, T, r, q, v, scheme="fast")
+    puts = american.price("p", 100.0, K, T, r, q, v, scheme="fast")
+    assert calls[0] >= calls[1] - 1e-9 and puts[0] <= puts[1] + 1e-9
