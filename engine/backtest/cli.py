@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
     _common(p)
     p.add_argument("--walk-forward", metavar="TRAIN,TEST", help="walk-forward windows in trading days, e.g. 504,63")
     p.add_argument("--expanding", action="store_true", help="expanding (not rolling) training windows")
+    p.add_argument("--fit", action="append", default=[], metavar="KEY=A,B,C",
+                   help="walk-forward optimisation: each training window picks the best of these values (repeatable)")
+    p.add_argument("--fit-metric", default="sharpe", help="metric the training window maximises (default: sharpe)")
     p.add_argument("--no-png", action="store_true", help="skip the PNG report")
     p.set_defaults(func=cmd_backtest)
     s = subparsers.add_parser("sweep", help="backtest a parameter grid on a process pool or a Dask cluster")
@@ -146,8 +149,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             from engine.backtest.walkforward import walk_forward
 
             train, test = (int(x) for x in args.walk_forward.split(","))
+            from engine.backtest.sweep import parse_grid
+
             result = walk_forward(config, history, train_days=train, test_days=test,
                                   mode="expanding" if args.expanding else "rolling",
+                                  fit_grid=parse_grid(args.fit) if args.fit else None, fit_metric=args.fit_metric,
                                   progress=lambda f: bar(f, "walk-forward"))
         else:
             result = Backtest(config, history).run(progress=lambda p: bar(p.fraction, f"{p.day} ETA {p.eta_s:.0f}s"

@@ -35,7 +35,7 @@ from engine.backtest.data import ChainHistory
 from engine.backtest.ledger import TradeLedger, TradeRecord
 from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, drawdown
 from engine.backtest.signals import SignalSeries, compute_signals
-from engine.model import Option, Order, OrderIntent, OrderStatus
+from engine.model import Order, OrderIntent
 from engine.strategies.base import SizingLimits, Strategy, market_date
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,6 @@ class CancelToken:
     @property
     def cancelled(self) -> bool:
         return self._flag or (self._event is not None and self._event.is_set())
-
-
-class BacktestCancelled(Exception):
-    pass
 
 
 # ---- the result ----------------------------------------------------------------------------------------
@@ -293,17 +289,4 @@ def _order_row(o: Order) -> dict[str, Any]:
     }
 
 
-def intrinsic(option: Option, spot: float) -> float:
-    k = float(option.strike)
-    return max(spot - k, 0.0) if option.is_call else max(k - spot, 0.0)
-
-
-__all__ = [
-    "Backtest",
-    "BacktestCancelled",
-    "BacktestResult",
-    "CancelToken",
-    "OrderStatus",
-    "Progress",
-    "intrinsic",
-]
+__all__ = ["Backtest", "BacktestContext", "BacktestResult", "CancelToken", "Progress"]

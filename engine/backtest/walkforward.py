@@ -9,6 +9,7 @@ computed once over the whole history so a test window's first day already has it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from engine.backtest.config import BacktestConfig
 from engine.backtest.data import ChainHistory
-from engine.backtest.metrics import TradeStats, compute_metrics, drawdown
+from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, drawdown
 from engine.backtest.signals import SignalSeries, compute_signals
 from engine.strategies.base import market_date
 
@@ -54,13 +55,37 @@ def _slice_signals(s: SignalSeries, a: int, b: int) -> SignalSeries:
     return SignalSeries(atm_iv=s.atm_iv[a:b], hv=s.hv[a:b], iv_rank=s.iv_rank[a:b], regime=s.regime[a:b])
 
 
+def _choose(config: BacktestConfig, history: ChainHistory, signals: SignalSeries, w: Window,
+            grid: dict[str, list[Any]], metric: str) -> tuple[dict[str, Any], float]:
+    """In-sample optimisation: the grid combination with the best ``metric`` on the training window."""
+    from engine.backtest.runner import Backtest
+    from engine.backtest.sweep import expand_grid
+
+    train = history.slice_days(*w.train)
+    best: tuple[dict[str, Any], float] = ({}, -math.inf)
+    for combo in expand_grid(grid):
+        cfg = config.with_params(**combo)
+        res = Backtest(cfg, train, signals=_slice_signals(signals, *w.train)).run()
+        value = getattr(res.metrics, metric)
+        value = value if value is not None and math.isfinite(value) else -math.inf
+        if value > best[1] or not best[0]:
+            best = (combo, value)
+    return best
+
+
 def walk_forward(config: BacktestConfig, history: ChainHistory, *, train_days: int = 504, test_days: int = 63,
-                 step_days: int | None = None, mode: str = "rolling",
-                 progress: Callable[[float], None] | None = None, cancel: Any = None):
+                 step_days: int | None = None, mode: str = "rolling", fit_grid: dict[str, list[Any]] | None = None,
+                 fit_metric: str = "sharpe", progress: Callable[[float], None] | None = None, cancel: Any = None):
     """Run the walk-forward; returns a stitched :class:`~engine.backtest.runner.BacktestResult`.
 
-    ``result.info["windows"]`` lists each window's dates and out-of-sample return.
+    Each window's strategy is created fresh and ``fit()`` on the training slice. With ``fit_grid``
+    (parameter → candidate values) the training window also picks, by ``fit_metric`` (a
+    :class:`~engine.backtest.metrics.Metrics` field, higher is better), the combination the test window
+    then trades — walk-forward optimisation, never tuned on the test window.
+    ``result.info["windows"]`` lists each window's dates, chosen parameters and out-of-sample return.
     """
+    if fit_grid and fit_metric not in Metrics.__dataclass_fields__:
+        raise ValueError(f"fit_metric {fit_metric!r} is not a metric (e.g. sharpe, sortino, calmar, total_return)")
     from engine import strategies
     from engine.backtest.runner import Backtest, BacktestResult
 
@@ -75,9 +100,15 @@ def walk_forward(config: BacktestConfig, history: ChainHistory, *, train_days: i
         if cancel is not None and cancel.cancelled:
             status = "cancelled"
             break
-        strat = strategies.create(config.strategy, {"underlying": history.underlying, **config.params})
+        chosen: dict[str, Any] = {}
+        in_sample = math.nan
+        if fit_grid:
+            chosen, in_sample = _choose(config, history, signals, w, fit_grid, fit_metric)
+        params = {"underlying": history.underlying, **config.params, **chosen}
+        strat = strategies.create(config.strategy, params)
         strat.fit(history.slice_days(*w.train))
-        cfg = config.model_copy(update={"initial_cash": cash_level, "run_id": f"{config.run_id or 'wf'}-{w_i + 1}"})
+        cfg = config.with_params(**chosen).model_copy(update={"initial_cash": cash_level,
+                                                              "run_id": f"{config.run_id or 'wf'}-{w_i + 1}"})
         test_hist = history.slice_days(*w.test)
         res = Backtest(cfg, test_hist, strat, signals=_slice_signals(signals, *w.test)).run(cancel=cancel)
         parts.append(res)
@@ -86,7 +117,8 @@ def walk_forward(config: BacktestConfig, history: ChainHistory, *, train_days: i
             cash_level = float(res.equity[-1])
         info_windows.append({"train": [str(history.dates[w.train[0]]), str(history.dates[w.train[1] - 1])],
                              "test": [str(history.dates[w.test[0]]), str(history.dates[w.test[1] - 1])],
-                             "return": float(res.equity[-1] / res.equity[0] - 1) if len(res.equity) else None})
+                             "params": chosen, f"in_sample_{fit_metric}": in_sample if math.isfinite(in_sample) else None,
+                             "return": float(res.equity[-1] / cfg.initial_cash - 1) if len(res.equity) else None})
         if res.status != "completed":
             status = res.status
             break
@@ -112,7 +144,8 @@ def walk_forward(config: BacktestConfig, history: ChainHistory, *, train_days: i
         run_id=config.run_id or "walk-forward", strategy=parts[0].strategy, params=parts[0].params,
         config={**config.model_dump(mode="json"), "walk_forward": {"train_days": train_days, "test_days": test_days,
                                                                    "step_days": step_days or test_days,
-                                                                   "mode": mode}},
+                                                                   "mode": mode, "fit_grid": fit_grid or {},
+                                                                   "fit_metric": fit_metric}},
         status=status, dates=cat("dates"), equity=eq, cash=cat("cash"), drawdown=drawdown(eq),
         daily_pnl=np.r_[0.0, np.diff(eq)] if len(eq) else eq,
         greeks={k: np.concatenate([p.greeks[k] for p in parts]) for k in parts[0].greeks},

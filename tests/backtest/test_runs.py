@@ -106,3 +106,25 @@ def test_walk_forward_stitches_out_of_sample_windows(sim_history, sim_config):
     # each window starts with the previous window's ending equity: the stitched curve has no jump
     first_len = 25
     assert r.equity[first_len] - r.equity[first_len - 1] == pytest.approx(r.daily_pnl[first_len])
+
+
+def test_walk_forward_optimisation_picks_the_in_sample_best_for_each_window(sim_history, sim_config):
+    from engine.backtest.signals import compute_signals
+    from engine.backtest.walkforward import _slice_signals
+
+    grid = {"short_delta": [0.15, 0.3], "width": [5.0, 10.0]}
+    r = walk_forward(sim_config, sim_history, train_days=40, test_days=20, fit_grid=grid, fit_metric="total_return")
+    assert r.status == "completed" and len(r.info["windows"]) == 2
+    # the first window's choice is the best total return on its training days, recomputed here
+    signals = compute_signals(sim_history, lookback=sim_config.iv_lookback, min_history=sim_config.iv_min_history)
+    train = sim_history.slice_days(0, 40)
+    scores = {}
+    for d in grid["short_delta"]:
+        for wd in grid["width"]:
+            res = Backtest(sim_config.with_params(short_delta=d, width=wd), train,
+                           signals=_slice_signals(signals, 0, 40)).run()
+            scores[(d, wd)] = res.metrics.total_return
+    chosen = r.info["windows"][0]["params"]
+    assert scores[(chosen["short_delta"], chosen["width"])] == max(scores.values())
+    with pytest.raises(ValueError, match="not a metric"):
+        walk_forward(sim_config, sim_history, train_days=40, test_days=20, fit_grid=grid, fit_metric="luck")
