@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES: list[str] = [
+    "engine.pricing.cli",
     "engine.surface.cli",
     "engine.brokers.cli",
     "engine.market.cli",
