@@ -515,6 +515,19 @@ def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.n
     return out.astype("datetime64[D]")
 
 
+def _has_times(raw) -> bool:
+    """True when a date column carries times of day (intraday snapshots)."""
+    import pandas as pd
+
+    try:
+        values = raw if isinstance(raw, np.ndarray) and raw.dtype.kind == "M" else pd.to_datetime(
+            pd.Series(raw).astype(str), errors="coerce", format="ISO8601").to_numpy()
+        v = values[~np.isnat(values)]
+        return bool(len(v)) and bool((v != v.astype("datetime64[D]")).any())
+    except (ValueError, TypeError):
+        return False
+
+
 def _codes(series) -> tuple[np.ndarray, list[str]]:
     """(integer code per row, −1 for missing; normalised text per code): string work once per distinct value."""
     import pandas as pd
@@ -628,7 +641,11 @@ def load_chain_file(
             settlement=settlement, source=str(path),
         )
     except ValueError as exc:
-        raise DataFileError(path, str(exc)) from None
+        message = str(exc)
+        if "appears twice" in message and _has_times(frame[m.quote_date]):
+            message += (" — the file holds several snapshots per day (quote times); the backtester runs on one "
+                        "snapshot per quote date: keep each day's closing snapshot")
+        raise DataFileError(path, message) from None
 
 
 def load_chains(

@@ -174,3 +174,10 @@ def _tiny() -> ChainHistory:
     qd = np.repeat(days, 2)
     return build_history("SPY", qd, np.full(6, np.datetime64("2024-01-19")), np.tile([465.0, 470.0], 3),
                          np.zeros(6, bool), np.arange(6.0), np.arange(6.0) + 0.1, spot_by_row=np.full(6, 470.0))
+
+
+def test_load_when_several_snapshots_per_day_then_error_explains_daily_snapshots(tmp_path):
+    rows = ["SPY,2024-01-02 10:00:00,2024-01-19,470,C,5.10,5.20,472.0,0.55",
+            "SPY,2024-01-02 16:00:00,2024-01-19,470,C,5.30,5.40,473.0,0.56"]
+    with pytest.raises(DataFileError, match="one snapshot per quote date"):
+        load_chains(write(tmp_path, rows))
