@@ -182,7 +182,9 @@ class SimulatorConfig(BaseModel):
     regimes: list[RegimeSpec] = Field(default_factory=_default_regimes)
     initial_regime: str = "calm"
     #: market seconds between full reprices of the surface (in between: delta-gamma-vega-theta updates)
-    full_reprice_seconds: float = Field(30.0, gt=0, le=86400)
+    full_reprice_seconds: float = Field(60.0, gt=0, le=86400)
+    #: rows whose American early-exercise premium (ALO pricer) is refreshed per full reprice, in rotation
+    american_rows_per_reprice: int = Field(50, ge=1, le=100_000)
     #: a spot move (fraction) or a variance change (fraction) that forces a full reprice at once
     full_reprice_move: float = Field(0.0025, gt=0, le=1)
     #: overnight variance as a share of a 6.5 h session's variance (close-to-open gaps)

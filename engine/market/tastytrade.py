@@ -59,10 +59,18 @@ class _ChainState:
     def snapshot(self, spot: float) -> OptionChain:
         c = self.cols
         return self.base.with_quotes(c["bid"].copy(), c["ask"].copy(), bid_size=c["bid_size"].copy(),
-                                     ask_size=c["ask_size"].copy(), vendor_iv=c["vendor_iv"].copy(),
+                                     ask_size=c["ask_size"].copy(), last=c["last"].copy(),
+                                     volume=np.nan_to_num(c["volume"]), open_interest=np.nan_to_num(
+                                         c["open_interest"]), vendor_iv=c["vendor_iv"].copy(),
                                      vendor_delta=c["vendor_delta"].copy(), vendor_gamma=c["vendor_gamma"].copy(),
                                      vendor_theta=c["vendor_theta"].copy(), vendor_vega=c["vendor_vega"].copy(),
                                      spot=spot, ts=datetime.now(UTC))
+
+
+_COLS = ("bid", "ask", "bid_size", "ask_size", "last", "volume", "open_interest", "vendor_iv", "vendor_delta",
+         "vendor_gamma", "vendor_theta", "vendor_vega")
+#: DXLink event types streamed for each option in the visible window
+_OPTION_EVENTS = ("Quote", "Greeks", "Trade", "Summary")
 
 
 def _num(v: Any) -> float:
@@ -72,6 +80,12 @@ def _num(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _event_classes() -> list[Any]:
+    from tastytrade import dxfeed
+
+    return [getattr(dxfeed, n) for n in _OPTION_EVENTS]
 
 
 class TastytradeFeed(Feed):
@@ -157,7 +171,7 @@ class TastytradeFeed(Feed):
                 return
 
     async def _pump(self, st: Any) -> None:
-        from tastytrade.dxfeed import Greeks, Quote
+        from tastytrade.dxfeed import Greeks, Quote, Summary, Trade
 
         async def drain(cls: Any, apply: Any) -> None:
             while True:
@@ -170,7 +184,8 @@ class TastytradeFeed(Feed):
                 except Exception:
                     log.exception("tastytrade feed: failed to apply %s batch", cls.__name__)
 
-        await run_until_stopped([drain(Quote, self._apply_quotes), drain(Greeks, self._apply_greeks)], self._stop)
+        await run_until_stopped([drain(Quote, self._apply_quotes), drain(Greeks, self._apply_greeks),
+                                 drain(Trade, self._apply_trades), drain(Summary, self._apply_summaries)], self._stop)
 
     # ---- subscriptions --------------------------------------------------------------------------
     async def _send(self, st: Any, cls: Any, symbols: list[str], add: bool) -> None:
@@ -183,19 +198,19 @@ class TastytradeFeed(Feed):
                 await with_timeout(st.unsubscribe(cls, part), self.conn.config.call_timeout_s, "DXLink unsubscribe")
 
     async def _resubscribe(self, st: Any) -> None:
-        from tastytrade.dxfeed import Greeks, Quote
+        from tastytrade.dxfeed import Quote
 
         unders = sorted(set(self._underlyings) | self._quoted_underlyings)
         await self._send(st, Quote, unders, True)
         opts = sorted(set().union(*(s.window for s in self._states.values()))) if self._states else []
         if opts:
-            await self._send(st, Quote, opts, True)
-            await self._send(st, Greeks, opts, True)
+            for cls in _event_classes():
+                await self._send(st, cls, opts, True)
 
     async def subscribe(self, underlying: str, expiries: Sequence[date] | None = None,
                         strike_window: tuple[float, float] | None = None) -> None:
         """Stream the visible window (expiries × strikes in ``strike_window``); replaces the previous one."""
-        from tastytrade.dxfeed import Greeks, Quote
+        from tastytrade.dxfeed import Quote
 
         underlying = underlying.upper()
         if underlying not in self._states:
@@ -221,15 +236,13 @@ class TastytradeFeed(Feed):
                 await self._send(st, Quote, [underlying], True)
             if removed:
                 self._clear(underlying, removed)
-                await self._send(st, Quote, removed, False)
-                await self._send(st, Greeks, removed, False)
+                for cls in _event_classes():
+                    await self._send(st, cls, removed, False)
             if added:
-                await self._send(st, Quote, added, True)
-                await self._send(st, Greeks, added, True)
+                for cls in _event_classes():
+                    await self._send(st, cls, added, True)
 
     async def unsubscribe(self, underlying: str) -> None:
-        from tastytrade.dxfeed import Greeks, Quote
-
         state = self._states.get(underlying.upper())
         if state is None or not state.window:
             return
@@ -237,8 +250,8 @@ class TastytradeFeed(Feed):
             removed, state.window = sorted(state.window), set()
             self._clear(underlying.upper(), removed)
             if self._streamer is not None:
-                await self._send(self._streamer, Quote, removed, False)
-                await self._send(self._streamer, Greeks, removed, False)
+                for cls in _event_classes():
+                    await self._send(self._streamer, cls, removed, False)
 
     def _clear(self, underlying: str, streamer_symbols: list[str]) -> None:
         """Rows that left the window lose their quotes (NaN): no longer live, never shown as current."""
@@ -300,9 +313,7 @@ class TastytradeFeed(Feed):
             base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), datetime.now(UTC), options)
             ss = np.array([by_key[k] for k in base.symbol], dtype=object)
             n_rows = len(base)
-            cols = {k: np.full(n_rows, np.nan) for k in ("bid", "ask", "bid_size", "ask_size", "vendor_iv",
-                                                         "vendor_delta", "vendor_gamma", "vendor_theta",
-                                                         "vendor_vega")}
+            cols = {k: np.full(n_rows, np.nan) for k in _COLS}
             state = _ChainState(base, ss, {s: i for i, s in enumerate(ss)}, cols)
             self._states[underlying] = state
             self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
@@ -360,6 +371,24 @@ class TastytradeFeed(Feed):
                     touched.setdefault(u, []).append(row)
                     break
         self._publish_rows(touched)
+
+    def _apply_rows(self, batch: list[Any], fields: dict[str, str]) -> None:
+        touched: dict[str, list[int]] = {}
+        for ev in batch:
+            for u, state in self._states.items():
+                row = state.row_of.get(ev.event_symbol)
+                if row is not None:
+                    for col, attr in fields.items():
+                        state.cols[col][row] = _num(getattr(ev, attr, None))
+                    touched.setdefault(u, []).append(row)
+                    break
+        self._publish_rows(touched)
+
+    def _apply_trades(self, batch: list[Any]) -> None:
+        self._apply_rows(batch, {"last": "price", "volume": "day_volume"})
+
+    def _apply_summaries(self, batch: list[Any]) -> None:
+        self._apply_rows(batch, {"open_interest": "open_interest"})
 
     def _publish_rows(self, touched: dict[str, list[int]]) -> None:
         for u, rows in touched.items():

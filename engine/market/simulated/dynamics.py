@@ -56,6 +56,9 @@ class FactorDynamics:
         self.is_vol_index = np.array([u.kind == "vol_index" for u in config.universe], dtype=bool)
         self.r = config.risk_free_rate
         others = ~self.is_vol_index
+        self._mu = self.r - self.q + self.beta * EQUITY_RISK_PREMIUM
+        self._half_beta2 = 0.5 * self.beta**2
+        self._idio2 = self.idio**2
         self._index_vrp = float(self.vrp[others].max()) if others.any() else 1.15
         self.lock_regime = lock_regime
         names = [r.name for r in self.regimes]
@@ -190,18 +193,14 @@ class FactorDynamics:
         self.v = v
         self.regime = regime
         # names: β × factor shock + idiosyncratic noise scaled by stress
-        stress = np.maximum(v_path, 1e-8) / self._calm_var
-        idio_var = self.idio[None, :] ** 2 * np.sqrt(stress)[:, None]
-        factor_shock = sqrt_var_dt * z_f + jump
-        mu = self.r - self.q + self.beta * EQUITY_RISK_PREMIUM
-        dlog = (
-            mu[None, :] * dts[:, None]
-            + self.beta[None, :] * factor_shock[:, None]
-            - 0.5 * self.beta[None, :] ** 2 * var_dt[:, None]
-            - self.beta[None, :] * comp_dt[:, None]
-            - 0.5 * idio_var * dts[:, None]
-            + np.sqrt(idio_var * dts[:, None]) * z[:, 5:]
-        )
+        stress_root = np.sqrt(np.maximum(v_path, 1e-8) / self._calm_var)[:, None]
+        dt_col = dts[:, None]
+        idio_var_dt = self._idio2 * stress_root * dt_col  # σ_idio²·√stress·dt
+        dlog = self._mu * dt_col
+        dlog += self.beta * (sqrt_var_dt * z_f + jump - comp_dt)[:, None]
+        dlog -= self._half_beta2 * var_dt[:, None]
+        dlog -= 0.5 * idio_var_dt
+        dlog += np.sqrt(idio_var_dt) * z[:, 5:]
         # summing from the current level (not adding it afterwards) keeps batching bit-exact
         path = np.cumsum(np.vstack([self.log_s[None, :], dlog]), axis=0)[1:]
         self.log_s = path[-1].copy()

@@ -83,6 +83,7 @@ class SimulatedMarket:
         self._full_var = self.dynamics.v
         self._full_regime = self.dynamics.regime
         self._tt: TradingTimeTable | None = None
+        self._force_american = False
         self._reprice(full=True)
 
     # ---- queries ------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ class SimulatedMarket:
         self.now = self._stepped_to = next_open
         self._record_open()
         self.listing = self.listing_book.build(self.session, self.dynamics.spots)
-        self.quotes = QuoteEngine(self.config, self.listing, self.config.seed)
+        self.quotes = QuoteEngine(self.config, self.listing, self.config.seed, previous=self.quotes)
         self.listing_version += 1
         self._last_full = None
         self._tt = None
@@ -275,7 +276,8 @@ class SimulatedMarket:
         if full:
             span = (self.session_close - self.session_open).total_seconds()
             elapsed = min(max((self.now - self.session_open).total_seconds() / span, 0.0), 1.0)
-            self.quotes.full(now64, tau, spots, dyn, elapsed)
+            self.quotes.full(now64, tau, spots, dyn, elapsed, refresh_american=self._force_american)
+            self._force_american = False
             self._last_full = self.now
             self._full_spots = spots.copy()
             self._full_var = dyn.v
@@ -285,7 +287,8 @@ class SimulatedMarket:
         self.version += 1
 
     def reprice_full(self) -> None:
-        """Reprice every contract from the surface now (tests, snapshots)."""
+        """Reprice every contract from the surface now, early-exercise premiums included (tests, snapshots)."""
+        self._force_american = True
         self._reprice(full=True)
 
     # ---- state --------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ dynamics over the trading time to expiry, times the name's variance premium:
 |ρ| grow with the regime's ``skew_multiplier``). The VIX-like index's options are priced on its
 mean-reverting forward with positive skew.
 
-Quotes: theoretical value from :mod:`engine.pricing.bsm` (European), floored at the exercise value for
-American-style roots (a deep in-the-money American put is worth at least its intrinsic value); the rest
-of the early-exercise premium is ignored — the ALO American pricer costs ~0.3 s per 3,000 options, too
-slow to run on the loop every reprice (documented in docs/simulated-market.md). Bid/ask straddle the theo: the width is about
+Quotes: theoretical value from :mod:`engine.pricing.bsm` (European) plus, for American-style roots, the
+early-exercise premium from :mod:`engine.pricing.american` (ALO, ``fast`` scheme) on the rows where it is
+material — all rows when a listing is built, then ``american_rows_per_reprice`` rows per full reprice in
+rotation (the premium moves slowly; the pricer costs ~15 ms per 1,000 options) — and never below the
+exercise value. Bid/ask straddle the theo: the width is about
 0.03 vol points of vega plus a delta-hedging term, widened for distance from ATM, short expiries,
 high volatility and the regime, rounded outward to the tick schedule; the theo always lies in
 ``[bid, ask]``. Between full reprices, theos move by delta, gamma, vega and theta.
@@ -27,7 +28,7 @@ from engine.market.config import SimulatorConfig
 from engine.market.simulated.dynamics import FactorDynamics
 from engine.market.simulated.listing import Listing
 from engine.market.simulated.ticks import tick_params
-from engine.pricing import bsm
+from engine.pricing import american, bsm
 
 _SECONDS_PER_YEAR = 365.0 * 86400.0
 
@@ -47,7 +48,10 @@ class Surface:
 class QuoteEngine:
     """Prices a :class:`Listing` and keeps the latest quote columns (flat arrays, listing order)."""
 
-    def __init__(self, config: SimulatorConfig, listing: Listing, seed: int) -> None:
+    def __init__(self, config: SimulatorConfig, listing: Listing, seed: int,
+                 previous: QuoteEngine | None = None) -> None:
+        """``previous``: the engine of the last listing; early-exercise premiums of contracts still listed
+        carry over, so only new contracts need the (slow) American pricer at the next reprice."""
         self.config = config
         self.listing = listing
         n = len(listing)
@@ -86,6 +90,19 @@ class QuoteEngine:
         self._ref_var = np.full(len(listing.pair_und), np.nan)
         self._ref_ts: np.datetime64 | None = None
         self._theo0 = np.full(n, np.nan)
+        self._half_gamma = np.zeros(n)
+        self._vega_pts = np.zeros(n)
+        self._ref_S_minus_K = np.zeros(n)
+        self._premium = np.zeros(n)
+        self._premium_ts: np.datetime64 | None = None
+        self._premium_cursor = 0
+        self._premium_known = np.zeros(n, dtype=bool)
+        if previous is not None and len(previous.listing):
+            old = {sym: i for i, sym in enumerate(previous.listing.symbol)}
+            at = np.array([old.get(sym, -1) for sym in listing.symbol], dtype=np.int64)
+            kept = (at >= 0) & previous._premium_known[np.maximum(at, 0)]
+            self._premium[kept] = previous._premium[at[kept]]
+            self._premium_known = kept
         self._tick_lo, self._tick_hi, self._tick_threshold = tick_params(listing.scheme)
         self._tick_lo_c, self._tick_hi_c = np.rint(self._tick_lo * 100.0), np.rint(self._tick_hi * 100.0)
         self._inv_lo_c, self._inv_hi_c = 1.0 / self._tick_lo_c, 1.0 / self._tick_hi_c
@@ -136,7 +153,7 @@ class QuoteEngine:
 
     # ---- full reprice -------------------------------------------------------------------------
     def full(self, now64: np.datetime64, tau_pair: np.ndarray, spots: np.ndarray, dyn: FactorDynamics,
-             session_elapsed: float) -> None:
+             session_elapsed: float, *, refresh_american: bool = False) -> None:
         lst = self.listing
         if len(lst) == 0:
             return
@@ -154,9 +171,24 @@ class QuoteEngine:
             q[vi] = r
         g = bsm.greeks(lst.is_call, S, lst.strike, T, r, q, iv)
         intrinsic = np.maximum(np.where(lst.is_call, S - lst.strike, lst.strike - S), 0.0)
-        theo = np.maximum(g.price, 0.0)
-        # American rows are worth at least their exercise value (a European deep ITM put is not)
-        theo = np.where(lst.american, np.maximum(theo, intrinsic), theo)
+        euro = np.maximum(g.price, 0.0)
+        n = len(lst)
+        if refresh_american:
+            chunk = np.ones(n, dtype=bool)  # a forced refresh: every row now
+        elif not self._premium_known.all():
+            chunk = ~self._premium_known  # contracts without a premium yet (new listings)
+        else:
+            # then a rotating slice per full reprice keeps each reprice cheap (the premium moves slowly)
+            step = self.config.american_rows_per_reprice
+            idx = (np.arange(step) + self._premium_cursor) % n
+            self._premium_cursor = int((self._premium_cursor + step) % n)
+            chunk = np.zeros(n, dtype=bool)
+            chunk[idx] = True
+        self._update_premium(S, T, q, iv, euro, chunk)
+        self._premium_known |= chunk
+        self._premium_ts = now64
+        # American rows: European value + early-exercise premium, never below the exercise value
+        theo = np.where(lst.american, np.maximum(euro + self._premium, intrinsic), euro)
         self.iv, self.theo = iv, theo
         self.delta, self.gamma, self.vega, self.theta = g.delta, g.gamma, g.vega, g.theta
         # spread: vega-scaled width + hedging cost, widened for wings, short DTE, vol and regime
@@ -186,9 +218,27 @@ class QuoteEngine:
         self._ref_var = surf.theta / surf.tau
         self._ref_ts = now64
         self._theo0 = theo.copy()
+        # coefficients of the incremental update (per row)
+        self._half_gamma = 0.5 * self.gamma
+        self._vega_pts = self.vega * iv * 100.0  # value change for a relative vol change of 1
+        self._ref_S_minus_K = S - lst.strike
         self._round()
         traded = self.volume > 0
         self.last = np.where(traded, np.round(self.theo, 2), np.nan)
+
+    def _update_premium(self, S: np.ndarray, T: np.ndarray, q: np.ndarray, iv: np.ndarray, euro: np.ndarray,
+                        rows: np.ndarray) -> None:
+        """American − European value (ALO, ``fast`` scheme) for ``rows`` where it exists: American puts, and
+        American calls on dividend payers unless far out of the money; zero elsewhere."""
+        lst = self.listing
+        K = lst.strike
+        material = lst.american & (T > 1.0 / 365.0) & (~lst.is_call | ((q > 0) & (S > 0.97 * K)))
+        self._premium[rows & ~material] = 0.0
+        todo = rows & material
+        if todo.any():
+            r = self.config.risk_free_rate
+            amer = american.price(lst.is_call[todo], S[todo], K[todo], T[todo], r, q[todo], iv[todo], scheme="fast")
+            self._premium[todo] = np.clip(np.nan_to_num(amer - euro[todo], nan=0.0), 0.0, None)
 
     # ---- incremental update -------------------------------------------------------------------
     def incremental(self, now64: np.datetime64, tau_pair: np.ndarray, spots: np.ndarray,
@@ -201,14 +251,15 @@ class QuoteEngine:
         tau = np.maximum(tau_pair, 1e-7)
         avg = dyn.expected_variance(tau)
         var = self.vrp[und] * (self.beta[und] ** 2 * avg + self.idio[und] ** 2 * np.sqrt(dyn.stress()))
-        ratio = np.sqrt(np.maximum(var, 1e-10) / np.maximum(self._ref_var, 1e-10))
-        ratio[self.vol_index_pair] = 1.0
+        ratio = np.sqrt(np.maximum(var, 1e-10) / np.maximum(self._ref_var, 1e-10)) - 1.0
+        ratio[self.vol_index_pair] = 0.0
         dS = (spots - self._ref_spot)[lst.und]
         d_days = float((now64 - self._ref_ts).astype("timedelta64[s]").astype(float)) / 86400.0
-        dvol_pts = self.iv * (ratio[lst.pair] - 1.0) * 100.0
-        theo = self._theo0 + self.delta * dS + 0.5 * self.gamma * dS * dS + self.vega * dvol_pts + self.theta * d_days
-        # exercise floor: ±(S − K) for American calls/puts, 0 for European rows (one fused expression)
-        self.theo = np.maximum(theo, self._exercise_sign * (spots[lst.und] - lst.strike))
+        theo = self._theo0 + dS * (self.delta + self._half_gamma * dS)
+        theo += self._vega_pts * ratio[lst.pair]
+        theo += self.theta * d_days
+        # exercise floor: ±(S − K) for American calls/puts, 0 for European rows
+        self.theo = np.maximum(theo, self._exercise_sign * (self._ref_S_minus_K + dS))
         self._round()
 
     def _round(self) -> None:
@@ -228,6 +279,7 @@ class QuoteEngine:
         ask_k = np.ceil((centre_c + half_c) * inv)
         np.maximum(ask_k, bid_k + 1.0, out=ask_k)
         np.maximum(bid_k, 0.0, out=bid_k)
-        tick_c *= 0.01
+        # integer cents ÷ 100 gives the exact two-decimal float (× 0.01 would leave 4.6000000000000005)
+        tick_c /= 100.0
         self.bid = bid_k * tick_c
         self.ask = ask_k * tick_c
