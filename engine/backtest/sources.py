@@ -31,7 +31,7 @@ def simulated_history(symbol: str, years: float, seed: int, *, max_strikes: int 
 
     Generating takes ~25 ms per trading day, so the result is cached as Parquet under the user cache
     directory (``OPTIONDESK_CACHE_DIR`` or the platform's), keyed by symbol, years, seed and a hash of the
-    simulator's default settings; a changed simulator configuration makes a new file.
+    simulator's settings and source code; a changed simulator makes a new file.
     ``max_strikes`` widens the listing per expiry and right (the default simulated SPY lists 36, which
     puts 16-delta wings of 30–45 DTE condors off the chain's edge).
     """
@@ -72,7 +72,12 @@ def simulated_start(years: float) -> date:
 
 def _cache_path(symbol: str, years: float, seed: int, cache_dir: str | Path | None, sim) -> Path:
     base = Path(cache_dir or os.environ.get("OPTIONDESK_CACHE_DIR") or _platform_cache())
-    digest = hashlib.sha256(sim.model_dump_json().encode()).hexdigest()[:10]
+    h = hashlib.sha256(sim.model_dump_json().encode())
+    import engine.market.simulated as simulated_pkg
+
+    for src in sorted(Path(simulated_pkg.__file__).parent.glob("*.py")):  # a changed generator → a new file
+        h.update(src.read_bytes())
+    digest = h.hexdigest()[:10]
     return base / "histories" / f"{symbol.upper()}-{years:g}y-seed{seed}-{digest}.parquet"
 
 
