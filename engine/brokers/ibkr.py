@@ -701,7 +701,7 @@ class IbkrBroker(Broker):
         prev = self._positions.get(p.symbol)
         self._positions[p.symbol] = p
         if prev is None or prev.quantity != p.quantity or prev.avg_price != p.avg_price:
-            self.bus.publish(PositionChanged(position=p))
+            self.bus.publish(PositionChanged(position=p, broker=self.name))
 
     def _on_position(self, pos: Any) -> None:
         if pos.account == self.conn.account_id:

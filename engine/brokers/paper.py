@@ -245,7 +245,7 @@ class PaperBroker(Broker):
             elif r.kind == "settlement":
                 bus.publish(PositionsSettled(fills=r.fills, note=r.note))
         for p in positions.values():
-            bus.publish(PositionChanged(position=p))
+            bus.publish(PositionChanged(position=p, broker=self.name))
         self._last_account = time.monotonic()
         bus.publish(AccountUpdated(account=self.exchange.account()))
 

@@ -719,7 +719,7 @@ class TastytradeBroker(Broker):
         prev = self._positions.get(p.symbol)
         self._positions[p.symbol] = p
         if prev is None or prev.quantity != p.quantity or prev.avg_price != p.avg_price:
-            self.bus.publish(PositionChanged(position=p))
+            self.bus.publish(PositionChanged(position=p, broker=self.name))
 
     def _on_position(self, cp: Any) -> None:
         self._set_position(position_from_tt(cp.symbol, cp.quantity, cp.quantity_direction, cp.average_open_price,

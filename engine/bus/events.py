@@ -151,7 +151,10 @@ class OrderExpired(OrderEvent):
 # ---- account -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PositionChanged(Event):
+    """A position of ``broker``'s account changed (quantity 0 = closed)."""
+
     position: Position
+    broker: str = ""
 
     def describe(self) -> str:
         p = self.position

@@ -53,6 +53,8 @@ class PortfolioState:
         self._subs.clear()
 
     def _on_position(self, ev: PositionChanged) -> None:
+        if self.active_broker is not None and ev.broker and ev.broker != self.active_broker:
+            return  # a live broker's positions while trading paper (or the reverse) are not this portfolio
         self.apply_position(ev.position)
 
     def _on_account(self, ev: AccountUpdated) -> None:
