@@ -158,7 +158,7 @@ class IbkrConnection:
 
     @property
     def is_paper(self) -> bool:
-        return self.config.is_paper_port or self.account_id.startswith("D")
+        return self.config.is_paper_port or self.account_id.startswith("DU")
 
     def on_reconnected(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` after every automatic reconnect (resubscribe, reconcile)."""

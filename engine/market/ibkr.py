@@ -61,14 +61,16 @@ class _ChainState:
     def snapshot(self, spot: float) -> OptionChain:
         c = self.cols
         return self.base.with_quotes(c["bid"].copy(), c["ask"].copy(), bid_size=c["bid_size"].copy(),
-                                     ask_size=c["ask_size"].copy(), vendor_iv=c["vendor_iv"].copy(),
+                                     ask_size=c["ask_size"].copy(), last=c["last"].copy(),
+                                     volume=np.nan_to_num(c["volume"]), open_interest=np.nan_to_num(
+                                         c["open_interest"]), vendor_iv=c["vendor_iv"].copy(),
                                      vendor_delta=c["vendor_delta"].copy(), vendor_gamma=c["vendor_gamma"].copy(),
                                      vendor_theta=c["vendor_theta"].copy(), vendor_vega=c["vendor_vega"].copy(),
                                      spot=spot, ts=datetime.now(UTC))
 
 
-_COLS = ("bid", "ask", "bid_size", "ask_size", "vendor_iv", "vendor_delta", "vendor_gamma", "vendor_theta",
-         "vendor_vega")
+_COLS = ("bid", "ask", "bid_size", "ask_size", "last", "volume", "open_interest", "vendor_iv", "vendor_delta",
+         "vendor_gamma", "vendor_theta", "vendor_vega")
 
 
 class IbkrFeed(Feed):
@@ -325,6 +327,9 @@ class IbkrFeed(Feed):
             c = state.cols
             c["bid"][row], c["ask"][row] = bid, ask
             c["bid_size"][row], c["ask_size"][row] = _g(t.bidSize), _g(t.askSize)
+            c["last"][row], c["volume"][row] = _g(t.last), _g(t.volume)
+            oi = t.callOpenInterest if key[-9] == "C" else t.putOpenInterest  # OCC: …C00600000
+            c["open_interest"][row] = _g(oi)
             g = t.modelGreeks
             if g is not None:
                 c["vendor_iv"][row] = _g(g.impliedVol)

@@ -402,10 +402,8 @@ class TastytradeFeed(Feed):
 
 def _warm_up_event_schemas() -> None:
     """(In an executor.) The SDK builds each event's JSON schema for FEED_SETUP; the first build is slow."""
-    from tastytrade.dxfeed import Greeks, Quote
-
-    Quote.model_json_schema()
-    Greeks.model_json_schema()
+    for cls in _event_classes():
+        cls.model_json_schema()
 
 
 def _flatten(exc: BaseException) -> str:

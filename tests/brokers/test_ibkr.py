@@ -122,6 +122,9 @@ async def test_chain_window_qualifies_drops_missing_and_streams_greeks(tws, bus,
         live = np.isfinite(snap.bid)
         assert live.sum() == 11 and (snap.ask[live] > snap.bid[live]).all()
         assert np.isfinite(snap.vendor["vendor_vega"][live]).all()  # model greeks; -2 on bid greeks ignored
+        await wait_until(lambda: (feed.last_chain("SPY").open_interest == 4321).sum() == 11, what="open interest")
+        snap = feed.last_chain("SPY")
+        assert (snap.volume[live] == 1234).all() and np.isfinite(snap.last[live]).all()
         assert feed.last_price("SPY") == pytest.approx(600.0)
         # scrolling away cancels the lines
         await feed.unsubscribe("SPY")

@@ -246,9 +246,12 @@ async def test_feed_chain_and_visible_window_quotes_with_vendor_greeks(fake, bus
         await recorder.wait_for(QuotesUpdated)
         await wait_until(lambda: np.isfinite(feed.last_chain("SPY").vendor["vendor_delta"]).sum() == 10,
                          what="vendor greeks")
+        await wait_until(lambda: (feed.last_chain("SPY").open_interest == 4321).sum() == 10, what="summaries")
+        await wait_until(lambda: (feed.last_chain("SPY").volume == 1234).sum() == 10, what="trades")
         snap = feed.last_chain("SPY")
         live = np.isfinite(snap.bid)
         assert live.sum() == 10 and (snap.ask[live] > snap.bid[live]).all()
+        assert np.isfinite(snap.last[live]).all() and fake.subscribed("Summary") == window
         assert feed.last_price("SPY") == pytest.approx(600.0)
         assert snap.spot == pytest.approx(600.0)
         # scrolling: the new window replaces the old one on the server

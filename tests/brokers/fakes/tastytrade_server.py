@@ -490,6 +490,17 @@ class FakeTastytrade:
                 "time": 0, "sequence": 0, "price": round(price, 4), "volatility": 0.18, "delta": round(delta, 4),
                 "gamma": 0.02, "theta": -0.05, "rho": 0.01, "vega": 0.3}
 
+    def _trade_values(self, symbol: str) -> dict[str, Any]:
+        price, _ = self._model(symbol)
+        return {"eventSymbol": symbol, "eventTime": 0, "time": 0, "timeNanoPart": 0, "sequence": 0,
+                "exchangeCode": "C", "dayId": 0, "tickDirection": "UP", "extendedTradingHours": False,
+                "price": round(price, 2), "change": 0.1, "size": 1, "dayVolume": 1234, "dayTurnover": 0}
+
+    def _summary_values(self, symbol: str) -> dict[str, Any]:
+        return {"eventSymbol": symbol, "eventTime": 0, "dayId": 0, "dayClosePriceType": "REGULAR", "prevDayId": 0,
+                "prevDayClosePriceType": "FINAL", "openInterest": 4321, "dayOpenPrice": 1.0, "dayHighPrice": 1.2,
+                "dayLowPrice": 0.9, "dayClosePrice": "NaN", "prevDayClosePrice": 1.1, "prevDayVolume": 1000}
+
     def _model(self, symbol: str) -> tuple[float, float]:
         if symbol == self.underlying:
             return self.spot, 1.0
@@ -507,7 +518,8 @@ class FakeTastytrade:
             return []
         flat: list[Any] = []
         for s in symbols:
-            vals = self._quote_values(s) if kind == "Quote" else self._greeks_values(s)
+            vals = {"Quote": self._quote_values, "Greeks": self._greeks_values, "Trade": self._trade_values,
+                    "Summary": self._summary_values}[kind](s)
             flat.extend(vals.get(f, 0) for f in fields)
         return flat
 

@@ -367,6 +367,9 @@ class FakeTws:
         self._send(conn, 1, 6, req, 1, round(max(price - half, 0.0), 2), 10, 1)  # bid
         self._send(conn, 1, 6, req, 2, round(price + half, 2), 12, 1)  # ask
         self._send(conn, 1, 6, req, 4, round(price, 2), 1, 0)  # last
+        self._send(conn, 2, 6, req, 8, 1234)  # volume
+        if c is not None:
+            self._send(conn, 2, 6, req, 27 if c.right == "C" else 28, 4321)  # call / put open interest
         if c is not None and greeks:
             # model greeks (13); vega/theta −2 on the bid computation = "missing"
             self._send(conn, 21, req, 13, 0, 0.18, round(delta, 4), round(price, 4), 0.0, 0.02, 0.3, -0.05,
