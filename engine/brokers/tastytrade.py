@@ -319,6 +319,7 @@ class TastytradeBroker(Broker):
         self._cancel_requested: set[str] = set()
         self._positions: dict[str, Position] = {}
         self._fills_cache: dict[str, list[Fill]] = {}
+        self._pending: dict[str, Order] = {}  # client order id → order being placed (REST call in flight)
         self._stream_task: asyncio.Task[None] | None = None
         self._stream_ready = asyncio.Event()
         self._rng = rng or random.Random()
@@ -547,20 +548,26 @@ class TastytradeBroker(Broker):
         except Exception as exc:  # pydantic validation of legs/price
             self._reject(order, f"order could not be built for tastytrade: {exc}")
             return
+        # the account streamer may report the order before the REST call returns: let it find ours
+        self._pending[order.client_order_id] = order.evolve(broker=self.name, account_id=self.conn.account_id)
         try:
             resp = await self.conn.call("place order", lambda: acct.place_order(s, tt_order, dry_run=False))
         except BrokerError:
+            self._pending.pop(order.client_order_id, None)
             raise
         except Exception as exc:  # TastytradeError: error body (preflight failure, invalid symbol …)
+            self._pending.pop(order.client_order_id, None)
             self._reject(order, str(exc).strip())
             return
         if resp.errors:
+            self._pending.pop(order.client_order_id, None)
             self._reject(order, "; ".join(str(e) for e in resp.errors))
             return
         placed = resp.order
         bid = str(placed.id)
-        tracked = order.evolve(broker_order_id=bid, broker=self.name, account_id=self.conn.account_id)
-        self._orders[bid] = tracked
+        pending = self._pending.pop(order.client_order_id, None)
+        if bid not in self._orders:  # not already adopted from a streamed update
+            self._orders[bid] = (pending or order).evolve(broker_order_id=bid)
         self._by_coid[order.client_order_id] = bid
         self._on_order(placed)
 
@@ -637,6 +644,8 @@ class TastytradeBroker(Broker):
             coid = placed.external_identifier or ""
             if coid and coid in self._by_coid and self._by_coid[coid] != bid:
                 order = self._orders.get(self._by_coid[coid])
+            if order is None and coid in self._pending:
+                order = self._pending[coid]
             if order is None:
                 order = self._order_from_placed(placed)
                 if not placed.external_identifier:

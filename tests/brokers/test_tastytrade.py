@@ -406,3 +406,15 @@ async def test_account_selection_lists_accounts_and_refuses_unknown(broker, fake
     assert broker.armed
     with pytest.raises(BrokerError, match=r"\*\*\*\*9999 is not on this login"):
         await broker.select_account("5WT99999")
+
+
+async def test_streamed_update_that_overtakes_the_rest_response_still_maps_to_our_order(broker, fake, recorder):
+    broker.arm_live(fake.account)
+    fake.order_response_delay = 0.3
+    order = put_spread("SPY", fake.expirations[0], 590, 585, "-1.10", account=fake.account)
+    await broker.submit(order)
+    accepted = await recorder.wait_for(OrderAccepted)
+    assert accepted.order.order_id == order.order_id and accepted.order.client_order_id == order.client_order_id
+    assert len(recorder.of(OrderAccepted)) == 1
+    (tracked,) = await broker.open_orders()
+    assert tracked.order_id == order.order_id and tracked.status is OrderStatus.WORKING

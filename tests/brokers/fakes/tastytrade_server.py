@@ -130,6 +130,7 @@ class FakeTastytrade:
         self.order_status_reject: str | None = None  # accept the POST, then push a Rejected order
         self.auto_fill = False
         self.hold_pushes = False  # account-streamer pushes are lost (as if sent while the client was away)
+        self.order_response_delay = 0.0  # seconds between the order push and the POST /orders response
         self.tick_interval = 0.05
         # live connections
         self._http: asyncio.base_events.Server | None = None
@@ -228,6 +229,8 @@ class FakeTastytrade:
                 if self.silent:
                     await asyncio.Event().wait()  # never answer
                 status, payload = self._route(method, target, headers, body)
+                if self.order_response_delay and method == "POST" and target.endswith("/orders"):
+                    await asyncio.sleep(self.order_response_delay)  # the streamed update overtakes the response
                 data = json.dumps(payload).encode()
                 writer.write(
                     f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\ncontent-type: application/json\r\n"
