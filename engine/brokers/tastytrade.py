@@ -483,10 +483,8 @@ class TastytradeBroker(Broker):
         return out
 
     async def fills(self) -> list[Fill]:
-        out: list[Fill] = []
-        for order in list(self._orders.values()):
-            out.extend(self._fills_cache.get(order.order_id, []))
-        return out
+        """Fills seen this session (streamed, or found on orders at reconciliation), each once."""
+        return [f for fills in self._fills_cache.values() for f in fills]
 
     # ---- orders ---------------------------------------------------------------------------------
     def build_order(self, order: Order, price: Decimal | None = None) -> Any:
