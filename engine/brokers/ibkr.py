@@ -605,6 +605,8 @@ class IbkrBroker(Broker):
         self._arm.check(order.account_id, "replace")
         ib = self._require()
         trade = self._trade_of(order)
+        if trade.isDone():
+            raise BrokerError(f"ibkr: order {order.order_id} is {trade.orderStatus.status}; nothing to replace")
         current = self._orders.get(trade.order.orderId, order)
         probe = current.evolve(limit_price=limit_price, quantity=quantity or current.quantity)
         try:

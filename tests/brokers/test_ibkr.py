@@ -158,6 +158,9 @@ async def test_bag_combo_is_placed_accepted_and_filled(broker, tws, recorder):
     fills = [f for e in recorder.of(OrderFilled) for f in e.fills]
     assert sorted(f.quantity for f in fills) == [-1, 1]
     assert done.order.avg_fill_price == Decimal("-1.1") and done.order.filled_quantity == 1
+    await wait_until(lambda: broker._trade_of(done.order).isDone(), what="trade done")
+    with pytest.raises(BrokerError, match="nothing to replace"):
+        await broker.replace(done.order, Decimal("-1.00"))
 
 
 async def test_single_leg_credit_goes_out_as_sell_at_positive_price(broker, tws, recorder):
