@@ -229,7 +229,7 @@ class QuoteEngine:
     def _update_premium(self, S: np.ndarray, T: np.ndarray, q: np.ndarray, iv: np.ndarray, euro: np.ndarray,
                         rows: np.ndarray) -> None:
         """American − European value (ALO, ``fast`` scheme) for ``rows`` where it exists: American puts, and
-        American calls on dividend payers unless far out of the money; zero elsewhere."""
+        American calls on dividend payers unless out of the money by more than 3 %; zero elsewhere."""
         lst = self.listing
         K = lst.strike
         material = lst.american & (T > 1.0 / 365.0) & (~lst.is_call | ((q > 0) & (S > 0.97 * K)))
