@@ -61,6 +61,8 @@ class TastytradeConfig(BaseModel):
     call_timeout_s: float = Field(10.0, gt=0)
     #: max symbols per DXLink subscription message (a too-large message closes the socket with 1009)
     subscribe_chunk: int = Field(200, ge=1)
+    #: seconds between account-streamer heartbeats (each carries a currently valid auth token)
+    account_heartbeat_s: float = Field(20.0, gt=0)
 
     def endpoints(self, env: Mapping[str, str] | None = None) -> tuple[str, str]:
         """(REST base URL, account-streamer URL): environment > settings > production/sandbox default."""

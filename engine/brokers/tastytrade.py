@@ -324,6 +324,7 @@ class TastytradeBroker(Broker):
         self._stream_ready = asyncio.Event()
         self._rng = rng or random.Random()
         self.stream_connects = 0
+        self.heartbeats = 0
         self._stop = asyncio.Event()
 
     # ---- safety ---------------------------------------------------------------------------------
@@ -404,7 +405,8 @@ class TastytradeBroker(Broker):
                                             self._rng)
                     await run_until_stopped([self._consume(st, PlacedOrder, self._on_order),
                                              self._consume(st, CurrentPosition, self._on_position),
-                                             self._consume(st, AccountBalance, self._on_balance)], stop)
+                                             self._consume(st, AccountBalance, self._on_balance),
+                                             self._heartbeat(st)], stop)
             except asyncio.CancelledError:
                 if stop.is_set() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
@@ -419,6 +421,16 @@ class TastytradeBroker(Broker):
             self.conn.publish_state("disconnected", "account streamer lost; reconnecting")
             if await sleep_or_stop(next(delays), stop):
                 return
+
+    async def _heartbeat(self, st: Any) -> None:
+        """Keep the account-streamer session alive; a missing acknowledgement is a stream failure."""
+        from tastytrade.streamer import SubscriptionType
+
+        while True:
+            await asyncio.sleep(self.conn.config.account_heartbeat_s)
+            await with_timeout(st._subscribe(SubscriptionType.HEARTBEAT), self.conn.config.call_timeout_s,
+                               "tastytrade account-streamer heartbeat")
+            self.heartbeats += 1
 
     async def _consume(self, st: Any, cls: Any, handler: Callable[[Any], None]) -> None:
         async for item in st.listen(cls):

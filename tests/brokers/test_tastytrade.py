@@ -418,3 +418,13 @@ async def test_streamed_update_that_overtakes_the_rest_response_still_maps_to_ou
     assert len(recorder.of(OrderAccepted)) == 1
     (tracked,) = await broker.open_orders()
     assert tracked.order_id == order.order_id and tracked.status is OrderStatus.WORKING
+
+
+async def test_account_streamer_sends_authenticated_heartbeats(fake, bus):
+    broker = TastytradeBroker(make_conn(fake, bus, account_heartbeat_s=0.05), bus)
+    await broker.connect()
+    try:
+        await wait_until(lambda: broker.heartbeats >= 3, what="acknowledged heartbeats")
+        assert fake.streamer_actions[0] == "connect" and fake.streamer_actions.count("heartbeat") >= 3
+    finally:
+        await broker.disconnect()

@@ -144,6 +144,7 @@ class FakeTastytrade:
         self.dx_connections = 0
         self.acct_connections = 0
         self.subscribe_log: list[tuple[str, tuple[str, ...]]] = []
+        self.streamer_actions: list[str] = []  # actions received on the account streamer (connect, heartbeat)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http_writers: set[asyncio.StreamWriter] = set()
 
@@ -469,6 +470,7 @@ class FakeTastytrade:
                     await ws.send(json.dumps({"status": "error", "action": msg.get("action"),
                                               "message": "invalid-auth-token", "request-id": msg.get("request-id")}))
                     continue
+                self.streamer_actions.append(msg.get("action", ""))
                 if msg.get("action") == "connect":
                     self._acct_conns.add(ws)
                 await ws.send(json.dumps({"status": "ok", "action": msg.get("action"),
