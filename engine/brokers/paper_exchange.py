@@ -123,7 +123,6 @@ class PaperExchange:
         #: distinguishes ids of different account lifetimes (a reset must not reuse fill ids)
         self.id_prefix = id_prefix
         self._calendar = calendar
-        self._client_ids: set[str] = set()
         self._req_cache: dict[str, tuple[int, int, float]] = {}
         self._pos_version: dict[str, int] = {}
         self._mkt_version: dict[str, int] = {}
@@ -320,7 +319,6 @@ class PaperExchange:
         insts = [self._canonical(leg.instrument, ref) for leg, ref in zip(order.legs, refs, strict=True)]
         w = _Working(order=accepted, refs=refs, instruments=insts, keys=keys, signs=signs, ratios=ratios)
         self.working[accepted.order_id] = w
-        self._client_ids.add(order.client_order_id)
         reports = [ExecutionReport("accepted", accepted)]
         reports.extend(self._try_fill(w, aggressive=True))
         return reports
