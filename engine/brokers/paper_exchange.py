@@ -793,7 +793,10 @@ class PaperExchange:
             if now >= o:
                 self._session = d
                 self.day_start_equity = self.net_liquidation()
-                reports.extend(self.expire_day_orders(created_before=o))
+                # DAY orders that lived through a close the exchange did not see (the app was down) expire now;
+                # a DAY order placed after the last close (pre-market) is good for this session
+                _, previous_close = cal.open_close(cal.previous_session(d))
+                reports.extend(self.expire_day_orders(created_before=previous_close))
         last_session = cal.session_on_or_before(d)
         _, close = cal.open_close(last_session)
         if now >= close and self._session_closed != last_session:

@@ -174,3 +174,18 @@ def test_row_and_single_quote_updates_match_resting_orders(exchange):
     assert exchange.on_quote("NOPE261218C00100000", 1.0, 1.1, NOW) == []
     with pytest.raises(ValueError, match="out of range"):
         exchange.on_quotes("XYZ", np.array([999]), np.array([1.0]), np.array([1.1]), NOW)
+
+
+def test_day_orders_survive_the_night_only_if_placed_after_the_close():
+    from datetime import UTC, datetime
+
+    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar())
+    evening = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)  # Monday 17:00 New York, after the close
+    ex.on_chain(xyz_chain(ts=evening), evening)
+    day_before = order([(opt(100), "buy", 1)], price="1.00", now=NOW)  # Monday 10:00: its session has closed
+    pre_market = order([(opt(105), "buy", 1)], price="1.00", now=evening)
+    ex.submit(day_before, evening)
+    ex.submit(pre_market, evening)
+    reports = ex.on_time(datetime(2026, 11, 24, 14, 31, tzinfo=UTC))  # Tuesday's open
+    assert [r.order.order_id for r in reports if r.kind == "expired"] == [day_before.order_id]
+    assert list(ex.working) == [pre_market.order_id]
