@@ -801,7 +801,7 @@ class PaperExchange:
         _, close = cal.open_close(last_session)
         if now >= close and self._session_closed != last_session:
             self._session_closed = last_session
-            reports.extend(self.expire_day_orders())
+            reports.extend(self.expire_day_orders(created_before=close))
         reports.extend(self.settle_expired(now, settlement_prices))
         return reports
 
