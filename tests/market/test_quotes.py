@@ -159,3 +159,14 @@ def test_unknown_symbol_is_a_clear_error(market):
         market.chain("TSLA")
     with pytest.raises(ValueError, match="unknown simulated symbol"):
         SimulatorConfig().restricted_to(["TSLA"])
+
+
+def test_vix_level_is_consistent_with_the_spx_30_day_surface(market):
+    spx = market.chain("SPX")
+    days = (spx.expiries() - np.datetime64(market.now.replace(tzinfo=None), "s")).astype("timedelta64[D]").astype(int)
+    exp = spx.expiries()[int(np.argmin(np.abs(days - 30)))]
+    sub = spx.for_expiry(exp)
+    atm_iv = sub.vendor["vendor_iv"][np.argmin(np.abs(sub.strike - spx.spot))]
+    vix = market.spot("VIX") / 100.0
+    # the index is the 30-day variance (with a little skew convexity), the ATM vol is its square root
+    assert 0.95 < vix / atm_iv < 1.25
