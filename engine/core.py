@@ -40,6 +40,16 @@ def limit_blas_threads() -> None:
         log.debug("could not limit BLAS threads", exc_info=True)
 
 
+class _EngineClock:
+    """The engine's current clock, whatever feed drives it (components keep this one object)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def now(self) -> Any:
+        return self._engine.clock.now()
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     paths: AppPaths = field(default_factory=AppPaths.default)
@@ -80,6 +90,8 @@ class Engine:
         self.portfolio: Any = None
         self.risk_service: Any = None
         self.order_path: Any = None
+        self.simulated_feed: Any = None
+        self.adapters: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._thread_pool: ThreadPoolExecutor | None = None
@@ -152,9 +164,11 @@ class Engine:
             dividend_yields = dict(s.risk.dividend_yields)
         risk_cfg = s.risk.model_copy(update={"risk_free_rate": rate, "dividend_yields": dividend_yields})
 
-        self.paper_broker = PaperBroker(bus, store, s.paper, clock=self.clock)
+        self.simulated_feed = self.feed
+        engine_clock = _EngineClock(self)
+        self.paper_broker = PaperBroker(bus, store, s.paper, clock=engine_clock)
         self.brokers = {"paper": self.paper_broker}
-        path = build_order_path(bus, store, brokers=dict(self.brokers), feed=self.feed, now=self.clock.now,
+        path = build_order_path(bus, store, brokers=dict(self.brokers), feed=self.feed, now=engine_clock.now,
                                 risk_config=risk_cfg, oms_config=s.oms)
         self.order_path = path
         self.market, self.portfolio, self.kill_switch = path.market, path.portfolio, path.kill_switch
@@ -167,6 +181,7 @@ class Engine:
             self.on_stop(self.feed.stop)
         await path.start()  # before any view subscribes: the OMS sees broker reports first
         self.on_stop(path.stop)
+        self.on_stop(self._disconnect_all_brokers)
 
         from engine.surface.service import SurfaceService
 
@@ -216,6 +231,82 @@ class Engine:
         finally:
             self._started = False
             self._stopping = False
+
+    # ---- broker connections ---------------------------------------------------------------------
+    async def connect_broker(self, name: str, *, credentials: Any = None, use_live_data: bool = True) -> Any:
+        """Connect tastytrade or IBKR and make it routable; by default its quotes replace the simulated
+        market (paper trading on live data: the paper broker fills on whatever feed publishes).
+
+        The broker is *not* live: only ``SwitchMode(mode="live", confirmed_account_id=...)`` arms it.
+        Raises ``BrokerError``/``CredentialsMissing`` with a readable message when it cannot connect.
+        """
+        from engine.brokers.adapters import build_adapter
+        from engine.bus import FeedChanged
+
+        assert self.bus is not None
+        if name in self.adapters:
+            return self.adapters[name].broker
+        if credentials is None:
+            from engine.credentials import CredentialStore
+
+            credentials = await asyncio.to_thread(CredentialStore)
+        symbols = self.simulated_feed.underlyings() if self.simulated_feed is not None else ["SPY"]
+        adapter = build_adapter(name, self.settings.brokers, self.bus, credentials=credentials,
+                                underlyings=[s for s in symbols if s != "VIX"])
+        try:
+            await adapter.broker.connect()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await adapter.broker.disconnect()
+            raise
+        self.adapters[name] = adapter
+        self.brokers[name] = adapter.broker
+        self.router.add_broker(adapter.broker)  # no router breaker: the adapter wraps every call in its own
+        if use_live_data:
+            await adapter.feed.start()
+            if self.feed is self.simulated_feed and self.feed is not None:
+                await self.feed.stop()
+            self.feed = adapter.feed
+            self.market.feed = adapter.feed
+            self.clock = WallClock()
+            self.bus.publish(FeedChanged(feed=adapter.feed.name, underlyings=tuple(adapter.feed.underlyings())))
+        return adapter.broker
+
+    async def disconnect_broker(self, name: str) -> None:
+        """Disconnect a broker; refused while the engine is live on it. The simulated market resumes."""
+        from engine.bus import FeedChanged
+        from engine.oms.router import ModeSwitchError
+
+        assert self.bus is not None
+        adapter = self.adapters.get(name)
+        if adapter is None:
+            return
+        if self.router.is_live and self.router.active_name == name:
+            raise ModeSwitchError(f"switch to paper before disconnecting {name}")
+        self.adapters.pop(name)
+        self.brokers.pop(name, None)
+        self.router.brokers.pop(name, None)
+        if self.feed is adapter.feed:
+            await adapter.feed.stop()
+            self.feed = self.simulated_feed
+            self.market.feed = self.simulated_feed
+            if self.simulated_feed is not None:
+                self.clock = self.simulated_feed.clock
+                await self.simulated_feed.start()
+                self.bus.publish(FeedChanged(feed=self.simulated_feed.name,
+                                             underlyings=tuple(self.simulated_feed.underlyings())))
+        else:
+            await adapter.feed.stop()
+        await adapter.broker.disconnect()
+
+    async def _disconnect_all_brokers(self) -> None:
+        for name in list(self.adapters):
+            adapter = self.adapters.pop(name)
+            for step in (adapter.feed.stop, adapter.broker.disconnect):
+                try:
+                    await asyncio.wait_for(step(), 10)
+                except Exception:
+                    log.exception("error while disconnecting %s", name)
 
     # ---- tasks and executors --------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:

@@ -135,26 +135,12 @@ async def check_broker(broker: str, config: BrokersConfig | None = None, *, cred
 
     config = config or BrokersConfig()
     bus = Bus()
-    if broker == "tastytrade":
-        from engine.brokers.tastytrade import TastytradeBroker, TastytradeConnection
-        from engine.market.tastytrade import TastytradeFeed
+    from engine.brokers.adapters import build_adapter
 
-        tt = TastytradeConnection(config.tastytrade, credentials=credentials, bus=bus,
-                                  breaker=config.circuit_breaker, reconnect=config.reconnect)
-        endpoint = tt.api_url + (" (sandbox)" if config.tastytrade.sandbox else "")
-        adapter: Any = TastytradeBroker(tt, bus)
-        feed: Any = TastytradeFeed(tt, bus, underlyings=[symbol])
-    elif broker == "ibkr":
-        from engine.brokers.ibkr import IbkrBroker, IbkrConnection
-        from engine.market.ibkr import IbkrFeed
-
-        ib = IbkrConnection(config.ibkr, bus=bus, breaker=config.circuit_breaker, reconnect=config.reconnect)
-        c = config.ibkr
-        endpoint = f"{c.host}:{c.port} client {c.client_id}" + (" (paper port)" if c.is_paper_port else "")
-        adapter = IbkrBroker(ib, bus)
-        feed = IbkrFeed(ib, bus, underlyings=[symbol])
-    else:
-        raise ValueError(f"unknown broker {broker!r}; choose tastytrade or ibkr")
+    built = build_adapter(broker, config, bus, credentials=credentials, underlyings=[symbol])
+    adapter: Any = built.broker
+    feed: Any = built.feed
+    endpoint = built.endpoint
     report = CheckReport(broker, endpoint)
     run = _Runner(report, step_timeout_s)
     try:

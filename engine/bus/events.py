@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from engine.bus.messages import Event
 
 if TYPE_CHECKING:
-    from engine.model import AccountSnapshot, Fill, Order, OptionChain, Position, Quote
+    from engine.model import AccountSnapshot, Fill, OptionChain, Order, Position, Quote
 
 
 # ---- market data ---------------------------------------------------------------------------------
@@ -243,6 +243,18 @@ class ConnectionStateChanged(Event):
 
     def describe(self) -> str:
         return f"{self.component}: {self.state}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedChanged(Event):
+    """The engine's market-data feed was swapped (a broker connected or disconnected)."""
+
+    severity: ClassVar[str] = "warning"
+    feed: str
+    underlyings: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"Market data now from {self.feed}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.brokers.ibkr import ib_expiry, parse_ib_expiry
-from engine.bus.events import ChainUpdated, QuotesUpdated, UnderlyingUpdated
+from engine.bus.events import Alert, ChainUpdated, QuotesUpdated, UnderlyingUpdated
 from engine.market.feed import Feed, FeedError
 from engine.model import Option, OptionChain, Right
 
@@ -105,8 +105,12 @@ class IbkrFeed(Feed):
         if not self._hooked:
             self.conn.ib.pendingTickersEvent += self._on_tickers
             self._hooked = True
-        for u in self._underlyings:
-            await self._stream_underlying(u)
+        for u in list(self._underlyings):
+            try:
+                await self._stream_underlying(u)
+            except FeedError as exc:  # one unknown symbol must not take the whole feed down
+                self._underlyings.remove(u)
+                self.bus.publish(Alert(level="warning", source="feed:ibkr", message=f"{u} dropped: {exc}"))
 
     async def stop(self) -> None:
         ib = self.conn.ib
