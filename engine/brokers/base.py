@@ -11,7 +11,10 @@ import abc
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from engine.model import AccountSnapshot, Fill, Order, Position
+from engine.model import AccountSnapshot, Fill, Instrument, Order, Position
+
+#: complex (multi-leg) orders are priced in $0.01 increments whatever the legs' schedules
+COMBO_TICK = Decimal("0.01")
 
 
 class BrokerError(RuntimeError):
@@ -75,3 +78,11 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def account(self) -> AccountSnapshot: ...
+
+    def tick_size(self, instrument: Instrument, price: Decimal) -> Decimal:
+        """The price increment this venue accepts for ``instrument`` at ``price`` (single-leg orders).
+
+        The default is the instrument's own tick; venues with price-dependent schedules (penny pilot:
+        $0.01 under $3, $0.05 above) override it so the order factory rounds as the venue validates.
+        """
+        return instrument.tick_size

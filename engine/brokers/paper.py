@@ -46,7 +46,7 @@ from engine.bus.events import (
 )
 from engine.bus.messages import Event
 from engine.clock import Clock, WallClock
-from engine.model import AccountSnapshot, Fill, Order, Position
+from engine.model import AccountSnapshot, Fill, Instrument, Option, Order, Position
 
 if TYPE_CHECKING:
     from engine.store import Store
@@ -91,6 +91,12 @@ class PaperBroker(Broker):
         self._connected = False
         self._interval = account_update_interval_s
         self._last_account = 0.0
+
+    def tick_size(self, instrument: Instrument, price: Decimal) -> Decimal:
+        """The paper exchange's own tick schedule (one source of truth for rounding and validation)."""
+        if isinstance(instrument, Option):
+            return self.exchange.tick_size(instrument, price)
+        return instrument.tick_size
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def connect(self) -> None:

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import NewType
 
-from engine.model import Index, Option, Order, OrderIntent, OrderStatus, OrderType
+from engine.brokers.base import COMBO_TICK
+from engine.model import Index, Instrument, Option, Order, OrderIntent, OrderStatus, OrderType
 
 OrderId = NewType("OrderId", str)
 ClientOrderId = NewType("ClientOrderId", str)
@@ -95,11 +96,21 @@ class OrderFactory:
     def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.now = now
 
-    def create(self, intent: OrderIntent, *, broker: str = "paper", account_id: str = "") -> Order:
+    def create(self, intent: OrderIntent, *, broker: str = "paper", account_id: str = "",
+               tick_for: Callable[[Instrument, Decimal], Decimal] | None = None) -> Order:
+        """``tick_for(instrument, price)``: the venue's increment for a single-leg price (default: the
+        instrument's tick); multi-leg net prices use the $0.01 complex-order increment."""
         validate_intent(intent)
         price: Decimal | None = None
         if intent.order_type is OrderType.LIMIT:
-            tick = intent.legs[0].instrument.tick_size
+            raw = Decimal(intent.limit_price)  # type: ignore[arg-type]
+            inst = intent.legs[0].instrument
+            if len(intent.legs) > 1:
+                tick = COMBO_TICK
+            elif tick_for is not None:
+                tick = tick_for(inst, abs(raw))
+            else:
+                tick = inst.tick_size
             price = floor_to_tick(Decimal(intent.limit_price), tick)  # type: ignore[arg-type]
             if len(intent.legs) == 1 and price == 0:
                 raise OrderValidationError(f"limit price {intent.limit_price} rounds to {price} on tick {tick}")

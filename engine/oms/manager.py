@@ -286,7 +286,8 @@ class OrderManager:
             return self._deny_intent(intent, broker, account, CheckResult(
                 "order_valid", False, message="source 'kill_switch' is reserved for the kill switch"))
         try:
-            order = self.factory.create(intent, broker=broker, account_id=account)
+            order = self.factory.create(intent, broker=broker, account_id=account,
+                                        tick_for=self.router.active.tick_size)
         except OrderValidationError as exc:
             return self._deny_intent(intent, broker, account, CheckResult("order_valid", False, message=str(exc)))
         self._persist(order, "intent", {"source": order.source})
