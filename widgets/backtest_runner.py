@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 import multiprocessing
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -149,16 +150,21 @@ class BacktestJob(QtCore.QObject):
         self.finished.emit(self.result, self.error)
 
     def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        if self._manager is not None:
-            try:
-                self._manager.shutdown()
-            except Exception as exc:
-                log.debug("manager shutdown: %s", exc)
-            self._manager = None
+        """Stop the worker pool and the manager process off the GUI thread (joining processes blocks)."""
+        pool, manager = self._pool, self._manager
+        self._pool = self._manager = None
         self._queue = None
+
+        def stop() -> None:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if manager is not None:
+                try:
+                    manager.shutdown()
+                except Exception as exc:
+                    log.debug("manager shutdown: %s", exc)
+
+        threading.Thread(target=stop, name="backtest-worker-shutdown", daemon=False).start()
 
 
 class BacktestPanel(Panel):

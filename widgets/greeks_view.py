@@ -159,17 +159,23 @@ class GreeksPanel(Panel):
                               + [self.total.get(key, math.nan)], dtype=float)
             values = np.nan_to_num(values)
             plot = self.bar_plots[key]
-            old = self.bar_items[key]
-            if old is not None:
-                plot.removeItem(old)
+            item = self.bar_items[key]
+            if item is not None and len(item.opts["height"]) == len(values) and \
+                    np.array_equal(item.opts["height"], values) and self.axes[key].names == labels:
+                continue  # nothing moved: no repaint
             brushes = [pg.mkBrush(PROFIT if v >= 0 else LOSS) for v in values]
             brushes[-1] = pg.mkBrush(SERIES[0])
-            item = pg.BarGraphItem(x=np.arange(len(values)), height=values, width=0.6, brushes=brushes, pen=None)
-            plot.addItem(item)
-            self.bar_items[key] = item
-            self.axes[key].names = labels
-            self.axes[key].picture = None
-            self.axes[key].update()
+            if item is None:
+                item = pg.BarGraphItem(x=np.arange(len(values)), height=values, width=0.6, brushes=brushes,
+                                       pen=None)
+                plot.addItem(item)
+                self.bar_items[key] = item
+            else:
+                item.setOpts(x=np.arange(len(values)), height=values, brushes=brushes)
+            if self.axes[key].names != labels:
+                self.axes[key].names = labels
+                self.axes[key].picture = None
+                self.axes[key].update()
             lo, hi = float(min(values.min(), 0.0)), float(max(values.max(), 0.0))
             pad = 0.1 * (hi - lo) if hi > lo else 1.0
             plot.setXRange(-0.6, len(values) - 0.4, padding=0)

@@ -210,8 +210,9 @@ class SurfacePanel(Panel):
                 self.expiry_box.setCurrentIndex(expiries.index(self.expiry))
             self.expiry_box.blockSignals(False)
         self._draw_smile()
-        self._draw_surface()
-        self._draw_term()
+        # the heatmap and term structure follow in the next loop turn: two short slices of GUI work
+        # instead of one long one (the loop keeps serving quotes in between)
+        QtCore.QTimer.singleShot(0, self._draw_rest)
         r = ev.iv_rank
         if getattr(r, "ok", False):
             self.rank_label.setText(f"IV {100 * r.current:.1f}%  ·  rank {100 * r.rank:.0f}  ·  "
@@ -274,6 +275,12 @@ class SurfacePanel(Panel):
             if len(hits):
                 self.term_marker.setPos(float(term.dte[hits[0]]))
 
+    def _draw_rest(self) -> None:
+        if self.update_event is None:
+            return
+        self._draw_surface()
+        self._draw_term()
+
     def _draw_surface(self) -> None:
         g = self.update_event.grid
         iv = np.asarray(g.iv, dtype=float)
@@ -292,14 +299,18 @@ class SurfacePanel(Panel):
         self.heat_image.setRect(QtCore.QRectF(k[0] - dk / 2, dte[0] - dt / 2, (k[-1] - k[0]) + dk,
                                               max((dte[-1] - dte[0]) + dt, 1.0)))
         self.colorbar.setLevels((100.0 * lo, 100.0 * hi))
-        for line in self.slice_lines:
-            self.heat_item.removeItem(line)
-        self.slice_lines = []
-        for t in np.asarray(g.slice_T, float) * 365.0:
-            line = infinite_line(float(t), angle=0, color="#ffffff")
+        days = np.asarray(g.slice_T, float) * 365.0
+        while len(self.slice_lines) < len(days):  # reuse the lines marking fitted expiries
+            line = infinite_line(0.0, angle=0, color="#ffffff")
             line.setOpacity(0.35)
             self.heat_item.addItem(line)
             self.slice_lines.append(line)
+        for i, line in enumerate(self.slice_lines):
+            if i < len(days):
+                line.setPos(float(days[i]))
+                line.show()
+            else:
+                line.hide()
         if self.gl_surface is not None:
             z = (img - lo) / (hi - lo)
             x = (k - k.mean()) / max(np.ptp(k), 1e-9) * 2
