@@ -21,6 +21,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--symbol", default="SPY", help="underlying symbol (default: SPY)")
     p.add_argument("--years", type=float, default=5.0, help="years of simulated history when --data is not given")
     p.add_argument("--seed", type=int, default=7, help="seed of the simulated history (default: 7)")
+    p.add_argument("--intraday", type=float, metavar="MINUTES",
+                   help="simulated history with a snapshot every MINUTES through each session (keep --years small)")
     p.add_argument("--data", help="historical chains: a CSV/Parquet file or a directory of them")
     p.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                    help="column mapping for --data, e.g. quote_date=date (repeatable)")
@@ -78,7 +80,7 @@ def _config(args: argparse.Namespace):
         strategy=args.strategy, params=_pairs(args.param, "--param"), symbol=args.symbol.upper(), years=args.years,
         seed=args.seed, data=args.data, columns=_pairs(args.map, "--map"), bars=args.bars, start=args.start,
         end=args.end, initial_cash=args.cash, risk_level=args.risk_level, fee_preset=args.fees,
-        risk_checks=not args.no_risk_checks,
+        risk_checks=not args.no_risk_checks, intraday_minutes=args.intraday,
     )
 
 

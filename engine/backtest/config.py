@@ -29,6 +29,8 @@ class BacktestConfig(BaseModel):
     bars: str | None = None
     start: date | None = None
     end: date | None = None
+    #: simulated intraday snapshots every this many minutes (plus each close); None = daily closes
+    intraday_minutes: float | None = Field(None, gt=0, le=390)
     #: strikes listed per expiry and right in generated histories (wider than the live default of 36)
     sim_max_strikes: int | None = Field(84, ge=4, le=400)
     initial_cash: float = Field(100_000.0, gt=0)

@@ -108,6 +108,8 @@ class ChainHistory:
     source: str = ""
     has_vendor_iv: bool = False
     has_vendor_delta: bool = False
+    #: intraday histories: the exact UTC instant of each snapshot (``datetime64[s]``); None = daily closes
+    times: np.ndarray | None = None
     _symbols: np.ndarray | None = field(default=None, repr=False)
     _expires_at: np.ndarray | None = field(default=None, repr=False)
 
@@ -116,6 +118,8 @@ class ChainHistory:
         n_days = len(self.dates)
         if len(self.spot) != n_days or len(self.offsets) != n_days + 1:
             raise ValueError("ChainHistory: dates, spot and offsets disagree in length")
+        if self.times is not None and len(self.times) != n_days:
+            raise ValueError("ChainHistory: times and dates disagree in length")
         n = len(self.contract)
         for name in ("bid", "ask", "iv", "delta", "volume", "open_interest"):
             if len(getattr(self, name)) != n:
@@ -173,8 +177,24 @@ class ChainHistory:
     def rows(self, i: int) -> slice:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
+    @property
+    def intraday(self) -> bool:
+        return self.times is not None
+
+    def session_end(self, i: int) -> bool:
+        """True when snapshot ``i`` is its session's last (always, for daily histories)."""
+        return self.times is None or i == self.n_days - 1 or self.dates[i + 1] != self.dates[i]
+
+    def session_ends(self) -> np.ndarray:
+        """Indices of each session's last snapshot (every index for daily histories)."""
+        if self.times is None:
+            return np.arange(self.n_days)
+        return np.flatnonzero(np.r_[self.dates[1:] != self.dates[:-1], True]) if self.n_days else np.array([], int)
+
     def timestamp(self, i: int) -> datetime:
-        """The snapshot time of day ``i``: its 16:00 New York close, as UTC."""
+        """The snapshot time of ``i``: its instant for intraday histories, else its day's 16:00 New York close (UTC)."""
+        if self.times is not None:
+            return self.times[i].astype("datetime64[us]").astype(object).replace(tzinfo=UTC)
         return _local_instant(self.dates[i].astype(object), CLOSE_TIME).astype(object).replace(tzinfo=UTC)
 
     def chain(self, i: int) -> OptionChain:
@@ -220,7 +240,29 @@ class ChainHistory:
             open_interest=self.open_interest[lo:hi], c_expiry=self.c_expiry, c_strike=self.c_strike,
             c_is_call=self.c_is_call, root=self.root, multiplier=self.multiplier, style=self.style,
             settlement=self.settlement, source=self.source, has_vendor_iv=self.has_vendor_iv,
-            has_vendor_delta=self.has_vendor_delta, _symbols=self._symbols, _expires_at=self._expires_at,
+            has_vendor_delta=self.has_vendor_delta, times=None if self.times is None else self.times[start:stop],
+            _symbols=self._symbols, _expires_at=self._expires_at,
+        )
+
+    def select(self, snapshots: np.ndarray) -> ChainHistory:
+        """Only the given snapshots (ascending indices), e.g. each session's close of an intraday history.
+        The result is a daily history when it keeps at most one snapshot per date."""
+        idx = np.asarray(snapshots, dtype=np.int64)
+        counts = np.diff(self.offsets)[idx]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) if len(idx) else \
+            np.array([], np.int64)
+        dates = self.dates[idx]
+        one_per_day = len(dates) < 2 or bool(np.all(dates[1:] != dates[:-1]))
+        return ChainHistory(
+            underlying=self.underlying, dates=dates, spot=self.spot[idx],
+            offsets=np.r_[0, np.cumsum(counts)].astype(np.int64), contract=self.contract[rows], bid=self.bid[rows],
+            ask=self.ask[rows], iv=self.iv[rows], delta=self.delta[rows], volume=self.volume[rows],
+            open_interest=self.open_interest[rows], c_expiry=self.c_expiry, c_strike=self.c_strike,
+            c_is_call=self.c_is_call, root=self.root, multiplier=self.multiplier, style=self.style,
+            settlement=self.settlement, source=self.source, has_vendor_iv=self.has_vendor_iv,
+            has_vendor_delta=self.has_vendor_delta,
+            times=None if self.times is None or one_per_day else self.times[idx],
+            _symbols=self._symbols, _expires_at=self._expires_at,
         )
 
     # ---- conversions ---------------------------------------------------------------------------------
@@ -231,7 +273,7 @@ class ChainHistory:
         day_of_row = np.repeat(np.arange(self.n_days), np.diff(self.offsets))
         cols = {
             "underlying": np.full(self.n_rows, self.underlying, dtype=object),
-            "quote_date": self.dates[day_of_row],
+            "quote_date": self.dates[day_of_row] if self.times is None else _to_new_york(self.times)[day_of_row],
             "expiration": self.expiry,
             "strike": self.strike,
             "option_type": np.where(self.is_call, "C", "P"),
@@ -246,6 +288,26 @@ class ChainHistory:
         if self.has_vendor_delta:
             cols["delta"] = self.delta
         return pd.DataFrame(cols)
+
+
+def _ny_offsets(days: np.ndarray) -> np.ndarray:
+    """New York's UTC offset (timedelta64[s]) at noon of each calendar day (DST changes at 02:00)."""
+    uniq, inv = np.unique(np.asarray(days).astype("datetime64[D]"), return_inverse=True)
+    offs = np.array([int(datetime.combine(d, time(12), tzinfo=NEW_YORK).utcoffset().total_seconds())
+                     for d in uniq.astype(object)], dtype=np.int64)
+    return offs[inv].astype("timedelta64[s]")
+
+
+def _to_new_york(utc: np.ndarray) -> np.ndarray:
+    """UTC instants → naive New York local times (``datetime64[s]``), vectorized."""
+    u = np.asarray(utc).astype("datetime64[s]")
+    return u + _ny_offsets((u - np.timedelta64(5, "h")).astype("datetime64[D]"))
+
+
+def _from_new_york(local: np.ndarray) -> np.ndarray:
+    """Naive New York local times → UTC instants (``datetime64[s]``), vectorized."""
+    loc = np.asarray(local).astype("datetime64[s]")
+    return loc - _ny_offsets(loc.astype("datetime64[D]"))
 
 
 def _local_instant(day, t: time) -> np.datetime64:
@@ -293,19 +355,23 @@ def build_history(
     settlement: Settlement = Settlement.PHYSICAL,
     root: str = "",
     source: str = "",
+    quote_time: np.ndarray | None = None,
 ) -> ChainHistory:
-    """Sort rows, number contracts and attach one spot per day (from ``spot_by_row`` or daily bars).
+    """Sort rows, number contracts and attach one spot per snapshot (from ``spot_by_row`` or daily bars).
 
-    Raises ``ValueError`` when a quote date has no underlying price or a contract appears twice on a day.
+    Daily histories have one snapshot per ``quote_date``; with ``quote_time`` (the UTC instant of each
+    row's snapshot, ``datetime64``) several snapshots per day form an intraday history.
+    Raises ``ValueError`` when a snapshot has no underlying price or a contract appears twice in one.
     """
     n = len(quote_date)
     qd = np.asarray(quote_date).astype("datetime64[D]")
+    qt = None if quote_time is None else np.asarray(quote_time).astype("datetime64[s]")
     ex = np.asarray(expiration).astype("datetime64[D]")
     k = np.asarray(strike, float)
     c = np.asarray(is_call, bool)
     milli = np.round(k * 1000).astype(np.int64)
     key = (ex.astype(np.int64) << 40) | (milli << 1) | (~c).astype(np.int64)
-    qi = qd.astype(np.int64)
+    qi = qd.astype(np.int64) if qt is None else qt.astype(np.int64)
     if n > 1:
         dq, dk = np.diff(qi), np.diff(key)
         in_order = bool(np.all((dq > 0) | ((dq == 0) & (dk > 0))))
@@ -314,12 +380,14 @@ def build_history(
     order: np.ndarray | slice = slice(None) if in_order else np.lexsort((key, qi))
     if not in_order:
         qd, qi, key = qd[order], qi[order], key[order]
+        if qt is not None:
+            qt = qt[order]
     if n > 1:
         dup = (qi[1:] == qi[:-1]) & (key[1:] == key[:-1])
         if dup.any():
             j = int(np.argmax(dup)) + 1
             raise ValueError(
-                f"contract {ex[order][j]} {k[order][j]:g} {'C' if c[order][j] else 'P'} appears twice on {qd[j]}"
+                f"contract {ex[order][j]} {k[order][j]:g} {'C' if c[order][j] else 'P'} appears twice on {qd[j] if qt is None else qt[j]}"
             )
     # contract ids ascending in (expiry, strike, call first), so each day's ids are sorted too
     import pandas as pd
@@ -360,6 +428,7 @@ def build_history(
         volume=col(volume, 0.0), open_interest=col(open_interest, 0.0), c_expiry=src_ex, c_strike=src_k,
         c_is_call=src_c, root=root or underlying, multiplier=multiplier, style=style, settlement=settlement,
         source=source, has_vendor_iv=iv is not None, has_vendor_delta=delta is not None,
+        times=None if qt is None else qt[day_start],
     )
 
 
@@ -484,7 +553,8 @@ def _numeric(frame, path: Path, column: str, offset: int, *, required: bool) -> 
     return values
 
 
-def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.ndarray:
+def _parse_datetimes(frame, path: Path, column: str, offset: int, fmt: str | None) -> tuple[np.ndarray, bool]:
+    """(naive ``datetime64[s]`` values, whether the source carried a time zone — then they are UTC)."""
     import pandas as pd
 
     raw = frame[column]
@@ -492,7 +562,7 @@ def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.n
         nat = np.isnat(raw)
         if nat.any():
             raise DataFileError(path, "date is missing", row=_first_bad(nat) + offset, column=column)
-        return raw.astype("datetime64[D]")
+        return raw.astype("datetime64[s]"), False
     if isinstance(raw, np.ndarray):
         raw = pd.Series(raw)
     if raw.isna().any():
@@ -509,10 +579,14 @@ def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.n
         i = _first_bad(bad)
         want = fmt or "YYYY-MM-DD"
         raise DataFileError(path, f"{raw.iloc[i]!r} is not a date ({want})", row=i + offset, column=column)
-    out = parsed.to_numpy()
-    if hasattr(parsed.dt, "tz") and parsed.dt.tz is not None:
-        out = parsed.dt.tz_localize(None).to_numpy()
-    return out.astype("datetime64[D]")
+    aware = getattr(parsed.dt, "tz", None) is not None
+    if aware:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.to_numpy().astype("datetime64[s]"), aware
+
+
+def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.ndarray:
+    return _parse_datetimes(frame, path, column, offset, fmt)[0].astype("datetime64[D]")
 
 
 def _has_times(raw) -> bool:
@@ -610,7 +684,13 @@ def load_chain_file(
         return exc
 
     try:
-        qd = _dates(frame, path, m.quote_date, offset, m.date_format)
+        quote_time = None
+        if _has_times(frame[m.quote_date]):  # intraday snapshots: naive times are New York local
+            stamps, aware = _parse_datetimes(frame, path, m.quote_date, offset, m.date_format)
+            quote_time = stamps if aware else _from_new_york(stamps)
+            qd = _to_new_york(quote_time).astype("datetime64[D]")
+        else:
+            qd = _dates(frame, path, m.quote_date, offset, m.date_format)
         ex = _dates(frame, path, m.expiration, offset, m.date_format)
         strike = _numeric(frame, path, m.strike, offset, required=True)
         is_call = _rights(frame, path, m.option_type, offset)
@@ -638,14 +718,10 @@ def load_chain_file(
             spot_dates=bars[0] if bars else None, spot_values=bars[1] if bars else None,
             iv=extra.get("iv"), delta=extra.get("delta"), volume=extra.get("volume"),
             open_interest=extra.get("open_interest"), multiplier=multiplier, style=style,
-            settlement=settlement, source=str(path),
+            settlement=settlement, source=str(path), quote_time=quote_time,
         )
     except ValueError as exc:
-        message = str(exc)
-        if "appears twice" in message and _has_times(frame[m.quote_date]):
-            message += (" — the file holds several snapshots per day (quote times); the backtester runs on one "
-                        "snapshot per quote date: keep each day's closing snapshot")
-        raise DataFileError(path, message) from None
+        raise DataFileError(path, str(exc)) from None
 
 
 def load_chains(
@@ -696,6 +772,8 @@ def concat_histories(parts: Sequence[ChainHistory]) -> ChainHistory:
         volume=np.concatenate([p.volume for p in parts]), open_interest=np.concatenate([p.open_interest for p in parts]),
         multiplier=first.multiplier, style=first.style, settlement=first.settlement, root=first.root,
         source=";".join(p.source for p in parts),
+        quote_time=np.concatenate([np.repeat(p.times, np.diff(p.offsets)) for p in parts])
+        if all(p.times is not None for p in parts) else None,
     )
 
 

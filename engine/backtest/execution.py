@@ -85,12 +85,14 @@ class BacktestExchange:
         self._risk_fed = False
         ex = self.exchange
         ex._now = chain.ts
-        ex.day_start_equity = ex.cash + Decimal(repr(round(self.position_value(i, previous=True), 2)))
-        # AM-settled index options settle at the expiry day's opening print; daily closes carry no open,
-        # so the previous close stands in for it (the nearest price known before the open)
         und = self.history.underlying
-        opening = float(self.history.spot[i - 1]) if i > 0 else chain.spot
-        ex.set_opening_print(und, chain.ts.astimezone(NEW_YORK).date(), opening)
+        h = self.history
+        if i == 0 or h.dates[i] != h.dates[i - 1]:  # a new session
+            ex.day_start_equity = ex.cash + Decimal(repr(round(self.position_value(i, previous=True), 2)))
+            # AM-settled index options settle at the expiry day's opening print: an intraday history's first
+            # snapshot of the day is nearest to it; daily closes carry no open, so the previous close stands in
+            opening = chain.spot if (h.intraday or i == 0) else float(h.spot[i - 1])
+            ex.set_opening_print(und, chain.ts.astimezone(NEW_YORK).date(), opening)
         reports = ex.on_underlying(und, chain.spot, chain.ts)
         if ex.working:
             reports = [*reports, *self._feed_chain()]

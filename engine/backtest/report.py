@@ -40,7 +40,8 @@ def write_equity_csv(result: BacktestResult, path: str | Path) -> Path:
         w.writerow(["date", "equity", "cash", "daily_pnl", "drawdown", "delta", "gamma", "theta", "vega", "margin",
                     "iv_rank", "regime"])
         g = result.greeks
-        for i, d in enumerate(result.dates):
+        stamps = result.dates if result.times is None else [f"{t}Z" for t in result.times]
+        for i, d in enumerate(stamps):
             w.writerow([str(d), f"{result.equity[i]:.2f}", f"{result.cash[i]:.2f}", f"{result.daily_pnl[i]:.2f}",
                         f"{result.drawdown[i]:.6f}", f"{g['delta'][i]:.4f}", f"{g['gamma'][i]:.6f}",
                         f"{g['theta'][i]:.4f}", f"{g['vega'][i]:.4f}", f"{g['margin'][i]:.2f}",
@@ -92,7 +93,8 @@ def render_png(result: BacktestResult, path: str | Path, *, dpi: int = 100) -> P
     fig = Figure(figsize=(12, 9), dpi=dpi)
     FigureCanvasAgg(fig)
     gs = fig.add_gridspec(3, 2, height_ratios=[2.2, 1.0, 1.6], hspace=0.45, wspace=0.18)
-    x = result.dates.astype("datetime64[D]").astype("datetime64[ms]").astype(object)
+    stamps = result.times if result.times is not None else result.dates.astype("datetime64[D]")
+    x = stamps.astype("datetime64[ms]").astype(object)
     m = result.metrics
 
     ax = fig.add_subplot(gs[0, :])

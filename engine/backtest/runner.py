@@ -95,6 +95,7 @@ class BacktestResult:
     elapsed_s: float
     error: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    times: np.ndarray | None = None  # intraday runs: each step's UTC instant (``daily_pnl`` is then per step)
 
     def summary(self) -> dict[str, Any]:
         m = self.metrics.as_dict()
@@ -205,11 +206,12 @@ class Backtest:
                     self._send(ex.liquidation_intents(), ctx)
                 # 3. the strategy sees the chain and its timer
                 self._send([*strat.on_chain(ctx, chain), *strat.on_timer(ctx, now)], ctx)
-                # 4. DAY orders still working expire; early assignment before an ex-dividend date;
-                # 5. today's expiries settle at intrinsic value
-                self._handle(ex.end_of_day(), ctx)
-                if cfg.early_assignment and i + 1 < n:
-                    self._handle(ex.early_assignments(h.dates[i + 1].astype(object)), ctx)
+                # 4. at a session's close: DAY orders still working expire; early assignment before an
+                # ex-dividend date; 5. expiries whose instant has passed settle at intrinsic value
+                if h.session_end(i):
+                    self._handle(ex.end_of_day(), ctx)
+                    if cfg.early_assignment and i + 1 < n:
+                        self._handle(ex.early_assignments(h.dates[i + 1].astype(object)), ctx)
                 self._handle(ex.settle(), ctx)
                 # 6. mark to market at the close
                 value, g, held = ex.mark(i)
@@ -236,9 +238,13 @@ class Backtest:
         stats = [TradeStats(pnl=float(t.net_pnl), credit=float(t.credit), regime=t.regime,
                             days_held=(market_date(t.closed_at) - market_date(t.opened_at)).days)
                  for t in trades if not t.is_open]
-        metrics = compute_metrics(eq, stats, exposure_days=exposure[:k], fees=float(self.ledger.fees),
-                                  regimes=self.signals.regime[:k], initial=cfg.initial_cash,
-                                  margin=greeks["margin"][:k])
+        closes = h.session_ends()
+        closes = closes[closes < k]  # statistics are daily: each session's last snapshot
+        if k and (not len(closes) or closes[-1] != k - 1):
+            closes = np.r_[closes, k - 1]  # a cancelled intraday run ends mid-session
+        metrics = compute_metrics(eq[closes], stats, exposure_days=exposure[closes], fees=float(self.ledger.fees),
+                                  regimes=self.signals.regime[closes], initial=cfg.initial_cash,
+                                  margin=greeks["margin"][closes])
         daily = np.r_[0.0, np.diff(eq)] if k else np.array([])
         return BacktestResult(
             run_id=self.run_id, strategy=strat.name, params=strat.params.model_dump(mode="json"),
@@ -247,7 +253,8 @@ class Backtest:
             regime=self.signals.regime[:k], iv_rank=self.signals.iv_rank[:k], trades=trades,
             orders=[_order_row(o) for o in self.orders.values()], metrics=metrics, fees=self.ledger.fees,
             elapsed_s=time.perf_counter() - t0, error=error,
-            info={"underlying": h.underlying, "source": h.source, "days": k,
+            times=None if h.times is None else h.times[:k],
+            info={"underlying": h.underlying, "source": h.source, "days": len(closes), "steps": k,
                   "rows": int(h.offsets[k]) if k else 0, "denied_orders": ex.denials,
                   "ledger_cash_flow": str(self.ledger.cash_flow)},
         )

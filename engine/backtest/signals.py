@@ -125,6 +125,26 @@ def classify_regime(vix: np.ndarray, vix_rank: np.ndarray, hv_iv: np.ndarray) ->
 
 def compute_signals(history: ChainHistory, *, lookback: int = 252, min_history: int = 60, hv_window: int = 20,
                     rate: float = 0.0, dividend_yield: float = 0.0) -> SignalSeries:
+    """Daily signals per snapshot. Intraday histories compute them on each session's closing snapshot;
+    a snapshot before the close sees the previous session's values (never the close it has not reached)."""
+    if history.intraday:
+        ends = history.session_ends()
+        daily = compute_signals(history.select(ends), lookback=lookback,
+                                min_history=min_history, hv_window=hv_window, rate=rate,
+                                dividend_yield=dividend_yield)
+        session = np.searchsorted(ends, np.arange(history.n_days))  # the session each snapshot belongs to
+        is_end = np.isin(np.arange(history.n_days), ends)
+        src = np.where(is_end, session, session - 1)
+        ok = src >= 0
+        take = np.where(ok, src, 0)
+
+        def spread(a: np.ndarray, fill: object) -> np.ndarray:
+            out = a[take].copy() if len(a) else np.full(history.n_days, fill, dtype=a.dtype)
+            out[~ok] = fill
+            return out
+
+        return SignalSeries(atm_iv=spread(daily.atm_iv, np.nan), hv=spread(daily.hv, np.nan),
+                            iv_rank=spread(daily.iv_rank, np.nan), regime=spread(daily.regime, "neutral"))
     iv = atm_iv_series(history, rate=rate, dividend_yield=dividend_yield)
     hv = realized_vol(history.spot, hv_window)
     rank = rolling_rank(iv, lookback, min_history)

@@ -20,6 +20,9 @@ def load_history(config: BacktestConfig) -> ChainHistory:
     if config.data:
         mapping = ColumnMapping(**config.columns) if config.columns else None
         history = load_chains(config.data, mapping, underlying=config.symbol or None, bars_path=config.bars)
+    elif config.intraday_minutes:
+        history = simulated_intraday_history(config.symbol, config.years, config.seed, config.intraday_minutes,
+                                             max_strikes=config.sim_max_strikes)
     else:
         history = simulated_history(config.symbol, config.years, config.seed, max_strikes=config.sim_max_strikes)
     return restrict(history, config.start, config.end)
@@ -59,6 +62,51 @@ def simulated_history(symbol: str, years: float, seed: int, *, max_strikes: int 
     write_history(history, tmp)
     os.replace(tmp, path)
     return history
+
+
+def simulated_intraday_history(symbol: str, years: float, seed: int, minutes: float, *,
+                                max_strikes: int | None = None) -> ChainHistory:
+    """Snapshots every ``minutes`` through each session plus its close, from the simulated market
+    (deterministic for the arguments; not cached — keep ``years`` small: 0.1 y at 30 min ≈ 350 snapshots)."""
+    from engine.backtest.data import build_history
+    from engine.market.config import SimulatorConfig
+    from engine.market.simulated.history import iter_sessions
+
+    sim = SimulatorConfig().model_copy(update={"seed": seed})
+    spec = sim.underlying(symbol.upper())
+    if max_strikes is not None:
+        spec = spec.model_copy(update={"max_strikes": max_strikes})
+    sim = sim.model_copy(update={"universe": [spec]})
+    root = spec.roots[0].root
+    parts: list[tuple[np.datetime64, np.datetime64, object]] = []
+    sessions = max(1, round(years * 252))
+    for snap in iter_sessions(sim, simulated_start(years), sessions, intraday_minutes=minutes):
+        for ts, chains in [*snap.intraday, (snap.ts, snap.chains)]:
+            parts.append((np.datetime64(snap.session, "D"), np.datetime64(ts.replace(tzinfo=None), "s"),
+                          chains[spec.symbol]))
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("qd", "qt", "ex", "k", "c", "bid", "ask", "spot", "iv",
+                                                          "delta")}
+    for day, ts, chain in parts:
+        keep = np.array([str(sym)[:len(root)] == root and str(sym)[len(root)].isdigit() for sym in chain.symbol])
+        n = int(keep.sum())
+        cols["qd"].append(np.full(n, day))
+        cols["qt"].append(np.full(n, ts))
+        cols["ex"].append(chain.expiry[keep])
+        cols["k"].append(chain.strike[keep])
+        cols["c"].append(chain.is_call[keep])
+        cols["bid"].append(chain.bid[keep])
+        cols["ask"].append(chain.ask[keep])
+        cols["spot"].append(np.full(n, chain.spot))
+        for name, key in (("iv", "vendor_iv"), ("delta", "vendor_delta")):
+            v = chain.vendor.get(key)
+            cols[name].append(v[keep] if v is not None else np.full(n, np.nan))
+    cat = {k: np.concatenate(v) for k, v in cols.items()}
+    first = parts[0][2]
+    # expiry instants are New York afternoons/mornings: their UTC date is the expiry date
+    return build_history(spec.symbol, cat["qd"], cat["ex"].astype("datetime64[D]"), cat["k"], cat["c"], cat["bid"],
+                         cat["ask"], spot_by_row=cat["spot"], iv=cat["iv"], delta=cat["delta"],
+                         multiplier=first.multiplier, style=first.style, settlement=first.settlement, root=root,
+                         source=f"simulated intraday {minutes:g} min seed={seed}", quote_time=cat["qt"])
 
 
 #: simulated histories end here, so a (symbol, years, seed) is the same history on any day it is run

@@ -176,8 +176,16 @@ def _tiny() -> ChainHistory:
                          np.zeros(6, bool), np.arange(6.0), np.arange(6.0) + 0.1, spot_by_row=np.full(6, 470.0))
 
 
-def test_load_when_several_snapshots_per_day_then_error_explains_daily_snapshots(tmp_path):
+def test_load_when_several_snapshots_per_day_then_intraday_history_in_new_york_time(tmp_path):
     rows = ["SPY,2024-01-02 10:00:00,2024-01-19,470,C,5.10,5.20,472.0,0.55",
-            "SPY,2024-01-02 16:00:00,2024-01-19,470,C,5.30,5.40,473.0,0.56"]
-    with pytest.raises(DataFileError, match="one snapshot per quote date"):
-        load_chains(write(tmp_path, rows))
+            "SPY,2024-01-02 16:00:00,2024-01-19,470,C,5.30,5.40,473.0,0.56",
+            "SPY,2024-07-01 10:00:00,2024-07-19,470,C,5.30,5.40,473.0,0.56"]
+    h = load_chains(write(tmp_path, rows))
+    assert h.intraday and h.n_days == 3
+    assert [str(d) for d in h.dates] == ["2024-01-02", "2024-01-02", "2024-07-01"]
+    assert [h.timestamp(i).isoformat() for i in range(3)] == [
+        "2024-01-02T15:00:00+00:00", "2024-01-02T21:00:00+00:00", "2024-07-01T14:00:00+00:00"]  # EST / EDT
+    assert [h.session_end(i) for i in range(3)] == [False, True, True]
+    assert h.chain(0).bid.tolist() == [5.10] and h.spot.tolist() == [472.0, 473.0, 473.0]
+    h2 = load_chains(write_history(h, tmp_path / "h.parquet"))
+    assert h2.intraday and np.array_equal(h2.times, h.times)

@@ -171,3 +171,55 @@ def test_early_assignment_before_ex_dividend_then_short_call_assigned_and_shares
     assert r.equity.tolist() == pytest.approx([100_000.0, 100_000.0])
     assert t.gross_pnl == Decimal("0") and not t.is_open
     assert r.cash[0] == pytest.approx(110_000.0)  # the short shares' proceeds before the buy-back
+
+
+def test_intraday_history_then_resting_order_fills_later_same_day_and_day_orders_expire_only_at_the_close(
+        exact_config):
+    from engine.backtest.data import build_history
+    from engine.backtest.signals import compute_signals
+    from engine.model import Side
+    from engine.strategies.base import Strategy, option_leg
+
+    class PostOnce(Strategy):
+        """Posts one 95/90 put credit spread at 0.70 credit (the natural is 0.50) and one at 2.00 (never fills)."""
+
+        name = "post_once"
+
+        def on_chain(self, ctx, chain):
+            if getattr(self, "_done", False):
+                return ()
+            self._done = True
+            legs = [option_leg(chain, chain.row_of("SPY240119P00095000"), Side.SELL),
+                    option_leg(chain, chain.row_of("SPY240119P00090000"), Side.BUY)]
+            return [self.intent(legs, 1, -0.70, "a:open"), self.intent(legs, 1, -2.00, "b:open")]
+
+    # (local time, spot, 95 put, 90 put): 10:00 and 13:00 on Jan 2, 10:00 and 16:00 on Jan 3
+    snaps = [("2024-01-02T10:00", 100.0, (1.00, 1.05), (0.45, 0.50)),
+             ("2024-01-02T13:00", 98.0, (1.30, 1.35), (0.45, 0.50)),  # natural credit 0.80 ≥ 0.70 → fills at 0.70
+             ("2024-01-03T10:00", 99.0, (1.10, 1.15), (0.40, 0.45)),
+             ("2024-01-03T16:00", 99.5, (1.05, 1.10), (0.40, 0.45))]
+    qd, qt, k, bid, ask, spot = [], [], [], [], [], []
+    for t, s, p95, p90 in snaps:
+        for strike, (b, a) in ((95.0, p95), (90.0, p90)):
+            qd.append(t[:10])
+            qt.append(np.datetime64(t) + np.timedelta64(5, "h"))  # EST → UTC
+            k.append(strike)
+            bid.append(b)
+            ask.append(a)
+            spot.append(s)
+    h = build_history("SPY", np.array(qd, dtype="datetime64[D]"), np.full(8, np.datetime64("2024-01-19")),
+                      np.array(k), np.zeros(8, bool), np.array(bid), np.array(ask), spot_by_row=np.array(spot),
+                      quote_time=np.array(qt, dtype="datetime64[s]"))
+    assert h.intraday and h.session_ends().tolist() == [1, 3]
+    cfg = exact_config.model_copy(update={"risk_checks": False})
+    r = Backtest(cfg, h, PostOnce(), signals=fixed_signals(4)).run()
+    status = {o["tag"]: (o["status"], o["avg_fill_price"]) for o in r.orders}
+    assert status["a:open"] == ("filled", "-0.7000")  # rested at 10:00, filled at 13:00 at its limit
+    assert status["b:open"][0] == "expired"  # a DAY order: still working at 10:00, expired at the 13:00 close
+    assert r.times is not None and len(r.equity) == 4 and r.info["days"] == 2
+    # daily statistics: two sessions
+    assert r.metrics.trades == 0 and len(r.dates) == 4
+    # signals of an intraday history: a snapshot before the close sees the previous session's values
+    sig = compute_signals(h, lookback=5, min_history=1)
+    assert np.isnan(sig.atm_iv[0]) and sig.regime[0] == "neutral"
+    assert sig.atm_iv[2] == sig.atm_iv[1]  # Jan 3, 10:00 uses Jan 2's close
