@@ -148,9 +148,13 @@ class ChainPanel(Panel):
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
         self.table.clicked.connect(self._on_click)
         self.table.setMouseTracking(True)
-        # equal widths spread over the dock (Stretch does not measure contents, unlike ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
-        self.table.horizontalHeader().setMinimumSectionSize(44)
+        # wide dock: columns stretch evenly (Stretch never measures contents, unlike ResizeToContents);
+        # narrow dock: declared widths and a horizontal scroll bar. Right-click the header to hide columns.
+        header = self.table.horizontalHeader()
+        header.setMinimumSectionSize(40)
+        header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header.customContextMenuRequested.connect(self._header_menu)
+        self._stretched: bool | None = None
 
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.symbol_box)
@@ -183,6 +187,47 @@ class ChainPanel(Panel):
         for side in ("c", "p"):
             self.table.setColumnHidden(self.model.column_index(f"{side}_edge"), not self._edge_available)
         self.reload_underlyings()
+
+    # ---- columns ---------------------------------------------------------------------------------
+    def _fit_columns(self) -> None:
+        header = self.table.horizontalHeader()
+        need = sum(c.width for i, c in enumerate(self.model.columns) if not self.table.isColumnHidden(i))
+        stretch = self.table.viewport().width() >= need
+        if stretch == self._stretched:
+            return
+        self._stretched = stretch
+        if stretch:
+            header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
+        else:
+            header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Interactive)
+            for i, col in enumerate(self.model.columns):
+                self.table.setColumnWidth(i, col.width)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_columns()
+
+    def hidden_fields(self) -> list[str]:
+        """Side fields (``iv``, ``volume`` ...) hidden by the user, for both calls and puts."""
+        return [k for k, *_ in _SIDE_FIELDS
+                if self.table.isColumnHidden(self.model.column_index(f"c_{k}"))]
+
+    def set_field_hidden(self, field: str, hidden: bool) -> None:
+        for side in ("c", "p"):
+            self.table.setColumnHidden(self.model.column_index(f"{side}_{field}"), hidden)
+        self._stretched = None
+        self._fit_columns()
+
+    def _header_menu(self, pos: QtCore.QPoint) -> None:
+        menu = QtWidgets.QMenu(self)
+        for key, header, *_ in _SIDE_FIELDS:
+            if key == "edge" and not self._edge_available:
+                continue
+            act = menu.addAction(header)
+            act.setCheckable(True)
+            act.setChecked(not self.table.isColumnHidden(self.model.column_index(f"c_{key}")))
+            act.toggled.connect(lambda on, k=key: self.set_field_hidden(k, not on))
+        menu.popup(self.table.horizontalHeader().mapToGlobal(pos))
 
     # ---- selection -------------------------------------------------------------------------------
     def reload_underlyings(self) -> None:
@@ -456,11 +501,18 @@ class ChainPanel(Panel):
 
     # ---- persistence -----------------------------------------------------------------------------
     def panel_state(self) -> dict[str, Any]:
-        return {"underlying": self.underlying, "strike_window": self.window_spin.value()}
+        return {"underlying": self.underlying, "strike_window": self.window_spin.value(),
+                "hidden": self.hidden_fields()}
 
     def restore_panel_state(self, state: dict[str, Any]) -> None:
         if isinstance(state.get("strike_window"), int):
             self.window_spin.setValue(state["strike_window"])
+        hidden = state.get("hidden")
+        if isinstance(hidden, list):
+            known = {k for k, *_ in _SIDE_FIELDS}
+            for key in known:
+                if key != "edge" or self._edge_available:
+                    self.set_field_hidden(key, key in hidden)
         if isinstance(state.get("underlying"), str) and state["underlying"]:
             self.select_underlying(state["underlying"])
 

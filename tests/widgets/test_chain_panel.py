@@ -112,3 +112,23 @@ def test_model_edge_from_the_engine_surface(qtbot, engine) -> None:
     # the chain was priced on a smooth smile: the fitted surface's fair value sits inside the quote
     assert abs(m.value(row, "c_edge")) < spread
     assert abs(m.value(m.row_of(95.0), "p_edge")) < 0.2
+
+
+def test_narrow_dock_scrolls_and_hidden_columns_persist(qtbot, engine) -> None:
+    p = ChainPanel(engine, strike_window=4)
+    qtbot.addWidget(p)
+    p.resize(700, 400)
+    p.show()
+    qtbot.waitExposed(p)
+    assert p._stretched is False  # declared widths, horizontal scroll bar
+    p.set_field_hidden("volume", True)
+    p.set_field_hidden("oi", True)
+    state = p.panel_state()
+    assert sorted(state["hidden"]) == ["oi", "volume"]
+    q = ChainPanel(engine)
+    qtbot.addWidget(q)
+    q.restore_panel_state(state)
+    assert q.table.isColumnHidden(q.model.column_index("p_oi")) and not q.table.isColumnHidden(
+        q.model.column_index("p_iv"))
+    p.resize(1800, 400)
+    qtbot.waitUntil(lambda: p._stretched is True, timeout=2000)
