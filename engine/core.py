@@ -154,7 +154,7 @@ class Engine:
             if sim_cfg.seed != seed:
                 sim_cfg = sim_cfg.model_copy(update={"seed": seed})
             # the XNYS calendar takes ~1.5 s to build: keep the loop (and the GUI) responsive meanwhile
-            self.feed = await asyncio.to_thread(SimulatedFeed, bus, sim_cfg)
+            self.feed = await asyncio.to_thread(SimulatedFeed, bus, sim_cfg, store=store)  # resumes its path
             self.clock = self.feed.clock
             # one source of truth: analytics use the simulated world's own rate and dividend yields
             rate = sim_cfg.risk_free_rate

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
-from engine.model.instruments import ExerciseStyle, Option, Settlement
+from engine.model.instruments import AM_SETTLEMENT_TIME, NEW_YORK, ExerciseStyle, Option, Settlement
 
 _FLOAT_COLUMNS = ("bid", "ask", "bid_size", "ask_size", "last", "volume", "open_interest")
 _OPTIONAL_FLOAT_COLUMNS = ("vendor_iv", "vendor_delta", "vendor_gamma", "vendor_theta", "vendor_vega")
@@ -188,13 +188,22 @@ class OptionChain:
         return float(strikes[np.argmin(np.abs(strikes - self.spot))])
 
     def option(self, row: int) -> Option:
-        """The contract of one row, rebuilt from the chain's metadata."""
+        """The contract of one row, rebuilt from the chain's metadata.
+
+        A cash-settled row expiring at the 09:30 open is AM-settled even in a mixed chain (SPX monthlies
+        beside SPXW weeklies): the row's own expiry instant decides, not the chain-wide default.
+        """
+        settlement = self.settlement
+        if settlement is not Settlement.PHYSICAL:
+            expires = self.expiry[row].astype("datetime64[s]").astype(object).replace(tzinfo=UTC)
+            at_open = expires.astimezone(NEW_YORK).time() == AM_SETTLEMENT_TIME
+            settlement = Settlement.CASH_AM if at_open else Settlement.CASH_PM
         return Option.from_occ(
             str(self.symbol[row]),
             underlying=self.underlying,
             multiplier=self.multiplier,
             style=self.style,
-            settlement=self.settlement,
+            settlement=settlement,
         )
 
     def row_of(self, symbol: str) -> int:

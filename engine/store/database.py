@@ -126,16 +126,25 @@ class Store:
         ms = ordered_migrations()
         return ms[-1].version if ms else 0
 
+    def applied_versions(self) -> set[int]:
+        if self.schema_version == 0:
+            return set()
+        return {int(r[0]) for r in self.conn.execute("SELECT version FROM schema_version")}
+
     def migrate(self, target_version: int | None = None) -> list[int]:
-        """Apply pending migrations in order, each in its own transaction. Returns versions applied."""
+        """Apply every migration not yet applied, in version order, each in its own transaction.
+
+        Areas own version ranges, so a release can add a migration numbered below one already applied
+        (say 11 after 30): it is applied too — the check is per version, not "above the maximum".
+        """
         with self._lock:
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-            current = self.schema_version
+            done = self.applied_versions()
             applied: list[int] = []
             for m in ordered_migrations():
-                if m.version <= current:
+                if m.version in done:
                     continue
                 if target_version is not None and m.version > target_version:
                     break

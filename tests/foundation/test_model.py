@@ -83,3 +83,15 @@ def test_leg_and_fill_signs():
         Leg(o, Side.SELL, ratio=0)
     f = Fill("f1", "o1", o, -2, Decimal("1.50"), NOW, fee=Decimal("1.30"))
     assert f.cash_flow == Decimal("298.70")  # sold 2 × 1.50 × 100, minus fees
+
+
+def test_chain_option_when_mixed_am_pm_index_chain_then_each_row_keeps_its_settlement():
+    from engine.model import Settlement
+
+    am = Option("SPX", date(2026, 12, 18), Decimal(6000), Right.CALL, underlying="SPX", style="european",
+                settlement=Settlement.CASH_AM)
+    pm = Option("SPXW", date(2026, 12, 18), Decimal(6000), Right.CALL, underlying="SPX", style="european",
+                settlement=Settlement.CASH_PM)
+    ch = OptionChain.build("SPX", 6000.0, NOW, [pm, am])
+    rebuilt = {ch.option(i).root: ch.option(i).settlement for i in range(len(ch))}
+    assert rebuilt == {"SPX": Settlement.CASH_AM, "SPXW": Settlement.CASH_PM}

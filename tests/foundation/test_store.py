@@ -141,3 +141,15 @@ def test_process_killed_mid_transaction_when_reopened_then_database_is_consisten
     assert len(audits) == counter + 1
     assert audits[-1]["detail"]["i"] == counter
     store.close()
+
+
+def test_migrate_when_a_lower_numbered_migration_is_added_later_then_it_is_applied(tmp_path, monkeypatch):
+    path = tmp_path / "db.sqlite"
+    Store.open(path).close()  # every current migration applied
+    late = Migration(8, "added in a later release", "CREATE TABLE late_table(x INTEGER)")
+    monkeypatch.setattr("engine.store.migrations.MIGRATIONS", [*MIGRATIONS, late])
+    store = Store.open(path)
+    assert "late_table" in _tables(path)
+    assert 8 in store.applied_versions()
+    assert store.migrate() == []
+    store.close()
