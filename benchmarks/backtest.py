@@ -53,7 +53,9 @@ def _warm(path: str) -> None:
     _HISTORY[path] = (h, compute_signals(h))
 
 
-def _ready(_: int) -> bool:
+def _ready(barrier) -> bool:
+    """Blocks until every worker holds one of these tasks: then all of them have loaded the data."""
+    barrier.wait(timeout=300)
     return bool(_HISTORY)
 
 
@@ -70,8 +72,12 @@ def _one_run(path: str, width: float, short_delta: float) -> float:
 
 def _sweep(path: Path, workers: int, combos: list[tuple[float, float]]) -> float:
     """Seconds for the runs alone (workers are started and loaded before the clock starts)."""
-    with ProcessPoolExecutor(max_workers=workers, initializer=_warm, initargs=(str(path),)) as pool:
-        assert all(pool.map(_ready, range(4 * workers)))
+    import multiprocessing
+
+    with multiprocessing.Manager() as manager, \
+            ProcessPoolExecutor(max_workers=workers, initializer=_warm, initargs=(str(path),)) as pool:
+        barrier = manager.Barrier(workers)
+        assert all(pool.map(_ready, [barrier] * workers))
         t0 = time.perf_counter()
         list(pool.map(_one_run, [str(path)] * len(combos), [c[0] for c in combos], [c[1] for c in combos]))
         return time.perf_counter() - t0
