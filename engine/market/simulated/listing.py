@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
-from engine.market.config import RootSpec, SimulatorConfig, UnderlyingSpec
+from engine.market.config import RootSpec, SimulatorConfig
 from engine.market.simulated.calendar import MarketCalendar, listed_expiries, strike_grid
 from engine.model.instruments import AM_SETTLEMENT_TIME, EQUITY_OPTION_EXPIRY_TIME, NEW_YORK
 
@@ -92,7 +92,7 @@ class ListingBook:
                         years = max((d - session).days, 0.5) / 365.0
                         fresh = strike_grid(spot, years, spec.strike_steps, spec.near_band, spec.mid_band,
                                             spec.strike_range, spec.max_strikes)
-                        strikes = fresh if old is None else self._merge(old, fresh, spot, spec)
+                        strikes = fresh if old is None else self._merge(old, fresh)
                         self._grid_spot[key] = spot
                     self._strikes[key] = strikes
                     per_und.append((_expiry_instant(d, root), strikes, root.root, d in monthly_set, d.isoformat(),
@@ -131,13 +131,10 @@ class ListingBook:
         return self._assemble(session, rows, pair_und, pair_exp, slices)
 
     @staticmethod
-    def _merge(old: np.ndarray, fresh: np.ndarray, spot: float, spec: UnderlyingSpec) -> np.ndarray:
-        merged = np.union1d(old, fresh)
-        cap = int(spec.max_strikes * 1.5)
-        if len(merged) > cap:
-            keep = np.argsort(np.abs(merged - spot), kind="stable")[:cap]
-            merged = np.sort(merged[keep])
-        return merged
+    def _merge(old: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+        """Old and new strikes together: a listed strike stays until expiry (it may have open interest;
+        exchanges do not delist it), so a held contract always has a quote."""
+        return np.union1d(old, fresh)
 
     @staticmethod
     def _assemble(session: date, rows: list[dict], pair_und: list[int], pair_exp: list[np.datetime64],
