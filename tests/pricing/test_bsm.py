@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.pricing import black76, bsm
@@ -260,6 +260,7 @@ def test_property_monotone_in_strike_and_vol(S, k1, k2, T, v1, v2):
 @settings(max_examples=80, deadline=None)
 @given(S=st.floats(10, 500), k=st.floats(0.3, 3.0), T=st.floats(1 / 365, 5.0), v=st.floats(0.01, 3.0),
        call=st.booleans())
+@example(S=10.0, k=0.9536203428454664, T=0.01171875, v=0.01, call=True)  # vega underflows to 0
 def test_property_implied_vol_round_trip(S, k, T, v, call):
     K = S * k
     price = bsm.price(call, S, K, T, 0.02, 0.01, v)
@@ -267,6 +268,10 @@ def test_property_implied_vol_round_trip(S, k, T, v, call):
     vega = float(bsm.greeks(call, S, K, T, 0.02, 0.01, v).vega) * 100
     if reason == Reason.OK and vega > 0:
         assert abs(float(iv) - v) <= 1e-12 + 8 * np.finfo(float).eps * float(price) / vega
+    elif reason == Reason.OK:
+        # vega underflows (deep in the money, tiny vol): the vol is unidentifiable, the price must still match
+        repriced = float(bsm.price(call, S, K, T, 0.02, 0.01, float(iv)))
+        assert abs(repriced - float(price)) <= 8 * np.finfo(float).eps * max(float(price), 1.0)
     else:
         # only when the price carries no recoverable time value (deep in the money) or underflows
         assert reason in (Reason.AT_INTRINSIC, Reason.BELOW_INTRINSIC, Reason.NONPOSITIVE_PRICE,
