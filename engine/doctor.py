@@ -106,8 +106,6 @@ def run_doctor(paths: AppPaths | None = None) -> DoctorReport:
     paths = paths or AppPaths.default()
     problems: list[str] = []
     notes: list[str] = []
-    if sys.version_info < (3, 11):
-        problems.append(f"Python {platform.python_version()} is too old: Optiondesk needs 3.11 or newer")
     packages = {p: _version(p) for p in (*REQUIRED_PACKAGES, *OPTIONAL_PACKAGES)}
     for p in REQUIRED_PACKAGES:
         if packages[p] is None:

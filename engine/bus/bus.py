@@ -108,7 +108,8 @@ class Bus:
             raise TypeError(f"can only subscribe to Event subclasses, got {event_type!r}")
         name = name or getattr(handler, "__qualname__", repr(handler))
         mailbox = None
-        if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(getattr(handler, "__call__", None)):
+        call = vars(type(handler)).get("__call__")  # an object whose __call__ is a coroutine function
+        if inspect.iscoroutinefunction(handler) or (call is not None and inspect.iscoroutinefunction(call)):
             mailbox = _Mailbox(name, handler)
             mailbox.task = asyncio.get_running_loop().create_task(self._drain(mailbox), name=f"bus:{name}")
         sub = Subscription(self, event_type, handler, name, mailbox)

@@ -59,7 +59,7 @@ def test_migration_when_it_fails_then_rolls_back_and_names_it(tmp_path, monkeypa
     bad = Migration(9, "broken on purpose", "CREATE TABLE t_ok(x); CREATE TABLE orders(x)")
     monkeypatch.setattr("engine.store.migrations.MIGRATIONS", [*MIGRATIONS, bad])
     path = tmp_path / "db.sqlite"
-    with pytest.raises(StoreError, match="migration 9 .broken on purpose."):
+    with pytest.raises(StoreError, match=r"migration 9 .broken on purpose."):
         Store.open(path)
     assert "t_ok" not in _tables(path)
     assert Store.open(path, target_version=2).schema_version == 2
