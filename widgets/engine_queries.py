@@ -75,3 +75,29 @@ def rates(engine: Any, underlying: str) -> tuple[float, float]:
         if getattr(spec, "symbol", None) == underlying:
             q = float(getattr(spec, "dividend_yield", 0.0) or 0.0)
     return r, q
+
+
+def smile_vol_at(engine: Any, underlying: str, T: float) -> Any:
+    """The engine's fitted smile at ``T`` years as a callable ``strikes -> vols`` (None without a surface).
+
+    Used for the probability of profit so that the ticket and the payoff panel quote the same number.
+    """
+    import numpy as np
+
+    surfaces = getattr(engine, "surfaces", None)
+    if surfaces is None or not math.isfinite(T) or T <= 0:
+        return None
+    try:
+        ev = surfaces.latest(underlying)
+    except Exception:
+        return None
+    if ev is None or not getattr(ev.fit, "ok", True):
+        return None
+    surface = ev.fit.surface
+    if getattr(surface, "empty", False):
+        return None
+
+    def vol_at(strikes: Any) -> Any:
+        return np.asarray(surface.implied_vol(np.asarray(strikes, float), T), dtype=float)
+
+    return vol_at

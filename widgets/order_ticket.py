@@ -409,6 +409,8 @@ class TicketPanel(Panel):
             self.state_banner.show()
         else:
             self.state_banner.hide()
+            if "halted" in self.message.text().lower():
+                self.show_message("", error=False)  # the kill switch was reset: the old refusal no longer holds
         self._update_submit()
 
     def recompute(self) -> None:
@@ -476,7 +478,8 @@ class TicketPanel(Panel):
         try:
             pl = legs_from_order(self.legs, self.qty_spin.value(), prices.leg_mid, self._leg_iv, chain.ts,
                                  net_price=self.price_spin.value())
-            prof = profile(pl, chain.spot, r, q, days=())
+            prof = profile(pl, chain.spot, r, q, days=(),
+                           vol_at=eq.smile_vol_at(self.engine, self.underlying, pl.first_expiry_years))
         except ValueError as exc:
             for k in ("max_profit", "max_loss", "breakevens", "pop"):
                 f[k].setText("—")

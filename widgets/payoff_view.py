@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.analytics.payoff import legs_from_order, legs_from_positions, profile
 from engine.bus.events import ChainUpdated, QuotesUpdated, UnderlyingUpdated
@@ -193,7 +193,9 @@ class PayoffPanel(Panel):
             from engine.risk.scenarios import book_from_legs, scenario_grid
 
             book = book_from_legs(insts, units, market, now)
-            self.grid = scenario_grid(book, spot_moves=SPOT_MOVES, vol_shifts=VOL_SHIFTS, days=(days,),
+            exp_days = self.prof.expiry_days
+            grid_days = min(days, exp_days) if math.isfinite(exp_days) else days
+            self.grid = scenario_grid(book, spot_moves=SPOT_MOVES, vol_shifts=VOL_SHIFTS, days=(grid_days,),
                                       scope=title)
         except ValueError as exc:
             self._clear(str(exc))
@@ -215,24 +217,7 @@ class PayoffPanel(Panel):
         return out
 
     def _smile(self, underlying: str, T: float) -> Any:
-        """The fitted smile at the first expiry as ``strikes -> vols`` (None without a surface)."""
-        surfaces = self.component("surfaces")
-        if surfaces is None or not math.isfinite(T) or T <= 0:
-            return None
-        try:
-            ev = surfaces.latest(underlying)
-        except Exception:
-            return None
-        if ev is None or not getattr(ev.fit, "ok", True):
-            return None
-        surface = ev.fit.surface
-        if getattr(surface, "empty", False):
-            return None
-
-        def vol_at(strikes: np.ndarray) -> np.ndarray:
-            return np.asarray(surface.implied_vol(np.asarray(strikes, float), T), dtype=float)
-
-        return vol_at
+        return eq.smile_vol_at(self.engine, underlying, T)
 
     # ---- drawing ------------------------------------------------------------------------------------
     def _clear(self, message: str) -> None:
@@ -258,10 +243,11 @@ class PayoffPanel(Panel):
         tn_label = f"T+{self.days_spin.value():g}d"
         if tn_label in prof.curves:
             self.curve_tn.setData(s, prof.curves[tn_label])
+            self.item.legend.items[1][1].setText(tn_label)
         else:
             self.curve_tn.setData([], [])
+            self.item.legend.items[1][1].setText(f"{tn_label}: after expiry")
         self.curve_now.setData(s, prof.curves.get("Now", np.array([])) if "Now" in prof.curves else [])
-        self.item.legend.items[1][1].setText(f"T+{self.days_spin.value()}d")
         for line in self.be_lines:
             self.item.removeItem(line)
         self.be_lines = []
@@ -305,17 +291,22 @@ class PayoffPanel(Panel):
         dx = (x1 - x0) / max(nx - 1, 1)
         dy = (y1 - y0) / max(ny - 1, 1)
         self.heat_image.setRect(QtCore.QRectF(x0 - dx / 2, y0 - dy / 2, x1 - x0 + dx, y1 - y0 + dy))
+        cell_px = self.heat.getPlotItem().getViewBox().width() / max(nx, 1)
+        font = QtGui.QFont()
+        font.setPointSizeF(max(6.5, font.pointSizeF() * 0.8))
+        step = 1 if cell_px >= 40 or cell_px <= 0 else 2  # narrow dock: label every other column
         for j in range(ny):
-            for i in range(nx):
+            for i in range(0, nx, step):
                 v = pnl[j, i]
                 txt = pg.TextItem(_short_money(v), color="w", anchor=(0.5, 0.5))
+                txt.setFont(font)
                 txt.setPos(100 * g.spot_moves[i], 100 * g.vol_shifts[j])
                 plot.addItem(txt)
                 self.heat_texts.append(txt)
         plot.setXRange(x0 - dx / 2, x1 + dx / 2, padding=0)
         plot.setYRange(y0 - dy / 2, y1 + dy / 2, padding=0)
         worst = g.worst()
-        self.heat_label.setText(f"At T+{g.days[0]:g}d · worst {worst[0]:+,.0f} $ at spot {100 * worst[1]:+.0f}% and "
+        self.heat_label.setText(f"At T+{g.days[0]:.3g}d · worst {worst[0]:+,.0f} $ at spot {100 * worst[1]:+.0f}% and "
                                 f"vol {100 * worst[2]:+.0f} pts" + (f" · no vol for {', '.join(g.missing)}" if g.missing
                                                                      else ""))
 

@@ -69,6 +69,8 @@ def test_payoff_of_the_ticket_with_scenarios(qtbot, desk, shot) -> None:
     assert s.defined_risk and len(s.breakevens) == 2
     assert s.max_profit == pytest.approx(-ticket.limit_price() * 100, rel=1e-6)
     assert 0 < payoff.prof.probability_of_profit < 1
+    # one number on the desk: the ticket quotes the payoff panel's probability of profit
+    assert ticket.pop == pytest.approx(payoff.prof.probability_of_profit, abs=0.01)
     x, y = payoff.curve_expiry.getData()
     assert len(x) > 100 and np.nanmax(y) == pytest.approx(s.max_profit, rel=1e-3)
     # scenario grid from engine.risk: a short condor loses when vol rises

@@ -136,5 +136,8 @@ def test_kill_switch_blocks_the_ticket(panels, qtbot, shot) -> None:
     assert not ticket.submit_button.isEnabled()
     assert "HALTED" in ticket.state_banner.text() and "daily loss limit" in ticket.state_banner.text()
     shot(ticket, "ticket-halted")
+    ticket.submit()
+    assert "halted" in ticket.message.text()
     ticket.apply_events(EventBatch.from_events([TradingStateChanged(state="ACTIVE", previous="HALTED")]))
     assert ticket.submit_button.isEnabled() and ticket.state_banner.isHidden()
+    assert ticket.message.text() == ""  # the old refusal is gone once trading is active again
