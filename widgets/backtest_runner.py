@@ -323,10 +323,11 @@ class BacktestPanel(Panel):
         self.dd_plot = new_plot(title="Drawdown", y="%", axis_items={"bottom": pg.DateAxisItem()})
         self.dd_curve = self.dd_plot.plot([], [], pen=pg.mkPen(LOSS, width=1), fillLevel=0,
                                           brush=pg.mkBrush(214, 69, 65, 80))
+        self.dd_plot.getPlotItem().getAxis("left").setWidth(64)  # same plot area as the equity curve above
         self.dd_plot.setXLink(self.equity_plot)
         self.daily_plot = new_plot(title="Daily P&L", y="$", axis_items={"bottom": pg.DateAxisItem(),
                                                                          "left": MoneyAxis("left")})
-        self.daily_plot.setXLink(self.equity_plot)
+        # not x-linked: pyqtgraph links views by screen position, and this plot is half as wide
         self.daily_bars: pg.BarGraphItem | None = None
         self.hist_plot = new_plot(title="Daily P&L distribution", x="$ per day", y="days")
         self.hist_bars: pg.BarGraphItem | None = None

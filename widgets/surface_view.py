@@ -92,7 +92,7 @@ class SurfacePanel(Panel):
         self.term_plot = new_plot(title="ATM term structure", x="Days to expiry", y="Implied vol",
                                   axis_items={"left": PercentAxis("left")})
         self.term_item = self.term_plot.getPlotItem()
-        legend(self.term_item, right=True)
+        legend(self.term_item, right=True).setColumnCount(3)
         self.term_atm = self.term_item.plot([], [], pen=pg.mkPen(SERIES[0], width=2), symbol="o", symbolSize=5,
                                             symbolBrush=SERIES[0], name="ATM")
         self.term_put = self.term_item.plot([], [], pen=pg.mkPen(SERIES[3], width=1, style=QtCore.Qt.PenStyle.DashLine),
@@ -302,7 +302,7 @@ class SurfacePanel(Panel):
         days = np.asarray(g.slice_T, float) * 365.0
         while len(self.slice_lines) < len(days):  # reuse the lines marking fitted expiries
             line = infinite_line(0.0, angle=0, color="#ffffff")
-            line.setOpacity(0.35)
+            line.setOpacity(0.2)
             self.heat_item.addItem(line)
             self.slice_lines.append(line)
         for i, line in enumerate(self.slice_lines):

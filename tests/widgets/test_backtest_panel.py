@@ -86,3 +86,30 @@ def test_strategy_parameters_come_from_the_strategy_model(panel) -> None:
     assert "short_delta" in panel._param_widgets
     panel._param_widgets["short_delta"].setValue(0.2)
     assert panel.config()["params"]["short_delta"] == pytest.approx(0.2)
+
+
+def test_daily_pnl_bars_cover_the_whole_run(panel) -> None:
+    """Regression: the half-width daily P&L plot must show every day, not the slice under the equity curve."""
+    import numpy as np
+
+    from engine.backtest.config import BacktestConfig
+    from engine.backtest.metrics import compute_metrics
+    from engine.backtest.runner import BacktestResult
+
+    dates = np.arange(np.datetime64("2026-09-01"), np.datetime64("2026-12-10"))
+    equity = 100_000 + np.cumsum(np.where(np.arange(len(dates)) % 7 == 0, 25.0, -3.0))
+    daily = np.diff(equity, prepend=equity[0])
+    result = BacktestResult(
+        run_id="r", strategy="put_write", params={}, config=BacktestConfig().model_dump(mode="json"),
+        status="completed", dates=dates, equity=equity, cash=equity, drawdown=np.minimum(0, equity / np.maximum.accumulate(equity) - 1),
+        daily_pnl=daily, greeks={}, regime=np.array([], dtype=object), iv_rank=np.array([]), trades=[], orders=[],
+        metrics=compute_metrics(equity), fees=__import__("decimal").Decimal(0), elapsed_s=0.1)
+    panel.show_result(result)
+    panel.show()
+    from PySide6.QtWidgets import QApplication
+
+    for _ in range(3):
+        QApplication.processEvents()
+    (x0, x1), _ = panel.daily_plot.getPlotItem().getViewBox().viewRange()
+    xs = panel.daily_bars.opts["x"]
+    assert x0 <= xs.min() and xs.max() <= x1
