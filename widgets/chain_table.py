@@ -22,7 +22,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from engine.analytics.chain_metrics import chain_metrics
 from engine.bus.commands import SelectUnderlying
 from engine.bus.events import ChainUpdated
-from engine.model import Leg, OptionChain, Side
+from engine.model import ExerciseStyle, Leg, OptionChain, Side
 from engine.model.instruments import NEW_YORK
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
@@ -106,6 +106,11 @@ class ChainPanel(Panel):
         self._metrics: Any = None
         self._metrics_block: Any = None
         self._metrics_at = -1e9
+        self.am_iv_interval_s = 2.0
+        self._am_iv: dict[int, float] = {}
+        self._am_task: Any = None
+        self._am_at = -1e9
+        self._am_rows = b""
         self._subscribed: tuple[Any, ...] | None = None
 
         self.symbol_box = QtWidgets.QComboBox()
@@ -351,7 +356,12 @@ class ChainPanel(Panel):
         t_now = time.monotonic()
         m = self._metrics
         if m is None or block != self._metrics_block or t_now - self._metrics_at >= self.greeks_interval_s:
-            m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self.live.bid, ask=self.live.ask)
+            iv = None
+            if chain.style is ExerciseStyle.AMERICAN:  # early exercise: American IVs, computed off the loop
+                self._request_american_ivs(chain_now, pick, r, q)
+                if self._am_iv:
+                    iv = np.array([self._am_iv.get(int(i), np.nan) for i in pick], dtype=float)
+            m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self.live.bid, ask=self.live.ask, iv=iv)
             self._metrics, self._metrics_block, self._metrics_at = m, block, t_now
         edge = self._model_edge(chain_now, pick, m, r, q)
         n_calls = int((calls >= 0).sum())
@@ -395,6 +405,34 @@ class ChainPanel(Panel):
         )
 
     # ---- model edge -----------------------------------------------------------------------------
+    def _request_american_ivs(self, chain: OptionChain, rows: np.ndarray, r: float, q: float) -> None:
+        """American implied vols of the visible block in a worker thread, at most every ``am_iv_interval_s``.
+        Until they arrive (and for rows they cannot price) the table shows BSM vols."""
+        if self._am_task is not None and not self._am_task.done():
+            return
+        if time.monotonic() - self._am_at < self.am_iv_interval_s and self._am_rows == rows.tobytes():
+            return
+        loop = _running_loop()
+        if loop is None:
+            return
+        from engine.analytics.chain_metrics import american_implied_vols
+
+        self._am_at = time.monotonic()
+        self._am_rows = rows.tobytes()
+        bid, ask = self.live.bid.copy(), self.live.ask.copy()
+        fut = loop.run_in_executor(None, lambda: american_implied_vols(chain, rows, now=chain.ts, r=r, q=q,
+                                                                       bid=bid, ask=ask))
+
+        def done(f: Any, rows: np.ndarray = rows) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return
+            self._am_iv = dict(zip(rows.tolist(), np.asarray(f.result(), float).tolist(), strict=True))
+            self._metrics_at = -1e9  # use them at the next refresh
+            self.refresh()
+
+        fut.add_done_callback(done)
+        self._am_task = fut
+
     def _surface_changed(self, batch: EventBatch) -> bool:
         if not self._edge_available:
             return False

@@ -123,3 +123,15 @@ def test_model_fair_values_follow_the_surface_vol(chain) -> None:
     assert fair[1] >= float(bsm.price(False, 100.0, 90.0, T, R, Q, vol)) - 1e-9
     far = model_fair_values(chain, np.array([0]), fit.surface, now=NOW.replace(year=2027), r=R, q=Q)
     assert np.isnan(far[0])  # expired relative to 'now': no vol, unknown edge
+
+
+def test_american_ivs_are_below_european_for_deep_itm_puts(chain) -> None:
+    from engine.analytics.chain_metrics import american_implied_vols, chain_metrics
+
+    rows = np.array([chain.row_of("XYZ260417P00105000"), chain.row_of("XYZ260417C00100000")])
+    am = american_implied_vols(chain, rows, now=NOW, r=0.05, q=0.0)
+    eu = chain_metrics(chain, rows, now=NOW, r=0.05, q=0.0).iv
+    assert am[0] < eu[0]  # the put's price includes early-exercise value: less vol is needed
+    assert am[1] == pytest.approx(eu[1], abs=2e-3)  # no dividend: an American call is European
+    mixed = chain_metrics(chain, rows, now=NOW, r=0.05, q=0.0, iv=np.array([am[0], np.nan])).iv
+    assert mixed[0] == am[0] and mixed[1] == pytest.approx(eu[1])

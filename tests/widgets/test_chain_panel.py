@@ -132,3 +132,17 @@ def test_narrow_dock_scrolls_and_hidden_columns_persist(qtbot, engine) -> None:
         q.model.column_index("p_iv"))
     p.resize(1800, 400)
     qtbot.waitUntil(lambda: p._stretched is True, timeout=2000)
+
+
+def test_american_chain_shows_american_ivs(panel, qtbot) -> None:
+    from engine.analytics.chain_metrics import chain_metrics
+
+    chain = priced_chain()
+    qtbot.waitUntil(lambda: bool(panel._am_iv), timeout=5000)
+    panel._metrics_at = -1e9
+    panel.refresh()
+    m = panel.model
+    row = chain.row_of("XYZ260320P00105000")
+    european = chain_metrics(chain, np.array([row]), r=0.04, q=0.0).iv[0]
+    shown = m.value(m.row_of(105.0), "p_iv")
+    assert shown < european  # an in-the-money American put needs less vol for the same price
