@@ -106,7 +106,7 @@ class ChainPanel(Panel):
         self._metrics: Any = None
         self._metrics_block: Any = None
         self._metrics_at = -1e9
-        self.am_iv_interval_s = 2.0
+        self.am_iv_interval_s = 5.0
         self._am_iv: dict[int, float] = {}
         self._am_task: Any = None
         self._am_at = -1e9
@@ -184,7 +184,7 @@ class ChainPanel(Panel):
 
         # model edge: the pricing ensemble at the engine's fitted surface (needs the surface service)
         self._edge_available = self.component("surfaces") is not None
-        self.edge_interval_s = 2.0
+        self.edge_interval_s = 5.0
         self._fair: dict[int, float] = {}
         self._fair_key: Any = None
         self._fair_at = -1e9
