@@ -238,6 +238,9 @@ class AmericanResult:
     reason: np.ndarray
 
 
+_MIN_RATE_TIME = 1e-5
+
+
 def _as_put(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, r: np.ndarray, q: np.ndarray
             ) -> tuple[np.ndarray, ...]:
     """Put-call symmetry: C(S, K, r, q) = P(K, S, q, r)."""
@@ -254,7 +257,9 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
     delta = np.full(n, np.nan)
     gamma = np.full(n, np.nan)
     boundary = np.where(is_call, np.inf, 0.0)
-    early = rp > 1e-12  # below this the premium (≈ r·K·T) is under 1e-10 of K: European
+    # The premium is at most K·(1 − e^{−rT}) ≈ K·r·T: at r·T ≤ 1e-5 it is under 1e-5 of K and the European
+    # value is used (the boundary iteration loses its footing there: r·T ~ 1e-8..1e-6 gave intrinsic).
+    early = rp * T > _MIN_RATE_TIME
     if with_greeks:
         g = bsm.greeks(is_call, S, K, T, r, q, sigma)
         delta[:] = g.delta
@@ -265,7 +270,7 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
         H, x_max = _put_boundary(k_, t_, r_, q_, v_, scheme)
         b_now = x_max * np.exp(-np.sqrt(np.maximum(H[:, -1], 0.0)))  # z = 1: τ = T
         euro = price[idx]
-        prem = _put_premium(s_, k_, t_, r_, q_, v_, H, x_max, scheme)
+        prem = np.maximum(_put_premium(s_, k_, t_, r_, q_, v_, H, x_max, scheme), 0.0)  # never below European
         exercise = s_ <= b_now
         val = np.where(exercise, k_ - s_, np.maximum(euro + prem, k_ - s_))
         price[idx] = val
