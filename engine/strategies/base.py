@@ -379,11 +379,12 @@ def leg_marks(chain: OptionChain, legs: Sequence[Leg]) -> tuple[float, float] | 
 
 
 def _rows_of(chain: OptionChain, symbols: np.ndarray) -> np.ndarray | None:
+    """Chain rows of ``symbols`` in order, or None when any is not quoted today (a count check is not
+    enough: a symbol listed twice would hide a missing one)."""
     hit = np.nonzero(np.isin(chain.symbol, symbols))[0]
-    if len(hit) < len(symbols):
+    index = {s: int(r) for s, r in zip(chain.symbol[hit], hit, strict=True)}
+    if any(s not in index for s in symbols):
         return None
-    found = chain.symbol[hit]
-    index = {s: int(r) for s, r in zip(found, hit, strict=True)}
     return np.array([index[s] for s in symbols], dtype=np.int64)
 
 

@@ -205,3 +205,16 @@ def test_wing_when_exact_strike_not_listed_then_nearest_beyond_the_short():
     assert chain.strike[wing_row(chain, exp, 490.0, 7.0, call=False)] == 485.0
     assert chain.strike[wing_row(chain, exp, 510.0, 7.0, call=True)] == 515.0
     assert wing_row(chain, exp, 480.0, 5.0, call=False) is None  # nothing below the lowest strike
+
+
+def test_leg_marks_when_a_leg_is_missing_and_another_is_listed_twice_then_none_not_key_error():
+    from engine.model import Leg, Side
+    from engine.strategies.base import leg_marks
+
+    chain = spy_chain()
+    listed = chain.option(0)
+    missing = Option.from_occ(listed.key[:-8] + "00999000")  # a strike the chain does not list
+    doubled = chain.take(np.r_[np.arange(len(chain)), 0])  # the first contract appears twice
+    assert leg_marks(doubled, [Leg(listed, Side.SELL), Leg(missing, Side.BUY)]) is None
+    both = leg_marks(chain, [Leg(listed, Side.SELL), Leg(chain.option(1), Side.BUY)])
+    assert both is not None and math.isfinite(both[0])
