@@ -331,7 +331,9 @@ class SelfTest:
             problems.append(f"{self.window.bridge.failures} GUI render failure(s)")
         if problems:
             raise StepFailed(step, f"{len(problems)} error(s) logged, first: {problems[0]}")
-        return f"{got} quote/chain events in {time.monotonic() - t0:.1f} s, max flush {self.window.bridge.max_flush_ms:.1f} ms"
+        slowest = max(self.window.bridge.consumer_max_ms.items(), key=lambda kv: kv[1], default=("-", 0.0))
+        return (f"{got} quote/chain events in {time.monotonic() - t0:.1f} s, max GUI flush "
+                f"{self.window.bridge.max_flush_ms:.0f} ms (slowest panel {slowest[0]} {slowest[1]:.0f} ms)")
 
     async def step_screenshots(self) -> str:
         step = "screenshots"
@@ -381,7 +383,8 @@ def main(seconds: float = 8.0, screenshots: str | None = None, home: str | None 
     code = 0
     failure = ""
     try:
-        run_event_loop(app, run_workstation(ws, on_ready=test.run, app=app))
+        # seconds=0: shut down as soon as the steps are done (otherwise it waits for a user quit)
+        run_event_loop(app, run_workstation(ws, on_ready=test.run, app=app, seconds=0))
     except StepFailed as exc:
         code, failure = 1, f"FAILED step '{exc.step}': {exc.detail}"
     except Exception as exc:  # the window or the engine could not start at all
