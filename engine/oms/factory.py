@@ -20,7 +20,7 @@ from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from typing import NewType
 
 from engine.brokers.base import COMBO_TICK
-from engine.model import Index, Instrument, Option, Order, OrderIntent, OrderStatus, OrderType
+from engine.model import Index, Instrument, Leg, Option, Order, OrderIntent, OrderStatus, OrderType
 
 OrderId = NewType("OrderId", str)
 ClientOrderId = NewType("ClientOrderId", str)
@@ -90,6 +90,16 @@ def validate_intent(intent: OrderIntent) -> None:
         raise OrderValidationError("a market order must not carry a limit price")
 
 
+def venue_tick(legs: tuple[Leg, ...] | list[Leg], price: Decimal,
+               tick_for: Callable[[Instrument, Decimal], Decimal] | None = None) -> Decimal:
+    """The increment a limit ``price`` must sit on: the venue's schedule for a single leg (default the
+    instrument's tick), the $0.01 complex-order increment for a combo's net price."""
+    if len(legs) > 1:
+        return COMBO_TICK
+    inst = legs[0].instrument
+    return tick_for(inst, abs(price)) if tick_for is not None else inst.tick_size
+
+
 class OrderFactory:
     """Creates orders; ``now`` gives the timestamps (engine clock)."""
 
@@ -104,14 +114,8 @@ class OrderFactory:
         price: Decimal | None = None
         if intent.order_type is OrderType.LIMIT:
             raw = Decimal(intent.limit_price)  # type: ignore[arg-type]
-            inst = intent.legs[0].instrument
-            if len(intent.legs) > 1:
-                tick = COMBO_TICK
-            elif tick_for is not None:
-                tick = tick_for(inst, abs(raw))
-            else:
-                tick = inst.tick_size
-            price = floor_to_tick(Decimal(intent.limit_price), tick)  # type: ignore[arg-type]
+            tick = venue_tick(intent.legs, raw, tick_for)
+            price = floor_to_tick(raw, tick)
             if len(intent.legs) == 1 and price == 0:
                 raise OrderValidationError(f"limit price {intent.limit_price} rounds to {price} on tick {tick}")
         ts = self.now()

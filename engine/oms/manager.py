@@ -69,7 +69,7 @@ from engine.model import (
 )
 from engine.oms.approval import ApprovalGate, ApprovalPreview, PendingApproval, build_preview
 from engine.oms.config import OmsConfig
-from engine.oms.factory import OrderFactory, OrderValidationError, floor_to_tick
+from engine.oms.factory import OrderFactory, OrderValidationError, floor_to_tick, venue_tick
 from engine.oms.flatten import closing_intent, flatten_groups
 from engine.oms.reconciliation import ReconciliationReport, compare_positions, plan
 from engine.oms.router import LIVE, ModeRouter, ModeSwitchError
@@ -449,7 +449,8 @@ class OrderManager:
         p = self._pending(cmd.order_id)
         old = p.order
         try:
-            price = floor_to_tick(Decimal(cmd.limit_price), old.legs[0].instrument.tick_size)
+            raw = Decimal(cmd.limit_price)
+            price = floor_to_tick(raw, venue_tick(old.legs, raw, self.router.broker_for(old).tick_size))
         except (ArithmeticError, ValueError) as exc:
             raise OrderCommandError(f"bad limit price {cmd.limit_price!r}: {exc}") from None
         if old.order_type is not OrderType.LIMIT:
@@ -548,7 +549,8 @@ class OrderManager:
         qty = order.quantity if cmd.quantity is None else cmd.quantity
         if not isinstance(qty, int) or qty <= order.filled_quantity:
             raise OrderCommandError(f"new quantity {qty!r} must exceed the filled quantity {order.filled_quantity}")
-        price = floor_to_tick(Decimal(cmd.limit_price), order.legs[0].instrument.tick_size)
+        raw = Decimal(cmd.limit_price)
+        price = floor_to_tick(raw, venue_tick(order.legs, raw, self.router.broker_for(order).tick_size))
         candidate = order.evolve(limit_price=price, quantity=qty)
         state = self.kill_switch.state if self.kill_switch is not None else TradingState.ACTIVE
         if state is TradingState.HALTED:
