@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.bus import Bus, ClockTicked, EngineStarted, EngineStopping
+from engine.bus import Bus, ClockTicked, EngineStarted, EngineStopping, SelectUnderlying
 from engine.clock import Clock, WallClock
 from engine.paths import AppPaths
 from engine.settings import LoadResult, Settings, load_settings
@@ -92,6 +92,8 @@ class Engine:
         self.order_path: Any = None
         self.simulated_feed: Any = None
         self.adapters: dict[str, Any] = {}
+        #: engine.credentials.CredentialStore shared by the GUI and broker connections (created on first use)
+        self.credentials: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._thread_pool: ThreadPoolExecutor | None = None
@@ -182,6 +184,7 @@ class Engine:
         await path.start()  # before any view subscribes: the OMS sees broker reports first
         self.on_stop(path.stop)
         self.on_stop(self._disconnect_all_brokers)
+        bus.register(SelectUnderlying, self._cmd_select_underlying)
 
         from engine.surface.service import SurfaceService
 
@@ -233,9 +236,11 @@ class Engine:
             self._stopping = False
 
     # ---- broker connections ---------------------------------------------------------------------
-    async def connect_broker(self, name: str, *, credentials: Any = None, use_live_data: bool = True) -> Any:
+    async def connect_broker(self, name: str, *, credentials: Any = None, config: Any = None,
+                             use_live_data: bool = True) -> Any:
         """Connect tastytrade or IBKR and make it routable; by default its quotes replace the simulated
         market (paper trading on live data: the paper broker fills on whatever feed publishes).
+        ``config``: a ``BrokersConfig`` to use instead of the settings (the credentials dialog's fields).
 
         The broker is *not* live: only ``SwitchMode(mode="live", confirmed_account_id=...)`` arms it.
         Raises ``BrokerError``/``CredentialsMissing`` with a readable message when it cannot connect.
@@ -247,11 +252,13 @@ class Engine:
         if name in self.adapters:
             return self.adapters[name].broker
         if credentials is None:
-            from engine.credentials import CredentialStore
+            if self.credentials is None:
+                from engine.credentials import CredentialStore
 
-            credentials = await asyncio.to_thread(CredentialStore)
+                self.credentials = await asyncio.to_thread(CredentialStore)  # reads the env once, probes the keyring
+            credentials = self.credentials
         symbols = self.simulated_feed.underlyings() if self.simulated_feed is not None else ["SPY"]
-        adapter = build_adapter(name, self.settings.brokers, self.bus, credentials=credentials,
+        adapter = build_adapter(name, config or self.settings.brokers, self.bus, credentials=credentials,
                                 underlyings=[s for s in symbols if s != "VIX"])
         try:
             await adapter.broker.connect()
@@ -298,6 +305,14 @@ class Engine:
         else:
             await adapter.feed.stop()
         await adapter.broker.disconnect()
+
+    async def _cmd_select_underlying(self, cmd: SelectUnderlying) -> None:
+        """Stream the visible window of a chain from whichever feed is current (it survives feed swaps)."""
+        from engine.market.feed import FeedError
+
+        if self.feed is None:
+            raise FeedError("no market-data feed is running")
+        await self.feed.subscribe(cmd.symbol, list(cmd.expiries) or None, cmd.strikes)
 
     async def _disconnect_all_brokers(self) -> None:
         for name in list(self.adapters):

@@ -21,7 +21,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.analytics.chain_metrics import chain_metrics
 from engine.bus.commands import SelectUnderlying
-from engine.bus.events import ChainUpdated
+from engine.bus.events import ChainUpdated, FeedChanged
 from engine.model import ExerciseStyle, Leg, OptionChain, Side
 from engine.model.instruments import NEW_YORK
 from widgets import engine_queries as eq
@@ -289,6 +289,15 @@ class ChainPanel(Panel):
         self.refresh()
 
     def apply_events(self, batch: EventBatch) -> None:
+        if batch.has(FeedChanged):  # a broker connected or disconnected: same view, new data source
+            self._subscribed = None
+            symbols = eq.underlyings(self.engine)
+            keep = self.underlying if self.underlying in symbols else (symbols[0] if symbols else "")
+            self.underlying = ""
+            self.reload_underlyings()
+            if keep:
+                self.select_underlying(keep)
+            return
         if not self.underlying:
             if batch.has(ChainUpdated):
                 self.reload_underlyings()

@@ -108,6 +108,7 @@ class CredentialsDialog(QtWidgets.QDialog):
 
     stored = QtCore.Signal(str)
     check_finished = QtCore.Signal(str, bool, str)  # broker, ok, message
+    connection_changed = QtCore.Signal(str, bool, str)  # broker, connected, message
 
     def __init__(self, engine: Any, store: Any = None, checks: dict[str, CheckFn] | None = None,
                  parent: QtWidgets.QWidget | None = None) -> None:
@@ -168,6 +169,11 @@ class CredentialsDialog(QtWidgets.QDialog):
             self.tt_test.setObjectName("ttTest")
             self.tt_test.clicked.connect(lambda: self.test_connection("tastytrade"))
             tt_buttons.addWidget(self.tt_test)
+        self.tt_connect = QtWidgets.QPushButton("Connect")
+        self.tt_connect.setObjectName("ttConnect")
+        self.tt_connect.setToolTip("Connect and paper-trade on tastytrade's quotes; going live is a separate step")
+        self.tt_connect.clicked.connect(lambda: self.toggle_connection("tastytrade"))
+        tt_buttons.addWidget(self.tt_connect)
         tt_buttons.addStretch(1)
         tt.addRow(tt_buttons)
 
@@ -216,6 +222,11 @@ class CredentialsDialog(QtWidgets.QDialog):
             self.ib_test.setObjectName("ibTest")
             self.ib_test.clicked.connect(lambda: self.test_connection("ibkr"))
             ib_buttons.addWidget(self.ib_test)
+        self.ib_connect = QtWidgets.QPushButton("Connect")
+        self.ib_connect.setObjectName("ibConnect")
+        self.ib_connect.setToolTip("Connect to TWS / IB Gateway and paper-trade on its quotes; going live is separate")
+        self.ib_connect.clicked.connect(lambda: self.toggle_connection("ibkr"))
+        ib_buttons.addWidget(self.ib_connect)
         ib_buttons.addStretch(1)
         ib.addRow(ib_buttons)
         self._sync_preset()
@@ -233,6 +244,7 @@ class CredentialsDialog(QtWidgets.QDialog):
         lay.addWidget(close)
         self.setMinimumWidth(520)
         self._refresh_tt_state()
+        self._sync_connect_buttons()
 
     # ---- settings helpers -------------------------------------------------------------------------
     def _brokers_settings(self) -> Any:
@@ -382,6 +394,53 @@ class CredentialsDialog(QtWidgets.QDialog):
             save_settings(new_settings, paths.settings_file)
         self.engine.settings = new_settings
         self.result_label.setText(f"IBKR endpoint saved: {values['host']}:{values['port']} client {values['client_id']}.")
+
+    # ---- connect / disconnect ---------------------------------------------------------------------
+    def _connected(self, broker: str) -> bool:
+        return broker in (getattr(self.engine, "adapters", None) or {})
+
+    def _sync_connect_buttons(self) -> None:
+        for broker, button in (("tastytrade", self.tt_connect), ("ibkr", self.ib_connect)):
+            button.setText("Disconnect" if self._connected(broker) else "Connect")
+            button.setEnabled(hasattr(self.engine, "connect_broker"))
+
+    def _connection_config(self, broker: str) -> Any:
+        """The settings' [brokers] section with this dialog's fields applied (not saved)."""
+        cfg = self._brokers_settings()
+        if cfg is None:
+            return None
+        if broker == "tastytrade":
+            return cfg.model_copy(update={"tastytrade": cfg.tastytrade.model_copy(
+                update={"sandbox": self.tt_sandbox.isChecked()})})
+        return cfg.model_copy(update={"ibkr": cfg.ibkr.model_copy(update=self.ibkr_values())})
+
+    def toggle_connection(self, broker: str) -> asyncio.Task[Any]:
+        """Connect (paper trading on the broker's quotes) or disconnect; the result lands in the dialog."""
+        button = self.tt_connect if broker == "tastytrade" else self.ib_connect
+        button.setEnabled(False)
+        connecting = not self._connected(broker)
+        self.result_label.setText(f"{'connecting' if connecting else 'disconnecting'} {broker}…")
+
+        async def run() -> None:
+            try:
+                if connecting:
+                    adapter = await asyncio.wait_for(self.engine.connect_broker(
+                        broker, credentials=self.store, config=self._connection_config(broker)), timeout=120)
+                    from engine.credentials import mask_account
+
+                    message = (f"{broker} connected (account {mask_account(adapter.account_id)}): its quotes now "
+                               f"drive the chain and paper fills. Use the toolbar's PAPER/LIVE switch to go live.")
+                else:
+                    await asyncio.wait_for(self.engine.disconnect_broker(broker), timeout=60)
+                    message = f"{broker} disconnected: back on the simulated market."
+                ok = True
+            except Exception as exc:
+                ok, message = False, f"{type(exc).__name__}: {exc}"
+            self._sync_connect_buttons()
+            self.result_label.setText(message if ok else f"{broker}: FAILED — {message}")
+            self.connection_changed.emit(broker, self._connected(broker), message)
+
+        return asyncio.get_event_loop().create_task(run(), name=f"credentials-connect:{broker}")
 
     # ---- connection checks ------------------------------------------------------------------------
     def test_connection(self, broker: str) -> asyncio.Task[Any] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -98,3 +98,13 @@ class RunBacktest(Command):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CancelBacktest(Command):
     run_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelectUnderlying(Command):
+    """Ask the feed to stream an underlying's chain (and optionally only a strike window)."""
+
+    symbol: str
+    expiries: tuple[Any, ...] = ()
+    strikes: tuple[float, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)

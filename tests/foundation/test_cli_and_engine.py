@@ -83,3 +83,21 @@ def test_redaction_masks_tokens_secrets_and_registered_account_numbers(caplog):
     logger.warning("token=%s", "supersecretvalue")
     logger.removeHandler(handler)
     assert records[0].getMessage() == "token=***"
+
+
+async def test_select_underlying_when_sent_then_the_current_feed_streams_that_window(tmp_path):
+    from engine.bus import QuotesUpdated, SelectUnderlying
+
+    async with Engine(EngineConfig.for_directory(tmp_path)) as engine:
+        got = []
+        engine.bus.subscribe(QuotesUpdated, lambda e: got.append(e) if e.underlying == "SPY" else None)
+        expiry = (await engine.feed.expirations("SPY"))[0]
+        await engine.bus.send(SelectUnderlying(symbol="SPY", expiries=(expiry,), strikes=(595.0, 605.0)))
+        for _ in range(300):
+            if got:
+                break
+            await asyncio.sleep(0.02)
+        assert got, "no quotes streamed for the selected window"
+        chain = engine.feed.last_chain("SPY")
+        strikes = chain.strike[got[-1].rows]
+        assert strikes.min() >= 595.0 and strikes.max() <= 605.0
