@@ -167,6 +167,8 @@ class RiskSliderControl(QtWidgets.QWidget):
                 self.value_label.setText(str(self.slider.value()))
             changed = True
         for ev in batch.latest(AccountUpdated).values():
+            if not in_use(self.engine, ev.account):
+                continue
             nl = float(ev.account.net_liquidation)
             if nl != self.net_liq:
                 self.net_liq = nl
@@ -583,12 +585,18 @@ class AccountSummaryControl(QtWidgets.QWidget):
         self.setToolTip(f"Account {acct.account_id} ({acct.broker})")
 
     def apply_events(self, batch: EventBatch) -> None:
-        latest = batch.latest(AccountUpdated)
-        if not latest:
-            return
-        # The account of the active mode wins; in paper that is the paper account.
-        acct = next(reversed(latest.values())).account
-        self.set_account(acct)
+        # Only the account orders go to: in PAPER that is the paper account, even while a connected
+        # broker streams its own balances.
+        mine = [ev.account for ev in batch.latest(AccountUpdated).values() if in_use(self.engine, ev.account)]
+        if mine:
+            self.set_account(mine[-1])
+
+
+def in_use(engine: Any, account: Any) -> bool:
+    """Is ``account`` the one the mode router sends orders to (the paper account in PAPER mode)?"""
+    router = getattr(engine, "router", None)
+    active = getattr(router, "active_name", None) if router is not None else None
+    return active is None or getattr(account, "broker", active) == active
 
 
 def _separator() -> QtWidgets.QFrame:

@@ -263,8 +263,25 @@ class ChainPanel(Panel):
             self.expiry = None
             if self.live.chain is not None:
                 self._update_expiry_tabs()
+            else:
+                self._bootstrap(symbol)
         self.links.underlying_selected.emit(symbol)
         self.refresh()
+
+    def _bootstrap(self, symbol: str) -> None:
+        """No snapshot yet (a broker feed streams only what is asked for): stream the nearest expiry;
+        once its chain arrives, the visible strike window takes over the subscription."""
+        bus, feed = getattr(self.engine, "bus", None), getattr(self.engine, "feed", None)
+        if bus is None or feed is None or not bus.has_handler(SelectUnderlying):
+            return
+        from widgets.base import schedule
+
+        async def nearest() -> None:
+            expiries = await feed.expirations(symbol)
+            if expiries and self.underlying == symbol and self.live.chain is None:
+                await bus.send(SelectUnderlying(symbol=symbol, expiries=(min(expiries),)))
+
+        schedule(nearest(), what=f"load {symbol}", on_error=self.report_error)
 
     def select_expiry(self, expiry: np.datetime64) -> None:
         e = np.datetime64(expiry, "s")
@@ -293,9 +310,17 @@ class ChainPanel(Panel):
             self._subscribed = None
             symbols = eq.underlyings(self.engine)
             keep = self.underlying if self.underlying in symbols else (symbols[0] if symbols else "")
-            self.underlying = ""
+            self.expiry = None
             self.reload_underlyings()
-            if keep:
+            if keep == self.underlying:
+                self.live.reload()
+                if self.live.chain is not None:
+                    self._update_expiry_tabs()
+                else:
+                    self._expiries = []
+                    self._bootstrap(keep)
+                self.refresh()
+            elif keep:
                 self.select_underlying(keep)
             return
         if not self.underlying:
@@ -310,7 +335,8 @@ class ChainPanel(Panel):
             self.refresh()
 
     def _update_expiry_tabs(self) -> None:
-        assert self.chain is not None
+        if self.chain is None:
+            return
         expiries = list(self.chain.expiries())
         if expiries == self._expiries:
             return

@@ -45,6 +45,12 @@ class LiveChain:
         self.version += 1
         return True
 
+    def reload(self) -> None:
+        """Drop the snapshot and re-read the same underlying from the engine's (possibly new) feed."""
+        underlying, self.underlying = self.underlying, ""
+        if underlying:
+            self.select(underlying)
+
     def set_chain(self, chain: OptionChain) -> None:
         self.chain = chain
         self.bid = np.array(chain.bid, dtype=float, copy=True)

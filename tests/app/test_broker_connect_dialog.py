@@ -51,3 +51,40 @@ def test_connect_when_no_credentials_then_the_dialog_says_why_and_stays_on_the_s
     assert sig.args[1] is False
     assert "FAILED" in dlg.result_label.text() and "credential" in dlg.result_label.text().lower()
     assert engine.feed is engine.simulated_feed
+
+
+def test_window_when_connected_to_tastytrade_then_chain_shows_the_brokers_contracts(qtbot, window, engine):
+    from pathlib import Path
+
+    from app.selftest import image_is_blank
+
+    fake = FakeTastytrade()
+    run_async(qtbot, fake.start(), timeout=20)
+    try:
+        brokers = engine.settings.brokers
+        tt = brokers.tastytrade.model_copy(update={"api_url": fake.api_url, "streamer_url": fake.streamer_url,
+                                                   "call_timeout_s": 5})
+        store = CredentialStore(backend=None, env={"OPTIONDESK_TT_PROVIDER_SECRET": PROVIDER_SECRET,
+                                                   "OPTIONDESK_TT_REFRESH_TOKEN": REFRESH_TOKEN})
+        run_async(qtbot, engine.connect_broker("tastytrade", credentials=store,
+                                               config=brokers.model_copy(update={"tastytrade": tt})), timeout=60)
+        chain_panel = window.panels["chain"]
+        expected = {f"SPY{e:%y%m%d}" for e in fake.expirations}
+
+        def shows_broker_chain() -> bool:
+            ch = chain_panel.chain
+            return ch is not None and ch.root == "SPY" and str(ch.symbol[0])[:9] in expected \
+                and bool(ch.valid_mask().any())
+
+        qtbot.waitUntil(shows_broker_chain, timeout=30_000)
+        qtbot.wait(1500)  # a few bridge flushes so every panel repaints on broker data
+        summary = window.trading_toolbar.controls["account"]
+        assert summary.account is not None and summary.account.broker == "paper"  # PAPER: not the broker's balance
+        out = Path("build/broker-shots")
+        out.mkdir(parents=True, exist_ok=True)
+        shot = window.grab()
+        assert not image_is_blank(shot.toImage())
+        assert shot.save(str(out / "window-tastytrade-loopback.png"))
+    finally:
+        run_async(qtbot, engine.disconnect_broker("tastytrade"), timeout=30)
+        run_async(qtbot, fake.stop(), timeout=20)

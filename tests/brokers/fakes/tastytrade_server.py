@@ -523,6 +523,8 @@ class FakeTastytrade:
             return []
         flat: list[Any] = []
         for s in symbols:
+            if s != self.underlying and not s.startswith(f".{self.underlying}"):
+                continue  # like DXLink: a symbol it does not list gets no data (the stream stays up)
             vals = {"Quote": self._quote_values, "Greeks": self._greeks_values, "Trade": self._trade_values,
                     "Summary": self._summary_values}[kind](s)
             flat.extend(vals.get(f, 0) for f in fields)
