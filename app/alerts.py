@@ -7,6 +7,7 @@ raised as a desktop notification by the main window (``notify`` signal) when a s
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,10 +37,31 @@ class LogEntry:
     message: str
 
 
+_SOURCES = (
+    ("KillSwitch", "kill switch"), ("TradingState", "kill switch"), ("Order", "orders"), ("Position", "positions"),
+    ("RiskProfile", "risk"), ("ApprovalMode", "approval"), ("ModeChanged", "mode"), ("Account", "account"),
+    ("Backtest", "backtest"), ("Subscriber", "engine"), ("Engine", "engine"),
+)
+
+
+def event_source(event: Event) -> str:
+    """Short, human source of an event: the alert's source, the connection, or its area."""
+    if isinstance(event, Alert) and event.source:
+        return event.source
+    component = getattr(event, "component", None)
+    if isinstance(component, str) and component:
+        return component
+    name = type(event).__name__
+    for prefix, source in _SOURCES:
+        if name.startswith(prefix):
+            return source
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", name).lower()
+
+
 def describe_event(event: Event) -> LogEntry:
-    """One log line for an event: level, source (the event type or the alert's source) and message."""
+    """One log line for an event: level, source and message."""
     level = str(getattr(event, "level", "") or event.severity) if isinstance(event, Alert) else event.severity
-    source = (event.source if isinstance(event, Alert) and event.source else type(event).__name__)
+    source = event_source(event)
     message = event.describe()
     if isinstance(event, OrderDenied) and event.checks:
         reasons = "; ".join(_check_text(c) for c in event.checks)
@@ -145,7 +167,7 @@ class AlertsPanel(Panel):
         self.view.setAlternatingRowColors(True)
         hh = self.view.horizontalHeader()
         hh.setStretchLastSection(True)
-        for col, width in enumerate((96, 74, 150)):
+        for col, width in enumerate((112, 74, 130)):
             hh.resizeSection(col, width)
         self.level_box = QtWidgets.QComboBox()
         self.level_box.setObjectName("alertsLevel")

@@ -53,6 +53,8 @@ class EventBridge(QtCore.QObject):
         self.failures = 0
         self.last_flush_ms = 0.0
         self.max_flush_ms = 0.0
+        #: slowest delivery per consumer, ms (which panel makes a flush slow)
+        self.consumer_max_ms: dict[str, float] = {}
 
     # ---- wiring -------------------------------------------------------------------------------------
     def add_consumer(self, consumer: Consumer, name: str | None = None) -> None:
@@ -102,12 +104,16 @@ class EventBridge(QtCore.QObject):
             return batch
         t0 = time.perf_counter()
         for name, consumer in list(self._consumers):
+            c0 = time.perf_counter()
             try:
                 consumer(batch)
             except Exception as exc:
                 self.failures += 1
                 log.exception("GUI consumer %s failed on %r", name, batch)
                 self.consumer_failed.emit(name, f"{type(exc).__name__}: {exc}")
+            ms = (time.perf_counter() - c0) * 1000.0
+            if ms > self.consumer_max_ms.get(name, 0.0):
+                self.consumer_max_ms[name] = ms
         self.flushes += 1
         self.last_flush_ms = (time.perf_counter() - t0) * 1000.0
         self.max_flush_ms = max(self.max_flush_ms, self.last_flush_ms)
@@ -121,4 +127,5 @@ class EventBridge(QtCore.QObject):
             "last_flush_ms": round(self.last_flush_ms, 3),
             "max_flush_ms": round(self.max_flush_ms, 3),
             "consumers": len(self._consumers),
+            "consumer_max_ms": {k: round(v, 2) for k, v in sorted(self.consumer_max_ms.items(), key=lambda kv: -kv[1])},
         }

@@ -50,20 +50,20 @@ DEFAULT_LAYOUT: dict[str, tuple[Area, str]] = {
     "chain": (Area.LeftDockWidgetArea, "left-top"),
     "backtest": (Area.LeftDockWidgetArea, "left-top"),
     "positions": (Area.LeftDockWidgetArea, "left-bottom"),
+    "greeks": (Area.LeftDockWidgetArea, "left-bottom"),
     "orders": (Area.LeftDockWidgetArea, "left-bottom"),
+    "pnl": (Area.LeftDockWidgetArea, "left-bottom"),
     "alerts": (Area.LeftDockWidgetArea, "left-bottom"),
     "ticket": (Area.RightDockWidgetArea, "right-top"),
     "approvals": (Area.RightDockWidgetArea, "right-top"),
-    "surface": (Area.RightDockWidgetArea, "right-middle"),
-    "smile": (Area.RightDockWidgetArea, "right-middle"),
-    "payoff": (Area.RightDockWidgetArea, "right-middle"),
-    "greeks": (Area.RightDockWidgetArea, "right-bottom"),
-    "pnl": (Area.RightDockWidgetArea, "right-bottom"),
+    "surface": (Area.RightDockWidgetArea, "right-bottom"),
+    "smile": (Area.RightDockWidgetArea, "right-bottom"),
+    "payoff": (Area.RightDockWidgetArea, "right-bottom"),
 }
 #: the tab shown on top of each group in the default layout
-_FRONT_TABS = ("chain", "positions", "ticket", "surface", "smile", "greeks")
+_FRONT_TABS = ("chain", "positions", "ticket", "surface", "smile")
 _GROUP_ORDER = ("left-top", "left-bottom", "right-top", "right-middle", "right-bottom")
-_FALLBACK_GROUP = "right-middle"
+_FALLBACK_GROUP = "right-bottom"
 
 
 def _placement(panel_id: str) -> tuple[Area, str]:
@@ -199,6 +199,10 @@ class MainWindow(QtWidgets.QMainWindow):
         # consumers: toolbar, status bar, then every panel ---------------------------------------------
         self.bridge.add_consumer(self.trading_toolbar.apply_events, "toolbar")
         self.bridge.add_consumer(self._apply_status, "status bar")
+        self._approvals_raised = False
+        pending_changed = getattr(self.panels.get("approvals"), "pending_changed", None)
+        if pending_changed is not None:
+            pending_changed.connect(self._on_pending_changed)
         for pid, panel in self.panels.items():
             self.bridge.add_consumer(panel.apply_events, pid)
             panel.status.connect(lambda msg, p=panel: self.alerts.log("warning", p.title, msg))
@@ -286,10 +290,10 @@ class MainWindow(QtWidgets.QMainWindow):
         top_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-top"]
         bottom_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-bottom"]
         if top_left and bottom_left:
-            self.resizeDocks([top_left[0], bottom_left[0]], [int(height * 0.62), int(height * 0.30)], QtCore.Qt.Orientation.Vertical)
+            self.resizeDocks([top_left[0], bottom_left[0]], [int(height * 0.58), int(height * 0.34)], QtCore.Qt.Orientation.Vertical)
         groups = [g for g in ("right-top", "right-middle", "right-bottom") if any(_placement(p)[1] == g for p in self.docks)]
         firsts = [next(self.docks[p] for p in self.docks if _placement(p)[1] == g) for g in groups]
-        shares = {"right-top": 0.40, "right-middle": 0.33, "right-bottom": 0.27}
+        shares = {"right-top": 0.48, "right-middle": 0.26, "right-bottom": 0.52}
         if len(firsts) > 1:
             self.resizeDocks(firsts, [int(height * shares[g]) for g in groups], QtCore.Qt.Orientation.Vertical)
 
@@ -435,6 +439,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if batch.events(OrderPendingApproval) and "approvals" in self.docks:
             self.docks["approvals"].show()
             self.docks["approvals"].raise_()  # an order waiting for a human must be seen
+            self._approvals_raised = True
         for ev in batch.latest(ClockTicked).values():
             self._render_clock(ev.now, ev.market_open)
         if changed:
@@ -475,6 +480,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner_bar.setVisible(live)
         self.setProperty("mode", self.mode)
         self._render_status()
+
+    def _on_pending_changed(self, count: int) -> None:
+        # the queue we brought forward is empty again: give the order ticket its place back
+        if count == 0 and self._approvals_raised and "ticket" in self.docks:
+            self._approvals_raised = False
+            self.docks["ticket"].raise_()
 
     def _on_consumer_failed(self, name: str, error: str) -> None:
         self.alerts.log("error", "GUI", f"{name} failed to render: {error}")

@@ -326,6 +326,7 @@ class SelfTest:
         if self.seconds >= 1 and got == 0:
             raise StepFailed(step, f"no quotes streamed in {self.seconds:.0f} s")
         problems = [r.getMessage() for r in self.errors.records]
+        problems += [f"{e.source}: {e.message}" for e in self.window.alerts.all_entries if e.level == "error"]
         problems += [e.describe() for e in self._events_of("SubscriberFailed")]
         if self.window.bridge.failures:
             problems.append(f"{self.window.bridge.failures} GUI render failure(s)")

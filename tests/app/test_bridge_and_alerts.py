@@ -129,6 +129,7 @@ def test_alerts_panel_logs_denials_with_reasons_trips_and_connections_newest_fir
     assert "feed:simulated: connected" in msgs[1]
     assert "KILL SWITCH TRIPPED by risk: daily loss limit hit" in msgs[2]
     assert panel.model.rows[0].level == "critical"  # newest on top
+    assert [e.source for e in panel.all_entries] == ["orders", "feed:simulated", "kill switch"]
     assert notified == [("critical", msgs[2])]
     panel.level_box.setCurrentIndex(2)  # errors only
     assert panel.model.rowCount() == 1

@@ -124,7 +124,7 @@ def test_manual_approval_toggle_switches_the_engine_gate(window, engine, qtbot):
     qtbot.waitUntil(lambda: engine.oms.gate.required("paper"), timeout=3000)
     approval.box.setChecked(False)
     qtbot.waitUntil(lambda: not engine.oms.gate.required("paper"), timeout=3000)
-    assert "Manual approval OFF" in " | ".join(window.alerts.messages())
+    qtbot.waitUntil(lambda: "Manual approval OFF" in " | ".join(window.alerts.messages()), timeout=3000)
 
 
 def test_streaming_run_has_no_exception_in_the_log(window, engine, qtbot, caplog):
