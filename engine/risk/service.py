@@ -83,7 +83,11 @@ class RiskService:
         the cached position Greeks, and every ``snapshot_interval_s`` write Greeks + delta-gamma VaR to the
         store (``optiondesk risk`` reads it)."""
         if self._prime_task is None or self._prime_task.done():
-            self._prime_task = asyncio.get_running_loop().create_task(self._prime(), name="risk:prime")
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # a tick published off the loop (a worker thread): the next on-loop tick primes
+                return
+            self._prime_task = loop.create_task(self._prime(), name="risk:prime")
 
     async def _prime(self) -> None:
         await asyncio.to_thread(self.risk.market.prime_ivs, self.risk.now())
