@@ -28,6 +28,7 @@ PAINT_TARGET_S = 2.0
 PROBE_S = 0.005
 WARMUP_S = 3.0
 MEASURE_S = 12.0
+QUOTE_RATE = 5000  # option quotes per second into the bus
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -46,7 +47,7 @@ def _child_lag(measure_s: float) -> dict:
     from engine.core import EngineConfig
     from widgets import PANELS
 
-    wanted = ("chain", "smile", "greeks")
+    wanted = ("chain", "surface", "smile", "greeks")
     panels = [p for p in PANELS if any(w in p.panel_id for w in wanted)] or list(PANELS)
     out: dict = {}
     quotes = {"n": 0}
@@ -74,6 +75,35 @@ def _child_lag(measure_s: float) -> dict:
         else:  # the engine does not route the chain's request yet: open the same stream directly
             await ws.engine.feed.subscribe(symbol)
             out["quote_stream"] = f"feed.subscribe({symbol!r}) (no SelectUnderlying handler in the engine)"
+        # The simulated market publishes only quotes that changed; to hold the specified load, a
+        # generator adds QuotesUpdated batches for real rows of the displayed chain (bid/ask jittered
+        # around the last values) at QUOTE_RATE rows/s, on the same loop and bus as the feed.
+        import numpy as np
+
+        from engine.bus.events import QuotesUpdated
+
+        rng = np.random.default_rng(7)
+
+        async def load() -> None:
+            owed = 0.0
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                owed += (now - last) * QUOTE_RATE  # catch up after a late wake-up: hold the rate
+                last = now
+                ch = ws.engine.feed.last_chain(symbol)
+                if ch is None or len(ch) == 0 or owed < 1:
+                    continue
+                n = min(int(owed), len(ch))
+                owed -= n
+                rows = np.sort(rng.choice(len(ch), size=n, replace=False))
+                bump = rng.choice([-0.01, 0.0, 0.01], size=rows.size)
+                ws.engine.bus.publish(QuotesUpdated(underlying=symbol, rows=rows,
+                                                    bid=np.maximum(ch.bid[rows] + bump, 0.0),
+                                                    ask=np.maximum(ch.ask[rows] + bump, 0.01)))
+
+        gen = asyncio.get_running_loop().create_task(load())
         await asyncio.sleep(WARMUP_S)
         quotes["n"] = 0
         win.bridge.max_flush_ms = 0.0
@@ -86,6 +116,7 @@ def _child_lag(measure_s: float) -> dict:
             await asyncio.sleep(PROBE_S)
             lags.append(max(0.0, (time.perf_counter() - t - PROBE_S) * 1000.0))
         elapsed = time.perf_counter() - t0
+        gen.cancel()
         model = getattr(chain, "model", None)
         rows = model.rowCount() if model is not None else None
         out.update(
@@ -94,6 +125,7 @@ def _child_lag(measure_s: float) -> dict:
                 "feed": type(ws.engine.feed).__name__ if ws.engine.feed is not None else None,
                 "chain_rows_visible": rows,
                 "quotes_per_s": round(quotes["n"] / elapsed, 1),
+                "quote_load_target_per_s": QUOTE_RATE,
                 "lag_ms_p50": round(_percentile(lags, 50), 2),
                 "lag_ms_p95": round(_percentile(lags, 95), 2),
                 "lag_ms_p99": round(_percentile(lags, 99), 2),
@@ -108,7 +140,14 @@ def _child_lag(measure_s: float) -> dict:
 
     app = create_application([sys.argv[0]])
     with tempfile.TemporaryDirectory(prefix="optiondesk-bench-") as home:
-        ws = Workstation(EngineConfig.for_directory(home, seed=7), panels=panels, restore_layout=False)
+        from engine.settings import Settings
+
+        st = Settings()
+        # a wide SPY listing so the chain panel can show several hundred strikes
+        universe = [u.model_copy(update={"max_strikes": 400, "strike_range": 1.5}) if u.symbol == "SPY" else u
+                    for u in st.simulator.universe]
+        st = st.model_copy(update={"simulator": st.simulator.model_copy(update={"universe": universe})})
+        ws = Workstation(EngineConfig.for_directory(home, seed=7, settings=st), panels=panels, restore_layout=False)
         run_event_loop(app, run_workstation(ws, on_ready=measure, app=app))
     return out
 

@@ -197,3 +197,14 @@ def test_theme_files_exist_and_style_the_kill_switch(theme):
 
     css = style_sheet(theme)
     assert "killSwitchButton" in css and 'tradingState="HALTED"' in css and 'mode="live"' in css
+
+
+def test_the_shipped_default_settings_file_validates_without_errors():
+    from pathlib import Path
+
+    from engine.settings import validate
+
+    path = Path(__file__).resolve().parents[2] / "resources" / "default-settings.toml"
+    settings, errors = validate(tomllib.loads(path.read_text()))
+    assert errors == []
+    assert settings.general.start_mode == "paper"
