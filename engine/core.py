@@ -227,8 +227,10 @@ class Engine:
                 self._thread_pool.shutdown(wait=False, cancel_futures=True)
                 self._thread_pool = None
             if self._process_pool is not None:
-                self._process_pool.shutdown(wait=False, cancel_futures=True)
-                self._process_pool = None
+                from engine.process_pools import terminate_pool
+
+                pool, self._process_pool = self._process_pool, None
+                await asyncio.to_thread(terminate_pool, pool)
             if self.store is not None:
                 self.store.close()
         finally:

@@ -204,7 +204,9 @@ class SurfaceService:
         if self._own_executor and self._executor is not None:
             ex = self._executor
             self._executor = None
-            await asyncio.get_running_loop().run_in_executor(None, lambda: ex.shutdown(wait=True, cancel_futures=True))
+            from engine.process_pools import terminate_pool
+
+            await asyncio.get_running_loop().run_in_executor(None, terminate_pool, ex)
 
     async def __aenter__(self) -> SurfaceService:
         await self.start()
