@@ -98,10 +98,17 @@ def test_natural_button_and_streamed_quotes_update_prices(panels, qtbot) -> None
     c = priced_chain()
     row = c.row_of("XYZ260320C00100000")
     assert float(ticket.limit_price()) == pytest.approx(c.ask[row])
+    ticket.STREAM_REFRESH_S = 0.0  # every streamed batch refreshes
     ticket.apply_events(EventBatch.from_events([
         QuotesUpdated(underlying="XYZ", rows=np.array([row]), bid=np.array([3.0]), ask=np.array([3.4]))]))
     assert ticket.prices.mid == pytest.approx(3.2)
     assert float(ticket.limit_price()) == pytest.approx(c.ask[row])  # a price the user chose is kept
+    ticket.STREAM_REFRESH_S = 60.0  # a burst of quotes inside the refresh interval is held back ...
+    ticket.apply_events(EventBatch.from_events([
+        QuotesUpdated(underlying="XYZ", rows=np.array([row]), bid=np.array([3.2]), ask=np.array([3.6]))]))
+    assert ticket.prices.mid == pytest.approx(3.2)
+    ticket.recompute()  # ... until the next refresh, which uses the newest quotes
+    assert ticket.prices.mid == pytest.approx(3.4)
 
 
 def test_submit_goes_down_the_real_order_path(qtbot, desk) -> None:
