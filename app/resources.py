@@ -1,7 +1,8 @@
 """Locate bundled resources (icons, themes, desktop file, default settings).
 
 Looked up, in order: ``$OPTIONDESK_RESOURCES``; a PyInstaller bundle (``sys._MEIPASS/resources``);
-``app/resources`` inside an installed package; the ``resources/`` folder of a source checkout.
+``app/resources`` inside an installed package; the ``resources/`` folder of a source checkout;
+``<prefix>/share/optiondesk`` where a wheel installs them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def resources_dir() -> Path:
     if meipass:
         candidates.append(Path(meipass) / "resources")
     here = Path(__file__).resolve().parent
-    candidates += [here / "resources", here.parent / "resources"]
+    candidates += [here / "resources", here.parent / "resources", Path(sys.prefix) / "share" / "optiondesk"]
     for c in candidates:
         if (c / "themes").is_dir():
             return c
