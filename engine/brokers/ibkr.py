@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine.brokers.base import Broker, BrokerError, OrderPreview
 from engine.brokers.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from engine.brokers.config import CircuitBreakerConfig, IbkrConfig, ReconnectConfig
-from engine.brokers.resilience import LiveArm, Reconnector, import_sdk, with_timeout
+from engine.brokers.resilience import ArmedAdapterMixin, LiveArm, Reconnector, import_sdk, with_timeout
 from engine.bus.events import (
     AccountUpdated,
     Alert,
@@ -288,7 +288,7 @@ class IbkrConnection:
 
 
 # ---- broker ------------------------------------------------------------------------------------------------
-class IbkrBroker(Broker):
+class IbkrBroker(ArmedAdapterMixin, Broker):
     """Orders (single legs and BAG combos), whatIf previews, positions and account values on IBKR."""
 
     name = "ibkr"
@@ -310,27 +310,7 @@ class IbkrBroker(Broker):
         self._hooked = False
         connection.on_reconnected(self.reconcile)
 
-    # ---- safety ---------------------------------------------------------------------------------
-    def arm_live(self, account_id: str) -> None:
-        """Allow ``submit``/``replace`` for ``account_id`` (the mode router's call after confirmation)."""
-        self._arm.arm(account_id, self.conn.account_id)
-
-    def disarm(self) -> None:
-        self._arm.disarm()
-
-    @property
-    def armed(self) -> bool:
-        return self._arm.armed_account is not None
-
-    # ---- connection -----------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        return self.conn.connected
-
-    @property
-    def account_id(self) -> str:
-        return self.conn.account_id
-
+    # ---- connection (arming and identity: ArmedAdapterMixin) -----------------------------------
     def available_accounts(self) -> list[str]:
         """Accounts managed by this login (full numbers: show them masked)."""
         return list(self.conn.ib.managedAccounts()) if self.conn.connected else []

@@ -227,3 +227,34 @@ class LiveArm:
                                  "(only the mode router in live mode may send orders)")
         if account_id and account_id != self._account:
             raise BrokerNotArmed(f"{self.broker}: {what} refused: order account differs from the armed account")
+
+
+class ArmedAdapterMixin:
+    """What a live broker adapter shares: arming for live orders and the connection's identity.
+
+    Expects ``self.conn`` (with ``connected`` and ``account_id``) and ``self._arm`` (a :class:`LiveArm`).
+    """
+
+    conn: Any
+    _arm: LiveArm
+
+    def arm_live(self, account_id: str) -> None:
+        """Allow ``submit``/``replace`` for ``account_id`` (the mode router's call after confirmation)."""
+        self._arm.arm(account_id, self.conn.account_id)
+
+    def disarm(self) -> None:
+        self._arm.disarm()
+
+    @property
+    def armed(self) -> bool:
+        return self._arm.armed_account is not None
+
+    @property
+    def connected(self) -> bool:
+        return self.conn.connected
+
+    @property
+    def account_id(self) -> str:
+        return self.conn.account_id
+
+

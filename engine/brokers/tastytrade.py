@@ -29,6 +29,7 @@ from engine.brokers.base import Broker, BrokerError, OrderPreview
 from engine.brokers.circuit_breaker import CircuitBreaker
 from engine.brokers.config import CircuitBreakerConfig, ReconnectConfig, TastytradeConfig
 from engine.brokers.resilience import (
+    ArmedAdapterMixin,
     LiveArm,
     backoff_delays,
     import_sdk,
@@ -302,7 +303,7 @@ def _describe_error(what: str, exc: BaseException) -> str:
 
 
 # ---- broker --------------------------------------------------------------------------------------------
-class TastytradeBroker(Broker):
+class TastytradeBroker(ArmedAdapterMixin, Broker):
     """Orders, positions and balances on a tastytrade account; order updates via the account streamer."""
 
     name = "tastytrade"
@@ -327,27 +328,7 @@ class TastytradeBroker(Broker):
         self.heartbeats = 0
         self._stop = asyncio.Event()
 
-    # ---- safety ---------------------------------------------------------------------------------
-    def arm_live(self, account_id: str) -> None:
-        """Allow ``submit``/``replace`` for ``account_id`` (the mode router's call after confirmation)."""
-        self._arm.arm(account_id, self.conn.account_id)
-
-    def disarm(self) -> None:
-        self._arm.disarm()
-
-    @property
-    def armed(self) -> bool:
-        return self._arm.armed_account is not None
-
-    # ---- connection -----------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        return self.conn.connected
-
-    @property
-    def account_id(self) -> str:
-        return self.conn.account_id
-
+    # ---- connection (arming and identity: ArmedAdapterMixin) -----------------------------------
     def available_accounts(self) -> list[str]:
         """Open account numbers on this login (full numbers: show them masked)."""
         return [a.account_number for a in self.conn.accounts]
