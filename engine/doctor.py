@@ -22,19 +22,18 @@ REQUIRED_PACKAGES = ("numpy", "scipy", "pandas", "sqlite-utils", "keyring", "pla
 OPTIONAL_PACKAGES = ("tastytrade", "ib_async", "torch", "xgboost-cpu", "QuantLib", "dask", "exchange_calendars")
 
 _QT_PROBE = r"""
-import json, os, sys
+import importlib, json, os, sys
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 out = {}
 try:
-    import PySide6
-    from PySide6 import QtCore
-    out["pyside6"] = PySide6.__version__
-    out["qt"] = QtCore.qVersion()
-    from PySide6.QtGui import QGuiApplication, QOpenGLContext
-    app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])
+    pyside = importlib.import_module("PySide6")
+    qtcore = importlib.import_module("PySide6.QtCore")
+    qtgui = importlib.import_module("PySide6.QtGui")
+    out["pyside6"] = pyside.__version__
+    out["qt"] = qtcore.qVersion()
+    app = qtgui.QGuiApplication.instance() or qtgui.QGuiApplication(sys.argv[:1])
     out["platform"] = app.platformName()
-    ctx = QOpenGLContext()
-    out["opengl"] = bool(ctx.create())
+    out["opengl"] = bool(qtgui.QOpenGLContext().create())
 except Exception as exc:
     out["error"] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(out))
