@@ -10,7 +10,26 @@ import abc
 from collections.abc import Sequence
 from datetime import date, datetime
 
+import numpy as np
+
 from engine.model import OptionChain
+
+#: per-row columns a broker feed streams into its chain (vendor Greeks where the broker sends them)
+STREAMED_COLUMNS = ("bid", "ask", "bid_size", "ask_size", "last", "volume", "open_interest", "vendor_iv",
+                    "vendor_delta", "vendor_gamma", "vendor_theta", "vendor_vega")
+
+
+def empty_streamed_columns(n_rows: int) -> dict[str, np.ndarray]:
+    return {k: np.full(n_rows, np.nan) for k in STREAMED_COLUMNS}
+
+
+def streamed_snapshot(base: OptionChain, cols: dict[str, np.ndarray], spot: float, ts: datetime) -> OptionChain:
+    """An immutable chain from a broker feed's mutable streamed columns (copied; NaN volume/OI → 0)."""
+    return base.with_quotes(
+        cols["bid"].copy(), cols["ask"].copy(), bid_size=cols["bid_size"].copy(), ask_size=cols["ask_size"].copy(),
+        last=cols["last"].copy(), volume=np.nan_to_num(cols["volume"]),
+        open_interest=np.nan_to_num(cols["open_interest"]),
+        **{k: cols[k].copy() for k in STREAMED_COLUMNS if k.startswith("vendor_")}, spot=spot, ts=ts)
 
 
 class FeedError(RuntimeError):

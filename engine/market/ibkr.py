@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.brokers.ibkr import ib_expiry, parse_ib_expiry
 from engine.bus.events import Alert, ChainUpdated, QuotesUpdated, UnderlyingUpdated
-from engine.market.feed import Feed, FeedError
+from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot
 from engine.model import Option, OptionChain, Right
 
 if TYPE_CHECKING:
@@ -59,18 +59,9 @@ class _ChainState:
     row_of: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self, spot: float) -> OptionChain:
-        c = self.cols
-        return self.base.with_quotes(c["bid"].copy(), c["ask"].copy(), bid_size=c["bid_size"].copy(),
-                                     ask_size=c["ask_size"].copy(), last=c["last"].copy(),
-                                     volume=np.nan_to_num(c["volume"]), open_interest=np.nan_to_num(
-                                         c["open_interest"]), vendor_iv=c["vendor_iv"].copy(),
-                                     vendor_delta=c["vendor_delta"].copy(), vendor_gamma=c["vendor_gamma"].copy(),
-                                     vendor_theta=c["vendor_theta"].copy(), vendor_vega=c["vendor_vega"].copy(),
-                                     spot=spot, ts=datetime.now(UTC))
+        return streamed_snapshot(self.base, self.cols, spot, datetime.now(UTC))
 
 
-_COLS = ("bid", "ask", "bid_size", "ask_size", "last", "volume", "open_interest", "vendor_iv", "vendor_delta",
-         "vendor_gamma", "vendor_theta", "vendor_vega")
 
 
 class IbkrFeed(Feed):
@@ -176,7 +167,7 @@ class IbkrFeed(Feed):
                     for e in sorted(params.expirations) for k in sorted(params.strikes)
                     for r in (Right.CALL, Right.PUT)]
             base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), datetime.now(UTC), opts)
-            self._install(underlying, _ChainState(base, params, {k: np.full(len(base), np.nan) for k in _COLS}))
+            self._install(underlying, _ChainState(base, params, empty_streamed_columns(len(base))))
         chain = self._chains[underlying]
         if expiries:
             days = np.array([np.datetime64(e, "D") for e in expiries])

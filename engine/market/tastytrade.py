@@ -34,7 +34,7 @@ from engine.brokers.resilience import (
     with_timeout,
 )
 from engine.bus.events import ChainUpdated, ConnectionStateChanged, QuotesUpdated, UnderlyingUpdated
-from engine.market.feed import Feed, FeedError
+from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot
 from engine.model import ExerciseStyle, Option, OptionChain, Settlement
 
 if TYPE_CHECKING:
@@ -57,18 +57,9 @@ class _ChainState:
     window: set[str] = field(default_factory=set)
 
     def snapshot(self, spot: float) -> OptionChain:
-        c = self.cols
-        return self.base.with_quotes(c["bid"].copy(), c["ask"].copy(), bid_size=c["bid_size"].copy(),
-                                     ask_size=c["ask_size"].copy(), last=c["last"].copy(),
-                                     volume=np.nan_to_num(c["volume"]), open_interest=np.nan_to_num(
-                                         c["open_interest"]), vendor_iv=c["vendor_iv"].copy(),
-                                     vendor_delta=c["vendor_delta"].copy(), vendor_gamma=c["vendor_gamma"].copy(),
-                                     vendor_theta=c["vendor_theta"].copy(), vendor_vega=c["vendor_vega"].copy(),
-                                     spot=spot, ts=datetime.now(UTC))
+        return streamed_snapshot(self.base, self.cols, spot, datetime.now(UTC))
 
 
-_COLS = ("bid", "ask", "bid_size", "ask_size", "last", "volume", "open_interest", "vendor_iv", "vendor_delta",
-         "vendor_gamma", "vendor_theta", "vendor_vega")
 #: DXLink event types streamed for each option in the visible window
 _OPTION_EVENTS = ("Quote", "Greeks", "Trade", "Summary")
 
@@ -313,7 +304,7 @@ class TastytradeFeed(Feed):
             base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), datetime.now(UTC), options)
             ss = np.array([by_key[k] for k in base.symbol], dtype=object)
             n_rows = len(base)
-            cols = {k: np.full(n_rows, np.nan) for k in _COLS}
+            cols = empty_streamed_columns(n_rows)
             state = _ChainState(base, ss, {s: i for i, s in enumerate(ss)}, cols)
             self._states[underlying] = state
             self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
