@@ -32,6 +32,18 @@ def streamed_snapshot(base: OptionChain, cols: dict[str, np.ndarray], spot: floa
         **{k: cols[k].copy() for k in STREAMED_COLUMNS if k.startswith("vendor_")}, spot=spot, ts=ts)
 
 
+def window_mask(chain: OptionChain, expiries: Sequence[date] | None,
+                strike_window: tuple[float, float] | None) -> np.ndarray:
+    """Rows of ``chain`` inside a visible window (all rows when a bound is None)."""
+    mask = np.ones(len(chain), dtype=bool)
+    if expiries:
+        days = np.array([np.datetime64(e, "D") for e in expiries])
+        mask &= np.isin(chain.expiry.astype("datetime64[D]"), days)
+    if strike_window is not None:
+        mask &= (chain.strike >= strike_window[0]) & (chain.strike <= strike_window[1])
+    return mask
+
+
 class FeedError(RuntimeError):
     """A feed could not do what was asked (unknown symbol, not connected, vendor error)."""
 

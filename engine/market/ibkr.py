@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.brokers.ibkr import ib_expiry, parse_ib_expiry
 from engine.bus.events import Alert, ChainUpdated, QuotesUpdated, UnderlyingUpdated
-from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot
+from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot, window_mask
 from engine.model import Option, OptionChain, Right
 
 if TYPE_CHECKING:
@@ -207,12 +207,7 @@ class IbkrFeed(Feed):
         async with self._lock:
             state = self._states[underlying]
             base = state.base
-            mask = np.ones(len(base), dtype=bool)
-            if expiries:
-                days = np.array([np.datetime64(e, "D") for e in expiries])
-                mask &= np.isin(base.expiry.astype("datetime64[D]"), days)
-            if strike_window is not None:
-                mask &= (base.strike >= strike_window[0]) & (base.strike <= strike_window[1])
+            mask = window_mask(base, expiries, strike_window)
             spot = self._prices.get(underlying, float(np.nanmedian(base.strike)) if len(base) else 0.0)
             rows = np.nonzero(mask)[0]
             rows = rows[np.argsort(np.abs(base.strike[rows] - spot), kind="stable")]

@@ -34,7 +34,7 @@ from engine.brokers.resilience import (
     with_timeout,
 )
 from engine.bus.events import ChainUpdated, ConnectionStateChanged, QuotesUpdated, UnderlyingUpdated
-from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot
+from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot, window_mask
 from engine.model import ExerciseStyle, Option, OptionChain, Settlement
 
 if TYPE_CHECKING:
@@ -208,13 +208,7 @@ class TastytradeFeed(Feed):
             await self.chain(underlying)
         state = self._states[underlying]
         base = state.base
-        mask = np.ones(len(base), dtype=bool)
-        if expiries:
-            days = np.array([np.datetime64(e, "D") for e in expiries])
-            mask &= np.isin(base.expiry.astype("datetime64[D]"), days)
-        if strike_window is not None:
-            lo, hi = strike_window
-            mask &= (base.strike >= lo) & (base.strike <= hi)
+        mask = window_mask(base, expiries, strike_window)
         new = set(state.streamer[mask].tolist())
         async with self._sub_lock:
             added, removed = sorted(new - state.window), sorted(state.window - new)
