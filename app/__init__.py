@@ -1,1 +1,3 @@
-"""app."""
+"""The workstation application (Qt): window, dialogs, the qasync loop."""
+
+import engine as _engine  # noqa: F401  (sets the BLAS thread limits before numpy loads)

@@ -47,7 +47,7 @@ def _child_lag(measure_s: float) -> dict:
     from engine.core import EngineConfig
     from widgets import PANELS
 
-    wanted = ("chain", "surface", "smile", "greeks")
+    wanted = tuple(os.environ.get("OPTIONDESK_BENCH_PANELS", "chain,surface,smile,greeks").split(","))
     panels = [p for p in PANELS if any(w in p.panel_id for w in wanted)] or list(PANELS)
     out: dict = {}
     quotes = {"n": 0}
@@ -109,19 +109,30 @@ def _child_lag(measure_s: float) -> dict:
         win.bridge.max_flush_ms = 0.0
         flushes0 = win.bridge.flushes
         lags: list[float] = []
+        sampler = None
+        if os.environ.get("OPTIONDESK_BENCH_STALLS"):  # where the loop is stuck: see benchmarks/_stalls.py
+            from benchmarks._stalls import StallSampler
+
+            sampler = StallSampler(threshold_ms=15.0)
         t_end = time.perf_counter() + measure_s
         t0 = time.perf_counter()
         while time.perf_counter() < t_end:
             t = time.perf_counter()
+            if sampler is not None:
+                sampler.beat = t
             await asyncio.sleep(PROBE_S)
             lags.append(max(0.0, (time.perf_counter() - t - PROBE_S) * 1000.0))
         elapsed = time.perf_counter() - t0
+        if sampler is not None:
+            sampler.stop = True
+            print(sampler.report(), file=sys.stderr)
         gen.cancel()
         model = getattr(chain, "model", None)
         rows = model.rowCount() if model is not None else None
         out.update(
             {
                 "panels": [p.panel_id for p in panels],
+                "window_first_painted": bool(getattr(win, "first_painted", False)),
                 "feed": type(ws.engine.feed).__name__ if ws.engine.feed is not None else None,
                 "chain_rows_visible": rows,
                 "quotes_per_s": round(quotes["n"] / elapsed, 1),
@@ -133,6 +144,7 @@ def _child_lag(measure_s: float) -> dict:
                 "probes": len(lags),
                 "gui_flushes": win.bridge.flushes - flushes0,
                 "gui_flush_ms_max": round(win.bridge.max_flush_ms, 2),
+                "gui_consumer_max_ms": win.bridge.stats()["consumer_max_ms"],
                 "measure_s": round(elapsed, 2),
             }
         )

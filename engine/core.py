@@ -363,7 +363,11 @@ class Engine:
         return self._process_pool
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.process_pool, fn, *args)
+        """Run ``fn(*args)`` in the engine's worker processes (CPU-bound analytics off the loop and off
+        its GIL). Submitted from a thread: the first submit spawns the workers, tens of milliseconds the
+        loop must not wait for."""
+        future = await asyncio.to_thread(self.process_pool.submit, fn, *args)
+        return await asyncio.wrap_future(future)
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.thread_pool, fn, *args)

@@ -112,6 +112,14 @@ class EventAccumulator:
         return len(self._latest) + len(self._events)
 
 
+def qt_alive(obj: Any) -> bool:
+    """False once the C++ side of a Qt object is gone (a worker's result arriving after the window
+    closed must not touch it)."""
+    import shiboken6
+
+    return bool(shiboken6.isValid(obj))
+
+
 def send_command(
     engine: Any,
     command: Command,

@@ -25,7 +25,7 @@ from engine.bus.events import ChainUpdated, FeedChanged
 from engine.model import ExerciseStyle, Leg, OptionChain, Side
 from engine.model.instruments import NEW_YORK
 from widgets import engine_queries as eq
-from widgets.base import EventBatch, Panel
+from widgets.base import EventBatch, Panel, qt_alive
 from widgets.live_chain import LiveChain
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
 
@@ -447,19 +447,19 @@ class ChainPanel(Panel):
             return
         if time.monotonic() - self._am_at < self.am_iv_interval_s and self._am_rows == rows.tobytes():
             return
-        loop = _running_loop()
-        if loop is None:
-            return
         from engine.analytics.chain_metrics import american_implied_vols
 
+        bid, ask = self.live.bid[rows].copy(), self.live.ask[rows].copy()
+        block = chain.take(np.asarray(rows, dtype=int))  # ship the visible block, not the whole chain
+        fut = self._offload(american_implied_vols, block, np.arange(len(rows)), now=chain.ts, r=r, q=q,
+                            bid=bid, ask=ask)
+        if fut is None:
+            return
         self._am_at = time.monotonic()
         self._am_rows = rows.tobytes()
-        bid, ask = self.live.bid.copy(), self.live.ask.copy()
-        fut = loop.run_in_executor(None, lambda: american_implied_vols(chain, rows, now=chain.ts, r=r, q=q,
-                                                                       bid=bid, ask=ask))
 
         def done(f: Any, rows: np.ndarray = rows) -> None:
-            if f.cancelled() or f.exception() is not None:
+            if f.cancelled() or f.exception() is not None or not qt_alive(self):
                 return
             self._am_iv = dict(zip(rows.tolist(), np.asarray(f.result(), float).tolist(), strict=True))
             self._metrics_at = -1e9  # use them at the next refresh
@@ -467,6 +467,22 @@ class ChainPanel(Panel):
 
         fut.add_done_callback(done)
         self._am_task = fut
+
+    def _offload(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an analytics function in the engine's worker processes (``Engine.run_cpu``) and return
+        its future; a thread when the engine has none. American IVs and ensemble values of a 600-row
+        block are ~100 ms of mostly-Python numpy: in a thread they would hold the GIL the GUI needs."""
+        import asyncio
+        import functools
+
+        loop = _running_loop()
+        if loop is None:
+            return None
+        job = functools.partial(fn, *args, **kwargs)
+        run_cpu = getattr(self.engine, "run_cpu", None)
+        if callable(run_cpu):
+            return asyncio.ensure_future(run_cpu(job), loop=loop)
+        return loop.run_in_executor(None, job)
 
     def _surface_changed(self, batch: EventBatch) -> bool:
         if not self._edge_available:
@@ -498,14 +514,15 @@ class ChainPanel(Panel):
         stale = key != self._fair_key or now - self._fair_at > self.edge_interval_s
         if stale and (self._fair_task is None or self._fair_task.done()):
             self._fair_at = now
-            loop = _running_loop()
-            if loop is not None:
-                from engine.analytics.chain_metrics import model_fair_values
+            from engine.analytics.chain_metrics import model_fair_values
 
-                fut = loop.run_in_executor(None, lambda: model_fair_values(chain, rows, surface, now=chain.ts, r=r,
-                                                                           q=q))
+            block = chain.take(np.asarray(rows, dtype=int))
+            fut = self._offload(model_fair_values, block, np.arange(len(rows)), surface, now=chain.ts, r=r, q=q)
+            if fut is not None:
 
                 def done(f: Any, key: Any = key, rows: np.ndarray = rows) -> None:
+                    if not qt_alive(self):
+                        return
                     if f.cancelled() or f.exception() is not None:
                         if not f.cancelled():
                             self.report_error(f"model edge unavailable: {f.exception()}")

@@ -21,7 +21,7 @@ from PySide6 import QtCore, QtWidgets
 from engine.bus.events import ClockTicked, PositionChanged, UnderlyingUpdated
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
-from widgets.plots import LOSS, MUTED, PROFIT, SERIES, new_plot
+from widgets.plots import LOSS, MUTED, PROFIT, SERIES, new_plot, set_stable_range
 
 METRICS: list[tuple[str, str, str]] = [
     ("delta", "Δ", "shares"),
@@ -177,12 +177,20 @@ class GreeksPanel(Panel):
                 self.axes[key].picture = None
                 self.axes[key].update()
             lo, hi = float(min(values.min(), 0.0)), float(max(values.max(), 0.0))
-            pad = 0.1 * (hi - lo) if hi > lo else 1.0
             plot.setXRange(-0.6, len(values) - 0.4, padding=0)
-            plot.setYRange(lo - pad, hi + pad, padding=0)
+            if hi > lo:
+                set_stable_range(plot, "y", lo, hi, padding=0.1)
+            else:
+                plot.setYRange(-1.0, 1.0, padding=0)
 
     def _draw_history(self) -> None:
         key = self.history_box.currentData()
         if key is None or not self.history_t:
             return
-        self.history_curve.setData(np.fromiter(self.history_t, float), np.fromiter(self.history[key], float))
+        t = np.fromiter(self.history_t, float)
+        v = np.fromiter(self.history[key], float)
+        self.history_curve.setData(t, v)
+        finite = v[np.isfinite(v)]
+        if len(t) > 1 and len(finite):  # headroom ahead of the newest point: the time axis moves rarely
+            set_stable_range(self.history_plot, "x", float(t[0]), float(t[-1]), padding=0.2)
+            set_stable_range(self.history_plot, "y", float(finite.min()), float(finite.max()), padding=0.1)

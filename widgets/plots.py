@@ -63,8 +63,83 @@ def style_plot(plot: pg.PlotWidget | pg.PlotItem, *, title: str = "", x: str = "
         item.setLabel("bottom", x, color=fg.name())
     if y:
         item.setLabel("left", y, color=fg.name())
-    item.showGrid(x=grid, y=grid, alpha=0.15)
+    grid_item = getattr(item, "tick_grid", None)
+    if grid and grid_item is None:
+        item.tick_grid = TickGrid(item)
+    elif grid_item is not None:
+        grid_item.set_color(fg)
+        grid_item.setVisible(grid)
     return item
+
+
+class TickGrid(pg.GraphicsObject):
+    """Grid lines at the left and bottom axes' major and minor ticks.
+
+    pyqtgraph's own grid (``PlotItem.showGrid``) draws through the axis items' pictures and costs
+    ~27 ms per repaint of one plot on the raster engine; at 10 Hz with a few plots on screen that
+    alone breaks the 20 ms loop-lag budget. Drawn here as plain cosmetic lines in view coordinates it
+    costs well under a millisecond.
+    """
+
+    def __init__(self, plot: pg.PlotItem, alpha: float = 0.15) -> None:
+        super().__init__()
+        self._plot = plot
+        self._alpha = alpha
+        self._pens: tuple[QtGui.QPen, QtGui.QPen] | None = None
+        self._ticks: dict[str, tuple[tuple[float, float, float], list]] = {}  # axis → (range key, levels)
+        self.setZValue(-1e6)  # under every curve
+        self.set_color(_colors()[1])
+        vb = plot.getViewBox()
+        vb.addItem(self, ignoreBounds=True)
+        vb.sigRangeChanged.connect(self._moved)
+        vb.sigResized.connect(self._moved)
+
+    def set_color(self, color: QtGui.QColor) -> None:
+        pens = []
+        for fade in (1.0, 0.5):  # major ticks, then minor ticks fainter
+            c = QtGui.QColor(color)
+            c.setAlphaF(self._alpha * fade)
+            pen = QtGui.QPen(c, 0)
+            pen.setCosmetic(True)
+            pens.append(pen)
+        self._pens = (pens[0], pens[1])
+        self.update()
+
+    def _moved(self, *_args: object) -> None:
+        self.prepareGeometryChange()
+        self.update()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        return self._plot.getViewBox().viewRect()
+
+    def paint(self, painter: QtGui.QPainter, *_args: object) -> None:
+        vb = self._plot.getViewBox()
+        rect = vb.viewRect()
+        if self._pens is None or rect.width() <= 0 or rect.height() <= 0:
+            return
+        painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, False)
+        for name, lo, hi, pixels in (("bottom", rect.left(), rect.right(), vb.width()),
+                                     ("left", rect.top(), rect.bottom(), vb.height())):
+            axis = self._plot.getAxis(name)
+            if axis is None or pixels <= 0:
+                continue
+            key = (lo, hi, pixels)
+            cached = self._ticks.get(name)
+            if cached is not None and cached[0] == key:
+                levels = cached[1]
+            else:
+                try:
+                    levels = axis.tickValues(lo, hi, pixels)
+                except Exception:  # a custom axis that cannot tick this range draws no grid
+                    continue
+                self._ticks[name] = (key, levels)
+            for pen, (_spacing, values) in zip(self._pens, levels[:2], strict=False):
+                painter.setPen(pen)
+                for v in values:
+                    if name == "bottom":
+                        painter.drawLine(QtCore.QLineF(v, rect.top(), v, rect.bottom()))
+                    else:
+                        painter.drawLine(QtCore.QLineF(rect.left(), v, rect.right(), v))
 
 
 def new_plot(*, title: str = "", x: str = "", y: str = "", parent: QtWidgets.QWidget | None = None,
@@ -77,6 +152,35 @@ def new_plot(*, title: str = "", x: str = "", y: str = "", parent: QtWidgets.QWi
     style_plot(w, title=title, x=x, y=y)
     w.setMinimumSize(160, 120)
     return w
+
+
+def set_stable_range(item: pg.PlotItem | pg.PlotWidget, axis: str, lo: float, hi: float, *,
+                     padding: float = 0.05) -> bool:
+    """Show ``lo``..``hi`` on ``axis`` ("x" or "y"), but move the view only when the data leave it or
+    fill less than half of it, and then to rounded bounds. pyqtgraph regenerates an axis (ticks,
+    labels: a few ms of Python) whenever its range moves, so a range that follows every update
+    costs that at each redraw. Returns True when the range moved."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return False
+    if hi < lo:
+        lo, hi = hi, lo
+    span = hi - lo
+    if span <= 0:
+        span = abs(lo) * 0.02 or 1.0
+        lo, hi = lo - span / 2, hi + span / 2
+    want_lo, want_hi = lo - padding * span, hi + padding * span
+    index = 0 if axis == "x" else 1
+    vb = item.getViewBox() if hasattr(item, "getViewBox") else item.getPlotItem().getViewBox()
+    cur_lo, cur_hi = vb.viewRange()[index]
+    if cur_lo <= want_lo and want_hi <= cur_hi and (cur_hi - cur_lo) <= 2.0 * (want_hi - want_lo):
+        return False
+    step = 10.0 ** math.floor(math.log10(want_hi - want_lo)) / 4.0
+    new_lo, new_hi = math.floor(want_lo / step) * step, math.ceil(want_hi / step) * step
+    if axis == "x":
+        vb.setXRange(new_lo, new_hi, padding=0)
+    else:
+        vb.setYRange(new_lo, new_hi, padding=0)
+    return True
 
 
 def legend(item: pg.PlotItem, *, right: bool = False) -> pg.LegendItem:
@@ -139,6 +243,9 @@ def restyle_plots(root: QtWidgets.QWidget) -> int:
     for w in root.findChildren(pg.PlotWidget):
         w.setBackground(bg)
         item = w.getPlotItem()
+        grid = getattr(item, "tick_grid", None)
+        if grid is not None:
+            grid.set_color(fg)
         for name in ("left", "bottom", "right", "top"):
             ax = item.getAxis(name) if name in item.axes else None
             if ax is None:

@@ -25,6 +25,7 @@ from widgets.plots import (
     infinite_line,
     legend,
     new_plot,
+    set_stable_range,
 )
 
 
@@ -45,7 +46,17 @@ class SurfacePanel(Panel):
         self.update_event: Any = None
         self.smile: Any = None
         self.redraws = 0
+        #: heatmap + term-structure redraws completed (they follow the smile, one frame each)
+        self.rest_draws = 0
         self._expiries: list[np.datetime64] = []
+        # the smile, the heatmap and the term structure are drawn (and so painted) in three frames
+        # ~40 ms apart, not all in one: each plot's repaint is a few ms of pyqtgraph Python, and
+        # three of them in one frame would hold the loop for the sum
+        self._stage = 0
+        self._stage_timer = QtCore.QTimer(self)
+        self._stage_timer.setSingleShot(True)
+        self._stage_timer.setInterval(40)
+        self._stage_timer.timeout.connect(self._next_stage)
 
         self.symbol_label = QtWidgets.QLabel("—")
         self.symbol_label.setStyleSheet("font-weight: bold")
@@ -210,9 +221,8 @@ class SurfacePanel(Panel):
                 self.expiry_box.setCurrentIndex(expiries.index(self.expiry))
             self.expiry_box.blockSignals(False)
         self._draw_smile()
-        # the heatmap and term structure follow in the next loop turn: two short slices of GUI work
-        # instead of one long one (the loop keeps serving quotes in between)
-        QtCore.QTimer.singleShot(0, self._draw_rest)
+        self._stage = 1
+        self._stage_timer.start()
         r = ev.iv_rank
         if getattr(r, "ok", False):
             self.rank_label.setText(f"IV {100 * r.current:.1f}%  ·  rank {100 * r.rank:.0f}  ·  "
@@ -242,10 +252,10 @@ class SurfacePanel(Panel):
         self.smile = sv
         self.curve.setData(sv.curve_strike, sv.curve_iv)
         used = sv.used.astype(bool)
-        self.bid_pts.setData(sv.strike[used], sv.iv_bid[used])
-        self.ask_pts.setData(sv.strike[used], sv.iv_ask[used])
-        self.mid_pts.setData(sv.strike[used], sv.iv_mid[used])
-        self.dropped_pts.setData(sv.strike[~used], sv.iv_mid[~used])
+        for pts, iv, rows in ((self.bid_pts, sv.iv_bid, used), (self.ask_pts, sv.iv_ask, used),
+                              (self.mid_pts, sv.iv_mid, used), (self.dropped_pts, sv.iv_mid, ~used)):
+            rows = rows & np.isfinite(iv)  # a quote without an implied vol has no point to show
+            pts.setData(sv.strike[rows], iv[rows])
         if math.isfinite(sv.forward):
             self.fwd_line.setPos(sv.forward)
             self.fwd_line.show()
@@ -264,22 +274,39 @@ class SurfacePanel(Panel):
         # keep the view on the quoted strikes (deep wings otherwise dominate)
         pts = sv.strike[used] if used.any() else sv.strike
         if len(pts):
-            self.smile_item.setXRange(float(np.min(pts)), float(np.max(pts)), padding=0.05)
+            set_stable_range(self.smile_item, "x", float(np.min(pts)), float(np.max(pts)))
             ivs = np.concatenate([sv.iv_bid[used], sv.iv_ask[used], sv.curve_iv])
             ivs = ivs[np.isfinite(ivs)]
             if len(ivs):
-                self.smile_item.setYRange(float(np.percentile(ivs, 1)), float(np.percentile(ivs, 99)), padding=0.1)
+                set_stable_range(self.smile_item, "y", float(np.percentile(ivs, 1)), float(np.percentile(ivs, 99)),
+                                 padding=0.1)
         if self.expiry is not None and self.update_event is not None:
             term = self.update_event.fit.term
             hits = np.nonzero(term.expiries == self.expiry)[0]
             if len(hits):
                 self.term_marker.setPos(float(term.dte[hits[0]]))
 
-    def _draw_rest(self) -> None:
+    def _next_stage(self) -> None:
         if self.update_event is None:
             return
+        if self._stage == 1:
+            self._draw_surface()
+            self._stage = 2
+            self._stage_timer.start()
+        elif self._stage == 2:
+            self._draw_term()
+            self._stage = 0
+            self.rest_draws += 1
+
+    def _draw_rest(self) -> None:
+        """The heatmap and the term structure now (tests, screenshots)."""
+        if self.update_event is None:
+            return
+        self._stage_timer.stop()
+        self._stage = 0
         self._draw_surface()
         self._draw_term()
+        self.rest_draws += 1
 
     def _draw_surface(self) -> None:
         g = self.update_event.grid
@@ -325,6 +352,10 @@ class SurfacePanel(Panel):
         c = ok & np.isfinite(term.iv25_call)
         self.term_put.setData(term.dte[p], term.iv25_put[p])
         self.term_call.setData(term.dte[c], term.iv25_call[c])
+        if ok.any():
+            ivs = np.concatenate([term.atm_iv[ok], term.iv25_put[p], term.iv25_call[c]])
+            set_stable_range(self.term_item, "x", float(np.min(term.dte[ok])), float(np.max(term.dte[ok])))
+            set_stable_range(self.term_item, "y", float(np.min(ivs)), float(np.max(ivs)), padding=0.1)
 
     # ---- persistence -----------------------------------------------------------------------------------
     def panel_state(self) -> dict[str, Any]:

@@ -7,9 +7,15 @@ row-key array. :meth:`ColumnTableModel.update`:
   **one** bounding-box ``dataChanged`` for everything that changed (nothing if nothing did);
 - different row keys → a model reset (rows added, removed or reordered).
 
-Cells are formatted lazily in :meth:`data`, so only visible cells cost a ``str.format``. No
-``QSortFilterProxyModel`` and no ``ResizeToContents`` (DESIGN.md §10): :class:`LiveTableView` uses
-fixed, declared widths.
+Cells are formatted lazily and cached per cell until their value changes, so only visible, changed
+cells cost a ``str.format``. No ``QSortFilterProxyModel`` and no ``ResizeToContents`` (DESIGN.md §10):
+:class:`LiveTableView` uses fixed, declared widths.
+
+:class:`LiveTableView` paints the visible cells itself, straight from the model's columns. The stock
+path (``QStyledItemDelegate`` through the style sheet) asks the Python model ``data()`` about six
+times per cell across the PySide boundary: ~60 ms per repaint of a 35-row chain, which at 10 Hz
+starves the event loop. The direct painter draws the same block in a few milliseconds; ``data()``
+still answers every role for accessibility, tooltips and tests.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ _BACKGROUND = int(Qt.ItemDataRole.BackgroundRole.value)
 _FONT = int(Qt.ItemDataRole.FontRole.value)
 _TOOLTIP = int(Qt.ItemDataRole.ToolTipRole.value)
 _USER = int(Qt.ItemDataRole.UserRole.value)
+
+_H_RIGHT = int(Qt.AlignmentFlag.AlignRight.value)
+_H_CENTER = int(Qt.AlignmentFlag.AlignHCenter.value)
 
 _ALIGN = {
     "left": Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
@@ -105,10 +114,15 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
         self._align = [int(_ALIGN.get(c.align, _ALIGN["right"]).value) for c in self.columns]
         self._keys: np.ndarray = np.array([], dtype=object)
         self._data: dict[str, np.ndarray] = {}
+        #: formatted text per column index (object arrays, None = not formatted since it changed)
+        self._text: dict[int, np.ndarray] = {}
         #: figures for tests and benchmarks
         self.resets = 0
         self.data_changed_emits = 0
         self.last_changed_box: tuple[int, int, int, int] | None = None
+        #: with the last ``dataChanged``: column index → changed-row mask, or None when whole rows
+        #: changed (shading). Lets :class:`LiveTableView` repaint just those cells inside the box.
+        self.last_changed_cells: dict[int, np.ndarray] | None = None
 
     # ---- feeding ---------------------------------------------------------------------------------
     def update(self, keys: Sequence[Any] | np.ndarray, data: Mapping[str, Sequence[Any] | np.ndarray]) -> None:
@@ -126,13 +140,16 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
             self.beginResetModel()
             self._keys = new_keys
             self._data = new_data
+            self._text = {}
             self.endResetModel()
             self.resets += 1
             self.last_changed_box = None
+            self.last_changed_cells = None
             return
         rows_changed = np.zeros(n, dtype=bool)
         col_lo, col_hi = len(self.columns), -1
         hidden_changed = False
+        cells: dict[int, np.ndarray] = {}
         for key, new in new_data.items():
             old = self._data[key]
             diff = _changed(old, new)
@@ -143,6 +160,10 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
                     hidden_changed = True
                 else:
                     col_lo, col_hi = min(col_lo, ci), max(col_hi, ci)
+                    cells[ci] = diff
+                    cache = self._text.get(ci)
+                    if cache is not None:
+                        cache[diff] = None
         self._data = new_data
         if not rows_changed.any():
             return
@@ -151,6 +172,7 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
         hit = np.nonzero(rows_changed)[0]
         top, bottom = int(hit[0]), int(hit[-1])
         self.last_changed_box = (top, col_lo, bottom, col_hi)
+        self.last_changed_cells = None if hidden_changed else cells
         self.data_changed_emits += 1
         self.dataChanged.emit(self.index(top, col_lo), self.index(bottom, col_hi))
 
@@ -178,8 +200,34 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
         return self._index[key]
 
     def display_text(self, row: int, key: str) -> str:
-        col = self.columns[self._index[key]]
-        return col.text(self._data[key][row]) if key in self._data else ""
+        return self.cell_text(row, self._index[key])
+
+    def cell_text(self, row: int, column: int) -> str:
+        """The cell's formatted text, formatted once per value (the painter calls this per visible cell)."""
+        cache = self._text.get(column)
+        if cache is None:
+            values = self._data.get(self.columns[column].key)
+            if values is None:
+                return ""
+            cache = self._text[column] = np.full(len(values), None, dtype=object)
+        text = cache[row]
+        if text is None:
+            text = cache[row] = self.columns[column].text(self._data[self.columns[column].key][row])
+        return text
+
+    def cell_text_color(self, row: int, column: int) -> QtGui.QBrush | QtGui.QColor | None:
+        """Foreground of a cell: :meth:`cell_foreground`, else green/red for ``signed`` columns."""
+        fg = self.cell_foreground(row, column)
+        if fg is not None:
+            return fg
+        col = self.columns[column]
+        if col.signed:
+            values = self._data.get(col.key)
+            if values is not None:
+                v = values[row]
+                if isinstance(v, int | float | np.integer | np.floating) and math.isfinite(float(v)) and v != 0:
+                    return POSITIVE if v > 0 else NEGATIVE
+        return None
 
     # ---- Qt model API ----------------------------------------------------------------------------
     def rowCount(self, parent: QtCore.QModelIndex = QtCore.QModelIndex()) -> int:
@@ -201,27 +249,13 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
         return None
 
     def data(self, index: QtCore.QModelIndex, role: int = _DISPLAY) -> Any:
-        # hot path: called ~7 times per visible cell per repaint; roles compared as plain ints
+        # roles compared as plain ints; LiveTableView paints without calling this
         if role == _DISPLAY:
-            ci = index.column()
-            col = self.columns[ci]
-            values = self._data.get(col.key)
-            return col.text(values[index.row()]) if values is not None else ""
+            return self.cell_text(index.row(), index.column())
         if role == _ALIGNMENT:
             return self._align[index.column()]
         if role == _FOREGROUND:
-            row, ci = index.row(), index.column()
-            fg = self.cell_foreground(row, ci)
-            if fg is not None:
-                return fg
-            col = self.columns[ci]
-            if col.signed:
-                values = self._data.get(col.key)
-                if values is not None:
-                    v = values[row]
-                    if isinstance(v, int | float | np.integer | np.floating) and math.isfinite(float(v)) and v != 0:
-                        return POSITIVE if v > 0 else NEGATIVE
-            return None
+            return self.cell_text_color(index.row(), index.column())
         if role == _BACKGROUND:
             return self.cell_background(index.row(), index.column())
         if role == _FONT:
@@ -247,7 +281,11 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
 
 
 class LiveTableView(QtWidgets.QTableView):
-    """A table view tuned for live data: fixed row height, declared column widths, no auto-resize."""
+    """A table view tuned for live data: fixed row height, declared column widths, no auto-resize, and
+    a direct painter for :class:`ColumnTableModel` (see the module docstring)."""
+
+    #: text inset from the cell edges, px (what the stock delegate leaves)
+    TEXT_MARGIN = 4
 
     def __init__(self, model: ColumnTableModel, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -269,6 +307,158 @@ class LiveTableView(QtWidgets.QTableView):
         hh.setStretchLastSection(False)
         for i, col in enumerate(model.columns):
             self.setColumnWidth(i, col.width)
+        #: repaints done by the direct painter (tests check it is the one in use)
+        self.direct_paints = 0
+        #: text → (laid-out QStaticText, width px) in the view's font: a value is laid out once
+        self._glyphs: dict[str, tuple[QtGui.QStaticText, int]] = {}
+        self._glyph_font: QtGui.QFont | None = None
 
     def table_model(self) -> ColumnTableModel:
         return self.model()  # type: ignore[return-value]
+
+    def dataChanged(self, top_left: QtCore.QModelIndex, bottom_right: QtCore.QModelIndex,
+                    roles: Sequence[int] = ()) -> None:
+        """Repaint only the cells whose values changed (the model's one bounding-box signal would
+        repaint the whole visible block at every flush)."""
+        model = self.model()
+        cells = getattr(model, "last_changed_cells", None)
+        if not isinstance(model, ColumnTableModel) or cells is None or self.showGrid():
+            super().dataChanged(top_left, bottom_right, roles)
+            return
+        first = self.rowAt(0)
+        if first < 0:
+            return
+        last = self.rowAt(self.viewport().height() - 1)
+        last = model.rowCount() - 1 if last < 0 else last
+        row_h = self.verticalHeader().defaultSectionSize()
+        y0 = self.rowViewportPosition(first)
+        region = QtGui.QRegion()
+        width = self.viewport().width()
+        for c, mask in cells.items():
+            if self.isColumnHidden(c):
+                continue
+            x, w = self.columnViewportPosition(c), self.columnWidth(c)
+            if w <= 0 or x + w <= 0 or x >= width:
+                continue
+            rows = np.nonzero(mask[first:last + 1])[0]
+            if rows.size == 0:
+                continue
+            breaks = np.nonzero(np.diff(rows) != 1)[0]  # runs of consecutive rows → one rectangle each
+            starts = np.concatenate(([rows[0]], rows[breaks + 1]))
+            ends = np.concatenate((rows[breaks], [rows[-1]]))
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                region += QtCore.QRect(x, y0 + a * row_h, w, (b - a + 1) * row_h)
+        if not region.isEmpty():
+            self.viewport().update(region)
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        model = self.model()
+        if not isinstance(model, ColumnTableModel) or self.showGrid():
+            super().paintEvent(event)
+            return
+        n_rows = model.rowCount()
+        if n_rows == 0:
+            return
+        area = event.rect()
+        width = self.viewport().width()
+        visible: list[tuple[int, int, int, int]] = []  # (column, x, width, alignment)
+        for c in range(model.columnCount()):
+            if self.isColumnHidden(c):
+                continue
+            x, w = self.columnViewportPosition(c), self.columnWidth(c)
+            if w > 0 and x + w > area.left() and x <= area.right():
+                visible.append((c, x, w, model._align[c]))
+        if not visible:
+            return
+        # cells to paint: those under the paint region's rectangles (a partial update from
+        # dataChanged above is a few small rectangles; an expose or scroll is one big one)
+        region = event.region()
+        rects = list(region) if 1 < region.rectCount() <= 400 else [area]
+        rows_cells: dict[int, list[tuple[int, int, int, int]]] = {}
+        for rect in rects:
+            r0, r1 = self.rowAt(rect.top()), self.rowAt(rect.bottom())
+            r0 = 0 if r0 < 0 else r0
+            r1 = n_rows - 1 if r1 < 0 else r1
+            cols = [v for v in visible if v[1] + v[2] > rect.left() and v[1] <= rect.right()]
+            if not cols:
+                continue
+            for r in range(r0, r1 + 1):
+                have = rows_cells.get(r)
+                if have is None:
+                    rows_cells[r] = cols
+                elif have is not visible and have != cols:
+                    merged = {v[0]: v for v in (*have, *cols)}
+                    rows_cells[r] = [merged[k] for k in sorted(merged)]
+        if not rows_cells:
+            return
+        pal = self.palette()
+        text_pen = pal.color(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.Text)
+        selected_pen = pal.color(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.HighlightedText)
+        alternate = pal.brush(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.AlternateBase)
+        highlight = pal.brush(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.Highlight)
+        selection = self.selectionModel()
+        select_rows = self.selectionMode() != QtWidgets.QAbstractItemView.SelectionMode.NoSelection
+        row_h = self.verticalHeader().defaultSectionSize()
+        base_font = self.font()
+        if base_font != self._glyph_font:  # laid-out texts are per font
+            self._glyphs.clear()
+            self._glyph_font = QtGui.QFont(base_font)
+        metrics = QtGui.QFontMetrics(base_font)
+        text_h = metrics.height()
+        glyphs = self._glyphs
+        if len(glyphs) > 50_000:
+            glyphs.clear()
+        margin = self.TEXT_MARGIN
+        x_lo, x_hi = visible[0][1], visible[-1][1] + visible[-1][2]
+        span = x_hi - x_lo if x_hi > x_lo else width
+        alternating = self.alternatingRowColors()
+
+        painter = QtGui.QPainter(self.viewport())
+        painter.setFont(base_font)
+        current_pen: Any = None
+        try:
+            for r in sorted(rows_cells):
+                columns = rows_cells[r]
+                y = self.rowViewportPosition(r)
+                h = self.rowHeight(r) or row_h
+                text_y = y + (h - text_h) // 2
+                selected = select_rows and selection is not None and selection.isRowSelected(r, QtCore.QModelIndex())
+                if selected:  # whole-row fills are clipped to the paint region by Qt
+                    painter.fillRect(x_lo, y, span, h, highlight)
+                elif r % 2 and alternating:
+                    painter.fillRect(x_lo, y, span, h, alternate)
+                for c, x, w, align in columns:
+                    if not selected:
+                        bg = model.cell_background(r, c)
+                        if bg is not None:
+                            painter.fillRect(x, y, w, h, bg)
+                    text = model.cell_text(r, c)
+                    if not text:
+                        continue
+                    fg = selected_pen if selected else (model.cell_text_color(r, c) or text_pen)
+                    if fg is not current_pen:
+                        painter.setPen(fg.color() if isinstance(fg, QtGui.QBrush) else fg)
+                        current_pen = fg
+                    inner = w - 2 * margin
+                    font = model.cell_font(r, c)
+                    glyph = glyphs.get(text) if font is None else None
+                    if glyph is None and font is None:
+                        glyph = glyphs[text] = (QtGui.QStaticText(text), metrics.horizontalAdvance(text))
+                    if glyph is None or glyph[1] > inner:  # another font, or too wide: laid out here
+                        painter.setFont(font or base_font)
+                        fm = QtGui.QFontMetrics(font or base_font)
+                        if fm.horizontalAdvance(text) > inner:
+                            text = fm.elidedText(text, Qt.TextElideMode.ElideRight, max(inner, 0))
+                        painter.drawText(x + margin, y, inner, h, align, text)
+                        painter.setFont(base_font)
+                        continue
+                    if align & _H_RIGHT:
+                        tx = x + w - margin - glyph[1]
+                    elif align & _H_CENTER:
+                        tx = x + (w - glyph[1]) // 2
+                    else:
+                        tx = x + margin
+                    painter.drawStaticText(tx, text_y, glyph[0])
+        finally:
+            painter.end()
+        self.direct_paints += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -235,17 +235,20 @@ class MarketView:
                 self._iv_cache[key_of(options[i])] = (mids[i], spots[i], float(vols[j]), nowm)
         return out
 
-    def prime_ivs(self, now: datetime) -> int:
-        """Imply every chain's vols and per-unit Greeks in one vectorized pass.
+    def prime_ivs(self, now: datetime, underlyings: Collection[str] | None = None) -> int:
+        """Imply the chains' vols and per-unit Greeks in one vectorized pass per chain.
 
-        Run off the order path (the risk service does it once per clock tick, in a worker thread); the pre-trade
-        check then reads Greeks of chain options from these arrays for ``iv_max_age_s``. Returns the number of
-        options priced.
+        Run off the order path (the risk service does it once per clock tick, in a worker thread, for the
+        underlyings the book holds); the pre-trade check then reads Greeks of chain options from these arrays
+        for ``iv_max_age_s`` and computes any others on demand. ``underlyings`` limits the pass (None: every
+        chain). Returns the number of options priced.
         """
         from engine.pricing import bsm
 
         n = 0
         for st in list(self._chains.values()):
+            if underlyings is not None and st.chain.underlying not in underlyings:
+                continue
             nowm = self._monotonic()
             chain = st.chain
             spot = self.spot(chain.underlying)

@@ -90,7 +90,12 @@ class RiskService:
             self._prime_task = loop.create_task(self._prime(), name="risk:prime")
 
     async def _prime(self) -> None:
-        await asyncio.to_thread(self.risk.market.prime_ivs, self.risk.now())
+        # only the underlyings the book holds: pricing every streamed chain each second (tens of
+        # thousands of options on a wide listing) would keep a thread on the GIL the GUI needs; an order
+        # in another underlying gets its legs' Greeks computed at the check
+        held = set(self.positions_by_underlying())
+        if held:
+            await asyncio.to_thread(self.risk.market.prime_ivs, self.risk.now(), held)
         self.risk.refresh()
         nowm = time.monotonic()
         if nowm - self._last_snapshot >= self.snapshot_interval_s:

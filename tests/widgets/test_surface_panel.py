@@ -17,7 +17,7 @@ def panel(qtbot, engine, spy_surface):
     p.resize(1100, 560)
     p.select_underlying("SPY")
     p.apply_events(EventBatch.from_events([spy_surface]))
-    qtbot.waitUntil(lambda: p.heat_image.image is not None, timeout=3000)
+    qtbot.waitUntil(lambda: p.rest_draws > 0, timeout=3000)
     return p
 
 
