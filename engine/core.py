@@ -366,7 +366,10 @@ class Engine:
         """Run ``fn(*args)`` in the engine's worker processes (CPU-bound analytics off the loop and off
         its GIL). Submitted from a thread: the first submit spawns the workers, tens of milliseconds the
         loop must not wait for."""
-        future = await asyncio.to_thread(self.process_pool.submit, fn, *args)
+        if not self._started or self._stopping:  # never spawn a fresh pool that stop() will not reap
+            raise RuntimeError("the engine is not running")
+        pool = self.process_pool
+        future = await asyncio.to_thread(pool.submit, fn, *args)
         return await asyncio.wrap_future(future)
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from engine.bus import Alert, ClockTicked, Event
 from engine.core import Engine, EngineConfig
 from engine.logging_setup import RedactingFilter, redact, register_sensitive
@@ -101,3 +103,15 @@ async def test_select_underlying_when_sent_then_the_current_feed_streams_that_wi
         chain = engine.feed.last_chain("SPY")
         strikes = chain.strike[got[-1].rows]
         assert strikes.min() >= 595.0 and strikes.max() <= 605.0
+
+
+async def test_run_cpu_when_running_then_computes_in_a_worker_and_after_stop_refuses(tmp_path):
+    eng = Engine(EngineConfig.for_directory(tmp_path, feed="none"))
+    await eng.start()
+    try:
+        assert await eng.run_cpu(os.getpid) != os.getpid()  # a separate process answered
+    finally:
+        await eng.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        await eng.run_cpu(abs, -1)
+    assert eng._process_pool is None  # no pool was created behind stop()'s back
