@@ -88,6 +88,8 @@ def default_panels() -> tuple[type[Panel], ...]:
 class MainWindow(QtWidgets.QMainWindow):
     close_requested = QtCore.Signal()
     first_paint = QtCore.Signal()
+    #: every deferred panel has been built
+    panels_built = QtCore.Signal()
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class MainWindow(QtWidgets.QMainWindow):
         panels: Sequence[type[Panel]] | None = None,
         theme: str | None = None,
         restore_layout: bool = True,
+        defer_panels: bool = False,
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -146,19 +149,24 @@ class MainWindow(QtWidgets.QMainWindow):
             self.mode = mode_ctl.mode
 
         # panels -------------------------------------------------------------------------------------
+        # With ``defer_panels`` (the app's start) every dock is created now, but a panel is built only
+        # when its dock is on screen (build_visible_panels, right after show) or, for the tabs behind,
+        # one per loop turn after the first paint: the plot panels cost ~0.2 s each to build.
         self.panels: dict[str, Panel] = {}
         self.docks: dict[str, QtWidgets.QDockWidget] = {}
+        self._titles: dict[str, str] = {}
+        self._unbuilt: dict[str, type[Panel]] = {}
+        self._pending_states: dict[str, dict[str, Any]] = {}
+        self.panels_complete = False
         self.alerts = AlertsPanel(engine, self)
         self.alerts.notify.connect(self._notify)
+        self._approvals_raised = False
         panel_classes = list(default_panels() if panels is None else panels)
         for cls in panel_classes:
-            try:
-                panel = cls(engine, self)
-            except Exception as exc:
-                log.exception("panel %s failed to build", getattr(cls, "__name__", cls))
-                self.panel_errors.append(f"{getattr(cls, 'title', cls)}: {type(exc).__name__}: {exc}")
+            if defer_panels:
+                self._add_placeholder(cls)
                 continue
-            self._add_panel(panel)
+            self._build_panel(cls)
         self._add_panel(self.alerts)
         for msg in self.panel_errors:
             self.alerts.log("error", "GUI", f"panel failed to open: {msg}")
@@ -199,13 +207,8 @@ class MainWindow(QtWidgets.QMainWindow):
         # consumers: toolbar, status bar, then every panel ---------------------------------------------
         self.bridge.add_consumer(self.trading_toolbar.apply_events, "toolbar")
         self.bridge.add_consumer(self._apply_status, "status bar")
-        self._approvals_raised = False
-        pending_changed = getattr(self.panels.get("approvals"), "pending_changed", None)
-        if pending_changed is not None:
-            pending_changed.connect(self._on_pending_changed)
         for pid, panel in self.panels.items():
-            self.bridge.add_consumer(panel.apply_events, pid)
-            panel.status.connect(lambda msg, p=panel: self.alerts.log("warning", p.title, msg))
+            self._wire_panel(pid, panel)
 
         # tray for desktop notifications ---------------------------------------------------------------
         self.tray: QtWidgets.QSystemTrayIcon | None = None
@@ -224,25 +227,117 @@ class MainWindow(QtWidgets.QMainWindow):
             self.layout_restored = False
             self.apply_default_layout()
         self._render_mode()
+        self.panels_complete = not self._unbuilt
         QtWidgets.QApplication.instance().installEventFilter(self)
 
     # ---- panels and docks ------------------------------------------------------------------------
-    def _add_panel(self, panel: Panel) -> None:
-        pid = panel.panel_id or panel.objectName() or type(panel).__name__
-        if pid in self.panels:
-            log.warning("duplicate panel id %s; second one ignored", pid)
-            return
-        dock = QtWidgets.QDockWidget(panel.title.replace("&", "&&"), self)  # a title is not a mnemonic
+    def _new_dock(self, pid: str, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title.replace("&", "&&"), self)  # a title is not a mnemonic
         dock.setObjectName(f"dock:{pid}")
-        dock.setWidget(panel)
+        dock.setWidget(widget)
         dock.setFeatures(
             QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
             | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
             | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetClosable
         )
-        self.panels[pid] = panel
         self.docks[pid] = dock
+        self._titles[pid] = title
         self._place_default(pid, dock)
+        return dock
+
+    def _add_panel(self, panel: Panel) -> None:
+        pid = panel.panel_id or panel.objectName() or type(panel).__name__
+        if pid in self.panels or pid in self._unbuilt:
+            log.warning("duplicate panel id %s; second one ignored", pid)
+            return
+        self.panels[pid] = panel
+        self._new_dock(pid, panel.title, panel)
+
+    def _add_placeholder(self, cls: type[Panel]) -> None:
+        pid = cls.panel_id
+        if pid in self.panels or pid in self._unbuilt:
+            log.warning("duplicate panel id %s; second one ignored", pid)
+            return
+        placeholder = QtWidgets.QLabel(f"Opening {cls.title}…")
+        placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        placeholder.setStyleSheet("color: gray")
+        self._unbuilt[pid] = cls
+        self._new_dock(pid, cls.title, placeholder)
+
+    def _build_panel(self, cls: type[Panel]) -> Panel | None:
+        """Construct a panel (into its placeholder's dock when deferred); a failure is logged and
+        listed, the dock says so, and the rest of the window carries on."""
+        pid = cls.panel_id
+        deferred = self._unbuilt.pop(pid, None) is not None
+        try:
+            panel = cls(self.engine, self)
+        except Exception as exc:
+            log.exception("panel %s failed to build", getattr(cls, "__name__", cls))
+            msg = f"{getattr(cls, 'title', cls)}: {type(exc).__name__}: {exc}"
+            self.panel_errors.append(msg)
+            if deferred:
+                self.alerts.log("error", "GUI", f"panel failed to open: {msg}")
+                failed = self.docks[pid].widget()
+                if isinstance(failed, QtWidgets.QLabel):
+                    failed.setText(f"{cls.title} failed to open: {type(exc).__name__}: {exc}")
+            return None
+        if not deferred:
+            self._add_panel(panel)
+            return panel
+        placeholder = self.docks[pid].widget()
+        self.docks[pid].setWidget(panel)
+        if placeholder is not None:
+            placeholder.deleteLater()
+        self.panels[pid] = panel
+        self._wire_panel(pid, panel)
+        hook = getattr(panel, "apply_theme", None)
+        if callable(hook):
+            hook(self.theme)
+        state = self._pending_states.pop(pid, None)
+        if state is not None:
+            try:
+                panel.restore_panel_state(state)
+            except Exception:
+                log.exception("panel %s could not restore its state", pid)
+        return panel
+
+    def _wire_panel(self, pid: str, panel: Panel) -> None:
+        self.bridge.add_consumer(panel.apply_events, pid)
+        panel.status.connect(lambda msg, p=panel: self.alerts.log("warning", p.title, msg))
+        pending_changed = getattr(panel, "pending_changed", None)
+        if pid == "approvals" and pending_changed is not None:
+            pending_changed.connect(self._on_pending_changed)
+
+    def build_visible_panels(self) -> list[str]:
+        """Build the deferred panels whose docks are on screen now (call right after ``show()``, so the
+        first paint has them), and schedule the ones behind tabs, one per loop turn. Returns the ids built."""
+        built = []
+        for pid, cls in list(self._unbuilt.items()):
+            dock = self.docks[pid]
+            if dock.isVisible() and not dock.visibleRegion().isEmpty():
+                self._build_panel(cls)
+                built.append(pid)
+        QtCore.QTimer.singleShot(50, self._build_next_deferred)  # after the first paint
+        return built
+
+    def _build_next_deferred(self) -> None:
+        if self._closing:
+            return
+        if self._unbuilt:
+            self._build_panel(next(iter(self._unbuilt.values())))
+        if self._unbuilt:
+            QtCore.QTimer.singleShot(0, self._build_next_deferred)
+        elif not self.panels_complete:
+            self.panels_complete = True
+            self.panels_built.emit()
+
+    def build_all_panels(self) -> None:
+        """Build every deferred panel now (tests, screenshots)."""
+        for cls in list(self._unbuilt.values()):
+            self._build_panel(cls)
+        if not self.panels_complete:
+            self.panels_complete = True
+            self.panels_built.emit()
 
     def _place_default(self, pid: str, dock: QtWidgets.QDockWidget) -> None:
         area, group = _placement(pid)
@@ -302,7 +397,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.qsettings.setValue("window/geometry", self.saveGeometry())
         self.qsettings.setValue("window/state", self.saveState(LAYOUT_VERSION))
         self.qsettings.setValue("window/layout_version", LAYOUT_VERSION)
-        states = {}
+        states: dict[str, Any] = dict(self._pending_states)  # deferred panels not built yet keep theirs
         for pid, panel in self.panels.items():
             try:
                 states[pid] = panel.panel_state()
@@ -331,6 +426,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 states = {}
             for pid, st in states.items():
                 panel = self.panels.get(pid)
+                if pid in self._unbuilt and isinstance(st, dict):
+                    self._pending_states[pid] = st
                 if panel is not None and isinstance(st, dict):
                     try:
                         panel.restore_panel_state(st)
@@ -356,7 +453,7 @@ class MainWindow(QtWidgets.QMainWindow):
         view = mb.addMenu("&View")
         for pid, dock in self.docks.items():
             act = dock.toggleViewAction()
-            act.setText(self.panels[pid].title.replace("&", "&&"))
+            act.setText(self._titles[pid].replace("&", "&&"))
             view.addAction(act)
         view.addSeparator()
         view.addAction("&Reset layout", self.reset_layout)

@@ -96,7 +96,8 @@ class Workstation:
         qsettings = self.qsettings if self.qsettings is not None else window_settings(self.engine.paths.config_dir)
         try:
             self.window = MainWindow(
-                self.engine, qsettings=qsettings, panels=self.panels, theme=self.theme, restore_layout=self.restore_layout
+                self.engine, qsettings=qsettings, panels=self.panels, theme=self.theme,
+                restore_layout=self.restore_layout, defer_panels=self.show,
             )
         except BaseException:
             if self._owns_engine:
@@ -106,7 +107,24 @@ class Workstation:
         self.window.start()
         if self.show:
             self.window.show()
+            self.window.build_visible_panels()  # the docks on screen get their panels before the first paint
+        else:
+            self.window.build_all_panels()
         return self.window
+
+    async def all_panels(self, timeout: float = 30.0) -> None:
+        """Wait until the panels behind tabs have been built too (they follow the first paint)."""
+        window = self.window
+        if window is None or window.panels_complete:
+            return
+        done = asyncio.Event()
+        window.panels_built.connect(done.set)
+        try:
+            if not window.panels_complete:
+                await asyncio.wait_for(done.wait(), timeout)
+        finally:
+            with contextlib.suppress(RuntimeError):
+                window.panels_built.disconnect(done.set)
 
     def request_quit(self) -> None:
         self.quit_requested.set()
@@ -158,6 +176,7 @@ async def run_workstation(
         await workstation.start()
         if on_ready is not None:
             try:
+                await workstation.all_panels()
                 await on_ready(workstation)
             except Exception as exc:
                 error = exc
@@ -183,6 +202,10 @@ def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:
     """Run ``main`` on a fresh qasync loop until it has returned (not merely until Qt stops)."""
     import qasync
 
+    # Worker threads (executors, pool managers) hand the GIL back every 1 ms instead of 5: each PySide
+    # call releases and re-takes the GIL, so a painting GUI thread otherwise queues behind them
+    # (benchmarks/gui.py: loop-lag p99 ~27 -> ~19 ms under the streaming load).
+    sys.setswitchinterval(0.001)
     loop = qasync.QEventLoop(app)
     # qasync's default executor runs QThreads, which Qt aborts on when still running at exit;
     # asyncio.to_thread / run_in_executor(None) get a plain thread pool instead.

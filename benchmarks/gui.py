@@ -2,11 +2,14 @@
 
 1. **Event-loop lag**: the workstation on the simulated market with an index-style SPY listing ($1
    strikes, 300-900), the chain panel showing a 601-row block (±300 strikes), plus the smile/surface
-   and Greeks panels, while 5,000 option quotes/s stream into that chain. A probe coroutine sleeps 5 ms in a loop on the same qasync
-   loop; the overshoot of each wake-up is the lag. Target: p99 ≤ 20 ms.
+   and Greeks panels, while 5,000 option quotes/s stream into that chain. A probe coroutine sleeps
+   5 ms in a loop on the same qasync loop; the overshoot of each wake-up is the lag. Three runs (the
+   figure swings by several ms between runs on a 2-core box); the verdict uses the median p99.
+   Target: p99 ≤ 20 ms. ``OPTIONDESK_BENCH_STALLS=1`` adds a report of where the loop stalled.
 2. **Start → first paint**: ``python -m app`` in a fresh process; the window writes the wall time of
    its first painted widget (``OPTIONDESK_FIRST_PAINT_FILE``). Target ≤ 2 s, and neither torch nor
-   xgboost imported by then.
+   xgboost imported by then. Best of three warm starts (the first start after installing also builds
+   the market-calendar cache, ~1 s more).
 
 Each measurement runs in its own subprocess (``python -m benchmarks.gui --child lag|paint``) so Qt
 and the loop start clean. ``run()`` returns the JSON-serializable figures with targets and verdicts.
@@ -203,7 +206,10 @@ def _run_child(kind: str, timeout: float = 180) -> dict:
 
 
 def run() -> dict:
-    lag = _run_child("lag")
+    lags = [_run_child("lag") for _ in range(3)]
+    p99s = sorted(r["lag_ms_p99"] for r in lags if "lag_ms_p99" in r)
+    lag = dict(next((r for r in lags if r.get("lag_ms_p99") == p99s[len(p99s) // 2]), lags[0])) if p99s else lags[0]
+    lag["runs_p99_ms"] = [r.get("lag_ms_p99") for r in lags]
     paints = [_run_child("paint") for _ in range(3)]
     times = [p["start_to_first_paint_s"] for p in paints if "start_to_first_paint_s" in p]
     paint = {

@@ -107,7 +107,7 @@ class ChainPanel(Panel):
         self._metrics_block: Any = None
         self._metrics_at = -1e9
         self.am_iv_interval_s = 5.0
-        self._am_iv: dict[int, float] = {}
+        self._am_iv = _RowValues()
         self._am_task: Any = None
         self._am_at = -1e9
         self._am_rows = b""
@@ -185,7 +185,7 @@ class ChainPanel(Panel):
         # model edge: the pricing ensemble at the engine's fitted surface (needs the surface service)
         self._edge_available = self.component("surfaces") is not None
         self.edge_interval_s = 5.0
-        self._fair: dict[int, float] = {}
+        self._fair = _RowValues()
         self._fair_key: Any = None
         self._fair_at = -1e9
         self._fair_task: Any = None
@@ -395,7 +395,7 @@ class ChainPanel(Panel):
             if chain.style is ExerciseStyle.AMERICAN:  # early exercise: American IVs, computed off the loop
                 self._request_american_ivs(chain_now, pick, r, q)
                 if self._am_iv:
-                    iv = np.array([self._am_iv.get(int(i), np.nan) for i in pick], dtype=float)
+                    iv = self._am_iv.get(pick)
             m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self.live.bid, ask=self.live.ask, iv=iv)
             self._metrics, self._metrics_block, self._metrics_at = m, block, t_now
         edge = self._model_edge(chain_now, pick, m, r, q)
@@ -461,7 +461,7 @@ class ChainPanel(Panel):
         def done(f: Any, rows: np.ndarray = rows) -> None:
             if f.cancelled() or f.exception() is not None or not qt_alive(self):
                 return
-            self._am_iv = dict(zip(rows.tolist(), np.asarray(f.result(), float).tolist(), strict=True))
+            self._am_iv = _RowValues(rows, f.result())
             self._metrics_at = -1e9  # use them at the next refresh
             self.refresh()
 
@@ -527,7 +527,7 @@ class ChainPanel(Panel):
                         if not f.cancelled():
                             self.report_error(f"model edge unavailable: {f.exception()}")
                         return
-                    self._fair = dict(zip(rows.tolist(), np.asarray(f.result(), float).tolist(), strict=True))
+                    self._fair = _RowValues(rows, f.result())
                     self._fair_key = key
                     self.refresh()
 
@@ -537,7 +537,7 @@ class ChainPanel(Panel):
             return None
         mids = np.where(np.isfinite(self.live.bid[rows] + self.live.ask[rows]),
                         0.5 * (self.live.bid[rows] + self.live.ask[rows]), np.nan)
-        fair = np.array([self._fair.get(int(i), np.nan) for i in rows], dtype=float)
+        fair = self._fair.get(rows)
         return fair - mids
 
     def _subscribe(self, strikes: np.ndarray) -> None:
@@ -605,6 +605,29 @@ class ChainPanel(Panel):
                     self.set_field_hidden(key, key in hidden)
         if isinstance(state.get("underlying"), str) and state["underlying"]:
             self.select_underlying(state["underlying"])
+
+
+class _RowValues:
+    """Values computed for some chain rows (a worker's result), looked up for other row sets
+    vectorized: NaN where a row was not computed."""
+
+    def __init__(self, rows: np.ndarray | None = None, values: Any = None) -> None:
+        rows = np.asarray([] if rows is None else rows, dtype=np.int64)
+        vals = np.asarray([] if values is None else values, dtype=float)
+        if rows.shape != vals.shape:
+            raise ValueError(f"{len(vals)} values for {len(rows)} rows")
+        order = np.argsort(rows, kind="stable")
+        self.rows, self.values = rows[order], vals[order]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, rows: np.ndarray) -> np.ndarray:
+        query = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) == 0:
+            return np.full(len(query), np.nan)
+        pos = np.clip(np.searchsorted(self.rows, query), 0, len(self.rows) - 1)
+        return np.where(self.rows[pos] == query, self.values[pos], np.nan)
 
 
 def _running_loop() -> Any:

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from engine.store.migrations import Migration, ordered_migrations
 from engine.store.repositories import (
     AuditRepository,
@@ -42,7 +40,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path | None) -> None:
         self.conn = conn
         self.path = path
-        self.db = sqlite_utils.Database(conn)
+        self._db: Any = None
         self._lock = threading.RLock()
         self._depth = 0
         self.orders = OrderRepository(self)
@@ -50,6 +48,16 @@ class Store:
         self.positions = PositionRepository(self)
         self.audit = AuditRepository(self)
         self.kv = KeyValueRepository(self)
+
+    @property
+    def db(self) -> Any:
+        """A ``sqlite_utils.Database`` on this connection, for ad-hoc queries. Imported on first use:
+        sqlite-utils imports pandas, half a second the workstation's start should not pay."""
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod

@@ -20,7 +20,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from engine.surface.svi import LEE_BOUND, durrleman_g, fit_svi, svi_total_variance
 
@@ -209,6 +208,8 @@ def _constrained_refit(
     bounds = [(None, None), (0.0, LEE_BOUND / sc[1]), (-0.999, 0.999), (None, None), (1e-4 / ks, 10.0 / ks)]
 
     def solve(x0: np.ndarray) -> np.ndarray:
+        from scipy.optimize import minimize  # only this repair path needs it: 0.4 s of import at start
+
         x = np.array(x0, dtype=float)
         for _ in range(3):
             try:

@@ -8,13 +8,20 @@ previous session (Good Friday monthlies expire on Thursday).
 from __future__ import annotations
 
 import calendar as _pycal
+import logging
+import os
 from bisect import bisect_left, bisect_right
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
+import platformdirs
 
 from engine.model.instruments import NEW_YORK
+
+log = logging.getLogger(__name__)
 
 #: trading days per year used to convert sessions into "trading time" (variance clock)
 TRADING_DAYS_PER_YEAR = 252.0
@@ -31,6 +38,52 @@ def _xnys(start_year: int, end_year: int):  # type: ignore[no-untyped-def]
         return xcals.get_calendar("XNYS", start=f"{start_year}-01-01", end=f"{end_year}-12-31")
 
 
+def calendar_cache_file(start_year: int, end_year: int) -> Path:
+    """Where the sessions of ``start_year``..``end_year`` are cached: the user cache folder (or
+    ``$OPTIONDESK_CACHE_DIR``), one file per exchange_calendars version."""
+    base = os.environ.get("OPTIONDESK_CACHE_DIR") or platformdirs.user_cache_dir("optiondesk", appauthor=False)
+    try:
+        version = metadata.version("exchange_calendars")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return Path(base) / f"xnys-{start_year}-{end_year}-xcals{version}.npz"
+
+
+def load_sessions(start_year: int, end_year: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NYSE session dates (``datetime64[D]``) and their UTC opens and closes (``datetime64[s]``).
+
+    Building them with exchange_calendars imports pandas and takes ~1.4 s, most of the engine's start;
+    the result is cached on disk (a few kB) and read back in milliseconds. A missing, unreadable or
+    inconsistent cache file is rebuilt and rewritten (atomically); a read-only cache folder only costs
+    the rebuild."""
+    path = calendar_cache_file(start_year, end_year)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            sessions, opens, closes = z["sessions"], z["opens"], z["closes"]
+        if (sessions.dtype == np.dtype("datetime64[D]") and opens.dtype == closes.dtype == np.dtype("datetime64[s]")
+                and len(sessions) == len(opens) == len(closes) > 0):
+            return sessions, opens, closes
+        log.warning("market calendar cache %s is inconsistent; rebuilding it", path)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # truncated or foreign file
+        log.warning("market calendar cache %s is unreadable (%s); rebuilding it", path, exc)
+    cal = _xnys(start_year, end_year)
+    sched = cal.schedule
+    sessions = np.asarray(cal.sessions.values, dtype="datetime64[D]")
+    opens = sched["open"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    closes = sched["close"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, sessions=sessions, opens=opens, closes=closes)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.info("could not cache the market calendar at %s: %s", path, exc)
+    return sessions, opens, closes
+
+
 class MarketCalendar:
     """NYSE sessions between ``start_year`` and ``end_year`` with fast, cached lookups.
 
@@ -43,16 +96,10 @@ class MarketCalendar:
         this_year = datetime.now(UTC).year
         self.start_year = start_year or max(2007, this_year - 19)
         self.end_year = end_year or this_year + 3
-        cal = _xnys(self.start_year, self.end_year)
-        sched = cal.schedule
-        self._dates: list[date] = np.asarray(cal.sessions.values, dtype="datetime64[D]").astype(object).tolist()
-
-        def instants(col: str) -> list[datetime]:
-            naive = sched[col].dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(object)
-            return [t.replace(tzinfo=UTC) for t in naive]
-
-        self._opens: list[datetime] = instants("open")
-        self._closes: list[datetime] = instants("close")
+        sessions, opens, closes = load_sessions(self.start_year, self.end_year)
+        self._dates: list[date] = sessions.astype(object).tolist()
+        self._opens: list[datetime] = [t.replace(tzinfo=UTC) for t in opens.astype(object).tolist()]
+        self._closes: list[datetime] = [t.replace(tzinfo=UTC) for t in closes.astype(object).tolist()]
         self._index = {d: i for i, d in enumerate(self._dates)}
 
     # ---- sessions -----------------------------------------------------------------------------
