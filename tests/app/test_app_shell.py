@@ -127,3 +127,33 @@ def test_theme_switch_applies_light_and_dark_style_sheets(window, qtbot):
     assert window.qsettings.value("ui/theme") == "light"
     window.set_theme("no-such-theme")
     assert window.theme == "dark" and "dark theme" in app.styleSheet()
+
+
+def test_deferred_panels_build_on_screen_docks_first_then_the_rest_and_keep_saved_state(qtbot, engine, qsettings):
+    from app.main_window import MainWindow
+
+    # a saved strike window for the chain and the backtest panel's state must survive deferral
+    first = MainWindow(engine, qsettings=qsettings, restore_layout=False)
+    qtbot.addWidget(first)
+    first.panels["chain"].window_spin.setValue(7)
+    first.save_layout()
+    saved_backtest = first.panels["backtest"].panel_state()
+    first.shutdown()
+
+    win = MainWindow(engine, qsettings=qsettings, defer_panels=True)
+    qtbot.addWidget(win)
+    assert win.panels == {"alerts": win.alerts} and not win.panels_complete  # docks only
+    assert set(win.docks) >= {"chain", "positions", "ticket", "surface", "backtest", "greeks"}
+    win.start()
+    win.show()
+    built = win.build_visible_panels()
+    assert {"chain", "positions", "ticket", "surface"} <= set(built)  # the front tabs, before any paint
+    assert "backtest" not in built and "greeks" not in built  # behind tabs: later
+    assert win.panels["chain"].window_spin.value() == 7
+    with qtbot.waitSignal(win.panels_built, timeout=20_000):
+        pass
+    assert win.panels_complete and set(win.panels) == set(win.docks)
+    assert win.panels["backtest"].panel_state() == saved_backtest
+    assert all(win.docks[pid].widget() is panel for pid, panel in win.panels.items())
+    assert not win.panel_errors
+    win.shutdown()

@@ -74,3 +74,25 @@ def test_trading_time_counts_sessions_not_calendar_days(cal):
     days = cal.trading_years(ts, exp) * 252
     # Friday (after the Thanksgiving holiday) is one session away; Monday two
     assert days == pytest.approx([1.0, 2.0])
+
+
+def test_session_cache_round_trips_and_a_corrupt_file_is_rebuilt(tmp_path, monkeypatch, caplog):
+    from engine.market.simulated.calendar import MarketCalendar, calendar_cache_file, load_sessions
+
+    monkeypatch.setenv("OPTIONDESK_CACHE_DIR", str(tmp_path))
+    path = calendar_cache_file(2024, 2027)
+    assert path.parent == tmp_path and not path.exists()
+    built = load_sessions(2024, 2027)  # from exchange_calendars, then written
+    assert path.exists()
+    cached = load_sessions(2024, 2027)
+    for a, b in zip(built, cached, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    cal = MarketCalendar(2024, 2027)  # from the cache: the same answers
+    assert not cal.is_session(date(2026, 11, 26))
+    assert cal.open_close(date(2026, 11, 27))[1].hour == 18
+
+    path.write_bytes(b"not a numpy archive")
+    with caplog.at_level("WARNING"):
+        again = load_sessions(2024, 2027)
+    assert "unreadable" in caplog.text and np.array_equal(again[0], built[0])
+    assert np.array_equal(load_sessions(2024, 2027)[1], built[1])  # rewritten and readable again

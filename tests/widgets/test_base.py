@@ -157,3 +157,60 @@ def test_table_rejects_ragged_columns(qtbot) -> None:
     model = ColumnTableModel(COLUMNS)
     with pytest.raises(ValueError, match="'px' has 1 rows, expected 2"):
         model.update(["a", "b"], {"name": ["a", "b"], "px": [1.0], "pnl": [1.0, 2.0]})
+
+
+def test_view_paints_cells_itself_and_after_an_update_only_the_changed_cell(qtbot) -> None:
+    model = ColumnTableModel(COLUMNS)
+    n = 60
+    keys = np.array([f"k{i}" for i in range(n)], dtype=object)
+    px = np.arange(n, dtype=float)
+    model.update(keys, {"name": keys, "px": px, "pnl": np.zeros(n)})
+    view = LiveTableView(model)
+    qtbot.addWidget(view)
+    view.resize(420, 300)
+    view.show()
+    qtbot.waitExposed(view)
+    qtbot.waitUntil(lambda: view.direct_paints > 0)
+    visible_rows = view.rowAt(view.viewport().height() - 1) - view.rowAt(0) + 1
+    assert view.last_painted_cells >= 3 * (visible_rows - 1)  # the first paint draws the whole block
+
+    before = view.direct_paints
+    changed = px.copy()
+    changed[2] = 99.5
+    model.update(keys, {"name": keys, "px": changed, "pnl": np.zeros(n)})
+    qtbot.waitUntil(lambda: view.direct_paints > before)
+    assert view.last_painted_cells == 1  # one value moved: one cell repainted, not the block
+    assert model.display_text(2, "px") == "99.50"  # the cached text followed the value
+
+    # a change below the visible rows repaints nothing
+    before = view.direct_paints
+    changed = changed.copy()
+    changed[n - 1] = -1.0
+    model.update(keys, {"name": keys, "px": changed, "pnl": np.zeros(n)})
+    qtbot.wait(100)
+    assert view.direct_paints == before
+
+
+def test_view_draws_the_model_text_where_the_cells_are(qtbot) -> None:
+    from PySide6.QtGui import QColor, QImage
+
+    model = ColumnTableModel(COLUMNS)
+    model.update(["a", "b"], {"name": ["alpha", ""], "px": np.array([123.45, math.nan]), "pnl": np.array([1.0, -1.0])})
+    view = LiveTableView(model)
+    qtbot.addWidget(view)
+    view.resize(420, 200)
+    view.show()
+    qtbot.waitExposed(view)
+    qtbot.waitUntil(lambda: view.direct_paints > 0)
+    img = view.viewport().grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+
+    def distinct(row: int, col: int) -> int:
+        r = view.visualRect(model.index(row, col))
+        return len({img.pixel(x, y) for x in range(r.left(), r.right()) for y in range(r.top(), r.bottom())})
+
+    assert distinct(0, 0) > 3 and distinct(0, 1) > 3  # "alpha", "123.45" drawn
+    assert distinct(1, 0) <= 2 and distinct(1, 1) <= 2  # empty text and NaN: background only
+    # the signed column is drawn in the P&L colours
+    r = view.visualRect(model.index(0, 2))
+    colours = {QColor(img.pixel(x, y)).name() for x in range(r.left(), r.right()) for y in range(r.top(), r.bottom())}
+    assert any(QColor(c).green() > QColor(c).red() + 40 for c in colours)

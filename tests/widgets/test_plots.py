@@ -1,0 +1,56 @@
+"""Plot helpers: the tick grid follows the axes' ticks, and ranges move only when the data leave them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtGui import QImage
+
+from widgets.plots import TickGrid, new_plot, set_stable_range
+
+
+def _shown(qtbot, w: pg.PlotWidget) -> QImage:
+    qtbot.addWidget(w)
+    w.resize(500, 300)
+    w.show()
+    qtbot.waitExposed(w)
+    qtbot.wait(50)
+    return w.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
+
+
+def test_tick_grid_draws_lines_at_the_axis_ticks_and_can_be_turned_off(qtbot) -> None:
+    w = new_plot(title="grid")
+    item = w.getPlotItem()
+    assert isinstance(item.tick_grid, TickGrid)
+    item.setXRange(0.0, 10.0, padding=0)
+    item.setYRange(0.0, 1.0, padding=0)
+    img = _shown(qtbot, w)
+    vb = item.getViewBox()
+    # the major x ticks at 2, 4, 6, 8: a vertical line of grid colour, background between them
+    x_tick = int(vb.mapViewToScene(pg.Point(4.0, 0.5)).x())
+    x_between = int(vb.mapViewToScene(pg.Point(4.9, 0.5)).x())
+    y_mid = int(vb.mapViewToScene(pg.Point(4.0, 0.55)).y())
+    column = {img.pixel(x, y_mid) for x in (x_tick - 1, x_tick, x_tick + 1)}
+    background = img.pixel(x_between, y_mid)
+    assert any(c != background for c in column)
+
+    item.tick_grid.setVisible(False)
+    img = _shown(qtbot, w)
+    assert {img.pixel(x, y_mid) for x in (x_tick - 1, x_tick, x_tick + 1)} == {img.pixel(x_between, y_mid)}
+
+
+def test_stable_range_moves_only_when_the_data_leave_or_shrink_well_inside(qtbot) -> None:
+    w = new_plot()
+    qtbot.addWidget(w)
+    assert set_stable_range(w, "y", 0.20, 0.30) is True
+    first = w.getPlotItem().getViewBox().viewRange()[1]
+    assert first[0] <= 0.195 and first[1] >= 0.305  # padded and rounded outwards
+    assert set_stable_range(w, "y", 0.21, 0.29) is False  # inside: the axis keeps its ticks
+    assert w.getPlotItem().getViewBox().viewRange()[1] == first
+    assert set_stable_range(w, "y", 0.21, 0.40) is True  # left it: moves
+    assert set_stable_range(w, "y", 0.30, 0.31) is True  # fills under half: shrinks
+    lo, hi = w.getPlotItem().getViewBox().viewRange()[1]
+    assert lo <= 0.30 and hi >= 0.31 and hi - lo < 0.05
+    assert set_stable_range(w, "x", float("nan"), 1.0) is False  # nothing to show: untouched
+    x = np.linspace(0, 1, 5)
+    assert set_stable_range(w, "x", float(x.min()), float(x.max())) is True
