@@ -106,8 +106,7 @@ class Workstation:
         self.window.close_requested.connect(self.quit_requested.set)
         self.window.start()
         if self.show:
-            self.window.show()
-            self.window.build_visible_panels()  # the docks on screen get their panels before the first paint
+            self.window.show_and_fill()  # paints first, then builds the panels on screen, then the rest
         else:
             self.window.build_all_panels()
         return self.window
@@ -174,6 +173,7 @@ async def run_workstation(
     error: BaseException | None = None
     try:
         await workstation.start()
+        _resume_gc_after_first_paint(workstation.window)
         if on_ready is not None:
             try:
                 await workstation.all_panels()
@@ -196,6 +196,25 @@ async def run_workstation(
     if error is not None:
         raise error
     return 0
+
+
+def _resume_gc_after_first_paint(window: Any) -> None:
+    """If the start-up ran with the cyclic collector off (``python -m app``), move everything built so
+    far into the permanent generation and turn collection back on once the window has painted."""
+    import gc
+
+    if gc.isenabled():
+        return
+
+    def resume() -> None:
+        gc.freeze()  # start-up objects (modules, widgets) live as long as the process: never rescan them
+        gc.enable()
+
+    if window is None or getattr(window, "first_painted", True):
+        resume()
+    else:
+        window.first_paint.connect(resume)
+        QtCore.QTimer.singleShot(5000, lambda: None if gc.isenabled() else resume())  # never painted (hidden)
 
 
 def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:

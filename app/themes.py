@@ -8,6 +8,7 @@ pyqtgraph's default colours follow the theme for plots created afterwards.
 from __future__ import annotations
 
 import logging
+import sys
 
 from PySide6 import QtGui, QtWidgets
 
@@ -60,11 +61,8 @@ def apply_theme(name: str, app: QtWidgets.QApplication | None = None) -> str:
         app.setStyle("Fusion")
     app.setPalette(palette(name))
     app.setStyleSheet(style_sheet(name))
-    try:
-        import pyqtgraph as pg
-
+    pg = sys.modules.get("pyqtgraph")  # not imported yet: widgets.plots takes the palette when it loads
+    if pg is not None:
         pg.setConfigOption("background", _PALETTES[name]["Base"])
         pg.setConfigOption("foreground", _PALETTES[name]["Text"])
-    except Exception:  # pyqtgraph missing: plots are the panels' concern
-        log.debug("pyqtgraph not available for theming")
     return name

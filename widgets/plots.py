@@ -14,6 +14,10 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 pg.setConfigOptions(antialias=True, useOpenGL=False)
+if QtWidgets.QApplication.instance() is not None:  # the theme was applied before pyqtgraph loaded
+    _pal = QtWidgets.QApplication.palette()
+    pg.setConfigOptions(background=_pal.color(QtGui.QPalette.ColorRole.Base),
+                        foreground=_pal.color(QtGui.QPalette.ColorRole.Text))
 
 #: a qualitative palette readable on dark and light backgrounds
 SERIES = ["#4e9ae6", "#f2a03d", "#5cb85c", "#d9534f", "#a07be0", "#4fc1c9", "#e377c2", "#bcbd22"]
@@ -155,11 +159,12 @@ def new_plot(*, title: str = "", x: str = "", y: str = "", parent: QtWidgets.QWi
 
 
 def set_stable_range(item: pg.PlotItem | pg.PlotWidget, axis: str, lo: float, hi: float, *,
-                     padding: float = 0.05) -> bool:
+                     padding: float = 0.05, floor: float | None = None) -> bool:
     """Show ``lo``..``hi`` on ``axis`` ("x" or "y"), but move the view only when the data leave it or
     fill less than half of it, and then to rounded bounds. pyqtgraph regenerates an axis (ticks,
     labels: a few ms of Python) whenever its range moves, so a range that follows every update
-    costs that at each redraw. Returns True when the range moved."""
+    costs that at each redraw. ``floor``: the view never starts below it (days to expiry, say).
+    Returns True when the range moved."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return False
     if hi < lo:
@@ -169,6 +174,8 @@ def set_stable_range(item: pg.PlotItem | pg.PlotWidget, axis: str, lo: float, hi
         span = abs(lo) * 0.02 or 1.0
         lo, hi = lo - span / 2, hi + span / 2
     want_lo, want_hi = lo - padding * span, hi + padding * span
+    if floor is not None:
+        want_lo = max(want_lo, floor)
     index = 0 if axis == "x" else 1
     vb = item.getViewBox() if hasattr(item, "getViewBox") else item.getPlotItem().getViewBox()
     cur_lo, cur_hi = vb.viewRange()[index]
@@ -176,6 +183,8 @@ def set_stable_range(item: pg.PlotItem | pg.PlotWidget, axis: str, lo: float, hi
         return False
     step = 10.0 ** math.floor(math.log10(want_hi - want_lo)) / 4.0
     new_lo, new_hi = math.floor(want_lo / step) * step, math.ceil(want_hi / step) * step
+    if floor is not None:
+        new_lo = max(new_lo, floor)
     if axis == "x":
         vb.setXRange(new_lo, new_hi, padding=0)
     else:

@@ -354,7 +354,8 @@ class SurfacePanel(Panel):
         self.term_call.setData(term.dte[c], term.iv25_call[c])
         if ok.any():
             ivs = np.concatenate([term.atm_iv[ok], term.iv25_put[p], term.iv25_call[c]])
-            set_stable_range(self.term_item, "x", float(np.min(term.dte[ok])), float(np.max(term.dte[ok])))
+            set_stable_range(self.term_item, "x", float(np.min(term.dte[ok])), float(np.max(term.dte[ok])),
+                             floor=-3.0)  # a few days of margin left of today, never weeks of negative days
             set_stable_range(self.term_item, "y", float(np.min(ivs)), float(np.max(ivs)), padding=0.1)
 
     # ---- persistence -----------------------------------------------------------------------------------

@@ -226,6 +226,8 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
             if values is not None:
                 v = values[row]
                 if isinstance(v, int | float | np.integer | np.floating) and math.isfinite(float(v)) and v != 0:
+                    if not any(c in "123456789" for c in self.cell_text(row, column)):
+                        return None  # shows as 0.00: a rounded zero is neither gain nor loss
                     return POSITIVE if v > 0 else NEGATIVE
         return None
 

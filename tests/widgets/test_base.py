@@ -214,3 +214,15 @@ def test_view_draws_the_model_text_where_the_cells_are(qtbot) -> None:
     r = view.visualRect(model.index(0, 2))
     colours = {QColor(img.pixel(x, y)).name() for x in range(r.left(), r.right()) for y in range(r.top(), r.bottom())}
     assert any(QColor(c).green() > QColor(c).red() + 40 for c in colours)
+
+
+def test_signed_column_leaves_a_rounded_zero_uncoloured(qtbot) -> None:
+    from PySide6.QtCore import Qt
+
+    from widgets.table_model import NEGATIVE, POSITIVE
+
+    model = ColumnTableModel([Column("edge", "Edge", "{:+.2f}", signed=True)])
+    model.update(["a", "b", "c"], {"edge": np.array([0.003, -0.004, 0.02])})
+    fg = [model.data(model.index(r, 0), Qt.ItemDataRole.ForegroundRole) for r in range(3)]
+    assert [model.data(model.index(r, 0)) for r in range(3)] == ["0.00", "0.00", "+0.02"]
+    assert fg == [None, None, POSITIVE] and NEGATIVE not in fg

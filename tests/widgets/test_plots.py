@@ -54,3 +54,11 @@ def test_stable_range_moves_only_when_the_data_leave_or_shrink_well_inside(qtbot
     assert set_stable_range(w, "x", float("nan"), 1.0) is False  # nothing to show: untouched
     x = np.linspace(0, 1, 5)
     assert set_stable_range(w, "x", float(x.min()), float(x.max())) is True
+
+
+def test_stable_range_respects_a_floor(qtbot) -> None:
+    w = new_plot()
+    qtbot.addWidget(w)
+    set_stable_range(w, "x", 0.0, 110.0, floor=-3.0)
+    lo, hi = w.getPlotItem().getViewBox().viewRange()[0]
+    assert -3.0 <= lo <= 0.0 and hi >= 110.0
