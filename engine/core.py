@@ -357,8 +357,11 @@ class Engine:
         if self._process_pool is None:
             import multiprocessing
 
+            from engine.process_pools import lower_worker_priority
+
             self._process_pool = ProcessPoolExecutor(
-                max_workers=self.config.process_workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self.config.process_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=lower_worker_priority,
             )
         return self._process_pool
 

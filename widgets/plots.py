@@ -138,12 +138,13 @@ class TickGrid(pg.GraphicsObject):
                     continue
                 self._ticks[name] = (key, levels)
             for pen, (_spacing, values) in zip(self._pens, levels[:2], strict=False):
+                if not len(values):
+                    continue
                 painter.setPen(pen)
-                for v in values:
-                    if name == "bottom":
-                        painter.drawLine(QtCore.QLineF(v, rect.top(), v, rect.bottom()))
-                    else:
-                        painter.drawLine(QtCore.QLineF(rect.left(), v, rect.right(), v))
+                if name == "bottom":  # one drawLines call per level
+                    painter.drawLines([QtCore.QLineF(v, rect.top(), v, rect.bottom()) for v in values])
+                else:
+                    painter.drawLines([QtCore.QLineF(rect.left(), v, rect.right(), v) for v in values])
 
 
 def new_plot(*, title: str = "", x: str = "", y: str = "", parent: QtWidgets.QWidget | None = None,

@@ -49,9 +49,9 @@ class SurfacePanel(Panel):
         #: heatmap + term-structure redraws completed (they follow the smile, one frame each)
         self.rest_draws = 0
         self._expiries: list[np.datetime64] = []
-        # the smile, the heatmap and the term structure are drawn (and so painted) in three frames
-        # ~40 ms apart, not all in one: each plot's repaint is a few ms of pyqtgraph Python, and
-        # three of them in one frame would hold the loop for the sum
+        # the smile, the heatmap and the term structure are drawn (and so painted) in three loop turns
+        # ~40 ms apart, after the bridge's flush: each plot's redraw + repaint is several ms of
+        # pyqtgraph Python, and all three in the flush's turn would hold the loop for the sum
         self._stage = 0
         self._stage_timer = QtCore.QTimer(self)
         self._stage_timer.setSingleShot(True)
@@ -220,9 +220,8 @@ class SurfacePanel(Panel):
             if self.expiry is not None:
                 self.expiry_box.setCurrentIndex(expiries.index(self.expiry))
             self.expiry_box.blockSignals(False)
-        self._draw_smile()
-        self._stage = 1
-        self._stage_timer.start()
+        self._stage = 0  # the smile first, in its own loop turn (not inside the bridge's flush)
+        self._stage_timer.start(15)
         r = ev.iv_rank
         if getattr(r, "ok", False):
             self.rank_label.setText(f"IV {100 * r.current:.1f}%  ·  rank {100 * r.rank:.0f}  ·  "
@@ -289,10 +288,14 @@ class SurfacePanel(Panel):
     def _next_stage(self) -> None:
         if self.update_event is None:
             return
-        if self._stage == 1:
+        if self._stage == 0:
+            self._draw_smile()
+            self._stage = 1
+            self._stage_timer.start(40)
+        elif self._stage == 1:
             self._draw_surface()
             self._stage = 2
-            self._stage_timer.start()
+            self._stage_timer.start(40)
         elif self._stage == 2:
             self._draw_term()
             self._stage = 0
@@ -304,6 +307,7 @@ class SurfacePanel(Panel):
             return
         self._stage_timer.stop()
         self._stage = 0
+        self._draw_smile()
         self._draw_surface()
         self._draw_term()
         self.rest_draws += 1

@@ -180,7 +180,10 @@ class SurfaceService:
             return
         if self._executor is None:
             if self.config.executor == "process":
-                self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                from engine.process_pools import lower_worker_priority
+
+                self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                     initializer=lower_worker_priority)
             else:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surface-fit")
         # warm the worker in the background (imports numpy/scipy/pricing once)
