@@ -278,9 +278,6 @@ class PayoffPanel(Panel):
     def _draw_grid(self) -> None:
         g = self.grid
         plot = self.heat.getPlotItem()
-        for t in self.heat_texts:
-            plot.removeItem(t)
-        self.heat_texts = []
         pnl = np.asarray(g.pnl[0], float)  # (vol shifts, spot moves)
         lim = float(np.nanmax(np.abs(pnl))) if np.isfinite(pnl).any() else 1.0
         lim = lim if lim > 0 else 1.0
@@ -295,14 +292,22 @@ class PayoffPanel(Panel):
         font = QtGui.QFont()
         font.setPointSizeF(max(6.5, font.pointSizeF() * 0.8))
         step = 1 if cell_px >= 40 or cell_px <= 0 else 2  # narrow dock: label every other column
-        for j in range(ny):
-            for i in range(0, nx, step):
-                v = pnl[j, i]
-                txt = pg.TextItem(_short_money(v), color="w", anchor=(0.5, 0.5))
-                txt.setFont(font)
-                txt.setPos(100 * g.spot_moves[i], 100 * g.vol_shifts[j])
-                plot.addItem(txt)
-                self.heat_texts.append(txt)
+        cells = [(j, i) for j in range(ny) for i in range(0, nx, step)]
+        # the cell labels are reused from redraw to redraw (creating and adding a TextItem costs ~1.5 ms;
+        # a 5×5 grid redrawn with each ticket refresh held the loop ~70 ms)
+        while len(self.heat_texts) < len(cells):
+            txt = pg.TextItem("", color="w", anchor=(0.5, 0.5))
+            txt.setFont(font)
+            plot.addItem(txt)
+            self.heat_texts.append(txt)
+        for txt in self.heat_texts[len(cells):]:
+            txt.hide()
+        for txt, (j, i) in zip(self.heat_texts, cells, strict=False):
+            text = _short_money(pnl[j, i])
+            if txt.toPlainText() != text:
+                txt.setText(text)
+            txt.setPos(100 * g.spot_moves[i], 100 * g.vol_shifts[j])
+            txt.show()
         plot.setXRange(x0 - dx / 2, x1 + dx / 2, padding=0)
         plot.setYRange(y0 - dy / 2, y1 + dy / 2, padding=0)
         worst = g.worst()
