@@ -56,3 +56,9 @@ class AppPaths:
     @classmethod
     def under(cls, base: Path) -> AppPaths:
         return cls(base / "data", base / "config", base / "logs")
+
+
+def cache_dir() -> Path:
+    """Derived data that can be rebuilt (market-calendar sessions, simulated histories):
+    ``$OPTIONDESK_CACHE_DIR`` or the platform's user cache folder."""
+    return Path(os.environ.get("OPTIONDESK_CACHE_DIR") or platformdirs.user_cache_dir(APP_NAME, appauthor=False))

@@ -119,7 +119,9 @@ def simulated_start(years: float) -> date:
 
 
 def _cache_path(symbol: str, years: float, seed: int, cache_dir: str | Path | None, sim) -> Path:
-    base = Path(cache_dir or os.environ.get("OPTIONDESK_CACHE_DIR") or _platform_cache())
+    from engine.paths import cache_dir as default_cache_dir
+
+    base = Path(cache_dir) if cache_dir else default_cache_dir()
     h = hashlib.sha256(sim.model_dump_json().encode())
     import engine.market.simulated as simulated_pkg
 
@@ -127,12 +129,6 @@ def _cache_path(symbol: str, years: float, seed: int, cache_dir: str | Path | No
         h.update(src.read_bytes())
     digest = h.hexdigest()[:10]
     return base / "histories" / f"{symbol.upper()}-{years:g}y-seed{seed}-{digest}.parquet"
-
-
-def _platform_cache() -> str:
-    import platformdirs
-
-    return platformdirs.user_cache_dir("optiondesk")
 
 
 def restrict(history: ChainHistory, start: date | None, end: date | None) -> ChainHistory:

@@ -17,7 +17,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 
 from engine.model.instruments import NEW_YORK
 
@@ -41,12 +40,13 @@ def _xnys(start_year: int, end_year: int):  # type: ignore[no-untyped-def]
 def calendar_cache_file(start_year: int, end_year: int) -> Path:
     """Where the sessions of ``start_year``..``end_year`` are cached: the user cache folder (or
     ``$OPTIONDESK_CACHE_DIR``), one file per exchange_calendars version."""
-    base = os.environ.get("OPTIONDESK_CACHE_DIR") or platformdirs.user_cache_dir("optiondesk", appauthor=False)
+    from engine.paths import cache_dir
+
     try:
         version = metadata.version("exchange_calendars")
     except metadata.PackageNotFoundError:
         version = "unknown"
-    return Path(base) / f"xnys-{start_year}-{end_year}-xcals{version}.npz"
+    return cache_dir() / f"xnys-{start_year}-{end_year}-xcals{version}.npz"
 
 
 def load_sessions(start_year: int, end_year: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
