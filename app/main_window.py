@@ -182,7 +182,7 @@ class MainWindow(QtWidgets.QMainWindow):
             from widgets import PANEL_SPECS, PanelSpec
 
             for spec in PANEL_SPECS if panels is None else [PanelSpec.of(c) for c in panels]:
-                self._add_placeholder(spec)
+                self._add_unbuilt_dock(spec)
         else:
             for cls in default_panels() if panels is None else panels:
                 self._build_panel(cls)
@@ -275,21 +275,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.panels[pid] = panel
         self._new_dock(pid, panel.title, panel)
 
-    def _add_placeholder(self, spec: Any) -> None:
+    def _add_unbuilt_dock(self, spec: Any) -> None:
         pid = spec.panel_id
         if pid in self.panels or pid in self._unbuilt:
             log.warning("duplicate panel id %s; second one ignored", pid)
             return
-        placeholder = QtWidgets.QLabel(f"Opening {spec.title}…")
-        placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-        placeholder.setStyleSheet("color: gray")
+        opening = QtWidgets.QLabel(f"Opening {spec.title}…")
+        opening.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        opening.setStyleSheet("color: gray")
         self._unbuilt[pid] = spec
-        self._new_dock(pid, spec.title, placeholder)
+        self._new_dock(pid, spec.title, opening)
 
     def _build_panel(self, cls: Any) -> Panel | None:
-        """Construct a panel from its class or :class:`widgets.PanelSpec` (into its placeholder's
-        dock when deferred); a failure is logged and listed, the dock says so, and the rest of the
-        window carries on."""
+        """Construct a panel from its class or :class:`widgets.PanelSpec` (into the dock that waits for
+        it, when deferred); a failure is logged and listed, the dock says so, and the rest of the window
+        carries on."""
         pid = cls.panel_id
         deferred = self._unbuilt.pop(pid, None) is not None
         try:
@@ -309,10 +309,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if not deferred:
             self._add_panel(panel)
             return panel
-        placeholder = self.docks[pid].widget()
+        opening = self.docks[pid].widget()
         self.docks[pid].setWidget(panel)
-        if placeholder is not None:
-            placeholder.deleteLater()
+        if opening is not None:
+            opening.deleteLater()
         self.panels[pid] = panel
         self._wire_panel(pid, panel)
         hook = getattr(panel, "apply_theme", None)

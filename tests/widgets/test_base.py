@@ -159,18 +159,24 @@ def test_table_rejects_ragged_columns(qtbot) -> None:
         model.update(["a", "b"], {"name": ["a", "b"], "px": [1.0], "pnl": [1.0, 2.0]})
 
 
+def _painted_view(qtbot, model: ColumnTableModel, height: int) -> LiveTableView:
+    """The model in a shown view, once painted by the direct painter."""
+    view = LiveTableView(model)
+    qtbot.addWidget(view)
+    view.resize(420, height)
+    view.show()
+    qtbot.waitExposed(view)
+    qtbot.waitUntil(lambda: view.direct_paints > 0)
+    return view
+
+
 def test_view_paints_cells_itself_and_after_an_update_only_the_changed_cell(qtbot) -> None:
     model = ColumnTableModel(COLUMNS)
     n = 60
     keys = np.array([f"k{i}" for i in range(n)], dtype=object)
     px = np.arange(n, dtype=float)
     model.update(keys, {"name": keys, "px": px, "pnl": np.zeros(n)})
-    view = LiveTableView(model)
-    qtbot.addWidget(view)
-    view.resize(420, 300)
-    view.show()
-    qtbot.waitExposed(view)
-    qtbot.waitUntil(lambda: view.direct_paints > 0)
+    view = _painted_view(qtbot, model, 300)
     visible_rows = view.rowAt(view.viewport().height() - 1) - view.rowAt(0) + 1
     assert view.last_painted_cells >= 3 * (visible_rows - 1)  # the first paint draws the whole block
 
@@ -196,12 +202,7 @@ def test_view_draws_the_model_text_where_the_cells_are(qtbot) -> None:
 
     model = ColumnTableModel(COLUMNS)
     model.update(["a", "b"], {"name": ["alpha", ""], "px": np.array([123.45, math.nan]), "pnl": np.array([1.0, -1.0])})
-    view = LiveTableView(model)
-    qtbot.addWidget(view)
-    view.resize(420, 200)
-    view.show()
-    qtbot.waitExposed(view)
-    qtbot.waitUntil(lambda: view.direct_paints > 0)
+    view = _painted_view(qtbot, model, 200)
     img = view.viewport().grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
 
     def distinct(row: int, col: int) -> int:
