@@ -166,9 +166,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.mode = mode_ctl.mode
 
         # panels -------------------------------------------------------------------------------------
-        # With ``defer_panels`` (the app's start) every dock is created now, but a panel is built only
-        # when its dock is on screen (build_visible_panels, right after show) or, for the tabs behind,
-        # one per loop turn after the first paint: the plot panels cost ~0.2 s each to build.
+        # With ``defer_panels`` (the app's start) every dock is created now and the window paints with
+        # them empty; then the panels on screen are built (show_and_fill), then those behind tabs, one
+        # per loop turn: the plot panels cost ~0.2 s each to build, with pyqtgraph's import on top.
         self.panels: dict[str, Panel] = {}
         self.docks: dict[str, QtWidgets.QDockWidget] = {}
         self._titles: dict[str, str] = {}
@@ -370,7 +370,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def showEvent(self, event: QtGui.QShowEvent) -> None:
         super().showEvent(event)
-        if not self._unbuilt:  # a deferred window starts watching once its visible panels are built
+        if not self._unbuilt:  # a deferred window starts watching in show_and_fill
             self._watch_first_paint()
 
     def _build_next_deferred(self) -> None:

@@ -8,6 +8,7 @@ previous session (Good Friday monthlies expire on Thursday).
 from __future__ import annotations
 
 import calendar as _pycal
+import contextlib
 import logging
 import os
 from bisect import bisect_left, bisect_right
@@ -73,14 +74,16 @@ def load_sessions(start_year: int, end_year: int) -> tuple[np.ndarray, np.ndarra
     sessions = np.asarray(cal.sessions.values, dtype="datetime64[D]")
     opens = sched["open"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
     closes = sched["close"].dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
             np.savez(fh, sessions=sessions, opens=opens, closes=closes)
         os.replace(tmp, path)
     except OSError as exc:
         log.info("could not cache the market calendar at %s: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
     return sessions, opens, closes
 
 
