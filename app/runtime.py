@@ -30,6 +30,46 @@ from PySide6 import QtCore, QtWidgets
 log = logging.getLogger(__name__)
 
 
+class GuiThreadCollector(QtCore.QObject):
+    """Cyclic garbage collection on the GUI thread only.
+
+    Python runs a collection on whichever thread happens to allocate. When that is a worker thread
+    (a surface fit, a broker SDK import) and the garbage holds Qt objects' wrappers — pyqtgraph's plot
+    menus of a closed window, say — the C++ destructor runs on the worker, takes a Qt lock and waits
+    for the GIL, while the GUI thread holds the GIL and waits for that lock: the workstation froze
+    (seen in the 20-starts test). So automatic collection is switched off and this timer collects with
+    the interpreter's own thresholds on the GUI thread (pyqtgraph's ``GarbageCollector`` does the same).
+    """
+
+    def __init__(self, interval_ms: int = 500, parent: QtCore.QObject | None = None) -> None:
+        import gc
+
+        super().__init__(parent)
+        self._was_enabled = gc.isenabled()
+        self.threshold = gc.get_threshold()
+        gc.disable()
+        self.timer = QtCore.QTimer(self)
+        self.timer.timeout.connect(self.check)
+        self.timer.start(interval_ms)
+        self.collections = 0
+
+    def check(self) -> None:
+        import gc
+
+        l0, l1, l2 = gc.get_count()
+        if l0 > self.threshold[0]:
+            generation = 2 if l1 > self.threshold[1] and l2 > self.threshold[2] else 1 if l1 > self.threshold[1] else 0
+            gc.collect(generation)
+            self.collections += 1
+
+    def stop(self) -> None:
+        import gc
+
+        self.timer.stop()
+        if self._was_enabled:
+            gc.enable()
+
+
 def create_application(argv: Sequence[str] | None = None) -> QtWidgets.QApplication:
     """The process's ``QApplication`` (created once), named for QSettings and the desktop file."""
     app = QtWidgets.QApplication.instance()
@@ -159,12 +199,14 @@ async def run_workstation(
     on_ready: Callable[[Workstation], Awaitable[Any]] | None = None,
     app: QtWidgets.QApplication | None = None,
     cancel_leftovers: bool = True,
+    freeze_startup_objects: bool = False,
 ) -> int:
     """The main coroutine: start, wait for a quit request (or ``seconds``), stop cleanly. Returns 0.
 
     ``on_ready`` runs once the window is up (the self-test drives the GUI from it); its exception
     propagates after the shutdown. ``cancel_leftovers`` cancels every other task on the loop at the
-    end (the process is about to exit); tests sharing a loop pass False.
+    end (the process is about to exit); tests sharing a loop pass False. ``freeze_startup_objects``:
+    ``gc.freeze()`` at the first paint (the app; not for loops that run many windows).
     """
     app = app or QtWidgets.QApplication.instance()  # type: ignore[assignment]
     quit_evt = workstation.quit_requested
@@ -173,7 +215,8 @@ async def run_workstation(
     error: BaseException | None = None
     try:
         await workstation.start()
-        _resume_gc_after_first_paint(workstation.window)
+        if freeze_startup_objects:
+            _freeze_after_first_paint(workstation.window)
         if on_ready is not None:
             try:
                 await workstation.all_panels()
@@ -198,23 +241,15 @@ async def run_workstation(
     return 0
 
 
-def _resume_gc_after_first_paint(window: Any) -> None:
-    """If the start-up ran with the cyclic collector off (``python -m app``), move everything built so
-    far into the permanent generation and turn collection back on once the window has painted."""
+def _freeze_after_first_paint(window: Any) -> None:
+    """Move everything built up to the first paint (modules, the window) into the permanent generation,
+    so the collector's later full passes scan only what the session allocates (``python -m app``)."""
     import gc
 
-    if gc.isenabled():
-        return
-
-    def resume() -> None:
-        gc.freeze()  # start-up objects (modules, widgets) live as long as the process: never rescan them
-        gc.enable()
-
     if window is None or getattr(window, "first_painted", True):
-        resume()
+        gc.freeze()
     else:
-        window.first_paint.connect(resume)
-        QtCore.QTimer.singleShot(5000, lambda: None if gc.isenabled() else resume())  # never painted (hidden)
+        window.first_paint.connect(gc.freeze)
 
 
 def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:
@@ -225,6 +260,7 @@ def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:
     # call releases and re-takes the GIL, so a painting GUI thread otherwise queues behind them
     # (benchmarks/gui.py: loop-lag p99 ~27 -> ~19 ms under the streaming load).
     sys.setswitchinterval(0.001)
+    collector = GuiThreadCollector()
     loop = qasync.QEventLoop(app)
     # qasync's default executor runs QThreads, which Qt aborts on when still running at exit;
     # asyncio.to_thread / run_in_executor(None) get a plain thread pool instead.
@@ -253,6 +289,7 @@ def run_event_loop(app: QtWidgets.QApplication, main: Awaitable[int]) -> int:
         return 1
     finally:
         heartbeat.stop()
+        collector.stop()
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGINT, previous)
         with contextlib.suppress(RuntimeError):

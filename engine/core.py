@@ -113,6 +113,11 @@ class Engine:
     def started(self) -> bool:
         return self._started
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopping: new background work may be submitted."""
+        return self._started and not self._stopping
+
     async def start(self) -> None:
         if self._started:
             return
@@ -369,7 +374,7 @@ class Engine:
         """Run ``fn(*args)`` in the engine's worker processes (CPU-bound analytics off the loop and off
         its GIL). Submitted from a thread: the first submit spawns the workers, tens of milliseconds the
         loop must not wait for."""
-        if not self._started or self._stopping:  # never spawn a fresh pool that stop() will not reap
+        if not self.running:  # never spawn a fresh pool that stop() will not reap
             raise RuntimeError("the engine is not running")
         pool = self.process_pool
         future = await asyncio.to_thread(pool.submit, fn, *args)

@@ -34,6 +34,7 @@ T = TypeVar("T")
 __all__ = ["async_cleanup", "qasync_loop", "run_async", "wait_for_condition"]
 
 _SESSION_LOOP: qasync.QEventLoop | None = None
+_COLLECTOR: Any = None
 
 
 def _session_loop(app: QApplication) -> qasync.QEventLoop:
@@ -43,6 +44,12 @@ def _session_loop(app: QApplication) -> qasync.QEventLoop:
         # qasync's default executor runs QThreads, which Qt aborts on when still running at exit;
         # asyncio.to_thread / run_in_executor(None) get a plain thread pool instead.
         _SESSION_LOOP.set_default_executor(ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-loop"))
+        # as in the app (app.runtime.run_event_loop): collections run on the GUI thread only, never on
+        # a worker thread that would destroy Qt objects there (a deadlock seen in the 20-starts test)
+        from app.runtime import GuiThreadCollector
+
+        global _COLLECTOR
+        _COLLECTOR = GuiThreadCollector(parent=app)
     return _SESSION_LOOP
 
 

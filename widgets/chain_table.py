@@ -476,7 +476,7 @@ class ChainPanel(Panel):
         import functools
 
         loop = _running_loop()
-        if loop is None:
+        if loop is None or not getattr(self.engine, "running", True):  # stopping: no new work
             return None
         job = functools.partial(fn, *args, **kwargs)
         run_cpu = getattr(self.engine, "run_cpu", None)

@@ -8,7 +8,6 @@ handled by :class:`Reconnector`.
 from __future__ import annotations
 
 import asyncio
-import gc
 import importlib
 import logging
 import random
@@ -28,39 +27,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_gc_paused = 0
-
-
-async def run_off_loop_without_gc(fn: Callable[..., T], *args: Any) -> T:
-    """Run allocation-heavy setup (an SDK import, schema building) in a worker thread with the cyclic
-    garbage collector paused meanwhile.
-
-    A collection triggered by those allocations would run on the worker thread; when it frees Qt
-    objects' Python wrappers there, PySide hands their deletion to the GUI thread, and with an import
-    in flight that deadlocked the workstation (seen: GUI thread in ``runDeletionInMainThread``, worker
-    inside PySide's import hook). Paused, the next collection runs on whichever thread allocates
-    after the job — normally the loop.
-    """
-    global _gc_paused
-    if _gc_paused == 0 and gc.isenabled():
-        gc.disable()
-        _gc_paused = 1
-    elif _gc_paused:
-        _gc_paused += 1
-    try:
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
-    finally:
-        if _gc_paused:
-            _gc_paused -= 1
-            if _gc_paused == 0:
-                gc.enable()
-
-
 async def import_sdk(module: str) -> Any:
-    """Import a broker SDK off the event loop (``tastytrade`` takes seconds: pydantic models, pandas)."""
+    """Import a broker SDK off the event loop (``tastytrade`` takes seconds: pydantic models, pandas).
+
+    In the workstation the import's allocations cannot start a garbage collection on this worker
+    thread: the GUI process collects on its own thread only (``app.runtime.GuiThreadCollector``)."""
     if module in sys.modules:
         return sys.modules[module]
-    return await run_off_loop_without_gc(importlib.import_module, module)
+    return await asyncio.get_running_loop().run_in_executor(None, importlib.import_module, module)
 
 
 class BrokerTimeout(BrokerError, TimeoutError):

@@ -28,7 +28,6 @@ import numpy as np
 
 from engine.brokers.resilience import (
     backoff_delays,
-    run_off_loop_without_gc,
     run_until_stopped,
     sleep_or_stop,
     stop_supervisor,
@@ -113,7 +112,7 @@ class TastytradeFeed(Feed):
             return
         self._stop = asyncio.Event()
         await self.conn.connect()
-        await run_off_loop_without_gc(_warm_up_event_schemas)
+        await asyncio.get_running_loop().run_in_executor(None, _warm_up_event_schemas)
         self._ready.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tastytrade:dxlink")
         await with_timeout(self._ready.wait(), self.conn.config.call_timeout_s, "tastytrade DXLink connect")

@@ -157,3 +157,36 @@ def test_deferred_panels_build_on_screen_docks_first_then_the_rest_and_keep_save
     assert all(win.docks[pid].widget() is panel for pid, panel in win.panels.items())
     assert not win.panel_errors
     win.shutdown()
+
+
+def test_garbage_is_collected_on_the_gui_thread_never_on_a_worker(qtbot):
+    import gc
+    import threading
+
+    from app.runtime import GuiThreadCollector
+
+    assert not gc.isenabled()  # the session's collector (tests/qt_fixtures.py) owns collection
+    finalized_on: list[str] = []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+            self.qt = QtCore.QObject()  # a Qt object in cyclic garbage: the dangerous kind
+
+        def __del__(self) -> None:
+            finalized_on.append(threading.current_thread().name)
+
+    def churn() -> None:  # a worker allocating enough to trigger automatic collections many times over
+        for _ in range(5_000):
+            Cycle()
+
+    worker = threading.Thread(target=churn, name="worker")
+    worker.start()
+    worker.join()
+    assert finalized_on == []  # nothing was collected on the worker
+    qtbot.waitUntil(lambda: len(finalized_on) >= 5_000, timeout=10_000)
+    assert set(finalized_on) == {"MainThread"}
+
+    own = GuiThreadCollector()  # stop() restores automatic collection only if it was on before
+    own.stop()
+    assert not gc.isenabled()
