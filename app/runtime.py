@@ -52,15 +52,26 @@ class GuiThreadCollector(QtCore.QObject):
         self.timer.timeout.connect(self.check)
         self.timer.start(interval_ms)
         self.collections = 0
+        self._last_full = -1e9
+
+    #: a full pass scans every object (tens of ms with the GUI's ~150k): at most this often, as the
+    #: interpreter's own heuristic also keeps full passes rare once the live set is stable
+    FULL_PASS_MIN_S = 60.0
 
     def check(self) -> None:
         import gc
+        import time
 
         l0, l1, l2 = gc.get_count()
-        if l0 > self.threshold[0]:
-            generation = 2 if l1 > self.threshold[1] and l2 > self.threshold[2] else 1 if l1 > self.threshold[1] else 0
-            gc.collect(generation)
-            self.collections += 1
+        if l0 <= self.threshold[0]:
+            return
+        generation = 1 if l1 > self.threshold[1] else 0
+        now = time.monotonic()
+        if generation == 1 and l2 > self.threshold[2] and now - self._last_full >= self.FULL_PASS_MIN_S:
+            generation = 2
+            self._last_full = now
+        gc.collect(generation)
+        self.collections += 1
 
     def stop(self) -> None:
         import gc
