@@ -159,7 +159,7 @@ def test_deferred_panels_build_on_screen_docks_first_then_the_rest_and_keep_save
     win.shutdown()
 
 
-def test_garbage_is_collected_on_the_gui_thread_never_on_a_worker(qtbot):
+def test_garbage_is_collected_on_the_gui_thread_never_on_a_worker(qtbot, qasync_loop):
     import gc
     import threading
 
