@@ -389,7 +389,7 @@ class LiveTableView(QtWidgets.QTableView):
                 have = rows_cells.get(r)
                 if have is None:
                     rows_cells[r] = cols
-                elif have is not visible and have != cols:
+                elif have != cols:  # two rectangles over one row: paint the union of their columns
                     merged = {v[0]: v for v in (*have, *cols)}
                     rows_cells[r] = [merged[k] for k in sorted(merged)]
         if not rows_cells:
