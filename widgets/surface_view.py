@@ -55,7 +55,6 @@ class SurfacePanel(Panel):
         self._stage = 0
         self._stage_timer = QtCore.QTimer(self)
         self._stage_timer.setSingleShot(True)
-        self._stage_timer.setInterval(40)
         self._stage_timer.timeout.connect(self._next_stage)
 
         self.symbol_label = QtWidgets.QLabel("—")
