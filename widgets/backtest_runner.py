@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import multiprocessing
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -72,7 +71,6 @@ class BacktestJob(QtCore.QObject):
         self.error = ""
         self.started_at = math.nan
         self.cancel_requested = False
-        self._ctx = multiprocessing.get_context("spawn")
         self._manager: Any = None
         self._queue: Any = None
         self._cancel: Any = None
@@ -88,13 +86,14 @@ class BacktestJob(QtCore.QObject):
 
     def start(self) -> None:
         from engine.backtest.worker import run_backtest_job
+        from engine.process_pools import new_manager, new_process_pool
 
         loop = asyncio.get_event_loop()
         self.started_at = time.monotonic()
-        self._manager = self._ctx.Manager()
+        self._manager = new_manager()
         self._queue = self._manager.Queue()
         self._cancel = self._manager.Event()
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=self._ctx)
+        self._pool = new_process_pool(1)
         self._future = loop.run_in_executor(self._pool, run_backtest_job, self.config, self._queue, self._cancel)
         self._future.add_done_callback(self._done)
         self._timer.start()
@@ -155,9 +154,11 @@ class BacktestJob(QtCore.QObject):
         self._pool = self._manager = None
         self._queue = None
 
+        from engine.process_pools import shutdown_pool
+
         def stop() -> None:
             if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+                shutdown_pool(pool, timeout_s=5.0)
             if manager is not None:
                 try:
                     manager.shutdown()

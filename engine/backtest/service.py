@@ -59,11 +59,13 @@ class BacktestService:
             self.bus.unregister(CancelBacktest)
             self._registered = False
         if self._own_executor and self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
-            self._executor = None
+            from engine.process_pools import terminate_pool
+
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(terminate_pool, executor)  # running jobs were cancelled above
         if self._manager is not None:
-            self._manager.shutdown()
-            self._manager = None
+            manager, self._manager = self._manager, None
+            await asyncio.to_thread(manager.shutdown)
 
     # ---- API ------------------------------------------------------------------------------------
     def result(self, run_id: str) -> Any:
@@ -100,13 +102,13 @@ class BacktestService:
     # ---- internals ------------------------------------------------------------------------------
     def _ensure_manager(self) -> Any:
         if self._manager is None:
-            import multiprocessing
+            from engine.process_pools import new_manager
 
-            self._manager = multiprocessing.Manager()
+            self._manager = new_manager()
         if self._executor is None:
-            from concurrent.futures import ProcessPoolExecutor
+            from engine.process_pools import new_process_pool
 
-            self._executor = ProcessPoolExecutor(max_workers=self._max_workers)
+            self._executor = new_process_pool(self._max_workers)
         return self._manager
 
     async def _cmd_run(self, cmd: RunBacktest) -> str:

@@ -94,9 +94,9 @@ def run_sweep(
     base["run_id"] = ""
     own = executor is None
     if own:
-        from concurrent.futures import ProcessPoolExecutor
+        from engine.process_pools import new_process_pool
 
-        executor = ProcessPoolExecutor(max_workers=max_workers)
+        executor = new_process_pool(max_workers)
     rows: list[dict[str, Any] | None] = [None] * len(combos)
     futures: dict[Future, int] = {}
     try:
@@ -121,7 +121,9 @@ def run_sweep(
                 break
     finally:
         if own:
-            executor.shutdown(wait=True, cancel_futures=True)
+            from engine.process_pools import shutdown_pool
+
+            shutdown_pool(executor, timeout_s=10.0)
     return [r if r is not None else {**{f"param.{k}": v for k, v in combos[i].items()}, "status": "cancelled"}
             for i, r in enumerate(rows)]
 

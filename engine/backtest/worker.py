@@ -2,9 +2,8 @@
 
 The backtest runner panel does, on the engine loop::
 
-    ctx = multiprocessing.get_context("spawn")
-    manager = ctx.Manager(); queue = manager.Queue(); cancel = manager.Event()
-    pool = ProcessPoolExecutor(1, mp_context=ctx)
+    manager = new_manager(); queue = manager.Queue(); cancel = manager.Event()
+    pool = new_process_pool(1)          # engine.process_pools: workers die with the window
     future = loop.run_in_executor(pool, run_backtest_job, config.model_dump(mode="json"), queue, cancel)
     # poll `queue` from a timer: BacktestProgressed events; set `cancel` to stop; `await future` → BacktestResult
 

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -180,10 +179,9 @@ class SurfaceService:
             return
         if self._executor is None:
             if self.config.executor == "process":
-                from engine.process_pools import lower_worker_priority
+                from engine.process_pools import new_process_pool
 
-                self._executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                                     initializer=lower_worker_priority)
+                self._executor = new_process_pool(1, background=True)
             else:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="surface-fit")
         # warm the worker in the background (imports numpy/scipy/pricing once)
