@@ -19,7 +19,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point. ``argv`` excludes the program name; a leading ``gui`` (from the CLI) is ignored."""
+    """Entry point. ``argv`` excludes the program name; a leading ``gui`` (from the CLI) is ignored.
+
+    Runs under the command line's error policy: an unusable database or settings folder is one line on
+    stderr and a non-zero exit, not a traceback (the traceback goes to the log)."""
+    from engine.cli_errors import run_guarded
+
+    return run_guarded("gui", lambda: _main(argv))
+
+
+def _main(argv: Sequence[str] | None) -> int:
     # No cyclic GC passes while the window is being built: each full pass over the ~150k objects that
     # the imports create costs 30-150 ms. From the loop's start the runtime collects on the GUI thread
     # (GuiThreadCollector), and the start-up objects are frozen out of its scans at the first paint.
@@ -38,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths.ensure()
     setup_logging(paths.log_dir, args.log_level or "INFO", console=True)
     app = create_application([sys.argv[0], *args_list])
+    from app.runtime import refuse_second_instance
+
+    refuse_second_instance(paths.database.parent)  # a second window says which process holds the data folder
     workstation = Workstation(EngineConfig(paths=paths), theme=args.theme, restore_layout=not args.reset_layout)
     return run_event_loop(app, run_workstation(workstation, seconds=args.seconds, app=app, freeze_startup_objects=True))
 

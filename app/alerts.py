@@ -18,6 +18,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from engine.bus.events import Alert, OrderDenied
 from engine.bus.messages import Event
 from widgets.base import EventBatch, Panel
+from widgets.time_format import engine_now, format_market_time
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _RANK = {name: i for i, name in enumerate(LEVELS)}
@@ -106,7 +107,7 @@ class EventLogModel(QtCore.QAbstractTableModel):
         col = index.column()
         if role == QtCore.Qt.ItemDataRole.DisplayRole:
             if col == 0:
-                return e.ts.astimezone().strftime("%H:%M:%S.%f")[:-3]
+                return format_market_time(e.ts)
             if col == 1:
                 return e.level.upper()
             if col == 2:
@@ -167,7 +168,7 @@ class AlertsPanel(Panel):
         self.view.setAlternatingRowColors(True)
         hh = self.view.horizontalHeader()
         hh.setStretchLastSection(True)
-        for col, width in enumerate((112, 74, 130)):
+        for col, width in enumerate((214, 74, 130)):
             hh.resizeSection(col, width)
         self.level_box = QtWidgets.QComboBox()
         self.level_box.setObjectName("alertsLevel")
@@ -196,9 +197,8 @@ class AlertsPanel(Panel):
         self._ingest([entry])
 
     def log(self, level: str, source: str, message: str) -> None:
-        from engine.bus.messages import utcnow
-
-        self.add_entry(LogEntry(utcnow(), level if level in _RANK else "info", source, message))
+        # the engine's time, like the events around it (a simulated session's log is in simulated time)
+        self.add_entry(LogEntry(engine_now(self.engine), level if level in _RANK else "info", source, message))
 
     def apply_events(self, batch: EventBatch) -> None:
         entries = [describe_event(e) for e in batch.all_events() if e.severity != "debug" or isinstance(e, Alert)]

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,17 @@ from app.alerts import AlertsPanel
 from app.bridge import EventBridge
 from app.resources import icon
 from app.toolbar import KillSwitchControl, ModeControl, TradingToolbar
+from engine.bus.commands import JumpToNextRealSession, RestartSimulatedDay
 from engine.bus.events import (
     ClockTicked,
     ConnectionStateChanged,
     ModeChanged,
     OrderPendingApproval,
+    SessionStatus,
     TradingStateChanged,
 )
-from widgets.base import EventBatch, Panel
+from widgets.base import EventBatch, Panel, send_command
+from widgets.time_format import format_market_time
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +142,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.mode = "paper"
         self.trading_state = "ACTIVE"
         self.connection_text = ""
+        #: the engine's latest SessionStatus (market time, simulated or not, is the real market open)
+        self.session_status: SessionStatus | None = None
         self.panel_errors: list[str] = []
         self._closing = False
         self.first_painted = False
@@ -521,9 +527,16 @@ class MainWindow(QtWidgets.QMainWindow):
 
         trading = mb.addMenu("&Trading")
         trading.addAction(self.trading_toolbar.kill_switch_action)
+        trading.addAction(self.trading_toolbar.kill_flatten_action)
         ks = self.trading_toolbar.controls.get("kill_switch")
         if isinstance(ks, KillSwitchControl):
             trading.addAction("Reset kill switch…", ks.ask_reset)
+        trading.addSeparator()
+        self.restart_day_action = trading.addAction("Restart the simulated day", self.restart_simulated_day)
+        self.restart_day_action.setToolTip("Back to this simulated day's open, replaying its price path")
+        self.jump_session_action = trading.addAction("Jump to the next real session", self.jump_to_real_session)
+        self.jump_session_action.setToolTip("Move the simulated market to the open of the real session "
+                                            "running now or opening next")
 
         help_menu = mb.addMenu("&Help")
         help_menu.addAction("&About Optiondesk", self._about)
@@ -590,7 +603,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.docks["approvals"].show()
             self.docks["approvals"].raise_()  # an order waiting for a human must be seen
             self._approvals_raised = True
-        for ev in batch.latest(ClockTicked).values():
+        for status in batch.latest(SessionStatus).values():
+            self.session_status = status
+            self._render_clock(status.now, status.market_open)
+        for ev in batch.latest(ClockTicked).values():  # the simulated feed ticks faster than the engine's status
             self._render_clock(ev.now, ev.market_open)
         if changed:
             self._render_status()
@@ -602,14 +618,31 @@ class MainWindow(QtWidgets.QMainWindow):
             self._rate_timer.restart()
 
     def _render_clock(self, now: datetime, market_open: bool) -> None:
-        try:
-            from zoneinfo import ZoneInfo
+        """The market time in New York time and what the market is doing; on the simulated market, also
+        whether the real market is open (a simulated session often runs while the real one is shut)."""
+        status = self.session_status
+        if status is None:
+            self.status_clock.setText(f"market {'open' if market_open else 'closed'} · {format_market_time(now)}")
+            return
+        self.status_clock.setText(replace(status, now=now, market_open=market_open).describe())
+        self.restart_day_action.setEnabled(status.simulated)
+        self.jump_session_action.setEnabled(status.simulated)
 
-            local = now.astimezone(ZoneInfo("America/New_York"))
-            text = local.strftime("%Y-%m-%d %H:%M:%S ET")
-        except Exception:
-            text = now.strftime("%Y-%m-%d %H:%M:%S UTC")
-        self.status_clock.setText(f"clock {text} · market {'OPEN' if market_open else 'closed'}")
+    # ---- the simulated clock --------------------------------------------------------------------
+    def restart_simulated_day(self) -> None:
+        """Trading ▸ Restart the simulated day: the engine moves its simulated clock (and audits it)."""
+        self._move_simulated_clock(RestartSimulatedDay(by="user"), "restart the simulated day")
+
+    def jump_to_real_session(self) -> None:
+        """Trading ▸ Jump to the next real session."""
+        self._move_simulated_clock(JumpToNextRealSession(by="user"), "jump to the next real session")
+
+    def _move_simulated_clock(self, command: Any, what: str) -> None:
+        def failed(message: str) -> None:
+            self.alerts.log("error", "simulated market", f"could not {what}: {message}")
+
+        # success shows itself: the engine publishes SimulatedClockMoved (event log) and a new SessionStatus
+        send_command(self.engine, command, on_error=failed)
 
     def _render_status(self) -> None:
         self.status_mode.setText(f"mode = {self.mode.upper()}")

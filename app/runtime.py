@@ -20,6 +20,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("QT_API", "pyside6")
@@ -192,6 +193,33 @@ class Workstation:
             window.deleteLater()
         if self.engine is not None and self._owns_engine and getattr(self.engine, "started", False):
             await self.engine.stop()
+
+
+def instance_locked_box(exc: Any) -> QtWidgets.QMessageBox:
+    """The message a second window shows: which process holds the data folder, and what still works."""
+    box = QtWidgets.QMessageBox()
+    box.setObjectName("instanceLockedDialog")
+    box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+    box.setWindowTitle("Optiondesk is already running")
+    who = f"process {exc.pid}" if getattr(exc, "pid", None) else "another process"
+    box.setText(f"<b>Optiondesk is already running on this data folder ({who}).</b>")
+    box.setInformativeText(f"{exc.folder}\n\nSwitch to that window, or close it first. `optiondesk kill` and "
+                           "`optiondesk risk` work beside it.")
+    return box
+
+
+def refuse_second_instance(folder: Any, *, show: bool = True) -> None:
+    """Raise ``InstanceLocked`` (after showing :func:`instance_locked_box`) when an engine holds ``folder``."""
+    from engine.instance_lock import InstanceLocked, holder
+
+    pid = holder(folder)
+    if pid is None:
+        return
+    exc = InstanceLocked(Path(folder), pid or None)
+    log.warning("%s", exc)
+    if show:
+        instance_locked_box(exc).exec()  # before the event loop runs: a plain modal box is safe here
+    raise exc
 
 
 async def cancel_leftover_tasks(timeout: float = 5.0) -> int:

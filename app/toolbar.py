@@ -27,6 +27,7 @@ from engine.bus.events import (
     RiskProfileChanged,
     TradingStateChanged,
 )
+from engine.credentials import mask_account
 from widgets.base import EventBatch, send_command
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
@@ -221,6 +222,7 @@ class KillSwitchControl(QtWidgets.QWidget):
         self.reason = ""
         self.last_error = ""
         self.confirm_dialog: QtWidgets.QMessageBox | None = None
+        self.flatten_dialog: QtWidgets.QMessageBox | None = None
 
         self.button = QtWidgets.QPushButton()
         self.button.setObjectName("killSwitchButton")
@@ -233,7 +235,13 @@ class KillSwitchControl(QtWidgets.QWidget):
         lay = QtWidgets.QVBoxLayout()
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(1)
+        self.flatten_button = QtWidgets.QPushButton("Kill and flatten…")
+        self.flatten_button.setObjectName("killFlattenButton")
+        self.flatten_button.setFlat(True)
+        self.flatten_button.setToolTip("Halt trading, cancel every order and close every position (asks first)")
+        self.flatten_button.clicked.connect(self.ask_kill_and_flatten)
         lay.addWidget(self.button)
+        lay.addWidget(self.flatten_button)
         lay.addWidget(self.reason_label)
         self.setLayout(lay)
 
@@ -258,6 +266,36 @@ class KillSwitchControl(QtWidgets.QWidget):
         if self.state == HALTED:
             return
         send_command(self.engine, TripKillSwitch(reason=reason, by="user"), on_error=self._on_error)
+
+    def ask_kill_and_flatten(self) -> None:
+        """Kill and flatten asks first (it sends closing orders for every position), in its own dialog."""
+        if self.flatten_dialog is not None and self.flatten_dialog.isVisible():
+            return
+        box = QtWidgets.QMessageBox(self.window())
+        box.setObjectName("killFlattenDialog")
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+        box.setWindowTitle("Kill and flatten?")
+        box.setText("<b>Halt trading and close every position?</b>")
+        box.setInformativeText(
+            "Trading goes to HALTED, every open order is cancelled, then every position is closed with marketable "
+            "limit orders (through the touch). Spreads close as one combo order.")
+        go = box.addButton("Kill and flatten", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Cancel", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(QtWidgets.QMessageBox.StandardButton.NoButton)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.flatten_dialog = box
+
+        def done(_result: int) -> None:
+            if box.clickedButton() is go:
+                self.confirm_kill_and_flatten()
+            self.flatten_dialog = None
+
+        box.finished.connect(done)
+        box.open()
+
+    def confirm_kill_and_flatten(self) -> None:
+        send_command(self.engine, TripKillSwitch(reason="manual: kill and flatten", by="user", flatten=True),
+                     on_error=self._on_error)
 
     def ask_reset(self) -> None:
         if self.confirm_dialog is not None and self.confirm_dialog.isVisible():
@@ -582,7 +620,7 @@ class AccountSummaryControl(QtWidgets.QWidget):
         lab.setProperty("sign", "pos" if day > 0 else "neg" if day < 0 else "zero")
         lab.style().unpolish(lab)
         lab.style().polish(lab)
-        self.setToolTip(f"Account {acct.account_id} ({acct.broker})")
+        self.setToolTip(f"Account {mask_account(acct.account_id)} ({acct.broker})")
 
     def apply_events(self, batch: EventBatch) -> None:
         # Only the account orders go to: in PAPER that is the paper account, even while a connected
@@ -620,6 +658,8 @@ class TradingToolbar(QtWidgets.QToolBar):
         self.control_actions: dict[str, QtGui.QAction] = {}
         self.kill_switch_action = QtGui.QAction("Trip kill switch", self)
         self.kill_switch_action.setObjectName("killSwitchAction")
+        self.kill_flatten_action = QtGui.QAction("Kill and flatten…", self)
+        self.kill_flatten_action.setObjectName("killFlattenAction")
 
         order: list[tuple[str, type[QtWidgets.QWidget]]] = [
             ("kill_switch", KillSwitchControl),
@@ -642,8 +682,13 @@ class TradingToolbar(QtWidgets.QToolBar):
             self.kill_switch_action.setShortcut(QtGui.QKeySequence(KillSwitchControl.SHORTCUT))
             self.kill_switch_action.setShortcutContext(QtCore.Qt.ShortcutContext.ApplicationShortcut)
             self.kill_switch_action.triggered.connect(lambda: ks.trip("manual: Ctrl+Shift+K"))
+            self.kill_flatten_action.triggered.connect(ks.ask_kill_and_flatten)
+            ks.button.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.ActionsContextMenu)
+            ks.button.addAction(self.kill_flatten_action)  # right-click the kill switch
+            self.addAction(self.kill_flatten_action)
         else:
             self.kill_switch_action.setEnabled(False)
+            self.kill_flatten_action.setEnabled(False)
 
     def _add(self, name: str, widget: QtWidgets.QWidget) -> None:
         if self.controls and name != "connection":

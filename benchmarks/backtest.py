@@ -7,13 +7,23 @@ regime), and the event-driven run (strategy, OrderFactory → RiskEngine → Pap
 daily marks and Greeks). The sweep part times the same 8 five-year runs on 1 and on 2 worker processes
 (workers load the data before the clock starts).
 
-    python -m benchmarks.backtest
+``panel_vs_cli`` times the README backtest both ways a user runs it, alternating, in fresh processes: the
+CLI command (wall time of ``optiondesk backtest …``, PNG included) and the Backtest panel of the whole
+offscreen workstation with the simulated market streaming (Run click → results shown; see
+``benchmarks/_panel_backtest.py``). Target: the panel within 20 % of the CLI.
+
+    python -m benchmarks.backtest            # everything
+    python -m benchmarks.backtest panel      # only the panel-vs-CLI comparison
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -130,6 +140,47 @@ def _optopsy(path: Path) -> dict:
             "note": "bucketed statistics of all spreads, not the same rules"}
 
 
+PANEL_TARGET_RATIO = 1.2
+README_ARGS = ["--strategy", "iv_rank_put_spread", "--symbol", "SPY", "--years", "5", "--seed", "7"]
+
+
+def _cli_once(out_dir: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "engine.cli", "backtest", *README_ARGS, "--out", out_dir],
+                   check=True, capture_output=True, timeout=600)
+    return time.perf_counter() - t0
+
+
+def _panel_once(repeat: bool) -> dict:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks._panel_backtest", "--years", "5", "--seed", "7",
+                           *(["--repeat"] if repeat else [])],
+                          check=True, capture_output=True, text=True, timeout=600, env=env)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def panel_vs_cli(rounds: int = 3) -> dict:
+    """The README backtest from the CLI and from the Backtest panel, alternating ``rounds`` times (the
+    history cached beforehand, as in the issue); medians and their ratio."""
+    with tempfile.TemporaryDirectory(prefix="optiondesk-bench-cli-") as tmp:
+        _cli_once(tmp)  # generates/caches the history and warms the file cache: not timed
+        cli, panel, repeat, pnl = [], [], [], set()
+        for i in range(rounds):
+            cli.append(_cli_once(tmp))
+            res = _panel_once(repeat=i == 0)
+            panel.append(res["first"]["seconds"])
+            pnl.add(res["first"]["total_pnl"])
+            if "repeat" in res:
+                repeat.append(res["repeat"]["seconds"])
+    cli_s, panel_s = statistics.median(cli), statistics.median(panel)
+    return {"cli_s": [round(x, 2) for x in cli], "panel_s": [round(x, 2) for x in panel],
+            "cli_median_s": round(cli_s, 2), "panel_median_s": round(panel_s, 2),
+            "ratio_panel_vs_cli": round(panel_s / cli_s, 3), "target_ratio": PANEL_TARGET_RATIO,
+            "met": panel_s / cli_s <= PANEL_TARGET_RATIO,
+            "panel_repeat_same_data_s": [round(x, 2) for x in repeat],
+            "same_result": len(pnl) == 1, "load_average": os.getloadavg()}
+
+
 def run() -> dict:
     path, gen_s = _data_path()
     t0 = time.perf_counter()
@@ -185,6 +236,7 @@ def run() -> dict:
             "load_average": os.getloadavg()[0],
         },
         "optopsy_same_data": _optopsy(path),
+        "panel_vs_cli": panel_vs_cli(),
         "sweep_8_five_year_runs": {
             "workers_1_s": round(one, 2), "workers_2_s": round(two, 2), "speedup": round(one / two, 2),
             "control_cpu_loop_speedup": _control_speedup(),
@@ -195,4 +247,4 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    print(json.dumps(panel_vs_cli() if sys.argv[1:] == ["panel"] else run(), indent=2))

@@ -2,7 +2,9 @@
 
 Subcommands live with their areas: each module in ``COMMAND_MODULES`` has ``register(subparsers)``
 adding its parsers with ``set_defaults(func=handler)``; ``handler(args) -> int`` is the exit code.
-Those modules keep imports light; heavy work is imported inside the handler.
+Those modules keep imports light; heavy work is imported inside the handler. Every handler runs under
+one error policy (:mod:`engine.cli_errors`): a handler raises ``CliError`` (or lets a ``StoreError``
+through) for a problem the user can fix, and never prints tracebacks itself.
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ def _cmd_gui(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse and run one command under the shared error policy (:mod:`engine.cli_errors`)."""
+    from engine.cli_errors import run_guarded
+
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    if not getattr(args, "func", None):
-        return _cmd_gui(args)
-    return int(args.func(args) or 0)
+    func = getattr(args, "func", None) or _cmd_gui
+    return run_guarded(getattr(args, "command", None) or "gui", lambda: func(args))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.bus import Bus, ClockTicked, EngineStarted, EngineStopping, SelectUnderlying
+from engine.bus import (
+    Bus,
+    ClockTicked,
+    EngineStarted,
+    EngineStopping,
+    JumpToNextRealSession,
+    RestartSimulatedDay,
+    SelectUnderlying,
+)
 from engine.clock import Clock, WallClock
 from engine.paths import AppPaths
 from engine.settings import LoadResult, Settings, load_settings
@@ -58,6 +66,8 @@ class EngineConfig:
     clock_interval_s: float = 1.0
     settings: Settings | None = None  # given: used instead of the settings file
     process_workers: int = 2
+    #: the real world's clock, for "is the real market open?" (tests pin it; None: the machine's clock)
+    wall_clock: Clock | None = None
 
     @classmethod
     def for_directory(cls, base: str | os.PathLike[str], **kw: Any) -> EngineConfig:
@@ -77,6 +87,7 @@ class Engine:
         self.settings_result: LoadResult | None = None
         self.settings: Settings = self.config.settings or Settings()
         self.clock: Clock = WallClock()
+        self.wall_clock: Clock = self.config.wall_clock or WallClock()
         self.feed: Any = None
         self.brokers: dict[str, Any] = {}
         self.paper_broker: Any = None
@@ -100,6 +111,7 @@ class Engine:
         self._process_pool: ProcessPoolExecutor | None = None
         self._started = False
         self._stopping = False
+        self._instance_lock: Any = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -122,15 +134,22 @@ class Engine:
         if self._started:
             return
         self.paths.ensure()
+        from engine.instance_lock import InstanceLock
+
+        # one engine per data folder (two would reuse the paper fill ids and fight over the trading state);
+        # raises InstanceLocked naming the holder's pid
+        lock = InstanceLock(self.paths.database.parent)
+        lock.acquire()
+        self._instance_lock = lock
         limit_blas_threads()
-        self.bus = Bus()
+        self.bus = Bus(clock=_EngineClock(self))  # messages carry the engine's time, simulated or not
         if self.config.settings is None:
             self.settings_result = load_settings(self.paths.settings_file)
             self.settings = self.settings_result.settings
             for err in self.settings_result.errors:
                 log.warning("settings: %s", err)
-        self.store = Store.open(self.paths.database)
         try:
+            self.store = Store.open(self.paths.database, clock=_EngineClock(self))
             await self._compose()
         except BaseException:
             await self.stop()
@@ -190,6 +209,8 @@ class Engine:
         self.on_stop(path.stop)
         self.on_stop(self._disconnect_all_brokers)
         bus.register(SelectUnderlying, self._cmd_select_underlying)
+        bus.register(RestartSimulatedDay, self._cmd_restart_simulated_day)
+        bus.register(JumpToNextRealSession, self._cmd_jump_to_next_real_session)
 
         from engine.surface.service import SurfaceService
 
@@ -239,6 +260,9 @@ class Engine:
             if self.store is not None:
                 self.store.close()
         finally:
+            if self._instance_lock is not None:  # last: the data folder is free once the store is closed
+                self._instance_lock.release()
+                self._instance_lock = None
             self._started = False
             self._stopping = False
 
@@ -282,7 +306,7 @@ class Engine:
                 await self.feed.stop()
             self.feed = adapter.feed
             self.market.feed = adapter.feed
-            self.clock = WallClock()
+            self.clock = self.wall_clock  # live data: the engine clock is the real one
             self.bus.publish(FeedChanged(feed=adapter.feed.name, underlyings=tuple(adapter.feed.underlyings())))
         return adapter.broker
 
@@ -320,6 +344,72 @@ class Engine:
         if self.feed is None:
             raise FeedError("no market-data feed is running")
         await self.feed.subscribe(cmd.symbol, list(cmd.expiries) or None, cmd.strikes)
+
+    # ---- the simulated clock ------------------------------------------------------------------------
+    def _running_simulation(self) -> Any:
+        from engine.market.feed import FeedError
+
+        if self.simulated_feed is None or self.feed is not self.simulated_feed:
+            raise FeedError("the simulated market is not running (a broker's live data is the feed): "
+                            "its clock cannot be moved")
+        return self.simulated_feed
+
+    async def _cmd_restart_simulated_day(self, cmd: RestartSimulatedDay) -> Any:
+        """Back to the open of the simulated day, its path replayed; audited. Returns the new market time."""
+        feed = self._running_simulation()
+        before = feed.now()
+        now = await feed.restart_day()
+        self._clock_moved("restart_day", before, now, cmd.by)
+        return now
+
+    async def _cmd_jump_to_next_real_session(self, cmd: JumpToNextRealSession) -> Any:
+        """The simulated market to the open of the real session running now or opening next; audited."""
+        feed = self._running_simulation()
+        wall = self.wall_clock.now()
+        cal = feed.market.calendar
+        session = cal.current_or_next_session(wall)
+        target, _ = cal.open_close(session)
+        before = feed.now()
+        now = await feed.jump_to(target)
+        self._clock_moved("jump_to_real_session", before, now, cmd.by, wall=wall)
+        return now
+
+    def _clock_moved(self, action: str, before: Any, now: Any, by: str, **detail: Any) -> None:
+        from engine.bus import SimulatedClockMoved
+
+        assert self.store is not None and self.bus is not None
+        self.store.audit.record(by, f"simulated_clock:{action}", {
+            "from": before.isoformat(), "to": now.isoformat(), **{k: v.isoformat() for k, v in detail.items()}})
+        self.bus.publish(SimulatedClockMoved(action=action, previous=before, now=now, by=by))
+        self._publish_session()
+
+    def session_status(self) -> Any:
+        """The engine's market time and session, and whether the real (wall-clock) market is open."""
+        from engine.bus import SessionStatus
+
+        feed_now = self.feed.now() if self.feed is not None else None
+        now = feed_now or self.clock.now()
+        market_open = False
+        is_open = getattr(self.feed, "market_open", None)
+        if callable(is_open):
+            with contextlib.suppress(Exception):
+                market_open = bool(is_open())
+        simulated = self.feed is not None and self.feed is self.simulated_feed
+        real_open: bool | None = None
+        real_next: Any = None
+        cal = getattr(getattr(self.simulated_feed, "market", None), "calendar", None)
+        if cal is not None:
+            wall = self.wall_clock.now()
+            with contextlib.suppress(ValueError):  # a wall clock beyond the calendar: unknown
+                real_open = cal.is_open(wall)
+                real_next = None if real_open else cal.next_open(wall)
+        return SessionStatus(now=now, market_open=market_open, simulated=simulated, real_open=real_open,
+                             real_next_open=real_next)
+
+    def _publish_session(self) -> None:
+        if self.bus is not None:
+            status = self.session_status()
+            self.bus.publish(status)
 
     async def _disconnect_all_brokers(self) -> None:
         for name in list(self.adapters):
@@ -360,14 +450,9 @@ class Engine:
     def process_pool(self) -> Executor:
         """CPU-bound work (calibrations, surface fits over many expiries, backtests)."""
         if self._process_pool is None:
-            import multiprocessing
+            from engine.process_pools import new_process_pool
 
-            from engine.process_pools import lower_worker_priority
-
-            self._process_pool = ProcessPoolExecutor(
-                max_workers=self.config.process_workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=lower_worker_priority,
-            )
+            self._process_pool = new_process_pool(self.config.process_workers, background=True)
         return self._process_pool
 
     async def run_cpu(self, fn: Callable[..., T], *args: Any) -> T:
@@ -397,4 +482,5 @@ class Engine:
                 with contextlib.suppress(Exception):
                     market_open = bool(is_open())
             self.bus.publish(ClockTicked(now=feed_now or self.clock.now(), market_open=market_open))
+            self._publish_session()
             await asyncio.sleep(self.config.clock_interval_s)

@@ -61,7 +61,9 @@ class DoctorReport:
     def to_json(self) -> str:
         d = asdict(self)
         d["ok"] = self.ok
-        return json.dumps(d, indent=2, default=str)
+        from engine.cli_errors import dumps_json
+
+        return dumps_json(d, indent=2)
 
 
 def _version(dist: str) -> str | None:
@@ -115,6 +117,13 @@ def run_doctor(paths: AppPaths | None = None) -> DoctorReport:
     qt = probe_qt()
     if "error" in qt:
         problems.append(f"Qt does not start: {qt['error']}")
+    from engine.system_libraries import apt_install_line, missing_xcb_libraries
+
+    missing_x11 = missing_xcb_libraries()
+    if missing_x11:
+        qt["missing_x11_libraries"] = missing_x11
+        problems.append(f"the window cannot open on X11: Qt's xcb plugin needs {', '.join(missing_x11)}; "
+                        f"install them with: {apt_install_line(missing_x11) or 'your package manager'}")
     opengl = bool(qt.get("opengl", False))
     if not opengl:
         notes.append("no OpenGL context (normal offscreen/headless): the surface shows as a 2-D heatmap")
@@ -130,23 +139,29 @@ def run_doctor(paths: AppPaths | None = None) -> DoctorReport:
             probe = Path(d) / ".doctor-write-test"
             probe.write_text("ok")
             probe.unlink()
-        from engine.store import Store
+        from engine.store import SchemaTooNewError, Store
 
-        store = Store.open(paths.database)
         try:
-            db = {"schema_version": store.schema_version, "latest": Store.latest_version(),
-                  "integrity": store.integrity_check()}
-        finally:
-            store.close()
-        if db["integrity"] != "ok":
-            problems.append(f"database integrity check failed: {db['integrity']}")
+            store = Store.open(paths.database)
+        except SchemaTooNewError as exc:
+            db = {"schema_version": exc.db_version, "latest": exc.latest, "integrity": "not checked"}
+            problems.append(str(exc))
+        else:
+            try:
+                db = {"schema_version": store.schema_version, "latest": Store.latest_version(),
+                      "integrity": store.integrity_check()}
+            finally:
+                store.close()
+            if db["integrity"] != "ok":
+                problems.append(f"database integrity check failed: {db['integrity']}")
     except Exception as exc:
         problems.append(f"data folders or database unusable: {type(exc).__name__}: {exc}")
     from engine.settings import load_settings
 
     sr = load_settings(paths.settings_file)
     for e in sr.errors:
-        notes.append(f"settings: {e} (defaults used; file kept, copy at {sr.backup_path})")
+        kept = f"file kept, copy at {sr.backup_path}" if sr.backup_path else "file left as it is"
+        notes.append(f"settings: {e} (defaults used; {kept})")
     return DoctorReport(
         optiondesk=engine.__version__, python=platform.python_version(), platform=platform.platform(),
         packages=packages, qt=qt, keyring=kr, paths=path_info, database=db, opengl=opengl,

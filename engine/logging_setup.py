@@ -66,6 +66,12 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 _configured: dict[str, logging.Handler] = {}
 
 
+def app_file_handler() -> logging.Handler | None:
+    """The rotating file handler :func:`setup_logging` installed, if any (the CLI's error policy writes a
+    failure's traceback there and nowhere else)."""
+    return _configured.get("file")
+
+
 def quiet_third_party() -> None:
     """The tastytrade SDK logs bearer tokens at DEBUG: never below WARNING."""
     for name in ("tastytrade", "httpx", "httpx2", "httpcore", "httpcore2", "websockets", "ib_async", "asyncio"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from datetime import UTC, datetime
+import time
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -76,6 +76,7 @@ class ApprovalPanel(Panel):
     def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.pending: dict[str, tuple[Order, Any]] = {}
+        self._seen: dict[str, float] = {}  # order id -> time.monotonic() when the panel first saw it
         self.model = _ApprovalModel(self.COLUMNS, self)
         self.table = LiveTableView(self.model)
         self.table.horizontalHeader().setSectionResizeMode(2, QtWidgets.QHeaderView.ResizeMode.Stretch)
@@ -158,6 +159,7 @@ class ApprovalPanel(Panel):
                 changed = True
             elif oid in self.pending and ev.order.status is not OrderStatus.PENDING_APPROVAL:
                 del self.pending[oid]
+                self._seen.pop(oid, None)
                 changed = True
             elif oid in self.pending:  # same status, newer order (e.g. price modified)
                 self.pending[oid] = (ev.order, self.pending[oid][1])
@@ -165,16 +167,19 @@ class ApprovalPanel(Panel):
         if changed:
             self._render()
 
-    def _seconds_left(self, preview: Any) -> float:
-        exp = getattr(preview, "expires_at", None)
-        if exp is None:
+    def _seconds_left(self, order_id: str, preview: Any) -> float:
+        """The approval window left, in real seconds since the panel first saw the order: the engine
+        times the window on the event loop, not on the (possibly accelerated) simulated clock."""
+        exp, created = getattr(preview, "expires_at", None), getattr(preview, "created_at", None)
+        if exp is None or created is None:
             return math.nan
-        return (exp - datetime.now(UTC)).total_seconds()
+        seen = self._seen.setdefault(order_id, time.monotonic())
+        return (exp - created).total_seconds() - (time.monotonic() - seen)
 
     def _render(self) -> None:
         items = sorted(self.pending.values(), key=lambda it: it[0].created_at)
         keys = np.array([o.order_id for o, _ in items], dtype=object)
-        left = np.array([self._seconds_left(p) for _, p in items], dtype=float)
+        left = np.array([self._seconds_left(o.order_id, p) for o, p in items], dtype=float)
         self.model.update(keys, {
             "expires": np.array([_countdown(s) for s in left], dtype=object),
             "seconds_left": left,
@@ -227,7 +232,7 @@ class ApprovalPanel(Panel):
             self.price_spin.blockSignals(True)
             self.price_spin.setValue(float(order.limit_price))
             self.price_spin.blockSignals(False)
-        self.detail.setHtml(preview_html(order, preview, self._seconds_left(preview)))
+        self.detail.setHtml(preview_html(order, preview, self._seconds_left(oid, preview)))
 
     # ---- actions ----------------------------------------------------------------------------------
     def _after(self, oid: str, action: str) -> Any:

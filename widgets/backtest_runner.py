@@ -2,7 +2,9 @@
 
 The run is :func:`engine.backtest.worker.run_backtest_job` in a one-process ``spawn`` pool (the UI thread
 only polls a progress queue on a timer, so the window stays responsive); Cancel sets a shared event the
-backtest loop checks every day. Results use the layout traders know: statistics table, equity curve with
+backtest loop checks every day. The worker is started shortly after the panel is first shown and kept
+between runs (:class:`BacktestWorker`), so Run costs what the CLI does: no interpreter start or imports
+on the clock, and a repeated run on the same data skips loading it. Results use the layout traders know: statistics table, equity curve with
 drawdown, daily P&L, P&L histogram and the trade list. Export writes the engine's CSV/JSON reports
 (:func:`engine.backtest.report.export_all`) and a PNG of the results.
 """
@@ -22,12 +24,18 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
-from widgets.base import EventBatch, Panel
+from widgets.base import EventBatch, Panel, schedule
 from widgets.plots import LOSS, PROFIT, SERIES, MoneyAxis, new_plot
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
+from widgets.time_format import format_market_time
 
 log = logging.getLogger(__name__)
 Qt = QtCore.Qt
+
+#: the worker starts this long after the panel is first shown (not during the window's start-up)
+WORKER_WARM_DELAY_MS = 1500
+#: a worker without a run for this long is stopped (it holds the last history: ~0.3 GB for 5 years)
+WORKER_IDLE_S = 300.0
 
 STAT_ROWS: list[tuple[str, str, str]] = [
     ("total_pnl", "Total P&L", "money"), ("total_return", "Total return", "pct"), ("cagr", "CAGR", "pct"),
@@ -54,27 +62,112 @@ def _fmt_stat(value: Any, kind: str) -> str:
     return f"{value:,.2f}"
 
 
+class BacktestWorker:
+    """The panel's worker process (and the multiprocessing manager that carries its progress queue and
+    cancel event), started ahead of the first run and kept between runs.
+
+    Why: a fresh spawn worker pays the interpreter start and ~1 s of imports before the run begins, and
+    a warm worker keeps the last history it loaded (``run_backtest_job(reuse_history=True)``), so a run
+    from the panel costs what the CLI's does, and a second run on the same data less. Its owner (the
+    panel) stops it after ``idle_s`` without a run, when the panel is destroyed and when the application
+    quits. Thread-safe: :meth:`ensure_started` may run on a helper thread while the GUI thread reads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._manager: Any = None
+        self.starts = 0  # how many worker processes were started (tests, diagnostics)
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def ensure_started(self) -> None:
+        """Start the worker process and begin its imports, unless it is running (blocks ~0.1-0.3 s while
+        the manager process starts: call it off the GUI thread when nothing waits for it)."""
+        from engine.backtest.worker import warm_worker
+        from engine.process_pools import new_manager, new_process_pool
+
+        with self._lock:
+            if self._pool is not None:
+                return
+            manager = new_manager()
+            pool = new_process_pool(1)
+            pool.submit(warm_worker)  # queued before any run: the imports happen now, not on Run
+            self.starts += 1
+            self._manager, self._pool = manager, pool
+
+    def submit(self, loop: asyncio.AbstractEventLoop, fn: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` in the worker (started if needed); returns an asyncio future."""
+        import functools
+
+        self.ensure_started()
+        return loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def channel(self) -> tuple[Any, Any]:
+        """A fresh (progress queue, cancel event) pair for one run, shared with the worker."""
+        self.ensure_started()
+        return self._manager.Queue(), self._manager.Event()
+
+    def terminate(self) -> int:
+        """Kill the worker process (a run that ignores cancel); the next run starts a new one."""
+        with self._lock:
+            pool = self._pool
+        procs = [p for p in getattr(pool, "_processes", {}).values() if p.is_alive()] if pool else []
+        for p in procs:
+            p.terminate()
+        self.stop()
+        return len(procs)
+
+    def stop(self, wait: bool = False) -> None:
+        """Stop the worker and the manager (bounded waits) on a helper thread, or here when ``wait``."""
+        with self._lock:
+            pool, manager = self._pool, self._manager
+            self._pool = self._manager = None
+        if pool is None and manager is None:
+            return
+
+        from engine.process_pools import shutdown_pool
+
+        def stop() -> None:
+            if pool is not None:
+                shutdown_pool(pool, timeout_s=5.0)
+            if manager is not None:
+                try:
+                    manager.shutdown()
+                except Exception as exc:
+                    log.debug("manager shutdown: %s", exc)
+
+        if wait:
+            stop()
+        else:
+            threading.Thread(target=stop, name="backtest-worker-shutdown", daemon=False).start()
+
+
 class BacktestJob(QtCore.QObject):
     """One backtest in a worker process. Emits ``progressed(fraction, eta_s, day, stage)`` and ``finished``.
 
     Must be started on a running asyncio (qasync) loop. ``cancel()`` is cooperative; the result then has
-    ``status == "cancelled"``.
+    ``status == "cancelled"``. Runs on the given :class:`BacktestWorker` (kept warm by its owner), or on
+    one of its own that it stops when the run ends.
     """
 
     progressed = QtCore.Signal(float, float, str, str)
     finished = QtCore.Signal(object, str)  # BacktestResult or None, error message
 
-    def __init__(self, config: dict[str, Any], parent: QtCore.QObject | None = None) -> None:
+    def __init__(self, config: dict[str, Any], parent: QtCore.QObject | None = None,
+                 worker: BacktestWorker | None = None) -> None:
         super().__init__(parent)
         self.config = config
         self.result: Any = None
         self.error = ""
         self.started_at = math.nan
         self.cancel_requested = False
-        self._manager: Any = None
+        self._owns_worker = worker is None
+        self._worker = worker if worker is not None else BacktestWorker()
         self._queue: Any = None
         self._cancel: Any = None
-        self._pool: ProcessPoolExecutor | None = None
         self._future: asyncio.Future[Any] | None = None
         self._timer = QtCore.QTimer(self)
         self._timer.setInterval(100)
@@ -86,15 +179,12 @@ class BacktestJob(QtCore.QObject):
 
     def start(self) -> None:
         from engine.backtest.worker import run_backtest_job
-        from engine.process_pools import new_manager, new_process_pool
 
         loop = asyncio.get_event_loop()
         self.started_at = time.monotonic()
-        self._manager = new_manager()
-        self._queue = self._manager.Queue()
-        self._cancel = self._manager.Event()
-        self._pool = new_process_pool(1)
-        self._future = loop.run_in_executor(self._pool, run_backtest_job, self.config, self._queue, self._cancel)
+        self._queue, self._cancel = self._worker.channel()
+        self._future = self._worker.submit(loop, run_backtest_job, self.config, self._queue, self._cancel,
+                                           reuse_history=True)
         self._future.add_done_callback(self._done)
         self._timer.start()
 
@@ -112,13 +202,10 @@ class BacktestJob(QtCore.QObject):
         QtCore.QTimer.singleShot(int(grace_s * 1000), self._terminate_if_running)
 
     def _terminate_if_running(self) -> None:
-        if not self.running or self._pool is None:
+        if not self.running:
             return
-        procs = list(getattr(self._pool, "_processes", {}).values())
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        log.info("backtest worker terminated after cancel (%d process(es))", len(procs))
+        n = self._worker.terminate()
+        log.info("backtest worker terminated after cancel (%d process(es))", n)
 
     def _poll(self) -> None:
         q = self._queue
@@ -142,30 +229,14 @@ class BacktestJob(QtCore.QObject):
             exc = fut.exception()
             self.error = ("cancelled: worker stopped" if self.cancel_requested
                           else f"worker failed: {type(exc).__name__}: {exc}")
+            self._worker.stop()  # a broken pool cannot run again: the next run starts a new worker
         else:
             self.result = fut.result()
             self.error = getattr(self.result, "error", "") or ""
-        self._shutdown()
+        self._queue = self._cancel = None
+        if self._owns_worker:
+            self._worker.stop()
         self.finished.emit(self.result, self.error)
-
-    def _shutdown(self) -> None:
-        """Stop the worker pool and the manager process off the GUI thread (joining processes blocks)."""
-        pool, manager = self._pool, self._manager
-        self._pool = self._manager = None
-        self._queue = None
-
-        from engine.process_pools import shutdown_pool
-
-        def stop() -> None:
-            if pool is not None:
-                shutdown_pool(pool, timeout_s=5.0)
-            if manager is not None:
-                try:
-                    manager.shutdown()
-                except Exception as exc:
-                    log.debug("manager shutdown: %s", exc)
-
-        threading.Thread(target=stop, name="backtest-worker-shutdown", daemon=False).start()
 
 
 class BacktestPanel(Panel):
@@ -176,8 +247,8 @@ class BacktestPanel(Panel):
 
     TRADE_COLUMNS: ClassVar[list[Column]] = [
         Column("no", "#", "{:d}", width=36),
-        Column("opened", "Opened", align="left", width=86),
-        Column("closed", "Closed", align="left", width=86),
+        Column("opened", "Opened", align="left", width=214),
+        Column("closed", "Closed", align="left", width=214),
         Column("legs", "Legs", align="left", width=300),
         Column("qty", "Qty", "{:d}", width=40),
         Column("entry", "Entry", align="right", width=64),
@@ -194,6 +265,16 @@ class BacktestPanel(Panel):
         self.progress_updates = 0
         self._finished = False
         self._param_widgets: dict[str, QtWidgets.QWidget] = {}
+        self.worker = BacktestWorker()
+        self._idle_timer = QtCore.QTimer(self)
+        self._idle_timer.setSingleShot(True)
+        self._idle_timer.setInterval(int(WORKER_IDLE_S * 1000))
+        self._idle_timer.timeout.connect(self._stop_idle_worker)
+        worker = self.worker  # the connections below must not keep the panel alive
+        self.destroyed.connect(lambda *_: worker.stop())
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(lambda: worker.stop())
 
         # ---- form
         from engine.backtest.config import BacktestConfig
@@ -492,6 +573,29 @@ class BacktestPanel(Panel):
         dlg.fileSelected.connect(lambda p: then(Path(p)))
         dlg.open()
 
+    # ---- the worker ---------------------------------------------------------------------------------
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not self.worker.started:
+            QtCore.QTimer.singleShot(WORKER_WARM_DELAY_MS, self, self._warm_worker)
+
+    def closeEvent(self, event: Any) -> None:
+        if not (self.job is not None and self.job.running):
+            self.worker.stop()
+        super().closeEvent(event)
+
+    def _warm_worker(self) -> None:
+        """Start the worker (off the GUI thread) while the user is still filling the form."""
+        if self.worker.started or not self.isVisible() or (self.job is not None and self.job.running):
+            return
+        schedule(asyncio.to_thread(self.worker.ensure_started), what="start the backtest worker")
+        self._idle_timer.start()
+
+    def _stop_idle_worker(self) -> None:
+        if self.job is not None and self.job.running:
+            return
+        self.worker.stop()
+
     # ---- running ------------------------------------------------------------------------------------
     def run(self) -> None:
         if self.job is not None and self.job.running:
@@ -503,7 +607,8 @@ class BacktestPanel(Panel):
             return
         self.last_error = ""
         self._finished = False
-        self.job = BacktestJob(cfg, self)
+        self._idle_timer.stop()
+        self.job = BacktestJob(cfg, self, worker=self.worker)
         self.job.progressed.connect(self._on_progress)
         self.job.finished.connect(self._on_finished)
         try:
@@ -546,6 +651,7 @@ class BacktestPanel(Panel):
 
     def _on_finished(self, result: Any, error: str) -> None:
         self._finished = True
+        self._idle_timer.start()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if result is None:
@@ -609,8 +715,9 @@ class BacktestPanel(Panel):
         trades = list(result.trades)
         self.trade_model.update(np.array([t.trade_no for t in trades], dtype=object), {
             "no": np.array([t.trade_no for t in trades], dtype=object),
-            "opened": np.array([f"{t.opened_at:%Y-%m-%d}" for t in trades], dtype=object),
-            "closed": np.array([f"{t.closed_at:%Y-%m-%d}" if t.closed_at else "open" for t in trades], dtype=object),
+            "opened": np.array([format_market_time(t.opened_at) for t in trades], dtype=object),
+            "closed": np.array([format_market_time(t.closed_at) if t.closed_at else "open" for t in trades],
+                               dtype=object),
             "legs": np.array([t.legs for t in trades], dtype=object),
             "qty": np.array([t.quantity for t in trades], dtype=object),
             "entry": np.array([_price(t.entry_price) for t in trades], dtype=object),

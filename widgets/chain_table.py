@@ -28,6 +28,7 @@ from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel, qt_alive
 from widgets.live_chain import LiveChain
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
+from widgets.time_format import format_market_time
 
 Qt = QtCore.Qt
 
@@ -435,7 +436,7 @@ class ChainPanel(Panel):
         self.spot_label.setText(f"{self.underlying}  {spot:,.2f}")
         n_exp = len(self._expiries)
         self.info_label.setText(
-            f"{chain.ts:%H:%M:%S} UTC · {len(vis)} of {len(strikes)} strikes · {n_exp} expiries · "
+            f"{format_market_time(chain.ts)} · {len(vis)} of {len(strikes)} strikes · {n_exp} expiries · "
             f"r {100 * r:.2f}% q {100 * q:.2f}%"
         )
 

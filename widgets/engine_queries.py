@@ -7,14 +7,15 @@ every function here answers sensibly when a component is absent (empty list, Non
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from engine.model import OptionChain
 
 
 def now(engine: Any) -> datetime:
-    """Market time: the feed's (simulated) clock, else the engine clock, else wall time (UTC)."""
+    """Market time: the feed's (simulated) clock, else the engine clock; wall time (UTC) only without an
+    engine (a panel shown on its own)."""
     feed = getattr(engine, "feed", None)
     if feed is not None:
         try:
@@ -26,7 +27,9 @@ def now(engine: Any) -> datetime:
     clock = getattr(engine, "clock", None)
     if clock is not None:
         return clock.now()
-    return datetime.now(UTC)
+    from engine.clock import WallClock
+
+    return WallClock().now()
 
 
 def underlyings(engine: Any) -> list[str]:

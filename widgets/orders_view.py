@@ -8,7 +8,6 @@ events. Cancel-all asks for a second click instead of a modal dialog.
 from __future__ import annotations
 
 import math
-from datetime import UTC
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ from engine.model import Order, OrderStatus, net_price_label
 from widgets.base import EventBatch, Panel
 from widgets.order_ticket import describe_leg, describe_legs_short
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
+from widgets.time_format import format_market_time, time_sort_key
 
 Qt = QtCore.Qt
 
@@ -66,7 +66,8 @@ class OrdersPanel(Panel):
     acted = QtCore.Signal(str, str, str)
 
     COLUMNS: ClassVar[list[Column]] = [
-        Column("time", "Time", align="center", width=66, tooltip="Last update (UTC)"),
+        Column("time", "Time", align="left", width=214,
+               tooltip="Last update, New York time (the engine's clock: simulated time on the simulated market)"),
         Column("id", "Order", align="left", width=86),
         Column("underlying", "Und", align="left", width=52),
         Column("legs", "Legs", align="left", width=300),
@@ -151,7 +152,8 @@ class OrdersPanel(Panel):
     def visible_orders(self) -> list[Order]:
         wanted = FILTERS[self.filter]
         items = [o for o in self.orders.values() if wanted is None or o.status in wanted]
-        return sorted(items, key=lambda o: o.created_at, reverse=True)
+        # newest activity first, by the instant itself (the text of a time does not sort across days)
+        return sorted(items, key=lambda o: (time_sort_key(o.updated_at), time_sort_key(o.created_at)), reverse=True)
 
     def _render(self) -> None:
         items = self.visible_orders()
@@ -160,7 +162,7 @@ class OrdersPanel(Panel):
             n = sum(1 for o in self.orders.values() if wanted is None or o.status in wanted)
             self.tabs.setTabText(i, f"{name} ({n})")
         self.model.update(np.array([o.order_id for o in items], dtype=object), {
-            "time": np.array([o.updated_at.astimezone(UTC).strftime("%H:%M:%S") for o in items], dtype=object),
+            "time": np.array([format_market_time(o.updated_at) for o in items], dtype=object),
             "id": np.array([o.order_id.removeprefix("ord-")[:10] for o in items], dtype=object),
             "underlying": np.array([o.underlying for o in items], dtype=object),
             "legs": np.array([describe_legs_short(o.legs) for o in items], dtype=object),

@@ -16,6 +16,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from engine.bus.events import AccountUpdated
+from engine.credentials import mask_account
 from engine.model import AccountSnapshot
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
@@ -112,7 +113,7 @@ class PnLPanel(Panel):
         lab["unrealized"].setText(f"{float(a.unrealized_pnl):+,.2f}")
         lab["realized"].setText(f"{float(a.realized_pnl):+,.2f}")
         lab["buying_power"].setText(f"${float(a.buying_power):,.0f}")
-        lab["account"].setText(f"{a.account_id} ({'LIVE' if a.is_live else a.broker})")
+        lab["account"].setText(f"{mask_account(a.account_id)} ({'LIVE' if a.is_live else a.broker})")
         t = np.fromiter(self.t, float)
         eq_ = np.fromiter(self.equity, float)
         pnl = np.fromiter(self.day_pnl, float)

@@ -27,6 +27,7 @@ from widgets.plots import (
     new_plot,
     set_stable_range,
 )
+from widgets.time_format import format_market_time
 
 
 def _surface_event_type() -> Any:
@@ -231,7 +232,7 @@ class SurfacePanel(Panel):
         n_fit = int(np.count_nonzero(term.fitted))
         arb = getattr(fit.arbitrage, "ok", True)
         self.status_label.setText(
-            f"fit {ev.fit_ms:.0f} ms · {n_fit}/{len(expiries)} expiries fitted · chain {ev.chain_ts:%H:%M:%S} UTC"
+            f"fit {ev.fit_ms:.0f} ms · {n_fit}/{len(expiries)} expiries fitted · chain {format_market_time(ev.chain_ts)}"
             + ("" if arb else " · arbitrage warnings, see log")
         )
         self.redraws += 1

@@ -65,7 +65,7 @@ def chain_metrics(
         vol = chain.vendor["vendor_iv"][idx].astype(float)
     else:
         vol = bsm.implied_vol(mid, is_call, chain.spot, strike, years, r, q)
-    g = bsm.greeks(is_call, chain.spot, strike, years, r, q, vol)
+    g = bsm.greeks(is_call, chain.spot, strike, years, r, q, vol, outputs=("delta", "gamma", "theta", "vega"))
     return ChainMetrics(idx, np.asarray(vol, float), g.delta, g.gamma, g.theta, g.vega, years)
 
 

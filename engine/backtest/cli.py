@@ -11,7 +11,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -169,7 +168,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.db:
         _persist(args.db, result)
     if args.json:
-        print(json.dumps(summary_json(result), indent=2, default=str))
+        from engine.cli_errors import dumps_json
+
+        print(dumps_json(summary_json(result), indent=2))  # NaN metrics (no trades) become null
     else:
         print(format_summary(result.summary(), {k: str(v) for k, v in result.reconciliation().items()}))
         print(f"\nwrote {args.out}/trades.csv, equity.csv, orders.csv, summary.json"
@@ -222,7 +223,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_sweep_csv(rows, out / "sweep.csv")
     if args.json:
-        print(json.dumps(rows, indent=2, default=str))
+        from engine.cli_errors import dumps_json
+
+        print(dumps_json(rows, indent=2))
     else:
         keys = [k for k in rows[0] if k.startswith("param.")] + ["status", "total_return", "sharpe", "max_drawdown",
                                                                   "trades", "win_rate"]

@@ -58,7 +58,7 @@ class BacktestExchange:
         self.risk = RiskEngine(RiskConfig(level=config.risk_level, risk_free_rate=config.rate,
                                           dividend_yields={history.underlying: config.dividend_yield}),
                                market=self.market, portfolio=self.portfolio, now=self.now,
-                               monotonic=self._monotonic)
+                               monotonic=self._monotonic, margin=paper.margin_rules())
         self._cid: dict[str, int] = {}  # option key -> contract id in the history
         self._last_mark: dict[str, float] = {}  # option key -> last valid mid (used while a quote is missing)
         self.denials = 0
@@ -120,7 +120,8 @@ class BacktestExchange:
         except OrderValidationError as exc:
             self.denials += 1
             denied = self.factory.rejected_intent(intent, str(exc), broker="paper", account_id=BACKTEST_ACCOUNT)
-            return [*reports, ExecutionReport("rejected", denied.evolve(status=OrderStatus.DENIED, reason=str(exc)),
+            return [*reports, ExecutionReport("rejected", denied.evolve(status=OrderStatus.DENIED, reason=str(exc),
+                                                                              updated_at=self.now()),
                                               note="denied")]
         if self.config.risk_checks:
             self._feed_risk()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class BacktestRepository:
 
     def save(self, result: BacktestResult, *, sweep_id: str | None = None) -> None:
         """Write (or overwrite) one run with its trades and daily equity rows."""
-        now = datetime.now(UTC).isoformat()
+        now = self.store.now().astimezone(UTC).isoformat()  # the store's clock: the engine's
         seed = result.config.get("seed")
         metrics = result.metrics.as_dict()
         g = result.greeks

@@ -11,12 +11,21 @@ The backtest runner panel does, on the engine loop::
 returns a :class:`~engine.backtest.runner.BacktestResult` (statistics, equity, drawdown, daily P&L,
 Greeks, trade list, orders). It never raises for bad data: the result has ``status == "failed"`` and
 ``error`` says why (for a bad file, the file, row and column).
+
+Why a panel run can cost no more than the CLI's: a fresh worker pays the interpreter start and ~1 s of
+imports before it reads a byte, and reading a 5-year history (Parquet → ``ChainHistory``) is the largest
+part of a run. So the panel starts its worker ahead of the first run (:func:`warm_worker` imports
+everything a run needs), keeps it between runs, and passes ``reuse_history=True``: the worker keeps the
+last history it loaded (one, to bound memory) and a second run on the same data skips the load.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.bus.messages import Event
@@ -50,9 +59,63 @@ class BacktestFinished(Event):
         return f"Backtest {self.run_id} {self.status}" + (f": {self.error}" if self.error else "")
 
 
+#: the last history this process loaded, by :func:`history_key` (one entry: a 5-year history is ~0.3 GB)
+_HISTORY_CACHE: dict[str, Any] = {}
+
+
+def warm_worker() -> int:
+    """Import everything a backtest run needs, in a worker process started ahead of its first run;
+    returns the worker's pid. The imports are ~1 s of a first run that a user would otherwise wait for."""
+    import pyarrow.parquet  # noqa: F401
+
+    import engine.backtest.data
+    import engine.backtest.execution
+    import engine.backtest.metrics
+    import engine.backtest.runner
+    import engine.backtest.signals
+    import engine.backtest.sources  # noqa: F401
+    from engine.strategies import registry
+
+    registry()
+    return os.getpid()
+
+
+def history_key(config: Any) -> str | None:
+    """Identity of the data a :class:`~engine.backtest.config.BacktestConfig` loads, or None when it cannot
+    be told cheaply (a folder of files). A file's key includes its size and modification time, so an
+    edited file is read again."""
+    parts: list[Any] = [config.symbol.upper(), str(config.start), str(config.end)]
+    if config.data:
+        files = [Path(config.data)] + ([Path(config.bars)] if config.bars else [])
+        if not all(f.is_file() for f in files):
+            return None
+        stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        parts += ["file", stats, config.columns]
+    else:
+        parts += ["simulated", config.years, config.seed, config.sim_max_strikes, config.intraday_minutes]
+    return json.dumps(parts, default=str, sort_keys=True)
+
+
+def _load(config: Any, reuse_history: bool) -> Any:
+    from engine.backtest.sources import load_history
+
+    key = history_key(config) if reuse_history else None
+    if key is not None and key in _HISTORY_CACHE:
+        return _HISTORY_CACHE[key]
+    history = load_history(config)
+    if key is not None:
+        _HISTORY_CACHE.clear()
+        _HISTORY_CACHE[key] = history
+    return history
+
+
 def run_backtest_job(config: dict[str, Any], queue: Any = None, cancel: Any = None, *,
-                     store_path: str | None = None):
-    """Load the data, run, optionally persist; put :class:`BacktestProgressed` on ``queue`` along the way."""
+                     store_path: str | None = None, reuse_history: bool = False):
+    """Load the data, run, optionally persist; put :class:`BacktestProgressed` on ``queue`` along the way.
+
+    ``reuse_history``: keep the loaded history in this process and reuse it when the next run loads the
+    same data (a run never modifies its history). For long-lived workers; the CLI loads once anyway.
+    """
     import uuid
 
     import numpy as np
@@ -60,7 +123,6 @@ def run_backtest_job(config: dict[str, Any], queue: Any = None, cancel: Any = No
     from engine.backtest.config import BacktestConfig
     from engine.backtest.metrics import compute_metrics
     from engine.backtest.runner import Backtest, BacktestResult, CancelToken
-    from engine.backtest.sources import load_history
 
     cfg = BacktestConfig.model_validate(config)
     if not cfg.run_id:
@@ -73,7 +135,7 @@ def run_backtest_job(config: dict[str, Any], queue: Any = None, cancel: Any = No
 
     put(BacktestProgressed(run_id=cfg.run_id, fraction=0.0, stage="loading"))
     try:
-        history = load_history(cfg)
+        history = _load(cfg, reuse_history)
         result = Backtest(cfg, history).run(
             progress=lambda p: put(BacktestProgressed(run_id=cfg.run_id, fraction=p.fraction, eta_s=p.eta_s,
                                                       day=p.day)),

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -91,7 +91,7 @@ class _Stop(Exception):
     pass
 
 
-def _spread_order(chain: Any, spot: float, underlying: str) -> Any:
+def _spread_order(chain: Any, spot: float, underlying: str, now: datetime) -> Any:
     """A 1-lot put credit spread in the nearest expiry: short the first strike below spot, long the next."""
     import numpy as np
 
@@ -111,7 +111,6 @@ def _spread_order(chain: Any, spot: float, underlying: str) -> Any:
     price = -Decimal(str(round(max(0.05, min(credit, width - 0.05)) * 20) / 20)).quantize(Decimal("0.01"))
     legs = (Leg(puts.option(short_row), Side.SELL, 1, OpenClose.OPEN),
             Leg(puts.option(long_row), Side.BUY, 1, OpenClose.OPEN))
-    now = datetime.now(UTC)
     return Order(order_id="check-broker", client_order_id="check-broker", legs=legs, quantity=1,
                  order_type=OrderType.LIMIT, limit_price=price, tif=TimeInForce.DAY, status=OrderStatus.APPROVED,
                  created_at=now, updated_at=now, source="check-broker")
@@ -203,7 +202,7 @@ async def check_broker(broker: str, config: BrokersConfig | None = None, *, cred
 
         async def preview() -> tuple[None, str]:
             spot = feed.last_price(symbol) or float("nan")
-            order = _spread_order(feed.last_chain(symbol) or ch, spot, symbol)
+            order = _spread_order(feed.last_chain(symbol) or ch, spot, symbol, bus.clock.now())
             pv = await adapter.preview(order)
             if pv.errors:
                 raise RuntimeError("; ".join(pv.errors))

@@ -25,7 +25,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -62,7 +62,8 @@ from engine.model import (
 from engine.model.instruments import Right
 
 if TYPE_CHECKING:
-    from engine.bus import Bus
+    from engine.clock import Clock
+from engine.bus import Bus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -294,9 +295,10 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
     name = "ibkr"
     is_live = True
 
-    def __init__(self, connection: IbkrConnection, bus: Bus) -> None:
+    def __init__(self, connection: IbkrConnection, bus: Bus, *, clock: Clock | None = None) -> None:
         self.conn = connection
         self.bus = bus
+        self.clock: Clock = clock if clock is not None else bus.clock  # the engine clock
         self._arm = LiveArm("ibkr")
         self._orders: dict[int, Order] = {}  # IB order id → our latest Order
         self._by_coid: dict[str, int] = {}
@@ -387,7 +389,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         return AccountSnapshot(account_id=self.conn.account_id, cash=d("TotalCashValue"),
                                net_liquidation=d("NetLiquidation"), buying_power=d("BuyingPower"),
                                maintenance_requirement=d("MaintMarginReq"), realized_pnl=d("RealizedPnL"),
-                               unrealized_pnl=d("UnrealizedPnL"), broker=self.name, is_live=True)
+                               unrealized_pnl=d("UnrealizedPnL"), ts=self.clock.now(), broker=self.name, is_live=True)
 
     async def open_orders(self) -> list[Order]:
         """Working orders at IBKR: ours as tracked, others (e.g. after a restart) rebuilt from the trade with
@@ -435,7 +437,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
             legs = (Leg(inst, side, 1),)
             lmt = _f(o.lmtPrice)
             price = None if math.isnan(lmt) else Decimal(str(lmt)) * (1 if side is Side.BUY else -1)
-        now = datetime.now(UTC)
+        now = self.clock.now()
         st = trade.orderStatus
         status = OrderStatus.PARTIALLY_FILLED if st.filled else OrderStatus.WORKING
         order = Order(order_id=f"ibkr-{o.orderId}", client_order_id=o.orderRef or "", legs=legs, quantity=qty,
@@ -465,7 +467,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
                             instrument=instrument_from_ib(f.contract),
                             quantity=(1 if ex.side in ("BOT", "BUY") else -1) * int(ex.shares),
                             price=Decimal(str(ex.price)),
-                            ts=ex.time if isinstance(ex.time, datetime) else datetime.now(UTC),
+                            ts=ex.time if isinstance(ex.time, datetime) else self.clock.now(),
                             client_order_id=ex.orderRef or ""))
         return out
 
@@ -553,13 +555,13 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
             raise CircuitOpenError(f"ibkr: circuit open, order not sent ({self.conn.breaker.last_reason})")
         trade = ib.placeOrder(contract, ib_order)
         oid = trade.order.orderId
-        tracked = order.evolve(broker_order_id=str(oid), broker=self.name, account_id=self.conn.account_id)
+        tracked = order.evolve(updated_at=self.clock.now(), broker_order_id=str(oid), broker=self.name, account_id=self.conn.account_id)
         self._orders[oid] = tracked
         self._by_coid[order.client_order_id] = oid
         self._trades[oid] = trade
 
     def _reject(self, order: Order, message: str) -> None:
-        rejected = order.evolve(status=OrderStatus.REJECTED, reason=message or "rejected by IBKR", broker=self.name)
+        rejected = order.evolve(updated_at=self.clock.now(), status=OrderStatus.REJECTED, reason=message or "rejected by IBKR", broker=self.name)
         if rejected.broker_order_id:
             with contextlib.suppress(ValueError):
                 self._orders[int(rejected.broker_order_id)] = rejected
@@ -588,7 +590,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         if trade.isDone():
             raise BrokerError(f"ibkr: order {order.order_id} is {trade.orderStatus.status}; nothing to replace")
         current = self._orders.get(trade.order.orderId, order)
-        probe = current.evolve(limit_price=limit_price, quantity=quantity or current.quantity)
+        probe = current.evolve(updated_at=self.clock.now(), limit_price=limit_price, quantity=quantity or current.quantity)
         try:
             _, qty, lmt = ib_order_terms(probe)
         except ValueError as exc:
@@ -596,7 +598,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         trade.order.lmtPrice = lmt
         trade.order.totalQuantity = qty
         ib.placeOrder(trade.contract, trade.order)
-        updated = probe.evolve()
+        updated = probe.evolve(updated_at=self.clock.now())
         self._orders[trade.order.orderId] = updated
         self.bus.publish(OrderReplaced(order=updated, previous_price=current.limit_price))
 
@@ -616,7 +618,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         code = getattr(last, "errorCode", 0) if last is not None else 0
         if status in ("Submitted", "PreSubmitted"):
             if order.status in (OrderStatus.APPROVED, OrderStatus.SUBMITTED, OrderStatus.PENDING_APPROVAL):
-                order = order.evolve(status=OrderStatus.WORKING)
+                order = order.evolve(updated_at=self.clock.now(), status=OrderStatus.WORKING)
                 self._orders[oid] = order
                 self.bus.publish(OrderAccepted(order=order))
             return
@@ -628,7 +630,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
             if code and code != 202 and oid not in self._cancel_requested:
                 self._reject(order, f"{code}: {last.message.split(': ', 1)[-1]}" if last.message else str(code))
                 return
-            order = order.evolve(status=OrderStatus.CANCELLED,
+            order = order.evolve(updated_at=self.clock.now(), status=OrderStatus.CANCELLED,
                                  reason="" if oid in self._cancel_requested else (last.message if last else ""))
             self._orders[oid] = order
             self.bus.publish(OrderCancelled(order=order))
@@ -659,7 +661,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         sign = 1 if ex.side in ("BOT", "BUY") else -1
         ours = Fill(fill_id=f"ibkr-{ex.execId}", order_id=order.order_id, instrument=inst,
                     quantity=sign * int(ex.shares), price=Decimal(str(ex.price)),
-                    ts=ex.time if isinstance(ex.time, datetime) else datetime.now(UTC), leg_index=leg_index,
+                    ts=ex.time if isinstance(ex.time, datetime) else self.clock.now(), leg_index=leg_index,
                     client_order_id=order.client_order_id)
         self._fills.append(ours)
         per_leg = self._leg_fills.setdefault(oid, {})
@@ -675,7 +677,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
                 net += leg.side.sign * (ln / lq) * leg.ratio
         filled = min(units) if units else 0
         status = OrderStatus.FILLED if filled >= order.quantity else OrderStatus.PARTIALLY_FILLED
-        order = order.evolve(status=status, filled_quantity=filled, avg_fill_price=Decimal(str(round(net, 6))))
+        order = order.evolve(updated_at=self.clock.now(), status=status, filled_quantity=filled, avg_fill_price=Decimal(str(round(net, 6))))
         self._orders[oid] = order
         self.bus.publish(OrderFilled(order=order, fills=(ours,)))
 

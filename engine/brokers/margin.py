@@ -16,14 +16,27 @@ needs more than its short leg alone).
 
 Buying power = cash + (1 − m_s)·long stock − (1 + m_s)·short stock − option requirement, where m_s is
 the stock margin (50 %; 100 % in a cash account). Long options are paid in full and lend nothing.
+
+This is the **one** margin model: the paper exchange margins its account with it and the risk engine's
+``buying_power`` check estimates an order's need with it (:func:`order_effect`: the same positions, the same
+fill estimate at the touch, the same :class:`MarginRules`), so an order that passes the risk engine's check is
+not then refused by the paper broker for buying power. The rules are written out in docs/trading-rules.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
+
+#: broad-based index underlyings (the index rate applies; their options are cash settled)
+DEFAULT_INDEX_SYMBOLS = ("SPX", "NDX", "RUT", "XSP", "VIX", "DJX", "OEX")
+NAKED_EQUITY_PCT = 0.20
+NAKED_INDEX_PCT = 0.15
+NAKED_MIN_PCT = 0.10
+STOCK_MARGIN = 0.50
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +123,133 @@ def buying_power(cash: float, long_stock_value: float, short_stock_value: float,
                  stock_margin: float) -> float:
     """Reg-T style option buying power (dollars); ``short_stock_value`` is a positive amount."""
     return cash + (1.0 - stock_margin) * long_stock_value - (1.0 + stock_margin) * short_stock_value - option_req
+
+
+# ---- the model both sides use -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MarginRules:
+    """The numbers of the margin model (paper settings ``[paper]`` carry them; see ``PaperConfig.margin_rules``)."""
+
+    naked_equity_pct: float = NAKED_EQUITY_PCT
+    naked_index_pct: float = NAKED_INDEX_PCT
+    naked_min_pct: float = NAKED_MIN_PCT
+    stock_margin: float = STOCK_MARGIN
+    #: a cash account: stock is paid in full (no naked options either; the exchange enforces that)
+    cash_account: bool = False
+    index_symbols: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_INDEX_SYMBOLS))
+
+    def is_index(self, underlying: str) -> bool:
+        return underlying in self.index_symbols
+
+    @property
+    def stock_rate(self) -> float:
+        return 1.0 if self.cash_account else self.stock_margin
+
+    def group_requirement(self, underlying: str, spot: float | None, holdings: Iterable[Holding]) -> float:
+        """Option requirement of one underlying's holdings (dollars). No price for the underlying (None):
+        nothing can be computed and 0 is returned; NaN propagates (the risk engine then denies)."""
+        options: list[OptionHolding] = []
+        shares = 0
+        for h in holdings:
+            if h.is_option:
+                if h.quantity:
+                    options.append(OptionHolding(h.strike, h.is_call, h.quantity, h.multiplier, h.mark))
+            else:
+                shares += h.quantity * h.multiplier
+        if not options or spot is None:
+            return 0.0
+        if not math.isfinite(spot):
+            return math.nan
+        return option_requirement(options, spot, shares, index=self.is_index(underlying),
+                                  naked_pct=self.naked_equity_pct, index_pct=self.naked_index_pct,
+                                  min_pct=self.naked_min_pct)
+
+    def buying_power(self, cash: float, long_stock_value: float, short_stock_value: float,
+                     option_req: float) -> float:
+        return buying_power(cash, long_stock_value, short_stock_value, option_req, self.stock_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One position of an underlying's group as the margin model sees it (``mark`` per unit)."""
+
+    quantity: int
+    multiplier: int
+    mark: float
+    is_option: bool = True
+    strike: float = 0.0
+    is_call: bool = False
+
+    def moved(self, dq: int) -> Holding:
+        return Holding(self.quantity + dq, self.multiplier, self.mark, self.is_option, self.strike, self.is_call)
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One leg of an order as it would fill: ``quantity`` signed (buy +), ``price`` per unit."""
+
+    key: str
+    underlying: str
+    holding: Holding  # the instrument (quantity ignored) with its current mark
+    quantity: int
+    price: float
+
+
+@dataclass(frozen=True, slots=True)
+class MarginEffect:
+    """What an order filled at its estimated prices does to the account (dollars)."""
+
+    requirement_before: float
+    requirement_after: float
+    cash_change: float
+    buying_power_change: float  # negative when the order uses buying power
+    requirements_after: dict[str, float]  # per underlying touched
+
+
+def _stock_values(holdings: Iterable[Holding]) -> tuple[float, float]:
+    long_v = short_v = 0.0
+    for h in holdings:
+        if not h.is_option:
+            v = h.quantity * h.mark * h.multiplier
+            if v >= 0:
+                long_v += v
+            else:
+                short_v -= v
+    return long_v, short_v
+
+
+def order_effect(rules: MarginRules, groups: Mapping[str, Mapping[str, Holding]], spots: Mapping[str, float | None],
+                 trades: Iterable[Trade], *, requirements_before: Mapping[str, float] | None = None,
+                 cash_change: float | None = None) -> MarginEffect:
+    """Buying-power effect of filling ``trades`` on top of ``groups`` (per underlying: key → holding).
+
+    ``requirements_before`` may supply cached requirements of the touched underlyings; ``cash_change``
+    overrides the cash the trades move (when no per-leg price exists, the order's net limit)."""
+    trades = list(trades)
+    after: dict[str, dict[str, Holding]] = {}
+    cash = 0.0
+    for t in trades:
+        book = after.setdefault(t.underlying, dict(groups.get(t.underlying, {})))
+        cur = book.get(t.key)
+        book[t.key] = cur.moved(t.quantity) if cur is not None else t.holding.moved(t.quantity - t.holding.quantity)
+        cash -= t.quantity * t.price * t.holding.multiplier
+    if cash_change is not None:
+        cash = cash_change
+    req_before = req_after = 0.0
+    by_und: dict[str, float] = {}
+    long0 = short0 = long1 = short1 = 0.0
+    for u, book in after.items():
+        before = groups.get(u, {})
+        if requirements_before is not None and u in requirements_before:
+            req_before += requirements_before[u]
+        else:
+            req_before += rules.group_requirement(u, spots.get(u), before.values())
+        by_und[u] = rules.group_requirement(u, spots.get(u), book.values())
+        req_after += by_und[u]
+        lv, sv = _stock_values(before.values())
+        long0, short0 = long0 + lv, short0 + sv
+        lv, sv = _stock_values(book.values())
+        long1, short1 = long1 + lv, short1 + sv
+    m = rules.stock_rate
+    change = cash + (1.0 - m) * (long1 - long0) - (1.0 + m) * (short1 - short0) - (req_after - req_before)
+    return MarginEffect(req_before, req_after, cash, change, by_und)

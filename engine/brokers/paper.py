@@ -6,7 +6,7 @@ whatever feed is running (``ChainUpdated``, ``QuotesUpdated``, ``QuoteUpdated``,
 store *before* publishing it, and publishes the core order/account events:
 
 ``OrderAccepted``, ``OrderFilled`` (with ``Fill``s), ``OrderRejected`` (reason in ``order.reason``),
-``OrderCancelled``, ``OrderReplaced``, ``OrderExpired``, ``PositionChanged``, ``AccountUpdated`` and,
+``OrderCancelled``, ``OrderReplaced``, ``OrderReplaceRejected`` (a refused change; the order keeps working), ``OrderExpired``, ``PositionChanged``, ``AccountUpdated`` and,
 for expirations/assignments, :class:`PositionsSettled`.
 
 Only the OMS router calls ``submit``/``cancel``/``replace``. A restart resumes cash, positions and
@@ -40,6 +40,7 @@ from engine.bus.events import (
     OrderFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     PositionChanged,
     QuotesUpdated,
     QuoteUpdated,
@@ -105,6 +106,7 @@ class PaperBroker(Broker):
     async def connect(self) -> None:
         if self._connected:
             return
+        self.exchange.set_time(self.clock.now())
         if self._store is not None:
             state, positions, orders = self._store.load()
             if state is not None:
@@ -204,6 +206,7 @@ class PaperBroker(Broker):
         if self._store is not None:
             self._store.reset()
         self.exchange = PaperExchange(self.config, id_prefix=_new_prefix())
+        self.exchange.set_time(self.clock.now())
         if self._store is not None:
             self._store.save(self.exchange.state(), [], [], [])
         self.bus.publish(AccountUpdated(account=self.exchange.account()))
@@ -261,8 +264,8 @@ class PaperBroker(Broker):
             elif r.kind in ("filled", "partially_filled"):
                 bus.publish(OrderFilled(order=o, fills=r.fills))
             elif r.kind == "rejected":
-                if r.note == "replace":
-                    bus.publish(Alert(level="warning", source="paper", message=o.reason if o else "replace rejected"))
+                if r.note == "replace":  # the change was refused; the order keeps working as it was
+                    bus.publish(OrderReplaceRejected(order=o))
                 else:
                     bus.publish(OrderRejected(order=o))
             elif r.kind == "cancelled":

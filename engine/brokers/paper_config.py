@@ -9,6 +9,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.brokers.margin import (
+    DEFAULT_INDEX_SYMBOLS,
+    NAKED_EQUITY_PCT,
+    NAKED_INDEX_PCT,
+    NAKED_MIN_PCT,
+    STOCK_MARGIN,
+    MarginRules,
+)
+
 
 class SlippageConfig(BaseModel):
     """Extra cost against the touch for marketable orders (never past a limit price).
@@ -35,10 +44,10 @@ class PaperConfig(BaseModel):
     partial_fills: bool = False
     #: reg_t: margin account (naked options by the Reg-T formula, 50 % stock); cash: no margin, no naked shorts
     account_type: Literal["reg_t", "cash"] = "reg_t"
-    naked_equity_pct: float = Field(0.20, gt=0, le=1)
-    naked_index_pct: float = Field(0.15, gt=0, le=1)
-    naked_min_pct: float = Field(0.10, gt=0, le=1)
-    stock_margin: float = Field(0.50, gt=0, le=1)
+    naked_equity_pct: float = Field(NAKED_EQUITY_PCT, gt=0, le=1)
+    naked_index_pct: float = Field(NAKED_INDEX_PCT, gt=0, le=1)
+    naked_min_pct: float = Field(NAKED_MIN_PCT, gt=0, le=1)
+    stock_margin: float = Field(STOCK_MARGIN, gt=0, le=1)
     #: reject orders that would leave buying power negative
     check_buying_power: bool = True
     #: assign deep ITM short calls whose time value is below an upcoming dividend (flagged in the fill log)
@@ -51,4 +60,11 @@ class PaperConfig(BaseModel):
     )
     default_tick_scheme: Literal["penny_pilot", "all_penny", "standard"] = "penny_pilot"
     #: underlyings whose options are broad-based index options (15 % naked requirement, cash settled)
-    index_symbols: list[str] = Field(default_factory=lambda: ["SPX", "NDX", "RUT", "XSP", "VIX", "DJX", "OEX"])
+    index_symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_INDEX_SYMBOLS))
+
+    def margin_rules(self) -> MarginRules:
+        """The margin model's numbers from these settings: the paper exchange margins with them and the risk
+        engine estimates buying power with them (one model, DESIGN.md §4)."""
+        return MarginRules(naked_equity_pct=self.naked_equity_pct, naked_index_pct=self.naked_index_pct,
+                           naked_min_pct=self.naked_min_pct, stock_margin=self.stock_margin,
+                           cash_account=self.account_type == "cash", index_symbols=frozenset(self.index_symbols))

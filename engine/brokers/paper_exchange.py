@@ -32,7 +32,7 @@ import numpy as np
 
 from engine.brokers.base import OrderPreview
 from engine.brokers.fees import FeeSchedule, OrderFeeTracker, fee_schedule, to_cents
-from engine.brokers.margin import OptionHolding, buying_power, option_requirement
+from engine.brokers.margin import Holding, Trade, order_effect
 from engine.brokers.paper_config import PaperConfig
 from engine.market.simulated.ticks import COMBO_TICK, tick_for
 from engine.model import (
@@ -126,7 +126,11 @@ class PaperExchange:
         self._req_cache: dict[str, tuple[int, int, float]] = {}
         self._pos_version: dict[str, int] = {}
         self._mkt_version: dict[str, int] = {}
-        self._projected: tuple[str, dict[str, float]] | None = None
+        self.margin = self.config.margin_rules()
+        #: the requirement projected while validating an order: (order id, quantity, the versions of the
+        #: underlyings it was computed on, requirement per underlying after a full fill). Reused on a full fill
+        #: only while those versions still hold — a resting order that fills later is margined afresh.
+        self._projected: tuple[str, int, dict[str, tuple[int, int]], dict[str, float]] | None = None
         self._und_keys: dict[str, set[str]] = {}  # underlying → position keys (options and shares)
 
     # ---- ids and time -------------------------------------------------------------------------
@@ -136,7 +140,17 @@ class PaperExchange:
 
     @property
     def now(self) -> datetime:
-        return self._now or datetime.now(UTC)
+        """The exchange's time: the last time its owner gave it (a quote, a chain, a clock tick,
+        :meth:`set_time`). It has no clock of its own, so the backtester and the paper broker drive it alike."""
+        if self._now is None:
+            raise RuntimeError("the paper exchange has not been given the time yet (set_time, a quote or a tick)")
+        return self._now
+
+    def set_time(self, now: datetime) -> None:
+        """Tell the exchange the time without market data (the paper broker at connect, before any tick)."""
+        if now.tzinfo is None:
+            raise ValueError("the paper exchange's time must be timezone-aware")
+        self._now = now
 
     def _cal(self) -> Any:
         if self._calendar is None:
@@ -342,12 +356,17 @@ class PaperExchange:
             return []
         o = w.order
         new_qty = o.quantity if quantity is None else quantity
-        candidate = o.evolve(limit_price=limit_price, quantity=new_qty, order_type=OrderType.LIMIT)
+        candidate = o.evolve(limit_price=limit_price, quantity=new_qty, order_type=OrderType.LIMIT,
+                             updated_at=self.now)
         reason = ""
         if new_qty <= o.filled_quantity:
             reason = f"new quantity {new_qty} must exceed the {o.filled_quantity} already filled"
         else:
-            reason = self._price_problem(candidate)
+            # a replace is re-validated like a new order for what it changes: price, shorting, buying power
+            reason = self._price_problem(candidate) or self._cash_account_problem(candidate)
+            if not reason and new_qty > o.quantity and self.config.check_buying_power:
+                extra = candidate.evolve(quantity=new_qty - o.quantity, filled_quantity=0, updated_at=self.now)
+                reason = self._buying_power_problem(extra, w.refs)
         if reason:
             return [ExecutionReport("rejected", o.evolve(reason=f"replace rejected: {reason}", updated_at=self.now),
                                     note="replace")]
@@ -407,18 +426,26 @@ class PaperExchange:
                 if not math.isfinite(side_px) or side_px < 0 or (leg.side.sign < 0 and side_px <= 0 and ref[0] == "opt"):
                     which = "ask" if leg.side.sign > 0 else "bid"
                     return f"market order needs a quote: no {which} for {leg.instrument.key}", refs
-        if self.config.account_type == "cash":
-            for leg in order.legs:
-                pos = self.positions.get(leg.instrument.key)
-                held = pos.quantity if pos else 0
-                if leg.side.sign < 0 and held - leg.ratio * order.quantity < 0:
-                    return (f"cash account: selling {leg.ratio * order.quantity} {leg.instrument.key} would open a "
-                            f"short position"), refs
+        problem = self._cash_account_problem(order)
+        if problem:
+            return problem, refs
         if check_bp and self.config.check_buying_power:
             problem = self._buying_power_problem(order, refs)
             if problem:
                 return problem, refs
         return "", refs
+
+    def _cash_account_problem(self, order: Order, quantity: int | None = None) -> str:
+        """A cash account cannot go short: selling more than is held is refused."""
+        if self.config.account_type != "cash":
+            return ""
+        q = order.remaining_quantity if quantity is None else quantity
+        for leg in order.legs:
+            pos = self.positions.get(leg.instrument.key)
+            held = pos.quantity if pos else 0
+            if leg.side.sign < 0 and held - leg.ratio * q < 0:
+                return f"cash account: selling {leg.ratio * q} {leg.instrument.key} would open a short position"
+        return ""
 
     def _price_problem(self, order: Order) -> str:
         price = order.limit_price
@@ -447,24 +474,24 @@ class PaperExchange:
 
     def _requirement_for(self, underlying: str, positions: dict[str, Position]) -> float:
         """Margin of ``underlying``'s holdings within ``positions`` (pass only that underlying's for speed)."""
-        spot = self._und_price.get(underlying)
-        holdings: list[OptionHolding] = []
-        shares = 0
+        return self.margin.group_requirement(underlying, self._und_price.get(underlying),
+                                             self._holdings(underlying, positions).values())
+
+    def _holdings(self, underlying: str, positions: dict[str, Position]) -> dict[str, Holding]:
+        """The margin model's view of ``underlying``'s options and shares within ``positions``."""
+        out: dict[str, Holding] = {}
         for key, p in positions.items():
             inst = p.instrument
             if isinstance(inst, Option) and inst.underlying == underlying:
-                if spot is None:
-                    continue
-                holdings.append(OptionHolding(float(inst.strike), inst.is_call, p.quantity, inst.multiplier,
-                                              self._mark(key, inst)))
+                out[key] = self._holding(key, inst, p.quantity)
             elif isinstance(inst, Equity) and inst.symbol == underlying:
-                shares += p.quantity
-        if not holdings or spot is None:
-            return 0.0
-        index = underlying in self.config.index_symbols
-        c = self.config
-        return option_requirement(holdings, spot, shares, index=index, naked_pct=c.naked_equity_pct,
-                                  index_pct=c.naked_index_pct, min_pct=c.naked_min_pct)
+                out[key] = self._holding(key, inst, p.quantity)
+        return out
+
+    def _holding(self, key: str, inst: Instrument, quantity: int) -> Holding:
+        if isinstance(inst, Option):
+            return Holding(quantity, inst.multiplier, self._mark(key, inst), True, float(inst.strike), inst.is_call)
+        return Holding(quantity, inst.multiplier, self._mark(key, inst), False)
 
     def _underlyings_held(self) -> set[str]:
         return {u for u, keys in self._und_keys.items() if keys}
@@ -512,48 +539,38 @@ class PaperExchange:
 
     def buying_power(self) -> float:
         long_v, short_v = self._stock_values(self.positions)
-        return buying_power(float(self.cash), long_v, short_v, self.requirement(), self._stock_margin())
+        return self.margin.buying_power(float(self.cash), long_v, short_v, self.requirement())
 
     def _projection(self, order: Order, refs: list[tuple[str, str, int]]) -> tuple[float, float, float, float] | None:
-        """(buying power now, after a fill at the touch, requirement now, after) or None without quotes."""
+        """(buying power now, after a fill at the touch, requirement now, after) or None without quotes.
+
+        The arithmetic is :func:`engine.brokers.margin.order_effect`, the same the risk engine runs."""
         est = self._estimate_fill(order, refs)
         if est is None:
             return None
-        qty = order.quantity
-        cash = float(self.cash)
-        projected: dict[str, dict[str, Position]] = {}
-        stock_delta: dict[str, tuple[int, float]] = {}
+        qty = order.remaining_quantity
+        trades: list[Trade] = []
+        groups: dict[str, dict[str, Holding]] = {}
+        spots: dict[str, float | None] = {}
         for leg, ref, price in zip(order.legs, refs, est, strict=True):
             inst = self._canonical(leg.instrument, ref)
             und = self._und_of(inst)
-            book = projected.setdefault(und, self._positions_of(und))
-            dq = leg.side.sign * leg.ratio * qty
-            cash -= dq * price * inst.multiplier
-            key = inst.key
-            p = book.get(key)
-            newq = (p.quantity if p else 0) + dq
-            book[key] = Position(instrument=inst, quantity=newq, avg_price=Decimal(str(round(price, 4))))
-            if isinstance(inst, Equity):
-                stock_delta[key] = (newq, price)
-        req_now = self.requirement()
-        changed_before = sum(self._req_cache[u][2] if u in self._req_cache else 0.0 for u in projected)
-        after_by_und = {u: self._requirement_for(u, book) for u, book in projected.items()}
-        self._projected = (order.order_id, after_by_und)  # reused as the requirement once it fills in full
-        req_after = req_now - changed_before + sum(after_by_und.values())
-        long0, short0 = self._stock_values(self.positions)
-        long1, short1 = long0, short0
-        for key, (newq, price) in stock_delta.items():
-            old = self.positions.get(key)
-            mark = self._und_price.get(key, price)
-            before = (old.quantity if old else 0) * mark
-            long1 -= max(before, 0.0)
-            short1 -= max(-before, 0.0)
-            long1 += max(newq * mark, 0.0)
-            short1 += max(-newq * mark, 0.0)
-        m = self._stock_margin()
-        bp_now = buying_power(float(self.cash), long0, short0, req_now, m)
-        bp_after = buying_power(cash, long1, short1, req_after, m)
-        return bp_now, bp_after, req_now, req_after
+            if und not in groups:
+                groups[und] = self._holdings(und, self._positions_of(und))
+                spots[und] = self._und_price.get(und)
+            trades.append(Trade(inst.key, und, self._holding(inst.key, inst, 0), leg.side.sign * leg.ratio * qty,
+                                price))
+        req_now = self.requirement()  # refreshes the per-underlying cache used just below
+        before = {u: self._req_cache[u][2] for u in groups if u in self._req_cache
+                  and self._req_cache[u][:2] == (self._pos_version.get(u, 0), self._mkt_version.get(u, 0))}
+        effect = order_effect(self.margin, groups, spots, trades, requirements_before=before)
+        self._projected = (order.order_id, qty,
+                           {u: (self._pos_version.get(u, 0), self._mkt_version.get(u, 0)) for u in groups},
+                           effect.requirements_after)
+        req_after = req_now - effect.requirement_before + effect.requirement_after
+        long_v, short_v = self._stock_values(self.positions)
+        bp_now = self.margin.buying_power(float(self.cash), long_v, short_v, req_now)
+        return bp_now, bp_now + effect.buying_power_change, req_now, req_after
 
     def _buying_power_problem(self, order: Order, refs: list[tuple[str, str, int]]) -> str:
         proj = self._projection(order, refs)
@@ -719,6 +736,9 @@ class PaperExchange:
             closing = min(abs(dq), abs(held)) if held * dq < 0 else 0
             fee_legs.append((i, inst, abs(dq), dec_px[i], abs(dq) - closing))
         commissions = w.fees.charge(self.fees, fee_legs)
+        proj = self._projected
+        reuse = (proj is not None and proj[0] == o.order_id and proj[1] == qty == o.remaining_quantity
+                 and all((self._pos_version.get(u, 0), self._mkt_version.get(u, 0)) == v for u, v in proj[2].items()))
         for i, leg in enumerate(o.legs):
             inst = w.instruments[i]
             dq = leg.side.sign * leg.ratio * qty
@@ -732,10 +752,10 @@ class PaperExchange:
         prev_avg = o.avg_fill_price or _Z
         avg = ((prev_avg * o.filled_quantity + net * qty) / filled).quantize(_PRICE_Q)
         status = OrderStatus.FILLED if filled >= o.quantity else OrderStatus.PARTIALLY_FILLED
-        proj = self._projected
-        if proj is not None and proj[0] == o.order_id and qty == o.quantity:
-            # requirement depends on quantities and marks only: the pre-trade projection is now exact
-            for u, value in proj[1].items():
+        if reuse:
+            # positions and marks are those the projection saw (only this fill moved them): it is exact
+            assert proj is not None
+            for u, value in proj[3].items():
                 self._req_cache[u] = (self._pos_version.get(u, 0), self._mkt_version.get(u, 0), value)
         self._projected = None
         w.order = o.evolve(status=status, filled_quantity=filled, avg_fill_price=avg, updated_at=now)
@@ -937,7 +957,7 @@ class PaperExchange:
         nl = self.net_liquidation()
         req = self.requirement()
         long_v, short_v = self._stock_values(self.positions)
-        bp = buying_power(float(self.cash), long_v, short_v, req, self._stock_margin())
+        bp = self.margin.buying_power(float(self.cash), long_v, short_v, req)
         day = nl - self.day_start_equity if self.day_start_equity is not None else _Z
         m = self._stock_margin()
         return AccountSnapshot(

@@ -104,7 +104,7 @@ class PaperStore:
         return [fill_from_json(r["payload"]) for r in self.store.query(sql, (self.account_id,))]
 
     def save(self, state: dict[str, Any], orders: list[Order], fills: list[Fill], positions: list[Position]) -> None:
-        now = datetime.now(UTC).isoformat()
+        now = self.store.now().astimezone(UTC).isoformat()
         with self.store.transaction():
             self.store.execute(
                 "INSERT INTO paper_accounts(account_id, state, updated_at) VALUES (?,?,?) "

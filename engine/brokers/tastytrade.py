@@ -21,7 +21,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,6 +46,7 @@ from engine.bus.events import (
     OrderFilled,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     PositionChanged,
 )
 from engine.credentials import (
@@ -75,7 +75,8 @@ from engine.model import (
 )
 
 if TYPE_CHECKING:
-    from engine.bus import Bus
+    from engine.clock import Clock
+from engine.bus import Bus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,6 +124,19 @@ _TT_STATUS = {
     "Cancelled": OrderStatus.CANCELLED, "Rejected": OrderStatus.REJECTED, "Expired": OrderStatus.EXPIRED,
     "Removed": OrderStatus.CANCELLED, "Partially Removed": OrderStatus.CANCELLED,
 }
+
+
+class BrokerServerError(BrokerError):
+    """The server answered 5xx: what was asked may or may not have happened (a placed order may be live), so
+    it is a transport failure — never a rejection."""
+
+
+async def _raise_on_server_error(response: Any) -> None:
+    """httpx response hook: a 5xx becomes :class:`BrokerServerError` before the SDK reads it as an error body."""
+    if response.status_code >= 500:
+        req = response.request
+        raise BrokerServerError(f"tastytrade answered HTTP {response.status_code} to {req.method} {req.url.path}; "
+                                "the outcome is unknown")
 
 
 class BrokerAuthError(BrokerError):
@@ -231,6 +245,7 @@ class TastytradeConnection:
             session = Session(creds.provider_secret, creds.refresh_token, is_test=self.is_sandbox,
                               timeout=self.config.call_timeout_s, trust_env=False, verify=self._ssl)
             session._client.base_url = self.api_url
+            session._client.event_hooks["response"].append(_raise_on_server_error)
             await stack.enter_async_context(session)
             try:
                 t0 = time.perf_counter()
@@ -309,9 +324,12 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
     name = "tastytrade"
     is_live = True
 
-    def __init__(self, connection: TastytradeConnection, bus: Bus, *, rng: random.Random | None = None) -> None:
+    def __init__(self, connection: TastytradeConnection, bus: Bus, *, rng: random.Random | None = None,
+                 clock: Clock | None = None) -> None:
+        """``clock``: the engine clock (default: the bus's), for times the broker does not send."""
         self.conn = connection
         self.bus = bus
+        self.clock: Clock = clock if clock is not None else bus.clock
         self._arm = LiveArm("tastytrade")
         self._orders: dict[str, Order] = {}  # broker order id → our latest Order
         self._by_coid: dict[str, str] = {}  # client order id → broker order id
@@ -464,7 +482,7 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
                                net_liquidation=Decimal(b.net_liquidating_value),
                                buying_power=Decimal(b.derivative_buying_power),
                                maintenance_requirement=Decimal(b.maintenance_requirement),
-                               broker=self.name, is_live=True)
+                               ts=self.clock.now(), broker=self.name, is_live=True)
 
     async def open_orders(self) -> list[Order]:
         self._require()
@@ -540,11 +558,16 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             self._reject(order, f"order could not be built for tastytrade: {exc}")
             return
         # the account streamer may report the order before the REST call returns: let it find ours
-        self._pending[order.client_order_id] = order.evolve(broker=self.name, account_id=self.conn.account_id)
+        self._pending[order.client_order_id] = order.evolve(updated_at=self.clock.now(), broker=self.name, account_id=self.conn.account_id)
         try:
             resp = await self.conn.call("place order", lambda: acct.place_order(s, tt_order, dry_run=False))
-        except BrokerError:
-            self._pending.pop(order.client_order_id, None)
+        except BrokerError as exc:
+            from engine.brokers.circuit_breaker import CircuitOpenError
+
+            if isinstance(exc, CircuitOpenError):  # not sent
+                self._pending.pop(order.client_order_id, None)
+            # otherwise (5xx, timeout, dropped connection) the order may be live: keep it findable by client
+            # order id so a streamed update or the OMS's reconciliation maps it back to ours
             raise
         except Exception as exc:  # TastytradeError: error body (preflight failure, invalid symbol …)
             self._pending.pop(order.client_order_id, None)
@@ -558,13 +581,13 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
         bid = str(placed.id)
         pending = self._pending.pop(order.client_order_id, None)
         if bid not in self._orders:  # not already adopted from a streamed update
-            self._orders[bid] = (pending or order).evolve(broker_order_id=bid)
+            self._orders[bid] = (pending or order).evolve(updated_at=self.clock.now(), broker_order_id=bid)
         self._by_coid[order.client_order_id] = bid
         self._on_order(placed)
 
     def _reject(self, order: Order, message: str) -> None:
         message = message or "rejected by tastytrade"
-        rejected = order.evolve(status=OrderStatus.REJECTED, reason=message, broker=self.name)
+        rejected = order.evolve(updated_at=self.clock.now(), status=OrderStatus.REJECTED, reason=message, broker=self.name)
         if rejected.broker_order_id:
             self._orders[rejected.broker_order_id] = rejected
         log.warning("tastytrade rejected order %s: %s", order.order_id, message)
@@ -598,10 +621,12 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             raise
         except Exception as exc:
             self._replaced.discard(bid)
-            self._reject(current, f"replace refused: {str(exc).strip()}")
+            # the change was refused, not the order: it keeps working on its old terms
+            self.bus.publish(OrderReplaceRejected(order=current.evolve(
+                updated_at=self.clock.now(), reason=f"replace refused: {str(exc).strip()}")))
             return
         nid = str(placed.id)
-        updated = current.evolve(broker_order_id=nid, limit_price=limit_price)
+        updated = current.evolve(updated_at=self.clock.now(), broker_order_id=nid, limit_price=limit_price)
         self._orders.pop(bid, None)
         self._orders[nid] = updated
         self._by_coid[updated.client_order_id] = nid
@@ -618,7 +643,7 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             side = Side.BUY if action.startswith("Buy") else Side.SELL
             oc = OpenClose.CLOSE if action.endswith("Close") else OpenClose.OPEN
             legs.append(Leg(inst, side, max(1, int(leg.quantity or size) // size), oc))
-        now = datetime.now(UTC)
+        now = self.clock.now()
         return Order(order_id=f"tastytrade-{placed.id}", client_order_id=placed.external_identifier or "",
                      legs=tuple(legs), quantity=size,
                      order_type=OrderType.MARKET if str(placed.order_type.value) == "Market" else OrderType.LIMIT,
@@ -636,12 +661,12 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             if coid and coid in self._by_coid and self._by_coid[coid] != bid:
                 order = self._orders.get(self._by_coid[coid])
             if order is None and coid in self._pending:
-                order = self._pending[coid]
+                order = self._pending.pop(coid)
             if order is None:
                 order = self._order_from_placed(placed)
                 if not placed.external_identifier:
                     log.info("tastytrade: order %s was not placed by Optiondesk", bid)
-            order = order.evolve(broker_order_id=bid)
+            order = order.evolve(updated_at=self.clock.now(), broker_order_id=bid)
             self._orders[bid] = order
             if order.client_order_id:
                 self._by_coid[order.client_order_id] = bid
@@ -651,7 +676,7 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
         if new_fills:
             target = OrderStatus.FILLED if status == "Filled" or filled_qty >= order.quantity \
                 else OrderStatus.PARTIALLY_FILLED
-            order = order.evolve(status=target, filled_quantity=filled_qty, avg_fill_price=avg)
+            order = order.evolve(updated_at=self.clock.now(), status=target, filled_quantity=filled_qty, avg_fill_price=avg)
             self._orders[bid] = order
             self.bus.publish(OrderFilled(order=order, fills=tuple(new_fills)))
             return
@@ -659,7 +684,7 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
         if mapped is OrderStatus.WORKING or mapped is OrderStatus.SUBMITTED:
             if order.status in (OrderStatus.APPROVED, OrderStatus.SUBMITTED, OrderStatus.PENDING_APPROVAL) and \
                     mapped is OrderStatus.WORKING:
-                order = order.evolve(status=OrderStatus.WORKING)
+                order = order.evolve(updated_at=self.clock.now(), status=OrderStatus.WORKING)
                 self._orders[bid] = order
                 self.bus.publish(OrderAccepted(order=order))
             return
@@ -670,14 +695,14 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
                 self._replaced.discard(bid)
                 self._orders.pop(bid, None)
                 return
-            order = order.evolve(status=OrderStatus.CANCELLED,
+            order = order.evolve(updated_at=self.clock.now(), status=OrderStatus.CANCELLED,
                                  reason="" if bid in self._cancel_requested else "cancelled by broker")
             self._orders[bid] = order
             self.bus.publish(OrderCancelled(order=order))
         elif mapped is OrderStatus.REJECTED:
             self._reject(order, placed.reject_reason or "rejected by tastytrade")
         elif mapped is OrderStatus.EXPIRED:
-            order = order.evolve(status=OrderStatus.EXPIRED)
+            order = order.evolve(updated_at=self.clock.now(), status=OrderStatus.EXPIRED)
             self._orders[bid] = order
             self.bus.publish(OrderExpired(order=order))
 

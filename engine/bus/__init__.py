@@ -3,6 +3,6 @@
 from engine.bus.bus import Bus, NoHandlerError, Subscription
 from engine.bus.commands import *  # noqa: F403
 from engine.bus.events import *  # noqa: F403
-from engine.bus.messages import Command, Event, Message, utcnow
+from engine.bus.messages import UNSTAMPED, Command, Event, Message
 
-__all__ = ["Bus", "Command", "Event", "Message", "NoHandlerError", "Subscription", "utcnow"]
+__all__ = ["UNSTAMPED", "Bus", "Command", "Event", "Message", "NoHandlerError", "Subscription"]

@@ -11,6 +11,10 @@ Delivery:
   clock) the mailbox keeps only the latest event per ``conflation_key()``: a slow subscriber sees the
   newest value per symbol, never an unbounded backlog.
 
+Time: a message published or sent without a ``ts`` is stamped with the bus's clock (the engine's clock),
+before any subscriber sees it, so every event carries market time in paper-on-simulation and in a
+backtest, not the wall time of the machine.
+
 A handler that raises is isolated: the error is logged and published as :class:`SubscriberFailed`
 (never back to the failing subscriber); the bus and other subscribers carry on.
 """
@@ -25,7 +29,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from engine.bus.events import SubscriberFailed
-from engine.bus.messages import Command, Event
+from engine.bus.messages import UNSTAMPED, Command, Event, Message
+from engine.clock import Clock, WallClock
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +98,13 @@ class Subscription:
 
 
 class Bus:
-    """The engine's single message bus. Create it on the loop that will run it."""
+    """The engine's single message bus. Create it on the loop that will run it.
 
-    def __init__(self) -> None:
+    ``clock`` stamps messages that carry no time; the engine passes its own clock. A bare ``Bus()``
+    (tools, unit tests of one component) has no engine behind it, so it stamps with the wall clock."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock if clock is not None else WallClock()
         self._subs: list[Subscription] = []
         self._by_type: dict[type, tuple[Subscription, ...]] = {}
         self._handlers: dict[type, Handler] = {}
@@ -137,6 +146,7 @@ class Bus:
         if self._closed:
             return
         self.published += 1
+        self._stamp(event)
         for sub in self._targets(type(event)):
             mb = sub.mailbox
             if mb is not None:
@@ -147,11 +157,17 @@ class Bus:
             except Exception as exc:
                 self._report_failure(sub, event, exc)
 
+    def _stamp(self, message: Message) -> None:
+        if message.ts == UNSTAMPED:
+            # the message is not yet visible to anyone: setting its time is part of creating it
+            object.__setattr__(message, "ts", self.clock.now())
+
     def _report_failure(self, sub: Subscription, event: Event, exc: BaseException) -> None:
         log.exception("bus subscriber %s failed on %s", sub.name, type(event).__name__, exc_info=exc)
         if isinstance(event, SubscriberFailed):
             return  # never cascade failure reports
         failure = SubscriberFailed(subscriber=sub.name, event_type=type(event).__name__, error=f"{type(exc).__name__}: {exc}")
+        self._stamp(failure)
         for other in self._targets(SubscriberFailed):
             if other is sub:
                 continue
@@ -196,6 +212,7 @@ class Bus:
         handler = self._handlers.get(type(command))
         if handler is None:
             raise NoHandlerError(f"no handler registered for {type(command).__name__}")
+        self._stamp(command)
         result = handler(command)
         if isinstance(result, Awaitable):
             result = await result

@@ -108,3 +108,19 @@ class SelectUnderlying(Command):
     expiries: tuple[Any, ...] = ()
     strikes: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestartSimulatedDay(Command):
+    """Back to the open of the simulated session now running, replaying that day's price path from its
+    open (same seed state). Audited. Refused when the simulated market is not the running feed."""
+
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JumpToNextRealSession(Command):
+    """Move the simulated market to the open of the real (wall-clock) session that is running now or
+    opens next, so the simulation trades the same day as the real market. Audited."""
+
+    by: str = "user"

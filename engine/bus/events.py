@@ -74,6 +74,55 @@ class ClockTicked(Event):
         return "clock"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStatus(Event):
+    """What the market is doing, published by the engine every clock interval: the engine's market time
+    and session, and — because a simulated session often runs while the real market is shut — whether
+    the real (wall-clock) market is open and when it opens next."""
+
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    now: datetime
+    market_open: bool
+    simulated: bool
+    real_open: bool | None = None  # None: unknown (no market calendar covers the wall clock)
+    real_next_open: datetime | None = None
+
+    def conflation_key(self) -> object:
+        return "session"
+
+    def describe(self) -> str:
+        from engine.clock import format_market_time as fmt
+
+        if not self.simulated:
+            return f"market {'open' if self.market_open else 'closed'} · {fmt(self.now)}"
+        text = f"simulated session {fmt(self.now)}" if self.market_open else f"simulated market closed · {fmt(self.now)}"
+        if self.real_open is None:
+            return text
+        if self.real_open:
+            return f"{text} — real market open"
+        nxt = f" (opens {fmt(self.real_next_open)})" if self.real_next_open is not None else ""
+        return f"{text} — real market closed{nxt}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulatedClockMoved(Event):
+    """The simulated market's clock was moved by a command (restart of the day, jump to the real session)."""
+
+    severity: ClassVar[str] = "warning"
+    action: str  # restart_day | jump_to_real_session
+    previous: datetime
+    now: datetime
+    by: str = "user"
+
+    def describe(self) -> str:
+        from engine.clock import format_market_time as fmt
+
+        what = {"restart_day": "simulated day restarted", "jump_to_real_session": "simulated market jumped to "
+                "the real session"}.get(self.action, self.action)
+        return f"{what}: {fmt(self.previous)} → {fmt(self.now)} (by {self.by})"
+
+
 # ---- orders --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderEvent(Event):
@@ -141,6 +190,14 @@ class OrderCancelled(OrderEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderReplaced(OrderEvent):
     previous_price: Any = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderReplaceRejected(OrderEvent):
+    """The broker refused a replace: the order keeps working on its previous terms (``order`` carries them,
+    ``order.reason`` the broker's message). Not an ``OrderRejected``: the order itself was not rejected."""
+
+    severity: ClassVar[str] = "warning"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

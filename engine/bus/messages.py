@@ -6,18 +6,19 @@ Packages define their own events next to the code that publishes them, subclassi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+#: ``Message.ts`` until the bus stamps it: publishers rarely know the engine's clock, the bus does, so a
+#: message built without a time gets the bus's clock time when it is published or sent (never wall time
+#: behind the engine's back). Far in the past, so an unpublished message cannot pass for a current one.
+UNSTAMPED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Message:
-    ts: datetime = field(default_factory=utcnow)
+    ts: datetime = UNSTAMPED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -174,7 +174,8 @@ class SimulatorConfig(BaseModel):
     """The ``[simulator]`` settings section: universe, regimes, rates and streaming."""
 
     model_config = ConfigDict(extra="forbid")
-    seed: int = 7
+    #: numpy's generators take only non-negative seeds: -1 would pass here and fail at the start
+    seed: int = Field(7, ge=0)
     #: market start (ISO date, a session day is picked from it); None = today's date in New York
     start: str | None = None
     risk_free_rate: float = Field(0.04, ge=-0.05, le=0.25)

@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -58,8 +58,8 @@ class _ChainState:
     window: list[str] = field(default_factory=list)  # keys, nearest the money first
     row_of: dict[str, int] = field(default_factory=dict)
 
-    def snapshot(self, spot: float) -> OptionChain:
-        return streamed_snapshot(self.base, self.cols, spot, datetime.now(UTC))
+    def snapshot(self, spot: float, now: datetime) -> OptionChain:
+        return streamed_snapshot(self.base, self.cols, spot, now)
 
 
 
@@ -70,6 +70,7 @@ class IbkrFeed(Feed):
     def __init__(self, connection: IbkrConnection, bus: Bus, *, underlyings: Sequence[str] = ("SPY",)) -> None:
         self.conn = connection
         self.bus = bus
+        self.clock = bus.clock  # the engine's (live: the wall clock); stamps snapshots the broker sends untimed
         self._underlyings = [u.upper() for u in underlyings]
         self._stocks: dict[str, Any] = {}
         self._states: dict[str, _ChainState] = {}
@@ -166,7 +167,7 @@ class IbkrFeed(Feed):
                            underlying=underlying, multiplier=mult)
                     for e in sorted(params.expirations) for k in sorted(params.strikes)
                     for r in (Right.CALL, Right.PUT)]
-            base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), datetime.now(UTC), opts)
+            base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), self.clock.now(), opts)
             self._install(underlying, _ChainState(base, params, empty_streamed_columns(len(base))))
         chain = self._chains[underlying]
         if expiries:
@@ -177,7 +178,7 @@ class IbkrFeed(Feed):
     def _install(self, underlying: str, state: _ChainState) -> None:
         state.row_of = {str(s): i for i, s in enumerate(state.base.symbol)}
         self._states[underlying] = state
-        self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
+        self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan), self.clock.now())
 
     def _drop(self, underlying: str, keys: set[str]) -> None:
         """Remove contracts IB does not list from the chain (keeps the quote columns aligned)."""
@@ -267,7 +268,7 @@ class IbkrFeed(Feed):
             idx = np.asarray(rows, dtype=int)
             for col in state.cols.values():
                 col[idx] = np.nan
-            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
+            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan), self.clock.now())
 
     def subscribed_symbols(self) -> set[str]:
         return {k for s in self._states.values() for k in s.window}
@@ -330,7 +331,7 @@ class IbkrFeed(Feed):
             touched.setdefault(u, []).append(row)
         for u, rows in touched.items():
             state = self._states[u]
-            snap = state.snapshot(self._prices.get(u, math.nan))
+            snap = state.snapshot(self._prices.get(u, math.nan), self.clock.now())
             self._chains[u] = snap
             idx = np.unique(np.asarray(rows, dtype=int))
             self.bus.publish(QuotesUpdated(underlying=u, rows=idx, bid=snap.bid[idx], ask=snap.ask[idx]))

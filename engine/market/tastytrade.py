@@ -21,7 +21,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,8 +56,8 @@ class _ChainState:
     cols: dict[str, np.ndarray] = field(default_factory=dict)
     window: set[str] = field(default_factory=set)
 
-    def snapshot(self, spot: float) -> OptionChain:
-        return streamed_snapshot(self.base, self.cols, spot, datetime.now(UTC))
+    def snapshot(self, spot: float, now: datetime) -> OptionChain:
+        return streamed_snapshot(self.base, self.cols, spot, now)
 
 
 #: DXLink event types streamed for each option in the visible window
@@ -86,6 +86,7 @@ class TastytradeFeed(Feed):
                  rng: random.Random | None = None) -> None:
         self.conn = connection
         self.bus = bus
+        self.clock = bus.clock  # the engine's (live: the wall clock); stamps snapshots the broker sends untimed
         self._underlyings = [u.upper() for u in underlyings]
         self._states: dict[str, _ChainState] = {}
         self._chains: dict[str, OptionChain] = {}
@@ -245,7 +246,7 @@ class TastytradeFeed(Feed):
         if len(idx):
             for col in state.cols.values():
                 col[idx] = np.nan
-            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
+            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan), self.clock.now())
 
     def subscribed_symbols(self) -> set[str]:
         return set().union(*(s.window for s in self._states.values())) if self._states else set()
@@ -295,13 +296,13 @@ class TastytradeFeed(Feed):
             if not options:
                 raise FeedError(f"tastytrade: the {underlying} chain is empty")
             by_key = dict(zip([o.key for o in options], streamer, strict=True))
-            base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), datetime.now(UTC), options)
+            base = OptionChain.build(underlying, self._prices.get(underlying, math.nan), self.clock.now(), options)
             ss = np.array([by_key[k] for k in base.symbol], dtype=object)
             n_rows = len(base)
             cols = empty_streamed_columns(n_rows)
             state = _ChainState(base, ss, {s: i for i, s in enumerate(ss)}, cols)
             self._states[underlying] = state
-            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan))
+            self._chains[underlying] = state.snapshot(self._prices.get(underlying, math.nan), self.clock.now())
         chain = self._chains[underlying]
         if expiries:
             days = np.array([np.datetime64(e, "D") for e in expiries])
@@ -378,7 +379,7 @@ class TastytradeFeed(Feed):
     def _publish_rows(self, touched: dict[str, list[int]]) -> None:
         for u, rows in touched.items():
             state = self._states[u]
-            snap = state.snapshot(self._prices.get(u, math.nan))
+            snap = state.snapshot(self._prices.get(u, math.nan), self.clock.now())
             self._chains[u] = snap
             idx = np.unique(np.asarray(rows, dtype=int))
             self.bus.publish(QuotesUpdated(underlying=u, rows=idx, bid=snap.bid[idx], ask=snap.ask[idx]))

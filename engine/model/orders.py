@@ -10,8 +10,8 @@ Sign conventions (DESIGN.md §7):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
@@ -185,9 +185,12 @@ class Order:
     def remaining_quantity(self) -> int:
         return self.quantity - self.filled_quantity
 
-    def evolve(self, **changes: object) -> Order:
-        changes.setdefault("updated_at", datetime.now(UTC))
-        return replace(self, **changes)
+    def evolve(self, *, updated_at: datetime, **changes: object) -> Order:
+        """A changed copy. ``updated_at`` is required: only whoever changes the order knows the time
+        on its clock (the engine's, a broker's report time); a default would be the wall clock."""
+        if updated_at.tzinfo is None:
+            raise ValueError("an order's updated_at must be timezone-aware")
+        return replace(self, updated_at=updated_at, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +254,7 @@ class AccountSnapshot:
     realized_pnl: Decimal = Decimal(0)
     unrealized_pnl: Decimal = Decimal(0)
     day_pnl: Decimal = Decimal(0)
-    ts: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ts: datetime | None = None  # when the broker reported it, on the engine's clock
     broker: str = "paper"
     is_live: bool = False
 

@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine.model import Order
@@ -115,9 +115,11 @@ class PendingApproval:
 class ApprovalGate:
     """Holds pending approvals and records decisions. The OMS owns the order transitions."""
 
-    def __init__(self, store: Store, *, enabled_paper: bool = False, enabled_live: bool = True,
-                 expiry_s: float = 120.0) -> None:
+    def __init__(self, store: Store, *, now: Callable[[], datetime], enabled_paper: bool = False,
+                 enabled_live: bool = True, expiry_s: float = 120.0) -> None:
+        """``now``: the engine clock; decisions are stamped with it and the expiry is measured on it."""
         self.store = store
+        self.now = now
         self.enabled = {"paper": enabled_paper, "live": enabled_live}
         self.expiry_s = expiry_s
         self.pending: dict[str, PendingApproval] = {}
@@ -127,10 +129,12 @@ class ApprovalGate:
 
     def set_enabled(self, mode: str, enabled: bool, by: str) -> None:
         self.enabled[mode] = bool(enabled)
-        self.store.audit.record(by, "approval_mode", {"mode": mode, "enabled": bool(enabled)})
+        self.store.audit.record(by, "approval_mode", {"mode": mode, "enabled": bool(enabled)}, ts=self.now())
 
     def add(self, order: Order, preview: ApprovalPreview, on_expire: Callable[[str], None]) -> None:
-        delay = max(0.0, (preview.expires_at - datetime.now(UTC)).total_seconds())
+        # the window is a human's time to decide: wall seconds on the loop, whatever speed the simulated
+        # clock runs at (expires_at - now on a ×100 market clock would expire it in a second)
+        delay = max(0.0, (preview.expires_at - preview.created_at).total_seconds())
         timer = asyncio.get_running_loop().call_later(delay, on_expire, order.order_id)
         self.pending[order.order_id] = PendingApproval(order, preview, timer)
         self._record(order.order_id, "pending", "system", "", {"expires_at": preview.expires_at.isoformat(),
@@ -153,12 +157,13 @@ class ApprovalGate:
         return p
 
     def _record(self, order_id: str, decision: str, by: str, reason: str, detail: dict[str, Any]) -> None:
-        ts = datetime.now(UTC).isoformat()
+        now = self.now()
+        ts = now.isoformat()
         with self.store.transaction():
             self.store.execute(
                 "INSERT INTO approvals(order_id, decision, by, reason, ts, detail) VALUES (?,?,?,?,?,?)",
                 (order_id, decision, by, reason, ts, json.dumps(detail, default=str, sort_keys=True)))
-            self.store.audit.record(by, f"approval:{decision}", {"order_id": order_id, "reason": reason})
+            self.store.audit.record(by, f"approval:{decision}", {"order_id": order_id, "reason": reason}, ts=now)
 
     def history(self, order_id: str) -> list[dict[str, Any]]:
         rows = self.store.query("SELECT * FROM approvals WHERE order_id=? ORDER BY id", (order_id,))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.oms.config import OmsConfig
@@ -63,7 +63,7 @@ class OrderPath:
 
 
 def build_order_path(bus: Bus, store: Store, *, brokers: dict[str, Broker], breakers: dict[str, Any] | None = None,
-                     feed: Any = None, now: Callable[[], datetime] | None = None,
+                     now: Callable[[], datetime], feed: Any = None,
                      risk_config: RiskConfig | None = None, oms_config: OmsConfig | None = None,
                      on_persisted: Callable[[Any, str], None] | None = None) -> OrderPath:
     """Compose MarketView, PortfolioState, KillSwitch, RiskEngine, ModeRouter, OrderManager and RiskService.
@@ -74,11 +74,14 @@ def build_order_path(bus: Bus, store: Store, *, brokers: dict[str, Broker], brea
     if "paper" not in brokers:
         raise ValueError("the order path needs the paper broker under the name 'paper'")
     rcfg = risk_config or RiskConfig()
-    clock = now or (lambda: datetime.now(UTC))
+    clock = now
     market = MarketView(bus, feed, rate=rcfg.risk_free_rate, dividend_yields=rcfg.dividend_yields)
     portfolio = PortfolioState(bus)
     kill_switch = KillSwitch(store, bus, rcfg)
-    risk = RiskEngine(rcfg, market=market, portfolio=portfolio, trading_state=lambda: kill_switch.state, now=clock)
+    paper_config = getattr(brokers["paper"], "config", None)  # one margin model: the paper broker's numbers
+    margin = paper_config.margin_rules() if hasattr(paper_config, "margin_rules") else None
+    risk = RiskEngine(rcfg, market=market, portfolio=portfolio, trading_state=lambda: kill_switch.state, now=clock,
+                      margin=margin)
     router = ModeRouter(brokers, breakers=breakers)
     oms = OrderManager(bus, store, router, risk, kill_switch, config=oms_config, now=clock, on_persisted=on_persisted)
     service = RiskService(bus, risk, kill_switch)

@@ -6,30 +6,54 @@ the contract's tick, and validated legs.
   first state, so a resubmission reuses the same client order id and the broker can dedupe it.
 - Limit prices are rounded to the tick toward the *passive* side (down, with the + debit / − credit
   convention: pay less or receive more), never toward a worse price.
-- A bad intent raises :class:`OrderValidationError` (a ``ValueError``) naming the problem; the OMS turns it into
-  an ``OrderDenied`` event.
+- A bad intent raises :class:`OrderValidationError` (a ``ValueError``) with the problem's ``code`` and a message
+  naming it (rules in :mod:`engine.oms.validation`, which never raises on any input); the OMS turns it into an
+  ``OrderDenied`` event.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
-from typing import NewType
+from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, NewType
 
 from engine.brokers.base import COMBO_TICK
-from engine.model import Index, Instrument, Leg, Option, Order, OrderIntent, OrderStatus, OrderType
+from engine.model import (
+    Equity,
+    Instrument,
+    Leg,
+    Option,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+)
+from engine.oms.validation import (
+    MAX_CLIENT_ORDER_ID,
+    MAX_LEGS,
+    MAX_LIMIT_PRICE,
+    MAX_QUANTITY,
+    intent_problem,
+    parse_price,
+)
 
 OrderId = NewType("OrderId", str)
 ClientOrderId = NewType("ClientOrderId", str)
 
-MAX_LEGS = 4
+__all__ = ["MAX_LEGS", "MAX_LIMIT_PRICE", "MAX_QUANTITY", "ClientOrderId", "OrderFactory", "OrderId",
+           "OrderValidationError", "floor_to_tick", "new_client_order_id", "new_order_id", "validate_intent",
+           "venue_tick"]
 
 
 class OrderValidationError(ValueError):
-    """The intent cannot become an order; the message says why."""
+    """The intent cannot become an order; the message says why, ``code`` names the problem."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def new_order_id() -> OrderId:
@@ -43,51 +67,16 @@ def new_client_order_id() -> ClientOrderId:
 def floor_to_tick(price: Decimal, tick: Decimal) -> Decimal:
     """Round down to a multiple of ``tick`` (toward the passive side for the + debit convention)."""
     if tick <= 0:
-        raise OrderValidationError(f"tick size must be positive, got {tick}")
+        raise OrderValidationError(f"tick size must be positive, got {tick}", "bad_tick")
     return ((price / tick).to_integral_value(rounding=ROUND_FLOOR) * tick).quantize(tick)
 
 
-def validate_intent(intent: OrderIntent) -> None:
-    """Raise :class:`OrderValidationError` for anything that must never reach the risk engine."""
-    if not intent.legs:
-        raise OrderValidationError("an order needs at least one leg")
-    if len(intent.legs) > MAX_LEGS:
-        raise OrderValidationError(f"an order may have at most {MAX_LEGS} legs, got {len(intent.legs)}")
-    if not isinstance(intent.quantity, int) or isinstance(intent.quantity, bool) or intent.quantity <= 0:
-        raise OrderValidationError(f"quantity must be a positive whole number, got {intent.quantity!r}")
-    keys = [leg.symbol for leg in intent.legs]
-    if len(set(keys)) != len(keys):
-        raise OrderValidationError(f"the same instrument appears in two legs: {keys}")
-    for leg in intent.legs:
-        if isinstance(leg.instrument, Index):
-            raise OrderValidationError(f"{leg.symbol} is an index and cannot be traded itself")
-    unds = {(leg.instrument.underlying if isinstance(leg.instrument, Option) else leg.instrument.symbol)
-            for leg in intent.legs}
-    if len(unds) > 1:
-        raise OrderValidationError(f"all legs must share one underlying, got {sorted(unds)}")
-    if len(intent.legs) > 1:
-        g = 0
-        for leg in intent.legs:
-            g = math.gcd(g, leg.ratio)
-        if g > 1:
-            raise OrderValidationError(f"leg ratios {[leg.ratio for leg in intent.legs]} share a factor {g}: "
-                                       "reduce them and raise the quantity instead")
-    if intent.order_type is OrderType.LIMIT:
-        if intent.limit_price is None:
-            raise OrderValidationError("a limit order needs a limit price")
-        try:
-            price = Decimal(intent.limit_price)
-        except (InvalidOperation, TypeError, ValueError):
-            raise OrderValidationError(f"limit price {intent.limit_price!r} is not a number") from None
-        if not price.is_finite():
-            raise OrderValidationError(f"limit price {intent.limit_price!r} is not finite")
-        if len(intent.legs) == 1:
-            side = intent.legs[0].side
-            if price == 0 or (price > 0) != (side.sign > 0):
-                raise OrderValidationError(
-                    f"single-leg {side.value} limit price must be {'positive (a debit)' if side.sign > 0 else 'negative (a credit)'}, got {price}")
-    elif intent.limit_price is not None:
-        raise OrderValidationError("a market order must not carry a limit price")
+def validate_intent(intent: OrderIntent, now: datetime | None = None) -> None:
+    """Raise :class:`OrderValidationError` for anything that must never reach the risk engine
+    (see :mod:`engine.oms.validation`; ``now`` enables the expired-contract check)."""
+    problem = intent_problem(intent, now)
+    if problem is not None:
+        raise OrderValidationError(problem.message, problem.code)
 
 
 def venue_tick(legs: tuple[Leg, ...] | list[Leg], price: Decimal,
@@ -103,21 +92,23 @@ def venue_tick(legs: tuple[Leg, ...] | list[Leg], price: Decimal,
 class OrderFactory:
     """Creates orders; ``now`` gives the timestamps (engine clock)."""
 
-    def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, now: Callable[[], datetime]) -> None:
         self.now = now
 
     def create(self, intent: OrderIntent, *, broker: str = "paper", account_id: str = "",
                tick_for: Callable[[Instrument, Decimal], Decimal] | None = None) -> Order:
         """``tick_for(instrument, price)``: the venue's increment for a single-leg price (default: the
         instrument's tick); multi-leg net prices use the $0.01 complex-order increment."""
-        validate_intent(intent)
+        validate_intent(intent, self.now())
         price: Decimal | None = None
         if intent.order_type is OrderType.LIMIT:
-            raw = Decimal(intent.limit_price)  # type: ignore[arg-type]
+            raw, _ = parse_price(intent.limit_price)  # validated: finite and within bounds
+            assert raw is not None
             tick = venue_tick(intent.legs, raw, tick_for)
             price = floor_to_tick(raw, tick)
             if len(intent.legs) == 1 and price == 0:
-                raise OrderValidationError(f"limit price {intent.limit_price} rounds to {price} on tick {tick}")
+                raise OrderValidationError(f"limit price {intent.limit_price} rounds to {price} on tick {tick}",
+                                           "price_rounds_to_zero")
         ts = self.now()
         return Order(
             order_id=new_order_id(),
@@ -137,15 +128,34 @@ class OrderFactory:
             account_id=account_id,
         )
 
-    def rejected_intent(self, intent: OrderIntent, reason: str, *, broker: str = "paper",
-                        account_id: str = "") -> Order:
-        """An order record for an intent that failed validation (so the denial is visible and stored)."""
+    def rejected_intent(self, intent: Any, reason: str, *, broker: str = "paper", account_id: str = "") -> Order:
+        """An order record for an intent that failed validation (so the denial is visible and stored).
+
+        ``intent`` may be anything (that is why it was denied): only fields that are safe to store are kept —
+        real legs, a quantity and price within bounds, text where text belongs."""
         ts = self.now()
-        price = intent.limit_price if isinstance(intent.limit_price, Decimal) else None
-        qty = intent.quantity if isinstance(intent.quantity, int) else 0
+
+        def text(value: Any, default: str = "", limit: int = 200) -> str:
+            return value[:limit] if isinstance(value, str) else default
+
+        legs_in = getattr(intent, "legs", ())
+        legs = tuple(leg for leg in legs_in if isinstance(leg, Leg) and isinstance(leg.instrument, Option | Equity)
+                     and isinstance(leg.ratio, int) and 0 < leg.ratio <= MAX_QUANTITY) \
+            if isinstance(legs_in, tuple | list) else ()
+        qty = getattr(intent, "quantity", 0)
+        qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and 0 <= qty <= MAX_QUANTITY else 0
+        price, _ = parse_price(getattr(intent, "limit_price", None))
+        order_type = getattr(intent, "order_type", OrderType.LIMIT)
+        tif = getattr(intent, "tif", TimeInForce.DAY)
+        coid = getattr(intent, "client_order_id", None)
+        coid = coid if isinstance(coid, str) and 0 < len(coid) <= MAX_CLIENT_ORDER_ID else new_client_order_id()
+        strategy_id = getattr(intent, "strategy_id", None)
         return Order(
-            order_id=new_order_id(), client_order_id=intent.client_order_id or new_client_order_id(),
-            legs=tuple(intent.legs), quantity=qty, order_type=intent.order_type, limit_price=price, tif=intent.tif,
-            status=OrderStatus.DENIED, created_at=ts, updated_at=ts, source=intent.source,
-            strategy_id=intent.strategy_id, tag=intent.tag, broker=broker, account_id=account_id, reason=reason,
+            order_id=new_order_id(), client_order_id=coid, legs=legs, quantity=qty,
+            order_type=order_type if isinstance(order_type, OrderType) else OrderType.LIMIT,
+            limit_price=price, tif=tif if isinstance(tif, TimeInForce) else TimeInForce.DAY,
+            status=OrderStatus.DENIED, created_at=ts, updated_at=ts,
+            source=text(getattr(intent, "source", ""), "unknown") or "unknown",
+            strategy_id=strategy_id if isinstance(strategy_id, str) else None,
+            tag=text(getattr(intent, "tag", "")), broker=broker, account_id=account_id, reason=reason,
         )

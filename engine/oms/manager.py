@@ -21,11 +21,13 @@ later subscribers see the event. The OMS publishes ``OrderCreated``, ``OrderDeni
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,7 @@ from engine.bus.events import (
     OrderPendingApproval,
     OrderRejected,
     OrderReplaced,
+    OrderReplaceRejected,
     OrderSubmitted,
 )
 from engine.model import (
@@ -73,6 +76,7 @@ from engine.oms.factory import OrderFactory, OrderValidationError, floor_to_tick
 from engine.oms.flatten import closing_intent, flatten_groups
 from engine.oms.reconciliation import ReconciliationReport, compare_positions, plan
 from engine.oms.router import LIVE, ModeRouter, ModeSwitchError
+from engine.oms.validation import intent_problem, order_problem, parse_price
 from engine.risk.engine import KILL_SWITCH_SOURCE, CheckResult, RiskDecision, RiskEngine
 from engine.risk.state import TradingState
 
@@ -96,7 +100,15 @@ _EVENT_STATUS: dict[type, OrderStatus] = {
 
 
 KV_APPROVAL = "oms.approval_enabled"
+#: the reason an order carries while a submit's outcome is unknown (5xx, timeout, dropped connection)
+UNKNOWN_OUTCOME = "unknown, reconciling"
 KV_POSITIONS = "oms.positions."  # + broker name: expected positions, moved by every fill the OMS records
+
+
+def _transport_failure(exc: BaseException) -> bool:
+    """No answer from the broker (timeout, dropped connection, 5xx, circuit open): worth retrying. Anything else
+    is the broker's answer (the order is gone, not cancellable, unknown)."""
+    return isinstance(exc, BrokerError | OSError | TimeoutError)
 
 
 class OrderCommandError(ValueError):
@@ -108,7 +120,7 @@ class OrderManager:
 
     def __init__(self, bus: Bus, store: Store, router: ModeRouter, risk: RiskEngine,
                  kill_switch: KillSwitch | None = None, *, config: OmsConfig | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 now: Callable[[], datetime],
                  on_persisted: Callable[[Order, str], None] | None = None) -> None:
         self.bus = bus
         self.store = store
@@ -116,9 +128,11 @@ class OrderManager:
         self.risk = risk
         self.kill_switch = kill_switch
         self.config = config or OmsConfig()
+        self.now = now  # the engine clock: every time this manager stamps comes from it
         self.factory = OrderFactory(now)
         self.gate = ApprovalGate(store, enabled_paper=self.config.approval_in_paper,
-                                 enabled_live=self.config.approval_in_live, expiry_s=self.config.approval_expiry_s)
+                                 enabled_live=self.config.approval_in_live, expiry_s=self.config.approval_expiry_s,
+                                 now=now)
         saved = store.kv.get(KV_APPROVAL)
         if isinstance(saved, dict):  # the user's last choice per mode wins over the settings default
             self.gate.enabled.update({k: bool(v) for k, v in saved.items() if k in ("paper", "live")})
@@ -129,12 +143,18 @@ class OrderManager:
         self._by_coid: dict[str, str] = {}
         self._by_broker_id: dict[str, str] = {}
         self._cancel_requested: set[str] = set()
+        #: replaces sent and not yet answered: order id -> the reservation held before (None: there was none)
+        self._replacing: dict[str, Any] = {}
+        self._replace_refusals: dict[str, str] = {}
         self._subs: list[Any] = []
         self._registered: list[type] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_reconciliation: list[ReconciliationReport] = []
         self._started = False
+        self._alive = True
         self._reconcile_locks: dict[str, asyncio.Lock] = {}
+        self._cancel_retries: dict[str, asyncio.Task[None]] = {}
+        self._unknown: dict[str, asyncio.Task[None]] = {}  # submits whose outcome is unknown, being settled
 
     # ---- wiring ---------------------------------------------------------------------------------
     def register(self) -> None:
@@ -149,9 +169,11 @@ class OrderManager:
             self._registered.append(cmd)
         for ev in (OrderAccepted, OrderFilled, OrderRejected, OrderCancelled, OrderExpired, OrderReplaced):
             self._subs.append(self.bus.subscribe(ev, self._on_broker_event, name=f"oms:{ev.__name__}"))
+        self._subs.append(self.bus.subscribe(OrderReplaceRejected, self._on_replace_rejected,
+                                             name="oms:OrderReplaceRejected"))
         self._subs.append(self.bus.subscribe(ConnectionStateChanged, self._on_connection, name="oms:connections"))
         if self.kill_switch is not None:
-            self.kill_switch.bind(self.cancel_all, self.flatten)
+            self.kill_switch.bind(self.kill_cancel_all, self.flatten)
 
     async def start(self, *, reconcile: bool = True) -> None:
         """Load open orders from the store and settle what a previous run left behind."""
@@ -167,6 +189,10 @@ class OrderManager:
                 self._transition(o.order_id, OrderStatus.CANCELLED, step="restart",
                                  reason="not sent: engine stopped before submission")
                 self.bus.publish(OrderCancelled(order=self._get(o.order_id)))
+        for o in list(self._open.values()):  # submits whose outcome was unknown when we stopped
+            if o.status is OrderStatus.SUBMITTED and o.reason.startswith(UNKNOWN_OUTCOME) and \
+                    o.broker in self.router.brokers:
+                self._settle_unknown(o.order_id, o.broker)
         if reconcile:
             names = {o.broker for o in self._open.values()} | {self.router.active_name}
             for name in sorted(names):
@@ -179,6 +205,7 @@ class OrderManager:
                     {"order_rate", "duplicate", "price_collar"})))
 
     async def stop(self) -> None:
+        self._alive = False
         for s in self._subs:
             s.cancel()
         self._subs.clear()
@@ -248,12 +275,23 @@ class OrderManager:
                 raise OrderCommandError(f"unknown order {order_id!r}")
         return o
 
-    def _persist(self, order: Order, step: str, detail: dict[str, Any] | None = None) -> None:
-        self.store.orders.save_with_event(order, {"step": step, **(detail or {})})
+    def _persist(self, order: Order, step: str, detail: dict[str, Any] | None = None, *, fact: bool = False) -> None:
+        """Write, then cache. ``fact``: a broker report — it happened whether or not the disk takes it, so a failed
+        write is alerted and the cache still follows the broker (restart reconciliation repairs the store)."""
+        try:
+            self.store.orders.save_with_event(order, {"step": step, **(detail or {})})
+        except sqlite3.Error as exc:
+            if not fact:
+                raise
+            log.exception("could not store %s of %s", step, order.order_id)
+            self.bus.publish(Alert(level="critical", source="oms", message=(
+                f"order {order.client_order_id} is {order.status.value} at the broker but could not be saved "
+                f"({exc}); reconciliation repairs it at the next start")))
         self._cache(order)
         if order.status.is_terminal:
             self.risk.release(order.order_id)
             self._cancel_requested.discard(order.order_id)
+            self._replacing.pop(order.order_id, None)
         if self.on_persisted is not None:
             self.on_persisted(order, step)
 
@@ -262,7 +300,7 @@ class OrderManager:
         cur = self._get(order_id)
         if cur.status is not status and not can_transition(cur.status, status):
             raise OrderCommandError(f"order {order_id} cannot go from {cur.status.value} to {status.value}")
-        new = cur.evolve(status=status, **changes)
+        new = cur.evolve(status=status, updated_at=self.now(), **changes)
         self._persist(new, step, detail)
         return new
 
@@ -275,21 +313,34 @@ class OrderManager:
         return await self._submit(cmd.intent, internal=False)
 
     async def _submit(self, intent: OrderIntent, *, internal: bool) -> Order:
+        """Whatever ``intent`` is, the answer is an order (denied with a named reason when malformed), never an
+        exception: validation (:mod:`engine.oms.validation`) is total and runs before anything reads the intent."""
         broker, account = self.router.active_name, self.router.account_id()
-        if intent.client_order_id:  # resubmission: the same client order id never makes a second order
-            existing_id = self._by_coid.get(intent.client_order_id)
-            existing = self._get(existing_id) if existing_id else self.store.orders.by_client_order_id(
-                intent.client_order_id)
+        coid = getattr(intent, "client_order_id", None) if isinstance(intent, OrderIntent) else None
+        if isinstance(coid, str) and coid:  # resubmission: the same client order id never makes a second order
+            existing_id = self._by_coid.get(coid)
+            existing = self._get(existing_id) if existing_id else self.store.orders.by_client_order_id(coid)
             if existing is not None:
                 return existing
+        problem = intent_problem(intent, self.now())
+        if problem is not None:
+            return self._deny_intent(intent, broker, account, CheckResult(
+                "order_valid", False, message=problem.message, stage="validate", code=problem.code))
         if intent.source == KILL_SWITCH_SOURCE and not internal:
             return self._deny_intent(intent, broker, account, CheckResult(
-                "order_valid", False, message="source 'kill_switch' is reserved for the kill switch"))
+                "order_valid", False, message="source 'kill_switch' is reserved for the kill switch",
+                stage="validate", code="reserved_source"))
         try:
             order = self.factory.create(intent, broker=broker, account_id=account,
                                         tick_for=self.router.active.tick_size)
         except OrderValidationError as exc:
-            return self._deny_intent(intent, broker, account, CheckResult("order_valid", False, message=str(exc)))
+            return self._deny_intent(intent, broker, account, CheckResult("order_valid", False, message=str(exc),
+                                                                          stage="validate", code=exc.code))
+        except Exception as exc:  # e.g. the venue's tick schedule failing on this contract: deny, never raise
+            log.exception("could not build an order from %r", intent)
+            return self._deny_intent(intent, broker, account, CheckResult(
+                "order_valid", False, message=f"could not build the order: {exc}", stage="validate",
+                code="internal"))
         self._persist(order, "intent", {"source": order.source})
         self.bus.publish(OrderCreated(order=order))
         try:
@@ -312,7 +363,7 @@ class OrderManager:
                 return cur
         return await self._approve_and_send(order.order_id, by="auto")
 
-    def _deny_intent(self, intent: OrderIntent, broker: str, account: str, check: CheckResult) -> Order:
+    def _deny_intent(self, intent: Any, broker: str, account: str, check: CheckResult) -> Order:
         order = self.factory.rejected_intent(intent, check.message, broker=broker, account_id=account)
         try:
             self._persist(order, "denied", {"checks": [check.to_dict()]})
@@ -332,7 +383,7 @@ class OrderManager:
 
     def _record_denial(self, order: Order, failed: tuple[CheckResult, ...]) -> None:
         self.store.execute("INSERT INTO risk_events(ts, kind, order_id, detail) VALUES (?,?,?,?)",
-                           (datetime.now(UTC).isoformat(), "order_denied", order.order_id,
+                           (self.now().isoformat(), "order_denied", order.order_id,
                             json.dumps({"checks": [c.to_dict() for c in failed], "source": order.source},
                                        default=str)))
 
@@ -341,7 +392,7 @@ class OrderManager:
         cur = self._get(order.order_id)
         if cur.status is not OrderStatus.PENDING_APPROVAL:  # cancelled / killed while previewing
             return cur
-        preview = build_preview(cur, decision, self.risk, broker_preview, now=datetime.now(UTC),
+        preview = build_preview(cur, decision, self.risk, broker_preview, now=self.now(),
                                 expiry_s=self.gate.expiry_s)
         self.gate.add(cur, preview, self._expire)
         self.store.orders.append_event(cur.order_id, OrderStatus.PENDING_APPROVAL,
@@ -382,11 +433,9 @@ class OrderManager:
 
             if isinstance(exc, CircuitOpenError | RoutingError | BrokerNotArmed):  # provably never sent
                 return self._reject_unsent(order_id, str(exc))
-            # the broker may or may not have it: settle by asking the broker, never by resending blindly
-            self.bus.publish(Alert(level="error", source="oms",
-                                   message=f"submit of {order.client_order_id} failed ({exc}); reconciling"))
-            await self.reconcile(broker.name)
-            return self._get(order_id)
+            # the broker may or may not have it: hold it as unknown and settle it by client order id, never by
+            # resending blindly and never by calling it rejected
+            return await self._outcome_unknown(order_id, broker.name, exc)
         if self.on_persisted is not None:
             self.on_persisted(self._get(order_id), "sent")
         after = self._get(order_id)
@@ -399,6 +448,57 @@ class OrderManager:
                                        message=f"order {after.client_order_id} could not be cancelled after a "
                                                f"cancel raced its submission: {exc}"))
         return self._get(order_id)
+
+    # ---- submits whose outcome is unknown ---------------------------------------------------------
+    async def _outcome_unknown(self, order_id: str, broker_name: str, exc: BaseException) -> Order:
+        cur = self._get(order_id)
+        if cur.status is OrderStatus.SUBMITTED:
+            held = cur.evolve(updated_at=self.now(), reason=f"{UNKNOWN_OUTCOME}: {exc}")
+            self._persist(held, "outcome_unknown", {"error": str(exc)}, fact=True)
+        self.bus.publish(Alert(level="error", source="oms", message=(
+            f"submit of {cur.client_order_id} got no clear answer ({exc}): held as {UNKNOWN_OUTCOME} by client "
+            "order id; it is not resent")))
+        self._settle_unknown(order_id, broker_name)
+        try:
+            await self.reconcile(broker_name)
+        except Exception:
+            log.exception("reconciliation after an unknown submit outcome failed")
+        return self._get(order_id)
+
+    def _settle_unknown(self, order_id: str, broker_name: str) -> None:
+        if order_id in self._unknown or not self._alive:
+            return
+        task = asyncio.get_running_loop().create_task(self._settle_loop(order_id, broker_name),
+                                                      name=f"oms:settle-unknown:{order_id}")
+        self._unknown[order_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: (self._tasks.discard(t), self._unknown.pop(order_id, None)))
+
+    async def _settle_loop(self, order_id: str, broker_name: str) -> None:
+        """Reconcile with backoff until the broker's open orders or fills settle the order by client order id."""
+        loop = asyncio.get_running_loop()
+        t0, delay, alerted = loop.time(), 0.25, False
+        while self._get(order_id).status is OrderStatus.SUBMITTED:
+            await asyncio.sleep(delay)
+            delay = min(self.config.unknown_outcome_max_interval_s, delay * 2)
+            try:
+                await self.reconcile(broker_name)
+            except Exception:
+                log.exception("reconciling an unknown submit outcome failed")
+            waited = loop.time() - t0
+            if not alerted and waited >= self.config.unknown_outcome_alert_s and \
+                    self._get(order_id).status is OrderStatus.SUBMITTED:
+                alerted = True
+                o = self._get(order_id)
+                self.bus.publish(Alert(level="critical", source="oms", message=(
+                    f"order {o.client_order_id}: outcome still unknown after {waited:.0f} s; look it up at "
+                    f"{broker_name}. It stays {UNKNOWN_OUTCOME} (reserved in the risk limits) until found.")))
+        cur = self._get(order_id)
+        if order_id in self._cancel_requested and cur.status.is_working:  # cancelled (or killed) meanwhile
+            try:
+                await self.cancel(order_id, by="system", reason="cancel requested while the outcome was unknown")
+            except Exception:
+                log.exception("cancel after settling %s failed", order_id)
 
     def _reject_unsent(self, order_id: str, message: str) -> Order:
         order = self._transition(order_id, OrderStatus.REJECTED, step="not_sent",
@@ -455,7 +555,7 @@ class OrderManager:
             raise OrderCommandError(f"bad limit price {cmd.limit_price!r}: {exc}") from None
         if old.order_type is not OrderType.LIMIT:
             raise OrderCommandError("only limit orders have a price to modify")
-        candidate = old.evolve(limit_price=price)
+        candidate = old.evolve(limit_price=price, updated_at=self.now())
         decision = self._recheck_reserved(old, candidate, skip=frozenset({"order_rate", "duplicate"}))
         if not decision.passed:
             msg = "; ".join(c.message for c in decision.failed)
@@ -493,46 +593,146 @@ class OrderManager:
             return order
         if order.status is OrderStatus.PENDING_APPROVAL:
             self.gate.decide(order_id, "cancelled", by, reason)
-            order = self._transition(order_id, OrderStatus.CANCELLED, step="cancelled", detail={"by": by},
+            cancelled = order.evolve(status=OrderStatus.CANCELLED, updated_at=self.now(),
                                      reason=reason or f"cancelled by {by}")
-            self.bus.publish(OrderCancelled(order=order))
-            return order
+            # it never reached a broker: cancelled is a fact even when the disk cannot take it
+            self._persist(cancelled, "cancelled", {"by": by}, fact=True)
+            self.bus.publish(OrderCancelled(order=cancelled))
+            return cancelled
         if order.status is OrderStatus.APPROVED:  # being sent right now: _send sees the flag before the call
             self._cancel_requested.add(order_id)
             self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by})
             return order
         self._cancel_requested.add(order_id)
         if not _logged:
-            self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by,
-                                                                    "reason": reason})
+            try:
+                self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by,
+                                                                        "reason": reason})
+            except sqlite3.Error:
+                log.exception("could not log the cancel request of %s; cancelling anyway", order_id)
         try:
             await asyncio.wait_for(self.router.cancel(order), self.config.broker_call_timeout_s)
         except (BrokerError, OSError, TimeoutError) as exc:
             self.bus.publish(Alert(level="error", source="oms",
-                                   message=f"cancel of {order.client_order_id} failed: {exc}"))
+                                   message=f"cancel of {order.client_order_id} failed: {exc}; retrying"))
+            self._retry_cancel(order_id)
             raise
         return self._get(order_id)
 
     async def _cmd_cancel(self, cmd: CancelOrder) -> Order:
         return await self.cancel(cmd.order_id, by=cmd.by)
 
-    async def cancel_all(self, reason: str = "cancel all", by: str = "system") -> int:
-        """Cancel every open order at once (pending approvals included). Returns how many were cancelled."""
+    async def cancel_all(self, reason: str = "cancel all", by: str = "system", *, sweep: bool = False) -> int:
+        """Cancel every open order at once (pending approvals included), then — with ``sweep`` — every other open
+        order the active broker reports for the account (placed by another app, or lost by a crash). Returns how
+        many cancels the brokers accepted. Cancels that fail in transport are retried in the background until
+        the broker confirms or says the order is gone; a store that cannot be written never stops a cancel."""
         targets = list(self._open.values())
-        if not targets:
-            return 0
         working = [o for o in targets if o.status.is_working]
-        with self.store.transaction():  # one write for all the cancel requests
-            for o in working:
-                self.store.orders.append_event(o.order_id, o.status, {"step": "cancel_requested", "by": by,
-                                                                      "reason": reason})
-        results = await asyncio.gather(*(self.cancel(o.order_id, by=by, reason=reason, _logged=o.status.is_working)
+        try:
+            with self.store.transaction():  # one write for all the cancel requests
+                for o in working:
+                    self.store.orders.append_event(o.order_id, o.status, {"step": "cancel_requested", "by": by,
+                                                                          "reason": reason})
+        except sqlite3.Error:
+            log.exception("cancel-all: could not log the cancel requests; cancelling anyway")
+        results = await asyncio.gather(*(self.cancel(o.order_id, by=by, reason=reason, _logged=True)
                                          for o in targets), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
+        done = len(targets) - len(failures)
+        if sweep:
+            swept, sweep_failures = await self._sweep_unknown(reason)
+            done += swept
+            failures.extend(sweep_failures)
         if failures:
-            self.bus.publish(Alert(level="critical", source="oms",
-                                   message=f"{len(failures)} of {len(targets)} cancels failed: {failures[0]}"))
-        return len(targets) - len(failures)
+            self.bus.publish(Alert(level="critical", source="oms", message=(
+                f"{len(failures)} cancel(s) failed: {failures[0]}; retrying until the broker confirms")))
+        return done
+
+    async def kill_cancel_all(self, reason: str) -> int:
+        """The kill switch's cancel: every open order of ours and every other open order at the active broker."""
+        return await self.cancel_all(reason, by="kill_switch", sweep=True)
+
+    async def _sweep_unknown(self, reason: str) -> tuple[int, list[BaseException]]:
+        """Cancel the active broker's open orders that the store does not know (or no longer thinks open)."""
+        broker = self.router.active
+        try:
+            remote = await asyncio.wait_for(broker.open_orders(), self.config.broker_call_timeout_s)
+        except Exception as exc:
+            log.exception("cancel-all: could not list %s's open orders", broker.name)
+            return 0, [BrokerError(f"could not list {broker.name}'s open orders to cancel them: {exc}")]
+        known = {o.client_order_id for o in self._open.values() if o.status.is_working}
+        known |= {o.broker_order_id for o in self._open.values() if o.status.is_working and o.broker_order_id}
+        strangers = [o for o in remote if o.status.is_working and o.client_order_id not in known
+                     and (not o.broker_order_id or o.broker_order_id not in known)
+                     and (not broker.account_id or not o.account_id or o.account_id == broker.account_id)]
+        if not strangers:
+            return 0, []
+        self.bus.publish(Alert(level="critical", source="oms", message=(
+            f"cancelling {len(strangers)} open order(s) at {broker.name} that Optiondesk did not place: "
+            + ", ".join(o.client_order_id or o.broker_order_id or o.order_id for o in strangers))))
+        with contextlib.suppress(sqlite3.Error):
+            self.store.audit.record("system", "cancel_unknown_orders", {
+                "broker": broker.name, "reason": reason,
+                "orders": [o.broker_order_id or o.client_order_id or o.order_id for o in strangers]})
+        results = await asyncio.gather(*(self._cancel_at_broker(broker, o) for o in strangers), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        return len(strangers) - len(failures), failures
+
+    async def _cancel_at_broker(self, broker: Any, order: Order) -> None:
+        if order.broker != broker.name:  # routed by the order's broker, like every cancel
+            order = order.evolve(broker=broker.name, updated_at=order.updated_at)
+        try:
+            await asyncio.wait_for(self.router.cancel(order), self.config.broker_call_timeout_s)
+        except Exception as exc:
+            if _transport_failure(exc):
+                self._retry_cancel(order.order_id, order=order)
+            raise
+
+    # ---- cancel retries -----------------------------------------------------------------------
+    def _retry_cancel(self, order_id: str, *, order: Order | None = None) -> None:
+        """Retry a cancel with backoff until the broker confirms (accepts the cancel, or the order is terminal)
+        or answers that the order cannot be cancelled (then reconciliation settles it)."""
+        if order_id in self._cancel_retries or not self._alive:
+            return
+        task = asyncio.get_running_loop().create_task(self._cancel_retry_loop(order_id, order),
+                                                      name=f"oms:cancel-retry:{order_id}")
+        self._cancel_retries[order_id] = task
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: (self._tasks.discard(t), self._cancel_retries.pop(order_id, None)))
+
+    async def _cancel_retry_loop(self, order_id: str, foreign: Order | None) -> None:
+        """``foreign``: an order the store does not know (from the kill switch's sweep), cancelled as reported."""
+        from engine.brokers.resilience import backoff_delays
+
+        delays = backoff_delays(self.config.cancel_retry_initial_s, self.config.cancel_retry_max_s, jitter=0.1)
+        attempt = 0
+        while True:
+            await asyncio.sleep(next(delays))
+            attempt += 1
+            if foreign is None:
+                cur = self._get(order_id)
+                if cur.status.is_terminal:
+                    return
+                target, call = cur, (lambda c=cur: self.router.cancel(c))
+            else:
+                target, call = foreign, (lambda: self.router.cancel(foreign))
+            try:
+                await asyncio.wait_for(call(), self.config.broker_call_timeout_s)
+            except Exception as exc:
+                if _transport_failure(exc):
+                    log.info("cancel retry %d of %s failed: %s", attempt, target.client_order_id, exc)
+                    continue
+                # the broker answered: the order is gone or not cancellable; its truth settles our record
+                log.info("cancel of %s answered %s; reconciling", target.client_order_id, exc)
+                if foreign is None:
+                    with contextlib.suppress(Exception):
+                        await self.reconcile(target.broker or self.router.active_name)
+                return
+            self.bus.publish(Alert(level="info", source="oms", message=(
+                f"cancel of {target.client_order_id or target.broker_order_id} went through after {attempt} "
+                "retry(ies)")))
+            return
 
     async def _cmd_cancel_all(self, cmd: CancelAllOrders) -> int:
         return await self.cancel_all(cmd.reason, by=cmd.by)
@@ -547,23 +747,69 @@ class OrderManager:
         if order.order_type is not OrderType.LIMIT:
             raise OrderCommandError("only limit orders can be replaced")
         qty = order.quantity if cmd.quantity is None else cmd.quantity
-        if not isinstance(qty, int) or qty <= order.filled_quantity:
+        if not isinstance(qty, int) or isinstance(qty, bool) or qty <= order.filled_quantity:
             raise OrderCommandError(f"new quantity {qty!r} must exceed the filled quantity {order.filled_quantity}")
-        raw = Decimal(cmd.limit_price)
+        raw, bad = parse_price(cmd.limit_price)
+        if bad is not None:
+            raise OrderCommandError(f"replace refused: {bad.message}")
+        assert raw is not None
         price = floor_to_tick(raw, venue_tick(order.legs, raw, self.router.broker_for(order).tick_size))
-        candidate = order.evolve(limit_price=price, quantity=qty)
+        candidate = order.evolve(limit_price=price, quantity=qty, updated_at=self.now())
+        problem = order_problem(candidate, self.now())  # the new terms must be a valid order (sign, bounds, expiry)
+        if problem is not None:
+            raise OrderCommandError(f"replace refused: {problem.message}")
         state = self.kill_switch.state if self.kill_switch is not None else TradingState.ACTIVE
         if state is TradingState.HALTED:
             raise OrderCommandError("trading is HALTED: orders can only be cancelled")
-        decision = self._recheck_reserved(order, candidate, skip=frozenset({"duplicate"}))
+        had = self.risk.take_reservation(order.order_id)
+        decision = self.risk.check(candidate, consume=True, skip=frozenset({"duplicate"}))
         if not decision.passed:
+            self.risk.restore_reservation(had, order)
             self.bus.publish(OrderDenied(order=candidate, checks=decision.failed))
             self._record_denial(candidate, decision.failed)
             raise OrderCommandError("replace refused: " + "; ".join(c.message for c in decision.failed))
+        # the new terms are reserved from now on; the broker's OrderReplaceRejected puts the old ones back
+        self._replacing[order.order_id] = had
         self.store.orders.append_event(order.order_id, order.status, {
             "step": "replace_requested", "by": cmd.by, "limit_price": str(price), "quantity": qty})
-        await asyncio.wait_for(self.router.replace(order, price, cmd.quantity), self.config.broker_call_timeout_s)
+        try:
+            await asyncio.wait_for(self.router.replace(order, price, cmd.quantity), self.config.broker_call_timeout_s)
+        except (OSError, TimeoutError) as exc:
+            # no answer: the replace may or may not stand. Hold the larger of the two reservations until the
+            # broker reports OrderReplaced or OrderReplaceRejected (or reconciliation settles the order).
+            if had is not None and had.bp > self.risk.reserved_for(order.order_id):
+                self.risk.restore_reservation(had, self._get(order.order_id))
+            self.bus.publish(Alert(level="error", source="oms", message=(
+                f"replace of {order.client_order_id}: no answer from {order.broker} ({exc}); outcome unknown")))
+            raise OrderCommandError(f"replace outcome unknown: {exc}") from exc
+        except Exception as exc:  # the broker (or the router) refused: the order works on its old terms
+            self._replace_refused(order.order_id, f"replace rejected by {order.broker}: {exc}")
+            raise OrderCommandError(f"replace rejected by {order.broker}: {exc}") from exc
+        refused = self._replace_refusals.pop(order.order_id, None)
+        if refused is not None:
+            raise OrderCommandError(refused)
         return self._get(order.order_id)
+
+    def _replace_refused(self, order_id: str, reason: str) -> None:
+        """A replace did not happen: put the order's previous reservation back and record why."""
+        if order_id in self._replacing:
+            had = self._replacing.pop(order_id)
+            cur = self._get(order_id)
+            if had is None:
+                self.risk.release(order_id)
+            elif not cur.status.is_terminal:
+                self.risk.restore_reservation(had, cur)
+        cur = self._get(order_id)
+        self.store.orders.append_event(order_id, cur.status, {"step": "replace_rejected", "reason": reason})
+        self._replace_refusals[order_id] = reason if reason.startswith("replace rejected") \
+            else f"replace rejected: {reason}"
+
+    def _on_replace_rejected(self, ev: OrderReplaceRejected) -> None:
+        oid = self._resolve(ev.order)
+        if oid is None:
+            log.warning("replace rejection for an unknown order %s", ev.order.order_id)
+            return
+        self._replace_refused(oid, ev.order.reason or "replace rejected by the broker")
 
     # ---- kill switch: flatten -------------------------------------------------------------------
     async def flatten(self, reason: str) -> int:
@@ -587,11 +833,14 @@ class OrderManager:
                                                                     "reason": str(exc)})
             self.bus.publish(Alert(level="warning", source="mode", message=f"mode switch refused: {exc}"))
             raise
+        # masked: only the broker call itself carries the full account number (finding 14)
+        from engine.credentials import mask_account
+
         self.store.audit.record(cmd.by, "mode_switch", {"mode": self.router.mode, "broker": target.name,
-                                                        "account_id": target.account_id})
+                                                        "account_id": mask_account(target.account_id)})
         await self.load_portfolio()
         self.bus.publish(ModeChanged(mode=self.router.mode, broker=target.name,
-                                     account_id=target.account_id if self.router.mode == LIVE else ""))
+                                     account_id=mask_account(target.account_id) if self.router.mode == LIVE else ""))
         return self.router.mode
 
     async def load_portfolio(self) -> None:
@@ -639,6 +888,7 @@ class OrderManager:
                 changes["avg_fill_price"] = rep.avg_fill_price
             step = "fill"
         elif isinstance(ev, OrderReplaced):
+            self._replacing.pop(oid, None)  # the new terms stand: their reservation stays
             status = cur.status if cur.status.is_working else OrderStatus.WORKING
             changes["limit_price"] = rep.limit_price
             changes["quantity"] = rep.quantity
@@ -652,22 +902,43 @@ class OrderManager:
             if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED) and rep.reason:
                 changes["reason"] = rep.reason
             step = {OrderStatus.WORKING: "broker_ack"}.get(status, status.value)
+        if status is not OrderStatus.SUBMITTED and cur.reason.startswith(UNKNOWN_OUTCOME) and \
+                not status.is_terminal:
+            changes["reason"] = ""  # settled: the broker has it
         if status is cur.status and all(getattr(cur, k) == v for k, v in changes.items()):
             return  # already applied (our own event, or a replay)
         if cur.status is not status and not can_transition(cur.status, status):
             if cur.status.is_terminal and isinstance(ev, OrderFilled):
-                # a fill after our terminal state (cancel raced a fill): broker truth wins, loudly
-                self.bus.publish(Alert(level="error", source="oms", message=(
-                    f"order {cur.client_order_id} filled at the broker after it was {cur.status.value}")))
-                new = cur.evolve(status=status, **changes)
-                self._persist(new, "late_fill", {"previous": cur.status.value})
+                self._late_fill(cur, changes)
                 return
             log.info("ignoring %s for %s in status %s", type(ev).__name__, oid, cur.status.value)
             return
-        new = cur.evolve(status=status, **changes)
-        self._persist(new, step, {"event": type(ev).__name__})
+        new = cur.evolve(status=status, updated_at=self.now(), **changes)
+        self._persist(new, step, {"event": type(ev).__name__}, fact=True)
         if not new.status.is_terminal:
             self.risk.update_fill(new)
+
+    def _late_fill(self, cur: Order, changes: dict[str, Any]) -> None:
+        """A fill after our terminal state (a cancel raced a fill at the exchange).
+
+        A terminal order never becomes open again (DESIGN.md §4): it keeps its status — so it neither blocks a
+        mode switch nor is swept by cancel-all — while the fill is recorded against it (the fills table and the
+        expected positions already have it) and the broker is reconciled, loudly."""
+        filled = int(changes.get("filled_quantity", cur.filled_quantity))
+        if filled <= cur.filled_quantity:
+            return  # this late fill is already recorded (a replay)
+        kept = {k: v for k, v in changes.items() if k in ("filled_quantity", "avg_fill_price", "broker_order_id")}
+        kept["filled_quantity"] = min(filled, cur.quantity)
+        self.bus.publish(Alert(level="error", source="oms", message=(
+            f"order {cur.client_order_id} filled {filled} at the broker after it was {cur.status.value}: "
+            f"the fill is recorded and {cur.broker} is being reconciled")))
+        new = cur.evolve(updated_at=self.now(), **kept)
+        self._persist(new, "late_fill", {"previous": cur.status.value, "filled_quantity": filled}, fact=True)
+        if self._started and cur.broker in self.router.brokers:
+            task = asyncio.get_running_loop().create_task(self.reconcile(cur.broker),
+                                                          name=f"oms:reconcile:{cur.broker}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _on_connection(self, ev: ConnectionStateChanged) -> None:
         """A broker (re)connected: reconcile our open orders there (fills or cancels we missed meanwhile)."""
@@ -719,15 +990,19 @@ class OrderManager:
         known = {f.fill_id for f in self.store.fills.list()}
         unseen = [f for f in remote_fills if f.fill_id not in known]  # fills (and settlements) we never processed
         local = [o for o in self._open.values() if o.broker == name]
-        rep = plan(local, name, remote_open, remote_fills, set(known))
+        unknown = {o.order_id for o in local if o.status is OrderStatus.SUBMITTED
+                   and o.reason.startswith(UNKNOWN_OUTCOME)}
+        rep = plan(local, name, remote_open, remote_fills, set(known), unknown=unknown)
         for f in unseen:
             self.store.fills.add(f)
         for a in rep.adoptions:
             cur = self._get(a.order_id)
             if cur.status.is_terminal:  # settled meanwhile by a live report
                 continue
-            new = cur.evolve(status=a.status, filled_quantity=a.filled_quantity,
-                             broker_order_id=a.broker_order_id, reason=a.reason if a.status.is_terminal else cur.reason)
+            reason = a.reason if a.status.is_terminal else (
+                "" if cur.reason.startswith(UNKNOWN_OUTCOME) else cur.reason)
+            new = cur.evolve(status=a.status, filled_quantity=a.filled_quantity, updated_at=self.now(),
+                             broker_order_id=a.broker_order_id, reason=reason)
             self._persist(new, "reconciled", {"previous": a.previous.value, "reason": a.reason})
         # positions: what we last saw at this broker, moved by every fill since, must equal the broker's now
         remote = {p.symbol: p.quantity for p in remote_pos if p.quantity}
@@ -737,7 +1012,7 @@ class OrderManager:
             for f in unseen:
                 expected[f.instrument.key] = expected.get(f.instrument.key, 0) + f.quantity
             rep.position_mismatches = compare_positions({k: v for k, v in expected.items() if v}, remote)
-        self.store.kv.set(KV_POSITIONS + name, {"positions": remote, "as_of": datetime.now(UTC).isoformat()})
+        self.store.kv.set(KV_POSITIONS + name, {"positions": remote, "as_of": self.now().isoformat()})
         account = broker.account_id
         if account:  # the positions table shows the broker's truth (``optiondesk risk``, the GUI at start)
             self.store.positions.replace_all(account, remote_pos)

@@ -8,10 +8,11 @@ have reached the broker; a WORKING order may have filled or been cancelled while
   broker's status and fill quantity;
 - an order not open but with fills at the broker is FILLED (all filled) or CANCELLED with its partial fill;
 - a SUBMITTED order the broker has never heard of is REJECTED ("never reached the broker") — it is not
-  resent: the trader decides;
+  resent: the trader decides — unless its submit got no clear answer (5xx, timeout, dropped connection):
+  then it stays "unknown, reconciling" until the broker's orders or fills settle it by client order id;
 - a WORKING order the broker no longer lists and never filled is CANCELLED (expired or cancelled meanwhile);
 - a broker open order the store does not know is a **mismatch** (somebody else is trading the account):
-  the OMS trips the kill switch;
+  the OMS trips the kill switch, whose cancel-all cancels it too;
 - fills the store lacks are added (idempotent by fill id).
 
 :func:`plan` is pure (inputs in, decisions out) so it is easy to test; the OMS applies the plan.
@@ -43,6 +44,8 @@ class ReconciliationReport:
     new_fills: list[Fill] = field(default_factory=list)
     position_mismatches: list[dict[str, object]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: SUBMITTED orders with an unknown outcome the broker does not show yet (still being settled)
+    unsettled: list[str] = field(default_factory=list)
 
     @property
     def mismatch(self) -> bool:
@@ -72,8 +75,10 @@ def _filled_units(order: Order, fills: list[Fill]) -> int:
 
 
 def plan(local: list[Order], broker_name: str, broker_open: list[Order], broker_fills: list[Fill],
-         known_fill_ids: set[str]) -> ReconciliationReport:
-    """Decide what the store must adopt. ``local``: the store's non-terminal orders."""
+         known_fill_ids: set[str], *, unknown: set[str] | frozenset[str] = frozenset()) -> ReconciliationReport:
+    """Decide what the store must adopt. ``local``: the store's non-terminal orders; ``unknown``: ids of
+    SUBMITTED orders whose submit got no clear answer — not finding them is no proof they never arrived, so
+    they are left as they are (the OMS keeps asking) instead of being called rejected."""
     rep = ReconciliationReport(broker=broker_name)
     by_coid = {o.client_order_id: o for o in broker_open if o.client_order_id}
     by_bid = {o.broker_order_id: o for o in broker_open if o.broker_order_id}
@@ -118,6 +123,8 @@ def plan(local: list[Order], broker_name: str, broker_open: list[Order], broker_
         elif filled > 0:
             rep.adoptions.append(Adoption(o.order_id, o.status, OrderStatus.CANCELLED, filled, o.broker_order_id,
                                           f"partially filled ({filled}/{o.quantity}) and no longer working at the broker"))
+        elif o.status is OrderStatus.SUBMITTED and o.order_id in unknown:
+            rep.unsettled.append(o.order_id)
         elif o.status is OrderStatus.SUBMITTED:
             rep.adoptions.append(Adoption(o.order_id, o.status, OrderStatus.REJECTED, 0, o.broker_order_id,
                                           "never reached the broker (not found after restart); not resent"))

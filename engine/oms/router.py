@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.brokers.base import Broker, BrokerError, OrderPreview
+from engine.credentials import mask_account
 from engine.model import Order
 
 if TYPE_CHECKING:
@@ -96,10 +97,13 @@ class ModeRouter:
         account = target.account_id
         if not account:
             raise ModeSwitchError(f"broker {broker!r} has no account selected")
+        # the message is audited, alerted and shown: account numbers in it are masked (finding 14)
         if not confirmed_account_id:
-            raise ModeSwitchError(f"switching to live needs an explicit confirmation naming account {account}")
+            raise ModeSwitchError(f"switching to live needs an explicit confirmation naming account "
+                                  f"{mask_account(account)}")
         if confirmed_account_id != account:
-            raise ModeSwitchError(f"confirmation names account {confirmed_account_id!r} but {broker} is on {account!r}")
+            raise ModeSwitchError(f"confirmation names account {mask_account(confirmed_account_id)} but {broker} is "
+                                  f"on {mask_account(account)}")
         return target
 
     def switch(self, mode: str, broker: str = PAPER, confirmed_account_id: str | None = None,

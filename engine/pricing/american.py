@@ -261,7 +261,7 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
     # value is used (the boundary iteration loses its footing there: r·T ~ 1e-8..1e-6 gave intrinsic).
     early = rp * T > _MIN_RATE_TIME
     if with_greeks:
-        g = bsm.greeks(is_call, S, K, T, r, q, sigma)
+        g = bsm.greeks(is_call, S, K, T, r, q, sigma, outputs=("delta", "gamma"))
         delta[:] = g.delta
         gamma[:] = g.gamma
     idx = np.flatnonzero(early)
@@ -298,7 +298,7 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
                 pu, pd = bumped
                 dc[ci] = (pu - pd) / (2 * hc)
                 gc[ci] = (pu - 2 * val[ci] + pd) / (hc * hc)
-            g_put = bsm.greeks(False, s_, k_, t_, r_, q_, v_)
+            g_put = bsm.greeks(False, s_, k_, t_, r_, q_, v_, outputs=("delta", "gamma"))
             dp_ = g_put.delta + (up - dn) / (2 * h)
             gp_ = g_put.gamma + (up - 2 * prem + dn) / (h * h)
             dp_ = np.where(exercise, -1.0, dp_)

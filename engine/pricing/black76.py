@@ -7,6 +7,7 @@ delta and gamma per 1 unit of F, vega per vol point, theta per calendar day (F h
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -28,13 +29,19 @@ def price(
 
 def greeks(
     right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
-    *, return_reason: bool = False,
+    *, outputs: Iterable[str] | None = None, return_reason: bool = False,
 ) -> bsm.Greeks | tuple[bsm.Greeks, np.ndarray]:
-    """Black-76 value and Greeks with respect to the forward (a BSM with q = r; rho is discounting only)."""
+    """Black-76 value and Greeks with respect to the forward (a BSM with q = r; rho is discounting only).
+
+    ``outputs`` selects the fields as in :func:`engine.pricing.bsm.greeks` (the rest are None)."""
     is_call, (F_, K_, T_, r_, sig) = broadcast_with_right(right, _NAMES, F, K, T, r, sigma)
-    g, reason = bsm.greeks(is_call, F_, K_, T_, r_, r_, sig, return_reason=True)
+    want = bsm.select_outputs(outputs)
+    inner = (want - {"rho"}) | ({"price"} if "rho" in want else set())  # rho here is −T·price
+    g, reason = bsm.greeks(is_call, F_, K_, T_, r_, r_, sig, outputs=inner, return_reason=True)
     # BSM with q = r moves both r and q in its rho; on a forward only the discount factor depends on r.
-    rho = -T_ * g.price * 0.01
+    rho = -T_ * g.price * 0.01 if "rho" in want else None
+    if "price" not in want:
+        g = bsm.Greeks(None, g.delta, g.gamma, g.vega, g.theta, g.rho, g.vanna, g.volga, g.charm)
     out = bsm.Greeks(g.price, g.delta, g.gamma, g.vega, g.theta, rho, g.vanna, g.volga, g.charm)
     return (out, reason) if return_reason else out
 

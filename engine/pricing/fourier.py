@@ -11,7 +11,7 @@ strikes is one matrix product.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -20,7 +20,8 @@ LogCF = Callable[[np.ndarray, float], np.ndarray]  # (complex u array, T) -> log
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 
 
-def _upper_limit(log_cf: LogCF, T: float, tol: float) -> float:
+def upper_limit(log_cf: LogCF, T: float, tol: float) -> float:
+    """Where the integrand's bound ``|ψ(u − i/2)|/(u² + 1/4)`` falls below ``tol`` for good (on a log grid)."""
     u = np.geomspace(0.5, 1e6, 200)
     with np.errstate(all="ignore"):
         mag = np.exp(np.real(log_cf(u - 0.5j, T))) / (u * u + 0.25)
@@ -57,12 +58,14 @@ class LewisPlan:
     """
 
     def __init__(self, is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
-                 q: np.ndarray, log_cf: LogCF, *, tol: float = 1e-15, margin: float = 1.0) -> None:
+                 q: np.ndarray, log_cf: LogCF, *, tol: float = 1e-15, margin: float = 1.0,
+                 uppers: Mapping[float, float] | None = None) -> None:
+        """``uppers``: the integration cut-off per expiry, when the caller has it (else found from ``log_cf``)."""
         self.n = S.shape[0]
         self.groups: list[dict[str, np.ndarray | float]] = []
         for t in np.unique(T):
             idx = np.flatnonzero(T == t)
-            upper = _upper_limit(log_cf, float(t), tol) * margin
+            upper = uppers[float(t)] if uppers is not None else upper_limit(log_cf, float(t), tol) * margin
             fwd = S[idx] * np.exp((r[idx] - q[idx]) * t)
             x = np.log(fwd / K[idx])
             # panels at most ~1.5 oscillations of e^{iux} wide, and at most 8 wide for the CF's own shape

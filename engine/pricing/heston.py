@@ -13,6 +13,10 @@ condition ``2κθ > ξ²`` holds.
 
 from __future__ import annotations
 
+import hashlib
+import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +24,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from engine.pricing import bsm
-from engine.pricing.fourier import LewisPlan, LogCF, lewis_price
+from engine.pricing.fourier import LewisPlan, LogCF, upper_limit
 from engine.pricing.inputs import FloatArray, Reason, broadcast_with_right, market_reasons
 
 _NAMES = ("S", "K", "T", "r", "q")
@@ -87,9 +91,48 @@ def price(
     ok = reason == 0
     if ok.any():
         with np.errstate(all="ignore"):
-            out[ok] = lewis_price(is_call[ok], S_[ok], K_[ok], T_[ok], r_[ok], q_[ok],
-                                  log_cf(v0, kappa, theta, xi, rho), tol=1e-11)
+            cf = log_cf(v0, kappa, theta, xi, rho)
+            out[ok] = _plan(is_call[ok], S_[ok], K_[ok], T_[ok], r_[ok], q_[ok], cf).price(cf)
     return (out, reason) if return_reason else out
+
+
+_TOL = 1e-11
+#: plans kept (LRU): a 1,000-option chain's plan holds ~8 MB of cos/sin matrices
+PLAN_CACHE_SIZE = 8
+_plans: OrderedDict[tuple[bytes, tuple[float, ...]], LewisPlan] = OrderedDict()
+_plans_lock = threading.Lock()
+
+
+def _bucket(upper: float) -> float:
+    """The cut-off rounded up to a quarter octave: parameter sets whose integrands decay alike share a plan,
+    and a plan's range is never shorter than the parameters need (so never less accurate)."""
+    return float(2.0 ** (math.ceil(4.0 * math.log2(max(upper, 1.0))) / 4.0))
+
+
+def _plan(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray,
+          cf: LogCF) -> LewisPlan:
+    """The quadrature plan for these options, cached per option set and cut-offs.
+
+    Why: building the e^{iux} matrices (strikes × nodes per expiry) is ~3/4 of a cold price call, and a
+    streaming chain prices the same strikes and expiries again and again with new parameters; only the
+    cut-offs (one cheap scan of |ψ| per expiry) depend on the parameters."""
+    expiries = np.unique(T)
+    uppers = {float(t): _bucket(upper_limit(cf, float(t), _TOL)) for t in expiries}
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (is_call, S, K, T, r, q):
+        digest.update(np.ascontiguousarray(a).tobytes())
+    key = (digest.digest(), tuple(uppers[float(t)] for t in expiries))
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is not None:
+            _plans.move_to_end(key)
+            return plan
+    plan = LewisPlan(is_call, S, K, T, r, q, cf, tol=_TOL, uppers=uppers)
+    with _plans_lock:
+        _plans[key] = plan
+        while len(_plans) > PLAN_CACHE_SIZE:
+            _plans.popitem(last=False)
+    return plan
 
 
 @dataclass(frozen=True)
@@ -132,7 +175,7 @@ def calibrate(
     if good.sum() < 5:
         raise ValueError(f"need at least 5 quotes with a valid implied vol to calibrate, got {int(good.sum())}")
     is_call, K_, T_, p_, r_, q_, iv = (a[good] for a in (is_call, K_, T_, p_, r_, q_, iv))
-    vega = np.maximum(bsm.greeks(is_call, S, K_, T_, r_, q_, iv).vega * 100.0, 1e-4 * S * np.sqrt(T_))
+    vega = np.maximum(bsm.greeks(is_call, S, K_, T_, r_, q_, iv, outputs="vega").vega * 100.0, 1e-4 * S * np.sqrt(T_))
     S_ = np.full(K_.shape, float(S))
 
     if initial is None:

@@ -1,7 +1,9 @@
 """``optiondesk risk`` and ``optiondesk kill``: risk state and the kill switch from a terminal.
 
-Both open the same SQLite database as the running app (WAL allows it). ``kill`` writes HALTED to the store;
-a running engine notices within ``kill_switch_poll_s`` (≤ 1 s) and cancels every working order itself.
+Both open the same SQLite database as the running app (WAL allows it) and never take the data folder's instance
+lock, so they work beside the running app. ``kill`` writes HALTED to the store (on a damaged record too); a
+running engine notices within 200 ms and cancels every open order itself; with no engine running, the next
+start does it (and carries out a stored flatten). ``kill`` always ends with one line saying what it achieved.
 ``risk`` reports what the store knows: trading state, risk level and profile, positions and their Greeks /
 VaR from the running engine's latest snapshot (written to the store every few seconds; reported as
 unavailable, never invented, when no engine has written one).
@@ -48,7 +50,7 @@ def _open(arg: Path | None) -> Any:
 def risk_report(store: Any, level_default: float = 50.0) -> dict[str, Any]:
     """The report printed by ``optiondesk risk``: trading state, profile, positions, and the running engine's
     latest Greeks / VaR snapshot (written to the store every few seconds; absent when no engine has run)."""
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from engine.model import OrderStatus
     from engine.risk.config import RiskConfig
@@ -74,7 +76,8 @@ def risk_report(store: Any, level_default: float = 50.0) -> dict[str, Any]:
     if isinstance(snap, dict):
         age = None
         try:
-            age = (datetime.now(UTC) - datetime.fromisoformat(snap["as_of"])).total_seconds()
+            # the store's clock (this tool's wall clock); a simulated session's snapshot is on market time
+            age = (store.now() - datetime.fromisoformat(snap["as_of"])).total_seconds()
         except (KeyError, ValueError, TypeError):
             pass
         report["greeks"] = snap.get("greeks")
@@ -95,7 +98,9 @@ def _cmd_risk(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps(rep, indent=2, default=str))
+        from engine.cli_errors import dumps_json
+
+        print(dumps_json(rep, indent=2))  # a NaN Greek or VaR is null: valid JSON
         return 0
     ts = rep["trading_state"]
     print(f"Trading state: {ts['state']}" + (f" ({ts['reason']}, by {ts['by']}, since {ts['since']})"
@@ -120,25 +125,55 @@ def _cmd_risk(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_kill(args: argparse.Namespace) -> int:
-    from engine.risk.kill_switch import reset_in_store, trip_in_store
+def kill_command(store: Any, *, reason: str, flatten: bool, data_dir: Path | None) -> tuple[int, str]:
+    """Trip the switch in ``store``; returns the exit code and the one line that says what was achieved.
 
-    store = _open(args.db)
+    A failed write (a full disk, a locked database) is that one line, never a traceback."""
+    from engine.instance_lock import holder
+    from engine.risk.kill_switch import trip_in_store
+
+    try:
+        trip_in_store(store, reason, by="cli", flatten=flatten)
+    except Exception as exc:
+        return 1, (f"NOT HALTED: the trading state could not be written to {store.path} ({exc}); free the disk or "
+                   "close what locks the database and run `optiondesk kill` again, or press the kill switch in "
+                   "the window (Ctrl+Shift+K).")
+    pid = holder(data_dir) if data_dir is not None else None
+    then = " and then flattens every position" if flatten else ""
+    if pid is not None:
+        who = f"the running Optiondesk (pid {pid})" if pid else "the running Optiondesk"
+        return 0, f"HALTED: {who} cancels every open order within 200 ms{then}."
+    later = "; flatten will run when the engine next starts" if flatten else ""
+    return 0, ("HALTED: no Optiondesk is running on this data folder; every open order is cancelled when the "
+               f"engine next starts{later}.")
+
+
+def _cmd_kill(args: argparse.Namespace) -> int:
+    from engine.risk.kill_switch import reset_in_store
+
+    path = _db_path(args.db)
+    store = _open(path)  # a database that cannot be opened: one line from the CLI's error handler
     try:
         if args.reset:
             if not args.yes:
                 print("refusing to reset the kill switch without --yes", file=sys.stderr)
                 return 2
-            status = reset_in_store(store, by="cli")
+            try:
+                reset_in_store(store, by="cli")
+            except Exception as exc:
+                code, line = 1, f"NOT RESET: the trading state could not be written to {path} ({exc})."
+            else:
+                code, line = 0, "ACTIVE: the kill switch is reset; new orders are accepted again."
         else:
-            status = trip_in_store(store, args.reason, by="cli", flatten=args.flatten)
+            code, line = kill_command(store, reason=args.reason, flatten=args.flatten, data_dir=path.parent)
     finally:
         store.close()
-    out = {"state": status.state.value, "reason": status.reason, "by": status.by, "since": status.since}
+    _say(args, code, line)
+    return code
+
+
+def _say(args: argparse.Namespace, code: int, line: str) -> None:
     if args.json:
-        print(json.dumps(out))
+        print(json.dumps({"ok": code == 0, "message": line}))
     else:
-        print(f"Trading state is now {status.state.value}: {status.reason}")
-        if status.state.value == "HALTED":
-            print("A running Optiondesk cancels every working order within a second.")
-    return 0
+        print(line)

@@ -1,7 +1,7 @@
 """Risk settings: the Low / Moderate / High presets the risk slider interpolates, and engine knobs.
 
 Pure pydantic (no heavy imports). The lead mounts :class:`RiskConfig` as the ``[risk]`` section of the
-settings file. Defaults come from ``reference/trading-rules.md`` (Moderate is the original specification;
+settings file. Defaults come from docs/trading-rules.md (Moderate is the original specification;
 Low and High are our monotone extrapolation).
 
 Units:
@@ -72,6 +72,32 @@ HIGH = RiskPreset(
 )
 
 
+#: preset fields where a larger value is a looser limit (all but the stress move, where a *smaller* move
+#: understates the loss of undefined-risk orders)
+LOOSER_WHEN_LARGER = (
+    "max_position_pct", "max_daily_loss_pct", "risk_per_trade_pct", "leverage_limit", "max_positions", "max_delta",
+    "max_gamma", "max_vega_pct", "max_theta_pct", "max_drawdown_pct", "kelly_fraction",
+)
+LOOSER_WHEN_SMALLER = ("stress_move_pct",)
+
+
+def preset_order_problems(low: RiskPreset, moderate: RiskPreset, high: RiskPreset) -> list[str]:
+    """Each limit that does not loosen (or stay) from Low to Moderate to High, with its three values.
+
+    The slider interpolates between the anchors: a Low looser than High would make moving the slider to
+    Low *raise* every limit, the opposite of what the user asked for."""
+    out = []
+    for name in (*LOOSER_WHEN_LARGER, *LOOSER_WHEN_SMALLER):
+        a, b, c = (getattr(p, name) for p in (low, moderate, high))
+        if not (a <= b <= c if name in LOOSER_WHEN_LARGER else a >= b >= c):
+            out.append(f"{name} (low {a:g}, moderate {b:g}, high {c:g})")
+    for regime in REGIMES:
+        a, b, c = (p.regime_multipliers[regime] for p in (low, moderate, high))
+        if not a <= b <= c:
+            out.append(f"regime_multipliers.{regime} (low {a:g}, moderate {b:g}, high {c:g})")
+    return out
+
+
 class RiskConfig(BaseModel):
     """The ``[risk]`` settings section."""
 
@@ -94,8 +120,9 @@ class RiskConfig(BaseModel):
     # kill switch
     #: circuit breaker open longer than this trips the kill switch (REDUCING before that)
     breaker_open_halt_s: float = Field(default=30.0, ge=0)
-    #: how often the engine polls the store for a kill switch tripped by another process (CLI)
-    kill_switch_poll_s: float = Field(default=0.5, gt=0, le=1.0)
+    #: how often the engine polls the store for a kill switch tripped by another process (CLI): one indexed
+    #: read; 0.1 s keeps `optiondesk kill` acted on within 200 ms
+    kill_switch_poll_s: float = Field(default=0.1, gt=0, le=1.0)
     #: flatten orders are marketable limits this many ticks through the touch
     flatten_through_ticks: int = Field(default=2, ge=0)
     # market inputs for Greeks / VaR (explicit, never hidden constants)
@@ -111,3 +138,12 @@ class RiskConfig(BaseModel):
     var_seed: int = 7
     #: annualised vol used for an underlying with no return history (VaR / MC only), per underlying
     default_underlying_vol: float = Field(default=0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _presets_monotone(self) -> RiskConfig:
+        bad = preset_order_problems(self.low, self.moderate, self.high)
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            raise ValueError("the presets must loosen from low to moderate to high; they do not for "
+                             + "; ".join(bad[:3]) + more)
+        return self

@@ -1,21 +1,36 @@
 """The pre-trade risk engine: every order on the one path is checked here, synchronously.
 
-``check(order)`` evaluates **every** check on the *projected* portfolio (positions + working orders + this
-order) and returns a :class:`RiskDecision` listing each result with its numbers. When all pass (and
-``consume=True``) the counters update in the same synchronous call — a rate-limit token is taken, the
-duplicate fingerprint recorded and the order's exposure reserved — so a burst of orders on one loop cannot
-slip through between check and update.
+``check(order)`` runs the checks in five named **stages** (after nautilus' ``_check_order`` /
+``_check_orders_risk``), each producing :class:`CheckResult` objects tagged with their stage:
 
-Checks (names as they appear in ``OrderDenied.checks``):
-``trading_state``, ``order_valid``, ``market_data``, ``max_loss_per_trade``, ``position_size``, ``daily_loss``,
-``drawdown``, ``delta``, ``gamma``, ``vega``, ``theta``, ``leverage``, ``open_positions``, ``buying_power``,
-``price_collar``, ``order_rate``, ``duplicate``.
+1. ``validate`` — ``order_valid``: the order is well formed (:mod:`engine.oms.validation`: legs, bounded
+   quantity and price, no index leg, no expired contract). A failure here ends the check: nothing later is
+   meaningful for a malformed order.
+2. ``trading_state`` — ``trading_state``: HALTED / REDUCING (below).
+3. ``order_risk`` — the order alone: ``market_data``, ``max_loss_per_trade``, ``price_collar``.
+4. ``portfolio_risk`` — the *projected* portfolio (positions + working orders + this order):
+   ``position_size``, ``daily_loss``, ``drawdown``, ``delta``, ``gamma``, ``vega``, ``theta``, ``leverage``,
+   ``open_positions``, ``buying_power``.
+5. ``throttle`` — ``order_rate``, ``duplicate``.
 
-Policy: orders that only *reduce* existing positions skip the exposure limits (closing is always allowed
-unless HALTED, rate-limited, duplicated or fat-fingered); kill-switch flatten orders pass in HALTED and skip
-the price collar, the rate limit and the duplicate guard. Greek limits deny only an order that leaves the projected value beyond the limit *and*
-further from zero than before. Cached position Greeks are refreshed by :meth:`refresh` (on position changes
-and once per clock tick), so a check costs only the order's own legs.
+Every stage after ``validate`` runs, so a denial lists every failed check; :attr:`RiskDecision.stage` is the
+first stage that said no. When all pass (and ``consume=True``) the counters update in the same synchronous call
+— a rate-limit token is taken, the duplicate fingerprint recorded and the order's exposure reserved — so a burst
+of orders on one loop cannot slip through between check and update.
+
+Policy:
+- An order *reduces* when every leg trades against a held position and, together with the working orders
+  already closing that position, does not go beyond flat (nautilus' ``would_reduce_only``, VeighNa's frozen
+  positions): holding +1, a working sell-1 leaves nothing for a second sell-1.
+- Reducing orders skip the exposure limits (closing is always allowed unless HALTED, rate-limited, duplicated,
+  fat-fingered or short of buying power); kill-switch flatten orders pass in HALTED and skip the price collar,
+  the buying-power check, the rate limit and the duplicate guard.
+- Buying power is the paper broker's margin model (:mod:`engine.brokers.margin`): the change in the account's
+  buying power if the order filled now at the touch, with the underlying's positions grouped as the broker
+  groups them.
+- Greek limits deny only an order that leaves the projected value beyond the limit *and* further from zero than
+  before. Cached position Greeks are refreshed by :meth:`refresh` (on position changes and once per clock
+  tick), so a check costs only the order's own legs.
 """
 
 from __future__ import annotations
@@ -24,13 +39,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from engine.model import Equity, Index, Instrument, Option, Order, OrderType
+from engine.brokers.margin import Holding, MarginRules, Trade, order_effect
+from engine.model import Instrument, Option, Order, OrderType
 from engine.oms.rate_limiter import TokenBucket
+from engine.oms.validation import order_problem
 from engine.risk.config import RiskConfig
 from engine.risk.greeks import FIELDS, Exposure, LegRisk, leg_risk, underlying_of
 from engine.risk.market_view import MarketView, key_of
@@ -40,10 +57,16 @@ from engine.risk.state import PortfolioState, TradingState
 
 KILL_SWITCH_SOURCE = "kill_switch"
 
+#: the stages of :meth:`RiskEngine.check`, in order
+STAGES = ("validate", "trading_state", "order_risk", "portfolio_risk", "throttle")
+
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """One check's outcome with its numbers (``value`` vs ``limit`` in ``unit``)."""
+    """One check's outcome with its numbers (``value`` vs ``limit`` in ``unit``).
+
+    ``stage`` is the stage that ran it; ``code`` names a validation problem (``quantity_too_large``,
+    ``contract_expired``, ...) so a denial can be told apart without parsing the message."""
 
     name: str
     passed: bool
@@ -51,10 +74,12 @@ class CheckResult:
     limit: float | None = None
     unit: str = ""
     message: str = ""
+    stage: str = ""
+    code: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "passed": self.passed, "value": self.value, "limit": self.limit,
-                "unit": self.unit, "message": self.message}
+                "unit": self.unit, "message": self.message, "stage": self.stage, "code": self.code}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +98,16 @@ class RiskDecision:
     def failed(self) -> tuple[CheckResult, ...]:
         return tuple(r for r in self.results if not r.passed)
 
+    @property
+    def stage(self) -> str:
+        """The first stage that said no ("" when the order passed)."""
+        failed = {r.stage for r in self.failed}
+        return next((s for s in STAGES if s in failed), next(iter(failed), ""))
+
     def summary(self) -> str:
-        return "; ".join(r.message for r in self.failed) if self.failed else "all checks passed"
+        if not self.failed:
+            return "all checks passed"
+        return f"{self.stage}: " + "; ".join(r.message for r in self.failed)
 
 
 @dataclass(slots=True)
@@ -89,8 +122,36 @@ class _Reservation:
     mults: np.ndarray
     cost: float
     reducing: bool
-    fraction: float = 1.0  # remaining share of the order still working
+    keys: tuple[str, ...] = ()
+    #: remaining quantity the units were computed for; ``fraction`` = what is still working of it
+    base_remaining: int = 1
+    fraction: float = 1.0
     vec: np.ndarray = field(default_factory=lambda: np.zeros(len(FIELDS)))
+
+
+@dataclass(slots=True)
+class _Context:
+    """What the stages after ``validate`` share, computed once per check."""
+
+    order: Order
+    state: TradingState
+    is_ks: bool
+    reducing: bool
+    reduce_problem: str
+    skip: frozenset[str]
+    nl: float
+    und: str
+    insts: list[Instrument]
+    units: np.ndarray
+    orisk: LegRisk
+    oexp: Exposure
+    current: Exposure
+    projected: Exposure
+    legs: tuple[np.ndarray, ...]
+    cost: float
+    payoff: PayoffSummary
+    mid: float
+    bp_req: float
 
 
 def _leg_arrays(order: Order, quantity: int | None = None) -> tuple[list[Instrument], np.ndarray]:
@@ -122,19 +183,23 @@ def fingerprint(order: Order) -> tuple[Any, ...]:
 
 
 class RiskEngine:
-    """Synchronous pre-trade checks and the counters they update. One instance per engine."""
+    """Synchronous pre-trade checks and the counters they update. One instance per engine.
+
+    ``margin``: the margin model's numbers (the paper broker's, see ``PaperConfig.margin_rules``)."""
 
     def __init__(self, config: RiskConfig | None = None, *, market: MarketView | None = None,
                  portfolio: PortfolioState | None = None,
                  trading_state: Callable[[], TradingState] = lambda: TradingState.ACTIVE,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 monotonic: Callable[[], float] = time.monotonic, level: float | None = None) -> None:
+                 now: Callable[[], datetime],
+                 monotonic: Callable[[], float] = time.monotonic, level: float | None = None,
+                 margin: MarginRules | None = None) -> None:
         self.config = config or RiskConfig()
         self.market = market or MarketView(rate=self.config.risk_free_rate,
                                            dividend_yields=self.config.dividend_yields)
         self.portfolio = portfolio or PortfolioState()
         self.trading_state = trading_state
         self.now = now
+        self.margin = margin or MarginRules()
         self._monotonic = monotonic
         self._profile = profile_for_level(self.config.level if level is None else level, self.config)
         self.bucket = TokenBucket.per_minute(self._profile.orders_per_minute, self._profile.order_burst, monotonic)
@@ -145,6 +210,8 @@ class RiskEngine:
         self._w_bp = 0.0
         self._w_dd: dict[str, float] = {}
         self._w_open: dict[str, int] = {}
+        self._w_buy: dict[str, float] = {}  # instrument key -> units working orders would buy
+        self._w_sell: dict[str, float] = {}  # instrument key -> units working orders would sell
         self._res_by_und: dict[str, set[str]] = {}
         self.estimated_betas: dict[str, float] = {}
         self.peak_equity: float | None = None
@@ -153,6 +220,9 @@ class RiskEngine:
         self._pos_by_und: dict[str, Exposure] = {}
         self._pos_total = Exposure()
         self._pos_groups: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = {}
+        self._pos_keys: dict[str, list[str]] = {}  # underlying -> position keys (the margin model's group)
+        #: underlying -> ((portfolio, market) version, spot, holdings, requirement): the margin group before an order
+        self._margin_groups: dict[str, tuple[tuple[int, int], float, dict[str, Holding], float]] = {}
         self.checks_run = 0
 
     # ---- profile --------------------------------------------------------------------------------
@@ -186,6 +256,7 @@ class RiskEngine:
         self._pos_by_und = risk.by_underlying()
         self._pos_total = risk.total()
         groups: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = {}
+        pos_keys: dict[str, list[str]] = {}
         if positions:
             kinds, strikes, mults = _kinds(insts)
             marks = np.where(np.isfinite(risk.mark), risk.mark, [float(p.avg_price) for p in positions])
@@ -193,7 +264,10 @@ class RiskEngine:
                 m = risk.underlying == u
                 cost = float((marks[m] * units[m] * mults[m]).sum())
                 groups[str(u)] = (kinds[m], strikes[m], units[m], mults[m], cost)
+            for p, u in zip(positions, risk.underlying.tolist(), strict=True):
+                pos_keys.setdefault(str(u), []).append(key_of(p.instrument))
         self._pos_groups = groups
+        self._pos_keys = pos_keys
         self._cache_key = key
 
     @property
@@ -213,18 +287,45 @@ class RiskEngine:
     def reserved_buying_power(self) -> float:
         return self._w_bp
 
-    # ---- helpers --------------------------------------------------------------------------------
-    def is_reducing(self, order: Order) -> bool:
-        """True when every leg reduces an existing position (opposite sign, not beyond flat)."""
-        if not order.legs:
-            return False
-        for leg in order.legs:
-            held = self.portfolio.quantity(key_of(leg.instrument))
-            u = leg.signed_ratio * order.remaining_quantity
-            if held == 0 or (u > 0) == (held > 0) or abs(u) > abs(held):
-                return False
-        return True
+    # ---- reducing -------------------------------------------------------------------------------
+    def committed(self, key: str, *, selling: bool, exclude: str | None = None) -> float:
+        """Units of ``key`` that working orders (all but ``exclude``) would still sell (or buy)."""
+        total = (self._w_sell if selling else self._w_buy).get(key, 0.0)
+        r = self._reservations.get(exclude) if exclude is not None else None
+        if r is not None:
+            for k, u in zip(r.keys, r.units, strict=True):
+                if k == key and (u < 0) == selling:
+                    total -= abs(u) * r.fraction
+        return max(total, 0.0)
 
+    def reduce_problem(self, order: Order) -> str:
+        """Why ``order`` does not only reduce positions ("" when it does).
+
+        Each leg must trade against a held position and fit in what is left of it after the working orders
+        already closing it (the order's own reservation excepted, so re-checks at approval and at sending
+        see it as they saw it at submission)."""
+        if not order.legs:
+            return "the order has no legs"
+        q = order.remaining_quantity
+        for leg in order.legs:
+            key = key_of(leg.instrument)
+            held = self.portfolio.quantity(key)
+            u = leg.signed_ratio * q
+            if held == 0:
+                return f"{key}: no position to reduce"
+            if (u > 0) == (held > 0):
+                return f"{key}: {leg.side.value} {abs(u)} adds to the {held:+d} position"
+            taken = self.committed(key, selling=u < 0, exclude=order.order_id)
+            if abs(u) > abs(held) - taken + 1e-9:
+                return (f"{key}: closing {abs(u)} of {held:+d} held, {taken:g} already committed to working "
+                        f"closing orders")
+        return ""
+
+    def is_reducing(self, order: Order) -> bool:
+        """True when every leg reduces a held position and, with the working closing orders, not beyond flat."""
+        return not self.reduce_problem(order)
+
+    # ---- prices and payoff ----------------------------------------------------------------------
     def combo_quote(self, order: Order) -> tuple[float, float, float]:
         """(mid, natural, far) net price per combo unit; + = debit. NaN when a leg has no usable quote."""
         mid = nat = far = 0.0
@@ -258,181 +359,231 @@ class RiskEngine:
         mid = self.combo_quote(order)[0]
         return mid * price_multiplier(order) * order.remaining_quantity
 
-    def estimate_buying_power(self, order: Order, payoff: PayoffSummary, cost: float) -> float:
-        """Our buying-power estimate in dollars (≥ 0): max loss when defined risk; Reg-T style otherwise.
+    # ---- buying power: the broker's margin model ------------------------------------------------
+    def _holding(self, inst: Instrument, quantity: int, spot: float) -> Holding:
+        mark = self.market.mid(inst)
+        if isinstance(inst, Option):
+            if not math.isfinite(mark) and math.isfinite(spot):  # as the paper exchange marks an unquoted option
+                k = float(inst.strike)
+                mark = max(spot - k, 0.0) if inst.is_call else max(k - spot, 0.0)
+            return Holding(quantity, inst.multiplier, mark, True, float(inst.strike), inst.is_call)
+        return Holding(quantity, inst.multiplier, mark if math.isfinite(mark) else spot, False)
 
-        Reg-T for each net-short option: premium + max(20 % × S − OTM amount, 10 % × S (calls) / K (puts)),
-        per share × multiplier; stock at 50 % of notional.
-        """
-        if payoff.defined_risk and math.isfinite(payoff.max_loss):
-            return max(0.0, payoff.max_loss)
-        spot = self.market.spot(order.underlying)
-        req = 0.0
+    def buying_power_required(self, order: Order) -> float:
+        """Buying power the order uses if it fills now (dollars; negative when it frees some).
+
+        :func:`engine.brokers.margin.order_effect` on the underlying's positions, every leg at the touch (buy at
+        the ask, sell at the bid) — exactly the paper broker's estimate; without a quote the single leg's limit,
+        or a combo's net limit as the cash."""
+        if self._cache_key is None or self._cache_key[0] != self.portfolio.version:
+            self.refresh(force=True)  # the position groups; market-only refreshes happen on the clock tick
+        groups: dict[str, dict[str, Holding]] = {}
+        before: dict[str, float] = {}
+        spots: dict[str, float | None] = {}
+        trades: list[Trade] = []
+        q = order.remaining_quantity
+        quoted = True
+        version = (self.portfolio.version, self.market.version)
         for leg in order.legs:
             inst = leg.instrument
-            u = leg.signed_ratio * order.remaining_quantity
-            if isinstance(inst, Option):
-                if u >= 0:
-                    continue
-                k = float(inst.strike)
-                otm = max(0.0, k - spot) if inst.is_call else max(0.0, spot - k)
-                floor = 0.10 * (spot if inst.is_call else k)
-                prem = self.market.mid(inst)
-                prem = 0.0 if not math.isfinite(prem) else prem
-                req += (prem + max(0.20 * spot - otm, floor)) * inst.multiplier * abs(u)
-            elif isinstance(inst, Equity | Index):
-                req += 0.5 * abs(u) * spot * inst.multiplier
-        return max(req - max(0.0, -cost), payoff.stress_loss, 0.0)
+            und = underlying_of(inst)
+            if und not in groups:
+                hit = self._margin_groups.get(und)
+                if hit is None or hit[0] != version:  # the group and its requirement, once per market version
+                    spot = self.market.spot(und)
+                    positions = self.portfolio.positions
+                    book = {k: self._holding(positions[k].instrument, positions[k].quantity, spot)
+                            for k in self._pos_keys.get(und, ()) if k in positions}
+                    hit = (version, spot, book, self.margin.group_requirement(und, spot, book.values()))
+                    self._margin_groups[und] = hit
+                _, spots[und], groups[und], before[und] = hit
+            bid, ask = self.market.bid_ask(inst)
+            px = ask if leg.side.sign > 0 else bid
+            if not math.isfinite(px):
+                if len(order.legs) == 1 and order.limit_price is not None:
+                    px = abs(float(order.limit_price))
+                else:
+                    quoted, px = False, 0.0
+            trades.append(Trade(key_of(inst), und, self._holding(inst, 0, spots[und] or math.nan),
+                                leg.signed_ratio * q, px))
+        cash: float | None = None
+        if not quoted:
+            cash = (-float(order.limit_price) * price_multiplier(order) * q) if order.limit_price is not None \
+                else math.nan
+        effect = order_effect(self.margin, groups, spots, trades, requirements_before=before, cash_change=cash)
+        return -effect.buying_power_change
 
     # ---- the check ------------------------------------------------------------------------------
     def check(self, order: Order, *, consume: bool = True, skip: frozenset[str] = frozenset()) -> RiskDecision:
-        """Run every check; on a pass with ``consume`` take a token, record the fingerprint, reserve exposure."""
+        """Run the stages; on a pass with ``consume`` take a token, record the fingerprint, reserve exposure."""
         self.checks_run += 1
-        p = self._profile
-        results: list[CheckResult] = []
-        add = results.append
-        state = self.trading_state()
+        invalid = self._stage_validate(order)
+        if invalid:
+            return RiskDecision(order.order_id, False, invalid)
+        ctx = self._context(order, skip)
+        results = [CheckResult("order_valid", True, message="order is well formed", stage="validate"),
+                   *self._stage_trading_state(ctx), *self._stage_order_risk(ctx), *self._stage_portfolio_risk(ctx),
+                   *self._stage_throttle(ctx)]
+        passed = all(r.passed for r in results)
+        decision = RiskDecision(order.order_id, passed, tuple(results), ctx.reducing, ctx.payoff, ctx.oexp,
+                                ctx.projected, ctx.current, ctx.bp_req)
+        if passed and consume:
+            if "order_rate" not in ctx.skip:
+                self.bucket.try_take()
+            if "duplicate" not in ctx.skip and self._profile.duplicate_window_s > 0:
+                self._remember(fingerprint(order))
+            self.reserve(order, decision)
+        return decision
+
+    def _stage_validate(self, order: Order) -> tuple[CheckResult, ...]:
+        """``validate``: a malformed order (or one on an expired contract) goes no further."""
+        try:
+            problem = order_problem(order, self.now())
+        except Exception as exc:  # the validator is total; this guards a broken Order object itself
+            return (CheckResult("order_valid", False, message=f"malformed order: {exc}", stage="validate",
+                                code="malformed"),)
+        if problem is None:
+            return ()
+        return (CheckResult("order_valid", False, message=problem.message, stage="validate", code=problem.code),)
+
+    def _context(self, order: Order, skip: frozenset[str]) -> _Context:
         is_ks = order.source == KILL_SWITCH_SOURCE
-        reducing = self.is_reducing(order)
-
-        # trading state
-        if state is TradingState.HALTED and not (is_ks and reducing):
-            add(CheckResult("trading_state", False, message="trading is HALTED: only cancels (and kill-switch "
-                                                            "flatten orders) are accepted"))
-        elif state is TradingState.REDUCING and not reducing:
-            add(CheckResult("trading_state", False, message="trading is REDUCING: only orders that reduce "
-                                                            "existing positions are accepted"))
-        else:
-            add(CheckResult("trading_state", True, message=f"trading state {state.value}"))
-
-        # validity
-        problems = []
-        if order.quantity <= 0 or order.remaining_quantity <= 0:
-            problems.append(f"quantity must be positive, got {order.remaining_quantity}")
-        if order.order_type is OrderType.LIMIT and order.limit_price is None:
-            problems.append("limit order without a limit price")
-        if any(isinstance(leg.instrument, Index) for leg in order.legs):
-            problems.append("an index itself is not tradable")
-        add(CheckResult("order_valid", not problems, message="; ".join(problems) or "order is well formed"))
-        if problems:
-            return RiskDecision(order.order_id, False, tuple(results), reducing)
-
+        if is_ks:
+            skip = skip | {"order_rate", "duplicate", "price_collar", "buying_power"}
         if self._cache_key is None or self._cache_key[0] != self.portfolio.version:
             self.refresh(force=True)  # positions changed; market-only refreshes happen on the clock tick
-        nl = self.portfolio.net_liquidation
-        und = order.underlying
+        problem = self.reduce_problem(order)
         insts, units = _leg_arrays(order)
         orisk = leg_risk(insts, units, self.market, self.now(), self.beta_of, self.config.beta_benchmark)
         oexp = orisk.total()
-        working = self.working_exposure
-        current = self._pos_total + working
-        projected = current + oexp
+        current = self._pos_total + self.working_exposure
         legs = (*_kinds(insts), units)
         cost = self._order_cost(order, units)
         payoff = self._payoff(order, legs, cost)
-        mid = self.combo_quote(order)[0]
         if not math.isfinite(cost):
             cost = 0.0
-        bp_req = self.estimate_buying_power(order, payoff, cost)
+        return _Context(order=order, state=self.trading_state(), is_ks=is_ks, reducing=not problem,
+                        reduce_problem=problem, skip=skip, nl=self.portfolio.net_liquidation, und=order.underlying,
+                        insts=insts, units=units, orisk=orisk, oexp=oexp, current=current,
+                        projected=current + oexp, legs=legs, cost=cost, payoff=payoff,
+                        mid=self.combo_quote(order)[0], bp_req=self.buying_power_required(order))
 
-        # market data and account
+    def _stage_trading_state(self, ctx: _Context) -> list[CheckResult]:
+        """``trading_state``: HALTED passes only kill-switch flatten orders that reduce; REDUCING only reducers."""
+        state, stage = ctx.state, "trading_state"
+        if state is TradingState.HALTED and not (ctx.is_ks and ctx.reducing):
+            return [CheckResult("trading_state", False, stage=stage, message=(
+                "trading is HALTED: only cancels (and kill-switch flatten orders) are accepted"))]
+        if state is TradingState.REDUCING and not ctx.reducing:
+            return [CheckResult("trading_state", False, stage=stage, message=(
+                "trading is REDUCING: only orders that reduce existing positions are accepted "
+                f"({ctx.reduce_problem})"))]
+        return [CheckResult("trading_state", True, message=f"trading state {state.value}", stage=stage)]
+
+    def _limit(self, stage: str, name: str, value: float, limit: float, unit: str, what: str) -> CheckResult:
+        ok = math.isfinite(value) and value <= limit + 1e-9
+        return CheckResult(name, ok, value, limit, unit,
+                           f"{what} {value:,.2f} {unit} {'within' if ok else 'exceeds'} limit {limit:,.2f} {unit}",
+                           stage=stage)
+
+    def _stage_order_risk(self, ctx: _Context) -> list[CheckResult]:
+        """``order_risk``: the order alone — its market data, its own max loss, its price against mid."""
+        order, p, stage = ctx.order, self._profile, "order_risk"
+        out: list[CheckResult] = []
         md_problems = []
-        if orisk.missing and not reducing:
-            md_problems.append(f"no price / implied vol for {', '.join(orisk.missing)}")
-        if not (math.isfinite(nl) and nl > 0):
+        if ctx.orisk.missing and not ctx.reducing:
+            md_problems.append(f"no price / implied vol for {', '.join(ctx.orisk.missing)}")
+        if not (math.isfinite(ctx.nl) and ctx.nl > 0):
             md_problems.append("no account value (net liquidation unknown)")
-        if order.order_type is OrderType.MARKET and not math.isfinite(mid):
+        if order.order_type is OrderType.MARKET and not math.isfinite(ctx.mid):
             md_problems.append("market order without a usable quote on every leg")
-        add(CheckResult("market_data", not md_problems, message="; ".join(md_problems) or "market data available"))
-        nl_ok = math.isfinite(nl) and nl > 0
-        nl_ = nl if nl_ok else math.nan
+        out.append(CheckResult("market_data", not md_problems, stage=stage,
+                               message="; ".join(md_problems) or "market data available"))
+        if not ctx.reducing:
+            nl_ = ctx.nl if math.isfinite(ctx.nl) and ctx.nl > 0 else math.nan
+            out.append(self._limit(stage, "max_loss_per_trade", ctx.payoff.risk, p.risk_per_trade_pct * nl_, "$",
+                                   "max loss" if ctx.payoff.defined_risk
+                                   else f"stress loss (±{p.stress_move_pct:.0%})"))
+        # price collar: limit vs mid, worse-than-mid side only
+        if order.order_type is OrderType.LIMIT and "price_collar" not in ctx.skip:
+            tick = float(order.legs[0].instrument.tick_size)
+            mid = ctx.mid
+            if not math.isfinite(mid):
+                out.append(CheckResult("price_collar", False, None, None, "$", stage=stage, message=(
+                    "no usable quote on every leg: cannot check the price against mid")))
+            else:
+                allowed = max(p.collar_ticks * tick, p.collar_pct * abs(mid))
+                limit = float(order.limit_price)  # type: ignore[arg-type]
+                worse = limit - mid  # + debit convention: paying more than mid is worse
+                ok = worse <= allowed + 1e-9
+                ticks = worse / tick if tick > 0 else math.nan
+                out.append(CheckResult("price_collar", ok, worse, allowed, "$", stage=stage, message=(
+                    f"limit {limit:.2f} is {worse:+.2f} ({ticks:+.0f} ticks, "
+                    f"{(worse / abs(mid) if mid else math.inf):+.1%}) from mid {mid:.2f}; allowed {allowed:.2f}")))
+        return out
 
-        def limit_check(name: str, value: float, limit: float, unit: str, what: str) -> None:
-            ok = math.isfinite(value) and value <= limit + 1e-9
-            add(CheckResult(name, ok, value, limit, unit,
-                            f"{what} {value:,.2f} {unit} {'within' if ok else 'exceeds'} limit {limit:,.2f} {unit}"))
-
-        if not reducing:
-            limit_check("max_loss_per_trade", payoff.risk, p.risk_per_trade_pct * nl_, "$",
-                        "max loss" if payoff.defined_risk else f"stress loss (±{p.stress_move_pct:.0%})")
-            limit_check("position_size", self._underlying_risk(und, legs, cost, payoff), p.max_position_pct * nl_, "$",
-                        f"capital at risk in {und}")
-            day_loss = -self.portfolio.day_pnl
-            limit_check("daily_loss", day_loss, p.max_daily_loss_pct * nl_, "$", "today's loss")
-            dd = self.drawdown()
-            limit_check("drawdown", dd, p.max_drawdown_pct, "fraction", "drawdown from peak equity")
+    def _stage_portfolio_risk(self, ctx: _Context) -> list[CheckResult]:
+        """``portfolio_risk``: the projected portfolio (positions + working orders + this order) against the
+        profile's limits (skipped for reducing orders), and buying power (every order but kill-switch ones)."""
+        p, stage, und = self._profile, "portfolio_risk", ctx.und
+        nl_ = ctx.nl if math.isfinite(ctx.nl) and ctx.nl > 0 else math.nan
+        out: list[CheckResult] = []
+        if not ctx.reducing:
+            out.append(self._limit(stage, "position_size", self._underlying_risk(und, ctx.legs, ctx.cost, ctx.payoff),
+                                   p.max_position_pct * nl_, "$", f"capital at risk in {und}"))
+            out.append(self._limit(stage, "daily_loss", -self.portfolio.day_pnl, p.max_daily_loss_pct * nl_, "$",
+                                   "today's loss"))
+            out.append(self._limit(stage, "drawdown", self.drawdown(), p.max_drawdown_pct, "fraction",
+                                   "drawdown from peak equity"))
             for name, field_, limit, unit in (
                 ("delta", "beta_delta", p.max_delta, "SPY sh"),
                 ("gamma", "beta_gamma", p.max_gamma, "SPY sh/$"),
                 ("vega", "vega", p.max_vega_pct * nl_, "$/vol pt"),
                 ("theta", "theta", p.max_theta_pct * nl_, "$/day"),
             ):
-                cur, proj = getattr(current, field_), getattr(projected, field_)
+                cur, proj = getattr(ctx.current, field_), getattr(ctx.projected, field_)
                 ok = math.isfinite(proj) and (abs(proj) <= limit + 1e-9 or abs(proj) <= abs(cur) + 1e-9)
-                add(CheckResult(name, ok, proj, limit, unit,
-                                f"projected {name} {proj:,.2f} {unit} (now {cur:,.2f}) "
-                                f"{'within' if ok else 'exceeds'} limit ±{limit:,.2f}"))
-            cur_gross, proj_gross = self._gross(und, oexp.delta_dollars)
+                out.append(CheckResult(name, ok, proj, limit, unit, stage=stage, message=(
+                    f"projected {name} {proj:,.2f} {unit} (now {cur:,.2f}) "
+                    f"{'within' if ok else 'exceeds'} limit ±{limit:,.2f}")))
+            cur_gross, proj_gross = self._gross(und, ctx.oexp.delta_dollars)
             lim = p.leverage_limit * nl_
             ok = math.isfinite(proj_gross) and (proj_gross <= lim + 1e-9 or proj_gross <= cur_gross + 1e-9)
-            add(CheckResult("leverage", ok, proj_gross, lim, "$",
-                            f"gross delta exposure {proj_gross:,.0f} $ (now {cur_gross:,.0f}) "
-                            f"{'within' if ok else 'exceeds'} {p.leverage_limit:.2f}× net liq = {lim:,.0f} $"))
-            held = self.open_underlyings()
-            count = len(held | {und})
-            add(CheckResult("open_positions", count <= p.max_positions, count, p.max_positions, "positions",
-                            f"{count} open positions (by underlying) with this order; limit {p.max_positions}"))
+            out.append(CheckResult("leverage", ok, proj_gross, lim, "$", stage=stage, message=(
+                f"gross delta exposure {proj_gross:,.0f} $ (now {cur_gross:,.0f}) "
+                f"{'within' if ok else 'exceeds'} {p.leverage_limit:.2f}× net liq = {lim:,.0f} $")))
+            count = len(self.open_underlyings() | {und})
+            out.append(CheckResult("open_positions", count <= p.max_positions, count, p.max_positions, "positions",
+                                   f"{count} open positions (by underlying) with this order; limit {p.max_positions}",
+                                   stage=stage))
+        if "buying_power" not in ctx.skip:
+            # as the broker decides: an order that frees buying power always passes
+            bp_req = ctx.bp_req
             available = self.portfolio.buying_power - self.reserved_buying_power
-            ok = math.isfinite(available) and bp_req <= available + 1e-9
-            add(CheckResult("buying_power", ok, bp_req, available, "$",
-                            f"needs ${bp_req:,.2f} of buying power, ${available:,.2f} available"))
+            ok = math.isfinite(bp_req) and (bp_req <= 1e-9 or (math.isfinite(available)
+                                                                and bp_req <= available + 1e-9))
+            out.append(CheckResult("buying_power", ok, bp_req, available, "$", stage=stage, message=(
+                f"needs ${bp_req:,.2f} of buying power, ${available:,.2f} available")))
+        return out
 
-        # price collar: limit vs mid, worse-than-mid side only
-        if order.order_type is OrderType.LIMIT and "price_collar" not in skip and not is_ks:
-            tick = float(order.legs[0].instrument.tick_size)
-            allowed = max(p.collar_ticks * tick, p.collar_pct * abs(mid)) if math.isfinite(mid) else math.nan
-            if not math.isfinite(mid):
-                add(CheckResult("price_collar", False, None, None, "$",
-                                "no usable quote on every leg: cannot check the price against mid"))
-            else:
-                limit = float(order.limit_price)  # type: ignore[arg-type]
-                worse = limit - mid  # + debit convention: paying more than mid is worse
-                ok = worse <= allowed + 1e-9
-                ticks = worse / tick if tick > 0 else math.nan
-                add(CheckResult("price_collar", ok, worse, allowed, "$",
-                                f"limit {limit:.2f} is {worse:+.2f} ({ticks:+.0f} ticks, "
-                                f"{(worse / abs(mid) if mid else math.inf):+.1%}) from mid {mid:.2f}; "
-                                f"allowed {allowed:.2f}"))
-
-        # order rate (peek here; take on pass). Kill-switch flatten orders are never throttled or deduplicated.
-        if is_ks:
-            skip = skip | {"order_rate", "duplicate"}
-        if "order_rate" not in skip:
+    def _stage_throttle(self, ctx: _Context) -> list[CheckResult]:
+        """``throttle``: the order rate (peek here; the token is taken on a pass) and the duplicate guard."""
+        p, stage = self._profile, "throttle"
+        out: list[CheckResult] = []
+        if "order_rate" not in ctx.skip:
             tokens = self.bucket.tokens
-            add(CheckResult("order_rate", tokens >= 1.0, tokens, 1.0, "tokens",
-                            f"order rate limit {p.orders_per_minute:.0f}/min, burst {p.order_burst}: "
-                            + ("ok" if tokens >= 1.0 else f"next order allowed in {self.bucket.seconds_until():.2f}s")))
-
-        # duplicate guard
-        if "duplicate" not in skip and p.duplicate_window_s > 0:
-            fp = fingerprint(order)
-            seen = self._recent.get(fp)
+            out.append(CheckResult("order_rate", tokens >= 1.0, tokens, 1.0, "tokens", stage=stage, message=(
+                f"order rate limit {p.orders_per_minute:.0f}/min, burst {p.order_burst}: "
+                + ("ok" if tokens >= 1.0 else f"next order allowed in {self.bucket.seconds_until():.2f}s"))))
+        if "duplicate" not in ctx.skip and p.duplicate_window_s > 0:
+            seen = self._recent.get(fingerprint(ctx.order))
             nowm = self._monotonic()
             dup = seen is not None and nowm - seen < p.duplicate_window_s
-            add(CheckResult("duplicate", not dup, None if seen is None else nowm - seen, p.duplicate_window_s, "s",
-                            "identical order submitted "
-                            + (f"{nowm - seen:.2f}s ago (window {p.duplicate_window_s:.1f}s)" if dup else "recently: no")))
-
-        passed = all(r.passed for r in results)
-        decision = RiskDecision(order.order_id, passed, tuple(results), reducing, payoff, oexp, projected, current,
-                                bp_req)
-        if passed and consume:
-            if "order_rate" not in skip:
-                self.bucket.try_take()
-            if "duplicate" not in skip and p.duplicate_window_s > 0:
-                self._remember(fingerprint(order))
-            self.reserve(order, decision)
-        return decision
+            out.append(CheckResult("duplicate", not dup, None if seen is None else nowm - seen, p.duplicate_window_s,
+                                   "s", stage=stage, message="identical order submitted " + (
+                                       f"{nowm - seen:.2f}s ago (window {p.duplicate_window_s:.1f}s)" if dup
+                                       else "recently: no")))
+        return out
 
     def _remember(self, fp: tuple[Any, ...]) -> None:
         nowm = self._monotonic()
@@ -492,16 +643,22 @@ class RiskEngine:
 
     # ---- reservations ---------------------------------------------------------------------------
     def reserve(self, order: Order, decision: RiskDecision) -> None:
-        """Hold the order's exposure and buying power until it fills, is cancelled or ends."""
+        """Hold the order's exposure, buying power and the quantity it would close until it fills, is
+        cancelled or ends. An order that frees buying power reserves none (it may never fill)."""
         insts, units = _leg_arrays(order)
         kinds, strikes, mults = _kinds(insts)
         cost = self._order_cost(order, units)
         e = decision.order_exposure
-        r = _Reservation(order.order_id, order.underlying, e, decision.buying_power_required, kinds, strikes, units,
-                         mults, cost if math.isfinite(cost) else 0.0, decision.reducing,
+        bp = decision.buying_power_required
+        r = _Reservation(order.order_id, order.underlying, e, max(bp, 0.0) if math.isfinite(bp) else 0.0, kinds,
+                         strikes, units, mults, cost if math.isfinite(cost) else 0.0, decision.reducing,
+                         keys=tuple(key_of(i) for i in insts), base_remaining=max(order.remaining_quantity, 1),
                          vec=np.nan_to_num(np.array([getattr(e, f) for f in FIELDS], dtype=float)))
         self.release(order.order_id)
-        self._reservations[order.order_id] = r
+        self._add(r)
+
+    def _add(self, r: _Reservation) -> None:
+        self._reservations[r.order_id] = r
         self._res_by_und.setdefault(r.underlying, set()).add(r.order_id)
         if not r.reducing:
             self._w_open[r.underlying] = self._w_open.get(r.underlying, 0) + 1
@@ -510,14 +667,21 @@ class RiskEngine:
     def _apply(self, r: _Reservation, sign: float) -> None:
         k = sign * r.fraction
         self._w_vec += k * r.vec
-        self._w_bp += k * (r.bp if math.isfinite(r.bp) else 0.0)
+        self._w_bp += k * r.bp
         self._w_dd[r.underlying] = self._w_dd.get(r.underlying, 0.0) + k * r.vec[FIELDS.index("delta_dollars")]
+        for key, u in zip(r.keys, r.units, strict=True):
+            side = self._w_sell if u < 0 else self._w_buy
+            side[key] = side.get(key, 0.0) + k * abs(float(u))
 
     def release(self, order_id: str) -> None:
         r = self._reservations.pop(order_id, None)
         if r is None:
             return
         self._apply(r, -1.0)
+        for key in r.keys:  # drop emptied keys so float dust never counts as committed quantity
+            for side in (self._w_buy, self._w_sell):
+                if key in side and side[key] < 1e-9:
+                    del side[key]
         ids = self._res_by_und.get(r.underlying)
         if ids is not None:
             ids.discard(order_id)
@@ -531,6 +695,8 @@ class RiskEngine:
             self._w_bp = 0.0
             self._w_dd.clear()
             self._w_open.clear()
+            self._w_buy.clear()
+            self._w_sell.clear()
 
     def take_reservation(self, order_id: str) -> _Reservation | None:
         """Remove and return a reservation (to re-check a modified order in its place)."""
@@ -539,15 +705,15 @@ class RiskEngine:
             self.release(order_id)
         return r
 
-    def restore_reservation(self, r: _Reservation | None) -> None:
+    def restore_reservation(self, r: _Reservation | None, order: Order | None = None) -> None:
+        """Put back a reservation taken by :meth:`take_reservation` (a refused modification); with ``order``,
+        scaled to what of it is still working now (fills may have arrived meanwhile)."""
         if r is None:
             return
         self.release(r.order_id)
-        self._reservations[r.order_id] = r
-        self._res_by_und.setdefault(r.underlying, set()).add(r.order_id)
-        if not r.reducing:
-            self._w_open[r.underlying] = self._w_open.get(r.underlying, 0) + 1
-        self._apply(r, +1.0)
+        self._add(r)
+        if order is not None:
+            self.update_fill(order)
 
     def update_fill(self, order: Order) -> None:
         """Shrink a reservation to the unfilled share (the filled part now shows up in positions)."""
@@ -558,11 +724,16 @@ class RiskEngine:
             self.release(order.order_id)
             return
         self._apply(r, -1.0)
-        r.fraction = order.remaining_quantity / order.quantity
+        r.fraction = min(order.remaining_quantity / r.base_remaining, 1.0)
         self._apply(r, +1.0)
 
     def has_reservation(self, order_id: str) -> bool:
         return order_id in self._reservations
+
+    def reserved_for(self, order_id: str) -> float:
+        """Buying power reserved for one order now (dollars)."""
+        r = self._reservations.get(order_id)
+        return r.bp * r.fraction if r is not None else 0.0
 
     @property
     def reservations(self) -> int:

@@ -1,11 +1,25 @@
 """Kill switch and trading state: ACTIVE / REDUCING / HALTED (DESIGN.md §5), persisted in the store.
 
-- ``trip(reason)`` writes HALTED to the store *first*, then cancels every working order at once and,
-  with ``flatten=True``, closes every position with marketable limit orders that still take the order path
-  (source ``kill_switch``: exempt from approval and the price collar, allowed while HALTED).
-- A tripped switch stays tripped across restarts; only :meth:`reset` with ``confirmed=True`` returns to ACTIVE.
+The kill switch wins under faults:
+
+- ``trip(reason)`` halts **in memory first** (every new order is denied from that instant), makes one quick
+  attempt to write HALTED (with the flatten intent), then cancels every open order — the store's and any other
+  order the active broker reports for the account — then makes sure HALTED is stored. The early write is why a
+  SIGKILL anywhere after the trip began still finds HALTED (and the flatten intent) at the next start; it waits
+  for a busy database at most ``_EARLY_WRITE_BUSY_MS`` and is never retried before the cancels, so a full disk
+  or a locked database cannot delay or stop them: a failed write raises a critical alert and is retried with
+  backoff while the in-memory HALTED holds (then a crash before the write lands loses HALTED, but the cancels
+  are already out). With ``flatten=True`` every position is then closed with marketable limit orders through
+  the order path (source ``kill_switch``: exempt from approval and the price collar, allowed while HALTED). The
+  flatten intent is cleared only once the closing orders went out, so a crash in between flattens at the next
+  start.
+- Trading-state writes are compare-and-set on the stored record: the engine's own REDUCING/ACTIVE changes
+  (circuit breakers, reconciliation) are written only if nobody else wrote since the engine last read it;
+  otherwise the engine adopts what is stored. HALTED is left only by an explicit reset (:meth:`reset` with
+  ``confirmed=True`` or ``optiondesk kill --reset --yes``), never by another state change.
 - Another process (``optiondesk kill``) trips it by writing the store (:func:`trip_in_store`); the running
-  engine polls the store every ``kill_switch_poll_s`` (≤ 1 s) and then cancels everything itself.
+  engine polls the record every ``kill_switch_poll_s`` (0.1 s) and acts within 200 ms.
+- A record that cannot be read (bad JSON, wrong shape or types) means HALTED, with a critical alert naming it.
 - Automatic trips: daily loss limit, drawdown limit, broker circuit breaker open longer than
   ``breaker_open_halt_s`` (REDUCING before that), reconciliation mismatch (called by the OMS).
 Every change is audited (``audit`` and ``risk_events`` tables) and published as ``TradingStateChanged``
@@ -19,8 +33,9 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from engine.bus.events import AccountUpdated, Alert, KillSwitchReset, KillSwitchTripped, TradingStateChanged
@@ -38,50 +53,132 @@ KV_STATE = "risk.trading_state"
 KV_PEAK = "risk.peak_equity"
 KV_LEVEL = "risk.level"
 KV_SNAPSHOT = "risk.snapshot"
+#: how long the trip's early write (before the cancels) waits for a database another process holds busy
+_EARLY_WRITE_BUSY_MS = 100
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+def _now_iso(store: Store) -> str:
+    """The store's clock: the engine clock inside the engine, the wall clock in a CLI beside it."""
+    return store.now().astimezone(UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """The stored trading-state record as read: ``raw`` is its exact text (None: no record yet)."""
+
+    status: TradingStatus
+    seq: int = 0
+    flatten: bool = False  # a flatten intent not yet carried out
+    reset: bool = False  # written by an explicit reset
+    raw: str | None = None
+    readable: bool = True
+
+
+def _unreadable(raw: str | None, why: str) -> StateRecord:
+    return StateRecord(TradingStatus(TradingState.HALTED, f"unreadable trading-state record '{KV_STATE}': {why}",
+                                     "system"), raw=raw, readable=False)
+
+
+def parse_record(raw: str | None) -> StateRecord:
+    """Parse the stored text. Only a missing record is ACTIVE; anything unreadable is HALTED (never ACTIVE)."""
+    if raw is None:
+        return StateRecord(TradingStatus(TradingState.ACTIVE))
+    try:
+        rec = json.loads(raw)
+    except ValueError as exc:
+        return _unreadable(raw, f"not JSON ({exc})")
+    if not isinstance(rec, dict):
+        return _unreadable(raw, f"expected an object, found {raw[:40]!r}")
+    try:
+        state = TradingState(rec.get("state"))
+    except ValueError:
+        return _unreadable(raw, f"unknown state {rec.get('state')!r}")
+    seq = rec.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return _unreadable(raw, f"bad sequence number {seq!r}")
+    texts = {k: rec.get(k, "") for k in ("reason", "by", "since")}
+    flags = {k: rec.get(k, False) for k in ("flatten", "reset")}
+    if not all(isinstance(v, str) for v in texts.values()) or not all(isinstance(v, bool) for v in flags.values()):
+        return _unreadable(raw, "a field has the wrong type")
+    return StateRecord(TradingStatus(state, texts["reason"], texts["by"], texts["since"]), seq,
+                       flags["flatten"] and state is TradingState.HALTED, flags["reset"], raw)
+
+
+def _read_raw(store: Store) -> str | None:
+    rows = store.query("SELECT value FROM kv WHERE key=?", (KV_STATE,))
+    if not rows:
+        return None
+    value = rows[0][0]
+    return value if isinstance(value, str) else repr(value)  # NULL or a non-text value: unreadable
+
+
+def read_record(store: Store) -> StateRecord:
+    return parse_record(_read_raw(store))
 
 
 def read_status(store: Store) -> TradingStatus:
-    raw = store.kv.get(KV_STATE)
-    if not raw:
-        return TradingStatus(TradingState.ACTIVE)
-    try:
-        return TradingStatus(TradingState(raw["state"]), raw.get("reason", ""), raw.get("by", ""),
-                             raw.get("since", ""))
-    except (KeyError, ValueError, TypeError):
-        # an unreadable record must never silently mean ACTIVE
-        return TradingStatus(TradingState.HALTED, f"unreadable trading-state record {raw!r}", "system")
+    return read_record(store).status
 
 
-def _write_status(store: Store, status: TradingStatus, *, seq: int, flatten: bool = False) -> None:
+_ANY = object()
+
+
+def write_record(store: Store, status: TradingStatus, *, flatten: bool = False, reset: bool = False,
+                 expect: object = _ANY, keep_flatten: bool = True) -> tuple[bool, StateRecord]:
+    """Compare-and-set the record in one immediate transaction (serialised with every other process).
+
+    ``expect``: the raw text the writer last saw; when the store holds something else the write is refused and
+    the stored record returned. A stored HALTED is never replaced by another state unless ``reset``. A HALTED
+    written over a HALTED keeps a pending flatten intent unless ``keep_flatten`` is False."""
     with store.transaction():
-        store.kv.set(KV_STATE, {"state": status.state.value, "reason": status.reason, "by": status.by,
-                                "since": status.since, "seq": seq, "flatten": flatten})
+        cur = read_record(store)
+        if expect is not _ANY and cur.raw != expect:
+            return False, cur
+        halted = TradingState.HALTED
+        if cur.status.state is halted and status.state is not halted and not reset:
+            return False, cur
+        if status.state is halted and keep_flatten and cur.flatten:
+            flatten = True
+        rec: dict[str, Any] = {"state": status.state.value, "reason": status.reason, "by": status.by,
+                               "since": status.since, "seq": cur.seq + 1, "flatten": bool(flatten)}
+        if reset:
+            rec["reset"] = True
+        raw = json.dumps(rec, sort_keys=True)
+        store.execute("INSERT INTO kv(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET "
+                      "value=excluded.value, updated_at=excluded.updated_at", (KV_STATE, raw, _now_iso(store)))
         store.audit.record(status.by or "system", f"trading_state:{status.state.value}",
-                           {"reason": status.reason, "flatten": flatten})
+                           {"reason": status.reason, "flatten": bool(flatten)})
         store.execute("INSERT INTO risk_events(ts, kind, order_id, detail) VALUES (?,?,?,?)",
-                      (_now_iso(), f"trading_state:{status.state.value}", None,
-                       json.dumps({"reason": status.reason, "by": status.by, "flatten": flatten})))
+                      (_now_iso(store), f"trading_state:{status.state.value}", None,
+                       json.dumps({"reason": status.reason, "by": status.by, "flatten": bool(flatten)})))
+    return True, parse_record(raw)
+
+
+@contextlib.contextmanager
+def _short_busy_wait(store: Store, ms: int) -> Iterator[None]:
+    """Let writes on ``store``'s connection wait at most ``ms`` for another process's lock (the store waits 10 s
+    by default). Holds the store's lock throughout, so no other thread's statement runs with the short wait."""
+    with store._lock:
+        previous = int(store.query("PRAGMA busy_timeout")[0][0])
+        store.execute(f"PRAGMA busy_timeout={int(ms)}")
+        try:
+            yield
+        finally:
+            store.execute(f"PRAGMA busy_timeout={previous}")
 
 
 def trip_in_store(store: Store, reason: str, by: str = "cli", flatten: bool = False) -> TradingStatus:
-    """Trip the switch from any process sharing the database (the running engine acts within 1 s)."""
-    raw = store.kv.get(KV_STATE) or {}
-    seq = int(raw.get("seq", 0)) + 1 if isinstance(raw, dict) else 1
-    status = TradingStatus(TradingState.HALTED, reason, by, _now_iso())
-    _write_status(store, status, seq=seq, flatten=flatten)
+    """Trip the switch from any process sharing the database (a running engine acts within 200 ms; one that is
+    not running finds HALTED — and a flatten intent — at its next start). Works on a damaged record."""
+    status = TradingStatus(TradingState.HALTED, reason, by, _now_iso(store))
+    write_record(store, status, flatten=flatten)
     return status
 
 
 def reset_in_store(store: Store, by: str = "cli") -> TradingStatus:
     """Reset to ACTIVE from another process (explicit: the CLI requires ``--yes``)."""
-    raw = store.kv.get(KV_STATE) or {}
-    seq = int(raw.get("seq", 0)) + 1 if isinstance(raw, dict) else 1
-    status = TradingStatus(TradingState.ACTIVE, "reset", by, _now_iso())
-    _write_status(store, status, seq=seq)
+    status = TradingStatus(TradingState.ACTIVE, "reset", by, _now_iso(store))
+    write_record(store, status, reset=True)
     return status
 
 
@@ -94,14 +191,22 @@ class KillSwitch:
         self.store = store
         self.bus = bus
         self.config = config or RiskConfig()
-        self._status = read_status(store)
-        raw = store.kv.get(KV_STATE) or {}
-        self._seq = int(raw.get("seq", 0)) if isinstance(raw, dict) else 0
+        try:
+            rec = read_record(store)
+        except Exception as exc:  # the record cannot even be queried: that is not ACTIVE either
+            rec = _unreadable(None, f"could not be read ({exc})")
+        self._status = rec.status
+        self._raw = rec.raw  # the record text this engine last wrote or adopted
+        self._flatten_pending = rec.flatten
+        self._start_record: StateRecord | None = rec if not rec.readable else None
+        self._unsaved = False  # HALTED holds in memory but is not on disk yet (write failed; being retried)
         self._cancel_all: Callable[[str], Awaitable[int]] | None = None
         self._flatten: Callable[[str], Awaitable[int]] | None = None
         self._reducing_causes: dict[str, str] = {}
         self._breaker_timers: dict[str, asyncio.TimerHandle] = {}
         self._poll_task: asyncio.Task[None] | None = None
+        self._persist_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._subs: list[Any] = []
         self._risk: RiskEngine | None = None
         self._trip_lock = asyncio.Lock()
@@ -132,7 +237,8 @@ class KillSwitch:
                 risk.peak_equity = float(peak)
 
     async def start(self) -> None:
-        """Start polling the store for trips by other processes; act on a persisted HALTED at start."""
+        """Start polling the store for trips by other processes; act on a persisted HALTED (and a stored
+        flatten intent) at start."""
         self._poll_task = asyncio.get_running_loop().create_task(self._poll(), name="kill_switch:poll")
 
     async def stop(self) -> None:
@@ -142,11 +248,15 @@ class KillSwitch:
         for h in self._breaker_timers.values():
             h.cancel()
         self._breaker_timers.clear()
-        if self._poll_task is not None:
-            self._poll_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poll_task
-            self._poll_task = None
+        tasks = [t for t in (self._poll_task, self._persist_task, *self._tasks) if t is not None]
+        self._poll_task = self._persist_task = None
+        self._tasks.clear()
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+        if self._unsaved:  # one last attempt; the alert already said HALTED may not survive a restart
+            self._persist_halt(alert=False)
 
     # ---- state ----------------------------------------------------------------------------------
     @property
@@ -161,23 +271,91 @@ class KillSwitch:
     def tripped(self) -> bool:
         return self._status.state is TradingState.HALTED
 
-    def _set(self, state: TradingState, reason: str, by: str, *, flatten: bool = False) -> TradingStatus:
+    @property
+    def flatten_pending(self) -> bool:
+        """A flatten was asked for and has not been carried out yet (it is stored with HALTED)."""
+        return self._flatten_pending
+
+    @property
+    def unsaved(self) -> bool:
+        """HALTED holds in memory but could not be written yet (retrying)."""
+        return self._unsaved
+
+    def _show(self, status: TradingStatus) -> None:
         previous = self._status.state
-        self._seq += 1
-        self._status = TradingStatus(state, reason, by, _now_iso())
-        _write_status(self.store, self._status, seq=self._seq, flatten=flatten)  # persist before acting
-        if self.bus is not None and previous is not state:
-            self.bus.publish(TradingStateChanged(state=state.value, previous=previous.value, reason=reason))
-        return self._status
+        self._status = status
+        if self.bus is not None and previous is not status.state:
+            self.bus.publish(TradingStateChanged(state=status.state.value, previous=previous.value,
+                                                 reason=status.reason))
+
+    def _halt_in_memory(self, reason: str, by: str, flatten: bool) -> None:
+        if flatten:
+            self._flatten_pending = True
+        self._show(TradingStatus(TradingState.HALTED, reason, by, _now_iso(self.store)))
+
+    def _persist_halt(self, *, alert: bool = True, quick: bool = False) -> bool:
+        """Write the in-memory HALTED (best effort). On failure: alert once and retry with backoff (in the
+        background: nothing waits for the retries). ``quick``: wait for a busy database only briefly — the
+        trip's early write, which must not hold up the cancels behind it."""
+        try:
+            if quick:
+                with _short_busy_wait(self.store, _EARLY_WRITE_BUSY_MS):
+                    _ok, rec = write_record(self.store, self._status, flatten=self._flatten_pending)
+            else:
+                _ok, rec = write_record(self.store, self._status, flatten=self._flatten_pending)
+        except Exception as exc:
+            log.exception("kill switch: could not save HALTED")
+            if alert and not self._unsaved:
+                self._alert("critical", f"trading state HALTED could not be saved ({exc}): HALTED holds in memory "
+                                        "and every new order is denied; retrying the write")
+            self._unsaved = True
+            if self._persist_task is None or self._persist_task.done():
+                with contextlib.suppress(RuntimeError):  # no running loop (stop() at interpreter exit)
+                    self._persist_task = asyncio.get_running_loop().create_task(
+                        self._retry_persist(), name="kill_switch:persist")
+            return False
+        self._raw = rec.raw
+        if self._unsaved:
+            self._unsaved = False
+            self._alert("info", "trading state HALTED is saved now")
+        return True
+
+    async def _retry_persist(self) -> None:
+        delay = 0.1
+        while self._unsaved and self.tripped:
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+            self._persist_halt()
+
+    def _change(self, state: TradingState, reason: str, by: str) -> None:
+        """The engine's own REDUCING/ACTIVE changes: compare-and-set against the record it last saw."""
+        new = TradingStatus(state, reason, by, _now_iso(self.store))
+        try:
+            ok, rec = write_record(self.store, new, expect=self._raw)
+        except Exception as exc:  # cannot save: still apply (the stored state is the stricter one or equal)
+            log.exception("kill switch: could not save %s", state.value)
+            self._alert("warning", f"trading state {state.value} could not be saved: {exc}")
+            self._show(new)
+            return
+        if not ok:  # somebody else wrote since (optiondesk kill): theirs wins
+            self._adopt(rec)
+            return
+        self._raw = rec.raw
+        self._show(new)
 
     async def trip(self, reason: str, by: str = "user", flatten: bool = False) -> int:
-        """HALT trading, cancel every working order, optionally flatten. Returns the number cancelled."""
+        """HALT trading, cancel every open order, persist, optionally flatten. Returns the number cancelled."""
         if not reason:
             raise ValueError("a kill-switch trip needs a reason")
-        self._set(TradingState.HALTED, reason, by, flatten=flatten)
-        return await self._act(reason, by, flatten)
+        self._halt_in_memory(reason, by, flatten)
+        return await self._act(reason, by, flatten, persist=True)
 
-    async def _act(self, reason: str, by: str, flatten: bool) -> int:
+    async def _act(self, reason: str, by: str, flatten: bool, *, persist: bool) -> int:
+        """Write early (quick, no retry), cancel, then make sure HALTED is stored (retries in the background).
+
+        The early write comes before the trip lock: a trip that arrives while an earlier one is still cancelling
+        (a second click with flatten) is on disk at once, not after the earlier cancels."""
+        saved_early = persist and self.tripped and self._persist_halt(quick=True)
         async with self._trip_lock:
             cancelled = 0
             if self._cancel_all is not None:
@@ -186,39 +364,73 @@ class KillSwitch:
                 except Exception as exc:
                     log.exception("kill switch: cancel-all failed")
                     self._alert("critical", f"kill switch could not cancel every order: {exc}")
+            if persist and self.tripped and (not saved_early or self._unsaved):
+                self._persist_halt()  # one more attempt now the cancels are out; the retries go on behind it
+            flatten = (flatten or self._flatten_pending) and self.tripped
             if flatten and self._flatten is not None:
                 try:
                     await self._flatten(f"kill switch flatten: {reason}")
                 except Exception as exc:
                     log.exception("kill switch: flatten failed")
-                    self._alert("critical", f"kill switch could not flatten every position: {exc}")
+                    self._alert("critical", f"kill switch could not flatten every position: {exc}; it is "
+                                            "tried again at the next start")
+                else:
+                    self._flatten_done()
             self.last_trip_cancelled = cancelled
             if self.bus is not None:
                 self.bus.publish(KillSwitchTripped(reason=reason, by=by, flatten=flatten, cancelled_orders=cancelled))
             return cancelled
 
+    def _flatten_done(self) -> None:
+        self._flatten_pending = False
+        if self._unsaved:
+            return  # the retried write carries flatten=False now
+        try:
+            ok, rec = write_record(self.store, self._status, flatten=False, keep_flatten=False, expect=self._raw)
+        except Exception:
+            log.exception("kill switch: could not clear the stored flatten intent")
+            return
+        if ok:
+            self._raw = rec.raw  # on a conflict the poll adopts the newer record (a new request)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def reset(self, by: str = "user", confirmed: bool = False) -> TradingStatus:
-        """Return to ACTIVE. Requires an explicit confirmation (the GUI's dialog sets ``confirmed``)."""
+        """Return to ACTIVE. Requires an explicit confirmation (the GUI's dialog sets ``confirmed``).
+
+        The reset is written before it takes effect: when the store cannot be written, it raises and trading
+        stays HALTED (a reset that would not survive a restart is not a reset)."""
         if not confirmed:
             raise ValueError("resetting the kill switch needs confirmed=True (an explicit user confirmation)")
+        new = TradingStatus(TradingState.ACTIVE, "reset", by, _now_iso(self.store))
+        _ok, rec = write_record(self.store, new, reset=True)
+        self._raw = rec.raw
+        self._unsaved = False
+        self._flatten_pending = False
+        self._after_reset()
+        self._show(new)
+        if self.bus is not None:
+            self.bus.publish(KillSwitchReset(by=by))
+        return new
+
+    def _after_reset(self) -> None:
         self._reducing_causes.clear()
         self._suppressed |= self._auto_kinds  # still-breached auto limits wait until they clear once
         self._auto_kinds.clear()
-        st = self._set(TradingState.ACTIVE, "reset", by)
-        if self.bus is not None:
-            self.bus.publish(KillSwitchReset(by=by))
-        return st
 
     def set_reducing(self, cause: str, reason: str, by: str = "system") -> None:
         """Enter REDUCING for ``cause`` (no-op when HALTED). Cleared by :meth:`clear_reducing` with the cause."""
         self._reducing_causes[cause] = reason
         if self._status.state is TradingState.ACTIVE:
-            self._set(TradingState.REDUCING, reason, by)
+            self._change(TradingState.REDUCING, reason, by)
 
     def clear_reducing(self, cause: str, by: str = "system") -> None:
         self._reducing_causes.pop(cause, None)
         if self._status.state is TradingState.REDUCING and not self._reducing_causes:
-            self._set(TradingState.ACTIVE, f"{cause} cleared", by)
+            self._change(TradingState.ACTIVE, f"{cause} cleared", by)
 
     # ---- automatic trips ------------------------------------------------------------------------
     def _on_account(self, ev: AccountUpdated) -> None:
@@ -262,9 +474,9 @@ class KillSwitch:
     def _spawn_trip(self, reason: str) -> None:
         if self.tripped:
             return
-        self._set(TradingState.HALTED, reason, "risk")
+        self._halt_in_memory(reason, "risk", False)
         self._alert("critical", f"kill switch tripped: {reason}")
-        asyncio.get_running_loop().create_task(self._act(reason, "risk", False), name="kill_switch:auto")
+        self._spawn(self._act(reason, "risk", False, persist=True), "kill_switch:auto")
 
     def _on_breaker(self, ev: Any) -> None:
         name = ev.breaker
@@ -292,8 +504,12 @@ class KillSwitch:
 
     # ---- cross-process --------------------------------------------------------------------------
     async def _poll(self) -> None:
-        if self.tripped:  # persisted HALTED at start: make sure nothing is left working
-            await self._act(self._status.reason, self._status.by or "restart", False)
+        if self._start_record is not None:  # damaged at start: HALTED, said loudly, rewritten readable
+            self._alert("critical", f"{self._status.reason}; trading is HALTED until an explicit reset")
+            self._start_record = None
+            await self._act(self._status.reason, self._status.by or "system", False, persist=True)
+        elif self.tripped:  # persisted HALTED at start: nothing may stay working; a stored flatten runs now
+            await self._act(self._status.reason, self._status.by or "restart", self._flatten_pending, persist=False)
         while True:
             await asyncio.sleep(self.config.kill_switch_poll_s)
             try:
@@ -302,21 +518,39 @@ class KillSwitch:
                 log.exception("kill switch: polling the store failed")
 
     def check_store(self) -> bool:
-        """Adopt a state written by another process. Returns True when something changed."""
-        raw = self.store.kv.get(KV_STATE) or {}
-        seq = int(raw.get("seq", 0)) if isinstance(raw, dict) else 0
-        if seq <= self._seq:
+        """Adopt a record written by another process. Returns True when the stored record changed."""
+        raw = _read_raw(self.store)
+        if raw == self._raw:
             return False
-        previous = self._status.state
-        self._seq = seq
-        self._status = read_status(self.store)
-        if self.bus is not None and previous is not self._status.state:
-            self.bus.publish(TradingStateChanged(state=self._status.state.value, previous=previous.value,
-                                                 reason=self._status.reason))
-        if self._status.state is TradingState.HALTED:
-            flatten = bool(raw.get("flatten", False)) if isinstance(raw, dict) else False
-            asyncio.get_running_loop().create_task(
-                self._act(self._status.reason, self._status.by or "external", flatten), name="kill_switch:external")
-        elif self._status.state is TradingState.ACTIVE and previous is not TradingState.ACTIVE and self.bus:
-            self.bus.publish(KillSwitchReset(by=self._status.by or "external"))
+        self._adopt(parse_record(raw))
         return True
+
+    def _adopt(self, rec: StateRecord) -> None:
+        self._raw = rec.raw
+        if not rec.readable:
+            self._halt_in_memory(rec.status.reason, "system", False)
+            self._alert("critical", f"{rec.status.reason}; trading is HALTED until an explicit reset")
+            self._spawn(self._act(rec.status.reason, "system", False, persist=True), "kill_switch:unreadable")
+            return
+        st = rec.status
+        if st.state is TradingState.HALTED:
+            self._flatten_pending = self._flatten_pending or rec.flatten
+            self._unsaved = False
+            self._show(st)
+            self._spawn(self._act(st.reason, st.by or "external", rec.flatten, persist=False), "kill_switch:external")
+            return
+        if self.tripped and not rec.reset:
+            # HALTED is left only by an explicit reset: whatever else was written, HALTED goes back
+            self._spawn(self._rewrite_halt(), "kill_switch:rehalt")
+            return
+        was_tripped = self.tripped
+        if rec.reset:
+            self._unsaved = False
+            self._flatten_pending = False
+            self._after_reset()
+        self._show(st)
+        if was_tripped and st.state is TradingState.ACTIVE and self.bus is not None:
+            self.bus.publish(KillSwitchReset(by=st.by or "external"))
+
+    async def _rewrite_halt(self) -> None:
+        self._persist_halt()

@@ -258,7 +258,8 @@ class MarketView:
                 mid = np.where((st.ask >= st.bid) & (st.bid >= 0), 0.5 * (st.bid + st.ask), np.nan)
                 res = bsm.implied_vol(mid, chain.is_call, spot, chain.strike, t, self.rate, q)
                 iv = np.asarray(getattr(res, "vol", res), dtype=float)
-                g = bsm.greeks(chain.is_call, spot, chain.strike, np.maximum(t, 1e-9), self.rate, q, iv)
+                g = bsm.greeks(chain.is_call, spot, chain.strike, np.maximum(t, 1e-9), self.rate, q, iv,
+                               outputs=("delta", "gamma", "vega", "theta", "price"))
             table = np.vstack([g.delta, g.gamma, g.vega, g.theta, g.price]).astype(float)
             expired_greeks(table, chain.is_call, np.full(len(t), spot), chain.strike, t)
             st.iv, st.greeks, st.iv_at = iv, table, nowm  # reference swaps: readers see old or new, never half
@@ -299,7 +300,8 @@ class MarketView:
             calls = np.array([o.is_call for o in opts])
             q = np.array([self.dividend_yield(o.underlying) for o in opts])
             with np.errstate(invalid="ignore", divide="ignore"):
-                g = bsm.greeks(calls, spots[idx], k, np.maximum(t, 1e-9), self.rate, q, iv[idx])
+                g = bsm.greeks(calls, spots[idx], k, np.maximum(t, 1e-9), self.rate, q, iv[idx],
+                               outputs=("delta", "gamma", "vega", "theta", "price"))
             sub = np.vstack([g.delta, g.gamma, g.vega, g.theta, g.price]).astype(float)
             expired_greeks(sub, calls, spots[idx], k, t)
             table[:, idx] = sub

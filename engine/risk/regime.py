@@ -1,6 +1,6 @@
 """Market regime detection: the VIX-rule classifier and a statistical (Gaussian mixture) detector.
 
-Rule-based (reference/trading-rules.md), on VIX level, VIX rank (252-day, 0..1) and HV/IV (20-day realized vol
+Rule-based (docs/trading-rules.md), on VIX level, VIX rank (252-day, 0..1) and HV/IV (20-day realized vol
 ÷ VIX/100):
 - ``low_vol``: VIX < 15 and rank < 0.30
 - ``high_vol``: VIX > 25 or rank > 0.80

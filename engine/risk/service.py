@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,7 +114,7 @@ class RiskService:
             cfg = self.risk.config
             var = delta_gamma_var(book, self.covariance_for(book.underlyings), cfg.var_confidence,
                                   cfg.var_horizon_days).to_dict()
-        snap = {"as_of": datetime.now(UTC).isoformat(), "greeks": self.greeks(), "var": var, "regime": self.regime,
+        snap = {"as_of": self._now().isoformat(), "greeks": self.greeks(), "var": var, "regime": self.regime,
                 "state": self.kill_switch.state.value, "level": self.risk.profile.level,
                 "missing": list(book.missing)}
         self.kill_switch.store.kv.set(KV_SNAPSHOT, snap)
@@ -235,7 +235,7 @@ class RiskService:
         return self.risk.breaches()
 
     def _now(self) -> datetime:
-        return self.risk.now() if self.risk.now else datetime.now(UTC)
+        return self.risk.now()
 
     def _book(self, underlying: str | None = None, order: Order | None = None) -> tuple[Any, str]:
         now = self._now()

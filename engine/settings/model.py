@@ -24,7 +24,7 @@ class GeneralSettings(BaseModel):
     theme: Literal["dark", "light"] = "dark"
     start_mode: Literal["paper"] = Field("paper", description="The app always starts in paper mode; live is opt-in.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    seed: int = Field(7, description="Seed of the simulated market.")
+    seed: int = Field(7, ge=0, description="Seed of the simulated market (numpy seeds are non-negative).")
     ui_refresh_hz: float = Field(10.0, gt=0.5, le=60.0, description="How often the GUI repaints coalesced events.")
 
 

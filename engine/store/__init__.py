@@ -1,6 +1,6 @@
 """SQLite store (WAL, ordered migrations, repositories)."""
 
-from engine.store.database import Store, StoreError, utc_iso
+from engine.store.database import SchemaTooNewError, Store, StoreError, utc_iso
 from engine.store.migrations import MIGRATIONS, Migration, ordered_migrations
 
-__all__ = ["MIGRATIONS", "Migration", "Store", "StoreError", "ordered_migrations", "utc_iso"]
+__all__ = ["MIGRATIONS", "Migration", "SchemaTooNewError", "Store", "StoreError", "ordered_migrations", "utc_iso"]

@@ -8,6 +8,7 @@ a process killed at any point leaves a consistent database.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.clock import Clock, WallClock
 from engine.store.migrations import Migration, ordered_migrations
 from engine.store.repositories import (
     AuditRepository,
@@ -27,19 +29,37 @@ from engine.store.repositories import (
 
 
 class StoreError(RuntimeError):
-    pass
+    """The database cannot be used; the message names the file and what to do (shown to the user as is)."""
 
 
-def utc_iso(ts: datetime | None = None) -> str:
-    return (ts or datetime.now(UTC)).astimezone(UTC).isoformat()
+class SchemaTooNewError(StoreError):
+    """The database was written by a newer release: its tables may have columns this release does not fill
+    (the first order would fail with IntegrityError), so it is refused before anything reads or writes it."""
+
+    def __init__(self, path: Path | None, db_version: int, latest: int, unknown: list[int]) -> None:
+        self.db_version, self.latest, self.unknown = db_version, latest, unknown
+        extra = "" if unknown == [db_version] else f" (unknown migrations {', '.join(map(str, unknown))})"
+        super().__init__(
+            f"database {path} is at schema version {db_version}{extra}, from a newer Optiondesk release; this "
+            f"release knows schema versions up to {latest}. Open it with the newer release, or move the file "
+            "aside to start a new database.")
+
+
+def utc_iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat()
 
 
 class Store:
-    """Owns the SQLite connection. Use from the engine's loop thread (check_same_thread guards it)."""
+    """Owns the SQLite connection. Use from the engine's loop thread (check_same_thread guards it).
 
-    def __init__(self, conn: sqlite3.Connection, path: Path | None) -> None:
+    ``clock`` stamps the rows written without an explicit time (order events, audit, kv): the engine
+    opens its store with the engine clock, so a simulated session's records carry simulated time. A
+    store opened by a tool beside the engine (``optiondesk kill``, ``risk``) has only the wall clock."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path | None, clock: Clock | None = None) -> None:
         self.conn = conn
         self.path = path
+        self.clock: Clock = clock if clock is not None else WallClock()
         self._db: Any = None
         self._lock = threading.RLock()
         self._depth = 0
@@ -61,24 +81,68 @@ class Store:
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path, *, migrate: bool = True, target_version: int | None = None) -> Store:
+    def open(cls, path: str | Path, *, migrate: bool = True, target_version: int | None = None,
+             clock: Clock | None = None) -> Store:
         """Open (creating the file and parent folder if needed) and migrate to ``target_version`` (default: latest)."""
         p = Path(path)
-        if str(p) != ":memory:":
-            p.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(p), timeout=10.0, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        if str(p) != ":memory:":
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"could not enable WAL on {p} (journal_mode={mode})")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=10000")
-        store = cls(conn, None if str(p) == ":memory:" else p)
-        if migrate:
-            store.migrate(target_version)
+        memory = str(p) == ":memory:"
+        if not memory:
+            if p.is_dir():
+                raise StoreError(f"database {p} is a folder, not a file: move it aside or choose another path")
+            if p.exists() and not p.is_file():
+                raise StoreError(f"database {p} is not a regular file (a pipe or device?)")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder of database {p}: {exc}") from exc
+        try:
+            conn = sqlite3.connect(str(p), timeout=10.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(_describe_sqlite_error(p, exc)) from exc
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            store = cls(conn, None if memory else p, clock)
+            store._check_usable(check_writable=not memory)
+            if not memory:
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(f"could not enable WAL on {p} (journal_mode={mode})")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if migrate:
+                store.migrate(target_version)
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(_describe_sqlite_error(p, exc)) from exc
         return store
+
+    def _check_usable(self, *, check_writable: bool) -> None:
+        """Refuse, before any migration writes to it, a file that is not ours or is from a newer release,
+        and one we cannot write (SQLite opens an unwritable file read-only without a word; the first
+        order would then fail instead of the start)."""
+        tables = {str(r[0]) for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")}
+        if tables and "schema_version" not in tables:
+            shown = ", ".join(sorted(tables)[:8]) + (", …" if len(tables) > 8 else "")
+            raise StoreError(f"database {self.path} is an SQLite file but not an Optiondesk database (it has "
+                             f"tables {shown} and no schema_version): choose another file or move it aside")
+        if "schema_version" in tables:
+            applied = {int(r[0]) for r in self.conn.execute("SELECT version FROM schema_version")}
+            unknown = sorted(applied - {m.version for m in ordered_migrations()})
+            if unknown:
+                raise SchemaTooNewError(self.path, max(applied), self.latest_version(), unknown)
+        # access(2) sees what a write would meet (mode bits for a user, the immutable flag even for root, a
+        # read-only mount) without writing: a probe write would cost a WAL checkpoint (~15 ms) at every close
+        if check_writable and self.path is not None and self.path.exists() and not os.access(self.path, os.W_OK):
+            raise StoreError(f"database {self.path} is read-only: make the file writable (every order step is "
+                             "written to it)")
+
+    def now(self) -> datetime:
+        return self.clock.now()
 
     def close(self) -> None:
         try:
@@ -103,7 +167,10 @@ class Store:
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (SQLITE_FULL, IOERR, NOMEM): a second ROLLBACK would
+                # replace "database or disk is full" with "cannot rollback - no transaction is active"
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
                 raise
             else:
                 self.conn.execute("COMMIT")
@@ -169,7 +236,7 @@ class Store:
             else:
                 m.apply(self.conn)
             self.conn.execute(
-                "INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)", (m.version, m.name, utc_iso())
+                "INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)", (m.version, m.name, utc_iso(self.now()))
             )
         except BaseException as exc:
             self.conn.execute("ROLLBACK")
@@ -178,6 +245,23 @@ class Store:
 
     def integrity_check(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _describe_sqlite_error(path: Path | str, exc: sqlite3.Error) -> str:
+    """One sentence for the user: SQLite's own words are accurate but do not say which file or what to do."""
+    name = str(getattr(exc, "sqlite_errorname", ""))
+    text = str(exc)
+    if name == "SQLITE_NOTADB" or "file is not a database" in text:
+        return f"{path} is not an SQLite database ({text}): move it aside to start a new database"
+    if name == "SQLITE_CORRUPT" or "malformed" in text:
+        return f"database {path} is damaged ({text}): restore a backup, or move it aside to start a new one"
+    if name.startswith("SQLITE_READONLY") or "readonly" in text:
+        return f"database {path} is read-only ({text}): make the file and its folder writable"
+    if name.startswith("SQLITE_CANTOPEN") or "unable to open" in text:
+        return f"cannot open database {path} ({text}): check that its folder exists and is writable"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return f"database {path} is locked by another process ({text})"
+    return f"database {path}: {text}"
 
 
 def _split_sql(script: str) -> list[str]:

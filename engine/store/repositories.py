@@ -140,7 +140,7 @@ class OrderRepository:
                      ts: datetime | None = None) -> None:
         self._s.execute(
             "INSERT INTO order_events(order_id, ts, status, detail) VALUES (?,?,?,?)",
-            (order_id, _iso(ts or datetime.now(UTC)), str(getattr(status, "value", status)),
+            (order_id, _iso(ts or self._s.now()), str(getattr(status, "value", status)),
              json.dumps(detail or {}, default=str, sort_keys=True)),
         )
 
@@ -224,7 +224,7 @@ class AuditRepository:
     def record(self, actor: str, action: str, detail: dict[str, Any] | None = None, ts: datetime | None = None) -> None:
         self._s.execute(
             "INSERT INTO audit(ts, actor, action, detail) VALUES (?,?,?,?)",
-            (_iso(ts or datetime.now(UTC)), actor, action, json.dumps(detail or {}, default=str, sort_keys=True)),
+            (_iso(ts or self._s.now()), actor, action, json.dumps(detail or {}, default=str, sort_keys=True)),
         )
 
     def list(self, action: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -249,7 +249,7 @@ class KeyValueRepository:
     def set(self, key: str, value: Any) -> None:
         self._s.execute(
             "INSERT INTO kv(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
-            (key, json.dumps(value, default=str, sort_keys=True), datetime.now(UTC).isoformat()),
+            (key, json.dumps(value, default=str, sort_keys=True), _iso(self._s.now())),
         )
 
     def delete(self, key: str) -> None:

@@ -8,7 +8,6 @@ arbitrage checks found and repaired, and why quotes were dropped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import date
 
@@ -71,7 +70,9 @@ def _cmd_surface(args: argparse.Namespace) -> int:
         "dropped": fit.ivs.reason_counts(),
     }
     if args.json:
-        print(json.dumps(report, indent=2, default=lambda x: None if x != x else x))
+        from engine.cli_errors import dumps_json
+
+        print(dumps_json(report, indent=2))  # NaN (a failed fit) becomes null: valid JSON
         return 0
     print(f"{sym} spot {fit.spot:.2f} at {fit.ts:%Y-%m-%d %H:%M} UTC — {len(fit.fitted_slices())} of "
           f"{len(fit.slices)} expiries fitted in {fit.elapsed_ms:.0f} ms")

@@ -25,8 +25,10 @@ def fast_settings():
     tests exercise."""
     from engine.settings import Settings
 
+    from tests.sim_start import pinned_settings
+
     s = Settings()
-    return s.model_copy(update={"surface": s.surface.model_copy(update={"executor": "thread"})})
+    return pinned_settings(s.model_copy(update={"surface": s.surface.model_copy(update={"executor": "thread"})}))
 
 
 def engine_config(home, **kw):

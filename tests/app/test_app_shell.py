@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui
 
 from tests.qt_fixtures import run_async
+from tests.sim_start import SIM_START
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +64,8 @@ def test_app_starts_and_quits_cleanly_20_times_on_one_loop(qtbot, async_cleanup,
 
 def test_python_m_app_opens_and_closes_cleanly_in_a_subprocess(tmp_path):
     env = {"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    (tmp_path / "home" / "config").mkdir(parents=True)  # the simulated market opens on SIM_START, not today
+    (tmp_path / "home" / "config" / "settings.toml").write_text(f'[simulator]\nstart = "{SIM_START}"\n')
     out = subprocess.run(
         [sys.executable, "-m", "app", "--home", str(tmp_path / "home"), "--seconds", "1.5"],
         cwd=ROOT, capture_output=True, text=True, timeout=90, env=env,
@@ -96,7 +99,8 @@ def test_status_bar_shows_paper_mode_and_the_engine_clock(window, qtbot):
     assert window.status_mode.text() == "mode = PAPER"
     assert window.windowTitle() == "Optiondesk — PAPER"
     assert not window.banner_bar.isVisible()
-    qtbot.waitUntil(lambda: window.status_clock.text().startswith("clock 20"), timeout=5000)
+    qtbot.waitUntil(lambda: window.status_clock.text().startswith("simulated "), timeout=5000)
+    assert " 2026 " in window.status_clock.text()  # the engine's (simulated) time, New York time, zone named
 
 
 def test_layout_is_saved_and_restored(qtbot, engine, qsettings):

@@ -16,10 +16,11 @@ from engine.settings import Settings
 from tests.brokers.conftest import wait_until
 from tests.brokers.fakes.tastytrade_server import ACCOUNT, PROVIDER_SECRET, REFRESH_TOKEN, FakeTastytrade
 from tests.brokers.fakes.tws_server import FakeTws
+from tests.sim_start import pinned_settings
 
 
 def _settings(brokers: BrokersConfig) -> Settings:
-    return Settings(brokers=brokers)
+    return pinned_settings(Settings(brokers=brokers))
 
 
 def _credentials() -> CredentialStore:

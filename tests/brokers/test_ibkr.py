@@ -252,7 +252,7 @@ async def test_silent_after_connect_calls_time_out_and_open_the_breaker(broker, 
         await broker.preview(order)
     broker.arm_live(tws.account)
     with pytest.raises(CircuitOpenError):
-        await broker.submit(order.evolve(account_id=tws.account))
+        await broker.submit(order.evolve(account_id=tws.account, updated_at=order.updated_at))
     tws.silent = False
     await wait_until(lambda: broker.conn.breaker.state is BreakerState.HALF_OPEN, what="breaker half-open")
     assert await broker.conn.call("time", lambda: broker.conn.ib.reqCurrentTimeAsync())

@@ -5,11 +5,15 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from engine.bus import Alert, ClockTicked, Event
 from engine.core import Engine, EngineConfig
 from engine.logging_setup import RedactingFilter, redact, register_sensitive
+from engine.settings import Settings
+from engine.surface.config import SurfaceConfig
+from tests.sim_start import pinned_settings
 
 
 def _run_cli(*args, home):
@@ -87,22 +91,35 @@ def test_redaction_masks_tokens_secrets_and_registered_account_numbers(caplog):
     assert records[0].getMessage() == "token=***"
 
 
-async def test_select_underlying_when_sent_then_the_current_feed_streams_that_window(tmp_path):
+async def test_select_underlying_when_sent_then_the_next_tick_streams_the_whole_window(tmp_path):
     from engine.bus import QuotesUpdated, SelectUnderlying
 
-    async with Engine(EngineConfig.for_directory(tmp_path)) as engine:
-        got = []
-        engine.bus.subscribe(QuotesUpdated, lambda e: got.append(e) if e.underlying == "SPY" else None)
+    settings = pinned_settings(Settings(surface=SurfaceConfig(executor="thread")))
+    async with Engine(EngineConfig.for_directory(tmp_path, settings=settings)) as engine:
+        loop = asyncio.get_running_loop()
+        got: list[tuple[QuotesUpdated, object, object]] = []  # with the chain its rows index and the market's
+
+        def on_quotes(e: QuotesUpdated) -> None:
+            if e.underlying == "SPY":
+                got.append((e, engine.feed.last_chain("SPY"), engine.feed.market.chain("SPY")))
+
+        engine.bus.subscribe(QuotesUpdated, on_quotes)
         expiry = (await engine.feed.expirations("SPY"))[0]
-        await engine.bus.send(SelectUnderlying(symbol="SPY", expiries=(expiry,), strikes=(595.0, 605.0)))
-        for _ in range(300):
-            if got:
-                break
-            await asyncio.sleep(0.02)
-        assert got, "no quotes streamed for the selected window"
-        chain = engine.feed.last_chain("SPY")
-        strikes = chain.strike[got[-1].rows]
-        assert strikes.min() >= 595.0 and strikes.max() <= 605.0
+        spot = engine.feed.last_price("SPY")
+        low, high = round(spot) - 5.0, round(spot) + 5.0
+        deadline = loop.time() + 1.5
+        await engine.bus.send(SelectUnderlying(symbol="SPY", expiries=(expiry,), strikes=(low, high)))
+        # the next tick (10 Hz) publishes the window; at x1 its quotes may not move for seconds, so a
+        # feed that only sent changed rows made a trader wait 6-7 s for a newly selected expiry
+        while not got and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert got, "no quotes for the selected window within 1.5 s"
+        first, chain, market = got[0]
+        in_window = ((chain.strike >= low) & (chain.strike <= high)
+                     & (chain.expiry.astype("datetime64[D]") == np.datetime64(expiry, "D")))
+        assert in_window.sum() >= 10
+        assert set(first.rows.tolist()) == set(np.nonzero(in_window)[0].tolist())  # the whole window, nothing else
+        assert first.bid.tolist() == market.bid[first.rows].tolist()  # the quotes of that instant
 
 
 async def test_run_cpu_when_running_then_computes_in_a_worker_and_after_stop_refuses(tmp_path):

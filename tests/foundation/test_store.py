@@ -69,7 +69,7 @@ def test_orders_round_trip_with_events_fills_positions_kv(tmp_path):
     store = Store.open(tmp_path / "db.sqlite")
     o = _order()
     store.orders.save_with_event(o, {"why": "created"})
-    worked = o.evolve(status=OrderStatus.WORKING, broker_order_id="B1")
+    worked = o.evolve(status=OrderStatus.WORKING, broker_order_id="B1", updated_at=o.created_at)
     store.orders.save_with_event(worked)
     assert store.orders.get("o1") == worked
     assert store.orders.by_client_order_id("c-o1").order_id == "o1"

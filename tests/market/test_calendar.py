@@ -14,12 +14,12 @@ from engine.market.simulated.calendar import (
     vix_expiries,
     weekly_expiries,
 )
-from engine.market.simulated.market import market_calendar
+from engine.market.simulated.market import market_calendar_for
 
 
 @pytest.fixture(scope="module")
 def cal():
-    return market_calendar()
+    return market_calendar_for(date(2026, 11, 23))  # spans the dates below whatever the wall clock
 
 
 def test_market_hours_follow_nyse_holidays_and_early_closes(cal):

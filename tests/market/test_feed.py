@@ -84,6 +84,64 @@ async def test_quote_batches_index_the_published_chain_and_respect_the_window():
     await bus.close()
 
 
+def _window_rows(chain, expiry, low: float, high: float) -> set[int]:
+    inside = (chain.strike >= low) & (chain.strike <= high) & (chain.expiry.astype("datetime64[D]")
+                                                                == np.datetime64(expiry, "D"))
+    return set(np.nonzero(inside)[0].tolist())
+
+
+def _unlimited_quotes_feed(bus: Bus, **kw) -> SimulatedFeed:
+    feed = SimulatedFeed.quickstart(bus, symbols=("SPY",), start=MONDAY, **kw)
+    feed.config.streaming.quotes_per_second = 1_000_000  # the budget is not what these tests measure
+    return feed
+
+
+async def test_a_newly_selected_window_is_published_whole_on_the_next_tick():
+    bus = Bus()
+    feed = _unlimited_quotes_feed(bus)
+    batches: list[QuotesUpdated] = []
+    bus.subscribe(QuotesUpdated, batches.append)
+    feed.step_to(feed.market.now + timedelta(seconds=1))  # the first chain
+    chain = feed.last_chain("SPY")
+    expiries = await feed.expirations("SPY")
+    spot = round(feed.market.spot("SPY"))
+    await feed.subscribe("SPY", expiries[:1], (spot - 5.0, spot + 5.0))
+    feed.step_to(feed.market.now + timedelta(milliseconds=100))  # one tick at x1: hardly a quote moves
+    assert len(batches) == 1
+    want = _window_rows(chain, expiries[0], spot - 5.0, spot + 5.0)
+    assert len(want) >= 10 and set(batches[0].rows.tolist()) == want
+    assert batches[0].bid.tolist() == feed.market.chain("SPY").bid[batches[0].rows].tolist()
+
+    # the trader picks another expiry: that window arrives whole on the next tick too
+    await feed.subscribe("SPY", expiries[2:3], (spot - 5.0, spot + 5.0))
+    feed.step_to(feed.market.now + timedelta(milliseconds=100))
+    assert set(batches[-1].rows.tolist()) == _window_rows(chain, expiries[2], spot - 5.0, spot + 5.0)
+    published = feed.quotes_published
+    feed.step_to(feed.market.now + timedelta(milliseconds=100))  # after the snapshot: changed rows only
+    assert feed.quotes_published - published < len(want)
+    await bus.close()
+
+
+async def test_a_new_window_gets_its_quotes_even_on_a_tick_that_republishes_its_chain():
+    bus = Bus()
+    feed = _unlimited_quotes_feed(bus, fast=True)  # fast: every tick republishes every chain
+    order: list[object] = []
+    bus.subscribe(ChainUpdated, order.append)
+    bus.subscribe(QuotesUpdated, order.append)
+    feed.step_to(feed.market.now + timedelta(seconds=1))
+    expiry = (await feed.expirations("SPY"))[1]
+    await feed.subscribe("SPY", [expiry])
+    order.clear()
+    feed.step_to(feed.market.now + timedelta(seconds=60))
+    assert [type(e) for e in order] == [ChainUpdated, QuotesUpdated]  # rows index the chain just sent
+    chain, quotes = order
+    assert set(quotes.rows.tolist()) == _window_rows(chain.chain, expiry, 0.0, 1e9)
+    order.clear()
+    feed.step_to(feed.market.now + timedelta(seconds=60))
+    assert [type(e) for e in order] == [ChainUpdated]  # later chain ticks carry the quotes themselves
+    await bus.close()
+
+
 async def test_requests_for_unknown_symbols_fail_clearly():
     bus = Bus()
     feed = SimulatedFeed.quickstart(bus, symbols=("SPY",), start=MONDAY)
@@ -134,7 +192,7 @@ async def test_restart_resumes_the_simulated_market_where_it_stopped(tmp_path):
     assert set(again.market.chain("SPY").symbol) == set(saved_chain.symbol)
     again.step_to(again.market.now + timedelta(minutes=10))
     np.testing.assert_allclose(again.market.chain("SPY").spot, expected.spot, rtol=1e-12)
-    other = SimulatedFeed(Bus(), feed.config.model_copy(update={"seed": 99}), store=store)
+    other = SimulatedFeed(Bus(), feed.config.model_copy(update={"seed": 99, "start": MONDAY.isoformat()}), store=store)
     assert not other.resumed  # a different world starts afresh
     await bus.close()
     store.close()

@@ -44,8 +44,9 @@ def spy_chain(spot: float = SPOT, half_spread: float = 0.05) -> OptionChain:
 
 class Harness:
     def __init__(self, path: Path, *, risk_config: RiskConfig | None = None, oms_config: OmsConfig | None = None,
-                 on_persisted=None) -> None:
+                 on_persisted=None, paper_config: PaperConfig | None = None) -> None:
         self.path = path
+        self.paper_config = paper_config or PaperConfig(fees="zero")
         self.risk_config = risk_config or RiskConfig(duplicate_window_s=0.0)
         self.oms_config = oms_config or OmsConfig()
         self.on_persisted = on_persisted
@@ -56,7 +57,7 @@ class Harness:
         self.bus = Bus()
         self.bus.subscribe(Event, self.events.append, name="test:all")
         self.clock = ManualClock(NOW)
-        self.paper = PaperBroker(self.bus, self.store, PaperConfig(fees="zero"), clock=self.clock)
+        self.paper = PaperBroker(self.bus, self.store, self.paper_config, clock=self.clock)
         self.market = MarketView(self.bus, rate=RATE)
         self.portfolio = PortfolioState(self.bus)
         self.kill_switch = KillSwitch(self.store, self.bus, self.risk_config)

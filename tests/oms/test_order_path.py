@@ -296,8 +296,8 @@ async def test_submit_when_broker_call_fails_then_settled_by_reconciliation_not_
     stored = desk.store.orders.get(order.order_id)
     if reached:
         assert stored.status is OrderStatus.WORKING and len(await paper.open_orders()) == 1
-    else:
-        assert stored.status is OrderStatus.REJECTED and "never reached" in stored.reason
+    else:  # no answer is no proof it never arrived: held as unknown (issue 14), never called rejected
+        assert stored.status is OrderStatus.SUBMITTED and stored.reason.startswith("unknown, reconciling")
         assert not await paper.open_orders()
     assert len(desk.store.orders.list()) == 1
 

@@ -77,7 +77,7 @@ async def _enter(h, entry, intent, working):
         await h.bus.send(ReplaceOrder(order_id=working.order_id, limit_price=working.limit_price + Decimal("0.05")))
     except ValueError as exc:
         assert "HALTED" in str(exc)
-        return h.oms.order(working.order_id).evolve(status=OrderStatus.DENIED)
+        return h.oms.order(working.order_id).evolve(status=OrderStatus.DENIED, updated_at=h.oms.now())
     raise AssertionError("replace passed while HALTED")
 
 

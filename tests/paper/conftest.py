@@ -12,7 +12,7 @@ import pytest
 
 from engine.brokers.paper_config import PaperConfig
 from engine.brokers.paper_exchange import PaperExchange
-from engine.market.simulated.market import market_calendar
+from engine.market.simulated.market import market_calendar_for
 from engine.model import (
     ExerciseStyle,
     Leg,
@@ -75,7 +75,7 @@ class Market:
 
 @pytest.fixture
 def exchange() -> PaperExchange:
-    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar())
+    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar_for(NOW.date()))
     ex.on_chain(xyz_chain(), NOW)
     ex.on_underlying("XYZ", 100.0, NOW, 99.99, 100.01)
     return ex

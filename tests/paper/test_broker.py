@@ -21,8 +21,9 @@ from engine.bus.events import (
     OrderRejected,
     PositionChanged,
 )
+from engine.clock import ManualClock
 from engine.market.simulated import SimulatedFeed
-from engine.market.simulated.market import market_calendar
+from engine.market.simulated.market import market_calendar_for
 from engine.model import OrderType
 from engine.store import Store
 
@@ -39,11 +40,9 @@ class Recorder:
 
 
 def _broker(bus: Bus, store: Store, **cfg) -> PaperBroker:
-    from engine.clock import ManualClock
-
     config = PaperConfig(fees="tastytrade", **cfg)
     return PaperBroker(bus, store, config, clock=ManualClock(NOW),
-                       exchange=PaperExchange(config, calendar=market_calendar()))
+                       exchange=PaperExchange(config, calendar=market_calendar_for(NOW.date())))
 
 
 async def test_orders_publish_events_and_survive_a_restart(tmp_path):
@@ -165,7 +164,7 @@ async def test_reset_starts_over_without_reusing_ids(tmp_path):
     bus = Bus()
     rec = Recorder(bus)
     store = Store.open(tmp_path / "r.sqlite")
-    broker = PaperBroker(bus, store, PaperConfig(fees="zero"))
+    broker = PaperBroker(bus, store, PaperConfig(fees="zero"), clock=ManualClock(NOW))  # XYZ expires 18 Dec 2026
     await broker.connect()
     bus.publish(ChainUpdated(chain=xyz_chain()))
     await broker.submit(order([(opt(100), "buy", 1)], price="1.60"))
@@ -174,7 +173,7 @@ async def test_reset_starts_over_without_reusing_ids(tmp_path):
     assert (await broker.account()).cash == Decimal(100000) and not await broker.positions()
     assert store.positions.list("PAPER") == [] and await broker.fills() == []
     await broker.disconnect()
-    again = PaperBroker(bus, store, PaperConfig(fees="zero"))
+    again = PaperBroker(bus, store, PaperConfig(fees="zero"), clock=ManualClock(NOW))
     await again.connect()  # the reset account is what resumes
     bus.publish(ChainUpdated(chain=xyz_chain()))
     await again.submit(order([(opt(100), "buy", 1)], price="1.60"))

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from engine.brokers.paper_config import PaperConfig
 from engine.brokers.paper_exchange import PaperExchange
-from engine.market.simulated.market import market_calendar
+from engine.market.simulated.market import market_calendar_for
 from engine.model import Option, OrderType, Settlement
 
 from .conftest import EXP, NOW, opt, order, spx_chain, xyz_chain
@@ -46,7 +46,7 @@ def test_less_than_a_penny_in_the_money_expires_worthless(exchange):
 
 
 def test_index_options_cash_settle_am_at_the_opening_print_and_pm_at_the_close():
-    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar())
+    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar_for(NOW.date()))
     ex.on_chain(spx_chain(6000.0, NOW, EXP), NOW)
     am = Option(root="SPX", expiry=EXP, strike=Decimal(6000), right="C", underlying="SPX")  # terms from the chain
     pm = Option(root="SPXW", expiry=EXP, strike=Decimal(6000), right="C", underlying="SPX")
@@ -77,7 +77,7 @@ def test_backtester_can_pass_settlement_prices(exchange):
 
 def test_early_assignment_of_deep_itm_short_calls_before_a_dividend_is_flagged():
     ex = PaperExchange(PaperConfig(fees="zero", early_assignment=True, check_buying_power=False),
-                       calendar=market_calendar())
+                       calendar=market_calendar_for(NOW.date()))
     quotes = {(95, "C"): (15.00, 15.10), (105, "C"): (6.50, 6.60)}
     ex.on_chain(xyz_chain(quotes, spot=110.0), NOW)
     ex.on_underlying("XYZ", 110.0, NOW)
@@ -88,5 +88,5 @@ def test_early_assignment_of_deep_itm_short_calls_before_a_dividend_is_flagged()
     assert {f.kind for f in fills} == {"early_assignment"}
     assert opt(95).key not in ex.positions and ex.positions[opt(105).key].quantity == -1
     assert ex.positions["XYZ"].quantity == -100
-    off = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar())
+    off = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar_for(NOW.date()))
     assert off.early_assignments("XYZ", 0.50, NOW) == []

@@ -10,7 +10,7 @@ from engine.brokers.fees import OrderFeeTracker, fee_schedule
 from engine.brokers.margin import OptionHolding, defined_risk, naked_requirement, option_requirement
 from engine.brokers.paper_config import PaperConfig
 from engine.brokers.paper_exchange import PaperExchange
-from engine.market.simulated.market import market_calendar
+from engine.market.simulated.market import market_calendar_for
 from engine.model import Equity
 
 from .conftest import NOW, opt, order, xyz_chain
@@ -44,7 +44,7 @@ def test_ibkr_fixed_tiers_and_order_minimum():
 
 
 def test_fees_land_in_the_fill_and_the_cash():
-    ex = PaperExchange(PaperConfig(fees="tastytrade"), calendar=market_calendar())
+    ex = PaperExchange(PaperConfig(fees="tastytrade"), calendar=market_calendar_for(NOW.date()))
     ex.on_chain(xyz_chain(), NOW)
     fill = ex.submit(order([(opt(100), "buy", 1)], qty=2, price="1.60"))[-1].fills[0]
     assert fill.fee == D("2.26")  # $2 commission + $0.20 clearing + $0.06 ORF/OCC
@@ -77,7 +77,7 @@ def test_naked_shorts_use_the_reg_t_formula():
 
 
 def test_buying_power_falls_by_max_loss_minus_credit():
-    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar())
+    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar_for(NOW.date()))
     ex.on_chain(xyz_chain({(95, "P"): (0.60, 0.70), (100, "P"): (2.40, 2.50)}), NOW)
     ex.on_underlying("XYZ", 100.0, NOW)
     before = ex.buying_power()

@@ -10,7 +10,7 @@ import pytest
 
 from engine.brokers.paper_config import PaperConfig, SlippageConfig
 from engine.brokers.paper_exchange import PaperExchange
-from engine.market.simulated.market import market_calendar
+from engine.market.simulated.market import market_calendar_for
 from engine.model import Equity, Index, OrderStatus, OrderType, TimeInForce
 
 from .conftest import NOW, opt, order, xyz_chain
@@ -44,14 +44,14 @@ def test_market_sell_fills_at_the_bid_and_opens_a_short(exchange):
 
 def test_slippage_in_ticks_is_paid_but_never_past_the_limit():
     ex = PaperExchange(PaperConfig(fees="zero", slippage=SlippageConfig(model="ticks", value=2)),
-                       calendar=market_calendar())
+                       calendar=market_calendar_for(NOW.date()))
     ex.on_chain(xyz_chain(), NOW)
     filled = ex.submit(order([(opt(100), "buy", 1)], price="2.00"))[-1]
     assert filled.fills[0].price == Decimal("1.6200")
     capped = ex.submit(order([(opt(105), "buy", 1)], price="1.61"))[-1]
     assert capped.fills[0].price == Decimal("1.6100")
     pct = PaperExchange(PaperConfig(fees="zero", slippage=SlippageConfig(model="percent", value=0.1)),
-                        calendar=market_calendar())
+                        calendar=market_calendar_for(NOW.date()))
     pct.on_chain(xyz_chain(), NOW)
     sold = pct.submit(order([(opt(100), "sell", 1)], price=None, kind=OrderType.MARKET))[-1]
     assert sold.fills[0].price == Decimal("1.4985")  # bid × 0.999
@@ -67,7 +67,7 @@ def test_resting_limit_fills_at_its_limit_when_the_market_crosses(exchange, mark
 
 
 def test_partial_fills_take_the_displayed_size():
-    ex = PaperExchange(PaperConfig(fees="zero", partial_fills=True), calendar=market_calendar())
+    ex = PaperExchange(PaperConfig(fees="zero", partial_fills=True), calendar=market_calendar_for(NOW.date()))
     ex.on_chain(xyz_chain(size=3), NOW)
     reports = ex.submit(order([(opt(100), "buy", 1)], qty=5, price="1.60"))
     assert reports[-1].kind == "partially_filled" and reports[-1].fills[0].quantity == 3
@@ -179,7 +179,7 @@ def test_row_and_single_quote_updates_match_resting_orders(exchange):
 def test_day_orders_survive_the_night_only_if_placed_after_the_close():
     from datetime import UTC, datetime
 
-    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar())
+    ex = PaperExchange(PaperConfig(fees="zero"), calendar=market_calendar_for(NOW.date()))
     evening = datetime(2026, 11, 23, 22, 0, tzinfo=UTC)  # Monday 17:00 New York, after the close
     ex.on_chain(xyz_chain(ts=evening), evening)
     day_before = order([(opt(100), "buy", 1)], price="1.00", now=NOW)  # Monday 10:00: its session has closed

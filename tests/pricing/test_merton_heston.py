@@ -90,7 +90,10 @@ def test_heston_calibration_recovers_parameters_of_noise_free_quotes():
     np.testing.assert_allclose(fit.params.as_array(), true.as_array(), rtol=1e-3, atol=1e-4)
     assert fit.rmse_vol < 1e-5 and fit.success
     assert fit.feller == true.feller is False  # 2·2·0.06 = 0.24 < 0.36
-    assert fit.n_quotes == K.size
+    # the 14-day 30 %-OTM call is worth 2.8e-13 (QuantLib at 1e-14): within the pricer's ~1e-10 absolute error
+    # it may come out at or below zero, has no implied vol, and is dropped as a quote without one would be
+    valid = np.isfinite(bsm.implied_vol(quotes, is_call, 100.0, K, T, 0.03, 0.01))
+    assert fit.n_quotes == valid.sum() >= K.size - 1
 
 
 def test_heston_feller_flag_and_bad_parameters():

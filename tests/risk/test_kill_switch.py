@@ -99,7 +99,7 @@ async def test_daily_loss_when_account_update_breaches_then_trips(store):
     from engine.risk.engine import RiskEngine
 
     bus = Bus()
-    risk = RiskEngine()
+    risk = RiskEngine(now=bus.clock.now)
     ks = KillSwitch(store, bus)
     ks.watch(risk)
     bus.publish(AccountUpdated(account=AccountSnapshot("A", Decimal(100_000), Decimal(100_000), Decimal(100_000),

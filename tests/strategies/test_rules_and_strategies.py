@@ -185,7 +185,7 @@ def test_denied_open_order_then_trade_forgotten_and_strategy_can_try_again():
     s = strategies.create("iv_rank_put_spread")
     ctx = Ctx(NOW)
     [intent] = s.on_chain(ctx, spy_chain())
-    s.on_order(ctx, _order_from(intent, OrderStatus.DENIED).evolve(filled_quantity=0))
+    s.on_order(ctx, _order_from(intent, OrderStatus.DENIED).evolve(filled_quantity=0, updated_at=NOW))
     assert s.active_trades() == []
     assert len(s.on_chain(ctx, spy_chain())) == 1
 

@@ -20,9 +20,10 @@ def _settings(**oms):
     from engine.oms.config import OmsConfig
     from engine.settings import Settings
     from engine.surface.config import SurfaceConfig
+    from tests.sim_start import pinned_settings
 
     # thread executor for the surface service: no process spawn per test
-    return Settings(surface=SurfaceConfig(executor="thread"), oms=OmsConfig(**oms))
+    return pinned_settings(Settings(surface=SurfaceConfig(executor="thread"), oms=OmsConfig(**oms)))
 
 
 def _start_engine(qtbot, tmp_path, **oms):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.clock import WallClock
 from engine.model.instruments import NEW_YORK
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class MarketCalendar:
     """
 
     def __init__(self, start_year: int | None = None, end_year: int | None = None) -> None:
-        this_year = datetime.now(UTC).year
+        this_year = WallClock().now().year  # the span is around the real present, not a simulated day
         self.start_year = start_year or max(2007, this_year - 19)
         self.end_year = end_year or this_year + 3
         sessions, opens, closes = load_sessions(self.start_year, self.end_year)

@@ -8,7 +8,10 @@ increments (deterministic), and publishes, cache first:
 - ``UnderlyingUpdated`` for every underlying every tick;
 - ``ChainUpdated`` (conflated) per underlying at ``chain_hz``, and whenever the contract layout changes;
 - ``QuotesUpdated`` for subscribed underlyings: the rows whose bid/ask changed since last published,
-  nearest the money first, within the ``quotes_per_second`` budget (rows left over stay pending);
+  nearest the money first, within the ``quotes_per_second`` budget (rows left over stay pending). A
+  newly subscribed window is published whole on the next tick, before any other window and even when
+  its chain is republished on that tick: at ×1 most quotes move less than a tick for seconds, so
+  "changed rows only" would leave a freshly selected expiry without quotes for 6–7 s;
 - ``ExDividendAhead`` at the close before an ex-dividend session (drives early assignment);
 - ``ClockTicked`` last in every tick (market time, open/closed), so closes and expiries see final prices.
 
@@ -76,10 +79,10 @@ class SimClock:
     """The simulated market's clock (``engine.clock.Clock`` protocol): market time, UTC-aware."""
 
     def __init__(self, market: SimulatedMarket) -> None:
-        self._market = market
+        self.market = market  # the feed swaps it when the day restarts or the clock jumps
 
     def now(self) -> datetime:
-        return self._market.now
+        return self.market.now
 
 
 @dataclass
@@ -118,6 +121,10 @@ class SimulatedFeed(Feed):
         self._pub_bid: dict[str, np.ndarray] = {}
         self._pub_ask: dict[str, np.ndarray] = {}
         self._windows: dict[str, _Window] = {}
+        #: underlyings whose window was (re)selected and has not been published yet
+        self._fresh: set[str] = set()
+        #: chain rows owed to a window snapshot (pending beyond the budget); cleared by a chain publish
+        self._owed: dict[str, np.ndarray] = {}
         self._last_chain_wall: dict[str, float] = {}
         self._regime = self.market.regime
         self.ticks = 0
@@ -202,9 +209,12 @@ class SimulatedFeed(Feed):
         if strike_window is not None and not strike_window[0] <= strike_window[1]:
             raise FeedError(f"strike window {strike_window} must be (low, high) with low <= high")
         self._windows[underlying] = _Window(tuple(expiries) if expiries else None, strike_window)
+        self._fresh.add(underlying)
 
     async def unsubscribe(self, underlying: str) -> None:
         self._windows.pop(underlying, None)
+        self._fresh.discard(underlying)
+        self._owed.pop(underlying, None)
 
     def last_chain(self, underlying: str) -> OptionChain | None:
         return self._chains.get(underlying)
@@ -236,6 +246,32 @@ class SimulatedFeed(Feed):
 
     def resume(self) -> None:
         self.paused = False
+
+    # ---- moving the clock by command ----------------------------------------------------------
+    async def restart_day(self) -> datetime:
+        """Back to the open of the current simulated session, replaying its path from the open (the
+        dynamics and their random state as they were at the open). Returns the new market time."""
+        market = await asyncio.to_thread(self.market.restarted_day)  # rebuilds quotes: off the loop
+        self._replace_market(market)
+        return market.now
+
+    async def jump_to(self, when: datetime) -> datetime:
+        """Start the simulated market afresh (same seed and universe) at the session open at or after
+        ``when``; the real-session jump uses it. Returns the new market time."""
+        if when.tzinfo is None:
+            raise ValueError("the time to jump to must be timezone-aware")
+        cal = self.market.calendar
+        market = await asyncio.to_thread(SimulatedMarket, self.config, start=when, calendar=cal)
+        self._replace_market(market)
+        return market.now
+
+    def _replace_market(self, market: SimulatedMarket) -> None:
+        self.market = market
+        self.clock.market = market
+        self._regime = market.regime
+        self._dividends_announced = None
+        self._publish_all(force_chains=True)  # a new listing: every chain goes out in full
+        self.save_state()  # a crash right after the move resumes from the new time
 
     def _check(self, underlying: str) -> None:
         if underlying not in self.market.symbols:
@@ -291,7 +327,6 @@ class SimulatedFeed(Feed):
         last = self._last_publish_wall
         since = wall - last if last is not None else 1.0 / self.config.streaming.tick_hz
         budget = rate * min(max(since, 0.0), 0.5)
-        tried_quotes = False
         spots = m.spots()
         for sym in m.symbols:
             price = spots[sym]
@@ -301,6 +336,7 @@ class SimulatedFeed(Feed):
             else:
                 bus.publish(UnderlyingUpdated(symbol=sym, price=price, bid=round(price - 0.01, 2),
                                               ask=round(price + 0.01, 2)))
+        quoting: list[str] = []
         for sym in m.symbols:
             layout = (m.listing_version, self._live_count(sym))
             # chains of different underlyings are staggered over the period (not all on one tick)
@@ -313,11 +349,24 @@ class SimulatedFeed(Feed):
                 self._layout[sym] = layout
                 self._pub_bid[sym] = chain.bid.copy()
                 self._pub_ask[sym] = chain.ask.copy()
+                self._owed.pop(sym, None)  # the chain carries every row: nothing is owed any more
                 self._last_chain_wall[sym] = wall
                 bus.publish(ChainUpdated(chain=chain))
-            elif sym in self._windows and budget > 0:
-                tried_quotes = True
-                budget -= self._publish_quotes(sym, int(budget))
+                if sym in self._fresh:
+                    quoting.append(sym)  # a new window still gets its QuotesUpdated on this tick
+            elif sym in self._windows:
+                quoting.append(sym)
+        # a window the trader just selected goes first: its snapshot must not wait behind other windows
+        quoting.sort(key=lambda s: s not in self._fresh)
+        tried_quotes = False
+        for sym in quoting:
+            if budget < 1:
+                break
+            if sym in self._fresh:
+                self._fresh.discard(sym)
+                self._owed[sym] = self._window_mask(sym)
+            tried_quotes = True
+            budget -= self._publish_quotes(sym, int(budget))
         if tried_quotes or last is None:
             self._last_publish_wall = wall  # a tick spent on chains carries its quote budget forward
         if not m.is_open and m.now >= m.session_close and self._dividends_announced != m.session:
@@ -347,23 +396,38 @@ class SimulatedFeed(Feed):
         ask = m.quotes.ask[a:b][live]
         pb, pa = self._pub_bid[sym], self._pub_ask[sym]
         changed = (bid != pb) | (ask != pa)
-        win = self._windows[sym]
-        if win.strikes is not None:
-            changed &= (chain.strike >= win.strikes[0]) & (chain.strike <= win.strikes[1])
-        if win.expiries is not None:
-            wanted = np.array([np.datetime64(d, "D") for d in win.expiries])
-            changed &= np.isin(self._expiry_days(chain), wanted)
+        owed = self._owed.get(sym)
+        if owed is not None:
+            changed |= owed
+        changed &= self._window_mask(sym)
         rows = np.nonzero(changed)[0]
         if len(rows) == 0:
+            self._owed.pop(sym, None)
             return 0
         if len(rows) > budget:
             order = np.argsort(np.abs(chain.strike[rows] - m.spot(sym)), kind="stable")
             rows = np.sort(rows[order[:budget]])
         pb[rows] = bid[rows]
         pa[rows] = ask[rows]
+        if owed is not None:
+            owed[rows] = False
+            if not owed.any():
+                del self._owed[sym]
         self.bus.publish(QuotesUpdated(underlying=sym, rows=rows, bid=bid[rows].copy(), ask=ask[rows].copy()))
         self.quotes_published += len(rows)
         return len(rows)
+
+    def _window_mask(self, sym: str) -> np.ndarray:
+        """Rows of the last published chain of ``sym`` inside its subscribed window."""
+        chain = self._chains[sym]
+        inside = np.ones(len(chain.strike), dtype=bool)
+        win = self._windows[sym]
+        if win.strikes is not None:
+            inside &= (chain.strike >= win.strikes[0]) & (chain.strike <= win.strikes[1])
+        if win.expiries is not None:
+            wanted = np.array([np.datetime64(d, "D") for d in win.expiries])
+            inside &= np.isin(self._expiry_days(chain), wanted)
+        return inside
 
     @staticmethod
     def _expiry_days(chain: OptionChain) -> np.ndarray:

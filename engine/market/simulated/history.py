@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.clock import WallClock
 from engine.market.config import SimulatorConfig
 from engine.market.simulated.market import SimulatedMarket, market_calendar_for
 from engine.model import ExerciseStyle, OptionChain, Settlement
@@ -103,7 +104,8 @@ def _sessions_for(start: date | None, years: float | None, days: int | None) -> 
         raise ValueError(f"years must be positive, got {years}")
     if start is None:
         calendar_days = float(years) * 365.25 if years is not None else float(days) * 1.45  # type: ignore[arg-type]
-        start = (datetime.now(UTC) - timedelta(days=calendar_days + 7)).date()
+        # no start given: a history that ends about today (real date), as an imported file would
+        start = (WallClock().now() - timedelta(days=calendar_days + 7)).date()
     n = days if days is not None else round(float(years) * 252)  # type: ignore[arg-type]
     return start, max(n, 1)
 

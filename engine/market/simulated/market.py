@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.clock import WallClock
 from engine.market.config import SimulatorConfig
 from engine.market.simulated.calendar import MarketCalendar, TradingTimeTable, ex_dividend_date
 from engine.market.simulated.dynamics import FactorDynamics, overnight_step_years, session_step_years
@@ -31,8 +32,10 @@ _CAL: dict[tuple[int, int], MarketCalendar] = {}
 
 
 def market_calendar(start_year: int | None = None, end_year: int | None = None) -> MarketCalendar:
-    """A shared :class:`MarketCalendar` (building one takes ~0.5 s, so it is cached)."""
-    now = datetime.now(UTC).year
+    """A shared :class:`MarketCalendar` (building one takes ~0.5 s, so it is cached). The default span
+    is around the real present (wall clock): the calendar must cover today's real sessions whatever
+    simulated day a market runs on."""
+    now = WallClock().now().year
     key = (start_year or max(2007, now - 19), end_year or now + 3)
     cal = _CAL.get(key)
     if cal is None:
@@ -42,7 +45,7 @@ def market_calendar(start_year: int | None = None, end_year: int | None = None) 
 
 def market_calendar_for(d: date, years_after: int = 3) -> MarketCalendar:
     """A shared calendar that covers ``d`` and ``years_after`` years beyond it (listing needs the future)."""
-    now = datetime.now(UTC).year
+    now = WallClock().now().year
     return market_calendar(min(max(2007, now - 19), d.year), max(now + 3, d.year + years_after))
 
 
@@ -85,6 +88,9 @@ class SimulatedMarket:
         self._tt: TradingTimeTable | None = None
         self._force_american = False
         self._reprice(full=True)
+        # a market started inside a session replays from that session's open on a restart
+        self.day_open_state: dict[str, Any] = {**self.state(with_day_open=False), "now": o.isoformat(),
+                                               "stepped_to": o.isoformat()}
 
     # ---- queries ------------------------------------------------------------------------------
     @property
@@ -243,6 +249,7 @@ class SimulatedMarket:
         self._last_full = None
         self._tt = None
         self._trim_marks()
+        self.day_open_state = self.state(with_day_open=False)
 
     def _record_open(self) -> None:
         self.marks[self.session] = SessionMarks(open=self.spots(), close={})
@@ -292,10 +299,12 @@ class SimulatedMarket:
         self._reprice(full=True)
 
     # ---- state --------------------------------------------------------------------------------
-    def state(self) -> dict[str, object]:
-        """Enough to resume the same path later (dynamics incl. RNG, clock, listing, session prices)."""
+    def state(self, *, with_day_open: bool = True) -> dict[str, object]:
+        """Enough to resume the same path later (dynamics incl. RNG, clock, listing, session prices), and
+        the state at this session's open (``day_open``), so a resumed market can still restart its day."""
         marks = self.marks.get(self.session)
-        return {"fingerprint": config_fingerprint(self.config), "session": self.session.isoformat(),
+        extra: dict[str, object] = {"day_open": self.day_open_state} if with_day_open else {}
+        return {**extra, "fingerprint": config_fingerprint(self.config), "session": self.session.isoformat(),
                 "now": self.now.isoformat(), "stepped_to": self._stepped_to.isoformat(),
                 "dynamics": self.dynamics.state(), "strikes": self.listing_book.state(),
                 "open": dict(marks.open) if marks else {}, "close": dict(marks.close) if marks else {}}
@@ -327,6 +336,12 @@ class SimulatedMarket:
         self._tt = None
         self._last_full = None
         self._reprice(full=True)
+        day_open = state.get("day_open")
+        self.day_open_state = dict(day_open) if isinstance(day_open, dict) else self.state(with_day_open=False)
+
+    def restarted_day(self) -> SimulatedMarket:
+        """A new market at this session's open, on the same path: the day replays from its open."""
+        return SimulatedMarket.from_state(self.config, self.day_open_state, calendar=self.calendar)
 
 
 def config_fingerprint(config: SimulatorConfig) -> str:
@@ -351,4 +366,4 @@ def _start_date(start: date | datetime | None, config: SimulatorConfig) -> date:
             return date.fromisoformat(config.start)
         except ValueError:
             raise ValueError(f"simulator start {config.start!r} is not an ISO date (YYYY-MM-DD)") from None
-    return datetime.now(NEW_YORK).date()
+    return WallClock().now().astimezone(NEW_YORK).date()  # no start configured: today's real date

@@ -131,6 +131,10 @@ class FakeTastytrade:
         self.auto_fill = False
         self.hold_pushes = False  # account-streamer pushes are lost (as if sent while the client was away)
         self.order_response_delay = 0.0  # seconds between the order push and the POST /orders response
+        # POST /orders answers this HTTP status (5xx) instead of 201: after placing the order when
+        # ``server_error_after_place`` (the outcome the client cannot know), before placing it otherwise
+        self.server_error_on_place: int | None = None
+        self.server_error_after_place = True
         self.tick_interval = 0.05
         # live connections
         self._http: asyncio.base_events.Server | None = None
@@ -397,6 +401,15 @@ class FakeTastytrade:
         }}
 
     def _place(self, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if self.server_error_on_place is not None:
+            error = self._err(self.server_error_on_place, "internal_error", "Internal server error")
+            if self.server_error_after_place:
+                saved, self.server_error_on_place = self.server_error_on_place, None
+                try:
+                    self._place(body)
+                finally:
+                    self.server_error_on_place = saved
+            return error
         if self.reject_orders_with:
             return 422, {"error": {"code": "preflight_check_failure", "message": "One or more preflight checks failed",
                                    "errors": [{"code": "insufficient_buying_power",

@@ -1,0 +1,208 @@
+"""The kill switch wins under faults (issue 14): compare-and-set trading state, damaged records, the CLI's
+one-line answer. Real SQLite files, real asyncio; the CLI runs in-process on its own connection."""
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+
+from engine.bus import Bus
+from engine.bus.events import Alert
+from engine.instance_lock import InstanceLock
+from engine.risk.cli import register
+from engine.risk.config import RiskConfig
+from engine.risk.kill_switch import KV_STATE, KillSwitch, read_status, reset_in_store, trip_in_store
+from engine.risk.state import TradingState
+from engine.store import Store
+
+
+async def wait_for(pred, timeout=3.0):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+def cli(*argv: str) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers())
+    args = p.parse_args(list(argv))
+    return args.func(args)
+
+
+def write_raw(path, raw: str) -> None:
+    conn = sqlite3.connect(str(path))
+    conn.execute("INSERT INTO kv(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET "
+                 "value=excluded.value", (KV_STATE, raw, "2026-01-05T15:00:00+00:00"))
+    conn.commit()
+    conn.close()
+
+
+@pytest.fixture
+def db(tmp_path):
+    path = tmp_path / "data" / "optiondesk.sqlite"
+    Store.open(path).close()
+    return path
+
+
+# ---- finding 3: compare-and-set; HALTED is left only by an explicit reset ----------------------------------
+async def test_engine_state_change_inside_poll_window_when_cli_halted_then_halted_survives(db):
+    engine_store, cli_store = Store.open(db), Store.open(db)
+    bus = Bus()
+    ks = KillSwitch(engine_store, bus, RiskConfig(kill_switch_poll_s=1.0))  # the engine has not polled yet
+    cancelled = []
+
+    async def cancel_all(reason):
+        cancelled.append(reason)
+        return 5
+
+    ks.bind(cancel_all)
+    ks.set_reducing("breaker:tastytrade", "circuit breaker open")  # the engine writes REDUCING
+    trip_in_store(cli_store, "from the terminal", by="cli")  # the CLI writes HALTED
+    ks.clear_reducing("breaker:tastytrade")  # the breaker closes inside the poll window: must not write ACTIVE
+    ks.set_reducing("breaker:tastytrade", "circuit breaker open again")
+    assert read_status(cli_store).state is TradingState.HALTED
+    assert ks.state is TradingState.HALTED  # the conflict made the engine adopt the CLI's HALTED
+    await wait_for(lambda: cancelled)
+    assert read_status(cli_store).state is TradingState.HALTED and read_status(cli_store).by == "cli"
+    await ks.stop()
+    engine_store.close()
+    cli_store.close()
+
+
+async def test_reset_is_the_only_way_out_of_halted(db):
+    store = Store.open(db)
+    ks = KillSwitch(store, Bus())
+    await ks.trip("test")
+    ks.clear_reducing("anything")
+    ks.set_reducing("breaker:x", "open")
+    assert ks.state is TradingState.HALTED and read_status(store).state is TradingState.HALTED
+    await ks.reset(by="alice", confirmed=True)
+    assert ks.state is TradingState.ACTIVE and read_status(store).state is TradingState.ACTIVE
+    store.close()
+
+
+async def test_cli_kill_when_engine_polls_with_defaults_then_it_acts_within_200_ms(db):
+    store, cli_store = Store.open(db), Store.open(db)
+    acted = asyncio.Event()
+
+    async def cancel_all(reason):
+        acted.set()
+        return 0
+
+    ks = KillSwitch(store, Bus())  # default poll interval
+    ks.bind(cancel_all)
+    await ks.start()
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    for _ in range(3):  # worst case over a few phases of the poll
+        acted.clear()
+        t0 = loop.time()
+        trip_in_store(cli_store, "now", by="cli")
+        await asyncio.wait_for(acted.wait(), 1.0)
+        assert loop.time() - t0 < 0.2
+        reset_in_store(cli_store)
+        await wait_for(lambda: ks.state is TradingState.ACTIVE)
+        await asyncio.sleep(0.037)
+    await ks.stop()
+    store.close()
+    cli_store.close()
+
+
+# ---- finding 7: a damaged record means HALTED, with an alert naming it ---------------------------------------
+BAD_RECORDS = ["{not json", "{}", "null", "[]", "0", '""', "false",
+               json.dumps({"state": "ACTIVE", "seq": "x"}), json.dumps({"state": "ACTIVE", "seq": True}),
+               json.dumps({"state": "BOGUS", "seq": 1}), json.dumps({"state": "ACTIVE", "seq": 1, "flatten": "no"})]
+
+
+@pytest.mark.parametrize("raw", BAD_RECORDS)
+async def test_damaged_state_record_when_read_then_halted_with_an_alert_naming_it(db, raw):
+    write_raw(db, raw)
+    store = Store.open(db)
+    status = read_status(store)
+    assert status.state is TradingState.HALTED and KV_STATE in status.reason
+    bus = Bus()
+    alerts = []
+    bus.subscribe(Alert, alerts.append)
+    ks = KillSwitch(store, bus)
+    assert ks.state is TradingState.HALTED
+    await ks.start()
+    await wait_for(lambda: any(KV_STATE in a.message for a in alerts))
+    await ks.stop()
+    store.close()
+
+
+async def test_damaged_record_appearing_while_running_then_engine_halts(db):
+    store = Store.open(db)
+    bus = Bus()
+    ks = KillSwitch(store, bus, RiskConfig(kill_switch_poll_s=0.05))
+    await ks.start()
+    assert ks.state is TradingState.ACTIVE
+    write_raw(db, "{broken")
+    await wait_for(lambda: ks.state is TradingState.HALTED)
+    assert KV_STATE in ks.status.reason
+    await ks.stop()
+    store.close()
+
+
+@pytest.mark.parametrize("raw", ["{not json", "null", json.dumps({"state": "ACTIVE", "seq": "x"})])
+def test_cli_kill_when_record_damaged_then_trips_and_says_so(db, raw, capsys):
+    write_raw(db, raw)
+    assert cli("kill", "--db", str(db), "--reason", "fix it") == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("HALTED")
+    store = Store.open(db)
+    assert read_status(store).state is TradingState.HALTED and read_status(store).reason == "fix it"
+    store.close()
+    assert cli("risk", "--db", str(db)) == 0
+
+
+def test_cli_risk_when_record_damaged_then_reports_halted(db, capsys):
+    write_raw(db, "[]")
+    assert cli("risk", "--db", str(db)) == 0
+    assert "Trading state: HALTED" in capsys.readouterr().out
+
+
+# ---- finding 1 (CLI side): a full disk gives one line, not a traceback ---------------------------------------
+def test_cli_kill_when_disk_full_then_one_line_and_exit_1():
+    from engine.risk.cli import kill_command
+    from tests.small_disk import small_disk
+
+    with small_disk() as disk:
+        db = disk.path / "optiondesk.sqlite"
+        store = Store.open(db)
+        disk.fill()
+        code, line = kill_command(store, reason="full", flatten=False, data_dir=db.parent)
+        store.close()
+    assert code == 1
+    assert "\n" not in line and line.startswith("NOT HALTED") and "full" in line
+
+
+# ---- finding 5 (CLI side): what happens to a flatten request -------------------------------------------------
+def test_cli_kill_flatten_when_no_engine_runs_then_says_flatten_runs_at_next_start(db, capsys):
+    assert cli("kill", "--db", str(db), "--flatten") == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "flatten will run when the engine next starts" in last
+    store = Store.open(db)
+    raw = json.loads(store.query("SELECT value FROM kv WHERE key=?", (KV_STATE,))[0][0])
+    assert raw["flatten"] is True and raw["state"] == "HALTED"
+    store.close()
+
+
+def test_cli_kill_when_engine_holds_the_lock_then_names_its_pid(db, capsys):
+    import os
+
+    lock = InstanceLock(db.parent)
+    lock.acquire()
+    try:
+        assert cli("kill", "--db", str(db), "--flatten") == 0
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert f"pid {os.getpid()}" in last and "flatten" in last
+        assert cli("risk", "--db", str(db)) == 0  # risk works beside the running app
+    finally:
+        lock.release()
