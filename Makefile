@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run run-deps test bench lint clean venv dev-venv system-deps chaos
+.PHONY: run run-deps test test-clock bench lint clean venv dev-venv system-deps chaos
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -56,6 +56,7 @@ test: $(STAMP_DEV) system-deps run-deps
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(addprefix --ignore=,$(QT_TESTS)) tests
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(QT_TESTS)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/optiondesk selftest --seconds 8
+	$(MAKE) --no-print-directory test-clock
 
 # The chaos suite (issue 14; not part of `make test`, whose tests/chaos/test_chaos_quick.py runs the quick
 # subset): SIGKILLs over the order path, broker faults, a full disk, two instances, corrupted records. Prints

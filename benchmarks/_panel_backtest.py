@@ -3,10 +3,10 @@ streaming), timed from the Run click to the results on screen. Prints one JSON l
 
 Run by :func:`benchmarks.backtest.panel_vs_cli` in a fresh process, as a user would start the window:
 
-    python -m benchmarks._panel_backtest --years 5 --seed 7 [--settle 4] [--repeat]
+    python -m benchmarks._panel_backtest --years 5 --seed 7 [--settle 7] [--repeat]
 
 The panel is brought to the front first and left ``--settle`` seconds, as a user takes to fill the form
-(the panel starts its worker meanwhile). ``--repeat`` times a second run on the same data.
+(the panel starts its worker 5 s after it is shown). ``--repeat`` times a second run on the same data.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--years", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--settle", type=float, default=4.0)
+    ap.add_argument("--settle", type=float, default=7.0)
     ap.add_argument("--repeat", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check this installation (versions, keyring, folders, database, OpenGL)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_doctor)
-    p = sub.add_parser("gui", help="open the workstation window (the default)")
+    # listed for --help only: main() hands `gui ...` to the window's own parser (--home, --theme, ...)
+    p = sub.add_parser("gui", help="open the workstation window (the default); `optiondesk gui --help` for its options")
     p.set_defaults(func=_cmd_gui)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
@@ -50,16 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_gui(args: argparse.Namespace) -> int:
+    return _run_gui([])
+
+
+def _run_gui(gui_args: list[str]) -> int:
     app_main = importlib.import_module("app.__main__").main
-    return int(app_main() or 0)
+    return int(app_main(gui_args) or 0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse and run one command under the shared error policy (:mod:`engine.cli_errors`)."""
     from engine.cli_errors import run_guarded
 
+    argv_list = list(argv) if argv is not None else sys.argv[1:]
+    if argv_list[:1] == ["gui"]:  # the window parses its own options
+        return run_guarded("gui", lambda: _run_gui(argv_list[1:]))
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parser.parse_args(argv_list)
     func = getattr(args, "func", None) or _cmd_gui
     return run_guarded(getattr(args, "command", None) or "gui", lambda: func(args))
 

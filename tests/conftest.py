@@ -55,13 +55,6 @@ def pytest_configure(config: pytest.Config) -> None:
         _travel.start()
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    global _travel
-    if _travel is not None:
-        _travel.stop()
-        _travel = None
-
-
 def pytest_report_header(config: pytest.Config) -> str | None:
     value = os.environ.get(WALL_CLOCK_ENV, "").strip()
     return f"wall clock moved to {value} ({WALL_CLOCK_ENV})" if value else None
@@ -97,7 +90,13 @@ def unpinned_simulated_start(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """A hang at interpreter exit fails the run instead of hanging CI: if this process has not exited
     60 s after the session ended, dump every thread's stack and exit with status 1. (The product
-    itself leaves nothing behind — engine.process_pools — this only makes a regression loud.)"""
+    itself leaves nothing behind — engine.process_pools — this only makes a regression loud.)
+    It also brings the wall clock back if the session moved it."""
     import faulthandler
+
+    global _travel
+    if _travel is not None:
+        _travel.stop()
+        _travel = None
 
     faulthandler.dump_traceback_later(60, exit=True)

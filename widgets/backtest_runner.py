@@ -32,8 +32,9 @@ from widgets.time_format import format_market_time
 log = logging.getLogger(__name__)
 Qt = QtCore.Qt
 
-#: the worker starts this long after the panel is first shown (not during the window's start-up)
-WORKER_WARM_DELAY_MS = 1500
+#: the worker starts this long after the panel is first shown: the panel is visible in the default layout,
+#: and the spawn and imports (~1.5 s of CPU) must not compete with the window's start-up on a 2-core machine
+WORKER_WARM_DELAY_MS = 5000
 #: a worker without a run for this long is stopped (it holds the last history: ~0.3 GB for 5 years)
 WORKER_IDLE_S = 300.0
 

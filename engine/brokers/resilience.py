@@ -41,6 +41,48 @@ class BrokerTimeout(BrokerError, TimeoutError):
     """A broker call did not answer within its timeout."""
 
 
+#: the longest a Retry-After is honoured: a broker asking for more is asked again after this (a bad or far-future
+#: date must not park a kill switch's cancel for an hour; a broker still limiting answers 429 again)
+MAX_RETRY_AFTER_S = 60.0
+
+
+class BrokerRateLimited(BrokerError):
+    """The broker refused the request for its rate (HTTP 429): it was **not processed**, so sending it again is
+    safe — a cancel is retried, a submit is a clean refusal (nothing was placed). ``retry_after_s``: how long the
+    broker asked us to wait (its Retry-After header; None when it did not say)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_seconds(value: str | None, date: str | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds, or an HTTP date measured against the same
+    response's Date header (the server's clock against the server's clock: no local clock is read, and a
+    skewed one cannot stretch the wait). None when absent or unparseable; capped at :data:`MAX_RETRY_AFTER_S`."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_S)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        until = parsedate_to_datetime(text)
+        now = parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError, IndexError):
+        return None
+    if now is None or until.tzinfo is None or now.tzinfo is None:
+        return None
+    return min(max(0.0, (until - now).total_seconds()), MAX_RETRY_AFTER_S)
+
+
+def retry_delay(exc: BaseException, backoff_s: float) -> float:
+    """The wait before retrying after ``exc``: the backoff delay, or longer when the broker said how long."""
+    hint = exc.retry_after_s if isinstance(exc, BrokerRateLimited) else None
+    return backoff_s if hint is None else max(backoff_s, hint)
+
+
 async def with_timeout(awaitable: Awaitable[T], timeout_s: float, what: str) -> T:
     """Await ``awaitable`` for at most ``timeout_s`` seconds; raises :class:`BrokerTimeout` naming ``what``."""
     try:

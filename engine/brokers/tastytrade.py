@@ -29,9 +29,11 @@ from engine.brokers.circuit_breaker import CircuitBreaker
 from engine.brokers.config import CircuitBreakerConfig, ReconnectConfig, TastytradeConfig
 from engine.brokers.resilience import (
     ArmedAdapterMixin,
+    BrokerRateLimited,
     LiveArm,
     backoff_delays,
     import_sdk,
+    retry_after_seconds,
     run_until_stopped,
     sleep_or_stop,
     stop_supervisor,
@@ -132,11 +134,20 @@ class BrokerServerError(BrokerError):
 
 
 async def _raise_on_server_error(response: Any) -> None:
-    """httpx response hook: a 5xx becomes :class:`BrokerServerError` before the SDK reads it as an error body."""
-    if response.status_code >= 500:
+    """httpx response hook, before the SDK reads the answer as an error body (which would hide the status: the SDK
+    raises the same ``TastytradeError`` for a 429 as for a refused order). A 5xx becomes
+    :class:`BrokerServerError` (outcome unknown); a 429 becomes :class:`BrokerRateLimited` (not processed: a cancel
+    is retried after the Retry-After the server sent, a submit is a clean refusal)."""
+    status = response.status_code
+    if status >= 500:
         req = response.request
-        raise BrokerServerError(f"tastytrade answered HTTP {response.status_code} to {req.method} {req.url.path}; "
+        raise BrokerServerError(f"tastytrade answered HTTP {status} to {req.method} {req.url.path}; "
                                 "the outcome is unknown")
+    if status == 429:
+        req = response.request
+        wait = retry_after_seconds(response.headers.get("retry-after"), response.headers.get("date"))
+        raise BrokerRateLimited(f"tastytrade rate limit (HTTP 429) on {req.method} {req.url.path}: not processed"
+                                + (f"; retry after {wait:g} s" if wait is not None else ""), retry_after_s=wait)
 
 
 class BrokerAuthError(BrokerError):
@@ -149,8 +160,9 @@ def _is_auth_error(exc: BaseException) -> bool:
 
 
 def _is_transport_failure(exc: BaseException) -> bool:
-    """Timeouts, dropped connections and unparseable (non-API) responses count against the breaker."""
-    if isinstance(exc, BrokerAuthError):
+    """Timeouts, dropped connections and unparseable (non-API) responses count against the breaker. A 429 does
+    not: the server is up and answering, and an open breaker would add REDUCING (then HALTED) to a slowdown."""
+    if isinstance(exc, BrokerAuthError | BrokerRateLimited):
         return False
     if isinstance(exc, (BrokerError, OSError, TimeoutError)):
         return True
@@ -564,6 +576,10 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
         except BrokerError as exc:
             from engine.brokers.circuit_breaker import CircuitOpenError
 
+            if isinstance(exc, BrokerRateLimited):  # refused unprocessed: nothing was placed, so it is rejected
+                self._pending.pop(order.client_order_id, None)
+                self._reject(order, f"{exc}; nothing was placed — send it again later")
+                return
             if isinstance(exc, CircuitOpenError):  # not sent
                 self._pending.pop(order.client_order_id, None)
             # otherwise (5xx, timeout, dropped connection) the order may be live: keep it findable by client

@@ -154,6 +154,7 @@ class OrderManager:
         self._alive = True
         self._reconcile_locks: dict[str, asyncio.Lock] = {}
         self._cancel_retries: dict[str, asyncio.Task[None]] = {}
+        self._sweep_retry: asyncio.Task[None] | None = None  # the kill switch's sweep, when a listing failed
         self._unknown: dict[str, asyncio.Task[None]] = {}  # submits whose outcome is unknown, being settled
 
     # ---- wiring ---------------------------------------------------------------------------------
@@ -615,7 +616,7 @@ class OrderManager:
         except (BrokerError, OSError, TimeoutError) as exc:
             self.bus.publish(Alert(level="error", source="oms",
                                    message=f"cancel of {order.client_order_id} failed: {exc}; retrying"))
-            self._retry_cancel(order_id)
+            self._retry_cancel(order_id, after=exc)
             raise
         return self._get(order_id)
 
@@ -654,13 +655,21 @@ class OrderManager:
         return await self.cancel_all(reason, by="kill_switch", sweep=True)
 
     async def _sweep_unknown(self, reason: str) -> tuple[int, list[BaseException]]:
-        """Cancel the active broker's open orders that the store does not know (or no longer thinks open)."""
+        """Cancel the active broker's open orders that the store does not know (or no longer thinks open).
+
+        When the broker cannot list its open orders, the sweep is retried in the background with backoff until a
+        listing succeeds (and each order found is cancelled, with retries of its own) — or until the kill switch
+        is reset: an order placed by another app must not outlive a trip because one listing failed."""
         broker = self.router.active
         try:
             remote = await asyncio.wait_for(broker.open_orders(), self.config.broker_call_timeout_s)
         except Exception as exc:
-            log.exception("cancel-all: could not list %s's open orders", broker.name)
-            return 0, [BrokerError(f"could not list {broker.name}'s open orders to cancel them: {exc}")]
+            log.warning("cancel-all: could not list %s's open orders (%s); retrying the sweep", broker.name, exc)
+            self._retry_sweep(broker, reason, after=exc)
+            return 0, [BrokerError(f"could not list {broker.name}'s open orders to cancel them: {exc}; retrying")]
+        return await self._cancel_strangers(broker, remote, reason)
+
+    async def _cancel_strangers(self, broker: Any, remote: list[Order], reason: str) -> tuple[int, list[BaseException]]:
         known = {o.client_order_id for o in self._open.values() if o.status.is_working}
         known |= {o.broker_order_id for o in self._open.values() if o.status.is_working and o.broker_order_id}
         strangers = [o for o in remote if o.status.is_working and o.client_order_id not in known
@@ -686,29 +695,33 @@ class OrderManager:
             await asyncio.wait_for(self.router.cancel(order), self.config.broker_call_timeout_s)
         except Exception as exc:
             if _transport_failure(exc):
-                self._retry_cancel(order.order_id, order=order)
+                self._retry_cancel(order.order_id, order=order, after=exc)
             raise
 
     # ---- cancel retries -----------------------------------------------------------------------
-    def _retry_cancel(self, order_id: str, *, order: Order | None = None) -> None:
+    def _retry_cancel(self, order_id: str, *, order: Order | None = None, after: BaseException | None = None) -> None:
         """Retry a cancel with backoff until the broker confirms (accepts the cancel, or the order is terminal)
-        or answers that the order cannot be cancelled (then reconciliation settles it)."""
+        or answers that the order cannot be cancelled (then reconciliation settles it). ``after``: the failure
+        that started it — a rate limit's Retry-After sets the first wait."""
         if order_id in self._cancel_retries or not self._alive:
             return
-        task = asyncio.get_running_loop().create_task(self._cancel_retry_loop(order_id, order),
+        task = asyncio.get_running_loop().create_task(self._cancel_retry_loop(order_id, order, after),
                                                       name=f"oms:cancel-retry:{order_id}")
         self._cancel_retries[order_id] = task
         self._tasks.add(task)
         task.add_done_callback(lambda t: (self._tasks.discard(t), self._cancel_retries.pop(order_id, None)))
 
-    async def _cancel_retry_loop(self, order_id: str, foreign: Order | None) -> None:
-        """``foreign``: an order the store does not know (from the kill switch's sweep), cancelled as reported."""
-        from engine.brokers.resilience import backoff_delays
+    async def _cancel_retry_loop(self, order_id: str, foreign: Order | None, after: BaseException | None) -> None:
+        """``foreign``: an order the store does not know (from the kill switch's sweep), cancelled as reported.
+        Transport failures and rate limits (HTTP 429: not processed) are retried; a rate limit's Retry-After
+        stretches the next wait."""
+        from engine.brokers.resilience import backoff_delays, retry_delay
 
         delays = backoff_delays(self.config.cancel_retry_initial_s, self.config.cancel_retry_max_s, jitter=0.1)
         attempt = 0
+        last = after
         while True:
-            await asyncio.sleep(next(delays))
+            await asyncio.sleep(next(delays) if last is None else retry_delay(last, next(delays)))
             attempt += 1
             if foreign is None:
                 cur = self._get(order_id)
@@ -722,6 +735,7 @@ class OrderManager:
             except Exception as exc:
                 if _transport_failure(exc):
                     log.info("cancel retry %d of %s failed: %s", attempt, target.client_order_id, exc)
+                    last = exc
                     continue
                 # the broker answered: the order is gone or not cancellable; its truth settles our record
                 log.info("cancel of %s answered %s; reconciling", target.client_order_id, exc)
@@ -732,6 +746,43 @@ class OrderManager:
             self.bus.publish(Alert(level="info", source="oms", message=(
                 f"cancel of {target.client_order_id or target.broker_order_id} went through after {attempt} "
                 "retry(ies)")))
+            return
+
+    def _retry_sweep(self, broker: Any, reason: str, *, after: BaseException) -> None:
+        """Retry the kill switch's sweep of ``broker``'s open orders in the background (one at a time)."""
+        if not self._alive or (self._sweep_retry is not None and not self._sweep_retry.done()):
+            return
+        task = asyncio.get_running_loop().create_task(self._sweep_retry_loop(broker, reason, after),
+                                                      name=f"oms:sweep-retry:{broker.name}")
+        self._sweep_retry = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sweep_retry_loop(self, broker: Any, reason: str, after: BaseException) -> None:
+        """List ``broker``'s open orders with backoff until a listing succeeds, then cancel every one the store
+        does not know (each cancel retried on its own until the broker confirms or says it is gone). Stops when
+        the kill switch is reset: a sweep belongs to a trip."""
+        from engine.brokers.resilience import backoff_delays, retry_delay
+
+        delays = backoff_delays(self.config.cancel_retry_initial_s, self.config.cancel_retry_max_s, jitter=0.1)
+        last: BaseException = after
+        attempt = 0
+        while True:
+            await asyncio.sleep(retry_delay(last, next(delays)))
+            if self.kill_switch is not None and not self.kill_switch.tripped:
+                log.info("sweep of %s dropped: the kill switch was reset", broker.name)
+                return
+            attempt += 1
+            try:
+                remote = await asyncio.wait_for(broker.open_orders(), self.config.broker_call_timeout_s)
+            except Exception as exc:
+                log.info("sweep retry %d: could not list %s's open orders: %s", attempt, broker.name, exc)
+                last = exc
+                continue
+            swept, failures = await self._cancel_strangers(broker, remote, reason)
+            self.bus.publish(Alert(level="info" if not failures else "error", source="oms", message=(
+                f"kill switch sweep of {broker.name} listed its open orders after {attempt} retry(ies): "
+                f"{swept} other order(s) cancelled" + (f", {len(failures)} being retried" if failures else ""))))
             return
 
     async def _cmd_cancel_all(self, cmd: CancelAllOrders) -> int:

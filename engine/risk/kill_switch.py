@@ -5,11 +5,11 @@ The kill switch wins under faults:
 - ``trip(reason)`` halts **in memory first** (every new order is denied from that instant), makes one quick
   attempt to write HALTED (with the flatten intent), then cancels every open order — the store's and any other
   order the active broker reports for the account — then makes sure HALTED is stored. The early write is why a
-  SIGKILL anywhere after the trip began still finds HALTED (and the flatten intent) at the next start; it waits
-  for a busy database at most ``_EARLY_WRITE_BUSY_MS`` and is never retried before the cancels, so a full disk
-  or a locked database cannot delay or stop them: a failed write raises a critical alert and is retried with
-  backoff while the in-memory HALTED holds (then a crash before the write lands loses HALTED, but the cancels
-  are already out). With ``flatten=True`` every position is then closed with marketable limit orders through
+  SIGKILL anywhere after the trip began still finds HALTED (and the flatten intent) at the next start. It is
+  never retried before the cancels, and every write of the trip waits for a database another process holds
+  busy at most ``_EARLY_WRITE_BUSY_MS`` (not the store's 10 s), so a full disk or a locked database cannot
+  delay or stop the cancels: a failed write raises a critical alert and is retried with backoff while the
+  in-memory HALTED holds (a crash before the write lands then loses HALTED, but the cancels are already out). With ``flatten=True`` every position is then closed with marketable limit orders through
   the order path (source ``kill_switch``: exempt from approval and the price collar, allowed while HALTED). The
   flatten intent is cleared only once the closing orders went out, so a crash in between flattens at the next
   start.
@@ -325,7 +325,7 @@ class KillSwitch:
         while self._unsaved and self.tripped:
             await asyncio.sleep(delay)
             delay = min(5.0, delay * 2)
-            self._persist_halt()
+            self._persist_halt(quick=True)  # a locked database must not freeze the loop (and the cancels on it)
 
     def _change(self, state: TradingState, reason: str, by: str) -> None:
         """The engine's own REDUCING/ACTIVE changes: compare-and-set against the record it last saw."""
@@ -365,7 +365,7 @@ class KillSwitch:
                     log.exception("kill switch: cancel-all failed")
                     self._alert("critical", f"kill switch could not cancel every order: {exc}")
             if persist and self.tripped and (not saved_early or self._unsaved):
-                self._persist_halt()  # one more attempt now the cancels are out; the retries go on behind it
+                self._persist_halt(quick=True)  # one more attempt now the cancels are out; retries go on behind
             flatten = (flatten or self._flatten_pending) and self.tripped
             if flatten and self._flatten is not None:
                 try:

@@ -11,7 +11,12 @@ import pytest
 from engine.brokers.base import BrokerError
 from engine.brokers.circuit_breaker import BreakerState, CircuitBreakerStateChanged, CircuitOpenError
 from engine.brokers.config import CircuitBreakerConfig, ReconnectConfig, TastytradeConfig
-from engine.brokers.resilience import BrokerNotArmed
+from engine.brokers.resilience import (
+    MAX_RETRY_AFTER_S,
+    BrokerNotArmed,
+    BrokerRateLimited,
+    retry_after_seconds,
+)
 from engine.brokers.tastytrade import (
     BrokerAuthError,
     TastytradeBroker,
@@ -227,6 +232,53 @@ async def test_cancel_is_allowed_when_disarmed(broker, fake, recorder):
     broker.disarm()
     await broker.cancel(acc.order)
     await recorder.wait_for(OrderCancelled)
+
+
+# ---- HTTP 429: not processed (a cancel is retried by the OMS, a submit is a clean refusal) ------------------
+async def test_cancel_answered_429_then_rate_limited_with_retry_after_and_breaker_stays_closed(broker, fake, recorder):
+    broker.arm_live(fake.account)
+    await broker.submit(put_spread("SPY", fake.expirations[0], 590, 585, "-1.10", account=fake.account))
+    acc = await recorder.wait_for(OrderAccepted)
+    fake.rate_limit["DELETE /orders/" + acc.order.broker_order_id] = 3  # more than the breaker's threshold (2)
+    fake.retry_after = "2"
+    for _ in range(3):
+        with pytest.raises(BrokerRateLimited, match="429") as err:
+            await broker.cancel(acc.order)
+        assert err.value.retry_after_s == 2.0
+    assert broker.conn.breaker.state is BreakerState.CLOSED  # a throttling server is up: no REDUCING, no trip
+    assert fake.orders[int(acc.order.broker_order_id)].status == "Live"  # nothing was done
+    await broker.cancel(acc.order)  # the next try goes through
+    await recorder.wait_for(OrderCancelled)
+
+
+async def test_submit_answered_429_then_rejected_as_not_placed(broker, fake, recorder):
+    broker.arm_live(fake.account)
+    fake.rate_limit["POST /orders"] = 1
+    order = put_spread("SPY", fake.expirations[0], 590, 585, "-1.10", account=fake.account)
+    await broker.submit(order)
+    ev = await recorder.wait_for(OrderRejected)
+    assert ev.order.status is OrderStatus.REJECTED and "429" in ev.order.reason and "nothing was placed" in \
+        ev.order.reason
+    assert not fake.orders and broker.conn.breaker.state is BreakerState.CLOSED
+    await broker.submit(order.evolve(client_order_id="second", updated_at=order.updated_at))
+    await recorder.wait_for(OrderAccepted)
+    assert len(fake.orders) == 1
+
+
+@pytest.mark.parametrize(("value", "date", "expected"), [
+    ("3", None, 3.0),
+    (" 0 ", None, 0.0),
+    ("Wed, 21 Oct 2026 07:28:30 GMT", "Wed, 21 Oct 2026 07:28:00 GMT", 30.0),  # an HTTP date, against Date
+    ("Wed, 21 Oct 2026 07:27:00 GMT", "Wed, 21 Oct 2026 07:28:00 GMT", 0.0),  # already past
+    ("Wed, 21 Oct 2026 07:28:30 GMT", None, None),  # a date without the server's Date: no clock to measure by
+    ("86400", None, MAX_RETRY_AFTER_S),
+    ("soon", "Wed, 21 Oct 2026 07:28:00 GMT", None),
+    ("-5", None, None),
+    ("", None, None),
+    (None, None, None),
+])
+def test_retry_after_header_when_parsed_then_seconds_or_none(value, date, expected):
+    assert retry_after_seconds(value, date) == expected
 
 
 # ---- market data -------------------------------------------------------------------------------------

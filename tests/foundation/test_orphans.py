@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sim_start import SIM_START
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +131,8 @@ def test_sigkill_of_a_headless_engine_then_its_workers_exit_within_5_s(tmp_path:
 
 def test_sigkill_of_the_window_then_its_workers_exit_within_5_s(tmp_path: Path) -> None:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "settings.toml").write_text(f'[simulator]\nstart = "{SIM_START}"\n')
     # The window starts its surface-fit worker and the chain-analytics pool by itself once the chain streams.
     proc = subprocess.Popen([sys.executable, "-m", "app", "--home", str(tmp_path), "--seconds", "300"], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

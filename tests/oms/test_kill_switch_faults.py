@@ -5,6 +5,7 @@ Real paper broker, real SQLite, real bus; the live cases talk to the loopback ta
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 from decimal import Decimal
@@ -182,3 +183,36 @@ async def test_http_500_before_the_order_was_placed_then_held_unknown_not_reject
     assert cur.status is OrderStatus.SUBMITTED and "unknown" in cur.reason
     await desk.oms.reconcile("tastytrade")
     assert desk.oms.order(order.order_id).status is OrderStatus.SUBMITTED
+
+
+# ---- HTTP 429 during a trip (chaos: broker/cancel-429-during-trip, broker/foreign-order-listing-500) ----------
+async def test_kill_switch_cancel_answered_429_then_retried_after_the_retry_after_the_server_asked(live):
+    desk, fake, _tt = live
+    orders = [await desk.oms.submit(desk.put_spread(client_order_id=f"rl-{i}")) for i in range(2)]
+    await wait_for(lambda: all(desk.oms.order(o.order_id).status is OrderStatus.WORKING for o in orders))
+    for placed in fake.orders.values():
+        fake.rate_limit[f"DELETE /orders/{placed.id}"] = 1
+    fake.retry_after = "1"  # longer than the OMS's first backoff step (0.25 s)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await desk.kill_switch.trip("rate limited drill")
+    assert all(p.status == "Live" for p in fake.orders.values())  # the first cancels were not processed
+    await wait_for(lambda: all(p.status == "Cancelled" for p in fake.orders.values()), timeout=8)
+    assert loop.time() - t0 >= 0.9  # not before the server said
+    await wait_for(lambda: all(desk.oms.order(o.order_id).status is OrderStatus.CANCELLED for o in orders))
+
+
+async def test_kill_switch_sweep_when_listing_open_orders_fails_then_retried_and_foreign_order_cancelled(live):
+    desk, fake, _tt = live
+    order = await desk.oms.submit(desk.put_spread())
+    await wait_for(lambda: desk.oms.order(order.order_id).status is OrderStatus.WORKING)
+    body = dict(next(iter(fake.orders.values())).body)
+    body["external-identifier"] = "another-app-1"
+    fake._place(body)  # placed by another app: the store has no record of it
+    foreign = next(p for p in fake.orders.values() if p.body.get("external-identifier") == "another-app-1")
+    fake.rate_limit["GET /orders/live"] = 2  # the trip's listing and its first retry fail
+    await desk.kill_switch.trip("sweep drill")
+    assert foreign.status == "Live"
+    await wait_for(lambda: foreign.status == "Cancelled", timeout=8)
+    assert all(p.status == "Cancelled" for p in fake.orders.values())
+    assert fake.rate_limit["GET /orders/live"] == 0

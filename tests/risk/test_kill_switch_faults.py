@@ -12,7 +12,14 @@ from engine.bus.events import Alert
 from engine.instance_lock import InstanceLock
 from engine.risk.cli import register
 from engine.risk.config import RiskConfig
-from engine.risk.kill_switch import KV_STATE, KillSwitch, read_status, reset_in_store, trip_in_store
+from engine.risk.kill_switch import (
+    KV_STATE,
+    KillSwitch,
+    read_record,
+    read_status,
+    reset_in_store,
+    trip_in_store,
+)
 from engine.risk.state import TradingState
 from engine.store import Store
 
@@ -206,3 +213,108 @@ def test_cli_kill_when_engine_holds_the_lock_then_names_its_pid(db, capsys):
         assert cli("risk", "--db", str(db)) == 0  # risk works beside the running app
     finally:
         lock.release()
+
+
+# ---- a SIGKILL between the trip's cancels and its HALTED write (chaos: sigkill --seed 14 --only 2) ----------
+async def test_trip_when_the_first_cancel_goes_out_then_halted_and_flatten_intent_are_already_stored(db):
+    store, reader = Store.open(db), Store.open(db)
+    seen = []
+
+    async def cancel_all(reason):  # what a crash right here would leave on disk
+        seen.append(read_record(reader))
+        return 2
+
+    ks = KillSwitch(store, Bus())
+    ks.bind(cancel_all)
+    await ks.trip("drill", by="alice", flatten=True)
+    assert seen[0].status.state is TradingState.HALTED and seen[0].flatten and seen[0].status.by == "alice"
+    await ks.stop()
+    store.close()
+    reader.close()
+
+
+CRASH_CHILD = """
+import asyncio, os, signal, sys
+from engine.bus import Bus
+from engine.risk.kill_switch import KillSwitch
+from engine.store import Store
+
+async def main():
+    ks = KillSwitch(Store.open(sys.argv[1]), Bus())
+
+    async def cancel_all(reason):
+        os.write(1, b"CANCELLING\\n")
+        os.kill(os.getpid(), signal.SIGKILL)  # dies with the cancels going out, before the trip returns
+
+    ks.bind(cancel_all)
+    await ks.trip("crash drill", by="chaos", flatten=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_trip_when_process_is_killed_during_the_cancels_then_restart_is_halted_and_flattens(db):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASH_CHILD, str(db), cwd=str(root), env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == -signal.SIGKILL and out == b"CANCELLING\n", err.decode()[-2000:]
+    store = Store.open(db)
+    rec = read_record(store)
+    assert rec.status.state is TradingState.HALTED and rec.flatten and rec.status.reason == "crash drill"
+    flattened, cancelled = [], []
+
+    async def cancel_all(reason):
+        cancelled.append(reason)
+        return 0
+
+    async def flatten(reason):
+        flattened.append(reason)
+        return 3
+
+    ks = KillSwitch(store, Bus())  # the next start: still HALTED, and the stored flatten runs
+    ks.bind(cancel_all, flatten)
+    assert ks.tripped and ks.flatten_pending
+    await ks.start()
+    await wait_for(lambda: flattened and not read_record(store).flatten)
+    assert cancelled and read_record(store).status.state is TradingState.HALTED
+    await ks.stop()
+    store.close()
+
+
+async def test_trip_when_another_process_holds_the_database_then_cancels_are_not_held_up(db):
+    store = Store.open(db)
+    blocker = sqlite3.connect(str(db), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock (the store waits 10 s by default)
+    bus = Bus()
+    alerts = []
+    bus.subscribe(Alert, alerts.append)
+    cancelled = []
+
+    async def cancel_all(reason):
+        cancelled.append(reason)
+        return 1
+
+    ks = KillSwitch(store, bus)
+    ks.bind(cancel_all)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    try:
+        await ks.trip("locked drill")
+        assert cancelled and loop.time() - t0 < 2.0  # two short waits for the lock, not the store's 10 s
+        assert ks.tripped and ks.unsaved
+        assert any(a.level == "critical" and "could not be saved" in a.message for a in alerts)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await wait_for(lambda: read_record(store).status.state is TradingState.HALTED, timeout=5)
+    assert not ks.unsaved
+    await ks.stop()
+    store.close()

@@ -131,6 +131,10 @@ class FakeTastytrade:
         self.auto_fill = False
         self.hold_pushes = False  # account-streamer pushes are lost (as if sent while the client was away)
         self.order_response_delay = 0.0  # seconds between the order push and the POST /orders response
+        # HTTP 429 (not processed) for the next N requests of "METHOD path-ending" (e.g. "DELETE /orders/1001",
+        # "POST /orders"), with ``retry_after`` as the Retry-After header when set (and a Date header)
+        self.rate_limit: dict[str, int] = {}
+        self.retry_after: str | None = None
         # POST /orders answers this HTTP status (5xx) instead of 201: after placing the order when
         # ``server_error_after_place`` (the outcome the client cannot know), before placing it otherwise
         self.server_error_on_place: int | None = None
@@ -237,9 +241,14 @@ class FakeTastytrade:
                 if self.order_response_delay and method == "POST" and target.endswith("/orders"):
                     await asyncio.sleep(self.order_response_delay)  # the streamed update overtakes the response
                 data = json.dumps(payload).encode()
+                extra = ""
+                if status == 429 and self.retry_after is not None:
+                    from email.utils import formatdate
+
+                    extra = f"retry-after: {self.retry_after}\r\ndate: {formatdate(usegmt=True)}\r\n"
                 writer.write(
                     f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}\r\ncontent-type: application/json\r\n"
-                    f"content-length: {len(data)}\r\n\r\n".encode() + data)
+                    f"{extra}content-length: {len(data)}\r\n\r\n".encode() + data)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             return
@@ -255,6 +264,11 @@ class FakeTastytrade:
         path = urlsplit(target).path
         body = json.loads(raw) if raw else None
         self.requests.append((method, path, body))
+        for key, left in self.rate_limit.items():
+            m, _, ending = key.partition(" ")
+            if left > 0 and method == m and path.endswith(ending) and path != "/oauth/token":
+                self.rate_limit[key] = left - 1
+                return self._err(429, "rate_limit_exceeded", "Too many requests")
         if method == "POST" and path == "/oauth/token":
             ok = (body or {}).get("client_secret") == PROVIDER_SECRET and \
                 (body or {}).get("refresh_token") == REFRESH_TOKEN
