@@ -684,8 +684,7 @@ class TradingToolbar(QtWidgets.QToolBar):
             self.kill_switch_action.triggered.connect(lambda: ks.trip("manual: Ctrl+Shift+K"))
             self.kill_flatten_action.triggered.connect(ks.ask_kill_and_flatten)
             ks.button.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.ActionsContextMenu)
-            ks.button.addAction(self.kill_flatten_action)  # right-click the kill switch
-            self.addAction(self.kill_flatten_action)
+            ks.button.addAction(self.kill_flatten_action)  # right-click the kill switch; also in the Trading menu
         else:
             self.kill_switch_action.setEnabled(False)
             self.kill_flatten_action.setEnabled(False)

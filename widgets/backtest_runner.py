@@ -35,7 +35,7 @@ Qt = QtCore.Qt
 #: the worker starts this long after the panel is first shown: the panel is visible in the default layout,
 #: and the spawn and imports (~1.5 s of CPU) must not compete with the window's start-up on a 2-core machine
 WORKER_WARM_DELAY_MS = 5000
-#: a worker without a run for this long is stopped (it holds the last history: ~0.3 GB for 5 years)
+#: a worker without a run for this long is stopped (it holds the last history: ~0.2 GB of arrays for 5 years)
 WORKER_IDLE_S = 300.0
 
 STAT_ROWS: list[tuple[str, str, str]] = [

@@ -59,7 +59,7 @@ class BacktestFinished(Event):
         return f"Backtest {self.run_id} {self.status}" + (f": {self.error}" if self.error else "")
 
 
-#: the last history this process loaded, by :func:`history_key` (one entry: a 5-year history is ~0.3 GB)
+#: the last history this process loaded, by :func:`history_key` (one entry: a 5-year history holds ~0.2 GB of arrays)
 _HISTORY_CACHE: dict[str, Any] = {}
 
 

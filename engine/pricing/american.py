@@ -239,6 +239,29 @@ class AmericanResult:
 
 
 _MIN_RATE_TIME = 1e-5
+#: an early-exercise premium proven below this fraction of the strike is not computed (price-only calls)
+SKIP_PREMIUM_BELOW = 1e-10
+
+
+def premium_bound(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray,
+                  sigma: np.ndarray) -> np.ndarray:
+    """An upper bound of a put's early-exercise premium (calls: pass the put-call-symmetric inputs).
+
+    The premium is ∫₀ᵀ [rK·e^{−rt}·N(−d₂(S, B, t)) − qS·e^{−qt}·N(−d₁(S, B, t))] dt over the exercise boundary
+    B, and B never exceeds K̄ = K·min(1, r/q). Dropping the negative term and replacing B by K̄ gives
+    premium ≤ K(1 − e^{−rT})·N(−min_t d₂(S, K̄, t)), where d₂ = (a + bt)/(σ√t), a = ln(S/K̄), b = r − q − σ²/2
+    has its minimum over (0, T] at t = a/b (value 2√(ab)/σ) when 0 < a/b < T, else at T. Out-of-the-money
+    puts far from the boundary get a bound of ~0: their American work can be skipped.
+    """
+    with np.errstate(all="ignore"):
+        k_bar = K * np.where(q > r, r / np.where(q > 0, q, 1.0), 1.0)
+        a = np.log(S / k_bar)
+        b = r - q - 0.5 * sigma * sigma
+        d_t = (a + b * T) / (sigma * np.sqrt(T))
+        inner = (a > 0) & (b > 0) & (a < b * T)
+        d_min = np.where(inner, 2.0 * np.sqrt(np.where(inner, a * b, 0.0)) / sigma, d_t)
+        bound = K * -np.expm1(-r * T) * ndtr(-d_min)
+    return np.where((a > 0) & np.isfinite(bound), bound, K * -np.expm1(-r * T))
 
 
 def _as_put(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, r: np.ndarray, q: np.ndarray
@@ -260,6 +283,10 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
     # The premium is at most K·(1 − e^{−rT}) ≈ K·r·T: at r·T ≤ 1e-5 it is under 1e-5 of K and the European
     # value is used (the boundary iteration loses its footing there: r·T ~ 1e-8..1e-6 gave intrinsic).
     early = rp * T > _MIN_RATE_TIME
+    if not with_greeks:  # price only: skip options whose premium is provably negligible (boundary not computed)
+        negligible = early & (premium_bound(Sp, Kp, T, rp, qp, sigma) <= SKIP_PREMIUM_BELOW * Kp)
+        early &= ~negligible
+        boundary = np.where(negligible, np.nan, boundary)
     if with_greeks:
         g = bsm.greeks(is_call, S, K, T, r, q, sigma, outputs=("delta", "gamma"))
         delta[:] = g.delta
@@ -345,7 +372,11 @@ def evaluate(
     right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
     *, scheme: str = "accurate", greeks: bool = True,
 ) -> AmericanResult:
-    """American value, delta, gamma (bump-and-reprice of the premium on a fixed boundary) and boundary."""
+    """American value, delta, gamma (bump-and-reprice of the premium on a fixed boundary) and boundary.
+
+    With ``greeks=False`` (what :func:`price` and :func:`implied_vol` use), options whose early-exercise
+    premium is provably below ``SKIP_PREMIUM_BELOW``·K (:func:`premium_bound`) get their European value
+    without the boundary computation, and their boundary is NaN (not computed)."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
     is_call, (S_, K_, T_, r_, q_, sig) = broadcast_with_right(right, _NAMES, S, K, T, r, q, sigma)

@@ -344,7 +344,8 @@ class KillSwitch:
         self._show(new)
 
     async def trip(self, reason: str, by: str = "user", flatten: bool = False) -> int:
-        """HALT trading, cancel every open order, persist, optionally flatten. Returns the number cancelled."""
+        """HALT trading (in memory, then on disk before the cancels), cancel every open order, make sure HALTED is
+        stored, optionally flatten. Returns the number cancelled."""
         if not reason:
             raise ValueError("a kill-switch trip needs a reason")
         self._halt_in_memory(reason, by, flatten)
