@@ -174,7 +174,7 @@ class OrderManager:
                                              name="oms:OrderReplaceRejected"))
         self._subs.append(self.bus.subscribe(ConnectionStateChanged, self._on_connection, name="oms:connections"))
         if self.kill_switch is not None:
-            self.kill_switch.bind(self.kill_cancel_all, self.flatten)
+            self.kill_switch.bind(self.kill_cancel_all, self.flatten, self.flatten_progress, self.cancel_flatten_orders)
 
     async def start(self, *, reconcile: bool = True) -> None:
         """Load open orders from the store and settle what a previous run left behind."""
@@ -532,10 +532,10 @@ class OrderManager:
         self._pending(cmd.order_id)
         reason = cmd.reason or "rejected by approver"
         self.gate.decide(cmd.order_id, "rejected", cmd.by, reason)
-        check = CheckResult("approval", False, message=f"rejected by {cmd.by}: {reason}")
-        order = self._transition(cmd.order_id, OrderStatus.DENIED, step="rejected_by_approver",
-                                 detail={"by": cmd.by, "reason": reason}, reason=check.message)
-        self.bus.publish(OrderDenied(order=order, checks=(check,)))
+        # a human's "no" is a rejection, not a risk denial: DENIED is reserved for our risk checks
+        order = self._transition(cmd.order_id, OrderStatus.REJECTED, step="rejected_by_approver",
+                                 detail={"by": cmd.by, "reason": reason}, reason=f"rejected by {cmd.by}: {reason}")
+        self.bus.publish(OrderRejected(order=order))
         return order
 
     def _expire(self, order_id: str) -> None:
@@ -873,6 +873,20 @@ class OrderManager:
                    for group in flatten_groups(list(self.risk.portfolio.positions.values()))]
         results = await asyncio.gather(*(self._submit(i, internal=True) for i in intents), return_exceptions=True)
         return sum(1 for r in results if isinstance(r, Order) and r.status is not OrderStatus.DENIED)
+
+    def flatten_progress(self) -> tuple[int, int]:
+        """(positions still open, kill-switch closing orders still open) — what the kill switch watches
+        until a flatten is done."""
+        open_positions = sum(1 for p in self.risk.portfolio.positions.values() if p.quantity != 0)
+        working = sum(1 for o in self._open.values() if o.source == KILL_SWITCH_SOURCE and not o.status.is_terminal)
+        return open_positions, working
+
+    async def cancel_flatten_orders(self, reason: str) -> int:
+        """Cancel the kill switch's own closing orders (to send them again at a fresh price)."""
+        targets = [o.order_id for o in self._open.values() if o.source == KILL_SWITCH_SOURCE and not o.status.is_terminal]
+        done = await asyncio.gather(*(self.cancel(oid, by="kill_switch", reason=reason) for oid in targets),
+                                    return_exceptions=True)
+        return sum(1 for d in done if isinstance(d, Order))
 
     # ---- mode -----------------------------------------------------------------------------------
     async def _cmd_switch(self, cmd: SwitchMode) -> str:

@@ -55,6 +55,11 @@ KV_LEVEL = "risk.level"
 KV_SNAPSHOT = "risk.snapshot"
 #: how long the trip's early write (before the cancels) waits for a database another process holds busy
 _EARLY_WRITE_BUSY_MS = 100
+#: flatten follow-through: how often it looks, how long a closing order may rest unfilled before it is
+#: re-priced, and after how many sends an alert says the account is still not flat
+FLATTEN_POLL_S = 0.25
+FLATTEN_REPRICE_S = 10.0
+FLATTEN_ALERT_AFTER = 3
 
 
 def _now_iso(store: Store) -> str:
@@ -202,6 +207,9 @@ class KillSwitch:
         self._unsaved = False  # HALTED holds in memory but is not on disk yet (write failed; being retried)
         self._cancel_all: Callable[[str], Awaitable[int]] | None = None
         self._flatten: Callable[[str], Awaitable[int]] | None = None
+        self._flatten_progress: Callable[[], tuple[int, int]] | None = None
+        self._cancel_flatten: Callable[[str], Awaitable[int]] | None = None
+        self._flatten_task: asyncio.Task[None] | None = None
         self._reducing_causes: dict[str, str] = {}
         self._breaker_timers: dict[str, asyncio.TimerHandle] = {}
         self._poll_task: asyncio.Task[None] | None = None
@@ -216,9 +224,16 @@ class KillSwitch:
 
     # ---- wiring ---------------------------------------------------------------------------------
     def bind(self, cancel_all: Callable[[str], Awaitable[int]],
-             flatten: Callable[[str], Awaitable[int]] | None = None) -> None:
+             flatten: Callable[[str], Awaitable[int]] | None = None,
+             flatten_progress: Callable[[], tuple[int, int]] | None = None,
+             cancel_flatten: Callable[[str], Awaitable[int]] | None = None) -> None:
+        """``flatten_progress()`` → (positions still open, flatten orders still working); with it a flatten
+        intent is kept until the account is flat, re-sending (and re-pricing) closing orders that ended
+        without closing — a rejected, expired or unfilled flatten order does not leave a position open."""
         self._cancel_all = cancel_all
         self._flatten = flatten
+        self._flatten_progress = flatten_progress
+        self._cancel_flatten = cancel_flatten
 
     def watch(self, risk: RiskEngine | None = None) -> None:
         """Subscribe to account updates (daily loss / drawdown) and broker circuit breakers."""
@@ -369,18 +384,69 @@ class KillSwitch:
                 self._persist_halt(quick=True)  # one more attempt now the cancels are out; retries go on behind
             flatten = (flatten or self._flatten_pending) and self.tripped
             if flatten and self._flatten is not None:
-                try:
-                    await self._flatten(f"kill switch flatten: {reason}")
-                except Exception as exc:
-                    log.exception("kill switch: flatten failed")
-                    self._alert("critical", f"kill switch could not flatten every position: {exc}; it is "
-                                            "tried again at the next start")
-                else:
-                    self._flatten_done()
+                if self._flatten_progress is None:  # no way to watch the result: sent is done
+                    try:
+                        await self._flatten(f"kill switch flatten: {reason}")
+                    except Exception as exc:
+                        log.exception("kill switch: flatten failed")
+                        self._alert("critical", f"kill switch could not flatten every position: {exc}; it is "
+                                                "tried again at the next start")
+                    else:
+                        self._flatten_done()
+                elif self._flatten_task is None or self._flatten_task.done():
+                    # the first closing orders go out before the trip returns; a task follows them through
+                    why = f"kill switch flatten: {reason}"
+                    try:
+                        sent = await self._flatten(why)
+                    except Exception as exc:
+                        log.exception("kill switch: flatten failed")
+                        self._alert("critical", f"kill switch could not send every closing order: {exc}; retrying")
+                        sent = 0
+                    self._flatten_task = asyncio.get_running_loop().create_task(
+                        self._flatten_until_flat(why, sent), name="kill_switch:flatten")
+                    self._tasks.add(self._flatten_task)
+                    self._flatten_task.add_done_callback(self._tasks.discard)
             self.last_trip_cancelled = cancelled
             if self.bus is not None:
                 self.bus.publish(KillSwitchTripped(reason=reason, by=by, flatten=flatten, cancelled_orders=cancelled))
             return cancelled
+
+    async def _flatten_until_flat(self, reason: str, first_sent: int = 0) -> None:
+        """Send the closing orders, then watch: flat → the intent is cleared; closing orders that ended
+        with positions still open (rejected, expired, cancelled) → send again; closing orders resting
+        unfilled for ``FLATTEN_REPRICE_S`` → cancel and send again at the current natural. Runs while
+        HALTED with the intent pending; a reset or stop ends it (a stored intent resumes at the next start)."""
+        assert self._flatten is not None and self._flatten_progress is not None
+        loop = asyncio.get_running_loop()
+        attempts = 1
+        resting_since: float | None = loop.time() if first_sent else None
+        while self.tripped and self._flatten_pending:
+            open_positions, working = self._flatten_progress()
+            if open_positions == 0:
+                self._flatten_done()
+                self._alert("info", "kill switch flatten complete: no position is open")
+                return
+            if working and resting_since is not None and loop.time() - resting_since >= FLATTEN_REPRICE_S:
+                if self._cancel_flatten is not None:
+                    with contextlib.suppress(Exception):  # a failed cancel is retried by the OMS itself
+                        await self._cancel_flatten(f"{reason}: re-pricing")
+                resting_since = None
+            elif not working:
+                if attempts == FLATTEN_ALERT_AFTER:
+                    self._alert("critical", f"kill switch flatten: {open_positions} position(s) still open after "
+                                            f"{attempts} attempts; still trying")
+                attempts += 1
+                try:
+                    sent = await self._flatten(reason)
+                except Exception as exc:
+                    log.exception("kill switch: flatten failed")
+                    self._alert("critical", f"kill switch could not send every closing order: {exc}; retrying")
+                    sent = 0
+                resting_since = loop.time() if sent else None
+                if not sent:
+                    await asyncio.sleep(min(FLATTEN_POLL_S * 2 ** min(attempts, 5), FLATTEN_REPRICE_S))
+                    continue
+            await asyncio.sleep(FLATTEN_POLL_S)
 
     def _flatten_done(self) -> None:
         self._flatten_pending = False

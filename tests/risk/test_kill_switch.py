@@ -164,3 +164,83 @@ async def test_trip_in_store_when_engine_not_running_then_next_start_is_halted(s
     await ks.start()  # a persisted HALTED sweeps working orders at start
     await asyncio.wait_for(done.wait(), 1.0)
     await ks.stop()
+
+
+class _Account:
+    """A hand-written account for the flatten follow-through: closing orders end without closing
+    (rejected, e.g. a broker's 429) ``fail_first`` times, then close every position."""
+
+    def __init__(self, positions: int, fail_first: int, rest_first: bool = False) -> None:
+        self.positions = positions
+        self.fail_first = fail_first
+        self.rest_first = rest_first  # the first closing order rests unfilled until re-priced
+        self.working = 0
+        self.sends = 0
+        self.cancels = 0
+
+    async def cancel_all(self, reason: str) -> int:
+        return 0
+
+    async def flatten(self, reason: str) -> int:
+        self.sends += 1
+        if self.sends <= self.fail_first:
+            return 1  # accepted by our path, then rejected by the broker: nothing working, positions open
+        if self.rest_first and self.sends == self.fail_first + 1:
+            self.working = 1
+            return 1
+        self.positions = 0
+        return 1
+
+    def progress(self) -> tuple[int, int]:
+        return self.positions, self.working
+
+    async def cancel_flatten(self, reason: str) -> int:
+        self.cancels += 1
+        self.working = 0
+        return 1
+
+
+async def test_flatten_when_closing_orders_are_rejected_then_sent_again_until_flat_and_intent_kept_meanwhile(store):
+    bus = Bus()
+    acct = _Account(positions=3, fail_first=2)
+    ks = KillSwitch(store, bus)
+    ks.bind(acct.cancel_all, acct.flatten, acct.progress, acct.cancel_flatten)
+    await ks.trip("drill", flatten=True)
+    assert ks.flatten_pending  # sent is not done: the first closing orders were rejected
+    assert _stored_flatten(store)
+    await wait_for(lambda: acct.positions == 0 and not ks.flatten_pending, timeout=10)
+    assert acct.sends == 3
+    await wait_for(lambda: not _stored_flatten(store))
+    assert ks.state is TradingState.HALTED
+
+
+async def test_flatten_when_a_closing_order_rests_unfilled_then_cancelled_and_sent_again(store, monkeypatch):
+    from engine.risk import kill_switch as ks_module
+
+    monkeypatch.setattr(ks_module, "FLATTEN_REPRICE_S", 0.3)
+    acct = _Account(positions=1, fail_first=0, rest_first=True)
+    ks = KillSwitch(store, Bus())
+    ks.bind(acct.cancel_all, acct.flatten, acct.progress, acct.cancel_flatten)
+    await ks.trip("drill", flatten=True)
+    await wait_for(lambda: acct.positions == 0 and not ks.flatten_pending, timeout=10)
+    assert acct.cancels == 1 and acct.sends == 2
+
+
+async def test_flatten_when_reset_before_flat_then_follow_through_stops(store):
+    acct = _Account(positions=2, fail_first=10_000)
+    ks = KillSwitch(store, Bus())
+    ks.bind(acct.cancel_all, acct.flatten, acct.progress, acct.cancel_flatten)
+    await ks.trip("drill", flatten=True)
+    await wait_for(lambda: acct.sends >= 2)
+    await ks.reset(confirmed=True)
+    sends = acct.sends
+    await asyncio.sleep(1.0)
+    assert acct.sends == sends and not ks.flatten_pending
+    await ks.stop()
+
+
+def _stored_flatten(store) -> bool:
+    import json
+
+    rows = store.query("SELECT value FROM kv WHERE key=?", (KV_STATE,))
+    return bool(rows and json.loads(rows[0][0]).get("flatten"))
