@@ -15,6 +15,7 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engine.analytics.formatting import plural
 from engine.bus.events import Alert, OrderDenied
 from engine.bus.messages import Event
 from widgets.base import EventBatch, Panel
@@ -219,7 +220,8 @@ class AlertsPanel(Panel):
 
     def _render_counts(self) -> None:
         w, e = self.counts.get("warning", 0), self.counts.get("error", 0) + self.counts.get("critical", 0)
-        self.count_label.setText(f"{len(self.all_entries)} events · {w} warnings · {e} errors")
+        self.count_label.setText(f"{plural(len(self.all_entries), 'event')} · {plural(w, 'warning')} · "
+                                 f"{plural(e, 'error')}")
 
     def _on_level(self, index: int) -> None:
         self.min_level = ("info", "warning", "error")[index]

@@ -91,7 +91,8 @@ def create_application(argv: Sequence[str] | None = None) -> QtWidgets.QApplicat
         app = QtWidgets.QApplication(list(argv) if argv is not None else sys.argv[:1])
     app.setApplicationName("optiondesk")
     app.setOrganizationName("optiondesk")
-    app.setApplicationDisplayName("Optiondesk")
+    # no applicationDisplayName: Qt appends it to every window title that does not end with it, which
+    # turned "Optiondesk — PAPER" into "Optiondesk — PAPER — Optiondesk"
     app.setDesktopFileName("optiondesk")
     app.setQuitOnLastWindowClosed(False)
     from app.resources import icon

@@ -351,13 +351,14 @@ class KillSwitchControl(QtWidgets.QWidget):
     def _render(self) -> None:
         self.button.setProperty("tradingState", self.state)
         if self.state == HALTED:
-            self.button.setText("HALTED\nclick to reset…")
+            self.button.setText("TRADING HALTED\nclick to reset…")
             self.button.setToolTip(f"Trading HALTED: {self.reason or 'kill switch tripped'}. Click to reset (asks first).")
         elif self.state == REDUCING:
-            self.button.setText("KILL SWITCH\nREDUCING only")
+            self.button.setText("■ HALT TRADING\nnow: reducing only")
             self.button.setToolTip(f"Only exposure-reducing orders pass. {self.reason} — click or {self.SHORTCUT} to HALT.")
         else:
-            self.button.setText("KILL SWITCH\nACTIVE")
+            # the button names its action; the second line the state — "KILL SWITCH ACTIVE" read as tripped
+            self.button.setText("■ HALT TRADING\nnow: trading normally")
             self.button.setToolTip(f"Trading ACTIVE. Click or press {self.SHORTCUT} to halt all trading at once.")
         self.reason_label.setText(self.reason if self.state != ACTIVE else "")
         self.reason_label.setVisible(self.state != ACTIVE)

@@ -21,6 +21,8 @@ COMMAND_MODULES: list[str] = [
     "engine.market.cli",
     "engine.backtest.cli",
     "engine.risk.cli",
+    "engine.serve",
+    "engine.history.cli",
     "app.cli",
 ]
 

@@ -68,6 +68,8 @@ class EngineConfig:
     process_workers: int = 2
     #: the real world's clock, for "is the real market open?" (tests pin it; None: the machine's clock)
     wall_clock: Clock | None = None
+    #: serve Prometheus metrics on 127.0.0.1:PORT (None: settings.monitoring.metrics_port; off when both unset)
+    metrics_port: int | None = None
 
     @classmethod
     def for_directory(cls, base: str | os.PathLike[str], **kw: Any) -> EngineConfig:
@@ -95,6 +97,7 @@ class Engine:
         self.risk: Any = None
         self.kill_switch: Any = None
         self.surfaces: Any = None
+        self.history: Any = None
         self.backtests: Any = None
         self.router: Any = None
         self.market: Any = None
@@ -105,6 +108,8 @@ class Engine:
         self.adapters: dict[str, Any] = {}
         #: engine.credentials.CredentialStore shared by the GUI and broker connections (created on first use)
         self.credentials: Any = None
+        self.notifier: Any = None  # engine.notify.notifier.Notifier (settings.notify.enabled)
+        self.metrics: Any = None  # engine.monitoring.MetricsExporter (opt-in)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._thread_pool: ThreadPoolExecutor | None = None
@@ -217,12 +222,74 @@ class Engine:
         self.surfaces = SurfaceService(bus, rate=rate, config=s.surface, dividend_yields=dividend_yields, store=store)
         await self.surfaces.start()
         self.on_stop(self.surfaces.stop)
+        await self._start_history(bus, store)
 
         from engine.backtest.service import BacktestService
 
         self.backtests = BacktestService(bus, store)
         self.backtests.register()
         self.on_stop(self.backtests.stop)
+        await self._start_outside_services()
+
+    async def _start_outside_services(self) -> None:
+        """Notifications that leave the window and the opt-in metrics endpoint (docs/operations.md)."""
+        assert self.bus is not None
+        s = self.settings
+        if s.notify.enabled:
+            from engine.notify.notifier import Notifier
+
+            self.notifier = Notifier(self.bus, s.notify, secrets=self.secret, now=_EngineClock(self).now)
+            await self.notifier.start()
+            self.on_stop(self.notifier.stop)
+        port = self.config.metrics_port if self.config.metrics_port is not None else s.monitoring.metrics_port
+        if port is not None:
+            from engine.monitoring import MetricsExporter
+
+            self.metrics = MetricsExporter(self, port, sample_interval_s=s.monitoring.sample_interval_s)
+            await self.metrics.start()  # MonitoringError (port taken) stops the start: opt-in means wanted
+            self.on_stop(self.metrics.stop)
+
+    def secret(self, name: str) -> str | None:
+        """A secret from the shared credential store (keyring; blocking: call it from a thread)."""
+        if self.credentials is None:
+            from engine.credentials import CredentialStore
+
+            self.credentials = CredentialStore()
+        return self.credentials.get(name)
+
+    async def _start_history(self, bus: Any, store: Any) -> None:
+        """Backfill daily history from the feed's own past (docs/architecture.md, "History from the first
+        minute"); readers reload when it lands, so IV rank, regimes and VaR work without waiting for days."""
+        from engine.history import HistoryBackfilled, HistoryService, SimulatedHistorySource
+
+        source = None
+        underlyings: list[str] = []
+        if self.simulated_feed is not None:
+            market = self.simulated_feed.market
+            source = SimulatedHistorySource(market.config, anchor=market.spots())
+            underlyings = list(market.symbols)
+        cfg = self.settings.surface
+        self.history = HistoryService(bus, store, clock=_EngineClock(self), underlyings=underlyings, source=source,
+                                      lookback=cfg.iv_rank_lookback_days, min_history=cfg.iv_rank_min_history_days,
+                                      realized_vol_window=cfg.realized_vol_window_days)
+
+        def reload(ev: HistoryBackfilled) -> None:
+            if ev.rows <= 0:
+                return
+            self.surfaces.reload_history(ev.underlyings)
+            try:
+                self.risk_service.calibrate_from_history()
+            except Exception:
+                log.exception("could not recalibrate vols/betas from the backfilled history")
+
+        sub = bus.subscribe(HistoryBackfilled, reload, name="Engine.history_reload")
+
+        async def stop_history() -> None:
+            sub.cancel()
+            await self.history.stop()
+
+        await self.history.start()
+        self.on_stop(stop_history)
 
     def on_stop(self, stopper: Callable[[], Awaitable[None]]) -> None:
         """Register an async cleanup; run in reverse order on stop()."""

@@ -17,9 +17,13 @@ from typing import Any, ClassVar
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engine.analytics.formatting import money
+from engine.analytics.payoff import max_loss_text
 from engine.bus.commands import ApproveOrder, ModifyOrderPrice, RejectOrder
 from engine.bus.events import OrderEvent, OrderPendingApproval
 from engine.model import Order, OrderStatus, net_price_label
+from engine.risk.payoff import PayoffSummary
+from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.order_ticket import describe_legs_short
 from widgets.table_model import NEGATIVE, Column, ColumnTableModel, LiveTableView
@@ -30,9 +34,18 @@ Qt = QtCore.Qt
 def _money(v: float | None, unbounded: str = "unlimited") -> str:
     if v is None:
         return unbounded
-    if not math.isfinite(v):
-        return "—"
-    return f"${v:,.0f}"
+    return money(v, 0, unbounded=unbounded)
+
+
+def _max_loss(preview: Any, stress: float) -> str:
+    """The ticket's and payoff panel's max-loss label, from the approval preview's figures."""
+    if preview.max_loss is None and preview.defined_risk:
+        return _money(None)
+    summary = PayoffSummary(
+        math.inf if preview.max_profit is None else float(preview.max_profit),
+        math.inf if preview.max_loss is None else float(preview.max_loss),
+        (), bool(preview.defined_risk), _num(preview.stress_loss))
+    return max_loss_text(summary, stress)
 
 
 def _countdown(seconds: float) -> str:
@@ -232,7 +245,8 @@ class ApprovalPanel(Panel):
             self.price_spin.blockSignals(True)
             self.price_spin.setValue(float(order.limit_price))
             self.price_spin.blockSignals(False)
-        self.detail.setHtml(preview_html(order, preview, self._seconds_left(oid, preview)))
+        self.detail.setHtml(preview_html(order, preview, self._seconds_left(oid, preview),
+                                         eq.stress_move(self.engine)))
 
     # ---- actions ----------------------------------------------------------------------------------
     def _after(self, oid: str, action: str) -> Any:
@@ -295,7 +309,7 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def preview_html(order: Order, preview: Any, seconds_left: float) -> str:
+def preview_html(order: Order, preview: Any, seconds_left: float, stress: float = 0.15) -> str:
     """The preview as compact HTML (legs with quotes, price vs mid, risk, Greeks change, limit headroom)."""
     esc = html.escape
     parts = [f"<b>{order.quantity}× {esc(order.underlying)}</b> limit <b>{net_price_label(order.limit_price)}</b>"
@@ -321,8 +335,7 @@ def preview_html(order: Order, preview: Any, seconds_left: float) -> str:
         "<p>"
         f"Mid {fmt(preview.mid)} · natural {fmt(preview.natural)} · limit vs mid {fmt(preview.price_vs_mid, '{:+.2f}')}<br>"
         f"Max profit <span style='color:#26a65b'>{_money(preview.max_profit)}</span> · "
-        f"max loss <span style='color:#d64541'>{_money(preview.max_loss)}</span>"
-        f"{'' if preview.defined_risk else ' (undefined risk; stress loss ' + _money(preview.stress_loss) + ')'}"
+        f"max loss <span style='color:#d64541'>{_max_loss(preview, stress)}</span>"
         f" · breakevens {be}<br>"
         f"Buying power {fmt(preview.buying_power_effect, '{:+,.0f}')} ({preview.buying_power_source})"
         f"{' · commission ' + fmt(preview.commission) if preview.commission is not None else ''}</p>"

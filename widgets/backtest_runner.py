@@ -24,6 +24,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from engine.analytics.formatting import money, plural
 from widgets.base import EventBatch, Panel, schedule
 from widgets.plots import LOSS, PROFIT, SERIES, MoneyAxis, new_plot
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
@@ -55,7 +56,7 @@ def _fmt_stat(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if kind == "money":
-        return f"${value:,.2f}"
+        return money(value)
     if kind == "pct":
         return f"{100 * value:.2f}%"
     if kind == "int":
@@ -666,13 +667,13 @@ class BacktestPanel(Panel):
             self.progress.setFormat("failed")
             self._status(f"Backtest failed: {result.error}", error=True)
         elif result.status == "cancelled":
-            self.progress.setFormat(f"cancelled after {len(result.dates)} days")
+            self.progress.setFormat(f"cancelled after {plural(len(result.dates), 'day')}")
             self._status("Cancelled: partial results shown", error=False)
         else:
             self.progress.setValue(1000)
             wall = time.monotonic() - self.job.started_at if self.job is not None else result.elapsed_s
             self.progress.setFormat(f"done in {wall:.1f} s")
-            self._status(f"Completed {len(result.dates)} days, {len(result.trades)} trades", error=False)
+            self._status(f"Completed {plural(len(result.dates), 'day')}, {plural(len(result.trades), 'trade')}", error=False)
         self.run_finished.emit(result)
 
     def _status(self, text: str, *, error: bool) -> None:
@@ -731,7 +732,7 @@ class BacktestPanel(Panel):
         pnl = m.get("total_pnl")
         ret = m.get("total_return")
         self.summary_label.setText(
-            f"{result.strategy} · {result.config.get('symbol', '')} · {len(result.dates)} days · "
+            f"{result.strategy} · {result.config.get('symbol', '')} · {plural(len(result.dates), 'day')} · "
             f"P&L {_fmt_stat(pnl, 'money')} ({_fmt_stat(ret, 'pct')}) · max DD {_fmt_stat(m.get('max_drawdown'), 'pct')}"
             f" · Sharpe {_fmt_stat(m.get('sharpe'), 'num')} · {result.status}"
         )

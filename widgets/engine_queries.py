@@ -104,3 +104,15 @@ def smile_vol_at(engine: Any, underlying: str, T: float) -> Any:
         return np.asarray(surface.implied_vol(np.asarray(strikes, float), T), dtype=float)
 
     return vol_at
+
+
+def stress_move(engine: Any) -> float:
+    """The risk engine's stress move (0.15 = ±15 %), so views quote the loss the risk check limits."""
+    risk = getattr(engine, "risk", None)
+    prof = getattr(risk, "profile", None)
+    value = getattr(prof, "stress_move_pct", None)
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.15
+    return v if math.isfinite(v) and 0 < v < 1 else 0.15

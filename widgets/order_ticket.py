@@ -18,11 +18,12 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.analytics.chain_metrics import chain_metrics
-from engine.analytics.payoff import legs_from_order, profile
-from engine.analytics.templates import Template, TemplateError, build_template
+from engine.analytics.formatting import money, plural
+from engine.analytics.payoff import legs_from_order, profile, theta_text
+from engine.analytics.templates import DEFAULT_SHORT_DELTA, Template, TemplateError, build_template
 from engine.analytics.ticket import TicketPrices, leg_rows, net_prices, order_greeks, to_limit_price
 from engine.bus.commands import SubmitOrder
-from engine.bus.events import TradingStateChanged
+from engine.bus.events import OrderEvent, TradingStateChanged
 from engine.model import Leg, Option, OrderIntent, OrderType, Side, TimeInForce
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
@@ -62,11 +63,7 @@ def describe_legs_short(legs: tuple[Leg, ...] | list[Leg]) -> str:
 
 
 def _money(v: float) -> str:
-    if math.isinf(v):
-        return "unlimited"
-    if not math.isfinite(v):
-        return "—"
-    return f"${v:,.0f}"
+    return money(v, 0)
 
 
 class TicketPanel(Panel):
@@ -104,6 +101,7 @@ class TicketPanel(Panel):
         self._price_touched = False
         self._setting_price = False
         self.last_result: Any = None
+        self._last_order_id = ""
         self._leg_iv = np.array([])
 
         # templates
@@ -123,7 +121,21 @@ class TicketPanel(Panel):
         self.wing_spin = QtWidgets.QSpinBox()
         self.wing_spin.setRange(1, 50)
         self.wing_spin.setPrefix("wing ")
-        self.wing_spin.setToolTip("Iron condor wing width in strike steps")
+        self.wing_spin.setToolTip("Wing width in strike steps")
+        # an iron condor is built by delta: short strikes at N Δ, wings in dollars
+        self.delta_spin = QtWidgets.QDoubleSpinBox()
+        self.delta_spin.setRange(0.01, 0.49)
+        self.delta_spin.setSingleStep(0.01)
+        self.delta_spin.setValue(DEFAULT_SHORT_DELTA)
+        self.delta_spin.setPrefix("short Δ ")
+        self.delta_spin.setToolTip("Sell the put and the call nearest this delta (0.16 ≈ one standard deviation)")
+        self.wing_dollars_spin = QtWidgets.QDoubleSpinBox()
+        self.wing_dollars_spin.setRange(0.0, 10_000.0)
+        self.wing_dollars_spin.setDecimals(0)
+        self.wing_dollars_spin.setSpecialValueText("wings auto")
+        self.wing_dollars_spin.setPrefix("wings $")
+        self.wing_dollars_spin.setToolTip("Long wings this many dollars beyond the short strikes "
+                                          "(auto: about 1 % of the underlying's price)")
         self.build_button = QtWidgets.QPushButton("Build")
         self.build_button.setToolTip("Replace the legs with this strategy on the chain's selected expiry")
         self.build_button.clicked.connect(self.build_from_template)
@@ -172,7 +184,7 @@ class TicketPanel(Panel):
         grid.setVerticalSpacing(2)
         names = [("mid", "Net mid"), ("natural", "Natural"), ("max_profit", "Max profit"),
                  ("max_loss", "Max loss"), ("breakevens", "Breakevens"), ("pop", "Prob. of profit"),
-                 ("delta", "Δ (shares)"), ("gamma", "Γ"), ("theta", "Θ $/day"), ("vega", "Vega $/pt")]
+                 ("delta", "Δ (shares)"), ("gamma", "Γ"), ("theta", "Θ"), ("vega", "Vega $/pt")]
         for i, (key, caption) in enumerate(names):
             cap = QtWidgets.QLabel(caption)
             cap.setStyleSheet("color: gray")
@@ -199,7 +211,7 @@ class TicketPanel(Panel):
         lay.addWidget(self.header)
         row = QtWidgets.QHBoxLayout()
         for w in (self.template_box, self.right_box, self.direction_box, self.width_spin, self.wing_spin,
-                  self.build_button):
+                  self.delta_spin, self.wing_dollars_spin, self.build_button):
             row.addWidget(w)
         row.addStretch(1)
         lay.addLayout(row)
@@ -280,7 +292,10 @@ class TicketPanel(Panel):
         self.recompute()
 
     def clear(self) -> None:
+        """An empty ticket: no legs and no limit left over from the last order (it would be sent again)."""
         self.set_legs([])
+        self._set_price(0.0)
+        self._update_submit()
 
     def clear_legs(self) -> None:
         self.clear()
@@ -323,7 +338,11 @@ class TicketPanel(Panel):
     # ---- templates -------------------------------------------------------------------------------
     def _template_defaults(self) -> None:
         t = Template(self.template_box.currentData())
-        self.wing_spin.setEnabled(t is Template.IRON_CONDOR)
+        condor = t is Template.IRON_CONDOR
+        self.wing_spin.setVisible(False)
+        self.width_spin.setVisible(not condor and t is not Template.STRADDLE and t is not Template.CALENDAR)
+        self.delta_spin.setVisible(condor)
+        self.wing_dollars_spin.setVisible(condor)
         self.right_box.setEnabled(t in (Template.VERTICAL, Template.CALENDAR, Template.BUTTERFLY))
         self.direction_box.setCurrentIndex(1 if t is Template.IRON_CONDOR else 0)
 
@@ -338,11 +357,15 @@ class TicketPanel(Panel):
         if chain is None or self.expiry is None:
             self.show_message("Select an underlying and expiry in the chain first", error=True)
             return
+        condor = Template(self.template_box.currentData()) is Template.IRON_CONDOR
+        r, q = eq.rates(self.engine, chain.underlying)
         try:
             legs = build_template(
                 self.template_box.currentData(), chain, self.expiry,
                 width=self.width_spin.value(), wing=self.wing_spin.value(),
                 call=self.right_box.currentIndex() == 0, long=self.direction_box.currentIndex() == 0,
+                short_delta=self.delta_spin.value() if condor else None,
+                wing_dollars=(self.wing_dollars_spin.value() or None) if condor else None, r=r, q=q,
             )
         except TemplateError as exc:
             self.show_message(str(exc), error=True)
@@ -396,6 +419,10 @@ class TicketPanel(Panel):
     def apply_events(self, batch: EventBatch) -> None:
         for ev in batch.events(TradingStateChanged):
             self.set_trading_state(ev.state, ev.reason)
+        if self._last_order_id:
+            for oev in batch.all_events():
+                if isinstance(oev, OrderEvent) and oev.order.order_id == self._last_order_id:
+                    self._show_order_status(oev.order)
         if self.live.apply(batch) and self.legs:
             # streaming quotes refresh the figures at most once a second (IVs, Greeks, payoff and
             # probability of profit cost ~0.2 s on a loaded 2-core box); a user's edit recomputes at once
@@ -458,7 +485,7 @@ class TicketPanel(Panel):
             und = self.underlying
             spot = chain.spot if chain is not None else math.nan
             self.header.setText(f"{und}  {spot:,.2f}  ·  {len(legs)} leg{'s' if len(legs) > 1 else ''}"
-                                if math.isfinite(spot) else f"{und} · {len(legs)} legs")
+                                if math.isfinite(spot) else f"{und} · {plural(len(legs), 'leg')}")
         else:
             self.header.setText("No legs — click a bid or ask in the chain, or build a strategy")
         if legs and not self._price_touched and math.isfinite(self.prices.mid):
@@ -466,9 +493,10 @@ class TicketPanel(Panel):
         f = self.figure_labels
         f["mid"].setText(_price_text(self.prices.mid))
         f["natural"].setText(_price_text(self.prices.natural))
-        for k, fmt in (("delta", "{:+,.1f}"), ("gamma", "{:+,.2f}"), ("theta", "{:+,.2f}"), ("vega", "{:+,.2f}")):
+        for k, fmt in (("delta", "{:+,.1f}"), ("gamma", "{:+,.2f}"), ("vega", "{:+,.2f}")):
             v = self.greeks.get(k, math.nan)
             f[k].setText(fmt.format(v) if math.isfinite(v) else "—")
+        f["theta"].setText(theta_text(self.greeks.get("theta", math.nan), None, math.nan, 0.0, 0.0))
         self._recompute_payoff()
         self._update_submit()
         self._emit_ticket()
@@ -486,7 +514,7 @@ class TicketPanel(Panel):
         try:
             pl = legs_from_order(self.legs, self.qty_spin.value(), prices.leg_mid, self._leg_iv, chain.ts,
                                  net_price=self.price_spin.value())
-            prof = profile(pl, chain.spot, r, q, days=(),
+            prof = profile(pl, chain.spot, r, q, days=(), stress=eq.stress_move(self.engine),
                            vol_at=eq.smile_vol_at(self.engine, self.underlying, pl.first_expiry_years))
         except ValueError as exc:
             for k in ("max_profit", "max_loss", "breakevens", "pop"):
@@ -495,9 +523,9 @@ class TicketPanel(Panel):
             return
         s = prof.summary
         self.summary, self.pop = s, prof.probability_of_profit
+        f["theta"].setText(theta_text(self.greeks.get("theta", math.nan), pl, chain.spot, r, q))
         f["max_profit"].setText(_money(s.max_profit))
-        f["max_loss"].setText(_money(s.max_loss) if s.defined_risk or math.isinf(s.max_loss)
-                              else f"{_money(s.max_loss)} (±15% stress)")
+        f["max_loss"].setText(prof.max_loss_text())
         f["max_profit"].setStyleSheet("color: #26a65b")
         f["max_loss"].setStyleSheet("color: #d64541")
         f["breakevens"].setText(", ".join(f"{b:,.2f}" for b in s.breakevens) or "none")
@@ -541,10 +569,8 @@ class TicketPanel(Panel):
             self._update_submit()
             order = result if hasattr(result, "status") else getattr(result, "order", None)
             if order is not None:
-                status = getattr(order.status, "value", order.status)
-                reason = f" — {order.reason}" if getattr(order, "reason", "") else ""
-                bad = str(status) in ("denied", "rejected")
-                self.show_message(f"Order {order.order_id[:8]} {str(status).replace('_', ' ')}{reason}", error=bad)
+                self._last_order_id = str(order.order_id)
+                self._show_order_status(order)
             else:
                 self.show_message("Order sent", error=False)
             self.submitted.emit(result, "")
@@ -559,6 +585,14 @@ class TicketPanel(Panel):
         if send_command(self.engine, SubmitOrder(intent=intent), on_error=failed, on_result=done) is None:
             self._update_submit()
 
+    def _show_order_status(self, order: Any) -> None:
+        """The status line follows the last submitted order (approved, rejected, filled ...), so it never
+        keeps saying "pending approval" after the approver acted."""
+        status = str(getattr(order.status, "value", order.status))
+        reason = f" — {order.reason}" if getattr(order, "reason", "") else ""
+        bad = status in ("denied", "rejected")
+        self.show_message(f"Order {str(order.order_id)[:8]} {status.replace('_', ' ')}{reason}", error=bad)
+
     def show_message(self, text: str, *, error: bool) -> None:
         self.message.setText(text)
         self.message.setStyleSheet("color: #d64541; font-weight: bold" if error else "color: gray")
@@ -568,13 +602,18 @@ class TicketPanel(Panel):
     # ---- persistence -----------------------------------------------------------------------------
     def panel_state(self) -> dict[str, Any]:
         return {"template": self.template_box.currentIndex(), "width": self.width_spin.value(),
-                "wing": self.wing_spin.value()}
+                "wing": self.wing_spin.value(), "short_delta": self.delta_spin.value(),
+                "wing_dollars": self.wing_dollars_spin.value()}
 
     def restore_panel_state(self, state: dict[str, Any]) -> None:
         for key, widget in (("template", self.template_box), ("width", self.width_spin), ("wing", self.wing_spin)):
             value = state.get(key)
             if isinstance(value, int):
                 (widget.setCurrentIndex if key == "template" else widget.setValue)(value)
+        for key, dspin in (("short_delta", self.delta_spin), ("wing_dollars", self.wing_dollars_spin)):
+            value = state.get(key)
+            if isinstance(value, int | float):
+                dspin.setValue(float(value))
 
 
 class _LegModel(ColumnTableModel):

@@ -189,6 +189,7 @@ class PayoffPanel(Panel):
             q = float(market.dividend_yield(und))
             days = float(self.days_spin.value())
             self.prof = profile(pl, spot, r, q, days=(0.0, days), width=self.width_spin.value() / 100.0,
+                                stress=eq.stress_move(self.engine),
                                 vol_at=self._smile(und, pl.first_expiry_years))
             from engine.risk.scenarios import book_from_legs, scenario_grid
 
@@ -267,7 +268,7 @@ class PayoffPanel(Panel):
         premium = f"{'debit' if cost > 0 else 'credit'} ${abs(cost):,.0f}"
         pop = f"{100 * prof.probability_of_profit:.0f}%" if math.isfinite(prof.probability_of_profit) else "—"
         be = ", ".join(f"{b:,.2f}" for b in sm.breakevens) or "none"
-        risk = money(sm.max_loss) if sm.defined_risk or math.isinf(sm.max_loss) else f"{money(sm.max_loss)} (on the grid)"
+        risk = prof.max_loss_text()
         self.stats.setText(
             f"Net {premium} · max profit <span style='color:{PROFIT}'>{money(sm.max_profit)}</span> · "
             f"max loss <span style='color:{LOSS}'>{risk}</span> · breakevens {be} · "

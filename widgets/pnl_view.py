@@ -106,13 +106,13 @@ class PnLPanel(Panel):
         if a is None:
             return
         lab = self.labels
-        lab["net_liq"].setText(f"${float(a.net_liquidation):,.2f}")
+        lab["net_liq"].setText(money(a.net_liquidation))
         dp = float(a.day_pnl)
-        lab["day_pnl"].setText(f"{dp:+,.2f}")
+        lab["day_pnl"].setText(money(dp, signed=True))
         lab["day_pnl"].setStyleSheet(f"color: {PROFIT if dp >= 0 else LOSS}")
-        lab["unrealized"].setText(f"{float(a.unrealized_pnl):+,.2f}")
-        lab["realized"].setText(f"{float(a.realized_pnl):+,.2f}")
-        lab["buying_power"].setText(f"${float(a.buying_power):,.0f}")
+        lab["unrealized"].setText(money(a.unrealized_pnl, signed=True))
+        lab["realized"].setText(money(a.realized_pnl, signed=True))
+        lab["buying_power"].setText(money(a.buying_power))
         lab["account"].setText(f"{mask_account(a.account_id)} ({'LIVE' if a.is_live else a.broker})")
         t = np.fromiter(self.t, float)
         eq_ = np.fromiter(self.equity, float)

@@ -18,6 +18,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from PySide6 import QtCore, QtWidgets
 
+rom engine.analytics.formatting import plural
+
 log = logging.getLogger(__name__)
 
 
@@ -71,7 +73,7 @@ class FieldEditor(QtWidgets.QWidget):
                 # lists of tables (e.g. the simulated universe) do not fit a line edit: kept as they are
                 self.kind = "fixed"
                 self.fixed_value = value
-                self.editor = QtWidgets.QLabel(f"{len(value)} entries — edit in settings.toml")
+                self.editor = QtWidgets.QLabel(f"{plural(len(value), 'entry', 'entries')} — edit in settings.toml")
             else:
                 self.kind = "json"
                 self.editor = QtWidgets.QLineEdit(text)

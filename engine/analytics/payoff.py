@@ -233,6 +233,16 @@ class PayoffProfile:
     cost: float
     probability_of_profit: float  # NaN when no surface vol was available
     expiry_days: float
+    stress: float = 0.15  # the stress move behind ``summary.stress_loss`` (0.15 = ±15 %)
+    single_expiry: bool = True  # False: calendars/diagonals, whose max loss is read off the plotted curve
+
+    def max_loss_text(self) -> str:
+        """The maximum-loss label every view shows (see :func:`max_loss_text`)."""
+        if not self.single_expiry:
+            from engine.analytics.formatting import money
+
+            return f"{money(self.summary.max_loss, 0)} within the plotted range"
+        return max_loss_text(self.summary, self.stress)
 
 
 def profile(
@@ -299,4 +309,53 @@ def profile(
         if vols is not None and np.isfinite(vols).any():
             cdf = terminal_cdf(grid, spot, t_exp, r, q, vols)
             pop = probability_of_profit(grid, curves["Expiry"], cdf)
-    return PayoffProfile(grid, curves, summary, legs.cost, pop, expiry_days)
+    return PayoffProfile(grid, curves, summary, legs.cost, pop, expiry_days, stress, single_expiry)
+
+
+def max_loss_text(summary: PayoffSummary, stress: float, money_fmt: object = None) -> str:
+    """The one label for an order's or positions' maximum loss (ticket, payoff panel, approvals).
+
+    Defined risk reads the loss at expiry. A naked short put's worst case is the underlying going to zero
+    — that is what ``summary.max_loss`` holds — so it says so, and adds the loss at the ``stress`` move
+    (the figure the risk engine limits), because "to zero" alone hides what a plausible crash costs.
+    Naked short calls are unbounded: "unlimited", plus the stress loss.
+    """
+    from engine.analytics.formatting import money
+
+    fmt = money_fmt if callable(money_fmt) else (lambda v: money(v, 0))
+    at_stress = f"{fmt(summary.stress_loss)} at a {100 * stress:.0f}% move"
+    if summary.defined_risk:
+        return fmt(summary.max_loss)
+    if math.isinf(summary.max_loss):
+        return f"unlimited ({at_stress})"
+    return f"{fmt(summary.max_loss)} to zero ({at_stress})"
+
+
+def theta_to_expiry(legs: PayoffLegs, spot: float, r: float, q: float) -> tuple[float, float]:
+    """(dollars gained from time decay between now and the first expiry at an unchanged spot, hours left).
+
+    With less than a day left, theta per calendar day overstates the decay (it can exceed the whole
+    premium: an SPX 0DTE put sold for $1,040 showed +$3,620/day). What can still decay is the remaining
+    time value, so 0DTE views show this figure "to expiry" and per hour instead.
+    """
+    t = legs.first_expiry_years
+    if not math.isfinite(t) or t <= 0:
+        return 0.0, 0.0
+    days = t * DAYS_PER_YEAR
+    s = np.array([float(spot)])
+    decay = float(value_at(legs, s, days, r, q)[0] - value_at(legs, s, 0.0, r, q)[0])
+    return decay, days * 24.0
+
+
+def theta_text(theta_per_day: float, legs: PayoffLegs | None, spot: float, r: float, q: float) -> str:
+    """Theta as the ticket shows it: per day, or to expiry and per hour when less than a day remains."""
+    from engine.analytics.formatting import money
+
+    if legs is not None and len(legs) and math.isfinite(spot) and spot > 0:
+        t = legs.first_expiry_years
+        if math.isfinite(t) and 0 < t * DAYS_PER_YEAR < 1:
+            decay, hours = theta_to_expiry(legs, spot, r, q)
+            return f"{money(decay, 0, signed=True)} to expiry ({money(decay / hours, 0, signed=True)}/h)"
+    if not math.isfinite(theta_per_day):
+        return "—"
+    return f"{money(theta_per_day, 2, signed=True)}/day"

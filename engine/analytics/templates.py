@@ -5,6 +5,11 @@ centre strike (default: the strike nearest the spot). Direction convention: ``lo
 bought for a debit (long vertical = debit spread, long straddle/strangle, long butterfly, long
 calendar = sell near / buy far); ``short`` is the mirror image (credit). An iron condor is ``short``
 (credit) by default, like traders mean it.
+
+An iron condor is better built **by delta**: short strikes at ``short_delta`` (the 16-delta put and call
+sell about one standard deviation out) and long wings ``wing_dollars`` beyond them. Counting strike steps
+from ATM gave a $1-wide condor one strike from the money on SPY (598P/599P/601C/602C: $0.95 credit,
+$5 max loss, 6 % probability of profit, commissions above the max loss).
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ from enum import StrEnum
 
 import numpy as np
 
+from engine.analytics.chain_metrics import chain_metrics
 from engine.model import Leg, OptionChain, Side
+
+#: condor defaults: short strikes at 16 Δ, wings about 1 % of the spot wide (rounded to listed strikes)
+DEFAULT_SHORT_DELTA = 0.16
+DEFAULT_WING_PCT = 0.01
 
 
 class Template(StrEnum):
@@ -74,6 +84,10 @@ def build_template(
     call: bool = True,
     long: bool | None = None,
     far_expiry: np.datetime64 | date | None = None,
+    short_delta: float | None = None,
+    wing_dollars: float | None = None,
+    r: float = 0.0,
+    q: float = 0.0,
 ) -> tuple[Leg, ...]:
     """Legs of ``template`` on ``chain`` at ``expiry`` (one unit; the order quantity multiplies them).
 
@@ -81,7 +95,9 @@ def build_template(
     strikes (strangle, condor) or between the strikes (vertical, butterfly wings). ``wing``: condor
     wing width in steps. ``call``: call or put version (vertical, calendar, butterfly). ``long``: see the
     module docstring (default: True, except iron condor False). ``far_expiry``: the calendar's back month
-    (default: the next listed expiry after ``expiry``).
+    (default: the next listed expiry after ``expiry``). ``short_delta`` (iron condor): build by delta —
+    short strikes nearest that |Δ| (0 < Δ < 0.5) and wings ``wing_dollars`` beyond them (default about
+    1 % of spot); ``r``/``q`` price the deltas.
     """
     template = Template(template)
     if width < 1 or wing < 1:
@@ -120,6 +136,9 @@ def build_template(
             _leg(chain, _row(chain, rows, hi, call), buy),
         )
 
+    if template is Template.IRON_CONDOR and short_delta is not None:
+        return _condor_by_delta(chain, rows, short_delta, wing_dollars, buy, sell, r, q)
+
     if template is Template.IRON_CONDOR:
         # long=False (default): sell the inner strikes, buy the wings -> credit; long=True is the debit mirror
         kp_in, kc_in = _pick(grid, ci, -width), _pick(grid, ci, width)
@@ -147,4 +166,37 @@ def build_template(
     return (
         _leg(chain, _row(chain, rows, k0, call), sell),
         _leg(chain, _row(chain, far_rows, k0, call), buy),
+    )
+
+
+def _condor_by_delta(chain: OptionChain, rows: np.ndarray, short_delta: float, wing_dollars: float | None,
+                     buy: Side, sell: Side, r: float, q: float) -> tuple[Leg, ...]:
+    if not 0 < short_delta < 0.5:
+        raise TemplateError(f"short delta must be between 0 and 0.5 (0.16 = 16 Δ), got {short_delta:g}")
+    spot = float(chain.spot)
+    wing = spot * DEFAULT_WING_PCT if wing_dollars is None else float(wing_dollars)
+    if not (np.isfinite(wing) and wing > 0):
+        raise TemplateError(f"wing width must be a positive number of dollars, got {wing_dollars!r}")
+    m = chain_metrics(chain, rows, r=r, q=q)
+    delta = np.asarray(m.delta, float)
+    strikes = chain.strike[rows]
+    calls = chain.is_call[rows]
+    puts_ok = ~calls & np.isfinite(delta) & (strikes < spot)
+    calls_ok = calls & np.isfinite(delta) & (strikes > spot)
+    if not puts_ok.any() or not calls_ok.any():
+        raise TemplateError("no quoted out-of-the-money puts and calls with a delta in the chosen expiry")
+    kp = float(strikes[puts_ok][np.argmin(np.abs(np.abs(delta[puts_ok]) - short_delta))])
+    kc = float(strikes[calls_ok][np.argmin(np.abs(delta[calls_ok] - short_delta))])
+    grid = _strike_grid(chain, rows)
+    below = grid[grid <= kp - wing + 1e-9]
+    above = grid[grid >= kc + wing - 1e-9]
+    if len(below) == 0 or len(above) == 0:
+        raise TemplateError(f"wings ${wing:g} beyond {kp:g}/{kc:g} are outside the listed strikes "
+                            f"({grid[0]:g}–{grid[-1]:g})")
+    kp_out, kc_out = float(below[-1]), float(above[0])
+    return (
+        _leg(chain, _row(chain, rows, kp_out, False), sell),
+        _leg(chain, _row(chain, rows, kp, False), buy),
+        _leg(chain, _row(chain, rows, kc, True), buy),
+        _leg(chain, _row(chain, rows, kc_out, True), sell),
     )

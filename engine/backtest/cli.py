@@ -119,6 +119,10 @@ def format_summary(summary: dict[str, Any], reconciliation: dict[str, Any] | Non
     ]
     if reconciliation:
         rows.append(("P&L − (Σ trades − fees)", reconciliation.get("difference")))
+    if summary.get("halted"):
+        rows.append(("kill switch", f"HALTED {summary['halted'].get('at', '')}: {summary['halted'].get('reason', '')}"))
+    if summary.get("warning"):
+        rows.insert(0, ("WARNING", summary["warning"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {'' if v is None else v}" for k, v in rows)
 

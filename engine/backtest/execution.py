@@ -13,6 +13,7 @@ Speed: the exchange and the risk engine's market view see a day's chain only on 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable
 from datetime import datetime
@@ -31,10 +32,15 @@ from engine.oms.factory import OrderFactory, OrderValidationError
 from engine.risk.config import RiskConfig
 from engine.risk.engine import RiskEngine
 from engine.risk.market_view import MarketView
-from engine.risk.state import PortfolioState
+from engine.risk.kill_switch import limit_breaches
+from engine.risk.state import PortfolioState, TradingState
 from engine.strategies.base import SizingLimits
 
 BACKTEST_ACCOUNT = "BACKTEST"
+#: what a run with the risk engine switched off says in its log and summary
+RISK_CHECKS_BYPASSED = "PRE-TRADE RISK CHECKS BYPASSED"
+
+log = logging.getLogger(__name__)
 
 
 class BacktestExchange:
@@ -58,7 +64,14 @@ class BacktestExchange:
         self.risk = RiskEngine(RiskConfig(level=config.risk_level, risk_free_rate=config.rate,
                                           dividend_yields={history.underlying: config.dividend_yield}),
                                market=self.market, portfolio=self.portfolio, now=self.now,
+                               trading_state=lambda: self.trading_state,
                                monotonic=self._monotonic, margin=paper.margin_rules())
+        #: the kill switch of this run: tripped by the live rule (daily loss, drawdown), never reset
+        self.trading_state = TradingState.ACTIVE
+        self.halt: dict[str, str] = {}  # {"at": ISO time, "reason": ...} once tripped
+        if not config.risk_checks:
+            log.warning("backtest: %s (--no-risk-checks); the kill switch still halts on its limits",
+                        RISK_CHECKS_BYPASSED)
         self._cid: dict[str, int] = {}  # option key -> contract id in the history
         self._last_mark: dict[str, float] = {}  # option key -> last valid mid (used while a quote is missing)
         self.denials = 0
@@ -72,9 +85,9 @@ class BacktestExchange:
         return self._now.timestamp() if self._now is not None else 0.0
 
     def sizing(self) -> SizingLimits:
-        p = self.risk.profile
-        return SizingLimits(risk_per_trade=p.risk_per_trade_pct, max_positions=p.max_positions,
-                            max_position_fraction=p.max_position_pct)
+        from engine.strategies.live import sizing_from_profile
+
+        return sizing_from_profile(self.risk.profile)
 
     def begin_day(self, i: int, chain: OptionChain) -> list[ExecutionReport]:
         """Start day ``i``: the clock moves to its close; resting orders meet the new quotes."""
@@ -123,6 +136,11 @@ class BacktestExchange:
             return [*reports, ExecutionReport("rejected", denied.evolve(status=OrderStatus.DENIED, reason=str(exc),
                                                                               updated_at=self.now()),
                                               note="denied")]
+        if not self.config.risk_checks and self.trading_state is TradingState.HALTED:
+            self.denials += 1
+            denied = order.evolve(status=OrderStatus.DENIED, updated_at=self.now(), reason=(
+                "trading_state: trading is HALTED: only cancels (and kill-switch flatten orders) are accepted"))
+            return [*reports, ExecutionReport("rejected", denied, note="denied")]
         if self.config.risk_checks:
             self._feed_risk()
             decision = self.risk.check(order)
@@ -145,6 +163,37 @@ class BacktestExchange:
                     self.risk.release(r.order.order_id)
                 elif r.fills:
                     self.risk.update_fill(r.order)
+
+    # ---- the kill switch ------------------------------------------------------------------------
+    def check_limits(self, i: int) -> list[ExecutionReport]:
+        """The kill switch's automatic trip, as live (:func:`~engine.risk.kill_switch.limit_breaches`): on a
+        daily-loss or drawdown breach trading is HALTED for the rest of the run and working orders are
+        cancelled at once. Held positions stay (no flatten, as an automatic trip live) and settle at expiry."""
+        if self.trading_state is TradingState.HALTED:
+            return []
+        ex = self.exchange
+        nl = float(ex.cash) + self.position_value(i)
+        if not (math.isfinite(nl) and nl > 0):
+            return []
+        if self.risk.peak_equity is None or nl > self.risk.peak_equity:
+            self.risk.peak_equity = nl
+        start = float(ex.day_start_equity) if ex.day_start_equity is not None else nl
+        for kind, (breached, reason) in limit_breaches(self.risk.profile, nl, nl - start,
+                                                       self.risk.peak_equity).items():
+            if breached:
+                return self.trip(f"{kind}: {reason}")
+        return []
+
+    def trip(self, reason: str) -> list[ExecutionReport]:
+        """Halt: every new order is denied from now on; every working order is cancelled."""
+        self.trading_state = TradingState.HALTED
+        self.halt = {"at": self.now().isoformat(), "reason": reason}
+        log.warning("backtest: kill switch tripped at %s: %s", self.now().isoformat(), reason)
+        out: list[ExecutionReport] = []
+        for oid in list(self.exchange.working):
+            out.extend(self.exchange.cancel(oid, self.now(), reason=f"kill switch: {reason}"))
+        self._after(out)
+        return out
 
     def early_assignments(self, next_day) -> list[ExecutionReport]:
         """On the session before an ex-dividend date: short calls whose time value is below the dividend are

@@ -98,9 +98,16 @@ class BacktestResult:
     times: np.ndarray | None = None  # intraday runs: each step's UTC instant (``daily_pnl`` is then per step)
 
     def summary(self) -> dict[str, Any]:
+        """The headline numbers, plus how the order path ran: whether the pre-trade risk checks were on (a run
+        without them says so here, in words) and whether the kill switch halted the run."""
         m = self.metrics.as_dict()
         m.pop("per_regime", None)
-        return {"run_id": self.run_id, "strategy": self.strategy, "status": self.status, **m}
+        out = {"run_id": self.run_id, "strategy": self.strategy, "status": self.status, **m,
+               "risk_checks": bool(self.info.get("risk_checks", self.config.get("risk_checks", True))),
+               "halted": self.info.get("halt") or None}
+        if not out["risk_checks"]:
+            out["warning"] = "PRE-TRADE RISK CHECKS BYPASSED"
+        return out
 
     def reconciliation(self) -> dict[str, Decimal]:
         """Total P&L vs Σ trade P&L − fees (open trades at their mark), to the cent."""
@@ -173,7 +180,7 @@ class Backtest:
 
     def run(self, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
             *, progress_every: int = 21) -> BacktestResult:
-        from engine.backtest.execution import BacktestExchange
+        from engine.backtest.execution import RISK_CHECKS_BYPASSED, BacktestExchange
 
         h, cfg, strat = self.history, self.config, self.strategy
         n = h.n_days
@@ -200,6 +207,7 @@ class Backtest:
                     strat.on_start(ctx)
                 # 1. the day's market: resting orders may fill against the new quotes
                 self._handle(ex.begin_day(i, chain), ctx)
+                self._handle(ex.check_limits(i), ctx)  # the kill switch sees the account at the new quotes
                 ctx._nl = float(ex.cash()) + ex.position_value(i)  # the account as the strategy would see it live
                 # 2. shares received on assignment are sold at today's close
                 if cfg.liquidate_assignments:
@@ -213,6 +221,7 @@ class Backtest:
                     if cfg.early_assignment and i + 1 < n:
                         self._handle(ex.early_assignments(h.dates[i + 1].astype(object)), ctx)
                 self._handle(ex.settle(), ctx)
+                self._handle(ex.check_limits(i), ctx)
                 # 6. mark to market at the close
                 value, g, held = ex.mark(i)
                 cash[i] = float(ex.cash())
@@ -256,7 +265,9 @@ class Backtest:
             times=None if h.times is None else h.times[:k],
             info={"underlying": h.underlying, "source": h.source, "days": len(closes), "steps": k,
                   "rows": int(h.offsets[k]) if k else 0, "denied_orders": ex.denials,
-                  "ledger_cash_flow": str(self.ledger.cash_flow)},
+                  "ledger_cash_flow": str(self.ledger.cash_flow), "risk_checks": cfg.risk_checks,
+                  "trading_state": ex.trading_state.value, "halt": dict(ex.halt),
+                  **({"warning": RISK_CHECKS_BYPASSED} if not cfg.risk_checks else {})},
         )
 
     # ---- order flow ------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ Fill model:
 - marketable orders (market, or a limit the touch satisfies) fill at the touch — buy legs at the ask,
   sell legs at the bid — plus the configured slippage, never past the limit;
 - resting limits fill at their limit when the market crosses them;
-- combos fill at the net price only when the legs' touch allows it (Σ sign·ratio·touch ≤ limit);
+- combos fill at the net price whenever the net of the legs' touch is marketable (Σ sign·ratio·touch ≤ limit);
+- a long option with no bid (bid 0) that an order sells to close is sold at the venue's minimum price, one
+  tick, without slippage; an opening sell at a zero bid finds no buyer and rests;
 - with ``partial_fills`` an update fills at most the displayed size at the touch (per leg ÷ ratio).
 
 Prices: ``limit_price`` is per unit of the combo, positive = debit, negative = credit (DESIGN.md §7) —
@@ -651,12 +653,21 @@ class PaperExchange:
         touches: list[float] = []
         avail = math.inf
         spreads: list[float] = []
-        for sign, ratio, ref in zip(w.signs, w.ratios, w.refs, strict=True):
+        floor_legs: dict[int, float] = {}  # leg index -> the venue's minimum price (a no-bid long sold)
+        for i, (sign, ratio, ref) in enumerate(zip(w.signs, w.ratios, w.refs, strict=True)):
             if ref[0] == "opt" and (ref[2] < 0 or ref[1] not in self._books):
                 return []
             bid, ask, bsz, asz = self._touch(ref)
             px = ask if sign > 0 else bid
-            if not math.isfinite(px) or px < 0 or (sign < 0 and px <= 0 and ref[0] == "opt"):
+            if sign < 0 and ref[0] == "opt" and math.isfinite(px) and px <= 0:
+                if not self._closes_long(w, i, ratio):
+                    return []  # nobody bids: an opening sell (or a short beyond the long) has no buyer
+                # a long option nobody bids for is sold at the venue's minimum price, one tick
+                # (docs/trading-rules.md): the exit of a spread is never stuck on its worthless wing
+                px = float(self.tick_size(w.instruments[i], _Z))  # type: ignore[arg-type]
+                floor_legs[i] = px
+                bsz = math.inf
+            if not math.isfinite(px) or px < 0:
                 return []
             touches.append(px)
             spreads.append(ask - bid if math.isfinite(ask - bid) else 0.0)
@@ -677,14 +688,19 @@ class PaperExchange:
                 return []
         # prices per leg: at the touch plus slippage for takers; resting limits fill at their limit
         if aggressive or is_market:
-            leg_px = [self._slipped(px, sign, spread, ref)
-                      for px, sign, spread, ref in zip(touches, w.signs, spreads, w.refs, strict=True)]
+            leg_px = [px if i in floor_legs else self._slipped(px, sign, spread, ref)
+                      for i, (px, sign, spread, ref) in enumerate(zip(touches, w.signs, spreads, w.refs, strict=True))]
             net_px = sum(s * r * p for s, r, p in zip(w.signs, w.ratios, leg_px, strict=True))
             if not is_market and net_px > limit + 1e-9:
                 leg_px = self._allocate(touches, w, limit)
         else:
             leg_px = self._allocate(touches, w, limit)
         return [self._execute(w, qty, leg_px)]
+
+    def _closes_long(self, w: _Working, i: int, ratio: int) -> bool:
+        """Whether leg ``i`` of ``w`` sells no more of an option than the account holds long."""
+        pos = self.positions.get(w.keys[i])
+        return pos is not None and pos.quantity >= ratio * w.order.remaining_quantity
 
     def _slipped(self, px: float, sign: int, spread: float, ref: tuple[str, str, int]) -> float:
         s = self.config.slippage

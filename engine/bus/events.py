@@ -170,7 +170,7 @@ class OrderAccepted(OrderEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OrderRejected(OrderEvent):
-    """The broker said no; ``order.reason`` carries the broker's message."""
+    """The broker, or the human approver, said no; ``order.reason`` carries who and why."""
 
     severity: ClassVar[str] = "error"
 

@@ -36,6 +36,9 @@ from engine.pricing.inputs import FloatArray, Reason, broadcast_with_right, mark
 _INV_SQRT_2PI = 0.3989422804014326779399460599343818684758586311649
 _NAMES = ("S", "K", "T", "r", "q", "sigma")
 _CHUNK = 4096
+#: elements of one (options × nodes × quadrature) array per block: ~40k (320 KB) keeps the fixed-point step's
+#: temporaries in cache; whole-chain arrays (2.5 MB each for 2,000 options, accurate) made it 1.4x slower
+_BLOCK_ELEMENTS = 40_960
 
 
 @dataclass(frozen=True)
@@ -340,12 +343,14 @@ def _american_block(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.nda
 def _american_flat(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
                    q: np.ndarray, sigma: np.ndarray, scheme: Scheme, with_greeks: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_american_block` in chunks of ``_CHUNK`` options: bounds the (options × nodes × quadrature) arrays."""
-    if S.shape[0] <= _CHUNK:
+    """:func:`_american_block` in blocks sized so that the (options × nodes × quadrature) arrays stay in cache
+    (256 options for ``accurate``, 853 for ``fast``); each option's arithmetic does not depend on the block."""
+    chunk = min(_CHUNK, max(64, _BLOCK_ELEMENTS // (scheme.n * scheme.quad)))
+    if S.shape[0] <= chunk:
         return _american_block(is_call, S, K, T, r, q, sigma, scheme, with_greeks)
     outs = [np.empty(S.shape[0]) for _ in range(4)]
-    for start in range(0, S.shape[0], _CHUNK):
-        sl = slice(start, start + _CHUNK)
+    for start in range(0, S.shape[0], chunk):
+        sl = slice(start, start + chunk)
         vals = _american_block(is_call[sl], S[sl], K[sl], T[sl], r[sl], q[sl], sigma[sl], scheme, with_greeks)
         for o, v in zip(outs, vals, strict=True):
             o[sl] = v

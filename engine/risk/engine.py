@@ -23,7 +23,8 @@ Policy:
   already closing that position, does not go beyond flat (nautilus' ``would_reduce_only``, VeighNa's frozen
   positions): holding +1, a working sell-1 leaves nothing for a second sell-1.
 - Reducing orders skip the exposure limits (closing is always allowed unless HALTED, rate-limited, duplicated,
-  fat-fingered or short of buying power); kill-switch flatten orders pass in HALTED and skip the price collar,
+  fat-fingered or short of buying power); the price collar passes a reducing limit at or inside the combo's
+  natural price (the touch), so an exit in a wide market is never held open by it; kill-switch flatten orders pass in HALTED and skip the price collar,
   the buying-power check, the rate limit and the duplicate guard.
 - Buying power is the paper broker's margin model (:mod:`engine.brokers.margin`): the change in the account's
   buying power if the order filled now at the touch, with the underlying's positions grouped as the broker
@@ -152,6 +153,7 @@ class _Context:
     payoff: PayoffSummary
     mid: float
     bp_req: float
+    natural: float = math.nan
 
 
 def _leg_arrays(order: Order, quantity: int | None = None) -> tuple[list[Instrument], np.ndarray]:
@@ -462,11 +464,12 @@ class RiskEngine:
         payoff = self._payoff(order, legs, cost)
         if not math.isfinite(cost):
             cost = 0.0
+        mid, natural, _ = self.combo_quote(order)
         return _Context(order=order, state=self.trading_state(), is_ks=is_ks, reducing=not problem,
                         reduce_problem=problem, skip=skip, nl=self.portfolio.net_liquidation, und=order.underlying,
                         insts=insts, units=units, orisk=orisk, oexp=oexp, current=current,
                         projected=current + oexp, legs=legs, cost=cost, payoff=payoff,
-                        mid=self.combo_quote(order)[0], bp_req=self.buying_power_required(order))
+                        mid=mid, bp_req=self.buying_power_required(order), natural=natural)
 
     def _stage_trading_state(self, ctx: _Context) -> list[CheckResult]:
         """``trading_state``: HALTED passes only kill-switch flatten orders that reduce; REDUCING only reducers."""
@@ -515,11 +518,19 @@ class RiskEngine:
                 allowed = max(p.collar_ticks * tick, p.collar_pct * abs(mid))
                 limit = float(order.limit_price)  # type: ignore[arg-type]
                 worse = limit - mid  # + debit convention: paying more than mid is worse
-                ok = worse <= allowed + 1e-9
                 ticks = worse / tick if tick > 0 else math.nan
-                out.append(CheckResult("price_collar", ok, worse, allowed, "$", stage=stage, message=(
-                    f"limit {limit:.2f} is {worse:+.2f} ({ticks:+.0f} ticks, "
-                    f"{(worse / abs(mid) if mid else math.inf):+.1%}) from mid {mid:.2f}; allowed {allowed:.2f}")))
+                text = (f"limit {limit:.2f} is {worse:+.2f} ({ticks:+.0f} ticks, "
+                        f"{(worse / abs(mid) if mid else math.inf):+.1%}) from mid {mid:.2f}")
+                if ctx.reducing and math.isfinite(ctx.natural) and limit <= ctx.natural + 1e-9:
+                    # getting out at the touch is the price the market asks, not a fat finger: a stop or an
+                    # exit in a wide market must not be held open by the collar (docs/risk-and-orders.md)
+                    out.append(CheckResult("price_collar", True, worse, max(allowed, ctx.natural - mid), "$",
+                                           stage=stage, message=(f"{text}; reducing order at or inside natural "
+                                                                 f"{ctx.natural:.2f}: allowed")))
+                else:
+                    ok = worse <= allowed + 1e-9
+                    out.append(CheckResult("price_collar", ok, worse, allowed, "$", stage=stage,
+                                           message=f"{text}; allowed {allowed:.2f}"))
         return out
 
     def _stage_portfolio_risk(self, ctx: _Context) -> list[CheckResult]:

@@ -62,6 +62,22 @@ FLATTEN_REPRICE_S = 10.0
 FLATTEN_ALERT_AFTER = 3
 
 
+def limit_breaches(profile: Any, nl: float, day_pnl: float, peak: float | None) -> dict[str, tuple[bool, str]]:
+    """The automatic trips' rule, shared by live trading and the backtester (one kernel): for ``daily_loss``
+    and ``drawdown``, whether the account at net liquidation ``nl`` breaches the profile's limit, and why."""
+    p = profile
+    day_loss = -day_pnl
+    dd = 1.0 - nl / peak if peak else 0.0
+    return {
+        "daily_loss": (day_loss >= p.max_daily_loss_pct * nl,
+                       f"daily loss limit: lost ${day_loss:,.2f} today, limit {p.max_daily_loss_pct:.1%} of "
+                       f"${nl:,.0f} = ${p.max_daily_loss_pct * nl:,.2f}"),
+        "drawdown": (dd >= p.max_drawdown_pct,
+                     f"drawdown limit: equity ${nl:,.0f} is {dd:.1%} below peak ${peak or 0:,.0f}, "
+                     f"limit {p.max_drawdown_pct:.1%}"),
+    }
+
+
 def _now_iso(store: Store) -> str:
     """The store's clock: the engine clock inside the engine, the wall clock in a CLI beside it."""
     return store.now().astimezone(UTC).isoformat()
@@ -517,17 +533,7 @@ class KillSwitch:
         if risk.peak_equity is None or nl > risk.peak_equity:
             risk.peak_equity = nl
             self.store.kv.set(KV_PEAK, nl)
-        p = risk.profile
-        day_loss = -float(acct.day_pnl)
-        dd = 1.0 - nl / risk.peak_equity if risk.peak_equity else 0.0
-        breaches = {
-            "daily_loss": (day_loss >= p.max_daily_loss_pct * nl,
-                           f"daily loss limit: lost ${day_loss:,.2f} today, limit {p.max_daily_loss_pct:.1%} of "
-                           f"${nl:,.0f} = ${p.max_daily_loss_pct * nl:,.2f}"),
-            "drawdown": (dd >= p.max_drawdown_pct,
-                         f"drawdown limit: equity ${nl:,.0f} is {dd:.1%} below peak ${risk.peak_equity:,.0f}, "
-                         f"limit {p.max_drawdown_pct:.1%}"),
-        }
+        breaches = limit_breaches(risk.profile, nl, float(acct.day_pnl), risk.peak_equity)
         for kind, (breached, reason) in breaches.items():
             if not breached:
                 self._suppressed.discard(kind)

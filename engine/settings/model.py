@@ -13,8 +13,10 @@ from engine.backtest.config import BacktestConfig
 from engine.brokers.config import BrokersConfig
 from engine.brokers.paper_config import PaperConfig
 from engine.market.config import SimulatorConfig
+from engine.notify.config import MonitoringConfig, NotifyConfig
 from engine.oms.config import OmsConfig
 from engine.risk.config import RiskConfig
+from engine.store.config import BackupConfig
 from engine.surface.config import SurfaceConfig
 
 
@@ -41,3 +43,6 @@ class Settings(BaseModel):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     surface: SurfaceConfig = Field(default_factory=SurfaceConfig)
     backtest: BacktestConfig = Field(default_factory=BacktestConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)

@@ -1,7 +1,7 @@
 """Ordered schema migrations. Append-only: a released migration is never edited.
 
 Version ranges by area (so parallel work never collides): core 1–9, simulated market/paper 10–19,
-order path/risk 20–29, backtest 30–39, broker adapters 40–49, surface 50–59.
+order path/risk 20–29, backtest 30–39, broker adapters 40–49, surface 50–59, operations (history, journal) 60–69.
 Each migration runs exactly once, inside one transaction, and bumps ``schema_version``.
 """
 
@@ -213,12 +213,60 @@ CREATE TABLE paper_fills (
 CREATE INDEX paper_fills_account ON paper_fills(account_id, ts);
 """
 
+V60_OPERATIONS = """
+CREATE TABLE pnl_history (
+    account_id TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    strategy_id TEXT NOT NULL DEFAULT '',
+    ts TEXT NOT NULL,
+    broker TEXT NOT NULL DEFAULT '',
+    net_liquidation REAL,
+    cash REAL,
+    day_pnl REAL,
+    realized_pnl REAL,
+    unrealized_pnl REAL,
+    delta REAL,
+    beta_delta REAL,
+    gamma REAL,
+    theta REAL,
+    vega REAL,
+    regime TEXT,
+    PRIMARY KEY (account_id, mode, strategy_id, ts)
+);
+CREATE INDEX pnl_history_ts ON pnl_history(ts);
+CREATE TABLE journal_notes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX journal_notes_order ON journal_notes(order_id);
+CREATE INDEX journal_notes_ts ON journal_notes(ts)
+"""
+
+V50_HISTORY = """
+CREATE TABLE history_backfills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    underlying TEXT NOT NULL,
+    source TEXT NOT NULL,
+    first_day TEXT NOT NULL,
+    last_day TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX history_backfills_underlying ON history_backfills(underlying);
+CREATE INDEX iv_history_day ON iv_history(day)
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: orders, events, fills, positions, approvals, risk, audit, kv, settings history", V1_CORE),
     Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
     Migration(10, "paper exchange: account state, working orders, positions with full contract terms, fill log", V10_PAPER),
     Migration(30, "backtest: run timing/errors/sweep id, daily P&L, drawdown, Greeks and regime per equity row", V30_BACKTEST),
     Migration(31, "backtest: buying-power requirement per equity row", V31_BACKTEST),
+    Migration(50, "history: a log of daily-history backfills (source, days, rows) per underlying", V50_HISTORY),
+    Migration(60, "operations: P&L, Greeks and equity history per account and mode; trade journal", V60_OPERATIONS),
 ]
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -58,6 +58,10 @@ class SizingLimits:
     risk_per_trade: float = 0.02
     max_positions: int = 5
     max_position_fraction: float = 0.25
+    #: the price collar an opening limit must stay within (worse than mid by at most
+    #: max(collar_ticks ticks, collar_pct × |mid|)): entries walk no further, so they are not denied
+    collar_ticks: int = 10
+    collar_pct: float = 0.10
 
 
 @runtime_checkable
@@ -137,6 +141,48 @@ class OpenTrade:
     filled: int = 0
     exit_reason: str = ""
     info: dict[str, float] = field(default_factory=dict)
+    close_attempt: int = 0  # closing orders that ended unfilled (the walk's step for the next one)
+    close_not_before: datetime | None = None
+
+
+class PriceWalk(BaseModel):
+    """How a strategy prices a limit: from mid, one step toward natural per attempt.
+
+    An attempt is one order; when it ends unfilled (a DAY order expires at the close) the next attempt, no
+    sooner than ``interval_s`` later, is priced one ``step`` (a fraction of the mid → natural distance)
+    closer to natural. Entries stop at ``entry_max`` of the way and never beyond the risk profile's price
+    collar; exits reach natural (where the collar always lets a closing order through). Exits whose reason
+    is in ``urgent_exits`` go at natural at once: a stop does not wait for the walk.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: float = Field(0.0, ge=0, le=1)
+    step: float = Field(0.5, gt=0, le=1)
+    interval_s: float = Field(0.0, ge=0)
+    entry_max: float = Field(1.0, ge=0, le=1)
+    urgent_exits: tuple[str, ...] = ("stop", "regime_shift")
+
+    def fraction(self, attempt: int, *, entry: bool) -> float:
+        """Where attempt ``attempt`` (0 = first) sits between mid (0) and natural (1)."""
+        f = min(self.start + attempt * self.step, 1.0)
+        return min(f, self.entry_max) if entry else f
+
+
+def walk_price(mid: float, natural: float, fraction: float, tick: float, collar: tuple[int, float] | None) -> float:
+    """A limit (debit > 0, credit < 0) ``fraction`` of the way from ``mid`` to ``natural``, on the tick grid,
+    never beyond natural and, with ``collar`` (ticks, fraction of |mid|), never further from mid than it allows.
+
+    Rounded toward mid: a price between ticks must not end up past the bound it was clamped to.
+    """
+    price = mid + fraction * (natural - mid)
+    worse = 1.0 if natural >= mid else -1.0  # the side on which prices are worse for us
+    if collar is not None:
+        allowed = max(collar[0] * tick, collar[1] * abs(mid))
+        price = mid + worse * min(worse * (price - mid), allowed)
+    steps = price / tick
+    snapped = (math.floor(steps + 1e-9) if worse > 0 else math.ceil(steps - 1e-9)) * tick
+    return round(snapped, 10)
 
 
 class StrategyParams(BaseModel):
@@ -146,7 +192,8 @@ class StrategyParams(BaseModel):
 
     underlying: str = "SPY"
     rules: ManagementRules = ManagementRules()
-    limit_fraction: float = Field(0.95, gt=0, le=1.5)  # entry limit as a fraction of the natural credit
+    #: limit pricing: from mid toward natural in steps (rule data, like the platforms' price walking)
+    pricing: PriceWalk = PriceWalk()
     max_open_trades: int = Field(1, ge=1)
     tif: TimeInForce = TimeInForce.DAY
 
@@ -226,8 +273,9 @@ def unflatten_params(params: dict[str, Any]) -> dict[str, Any]:
 class ManagedStrategy(Strategy):
     """Keeps :class:`OpenTrade` books from its own order updates and applies :class:`ManagementRules`.
 
-    Subclasses implement :meth:`entries` (new trades for this chain). Exits use the chain's mid to mark
-    and a marketable limit at the natural price to close.
+    Subclasses implement :meth:`entries` (new trades for this chain), pricing them with :meth:`entry_price`.
+    Exits use the chain's mid to mark; the closing limit walks from mid to natural (:class:`PriceWalk`), and
+    a closing order that ends unfilled is sent again for the same reason one step closer.
     """
 
     def __init__(self, params: StrategyParams | dict[str, Any] | None = None, *, strategy_id: str | None = None):
@@ -235,6 +283,8 @@ class ManagedStrategy(Strategy):
         self.trades: dict[str, OpenTrade] = {}
         self._seq = 0
         self._order_tags: dict[str, str] = {}  # order_id -> trade tag
+        self.entry_attempt = 0  # consecutive entries that ended unfilled (the walk's step for the next one)
+        self._entry_not_before: datetime | None = None
 
     # subclass hook ----------------------------------------------------------------------------------
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
@@ -257,7 +307,8 @@ class ManagedStrategy(Strategy):
         self.expire(today)
         intents: list[OrderIntent] = []
         intents.extend(self.manage(ctx, chain))
-        if len(self.active_trades(today)) < self.params.max_open_trades:
+        waiting = self._entry_not_before is not None and ctx.now() < self._entry_not_before
+        if len(self.active_trades(today)) < self.params.max_open_trades and not waiting:
             for trade, intent in self.entries(ctx, chain):
                 self.trades[trade.tag] = trade
                 intents.append(intent)
@@ -269,22 +320,34 @@ class ManagedStrategy(Strategy):
         regime = ctx.regime(self.underlying)
         now = ctx.now()
         today = market_date(now)
+        walk = self.params.pricing
         for trade in list(self.trades.values()):
             if trade.state != "open" or trade.expiry <= today:
                 continue  # a trade expiring today settles at intrinsic value at the close
+            if trade.close_not_before is not None and now < trade.close_not_before:
+                continue  # the walk's interval: the next, closer price comes later
             marks = leg_marks(chain, trade.legs)
             if marks is None:
                 continue  # a leg has no usable quote today: keep, re-evaluate on the next snapshot
             mid, natural_close = marks
-            reason = self.params.rules.exit_reason(trade, mid, now, regime)
+            reason = trade.exit_reason if trade.close_attempt else None
+            reason = reason or self.params.rules.exit_reason(trade, mid, now, regime)
             if reason is None:
                 continue
             trade.state = "closing"
             trade.exit_reason = reason
             legs = tuple(closing_leg(leg) for leg in trade.legs)
-            # closing price per unit of the closing combo = −(value of the open combo at the natural)
-            out.append(self.intent(legs, trade.filled, -natural_close, f"{trade.tag}:close:{reason}"))
+            # the closing combo's prices are the open combo's negated: mid −mid, natural −natural_close
+            f = 1.0 if reason in walk.urgent_exits else walk.fraction(trade.close_attempt, entry=False)
+            price = walk_price(-mid, -natural_close, f, float(legs[0].instrument.tick_size), None)
+            out.append(self.intent(legs, trade.filled, price, f"{trade.tag}:close:{reason}"))
         return out
+
+    def entry_price(self, ctx: StrategyContext, mid: float, natural: float, tick: float) -> float:
+        """The limit of the next entry attempt: the walk's step from mid toward natural, inside the collar."""
+        sz = ctx.sizing()
+        f = self.params.pricing.fraction(self.entry_attempt, entry=True)
+        return walk_price(mid, natural, f, tick, (sz.collar_ticks, sz.collar_pct))
 
     def on_order(self, ctx: StrategyContext, order: Order, fills: Sequence[Fill] = ()) -> Sequence[OrderIntent]:
         tag = order.tag.split(":", 1)[0]
@@ -311,13 +374,20 @@ class ManagedStrategy(Strategy):
                     trade.opened_at = ctx.now()
                     trade.entry_regime = ctx.regime(self.underlying)
                 self.update_limits(trade)
+        if fills and not closing:
+            self.entry_attempt = 0
+        interval = self.params.pricing.interval_s
         if order.status.is_terminal and order.status is not OrderStatus.FILLED:
             if closing:
                 trade.state = "open" if trade.filled > 0 else "closed"  # retry the exit on the next snapshot
+                trade.close_attempt += 1  # ... one step closer to natural
+                trade.close_not_before = ctx.now() + timedelta(seconds=interval) if interval else None
             elif trade.filled == 0:
                 trade.state = "closed"
                 trade.exit_reason = order.status.value
                 del self.trades[tag]
+                self.entry_attempt += 1
+                self._entry_not_before = ctx.now() + timedelta(seconds=interval) if interval else None
         return ()
 
     def expire(self, today: date) -> None:
@@ -376,6 +446,20 @@ def leg_marks(chain: OptionChain, legs: Sequence[Leg]) -> tuple[float, float] | 
     mid = 0.5 * (bid + ask)
     natural = np.where(ratio > 0, bid, ask)
     return float(ratio @ mid), float(ratio @ natural)
+
+
+def entry_marks(chain: OptionChain, legs: Sequence[Leg]) -> tuple[float, float] | None:
+    """(mid, natural) net price per unit of opening the combo ``legs`` (debit > 0, credit < 0): the natural
+    buys at the ask and sells at the bid. None when a leg has no usable quote."""
+    marks = leg_marks(chain, legs)
+    if marks is None:
+        return None
+    syms = np.array([leg.symbol for leg in legs], dtype=object)
+    rows = _rows_of(chain, syms)
+    assert rows is not None
+    ratio = np.array([leg.signed_ratio for leg in legs], dtype=float)
+    natural = np.where(ratio > 0, chain.ask[rows], chain.bid[rows])
+    return marks[0], float(ratio @ natural)
 
 
 def _rows_of(chain: OptionChain, symbols: np.ndarray) -> np.ndarray | None:

@@ -19,6 +19,7 @@ from engine.strategies.base import (
     OpenTrade,
     StrategyContext,
     StrategyParams,
+    entry_marks,
     leg_expiry,
     market_date,
     option_leg,
@@ -80,4 +81,8 @@ class IronCondor(ManagedStrategy):
         tag = self.new_tag()
         trade = OpenTrade(tag=tag, legs=legs, quantity=qty, expiry=leg_expiry(legs),
                           info={"width": width, "credit": credit, "iv_rank": ivr})
-        return [(trade, self.intent(legs, qty, -p.limit_fraction * credit, f"{tag}:open"))]
+        marks = entry_marks(chain, legs)
+        if marks is None:
+            return ()
+        price = self.entry_price(ctx, *marks, float(legs[0].instrument.tick_size))
+        return [(trade, self.intent(legs, qty, price, f"{tag}:open"))]

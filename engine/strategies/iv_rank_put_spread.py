@@ -7,7 +7,8 @@ not listed); natural credit = short bid − long ask > ``min_credit``.
 Confidence = min(IV rank, 0.95) × sell factor of the regime (blended 60/40 with an ML probability when
 one is given), capped at 0.98; < ``min_confidence`` → no trade, < ``half_size_below`` → half size.
 Size = floor(net liq × risk per trade ÷ (max risk × multiplier)), at least 1, × the regime's size factor.
-Order: limit at ``limit_fraction`` × natural credit, DAY. Exits: :class:`ManagementRules`.
+Order: a DAY limit from mid walking toward natural inside the price collar (:class:`~engine.strategies.base.PriceWalk`).
+Exits: :class:`ManagementRules`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from engine.strategies.base import (
     OpenTrade,
     StrategyContext,
     StrategyParams,
+    entry_marks,
     leg_expiry,
     market_date,
     option_leg,
@@ -111,4 +113,8 @@ class IVRankPutSpread(ManagedStrategy):
         tag = self.new_tag()
         trade = OpenTrade(tag=tag, legs=legs, quantity=qty, expiry=leg_expiry(legs),
                           info={"width": width, "credit": credit, "iv_rank": ivr, "confidence": conf})
-        return [(trade, self.intent(legs, qty, -p.limit_fraction * credit, f"{tag}:open"))]
+        marks = entry_marks(chain, legs)
+        if marks is None:
+            return ()
+        price = self.entry_price(ctx, *marks, float(legs[0].instrument.tick_size))
+        return [(trade, self.intent(legs, qty, price, f"{tag}:open"))]

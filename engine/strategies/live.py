@@ -77,7 +77,8 @@ class LiveContext:
 def sizing_from_profile(profile: Any) -> SizingLimits:
     """The strategy-facing part of a :class:`~engine.risk.profile.RiskProfile`."""
     return SizingLimits(risk_per_trade=profile.risk_per_trade_pct, max_positions=profile.max_positions,
-                        max_position_fraction=profile.max_position_pct)
+                        max_position_fraction=profile.max_position_pct, collar_ticks=int(profile.collar_ticks),
+                        collar_pct=float(profile.collar_pct))
 
 
 _REPORTS = (OrderFilled, OrderDenied, OrderRejected, OrderCancelled, OrderExpired)

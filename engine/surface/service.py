@@ -231,6 +231,12 @@ class SurfaceService:
         return {"executor": type(ex).__name__ if ex else None, "configured": self.config.executor,
                 "owned": self._own_executor}
 
+    def reload_history(self, underlyings: tuple[str, ...] | None = None) -> None:
+        """Re-read stored IV history at the next fit (after a backfill wrote days this service cached as missing)."""
+        for und, st in self._states.items():
+            if underlyings is None or und in underlyings:
+                st.history_day = None
+
     def fit_count(self, underlying: str) -> int:
         st = self._states.get(underlying)
         return st.fits if st else 0

@@ -56,3 +56,38 @@ def test_templates_name_what_is_missing(chain) -> None:
         build_template(Template.VERTICAL, chain, FRONT, width=0)
     with pytest.raises(ValueError):
         build_template("collar", chain, FRONT)
+
+
+def test_iron_condor_by_delta_sells_the_16_delta_strikes_with_dollar_wings() -> None:
+    import numpy as np
+
+    from engine.analytics.chain_metrics import chain_metrics
+    from engine.analytics.payoff import legs_from_order, profile
+    from engine.analytics.ticket import ticket_prices
+    from tests.analytics.conftest import NOW, priced_chain
+
+    chain = priced_chain(spot=600.0, strikes=np.arange(500.0, 701.0, 1.0))
+    legs = build_template(Template.IRON_CONDOR, chain, FRONT, short_delta=0.16, wing_dollars=10, r=0.04)
+    d = _desc(legs)
+    assert [(s, r) for s, _, r, _, _ in d] == [(Side.BUY, "P"), (Side.SELL, "P"), (Side.SELL, "C"), (Side.BUY, "C")]
+    kp_out, kp, kc, kc_out = (k for _, _, _, k, _ in d)
+    assert kp - kp_out == 10 and kc_out - kc == 10 and kp < 600 < kc
+    rows = np.array([chain.row_of(leg.symbol) for leg in legs])
+    delta = chain_metrics(chain, rows, r=0.04).delta
+    assert abs(delta[1]) == pytest.approx(0.16, abs=0.02) and delta[2] == pytest.approx(0.16, abs=0.02)
+    p = ticket_prices(legs, chain)
+    pl = legs_from_order(legs, 1, p.leg_mid, [float("nan")] * 4, NOW)
+    prof = profile(pl, 600.0, 0.04, 0.0)
+    credit = -pl.cost
+    assert credit > 100 and prof.summary.max_loss == pytest.approx(1000 - credit)  # $10 wings
+    assert prof.summary.max_loss > 10 * 4 * 1.0  # far above any commission on four legs
+
+
+def test_iron_condor_by_delta_defaults_and_errors(chain) -> None:
+    legs = build_template(Template.IRON_CONDOR, chain, FRONT, short_delta=0.16)  # wings ≈ 1 % of spot
+    kp_out, kp, kc, kc_out = (float(leg.instrument.strike) for leg in legs)
+    assert kp_out < kp < 100 < kc < kc_out
+    with pytest.raises(TemplateError, match="between 0 and 0.5"):
+        build_template(Template.IRON_CONDOR, chain, FRONT, short_delta=0.7)
+    with pytest.raises(TemplateError, match="outside the listed strikes"):
+        build_template(Template.IRON_CONDOR, chain, FRONT, short_delta=0.16, wing_dollars=60)

@@ -25,11 +25,12 @@ def _atm_call_leg(engine) -> tuple[Leg, float]:
 def test_kill_switch_button_halts_blocks_the_ticket_and_resets_only_after_confirmation(window, engine, qtbot):
     tb = window.trading_toolbar
     ks = tb.controls["kill_switch"]
-    assert ks.state == "ACTIVE" and "ACTIVE" in ks.button.text()
+    assert ks.state == "ACTIVE" and ks.button.text() == "■ HALT TRADING\nnow: trading normally"
+    assert "ACTIVE" not in ks.button.text()  # "KILL SWITCH ACTIVE" read as tripped while trading was normal
     qtbot.mouseClick(ks.button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: ks.state == "HALTED", timeout=5000)
     assert str(engine.kill_switch.state) == "HALTED"
-    assert "HALTED" in ks.button.text() and "toolbar kill switch" in ks.reason_label.text()
+    assert ks.button.text().startswith("TRADING HALTED") and "toolbar kill switch" in ks.reason_label.text()
     qtbot.waitUntil(lambda: window.status_state.text() == "trading HALTED", timeout=3000)
 
     # the ticket refuses at once, and the engine denies an order that gets there anyway

@@ -99,7 +99,12 @@ async def test_reject_and_modify_when_pending_then_recorded_with_reason(desk):
     assert modified.limit_price == a.limit_price - Decimal("0.05")
     assert desk.oms.pending_approvals()[0].preview.limit_price == float(modified.limit_price)
     rejected = await desk.bus.send(RejectOrder(order_id=a.order_id, reason="too early", by="carol"))
-    assert rejected.status is OrderStatus.DENIED and "too early" in rejected.reason
+    assert rejected.status is OrderStatus.REJECTED and "too early" in rejected.reason
+    from engine.bus.events import OrderRejected
+
+    assert desk.of(OrderRejected)[-1].order.order_id == a.order_id
+    assert not any(e.order.order_id == a.order_id for e in desk.of(OrderDenied))
+    assert not desk.risk.has_reservation(a.order_id)
     hist = desk.oms.gate.history(a.order_id)
     assert [h["decision"] for h in hist] == ["pending", "modified", "rejected"]
     assert hist[-1]["reason"] == "too early" and hist[-1]["by"] == "carol"

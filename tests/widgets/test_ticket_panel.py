@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt
 
 from engine.bus.events import ChainUpdated, QuotesUpdated, TradingStateChanged
 from engine.model import Side
+from tests.qt_fixtures import run_async
 from tests.widgets.conftest import priced_chain
 from widgets.base import EventBatch
 from widgets.chain_table import ChainPanel
@@ -74,10 +75,13 @@ def test_same_contract_again_adds_ratio_and_opposite_side_nets_off(panels, qtbot
 def test_template_builds_iron_condor_on_selected_expiry_as_credit(panels) -> None:
     _chain, ticket = panels
     ticket.template_box.setCurrentIndex(ticket.template_box.findText("Iron condor"))
-    ticket.width_spin.setValue(2)
+    assert ticket.delta_spin.isVisibleTo(ticket) and not ticket.width_spin.isVisibleTo(ticket)
+    assert ticket.delta_spin.value() == pytest.approx(0.16)  # by delta, one standard deviation out
+    ticket.wing_dollars_spin.setValue(5)
     ticket.build_button.click()
     strikes = [(leg.side, float(leg.instrument.strike)) for leg in ticket.legs]
-    assert strikes == [(Side.BUY, 85.0), (Side.SELL, 90.0), (Side.SELL, 110.0), (Side.BUY, 115.0)]
+    assert strikes == [(Side.BUY, 90.0), (Side.SELL, 95.0), (Side.SELL, 105.0), (Side.BUY, 110.0)], strikes
+    assert ticket.summary.max_loss < 500 and ticket.pop > 0.5
     assert ticket.limit_price() < 0 and ticket.price_kind.text() == "credit"
     assert ticket.summary.defined_risk and ticket.summary.max_loss > 0
     assert len(ticket.summary.breakevens) == 2
@@ -148,3 +152,42 @@ def test_kill_switch_blocks_the_ticket(panels, qtbot, shot) -> None:
     ticket.apply_events(EventBatch.from_events([TradingStateChanged(state="ACTIVE", previous="HALTED")]))
     assert ticket.submit_button.isEnabled() and ticket.state_banner.isHidden()
     assert ticket.message.text() == ""  # the old refusal is gone once trading is active again
+
+
+def test_ticket_status_line_follows_the_approvers_reject(qtbot, desk) -> None:
+    from engine.bus.commands import RejectOrder
+    from engine.bus.events import OrderRejected
+
+    chain, ticket = _panels(qtbot, desk)
+    _click(qtbot, chain, 95.0, "p_bid")
+    _click(qtbot, chain, 90.0, "p_ask")
+    with qtbot.waitSignal(ticket.submitted, timeout=5000) as sig:
+        ticket.submit_button.click()
+    order = sig.args[0]
+    assert "pending approval" in ticket.message.text()
+    rejected = run_async(qtbot, desk.bus.send(RejectOrder(order_id=order.order_id, reason="too wide", by="me")))
+    assert rejected.status.value == "rejected"
+    ticket.apply_events(EventBatch.from_events([OrderRejected(order=rejected)]))
+    text = ticket.message.text()
+    assert "rejected" in text and "too wide" in text and "pending" not in text
+
+
+def test_clear_empties_the_legs_and_the_old_limit(panels, qtbot) -> None:
+    chain, ticket = panels
+    _click(qtbot, chain, 100.0, "c_ask")
+    ticket.set_limit_price(Decimal("2.35"))
+    ticket.clear_button.click()
+    assert ticket.legs == [] and ticket.limit_price() == Decimal("0")
+    assert ticket.submit_button.text() == "Submit order"
+
+
+def test_naked_put_max_loss_says_to_zero_and_at_the_stress_move(panels, qtbot) -> None:
+    chain, ticket = panels
+    _click(qtbot, chain, 100.0, "p_bid")  # sell one 100 put
+    credit = -float(ticket.limit_price())
+    s = ticket.summary
+    assert not s.defined_risk
+    assert s.max_loss == pytest.approx((100.0 - credit) * 100)  # the underlying goes to zero
+    assert 0 < s.stress_loss < s.max_loss
+    text = ticket.figure_labels["max_loss"].text()
+    assert text == f"${s.max_loss:,.0f} to zero (${s.stress_loss:,.0f} at a 15% move)"
