@@ -31,6 +31,7 @@ from app.alerts import AlertsPanel
 from app.bridge import EventBridge
 from app.resources import icon
 from app.toolbar import KillSwitchControl, ModeControl, TradingToolbar
+from engine.analytics.formatting import plural
 from engine.bus.commands import JumpToNextRealSession, RestartSimulatedDay
 from engine.bus.events import (
     ClockTicked,
@@ -440,7 +441,8 @@ class MainWindow(QtWidgets.QMainWindow):
         left = [d for p, d in self.docks.items() if self.dockWidgetArea(d) == Area.LeftDockWidgetArea]
         right = [d for p, d in self.docks.items() if self.dockWidgetArea(d) == Area.RightDockWidgetArea]
         if left and right:
-            self.resizeDocks([left[0], right[0]], [int(width * 0.58), int(width * 0.42)], QtCore.Qt.Orientation.Horizontal)
+            # 0.60: the chain's 23 columns fit without a horizontal scroll on a 1920-px screen
+            self.resizeDocks([left[0], right[0]], [int(width * 0.60), int(width * 0.40)], QtCore.Qt.Orientation.Horizontal)
         top_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-top"]
         bottom_left = [self.docks[p] for p in self.docks if _placement(p)[1] == "left-bottom"]
         if top_left and bottom_left:
@@ -505,9 +507,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings_action = file_menu.addAction("&Settings…", self.open_settings_dialog)
         self.settings_action.setShortcut(QtGui.QKeySequence("Ctrl+,"))
         self.credentials_action = file_menu.addAction("&Credentials…", self.open_credentials_dialog)
+        self.alert_rules_action = file_menu.addAction("&Alert rules…", self.open_alert_rules_dialog)
         file_menu.addSeparator()
-        quit_action = file_menu.addAction("&Quit", self.close)
-        quit_action.setShortcut(QtGui.QKeySequence.StandardKey.Quit)
+        self.quit_action = file_menu.addAction("&Quit Optiondesk", self.request_quit)
+        self.quit_action.setShortcut(QtGui.QKeySequence.StandardKey.Quit)
+        self.quit_dialog: QtWidgets.QMessageBox | None = None
 
         view = mb.addMenu("&View")
         for pid, dock in self.docks.items():
@@ -538,6 +542,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.jump_session_action.setToolTip("Move the simulated market to the open of the real session "
                                             "running now or opening next")
 
+        reports = mb.addMenu("&Reports")
+        self.report_action = reports.addAction("&Performance report…", self.open_report_dialog)
+        self.journal_action = reports.addAction("Trade &journal…", self.open_journal_dialog)
+
         help_menu = mb.addMenu("&Help")
         help_menu.addAction("&About Optiondesk", self._about)
 
@@ -555,6 +563,29 @@ class MainWindow(QtWidgets.QMainWindow):
 
         dlg = SettingsDialog(self.engine, self)
         dlg.saved.connect(lambda path: self.alerts.log("info", "settings", f"settings saved to {path}"))
+        dlg.open()
+        return dlg
+
+    def open_alert_rules_dialog(self) -> QtWidgets.QDialog:
+        from app.dialogs.alert_rules_dialog import AlertRulesDialog
+
+        dlg = AlertRulesDialog(self.engine, self)
+        dlg.saved.connect(lambda path: self.alerts.log("info", "notify", f"alert rules saved to {path}"))
+        dlg.open()
+        return dlg
+
+    def open_report_dialog(self) -> QtWidgets.QDialog:
+        from app.dialogs.report_dialog import ReportDialog
+
+        dlg = ReportDialog(self.engine, self)
+        dlg.written.connect(lambda path: self.alerts.log("info", "reports", f"report written to {path}"))
+        dlg.open()
+        return dlg
+
+    def open_journal_dialog(self) -> QtWidgets.QDialog:
+        from app.dialogs.journal_dialog import JournalDialog
+
+        dlg = JournalDialog(self.engine, self)
         dlg.open()
         return dlg
 
@@ -721,6 +752,51 @@ class MainWindow(QtWidgets.QMainWindow):
             self.first_paint.emit()
             _report_startup("painted_at")
         return False
+
+    def open_exposure(self) -> tuple[int, int]:
+        """(orders not yet finished, open positions): what a quit leaves unattended."""
+        oms = getattr(self.engine, "oms", None)
+        pf = getattr(getattr(self.engine, "risk", None), "portfolio", None)
+        try:
+            orders = len(oms.open_orders()) if oms is not None else 0
+        except Exception:
+            orders = 0
+        try:
+            positions = sum(1 for p in dict(pf.positions).values() if p.quantity != 0) if pf is not None else 0
+        except Exception:
+            positions = 0
+        return orders, positions
+
+    def request_quit(self) -> None:
+        """File ▸ Quit: with orders working or positions open, ask first (a stray Ctrl+Q must not walk
+        away from a live book); otherwise quit at once. Non-modal (``open()``), like every dialog here."""
+        orders, positions = self.open_exposure()
+        if not orders and not positions:
+            self.close()
+            return
+        if self.quit_dialog is not None and self.quit_dialog.isVisible():
+            return
+        box = QtWidgets.QMessageBox(self)
+        box.setObjectName("quitDialog")
+        box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+        box.setWindowTitle("Quit Optiondesk?")
+        what = " and ".join(x for x in (plural(orders, "order") + " working" if orders else "",
+                                         plural(positions, "position") + " open" if positions else "") if x)
+        box.setText(f"<b>{what}.</b> Quit anyway?")
+        box.setInformativeText("Working orders stay at the broker (paper orders are kept in the store and "
+                               "resume at the next start); nothing watches positions while the desk is closed.")
+        quit_button = box.addButton("Quit", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Keep running", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.quit_dialog = box
+
+        def done(_result: int) -> None:
+            self.quit_dialog = None
+            if box.clickedButton() is quit_button:
+                self.close()
+
+        box.finished.connect(done)
+        box.open()
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self.shutdown()

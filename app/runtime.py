@@ -84,11 +84,24 @@ class GuiThreadCollector(QtCore.QObject):
             gc.enable()
 
 
+#: Qt messages that say nothing to a user: the offscreen platform (self-test, CI) prints this once per
+#: top-level window whose size hints change; windowing systems that do support it never print it
+QT_NOISE = frozenset({"This plugin does not support propagateSizeHints()"})
+
+
+def qt_message_handler(mode: QtCore.QtMsgType, _context: Any, message: str) -> None:
+    """Qt's messages to stderr, as Qt's default handler writes them, minus :data:`QT_NOISE`."""
+    if message in QT_NOISE:
+        return
+    sys.stderr.write(message + "\n")
+
+
 def create_application(argv: Sequence[str] | None = None) -> QtWidgets.QApplication:
     """The process's ``QApplication`` (created once), named for QSettings and the desktop file."""
     app = QtWidgets.QApplication.instance()
     if app is None:
         app = QtWidgets.QApplication(list(argv) if argv is not None else sys.argv[:1])
+    QtCore.qInstallMessageHandler(qt_message_handler)
     app.setApplicationName("optiondesk")
     app.setOrganizationName("optiondesk")
     # no applicationDisplayName: Qt appends it to every window title that does not end with it, which

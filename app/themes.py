@@ -42,8 +42,10 @@ def palette(name: str) -> QtGui.QPalette:
 
 
 def style_sheet(name: str) -> str:
+    """The theme's style sheet; ``@ICONS@`` becomes the icons folder (Qt resolves a relative ``url()``
+    against the working directory, so a checked box lost its tick when started from elsewhere)."""
     path = resource_path("themes", f"{name}.qss")
-    return path.read_text(encoding="utf-8")
+    return path.read_text(encoding="utf-8").replace("@ICONS@", resource_path("icons").as_posix())
 
 
 def apply_theme(name: str, app: QtWidgets.QApplication | None = None) -> str:

@@ -334,7 +334,9 @@ class KillSwitchControl(QtWidgets.QWidget):
         changed = False
         for ev in batch.events(TradingStateChanged):
             self.state = _state_name(ev.state)
-            if ev.reason:
+            # the trip's own event names who tripped it ("… (by risk)"); the state change that may follow
+            # in a later batch carries the bare reason and must not erase that
+            if ev.reason and not self.reason.startswith(ev.reason):
                 self.reason = ev.reason
             changed = True
         for ev in batch.events(KillSwitchTripped):

@@ -117,6 +117,9 @@ class Engine:
         self._started = False
         self._stopping = False
         self._instance_lock: Any = None
+        #: engine.reports.history.HistoryRecorder and engine.store.backup.BackupScheduler (None when off)
+        self.pnl_history: Any = None
+        self.backups: Any = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -229,7 +232,41 @@ class Engine:
         self.backtests = BacktestService(bus, store)
         self.backtests.register()
         self.on_stop(self.backtests.stop)
+        self._start_operations()
         await self._start_outside_services()
+
+    def _start_operations(self) -> None:
+        """The P&L/Greeks/equity history writer and the backup schedule (docs/operations.md)."""
+        from engine.reports.history import HistoryRecorder
+        from engine.store.backup import BackupScheduler
+
+        assert self.bus is not None and self.store is not None
+        cfg = self.settings.backup
+        self.pnl_history = HistoryRecorder(self.bus, self.store, self.portfolio, self.risk_service,
+                                           interval_s=cfg.history_interval_s)
+        self.pnl_history.start()
+
+        async def stop_history() -> None:
+            self.pnl_history.stop()
+
+        self.on_stop(stop_history)
+        if cfg.enabled and self.paths.database.is_file():
+            folder = Path(cfg.folder).expanduser() if cfg.folder else self.paths.data_dir / "backups"
+            self.backups = BackupScheduler(self.paths.database, folder, interval_s=cfg.interval_hours * 3600,
+                                           keep=cfg.keep, now=self.wall_clock.now, on_done=self._backup_done,
+                                           on_error=self._backup_failed)
+            self.backups.start()
+            self.on_stop(self.backups.stop)
+
+    def _backup_done(self, result: Any) -> None:
+        if self.store is not None:
+            self.store.audit.record("engine", "backup", {"path": str(result.path), "bytes": result.bytes})
+
+    def _backup_failed(self, exc: BaseException) -> None:
+        if self.bus is not None:
+            from engine.bus import Alert
+
+            self.bus.publish(Alert(level="error", source="backup", message=f"scheduled backup failed: {exc}"))
 
     async def _start_outside_services(self) -> None:
         """Notifications that leave the window and the opt-in metrics endpoint (docs/operations.md)."""

@@ -78,6 +78,9 @@ class MetricsExporter:
                                    registry=r)
         self.notifications = Gauge("optiondesk_notifications", "Notifications by destination and outcome",
                                    ["destination", "outcome"], registry=r)
+        for broker in getattr(engine, "brokers", None) or {"paper": None}:  # series exist from the first scrape
+            self.orders_submitted.labels(broker)
+            self.orders_rejected.labels(broker)
         self.last_heartbeat = time.monotonic()
         self.heartbeat_age.set_function(lambda: time.monotonic() - self.last_heartbeat)
         self._quotes_since_sample = 0

@@ -70,6 +70,11 @@ async def _serve(args: argparse.Namespace) -> int:
             dests = ", ".join(d.name for d in engine.settings.notify.destinations if d.enabled) or "none"
             print(f"alerts: {len(engine.notifier.evaluator.rules)} rules → {dests}", flush=True)
         print("Ctrl+C stops it.", flush=True)
+        from engine.bus import Alert
+
+        # headless, the window's Alerts dock is this terminal
+        engine.bus.subscribe(Alert, lambda a: print(f"[{a.level}] {a.source}: {a.message}", flush=True),
+                             name="serve:alerts")
         if args.duration is not None:
             try:
                 await asyncio.wait_for(stop.wait(), args.duration)

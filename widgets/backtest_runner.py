@@ -64,6 +64,16 @@ def _fmt_stat(value: Any, kind: str) -> str:
     return f"{value:,.2f}"
 
 
+def _simulated_rates(symbol: str) -> tuple[float, float]:
+    """(rate, dividend yield) the simulated history is generated with (``engine.backtest.sources`` uses the
+    simulator's default settings), so a backtest on it prices options as its market did."""
+    from engine.market.config import SimulatorConfig
+
+    sim = SimulatorConfig()
+    q = next((float(u.dividend_yield) for u in sim.universe if u.symbol == symbol.upper()), 0.0)
+    return float(sim.risk_free_rate), q
+
+
 class BacktestWorker:
     """The panel's worker process (and the multiprocessing manager that carries its progress queue and
     cancel event), started ahead of the first run and kept between runs.
@@ -314,9 +324,27 @@ class BacktestPanel(Panel):
             w.setCalendarPopup(True)
             w.setDisplayFormat("yyyy-MM-dd")
             w.setEnabled(False)
-        self.start_edit.setDate(QtCore.QDate(2021, 1, 4))
-        self.end_edit.setDate(QtCore.QDate.currentDate())
         self.use_dates.toggled.connect(lambda on: (self.start_edit.setEnabled(on), self.end_edit.setEnabled(on)))
+        # simulated data: the dates stay inside the generated history, and the history covers the dates
+        self.years_spin.valueChanged.connect(self._years_changed)
+        self.start_edit.dateChanged.connect(self._start_changed)
+        self._years_changed(self.years_spin.value())
+        # rates as the simulated market prices its options (explicit inputs, never a hidden 0)
+        r_sim, q_sim = _simulated_rates(defaults.symbol)
+        self.rate_spin = QtWidgets.QDoubleSpinBox()
+        self.rate_spin.setRange(-5.0, 25.0)
+        self.rate_spin.setDecimals(2)
+        self.rate_spin.setSingleStep(0.25)
+        self.rate_spin.setSuffix(" %")
+        self.rate_spin.setValue(100 * (defaults.rate or r_sim))
+        self.rate_spin.setToolTip("Risk-free rate (continuous, annual) for IVs, Greeks and the risk checks")
+        self.div_spin = QtWidgets.QDoubleSpinBox()
+        self.div_spin.setRange(0.0, 25.0)
+        self.div_spin.setDecimals(2)
+        self.div_spin.setSingleStep(0.1)
+        self.div_spin.setSuffix(" %")
+        self.div_spin.setValue(100 * (defaults.dividend_yield or q_sim))
+        self.div_spin.setToolTip("Dividend yield of the underlying (continuous, annual)")
         self.cash_spin = QtWidgets.QDoubleSpinBox()
         self.cash_spin.setRange(1_000.0, 100_000_000.0)
         self.cash_spin.setDecimals(0)
@@ -348,6 +376,8 @@ class BacktestPanel(Panel):
         dates.addWidget(QtWidgets.QLabel("to"))
         dates.addWidget(self.end_edit)
         form.addRow("Dates", dates)
+        form.addRow("Rate", self.rate_spin)
+        form.addRow("Dividend yield", self.div_spin)
         form.addRow("Initial cash", self.cash_spin)
         form.addRow("Risk level", self.risk_spin)
         form.addRow("Fees", self.fee_box)
@@ -379,6 +409,7 @@ class BacktestPanel(Panel):
         ll.addWidget(self.params_box)
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.run_button, 1)
+        self.cancel_button.setMinimumWidth(self.cancel_button.sizeHint().width())  # not "Cance"
         buttons.addWidget(self.cancel_button)
         ll.addLayout(buttons)
         ll.addWidget(self.progress)
@@ -391,16 +422,18 @@ class BacktestPanel(Panel):
         scroll = QtWidgets.QScrollArea()
         scroll.setWidget(left)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(300)
+        # the form's own width: a narrower scroll cut "Browse…" and the end date behind a scrollbar
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(left.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 6)
 
         # ---- results
-        self.stats_model = ColumnTableModel([Column("name", "Statistic", align="left", width=170),
+        self.stats_model = ColumnTableModel([Column("name", "Statistic", align="left", width=190),
                                              Column("value", "Value", align="right", width=110)], self)
         self.stats_table = LiveTableView(self.stats_model)
         self.stats_table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
         self.stats_table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
         self.stats_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.stats_table.setMinimumWidth(260)
+        self.stats_table.setMinimumWidth(310)  # "Max DD duration (days)" and "$100,000.00" in full
         self.equity_plot = new_plot(title="Equity", y="$", axis_items={"bottom": pg.DateAxisItem(),
                                                                        "left": MoneyAxis("left")})
         self.equity_curve = self.equity_plot.plot([], [], pen=pg.mkPen(SERIES[0], width=2))
@@ -415,6 +448,7 @@ class BacktestPanel(Panel):
         self.daily_bars: pg.BarGraphItem | None = None
         self.hist_plot = new_plot(title="Daily P&L distribution", x="$ per day", y="days")
         self.hist_bars: pg.BarGraphItem | None = None
+        self._show_axis_values(False)  # empty plots: no "0.250" ticks until a run has data
         self.trade_model = ColumnTableModel(self.TRADE_COLUMNS, self)
         self.trade_table = LiveTableView(self.trade_model)
         self.trade_table.horizontalHeader().setSectionResizeMode(3, QtWidgets.QHeaderView.ResizeMode.Stretch)
@@ -432,7 +466,7 @@ class BacktestPanel(Panel):
         overview = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
         overview.addWidget(self.stats_table)
         overview.addWidget(charts)
-        overview.setSizes([290, 800])
+        overview.setSizes([320, 780])
         self.results_tabs = QtWidgets.QTabWidget()
         self.results_tabs.addTab(overview, "Overview")
         self.results_tabs.addTab(self.trade_table, "Trades")
@@ -448,7 +482,7 @@ class BacktestPanel(Panel):
         split = QtWidgets.QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(scroll)
         split.addWidget(right)
-        split.setSizes([320, 900])
+        split.setSizes([scroll.minimumWidth(), 900])
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(split)
@@ -466,8 +500,44 @@ class BacktestPanel(Panel):
 
         return sorted(registry())
 
+    def _years_changed(self, years: float) -> None:
+        """The date range follows the simulated history: it ends at its last session."""
+        from engine.backtest.sources import SIMULATED_END, simulated_start
+
+        if self.source_box.currentIndex() != 0:
+            return
+        first = QtCore.QDate(simulated_start(years))
+        last = QtCore.QDate(SIMULATED_END)
+        for w in (self.start_edit, self.end_edit):
+            w.blockSignals(True)
+            w.setDateRange(QtCore.QDate(simulated_start(30.0)), last)
+        if not self.use_dates.isChecked() or self.start_edit.date() < first:
+            self.start_edit.setDate(first)
+        if not self.use_dates.isChecked() or self.end_edit.date() > last:
+            self.end_edit.setDate(last)
+        for w in (self.start_edit, self.end_edit):
+            w.blockSignals(False)
+
+    def _start_changed(self, start: QtCore.QDate) -> None:
+        """A start before the simulated history's first day lengthens the history to cover it (a
+        "0.30 years" history beside dates five years apart ran on 0.3 years)."""
+        from engine.backtest.sources import SIMULATED_END
+
+        if self.source_box.currentIndex() != 0:
+            return
+        needed = (SIMULATED_END - start.toPython()).days / 365.25
+        if needed > self.years_spin.value() + 1e-9:
+            self.years_spin.blockSignals(True)
+            self.years_spin.setValue(min(30.0, math.ceil(needed * 10) / 10))
+            self.years_spin.blockSignals(False)
+
     def _source_changed(self, index: int) -> None:
         sim = index == 0
+        if sim:
+            self._years_changed(self.years_spin.value())
+        else:  # a chain file has its own dates
+            for w in (self.start_edit, self.end_edit):
+                w.setDateRange(QtCore.QDate(1990, 1, 1), QtCore.QDate(2100, 12, 31))
         self.years_spin.setEnabled(sim)
         self.seed_spin.setEnabled(sim)
         self.file_edit.setEnabled(not sim)
@@ -533,6 +603,8 @@ class BacktestPanel(Panel):
             "initial_cash": self.cash_spin.value(),
             "risk_level": float(self.risk_spin.value()),
             "fee_preset": self.fee_box.currentText(),
+            "rate": round(self.rate_spin.value() / 100.0, 6),
+            "dividend_yield": round(self.div_spin.value() / 100.0, 6),
         }
         if self.source_box.currentIndex() == 0:
             data.update(years=self.years_spin.value(), seed=self.seed_spin.value())
@@ -686,17 +758,31 @@ class BacktestPanel(Panel):
         """Runs are driven by the panel's own worker; bus events are not needed here."""
 
     # ---- results ------------------------------------------------------------------------------------
+    def _show_axis_values(self, on: bool) -> None:
+        for plot in (self.equity_plot, self.dd_plot, self.daily_plot, self.hist_plot):
+            for name in ("left", "bottom"):
+                plot.getPlotItem().getAxis(name).setStyle(showValues=on)
+
     def show_result(self, result: Any) -> None:
         self.result = result
+        self._show_axis_values(True)
         m = result.metrics.as_dict()
         names = [label for key, label, _ in STAT_ROWS if key in m]
         values = [_fmt_stat(m[key], kind) for key, _, kind in STAT_ROWS if key in m]
         self.stats_model.update(np.array(names, dtype=object),
                                 {"name": np.array(names, dtype=object), "value": np.array(values, dtype=object)})
         x = _epoch(result.dates)
-        self.equity_curve.setData(x, np.asarray(result.equity, float))
-        self.dd_curve.setData(x, 100.0 * np.asarray(result.drawdown, float))
+        equity = np.asarray(result.equity, float)
+        dd = 100.0 * np.asarray(result.drawdown, float)
         daily = np.asarray(result.daily_pnl, float)
+        self.equity_curve.setData(x, equity)
+        self.dd_curve.setData(x, dd)
+        # a run without trades has flat series: autorange then zooms into nothing and the axes read
+        # "0.250" or lose their labels; give flat series a readable range instead
+        _readable_y_range(self.equity_plot, equity, pad=max(1.0, 0.01 * float(np.nanmax(np.abs(equity)))
+                                                        if np.isfinite(equity).any() else 1.0))
+        _readable_y_range(self.dd_plot, dd, pad=1.0)
+        _readable_y_range(self.daily_plot, daily, pad=10.0)
         for plot, attr in ((self.daily_plot, "daily_bars"), (self.hist_plot, "hist_bars")):
             old = getattr(self, attr)
             if old is not None:
@@ -773,6 +859,18 @@ class BacktestPanel(Panel):
             self.years_spin.setValue(float(state["years"]))
         if isinstance(state.get("seed"), int):
             self.seed_spin.setValue(state["seed"])
+
+
+def _readable_y_range(plot: pg.PlotWidget, values: np.ndarray, pad: float) -> None:
+    """Autorange, unless the series is flat (or empty): then centre it in ±``pad``."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    item = plot.getPlotItem()
+    if len(v) and float(v.max() - v.min()) > 1e-9 * max(1.0, float(np.abs(v).max())):
+        item.enableAutoRange(axis="y")
+        return
+    centre = float(v[0]) if len(v) else 0.0
+    item.setYRange(centre - pad, centre + pad, padding=0.05)
 
 
 def _epoch(dates: np.ndarray) -> np.ndarray:

@@ -32,19 +32,21 @@ from widgets.time_format import format_market_time
 
 Qt = QtCore.Qt
 
-#: per side, from the strike outwards
+#: per side, from the strike outwards. Widths fit the widest value each column shows ("12,345",
+#: "-12.34", "123.4%"): both sides and the strike (~1,110 px) fit the chain dock of a 1920-px screen,
+#: so the put side's Θ, Vega, OI, Vol and Edge are not hidden behind a horizontal scroll
 _SIDE_FIELDS: list[tuple[str, str, str | Any, int, str]] = [
-    ("bid", "Bid", "{:.2f}", 56, "Click a bid to SELL this option"),
-    ("mid", "Mid", "{:.2f}", 56, "Mid price; click to BUY"),
-    ("ask", "Ask", "{:.2f}", 56, "Click an ask to BUY this option"),
-    ("iv", "IV", lambda v: f"{100 * v:.1f}%", 56, "Implied volatility (from the mid)"),
-    ("delta", "Δ", "{:+.2f}", 52, "Delta per $1 of the underlying"),
-    ("gamma", "Γ", "{:.3f}", 52, "Gamma per $1"),
-    ("theta", "Θ", "{:+.2f}", 52, "Theta: $ per share per calendar day"),
-    ("vega", "Vega", "{:.2f}", 52, "Vega: $ per share per vol point"),
-    ("oi", "OI", "{:,.0f}", 62, "Open interest"),
-    ("volume", "Vol", "{:,.0f}", 58, "Volume today"),
-    ("edge", "Edge", "{:+.2f}", 56, "Model value (pricing ensemble) minus mid: positive = cheap to buy"),
+    ("bid", "Bid", "{:.2f}", 48, "Click a bid to SELL this option"),
+    ("mid", "Mid", "{:.2f}", 48, "Mid price; click to BUY"),
+    ("ask", "Ask", "{:.2f}", 48, "Click an ask to BUY this option"),
+    ("iv", "IV", lambda v: f"{100 * v:.1f}%", 52, "Implied volatility (from the mid)"),
+    ("delta", "Δ", "{:+.2f}", 46, "Delta per $1 of the underlying"),
+    ("gamma", "Γ", "{:.3f}", 48, "Gamma per $1"),
+    ("theta", "Θ", "{:+.2f}", 48, "Theta: $ per share per calendar day"),
+    ("vega", "Vega", "{:.2f}", 42, "Vega: $ per share per vol point"),
+    ("oi", "OI", "{:,.0f}", 54, "Open interest"),
+    ("volume", "Vol", "{:,.0f}", 46, "Volume today"),
+    ("edge", "Edge", "{:+.2f}", 46, "Model value (pricing ensemble) minus mid: positive = cheap to buy"),
 ]
 
 
@@ -53,7 +55,7 @@ def _columns() -> list[Column]:
         Column(f"c_{k}", h, fmt, width=w, tooltip="Call " + tip, signed=(k == "edge"))
         for k, h, fmt, w, tip in reversed(_SIDE_FIELDS)
     ]
-    strike = [Column("strike", "Strike", "{:g}", align="center", width=70, tooltip="Strike")]
+    strike = [Column("strike", "Strike", "{:g}", align="center", width=58, tooltip="Strike")]
     puts = [
         Column(f"p_{k}", h, fmt, width=w, tooltip="Put " + tip, signed=(k == "edge"))
         for k, h, fmt, w, tip in _SIDE_FIELDS
@@ -87,6 +89,26 @@ class ChainTableModel(ColumnTableModel):
         if column == self.strike_column and self._data and self._data["atm"][row]:
             return self._bold
         return None
+
+
+
+def _outcome(fut: Any) -> tuple[Any, str]:
+    """(result, "") or (None, error) of a finished worker future, always retrieving its exception.
+
+    At stop the engine terminates its worker processes: a pending job then fails with
+    ``BrokenProcessPool`` (or is cancelled). That is the expected end of the job, not an error, and
+    its exception must be retrieved here, or asyncio logs "Task exception was never retrieved".
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    if fut.cancelled():
+        return None, ""
+    exc = fut.exception()
+    if exc is None:
+        return fut.result(), ""
+    if isinstance(exc, BrokenProcessPool):
+        return None, ""
+    return None, f"{type(exc).__name__}: {exc}"
 
 
 class ChainPanel(Panel):
@@ -460,9 +482,10 @@ class ChainPanel(Panel):
         self._am_rows = rows.tobytes()
 
         def done(f: Any, rows: np.ndarray = rows) -> None:
-            if f.cancelled() or f.exception() is not None or not qt_alive(self):
+            value, _error = _outcome(f)
+            if value is None or not qt_alive(self):
                 return
-            self._am_iv = _RowValues(rows, f.result())
+            self._am_iv = _RowValues(rows, value)
             self._metrics_at = -1e9  # use them at the next refresh
             self.refresh()
 
@@ -522,13 +545,14 @@ class ChainPanel(Panel):
             if fut is not None:
 
                 def done(f: Any, key: Any = key, rows: np.ndarray = rows) -> None:
+                    value, error = _outcome(f)  # first: an unretrieved exception is logged at shutdown
                     if not qt_alive(self):
                         return
-                    if f.cancelled() or f.exception() is not None:
-                        if not f.cancelled():
-                            self.report_error(f"model edge unavailable: {f.exception()}")
+                    if value is None:
+                        if error and getattr(self.engine, "running", True):
+                            self.report_error(f"model edge unavailable: {error}")
                         return
-                    self._fair = _RowValues(rows, f.result())
+                    self._fair = _RowValues(rows, value)
                     self._fair_key = key
                     self.refresh()
 

@@ -3,8 +3,8 @@ their history through the session.
 
 Numbers come from the risk engine (``engine.risk_service.greeks()``, else ``engine.risk``): positions only,
 delta in shares, beta-weighted delta in benchmark (SPY) shares, gamma in shares per $1, theta in $ per
-calendar day, vega in $ per vol point. The panel samples the totals at most once a second for the history
-(session only; nothing is stored).
+calendar day, vega in $ per vol point. The panel samples the totals at most once a second for the history,
+which starts from the stored rows of earlier sessions (written by the engine, ``engine.reports.history``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PySide6 import QtCore, QtWidgets
 from engine.bus.events import ClockTicked, PositionChanged, UnderlyingUpdated
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
-from widgets.plots import LOSS, MUTED, PROFIT, SERIES, new_plot, set_stable_range
+from widgets.plots import LOSS, MUTED, PROFIT, SERIES, new_plot, set_stable_range, time_plot
 
 METRICS: list[tuple[str, str, str]] = [
     ("delta", "Δ", "shares"),
@@ -80,7 +80,7 @@ class GreeksPanel(Panel):
         for key, label, unit in METRICS:
             self.history_box.addItem(f"{label} ({unit})", key)
         self.history_box.currentIndexChanged.connect(lambda _i: self._draw_history())
-        self.history_plot = new_plot(title="Session history (total)", axis_items={"bottom": pg.DateAxisItem()})
+        self.history_plot = time_plot(title="History (total)")
         self.history_curve = self.history_plot.plot([], [], pen=pg.mkPen(SERIES[0], width=2), stepMode="right")
         hist_top = QtWidgets.QHBoxLayout()
         hist_top.addWidget(QtWidgets.QLabel("History of"))
@@ -100,7 +100,19 @@ class GreeksPanel(Panel):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addWidget(self.summary)
         lay.addWidget(split, 1)
+        self.load_history(history_points)
         self.refresh(force=True)
+
+    def load_history(self, limit: int) -> int:
+        """Start the history from the stored rows of earlier sessions; returns the points loaded."""
+        from engine.reports.history import history_for_panels
+
+        rows = history_for_panels(self.engine, limit)
+        for r in rows:
+            self.history_t.append(r.ts.timestamp())
+            for key, _, _ in METRICS:
+                self.history[key].append(float(getattr(r, key, math.nan)))
+        return len(rows)
 
     # ---- data ------------------------------------------------------------------------------------
     def _read(self) -> tuple[dict[str, dict[str, float]], dict[str, float]] | None:

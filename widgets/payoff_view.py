@@ -22,6 +22,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engine.analytics.formatting import money
 from engine.analytics.payoff import legs_from_order, legs_from_positions, profile
 from engine.bus.events import ChainUpdated, QuotesUpdated, UnderlyingUpdated
 from engine.model import Leg, Option, Position
@@ -31,6 +32,11 @@ from widgets.plots import LOSS, MUTED, PROFIT, SERIES, MoneyAxis, infinite_line,
 
 SPOT_MOVES = np.round(np.linspace(-0.20, 0.20, 9), 4)
 VOL_SHIFTS = np.array([-0.10, -0.05, 0.0, 0.05, 0.10])
+
+
+def _ticket_key(ticket: dict[str, Any]) -> tuple[Any, ...]:
+    legs = tuple((leg.symbol, str(leg.side), leg.ratio) for leg in ticket.get("legs", ()))
+    return legs, ticket.get("quantity")  # not the limit: an untouched limit follows the mid on each refresh
 
 
 def _underlying(inst: Any) -> str:
@@ -86,13 +92,16 @@ class PayoffPanel(Panel):
         self.spot_line.hide()
         self.be_lines: list[pg.InfiniteLine] = []
 
-        self.heat = new_plot(title="Scenario P&L: spot move × vol shift", x="Spot move %", y="Vol shift (pts)")
+        self.heat = new_plot(title="Scenario P&L: spot move × vol shift", x="Spot move %", y="Vol shift, pts")
+        # a fixed left axis wide enough for "-10" and its label: the label no longer overlaps the ticks
+        self.heat.getPlotItem().getAxis("left").setWidth(48)
         self.heat.setMouseEnabled(x=False, y=False)
         self.heat_image = pg.ImageItem(axisOrder="row-major")
         self.heat.getPlotItem().addItem(self.heat_image)
         self.cmap = pg.ColorMap([0.0, 0.5, 1.0], [(214, 69, 65), (60, 60, 60), (38, 166, 91)])
         self.heat_image.setColorMap(self.cmap)
         self.heat_texts: list[pg.TextItem] = []
+        self._heat_font_pt = 0.0
         self.heat_label = QtWidgets.QLabel("")
         self.heat_label.setStyleSheet("color: gray")
 
@@ -120,16 +129,30 @@ class PayoffPanel(Panel):
 
     # ---- sources ----------------------------------------------------------------------------------
     def show_ticket(self, ticket: dict[str, Any]) -> None:
+        """The ticket changed. The ticket re-emits itself on every quote refresh; only a real edit (other
+        legs, quantity or limit) takes the panel back from positions the user chose to analyse."""
         if not ticket.get("legs"):
             if self.source == "ticket":
                 self._clear("The ticket is empty")
+            self.ticket = None
             return
-        self.source, self.ticket = "ticket", ticket
+        edited = self.ticket is None or _ticket_key(ticket) != _ticket_key(self.ticket)
+        self.ticket = ticket
+        if self.source == "positions" and not edited:
+            return
+        self.source = "ticket"
         self.recompute(force=True)
 
     def show_positions(self, positions: tuple[Position, ...]) -> None:
+        """"Analyse payoff" in the positions panel: show them and bring this panel's tab to the front."""
         self.source, self.positions = "positions", tuple(positions)
         self.recompute(force=True)
+        dock = self.parentWidget()
+        while dock is not None and not isinstance(dock, QtWidgets.QDockWidget):
+            dock = dock.parentWidget()
+        if dock is not None:
+            dock.show()
+            dock.raise_()
 
     def apply_events(self, batch: EventBatch) -> None:
         if not self.source:
@@ -261,16 +284,16 @@ class PayoffPanel(Panel):
             self.spot_line.show()
         sm = prof.summary
 
-        def money(v: float) -> str:
-            return "unlimited" if math.isinf(v) else f"${v:,.0f}"
+        def fmt(v: float) -> str:
+            return money(v, 0)
 
         cost = prof.cost
-        premium = f"{'debit' if cost > 0 else 'credit'} ${abs(cost):,.0f}"
+        premium = f"{'debit' if cost > 0 else 'credit'} {money(abs(cost), 0)}"
         pop = f"{100 * prof.probability_of_profit:.0f}%" if math.isfinite(prof.probability_of_profit) else "—"
         be = ", ".join(f"{b:,.2f}" for b in sm.breakevens) or "none"
         risk = prof.max_loss_text()
         self.stats.setText(
-            f"Net {premium} · max profit <span style='color:{PROFIT}'>{money(sm.max_profit)}</span> · "
+            f"Net {premium} · max profit <span style='color:{PROFIT}'>{fmt(sm.max_profit)}</span> · "
             f"max loss <span style='color:{LOSS}'>{risk}</span> · breakevens {be} · "
             f"probability of profit <b>{pop}</b> · first expiry in {prof.expiry_days:.0f} d"
         )
@@ -289,11 +312,13 @@ class PayoffPanel(Panel):
         dx = (x1 - x0) / max(nx - 1, 1)
         dy = (y1 - y0) / max(ny - 1, 1)
         self.heat_image.setRect(QtCore.QRectF(x0 - dx / 2, y0 - dy / 2, x1 - x0 + dx, y1 - y0 + dy))
+        # every cell carries its value (a narrow dock labelled only 5 of 9 columns): short labels
+        # ("+1.2k"), in a font that shrinks with the cell
         cell_px = self.heat.getPlotItem().getViewBox().width() / max(nx, 1)
         font = QtGui.QFont()
-        font.setPointSizeF(max(6.5, font.pointSizeF() * 0.8))
-        step = 1 if cell_px >= 40 or cell_px <= 0 else 2  # narrow dock: label every other column
-        cells = [(j, i) for j in range(ny) for i in range(0, nx, step)]
+        base = font.pointSizeF() * 0.8
+        font.setPointSizeF(max(6.0, min(base, cell_px / 6.0)) if cell_px > 0 else max(6.5, base))
+        cells = [(j, i) for j in range(ny) for i in range(nx)]
         # the cell labels are reused from redraw to redraw (creating and adding a TextItem costs ~1.5 ms;
         # a 5×5 grid redrawn with each ticket refresh held the loop ~70 ms)
         while len(self.heat_texts) < len(cells):
@@ -301,6 +326,10 @@ class PayoffPanel(Panel):
             txt.setFont(font)
             plot.addItem(txt)
             self.heat_texts.append(txt)
+        if self._heat_font_pt != font.pointSizeF():
+            self._heat_font_pt = font.pointSizeF()
+            for txt in self.heat_texts:
+                txt.setFont(font)
         for txt in self.heat_texts[len(cells):]:
             txt.hide()
         for txt, (j, i) in zip(self.heat_texts, cells, strict=False):
@@ -312,7 +341,7 @@ class PayoffPanel(Panel):
         plot.setXRange(x0 - dx / 2, x1 + dx / 2, padding=0)
         plot.setYRange(y0 - dy / 2, y1 + dy / 2, padding=0)
         worst = g.worst()
-        self.heat_label.setText(f"At T+{g.days[0]:.3g}d · worst {worst[0]:+,.0f} $ at spot {100 * worst[1]:+.0f}% and "
+        self.heat_label.setText(f"At T+{g.days[0]:.3g}d · worst {money(worst[0], 0, signed=True)} at spot {100 * worst[1]:+.0f}% and "
                                 f"vol {100 * worst[2]:+.0f} pts" + (f" · no vol for {', '.join(g.missing)}" if g.missing
                                                                      else ""))
 

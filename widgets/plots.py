@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -233,8 +234,53 @@ class MoneyAxis(pg.AxisItem):
         return out
 
 
-class TimeAxis(pg.DateAxisItem):
-    """UTC epoch seconds shown as clock time."""
+#: tick steps of a market-time axis, seconds: clock-like steps, never fractions of a second
+_TIME_STEPS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600,
+               86400, 2 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 182 * 86400, 365 * 86400)
+
+
+class MarketTimeAxis(pg.AxisItem):
+    """UTC epoch seconds labelled in New York time, like every time in the GUI.
+
+    pyqtgraph's ``DateAxisItem`` chose millisecond ticks when a restart left seconds of history
+    ("58.000 59.000 14:39:00 01.000") and used the machine's zone. Steps here are clock steps (≥ 1 s),
+    one label per ~90 px; a plot using it also sets a minimum x range (:data:`MIN_TIME_RANGE_S`).
+    """
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:
+        span = maxVal - minVal
+        if not (math.isfinite(span) and span > 0):
+            return []
+        target = span / max(2.0, size / 90.0)
+        major = next((s for s in _TIME_STEPS if s >= target), _TIME_STEPS[-1])
+        return [(float(major), 0.0)]
+
+    def tickStrings(self, values: Sequence[float], scale: float, spacing: float) -> list[str]:
+        from datetime import UTC, datetime
+
+        from engine.clock import MARKET_ZONE
+
+        fmt = "%b %d" if spacing >= 86400 else "%H:%M:%S" if spacing < 60 else "%H:%M"
+        out = []
+        for v in values:
+            try:
+                out.append(datetime.fromtimestamp(float(v), UTC).astimezone(MARKET_ZONE).strftime(fmt))
+            except (OverflowError, OSError, ValueError):
+                out.append("")
+        return out
+
+
+#: time plots show at least this span, so a fresh history of a few seconds gets clock ticks
+MIN_TIME_RANGE_S = 300.0
+
+
+def time_plot(**kwargs: Any) -> pg.PlotWidget:
+    """A plot whose x axis is market time (epoch seconds), never zoomed below :data:`MIN_TIME_RANGE_S`."""
+    axes = dict(kwargs.pop("axis_items", None) or {})
+    axes["bottom"] = MarketTimeAxis("bottom")
+    plot = new_plot(axis_items=axes, **kwargs)
+    plot.getPlotItem().getViewBox().setLimits(minXRange=MIN_TIME_RANGE_S)
+    return plot
 
 
 def infinite_line(pos: float, *, angle: int = 90, color: str = MUTED, dash: bool = True,

@@ -2,7 +2,8 @@
 
 Source: ``AccountUpdated`` snapshots from the broker (paper or live), stamped with the engine's market time
 (the simulated clock when the simulated market runs). Day P&L is the broker's ``day_pnl``; realised and
-unrealised P&L are shown as reported. Session history only (nothing is stored by the panel).
+unrealised P&L are shown as reported. The curves start from the stored history of earlier sessions (the
+engine writes it, ``engine.reports.history``); the panel itself stores nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from engine.analytics.formatting import money
 from engine.bus.events import AccountUpdated
 from engine.credentials import mask_account
 from engine.model import AccountSnapshot
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
-from widgets.plots import LOSS, MUTED, PROFIT, SERIES, MoneyAxis, new_plot
+from widgets.plots import LOSS, MUTED, PROFIT, SERIES, MoneyAxis, time_plot
 
 
 class PnLPanel(Panel):
@@ -53,13 +55,12 @@ class PnLPanel(Panel):
             self.labels[key] = val
         head.addStretch(1)
 
-        self.equity_plot = new_plot(title="Equity (net liquidation)", axis_items={"bottom": pg.DateAxisItem(),
-                                                                               "left": MoneyAxis("left")})
+        self.equity_plot = time_plot(title="Equity (net liquidation)", axis_items={"left": MoneyAxis("left")})
         self.equity_curve = self.equity_plot.plot([], [], pen=pg.mkPen(SERIES[0], width=2))
         self.start_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(MUTED, style=QtCore.Qt.PenStyle.DashLine))
         self.equity_plot.addItem(self.start_line)
         self.start_line.hide()
-        self.pnl_plot = new_plot(title="Day P&L", axis_items={"bottom": pg.DateAxisItem(), "left": MoneyAxis("left")})
+        self.pnl_plot = time_plot(title="Day P&L", axis_items={"left": MoneyAxis("left")})
         self.pnl_plot.setXLink(self.equity_plot)
         self.pnl_plot.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen(MUTED)))
         self.pnl_up = self.pnl_plot.plot([], [], pen=None, fillLevel=0, brush=pg.mkBrush(38, 166, 91, 70))
@@ -74,9 +75,21 @@ class PnLPanel(Panel):
         lay.addLayout(head)
         lay.addWidget(split, 1)
 
+        self.load_history(history_points)
         pf = self.component("portfolio") or getattr(self.component("risk"), "portfolio", None)
         if pf is not None and getattr(pf, "account", None) is not None:
             self.add_snapshot(pf.account)
+
+    def load_history(self, limit: int) -> int:
+        """Start from the stored equity and day-P&L history (earlier sessions); returns the points loaded."""
+        from engine.reports.history import history_for_panels
+
+        rows = [r for r in history_for_panels(self.engine, limit) if math.isfinite(r.net_liquidation)]
+        for r in rows:
+            self.t.append(r.ts.timestamp())
+            self.equity.append(r.net_liquidation)
+            self.day_pnl.append(r.day_pnl if math.isfinite(r.day_pnl) else 0.0)
+        return len(rows)
 
     def apply_events(self, batch: EventBatch) -> None:
         accounts = batch.latest(AccountUpdated)

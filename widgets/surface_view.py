@@ -69,6 +69,11 @@ class SurfacePanel(Panel):
                                    "percentile: share of days it was lower")
         self.status_label = QtWidgets.QLabel("waiting for a surface fit…")
         self.status_label.setStyleSheet(f"color: {MUTED}")
+        # text that arrives with the first fit must not widen the panel: its dock (and the chain's
+        # beside it) jumped when the smile first filled
+        for label in (self.stats_label, self.rank_label, self.status_label):
+            label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+            label.setMinimumWidth(0)
 
         self.smile_plot = new_plot(title="Smile", x="Strike", y="Implied vol",
                                    axis_items={"left": PercentAxis("left")})
@@ -87,7 +92,7 @@ class SurfacePanel(Panel):
         self.smile_item.addItem(self.fwd_line)
         self.fwd_line.hide()
 
-        self.heat_plot = new_plot(title="Surface: implied vol by moneyness K/F and days to expiry",
+        self.heat_plot = new_plot(title="Implied vol (%) by K/F and days",
                                   x="Moneyness K/F", y="Days to expiry",
                                   axis_items={"bottom": ExpMoneynessAxis("bottom")})
         self.heat_item = self.heat_plot.getPlotItem()
@@ -223,9 +228,11 @@ class SurfacePanel(Panel):
         self._stage = 0  # the smile first, in its own loop turn (not inside the bridge's flush)
         self._stage_timer.start(15)
         r = ev.iv_rank
+        rv = getattr(ev, "realized_vol", math.nan)
+        rv_text = f"  ·  RV {100 * rv:.1f}%" if math.isfinite(rv) else ""
         if getattr(r, "ok", False):
             self.rank_label.setText(f"IV {100 * r.current:.1f}%  ·  rank {100 * r.rank:.0f}  ·  "
-                                    f"pctl {100 * r.percentile:.0f}  ({r.days}d)")
+                                    f"pctl {100 * r.percentile:.0f}  ({r.days}d){rv_text}")
         else:
             cur = f"IV {100 * ev.atm_iv:.1f}%  ·  " if math.isfinite(ev.atm_iv) else ""
             self.rank_label.setText(f"{cur}IV rank: {getattr(r, 'message', 'n/a')}")
@@ -320,7 +327,12 @@ class SurfacePanel(Panel):
             return
         k, dte = np.asarray(g.k, float), np.asarray(g.dte, float)
         finite = iv[np.isfinite(iv)]
-        lo, hi = float(np.percentile(finite, 1)), float(np.percentile(finite, 99))
+        # the colour scale comes from expiries at least a day out: a 0DTE row's vols (hundreds of %
+        # in the wings) would wash every other expiry into one colour; that row saturates instead
+        later = iv[dte >= 1.0] if iv.ndim == 2 and len(dte) == iv.shape[0] else iv
+        later = later[np.isfinite(later)]
+        scale = later if later.size >= 4 else finite
+        lo, hi = float(np.percentile(scale, 1)), float(np.percentile(scale, 99))
         if hi <= lo:
             hi = lo + 0.01
         img = np.where(np.isfinite(iv), iv, lo)

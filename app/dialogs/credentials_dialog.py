@@ -242,9 +242,24 @@ class CredentialsDialog(QtWidgets.QDialog):
         lay.addWidget(ib_box)
         lay.addWidget(self.result_label)
         lay.addWidget(close)
+        for field in (self.ib_port, self.ib_client, self.ib_host, self.ib_preset):
+            field.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.ib_note.setWordWrap(True)
+        self.ib_error.setWordWrap(True)
         self.setMinimumWidth(520)
         self._refresh_tt_state()
         self._sync_connect_buttons()
+
+    def event(self, e: QtCore.QEvent) -> bool:
+        """Grow with a status message instead of squashing Port and Client id to fit it: the layout's
+        minimum size ignores the height a word-wrapped label needs at this width, so Qt never does."""
+        handled = super().event(e)
+        if e.type() == QtCore.QEvent.Type.LayoutRequest and self.layout() is not None:
+            lay = self.layout()
+            need = lay.heightForWidth(self.width()) if lay.hasHeightForWidth() else lay.sizeHint().height()
+            if need > self.height():
+                self.resize(self.width(), need)
+        return handled
 
     # ---- settings helpers -------------------------------------------------------------------------
     def _brokers_settings(self) -> Any:

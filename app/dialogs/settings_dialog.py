@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from PySide6 import QtCore, QtWidgets
 
-rom engine.analytics.formatting import plural
+from engine.analytics.formatting import plural
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,17 @@ class SettingsDialog(QtWidgets.QDialog):
         buttons.accepted.connect(self.save)
         buttons.rejected.connect(self.reject)
         buttons.button(QtWidgets.QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(self.restore_defaults)
+        live_level = self.live_risk_level()
+        level_editor = self.editors.get("risk.level")
+        if live_level is not None and level_editor is not None:
+            # one source of truth: the form shows the level the engine runs at (the toolbar slider's),
+            # not the level the file was started with
+            level_editor.set_value(live_level)
         note = QtWidgets.QLabel(
-            f"File: {self.path}" if self.path else "No settings file (engine has no paths)"
+            (f"File: {self.path}" if self.path else "No settings file (engine has no paths)")
+            + "\nThe risk level applies at once (like the toolbar slider); other changes take effect at the next start."
         )
+        note.setWordWrap(True)
         note.setObjectName("settingsPath")
         note.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         lay = QtWidgets.QVBoxLayout(self)
@@ -267,12 +275,32 @@ class SettingsDialog(QtWidgets.QDialog):
                 self.summary.setText(f"could not write {self.path}: {exc}")
                 return
         self.last_saved = settings
+        self._apply_risk_level(settings)
         try:
             self.engine.settings = settings
         except AttributeError:
             log.debug("engine does not accept new settings at runtime")
         self.saved.emit(str(self.path))
         self.accept()
+
+    def live_risk_level(self) -> float | None:
+        """The risk level the engine runs at now (None without a risk engine)."""
+        profile = getattr(getattr(self.engine, "risk", None), "profile", None)
+        level = getattr(profile, "level", None)
+        return float(level) if isinstance(level, int | float) else None
+
+    def _apply_risk_level(self, settings: BaseModel) -> None:
+        """A changed risk level becomes the same ``SetRiskLevel`` command the slider sends: the engine
+        applies it, persists it and publishes ``RiskProfileChanged``, which moves the slider."""
+        level = getattr(getattr(settings, "risk", None), "level", None)
+        live = self.live_risk_level()
+        if level is None or live is None or abs(float(level) - live) < 1e-9:
+            return
+        from engine.bus.commands import SetRiskLevel
+        from widgets.base import send_command
+
+        send_command(self.engine, SetRiskLevel(level=float(level)),
+                     on_error=lambda message: log.warning("risk level not applied: %s", message))
 
     def restore_defaults(self) -> None:
         defaults = self.settings_cls()

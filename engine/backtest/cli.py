@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -29,7 +30,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", help="first quote date (YYYY-MM-DD)")
     p.add_argument("--end", help="last quote date (YYYY-MM-DD)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="strategy parameter, e.g. width=10 or rules.stop_multiple=3 (repeatable)")
+                   help="strategy parameter, e.g. width=10, rules.stop_multiple=3, rules.regime_exits=none or a "
+                        "JSON/TOML list or table: rules.regime_exits='[[\"low_vol\",\"high_vol\"]]' (repeatable)")
     p.add_argument("--cash", type=float, default=100_000.0, help="starting cash in dollars (default: 100000)")
     p.add_argument("--risk-level", type=float, default=50.0, help="risk slider 0–100 (default: 50)")
     p.add_argument("--fees", default="tastytrade",
@@ -72,11 +74,34 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def param_value(text: str, key: str = "") -> Any:
+    """A ``--param`` value: a list or mapping in JSON or TOML syntax (``[["low_vol","high_vol"]]``,
+    ``{low_vol = 1.0}``) is parsed; anything else stays text for the strategy's parameter model to convert
+    (``10``, ``0.25``, ``none``)."""
+    t = text.strip()
+    if not t or t[0] not in "[{":
+        return t
+    try:
+        return json.loads(t)
+    except ValueError as json_err:
+        import tomllib
+
+        try:
+            return tomllib.loads(f"value = {t}")["value"]
+        except tomllib.TOMLDecodeError as toml_err:
+            raise ValueError(f"--param {key}={text}: not a JSON or TOML {'list' if t[0] == '[' else 'table'} "
+                             f"(JSON: {json_err}; TOML: {toml_err})") from None
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    return {k: param_value(v, k) for k, v in _pairs(items, "--param").items()}
+
+
 def _config(args: argparse.Namespace):
     from engine.backtest.config import BacktestConfig
 
     return BacktestConfig(
-        strategy=args.strategy, params=_pairs(args.param, "--param"), symbol=args.symbol.upper(), years=args.years,
+        strategy=args.strategy, params=_params(args.param), symbol=args.symbol.upper(), years=args.years,
         seed=args.seed, data=args.data, columns=_pairs(args.map, "--map"), bars=args.bars, start=args.start,
         end=args.end, initial_cash=args.cash, risk_level=args.risk_level, fee_preset=args.fees,
         risk_checks=not args.no_risk_checks, intraday_minutes=args.intraday,

@@ -470,12 +470,37 @@ def _read_table(path: Path, columns: Sequence[str] | None = None, categorical: S
             except Exception:
                 # the pyarrow parser gives terse errors; the C parser names the line
                 frame = pd.read_csv(path, engine="c", low_memory=False)
+            _check_last_row(path, len(frame.columns), len(frame))
             return _Table({str(c): frame[c] for c in frame.columns}), 2
     except DataFileError:
         raise
     except Exception as exc:
         raise DataFileError(path, f"cannot be read ({type(exc).__name__}: {exc})") from None
     raise DataFileError(path, f"unsupported file type {suffix!r} (use .csv or .parquet)")
+
+
+def _check_last_row(path: Path, n_columns: int, n_rows: int) -> None:
+    """A file cut mid-row (an interrupted download or copy) ends in a row with fewer fields than the header;
+    pandas would fill them with NaN and the run would quietly trade on a made-up last day."""
+    import csv
+    import io
+
+    if path.name.lower().endswith(".gz") or n_rows == 0:
+        return
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - 65536))
+        tail = fh.read().decode("utf-8", errors="replace")
+    lines = [ln for ln in tail.splitlines() if ln.strip()]
+    if not lines:
+        return
+    fields = next(csv.reader(io.StringIO(lines[-1])), [])
+    if len(fields) < n_columns:
+        header = next(csv.reader(io.StringIO(path.open(encoding="utf-8", errors="replace").readline())), [])
+        missing = header[len(fields)] if len(fields) < len(header) else f"column {len(fields) + 1}"
+        raise DataFileError(path, f"the last row has {len(fields)} of {n_columns} fields: the file is cut short "
+                                  f"(truncated mid-row)", row=n_rows + 1, column=missing)
 
 
 class _Table:
@@ -518,9 +543,11 @@ def _arrow_column(col):
     if pa.types.is_floating(t) or pa.types.is_integer(t):
         out = arr.to_numpy(zero_copy_only=False)
         return out.astype(float) if arr.null_count else out
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        # a zoned column stays zoned (a pandas Series): the reader converts it from its zone to UTC; cast
+        # to naive it would be read as New York local time and shifted (14:45Z read as 19:45Z)
+        return arr.to_pandas()
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        if pa.types.is_timestamp(t) and t.tz is not None:
-            arr = arr.cast(pa.timestamp(t.unit))
         return arr.to_numpy(zero_copy_only=False)
     return arr.to_pandas()
 
@@ -573,7 +600,14 @@ def _parse_datetimes(frame, path: Path, column: str, offset: int, fmt: str | Non
     if ptypes.is_datetime64_any_dtype(raw.dtype):
         parsed = raw
     else:
-        parsed = pd.to_datetime(raw.astype(str).str.strip(), errors="coerce", format=fmt or "ISO8601")
+        text = raw.astype(str).str.strip()
+        zoned = text.str.contains(_ZONE_SUFFIX, regex=True).to_numpy()
+        if zoned.any() and not zoned.all():
+            i = _first_bad(zoned != zoned[0])
+            raise DataFileError(path, f"{raw.iloc[i]!r} {'has' if zoned[i] else 'has no'} time zone, unlike row "
+                                      f"{offset} ({raw.iloc[0]!r}): one column must be all zoned or all local",
+                                row=i + offset, column=column)
+        parsed = pd.to_datetime(text, errors="coerce", format=fmt or "ISO8601", utc=bool(zoned.any()))
     bad = parsed.isna().to_numpy()
     if bad.any():
         i = _first_bad(bad)
@@ -585,6 +619,10 @@ def _parse_datetimes(frame, path: Path, column: str, offset: int, fmt: str | Non
     return parsed.to_numpy().astype("datetime64[s]"), aware
 
 
+#: a time of day followed by an ISO zone designator (Z, +hh:mm, -hhmm, +hh); a bare date never matches
+_ZONE_SUFFIX = r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d\d(?::?\d\d)?)$"
+
+
 def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.ndarray:
     return _parse_datetimes(frame, path, column, offset, fmt)[0].astype("datetime64[D]")
 
@@ -592,10 +630,20 @@ def _dates(frame, path: Path, column: str, offset: int, fmt: str | None) -> np.n
 def _has_times(raw) -> bool:
     """True when a date column carries times of day (intraday snapshots)."""
     import pandas as pd
+    import pandas.api.types as ptypes
 
     try:
-        values = raw if isinstance(raw, np.ndarray) and raw.dtype.kind == "M" else pd.to_datetime(
-            pd.Series(raw).astype(str), errors="coerce", format="ISO8601").to_numpy()
+        if isinstance(raw, np.ndarray) and raw.dtype.kind == "M":
+            values = raw
+        else:
+            series = raw if isinstance(raw, pd.Series) else pd.Series(raw)
+            if not ptypes.is_datetime64_any_dtype(series.dtype):
+                text = series.astype(str).str.strip()
+                zoned = bool(text.str.contains(_ZONE_SUFFIX, regex=True).any())
+                series = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=zoned)
+            if getattr(series.dt, "tz", None) is not None:  # zoned: times of day in New York
+                series = series.dt.tz_convert(NEW_YORK).dt.tz_localize(None)
+            values = series.to_numpy().astype("datetime64[s]")
         v = values[~np.isnat(values)]
         return bool(len(v)) and bool((v != v.astype("datetime64[D]")).any())
     except (ValueError, TypeError):
@@ -702,13 +750,15 @@ def load_chain_file(
             (m.strike, strike, strike <= 0, "strike must be positive"),
             (m.bid, bid, bid < 0, "bid is negative"),
             (m.ask, ask, ask < 0, "ask is negative"),
+            (m.bid, bid, bid > ask, "bid is above the ask (a crossed quote)"),
             (m.expiration, ex, ex < qd, "expiration is before the quote date"),
         ):
             with np.errstate(invalid="ignore"):
                 bad = np.asarray(test, bool)
             if bad.any():
                 i = _first_bad(bad)
-                raise DataFileError(path, f"{msg} ({values[i]})", row=i + offset, column=name)
+                shown = f"{values[i]} > {ask[i]}" if values is bid and name == m.bid and bid[i] > ask[i] else values[i]
+                raise DataFileError(path, f"{msg} ({shown})", row=i + offset, column=name)
     except DataFileError as exc:
         raise fail_at(exc) from None
     spot_rows = extra.pop("underlying_price", None)
@@ -801,9 +851,14 @@ def load_underlying_bars(path: str | Path, *, date_column: str = "date", close_c
                 raise DataFileError(path, f"price must be positive ({values[i]})", row=i + offset, column=name)
             out["close" if name == close_column.lower() else name] = values
     d = out["date"]
-    if len(d) > 1 and (np.diff(d.astype(np.int64)) == 0).any():
-        i = _first_bad(np.r_[False, np.diff(np.sort(d).astype(np.int64)) == 0])
-        raise DataFileError(path, f"date {np.sort(d)[i]} appears twice", column=date_column)
+    if len(d) > 1:
+        order = np.argsort(d, kind="stable")
+        same = d[order][1:] == d[order][:-1]
+        if same.any():
+            j = _first_bad(same)
+            first, again = int(order[j]), int(order[j + 1])
+            raise DataFileError(path, f"date {d[again]} appears twice (rows {first + offset} and {again + offset})",
+                                row=again + offset, column=date_column)
     return out
 
 

@@ -31,8 +31,8 @@ from engine.model.instruments import NEW_YORK
 from engine.oms.factory import OrderFactory, OrderValidationError
 from engine.risk.config import RiskConfig
 from engine.risk.engine import RiskEngine
-from engine.risk.market_view import MarketView
 from engine.risk.kill_switch import limit_breaches
+from engine.risk.market_view import MarketView
 from engine.risk.state import PortfolioState, TradingState
 from engine.strategies.base import SizingLimits
 
@@ -107,6 +107,7 @@ class BacktestExchange:
             opening = chain.spot if (h.intraday or i == 0) else float(h.spot[i - 1])
             ex.set_opening_print(und, chain.ts.astimezone(NEW_YORK).date(), opening)
         reports = ex.on_underlying(und, chain.spot, chain.ts)
+        self._after(reports)
         if ex.working:
             reports = [*reports, *self._feed_chain()]
         return reports
@@ -115,7 +116,9 @@ class BacktestExchange:
         if self._chain_fed or self._chain is None:
             return []
         self._chain_fed = True
-        return self.exchange.on_chain(self._chain, self._now)
+        out = self.exchange.on_chain(self._chain, self._now)
+        self._after(out)  # a resting order that fills on the new quotes moves positions and reservations
+        return out
 
     def _feed_risk(self) -> None:
         if self._risk_fed or self._chain is None:
@@ -139,14 +142,16 @@ class BacktestExchange:
         if not self.config.risk_checks and self.trading_state is TradingState.HALTED:
             self.denials += 1
             denied = order.evolve(status=OrderStatus.DENIED, updated_at=self.now(), reason=(
-                "trading_state: trading is HALTED: only cancels (and kill-switch flatten orders) are accepted"))
+                "trading is HALTED: only cancels (and kill-switch flatten orders) are accepted"))
             return [*reports, ExecutionReport("rejected", denied, note="denied")]
         if self.config.risk_checks:
             self._feed_risk()
             decision = self.risk.check(order)
             if not decision.passed:
                 self.denials += 1
-                denied = order.evolve(status=OrderStatus.DENIED, reason=decision.summary(), updated_at=self.now())
+                # worded as the OrderManager words it live: the failed checks' messages
+                reason = "; ".join(c.message for c in decision.failed)
+                denied = order.evolve(status=OrderStatus.DENIED, reason=reason, updated_at=self.now())
                 return [*reports, ExecutionReport("rejected", denied, note="denied")]
         approved = order.evolve(status=OrderStatus.SUBMITTED, updated_at=self.now())
         out = self.exchange.submit(approved, self.now())
@@ -206,8 +211,10 @@ class BacktestExchange:
         return out
 
     def end_of_day(self) -> list[ExecutionReport]:
-        """DAY orders still working expire at the close."""
-        out = self.exchange.expire_day_orders()
+        """DAY orders placed before the close expire at the close. One placed at the closing snapshot itself
+        is good for the next session, as the paper exchange rules live (``PaperExchange.on_time``): a daily
+        history's snapshots are the closes, so its orders meet the next day's quotes before they expire."""
+        out = self.exchange.expire_day_orders(created_before=self.now())
         self._after(out)
         return out
 

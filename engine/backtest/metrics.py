@@ -57,14 +57,29 @@ class Metrics:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def drawdown(equity: np.ndarray) -> np.ndarray:
-    """Drawdown per day as a fraction of the running peak (≤ 0)."""
+def drawdown(equity: np.ndarray, initial: float | None = None) -> np.ndarray:
+    """Drawdown per day as a fraction of the running peak (≤ 0).
+
+    ``initial``: the starting cash, which is the first peak — a run that loses on its first day is in
+    drawdown that day (measured from the money put in, as summary.json's max drawdown is).
+    """
     eq = np.asarray(equity, float)
     if len(eq) == 0:
         return eq
-    peak = np.maximum.accumulate(eq)
+    peak = np.maximum.accumulate(eq if initial is None else np.r_[float(initial), eq])
+    if initial is not None:
+        peak = peak[1:]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(peak > 0, eq / peak - 1.0, 0.0)
+
+
+def daily_pnl(equity: np.ndarray, initial: float | None = None) -> np.ndarray:
+    """Equity change per row against the previous row; the first row against ``initial`` (the starting cash),
+    so the rows sum to the run's total P&L to the cent (0 on the first row only without ``initial``)."""
+    eq = np.asarray(equity, float)
+    if len(eq) == 0:
+        return eq
+    return np.diff(np.r_[float(initial) if initial is not None else eq[0], eq])
 
 
 def max_drawdown_duration(equity: np.ndarray) -> int:

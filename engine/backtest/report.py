@@ -41,8 +41,14 @@ def write_equity_csv(result: BacktestResult, path: str | Path) -> Path:
                     "iv_rank", "regime"])
         g = result.greeks
         stamps = result.dates if result.times is None else [f"{t}Z" for t in result.times]
+        # whole cents, and each row's P&L the difference of the printed equities (the first row's from the
+        # starting cash): the column sums to the printed total exactly, as summary.json's total_pnl
+        cents = np.rint(np.asarray(result.equity, float) * 100.0).astype(np.int64)
+        start = result.config.get("initial_cash")
+        first = round(float(start) * 100.0) if start is not None else (int(cents[0]) if len(cents) else 0)
+        daily_cents = np.diff(np.r_[first, cents])
         for i, d in enumerate(stamps):
-            w.writerow([str(d), f"{result.equity[i]:.2f}", f"{result.cash[i]:.2f}", f"{result.daily_pnl[i]:.2f}",
+            w.writerow([str(d), _cents(int(cents[i])), f"{result.cash[i]:.2f}", _cents(int(daily_cents[i])),
                         f"{result.drawdown[i]:.6f}", f"{g['delta'][i]:.4f}", f"{g['gamma'][i]:.6f}",
                         f"{g['theta'][i]:.4f}", f"{g['vega'][i]:.4f}", f"{g['margin'][i]:.2f}",
                         "" if not math.isfinite(result.iv_rank[i]) else f"{result.iv_rank[i]:.4f}",
@@ -140,6 +146,12 @@ def render_png(result: BacktestResult, path: str | Path, *, dpi: int = 100) -> P
     ax4.grid(alpha=0.3)
     fig.savefig(path, format="png")
     return path
+
+
+def _cents(c: int) -> str:
+    """Whole cents as dollars, exactly (no float rounding): -1234 → "-12.34"."""
+    sign = "-" if c < 0 else ""
+    return f"{sign}{abs(c) // 100}.{abs(c) % 100:02d}"
 
 
 def _pct(v: float) -> str:

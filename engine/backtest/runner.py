@@ -33,7 +33,7 @@ import numpy as np
 from engine.backtest.config import BacktestConfig
 from engine.backtest.data import ChainHistory
 from engine.backtest.ledger import TradeLedger, TradeRecord
-from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, drawdown
+from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, daily_pnl, drawdown
 from engine.backtest.signals import SignalSeries, compute_signals
 from engine.model import Order, OrderIntent
 from engine.strategies.base import SizingLimits, Strategy, market_date
@@ -84,7 +84,7 @@ class BacktestResult:
     equity: np.ndarray  # dollars, marked to market at each close
     cash: np.ndarray
     drawdown: np.ndarray  # fraction ≤ 0
-    daily_pnl: np.ndarray  # dollars, equity change vs the previous close (first day 0)
+    daily_pnl: np.ndarray  # dollars, equity change vs the previous close (first day: vs the starting cash)
     greeks: dict[str, np.ndarray]  # delta (shares), gamma, theta ($/day), vega ($/vol point), margin ($) per day
     regime: np.ndarray
     iv_rank: np.ndarray
@@ -254,11 +254,11 @@ class Backtest:
         metrics = compute_metrics(eq[closes], stats, exposure_days=exposure[closes], fees=float(self.ledger.fees),
                                   regimes=self.signals.regime[closes], initial=cfg.initial_cash,
                                   margin=greeks["margin"][closes])
-        daily = np.r_[0.0, np.diff(eq)] if k else np.array([])
+        daily = daily_pnl(eq, cfg.initial_cash)
         return BacktestResult(
             run_id=self.run_id, strategy=strat.name, params=strat.params.model_dump(mode="json"),
             config=cfg.model_dump(mode="json"), status=status, dates=h.dates[:k], equity=eq, cash=cash[:k],
-            drawdown=drawdown(eq), daily_pnl=daily, greeks={g: v[:k] for g, v in greeks.items()},
+            drawdown=drawdown(eq, cfg.initial_cash), daily_pnl=daily, greeks={g: v[:k] for g, v in greeks.items()},
             regime=self.signals.regime[:k], iv_rank=self.signals.iv_rank[:k], trades=trades,
             orders=[_order_row(o) for o in self.orders.values()], metrics=metrics, fees=self.ledger.fees,
             elapsed_s=time.perf_counter() - t0, error=error,

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.backtest.config import BacktestConfig
 from engine.backtest.data import ChainHistory
-from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, drawdown
+from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, daily_pnl, drawdown
 from engine.backtest.signals import SignalSeries, compute_signals
 from engine.strategies.base import market_date
 
@@ -146,8 +146,8 @@ def walk_forward(config: BacktestConfig, history: ChainHistory, *, train_days: i
                                                                    "step_days": step_days or test_days,
                                                                    "mode": mode, "fit_grid": fit_grid or {},
                                                                    "fit_metric": fit_metric}},
-        status=status, dates=cat("dates"), equity=eq, cash=cat("cash"), drawdown=drawdown(eq),
-        daily_pnl=np.r_[0.0, np.diff(eq)] if len(eq) else eq,
+        status=status, dates=cat("dates"), equity=eq, cash=cat("cash"), drawdown=drawdown(eq, config.initial_cash),
+        daily_pnl=daily_pnl(eq, config.initial_cash),
         greeks={k: np.concatenate([p.greeks[k] for p in parts]) for k in parts[0].greeks},
         regime=regimes, iv_rank=cat("iv_rank"), trades=trades, orders=[o for p in parts for o in p.orders],
         metrics=metrics, fees=fees, elapsed_s=sum(p.elapsed_s for p in parts),

@@ -36,7 +36,7 @@ def _settings() -> Any:
     return load_settings(AppPaths.default().settings_file).settings
 
 
-def _market_day(store: Any, cfg: Any) -> tuple[date, dict[str, float]]:
+def _market_day(store: Any, cfg: Any, day: date | None) -> tuple[date, dict[str, float]]:
     """The simulated market's current session and its spots at the start: from the running (or last) engine's
     saved state, else where a fresh engine would start (the configured start day or today)."""
     import numpy as np
@@ -48,14 +48,14 @@ def _market_day(store: Any, cfg: Any) -> tuple[date, dict[str, float]]:
     state = store.kv.get(SimulatedFeed.STATE_KEY)
     if isinstance(state, dict) and state.get("session"):
         try:
-            day = date.fromisoformat(str(state["session"]))
+            session = date.fromisoformat(str(state["session"]))
             opens = {k: float(v) for k, v in dict(state.get("open") or {}).items()}
             if opens:
-                return day, opens
+                return day or session, opens
         except (TypeError, ValueError):
             pass
     dyn = FactorDynamics(cfg)
-    return _start_date(None, cfg), {s: float(x) for s, x in zip(dyn.names, np.asarray(dyn.spots), strict=True)}
+    return day or _start_date(None, cfg), {s: float(x) for s, x in zip(dyn.names, np.asarray(dyn.spots), strict=True)}
 
 
 def _cmd_ivrank(args: argparse.Namespace) -> int:
@@ -76,12 +76,11 @@ def _cmd_ivrank(args: argparse.Namespace) -> int:
     lookback, min_history = surface.iv_rank_lookback_days, surface.iv_rank_min_history_days
     store = _open(args.db)
     try:
-        day, anchor = _market_day(store, cfg)
-        if args.date is not None:
-            try:
-                day = date.fromisoformat(args.date)
-            except ValueError:
-                raise CliError(f"--date {args.date!r} is not a date (YYYY-MM-DD)") from None
+        try:
+            given = date.fromisoformat(args.date) if args.date is not None else None
+        except ValueError:
+            raise CliError(f"--date {args.date!r} is not a date (YYYY-MM-DD)") from None
+        day, anchor = _market_day(store, cfg, given)
         simulated = [u.symbol for u in cfg.universe]
         written = 0
         source = ""

@@ -91,7 +91,7 @@ def delete_note(store: Any, note_id: int) -> None:
         raise JournalError(f"no journal note {note_id}")
 
 
-def _symbols(legs_json: str | None) -> tuple[str, ...]:
+def symbols_of(legs_json: str | None) -> tuple[str, ...]:
     if not legs_json:
         return ()
     try:
@@ -131,7 +131,7 @@ def search(store: Any, query: str = "", *, tags: Sequence[str] = (), order_id: s
     if limit:
         sql += f" LIMIT {int(limit)}"
     return [JournalNote(id=int(r["id"]), order_id=r["order_id"], ts=datetime.fromisoformat(r["ts"]), note=r["note"],
-                        tags=tuple(t for t in r["tags"].split(",") if t), symbols=_symbols(r["legs"]),
+                        tags=tuple(t for t in r["tags"].split(",") if t), symbols=symbols_of(r["legs"]),
                         strategy_id=r["strategy_id"] or "", status=r["status"] or "")
             for r in store.query(sql, tuple(params))]
 

@@ -72,9 +72,11 @@ class Notifier:
         self._pool: ThreadPoolExecutor | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="optiondesk-notify")
         self._subs = [self.bus.subscribe(t, h, name=f"notify:{h.__name__}") for t, h in self.evaluator.handlers()]
         self._subs.append(self.bus.subscribe(ClockTicked, self._on_heartbeat, name="notify:heartbeat"))
@@ -104,6 +106,27 @@ class Notifier:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.to_thread(_join_all, threads, timeout), timeout + 1.0)
 
+    async def reconfigure(self, config: NotifyConfig) -> None:
+        """Apply edited rules and destinations now (the editor's Save): new subscriptions and counters;
+        deliveries already under way finish with the old destination."""
+        for s in self._subs:
+            s.cancel()
+        self._subs.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None
+        self.config = config
+        self.evaluator = RuleEvaluator(config.rules, self.notify)
+        self.stats = {d.name: self.stats.get(d.name, DeliveryStats()) for d in config.destinations}
+        self._sent_times = {d.name: self._sent_times.get(d.name, deque()) for d in config.destinations}
+        if self._running:
+            self._subs = [self.bus.subscribe(t, h, name=f"notify:{h.__name__}") for t, h in self.evaluator.handlers()]
+            self._subs.append(self.bus.subscribe(ClockTicked, self._on_heartbeat, name="notify:heartbeat"))
+            if self.evaluator.rules_of("heartbeat_missing"):
+                self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeat(),
+                                                                        name="notify:watchdog")
+
     # ---- heartbeat ------------------------------------------------------------------------------
     def _on_heartbeat(self, _ev: ClockTicked) -> None:
         self.last_heartbeat = self._mono()
@@ -124,6 +147,12 @@ class Notifier:
         """Route one notification (inline, never blocks): de-duplicate by rule, rate-limit per destination."""
         if not self._running:
             return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # published from a worker thread: route on the loop, in order
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.notify, n)
+            return
         nowm = self._mono()
         last = self._last_sent.get(n.rule)
         if last is not None and nowm - last < self.config.dedupe_s:
@@ -143,6 +172,7 @@ class Notifier:
                 continue
             sent.append(nowm)
             if isinstance(d, DesktopDestination):
+                log.info("alert %s (%s): %s — %s", n.rule, n.level, n.title, n.message)
                 self.bus.publish(Alert(level=n.level, source=f"notify:{n.rule}", message=f"{n.title} — {n.message}"))
                 self.stats[d.name].sent += 1
                 continue

@@ -12,7 +12,6 @@ rows the engine writes (:mod:`engine.reports.history`).
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -21,7 +20,7 @@ from typing import Any
 
 from engine.journal import JournalNote, search
 from engine.model import instrument_from_key
-from engine.reports.history import HistoryRow, accounts_with_history, load_history
+from engine.reports.history import HistoryRow, accounts_with_history, load_history, regime_at
 
 
 class ReportError(ValueError):
@@ -124,12 +123,11 @@ def build_report(store: Any, start: date, end: date, *, account_id: str | None =
         if known:
             account_id, mode = known[0][0], known[0][1]
     history = load_history(store, account_id, mode, start=t0, end=t1) if account_id is not None else []
-    regimes = load_history(store, account_id, mode, end=t1) if account_id is not None else []
-    regime_ts = [r.ts for r in regimes]
 
-    def regime_at(ts: datetime) -> str:
-        i = bisect_right(regime_ts, ts) - 1
-        return (regimes[i].regime or "—") if i >= 0 else "—"
+    def regime_of(ts: datetime) -> str:
+        if account_id is None or mode is None:
+            return "—"
+        return regime_at(store, account_id, mode, ts) or "—"
 
     rows = store.query(
         "SELECT f.*, o.strategy_id AS strategy_id, o.account_id AS account_id FROM fills f "
@@ -158,7 +156,7 @@ def build_report(store: Any, start: date, end: date, *, account_id: str | None =
             continue
         trades.append(TradeRow(ts=ts, order_id=r["order_id"], symbol=sym, underlying=_underlying(sym, mult),
                                quantity=qty, price=px, fee=Decimal(r["fee"]), multiplier=mult,
-                               strategy=r["strategy_id"] or "manual", regime=regime_at(ts),
+                               strategy=r["strategy_id"] or "manual", regime=regime_of(ts),
                                realized=float(realized), kind=r["kind"]))
     attribution: dict[str, dict[str, dict[str, float]]] = {}
     for dim in ("underlying", "strategy", "regime"):

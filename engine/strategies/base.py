@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine.model import (
     Fill,
@@ -101,6 +101,12 @@ class ManagementRules(BaseModel):
     dte_exit: int | None = Field(21, ge=0)
     time_exit_fraction: float | None = Field(None, gt=0, le=1)
     regime_exits: tuple[tuple[str, str], ...] = (("low_vol", "high_vol"),)
+
+    @field_validator("regime_exits", mode="before")
+    @classmethod
+    def _none_is_no_pairs(cls, value: Any) -> Any:
+        """``none`` switches this rule off like every other (an empty set of pairs)."""
+        return () if value is None else value
 
     def exit_reason(self, trade: OpenTrade, value_now: float, now: datetime, regime: str) -> str | None:
         """The first rule that fires for ``trade`` marked at ``value_now`` (per unit), or None."""
@@ -181,6 +187,8 @@ def walk_price(mid: float, natural: float, fraction: float, tick: float, collar:
         allowed = max(collar[0] * tick, collar[1] * abs(mid))
         price = mid + worse * min(worse * (price - mid), allowed)
     steps = price / tick
+    if abs(steps - round(steps)) < 1e-6:
+        steps = round(steps)  # 1.60 / 0.01 is 160.00000000000003 in binary: on the grid, not past it
     snapped = (math.floor(steps + 1e-9) if worse > 0 else math.ceil(steps - 1e-9)) * tick
     return round(snapped, 10)
 

@@ -87,7 +87,7 @@ def test_iron_condor_by_delta_defaults_and_errors(chain) -> None:
     legs = build_template(Template.IRON_CONDOR, chain, FRONT, short_delta=0.16)  # wings ≈ 1 % of spot
     kp_out, kp, kc, kc_out = (float(leg.instrument.strike) for leg in legs)
     assert kp_out < kp < 100 < kc < kc_out
-    with pytest.raises(TemplateError, match="between 0 and 0.5"):
+    with pytest.raises(TemplateError, match=r"between 0 and 0\.5"):
         build_template(Template.IRON_CONDOR, chain, FRONT, short_delta=0.7)
     with pytest.raises(TemplateError, match="outside the listed strikes"):
         build_template(Template.IRON_CONDOR, chain, FRONT, short_delta=0.16, wing_dollars=60)

@@ -194,3 +194,50 @@ def test_garbage_is_collected_on_the_gui_thread_never_on_a_worker(qtbot, qasync_
     own = GuiThreadCollector()  # stop() restores automatic collection only if it was on before
     own.stop()
     assert not gc.isenabled()
+
+
+def test_quit_asks_when_positions_are_open_and_quits_at_once_when_flat(window, engine, qtbot):
+    from datetime import date
+    from decimal import Decimal
+
+    from PySide6 import QtWidgets
+
+    from engine.bus.events import PositionChanged
+    from engine.model import Option, Position
+
+    closed: list[bool] = []
+    window.close_requested.connect(lambda: closed.append(True))
+    pos = Position(Option("SPY", date(2026, 3, 20), 600, "P"), -1, Decimal("5.00"))
+    engine.bus.publish(PositionChanged(position=pos))
+    qtbot.waitUntil(lambda: window.open_exposure()[1] == 1, timeout=3000)
+    window.quit_action.trigger()
+    box = window.quit_dialog
+    assert box is not None and box.isVisible() and not closed
+    assert "1 position open" in box.text()
+    keep = next(b for b in box.buttons() if b.text() == "Keep running")
+    keep.click()
+    qtbot.waitUntil(lambda: window.quit_dialog is None, timeout=3000)
+    assert not closed and window.isVisible()
+    window.quit_action.trigger()
+    quit_button = next(b for b in window.quit_dialog.buttons() if b.text() == "Quit")
+    quit_button.click()
+    qtbot.waitUntil(lambda: bool(closed), timeout=3000)
+    assert isinstance(box, QtWidgets.QMessageBox)
+
+
+def test_quit_without_orders_or_positions_closes_at_once(window, qtbot):
+    closed: list[bool] = []
+    window.close_requested.connect(lambda: closed.append(True))
+    assert window.open_exposure() == (0, 0)
+    window.quit_action.trigger()
+    assert closed and window.quit_dialog is None
+
+
+def test_the_chain_fits_a_1920_pixel_screen_without_a_horizontal_scroll(window, qtbot):
+    window.resize(1920, 1080)
+    window.apply_default_layout()
+    chain = window.panels["chain"]
+    qtbot.waitUntil(lambda: chain.table.viewport().width() > 1000, timeout=5000)
+    header = chain.table.horizontalHeader()
+    qtbot.waitUntil(lambda: header.length() <= chain.table.viewport().width(), timeout=5000)
+    assert chain.table.horizontalScrollBar().maximum() == 0  # the put side's Θ, Vega, OI, Vol, Edge show

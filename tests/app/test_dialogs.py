@@ -96,6 +96,24 @@ def test_credentials_dialog_stores_secrets_in_the_keyring_and_never_shows_them(q
     assert store.has_tastytrade()
 
 
+def test_credentials_dialog_grows_with_a_status_message_instead_of_squashing_fields(qtbot, engine):
+    from app.dialogs.credentials_dialog import CredentialsDialog
+
+    store = CredentialStore(backend=InMemoryKeyring(), env=_no_env())
+    dlg = CredentialsDialog(engine, store=store, checks={})
+    qtbot.addWidget(dlg)
+    dlg.open()
+    qtbot.waitExposed(dlg)
+    port_h, client_h, dlg_h = dlg.ib_port.height(), dlg.ib_client.height(), dlg.height()
+    assert port_h >= dlg.ib_port.sizeHint().height()
+    message = "tastytrade: the session could not be refreshed — " * 6
+    dlg.result_label.setText(message)
+    dlg.ib_error.setText("port: Input should be less than or equal to 65535; client id: not a number " * 2)
+    qtbot.waitUntil(lambda: dlg.height() > dlg_h, timeout=3000)
+    qtbot.waitUntil(lambda: dlg.ib_port.height() == port_h, timeout=3000)  # 23 px, not squashed to 14
+    assert dlg.ib_client.height() == client_h
+
+
 def test_credentials_dialog_without_a_keyring_says_session_only(qtbot, engine):
     from keyring.backends import fail
 
@@ -197,6 +215,32 @@ def test_theme_files_exist_and_style_the_kill_switch(theme):
 
     css = style_sheet(theme)
     assert "killSwitchButton" in css and 'tradingState="HALTED"' in css and 'mode="live"' in css
+
+
+@pytest.mark.parametrize("theme", ["dark", "light"])
+def test_a_checked_box_shows_a_tick_not_a_plain_square(qtbot, theme):
+    import re
+
+    from PySide6 import QtGui
+
+    from app.themes import style_sheet
+
+    def white_pixels(css: str) -> int:
+        box = QtWidgets.QCheckBox("Manual approval")
+        qtbot.addWidget(box)
+        box.setStyleSheet(css)
+        box.setChecked(True)
+        box.resize(160, 24)
+        img = box.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB32)
+        colours = [QtGui.QColor(img.pixel(x, y)) for x in range(0, 18) for y in range(img.height())]
+        return sum(1 for c in colours if c.lightness() > 225 and c.saturation() < 40)
+
+    css = style_sheet(theme)
+    assert "@ICONS@" not in css
+    untick = re.sub(r"(QCheckBox::indicator:checked \{[^}]*image: )url\([^)]*\)", r"\1none", css)
+    assert untick != css
+    # the tick is white on the blue indicator: it adds white pixels a plain blue square lacks
+    assert white_pixels(css) >= white_pixels(untick) + 6
 
 
 def test_the_shipped_default_settings_file_validates_without_errors():

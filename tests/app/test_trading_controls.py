@@ -152,3 +152,18 @@ def test_streaming_run_has_no_exception_in_the_log(window, engine, qtbot, caplog
     assert window.bridge.flushes - flushes0 >= elapsed
     assert window.panels["chain"].model.rowCount() > 0
     assert "error" not in [e.level for e in window.alerts.all_entries]
+
+
+def test_risk_level_has_one_source_of_truth_slider_and_settings_dialog_agree(window, engine, qtbot):
+    slider = window.trading_toolbar.controls["risk"]
+    slider.set_level(0)
+    qtbot.waitUntil(lambda: engine.risk.profile.level == 0.0, timeout=3000)
+    dlg = window.open_settings_dialog()
+    qtbot.addWidget(dlg)
+    editor = dlg.editors["risk.level"]
+    assert float(editor.raw_value()) == 0.0  # the level the engine runs at, not the file's 50
+    editor.set_value(75)
+    dlg.save_button.click()
+    qtbot.waitUntil(lambda: engine.risk.profile.level == 75.0, timeout=3000)
+    qtbot.waitUntil(lambda: slider.slider.value() == 75, timeout=3000)  # the slider follows the dialog
+    assert engine.settings.risk.level == 75.0

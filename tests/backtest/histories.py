@@ -35,5 +35,6 @@ def fixed_signals(n: int, ivr: float = 0.9, regime: str = "low_vol") -> SignalSe
                         regime=np.full(n, regime, dtype=object))
 
 
+# the hand-made quotes are computed for fills at the natural: the price walk starts there (inside the collar)
 HOLD = {"rules.profit_target": None, "rules.stop_multiple": None, "rules.dte_exit": None, "rules.regime_exits": [],
-        "dte_min": 0, "dte_max": 30}
+        "dte_min": 0, "dte_max": 30, "pricing.start": 1.0}

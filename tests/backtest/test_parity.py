@@ -1,9 +1,11 @@
 """Live/backtest parity: the same strategy driven by the same quotes through paper mode (bus → StrategyRunner →
-OMS → RiskEngine → PaperBroker) and through the backtester sends the same orders and gets the same fills."""
+OMS → RiskEngine → PaperBroker) and through the backtester sends the same orders, gets the same denials (with the
+same reasons) and the same fills — one kernel (docs/architecture.md §4)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine.backtest.runner import Backtest
 from engine.backtest.signals import compute_signals
@@ -41,7 +43,8 @@ async def _paper_mode(config, history, signals, tmp_path):
     portfolio = PortfolioState(bus)
     # a replay compresses days into milliseconds: the wall-clock duplicate-order window would see
     # yesterday's order as a duplicate, so it is off here (the backtester runs on simulated time)
-    risk = RiskEngine(RiskConfig(level=config.risk_level, risk_free_rate=config.rate, duplicate_window_s=0.0),
+    risk = RiskEngine(RiskConfig(level=config.risk_level, risk_free_rate=config.rate, duplicate_window_s=0.0,
+                                 dividend_yields={history.underlying: config.dividend_yield}),
                       market=market, portfolio=portfolio, now=clock.now)
     oms = OrderManager(bus, store, ModeRouter({"paper": paper}), risk, None, now=clock.now)
     oms.register()
@@ -77,8 +80,23 @@ async def _paper_mode(config, history, signals, tmp_path):
         store.close()
 
 
+def _fill_key(f):
+    return (f.ts, f.instrument.key, f.quantity, str(f.price), str(f.fee), f.kind)
+
+
+@pytest.mark.parametrize(("strategy", "params", "expect"), [
+    ("iv_rank_put_spread", None, {"filled", "expired"}),
+    # four legs walking from mid: unfilled attempts expire, the walk reaches a fill
+    ("iron_condor", {"iv_rank_entry": 0.3, "dte_min": 20, "dte_max": 50, "rules.dte_exit": 7,
+                     "regimes": ["low_vol", "normal", "high_vol", "iv_contraction", "iv_expansion"]},
+     {"filled", "expired"}),
+    # the cash-secured put exceeds the Moderate profile's max loss per trade: denied every day, in both
+    ("put_write", {"monthly_only": False}, {"denied"}),
+])
 async def test_same_strategy_same_quotes_then_paper_mode_and_backtest_send_the_same_orders(
-        sim_history, sim_config, tmp_path):
+        sim_history, sim_config, tmp_path, strategy, params, expect):
+    if params is not None:
+        sim_config = sim_config.model_copy(update={"strategy": strategy, "params": params})
     signals = compute_signals(sim_history, lookback=sim_config.iv_lookback, min_history=sim_config.iv_min_history)
     bt = Backtest(sim_config.model_copy(update={"liquidate_assignments": False}), sim_history, signals=signals)
     result = await _to_thread(bt.run)
@@ -92,6 +110,12 @@ async def test_same_strategy_same_quotes_then_paper_mode_and_backtest_send_the_s
     bt_orders = [o for o in result.orders if o["tag"].startswith(bt.strategy.strategy_id)]
     assert [(o.tag, o.status.value, str(o.avg_fill_price or "")) for o in live_orders] == \
         [(o["tag"], o["status"], o["avg_fill_price"]) for o in bt_orders]
+    # the same denials, for the same reasons (the same risk engine at the same level)
+    assert [o.reason for o in live_orders if o.status.value == "denied"] == \
+        [o["reason"] for o in bt_orders if o["status"] == "denied"]
+    # the same fills, leg by leg: instant, contract, quantity, price, fee and kind (trade, assignment, ...)
+    assert [_fill_key(f) for f in exchange.fill_log] == [_fill_key(f) for f in bt.exchange.exchange.fill_log]
+    assert expect <= {o["status"] for o in bt_orders}
     # the same exchange arithmetic: the two accounts end with the same cash
     assert float(exchange.cash) == float(result.cash[-1])
 

@@ -189,3 +189,26 @@ def test_day_orders_survive_the_night_only_if_placed_after_the_close():
     reports = ex.on_time(datetime(2026, 11, 24, 14, 31, tzinfo=UTC))  # Tuesday's open
     assert [r.order.order_id for r in reports if r.kind == "expired"] == [day_before.order_id]
     assert list(ex.working) == [pre_market.order_id]
+
+
+def test_long_option_with_no_bid_is_sold_at_the_minimum_tick_but_an_opening_sell_finds_no_buyer(exchange, market):
+    # the 110 call is held long; then nobody bids for it
+    exchange.submit(order([(opt(110), "buy", 1)], qty=2, price="1.60"))
+    market.quotes({(110, "C"): (0.00, 0.05), (95, "C"): (0.00, 0.05)})
+    closed = exchange.submit(order([(opt(110), "sell", 1)], qty=2, price="-0.01"))[-1]
+    assert closed.kind == "filled" and closed.fills[0].price == Decimal("0.0100")
+    assert opt(110).key not in exchange.positions or exchange.positions[opt(110).key].quantity == 0
+    # selling more than is held (or opening a short) at a zero bid: nobody buys, the order rests
+    rests = exchange.submit(order([(opt(95), "sell", 1)], qty=1, price="-0.01"))
+    assert [r.kind for r in rests] == ["accepted"]
+
+
+def test_spread_exit_with_a_no_bid_wing_fills_at_the_net_price(exchange, market):
+    # short the 100 call, long the 105 call (both quoted 1.50 × 1.60 here); then nobody bids for the 105 wing
+    opened = exchange.submit(order([(opt(100), "sell", 1), (opt(105), "buy", 1)], qty=3, price="0.10"))[-1]
+    assert opened.kind == "filled"
+    market.quotes({(100, "C"): (0.05, 0.10), (105, "C"): (0.00, 0.05)})
+    close = exchange.submit(order([(opt(100), "buy", 1), (opt(105), "sell", 1)], qty=3, price="0.10"))[-1]
+    assert close.kind == "filled"
+    assert [f.price for f in close.fills] == [Decimal("0.1000"), Decimal("0.0100")]
+    assert close.order.avg_fill_price == Decimal("0.0900")

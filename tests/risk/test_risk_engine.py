@@ -243,3 +243,23 @@ def test_kill_switch_order_when_rate_bucket_empty_then_still_passes(desk):
     assert desk.risk.check(again).passed  # not a "duplicate" either
     gui = make_order([(desk.c610, Side.SELL, 1)], 2, f"-{desk.mid(desk.c610):.2f}", oid="gui")
     assert "order_rate" in failed(desk.risk.check(gui))
+
+
+def test_collar_when_closing_at_the_natural_in_a_wide_market_then_passes_but_not_beyond_or_opening(desk):
+    # a wide market: 610 call at mid ± 3.00 (mid ~13.90; the collar allows max(0.10, 10 % of mid) ~1.39)
+    mid = desk.mid(desk.c610)
+    desk.market.update_quote(desk.c610.key, round(mid - 3.0, 2), round(mid + 3.0, 2))
+    mid = desk.mid(desk.c610)
+    bid = round(mid - 3.0, 2)
+    desk.hold(desk.c610, 2, "10.00")
+    # selling the long at the bid (the natural) is 3.00 worse than mid: it reduces, so the collar lets it through
+    close = make_order([(desk.c610, Side.SELL, 1)], 2, f"-{bid:.2f}", oid="close")
+    d = desk.risk.check(close, consume=False)
+    assert d.passed, d.summary()
+    assert "at or inside natural" in {r.name: r for r in d.results}["price_collar"].message
+    # one tick beyond the natural is a fat finger again
+    worse = make_order([(desk.c610, Side.SELL, 1)], 2, f"-{bid - 0.01:.2f}", oid="worse")
+    assert "price_collar" in failed(desk.risk.check(worse))
+    # the same price on an opening order (buying more at the ask) is still collared
+    opening = make_order([(desk.c610, Side.BUY, 1)], 1, f"{mid + 3.0:.2f}", oid="open")
+    assert "price_collar" in failed(desk.risk.check(opening))

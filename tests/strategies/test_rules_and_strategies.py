@@ -66,8 +66,8 @@ def test_iv_rank_put_spread_when_rank_high_then_sells_the_quarter_delta_put_and_
     [intent] = s.on_chain(Ctx(NOW, ivr=0.8, regime="low_vol"), chain)
     legs = [(leg.side.value, leg.symbol) for leg in intent.legs]
     assert legs == [("sell", "SPY240405P00490000"), ("buy", "SPY240405P00485000")]
-    # natural credit = short bid − long ask = (2.40 − 0.05) − (1.80 + 0.05) = 0.50; limit 95 % → 0.475 → 0.48 credit
-    assert intent.limit_price == Decimal("-0.48")
+    # the first price is the mid: 2.40 − 1.80 = 0.60 credit (the natural is 2.35 − 1.85 = 0.50)
+    assert intent.limit_price == Decimal("-0.60")
     # size: floor(100000 × 0.02 / ((5 − 0.50) × 100)) = 4; confidence 0.8 × 1.0 ≥ 0.75 → full; low_vol × 1.0
     assert intent.quantity == 4
     assert intent.strategy_id == "iv_rank_put_spread" and intent.tag.endswith(":open")
@@ -128,7 +128,47 @@ def _order_from(intent, status=OrderStatus.FILLED) -> Order:
                  filled_quantity=intent.quantity)
 
 
-def test_managed_strategy_when_profit_target_reached_then_closes_at_the_natural():
+def test_entry_when_unfilled_then_walks_from_mid_to_natural_in_steps_but_not_past_the_collar():
+    s = strategies.create("iv_rank_put_spread", {"pricing.step": 0.5})
+    prices = []
+    for day in range(4):
+        ctx = Ctx(NOW.replace(day=1 + day))
+        [intent] = s.on_chain(ctx, spy_chain())
+        prices.append(intent.limit_price)
+        s.on_order(ctx, _order_from(intent, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
+    # mid 0.60 → halfway 0.55 → natural 0.50, and there it stays
+    assert prices == [Decimal("-0.60"), Decimal("-0.55"), Decimal("-0.50"), Decimal("-0.50")]
+    # a narrower collar (5 ticks) stops the walk 0.05 from mid, so the entry is never denied for its price
+    s = strategies.create("iv_rank_put_spread", {"pricing.start": 1.0})
+
+    class Tight(Ctx):
+        def sizing(self):
+            return SizingLimits(collar_ticks=5, collar_pct=0.0)
+
+    [intent] = s.on_chain(Tight(NOW), spy_chain())
+    assert intent.limit_price == Decimal("-0.55")
+    # a fill resets the walk: the next trade starts at mid again
+    s = strategies.create("iv_rank_put_spread", {"max_open_trades": 2})
+    [first] = s.on_chain(Ctx(NOW), spy_chain())
+    s.on_order(Ctx(NOW), _order_from(first, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
+    [second] = s.on_chain(Ctx(NOW), spy_chain())
+    assert second.limit_price == Decimal("-0.55")
+    order = _order_from(second)
+    s.on_order(Ctx(NOW), order, [_fill(order, "2.35", 0, -4), _fill(order, "1.80", 1, 4)])
+    [third] = s.on_chain(Ctx(NOW), spy_chain())
+    assert third.limit_price == Decimal("-0.60")
+
+
+def test_price_walk_interval_when_not_elapsed_then_no_new_attempt():
+    s = strategies.create("iv_rank_put_spread", {"pricing.interval_s": 3600})
+    [intent] = s.on_chain(Ctx(NOW), spy_chain())
+    s.on_order(Ctx(NOW), _order_from(intent, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
+    assert list(s.on_chain(Ctx(NOW.replace(minute=30)), spy_chain())) == []
+    [again] = s.on_chain(Ctx(NOW.replace(hour=22)), spy_chain())
+    assert again.limit_price == Decimal("-0.55")
+
+
+def test_managed_strategy_when_profit_target_reached_then_closes_from_mid_walking_to_the_natural():
     s = strategies.create("iv_rank_put_spread", {"rules.dte_exit": None})
     ctx = Ctx(NOW)
     [intent] = s.on_chain(ctx, spy_chain())
@@ -149,8 +189,30 @@ def test_managed_strategy_when_profit_target_reached_then_closes_at_the_natural(
     assert close.tag.endswith(":close:profit_target")
     assert [(leg.side.value, leg.symbol) for leg in close.legs] == [("buy", "SPY240405P00490000"),
                                                                     ("sell", "SPY240405P00485000")]
-    assert close.limit_price == Decimal("0.30")  # pay the short's ask 0.40, receive the long's bid 0.10
+    assert close.limit_price == Decimal("0.20")  # the mid: 0.35 − 0.15
     assert close.quantity == 4
+    # unfilled: the same exit again, one step (half the way) closer to the natural 0.40 − 0.10 = 0.30
+    s.on_order(Ctx(later), _order_from(close, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
+    [again] = s.on_chain(Ctx(later), ch.with_quotes(bid, ask))
+    assert again.tag == close.tag and again.limit_price == Decimal("0.25")
+    s.on_order(Ctx(later), _order_from(again, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
+    [last] = s.on_chain(Ctx(later), ch.with_quotes(bid, ask))
+    assert last.limit_price == Decimal("0.30")
+
+
+def test_stop_exit_when_fired_then_priced_at_the_natural_at_once():
+    s = strategies.create("iv_rank_put_spread", {"rules.dte_exit": None, "rules.stop_multiple": 1.0})
+    ctx = Ctx(NOW)
+    [intent] = s.on_chain(ctx, spy_chain())
+    order = _order_from(intent)
+    s.on_order(ctx, order, [_fill(order, "2.40", 0, -4), _fill(order, "1.90", 1, 4)])
+    ch = spy_chain()
+    rows = [ch.row_of("SPY240405P00490000"), ch.row_of("SPY240405P00485000")]
+    bid, ask = ch.bid.copy(), ch.ask.copy()
+    bid[rows[0]], ask[rows[0]] = 3.00, 3.20  # the spread's mid value −(3.10 − 1.95) = −1.15: loss 0.65 ≥ 1 × 0.50
+    bid[rows[1]], ask[rows[1]] = 1.90, 2.00
+    [close] = s.on_chain(Ctx(datetime(2024, 3, 4, 21, 0, tzinfo=UTC)), ch.with_quotes(bid, ask))
+    assert close.tag.endswith(":close:stop") and close.limit_price == Decimal("1.30")  # 3.20 − 1.90
 
 
 def test_rules_fire_in_order_and_none_disables():

@@ -113,3 +113,31 @@ def test_daily_pnl_bars_cover_the_whole_run(panel) -> None:
     (x0, x1), _ = panel.daily_plot.getPlotItem().getViewBox().viewRange()
     xs = panel.daily_bars.opts["x"]
     assert x0 <= xs.min() and xs.max() <= x1
+
+
+def test_form_defaults_follow_the_simulated_market(panel) -> None:
+    from engine.backtest.sources import SIMULATED_END, simulated_start
+
+    assert panel.rate_spin.value() == pytest.approx(4.0)  # the simulated market's rate and SPY dividend
+    assert panel.div_spin.value() == pytest.approx(1.2)
+    years = panel.years_spin.value()
+    assert panel.end_edit.date().toPython() == SIMULATED_END  # not today: the history ends there
+    assert panel.start_edit.date().toPython() == simulated_start(years)
+    assert panel.end_edit.maximumDate().toPython() == SIMULATED_END
+    cfg = panel.config()
+    assert cfg["rate"] == pytest.approx(0.04) and cfg["dividend_yield"] == pytest.approx(0.012)
+
+
+def test_dates_and_history_length_agree(panel) -> None:
+    from datetime import date
+
+    from engine.backtest.sources import SIMULATED_END, simulated_start
+
+    panel.years_spin.setValue(0.3)
+    assert panel.start_edit.date().toPython() == simulated_start(0.3)
+    panel.use_dates.setChecked(True)
+    panel.start_edit.setDate(date(2021, 1, 4))  # five years before the history's end
+    assert panel.years_spin.value() >= (SIMULATED_END - date(2021, 1, 4)).days / 365.25
+    cfg = panel.config()
+    assert cfg["start"] == "2021-01-04" and cfg["end"] == SIMULATED_END.isoformat()
+    assert simulated_start(cfg["years"]) <= date(2021, 1, 4)

@@ -146,3 +146,37 @@ def test_american_chain_shows_american_ivs(panel, qtbot) -> None:
     european = chain_metrics(chain, np.array([row]), r=0.04, q=0.0).iv[0]
     shown = m.value(m.row_of(105.0), "p_iv")
     assert shown < european  # an in-the-money American put needs less vol for the same price
+
+
+def test_a_worker_job_broken_by_the_engine_stop_ends_quietly(qtbot) -> None:
+    """At stop the engine terminates its worker processes; a pending chain job then fails with
+    BrokenProcessPool. Its exception is retrieved and not reported ("Task exception was never retrieved")."""
+    import asyncio
+    import gc
+    from concurrent.futures.process import BrokenProcessPool
+
+    from tests.qt_fixtures import run_async
+    from widgets.chain_table import _outcome
+
+    loop = asyncio.get_event_loop()
+    unhandled: list[dict] = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: unhandled.append(ctx))
+    try:
+        async def job() -> None:
+            raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+        async def fails() -> None:
+            raise ValueError("bad block")
+
+        results = []
+        for coro in (job(), fails()):
+            task = asyncio.ensure_future(coro)
+            task.add_done_callback(lambda f: results.append(_outcome(f)))
+            run_async(qtbot, asyncio.wait([task]), timeout=5)
+            del task
+        gc.collect()
+        assert results == [(None, ""), (None, "ValueError: bad block")]
+        assert unhandled == []
+    finally:
+        loop.set_exception_handler(old)

@@ -62,3 +62,28 @@ def test_stable_range_respects_a_floor(qtbot) -> None:
     set_stable_range(w, "x", 0.0, 110.0, floor=-3.0)
     lo, hi = w.getPlotItem().getViewBox().viewRange()[0]
     assert -3.0 <= lo <= 0.0 and hi >= 110.0
+
+
+def test_market_time_axis_reads_clock_times_in_new_york_even_for_seconds_of_history(qtbot) -> None:
+    from datetime import UTC, datetime
+
+    from widgets.plots import MIN_TIME_RANGE_S, MarketTimeAxis, time_plot
+
+    t0 = datetime(2026, 3, 2, 19, 39, 58, tzinfo=UTC).timestamp()  # 14:39:58 New York
+    plot = time_plot(title="after a restart")
+    qtbot.addWidget(plot)
+    plot.resize(600, 300)
+    plot.plot([t0, t0 + 1.5, t0 + 3.0], [1.0, 2.0, 3.0])
+    plot.show()
+    qtbot.waitUntil(lambda: plot.getPlotItem().getViewBox().viewRange()[0][1]
+                    - plot.getPlotItem().getViewBox().viewRange()[0][0] >= MIN_TIME_RANGE_S - 1e-6, timeout=3000)
+    axis = plot.getPlotItem().getAxis("bottom")
+    assert isinstance(axis, MarketTimeAxis)
+    lo, hi = plot.getPlotItem().getViewBox().viewRange()[0]
+    levels = axis.tickValues(lo, hi, 540)
+    spacing, values = levels[0]
+    labels = axis.tickStrings(values, 1.0, spacing)
+    assert spacing >= 1 and labels and all("." not in s for s in labels)  # no "58.000 59.000"
+    assert all(len(s) == 5 and s[2] == ":" for s in labels)  # HH:MM at a minute step and more
+    assert axis.tickStrings([t0], 1.0, 1.0) == ["14:39:58"]  # New York time, not the machine's zone
+    assert axis.tickStrings([t0], 1.0, 86400.0) == ["Mar 02"]

@@ -78,6 +78,11 @@ def test_payoff_of_the_ticket_with_scenarios(qtbot, desk, shot) -> None:
     centre = g.pnl[0][:, len(g.spot_moves) // 2]
     assert centre[-1] < centre[0]
     assert len(payoff.heat_texts) == g.pnl[0].size
+    shown = [t for t in payoff.heat_texts if t.isVisible() and t.toPlainText()]
+    assert len(shown) == g.pnl[0].size == 5 * 9  # every column carries its value
+    payoff.resize(700, 520)  # a narrow dock: still every cell
+    payoff._draw_grid()
+    assert sum(1 for t in payoff.heat_texts if t.isVisible() and t.toPlainText()) == 45
     shot(payoff, "payoff")
 
 
@@ -124,7 +129,7 @@ def test_pnl_panel_plots_equity_and_day_pnl(qtbot, desk, shot) -> None:
     assert len(t) == 4 and eq_[-1] == pytest.approx(float(start.net_liquidation) + 240)
     _, down = panel.pnl_down.getData()
     assert down.min() == pytest.approx(-80.0)
-    assert panel.labels["day_pnl"].text() == "+240.00"
+    assert panel.labels["day_pnl"].text() == "+$240.00"  # one money format on the desk
     shot(panel, "pnl")
     assert not math.isnan(t[-1]) and Qt is not None
 
@@ -145,3 +150,43 @@ def test_plots_follow_a_theme_switch(qtbot, desk) -> None:
         assert panel.equity_plot.backgroundBrush().color().name() == "#101418"
     finally:
         app.setPalette(old)
+
+
+def test_analyse_payoff_shows_positions_and_raises_the_payoff_tab(qtbot, desk) -> None:
+    from PySide6 import QtWidgets
+
+    chain = ChainPanel(desk, strike_window=4)
+    ticket = TicketPanel(desk)
+    positions = PositionsPanel(desk)
+    payoff = PayoffPanel(desk)
+    win = QtWidgets.QMainWindow()
+    qtbot.addWidget(win)
+    qtbot.addWidget(chain)
+    win.setCentralWidget(positions)
+    docks = []
+    for w in (payoff, ticket):
+        dock = QtWidgets.QDockWidget(w.title, win)
+        dock.setWidget(w)
+        win.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        docks.append(dock)
+    win.tabifyDockWidget(docks[0], docks[1])
+    win.resize(1400, 700)
+    win.show()
+    docks[1].raise_()  # the ticket's tab in front
+    # a tabified dock behind another keeps isVisible(); its visible region is empty
+    qtbot.waitUntil(lambda: payoff.visibleRegion().isEmpty(), timeout=3000)
+    chain.select_underlying("XYZ")
+    batch = EventBatch.from_events([ChainUpdated(chain=priced_chain())])
+    chain.apply_events(batch)
+    ticket.apply_events(batch)
+    ticket.add_leg(priced_chain().option(priced_chain().row_of("XYZ260320P00095000")), "buy")
+    assert payoff.source == "ticket"
+    _pos, pbatch = _hold(desk)
+    positions.apply_events(pbatch)
+    positions.analyse_button.click()
+    qtbot.waitUntil(lambda: not payoff.visibleRegion().isEmpty(), timeout=3000)  # the Payoff tab came forward
+    assert payoff.source == "positions" and "Positions: 2 in XYZ" in payoff.source_label.text()
+    ticket.recompute()  # a quote refresh re-emits the unchanged ticket: the positions stay
+    assert payoff.source == "positions" and "Positions" in payoff.source_label.text()
+    ticket.qty_spin.setValue(2)  # a real edit on the ticket takes the panel back
+    assert payoff.source == "ticket" and "Ticket: 2×" in payoff.source_label.text()
