@@ -149,14 +149,14 @@ class Engine:
         lock = InstanceLock(self.paths.database.parent)
         lock.acquire()
         self._instance_lock = lock
-        limit_blas_threads()
-        self.bus = Bus(clock=_EngineClock(self))  # messages carry the engine's time, simulated or not
-        if self.config.settings is None:
-            self.settings_result = load_settings(self.paths.settings_file)
-            self.settings = self.settings_result.settings
-            for err in self.settings_result.errors:
-                log.warning("settings: %s", err)
-        try:
+        try:  # from here on a failed start releases the lock (stop() does, last)
+            limit_blas_threads()
+            self.bus = Bus(clock=_EngineClock(self))  # messages carry the engine's time, simulated or not
+            if self.config.settings is None:
+                self.settings_result = load_settings(self.paths.settings_file)
+                self.settings = self.settings_result.settings
+                for err in self.settings_result.errors:
+                    log.warning("settings: %s", err)
             self.store = Store.open(self.paths.database, clock=_EngineClock(self))
             await self._compose()
         except BaseException:

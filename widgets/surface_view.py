@@ -74,6 +74,7 @@ class SurfacePanel(Panel):
         for label in (self.stats_label, self.rank_label, self.status_label):
             label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
             label.setMinimumWidth(0)
+        self.rank_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
 
         self.smile_plot = new_plot(title="Smile", x="Strike", y="Implied vol",
                                    axis_items={"left": PercentAxis("left")})
@@ -129,7 +130,7 @@ class SurfacePanel(Panel):
         top.addWidget(self.symbol_label)
         top.addWidget(self.expiry_box)
         top.addWidget(self.stats_label, 1)
-        top.addWidget(self.rank_label)
+        top.addWidget(self.rank_label, 1)
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         right.addWidget(self.surface_tabs)
         right.addWidget(self.term_plot)

@@ -28,6 +28,8 @@ def _money(v: float, sign: bool = False) -> str:
 
 def _fmt_axis(v: float) -> str:
     a = abs(v)
+    if a < 0.005:
+        return "0.00"  # not "-0.00" for a midpoint that is zero but for rounding
     if a >= 1e6:
         return f"{v / 1e6:.2f}M"
     if a >= 1e4:

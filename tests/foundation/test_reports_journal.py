@@ -204,3 +204,18 @@ def test_report_and_journal_when_database_is_missing_then_clear_error_and_nothin
     assert cli_main(["journal", "search", "--db", str(missing)]) == 2
     assert "no database at" in capsys.readouterr().err
     assert not missing.exists() and not (tmp_path / "r.html").exists()
+
+
+def test_chart_of_a_long_history_is_thinned_but_keeps_every_extreme():
+    from engine.reports.html import line_chart
+
+    pts = [(D0 + timedelta(minutes=i), 100.0 + (i % 997) * 0.01) for i in range(100_000)]
+    pts[54_321] = (pts[54_321][0], 10.0)  # one deep trough
+    pts[77_777] = (pts[77_777][0], 500.0)  # one spike
+    svg = line_chart(pts, title="t", width=720)
+    coords = re.search(r'<polyline points="([^"]+)"', svg).group(1).split()
+    assert 100 < len(coords) <= 2 * 720 + 1
+    ys = [float(c.split(",")[1]) for c in coords]
+    # the axis spans the trough and the spike: both survive the thinning (top and bottom of the plot area)
+    assert min(ys) == pytest.approx(28.0, abs=0.2) and max(ys) == pytest.approx(220 - 26, abs=0.2)
+    assert ">500.00<" not in svg and ">500<" in svg and ">10.00<" in svg

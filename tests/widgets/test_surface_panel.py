@@ -63,3 +63,24 @@ def test_other_underlying_surfaces_are_ignored(panel, spy_surface) -> None:
     other = replace(spy_surface, underlying="QQQ")
     panel.apply_events(EventBatch.from_events([other]))
     assert panel.update_event is spy_surface
+
+
+def test_the_first_fit_does_not_widen_the_panel(qtbot, engine, spy_surface) -> None:
+    p = SurfacePanel(engine)
+    qtbot.addWidget(p)
+    p.resize(700, 500)
+    p.select_underlying("SPY")
+    before = p.minimumSizeHint().width()
+    p.apply_events(EventBatch.from_events([spy_surface]))
+    qtbot.waitUntil(lambda: p.rest_draws > 0, timeout=3000)
+    assert "ATM" in p.stats_label.text()
+    assert p.minimumSizeHint().width() <= before  # the dock beside the chain does not jump
+
+
+def test_heatmap_scale_ignores_a_0dte_row(panel, spy_surface) -> None:
+    g = spy_surface.grid
+    lo, hi = panel.colorbar.levels()
+    later = 100 * np.asarray(g.iv)[np.asarray(g.dte) >= 1.0]
+    later = later[np.isfinite(later)]
+    assert lo >= np.percentile(later, 1) - 1e-6 and hi <= np.percentile(later, 99) + 1e-6
+    assert "days" in panel.heat_plot.getPlotItem().titleLabel.text
