@@ -54,6 +54,8 @@ Area = QtCore.Qt.DockWidgetArea
 DEFAULT_LAYOUT: dict[str, tuple[Area, str]] = {
     "chain": (Area.LeftDockWidgetArea, "left-top"),
     "backtest": (Area.LeftDockWidgetArea, "left-top"),
+    "watchlist": (Area.LeftDockWidgetArea, "left-top"),
+    "chart": (Area.RightDockWidgetArea, "right-bottom"),
     "positions": (Area.LeftDockWidgetArea, "left-bottom"),
     "greeks": (Area.LeftDockWidgetArea, "left-bottom"),
     "orders": (Area.LeftDockWidgetArea, "left-bottom"),

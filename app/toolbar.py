@@ -334,10 +334,13 @@ class KillSwitchControl(QtWidgets.QWidget):
         changed = False
         for ev in batch.events(TradingStateChanged):
             self.state = _state_name(ev.state)
-            # the trip's own event names who tripped it ("… (by risk)"); the state change that may follow
-            # in a later batch carries the bare reason and must not erase that
-            if ev.reason and not self.reason.startswith(ev.reason):
-                self.reason = ev.reason
+            # the state change comes before the trip's own event (which names who tripped it, after the
+            # cancels): name the tripper from the engine's status now, and never erase it with the bare reason
+            if ev.reason:
+                by = self._tripped_by() if self.state == HALTED else ""
+                reason = f"{ev.reason} (by {by})" if by and by != "user" else ev.reason
+                if not self.reason.startswith(reason):
+                    self.reason = reason
             changed = True
         for ev in batch.events(KillSwitchTripped):
             self.state = HALTED
@@ -349,6 +352,10 @@ class KillSwitchControl(QtWidgets.QWidget):
             changed = True
         if changed:
             self._render()
+
+    def _tripped_by(self) -> str:
+        status = getattr(getattr(self.engine, "kill_switch", None), "status", None)
+        return str(getattr(status, "by", "") or "")
 
     def _render(self) -> None:
         self.button.setProperty("tradingState", self.state)

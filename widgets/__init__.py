@@ -51,6 +51,8 @@ PANEL_SPECS: tuple[PanelSpec, ...] = (
     PanelSpec("payoff", "Payoff & risk", "widgets.payoff_view", "PayoffPanel"),
     PanelSpec("pnl", "P&L", "widgets.pnl_view", "PnLPanel"),
     PanelSpec("backtest", "Backtest", "widgets.backtest_runner", "BacktestPanel"),
+    PanelSpec("watchlist", "Watchlist", "widgets.watchlist", "WatchlistPanel"),
+    PanelSpec("chart", "Chart", "widgets.underlying_chart", "UnderlyingChartPanel"),
 )
 
 _CLASSES = {spec.class_name: spec for spec in PANEL_SPECS}

@@ -25,7 +25,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from engine.analytics.formatting import money, plural
-from widgets.base import EventBatch, Panel, schedule
+from widgets.base import EventBatch, Panel, qt_alive, schedule
 from widgets.plots import LOSS, PROFIT, SERIES, MoneyAxis, new_plot
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
 from widgets.time_format import format_market_time
@@ -233,12 +233,18 @@ class BacktestJob(QtCore.QObject):
             self.progressed.emit(float(latest.fraction), float(latest.eta_s), latest.day, latest.stage)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
+        # retrieve the outcome first: when the window closes mid-run the worker is terminated
+        # (BrokenProcessPool) and this job may already be deleted; an exception nobody retrieved is
+        # logged as "Task exception was never retrieved" at shutdown
+        exc = None if fut.cancelled() else fut.exception()
+        if not qt_alive(self):
+            self._worker.stop()
+            return
         self._poll()
         self._timer.stop()
         if fut.cancelled():
             self.error = "cancelled"
-        elif fut.exception() is not None:
-            exc = fut.exception()
+        elif exc is not None:
             self.error = ("cancelled: worker stopped" if self.cancel_requested
                           else f"worker failed: {type(exc).__name__}: {exc}")
             self._worker.stop()  # a broken pool cannot run again: the next run starts a new worker

@@ -147,6 +147,7 @@ class ChainPanel(Panel):
             completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.symbol_box.activated.connect(lambda _i: self.select_underlying(self.symbol_box.currentText()))
         self.symbol_box.lineEdit().returnPressed.connect(lambda: self.select_underlying(self.symbol_box.currentText()))
+        self.links.underlying_requested.connect(self.select_underlying)  # e.g. a watchlist row
 
         self.spot_label = QtWidgets.QLabel("—")
         f = self.spot_label.font()

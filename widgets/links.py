@@ -16,6 +16,9 @@ from PySide6 import QtCore
 class DeskLinks(QtCore.QObject):
     #: an underlying symbol was selected (chain panel)
     underlying_selected = QtCore.Signal(str)
+    #: a panel (the watchlist) asks for an underlying: the chain panel selects it and announces
+    #: ``underlying_selected``
+    underlying_requested = QtCore.Signal(str)
     #: (underlying, expiry as numpy datetime64[s]) selected in the chain
     expiry_selected = QtCore.Signal(str, object)
     #: one ``engine.model.Leg`` to add to the ticket (chain click)

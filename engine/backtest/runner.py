@@ -100,13 +100,15 @@ class BacktestResult:
     def summary(self) -> dict[str, Any]:
         """The headline numbers, plus how the order path ran: whether the pre-trade risk checks were on (a run
         without them says so here, in words) and whether the kill switch halted the run."""
+        from engine.backtest.execution import RISK_CHECKS_BYPASSED
+
         m = self.metrics.as_dict()
         m.pop("per_regime", None)
         out = {"run_id": self.run_id, "strategy": self.strategy, "status": self.status, **m,
                "risk_checks": bool(self.info.get("risk_checks", self.config.get("risk_checks", True))),
                "halted": self.info.get("halt") or None}
         if not out["risk_checks"]:
-            out["warning"] = "PRE-TRADE RISK CHECKS BYPASSED"
+            out["warning"] = RISK_CHECKS_BYPASSED
         return out
 
     def reconciliation(self) -> dict[str, Decimal]:
@@ -216,12 +218,16 @@ class Backtest:
                 self._send([*strat.on_chain(ctx, chain), *strat.on_timer(ctx, now)], ctx)
                 # 4. at a session's close: DAY orders still working expire; early assignment before an
                 # ex-dividend date; 5. expiries whose instant has passed settle at intrinsic value
+                resend: list[OrderIntent] = []
                 if h.session_end(i):
-                    self._handle(ex.end_of_day(), ctx)
+                    # the strategy's next attempts for orders expiring now go out after settlement and the
+                    # kill switch's look at the account, as live (where they come back through the bus)
+                    resend = self._handle(ex.end_of_day(), ctx, dispatch=False)
                     if cfg.early_assignment and i + 1 < n:
                         self._handle(ex.early_assignments(h.dates[i + 1].astype(object)), ctx)
                 self._handle(ex.settle(), ctx)
                 self._handle(ex.check_limits(i), ctx)
+                self._send(resend, ctx)
                 # 6. mark to market at the close
                 value, g, held = ex.mark(i)
                 cash[i] = float(ex.cash())

@@ -12,7 +12,9 @@ Restore refuses while any engine holds the data folder (the instance lock, :mod:
 holds that lock itself while it runs, so no window can start half-way. It first verifies the backup, then keeps
 a safety copy of the current database (``pre-restore-….db`` in the backups folder: nothing is lost by a
 restore), then copies the backup's pages into the database through the backup API, which writes through
-SQLite's own journal: the database is either the old one or the restored one, never a mix.
+SQLite's own journal: the database is either the old one or the restored one, never a mix. A damaged database
+(the usual reason to restore) cannot take pages that way: its bytes are kept as ``pre-restore-…-damaged.db``
+and a verified copy of the backup replaces the file.
 
 The :class:`BackupScheduler` is owned by the ``Engine``: a task on the loop that sleeps until the next backup is
 due and runs the copy in a thread of its own, stopped at engine stop with a bounded wait.
@@ -26,6 +28,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -219,9 +222,10 @@ def restore_database(backup: str | os.PathLike[str], database: str | os.PathLike
         raise BackupError(f"{src} is the database itself: choose a backup file to restore")
     version = verify_backup(src)
     lock = InstanceLock(db.parent)
-    lock.acquire()  # InstanceLocked (names the holder's pid) while the app or `optiondesk trade` runs
+    lock.acquire()  # InstanceLocked (names the holder's pid) while the app or `optiondesk serve` runs
     try:
         safety: Path | None = None
+        damaged = False
         if db.is_file():
             folder = Path(safety_folder) if safety_folder is not None else db.parent / "backups"
             stamp = (now or WallClock().now()).astimezone(UTC)  # a file name on disk: the real present
@@ -233,21 +237,23 @@ def restore_database(backup: str | os.PathLike[str], database: str | os.PathLike
             try:
                 backup_database(db, safety)
             except BackupError as exc:
-                raise BackupError(f"restore stopped before changing anything: the current database could not be "
-                                  f"saved first ({exc})") from exc
+                if not _unreadable(db):
+                    raise BackupError(f"restore stopped before changing anything: the current database could not "
+                                      f"be saved first ({exc})") from exc
+                # the usual reason to restore: the current file is damaged. Keep its bytes as they are.
+                damaged = True
+                safety = safety.with_name(safety.stem + "-damaged.db")
+                try:
+                    _copy_files(db, safety)
+                except OSError as copy_exc:
+                    raise BackupError(f"restore stopped before changing anything: the damaged database could not "
+                                      f"be saved first ({copy_exc})") from copy_exc
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
-            source = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                target = sqlite3.connect(str(db), timeout=10.0, isolation_level=None)
-                try:
-                    target.execute("PRAGMA busy_timeout=10000")
-                    source.backup(target, pages=-1)  # through the target's journal: all or nothing
-                    _check_integrity(target, db)
-                finally:
-                    target.close()
-            finally:
-                source.close()
+            if damaged:
+                _replace_file(src, db)
+            else:
+                _copy_into(src, db)
         except (sqlite3.Error, OSError) as exc:
             kept = f"; the previous database is saved as {safety}" if safety else ""
             if _is_disk_full(exc):
@@ -257,6 +263,65 @@ def restore_database(backup: str | os.PathLike[str], database: str | os.PathLike
         return RestoreResult(src, db, safety, version)
     finally:
         lock.release()
+
+
+def _unreadable(db: Path) -> bool:
+    """True when SQLite cannot read ``db`` soundly (not a database, malformed, failing its integrity check)."""
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()] != ["ok"]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return True
+
+
+def _copy_files(db: Path, dest: Path) -> None:
+    """Byte copies of a (damaged) database and its ``-wal``/``-shm`` beside ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{db}{suffix}")
+        if src.is_file():
+            shutil.copyfile(src, f"{dest}{suffix}")
+
+
+def _copy_into(src: Path, db: Path) -> None:
+    """The backup's pages into the sound database ``db`` through its own journal: all or nothing."""
+    source = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(str(db), timeout=10.0, isolation_level=None)
+        try:
+            target.execute("PRAGMA busy_timeout=10000")
+            source.backup(target, pages=-1)
+            _check_integrity(target, db)
+        finally:
+            target.close()
+    finally:
+        source.close()
+
+
+def _replace_file(src: Path, db: Path) -> None:
+    """A damaged ``db`` cannot take pages through its journal: a verified copy of the backup replaces the file,
+    and its stale ``-wal``/``-shm`` (already saved with it) are removed first so SQLite cannot replay them."""
+    partial = db.with_name(f".{db.name}.restore.partial")
+    _remove_quietly(partial, Path(f"{partial}-journal"))
+    try:
+        source = sqlite3.connect(f"{src.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            target = sqlite3.connect(str(partial), isolation_level=None)
+            try:
+                source.backup(target, pages=-1)
+                _check_integrity(target, partial)
+            finally:
+                target.close()
+        finally:
+            source.close()
+        _remove_quietly(Path(f"{db}-wal"), Path(f"{db}-shm"))
+        os.replace(partial, db)
+    except BaseException:
+        _remove_quietly(partial, Path(f"{partial}-journal"))
+        raise
 
 
 class BackupScheduler:

@@ -2,7 +2,7 @@
 
 ``backup`` works beside the running app (an online backup reads a consistent snapshot without stopping
 anyone). ``restore`` replaces the database, so it asks for confirmation (``--yes`` for scripts) and refuses
-while the app or ``optiondesk trade`` holds the data folder.
+while the app or ``optiondesk serve`` holds the data folder.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     pid = holder(db.parent)
     if pid is not None:
         raise CliError(f"Optiondesk is running on {db.parent} (process {pid or 'unknown'}): close the window or "
-                       "stop `optiondesk trade` before restoring")
+                       "stop `optiondesk serve` before restoring")
     print(f"Restore {args.file} (schema version {version}; {_describe(args.file)})")
     print(f"  into {db}; the current database is saved first in {backup_folder(args.db)}.")
     if not args.yes:

@@ -293,6 +293,7 @@ class ManagedStrategy(Strategy):
         self._order_tags: dict[str, str] = {}  # order_id -> trade tag
         self.entry_attempt = 0  # consecutive entries that ended unfilled (the walk's step for the next one)
         self._entry_not_before: datetime | None = None
+        self._last_chain: OptionChain | None = None  # the latest snapshot: an expired attempt is re-sent on it
 
     # subclass hook ----------------------------------------------------------------------------------
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
@@ -311,25 +312,32 @@ class ManagedStrategy(Strategy):
     def on_chain(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[OrderIntent]:
         if chain.underlying != self.underlying:
             return ()
+        self._last_chain = chain
         today = market_date(ctx.now())
         self.expire(today)
         intents: list[OrderIntent] = []
         intents.extend(self.manage(ctx, chain))
-        waiting = self._entry_not_before is not None and ctx.now() < self._entry_not_before
-        if len(self.active_trades(today)) < self.params.max_open_trades and not waiting:
-            for trade, intent in self.entries(ctx, chain):
-                self.trades[trade.tag] = trade
-                intents.append(intent)
+        intents.extend(self._new_entries(ctx, chain))
         return intents
 
-    def manage(self, ctx: StrategyContext, chain: OptionChain) -> list[OrderIntent]:
-        """Evaluate the rules for every open trade; a firing rule yields a closing intent."""
+    def _new_entries(self, ctx: StrategyContext, chain: OptionChain) -> list[OrderIntent]:
+        waiting = self._entry_not_before is not None and ctx.now() < self._entry_not_before
+        if waiting or len(self.active_trades(market_date(ctx.now()))) >= self.params.max_open_trades:
+            return []
+        out: list[OrderIntent] = []
+        for trade, intent in self.entries(ctx, chain):
+            self.trades[trade.tag] = trade
+            out.append(intent)
+        return out
+
+    def manage(self, ctx: StrategyContext, chain: OptionChain, only: OpenTrade | None = None) -> list[OrderIntent]:
+        """Evaluate the rules for every open trade (or ``only`` that one); a firing rule yields a closing intent."""
         out: list[OrderIntent] = []
         regime = ctx.regime(self.underlying)
         now = ctx.now()
         today = market_date(now)
         walk = self.params.pricing
-        for trade in list(self.trades.values()):
+        for trade in [only] if only is not None else list(self.trades.values()):
             if trade.state != "open" or trade.expiry <= today:
                 continue  # a trade expiring today settles at intrinsic value at the close
             if trade.close_not_before is not None and now < trade.close_not_before:
@@ -396,7 +404,19 @@ class ManagedStrategy(Strategy):
                 del self.trades[tag]
                 self.entry_attempt += 1
                 self._entry_not_before = ctx.now() + timedelta(seconds=interval) if interval else None
+            return self._resend(ctx, trade if closing else None) if order.status is OrderStatus.EXPIRED else ()
         return ()
+
+    def _resend(self, ctx: StrategyContext, closing: OpenTrade | None) -> list[OrderIntent]:
+        """The next attempt right when a DAY attempt expires at the close (on that session's last snapshot), so
+        the walk steps once a session: sent at the close, it is good for the next session. A denied or rejected
+        attempt is not re-sent here (the same checks would say no again); it waits for the next snapshot."""
+        chain = self._last_chain
+        if chain is None or market_date(chain.ts) != market_date(ctx.now()):
+            return []
+        if closing is not None:
+            return self.manage(ctx, chain, only=closing)
+        return self._new_entries(ctx, chain)
 
     def expire(self, today: date) -> None:
         """Trades whose expiry has passed are over: the exchange settled them at intrinsic value."""

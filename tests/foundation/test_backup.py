@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import subprocess
 import sys
@@ -297,3 +298,45 @@ async def test_engine_trading_state_survives_backup_and_restore_and_restore_wait
         assert engine.kill_switch.status.reason == "drill"
         assert [o.order_id for o in engine.store.orders.list()] == ["ord-1"]
         assert [f.fill_id for f in engine.store.fills.list()] == ["fill-1"]
+
+
+def test_restore_of_an_older_schema_is_migrated_at_the_next_open_and_backup_list_shows_kinds(tmp_path, capsys):
+    old = tmp_path / "old.db"
+    Store.open(old, target_version=2).close()  # a backup from an earlier release
+    assert verify_backup(old) == 2
+    db = tmp_path / "data" / "optiondesk.db"
+    _populated(db).close()
+    result = restore_database(old, db, now=T0)
+    assert result.schema_version == 2
+    store = Store.open(db)
+    try:
+        assert store.schema_version == Store.latest_version() and store.orders.list() == []
+    finally:
+        store.close()
+    assert cli_main(["backup", "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert cli_main(["backup", "--list", "--db", str(db)]) == 0
+    listing = capsys.readouterr().out
+    assert "pre-restore-20260302-150000.db" in listing and "other" in listing
+    assert re.search(r"optiondesk-manual-\d{8}-\d{6}\.db .* manual", listing)
+
+
+def test_restore_when_the_current_database_is_damaged_then_restores_and_keeps_the_damaged_bytes(tmp_path):
+    db = tmp_path / "data" / "optiondesk.db"
+    store = _populated(db, orders=2)
+    saved = _content(store)
+    store.close()
+    backup = backup_database(db, tmp_path / "good.db").path
+    raw = bytearray(db.read_bytes())
+    for i in range(4096, len(raw) - 64, 101):  # every page after the header scribbled over
+        raw[i:i + 8] = b"\xde\xad\xbe\xef\x00\xff\x13\x37"
+    db.write_bytes(bytes(raw))
+    result = restore_database(backup, db, now=T0)
+    assert result.safety_copy is not None and result.safety_copy.name == "pre-restore-20260302-150000-damaged.db"
+    assert result.safety_copy.read_bytes() == bytes(raw)  # the damaged file kept as it was
+    store = Store.open(db)
+    try:
+        assert _content(store) == saved and store.integrity_check() == "ok"
+    finally:
+        store.close()
+    assert not list(db.parent.glob(".*partial*"))

@@ -134,3 +134,20 @@ def http_server() -> Iterator[HttpServer]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def smtps_server(folder: Path) -> Iterator[SmtpServer]:
+    """Implicit TLS from the first byte (port-465 style); no login."""
+    from aiosmtpd.controller import Controller
+
+    cert, key = self_signed_cert(folder)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    box = SmtpServer(port=free_port(), ca_file=cert)
+    controller = Controller(_Handler(box), hostname="127.0.0.1", port=box.port, ssl_context=ctx,
+                            server_hostname="127.0.0.1")
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()

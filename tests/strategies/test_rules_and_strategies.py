@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -128,16 +129,26 @@ def _order_from(intent, status=OrderStatus.FILLED) -> Order:
                  filled_quantity=intent.quantity)
 
 
+def _ended(intent, status=OrderStatus.EXPIRED):
+    return _order_from(intent, status).evolve(filled_quantity=0, updated_at=NOW)
+
+
 def test_entry_when_unfilled_then_walks_from_mid_to_natural_in_steps_but_not_past_the_collar():
     s = strategies.create("iv_rank_put_spread", {"pricing.step": 0.5})
-    prices = []
-    for day in range(4):
-        ctx = Ctx(NOW.replace(day=1 + day))
-        [intent] = s.on_chain(ctx, spy_chain())
+    ctx = Ctx(NOW)
+    [intent] = s.on_chain(ctx, spy_chain())
+    prices = [intent.limit_price]
+    for _ in range(3):
+        # the next attempt goes out as the last one expires at the close (good for the next session)
+        [intent] = s.on_order(ctx, _ended(intent))
         prices.append(intent.limit_price)
-        s.on_order(ctx, _order_from(intent, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
     # mid 0.60 → halfway 0.55 → natural 0.50, and there it stays
     assert prices == [Decimal("-0.60"), Decimal("-0.55"), Decimal("-0.50"), Decimal("-0.50")]
+    # a denied attempt is not re-sent at once: the same checks would say no again
+    assert list(s.on_order(ctx, _ended(intent, OrderStatus.DENIED))) == []
+    # an expiry on a later day than the last snapshot waits for the next snapshot
+    [intent] = s.on_chain(ctx, spy_chain())
+    assert list(s.on_order(Ctx(NOW.replace(day=4)), _ended(intent))) == []
     # a narrower collar (5 ticks) stops the walk 0.05 from mid, so the entry is never denied for its price
     s = strategies.create("iv_rank_put_spread", {"pricing.start": 1.0})
 
@@ -150,8 +161,7 @@ def test_entry_when_unfilled_then_walks_from_mid_to_natural_in_steps_but_not_pas
     # a fill resets the walk: the next trade starts at mid again
     s = strategies.create("iv_rank_put_spread", {"max_open_trades": 2})
     [first] = s.on_chain(Ctx(NOW), spy_chain())
-    s.on_order(Ctx(NOW), _order_from(first, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
-    [second] = s.on_chain(Ctx(NOW), spy_chain())
+    [second] = s.on_order(Ctx(NOW), _ended(first))
     assert second.limit_price == Decimal("-0.55")
     order = _order_from(second)
     s.on_order(Ctx(NOW), order, [_fill(order, "2.35", 0, -4), _fill(order, "1.80", 1, 4)])
@@ -162,7 +172,7 @@ def test_entry_when_unfilled_then_walks_from_mid_to_natural_in_steps_but_not_pas
 def test_price_walk_interval_when_not_elapsed_then_no_new_attempt():
     s = strategies.create("iv_rank_put_spread", {"pricing.interval_s": 3600})
     [intent] = s.on_chain(Ctx(NOW), spy_chain())
-    s.on_order(Ctx(NOW), _order_from(intent, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
+    assert list(s.on_order(Ctx(NOW), _ended(intent))) == []  # not re-sent before the interval
     assert list(s.on_chain(Ctx(NOW.replace(minute=30)), spy_chain())) == []
     [again] = s.on_chain(Ctx(NOW.replace(hour=22)), spy_chain())
     assert again.limit_price == Decimal("-0.55")
@@ -184,7 +194,7 @@ def test_managed_strategy_when_profit_target_reached_then_closes_from_mid_walkin
     bid, ask = ch.bid.copy(), ch.ask.copy()
     bid[rows[0]], ask[rows[0]] = 0.30, 0.40
     bid[rows[1]], ask[rows[1]] = 0.10, 0.20
-    out = s.on_chain(Ctx(later), ch.with_quotes(bid, ask))
+    out = s.on_chain(Ctx(later), replace(ch.with_quotes(bid, ask), ts=later))
     [close] = out
     assert close.tag.endswith(":close:profit_target")
     assert [(leg.side.value, leg.symbol) for leg in close.legs] == [("buy", "SPY240405P00490000"),
@@ -192,11 +202,9 @@ def test_managed_strategy_when_profit_target_reached_then_closes_from_mid_walkin
     assert close.limit_price == Decimal("0.20")  # the mid: 0.35 − 0.15
     assert close.quantity == 4
     # unfilled: the same exit again, one step (half the way) closer to the natural 0.40 − 0.10 = 0.30
-    s.on_order(Ctx(later), _order_from(close, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
-    [again] = s.on_chain(Ctx(later), ch.with_quotes(bid, ask))
+    [again] = s.on_order(Ctx(later), _ended(close))
     assert again.tag == close.tag and again.limit_price == Decimal("0.25")
-    s.on_order(Ctx(later), _order_from(again, OrderStatus.EXPIRED).evolve(filled_quantity=0, updated_at=NOW))
-    [last] = s.on_chain(Ctx(later), ch.with_quotes(bid, ask))
+    [last] = s.on_order(Ctx(later), _ended(again))
     assert last.limit_price == Decimal("0.30")
 
 
