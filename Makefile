@@ -89,3 +89,13 @@ lint: $(STAMP_DEV)
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The installable app (issue 20; not part of `make test`): the PyInstaller one-folder build in dist/optiondesk/
+# (its self-test runs offscreen), then dist/optiondesk_<version>_<arch>.deb, whose launcher's self-test runs
+# from a temporary root. FLAVOUR=ml bundles the ml extra (torch, xgboost): `make dev-venv` installs it.
+# installer/README.md describes both.
+.PHONY: dist
+FLAVOUR ?= lite
+dist: $(STAMP_RUN)
+	installer/build.sh $(FLAVOUR)
+	installer/make_deb.sh $(FLAVOUR)

@@ -50,8 +50,19 @@ def _main(argv: Sequence[str] | None) -> int:
     from app.runtime import refuse_second_instance
 
     refuse_second_instance(paths.database.parent)  # a second window says which process holds the data folder
+    first_run = None
+    if args.seconds is None:  # a fresh install (no settings file) asks first; smoke runs never do
+        from app.dialogs.first_run import run_first_run
+
+        first_run = run_first_run(paths.settings_file)
     workstation = Workstation(EngineConfig(paths=paths), theme=args.theme, restore_layout=not args.reset_layout)
-    return run_event_loop(app, run_workstation(workstation, seconds=args.seconds, app=app, freeze_startup_objects=True))
+
+    async def apply_first_run(ws: Workstation) -> None:
+        first_run.apply_to_window(ws.window)  # type: ignore[union-attr]
+
+    on_ready = apply_first_run if first_run is not None and not first_run.skipped else None
+    return run_event_loop(app, run_workstation(workstation, seconds=args.seconds, app=app, on_ready=on_ready,
+                                               freeze_startup_objects=True))
 
 
 if __name__ == "__main__":

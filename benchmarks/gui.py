@@ -14,7 +14,8 @@
    the market-calendar cache, ~1 s more).
 3. **Chart frame time**: the chart of the underlying (widgets/underlying_chart.py) with ten years of
    daily bars (2,520 candles, moving averages, volume) at 1400×700, panned by 2 % of the view per frame
-   over 120 frames; each frame is the pan plus the repaint of both plots it triggers. Target: p99 ≤ 16.7 ms
+   over 120 frames, first with a year in view (the default view; its p99 is the verdict), then with all
+   ten years; each frame is the pan plus the repaint of both plots it triggers. Target: p99 ≤ 16.7 ms
    (a 60 Hz frame).
 
 Each measurement runs in its own subprocess (``python -m benchmarks.gui --child lag|paint|chart``) so Qt
@@ -224,18 +225,22 @@ def _child_chart() -> dict:
     panel._draw(reset_view=False)
     panel.resize(1400, 700)
     panel.show()
-    panel.vb.setXRange(float(t[0]), float(t[-1]), padding=0)  # the whole ten years on screen
-    for _ in range(5):
-        app.processEvents()
-    frames = []
-    for i in range(120):
-        t0 = time.perf_counter()
-        panel.pan(0.02 if (i // 30) % 2 == 0 else -0.02)
-        app.processEvents()  # the posted update requests: both plots repaint here
-        frames.append((time.perf_counter() - t0) * 1000)
+    out: dict = {"bars": n, "frames": 120}
+    for name, first in (("one_year_in_view", float(t[-1]) - 365 * 86400.0), ("ten_years_in_view", float(t[0]))):
+        panel.vb.setXRange(first, float(t[-1]), padding=0)
+        for _ in range(5):
+            app.processEvents()
+        frames = []
+        for i in range(120):
+            t0 = time.perf_counter()
+            panel.pan(-0.02 if (i // 30) % 2 == 0 else 0.02)
+            app.processEvents()  # the posted update requests: both plots repaint here
+            frames.append((time.perf_counter() - t0) * 1000)
+        out[name] = {"frame_ms_p50": round(_percentile(frames, 50), 2),
+                     "frame_ms_p99": round(_percentile(frames, 99), 2), "frame_ms_max": round(max(frames), 2)}
     panel.close()
-    return {"bars": n, "frames": len(frames), "frame_ms_p50": round(_percentile(frames, 50), 2),
-            "frame_ms_p99": round(_percentile(frames, 99), 2), "frame_ms_max": round(max(frames), 2)}
+    out["frame_ms_p99"] = out["one_year_in_view"]["frame_ms_p99"]
+    return out
 
 
 def _run_child(kind: str, timeout: float = 180) -> dict:

@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "engine.journal.cli",
     "engine.serve",
     "engine.history.cli",
+    "engine.history.importer",
     "engine.ml.cli",
     "app.cli",
 ]

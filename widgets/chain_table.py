@@ -41,12 +41,12 @@ _SIDE_FIELDS: list[tuple[str, str, str | Any, int, str]] = [
     ("ask", "Ask", "{:.2f}", 48, "Click an ask to BUY this option"),
     ("iv", "IV", lambda v: f"{100 * v:.1f}%", 52, "Implied volatility (from the mid)"),
     ("delta", "Δ", "{:+.2f}", 46, "Delta per $1 of the underlying"),
-    ("gamma", "Γ", "{:.3f}", 48, "Gamma per $1"),
+    ("gamma", "Γ", "{:.3f}", 46, "Gamma per $1"),
     ("theta", "Θ", "{:+.2f}", 48, "Theta: $ per share per calendar day"),
     ("vega", "Vega", "{:.2f}", 42, "Vega: $ per share per vol point"),
-    ("oi", "OI", "{:,.0f}", 54, "Open interest"),
-    ("volume", "Vol", "{:,.0f}", 46, "Volume today"),
-    ("edge", "Edge", "{:+.2f}", 46, "Model value (pricing ensemble) minus mid: positive = cheap to buy"),
+    ("oi", "OI", "{:,.0f}", 58, "Open interest"),
+    ("volume", "Vol", "{:,.0f}", 42, "Volume today"),
+    ("edge", "Edge", "{:+.2f}", 50, "Model value (pricing ensemble) minus mid: positive = cheap to buy"),
 ]
 
 
@@ -55,7 +55,7 @@ def _columns() -> list[Column]:
         Column(f"c_{k}", h, fmt, width=w, tooltip="Call " + tip, signed=(k == "edge"))
         for k, h, fmt, w, tip in reversed(_SIDE_FIELDS)
     ]
-    strike = [Column("strike", "Strike", "{:g}", align="center", width=58, tooltip="Strike")]
+    strike = [Column("strike", "Strike", "{:g}", align="center", width=56, tooltip="Strike")]
     puts = [
         Column(f"p_{k}", h, fmt, width=w, tooltip="Put " + tip, signed=(k == "edge"))
         for k, h, fmt, w, tip in _SIDE_FIELDS
@@ -183,7 +183,7 @@ class ChainPanel(Panel):
         header.setMinimumSectionSize(40)
         header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         header.customContextMenuRequested.connect(self._header_menu)
-        self._stretched: bool | None = None
+        self._stretched: tuple[Any, ...] | None = None  # (viewport width, visible columns) last fitted
 
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.symbol_box)
@@ -219,18 +219,27 @@ class ChainPanel(Panel):
 
     # ---- columns ---------------------------------------------------------------------------------
     def _fit_columns(self) -> None:
-        header = self.table.horizontalHeader()
-        need = sum(c.width for i, c in enumerate(self.model.columns) if not self.table.isColumnHidden(i))
-        stretch = self.table.viewport().width() >= need
-        if stretch == self._stretched:
+        """Columns at their designed widths, with spare width shared in proportion to them (never an
+        equal share: a stretched 49-px OI column cut "19,703" to "19,7…"). Only on a resize."""
+        visible = [(i, c) for i, c in enumerate(self.model.columns) if not self.table.isColumnHidden(i)]
+        need = sum(c.width for _i, c in visible)
+        # room for the vertical scroll bar even before the rows arrive (its appearance does not resize
+        # the panel, so widths fitted to the bare viewport would overflow by its width)
+        t = self.table
+        bar = t.verticalScrollBar()
+        avail = t.viewport().width() - (0 if bar.isVisible() else bar.sizeHint().width())
+        key = (avail, tuple(i for i, _c in visible))
+        if key == self._stretched:
             return
-        self._stretched = stretch
-        if stretch:
-            header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Stretch)
-        else:
-            header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Interactive)
-            for i, col in enumerate(self.model.columns):
-                self.table.setColumnWidth(i, col.width)
+        self._stretched = key  # type: ignore[assignment]
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.Interactive)
+        extra = max(0, avail - need)
+        given = 0
+        for n, (i, col) in enumerate(visible):
+            add = extra - given if n == len(visible) - 1 else int(extra * col.width / max(need, 1))
+            given += add
+            self.table.setColumnWidth(i, col.width + add)
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)

@@ -71,10 +71,10 @@ class SurfacePanel(Panel):
         self.status_label.setStyleSheet(f"color: {MUTED}")
         # text that arrives with the first fit must not widen the panel: its dock (and the chain's
         # beside it) jumped when the smile first filled
-        for label in (self.stats_label, self.rank_label, self.status_label):
+        # beside the chain (the long fit statistics give way; the short IV-rank line keeps its width)
+        for label in (self.stats_label, self.status_label):
             label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
             label.setMinimumWidth(0)
-        self.rank_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
 
         self.smile_plot = new_plot(title="Smile", x="Strike", y="Implied vol",
                                    axis_items={"left": PercentAxis("left")})
@@ -130,7 +130,7 @@ class SurfacePanel(Panel):
         top.addWidget(self.symbol_label)
         top.addWidget(self.expiry_box)
         top.addWidget(self.stats_label, 1)
-        top.addWidget(self.rank_label, 1)
+        top.addWidget(self.rank_label)
         right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         right.addWidget(self.surface_tabs)
         right.addWidget(self.term_plot)

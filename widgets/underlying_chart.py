@@ -7,7 +7,7 @@ from the surface service. This panel draws them:
 - candles as one graphics item drawn with batched line and rectangle calls built once per data change,
   not one graphics item per bar, so ten years of daily bars pan smoothly (``benchmarks/gui.py`` measures
   the frame time);
-- volume below (x-linked); 20- and 50-bar moving averages; ATM IV and realized vol on a right-hand axis;
+- volume as a band along the bottom of the price plot; 20- and 50-bar moving averages; ATM IV and realized vol on a right-hand axis;
 - the expected-move cone from the last close to the selected expiry (the chain's expiry, else the next
   monthly): ``close · (1 ± IV·√(days/365))``;
 - triangles at your fills (up: bought, down: sold) on the bar's close;
@@ -34,7 +34,7 @@ from engine.market.bars import BarAggregator, Bars, DailyHistory, daily_bars, fi
 from engine.watchlist import NEW_YORK, next_monthly
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
-from widgets.plots import LOSS, MUTED, PROFIT, SERIES, legend, new_plot, style_plot
+from widgets.plots import LOSS, MUTED, PROFIT, SERIES, legend, new_plot
 
 Qt = QtCore.Qt
 DAILY = "Daily"
@@ -80,6 +80,8 @@ class CandleItem(pg.GraphicsObject):
 
     def __init__(self) -> None:
         super().__init__()
+        self._side_t: tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
+        self._half_width = 0.0
         self._wicks: tuple[list[QtCore.QLineF], list[QtCore.QLineF]] = ([], [])
         self._bodies: tuple[list[QtCore.QRectF], list[QtCore.QRectF]] = ([], [])
         self._rect = QtCore.QRectF()
@@ -98,13 +100,16 @@ class CandleItem(pg.GraphicsObject):
             self._rect = QtCore.QRectF()
             self.update()
             return
-        w = bars.interval_s * 0.35 if bars.interval_s < _DAY else _DAY * 0.35
+        w = bars.interval_s * 0.35 if bars.interval_s < _DAY else _DAY * 0.45
         for t, o, h, lo, c in zip(bars.t.tolist(), bars.open.tolist(), bars.high.tolist(), bars.low.tolist(),
                                   bars.close.tolist(), strict=True):
             side = 0 if c >= o else 1
             self._wicks[side].append(QtCore.QLineF(t, lo, t, h))
             bottom = min(o, c)
             self._bodies[side].append(QtCore.QRectF(t - w, bottom, 2 * w, max(abs(c - o), 1e-9)))
+        rising = bars.close >= bars.open
+        self._side_t = (bars.t[rising], bars.t[~rising])
+        self._half_width = w
         self._rect = QtCore.QRectF(float(bars.t[0]) - w, float(np.nanmin(bars.low)),
                                    float(bars.t[-1] - bars.t[0]) + 2 * w,
                                    float(np.nanmax(bars.high) - np.nanmin(bars.low)))
@@ -129,13 +134,25 @@ class CandleItem(pg.GraphicsObject):
 
     def paint(self, painter: QtGui.QPainter, *_args: object) -> None:
         painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, False)
+        # only the bars in view; bodies narrower than a pixel are drawn as their wick alone
+        view = self.viewRect()
+        pixel = self.pixelWidth() or 0.0
+        bodies = pixel <= 0 or 2 * self._half_width / pixel >= 1.0
         for side in (0, 1):
-            if not self._wicks[side]:
+            t = self._side_t[side]
+            if not len(t):
+                continue
+            lo, hi = 0, len(t)
+            if view is not None and view.width() > 0:
+                lo = int(np.searchsorted(t, view.left() - self._half_width, "left"))
+                hi = int(np.searchsorted(t, view.right() + self._half_width, "right"))
+            if hi <= lo:
                 continue
             painter.setPen(self._pens[side])
             painter.setBrush(self._brushes[side])
-            painter.drawLines(self._wicks[side])
-            painter.drawRects(self._bodies[side])
+            painter.drawLines(self._wicks[side][lo:hi])
+            if bodies:
+                painter.drawRects(self._bodies[side][lo:hi])
 
 
 class UnderlyingChartPanel(Panel):
@@ -212,16 +229,15 @@ class UnderlyingChartPanel(Panel):
                              (self.hv_curve, "HV 30 (right)")):
             key.addItem(curve, label)
 
-        self.volume_plot = new_plot(axis_items={"bottom": BarTimeAxis("bottom")})
-        self.volume_plot.getPlotItem().getAxis("left").setWidth(64)
-        self.volume_plot.setMinimumHeight(70)
-        self.volume_plot.setMaximumHeight(110)
-        self.volume_plot.getPlotItem().showAxis("right")
-        self.volume_plot.getPlotItem().getAxis("right").setStyle(showValues=False)
-        self.volume_plot.setXLink(self.price_plot)
-        self.volume_plot.getPlotItem().getViewBox().setMouseEnabled(x=True, y=False)
-        self.volume = pg.BarGraphItem(x=[], height=[], width=1.0, brush=pg.mkBrush(MUTED))
-        self.volume_plot.addItem(self.volume)
+        # volume in the bottom fifth of the price plot (its own y scale, no axis): a second plot widget
+        # would double the repaint cost of every pan
+        self.volume_vb = pg.ViewBox()
+        item.scene().addItem(self.volume_vb)
+        self.volume_vb.setXLink(self.vb)
+        self.volume_vb.setMouseEnabled(x=False, y=False)
+        self.volume_vb.setZValue(-10)
+        self.volume = pg.PlotDataItem(pen=pg.mkPen(MUTED, width=1), connect="pairs")  # a line per bar
+        self.volume_vb.addItem(self.volume)
 
         # crosshair
         self.vline = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(MUTED, width=1))
@@ -235,7 +251,6 @@ class UnderlyingChartPanel(Panel):
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(top)
         lay.addWidget(self.price_plot, 1)
-        lay.addWidget(self.volume_plot)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
         self.links.underlying_selected.connect(self.set_symbol)
@@ -309,11 +324,11 @@ class UnderlyingChartPanel(Panel):
         for window, curve in self.ma.items():
             ma = b.moving_average(window)
             curve.setData(b.t, ma, connect="finite")
-        width = (b.interval_s if b.interval_s < _DAY else _DAY) * 0.7
         vol = np.nan_to_num(b.volume, nan=0.0)
-        self.volume.setOpts(x=b.t, height=vol, width=width)
-        # the stored daily history has no volume: the volume pane hides rather than show zeros
-        self.volume_plot.setVisible(bool(len(b)) and bool(np.isfinite(b.volume).any()))
+        self.volume.setData(np.repeat(b.t, 2), np.column_stack([np.zeros(len(b)), vol]).ravel())
+        self.volume_vb.setYRange(0.0, float(vol.max()) * 5 if len(vol) and vol.max() > 0 else 1.0, padding=0)
+        # the stored daily history has no volume: the volume band hides rather than show zeros
+        self.volume_vb.setVisible(self.has_volume)
         if self.history is not None:
             self.iv_curve.setData(b.t, self.history.atm_iv * 100, connect="finite")
             self.hv_curve.setData(b.t, self.history.realized_vol * 100, connect="finite")
@@ -371,7 +386,14 @@ class UnderlyingChartPanel(Panel):
                               "data": f.symbol})
         self.fill_marks.setData(spots)
 
+    @property
+    def has_volume(self) -> bool:
+        """Whether the bars carry volume (intraday tick counts do; the stored daily history does not)."""
+        return bool(len(self.bars)) and bool(np.isfinite(self.bars.volume).any())
+
     def _sync_vol_view(self, *_args: object) -> None:
+        self.volume_vb.setGeometry(self.vb.sceneBoundingRect())
+        self.volume_vb.linkedViewChanged(self.vb, self.volume_vb.XAxis)
         self.vol_vb.setGeometry(self.vb.sceneBoundingRect())
         self.vol_vb.linkedViewChanged(self.vb, self.vol_vb.XAxis)
         self.vol_vb.enableAutoRange(axis="y")
@@ -462,11 +484,7 @@ class UnderlyingChartPanel(Panel):
             line.setVisible(True)
         self.readout.setText(self.describe_bar(i) + f"   cursor {p.y():.2f}")
 
-    # ---- theme and layout ------------------------------------------------------------------------
-    def apply_theme(self, theme: str) -> None:
-        super().apply_theme(theme)
-        style_plot(self.volume_plot)
-
+    # ---- layout persistence ------------------------------------------------------------------------
     def panel_state(self) -> dict[str, Any]:
         return {"symbol": self.symbol, "interval": self.interval_box.currentText(),
                 "vol": self.vol_box.isChecked()}

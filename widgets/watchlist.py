@@ -9,7 +9,8 @@ Selecting a row selects that underlying in every linked panel: the panel asks th
 ``SelectUnderlying``) and announces ``underlying_selected``, which the smile and chart panels follow.
 Without a chain panel the watchlist announces the selection itself.
 
-Rows are recomputed at most once a second (a watchlist is scanned, not watched tick by tick).
+Rows are recomputed at most once a second (a watchlist is scanned, not watched tick by tick); the stored
+history behind them is re-read when a backfill lands and once a minute.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from widgets.base import EventBatch, Panel
 
 Qt = QtCore.Qt
 REFRESH_S = 1.0
+#: stored history is re-read this often (backfills announce themselves; another process's import does not)
+REREAD_S = 60.0
 DEFAULT_LIST = "Default"
 _POS = QtGui.QColor(38, 166, 91)
 _NEG = QtGui.QColor(214, 69, 65)
@@ -156,6 +159,7 @@ class WatchlistPanel(Panel):
         self.lists: dict[str, list[str]] = {DEFAULT_LIST: self.data.available()}
         self.current = DEFAULT_LIST
         self._last_refresh = -math.inf
+        self._last_reread = time.monotonic()
 
         self.list_box = QtWidgets.QComboBox()
         self.list_box.setToolTip("watchlist")
@@ -305,6 +309,9 @@ class WatchlistPanel(Panel):
         if not force and now - self._last_refresh < REFRESH_S:
             return
         self._last_refresh = now
+        if now - self._last_reread >= REREAD_S:  # e.g. `optiondesk history import` beside the running app
+            self._last_reread = now
+            self.data.invalidate()
         known = self.data.available()
         if known != self._completer_model.stringList():
             self._completer_model.setStringList(known)

@@ -74,6 +74,8 @@ class BacktestExchange:
                         RISK_CHECKS_BYPASSED)
         self._cid: dict[str, int] = {}  # option key -> contract id in the history
         self._last_mark: dict[str, float] = {}  # option key -> last valid mid (used while a quote is missing)
+        self._mark_step = -1
+        self._mark_cache: dict[str, float] = {}  # option key -> its mark on step ``_mark_step``
         self.denials = 0
 
     # ---- time and market ------------------------------------------------------------------------
@@ -267,7 +269,20 @@ class BacktestExchange:
             return out
         h = self.history
         spot = float(h.spot[i])
-        opts = [p for p in self.exchange.positions.values() if isinstance(p.instrument, Option)]
+        # a step marks its positions up to four times (the kill switch twice, the strategy's account, the
+        # close): an option's mark on the current step is computed once
+        cache: dict[str, float] | None = None
+        if i == self._day:
+            if self._mark_step != i:
+                self._mark_step, self._mark_cache = i, {}
+            cache = self._mark_cache
+        opts = []
+        for p in self.exchange.positions.values():
+            if isinstance(p.instrument, Option):
+                if cache is not None and p.symbol in cache:
+                    out[p.symbol] = (cache[p.symbol], p.multiplier)
+                else:
+                    opts.append(p)
         if opts:
             rows = self._rows(i, [p.symbol for p in opts])
             for p, r in zip(opts, rows, strict=True):
@@ -283,6 +298,8 @@ class BacktestExchange:
                     k = float(p.instrument.strike)
                     m = max(spot - k, 0.0) if p.instrument.is_call else max(k - spot, 0.0)
                 out[p.symbol] = (m, p.multiplier)
+                if cache is not None:
+                    cache[p.symbol] = m
         for p in self.exchange.positions.values():
             if not isinstance(p.instrument, Option):
                 out[p.symbol] = (spot, p.multiplier)

@@ -7,12 +7,14 @@ same data, features, folds and metrics. Training runs in this process, never on 
     optiondesk ml features --symbol SPY --years 5 --seed 7 --json
     optiondesk ml train --strategy iv_rank_put_spread --symbol SPY --years 5 --seed 7 --json
     optiondesk ml evaluate --name iv_rank_put_spread-SPY --symbol SPY --date 2026-06-01 --json
+    optiondesk ml predict --name iv_rank_put_spread-SPY --symbol SPY --json
     optiondesk ml list --json
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("--model", default="xgboost", choices=("xgboost", "logistic"), help="classifier (default xgboost)")
     t.add_argument("--folds", type=int, default=5, help="walk-forward test folds (default 5)")
     t.add_argument("--embargo", type=int, default=5, help="embargo in sessions (default 5)")
-    t.add_argument("--permutations", type=int, default=20, help="label permutations for the null AUC (default 20)")
+    t.add_argument("--permutations", type=int, default=10, help="label permutations for the null AUC (default 10)")
     t.add_argument("--min-confidence", type=float, default=None,
                    help="gate level for the P&L comparison (default: each training fold's base win rate)")
     t.add_argument("--name", default=None, help="registry name (default STRATEGY-SYMBOL)")
@@ -57,6 +59,12 @@ def register(subparsers: Any) -> None:
                    help="score every candidate (for an independent path: another --seed); default: only the "
                         "candidates decided after the training window")
     e.set_defaults(func=_cmd_evaluate)
+    pr = sub.add_parser("predict", help="a registered model's probability for the latest day's candidate trade")
+    _common(pr)
+    pr.add_argument("--name", required=True, help="registered model name")
+    pr.add_argument("--version", type=int, default=None, help="version (default: the latest)")
+    pr.add_argument("--models-dir", type=Path, default=None, help="registry folder")
+    pr.set_defaults(func=_cmd_predict)
     ls = sub.add_parser("list", help="registered models with their training window and metrics")
     ls.add_argument("--models-dir", type=Path, default=None, help="registry folder")
     ls.add_argument("--json", action="store_true", help="print JSON")
@@ -155,10 +163,10 @@ def _fmt(x: Any, pct: bool = False) -> str:
 def _cmd_train(args: argparse.Namespace) -> int:
     from engine.cli_errors import CliError, dumps_json
     from engine.clock import WallClock
-    from engine.ml.features import FEATURE_NAMES, FEATURE_VERSION, cached_features
-    from engine.ml.labels import PutSpreadRules, put_spread_labels
+    from engine.ml.jobs import TrainRequest, train_job
     from engine.ml.models import MLDependencyError
-    from engine.ml.train import TrainConfig, evaluate, fit_final, make_dataset
+    from engine.ml.registry import RegistryError
+    from engine.ml.train import TrainConfig
 
     h, seed, day = _history(args)
     try:
@@ -166,31 +174,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                           n_permutations=args.permutations, seed=seed, min_confidence=args.min_confidence)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    frame, _, _ = cached_features(h, _cache(), seed=seed)
-    rules = PutSpreadRules()
-    labels = put_spread_labels(h, rules)
-    ds = make_dataset(frame, labels, rules)
+    request = TrainRequest(source=None, symbol=h.symbol, before=day, years=args.years, history=h,
+                           config=asdict(cfg), strategy=args.strategy, name=args.name,
+                           models_dir=None if args.no_save else _registry(args.models_dir).root,
+                           cache_dir=_cache(), created_at=WallClock().now().isoformat())
     try:
-        report = evaluate(ds, cfg)
-        model = fit_final(ds, cfg)
-    except MLDependencyError as exc:
+        report = train_job(request)
+    except (MLDependencyError, RegistryError) as exc:
         raise CliError(str(exc)) from None
     except ValueError as exc:
         raise CliError(f"cannot validate: {exc}") from None
-    report = {"strategy": args.strategy, "symbol": h.symbol, "seed": seed, "before": day.isoformat(),
-              "data_hash": h.data_hash(), "training_window": [ds.days[int(ds.start[0])].isoformat(),
-                                                               ds.days[int(ds.end[-1])].isoformat()]} | report
-    report["importance"] = dict(list(model.importance(list(FEATURE_NAMES)).items())[:10])
-    if not args.no_save:
-        reg = _registry(args.models_dir)
-        meta = {"strategy": args.strategy, "symbol": h.symbol, "features": list(FEATURE_NAMES),
-                "feature_version": FEATURE_VERSION, "training_window": report["training_window"],
-                "data_hash": report["data_hash"], "seed": seed, "source": h.source,
-                "params": model.params, "rules": rules.to_dict(), "created_at": WallClock().now().isoformat(),
-                "metrics": {k: report[k] for k in ("auc", "auc_ci", "brier", "permutation_auc",
-                                                    "permutation_p_value", "deflated_sharpe", "verdict")}}
-        rec = reg.save(args.name or f"{args.strategy}-{h.symbol}", model, meta)
-        report["registered"] = {"name": rec.name, "version": rec.version, "path": str(rec.path)}
     if args.json:
         print(dumps_json(report, indent=2))
         return 0
@@ -254,6 +247,42 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     text = (f"{rec.name} v{rec.version} on {h.symbol} ({out['scope']}): {out['samples']} candidates; "
             + (out.get("message") or f"AUC {_fmt(out['auc'])} [{_fmt(out['auc_ci'][0])}, {_fmt(out['auc_ci'][1])}], "
                f"Brier {_fmt(out['brier'])}"))
+    _print(out, args.json, text)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from engine.cli_errors import CliError
+    from engine.ml.features import FEATURE_NAMES, cached_features
+    from engine.ml.models import MLDependencyError
+    from engine.ml.registry import RegistryError
+
+    try:
+        model, rec = _registry(args.models_dir).load(args.name, args.version, features=FEATURE_NAMES)
+    except (RegistryError, MLDependencyError) as exc:
+        raise CliError(str(exc)) from None
+    h, seed, _day = _history(args)
+    frame, _, _ = cached_features(h, _cache(), seed=seed)
+    x = frame[list(FEATURE_NAMES)].iloc[-1].to_numpy(float)
+    missing = [n for n, v in zip(FEATURE_NAMES, x, strict=True) if not np.isfinite(v)]
+    if missing:
+        raise CliError(f"features not yet known on {h.days[-1]} (too little history): {', '.join(missing)}")
+    prob = float(model.predict_proba(x.reshape(1, -1))[0])
+    level = rec.meta.get("min_confidence")
+    if level is None:
+        level = rec.meta.get("positive_rate")
+    contrib = model.contributions(x, list(FEATURE_NAMES))
+    out = {"name": rec.name, "version": rec.version, "symbol": h.symbol, "day": h.days[-1].isoformat(),
+           "probability": prob, "gate_level": level,
+           "take": None if level is None else bool(prob >= level),
+           "verdict": (rec.meta.get("metrics") or {}).get("verdict"),
+           "contributions": dict(list(contrib.items())[:8])}
+    text = (f"{rec.name} v{rec.version}, {h.symbol} candidate of {out['day']}: P(win) {prob:.1%}"
+            + ("" if level is None else f" vs gate {level:.1%} → {'take' if out['take'] else 'skip'}")
+            + f"; validation verdict: {out['verdict']}\n"
+            + "\n".join(f"  {k:24s} {v:+.3f}" for k, v in out["contributions"].items()))
     _print(out, args.json, text)
     return 0
 

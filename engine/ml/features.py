@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 #: bump when a feature's definition changes: it is part of the cache key and of every model's metadata
 FEATURE_VERSION = 1
 ANNUAL = math.sqrt(252.0)
-#: sessions between refits of the regime mixture (each fit sees only the days up to its refit day)
-REGIME_REFIT = 63
+#: sessions between refits of the regime mixture (yearly; each fit sees only the days up to its refit day)
+REGIME_REFIT = 252
 REGIME_MIN_DAYS = 252
 RULE_REGIMES = ("low_vol", "high_vol", "iv_expansion", "iv_contraction", "neutral")
 
@@ -71,7 +71,7 @@ FEATURES: dict[str, str] = {
     "vix_rank": "VIX-like index rank over the prior 252 days (the regime rules' vix_rank)",
     "vix_term_proxy": "VIX level / its 63-day mean: contango/backwardation proxy (no futures in history)",
     "vix_iv": "ATM IV of the VIX-like index's options (vol of vol): uncertainty about vol itself",
-    "gmm_p_low": "probability of the low-vol state of a 3-state Gaussian mixture on (return, rv_21)",
+    "gmm_p_low": "probability of the low-vol state of a 3-state Gaussian mixture on (return, rv_21), refitted yearly",
     "gmm_p_mid": "probability of the middle (trending/normal) state of that mixture",
     "gmm_p_high": "probability of the high-vol state of that mixture",
     "regime_low_vol": "rule regime is low_vol (engine.risk.regime thresholds on VIX, VIX rank, HV/IV)",

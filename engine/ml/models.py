@@ -108,6 +108,22 @@ class Classifier:
         """Calibrated probability that the candidate trade makes money."""
         return self.platt(self.score(X))
 
+    def contributions(self, x: np.ndarray, names: list[str]) -> dict[str, float]:
+        """Each feature's additive share of one row's margin (XGBoost ``pred_contribs``; logistic: coefficient ×
+        standardised value), largest magnitude first: why the model rates this candidate as it does."""
+        row = np.asarray(x, float).reshape(1, -1)
+        if self.kind == "logistic":
+            if self._coef is None:
+                raise ValueError("model is not fitted")
+            vals = ((row[0] - self._mean) / self._scale) * self._coef
+        else:
+            if self._booster is None:
+                raise ValueError("model is not fitted")
+            xgb = _xgb()
+            vals = np.asarray(self._booster.predict(xgb.DMatrix(row), pred_contribs=True))[0, :-1]
+        out = {n: float(v) for n, v in zip(names, vals, strict=True)}
+        return dict(sorted(out.items(), key=lambda kv: -abs(kv[1])))
+
     def importance(self, names: list[str]) -> dict[str, float]:
         """|standardised coefficient| (logistic) or total gain (XGBoost) per feature, largest first."""
         if self.kind == "logistic" and self._coef is not None:

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ class TrainConfig:
     n_folds: int = 5
     embargo: int = 5
     min_train_frac: float = 0.4
-    n_permutations: int = 20
+    n_permutations: int = 10
     n_bootstrap: int = 1000
     seed: int = 7
     #: gate: take a candidate when its probability ≥ this; None = the training fold's base win rate
@@ -150,6 +151,8 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
     eff = books["all_candidates_gated"]["independent_trades"]
     dsr = mt.deflated_sharpe(pnl[gate] / risk[gate], trial_sr, effective_n=eff) if gate.sum() > 2 else float("nan")
     ci = per_model[cfg.model]["auc_ci"]
+    cuts = np.cumsum([0] + [len(f.test) for f in folds])
+    fold_auc = [mt.auc(y[a:b], p[a:b]) for a, b in pairwise(cuts.tolist())]
     beats_perm = bool(len(perm_arr) == 0 or real > np.max(perm_arr))
     edge = bool(math.isfinite(ci[0]) and ci[0] > 0.5 and beats_perm)
     return {
@@ -165,9 +168,9 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
         "pnl": books,
         "deflated_sharpe": dsr,
         "trials": len(trial_sr),
-        "folds": [f.to_dict(ds.days, ds.start) | {"embargo_sessions": cfg.embargo,
+        "folds": [f.to_dict(ds.days, ds.start) | {"embargo_sessions": cfg.embargo, "auc": fold_auc[i],
                                                    "train_labels_overlapping_test": overlapping_train(f, ds.start, ds.end)}
-                  for f in folds],
+                  for i, f in enumerate(folds)],
         "verdict": "edge" if edge else "no edge",
         "reading": _reading(edge, real, ci, perm_arr, books),
         "config": asdict(cfg),
@@ -182,6 +185,9 @@ def _reading(edge: bool, real: float, ci: list[float], perm: np.ndarray, books: 
             f"the candidates win {base:.0%} of the time without any model.")
     if edge:
         return "edge: " + text
+    if math.isfinite(ci[1]) and ci[1] < 0.5:
+        return ("no edge, and worse than chance out of sample: what the model learned in the training windows "
+                "reversed in the test folds (the market is not stationary); do not gate trades with it; " + text)
     return "no edge: the interval covers 0.5 or the AUC is within the permutation noise; " + text
 
 

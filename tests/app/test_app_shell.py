@@ -240,4 +240,7 @@ def test_the_chain_fits_a_1920_pixel_screen_without_a_horizontal_scroll(window, 
     qtbot.waitUntil(lambda: chain.table.viewport().width() > 1000, timeout=5000)
     header = chain.table.horizontalHeader()
     qtbot.waitUntil(lambda: header.length() <= chain.table.viewport().width(), timeout=5000)
-    assert chain.table.horizontalScrollBar().maximum() == 0  # the put side's Θ, Vega, OI, Vol, Edge show
+    # the put side's Θ, Vega, OI, Vol and Edge show without a horizontal scroll
+    qtbot.waitUntil(lambda: chain.table.horizontalScrollBar().maximum() == 0, timeout=5000)
+    oi = chain.model.column_index("p_oi")
+    assert chain.table.columnWidth(oi) >= chain.model.columns[oi].width  # "19,703", not "19,7…"

@@ -25,7 +25,7 @@ from engine.ml.features import (
     cached_features,
     point_in_time_violations,
 )
-from engine.ml.labels import PutSpreadRules, put_spread_labels
+from engine.ml.labels import put_spread_labels
 from engine.ml.metrics import auc, block_bootstrap_auc, deflated_sharpe
 from engine.ml.models import fit_calibrated
 from engine.ml.registry import FeatureListMismatch, ModelRegistry, RegistryError
@@ -85,6 +85,16 @@ def test_features_are_point_in_time(history: MarketHistory, features: pd.DataFra
 
     bad = point_in_time_violations(history, [400], builder=peeking)
     assert bad == [(history.days[400], "ret_5d")]
+
+
+def test_iv_rank_feature_matches_the_surface_rule(history: MarketHistory, features: pd.DataFrame) -> None:
+    from engine.surface.ivrank import iv_rank
+
+    for i in (59, 60, 200, 700, len(history) - 1):
+        r = iv_rank(history.atm_iv[max(0, i - 252):i], float(history.atm_iv[i]))
+        np.testing.assert_allclose([features["iv_rank"].iloc[i], features["iv_pct"].iloc[i]], [r.rank, r.percentile],
+                                   equal_nan=True)
+    assert np.isnan(features["iv_rank"].iloc[59]) and np.isfinite(features["iv_rank"].iloc[60])
 
 
 def test_feature_stamped_after_decision_is_refused(history: MarketHistory, features: pd.DataFrame) -> None:
@@ -181,10 +191,10 @@ def test_shuffled_labels_give_auc_near_half(dataset) -> None:
 
 
 def test_evaluate_reports_honest_metrics(dataset) -> None:
-    report = evaluate(dataset, TrainConfig(model="xgboost", n_folds=4, n_permutations=3, n_bootstrap=200))
+    report = evaluate(dataset, TrainConfig(model="xgboost", n_folds=3, n_permutations=3, n_bootstrap=200))
     for key in ("auc", "auc_ci", "brier", "permutation_auc", "deflated_sharpe", "calibration", "folds", "pnl"):
         assert key in report
-    assert report["baseline"]["logistic"]["auc"] == pytest.approx(report["baseline"]["logistic"]["auc"])
+    assert 0.0 <= report["baseline"]["logistic"]["auc"] <= 1.0
     assert len(report["permutation_aucs"]) == 3
     assert abs(report["permutation_auc"] - 0.5) < 0.08
     assert all(f["train_labels_overlapping_test"] == 0 for f in report["folds"])
@@ -192,8 +202,8 @@ def test_evaluate_reports_honest_metrics(dataset) -> None:
     books = report["pnl"]
     assert books["all_candidates"]["trades"] == report["test_samples"]
     assert books["iv_rank_put_spread_gated"]["trades"] <= books["iv_rank_put_spread"]["trades"]
-    again = evaluate(dataset, TrainConfig(model="xgboost", n_folds=4, n_permutations=3, n_bootstrap=200))
-    assert again["auc"] == report["auc"], "same seed, same result"
+    a, b = (fit_calibrated("xgboost", dataset.X, dataset.y, dataset.start, dataset.end, seed=7) for _ in range(2))
+    np.testing.assert_array_equal(a.predict_proba(dataset.X), b.predict_proba(dataset.X))  # same seed, same model
 
 
 def test_registry_round_trip_and_feature_list_check(dataset, tmp_path: Path) -> None:
@@ -204,10 +214,17 @@ def test_registry_round_trip_and_feature_list_check(dataset, tmp_path: Path) -> 
         model = fit_calibrated(kind, dataset.X, dataset.y, dataset.start, dataset.end, seed=7)
         rec = reg.save(f"m-{kind}", model, {"features": names, "symbol": "SPY", "training_window": ["a", "b"]})
         assert rec.version == 1
-        loaded, rec2 = reg.load(f"m-{kind}")
+        loaded, _rec2 = reg.load(f"m-{kind}")
         np.testing.assert_allclose(loaded.predict_proba(dataset.X[:50]), model.predict_proba(dataset.X[:50]))
         preds[kind] = loaded.predict_proba(dataset.X[:50])
         assert ((preds[kind] > 0) & (preds[kind] < 1)).all()
+    x = dataset.X[7]
+    for kind in ("logistic", "xgboost"):
+        m, _ = reg.load(f"m-{kind}")
+        contrib = m.contributions(x, names)
+        assert list(contrib) == sorted(contrib, key=lambda k: -abs(contrib[k]))
+        if kind == "logistic":  # additive: the shares and the intercept make up the margin
+            assert sum(contrib.values()) + m._intercept == pytest.approx(float(m.score(x.reshape(1, -1))[0]))
     assert reg.save("m-logistic", model, {"features": names}).version == 2
     assert [(r.name, r.version) for r in reg.list()] == [("m-logistic", 1), ("m-logistic", 2), ("m-xgboost", 1)]
     with pytest.raises(FeatureListMismatch, match="missing \\['vix_iv'\\]"):
@@ -242,6 +259,11 @@ def test_cli_train_list_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                  "--seed", "8", "--date", SIM_START.isoformat(), "--all-days", "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["samples"] > 100 and 0.0 <= ev["auc"] <= 1.0
+    assert main(["ml", "predict", "--name", "iv_rank_put_spread-SPY", *common, "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert 0.0 < pred["probability"] < 1.0 and pred["day"] < SIM_START.isoformat()
+    assert pred["take"] == (pred["probability"] >= pred["gate_level"])
+    assert len(pred["contributions"]) == 8 and set(pred["contributions"]) <= set(FEATURE_NAMES)
     assert main(["ml", "features", *common, "--json"]) == 0
     feats = json.loads(capsys.readouterr().out)
     assert feats["cache_hit"] is True and feats["features"] == list(FEATURE_NAMES)
@@ -257,3 +279,22 @@ def test_importing_ml_does_not_load_xgboost_or_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_training_runs_in_a_process_pool(tmp_path: Path) -> None:
+    import asyncio
+
+    from engine.ml.jobs import TrainRequest, train_off_loop
+    from engine.process_pools import new_process_pool, shutdown_pool
+
+    req = TrainRequest(source=SimulatedHistorySource(SimulatorConfig(seed=7)), symbol="SPY", before=SIM_START,
+                       years=2.5, config={"model": "logistic", "n_folds": 3, "n_permutations": 0,
+                                          "n_bootstrap": 50}, models_dir=tmp_path / "models")
+    pool = new_process_pool(1)
+    try:
+        report = asyncio.run(asyncio.wait_for(train_off_loop(req, pool), 120))
+    finally:
+        shutdown_pool(pool, timeout_s=10)
+    assert report["registered"]["version"] == 1 and report["verdict"] in ("edge", "no edge")
+    model, rec = ModelRegistry(tmp_path / "models").load("iv_rank_put_spread-SPY")
+    assert rec.meta["training_window"] == report["training_window"] and model.kind == "logistic"

@@ -120,7 +120,9 @@ def test_narrow_dock_scrolls_and_hidden_columns_persist(qtbot, engine) -> None:
     p.resize(700, 400)
     p.show()
     qtbot.waitExposed(p)
-    assert p._stretched is False  # declared widths, horizontal scroll bar
+    oi = p.model.column_index("p_oi")
+    assert p.table.columnWidth(oi) == p.model.columns[oi].width  # declared widths, horizontal scroll bar
+    assert p.table.horizontalScrollBar().maximum() > 0
     p.set_field_hidden("volume", True)
     p.set_field_hidden("oi", True)
     state = p.panel_state()
@@ -131,7 +133,12 @@ def test_narrow_dock_scrolls_and_hidden_columns_persist(qtbot, engine) -> None:
     assert q.table.isColumnHidden(q.model.column_index("p_oi")) and not q.table.isColumnHidden(
         q.model.column_index("p_iv"))
     p.resize(1800, 400)
-    qtbot.waitUntil(lambda: p._stretched is True, timeout=2000)
+    # wide: no scroll, and the spare width is shared in proportion (no column below its design width)
+    qtbot.waitUntil(lambda: p.table.horizontalScrollBar().maximum() == 0, timeout=2000)
+    iv = p.model.column_index("p_iv")
+    assert p.table.columnWidth(iv) >= p.model.columns[iv].width
+    widths = [p.table.columnWidth(i) for i in range(len(p.model.columns)) if not p.table.isColumnHidden(i)]
+    assert sum(widths) <= p.table.viewport().width()
 
 
 def test_american_chain_shows_american_ivs(panel, qtbot) -> None:

