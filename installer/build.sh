@@ -14,6 +14,15 @@ if [ "$FLAVOUR" = "ml" ] && ! "$PY" -c "import torch, xgboost" 2>/dev/null; then
 fi
 OPTIONDESK_FLAVOUR=$FLAVOUR "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath dist --workpath build/pyinstaller installer/optiondesk.spec
+# Debug symbols are a quarter of the folder (libpython alone: 22 MB → 6 MB). Wheel-vendored libraries in
+# *.libs/ are left alone: auditwheel rewrote their ELF headers, and strip then breaks them ("ELF load
+# command address/offset not page-aligned"). The self-test below loads what was stripped.
+if command -v strip >/dev/null 2>&1; then
+    find dist/optiondesk/_internal -type f \( -name '*.so' -o -name '*.so.*' \) -not -path '*.libs/*' \
+        -exec strip --strip-unneeded {} +
+else
+    echo "build.sh: strip (binutils) not found; the folder keeps its debug symbols" >&2
+fi
 # Smoke test the bundle offscreen: the self-test exercises the whole window.
 QT_QPA_PLATFORM=offscreen dist/optiondesk/optiondesk selftest --seconds 3
 echo "built dist/optiondesk/ ($FLAVOUR, $(du -sh dist/optiondesk | cut -f1)); run dist/optiondesk/optiondesk"

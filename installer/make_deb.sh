@@ -69,7 +69,7 @@ HOOK
     chmod 0755 "$STAGE/DEBIAN/$script"
 done
 DEB=dist/${NAME}_${VERSION}_${ARCH}.deb
-dpkg-deb --root-owner-group -Zxz --build "$STAGE" "$DEB" >/dev/null
+dpkg-deb --root-owner-group -Zgzip --build "$STAGE" "$DEB" >/dev/null
 rm -rf "$STAGE"
 echo "built $DEB ($(du -h "$DEB" | cut -f1); installs $((INSTALLED_KB / 1024)) MB)"
 

@@ -28,6 +28,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="simulated market seed (default: the settings' seed)")
     p.add_argument("--date", default=None, help="history before this day, YYYY-MM-DD (default: the settings' "
                    "simulator start, else today)")
+    p.add_argument("--db", type=Path, default=None,
+                   help="read the history stored in this database (the history service's iv_history table: "
+                        "recorded and backfilled days) instead of the simulated market's path")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -102,14 +105,35 @@ def _history(args: argparse.Namespace) -> tuple[Any, int, date]:
         raise CliError(f"--date {args.date!r} is not a date (YYYY-MM-DD)") from None
     sym = args.symbol.upper()
     known = [u.symbol for u in cfg.universe]
-    if sym not in known:
+    if sym not in known and args.db is None:
         raise CliError(f"unknown underlying {sym!r}; the simulated market has {', '.join(known)}")
     if not 0.5 <= args.years <= 30:
         raise CliError(f"--years must be between 0.5 and 30, got {args.years}")
     try:
+        if args.db is not None:
+            return _stored_history(args.db, sym, day, args.years), seed, day
         return load_history(SimulatedHistorySource(cfg), sym, day, args.years), seed, day
     except MLDataError as exc:
         raise CliError(str(exc)) from None
+
+
+def _stored_history(db: Path, sym: str, day: date, years: float) -> Any:
+    """The last ``years`` of stored sessions strictly before ``day``."""
+    from datetime import timedelta
+
+    from engine.cli_errors import CliError
+    from engine.ml.data import SESSIONS_PER_YEAR, history_from_store
+    from engine.store import Store
+
+    if not db.exists():
+        raise CliError(f"--db {db}: no such database")
+    store = Store.open(db)
+    try:
+        h = history_from_store(store, sym, until=day - timedelta(days=1))
+    finally:
+        store.close()
+    n = round(years * SESSIONS_PER_YEAR)
+    return h.tail(n) if len(h) > n else h
 
 
 def _registry(path: Path | None) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,11 @@ class MarketHistory:
             h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
         return h.hexdigest()[:16]
 
+    def tail(self, n: int) -> MarketHistory:
+        """The last ``n`` days."""
+        return MarketHistory(self.symbol, self.days[-n:], self.close[-n:], self.atm_iv[-n:], self.vix[-n:],
+                             self.vix_iv[-n:], self.source)
+
     def head(self, n: int) -> MarketHistory:
         """The first ``n`` days: the history as it stood at the close of day ``n - 1`` (point-in-time checks)."""
         return MarketHistory(self.symbol, self.days[:n], self.close[:n], self.atm_iv[:n], self.vix[:n],
@@ -87,3 +93,29 @@ def load_history(source: HistorySource, symbol: str, before: date, years: float,
     if symbol not in got:
         raise MLDataError(f"{source.name} has no history for {symbol}")
     return align(got[symbol], got.get(vix_symbol), source.name)
+
+
+def history_from_store(store: Any, symbol: str, *, until: date | None = None,
+                       vix_symbol: str = "VIX") -> MarketHistory:
+    """The history service's stored rows (``iv_history``: live-recorded days and backfills) of ``symbol``
+    and the index, up to ``until`` inclusive: what a running engine computes today's features from."""
+
+    def series(sym: str) -> DailySeries | None:
+        sql = "SELECT day, atm_iv, close FROM iv_history WHERE underlying = ?"
+        params: list[object] = [sym]
+        if until is not None:
+            sql += " AND day <= ?"
+            params.append(until.isoformat())
+        rows = store.query(sql + " ORDER BY day", tuple(params))
+        if not rows:
+            return None
+        close = np.array([np.nan if r["close"] is None else r["close"] for r in rows], dtype=float)
+        return DailySeries(sym, tuple(date.fromisoformat(r["day"]) for r in rows), close,
+                           np.array([r["atm_iv"] for r in rows], dtype=float))
+
+    own = series(symbol)
+    if own is None:
+        raise MLDataError(f"no stored history for {symbol}")
+    if not np.isfinite(own.close).all():
+        raise MLDataError(f"{symbol}: stored history has days without a close")
+    return align(own, series(vix_symbol) if symbol != vix_symbol else own, "store")

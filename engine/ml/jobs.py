@@ -46,12 +46,15 @@ def train_job(request: TrainRequest) -> dict[str, Any]:
     from engine.ml.data import load_history
     from engine.ml.features import FEATURE_NAMES, FEATURE_VERSION, cached_features
     from engine.ml.labels import PutSpreadRules, put_spread_labels
+    from engine.ml.models import require_xgboost
     from engine.ml.registry import ModelRegistry
     from engine.ml.train import TrainConfig, evaluate, fit_final, make_dataset
 
     cfg = TrainConfig(**request.config)
     if request.history is None and request.source is None:
         raise ValueError("a TrainRequest needs a history source or the history itself")
+    if cfg.model == "xgboost":
+        require_xgboost()  # fail before the history and the features are built, naming the extra to install
     h = request.history if request.history is not None else load_history(request.source, request.symbol, request.before, request.years)
     frame, _, _ = cached_features(h, request.cache_dir, seed=cfg.seed)
     rules = PutSpreadRules()

@@ -27,7 +27,8 @@ class MLDependencyError(RuntimeError):
     """An optional ML dependency is missing; the message says which extra installs it."""
 
 
-def _xgb() -> Any:
+def require_xgboost() -> Any:
+    """The xgboost module, or MLDependencyError naming the extra that installs it."""
     try:
         import xgboost
     except ImportError as exc:
@@ -86,7 +87,7 @@ class Classifier:
             self._intercept = float(lr.intercept_[0])
             self.params = {"C": LOGISTIC_C}
         elif self.kind == "xgboost":
-            xgb = _xgb()
+            xgb = require_xgboost()
             self.params = dict(XGB_PARAMS, seed=self.seed)
             self._booster = xgb.train(self.params, xgb.DMatrix(X, label=y), num_boost_round=XGB_ROUNDS)
             self.params["rounds"] = XGB_ROUNDS
@@ -101,7 +102,7 @@ class Classifier:
             return ((X - self._mean) / self._scale) @ self._coef + self._intercept
         if self._booster is None:
             raise ValueError("model is not fitted")
-        xgb = _xgb()
+        xgb = require_xgboost()
         return np.asarray(self._booster.predict(xgb.DMatrix(X), output_margin=True), float)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -119,7 +120,7 @@ class Classifier:
         else:
             if self._booster is None:
                 raise ValueError("model is not fitted")
-            xgb = _xgb()
+            xgb = require_xgboost()
             vals = np.asarray(self._booster.predict(xgb.DMatrix(row), pred_contribs=True))[0, :-1]
         out = {n: float(v) for n, v in zip(names, vals, strict=True)}
         return dict(sorted(out.items(), key=lambda kv: -abs(kv[1])))
@@ -156,7 +157,7 @@ class Classifier:
             m._coef = np.asarray(state["coef"], float)
             m._intercept = float(state["intercept"])
         elif m.kind == "xgboost":
-            xgb = _xgb()
+            xgb = require_xgboost()
             booster = xgb.Booster()
             booster.load_model(bytearray(json.dumps(state["booster"]).encode()))
             m._booster = booster

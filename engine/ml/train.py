@@ -23,7 +23,7 @@ import pandas as pd
 from engine.ml import metrics as mt
 from engine.ml.features import FEATURE_NAMES, check_available
 from engine.ml.labels import LabelSet, PutSpreadRules, strategy_entries
-from engine.ml.models import MODEL_KINDS, Classifier, fit_calibrated
+from engine.ml.models import MODEL_KINDS, Classifier, MLDependencyError, fit_calibrated
 from engine.ml.validation import Fold, overlapping_train, purged_walk_forward
 
 
@@ -71,6 +71,9 @@ def make_dataset(features: pd.DataFrame, labels: LabelSet, rules: PutSpreadRules
     (:class:`engine.ml.features.LeakageError`) and drops rows with a feature still warming up."""
     if list(features.columns[:len(FEATURE_NAMES)]) != list(FEATURE_NAMES):
         raise ValueError("feature frame columns differ from engine.ml.features.FEATURE_NAMES")
+    if len(features) != len(labels.days) or (len(features) and features.index[-1] != labels.days[-1]):
+        raise ValueError(f"features ({len(features)} days) and labels ({len(labels.days)} days) come from "
+                         "different histories")
     rows = features.iloc[labels.start]
     check_available(rows, labels.decision_at)
     X = rows[list(FEATURE_NAMES)].to_numpy(float)
@@ -84,17 +87,20 @@ def make_dataset(features: pd.DataFrame, labels: LabelSet, rules: PutSpreadRules
 
 def _walk(ds: Dataset, cfg: TrainConfig, folds: list[Fold], y: np.ndarray, kind: str,
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Out-of-sample probabilities over the test folds: (test positions, probabilities, per-sample gate level)."""
-    pos, prob, level = [], [], []
+    """Out-of-sample probabilities over the test folds: (test positions, probabilities, the base win rate of
+    the training window each prediction came from)."""
+    pos, prob, base = [], [], []
     for f in folds:
         tr = f.train
         model = fit_calibrated(kind, ds.X[tr], y[tr], ds.start[tr], ds.end[tr], seed=cfg.seed)
-        p = model.predict_proba(ds.X[f.test])
-        thr = cfg.min_confidence if cfg.min_confidence is not None else float(y[tr].mean())
         pos.append(f.test)
-        prob.append(p)
-        level.append(np.full(len(f.test), thr))
-    return np.concatenate(pos), np.concatenate(prob), np.concatenate(level)
+        prob.append(model.predict_proba(ds.X[f.test]))
+        base.append(np.full(len(f.test), float(y[tr].mean())))
+    return np.concatenate(pos), np.concatenate(prob), np.concatenate(base)
+
+
+def _gate_level(cfg: TrainConfig, base: np.ndarray) -> np.ndarray:
+    return np.full(len(base), cfg.min_confidence) if cfg.min_confidence is not None else base
 
 
 def _auc_block(ds: Dataset) -> int:
@@ -113,14 +119,22 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
     per_model: dict[str, Any] = {}
     block = _auc_block(ds)
     oos: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    skipped: dict[str, str] = {}
     for kind in kinds:
-        pos, p, lvl = _walk(ds, cfg, folds, ds.y, kind)
-        oos[kind] = (pos, p, lvl)
+        try:
+            pos, p, base = _walk(ds, cfg, folds, ds.y, kind)
+        except MLDependencyError as exc:
+            if kind == cfg.model:
+                raise
+            skipped[kind] = str(exc)  # a baseline whose library is not installed: say so, keep the rest
+            continue
+        oos[kind] = (pos, p, base)
         y = ds.y[pos]
         lo, hi = mt.block_bootstrap_auc(y, p, block=block, n_boot=cfg.n_bootstrap, seed=cfg.seed)
         per_model[kind] = {"auc": mt.auc(y, p), "auc_ci": [lo, hi], "brier": mt.brier(y, p),
-                           "brier_base_rate": mt.brier(y, np.full(len(y), ds.y[folds[0].train].mean()))}
-    pos, p, lvl = oos[cfg.model]
+                           "brier_base_rate": mt.brier(y, base)}
+    pos, p, base = oos[cfg.model]
+    lvl = _gate_level(cfg, base)
     y = ds.y[pos]
     rng = np.random.default_rng(cfg.seed + 1)
     perm = []
@@ -143,9 +157,9 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
     }
     # deflated Sharpe of the gated book against every variant tried here (2 models × gated/ungated books)
     trial_sr = []
-    for kind in kinds:
-        kp, kpr, kl = oos[kind]
-        g = kpr >= kl
+    for kind in oos:
+        kp, kpr, kb = oos[kind]
+        g = kpr >= _gate_level(cfg, kb)
         for mask in (g, np.ones(len(g), bool)):
             trial_sr.append(mt.sharpe(ds.pnl[kp][mask] / ds.risk[kp][mask]))
     eff = books["all_candidates_gated"]["independent_trades"]
@@ -160,6 +174,7 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
         "auc": real, "auc_ci": ci, "auc_ci_level": 0.95, "auc_bootstrap_block": block,
         "brier": per_model[cfg.model]["brier"], "brier_base_rate": per_model[cfg.model]["brier_base_rate"],
         "baseline": {k: v for k, v in per_model.items() if k != cfg.model},
+        "baseline_skipped": skipped,
         "permutation_auc": float(perm_arr.mean()) if len(perm_arr) else None,
         "permutation_auc_std": float(perm_arr.std(ddof=1)) if len(perm_arr) > 1 else None,
         "permutation_aucs": [float(a) for a in perm_arr],

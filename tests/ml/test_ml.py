@@ -63,6 +63,38 @@ def test_history_is_aligned_and_deterministic(history: MarketHistory) -> None:
         load_history(SimulatedHistorySource(SimulatorConfig(seed=7)), "NOPE", SIM_START, 1)
 
 
+def test_history_from_the_store_matches_the_source(history: MarketHistory, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from engine.history.service import backfill_store
+    from engine.ml.data import history_from_store
+    from engine.store import Store
+
+    monkeypatch.setenv("OPTIONDESK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPTIONDESK_CACHE_DIR", str(tmp_path / "cache"))
+    store = Store.open(tmp_path / "od.sqlite")
+    try:
+        src = SimulatedHistorySource(SimulatorConfig(seed=7))
+        backfill_store(store, src, ["SPY", "VIX"], SIM_START, len(history), "2026-03-02T14:30:00+00:00")
+        stored = history_from_store(store, "SPY")
+        until = history_from_store(store, "SPY", until=history.days[99])
+        with pytest.raises(MLDataError, match="no stored history for QQQ"):
+            history_from_store(store, "QQQ")
+    finally:
+        store.close()
+    assert stored.days == history.days and len(until) == 100
+    np.testing.assert_allclose(stored.close, history.close)
+    np.testing.assert_allclose(stored.vix_iv, history.vix_iv)
+    assert stored.data_hash() == replace(history, source="store").data_hash()
+    from engine.cli import main
+
+    assert main(["ml", "features", "--symbol", "SPY", "--db", str(tmp_path / "od.sqlite"), "--years", "2",
+                 "--date", SIM_START.isoformat(), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["days"] == 504 and out["last_day"] == history.days[-1].isoformat() and out["source"] == "store"
+    assert main(["ml", "features", "--symbol", "SPY", "--db", str(tmp_path / "absent.sqlite")]) != 0
+    assert "no such database" in capsys.readouterr().err
+
+
 def test_feature_list_is_documented_and_sized() -> None:
     assert 20 <= len(FEATURE_NAMES) <= 60
     doc = (ROOT / "docs" / "ml.md").read_text()
@@ -298,3 +330,20 @@ def test_training_runs_in_a_process_pool(tmp_path: Path) -> None:
     assert report["registered"]["version"] == 1 and report["verdict"] in ("edge", "no edge")
     model, rec = ModelRegistry(tmp_path / "models").load("iv_rank_put_spread-SPY")
     assert rec.meta["training_window"] == report["training_window"] and model.kind == "logistic"
+
+
+def test_without_xgboost_the_baseline_is_skipped_and_xgboost_refused(dataset, monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path, capsys) -> None:
+    import engine.ml.models as models
+    from engine.cli import main
+
+    def missing() -> None:
+        raise models.MLDependencyError("XGBoost models need the 'ml' extra: pip install 'optiondesk[ml]'")
+
+    monkeypatch.setattr(models, "require_xgboost", missing)
+    report = evaluate(dataset, TrainConfig(model="logistic", **FAST))
+    assert report["baseline"] == {} and "'ml' extra" in report["baseline_skipped"]["xgboost"]
+    monkeypatch.setenv("OPTIONDESK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPTIONDESK_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["ml", "train", "--years", "2", "--date", SIM_START.isoformat(), "--permutations", "0"]) == 2
+    assert "'ml' extra" in capsys.readouterr().err

@@ -116,3 +116,22 @@ def test_candles_are_one_item_and_ten_years_repaint_fast(qtbot) -> None:
     ms = (time.perf_counter() - t0) * 1000 / 5
     painter.end()
     assert ms < 50, f"{ms:.1f} ms per repaint of 10 years"
+
+
+def test_fills_when_stored_then_marked_on_the_bar_close(qtbot, sim_engine) -> None:
+    panel = UnderlyingChartPanel(sim_engine)
+    qtbot.addWidget(panel)
+    sym = panel.symbol
+    day = panel.bars.t[-5]
+    from datetime import UTC, datetime
+
+    ts = datetime.fromtimestamp(float(day) + 3600, UTC).isoformat()
+    for fid, qty in (("f1", 1), ("f2", -1)):
+        sim_engine.store.execute(
+            "INSERT INTO fills(fill_id, order_id, symbol, multiplier, quantity, price, fee, ts) "
+            "VALUES (?, 'o', ?, 100, ?, '2.50', '0', ?)", (fid, f"{sym}260320C00600000", qty, ts))
+    panel.reload(reset_view=False)
+    points = panel.fill_marks.points()
+    assert len(points) == 2
+    assert [p.pos().y() for p in points] == pytest.approx([float(panel.bars.close[-5])] * 2)
+    assert sorted(p.symbol() for p in points) == ["t", "t1"]  # sold ▼, bought ▲
