@@ -49,7 +49,7 @@ run-deps: $(STAMP_RUN)
 run: $(STAMP_RUN) run-deps
 	$(PY) -m app
 
-# Two pytest processes: the Qt suite runs one qasync loop for its whole session (DESIGN.md §10),
+# Two pytest processes: the Qt suite runs one qasync loop for its whole session (docs/architecture.md §10),
 # which must not share a process with pytest-asyncio's per-test loops of the engine suite.
 QT_TESTS := tests/app tests/widgets
 test: $(STAMP_DEV) system-deps run-deps

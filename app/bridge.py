@@ -1,4 +1,4 @@
-"""The bus → GUI bridge (DESIGN.md §3).
+"""The bus → GUI bridge (docs/architecture.md §3).
 
 The bridge subscribes to every event on the engine bus with a plain (inline) handler that only appends
 to an :class:`~widgets.base.EventAccumulator` — O(1), no Qt calls, so the publisher never waits on the

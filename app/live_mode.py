@@ -1,7 +1,7 @@
 """Preconditions of the Paper → Live switch, checked before the confirmation dialog opens.
 
 The engine's mode router re-checks them when ``SwitchMode`` arrives; this module only decides what the
-toolbar tells the user up front (DESIGN.md §6): live needs stored credentials, a connected broker with
+toolbar tells the user up front (docs/architecture.md §6): live needs stored credentials, a connected broker with
 an account, and no working orders.
 """
 

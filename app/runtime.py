@@ -1,4 +1,4 @@
-"""QApplication + qasync done right (DESIGN.md §2, §10).
+"""QApplication + qasync done right (docs/architecture.md §2, §10).
 
 One asyncio loop — qasync's ``QEventLoop`` — runs the Qt GUI and the engine. The main coroutine
 (:func:`run_workstation`) starts the engine and the window, then waits until a quit is requested

@@ -1,6 +1,6 @@
 """Clocks, and the one way market times are written for people.
 
-All timestamps are UTC-aware. The engine reads the time only from its clock (DESIGN.md §7): the wall
+All timestamps are UTC-aware. The engine reads the time only from its clock (docs/architecture.md §7): the wall
 clock live, the simulated market's clock in paper-on-simulation, the bar clock in a backtest. This
 module is the only one in ``engine/`` that reads the wall clock (with ``logging_setup``, whose records
 carry real time); ``tests/foundation/test_one_clock.py`` enforces it.

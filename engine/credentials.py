@@ -288,7 +288,7 @@ def install_log_redaction() -> None:
 
 
 def quiet_sdk_loggers() -> None:
-    """The tastytrade SDK logs bearer tokens at DEBUG: keep it at WARNING (DESIGN.md §8). ib_async's client
+    """The tastytrade SDK logs bearer tokens at DEBUG: keep it at WARNING (docs/architecture.md §8). ib_async's client
     dumps every wire message (account numbers, orders) at DEBUG: keep it at INFO."""
     logging.getLogger("tastytrade").setLevel(logging.WARNING)
     ib_client = logging.getLogger("ib_async.client")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Package the frozen folder (dist/optiondesk/, from installer/build.sh) as a Debian package, then check the
-# package: extract it into a temporary root and run the installed launcher's self-test from there.
+# package: install it with dpkg into a temporary root, run the installed launcher's self-test from there,
+# remove it, and check that the user's data is still there.
 # Usage: installer/make_deb.sh [lite|ml]   → dist/optiondesk_<version>_<arch>[-ml].deb
 #
 # Layout of the package (only these paths; nothing under anyone's home):
@@ -62,8 +63,9 @@ for script in postinst postrm; do
     cat > "$STAGE/DEBIAN/$script" <<'HOOK'
 #!/bin/sh
 set -e
-if command -v update-desktop-database >/dev/null 2>&1; then update-desktop-database -q /usr/share/applications || true; fi
-if command -v gtk-update-icon-cache >/dev/null 2>&1; then gtk-update-icon-cache -q -t /usr/share/icons/hicolor || true; fi
+# DPKG_ROOT: set by dpkg --root (the check below installs into a temporary root); empty on a real install
+if command -v update-desktop-database >/dev/null 2>&1; then update-desktop-database -q "$DPKG_ROOT/usr/share/applications" || true; fi
+if command -v gtk-update-icon-cache >/dev/null 2>&1; then gtk-update-icon-cache -q -t "$DPKG_ROOT/usr/share/icons/hicolor" || true; fi
 exit 0
 HOOK
     chmod 0755 "$STAGE/DEBIAN/$script"
@@ -77,10 +79,24 @@ echo "built $DEB ($(du -h "$DEB" | cut -f1); installs $((INSTALLED_KB / 1024)) M
 if dpkg-deb -c "$DEB" | awk '{print $6}' | grep -vE '^\./($|opt/|usr/$|usr/bin/|usr/share/$|usr/share/applications/|usr/share/icons/)'; then
     echo "make_deb.sh: the package installs files outside /opt/optiondesk, /usr/bin and /usr/share" >&2; exit 1
 fi
+# Install it with dpkg itself into a temporary root (its own package database; maintainer scripts run
+# with DPKG_ROOT set, not chrooted, and touch only that root), run the installed launcher's self-test,
+# then remove the package and check that it took its files and left the user's data.
 ROOT=$(mktemp -d)
 trap 'rm -rf "$ROOT"' EXIT
-dpkg-deb -x "$DEB" "$ROOT"
-HOME_DIR=$(mktemp -d)
-QT_QPA_PLATFORM=offscreen OPTIONDESK_HOME="$HOME_DIR" "$ROOT/usr/bin/optiondesk" selftest --seconds 3
-rm -rf "$HOME_DIR"
-echo "installed-layout self-test passed ($DEB)"
+mkdir -p "$ROOT/var/lib/dpkg/info" "$ROOT/var/lib/dpkg/updates"
+touch "$ROOT/var/lib/dpkg/status"
+DPKG=(dpkg --root="$ROOT" --force-script-chrootless --force-not-root --log=/dev/null)
+"${DPKG[@]}" --force-depends -i "$DEB" >/dev/null  # Depends are the host's business, not this root's
+USER_DATA="$ROOT/home/trader/.local/share/optiondesk"
+mkdir -p "$USER_DATA"
+echo "a trader's database" > "$USER_DATA/optiondesk.db"
+QT_QPA_PLATFORM=offscreen OPTIONDESK_HOME="$ROOT/home/trader/portable" "$ROOT/usr/bin/optiondesk" selftest --seconds 3
+"${DPKG[@]}" -r "$NAME" >/dev/null
+for f in opt/optiondesk usr/bin/optiondesk usr/share/applications/optiondesk.desktop \
+         usr/share/icons/hicolor/scalable/apps/optiondesk.svg; do
+    [ ! -e "$ROOT/$f" ] || { echo "make_deb.sh: /$f is still there after dpkg -r" >&2; exit 1; }
+done
+[ "$(cat "$USER_DATA/optiondesk.db")" = "a trader's database" ] || { echo "make_deb.sh: dpkg -r touched user data" >&2; exit 1; }
+[ -d "$ROOT/home/trader/portable/data" ] || { echo "make_deb.sh: dpkg -r removed OPTIONDESK_HOME" >&2; exit 1; }
+echo "installed-layout self-test passed; dpkg -r removed the program and kept the user's data ($DEB)"

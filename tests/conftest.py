@@ -1,6 +1,6 @@
 """Suite-wide setup. Qt must run offscreen and pick PySide6 before anything imports Qt.
 
-Time: no test may depend on the wall clock, the weekday or the hour (DESIGN.md §9). Two guards:
+Time: no test may depend on the wall clock, the weekday or the hour (docs/architecture.md §9). Two guards:
 
 - every simulated market a test builds in this process must have a pinned start (``tests/sim_start.py``);
   one left to "today" fails at once, naming the fix;
@@ -22,7 +22,7 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 import pytest
 from hypothesis import settings
 
-# Deterministic property tests (DESIGN.md §9): the same examples on every run and in CI.
+# Deterministic property tests (docs/architecture.md §9): the same examples on every run and in CI.
 settings.register_profile("optiondesk", derandomize=True, print_blob=True)
 settings.load_profile("optiondesk")
 

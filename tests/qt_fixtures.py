@@ -1,4 +1,4 @@
-"""Shared pytest-qt + qasync fixtures (DESIGN.md §10). Used by tests/app and tests/widgets.
+"""Shared pytest-qt + qasync fixtures (docs/architecture.md §10). Used by tests/app and tests/widgets.
 
 Import in a conftest with::
 
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QT_API", "pyside6")
 
-import pytest  # noqa: I001  (order matters: PySide6 before qasync, DESIGN.md §10)
+import pytest  # noqa: I001  (order matters: PySide6 before qasync, docs/architecture.md §10)
 from PySide6.QtWidgets import QApplication
 import qasync
 

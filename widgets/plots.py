@@ -2,7 +2,7 @@
 
 Plots follow the application palette (dark or light theme) and are redrawn from the app's ~10 Hz
 batches, never per tick. ``useOpenGL`` stays off; 3-D views need a real OpenGL context
-(:func:`gl_available`), which the offscreen platform lacks (DESIGN.md §10).
+(:func:`gl_available`), which the offscreen platform lacks (docs/architecture.md §10).
 """
 
 from __future__ import annotations

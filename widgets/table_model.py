@@ -8,7 +8,7 @@ row-key array. :meth:`ColumnTableModel.update`:
 - different row keys → a model reset (rows added, removed or reordered).
 
 Cells are formatted lazily and cached per cell until their value changes, so only visible, changed
-cells cost a ``str.format``. No ``QSortFilterProxyModel`` and no ``ResizeToContents`` (DESIGN.md §10):
+cells cost a ``str.format``. No ``QSortFilterProxyModel`` and no ``ResizeToContents`` (docs/architecture.md §10):
 :class:`LiveTableView` uses fixed, declared widths.
 
 :class:`LiveTableView` paints the visible cells itself, straight from the model's columns. The stock

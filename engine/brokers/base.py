@@ -1,6 +1,6 @@
 """The ``Broker`` interface implemented by the paper exchange, tastytrade and IBKR.
 
-Only the OMS's ``ModeRouter`` calls ``submit``/``cancel``/``replace`` (DESIGN.md §4). Order status
+Only the OMS's ``ModeRouter`` calls ``submit``/``cancel``/``replace`` (docs/architecture.md §4). Order status
 changes and fills come back as bus events (``OrderAccepted``, ``OrderFilled``, ``OrderRejected``,
 ``OrderCancelled``, ``PositionChanged``, ``AccountUpdated``).
 """

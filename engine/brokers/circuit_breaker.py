@@ -6,7 +6,7 @@
 - HALF_OPEN: one probe call passes; success closes the breaker, failure opens it again.
 
 Every transition publishes :class:`CircuitBreakerStateChanged`; the OMS sets the trading state to
-REDUCING (or the kill switch trips) when a breaker opens (DESIGN.md §5).
+REDUCING (or the kill switch trips) when a breaker opens (docs/architecture.md §5).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ ENV_TT_API_URL = "OPTIONDESK_TT_API_URL"
 ENV_TT_STREAMER_URL = "OPTIONDESK_TT_STREAMER_URL"
 
 #: IBKR socket ports of TWS and IB Gateway. "paper" ports reach a paper account: still a live account
-#: on a paper server for our mode router (DESIGN.md §6).
+#: on a paper server for our mode router (docs/architecture.md §6).
 IBKR_PORT_PRESETS: dict[str, int] = {
     "tws-paper": 7497,
     "tws-live": 7496,

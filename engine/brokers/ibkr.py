@@ -1,6 +1,6 @@
 """Interactive Brokers adapter over ``ib_async`` (2.1.0, imported lazily), on our own asyncio loop.
 
-Rules (DESIGN.md §10, reference/ibkr.md):
+Rules (docs/architecture.md §10, docs/brokers.md "Protocol facts"):
 - only ``*Async`` and non-blocking calls; every ``*Async`` call is wrapped in a timeout and goes through
   the circuit breaker (they hang forever on a silent server);
 - a disconnect wipes tickers and trades: :class:`IbkrConnection` reconnects with backoff + jitter and runs

@@ -64,7 +64,7 @@ class PaperConfig(BaseModel):
 
     def margin_rules(self) -> MarginRules:
         """The margin model's numbers from these settings: the paper exchange margins with them and the risk
-        engine estimates buying power with them (one model, DESIGN.md §4)."""
+        engine estimates buying power with them (one model, docs/architecture.md §4)."""
         return MarginRules(naked_equity_pct=self.naked_equity_pct, naked_index_pct=self.naked_index_pct,
                            naked_min_pct=self.naked_min_pct, stock_margin=self.stock_margin,
                            cash_account=self.account_type == "cash", index_symbols=frozenset(self.index_symbols))

@@ -16,7 +16,7 @@ Fill model:
   tick, without slippage; an opening sell at a zero bid finds no buyer and rests;
 - with ``partial_fills`` an update fills at most the displayed size at the touch (per leg ÷ ratio).
 
-Prices: ``limit_price`` is per unit of the combo, positive = debit, negative = credit (DESIGN.md §7) —
+Prices: ``limit_price`` is per unit of the combo, positive = debit, negative = credit (docs/architecture.md §7) —
 single legs too: a sell limit of −1.50 sells at 1.50 or better.
 """
 

@@ -234,7 +234,7 @@ class BrokerNotArmed(BrokerError):
 
 
 class LiveArm:
-    """The per-adapter live-trading interlock (DESIGN.md §4/§6).
+    """The per-adapter live-trading interlock (docs/architecture.md §4/§6).
 
     Only the OMS ``ModeRouter`` calls :meth:`arm` when it switches to live mode for this broker (after the
     user confirmed the account) and :meth:`disarm` when it leaves live mode or the kill switch trips.

@@ -96,20 +96,11 @@ def daily_bars(store: Store, symbol: str, *, until: date | None = None, limit: i
     """The stored daily history of ``symbol`` up to ``until`` (inclusive) as bars (see the module docstring)."""
     if hv_window < 2:
         raise ValueError(f"realized-vol window must be at least 2 returns, got {hv_window}")
-    sql = "SELECT day, atm_iv, close FROM iv_history WHERE underlying = ? AND close IS NOT NULL AND close > 0"
-    params: list[Any] = [symbol]
-    if until is not None:
-        sql += " AND day <= ?"
-        params.append(until.isoformat())
-    sql += " ORDER BY day DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    rows = store.query(sql, tuple(params))[::-1]
-    n = len(rows)
-    close = np.array([float(r["close"]) for r in rows])
-    iv = np.array([np.nan if r["atm_iv"] is None else float(r["atm_iv"]) for r in rows])
-    t = np.array([session_epoch(date.fromisoformat(r["day"])) for r in rows])
+    from engine.surface.ivrank import IVHistoryRepository
+
+    days, iv, close = IVHistoryRepository(store).series(symbol, until=until, limit=limit, priced_only=True)
+    n = len(days)
+    t = np.array([session_epoch(d) for d in days])
     open_ = np.concatenate([close[:1], close[:-1]]) if n else close
     hv = np.full(n, np.nan)
     if n > hv_window:

@@ -1,6 +1,6 @@
 """Orders, legs, fills, positions and account snapshots.
 
-Sign conventions (DESIGN.md §7):
+Sign conventions (docs/architecture.md §7):
 - position quantity: positive long, negative short;
 - a leg's ``ratio`` is a positive integer, its direction is ``side``;
 - an order's ``limit_price`` is the net price per unit of the combo: positive = debit (we pay),
@@ -68,7 +68,7 @@ TERMINAL_STATUSES = frozenset(
     {OrderStatus.FILLED, OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}
 )
 
-#: Allowed transitions of the order state machine (DESIGN.md §4).
+#: Allowed transitions of the order state machine (docs/architecture.md §4).
 ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PENDING_APPROVAL: frozenset(
         {OrderStatus.APPROVED, OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED}

@@ -10,7 +10,7 @@ class OmsConfig(BaseModel):
 
     #: manual approval of every order in paper mode (configurable; off by default)
     approval_in_paper: bool = False
-    #: manual approval of every order in live mode (on by default, DESIGN.md §6)
+    #: manual approval of every order in live mode (on by default, docs/architecture.md §6)
     approval_in_live: bool = True
     #: a pending approval expires after this many seconds
     approval_expiry_s: float = Field(default=120.0, gt=0)

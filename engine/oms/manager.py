@@ -1,4 +1,4 @@
-"""OrderManager: the one order path and the order state machine (DESIGN.md §4).
+"""OrderManager: the one order path and the order state machine (docs/architecture.md §4).
 
 ``intent → OrderFactory → RiskEngine → ApprovalGate → ModeRouter → Broker``. Every public way to trade — the
 ``SubmitOrder`` command (GUI), :meth:`OrderManager.submit` (strategies, backtester) and the kill switch's
@@ -986,7 +986,7 @@ class OrderManager:
     def _late_fill(self, cur: Order, changes: dict[str, Any]) -> None:
         """A fill after our terminal state (a cancel raced a fill at the exchange).
 
-        A terminal order never becomes open again (DESIGN.md §4): it keeps its status — so it neither blocks a
+        A terminal order never becomes open again (docs/architecture.md §4): it keeps its status — so it neither blocks a
         mode switch nor is swept by cancel-all — while the fill is recorded against it (the fills table and the
         expected positions already have it) and the broker is reconciled, loudly."""
         filled = int(changes.get("filled_quantity", cur.filled_quantity))

@@ -1,4 +1,4 @@
-"""ModeRouter: the only caller of a broker's ``submit`` / ``cancel`` / ``replace`` (DESIGN.md §4, §6).
+"""ModeRouter: the only caller of a broker's ``submit`` / ``cancel`` / ``replace`` (docs/architecture.md §4, §6).
 
 - **paper** (default, and always the mode at start-up): new orders go to the paper broker.
 - **live**: new orders go to the chosen live broker's real account. Switching needs the broker connected

@@ -1,6 +1,6 @@
 """Option pricing: vectorized Black-Scholes-Merton, Black-76, American, Merton jump, Heston, neural, ensemble.
 
-Conventions (DESIGN.md §7), shared by every module here:
+Conventions (docs/architecture.md §7), shared by every module here:
 
 - ``T`` in years (ACT/365), ``r`` continuously compounded risk-free rate, ``q`` continuous dividend yield;
 - ``right`` is ``'c'``/``'p'`` (also ``'call'``/``'put'``, any case), an array of those, or a boolean

@@ -1,6 +1,6 @@
 """Portfolio Greeks: per leg/position exposures, rolled up per underlying and in total.
 
-Conventions (DESIGN.md §7), all in dollars or share-equivalents of *this* holding (quantity × multiplier
+Conventions (docs/architecture.md §7), all in dollars or share-equivalents of *this* holding (quantity × multiplier
 applied):
 - ``delta``: underlying share-equivalents; ``beta_delta``: SPY share-equivalents,
   ``delta × β × S / S_SPY``;

@@ -1,4 +1,4 @@
-"""Kill switch and trading state: ACTIVE / REDUCING / HALTED (DESIGN.md §5), persisted in the store.
+"""Kill switch and trading state: ACTIVE / REDUCING / HALTED (docs/architecture.md §5), persisted in the store.
 
 The kill switch wins under faults:
 

@@ -1,4 +1,4 @@
-"""Trading state (DESIGN.md §5) and the portfolio the risk engine checks against."""
+"""Trading state (docs/architecture.md §5) and the portfolio the risk engine checks against."""
 
 from __future__ import annotations
 

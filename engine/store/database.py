@@ -1,6 +1,6 @@
 """The SQLite store: one file, WAL mode, ordered migrations, repositories.
 
-Every order state change is written here before the next step acts on it (DESIGN.md §4). Writes
+Every order state change is written here before the next step acts on it (docs/architecture.md §4). Writes
 are small, synchronous and committed at once (WAL + ``synchronous=NORMAL`` keeps them ~0.1 ms), so
 a process killed at any point leaves a consistent database.
 """

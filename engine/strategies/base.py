@@ -17,7 +17,7 @@ What a strategy may read comes from its :class:`StrategyContext` (time, account,
 IV rank, regime, sizing limits of the risk profile). Position management rules are data
 (:class:`ManagementRules`), evaluated by :class:`ManagedStrategy` for every open trade.
 
-Sign conventions (DESIGN.md §7): an order's net price is positive for a debit, negative for a credit;
+Sign conventions (docs/architecture.md §7): an order's net price is positive for a debit, negative for a credit;
 a trade's P&L per unit is ``value_now − entry_net`` where both are Σ signed_ratio × price.
 """
 

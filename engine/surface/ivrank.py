@@ -93,10 +93,13 @@ class IVHistoryRepository:
                 (underlying, day.isoformat(), float(atm_iv), None if close is None else float(close), source),
             )
 
-    def series(self, underlying: str, *, until: date | None = None,
-               limit: int | None = None) -> tuple[list[date], np.ndarray, np.ndarray]:
-        """(days, atm_iv, close) oldest first; ``until`` excludes later days; ``limit`` keeps the newest."""
+    def series(self, underlying: str, *, until: date | None = None, limit: int | None = None,
+               priced_only: bool = False) -> tuple[list[date], np.ndarray, np.ndarray]:
+        """(days, atm_iv, close) oldest first, NaN where unknown; ``until`` excludes later days; ``limit``
+        keeps the newest; ``priced_only`` keeps only days with a positive close (bars need one)."""
         sql = "SELECT day, atm_iv, close FROM iv_history WHERE underlying = ?"
+        if priced_only:
+            sql += " AND close IS NOT NULL AND close > 0"
         params: list[object] = [underlying]
         if until is not None:
             sql += " AND day <= ?"
@@ -107,7 +110,7 @@ class IVHistoryRepository:
             params.append(int(limit))
         rows = self._store.query(sql, tuple(params))[::-1]
         days = [date.fromisoformat(r["day"]) for r in rows]
-        iv = np.array([r["atm_iv"] for r in rows], dtype=float)
+        iv = np.array([np.nan if r["atm_iv"] is None else r["atm_iv"] for r in rows], dtype=float)
         close = np.array([np.nan if r["close"] is None else r["close"] for r in rows], dtype=float)
         return days, iv, close
 

@@ -24,7 +24,6 @@ def fast_settings():
     waiting for it on stop) costs seconds per engine on a loaded 2-core box and is not what the app
     tests exercise."""
     from engine.settings import Settings
-
     from tests.sim_start import pinned_settings
 
     s = Settings()

@@ -1,4 +1,4 @@
-"""One clock (DESIGN.md §7): engine code reads the time only from the engine clock.
+"""One clock (docs/architecture.md §7): engine code reads the time only from the engine clock.
 
 The scan parses every module under ``engine/`` and resolves imports, so ``from datetime import datetime
 as dt; dt.now()`` or ``from time import time; time()`` are found as surely as ``datetime.now(UTC)``.
