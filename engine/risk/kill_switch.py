@@ -11,8 +11,9 @@ The kill switch wins under faults:
   delay or stop the cancels: a failed write raises a critical alert and is retried with backoff while the
   in-memory HALTED holds (a crash before the write lands then loses HALTED, but the cancels are already out). With ``flatten=True`` every position is then closed with marketable limit orders through
   the order path (source ``kill_switch``: exempt from approval and the price collar, allowed while HALTED). The
-  flatten intent is cleared only once the closing orders went out, so a crash in between flattens at the next
-  start.
+  flatten intent is cleared only once no position is open: closing orders that end without closing (rejected,
+  expired, cancelled) are sent again, and one resting unfilled is re-priced; a crash before the account is
+  flat flattens at the next start.
 - Trading-state writes are compare-and-set on the stored record: the engine's own REDUCING/ACTIVE changes
   (circuit breakers, reconciliation) are written only if nobody else wrote since the engine last read it;
   otherwise the engine adopts what is stored. HALTED is left only by an explicit reset (:meth:`reset` with
