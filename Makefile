@@ -72,12 +72,23 @@ CLOCK_TESTS := tests/market tests/paper tests/oms tests/risk tests/strategies te
 	tests/foundation/test_cli_and_engine.py tests/foundation/test_engine_clock.py tests/foundation/test_store.py \
 	tests/brokers/test_engine_connect.py tests/brokers/test_paper_on_live_data.py tests/backtest/test_parity.py
 CLOCK_SKIP := --ignore=tests/oms/test_crash_recovery.py -k "not doctor and not version_and_doctor"
+# Two instants at a time (one per core; each run is one single-threaded pytest), each into its own log,
+# printed in order once both are done.
 test-clock: $(STAMP_DEV)
-	@failed=""; for when in $(CLOCK_INSTANTS); do \
-		echo "== wall clock at $$when"; \
-		OPTIONDESK_TEST_WALL_CLOCK=$$when QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider \
-			$(CLOCK_SKIP) $(CLOCK_TESTS) || failed="$$failed $$when"; \
+	@logs=$$(mktemp -d); n=0; \
+	for when in $(CLOCK_INSTANTS); do \
+		n=$$((n + 1)); \
+		( OPTIONDESK_TEST_WALL_CLOCK=$$when QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider \
+			$(CLOCK_SKIP) $(CLOCK_TESTS) > $$logs/$$n.log 2>&1; echo $$? > $$logs/$$n.rc ) & \
+		if [ $$((n % 2)) -eq 0 ]; then wait; fi; \
+	done; wait; \
+	failed=""; n=0; \
+	for when in $(CLOCK_INSTANTS); do \
+		n=$$((n + 1)); echo "== wall clock at $$when"; \
+		if [ "$$(cat $$logs/$$n.rc)" = "0" ]; then tail -n 1 $$logs/$$n.log; \
+		else cat $$logs/$$n.log; failed="$$failed $$when"; fi; \
 	done; \
+	rm -rf $$logs; \
 	if [ -n "$$failed" ]; then echo "test-clock: failures with the wall clock at:$$failed"; exit 1; fi
 
 bench: $(STAMP_DEV)
