@@ -229,16 +229,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
+def _model_and_features(args: argparse.Namespace) -> tuple[Any, Any, Any, int, Any]:
+    """The registered model named by ``args`` and the features of the history it is applied to; a model
+    trained on another underlying is refused (its features would mean something else)."""
     from engine.cli_errors import CliError
-    from engine.ml import metrics as mt
     from engine.ml.features import FEATURE_NAMES, cached_features
-    from engine.ml.labels import PutSpreadRules, put_spread_labels
     from engine.ml.models import MLDependencyError
     from engine.ml.registry import RegistryError
-    from engine.ml.train import make_dataset
 
     try:
         model, rec = _registry(args.models_dir).load(args.name, args.version, features=FEATURE_NAMES)
@@ -248,6 +245,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if rec.meta.get("symbol") != h.symbol:
         raise CliError(f"model {rec.name} was trained on {rec.meta.get('symbol')}, not {h.symbol}")
     frame, _, _ = cached_features(h, _cache(), seed=seed)
+    return model, rec, h, seed, frame
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from engine.cli_errors import CliError
+    from engine.ml import metrics as mt
+    from engine.ml.labels import PutSpreadRules, put_spread_labels
+    from engine.ml.train import make_dataset
+
+    model, rec, h, seed, frame = _model_and_features(args)
     rules = PutSpreadRules(**{k: v for k, v in (rec.meta.get("rules") or {}).items()})
     ds = make_dataset(frame, put_spread_labels(h, rules), rules)
     trained_to = date.fromisoformat(rec.meta["training_window"][1])
@@ -279,16 +288,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from engine.cli_errors import CliError
-    from engine.ml.features import FEATURE_NAMES, cached_features
-    from engine.ml.models import MLDependencyError
-    from engine.ml.registry import RegistryError
+    from engine.ml.features import FEATURE_NAMES
 
-    try:
-        model, rec = _registry(args.models_dir).load(args.name, args.version, features=FEATURE_NAMES)
-    except (RegistryError, MLDependencyError) as exc:
-        raise CliError(str(exc)) from None
-    h, seed, _day = _history(args)
-    frame, _, _ = cached_features(h, _cache(), seed=seed)
+    model, rec, h, _seed, frame = _model_and_features(args)
     x = frame[list(FEATURE_NAMES)].iloc[-1].to_numpy(float)
     missing = [n for n, v in zip(FEATURE_NAMES, x, strict=True) if not np.isfinite(v)]
     if missing:

@@ -299,6 +299,10 @@ def test_cli_train_list_evaluate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(["ml", "features", *common, "--json"]) == 0
     feats = json.loads(capsys.readouterr().out)
     assert feats["cache_hit"] is True and feats["features"] == list(FEATURE_NAMES)
+    qqq = ["--symbol", "QQQ", "--years", "3", "--seed", "7", "--date", SIM_START.isoformat()]
+    for cmd in ("predict", "evaluate"):  # a SPY model's features mean something else on QQQ
+        assert main(["ml", cmd, "--name", "iv_rank_put_spread-SPY", *qqq]) != 0
+        assert "was trained on SPY, not QQQ" in capsys.readouterr().err
     assert main(["ml", "evaluate", "--name", "nope", *common]) != 0
     assert "no model named 'nope'" in capsys.readouterr().err
     assert main(["ml", "train", "--symbol", "ZZZ", "--date", SIM_START.isoformat()]) != 0
