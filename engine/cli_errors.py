@@ -47,9 +47,10 @@ def _known_types() -> tuple[type[BaseException], ...]:
 
     from pydantic import ValidationError
 
+    from engine.parquet_support import ParquetUnavailable
     from engine.store.database import StoreError
 
-    return (CliError, StoreError, sqlite3.Error, OSError, ValidationError)
+    return (CliError, StoreError, sqlite3.Error, OSError, ValidationError, ParquetUnavailable)
 
 
 def run_guarded(command: str, fn: Callable[[], int | None]) -> int:

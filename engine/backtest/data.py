@@ -458,8 +458,12 @@ def _read_table(path: Path, columns: Sequence[str] | None = None, categorical: S
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
+            from engine.parquet_support import ParquetUnavailable, parquet_module
 
+            try:
+                pq = parquet_module()
+            except ParquetUnavailable as exc:
+                raise DataFileError(path, str(exc)) from None
             names = pq.read_schema(path).names
             cols = [c for c in names if columns is None or c in columns]
             table = pq.read_table(path, columns=cols, read_dictionary=[c for c in categorical if c in cols])
@@ -869,6 +873,9 @@ def write_history(history: ChainHistory, path: str | Path) -> Path:
     for name in ("underlying", "option_type"):
         frame[name] = frame[name].astype("category")  # stored dictionary-encoded: fast to read back
     if path.suffix.lower() in (".parquet", ".pq"):
+        from engine.parquet_support import parquet_module
+
+        parquet_module(path)  # a clear refusal in a build without pyarrow
         frame.to_parquet(path, index=False)
     else:
         frame.to_csv(path, index=False, date_format="%Y-%m-%d")

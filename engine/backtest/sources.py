@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import zipfile
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 
 from engine.backtest.config import BacktestConfig
-from engine.backtest.data import ChainHistory, ColumnMapping, load_chains, write_history
+from engine.backtest.data import ChainHistory, ColumnMapping, load_chains
+
+log = logging.getLogger(__name__)
 
 
 def load_history(config: BacktestConfig) -> ChainHistory:
@@ -32,9 +37,11 @@ def simulated_history(symbol: str, years: float, seed: int, *, max_strikes: int 
                       cache_dir: str | Path | None = None, use_cache: bool = True) -> ChainHistory:
     """Daily chain snapshots of ``symbol`` from the simulated market (deterministic for a seed).
 
-    Generating takes ~25 ms per trading day, so the result is cached as Parquet under the user cache
-    directory (``OPTIONDESK_CACHE_DIR`` or the platform's), keyed by symbol, years, seed and a hash of the
-    simulator's settings and source code; a changed simulator makes a new file.
+    Generating takes ~25 ms per trading day, so the result is cached under the user cache directory
+    (``OPTIONDESK_CACHE_DIR`` or the platform's), keyed by symbol, years, seed and a hash of the
+    simulator's settings and source code; a changed simulator makes a new file. The cache holds the
+    history's own columns in a NumPy ``.npz`` (no pyarrow needed, and a cached run reads back exactly
+    the arrays a fresh one generated).
     ``max_strikes`` widens the listing per expiry and right (the default simulated SPY lists 36, which
     puts 16-delta wings of 30–45 DTE condors off the chain's edge).
     """
@@ -51,17 +58,52 @@ def simulated_history(symbol: str, years: float, seed: int, *, max_strikes: int 
     path = _cache_path(symbol, years, seed, cache_dir, sim)
     if path.exists():
         try:
-            h = load_chains(path, underlying=symbol)
+            h = _load_cache(path)
             h.source = f"simulated seed={seed} (cached {path.name})"
             return h
-        except ValueError:
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)  # a damaged cache file is regenerated
     history = generate_daily_history(symbol, years=years, seed=seed, start=start, config=sim)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.parquet")
-    write_history(history, tmp)
-    os.replace(tmp, path)
+    try:
+        _save_cache(history, path)
+    except OSError as exc:  # a full or read-only cache folder costs the next run the generation, nothing else
+        log.warning("could not cache the simulated history at %s: %s", path, exc)
     return history
+
+
+#: the ChainHistory columns a cache file holds (``times`` too, when present)
+_CACHED_ARRAYS = ("dates", "spot", "offsets", "contract", "bid", "ask", "iv", "delta", "volume", "open_interest",
+                  "c_expiry", "c_strike", "c_is_call")
+
+
+def _save_cache(history: ChainHistory, path: Path) -> None:
+    meta = {"underlying": history.underlying, "root": history.root, "multiplier": history.multiplier,
+            "style": history.style.value, "settlement": history.settlement.value, "source": history.source,
+            "has_vendor_iv": history.has_vendor_iv, "has_vendor_delta": history.has_vendor_delta}
+    arrays = {name: getattr(history, name) for name in _CACHED_ARRAYS}
+    if history.times is not None:
+        arrays["times"] = history.times
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_cache(path: Path) -> ChainHistory:
+    from engine.model import ExerciseStyle, Settlement
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        arrays = {name: z[name] for name in _CACHED_ARRAYS}
+        times = z["times"] if "times" in z.files else None
+    return ChainHistory(underlying=meta["underlying"], root=meta["root"], multiplier=int(meta["multiplier"]),
+                        style=ExerciseStyle(meta["style"]), settlement=Settlement(meta["settlement"]),
+                        source=meta["source"], has_vendor_iv=bool(meta["has_vendor_iv"]),
+                        has_vendor_delta=bool(meta["has_vendor_delta"]), times=times, **arrays)
 
 
 def simulated_intraday_history(symbol: str, years: float, seed: int, minutes: float, *,
@@ -131,7 +173,7 @@ def _cache_path(symbol: str, years: float, seed: int, cache_dir: str | Path | No
     for src in sorted(Path(simulated_pkg.__file__).parent.glob("*.py")):  # a changed generator → a new file
         h.update(src.read_bytes())
     digest = h.hexdigest()[:10]
-    return base / "histories" / f"{symbol.upper()}-{years:g}y-seed{seed}-{digest}.parquet"
+    return base / "histories" / f"{symbol.upper()}-{years:g}y-seed{seed}-{digest}.npz"
 
 
 def restrict(history: ChainHistory, start: date | None, end: date | None) -> ChainHistory:

@@ -70,8 +70,12 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(row number as the user sees it, raw row with lower-case keys)."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        import pyarrow.parquet as pq
+        from engine.parquet_support import ParquetUnavailable, parquet_module
 
+        try:
+            pq = parquet_module(path)
+        except ParquetUnavailable as exc:
+            raise HistoryImportError([str(exc)]) from None
         table = pq.read_table(path)
         names = [n.lower() for n in table.column_names]
         for i, row in enumerate(table.to_pylist(), start=1):

@@ -139,7 +139,7 @@ def _regime_probabilities(ret: np.ndarray, rv: np.ndarray, seed: int) -> np.ndar
     """(n, 3) probabilities of the low/mid/high realized-vol states; each refit (every ``REGIME_REFIT``
     sessions from the first ``REGIME_MIN_DAYS``) sees only the days up to its refit day, so the values are
     point-in-time. Components are ordered by their mean realized vol."""
-    from sklearn.mixture import GaussianMixture
+    from engine.analytics.gmm import GaussianMixture
 
     n = len(ret)
     out = np.full((n, 3), np.nan)
@@ -149,7 +149,7 @@ def _regime_probabilities(ret: np.ndarray, rv: np.ndarray, seed: int) -> np.ndar
         fit_rows = np.nonzero(ok[: start + 1])[0]
         if len(fit_rows) < 60:
             continue
-        gm = GaussianMixture(3, covariance_type="full", random_state=seed, n_init=1, reg_covar=1e-5)
+        gm = GaussianMixture(3, seed=seed, n_init=1, reg_covar=1e-5)
         gm.fit(x[fit_rows])
         order = np.argsort(gm.means_[:, 1])
         stop = min(n, start + REGIME_REFIT)

@@ -37,6 +37,17 @@ def require_xgboost() -> Any:
     return xgboost
 
 
+def logistic_regression(**kw: Any) -> Any:
+    """A scikit-learn ``LogisticRegression``, or MLDependencyError naming the extra that installs it (the
+    lite desktop build and a plain ``pip install`` leave scikit-learn out with the rest of the ML stack)."""
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as exc:
+        raise MLDependencyError("ML models need the 'ml' extra: pip install 'optiondesk[ml]' "
+                                f"({exc})") from None
+    return LogisticRegression(**kw)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
 
@@ -49,11 +60,9 @@ class Platt:
     b: float = 0.0
 
     def fit(self, score: np.ndarray, y: np.ndarray) -> Platt:
-        from sklearn.linear_model import LogisticRegression
-
         if len(np.unique(y)) < 2:  # one class only: keep the identity map, the base rate comes from the model
             return self
-        lr = LogisticRegression(C=1.0).fit(np.asarray(score, float).reshape(-1, 1), y)
+        lr = logistic_regression(C=1.0).fit(np.asarray(score, float).reshape(-1, 1), y)
         self.a, self.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
         return self
 
@@ -77,12 +86,10 @@ class Classifier:
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> Classifier:
         if self.kind == "logistic":
-            from sklearn.linear_model import LogisticRegression
-
             self._mean = X.mean(axis=0)
             sd = X.std(axis=0)
             self._scale = np.where(sd > 1e-12, sd, 1.0)
-            lr = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit((X - self._mean) / self._scale, y)
+            lr = logistic_regression(C=LOGISTIC_C, max_iter=2000).fit((X - self._mean) / self._scale, y)
             self._coef = lr.coef_[0].copy()
             self._intercept = float(lr.intercept_[0])
             self.params = {"C": LOGISTIC_C}

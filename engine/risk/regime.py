@@ -125,13 +125,12 @@ class GaussianMixtureRegime:
         return x[np.all(np.isfinite(x), axis=1)]
 
     def fit(self, closes: np.ndarray) -> GaussianMixtureRegime:
-        from sklearn.mixture import GaussianMixture
+        from engine.analytics.gmm import GaussianMixture
 
         x = self.features(closes)
         if len(x) < 10 * self.n_components:
             raise ValueError(f"need at least {10 * self.n_components} usable days to fit, got {len(x)}")
-        self.model = GaussianMixture(self.n_components, covariance_type="full", random_state=self.seed,
-                                     n_init=self.n_init).fit(x)
+        self.model = GaussianMixture(self.n_components, seed=self.seed, n_init=self.n_init).fit(x)
         order = np.argsort(self.model.means_[:, 1])  # by mean realized vol
         names = GMM_REGIMES if self.n_components == 3 else tuple(f"state{i}" for i in range(self.n_components))
         self.labels = {int(k): names[i] for i, k in enumerate(order)}

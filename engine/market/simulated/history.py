@@ -199,6 +199,9 @@ def generate_history(out_dir: str | Path, *, symbols: Sequence[str] | None = Non
     """Simulate and write a reproducible history directory (see the module docstring for the layout)."""
     import pandas as pd
 
+    from engine.parquet_support import parquet_module
+
+    parquet_module(out_dir)  # the directory is Parquet: refuse before simulating, in a build without pyarrow
     cfg = (config or SimulatorConfig()).model_copy(update={"seed": seed})
     if symbols:
         cfg = cfg.restricted_to(list(symbols))
