@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "engine.serve",
     "engine.history.cli",
     "engine.history.importer",
+    "engine.chainstore.cli",
     "engine.ml.cli",
     "app.cli",
 ]

@@ -24,6 +24,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intraday", type=float, metavar="MINUTES",
                    help="simulated history with a snapshot every MINUTES through each session (keep --years small)")
     p.add_argument("--data", help="historical chains: a CSV/Parquet file or a directory of them")
+    p.add_argument("--source", choices=("simulated", "file", "imported"), default=None,
+                   help="simulated (default), file (--data) or imported (chains from `optiondesk data import`)")
     p.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                    help="column mapping for --data, e.g. quote_date=date (repeatable)")
     p.add_argument("--bars", help="underlying daily bars CSV/Parquet (date, close) for files without a spot column")
@@ -102,7 +104,8 @@ def _config(args: argparse.Namespace):
 
     return BacktestConfig(
         strategy=args.strategy, params=_params(args.param), symbol=args.symbol.upper(), years=args.years,
-        seed=args.seed, data=args.data, columns=_pairs(args.map, "--map"), bars=args.bars, start=args.start,
+        seed=args.seed, data=args.data, source=args.source, columns=_pairs(args.map, "--map"), bars=args.bars,
+        start=args.start,
         end=args.end, initial_cash=args.cash, risk_level=args.risk_level, fee_preset=args.fees,
         risk_checks=not args.no_risk_checks, intraday_minutes=args.intraday,
     )

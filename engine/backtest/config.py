@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class BacktestConfig(BaseModel):
@@ -25,6 +25,10 @@ class BacktestConfig(BaseModel):
     years: float = Field(5.0, gt=0, le=30)
     seed: int = 7
     data: str | None = None
+    #: where the chains come from: ``simulated`` (generated under ``seed``), ``file`` (``data``) or ``imported``
+    #: (``optiondesk data import``: the chain store's ``symbol`` root between ``start`` and ``end``); None picks
+    #: ``file`` when ``data`` is set, else ``simulated``
+    source: Literal["simulated", "file", "imported"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     bars: str | None = None
     start: date | None = None
@@ -41,6 +45,10 @@ class BacktestConfig(BaseModel):
     slippage: float = Field(0.1, ge=0, le=100)  # default 0.1 % of the leg price (the original backtester)
     risk_level: float = Field(50.0, ge=0, le=100)
     risk_checks: bool = True
+    #: risk-profile limits overridden for this run, in every preset (e.g. ``{"risk_per_trade_pct": 1.0}``);
+    #: they extend (and win over) the limits a strategy declares it needs (``Strategy.risk_limits``, the
+    #: cash-secured put-write benchmark's). The run's summary names every limit it changed.
+    risk_limits: dict[str, float] = Field(default_factory=dict)
     rate: float = 0.0
     dividend_yield: float = 0.0
     iv_lookback: int = Field(252, ge=20)
@@ -51,6 +59,17 @@ class BacktestConfig(BaseModel):
     dividends: dict[date, float] = Field(default_factory=dict)
     liquidate_assignments: bool = True
     run_id: str = ""
+
+    @field_validator("risk_limits")
+    @classmethod
+    def _known_limits(cls, v: dict[str, float]) -> dict[str, float]:
+        from engine.risk.config import RiskPreset
+
+        known = set(RiskPreset.model_fields) - {"regime_multipliers"}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown risk limit(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+        return v
 
     def with_params(self, **params: Any) -> BacktestConfig:
         """A copy with strategy parameters overlaid (sweeps)."""
