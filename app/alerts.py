@@ -11,7 +11,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -20,6 +20,9 @@ from engine.bus.events import Alert, OrderDenied
 from engine.bus.messages import Event
 from widgets.base import EventBatch, Panel
 from widgets.time_format import engine_now, format_market_time
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _RANK = {name: i for i, name in enumerate(LEVELS)}
@@ -154,7 +157,7 @@ class AlertsPanel(Panel):
 
     notify = QtCore.Signal(str, str, str)  # level, title, message — for desktop notifications
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.min_level = "info"
         self.all_entries: deque[LogEntry] = deque(maxlen=self.MAX_ROWS)

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.model import OrderStatus
+from widgets import engine_queries as eq
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+    from engine.credentials import CredentialStore
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +35,29 @@ class LiveCheck:
     server: str = ""  # "live" or "paper server" (tastytrade sandbox, IBKR paper ports)
 
 
-def credential_store(engine: Any) -> Any:
-    """The engine's :class:`engine.credentials.CredentialStore`, or a fresh one (OS keyring)."""
-    store = getattr(engine, "credentials", None)
-    if store is None:
-        from engine.credentials import CredentialStore
+def credential_store(engine: Engine | None) -> CredentialStore:
+    """The engine's credential store (created and shared on first use), or a fresh one without an engine."""
+    from engine.credentials import CredentialStore
 
-        store = CredentialStore()
-        try:
-            engine.credentials = store
-        except AttributeError:
-            pass
-    return store
+    if engine is None:
+        return CredentialStore()
+    if engine.credentials is None:
+        engine.credentials = CredentialStore()
+    return engine.credentials
 
 
-def working_order_count(engine: Any) -> int:
+def working_order_count(engine: Engine | None) -> int:
     """Orders live at a broker or awaiting approval, from the order store."""
-    store = getattr(engine, "store", None)
-    orders = getattr(store, "orders", None)
-    if orders is None:
+    if engine is None or engine.store is None:
         return 0
-    try:
-        return len(orders.list(statuses=WORKING))
-    except TypeError:
-        return sum(1 for o in orders.list() if o.status in WORKING)
+    return len(engine.store.orders.list(statuses=WORKING))
 
 
-def _tastytrade_sandbox(engine: Any) -> bool:
-    brokers_cfg = getattr(getattr(engine, "settings", None), "brokers", None)
-    return bool(getattr(getattr(brokers_cfg, "tastytrade", None), "sandbox", False))
+def _tastytrade_sandbox(engine: Engine | None) -> bool:
+    return eq.settings(engine).brokers.tastytrade.sandbox
 
 
-def _has_credentials(engine: Any) -> tuple[bool, str]:
+def _has_credentials(engine: Engine | None) -> tuple[bool, str]:
     creds = credential_store(engine)
     sandbox = _tastytrade_sandbox(engine)
     try:
@@ -69,8 +65,7 @@ def _has_credentials(engine: Any) -> tuple[bool, str]:
             return True, "tastytrade"
     except Exception as exc:
         log.warning("credential lookup failed: %s", type(exc).__name__)
-    brokers = getattr(engine, "brokers", None) or {}
-    if "ibkr" in brokers:  # TWS / IB Gateway authenticate the session themselves: a connection is the credential
+    if engine is not None and "ibkr" in engine.brokers:  # TWS / IB Gateway authenticate the session themselves: a connection is the credential
         return True, "ibkr"
     return False, ""
 
@@ -95,7 +90,7 @@ def _is_connected(broker: Any) -> bool:
     return bool(value)
 
 
-def live_switch_check(engine: Any) -> LiveCheck:
+def live_switch_check(engine: Engine | None) -> LiveCheck:
     """Whether the toolbar may offer the live confirmation, and if not, why (one sentence)."""
     has_creds, _kind = _has_credentials(engine)
     if not has_creds:
@@ -103,9 +98,9 @@ def live_switch_check(engine: Any) -> LiveCheck:
     working = working_order_count(engine)
     if working:
         return LiveCheck(False, f"{working} order(s) still working — cancel them or wait for fills first")
-    router = getattr(getattr(engine, "oms", None), "router", None)
-    pool = getattr(router, "brokers", None) or getattr(engine, "brokers", None) or {}
-    paper_name = getattr(router, "paper_name", "paper")
+    router = engine.router if engine is not None else None
+    pool = router.brokers if router is not None else engine.brokers if engine is not None else {}
+    paper_name = router.paper_name if router is not None else "paper"
     brokers = {name: b for name, b in pool.items() if name != paper_name and name != "paper"}
     if not brokers:
         return LiveCheck(False, "credentials are stored but no live broker is connected")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -38,11 +38,17 @@ from engine.bus.events import (
     ConnectionStateChanged,
     ModeChanged,
     OrderPendingApproval,
+    RiskProfileChanged,
     SessionStatus,
     TradingStateChanged,
 )
-from widgets.base import EventBatch, Panel, send_command
+from widgets import engine_queries as eq
+from widgets.base import EventBatch, Panel, qt_alive, send_command
 from widgets.time_format import format_market_time
+
+if TYPE_CHECKING:
+    from app.dialogs.settings_dialog import SettingsDialog
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +123,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def __init__(
         self,
-        engine: Any,
+        engine: Engine | None,
         *,
         qsettings: QtCore.QSettings | None = None,
         panels: Sequence[type[Panel]] | None = None,
@@ -137,12 +143,13 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         self.setDockNestingEnabled(True)
         self.qsettings = qsettings if qsettings is not None else QtCore.QSettings("optiondesk", "optiondesk")
-        general = getattr(getattr(engine, "settings", None), "general", None)
-        self.theme = theme or str(self.qsettings.value("ui/theme", getattr(general, "theme", "dark")))
-        hz = float(getattr(general, "ui_refresh_hz", 10.0) or 10.0)
+        general = eq.settings(engine).general
+        self.theme = theme or str(self.qsettings.value("ui/theme", general.theme))
+        hz = float(general.ui_refresh_hz)
         # before any widget exists: a style sheet set afterwards re-polishes every widget (~1 s)
         self.theme = themes.apply_theme(self.theme)
         self.mode = "paper"
+        self.settings_dialog: SettingsDialog | None = None  # the last one opened
         self.trading_state = "ACTIVE"
         self.connection_text = ""
         #: the engine's latest SessionStatus (market time, simulated or not, is the real market open)
@@ -556,7 +563,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         box = QtWidgets.QMessageBox(self)
         box.setWindowTitle("About Optiondesk")
-        box.setText(f"<b>Optiondesk</b> {getattr(engine, '__version__', '')}<br>Options-trading workstation.")
+        box.setText(f"<b>Optiondesk</b> {engine.__version__}<br>Options-trading workstation.")
         box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         box.open()
 
@@ -565,6 +572,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         dlg = SettingsDialog(self.engine, self)
         dlg.saved.connect(lambda path: self.alerts.log("info", "settings", f"settings saved to {path}"))
+        self.settings_dialog = dlg
         dlg.open()
         return dlg
 
@@ -632,6 +640,10 @@ class MainWindow(QtWidgets.QMainWindow):
             conn = self.trading_toolbar.controls.get("connection")
             self.connection_text = conn.summary() if conn is not None else ""  # type: ignore[attr-defined]
             changed = True
+        levels = batch.events(RiskProfileChanged)
+        dlg = self.settings_dialog
+        if levels and dlg is not None and qt_alive(dlg) and dlg.isVisible():
+            dlg.show_risk_level(levels[-1].level)  # the slider moved while the form is open
         if batch.events(OrderPendingApproval) and "approvals" in self.docks:
             self.docks["approvals"].show()
             self.docks["approvals"].raise_()  # an order waiting for a human must be seen
@@ -715,15 +727,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def start(self) -> None:
         """Start the bridge and log what happened before it subscribed (engine start, settings errors)."""
         self.bridge.start()
-        paths = getattr(self.engine, "paths", None)
-        where = f" — data in {paths.data_dir}" if paths is not None else ""
+        where = f" — data in {self.engine.paths.data_dir}" if self.engine is not None else ""
         self.alerts.log("info", "engine", f"engine started in {self.mode.upper()} mode{where}")
-        result = getattr(self.engine, "settings_result", None)
-        for err in getattr(result, "errors", ()) or ():
+        result = self.engine.settings_result if self.engine is not None else None
+        for err in result.errors if result is not None else ():
             self.alerts.log("warning", "settings", f"{err} — default used")
-        if result is not None and getattr(result, "backup_path", None):
+        if result is not None and result.backup_path:
             self.alerts.log("warning", "settings", f"your settings file was copied to {result.backup_path}")
-        missing = [name for name in ("feed", "paper_broker", "oms", "risk", "kill_switch") if getattr(self.engine, name, None) is None]
+        missing = eq.missing_components(self.engine, "feed", "paper_broker", "oms", "risk", "kill_switch")
         if missing:
             self.alerts.log("info", "engine", f"components not available in this build: {', '.join(missing)}")
 
@@ -757,17 +768,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_exposure(self) -> tuple[int, int]:
         """(orders not yet finished, open positions): what a quit leaves unattended."""
-        oms = getattr(self.engine, "oms", None)
-        pf = getattr(getattr(self.engine, "risk", None), "portfolio", None)
-        try:
-            orders = len(oms.open_orders()) if oms is not None else 0
-        except Exception:
-            orders = 0
-        try:
-            positions = sum(1 for p in dict(pf.positions).values() if p.quantity != 0) if pf is not None else 0
-        except Exception:
-            positions = 0
-        return orders, positions
+        positions = sum(1 for p in eq.positions(self.engine).values() if p.quantity != 0)
+        return eq.open_order_count(self.engine), positions
 
     def request_quit(self) -> None:
         """File ▸ Quit: with orders working or positions open, ask first (a stray Ctrl+Q must not walk

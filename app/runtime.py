@@ -21,12 +21,15 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("QT_API", "pyside6")
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
 from PySide6 import QtCore, QtWidgets
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +136,7 @@ class Workstation:
         self,
         engine_config: Any = None,
         *,
-        engine: Any = None,
+        engine: Engine | None = None,
         qsettings: QtCore.QSettings | None = None,
         panels: Sequence[type] | None = None,
         theme: str | None = None,
@@ -159,7 +162,7 @@ class Workstation:
             from engine.core import Engine
 
             self.engine = Engine(self.engine_config)
-        if not getattr(self.engine, "started", False):
+        if not self.engine.started:
             await self.engine.start()
         qsettings = self.qsettings if self.qsettings is not None else window_settings(self.engine.paths.config_dir)
         try:
@@ -205,7 +208,7 @@ class Workstation:
             window.shutdown()
             window.hide()
             window.deleteLater()
-        if self.engine is not None and self._owns_engine and getattr(self.engine, "started", False):
+        if self.engine is not None and self._owns_engine and self.engine.started:
             await self.engine.stop()
 
 

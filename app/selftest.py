@@ -116,7 +116,9 @@ class SelfTest:
         return [e for e in self.seen if type(e).__name__ == type_name]
 
     def _require(self, step: str, *components: str) -> None:
-        missing = [c for c in components if getattr(self.engine, c, None) is None]
+        from widgets.engine_queries import missing_components
+
+        missing = missing_components(self.engine, *components)
         if missing:
             raise StepFailed(step, f"the engine has no {', '.join(missing)} (not wired in engine/core.py)")
 

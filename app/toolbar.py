@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -28,13 +28,17 @@ from engine.bus.events import (
     TradingStateChanged,
 )
 from engine.credentials import mask_account
+from widgets import engine_queries as eq
 from widgets.base import EventBatch, send_command
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 ACTIVE, REDUCING, HALTED = "ACTIVE", "REDUCING", "HALTED"
 
 
-def _has_handler(engine: Any, command_type: type) -> bool:
-    bus = getattr(engine, "bus", None)
+def _has_handler(engine: Engine | None, command_type: type) -> bool:
+    bus = engine.bus if engine is not None else None
     return bool(bus is not None and bus.has_handler(command_type))
 
 
@@ -69,7 +73,7 @@ class RiskSliderControl(QtWidgets.QWidget):
 
     DEBOUNCE_MS = 150
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setObjectName("riskSlider")
@@ -124,22 +128,17 @@ class RiskSliderControl(QtWidgets.QWidget):
         self._debounce.timeout.connect(self._send_level)
         self.slider.valueChanged.connect(self._on_value)
 
-        risk = getattr(engine, "risk", None)
-        profile = getattr(risk, "profile", None) if risk is not None else None
-        level = getattr(profile, "level", None)
-        if level is None:
-            level = getattr(getattr(getattr(engine, "settings", None), "risk", None), "level", 50.0)
         self.slider.blockSignals(True)
-        self.slider.setValue(round(float(level)))
+        self.slider.setValue(round(eq.risk_level(engine)))
         self.slider.blockSignals(False)
         self.value_label.setText(str(self.slider.value()))
-        self.profile = profile
-        nl = getattr(getattr(risk, "portfolio", None), "net_liquidation", None)
-        self.net_liq = float(nl) if nl else None
+        self.profile = engine.risk.profile if engine is not None and engine.risk is not None else None
+        acct = eq.account(engine)
+        self.net_liq = float(acct.net_liquidation) if acct is not None else None
         self._render()
 
     @staticmethod
-    def available(engine: Any) -> bool:
+    def available(engine: Engine | None) -> bool:
         return _has_handler(engine, SetRiskLevel)
 
     def set_level(self, level: int) -> None:
@@ -214,7 +213,7 @@ class KillSwitchControl(QtWidgets.QWidget):
 
     SHORTCUT = "Ctrl+Shift+K"
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setObjectName("killSwitch")
@@ -245,15 +244,14 @@ class KillSwitchControl(QtWidgets.QWidget):
         lay.addWidget(self.reason_label)
         self.setLayout(lay)
 
-        ks = getattr(engine, "kill_switch", None)
-        if ks is not None:
-            self.state = _state_name(getattr(ks, "state", ACTIVE))
-            status = getattr(ks, "status", None)
-            self.reason = str(getattr(status, "reason", "") or "") if self.state != ACTIVE else ""
+        status = eq.trading_status(engine)
+        if status is not None:
+            self.state = _state_name(status.state)
+            self.reason = status.reason if self.state != ACTIVE else ""
         self._render()
 
     @staticmethod
-    def available(engine: Any) -> bool:
+    def available(engine: Engine | None) -> bool:
         return _has_handler(engine, TripKillSwitch) and _has_handler(engine, ResetKillSwitch)
 
     def on_click(self) -> None:
@@ -354,8 +352,8 @@ class KillSwitchControl(QtWidgets.QWidget):
             self._render()
 
     def _tripped_by(self) -> str:
-        status = getattr(getattr(self.engine, "kill_switch", None), "status", None)
-        return str(getattr(status, "by", "") or "")
+        status = eq.trading_status(self.engine)
+        return status.by if status is not None else ""
 
     def _render(self) -> None:
         self.button.setProperty("tradingState", self.state)
@@ -387,12 +385,11 @@ class ModeControl(QtWidgets.QWidget):
 
     mode_changed = QtCore.Signal(str)
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setObjectName("modeToggle")
-        router = getattr(getattr(engine, "oms", None), "router", None)
-        self.mode = str(getattr(router, "mode", None) or getattr(engine, "mode", None) or "paper").lower()
+        self.mode = eq.mode(engine)
         self.account_label = ""
         self.last_refusal = ""
         self.confirm_dialog: QtWidgets.QDialog | None = None
@@ -414,7 +411,7 @@ class ModeControl(QtWidgets.QWidget):
         self._render()
 
     @staticmethod
-    def available(engine: Any) -> bool:
+    def available(engine: Engine | None) -> bool:
         return _has_handler(engine, SwitchMode)
 
     def toggle(self) -> None:
@@ -476,14 +473,11 @@ class ModeControl(QtWidgets.QWidget):
 class ApprovalControl(QtWidgets.QWidget):
     """Manual approval on/off (the engine forces it on when going live)."""
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setObjectName("approvalToggle")
-        enabled = self._engine_state()
-        if enabled is None:
-            enabled = bool(getattr(getattr(getattr(engine, "settings", None), "orders", None), "approval_in_paper", False))
-        self.enabled = bool(enabled)
+        self.enabled = eq.approval_required(engine)
         self.last_error = ""
         self.box = QtWidgets.QCheckBox("Manual approval")
         self.box.setObjectName("approvalCheck")
@@ -496,17 +490,8 @@ class ApprovalControl(QtWidgets.QWidget):
         self.setLayout(lay)
 
     @staticmethod
-    def available(engine: Any) -> bool:
+    def available(engine: Engine | None) -> bool:
         return _has_handler(engine, SetApprovalMode)
-
-    def _engine_state(self) -> bool | None:
-        """Whether the approval gate holds orders in the current mode (None when it cannot say)."""
-        oms = getattr(self.engine, "oms", None)
-        gate = getattr(oms, "gate", None)
-        router = getattr(oms, "router", None)
-        if gate is None or not hasattr(gate, "required"):
-            return None
-        return bool(gate.required(getattr(router, "mode", "paper")))
 
     def _show(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -526,9 +511,7 @@ class ApprovalControl(QtWidgets.QWidget):
         for ev in batch.events(ApprovalModeChanged):
             self._show(bool(ev.enabled))
         if batch.events(ModeChanged):  # each mode has its own setting (forced on in live)
-            state = self._engine_state()
-            if state is not None:
-                self._show(state)
+            self._show(eq.approval_required(self.engine))
 
 
 # ---- connections ------------------------------------------------------------------------------------
@@ -538,21 +521,15 @@ _STATE_COLOURS = {"connected": "#2ecc71", "connecting": "#f1c40f", "disconnected
 class ConnectionControl(QtWidgets.QWidget):
     """Feed and broker connection states with round-trip latency, from ``ConnectionStateChanged``."""
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setObjectName("connectionStatus")
         self.states: dict[str, tuple[str, float | None, str]] = {}
-        feed = getattr(engine, "feed", None)
+        feed = eq.feed_state(engine)
         if feed is not None:
-            name = str(getattr(feed, "name", None) or type(feed).__name__.replace("Feed", "").lower() or "feed")
-            connected = getattr(feed, "connected", None)
-            if connected is None:
-                connected = getattr(feed, "is_running", None)
-            if callable(connected):
-                connected = connected()
-            state = "connected" if connected else "connecting" if connected is None else "disconnected"
-            self.states[f"feed:{name}"] = (state, None, "")
+            name, connected = feed
+            self.states[f"feed:{name}"] = ("connected" if connected else "disconnected", None, "")
         self.label = QtWidgets.QLabel()
         self.label.setObjectName("connectionLabel")
         self.label.setTextFormat(QtCore.Qt.TextFormat.RichText)
@@ -593,7 +570,7 @@ class ConnectionControl(QtWidgets.QWidget):
 class AccountSummaryControl(QtWidgets.QWidget):
     """Net liquidation, buying power and day P&L of the account in use (from ``AccountUpdated``)."""
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setObjectName("accountSummary")
@@ -615,9 +592,8 @@ class AccountSummaryControl(QtWidgets.QWidget):
             self.fields[key] = val
         self.setLayout(lay)
         # The risk engine's portfolio keeps the active account's latest snapshot.
-        portfolio = getattr(getattr(engine, "risk", None), "portfolio", None)
-        snap = getattr(portfolio, "account", None)
-        if snap is not None and hasattr(snap, "net_liquidation"):
+        snap = eq.account(engine)
+        if snap is not None:
             self.set_account(snap)
 
     def set_account(self, acct: Any) -> None:
@@ -640,10 +616,9 @@ class AccountSummaryControl(QtWidgets.QWidget):
             self.set_account(mine[-1])
 
 
-def in_use(engine: Any, account: Any) -> bool:
+def in_use(engine: Engine | None, account: Any) -> bool:
     """Is ``account`` the one the mode router sends orders to (the paper account in PAPER mode)?"""
-    router = getattr(engine, "router", None)
-    active = getattr(router, "active_name", None) if router is not None else None
+    active = eq.active_broker(engine)
     return active is None or getattr(account, "broker", active) == active
 
 
@@ -657,7 +632,7 @@ def _separator() -> QtWidgets.QFrame:
 class TradingToolbar(QtWidgets.QToolBar):
     """The fixed toolbar. ``controls`` maps a name to each control that is present."""
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__("Trading", parent)
         self.setObjectName("tradingToolbar")
         self.setMovable(False)

@@ -17,21 +17,48 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.bus import (
+    ApplySettings,
     Bus,
     ClockTicked,
     EngineStarted,
     EngineStopping,
     JumpToNextRealSession,
+    ListExpirations,
     RestartSimulatedDay,
     SelectUnderlying,
+    SettingsApplied,
 )
 from engine.clock import Clock, WallClock
 from engine.paths import AppPaths
 from engine.settings import LoadResult, Settings, load_settings
 from engine.store import Store
+
+if TYPE_CHECKING:
+    from engine.backtest.service import BacktestService
+    from engine.brokers.adapters import Adapter
+    from engine.brokers.paper import PaperBroker
+    from engine.credentials import CredentialStore
+    from engine.facade_types import Broker, Feed
+    from engine.history import HistoryService
+    from engine.instance_lock import InstanceLock
+    from engine.market.simulated.feed import SimulatedFeed
+    from engine.monitoring import MetricsExporter
+    from engine.notify.notifier import Notifier
+    from engine.oms.assembly import OrderPath
+    from engine.oms.manager import OrderManager
+    from engine.oms.router import ModeRouter
+    from engine.reports.history import HistoryRecorder
+    from engine.risk.engine import RiskEngine
+    from engine.risk.kill_switch import KillSwitch
+    from engine.risk.market_view import MarketView
+    from engine.risk.service import RiskService
+    from engine.risk.state import PortfolioState
+    from engine.store.backup import BackupScheduler
+    from engine.strategies.host import StrategyHost
+    from engine.surface.service import SurfaceService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,36 +117,38 @@ class Engine:
         self.settings: Settings = self.config.settings or Settings()
         self.clock: Clock = WallClock()
         self.wall_clock: Clock = self.config.wall_clock or WallClock()
-        self.feed: Any = None
-        self.brokers: dict[str, Any] = {}
-        self.paper_broker: Any = None
-        self.oms: Any = None
-        self.risk: Any = None
-        self.kill_switch: Any = None
-        self.surfaces: Any = None
-        self.history: Any = None
-        self.backtests: Any = None
-        self.router: Any = None
-        self.market: Any = None
-        self.portfolio: Any = None
-        self.risk_service: Any = None
-        self.order_path: Any = None
-        self.simulated_feed: Any = None
-        self.adapters: dict[str, Any] = {}
-        #: engine.credentials.CredentialStore shared by the GUI and broker connections (created on first use)
-        self.credentials: Any = None
-        self.notifier: Any = None  # engine.notify.notifier.Notifier (settings.notify.enabled)
-        self.metrics: Any = None  # engine.monitoring.MetricsExporter (opt-in)
+        # components exist once start() has composed them; None before, or when switched off
+        self.feed: Feed | None = None  # the current feed: simulated, or a connected broker's live data
+        self.brokers: dict[str, Broker] = {}
+        self.paper_broker: PaperBroker | None = None
+        self.oms: OrderManager | None = None
+        self.risk: RiskEngine | None = None
+        self.kill_switch: KillSwitch | None = None
+        self.surfaces: SurfaceService | None = None
+        self.history: HistoryService | None = None
+        self.backtests: BacktestService | None = None
+        self.router: ModeRouter | None = None
+        self.market: MarketView | None = None
+        self.portfolio: PortfolioState | None = None
+        self.risk_service: RiskService | None = None
+        self.order_path: OrderPath | None = None
+        self.simulated_feed: SimulatedFeed | None = None  # kept while a broker's feed replaces it
+        self.adapters: dict[str, Adapter] = {}
+        #: shared by the GUI and broker connections (created on first use)
+        self.credentials: CredentialStore | None = None
+        self.notifier: Notifier | None = None  # settings.notify.enabled
+        self.metrics: MetricsExporter | None = None  # opt-in
+        self.strategies: StrategyHost | None = None  # docs/strategies.md
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stoppers: list[Callable[[], Awaitable[None]]] = []
         self._thread_pool: ThreadPoolExecutor | None = None
         self._process_pool: ProcessPoolExecutor | None = None
+        self._kernel_warmup: Any = None  # engine.pricing._kernels.WarmUp, started with the engine
         self._started = False
         self._stopping = False
-        self._instance_lock: Any = None
-        #: engine.reports.history.HistoryRecorder and engine.store.backup.BackupScheduler (None when off)
-        self.pnl_history: Any = None
-        self.backups: Any = None
+        self._instance_lock: InstanceLock | None = None
+        self.pnl_history: HistoryRecorder | None = None  # None when off
+        self.backups: BackupScheduler | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def __aenter__(self) -> Engine:
@@ -151,6 +180,11 @@ class Engine:
         self._instance_lock = lock
         try:  # from here on a failed start releases the lock (stop() does, last)
             limit_blas_threads()
+            from engine.pricing._kernels import WarmUp
+
+            # compiled pricing kernels load (or compile, on a first run) off the loop; numpy until then
+            self._kernel_warmup = WarmUp()
+            self._kernel_warmup.start()
             self.bus = Bus(clock=_EngineClock(self))  # messages carry the engine's time, simulated or not
             if self.config.settings is None:
                 self.settings_result = load_settings(self.paths.settings_file)
@@ -219,6 +253,7 @@ class Engine:
         bus.register(SelectUnderlying, self._cmd_select_underlying)
         bus.register(RestartSimulatedDay, self._cmd_restart_simulated_day)
         bus.register(JumpToNextRealSession, self._cmd_jump_to_next_real_session)
+        self._register_settings_handlers(bus)
 
         from engine.surface.service import SurfaceService
 
@@ -226,6 +261,7 @@ class Engine:
         await self.surfaces.start()
         self.on_stop(self.surfaces.stop)
         await self._start_history(bus, store)
+        await self._start_strategies()
 
         from engine.backtest.service import BacktestService
 
@@ -328,6 +364,54 @@ class Engine:
         await self.history.start()
         self.on_stop(stop_history)
 
+    async def _start_strategies(self) -> None:
+        """The strategy host (docs/strategies.md), after the order path, history and surfaces it reads; a bad
+        settings entry is a disabled strategy with an alert, never a failed start."""
+        from engine.strategies.config import split_entries
+        from engine.strategies.host import StrategyHost
+
+        assert self.bus is not None and self.store is not None
+        invalid: dict[str, str] = {}
+        if self.settings_result is not None:
+            for _, label, key, message in split_entries(self.settings_result.raw.get("strategies"))[1]:
+                invalid[label] = "; ".join(filter(None, (invalid.get(label), f"settings {key}: {message}")))
+        portfolio = self.portfolio
+        self.strategies = StrategyHost(
+            self.bus, self.store, clock=_EngineClock(self), entries=self.settings.strategies,
+            invalid=list(invalid.items()), risk=self.risk, router=self.router, kill_switch=self.kill_switch,
+            net_liquidation=lambda: portfolio.net_liquidation if portfolio is not None else float("nan"),
+            iv_rank=self._strategy_iv_rank, regime=self._strategy_regime)
+        await self.strategies.start()
+        self.on_stop(self.strategies.stop)
+
+    def _strategy_iv_rank(self, underlying: str) -> float:
+        """IV rank for strategies: the latest surface's, else the stored history's (once per day and symbol)."""
+        latest = self.surfaces.latest(underlying) if self.surfaces is not None else None
+        if latest is not None and latest.iv_rank.ok:
+            return float(latest.iv_rank.rank)
+        key = (underlying, self.clock.now().date())
+        cache: dict[tuple[str, Any], float] = self.__dict__.setdefault("_ivr_cache", {})
+        if key not in cache:
+            try:
+                rank = float(self.history.snapshot(underlying).iv_rank.rank)  # type: ignore[union-attr]
+            except Exception:
+                log.debug("no IV rank for %s yet", underlying, exc_info=True)
+                return float("nan")
+            if rank != rank:
+                return rank  # not backfilled yet: ask again next time
+            cache[key] = rank
+        return cache[key]
+
+    def _strategy_regime(self, underlying: str) -> str:
+        """The risk service's market regime (classified once at first use when it has not run yet)."""
+        rs = self.risk_service
+        if rs is not None and rs.regime is None:
+            try:
+                rs.update_regime()
+            except Exception:
+                log.debug("regime not classified yet", exc_info=True)
+        return (rs.regime if rs is not None else None) or "neutral"
+
     def on_stop(self, stopper: Callable[[], Awaitable[None]]) -> None:
         """Register an async cleanup; run in reverse order on stop()."""
         self._stoppers.append(stopper)
@@ -353,6 +437,9 @@ class Engine:
             self._tasks.clear()
             if self.bus is not None:
                 await self.bus.close()
+            if self._kernel_warmup is not None:  # a compile cannot be interrupted: bounded join, daemon thread
+                warmup, self._kernel_warmup = self._kernel_warmup, None
+                await asyncio.to_thread(warmup.stop, 2.0)
             if self._thread_pool is not None:
                 self._thread_pool.shutdown(wait=False, cancel_futures=True)
                 self._thread_pool = None
@@ -448,6 +535,96 @@ class Engine:
         if self.feed is None:
             raise FeedError("no market-data feed is running")
         await self.feed.subscribe(cmd.symbol, list(cmd.expiries) or None, cmd.strikes)
+
+    async def _cmd_list_expirations(self, cmd: ListExpirations) -> list[Any]:
+        from engine.market.feed import FeedError
+
+        if self.feed is None:
+            raise FeedError("no market-data feed is running")
+        return sorted(await self.feed.expirations(cmd.symbol))
+
+    # ---- settings: one source ---------------------------------------------------------------------
+    def _register_settings_handlers(self, bus: Bus) -> None:
+        """``ApplySettings`` and ``ListExpirations``; and ``engine.settings`` follows the level and approval
+        mode the components run at (the store's persisted values win over the file at start, and the
+        slider and the approval toggle change them later), so every reader sees one value."""
+        from engine.bus import ApprovalModeChanged, RiskProfileChanged
+
+        bus.register(ApplySettings, self._cmd_apply_settings)
+        bus.register(ListExpirations, self._cmd_list_expirations)
+        self._sync_settings_from_components()
+        subs = [bus.subscribe(RiskProfileChanged, lambda _ev: self._sync_settings_from_components(),
+                              name="Engine.settings_risk_level"),
+                bus.subscribe(ApprovalModeChanged, lambda _ev: self._sync_settings_from_components(),
+                              name="Engine.settings_approval")]
+
+        async def unsubscribe() -> None:
+            for sub in subs:
+                sub.cancel()
+
+        self.on_stop(unsubscribe)
+
+    def _sync_settings_from_components(self) -> None:
+        s = self.settings
+        risk = s.risk
+        if self.risk is not None and risk.level != self.risk.profile.level:
+            risk = risk.model_copy(update={"level": self.risk.profile.level})
+        oms = s.oms
+        if self.oms is not None:
+            gate = self.oms.gate.enabled
+            oms = oms.model_copy(update={"approval_in_paper": bool(gate.get("paper", oms.approval_in_paper)),
+                                         "approval_in_live": bool(gate.get("live", oms.approval_in_live))})
+        if risk is not s.risk or oms != s.oms:
+            self.settings = s.model_copy(update={"risk": risk, "oms": oms})
+
+    async def _cmd_apply_settings(self, cmd: ApplySettings) -> SettingsApplied:
+        """Save, swap, then let each running component take what it owns: the risk level through the
+        slider's ``SetRiskLevel``, manual approval through the gate (``SetApprovalMode`` for the current
+        mode), notification rules and destinations by reconfiguring the notifier. Everything else was
+        wired into components at start and is reported as taking effect at the next start."""
+        from engine.bus import SetApprovalMode, SetRiskLevel
+        from engine.settings import Settings, save_settings
+
+        assert self.bus is not None
+        new = cmd.settings
+        if not isinstance(new, Settings):
+            raise TypeError(f"ApplySettings needs engine.settings.Settings, not {type(new).__name__}")
+        changed = _changed_keys(self.settings, new)
+        path: str | None = None
+        if cmd.save:
+            path = str(await asyncio.to_thread(save_settings, new, self.paths.settings_file))
+        self.settings = new
+        applied: set[str] = set()
+        if self.risk is not None and new.risk.level != self.risk.profile.level:
+            await self.bus.send(SetRiskLevel(level=float(new.risk.level)))
+            applied.add("risk.level")
+        elif "risk.level" in changed:
+            applied.add("risk.level")  # already the running level
+        if self.oms is not None and self.router is not None:
+            from engine.oms.manager import KV_APPROVAL
+
+            gate = self.oms.gate
+            for mode, wanted in (("paper", new.oms.approval_in_paper), ("live", new.oms.approval_in_live)):
+                key = f"oms.approval_in_{mode}"
+                if gate.enabled.get(mode) != wanted:
+                    if mode == self.router.mode:
+                        await self.bus.send(SetApprovalMode(enabled=wanted, by=cmd.by))
+                    else:
+                        gate.set_enabled(mode, wanted, cmd.by)
+                        if self.store is not None:
+                            self.store.kv.set(KV_APPROVAL, gate.enabled)
+                    applied.add(key)
+                elif key in changed:
+                    applied.add(key)
+        notify_keys = {k for k in changed if k.startswith("notify.") and k != "notify.enabled"}
+        if notify_keys and self.notifier is not None and new.notify.enabled:
+            await self.notifier.reconfigure(new.notify)
+            applied |= notify_keys
+        self._sync_settings_from_components()
+        if self.store is not None:
+            self.store.audit.record(cmd.by, "settings", {"changed": sorted(changed), "path": path})
+        return SettingsApplied(path=path, applied=tuple(sorted(applied)),
+                               at_restart=tuple(sorted(set(changed) - applied)))
 
     # ---- the simulated clock ------------------------------------------------------------------------
     def _running_simulation(self) -> Any:
@@ -588,3 +765,19 @@ class Engine:
             self.bus.publish(ClockTicked(now=feed_now or self.clock.now(), market_open=market_open))
             self._publish_session()
             await asyncio.sleep(self.config.clock_interval_s)
+
+
+def _changed_keys(old: Any, new: Any) -> set[str]:
+    """Dotted keys whose values differ between two settings models (mappings compared key by key,
+    lists as a whole: a rule list is one setting)."""
+    changed: set[str] = set()
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in set(a) | set(b):
+                walk(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        elif a != b:
+            changed.add(prefix)
+
+    walk(old.model_dump(mode="json"), new.model_dump(mode="json"), "")
+    return changed

@@ -12,7 +12,7 @@ import html
 import math
 import time
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -27,6 +27,9 @@ from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.order_ticket import describe_legs_short
 from widgets.table_model import NEGATIVE, Column, ColumnTableModel, LiveTableView
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 Qt = QtCore.Qt
 
@@ -86,7 +89,7 @@ class ApprovalPanel(Panel):
         Column("source", "Source", align="left", width=80),
     ]
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.pending: dict[str, tuple[Order, Any]] = {}
         self._seen: dict[str, float] = {}  # order id -> time.monotonic() when the panel first saw it
@@ -152,8 +155,8 @@ class ApprovalPanel(Panel):
 
     # ---- data ------------------------------------------------------------------------------------
     def _load_from_oms(self) -> None:
-        oms = self.component("oms")
-        if oms is None or not hasattr(oms, "pending_approvals"):
+        oms = self.engine.oms if self.engine is not None else None
+        if oms is None:
             return
         try:
             for p in oms.pending_approvals():

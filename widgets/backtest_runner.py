@@ -18,17 +18,21 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
 from engine.analytics.formatting import money, plural
+from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel, qt_alive, schedule
 from widgets.plots import LOSS, PROFIT, SERIES, MoneyAxis, new_plot
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
 from widgets.time_format import format_market_time
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 Qt = QtCore.Qt
@@ -276,7 +280,7 @@ class BacktestPanel(Panel):
         Column("regime", "Regime", align="left", width=90),
     ]
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.job: BacktestJob | None = None
         self.result: Any = None
@@ -295,12 +299,7 @@ class BacktestPanel(Panel):
             app.aboutToQuit.connect(lambda: worker.stop())
 
         # ---- form
-        from engine.backtest.config import BacktestConfig
-
-        defaults = BacktestConfig()
-        section = getattr(getattr(engine, "settings", None), "backtest", None)
-        if isinstance(section, BacktestConfig):
-            defaults = section
+        defaults = eq.settings(engine).backtest
         self.strategy_box = QtWidgets.QComboBox()
         for name in self._strategy_names():
             self.strategy_box.addItem(name)

@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from PySide6 import QtCore, QtWidgets
 
 from engine.bus.messages import Command, Event
 from widgets.links import links_for
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ def qt_alive(obj: Any) -> bool:
 
 
 def send_command(
-    engine: Any,
+    engine: Engine | None,
     command: Command,
     on_error: Callable[[str], None] | None = None,
     on_result: Callable[[Any], None] | None = None,
@@ -137,7 +140,10 @@ def send_command(
         if on_error is not None:
             on_error(message)
 
-    bus = getattr(engine, "bus", None)
+    if engine is None:
+        fail("no engine")
+        return None
+    bus = engine.bus
     if bus is None:
         fail("engine has no bus (not started)")
         return None
@@ -226,7 +232,7 @@ class Panel(QtWidgets.QWidget):
 
     status = QtCore.Signal(str)
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.links = links_for(engine)
@@ -244,10 +250,6 @@ class Panel(QtWidgets.QWidget):
     def send(self, command: Command, on_result: Callable[[Any], None] | None = None) -> asyncio.Future[Any] | None:
         """:func:`send_command` with this panel's error reporting."""
         return send_command(self.engine, command, on_error=self.report_error, on_result=on_result)
-
-    def component(self, name: str) -> Any:
-        """An engine component (``oms``, ``risk``, ``surfaces`` ...) or None if it is not wired yet."""
-        return getattr(self.engine, name, None)
 
     def apply_theme(self, theme: str) -> None:
         """Called by the main window after a dark/light switch: plots follow the new palette."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.analytics.chain_metrics import chain_metrics
-from engine.bus.commands import SelectUnderlying
+from engine.bus.commands import ListExpirations, SelectUnderlying
 from engine.bus.events import ChainUpdated, FeedChanged
 from engine.model import ExerciseStyle, Leg, OptionChain, Side
 from engine.model.instruments import NEW_YORK
@@ -29,6 +29,9 @@ from widgets.base import EventBatch, Panel, qt_alive
 from widgets.live_chain import LiveChain
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
 from widgets.time_format import format_market_time
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 Qt = QtCore.Qt
 
@@ -118,7 +121,7 @@ class ChainPanel(Panel):
     #: emitted with each leg built from a click (also sent to the ticket through ``links``)
     leg_clicked = QtCore.Signal(object)
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None, *, strike_window: int = 12) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None, *, strike_window: int = 12) -> None:
         super().__init__(engine, parent)
         self.underlying: str = ""
         self.live = LiveChain(engine)
@@ -207,7 +210,7 @@ class ChainPanel(Panel):
         lay.addWidget(self.table, 1)
 
         # model edge: the pricing ensemble at the engine's fitted surface (needs the surface service)
-        self._edge_available = self.component("surfaces") is not None
+        self._edge_available = self.engine is not None and self.engine.surfaces is not None
         self.edge_interval_s = 5.0
         self._fair = _RowValues()
         self._fair_key: Any = None
@@ -302,19 +305,18 @@ class ChainPanel(Panel):
         self.refresh()
 
     def _bootstrap(self, symbol: str) -> None:
-        """No snapshot yet (a broker feed streams only what is asked for): stream the nearest expiry;
-        once its chain arrives, the visible strike window takes over the subscription."""
-        bus, feed = getattr(self.engine, "bus", None), getattr(self.engine, "feed", None)
-        if bus is None or feed is None or not bus.has_handler(SelectUnderlying):
+        """No snapshot yet (a broker feed streams only what is asked for): ask the engine for the
+        expiries, then stream the nearest; once its chain arrives, the visible strike window takes over
+        the subscription. Both are commands: the panel never calls the feed."""
+        bus = self.engine.bus if self.engine is not None else None
+        if bus is None or not bus.has_handler(ListExpirations):
             return
-        from widgets.base import schedule
 
-        async def nearest() -> None:
-            expiries = await feed.expirations(symbol)
-            if expiries and self.underlying == symbol and self.live.chain is None:
-                await bus.send(SelectUnderlying(symbol=symbol, expiries=(min(expiries),)))
+        def nearest(expiries: list[Any]) -> None:
+            if expiries and qt_alive(self) and self.underlying == symbol and self.live.chain is None:
+                self.send(SelectUnderlying(symbol=symbol, expiries=(expiries[0],)))
 
-        schedule(nearest(), what=f"load {symbol}", on_error=self.report_error)
+        self.send(ListExpirations(symbol=symbol), on_result=nearest)
 
     def select_expiry(self, expiry: np.datetime64) -> None:
         e = np.datetime64(expiry, "s")
@@ -510,12 +512,11 @@ class ChainPanel(Panel):
         import functools
 
         loop = _running_loop()
-        if loop is None or not getattr(self.engine, "running", True):  # stopping: no new work
+        if loop is None or (self.engine is not None and not self.engine.running):  # stopping: no new work
             return None
         job = functools.partial(fn, *args, **kwargs)
-        run_cpu = getattr(self.engine, "run_cpu", None)
-        if callable(run_cpu):
-            return asyncio.ensure_future(run_cpu(job), loop=loop)
+        if self.engine is not None:
+            return asyncio.ensure_future(self.engine.run_cpu(job), loop=loop)
         return loop.run_in_executor(None, job)
 
     def _surface_changed(self, batch: EventBatch) -> bool:
@@ -526,14 +527,7 @@ class ChainPanel(Panel):
         return ("surface", self.underlying) in batch.latest(SurfaceUpdated)
 
     def _surface_for(self, underlying: str) -> Any:
-        surfaces = self.component("surfaces")
-        if surfaces is None or not hasattr(surfaces, "latest"):
-            return None
-        try:
-            ev = surfaces.latest(underlying)
-        except Exception:
-            return None
-        return getattr(getattr(ev, "fit", None), "surface", None) if ev is not None else None
+        return eq.fitted_surface(self.engine, underlying)
 
     def _model_edge(self, chain: OptionChain, rows: np.ndarray, m: Any, r: float, q: float) -> np.ndarray | None:
         """Ensemble fair value (at the fitted surface vol) minus mid; fair values are recomputed off the
@@ -559,7 +553,7 @@ class ChainPanel(Panel):
                     if not qt_alive(self):
                         return
                     if value is None:
-                        if error and getattr(self.engine, "running", True):
+                        if error and (self.engine is None or self.engine.running):
                             self.report_error(f"model edge unavailable: {error}")
                         return
                     self._fair = _RowValues(rows, value)
@@ -585,16 +579,9 @@ class ChainPanel(Panel):
         if key == self._subscribed:
             return
         self._subscribed = key
-        bus = getattr(self.engine, "bus", None)
+        bus = self.engine.bus if self.engine is not None else None
         if bus is not None and bus.has_handler(SelectUnderlying):
             self.send(SelectUnderlying(symbol=self.underlying, expiries=(day,), strikes=window))
-            return
-        feed = getattr(self.engine, "feed", None)
-        if feed is not None and hasattr(feed, "subscribe"):
-            from widgets.base import schedule
-
-            schedule(feed.subscribe(self.underlying, [day], window), what=f"subscribe {self.underlying}",
-                     on_error=self.report_error)
 
     # ---- clicks ----------------------------------------------------------------------------------
     def _on_click(self, index: QtCore.QModelIndex) -> None:

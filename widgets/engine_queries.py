@@ -1,118 +1,205 @@
-"""Read-only lookups of engine state for the panels (no I/O, no trading logic).
+"""Read-only, typed lookups of engine state for the panels and the app (no I/O, no trading logic).
 
-Components appear on the engine as their issues land (``feed``, ``oms``, ``risk``, ``surfaces`` ...);
-every function here answers sensibly when a component is absent (empty list, None, settings default).
+Views change the engine only through bus commands (``widgets.base.send_command``) and read it only
+through the facade's typed attributes, mostly via these functions. Every one of them accepts
+``engine=None`` (a panel shown on its own, a dialog opened before the engine started) and an engine
+whose components are not composed yet, and answers with an empty list, None or the settings default.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
-from engine.model import OptionChain
+import numpy as np
+
+from engine.facade_types import SessionFeed
+from engine.model import AccountSnapshot, OptionChain, Position
+from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+    from engine.risk.state import TradingStatus
+    from engine.surface.service import SurfaceUpdated
+    from engine.surface.surface import VolSurface
 
 
-def now(engine: Any) -> datetime:
+def now(engine: Engine | None) -> datetime:
     """Market time: the feed's (simulated) clock, else the engine clock; wall time (UTC) only without an
     engine (a panel shown on its own)."""
-    feed = getattr(engine, "feed", None)
-    if feed is not None:
-        try:
-            t = feed.now()
-        except Exception:
-            t = None
-        if t is not None:
-            return t
-    clock = getattr(engine, "clock", None)
-    if clock is not None:
-        return clock.now()
+    if engine is not None:
+        if engine.feed is not None:
+            t = engine.feed.now()
+            if t is not None:
+                return t
+        return engine.clock.now()
     from engine.clock import WallClock
 
     return WallClock().now()
 
 
-def underlyings(engine: Any) -> list[str]:
-    feed = getattr(engine, "feed", None)
-    if feed is None:
+def settings(engine: Engine | None) -> Settings:
+    """The settings the engine runs with (one source: ``ApplySettings`` keeps them current), else defaults."""
+    return engine.settings if engine is not None else Settings()
+
+
+def running(engine: Engine | None) -> bool:
+    """Started and not stopping: a view may start background work on the engine's pools."""
+    return engine is not None and engine.running
+
+
+def underlyings(engine: Engine | None) -> list[str]:
+    if engine is None or engine.feed is None:
         return []
-    try:
-        return list(feed.underlyings())
-    except Exception:
-        return []
+    return list(engine.feed.underlyings())
 
 
-def last_chain(engine: Any, underlying: str) -> OptionChain | None:
-    feed = getattr(engine, "feed", None)
-    if feed is None or not underlying:
+def last_chain(engine: Engine | None, underlying: str) -> OptionChain | None:
+    if engine is None or engine.feed is None or not underlying:
         return None
-    try:
-        return feed.last_chain(underlying)
-    except Exception:
-        return None
+    return engine.feed.last_chain(underlying)
 
 
-def last_price(engine: Any, symbol: str) -> float | None:
-    feed = getattr(engine, "feed", None)
-    if feed is None:
+def last_price(engine: Engine | None, symbol: str) -> float | None:
+    if engine is None or engine.feed is None:
         return None
-    try:
-        p = feed.last_price(symbol)
-    except Exception:
-        return None
+    p = engine.feed.last_price(symbol)
     return float(p) if p is not None and math.isfinite(p) else None
 
 
-def rates(engine: Any, underlying: str) -> tuple[float, float]:
+def feed_state(engine: Engine | None) -> tuple[str, bool] | None:
+    """(name, connected) of the current market-data feed; None without one."""
+    if engine is None or engine.feed is None:
+        return None
+    return engine.feed.name, bool(engine.feed.connected)
+
+
+def market_open(engine: Engine | None) -> bool | None:
+    """Whether the feed's exchange session is open (None when the feed does not keep a session)."""
+    feed = engine.feed if engine is not None else None
+    return bool(feed.market_open()) if isinstance(feed, SessionFeed) else None
+
+
+def rates(engine: Engine | None, underlying: str) -> tuple[float, float]:
     """(risk-free rate, dividend yield) used by the engine's risk view, else the simulator settings."""
-    risk = getattr(engine, "risk", None)
-    view = getattr(risk, "market", None) or getattr(risk, "market_view", None)
-    if view is not None and hasattr(view, "rate"):
-        q = getattr(view, "dividend_yields", {}).get(underlying, 0.0)
-        return float(view.rate), float(q)
-    settings = getattr(engine, "settings", None)
-    sim = getattr(settings, "simulator", None)
-    r = float(getattr(sim, "risk_free_rate", 0.04)) if sim is not None else 0.04
-    q = 0.0
-    for spec in getattr(sim, "universe", []) or []:
-        if getattr(spec, "symbol", None) == underlying:
-            q = float(getattr(spec, "dividend_yield", 0.0) or 0.0)
-    return r, q
+    if engine is not None and engine.market is not None:
+        view = engine.market
+        return float(view.rate), float(view.dividend_yields.get(underlying, 0.0))
+    sim = settings(engine).simulator
+    q = next((float(u.dividend_yield or 0.0) for u in sim.universe if u.symbol == underlying), 0.0)
+    return float(sim.risk_free_rate), q
 
 
-def smile_vol_at(engine: Any, underlying: str, T: float) -> Any:
+def surface_update(engine: Engine | None, underlying: str) -> SurfaceUpdated | None:
+    """The newest surface fit the engine published for ``underlying`` (None before the first)."""
+    if engine is None or engine.surfaces is None or not underlying:
+        return None
+    return engine.surfaces.latest(underlying)
+
+
+def fitted_surface(engine: Engine | None, underlying: str) -> VolSurface | None:
+    """The fitted volatility surface of the newest successful fit (None without one)."""
+    ev = surface_update(engine, underlying)
+    if ev is None or not ev.fit.ok:
+        return None
+    surface = ev.fit.surface
+    return None if surface is None or surface.empty else surface
+
+
+def smile_vol_at(engine: Engine | None, underlying: str, T: float) -> Callable[[np.ndarray], np.ndarray] | None:
     """The engine's fitted smile at ``T`` years as a callable ``strikes -> vols`` (None without a surface).
 
     Used for the probability of profit so that the ticket and the payoff panel quote the same number.
     """
-    import numpy as np
-
-    surfaces = getattr(engine, "surfaces", None)
-    if surfaces is None or not math.isfinite(T) or T <= 0:
+    if not math.isfinite(T) or T <= 0:
         return None
-    try:
-        ev = surfaces.latest(underlying)
-    except Exception:
-        return None
-    if ev is None or not getattr(ev.fit, "ok", True):
-        return None
-    surface = ev.fit.surface
-    if getattr(surface, "empty", False):
+    surface = fitted_surface(engine, underlying)
+    if surface is None:
         return None
 
-    def vol_at(strikes: Any) -> Any:
+    def vol_at(strikes: np.ndarray) -> np.ndarray:
         return np.asarray(surface.implied_vol(np.asarray(strikes, float), T), dtype=float)
 
     return vol_at
 
 
-def stress_move(engine: Any) -> float:
+def risk_level(engine: Engine | None) -> float:
+    """The risk level the risk engine runs at (the slider's), else the configured one."""
+    if engine is not None and engine.risk is not None:
+        return float(engine.risk.profile.level)
+    return float(settings(engine).risk.level)
+
+
+def stress_move(engine: Engine | None) -> float:
     """The risk engine's stress move (0.15 = ±15 %), so views quote the loss the risk check limits."""
-    risk = getattr(engine, "risk", None)
-    prof = getattr(risk, "profile", None)
-    value = getattr(prof, "stress_move_pct", None)
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    if engine is None or engine.risk is None:
         return 0.15
+    v = float(engine.risk.profile.stress_move_pct)
     return v if math.isfinite(v) and 0 < v < 1 else 0.15
+
+
+def trading_status(engine: Engine | None) -> TradingStatus | None:
+    """The kill switch's state, reason and who set it (None without a kill switch)."""
+    if engine is None or engine.kill_switch is None:
+        return None
+    return engine.kill_switch.status
+
+
+def mode(engine: Engine | None) -> str:
+    """``paper`` or ``live``: where orders go now."""
+    if engine is None or engine.router is None:
+        return "paper"
+    return str(engine.router.mode).lower()
+
+
+def active_broker(engine: Engine | None) -> str | None:
+    """The name of the broker the mode router sends orders to (None before the router exists)."""
+    if engine is None or engine.router is None:
+        return None
+    return engine.router.active_name
+
+
+def approval_required(engine: Engine | None) -> bool:
+    """Whether the approval gate holds orders in the current mode (the settings' value before the OMS)."""
+    if engine is not None and engine.oms is not None:
+        return bool(engine.oms.gate.required(mode(engine)))
+    return bool(settings(engine).oms.approval_in_paper)
+
+
+def open_order_count(engine: Engine | None) -> int:
+    if engine is None or engine.oms is None:
+        return 0
+    return len(engine.oms.open_orders())
+
+
+def positions(engine: Engine | None) -> dict[str, Position]:
+    """The active account's positions by symbol (a copy)."""
+    if engine is None or engine.portfolio is None:
+        return {}
+    return dict(engine.portfolio.positions)
+
+
+def account(engine: Engine | None) -> AccountSnapshot | None:
+    """The active account's latest snapshot."""
+    if engine is None or engine.portfolio is None:
+        return None
+    return engine.portfolio.account
+
+
+def missing_components(engine: Engine | None, *names: str) -> list[str]:
+    """Which of the named facade components are not composed (the self-test and the start log say so)."""
+    if engine is None:
+        return list(names)
+    present = {
+        "feed": engine.feed, "paper_broker": engine.paper_broker, "oms": engine.oms, "risk": engine.risk,
+        "kill_switch": engine.kill_switch, "surfaces": engine.surfaces, "history": engine.history,
+        "backtests": engine.backtests, "router": engine.router, "market": engine.market,
+        "portfolio": engine.portfolio, "risk_service": engine.risk_service, "store": engine.store,
+        "bus": engine.bus,
+    }
+    unknown = [n for n in names if n not in present]
+    if unknown:
+        raise KeyError(f"not engine components: {unknown}")
+    return [n for n in names if present[n] is None]

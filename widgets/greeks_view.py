@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyqtgraph as pg
@@ -22,6 +22,9 @@ from engine.bus.events import ClockTicked, PositionChanged, UnderlyingUpdated
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.plots import LOSS, MUTED, PROFIT, SERIES, new_plot, set_stable_range, time_plot
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 METRICS: list[tuple[str, str, str]] = [
     ("delta", "Δ", "shares"),
@@ -50,7 +53,7 @@ class GreeksPanel(Panel):
     title: ClassVar[str] = "Portfolio Greeks"
     panel_id: ClassVar[str] = "greeks"
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None, *, history_points: int = 28_800) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None, *, history_points: int = 28_800) -> None:
         super().__init__(engine, parent)
         self.by_underlying: dict[str, dict[str, float]] = {}
         self.total: dict[str, float] = {}
@@ -116,12 +119,12 @@ class GreeksPanel(Panel):
 
     # ---- data ------------------------------------------------------------------------------------
     def _read(self) -> tuple[dict[str, dict[str, float]], dict[str, float]] | None:
-        svc = self.component("risk_service")
-        if svc is not None and hasattr(svc, "greeks"):
+        svc = self.engine.risk_service if self.engine is not None else None
+        if svc is not None:
             g = svc.greeks()
             return g["by_underlying"], g["total"]
-        risk = self.component("risk")
-        if risk is not None and hasattr(risk, "position_exposure_by_underlying"):
+        risk = self.engine.risk if self.engine is not None else None
+        if risk is not None:
             by = {k: v.to_dict() for k, v in risk.position_exposure_by_underlying().items()}
             return by, risk.position_exposure.to_dict()
         return None

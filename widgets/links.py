@@ -8,9 +8,12 @@ chain's underlying/expiry selection drives the smile panel.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 
 class DeskLinks(QtCore.QObject):
@@ -49,7 +52,7 @@ _LINKS: weakref.WeakKeyDictionary[Any, DeskLinks] = weakref.WeakKeyDictionary()
 _LINKS_BY_ID: dict[int, DeskLinks] = {}
 
 
-def links_for(engine: Any) -> DeskLinks:
+def links_for(engine: Engine | None) -> DeskLinks:
     """The :class:`DeskLinks` shared by every panel of ``engine`` (created on first use)."""
     try:
         links = _LINKS.get(engine)

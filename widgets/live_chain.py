@@ -8,7 +8,7 @@ bid/ask in place; ``UnderlyingUpdated`` moves the spot. :meth:`snapshot` returns
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,9 +17,12 @@ from engine.model import OptionChain
 from widgets import engine_queries as eq
 from widgets.base import EventBatch
 
+if TYPE_CHECKING:
+    from engine.core import Engine
+
 
 class LiveChain:
-    def __init__(self, engine: Any = None, underlying: str = "") -> None:
+    def __init__(self, engine: Engine | None = None, underlying: str = "") -> None:
         self.engine = engine
         self.underlying = ""
         self.chain: OptionChain | None = None

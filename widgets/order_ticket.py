@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -29,6 +29,9 @@ from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.live_chain import LiveChain
 from widgets.table_model import NEGATIVE, POSITIVE, Column, ColumnTableModel, LiveTableView
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 Qt = QtCore.Qt
 
@@ -87,7 +90,7 @@ class TicketPanel(Panel):
         Column("delta", "Δ", "{:+.2f}", width=52),
     ]
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.legs: list[Leg] = []
         self.live = LiveChain(engine)
@@ -242,7 +245,7 @@ class TicketPanel(Panel):
         if self.links.expiry is not None:
             self._on_expiry_selected(self.links.underlying, self.links.expiry)
         self._template_defaults()
-        ks = self.component("kill_switch")
+        ks = self.engine.kill_switch if self.engine is not None else None
         if ks is not None:
             try:
                 status = ks.status

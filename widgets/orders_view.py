@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -21,6 +21,9 @@ from widgets.base import EventBatch, Panel
 from widgets.order_ticket import describe_leg, describe_legs_short
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
 from widgets.time_format import format_market_time, time_sort_key
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 Qt = QtCore.Qt
 
@@ -80,7 +83,7 @@ class OrdersPanel(Panel):
         Column("reason", "Reason", align="left", width=240),
     ]
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.orders: dict[str, Order] = {}
         self.filter = "Working"
@@ -125,8 +128,8 @@ class OrdersPanel(Panel):
         lay.addWidget(self.table, 1)
         lay.addLayout(actions)
 
-        oms = self.component("oms")
-        if oms is not None and hasattr(oms, "recent_orders"):
+        oms = self.engine.oms if self.engine is not None else None
+        if oms is not None:
             try:
                 for o in oms.recent_orders(500):
                     self.orders[o.order_id] = o

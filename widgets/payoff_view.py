@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyqtgraph as pg
@@ -29,6 +29,9 @@ from engine.model import Leg, Option, Position
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.plots import LOSS, MUTED, PROFIT, SERIES, MoneyAxis, infinite_line, legend, new_plot
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 SPOT_MOVES = np.round(np.linspace(-0.20, 0.20, 9), 4)
 VOL_SHIFTS = np.array([-0.10, -0.05, 0.0, 0.05, 0.10])
@@ -47,7 +50,7 @@ class PayoffPanel(Panel):
     title: ClassVar[str] = "Payoff & risk"
     panel_id: ClassVar[str] = "payoff"
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.source = ""  # "ticket" | "positions"
         self.ticket: dict[str, Any] | None = None
@@ -162,13 +165,11 @@ class PayoffPanel(Panel):
 
     # ---- computation -------------------------------------------------------------------------------
     def _market(self) -> Any:
-        return getattr(self.component("risk"), "market", None)
+        return self.engine.market if self.engine is not None else None
 
     def _now(self) -> Any:
-        risk = self.component("risk")
-        if risk is not None and callable(getattr(risk, "now", None)):
-            return risk.now()
-        return eq.now(self.engine)
+        risk = self.engine.risk if self.engine is not None else None
+        return risk.now() if risk is not None else eq.now(self.engine)
 
     def recompute(self, force: bool = False) -> None:
         t0 = time.monotonic()

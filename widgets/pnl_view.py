@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pyqtgraph as pg
@@ -24,12 +24,15 @@ from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.plots import LOSS, MUTED, PROFIT, SERIES, MoneyAxis, time_plot
 
+if TYPE_CHECKING:
+    from engine.core import Engine
+
 
 class PnLPanel(Panel):
     title: ClassVar[str] = "P&L"
     panel_id: ClassVar[str] = "pnl"
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None, *, history_points: int = 50_000) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None, *, history_points: int = 50_000) -> None:
         super().__init__(engine, parent)
         self.account: AccountSnapshot | None = None
         self.t: deque[float] = deque(maxlen=history_points)
@@ -76,9 +79,9 @@ class PnLPanel(Panel):
         lay.addWidget(split, 1)
 
         self.load_history(history_points)
-        pf = self.component("portfolio") or getattr(self.component("risk"), "portfolio", None)
-        if pf is not None and getattr(pf, "account", None) is not None:
-            self.add_snapshot(pf.account)
+        snap = eq.account(self.engine)
+        if snap is not None:
+            self.add_snapshot(snap)
 
     def load_history(self, limit: int) -> int:
         """Start from the stored equity and day-P&L history (earlier sessions); returns the points loaded."""

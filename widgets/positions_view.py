@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -26,6 +26,9 @@ from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.order_ticket import describe_leg
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 Qt = QtCore.Qt
 
@@ -66,7 +69,7 @@ class PositionsPanel(Panel):
         Column("dte", "DTE", "{:.0f}", width=44, tooltip="Calendar days to expiry"),
     ]
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.positions: dict[str, Position] = {}
         self.rows: dict[str, tuple[Position, ...]] = {}
@@ -103,7 +106,7 @@ class PositionsPanel(Panel):
 
     # ---- data ------------------------------------------------------------------------------------
     def _portfolio(self) -> Any:
-        return getattr(self.component("risk"), "portfolio", None)
+        return self.engine.portfolio if self.engine is not None else None
 
     def _load(self) -> None:
         pf = self._portfolio()
@@ -141,9 +144,9 @@ class PositionsPanel(Panel):
         n = len(positions)
         cols = {k: np.full(n, np.nan) for k in ("mark", "iv", *GREEKS)}
         missing: tuple[str, ...] = ()
-        risk = self.component("risk")
+        risk = self.engine.risk if self.engine is not None else None
         now = self._now()
-        if n and risk is not None and getattr(risk, "market", None) is not None:
+        if n and risk is not None:
             from engine.risk.greeks import leg_risk
 
             lr = leg_risk([p.instrument for p in positions], [p.quantity for p in positions], risk.market, now,
@@ -212,13 +215,8 @@ class PositionsPanel(Panel):
         self.missing_label.setVisible(bool(missing))
 
     def _now(self) -> datetime:
-        risk = self.component("risk")
-        if risk is not None and callable(getattr(risk, "now", None)):
-            try:
-                return risk.now()
-            except Exception:
-                pass
-        return eq.now(self.engine)
+        risk = self.engine.risk if self.engine is not None else None
+        return risk.now() if risk is not None else eq.now(self.engine)
 
     # ---- actions ----------------------------------------------------------------------------------
     def selected_positions(self) -> tuple[Position, ...]:

@@ -9,12 +9,13 @@ context exists (never offscreen). The underlying and expiry follow the option ch
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.plots import (
     MUTED,
@@ -29,6 +30,9 @@ from widgets.plots import (
 )
 from widgets.time_format import format_market_time
 
+if TYPE_CHECKING:
+    from engine.core import Engine
+
 
 def _surface_event_type() -> Any:
     from engine.surface.service import SurfaceUpdated
@@ -40,7 +44,7 @@ class SurfacePanel(Panel):
     title: ClassVar[str] = "Smile & surface"
     panel_id: ClassVar[str] = "surface"
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.underlying = ""
         self.expiry: np.datetime64 | None = None
@@ -172,13 +176,7 @@ class SurfacePanel(Panel):
         self.underlying = symbol
         self.symbol_label.setText(symbol)
         self.update_event = None
-        surfaces = self.component("surfaces")
-        latest = None
-        if surfaces is not None and hasattr(surfaces, "latest"):
-            try:
-                latest = surfaces.latest(symbol)
-            except Exception:
-                latest = None
+        latest = eq.surface_update(self.engine, symbol)
         if latest is not None:
             self.set_update(latest)
         else:

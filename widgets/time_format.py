@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.clock import MARKET_TIME_FORMAT, MARKET_ZONE, format_market_time
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 __all__ = ["MARKET_TIME_FORMAT", "MARKET_ZONE", "engine_now", "format_market_time", "time_sort_key"]
 
 
-def engine_now(engine: Any) -> datetime:
+def engine_now(engine: Engine | None) -> datetime:
     """The engine's market time (the simulated clock in paper-on-simulation), as the panels must use it."""
     from widgets.engine_queries import now
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time as _time
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -35,6 +35,9 @@ from engine.watchlist import NEW_YORK, next_monthly
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.plots import LOSS, MUTED, PROFIT, SERIES, legend, new_plot
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 Qt = QtCore.Qt
 DAILY = "Daily"
@@ -159,14 +162,14 @@ class UnderlyingChartPanel(Panel):
     title = "Chart"
     panel_id = "chart"
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.symbol = ""
         self.expiry: date | None = None
         self.history: DailyHistory | None = None
         self.bars: Bars = Bars.empty("", _DAY)
         self.aggregator = BarAggregator(INTRADAY_S)
-        bus = getattr(engine, "bus", None)
+        bus = engine.bus if engine is not None else None
         if bus is not None:
             agg = self.aggregator
             agg.attach(bus, lambda: eq.now(engine))
@@ -288,7 +291,7 @@ class UnderlyingChartPanel(Panel):
     # ---- data ------------------------------------------------------------------------------------
     def reload(self, reset_view: bool = True) -> None:
         """Read the bars of the current symbol and interval from the engine and redraw."""
-        store = getattr(self.engine, "store", None)
+        store = self.engine.store if self.engine is not None else None
         if self.intraday:
             self.history = None
             self.bars = self.aggregator.bars(self.symbol)
@@ -343,9 +346,7 @@ class UnderlyingChartPanel(Panel):
 
     def current_iv(self) -> float:
         """The surface fit's ATM IV of the symbol, else the latest stored one (NaN when neither)."""
-        surfaces = getattr(self.engine, "surfaces", None)
-        latest = getattr(surfaces, "latest", None)
-        ev = latest(self.symbol) if callable(latest) else None
+        ev = eq.surface_update(self.engine, self.symbol)
         if ev is not None and math.isfinite(ev.atm_iv) and ev.atm_iv > 0:
             return float(ev.atm_iv)
         if self.history is not None and len(self.history.atm_iv):

@@ -18,13 +18,16 @@ from __future__ import annotations
 import math
 import time
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.history.service import HistoryBackfilled
 from engine.watchlist import COLUMN_KEYS, COLUMNS, WatchlistData, WatchlistError, WatchRow, normalize_symbol
 from widgets.base import EventBatch, Panel
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 Qt = QtCore.Qt
 REFRESH_S = 1.0
@@ -153,7 +156,7 @@ class WatchlistPanel(Panel):
     title = "Watchlist"
     panel_id = "watchlist"
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.data = WatchlistData(engine)
         self.lists: dict[str, list[str]] = {DEFAULT_LIST: self.data.available()}

@@ -15,12 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from PySide6 import QtCore, QtWidgets
 
 from engine.notify.config import THRESHOLD_MEANING, AlertRule, NotifyConfig, secret_name
+from widgets import engine_queries as eq
+from widgets.base import qt_alive, send_command
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +68,15 @@ class AlertRulesDialog(QtWidgets.QDialog):
     #: (destination, ok, message) when a test notification finished
     tested = QtCore.Signal(str, bool, str)
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Alert rules and notifications")
         self.setObjectName("alertRulesDialog")
         self.resize(920, 640)
         self.engine = engine
-        settings = getattr(engine, "settings", None)
-        self.config: NotifyConfig = settings.notify if settings is not None else NotifyConfig()
+        self.config: NotifyConfig = eq.settings(engine).notify
+        #: what the last save could not apply to the running engine (waits for the next start)
+        self.at_restart: tuple[str, ...] = ()
         self.last_saved: NotifyConfig | None = None
         self._test_task: asyncio.Task[Any] | None = None
         lay = QtWidgets.QVBoxLayout(self)
@@ -223,25 +230,24 @@ class AlertRulesDialog(QtWidgets.QDialog):
         cfg = self.validate_form()
         if cfg is None:
             return
-        settings = getattr(self.engine, "settings", None)
-        path = getattr(getattr(self.engine, "paths", None), "settings_file", None)
-        if settings is not None:
-            new = settings.model_copy(update={"notify": cfg})
-            if path is not None:
-                from engine.settings import save_settings
+        if self.engine is None:  # nothing runs: the form is all there is
+            self.last_saved = cfg
+            self.saved.emit("")
+            self.accept()
+            return
+        from engine.bus.commands import ApplySettings, SettingsApplied
 
-                try:
-                    save_settings(new, path)
-                except OSError as exc:
-                    self._say(f"could not write {path}: {exc}", ok=False)
-                    return
-            self.engine.settings = new
-        self.last_saved = cfg
-        notifier = getattr(self.engine, "notifier", None)
-        if notifier is not None:
-            asyncio.get_event_loop().create_task(notifier.reconfigure(cfg), name="notify:reconfigure")
-        self.saved.emit(str(path))
-        self.accept()
+        def applied(result: SettingsApplied) -> None:
+            if not qt_alive(self):
+                return
+            self.last_saved = cfg
+            self.at_restart = result.at_restart
+            self.saved.emit(result.path or "")
+            self.accept()
+
+        # the engine saves the file, swaps its settings and reconfigures the running notifier
+        send_command(self.engine, ApplySettings(settings=self.engine.settings.model_copy(update={"notify": cfg})),
+                     on_error=lambda message: self._say(f"not saved: {message}", ok=False), on_result=applied)
 
     def selected_destination(self) -> str:
         row = self.dests.currentRow()
@@ -282,7 +288,10 @@ class AlertRulesDialog(QtWidgets.QDialog):
         if not value.strip():
             self._say("an empty secret was not stored", ok=False)
             return
-        if getattr(self.engine, "credentials", None) is None:
+        if self.engine is None:
+            self._say("no engine is running: the secret was not stored", ok=False)
+            return
+        if self.engine.credentials is None:
             self.engine.credentials = CredentialStore()
         where = self.engine.credentials.set(entry, value)
         note = "" if where == "keyring" else " — no keyring on this machine: kept for this session only"
@@ -304,16 +313,15 @@ class AlertRulesDialog(QtWidgets.QDialog):
         self._say(f"sending a test notification to {name}…")
         self.send_test_btn.setEnabled(False)
         engine = self.engine
-        secret = getattr(engine, "secret", None) or (lambda _n: None)
-        now = getattr(engine, "now", None)
-        if now is None:
-            from engine.clock import WallClock
+        from engine.clock import WallClock
 
-            now = WallClock().now
+        secret: Callable[[str], str | None] = engine.secret if engine is not None else (lambda _n: None)
+        now = engine.now if engine is not None else WallClock().now
+        bus = engine.bus if engine is not None else None
 
         async def run() -> None:
             try:
-                message = await send_test(cfg, name, secrets=secret, now=now, bus=getattr(engine, "bus", None))
+                message = await send_test(cfg, name, secrets=secret, now=now, bus=bus)
             except NotifyError as exc:
                 self._finish(name, False, f"test to {name} failed: {exc}")
             except Exception as exc:

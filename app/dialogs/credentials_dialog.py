@@ -19,9 +19,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtWidgets
+
+from widgets import engine_queries as eq
+from widgets.base import qt_alive, send_command
+
+if TYPE_CHECKING:
+    from engine.brokers.config import BrokersConfig
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +56,8 @@ def _report_outcome(report: Any) -> CheckOutcome:
     return CheckOutcome(False, f"{report.endpoint}: {why}")
 
 
-def _brokers_config(engine: Any) -> Any:
-    from engine.brokers.config import BrokersConfig
-
-    cfg = getattr(getattr(engine, "settings", None), "brokers", None)
-    return cfg if isinstance(cfg, BrokersConfig) else BrokersConfig()
+def _brokers_config(engine: Engine | None) -> BrokersConfig:
+    return eq.settings(engine).brokers
 
 
 def discover_checks() -> dict[str, CheckFn]:
@@ -63,12 +67,12 @@ def discover_checks() -> dict[str, CheckFn]:
     except ImportError:
         return {}
 
-    async def check_tastytrade(engine: Any, sandbox: bool, credentials: Any = None) -> CheckOutcome:
+    async def check_tastytrade(engine: Engine | None, sandbox: bool, credentials: Any = None) -> CheckOutcome:
         cfg = _brokers_config(engine)
         cfg = cfg.model_copy(update={"tastytrade": cfg.tastytrade.model_copy(update={"sandbox": sandbox})})
         return _report_outcome(await check_broker("tastytrade", cfg, credentials=credentials))
 
-    async def check_ibkr(engine: Any, host: str, port: int, client_id: int, credentials: Any = None) -> CheckOutcome:
+    async def check_ibkr(engine: Engine | None, host: str, port: int, client_id: int, credentials: Any = None) -> CheckOutcome:
         cfg = _brokers_config(engine)
         ib = cfg.ibkr.model_copy(update={"host": host, "port": port, "client_id": client_id})
         cfg = cfg.model_copy(update={"ibkr": ib})
@@ -110,7 +114,7 @@ class CredentialsDialog(QtWidgets.QDialog):
     check_finished = QtCore.Signal(str, bool, str)  # broker, ok, message
     connection_changed = QtCore.Signal(str, bool, str)  # broker, connected, message
 
-    def __init__(self, engine: Any, store: Any = None, checks: dict[str, CheckFn] | None = None,
+    def __init__(self, engine: Engine | None, store: Any = None, checks: dict[str, CheckFn] | None = None,
                  parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         from app.live_mode import credential_store
@@ -214,7 +218,7 @@ class CredentialsDialog(QtWidgets.QDialog):
         self.ib_save.clicked.connect(self.save_ibkr)
         self.ib_save.setEnabled(self._settings_have_ibkr())
         if not self._settings_have_ibkr():
-            self.ib_save.setToolTip("this build's settings have no [brokers.ibkr] section")
+            self.ib_save.setToolTip("no engine is running: nothing to save the endpoint to")
         ib_buttons.addWidget(self.ib_save)
         self.ib_test: QtWidgets.QPushButton | None = None
         if "ibkr" in self.checks:
@@ -262,22 +266,18 @@ class CredentialsDialog(QtWidgets.QDialog):
         return handled
 
     # ---- settings helpers -------------------------------------------------------------------------
-    def _brokers_settings(self) -> Any:
-        return getattr(getattr(self.engine, "settings", None), "brokers", None)
+    def _brokers_settings(self) -> BrokersConfig:
+        return eq.settings(self.engine).brokers
 
     def _settings_tt_sandbox(self) -> bool:
-        return bool(getattr(getattr(self._brokers_settings(), "tastytrade", None), "sandbox", False))
+        return self._brokers_settings().tastytrade.sandbox
 
     def _ibkr_settings(self) -> Any:
-        cfg = getattr(self._brokers_settings(), "ibkr", None)
-        if cfg is None:
-            from engine.brokers.config import IbkrConfig
-
-            cfg = IbkrConfig()
-        return cfg
+        return self._brokers_settings().ibkr
 
     def _settings_have_ibkr(self) -> bool:
-        return getattr(self._brokers_settings(), "ibkr", None) is not None
+        """The endpoint is saved into the running engine's settings: nothing to save it to without one."""
+        return self.engine is not None
 
     # ---- tastytrade -------------------------------------------------------------------------------
     def _refresh_tt_state(self) -> None:
@@ -386,12 +386,12 @@ class CredentialsDialog(QtWidgets.QDialog):
     def save_ibkr(self) -> None:
         from pydantic import ValidationError
 
-        from engine.settings import save_settings
+        from engine.bus.commands import ApplySettings
 
-        settings = getattr(self.engine, "settings", None)
-        if settings is None or not self._settings_have_ibkr():
-            self.ib_error.setText("settings have no [brokers.ibkr] section in this build")
+        if self.engine is None:
+            self.ib_error.setText("no engine: the endpoint cannot be saved")
             return
+        settings = self.engine.settings
         values = self.ibkr_values()
         if not values["host"]:
             self.ib_error.setText("host is required")
@@ -404,20 +404,26 @@ class CredentialsDialog(QtWidgets.QDialog):
             self.ib_error.setText("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
             return
         self.ib_error.setText("")
-        paths = getattr(self.engine, "paths", None)
-        if paths is not None:
-            save_settings(new_settings, paths.settings_file)
-        self.engine.settings = new_settings
-        self.result_label.setText(f"IBKR endpoint saved: {values['host']}:{values['port']} client {values['client_id']}.")
+        endpoint = f"{values['host']}:{values['port']} client {values['client_id']}"
+
+        def saved(_result: Any) -> None:
+            if qt_alive(self):
+                self.result_label.setText(f"IBKR endpoint saved: {endpoint}.")
+
+        def failed(message: str) -> None:
+            if qt_alive(self):
+                self.ib_error.setText(f"not saved: {message}")
+
+        send_command(self.engine, ApplySettings(settings=new_settings), on_error=failed, on_result=saved)
 
     # ---- connect / disconnect ---------------------------------------------------------------------
     def _connected(self, broker: str) -> bool:
-        return broker in (getattr(self.engine, "adapters", None) or {})
+        return self.engine is not None and broker in self.engine.adapters
 
     def _sync_connect_buttons(self) -> None:
         for broker, button in (("tastytrade", self.tt_connect), ("ibkr", self.ib_connect)):
             button.setText("Disconnect" if self._connected(broker) else "Connect")
-            button.setEnabled(hasattr(self.engine, "connect_broker"))
+            button.setEnabled(self.engine is not None)
 
     def _connection_config(self, broker: str) -> Any:
         """The settings' [brokers] section with this dialog's fields applied (not saved)."""

@@ -8,17 +8,20 @@ when the user types or adds a note), so the live-table rules of docs/gui.md do n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtWidgets
 
 from engine.journal import JournalError, add_note, export_csv, search, symbols_of
 
+if TYPE_CHECKING:
+    from engine.core import Engine
+
 COLUMNS = ("Time (UTC)", "Order", "Symbols", "Tags", "Note")
 
 
 class JournalDialog(QtWidgets.QDialog):
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setWindowTitle("Trade journal")

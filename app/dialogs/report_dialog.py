@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6 import QtCore, QtWidgets
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 
 class ReportDialog(QtWidgets.QDialog):
@@ -19,7 +22,7 @@ class ReportDialog(QtWidgets.QDialog):
 
     written = QtCore.Signal(str)
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine = engine
         self.setWindowTitle("Performance report")
@@ -32,7 +35,7 @@ class ReportDialog(QtWidgets.QDialog):
             edit.setDisplayFormat("yyyy-MM-dd")
         self.account = QtWidgets.QComboBox()
         self.account.addItem("Newest history", None)
-        store = getattr(engine, "store", None)
+        store = engine.store if engine is not None else None
         if store is not None:
             from engine.reports.history import accounts_with_history
 

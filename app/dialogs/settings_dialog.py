@@ -13,12 +13,18 @@ import logging
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from PySide6 import QtCore, QtWidgets
 
 from engine.analytics.formatting import plural
+from engine.bus.commands import ApplySettings, SettingsApplied
+from widgets import engine_queries as eq
+from widgets.base import qt_alive, send_command
+
+if TYPE_CHECKING:
+    from engine.core import Engine
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +137,13 @@ class FieldEditor(QtWidgets.QWidget):
 
 
 class SettingsDialog(QtWidgets.QDialog):
-    """Edit and save ``settings.toml``. ``saved(path)`` fires after a valid save."""
+    """Edit the settings. With an engine, Save sends ``ApplySettings``: the engine writes the file, swaps
+    its settings and hands each running component what it owns; what only a restart applies stays listed
+    in the dialog. Without one the file is written directly. ``saved(path)`` fires after a valid save."""
 
     saved = QtCore.Signal(str)
 
-    def __init__(self, engine: Any, parent: QtWidgets.QWidget | None = None, *, path: Path | None = None) -> None:
+    def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None, *, path: Path | None = None) -> None:
         super().__init__(parent)
         from engine.settings import Settings
 
@@ -143,13 +151,13 @@ class SettingsDialog(QtWidgets.QDialog):
         self.setObjectName("settingsDialog")
         self.setWindowTitle("Settings")
         self.settings_cls = Settings
-        current = getattr(engine, "settings", None)
-        self.current: BaseModel = current if isinstance(current, Settings) else Settings()
-        paths = getattr(engine, "paths", None)
-        self.path = path or (paths.settings_file if paths is not None else None)
+        self.current: BaseModel = eq.settings(engine)
+        self.path = engine.paths.settings_file if engine is not None else path
         self.editors: dict[str, FieldEditor] = {}
         self.errors: dict[str, str] = {}
         self.last_saved: BaseModel | None = None
+        #: the engine's answer to the last save (None before one, or without an engine)
+        self.result: SettingsApplied | None = None
 
         self.tabs = QtWidgets.QTabWidget()
         for name, finfo in type(self.current).model_fields.items():
@@ -176,15 +184,10 @@ class SettingsDialog(QtWidgets.QDialog):
         buttons.accepted.connect(self.save)
         buttons.rejected.connect(self.reject)
         buttons.button(QtWidgets.QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(self.restore_defaults)
-        live_level = self.live_risk_level()
-        level_editor = self.editors.get("risk.level")
-        if live_level is not None and level_editor is not None:
-            # one source of truth: the form shows the level the engine runs at (the toolbar slider's),
-            # not the level the file was started with
-            level_editor.set_value(live_level)
         note = QtWidgets.QLabel(
-            (f"File: {self.path}" if self.path else "No settings file (engine has no paths)")
-            + "\nThe risk level applies at once (like the toolbar slider); other changes take effect at the next start."
+            (f"File: {self.path}" if self.path else "No settings file")
+            + "\nThe risk level, manual approval and notification rules apply at once; "
+              "the dialog lists what waits for the next start."
         )
         note.setWordWrap(True)
         note.setObjectName("settingsPath")
@@ -192,6 +195,11 @@ class SettingsDialog(QtWidgets.QDialog):
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.tabs, 1)
         lay.addWidget(note)
+        self.outcome = QtWidgets.QLabel("")
+        self.outcome.setObjectName("settingsOutcome")
+        self.outcome.setWordWrap(True)
+        self.outcome.setVisible(False)
+        lay.addWidget(self.outcome)
         lay.addWidget(self.summary)
         lay.addWidget(buttons)
         self.resize(640, 560)
@@ -266,41 +274,55 @@ class SettingsDialog(QtWidgets.QDialog):
         settings = self.validate_form()
         if settings is None:
             return
-        if self.path is not None:
-            from engine.settings import save_settings
+        if self.engine is None:
+            self._save_file(settings)
+            return
+        self.save_button.setEnabled(False)
+        send_command(self.engine, ApplySettings(settings=settings), on_error=self._not_applied,
+                     on_result=lambda result: self._applied(settings, result))
 
+    def _save_file(self, settings: BaseModel) -> None:
+        """No engine runs (the dialog on its own): the file is all there is to change."""
+        if self.path is not None:
+            from engine.settings import Settings, save_settings
+
+            assert isinstance(settings, Settings)
             try:
-                save_settings(settings, self.path)  # type: ignore[arg-type]
+                save_settings(settings, self.path)
             except OSError as exc:
                 self.summary.setText(f"could not write {self.path}: {exc}")
                 return
         self.last_saved = settings
-        self._apply_risk_level(settings)
-        try:
-            self.engine.settings = settings
-        except AttributeError:
-            log.debug("engine does not accept new settings at runtime")
         self.saved.emit(str(self.path))
         self.accept()
 
-    def live_risk_level(self) -> float | None:
-        """The risk level the engine runs at now (None without a risk engine)."""
-        profile = getattr(getattr(self.engine, "risk", None), "profile", None)
-        level = getattr(profile, "level", None)
-        return float(level) if isinstance(level, int | float) else None
+    def _not_applied(self, message: str) -> None:
+        if qt_alive(self):
+            self.save_button.setEnabled(True)
+            self.summary.setText(f"not saved: {message}")
 
-    def _apply_risk_level(self, settings: BaseModel) -> None:
-        """A changed risk level becomes the same ``SetRiskLevel`` command the slider sends: the engine
-        applies it, persists it and publishes ``RiskProfileChanged``, which moves the slider."""
-        level = getattr(getattr(settings, "risk", None), "level", None)
-        live = self.live_risk_level()
-        if level is None or live is None or abs(float(level) - live) < 1e-9:
+    def _applied(self, settings: BaseModel, result: SettingsApplied) -> None:
+        """Saved and applied; a change only a restart applies keeps the dialog open to say so."""
+        if not qt_alive(self):
             return
-        from engine.bus.commands import SetRiskLevel
-        from widgets.base import send_command
+        self.save_button.setEnabled(True)
+        self.last_saved = settings
+        self.current = settings
+        self.result = result
+        self.saved.emit(result.path or "")
+        if not result.at_restart:
+            self.accept()
+            return
+        keys = ", ".join(result.at_restart)
+        now = f" Applied now: {', '.join(result.applied)}." if result.applied else ""
+        self.outcome.setText(f"Saved.{now} Takes effect at the next start: {keys}.")
+        self.outcome.setVisible(True)
 
-        send_command(self.engine, SetRiskLevel(level=float(level)),
-                     on_error=lambda message: log.warning("risk level not applied: %s", message))
+    def show_risk_level(self, level: float) -> None:
+        """The slider moved while the dialog is open: the form follows the level the engine runs at."""
+        editor = self.editors.get("risk.level")
+        if editor is not None:
+            editor.set_value(level)
 
     def restore_defaults(self) -> None:
         defaults = self.settings_cls()

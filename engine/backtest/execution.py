@@ -1,39 +1,37 @@
-"""The backtest's order path and exchange: the same components as paper trading, driven synchronously.
+"""The backtest's order path and exchange: the live kernel, driven synchronously on the backtest clock.
 
-intent → :class:`~engine.oms.factory.OrderFactory` (ids, tick rounding, validation) →
-:class:`~engine.risk.engine.RiskEngine` (every pre-trade check at the configured slider level; a failure
-is a DENIED order with the failed checks as reason) → auto-approval → :class:`PaperExchange` (the one
-simulated exchange shared with paper trading: fills at the touch + slippage, fee presets, buying power,
-DAY expiry, settlement/exercise/assignment at expiry).
+intent → :class:`~engine.oms.manager.OrderManager` (OrderFactory → RiskEngine → ApprovalGate, automatic →
+ModeRouter) → :class:`~engine.brokers.paper.PaperBroker` → :class:`PaperExchange` (the one simulated exchange
+shared with paper trading: fills at the touch + slippage, fee presets, buying power, DAY expiry,
+settlement/exercise/assignment at expiry), with the live :class:`~engine.risk.kill_switch.KillSwitch` —
+all on a private event loop (:mod:`engine.backtest.kernel`). Fills, denials and settlements come back as bus
+events, as live. This module adds what only a backtest has: the session's close (DAY expiry, settlement, early
+assignment) driven by the history's steps, and marking positions from the history's columns.
 
-Speed: the exchange and the risk engine's market view see a day's chain only on days that need it
-(an order to check, orders working); positions are marked by this module from the history's columns
-(contract id → row by binary search), so a quiet day costs a few microseconds.
+Speed: positions are marked by this module from the history's columns (contract id → row by binary search), so
+a quiet day costs little beyond handing the day's chain to the paper exchange.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from engine.backtest.config import BacktestConfig
 from engine.backtest.data import ChainHistory
+from engine.backtest.kernel import BacktestKernel
 from engine.brokers.paper_config import PaperConfig, SlippageConfig
 from engine.brokers.paper_exchange import ExecutionReport, PaperExchange
-from engine.model import Equity, Leg, Option, OptionChain, OrderIntent, OrderStatus, OrderType, Side
+from engine.model import Equity, Leg, Option, OptionChain, OrderIntent, OrderType, Side
 from engine.model.instruments import NEW_YORK
-from engine.oms.factory import OrderFactory, OrderValidationError
-from engine.risk.config import RiskConfig
-from engine.risk.engine import RiskEngine
-from engine.risk.kill_switch import limit_breaches
-from engine.risk.market_view import MarketView
-from engine.risk.state import PortfolioState, TradingState
+from engine.risk.config import RiskConfig, RiskPreset
+from engine.risk.state import TradingState
 from engine.strategies.base import SizingLimits
 
 BACKTEST_ACCOUNT = "BACKTEST"
@@ -41,42 +39,56 @@ BACKTEST_ACCOUNT = "BACKTEST"
 RISK_CHECKS_BYPASSED = "PRE-TRADE RISK CHECKS BYPASSED"
 
 log = logging.getLogger(__name__)
+_EPOCH = datetime(2000, 1, 3, 21, tzinfo=UTC)  # an empty history's clock: nothing happens on it
+
+
+def risk_config(config: BacktestConfig, underlying: str, limits: dict[str, float]) -> RiskConfig:
+    """The run's risk settings: the slider level, with ``limits`` written into every preset (validated as
+    the settings file's presets are: a bad value names the limit)."""
+    base = RiskConfig(level=config.risk_level, risk_free_rate=config.rate,
+                      dividend_yields={underlying: config.dividend_yield})
+    if not limits:
+        return base
+    try:
+        presets = {name: RiskPreset.model_validate({**getattr(base, name).model_dump(), **limits})
+                   for name in ("low", "moderate", "high")}
+    except ValidationError as exc:
+        raise ValueError(f"bad risk limits {limits}: {exc}") from None
+    return base.model_copy(update=presets)
 
 
 class BacktestExchange:
-    """Order path + paper exchange + marking for one backtest. Not thread-safe; one per run."""
+    """Order path + paper exchange + marking for one backtest. Not thread-safe; one per run; :meth:`close` it
+    (the runner does) to stop its kernel's loop and store."""
 
-    def __init__(self, config: BacktestConfig, history: ChainHistory) -> None:
+    def __init__(self, config: BacktestConfig, history: ChainHistory, *,
+                 risk_limits: dict[str, float] | None = None) -> None:
         self.config = config
         self.history = history
-        self._now: datetime | None = None
+        self._now: datetime | None = history.timestamp(0) if history.n_days else None
         self._day = -1
-        self._chain: OptionChain | None = None
-        self._chain_fed = False
-        self._risk_fed = False
         paper = PaperConfig(account_id=BACKTEST_ACCOUNT, starting_cash=config.initial_cash, fees=config.fee_preset,
                             slippage=SlippageConfig(model=config.slippage_model, value=config.slippage),
                             early_assignment=config.early_assignment)
         self.exchange = PaperExchange(paper)
-        self.factory = OrderFactory(now=self.now)
-        self.market = MarketView(rate=config.rate, dividend_yields={history.underlying: config.dividend_yield})
-        self.portfolio = PortfolioState()
-        self.risk = RiskEngine(RiskConfig(level=config.risk_level, risk_free_rate=config.rate,
-                                          dividend_yields={history.underlying: config.dividend_yield}),
-                               market=self.market, portfolio=self.portfolio, now=self.now,
-                               trading_state=lambda: self.trading_state,
-                               monotonic=self._monotonic, margin=paper.margin_rules())
-        #: the kill switch of this run: tripped by the live rule (daily loss, drawdown), never reset
-        self.trading_state = TradingState.ACTIVE
-        self.halt: dict[str, str] = {}  # {"at": ISO time, "reason": ...} once tripped
         if not config.risk_checks:
-            log.warning("backtest: %s (--no-risk-checks); the kill switch still halts on its limits",
-                        RISK_CHECKS_BYPASSED)
+            log.warning("backtest: %s (--no-risk-checks): only malformed orders and the trading state deny; the "
+                        "kill switch still halts on its limits", RISK_CHECKS_BYPASSED)
+        #: the profile limits this run changed: the strategy's declared needs, then the config's overrides
+        self.risk_limits = {**(risk_limits or {}), **config.risk_limits}
+        risk = risk_config(config, history.underlying, self.risk_limits)
+        self.kernel = BacktestKernel(self.exchange, paper, risk, start=self._now or _EPOCH,
+                                     monotonic=self._monotonic, risk_checks=config.risk_checks,
+                                     underlying=history.underlying)
+        self.risk = self.kernel.risk
         self._cid: dict[str, int] = {}  # option key -> contract id in the history
         self._last_mark: dict[str, float] = {}  # option key -> last valid mid (used while a quote is missing)
         self._mark_step = -1
         self._mark_cache: dict[str, float] = {}  # option key -> its mark on step ``_mark_step``
-        self.denials = 0
+        self._delivered: dict[str, int] = {}  # stock key -> shares delivered by settlement, not yet liquidated
+
+    def close(self) -> None:
+        self.kernel.close()
 
     # ---- time and market ------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -91,13 +103,23 @@ class BacktestExchange:
 
         return sizing_from_profile(self.risk.profile)
 
+    @property
+    def denials(self) -> int:
+        return self.kernel.denials
+
+    @property
+    def trading_state(self) -> TradingState:
+        return self.kernel.trading_state
+
+    @property
+    def halt(self) -> dict[str, str]:
+        return self.kernel.halt()
+
     def begin_day(self, i: int, chain: OptionChain) -> list[ExecutionReport]:
-        """Start day ``i``: the clock moves to its close; resting orders meet the new quotes."""
+        """Start step ``i``: the clock moves to its snapshot; the feed publishes the quotes (resting orders meet
+        them at the paper exchange)."""
         self._day = i
         self._now = chain.ts
-        self._chain = chain
-        self._chain_fed = False
-        self._risk_fed = False
         ex = self.exchange
         ex._now = chain.ts
         und = self.history.underlying
@@ -108,99 +130,25 @@ class BacktestExchange:
             # snapshot of the day is nearest to it; daily closes carry no open, so the previous close stands in
             opening = chain.spot if (h.intraday or i == 0) else float(h.spot[i - 1])
             ex.set_opening_print(und, chain.ts.astimezone(NEW_YORK).date(), opening)
-        reports = ex.on_underlying(und, chain.spot, chain.ts)
-        self._after(reports)
-        if ex.working:
-            reports = [*reports, *self._feed_chain()]
-        return reports
-
-    def _feed_chain(self) -> list[ExecutionReport]:
-        if self._chain_fed or self._chain is None:
-            return []
-        self._chain_fed = True
-        out = self.exchange.on_chain(self._chain, self._now)
-        self._after(out)  # a resting order that fills on the new quotes moves positions and reservations
-        return out
-
-    def _feed_risk(self) -> None:
-        if self._risk_fed or self._chain is None:
-            return
-        self._risk_fed = True
-        self.market.update_chain(self._chain)
-        self.portfolio.account = self.exchange.account()
+        return self.kernel.quotes(chain)
 
     # ---- the order path -------------------------------------------------------------------------
     def submit(self, intent: OrderIntent) -> list[ExecutionReport]:
-        """Factory → risk → auto-approval → exchange. A refusal is a report with a DENIED order."""
-        reports = self._feed_chain()
-        try:
-            order = self.factory.create(intent, broker="paper", account_id=BACKTEST_ACCOUNT)
-        except OrderValidationError as exc:
-            self.denials += 1
-            denied = self.factory.rejected_intent(intent, str(exc), broker="paper", account_id=BACKTEST_ACCOUNT)
-            return [*reports, ExecutionReport("rejected", denied.evolve(status=OrderStatus.DENIED, reason=str(exc),
-                                                                              updated_at=self.now()),
-                                              note="denied")]
-        if not self.config.risk_checks and self.trading_state is TradingState.HALTED:
-            self.denials += 1
-            denied = order.evolve(status=OrderStatus.DENIED, updated_at=self.now(), reason=(
-                "trading is HALTED: only cancels (and kill-switch flatten orders) are accepted"))
-            return [*reports, ExecutionReport("rejected", denied, note="denied")]
-        if self.config.risk_checks:
-            self._feed_risk()
-            decision = self.risk.check(order)
-            if not decision.passed:
-                self.denials += 1
-                # worded as the OrderManager words it live: the failed checks' messages
-                reason = "; ".join(c.message for c in decision.failed)
-                denied = order.evolve(status=OrderStatus.DENIED, reason=reason, updated_at=self.now())
-                return [*reports, ExecutionReport("rejected", denied, note="denied")]
-        approved = order.evolve(status=OrderStatus.SUBMITTED, updated_at=self.now())
-        out = self.exchange.submit(approved, self.now())
-        self._after(out)
-        return [*reports, *out]
-
-    def _after(self, reports: Iterable[ExecutionReport]) -> None:
-        """Keep the risk engine's portfolio and reservations in step with the exchange."""
-        for r in reports:
-            for p in r.positions:
-                self.portfolio.apply_position(p)
-            if r.order is not None:
-                if r.order.status.is_terminal:
-                    self.risk.release(r.order.order_id)
-                elif r.fills:
-                    self.risk.update_fill(r.order)
+        """The live path: OMS → risk → approval (automatic) → router → paper broker. A refusal is a report with
+        a DENIED order, worded as live (the failed checks' messages)."""
+        return self.kernel.submit(intent)
 
     # ---- the kill switch ------------------------------------------------------------------------
     def check_limits(self, i: int) -> list[ExecutionReport]:
-        """The kill switch's automatic trip, as live (:func:`~engine.risk.kill_switch.limit_breaches`): on a
-        daily-loss or drawdown breach trading is HALTED for the rest of the run and working orders are
-        cancelled at once. Held positions stay (no flatten, as an automatic trip live) and settle at expiry."""
-        if self.trading_state is TradingState.HALTED:
-            return []
-        ex = self.exchange
-        nl = float(ex.cash) + self.position_value(i)
-        if not (math.isfinite(nl) and nl > 0):
-            return []
-        if self.risk.peak_equity is None or nl > self.risk.peak_equity:
-            self.risk.peak_equity = nl
-        start = float(ex.day_start_equity) if ex.day_start_equity is not None else nl
-        for kind, (breached, reason) in limit_breaches(self.risk.profile, nl, nl - start,
-                                                       self.risk.peak_equity).items():
-            if breached:
-                return self.trip(f"{kind}: {reason}")
-        return []
+        """The account at the step's marks goes on the bus; the live kill switch trips on a daily-loss or
+        drawdown breach (:func:`~engine.risk.kill_switch.limit_breaches`): trading is HALTED for the rest of
+        the run and working orders are cancelled at once. Held positions stay (no flatten, as an automatic trip
+        live) and settle at expiry."""
+        return self.kernel.account()
 
     def trip(self, reason: str) -> list[ExecutionReport]:
-        """Halt: every new order is denied from now on; every working order is cancelled."""
-        self.trading_state = TradingState.HALTED
-        self.halt = {"at": self.now().isoformat(), "reason": reason}
-        log.warning("backtest: kill switch tripped at %s: %s", self.now().isoformat(), reason)
-        out: list[ExecutionReport] = []
-        for oid in list(self.exchange.working):
-            out.extend(self.exchange.cancel(oid, self.now(), reason=f"kill switch: {reason}"))
-        self._after(out)
-        return out
+        """Halt by hand (the kill switch's trip): every new order is denied; every working order is cancelled."""
+        return self.kernel.trip(reason)
 
     def early_assignments(self, next_day) -> list[ExecutionReport]:
         """On the session before an ex-dividend date: short calls whose time value is below the dividend are
@@ -208,32 +156,41 @@ class BacktestExchange:
         amount = self.config.dividends.get(next_day) if next_day is not None else None
         if not amount:
             return []
-        out = self.exchange.early_assignments(self.history.underlying, float(amount), self.now())
-        self._after(out)
-        return out
+        return self._delivered_by(self.kernel.publish(self.exchange.early_assignments(
+            self.history.underlying, float(amount), self.now())))
 
     def end_of_day(self) -> list[ExecutionReport]:
         """DAY orders placed before the close expire at the close. One placed at the closing snapshot itself
         is good for the next session, as the paper exchange rules live (``PaperExchange.on_time``): a daily
         history's snapshots are the closes, so its orders meet the next day's quotes before they expire."""
-        out = self.exchange.expire_day_orders(created_before=self.now())
-        self._after(out)
-        return out
+        return self.kernel.publish(self.exchange.expire_day_orders(created_before=self.now()))
 
     def settle(self) -> list[ExecutionReport]:
         """Expiring positions settle at intrinsic value: PM/physical from the day's close, AM from the
         opening print (exercise/assignment per the paper exchange)."""
-        out = self.exchange.settle_expired(self.now())
-        self._after(out)
-        return out
+        return self._delivered_by(self.kernel.publish(self.exchange.settle_expired(self.now())))
+
+    def _delivered_by(self, reports: list[ExecutionReport]) -> list[ExecutionReport]:
+        """Remember the shares exercise and assignment delivered: only those are liquidated, never the shares a
+        strategy trades itself (a delta hedge)."""
+        for r in reports:
+            for f in r.fills:
+                if isinstance(f.instrument, Equity) and f.kind != "trade":
+                    key = f.instrument.key
+                    self._delivered[key] = self._delivered.get(key, 0) + f.quantity
+        return reports
 
     def liquidation_intents(self) -> list[OrderIntent]:
-        """Market orders that sell (buy back) shares received on assignment."""
+        """Market orders that sell (buy back) shares received on exercise or assignment — at most what is still
+        held on that side; shares a strategy bought or sold itself stay its own."""
         out = []
+        delivered, self._delivered = self._delivered, {}
         for pos in list(self.exchange.positions.values()):
-            if isinstance(pos.instrument, Equity) and pos.quantity != 0:
+            got = delivered.get(pos.instrument.key, 0)
+            if isinstance(pos.instrument, Equity) and pos.quantity != 0 and got * pos.quantity > 0:
+                qty = min(abs(got), abs(pos.quantity))
                 side = Side.SELL if pos.quantity > 0 else Side.BUY
-                out.append(OrderIntent(legs=(Leg(pos.instrument, side),), quantity=abs(pos.quantity),
+                out.append(OrderIntent(legs=(Leg(pos.instrument, side),), quantity=qty,
                                        order_type=OrderType.MARKET, source="backtest", strategy_id="backtest",
                                        tag=f"{pos.instrument.key}:liquidate"))
         return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from engine.model import Fill, Order
+from engine.model import Fill, Order, price_multiplier
 
 
 @dataclass(slots=True)
@@ -142,5 +142,6 @@ def _net_price(order: Order, fills) -> Decimal | None:
     ratio = order.legs[0].ratio
     if units == 0:
         return None
-    total = sum((f.price * f.quantity for f in trade), Decimal(0))
+    m = price_multiplier(order.legs)  # a mixed order's shares count per contract share, as its limit
+    total = sum((f.price * f.quantity * f.instrument.multiplier / m for f in trade), Decimal(0))
     return (total / (Decimal(units) / ratio)).quantize(Decimal("0.0001"))

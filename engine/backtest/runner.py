@@ -3,8 +3,9 @@
 Each step (one quote date, at its 16:00 New York close):
 
 1. the exchange sees the day's quotes: resting orders that the market now crosses fill;
-2. the strategy gets ``on_chain`` (and ``on_timer``) and its intents go down the order path
-   (OrderFactory → RiskEngine → auto-approval → the paper exchange shared with paper trading);
+2. the strategy gets ``on_chain`` (and ``on_timer``) and its intents go down the live order path
+   (OrderManager → RiskEngine → ApprovalGate → ModeRouter → PaperBroker → the paper exchange shared with
+   paper trading; :mod:`engine.backtest.kernel`);
 3. DAY orders still working expire;
 4. contracts expiring today settle at intrinsic value from the day's underlying close (exercise and
    assignment per the paper exchange); assigned shares are sold the next step when
@@ -106,7 +107,7 @@ class BacktestResult:
         m.pop("per_regime", None)
         out = {"run_id": self.run_id, "strategy": self.strategy, "status": self.status, **m,
                "risk_checks": bool(self.info.get("risk_checks", self.config.get("risk_checks", True))),
-               "halted": self.info.get("halt") or None}
+               "halted": self.info.get("halt") or None, "risk_limits": self.info.get("risk_limits") or None}
         if not out["risk_checks"]:
             out["warning"] = RISK_CHECKS_BYPASSED
         return out
@@ -134,10 +135,26 @@ class BacktestContext:
         self._regime = "neutral"
         self._sizing = sizing
         self._underlying = ""
+        self._closes: dict[Any, float] = {}  # session date -> the underlying's last price seen on it
+        self._delta: Callable[[], float] | None = None  # the exchange's delta of everything held, this step
 
     def now(self) -> datetime:
         assert self._now is not None
         return self._now
+
+    def realized_vol(self, underlying: str, window: int = 20) -> float:
+        """Close-to-close vol of the last ``window`` session closes up to this step (NaN: fewer seen)."""
+        from engine.surface.realized import close_to_close
+
+        if underlying != self._underlying or len(self._closes) < window + 1:
+            return math.nan
+        return float(close_to_close(np.fromiter(self._closes.values(), dtype=float)[-(window + 1):]))
+
+    def portfolio_delta(self, underlying: str, strategy_id: str | None = None) -> float:
+        """Delta in shares of what the account holds (one strategy per run: its positions are the account's)."""
+        if underlying != self._underlying or self._delta is None:
+            return math.nan
+        return float(self._delta())
 
     def net_liquidation(self) -> float:
         return self._nl
@@ -158,9 +175,10 @@ ProgressCallback = Callable[[Progress], None]
 class Backtest:
     """One run: ``Backtest(config, history, strategy).run(progress, cancel)``.
 
-    Orders take the paper-trading path (OrderFactory → RiskEngine → auto-approval → the shared
-    :class:`~engine.brokers.paper_exchange.PaperExchange`), driven synchronously by this loop
-    (see :mod:`engine.backtest.execution`). The strategy object is the one that runs live.
+    Orders take the live path (OrderManager: OrderFactory → RiskEngine → ApprovalGate, automatic → ModeRouter →
+    PaperBroker → the shared :class:`~engine.brokers.paper_exchange.PaperExchange`, with the live KillSwitch), on a
+    private event loop driven synchronously by this loop (see :mod:`engine.backtest.kernel`). The strategy object
+    is the one that runs live.
     """
 
     def __init__(self, config: BacktestConfig, history: ChainHistory, strategy: Strategy | None = None, *,
@@ -192,7 +210,7 @@ class Backtest:
         exposure = np.zeros(n, bool)
         greeks = {k: np.zeros(n) for k in ("delta", "gamma", "theta", "vega", "margin")}
         status, error, last = "completed", "", -1
-        ex = self.exchange = BacktestExchange(cfg, h)
+        ex = self.exchange = BacktestExchange(cfg, h, risk_limits=dict(getattr(strat, "risk_limits", {}) or {}))
         ctx = BacktestContext(ex.sizing())
         ctx._underlying = h.underlying
         try:
@@ -211,6 +229,9 @@ class Backtest:
                 self._handle(ex.begin_day(i, chain), ctx)
                 self._handle(ex.check_limits(i), ctx)  # the kill switch sees the account at the new quotes
                 ctx._nl = float(ex.cash()) + ex.position_value(i)  # the account as the strategy would see it live
+                if math.isfinite(chain.spot):
+                    ctx._closes[market_date(now)] = chain.spot
+                ctx._delta = lambda i=i: ex.mark(i)[1].get("delta", 0.0)
                 # 2. shares received on assignment are sold at today's close
                 if cfg.liquidate_assignments:
                     self._send(ex.liquidation_intents(), ctx)
@@ -244,6 +265,9 @@ class Backtest:
             log.exception("backtest %s failed", self.run_id)
             status = "failed"
             error = f"{type(exc).__name__}: {exc}"
+        finally:
+            halt, state = dict(ex.halt), ex.trading_state.value
+            ex.close()  # the kernel's loop and store end with the run
         k = last + 1
         marks = ex.marks_by_symbol(k - 1)
         for t in self.ledger.open():
@@ -271,8 +295,9 @@ class Backtest:
             times=None if h.times is None else h.times[:k],
             info={"underlying": h.underlying, "source": h.source, "days": len(closes), "steps": k,
                   "rows": int(h.offsets[k]) if k else 0, "denied_orders": ex.denials,
+                  "denied_by_check": dict(ex.kernel.denied_by_check), "risk_limits": dict(ex.risk_limits),
                   "ledger_cash_flow": str(self.ledger.cash_flow), "risk_checks": cfg.risk_checks,
-                  "trading_state": ex.trading_state.value, "halt": dict(ex.halt),
+                  "trading_state": state, "halt": halt,
                   **({"warning": RISK_CHECKS_BYPASSED} if not cfg.risk_checks else {})},
         )
 

@@ -13,6 +13,11 @@ Price convention at this boundary: our ``limit_price`` is the net price per unit
   convention: a negative limit on a BUY combo is a credit);
 - a single leg goes out with the leg's action and ``abs(limit_price)``; a sign that contradicts the side
   (a buy at a credit) is rejected before sending.
+Shares: a stock order is a ``STK`` contract (``Stock(symbol, "SMART", "USD")``, quantity in shares); a mixed
+order (covered call, collar, delta hedge) is a ``BAG`` whose stock leg has a ratio in shares (100 per
+covered contract) and is routed SMART (IB error 315 otherwise). Its net price is quoted per share of a contract
+(``engine.model.leg_weights``: 100 shares at 500 and a short call at 5 is 495.00) — our convention, to be
+confirmed against a paper account before trading mixed BAGs live.
 Positions: ``avgCost`` from IB is per contract (price × multiplier); ours is per unit: divided back.
 """
 
@@ -58,6 +63,7 @@ from engine.model import (
     Side,
     TimeInForce,
     is_occ_symbol,
+    leg_weights,
 )
 from engine.model.instruments import Right
 
@@ -669,12 +675,12 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         per_leg[con_id] = (q + ex.shares, notional + ex.shares * ex.price)
         units = []
         net = 0.0
-        for leg in order.legs:
+        for leg, weight in zip(order.legs, leg_weights(order.legs), strict=True):
             c = self._contracts.get(leg.instrument.key)
             lq, ln = per_leg.get(c.conId if c is not None else con_id, (0.0, 0.0))
             units.append(int(lq) // leg.ratio)
             if lq:
-                net += leg.side.sign * (ln / lq) * leg.ratio
+                net += float(weight) * (ln / lq)  # ± ratio; a mixed BAG's shares per contract share
         filled = min(units) if units else 0
         status = OrderStatus.FILLED if filled >= order.quantity else OrderStatus.PARTIALLY_FILLED
         order = order.evolve(updated_at=self.clock.now(), status=status, filled_quantity=filled, avg_fill_price=Decimal(str(round(net, 6))))

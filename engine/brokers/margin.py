@@ -15,7 +15,11 @@ The requirement is the lesser of that and margining every short as naked (a very
 needs more than its short leg alone).
 
 Buying power = cash + (1 − m_s)·long stock − (1 + m_s)·short stock − option requirement, where m_s is
-the stock margin (50 %; 100 % in a cash account). Long options are paid in full and lend nothing.
+the stock margin (Reg-T initial 50 %; 100 % in a cash account): a long share costs half its value, a short
+sale keeps its proceeds and needs another 50 % (150 % in all). Long options are paid in full and lend nothing.
+The account's maintenance requirement counts shares at the maintenance rates instead (25 % long, 30 % short).
+Long shares cover short calls (100 per contract); short shares are not counted as covering short puts
+(conservative: the put stays margined as naked).
 
 This is the **one** margin model: the paper exchange margins its account with it and the risk engine's
 ``buying_power`` check estimates an order's need with it (:func:`order_effect`: the same positions, the same
@@ -37,6 +41,9 @@ NAKED_EQUITY_PCT = 0.20
 NAKED_INDEX_PCT = 0.15
 NAKED_MIN_PCT = 0.10
 STOCK_MARGIN = 0.50
+#: maintenance of stock positions (FINRA 4210 minimums): 25 % of long, 30 % of short market value
+LONG_STOCK_MAINTENANCE = 0.25
+SHORT_STOCK_MAINTENANCE = 0.30
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,8 @@ class MarginRules:
     naked_index_pct: float = NAKED_INDEX_PCT
     naked_min_pct: float = NAKED_MIN_PCT
     stock_margin: float = STOCK_MARGIN
+    long_stock_maintenance: float = LONG_STOCK_MAINTENANCE
+    short_stock_maintenance: float = SHORT_STOCK_MAINTENANCE
     #: a cash account: stock is paid in full (no naked options either; the exchange enforces that)
     cash_account: bool = False
     index_symbols: frozenset[str] = field(default_factory=lambda: frozenset(DEFAULT_INDEX_SYMBOLS))
@@ -167,6 +176,14 @@ class MarginRules:
     def buying_power(self, cash: float, long_stock_value: float, short_stock_value: float,
                      option_req: float) -> float:
         return buying_power(cash, long_stock_value, short_stock_value, option_req, self.stock_rate)
+
+    def stock_maintenance(self, long_stock_value: float, short_stock_value: float) -> float:
+        """Maintenance requirement of stock positions (dollars): Reg-T lends against shares at the initial
+        rate (50 %) but only calls for more when equity falls below the maintenance rate — 25 % of long and
+        30 % of short market value. Fully paid shares in a cash account carry none."""
+        if self.cash_account:
+            return 0.0
+        return self.long_stock_maintenance * long_stock_value + self.short_stock_maintenance * short_stock_value
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,15 @@ class PaperBroker(Broker):
         self._handle(self.exchange.on_time(ev.now), market=True)
 
     # ---- reports → store → events -------------------------------------------------------------
+    def report(self, reports: list[ExecutionReport]) -> None:
+        """Persist and publish reports of exchange calls made by whoever drives the exchange's clock (the
+        backtester closes each session itself: DAY expiry, settlement, early assignment), then the account —
+        with no reports, just the account at the current marks (the kill switch's daily-loss look)."""
+        self._handle(reports)
+        if not reports:
+            self._last_account = time.monotonic()
+            self.bus.publish(AccountUpdated(account=self.exchange.account()))
+
     def _handle(self, reports: list[ExecutionReport], *, market: bool = False) -> None:
         if not reports:
             if market and self._connected:

@@ -11,7 +11,9 @@ Fill model:
 - marketable orders (market, or a limit the touch satisfies) fill at the touch — buy legs at the ask,
   sell legs at the bid — plus the configured slippage, never past the limit;
 - resting limits fill at their limit when the market crosses them;
-- combos fill at the net price whenever the net of the legs' touch is marketable (Σ sign·ratio·touch ≤ limit);
+- combos fill at the net price whenever the net of the legs' touch is marketable (Σ weight·touch ≤ limit, the
+  weights of ``engine.model.leg_weights``: ± ratio, the shares of a mixed order per contract share); shares fill
+  at the touch and the options take the difference to the limit;
 - a long option with no bid (bid 0) that an order sells to close is sold at the venue's minimum price, one
   tick, without slippage; an opening sell at a zero bid finds no buyer and rests;
 - with ``partial_fills`` an update fills at most the displayed size at the touch (per leg ÷ ratio).
@@ -52,6 +54,8 @@ from engine.model import (
     Settlement,
     TimeInForce,
     is_on_tick,
+    leg_weights,
+    net_price,
 )
 from engine.model.instruments import NEW_YORK
 
@@ -95,6 +99,8 @@ class _Working:
     keys: list[str]  # per leg: the instrument key (formatted once)
     signs: list[int]
     ratios: list[int]
+    #: per leg, its weight in the net price (± ratio, ÷ 100 for the shares of a mixed order: leg_weights)
+    weights: list[float] = field(default_factory=list)
     fees: OrderFeeTracker = field(default_factory=OrderFeeTracker)
 
 
@@ -173,9 +179,9 @@ class PaperExchange:
         elif old is not None and len(old.symbols) == len(chain.symbol) and np.array_equal(old.symbols, chain.symbol):
             rows = old.rows
         else:
-            rows = {str(s): i for i, s in enumerate(chain.symbol)}
-            for s in rows:
-                self._symbol_index[s] = und
+            keys = list(map(str, np.asarray(chain.symbol).tolist()))
+            rows = dict(zip(keys, range(len(keys)), strict=True))
+            self._symbol_index.update(dict.fromkeys(rows, und))  # C loops: a backtest relists every day
         relisted = old is None or rows is not old.rows
         self._books[und] = _Book(chain=chain, rows=rows, bid=np.array(chain.bid, dtype=float),
                                  ask=np.array(chain.ask, dtype=float), bid_size=np.array(chain.bid_size, dtype=float),
@@ -333,7 +339,8 @@ class PaperExchange:
                                 broker_order_id=order.broker_order_id or self._next_id("P"), reason="",
                                 updated_at=self.now)
         insts = [self._canonical(leg.instrument, ref) for leg, ref in zip(order.legs, refs, strict=True)]
-        w = _Working(order=accepted, refs=refs, instruments=insts, keys=keys, signs=signs, ratios=ratios)
+        w = _Working(order=accepted, refs=refs, instruments=insts, keys=keys, signs=signs, ratios=ratios,
+                     weights=[float(x) for x in leg_weights(order.legs)])
         self.working[accepted.order_id] = w
         reports = [ExecutionReport("accepted", accepted)]
         reports.extend(self._try_fill(w, aggressive=True))
@@ -654,7 +661,7 @@ class PaperExchange:
         avail = math.inf
         spreads: list[float] = []
         floor_legs: dict[int, float] = {}  # leg index -> the venue's minimum price (a no-bid long sold)
-        for i, (sign, ratio, ref) in enumerate(zip(w.signs, w.ratios, w.refs, strict=True)):
+        for i, (sign, ratio, weight, ref) in enumerate(zip(w.signs, w.ratios, w.weights, w.refs, strict=True)):
             if ref[0] == "opt" and (ref[2] < 0 or ref[1] not in self._books):
                 return []
             bid, ask, bsz, asz = self._touch(ref)
@@ -671,7 +678,7 @@ class PaperExchange:
                 return []
             touches.append(px)
             spreads.append(ask - bid if math.isfinite(ask - bid) else 0.0)
-            net += sign * ratio * px
+            net += weight * px
             size = asz if sign > 0 else bsz
             if math.isfinite(size):
                 avail = min(avail, size // ratio)
@@ -690,7 +697,7 @@ class PaperExchange:
         if aggressive or is_market:
             leg_px = [px if i in floor_legs else self._slipped(px, sign, spread, ref)
                       for i, (px, sign, spread, ref) in enumerate(zip(touches, w.signs, spreads, w.refs, strict=True))]
-            net_px = sum(s * r * p for s, r, p in zip(w.signs, w.ratios, leg_px, strict=True))
+            net_px = sum(wt * p for wt, p in zip(w.weights, leg_px, strict=True))
             if not is_market and net_px > limit + 1e-9:
                 leg_px = self._allocate(touches, w, limit)
         else:
@@ -720,21 +727,23 @@ class PaperExchange:
         return book.chain.option(ref[2])
 
     def _allocate(self, touches: list[float], w: _Working, net_target: float) -> list[float]:
-        """Leg prices summing (with signs and ratios) to ``net_target``: the difference from the touch goes
-        to the leg with the largest price (kept non-negative)."""
+        """Leg prices summing (with the legs' net-price weights) to ``net_target``: the difference from the touch
+        goes to the option leg with the largest price (kept non-negative); shares stay at the touch, as a mixed
+        combo fills on the floor (the stock leg prints at the market, the options absorb the net)."""
         prices = list(touches)
-        net_touch = sum(s * r * p for s, r, p in zip(w.signs, w.ratios, touches, strict=True))
+        net_touch = sum(wt * p for wt, p in zip(w.weights, touches, strict=True))
         diff = net_target - net_touch
         if abs(diff) < 1e-12:
             return prices
-        ranked = sorted(range(len(prices)), key=lambda i: -prices[i])
+        options = [i for i, ref in enumerate(w.refs) if ref[0] == "opt"]
+        ranked = sorted(options or range(len(prices)), key=lambda i: -prices[i])
         for i in ranked:
-            new = prices[i] + diff / (w.signs[i] * w.ratios[i])
+            new = prices[i] + diff / w.weights[i]
             if new >= 0:
                 prices[i] = new
                 return prices
         i = ranked[0]
-        prices[i] = max(prices[i] + diff / (w.signs[i] * w.ratios[i]), 0.0)
+        prices[i] = max(prices[i] + diff / w.weights[i], 0.0)
         return prices
 
     def _execute(self, w: _Working, qty: int, leg_px: list[float]) -> ExecutionReport:
@@ -764,7 +773,7 @@ class PaperExchange:
             changed.append(self._apply(fill, w.keys[i]))
             fills.append(fill)
         filled = o.filled_quantity + qty
-        net = sum(Decimal(leg.side.sign * leg.ratio) * p for leg, p in zip(o.legs, dec_px, strict=True))
+        net = net_price(o.legs, dec_px)
         prev_avg = o.avg_fill_price or _Z
         avg = ((prev_avg * o.filled_quantity + net * qty) / filled).quantize(_PRICE_Q)
         status = OrderStatus.FILLED if filled >= o.quantity else OrderStatus.PARTIALLY_FILLED
@@ -975,11 +984,10 @@ class PaperExchange:
         long_v, short_v = self._stock_values(self.positions)
         bp = self.margin.buying_power(float(self.cash), long_v, short_v, req)
         day = nl - self.day_start_equity if self.day_start_equity is not None else _Z
-        m = self._stock_margin()
         return AccountSnapshot(
             account_id=self.account_id, cash=self.cash.quantize(Decimal("0.01")), net_liquidation=nl.quantize(Decimal("0.01")),
             buying_power=Decimal(str(round(bp, 2))),
-            maintenance_requirement=Decimal(str(round(req + m * (long_v + short_v), 2))),
+            maintenance_requirement=Decimal(str(round(req + self.margin.stock_maintenance(long_v, short_v), 2))),
             realized_pnl=self.realized.quantize(Decimal("0.01")), unrealized_pnl=self.unrealized(),
             day_pnl=day.quantize(Decimal("0.01")),
             ts=self.now, broker="paper", is_live=False,
@@ -1026,7 +1034,7 @@ class PaperExchange:
             insts = [self._canonical(leg.instrument, ref) for leg, ref in zip(o.legs, refs, strict=True)]
             w = _Working(order=o, refs=refs, instruments=insts, keys=[i.key for i in insts],
                          signs=[leg.side.sign for leg in o.legs],
-                         ratios=[leg.ratio for leg in o.legs])
+                         ratios=[leg.ratio for leg in o.legs], weights=[float(x) for x in leg_weights(o.legs)])
             if o.order_id in fees:
                 w.fees = OrderFeeTracker.from_state(fees[o.order_id])
             self.working[o.order_id] = w

@@ -4,7 +4,10 @@ Conventions at this boundary:
 - **Price sign.** Our ``Order.limit_price`` is positive for a debit and negative for a credit; tastytrade's
   SDK uses the opposite (positive = credit, sent as ``abs(price)`` + ``price-effect``). :func:`to_tt_price`
   and :func:`from_tt_price` negate; nothing else converts.
-- Leg quantity = order quantity × leg ratio; the price is per unit of the combo.
+- Leg quantity = order quantity × leg ratio; the price is per unit of the combo. Shares are ``Equity`` legs
+  (quantity in shares, actions ``Buy to Open`` / ``Sell to Close`` … as for options — the SDK's bare
+  ``Buy``/``Sell`` are for futures); a mixed order (covered call, collar, delta hedge) is priced per share of a
+  contract, as on tastytrade's ticket (100 shares at 500 and a call at 5: a 495.00 debit).
 - Positions: tastytrade quantity is unsigned with ``quantity-direction`` Long/Short; ours is signed;
   ``multiplier`` comes from the position; ``avg_price`` is per unit (``average-open-price``).
 - ``place_order`` is always called with an explicit ``dry_run``: ``True`` for :meth:`preview`, ``False``
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -74,6 +78,7 @@ from engine.model import (
     Side,
     TimeInForce,
     is_occ_symbol,
+    leg_weights,
 )
 
 if TYPE_CHECKING:
@@ -652,7 +657,9 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
     # ---- streamed updates -----------------------------------------------------------------------
     def _order_from_placed(self, placed: Any) -> Order:
         legs = []
-        size = int(placed.size or 0) or min(int(leg.quantity or 1) for leg in placed.legs) or 1
+        # the order's size is the gcd of its leg quantities (legs go out as quantity × reduced ratio): a covered
+        # call's 100 shares and 1 call are one unit of ratios 100:1, whatever ``size`` the server reports
+        size = math.gcd(*(int(leg.quantity or 0) for leg in placed.legs)) or int(placed.size or 0) or 1
         for leg in placed.legs:
             inst = instrument_from_tt(leg.symbol)
             action = str(leg.action.value)
@@ -742,9 +749,12 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
 
     @staticmethod
     def _fill_totals(order: Order, placed: Any) -> tuple[int, Decimal | None]:
+        """(units filled, average net price in our convention): each leg's average fill price weighted as in
+        the order's net (``leg_weights``: the shares of a covered call count per contract share)."""
         units: list[int] = []
         net = Decimal(0)
         any_fill = False
+        weights = leg_weights(order.legs)
         for i, leg in enumerate(placed.legs):
             ratio = order.legs[i].ratio if i < len(order.legs) else 1
             qty = sum((Decimal(f.quantity) for f in leg.fills or ()), Decimal(0))
@@ -753,7 +763,8 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
                 any_fill = True
                 avg = sum((Decimal(f.quantity) * Decimal(f.fill_price) for f in leg.fills), Decimal(0)) / qty
                 sign = 1 if str(leg.action.value).startswith("Buy") else -1
-                net += sign * avg * ratio
+                weight = abs(weights[i]) if i < len(weights) else Decimal(ratio)
+                net += sign * avg * weight
         return (min(units) if units else 0), (net if any_fill else None)
 
     def _set_position(self, p: Position) -> None:

@@ -124,3 +124,81 @@ class JumpToNextRealSession(Command):
     opens next, so the simulation trades the same day as the real market. Audited."""
 
     by: str = "user"
+
+
+# ---- strategies (engine/strategies/host.py; docs/strategies.md) ----------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartStrategy(Command):
+    """Run (or resume) one strategy of the settings on its own mode's account. Audited."""
+
+    strategy_id: str
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PauseStrategy(Command):
+    """Stop opening and managing trades; state, open trades and working orders are kept. Audited."""
+
+    strategy_id: str
+    reason: str = "paused by user"
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopStrategy(Command):
+    """Stop a strategy and, with ``cancel_orders``, cancel its working orders. Open trades stay in its books
+    (and in the account) until it runs again. Audited."""
+
+    strategy_id: str
+    cancel_orders: bool = True
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetStrategyParams(Command):
+    """Replace a strategy's parameters (validated against its parameter model; a bad one is refused with the
+    model's message and nothing changes). Open trades are kept and managed under the new rules. Audited."""
+
+    strategy_id: str
+    params: dict[str, Any]
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetStrategyMode(Command):
+    """Move a strategy between the paper account and a live account. ``live`` needs ``confirm_account`` equal
+    to the live broker's account id (the same confirmation as the engine's own switch); refused otherwise,
+    and a strategy with open trades or working orders cannot change account. Audited either way."""
+
+    strategy_id: str
+    mode: str  # paper | live
+    confirm_account: str | None = None
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListExpirations(Command):
+    """The expiries the current feed lists for an underlying (sorted); a view asks before it subscribes,
+    so it never calls the feed itself and the answer follows a feed swap."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplySettings(Command):
+    """Make ``settings`` (an ``engine.settings.Settings``) the engine's: saved to the settings file, swapped
+    into ``Engine.settings``, and applied by each running component that owns a changed value. The handler
+    returns :class:`SettingsApplied`, naming what waits for the next start."""
+
+    settings: Any
+    save: bool = True
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsApplied:
+    """What :class:`ApplySettings` did, as dotted keys (``risk.level``, ``oms.approval_in_paper``)."""
+
+    path: str | None
+    applied: tuple[str, ...] = ()
+    at_restart: tuple[str, ...] = ()

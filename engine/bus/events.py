@@ -339,6 +339,53 @@ class SubscriberFailed(Event):
         return f"Subscriber {self.subscriber} failed on {self.event_type}: {self.error}"
 
 
+# ---- strategies (engine/strategies/host.py; docs/strategies.md) ----------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyStateChanged(Event):
+    """A hosted strategy changed state: ``state`` is one of stopped | running | paused | disabled.
+    ``mode`` is the account it trades on (paper | live); ``reason`` says why (a command, the kill switch...)."""
+
+    strategy_id: str
+    name: str
+    state: str
+    previous: str = ""
+    mode: str = "paper"
+    reason: str = ""
+
+    def describe(self) -> str:
+        return (f"Strategy {self.strategy_id}: {self.previous or 'new'} → {self.state} ({self.mode})"
+                + (f": {self.reason}" if self.reason else ""))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategySignal(Event):
+    """A strategy decided something: ``action`` (open | close | none), its ``confidence`` in [0, 1] (NaN when the
+    strategy states none) and the ``reason`` in words; ``tag`` names the trade."""
+
+    strategy_id: str
+    action: str
+    confidence: float = float("nan")
+    reason: str = ""
+    tag: str = ""
+
+    def describe(self) -> str:
+        conf = "" if self.confidence != self.confidence else f" ({self.confidence:.0%})"
+        return f"Strategy {self.strategy_id} {self.action}{conf}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyDisabled(Event):
+    """A strategy stopped trading on its own (an exception, a bad settings entry); the strategy host publishes
+    it and the notifier's ``strategy_disabled`` rule turns it into a notification."""
+
+    severity: ClassVar[str] = "error"
+    strategy_id: str
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"strategy {self.strategy_id} disabled: {self.reason}"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineStarted(Event):
     mode: str = "paper"

@@ -28,7 +28,10 @@ from engine.model.orders import (
     can_transition,
     instrument_from_key,
     is_on_tick,
+    leg_weights,
+    net_price,
     net_price_label,
+    price_multiplier,
     round_to_tick,
 )
 from engine.model.quote import Quote, QuoteFlag
@@ -37,5 +40,6 @@ __all__ = [
     "AccountSnapshot", "AssetClass", "Equity", "ExerciseStyle", "Fill", "Index", "Instrument", "Leg",
     "OpenClose", "Option", "OptionChain", "Order", "OrderIntent", "OrderStatus", "OrderType", "Position",
     "Quote", "QuoteFlag", "Right", "Settlement", "Side", "TimeInForce", "can_transition",
-    "instrument_from_key", "is_occ_symbol", "is_on_tick", "net_price_label", "normalize_strike", "round_to_tick",
+    "instrument_from_key", "is_occ_symbol", "is_on_tick", "leg_weights", "net_price", "net_price_label",
+    "normalize_strike", "price_multiplier", "round_to_tick",
 ]

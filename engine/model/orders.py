@@ -4,7 +4,9 @@ Sign conventions (docs/architecture.md §7):
 - position quantity: positive long, negative short;
 - a leg's ``ratio`` is a positive integer, its direction is ``side``;
 - an order's ``limit_price`` is the net price per unit of the combo: positive = debit (we pay),
-  negative = credit (we receive). Use :func:`net_price_label` to show it.
+  negative = credit (we receive), quoted in :func:`price_multiplier` (per share of a contract when an option
+  is in the order: a covered call of 100 shares at 500 and a call at 5 is a 495.00 debit). Use
+  :func:`net_price_label` to show it.
 - fill ``quantity`` is signed like a position change (buy +, sell −).
 """
 
@@ -257,6 +259,32 @@ class AccountSnapshot:
     ts: datetime | None = None  # when the broker reported it, on the engine's clock
     broker: str = "paper"
     is_live: bool = False
+
+
+def price_multiplier(legs: tuple[Leg, ...] | list[Leg]) -> int:
+    """The multiplier an order's net price is quoted in: the first option leg's when there is one, else 1.
+
+    Why: a covered call (buy 100 shares, sell 1 call) is quoted per share, as on a broker's ticket —
+    stock price − call price, e.g. 495.00 for shares at 500 and the call at 5 — so one unit of the order
+    costs ``net × 100`` dollars whether or not shares are in it, and option-only combos keep their usual
+    per-contract-share net."""
+    for leg in legs:
+        if isinstance(leg.instrument, Option):
+            return leg.instrument.multiplier
+    return 1
+
+
+def leg_weights(legs: tuple[Leg, ...] | list[Leg]) -> tuple[Decimal, ...]:
+    """Per leg, how much one unit of its price moves the order's net price: ±ratio × multiplier ÷ the
+    order's :func:`price_multiplier` (so ±ratio for option-only combos and single legs; ±ratio / 100 for
+    the shares of a mixed order: 100 shares at 500 add 500 to a covered call's net)."""
+    m = Decimal(price_multiplier(legs))
+    return tuple(Decimal(leg.side.sign * leg.ratio * leg.instrument.multiplier) / m for leg in legs)
+
+
+def net_price(legs: tuple[Leg, ...] | list[Leg], prices: list[Decimal] | tuple[Decimal, ...]) -> Decimal:
+    """The net price per unit (+ debit / − credit) of ``legs`` filled at ``prices`` (per unit of each leg)."""
+    return sum((w * p for w, p in zip(leg_weights(legs), prices, strict=True)), Decimal(0))
 
 
 def net_price_label(price: Decimal | None) -> str:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from engine.bus.events import (
     AccountUpdated,
@@ -25,6 +25,7 @@ from engine.bus.events import (
     OrderRejected,
     QuotesUpdated,
     QuoteUpdated,
+    StrategyDisabled,
     UnderlyingUpdated,
 )
 from engine.bus.messages import Event
@@ -32,18 +33,6 @@ from engine.notify.config import AlertRule
 from engine.risk.regime import RegimeChanged, sizing_regime
 
 LEVEL_RANK = {"debug": 0, "info": 1, "warning": 2, "error": 3, "critical": 4}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StrategyDisabled(Event):
-    """A strategy stopped trading on its own (an exception, a limit); the strategy host publishes it."""
-
-    severity: ClassVar[str] = "error"
-    strategy_id: str
-    reason: str = ""
-
-    def describe(self) -> str:
-        return f"strategy {self.strategy_id} disabled: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,6 +143,7 @@ class OrderManager:
         self._by_coid: dict[str, str] = {}
         self._by_broker_id: dict[str, str] = {}
         self._cancel_requested: set[str] = set()
+        self._cancel_reasons: dict[str, str] = {}  # why we asked: the order's reason when the broker gives none
         #: replaces sent and not yet answered: order id -> the reservation held before (None: there was none)
         self._replacing: dict[str, Any] = {}
         self._replace_refusals: dict[str, str] = {}
@@ -292,6 +293,7 @@ class OrderManager:
         if order.status.is_terminal:
             self.risk.release(order.order_id)
             self._cancel_requested.discard(order.order_id)
+            self._cancel_reasons.pop(order.order_id, None)
             self._replacing.pop(order.order_id, None)
         if self.on_persisted is not None:
             self.on_persisted(order, step)
@@ -605,6 +607,8 @@ class OrderManager:
             self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by})
             return order
         self._cancel_requested.add(order_id)
+        if reason:
+            self._cancel_reasons[order_id] = reason
         if not _logged:
             try:
                 self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by,
@@ -966,6 +970,8 @@ class OrderManager:
                 changes["filled_quantity"] = rep.filled_quantity
             if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED) and rep.reason:
                 changes["reason"] = rep.reason
+            elif status is OrderStatus.CANCELLED and oid in self._cancel_reasons:
+                changes["reason"] = self._cancel_reasons[oid]  # e.g. "kill switch: daily loss limit ..."
             step = {OrderStatus.WORKING: "broker_ack"}.get(status, status.value)
         if status is not OrderStatus.SUBMITTED and cur.reason.startswith(UNKNOWN_OUTCOME) and \
                 not status.is_terminal:

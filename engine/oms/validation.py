@@ -18,7 +18,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from engine.model import Equity, Index, Leg, Option, OrderIntent, OrderType, TimeInForce
+from engine.model import Equity, Index, Leg, OpenClose, Option, OrderIntent, OrderType, Side, TimeInForce
 
 MAX_LEGS = 4
 #: largest order quantity × leg ratio (contracts or shares per leg)
@@ -72,12 +72,53 @@ def _legs_problem(legs: Any, now: datetime | None) -> Problem | None:
         if g > 1:
             return Problem("ratios_not_reduced", f"leg ratios {[leg.ratio for leg in legs]} share a factor {g}: "
                                                  "reduce them and raise the quantity instead")
+    problem = _shares_problem(legs)
+    if problem is not None:
+        return problem
     if now is not None:
         for leg in legs:
             inst = leg.instrument
             if isinstance(inst, Option) and inst.expires_at <= now:
                 return Problem("contract_expired", f"contract {inst.key} expired at "
                                                    f"{inst.expires_at:%Y-%m-%d %H:%M} UTC")
+    return None
+
+
+def _covers(stock: Leg, leg: Leg) -> bool:
+    """Whether the share leg ``stock`` covers the option ``leg`` (or unwinds such a cover): long shares
+    against calls sold to open, short shares against puts sold to open — or the shares going out with those
+    options bought back to close. (Selling a long straddle to close while buying back hedge shares is no cover.)"""
+    inst = leg.instrument
+    assert isinstance(inst, Option)
+    opening, closing = leg.open_close is OpenClose.OPEN, leg.open_close is OpenClose.CLOSE
+    if inst.is_call:
+        return (stock.side is Side.BUY and leg.side is Side.SELL and opening) or (
+            stock.side is Side.SELL and leg.side is Side.BUY and closing)
+    return (stock.side is Side.SELL and leg.side is Side.SELL and opening) or (
+        stock.side is Side.BUY and leg.side is Side.BUY and closing)
+
+
+def _shares_problem(legs: tuple[Leg, ...] | list[Leg]) -> Problem | None:
+    """A mixed order's share leg, where it covers short options (covered call, collar, covered put), must
+    deliver exactly what they do — 100 shares per contract (the contract's multiplier): fewer leaves part of
+    the calls naked, more is a stock trade hidden inside a combo. Shares that hedge long options (a
+    delta-neutral straddle) are any number."""
+    stocks = [leg for leg in legs if isinstance(leg.instrument, Equity)]
+    options = [leg for leg in legs if isinstance(leg.instrument, Option)]
+    if not stocks or not options:
+        return None
+    stock = stocks[0]
+    for right, name in ((True, "call"), (False, "put")):
+        covered = [leg for leg in options if leg.instrument.is_call is right and _covers(stock, leg)]
+        if not covered:
+            continue
+        need = sum(leg.ratio * leg.instrument.multiplier for leg in covered)
+        if stock.ratio != need:
+            contracts = sum(leg.ratio for leg in covered)
+            return Problem("covered_shares_mismatch", (
+                f"{stock.ratio} shares of {stock.symbol} cover {contracts} short {name}(s) of "
+                f"{covered[0].instrument.multiplier} shares each: a covered structure needs exactly {need} shares "
+                "per unit (hedge a partial delta with a separate share order)"))
     return None
 
 

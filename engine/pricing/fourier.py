@@ -59,8 +59,10 @@ class LewisPlan:
 
     def __init__(self, is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
                  q: np.ndarray, log_cf: LogCF, *, tol: float = 1e-15, margin: float = 1.0,
-                 uppers: Mapping[float, float] | None = None) -> None:
-        """``uppers``: the integration cut-off per expiry, when the caller has it (else found from ``log_cf``)."""
+                 uppers: Mapping[float, float] | None = None,
+                 node_rule: Callable[[float, float], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """``uppers``: the integration cut-off per expiry, when the caller has it (else found from ``log_cf``);
+        ``node_rule(upper, max |ln(F/K)|)``: the model's own quadrature nodes and weights on [0, upper]."""
         self.n = S.shape[0]
         self.groups: list[dict[str, np.ndarray | float]] = []
         for t in np.unique(T):
@@ -68,9 +70,11 @@ class LewisPlan:
             upper = uppers[float(t)] if uppers is not None else upper_limit(log_cf, float(t), tol) * margin
             fwd = S[idx] * np.exp((r[idx] - q[idx]) * t)
             x = np.log(fwd / K[idx])
-            # panels at most ~1.5 oscillations of e^{iux} wide, and at most 8 wide for the CF's own shape
-            width = min(8.0, 3.0 * np.pi / max(float(np.max(np.abs(x))), 1e-3))
-            u, w = _nodes(upper, width)
+            if node_rule is not None:
+                u, w = node_rule(upper, float(np.max(np.abs(x))))
+            else:  # panels at most ~1.5 oscillations of e^{iux} wide, and at most 8 wide for the CF's own shape
+                width = min(8.0, 3.0 * np.pi / max(float(np.max(np.abs(x))), 1e-3))
+                u, w = _nodes(upper, width)
             ux = np.outer(x, u)
             weight = w / (u * u + 0.25)
             df = np.exp(-r[idx] * t)

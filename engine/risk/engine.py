@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from engine.brokers.margin import Holding, MarginRules, Trade, order_effect
-from engine.model import Instrument, Option, Order, OrderType
+from engine.model import Equity, Instrument, Option, Order, OrderType, leg_weights
 from engine.oms.rate_limiter import TokenBucket
 from engine.oms.validation import order_problem
 from engine.risk.config import RiskConfig
@@ -226,6 +226,9 @@ class RiskEngine:
         #: underlying -> ((portfolio, market) version, spot, holdings, requirement): the margin group before an order
         self._margin_groups: dict[str, tuple[tuple[int, int], float, dict[str, Holding], float]] = {}
         self.checks_run = 0
+        #: a strategy's budget and account, checked for orders carrying a ``strategy_id``: (order, reducing,
+        #: order max loss $) -> failed/passed checks. The strategy host registers it (engine/strategies/host.py).
+        self.strategy_budget: Callable[[Order, bool, float], list[CheckResult]] | None = None
 
     # ---- profile --------------------------------------------------------------------------------
     @property
@@ -331,11 +334,11 @@ class RiskEngine:
     def combo_quote(self, order: Order) -> tuple[float, float, float]:
         """(mid, natural, far) net price per combo unit; + = debit. NaN when a leg has no usable quote."""
         mid = nat = far = 0.0
-        for leg in order.legs:
+        for leg, w in zip(order.legs, leg_weights(order.legs), strict=True):
             bid, ask = self.market.bid_ask(leg.instrument)
             if not (math.isfinite(bid) and math.isfinite(ask)) or bid < 0 or ask < bid:
                 return math.nan, math.nan, math.nan
-            s = leg.side.sign * leg.ratio
+            s = float(w)  # ± ratio; the shares of a mixed order per contract share (engine.model.leg_weights)
             mid += s * 0.5 * (bid + ask)
             nat += s * (ask if s > 0 else bid)
             far += s * (bid if s > 0 else ask)
@@ -425,7 +428,7 @@ class RiskEngine:
         ctx = self._context(order, skip)
         results = [CheckResult("order_valid", True, message="order is well formed", stage="validate"),
                    *self._stage_trading_state(ctx), *self._stage_order_risk(ctx), *self._stage_portfolio_risk(ctx),
-                   *self._stage_throttle(ctx)]
+                   *self._stage_strategy_budget(ctx), *self._stage_throttle(ctx)]
         passed = all(r.passed for r in results)
         decision = RiskDecision(order.order_id, passed, tuple(results), ctx.reducing, ctx.payoff, ctx.oexp,
                                 ctx.projected, ctx.current, ctx.bp_req)
@@ -504,9 +507,14 @@ class RiskEngine:
                                message="; ".join(md_problems) or "market data available"))
         if not ctx.reducing:
             nl_ = ctx.nl if math.isfinite(ctx.nl) and ctx.nl > 0 else math.nan
-            out.append(self._limit(stage, "max_loss_per_trade", ctx.payoff.risk, p.risk_per_trade_pct * nl_, "$",
-                                   "max loss" if ctx.payoff.defined_risk
-                                   else f"stress loss (±{p.stress_move_pct:.0%})"))
+            if any(isinstance(i, Equity) for i in ctx.insts):
+                out.append(self._limit(stage, "max_loss_per_trade", self._share_order_risk(ctx),
+                                       p.risk_per_trade_pct * nl_, "$",
+                                       f"stress loss (±{p.stress_move_pct:.0%}) added to {ctx.und}"))
+            else:
+                out.append(self._limit(stage, "max_loss_per_trade", ctx.payoff.risk, p.risk_per_trade_pct * nl_,
+                                       "$", "max loss" if ctx.payoff.defined_risk
+                                       else f"stress loss (±{p.stress_move_pct:.0%})"))
         # price collar: limit vs mid, worse-than-mid side only
         if order.order_type is OrderType.LIMIT and "price_collar" not in ctx.skip:
             tick = float(order.legs[0].instrument.tick_size)
@@ -577,6 +585,12 @@ class RiskEngine:
                 f"needs ${bp_req:,.2f} of buying power, ${available:,.2f} available")))
         return out
 
+    def _stage_strategy_budget(self, ctx: _Context) -> list[CheckResult]:
+        """A strategy's own budget (capital, loss today, open trades) and account, when a host registered one."""
+        if self.strategy_budget is None or not ctx.order.strategy_id or ctx.is_ks:
+            return []
+        return list(self.strategy_budget(ctx.order, ctx.reducing, float(ctx.payoff.risk)))
+
     def _stage_throttle(self, ctx: _Context) -> list[CheckResult]:
         """``throttle``: the order rate (peek here; the token is taken on a pass) and the duplicate guard."""
         p, stage = self._profile, "throttle"
@@ -603,8 +617,22 @@ class RiskEngine:
             window = self._profile.duplicate_window_s
             self._recent = {k: v for k, v in self._recent.items() if nowm - v < window}
 
-    def _underlying_risk(self, und: str, legs: tuple[np.ndarray, ...], cost_: float, payoff: PayoffSummary) -> float:
-        """Capital at risk in one underlying after the order: positions + working orders + this order."""
+    def _share_order_risk(self, ctx: _Context) -> float:
+        """The max loss of an order with shares in it: what it adds to its underlying's capital at risk.
+
+        Why: shares alone have a stress loss (15 % of their value), but a delta hedge lowers the loss of the
+        options it hedges — judged alone, every hedge of a long straddle would look like a naked stock trade.
+        A stock purchase with nothing else held adds its full stress loss, as before."""
+        after = self._underlying_risk(ctx.und, ctx.legs, ctx.cost, ctx.payoff)
+        before = self._underlying_risk(ctx.und, None, 0.0, ctx.payoff)
+        if not (math.isfinite(after) and math.isfinite(before)):
+            return after
+        return max(after - before, 0.0)
+
+    def _underlying_risk(self, und: str, legs: tuple[np.ndarray, ...] | None, cost_: float,
+                         payoff: PayoffSummary) -> float:
+        """Capital at risk in one underlying after the order: positions + working orders + this order
+        (``legs`` None: without an order, 0 when nothing is held or working)."""
         parts = []
         g = self._pos_groups.get(und)
         if g is not None:
@@ -614,9 +642,10 @@ class RiskEngine:
             if not r.reducing:
                 parts.append((r.kinds, r.strikes, r.units * r.fraction, r.mults, r.cost * r.fraction))
         if not parts:
-            return payoff.risk
-        kinds, strikes, mults, units = legs
-        parts.append((kinds, strikes, units, mults, cost_))
+            return payoff.risk if legs is not None else 0.0
+        if legs is not None:
+            kinds, strikes, mults, units = legs
+            parts.append((kinds, strikes, units, mults, cost_))
         k = np.concatenate([x[0] for x in parts])
         s = np.concatenate([x[1] for x in parts])
         u = np.concatenate([x[2] for x in parts])

@@ -98,6 +98,8 @@ def validate(data: dict[str, Any]) -> tuple[Settings, list[SettingsError]]:
                                                     "levels deep")]
     errors: list[SettingsError] = []
     work = _deep_copy(data)
+    if "strategies" in work:
+        errors.extend(_keep_valid_strategies(work))
     for _ in range(50):
         try:
             return Settings.model_validate(work), errors
@@ -110,6 +112,20 @@ def validate(data: dict[str, Any]) -> tuple[Settings, list[SettingsError]]:
             if repr(work) == before:  # nothing more to drop: whole-section problem
                 break
     return Settings(), errors
+
+
+def _keep_valid_strategies(work: dict[str, Any]) -> list[SettingsError]:
+    """Strategy entries are validated one by one: a bad entry is dropped (the host shows it as a disabled
+    strategy with an alert) and the rest of the file, other strategies included, still applies."""
+    from engine.strategies.config import split_entries
+
+    raw = work.get("strategies")
+    _, bad = split_entries(raw)
+    if not bad:
+        return []
+    work["strategies"] = [raw[i] for i, item in enumerate(raw) if i not in {b[0] for b in bad}] \
+        if isinstance(raw, list) else []
+    return [SettingsError(key, f"strategy {label!r} not run: {message}") for _, label, key, message in bad]
 
 
 def _deep_copy(d: Any) -> Any:

@@ -17,6 +17,7 @@ from engine.notify.config import MonitoringConfig, NotifyConfig
 from engine.oms.config import OmsConfig
 from engine.risk.config import RiskConfig
 from engine.store.config import BackupConfig
+from engine.strategies.config import StrategyEntry
 from engine.surface.config import SurfaceConfig
 
 
@@ -46,3 +47,5 @@ class Settings(BaseModel):
     backup: BackupConfig = Field(default_factory=BackupConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    #: ``[[strategies]]``: the strategies the engine hosts (engine/strategies/config.py, docs/strategies.md)
+    strategies: list[StrategyEntry] = Field(default_factory=list)

@@ -1,7 +1,8 @@
 """Ordered schema migrations. Append-only: a released migration is never edited.
 
 Version ranges by area (so parallel work never collides): core 1–9, simulated market/paper 10–19,
-order path/risk 20–29, backtest 30–39, broker adapters 40–49, surface 50–59, operations (history, journal) 60–69.
+order path/risk 20–29, backtest 30–39, broker adapters 40–49, surface 50–59, operations (history, journal) 60–69,
+strategy host 70–79.
 Each migration runs exactly once, inside one transaction, and bumps ``schema_version``.
 """
 
@@ -259,6 +260,27 @@ CREATE INDEX history_backfills_underlying ON history_backfills(underlying);
 CREATE INDEX iv_history_day ON iv_history(day)
 """
 
+V70_STRATEGIES = """
+CREATE TABLE strategy_state (
+    strategy_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'paper',
+    payload TEXT NOT NULL DEFAULT '{}',
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE strategy_fills (
+    fill_id TEXT NOT NULL,
+    strategy_id TEXT NOT NULL,
+    order_id TEXT NOT NULL DEFAULT '',
+    seq INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    PRIMARY KEY (strategy_id, fill_id)
+);
+CREATE INDEX strategy_fills_seq ON strategy_fills(strategy_id, seq)
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: orders, events, fills, positions, approvals, risk, audit, kv, settings history", V1_CORE),
     Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
@@ -267,6 +289,8 @@ MIGRATIONS: list[Migration] = [
     Migration(31, "backtest: buying-power requirement per equity row", V31_BACKTEST),
     Migration(50, "history: a log of daily-history backfills (source, days, rows) per underlying", V50_HISTORY),
     Migration(60, "operations: P&L, Greeks and equity history per account and mode; trade journal", V60_OPERATIONS),
+    Migration(70, "strategy host: each strategy's state (books, orders, custom state) and its attributed fills",
+              V70_STRATEGIES),
 ]
 
 

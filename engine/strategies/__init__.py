@@ -21,7 +21,31 @@ def registry() -> dict[str, type[Strategy]]:
     from engine.strategies.iv_rank_put_spread import IVRankPutSpread
     from engine.strategies.put_write import PutWrite
 
-    return {cls.name: cls for cls in (IVRankPutSpread, IronCondor, PutWrite)}
+    classes: list[type[Strategy]] = [IVRankPutSpread, IronCondor, PutWrite]
+    classes += _option_set()
+    classes += _share_set()
+    return {cls.name: cls for cls in classes}
+
+
+def _share_set() -> list[type[Strategy]]:
+    """The strategies that trade shares: gamma scalping and the delta-hedge overlay."""
+    from engine.strategies.delta_hedge import DeltaHedge
+    from engine.strategies.gamma_scalping import GammaScalping
+
+    return [GammaScalping, DeltaHedge]
+
+
+def _option_set() -> list[type[Strategy]]:
+    """The option-only strategies of the set (short premium, spreads, calendars, same-day, the router)."""
+    from engine.strategies.butterfly import Butterfly
+    from engine.strategies.calendar import Calendar
+    from engine.strategies.iv_rank_debit import IVRankDebit
+    from engine.strategies.momentum_debit import MomentumDebit
+    from engine.strategies.regime_router import RegimeRouter
+    from engine.strategies.short_strangle import ShortStrangle
+    from engine.strategies.zero_dte import ZeroDTE
+
+    return [ShortStrangle, Butterfly, Calendar, MomentumDebit, IVRankDebit, ZeroDTE, RegimeRouter]
 
 
 def create(name: str, params: dict[str, Any] | None = None, *, strategy_id: str | None = None) -> Strategy:

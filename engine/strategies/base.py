@@ -44,6 +44,7 @@ from engine.model import (
     OrderType,
     Side,
     TimeInForce,
+    price_multiplier,
 )
 from engine.model.instruments import NEW_YORK, Option
 
@@ -62,6 +63,9 @@ class SizingLimits:
     #: max(collar_ticks ticks, collar_pct × |mid|)): entries walk no further, so they are not denied
     collar_ticks: int = 10
     collar_pct: float = 0.10
+    #: the underlying move (fraction) at which the risk engine measures an undefined-risk order's loss:
+    #: a short strangle sizes against it so that its entry is not denied for max loss per trade
+    stress_move: float = 0.15
 
 
 @runtime_checkable
@@ -80,6 +84,13 @@ class StrategyContext(Protocol):
         """Current market regime: one of :data:`REGIMES`."""
 
     def sizing(self) -> SizingLimits: ...
+
+    def realized_vol(self, underlying: str, window: int = 20) -> float:
+        """Annualised close-to-close realized vol over the last ``window`` sessions; NaN when unknown (a
+        strategy that needs it keeps its own closes as the fallback)."""
+
+    def portfolio_delta(self, underlying: str, strategy_id: str | None = None) -> float:
+        """Delta in shares of the positions in ``underlying`` (of one strategy, or all); NaN when unknown."""
 
 
 # ---- position management rules as data ---------------------------------------------------------------
@@ -211,6 +222,9 @@ class Strategy:
 
     name: ClassVar[str] = "strategy"
     Params: ClassVar[type[StrategyParams]] = StrategyParams
+    #: set by a driver that rations entries (the regime router): while True the strategy opens no new trade,
+    #: but still manages and closes the ones it holds (ManagedStrategy honours it)
+    entries_paused: bool = False
 
     def __init__(self, params: StrategyParams | dict[str, Any] | None = None, *, strategy_id: str | None = None):
         self.params = self.parse_params(params)
@@ -224,7 +238,7 @@ class Strategy:
             return params
         if isinstance(params, BaseModel):
             params = params.model_dump()
-        return cls.Params.model_validate(unflatten_params(dict(params)))
+        return cls.Params.model_validate(onto_defaults(cls.Params, unflatten_params(dict(params))))
 
     @property
     def underlying(self) -> str:
@@ -246,6 +260,16 @@ class Strategy:
     def fit(self, history: Any) -> None:
         """Learn parameters from a training window (walk-forward). Rule-based strategies keep theirs."""
 
+    # state across restarts ---------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """What this strategy must remember across a restart, as JSON-able data (the live host stores it after
+        every change and hands it to :meth:`restore` at the next start). A strategy that keeps books of its
+        own overrides both, calling ``super()``; the base keeps nothing."""
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`state` returned before a restart (parameters come from the settings)."""
+
     # helpers ----------------------------------------------------------------------------------------
     def intent(self, legs: Sequence[Leg], quantity: int, limit_price: float | None, tag: str) -> OrderIntent:
         """An intent from this strategy: net ``limit_price`` per unit (debit > 0, credit < 0), tick-rounded."""
@@ -259,6 +283,18 @@ class Strategy:
             legs=tuple(legs), quantity=int(quantity), order_type=order_type, limit_price=price,
             tif=self.params.tif, source=f"strategy:{self.strategy_id}", strategy_id=self.strategy_id, tag=tag,
         )
+
+
+def onto_defaults(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """A parameter group given in part (``rules.dte_exit=none``) keeps the strategy's own defaults for the rest
+    of the group: without this the group would be rebuilt from the generic defaults, and a butterfly told only
+    its DTE exit would silently get the credit spread's profit target and stop."""
+    out = dict(data)
+    for name, info in model.model_fields.items():
+        value, default = out.get(name), info.default
+        if isinstance(value, dict) and isinstance(default, BaseModel):
+            out[name] = {**default.model_dump(), **value}
+    return out
 
 
 def unflatten_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -295,9 +331,38 @@ class ManagedStrategy(Strategy):
         self._entry_not_before: datetime | None = None
         self._last_chain: OptionChain | None = None  # the latest snapshot: an expired attempt is re-sent on it
 
-    # subclass hook ----------------------------------------------------------------------------------
+    # state across restarts ------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The trade books: every trade not yet closed, the tag sequence and the price walk's position."""
+        out = super().state()
+        out.update({
+            "seq": self._seq,
+            "entry_attempt": self.entry_attempt,
+            "entry_not_before": self._entry_not_before.isoformat() if self._entry_not_before else None,
+            "trades": [trade_to_dict(t) for t in self.trades.values() if t.state != "closed"],
+        })
+        return out
+
+    def restore(self, state: dict[str, Any]) -> None:
+        super().restore(state)
+        self._seq = int(state.get("seq", self._seq))
+        self.entry_attempt = int(state.get("entry_attempt", 0))
+        nb = state.get("entry_not_before")
+        self._entry_not_before = datetime.fromisoformat(nb) if nb else None
+        self.trades = {t.tag: t for t in (trade_from_dict(d) for d in state.get("trades", ()))}
+
+    #: evaluate the rules on a trade's expiry day too (same-day structures with a time exit); by default a trade
+    #: expiring today is left to settle at the close
+    manage_on_expiry_day: ClassVar[bool] = False
+
+    # subclass hooks ---------------------------------------------------------------------------------
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
         return ()
+
+    def strategy_exit(self, ctx: StrategyContext, trade: OpenTrade, mid: float) -> str | None:
+        """A strategy's own exit beyond the :class:`ManagementRules` (a trend that turned, a time of day), as the
+        reason to close ``trade`` (marked at ``mid`` per unit), or None."""
+        return None
 
     # books ------------------------------------------------------------------------------------------
     def new_tag(self) -> str:
@@ -322,7 +387,7 @@ class ManagedStrategy(Strategy):
 
     def _new_entries(self, ctx: StrategyContext, chain: OptionChain) -> list[OrderIntent]:
         waiting = self._entry_not_before is not None and ctx.now() < self._entry_not_before
-        if waiting or len(self.active_trades(market_date(ctx.now()))) >= self.params.max_open_trades:
+        if self.entries_paused or waiting or len(self.active_trades(market_date(ctx.now()))) >= self.params.max_open_trades:
             return []
         out: list[OrderIntent] = []
         for trade, intent in self.entries(ctx, chain):
@@ -338,8 +403,8 @@ class ManagedStrategy(Strategy):
         today = market_date(now)
         walk = self.params.pricing
         for trade in [only] if only is not None else list(self.trades.values()):
-            if trade.state != "open" or trade.expiry <= today:
-                continue  # a trade expiring today settles at intrinsic value at the close
+            if trade.state != "open" or trade.expiry < today or (trade.expiry == today and not self.manage_on_expiry_day):
+                continue  # a trade expiring today settles at intrinsic value at the close (unless managed to the end)
             if trade.close_not_before is not None and now < trade.close_not_before:
                 continue  # the walk's interval: the next, closer price comes later
             marks = leg_marks(chain, trade.legs)
@@ -347,7 +412,7 @@ class ManagedStrategy(Strategy):
                 continue  # a leg has no usable quote today: keep, re-evaluate on the next snapshot
             mid, natural_close = marks
             reason = trade.exit_reason if trade.close_attempt else None
-            reason = reason or self.params.rules.exit_reason(trade, mid, now, regime)
+            reason = reason or self.params.rules.exit_reason(trade, mid, now, regime) or self.strategy_exit(ctx, trade, mid)
             if reason is None:
                 continue
             trade.state = "closing"
@@ -436,6 +501,41 @@ class ManagedStrategy(Strategy):
             trade.max_profit = width - trade.entry_net if math.isfinite(width) else math.inf
 
 
+def trade_to_dict(t: OpenTrade) -> dict[str, Any]:
+    """An :class:`OpenTrade` as JSON-able data (legs with their full contract terms). Floats stay floats, NaN and
+    infinity included (Python's json writes and reads them): "not known yet" and "unbounded" differ."""
+    from engine.store.repositories import legs_to_json
+
+    def num(x: float) -> float:
+        return float(x)
+
+    return {"tag": t.tag, "legs": legs_to_json(t.legs), "quantity": t.quantity, "expiry": t.expiry.isoformat(),
+            "entry_net": num(t.entry_net), "max_profit": num(t.max_profit), "max_loss": num(t.max_loss),
+            "opened_at": t.opened_at.isoformat() if t.opened_at else None, "entry_regime": t.entry_regime,
+            "state": t.state, "filled": t.filled, "exit_reason": t.exit_reason,
+            "info": {k: num(float(v)) for k, v in t.info.items()}, "close_attempt": t.close_attempt,
+            "close_not_before": t.close_not_before.isoformat() if t.close_not_before else None}
+
+
+def trade_from_dict(d: dict[str, Any]) -> OpenTrade:
+    from engine.store.repositories import legs_from_json
+
+    def num(x: Any, default: float = math.nan) -> float:
+        return default if x is None else float(x)
+
+    def ts(x: Any) -> datetime | None:
+        return datetime.fromisoformat(x) if x else None
+
+    return OpenTrade(tag=str(d["tag"]), legs=legs_from_json(d["legs"]), quantity=int(d["quantity"]),
+                     expiry=date.fromisoformat(d["expiry"]), entry_net=num(d.get("entry_net")),
+                     max_profit=num(d.get("max_profit")), max_loss=num(d.get("max_loss")),
+                     opened_at=ts(d.get("opened_at")), entry_regime=str(d.get("entry_regime", "")),
+                     state=str(d.get("state", "open")), filled=int(d.get("filled", 0)),
+                     exit_reason=str(d.get("exit_reason", "")),
+                     info={k: num(v) for k, v in (d.get("info") or {}).items()},
+                     close_attempt=int(d.get("close_attempt", 0)), close_not_before=ts(d.get("close_not_before")))
+
+
 # ---- helpers shared by strategies --------------------------------------------------------------------
 def market_date(ts: datetime) -> date:
     """The New York calendar date of a UTC timestamp (the trading day it belongs to)."""
@@ -447,11 +547,13 @@ def closing_leg(leg: Leg) -> Leg:
 
 
 def _net_fill_price(order: Order, fills: Sequence[Fill]) -> float:
-    """Net price per unit of the combo from leg fills (Σ signed qty × price / units)."""
+    """Net price per unit of the combo from leg fills (Σ signed qty × price / units; shares of a mixed order
+    per contract share, as its limit is quoted: ``engine.model.price_multiplier``)."""
     units = sum(abs(f.quantity) for f in fills if f.leg_index == 0) / order.legs[0].ratio
     if units <= 0:
         return math.nan
-    total = sum(float(f.price) * f.quantity for f in fills if f.kind == "trade")
+    m = price_multiplier(order.legs)
+    total = sum(float(f.price) * f.quantity * f.instrument.multiplier / m for f in fills if f.kind == "trade")
     return total / units
 
 

@@ -12,12 +12,21 @@ and sends every returned intent as a ``SubmitOrder`` command (the OMS: OrderFact
 ApprovalGate → ModeRouter → broker). Intents are sent one after another in the order the strategy
 returned them. ``drain()`` waits until everything sent so far has been handed to the OMS.
 ``sent`` keeps every intent in order (for audits and the live/backtest parity test).
+
+Hosted (engine/strategies/host.py) the runner also isolates the strategy: an exception in a callback is
+caught here, the runner stops calling the strategy (``failed``) and tells its host (``on_error``), so one
+broken strategy never reaches the bus's other subscribers. ``paused`` stops market-data callbacks and
+sending; order reports still reach the strategy (its books stay true) but what it answers is not sent.
+``on_change(urgent)`` runs after every callback (the host persists the strategy's state when it changed; urgent
+after an order report or when intents were sent, so trades are never stored late) and
+``on_intents`` sees each batch before it is queued (the host publishes signals).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -51,12 +60,16 @@ class LiveContext:
     """
 
     def __init__(self, clock: Clock, *, net_liquidation: Callable[[], float], iv_rank: Callable[[str], float],
-                 regime: Callable[[str], str], sizing: Callable[[], SizingLimits]) -> None:
+                 regime: Callable[[str], str], sizing: Callable[[], SizingLimits],
+                 realized_vol: Callable[[str, int], float] | None = None,
+                 portfolio_delta: Callable[[str, str | None], float] | None = None) -> None:
         self._clock = clock
         self._nl = net_liquidation
         self._ivr = iv_rank
         self._regime = regime
         self._sizing = sizing
+        self._rv = realized_vol
+        self._delta = portfolio_delta
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -73,6 +86,15 @@ class LiveContext:
     def sizing(self) -> SizingLimits:
         return self._sizing()
 
+    def realized_vol(self, underlying: str, window: int = 20) -> float:
+        """From the history service when wired (``realized_vol``); NaN otherwise."""
+        return float(self._rv(underlying, window)) if self._rv is not None else math.nan
+
+    def portfolio_delta(self, underlying: str, strategy_id: str | None = None) -> float:
+        """From the positions and the risk engine's market view when wired
+        (:func:`engine.strategies.delta_hedge.delta_of_positions`); NaN otherwise."""
+        return float(self._delta(underlying, strategy_id)) if self._delta is not None else math.nan
+
 
 def sizing_from_profile(profile: Any) -> SizingLimits:
     """The strategy-facing part of a :class:`~engine.risk.profile.RiskProfile`."""
@@ -85,11 +107,21 @@ _REPORTS = (OrderFilled, OrderDenied, OrderRejected, OrderCancelled, OrderExpire
 
 
 class StrategyRunner:
-    def __init__(self, bus: Bus, strategy: Strategy, context: StrategyContext, *, use_timer: bool = True) -> None:
+    def __init__(self, bus: Bus, strategy: Strategy, context: StrategyContext, *, use_timer: bool = True,
+                 on_error: Callable[[BaseException, str], None] | None = None,
+                 on_change: Callable[[bool], None] | None = None,
+                 on_intents: Callable[[Sequence[OrderIntent]], None] | None = None) -> None:
         self.bus = bus
         self.strategy = strategy
         self.context = context
         self.use_timer = use_timer
+        self.on_error = on_error
+        self.on_change = on_change
+        self.on_intents = on_intents
+        self.paused = False
+        self.failed: BaseException | None = None
+        #: chain snapshots given to the strategy
+        self.chain_calls = 0
         self.sent: list[OrderIntent] = []
         self.orders: dict[str, Order] = {}
         self.errors: list[str] = []
@@ -99,8 +131,9 @@ class StrategyRunner:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._subs: list[Any] = []
-        self._seen_fills: set[str] = set()
+        self._seen_fills: dict[str, str] = {}  # fill id -> order id
         self._started = False
+        self._stopping = False
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -112,16 +145,25 @@ class StrategyRunner:
             self._subs.append(self.bus.subscribe(ClockTicked, self._on_tick, name=f"strategy:{self.strategy.strategy_id}:timer"))
         for ev in _REPORTS:
             self._subs.append(self.bus.subscribe(ev, self._on_report, name=f"strategy:{self.strategy.strategy_id}:orders"))
+        self._stopping = False
         self._task = asyncio.get_running_loop().create_task(self._sender(), name=f"strategy:{self.strategy.strategy_id}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Unsubscribe and end the sender, bounded. The sender also checks a flag: a cancel that lands while
+        ``asyncio.wait_for`` inside the OMS completes can be swallowed (CPython 3.11), so it is repeated."""
         for s in self._subs:
             s.cancel()
         self._subs.clear()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake.set()
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not task.done() and asyncio.get_running_loop().time() < deadline:
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.05)
+            if not task.done():
+                log.error("strategy %s: sender did not stop within %.1f s", self.strategy.strategy_id, timeout)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every queued intent has gone through ``SubmitOrder`` and the bus is idle."""
@@ -139,17 +181,50 @@ class StrategyRunner:
             self._started = True
             self.strategy.on_start(self.context)
 
+    def _guarded(self, where: str, call: Callable[[], Sequence[OrderIntent] | None]) -> Sequence[OrderIntent]:
+        """Run one strategy callback; an exception marks the runner failed and goes to the host, not the bus."""
+        try:
+            return call() or ()
+        except Exception as exc:
+            self.failed = exc
+            self.errors.append(f"{where}: {type(exc).__name__}: {exc}")
+            log.exception("strategy %s failed in %s", self.strategy.strategy_id, where)
+            self._queue.clear()
+            if self.on_error is not None:
+                self.on_error(exc, where)
+            return ()
+
+    def _after(self, intents: Sequence[OrderIntent], *, urgent: bool = False) -> None:
+        if intents and self.on_intents is not None and not self.paused:
+            self.on_intents(intents)
+        self._enqueue(intents)
+        if self.on_change is not None and self.failed is None:
+            self.on_change(urgent or bool(intents))
+
     def _on_chain(self, ev: ChainUpdated) -> None:
-        if ev.chain.underlying != self.strategy.underlying:
+        if ev.chain.underlying != self.strategy.underlying or self.paused or self.failed is not None:
             return
-        self._ensure_started()
-        self._enqueue(self.strategy.on_chain(self.context, ev.chain))
+        self.chain_calls += 1
+
+        def call() -> Sequence[OrderIntent]:
+            self._ensure_started()
+            return self.strategy.on_chain(self.context, ev.chain)
+
+        self._after(self._guarded("on_chain", call))
 
     def _on_tick(self, ev: ClockTicked) -> None:
-        self._ensure_started()
-        self._enqueue(self.strategy.on_timer(self.context, ev.now))
+        if self.paused or self.failed is not None:
+            return
+
+        def call() -> Sequence[OrderIntent]:
+            self._ensure_started()
+            return self.strategy.on_timer(self.context, ev.now)
+
+        self._after(self._guarded("on_timer", call))
 
     def _on_report(self, ev: OrderEvent) -> None:
+        if self.failed is not None:
+            return
         order = ev.order
         known = self.orders.get(order.order_id)
         if order.strategy_id != self.strategy.strategy_id and known is None:
@@ -160,24 +235,52 @@ class StrategyRunner:
         fills: Sequence[Fill] = ()
         if isinstance(ev, OrderFilled):
             fills = tuple(f for f in ev.fills if f.fill_id not in self._seen_fills)
-            self._seen_fills.update(f.fill_id for f in fills)
+            self._seen_fills.update((f.fill_id, order.order_id) for f in fills)
             if not fills:
                 return
-        self._enqueue(self.strategy.on_order(self.context, order, fills))
+        self._after(self._guarded("on_order", lambda: self.strategy.on_order(self.context, order, fills)), urgent=True)
+
+    # ---- host support ---------------------------------------------------------------------------
+    def pause(self) -> None:
+        """No more market-data callbacks and nothing sent; intents not yet handed to the OMS are dropped."""
+        self.paused = True
+        self._queue.clear()
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def open_orders(self) -> list[Order]:
+        """The strategy's orders not yet in an end state (as last reported)."""
+        return [o for o in self.orders.values() if not o.status.is_terminal]
+
+    def seen_fills(self) -> list[tuple[str, str]]:
+        """(fill id, order id) of still-open orders already given to the strategy (persisted with its state, so a report
+        replayed after a restart is not booked twice; a finished order reports no more fills)."""
+        live = {o.order_id for o in self.open_orders()}
+        return [(fid, oid) for fid, oid in self._seen_fills.items() if oid in live]
+
+    def restore(self, seen_fills: Sequence[tuple[str, str]], orders: Sequence[Order]) -> None:
+        """After a restart: the fills the strategy already saw and its orders that may still report."""
+        for o in orders:
+            self.orders[o.order_id] = o
+        self._seen_fills.update((str(fid), str(oid)) for fid, oid in seen_fills)
 
     # ---- sending --------------------------------------------------------------------------------
     def _enqueue(self, intents: Sequence[OrderIntent]) -> None:
         if not intents:
+            return
+        if self.paused:
+            log.info("strategy %s is paused: %d intent(s) not sent", self.strategy.strategy_id, len(intents))
             return
         self._queue.extend(intents)
         self._idle.clear()
         self._wake.set()
 
     async def _sender(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
+            while self._queue and not self._stopping:
                 intent = self._queue.popleft()
                 self.sent.append(intent)
                 try:

@@ -1,7 +1,7 @@
 """Cboe PUT-style put-write, the reference benchmark: sell the monthly ATM put, cash-secured, hold to expiry.
 
-Each time the previous put has expired (or on the first day), sell the at-the-money put of the next
-standard monthly expiry (DTE in [``dte_min``, ``dte_max``]). Cash-secured: contracts =
+Each time the previous put has expired and settled — the session after its expiry (or on the first day) —
+sell the at-the-money put of the next standard monthly expiry (DTE in [``dte_min``, ``dte_max``]). Cash-secured: contracts =
 floor(net liq × ``cash_fraction`` ÷ (strike × multiplier)). No early exits by default (the index holds
 to settlement); the management rules can be switched on for variants.
 """
@@ -9,6 +9,7 @@ to settlement); the management rules can be switched on for variants.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -43,10 +44,21 @@ class PutWriteParams(StrategyParams):
 class PutWrite(ManagedStrategy):
     name = "put_write"
     Params = PutWriteParams
+    #: A cash-secured put can lose its strike: one SPY put is most of a $100k account, far over the 2 %
+    #: max loss per trade and 25 % position size of the Moderate profile, so under the slider's limits this
+    #: benchmark would never trade. It runs as the index benchmark it is — unlevered, cash-secured (buying
+    #: power still checks that the strike is covered), every other limit in force — and a backtest names these
+    #: limits in its summary (docs/backtest.md, docs/trading-rules.md). Live, the user's profile decides.
+    risk_limits: ClassVar[dict[str, float]] = {"risk_per_trade_pct": 1.0, "max_position_pct": 1.0}
 
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
         p = self.params
         today = market_date(ctx.now())
+        if any(t.expiry <= today for t in self.active_trades()):
+            # the expiring put settles at today's close (assigned shares are sold the next session): the next
+            # one is sold after that, so the two are never held together — an in-the-money put about to be
+            # assigned carries a full 100 delta per contract, and the pair would break the delta limit
+            return ()
         expiry = pick_expiry(chain, today, p.dte_min, p.dte_max, p.dte_min, monthly_only=p.monthly_only)
         if expiry is None:
             return ()

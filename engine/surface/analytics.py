@@ -91,10 +91,14 @@ def delta_strikes(params: np.ndarray, deltas: np.ndarray, n: int = 801) -> np.nd
     return out
 
 
-def _straddle_at_forward(chain: OptionChain, rows: np.ndarray, forward: float, discount: float) -> float:
-    """Undiscounted straddle mid interpolated (linear in K) to the forward; NaN without bracketing strikes."""
+def _straddle_at_forward(chain: OptionChain, rows: np.ndarray, forward: float, discount: float,
+                         chain_mid: np.ndarray | None = None) -> float:
+    """Undiscounted straddle mid interpolated (linear in K) to the forward; NaN without bracketing strikes.
+
+    ``chain_mid``: the chain's mids, when the caller already has them (``chain.mid`` is recomputed per call).
+    """
     K = chain.strike[rows]
-    mid = chain.mid[rows]
+    mid = (chain.mid if chain_mid is None else chain_mid)[rows]
     calls = chain.is_call[rows]
     ks = np.unique(K)
     cm = np.full(len(ks), np.nan)
@@ -142,9 +146,13 @@ def term_structure(
             iv_c[fitted] = np.sqrt(np.maximum(wc, 0.0) / Tf)
             iv_p[fitted] = np.sqrt(np.maximum(wp, 0.0) / Tf)
     em_straddle = np.full(n, np.nan)
+    chain_mid = chain.mid
+    order = np.argsort(expiry_index, kind="stable")
+    bounds = np.searchsorted(expiry_index[order], np.arange(n + 1))
     for i in range(n):
         if np.isfinite(forwards[i]) and T[i] > 0:
-            em_straddle[i] = _straddle_at_forward(chain, np.nonzero(expiry_index == i)[0], forwards[i], discounts[i])
+            em_straddle[i] = _straddle_at_forward(chain, order[bounds[i] : bounds[i + 1]], forwards[i], discounts[i],
+                                                  chain_mid)
     with np.errstate(invalid="ignore"):
         em_iv = forwards * atm * np.sqrt(np.maximum(T, 0.0))
     return TermStructure(

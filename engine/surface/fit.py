@@ -117,10 +117,13 @@ def fit_chain(
     config: SurfaceConfig | None = None,
     now: datetime | None = None,
     quote_age: np.ndarray | None = None,
+    repair: bool | None = None,
 ) -> SurfaceFit:
     """Fit every expiry of ``chain`` (rates continuously compounded; a float or a callable curve of T).
 
     ``now`` defaults to the chain's timestamp; ``quote_age`` (seconds per row) enables the stale filter.
+    ``repair`` overrides ``config.repair_arbitrage`` (``False``: check and report only; the service
+    repairs afterwards with :func:`repair_fit`).
     """
     t0 = time.perf_counter()
     cfg = config or SurfaceConfig()
@@ -145,29 +148,7 @@ def fit_chain(
 
     # pad the smile points of every fitted expiry into (S, N) arrays for one batched fit
     rows_per = [np.nonzero(ivs.used & (ivs.expiry_index == i))[0] for i in fit_idx]
-    N = max(len(r) for r in rows_per)
-    S = len(fit_idx)
-    K = np.zeros((S, N))
-    W = np.zeros((S, N))
-    OM = np.zeros((S, N))
-    SPR = np.zeros((S, N))
-    for j, (i, rows) in enumerate(zip(fit_idx, rows_per, strict=True)):
-        Ti = float(ivs.T_expiry[i])
-        k = ivs.k[rows]
-        iv = ivs.iv_mid[rows]
-        w = iv * iv * Ti
-        ivs_spread = np.where(np.isfinite(ivs.iv_ask[rows]) & np.isfinite(ivs.iv_bid[rows]),
-                              ivs.iv_ask[rows] - ivs.iv_bid[rows], _UNKNOWN_IV_SPREAD)
-        quality = 1.0 / np.maximum(ivs_spread, cfg.min_iv_spread)
-        # residuals in w scaled to vol units (dσ = dw / (2σT)); w floored so one tiny-variance point
-        # cannot take all the weight
-        w_floor = max(0.1 * float(np.median(w)), 1e-10)
-        om = quality / (4.0 * np.maximum(w, w_floor) * Ti)
-        n = len(rows)
-        K[j, :n], W[j, :n], OM[j, :n] = k, w, om
-        SPR[j, :n] = ivs_spread
-        K[j, n:] = k[-1] if n else 0.0
-        W[j, n:] = w[-1] if n else 0.0
+    K, W, OM, SPR = _smile_arrays(ivs, fit_idx, rows_per, cfg)
     batch = fit_svi_batch(K, W, OM)
     # one robust pass: points far outside their own bid/ask from the first fit are dropped as outliers
     T_col = ivs.T_expiry[fit_idx][:, None]
@@ -191,9 +172,71 @@ def fit_chain(
         rows_per = [rows[~out[j, : len(rows)]] for j, rows in enumerate(rows_per)]
         notes.append(f"{int(out.sum())} outlier quote(s) dropped (more than {_OUTLIER_SPREADS:g} IV spreads and "
                      f"{_OUTLIER_MIN_VOL * 100:g} vol points from the first fit)")
+    if n_exp > len(fit_idx):
+        reasons.append(f"{n_exp - len(fit_idx)} of {n_exp} expiries not fitted (see slices)")
+    if len(fit_idx) == 1:
+        notes.append("single fitted expiry: the surface scales its smile in time (constant vol per k)")
+    do_repair = cfg.repair_arbitrage if repair is None else repair
+    return _finish(chain, ivs, fit_idx, rows_per, K, W, OM, batch.params, cfg, do_repair, reasons, notes, t0)
+
+
+def repair_fit(fit: SurfaceFit, chain: OptionChain, config: SurfaceConfig | None = None) -> SurfaceFit:
+    """The arbitrage repair of a fit made with ``repair=False``, as its own step.
+
+    Why separate: the service publishes the unrepaired surface at once and this repaired one when
+    it is ready (the repair can cost as much as the fit). ``chain`` is the chain ``fit`` came from
+    (the term structure's straddles read its quotes). A fit that is already arbitrage-free (or
+    empty) comes back as it is. The result equals ``fit_chain(chain, ..., repair=True)``.
+    """
+    cfg = config or SurfaceConfig()
+    if not fit.ok or not fit.arbitrage.found or fit.arbitrage.repairs or fit.arbitrage.unresolved:
+        return fit
+    t0 = time.perf_counter() - fit.elapsed_ms / 1e3
+    ivs = fit.ivs
+    fit_idx = [i for i, s in enumerate(fit.slices) if s.params is not None]
+    rows_per = [np.nonzero(ivs.used & (ivs.expiry_index == i))[0] for i in fit_idx]
+    K, W, OM, _ = _smile_arrays(ivs, fit_idx, rows_per, cfg)
+    return _finish(chain, ivs, fit_idx, rows_per, K, W, OM, fit.surface.params, cfg, True, list(fit.reasons),
+                   list(fit.notes), t0)
+
+
+def _smile_arrays(ivs: ChainIVs, fit_idx: list[int], rows_per: list[np.ndarray],
+                  cfg: SurfaceConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(S, N) arrays of k, total variance, fit weight and IV spread per fitted expiry (padding has weight 0)."""
+    N = max(len(r) for r in rows_per)
+    S = len(fit_idx)
+    K = np.zeros((S, N))
+    W = np.zeros((S, N))
+    OM = np.zeros((S, N))
+    SPR = np.zeros((S, N))
+    for j, (i, rows) in enumerate(zip(fit_idx, rows_per, strict=True)):
+        Ti = float(ivs.T_expiry[i])
+        k = ivs.k[rows]
+        iv = ivs.iv_mid[rows]
+        w = iv * iv * Ti
+        ivs_spread = np.where(np.isfinite(ivs.iv_ask[rows]) & np.isfinite(ivs.iv_bid[rows]),
+                              ivs.iv_ask[rows] - ivs.iv_bid[rows], _UNKNOWN_IV_SPREAD)
+        quality = 1.0 / np.maximum(ivs_spread, cfg.min_iv_spread)
+        # residuals in w scaled to vol units (dσ = dw / (2σT)); w floored so one tiny-variance point
+        # cannot take all the weight
+        w_floor = max(0.1 * float(np.median(w)), 1e-10) if len(w) else 1e-10
+        om = quality / (4.0 * np.maximum(w, w_floor) * Ti)
+        n = len(rows)
+        K[j, :n], W[j, :n], OM[j, :n] = k, w, om
+        SPR[j, :n] = ivs_spread
+        K[j, n:] = k[-1] if n else 0.0
+        W[j, n:] = w[-1] if n else 0.0
+    return K, W, OM, SPR
+
+
+def _finish(chain: OptionChain, ivs: ChainIVs, fit_idx: list[int], rows_per: list[np.ndarray], K: np.ndarray,
+            W: np.ndarray, OM: np.ndarray, fitted: np.ndarray, cfg: SurfaceConfig, repair: bool,
+            reasons: list[str], notes: list[str], t0: float) -> SurfaceFit:
+    """Arbitrage check (and repair), per-slice quality, the surface and its term structure."""
+    n_exp = len(ivs.expiries)
     labels = [np.datetime_as_string(ivs.expiries[i], unit="D") for i in fit_idx]
     T_fit = ivs.T_expiry[fit_idx]
-    params, report = enforce_no_arbitrage(batch.params, K, W, OM, labels, T=T_fit, repair=cfg.repair_arbitrage,
+    params, report = enforce_no_arbitrage(fitted, K, W, OM, labels, T=T_fit, repair=repair,
                                           max_cost_bp=cfg.max_repair_cost_bp)
 
     all_params = np.full((n_exp, 5), np.nan)
@@ -222,10 +265,6 @@ def fit_chain(
     fw = np.array([f.forward for f in ivs.forwards])
     disc = np.array([f.discount for f in ivs.forwards])
     term = term_structure(chain, ivs.expiries, ivs.T_expiry, fw, disc, all_params, ivs.expiry_index)
-    if n_exp > len(fit_idx):
-        reasons.append(f"{n_exp - len(fit_idx)} of {n_exp} expiries not fitted (see slices)")
-    if len(fit_idx) == 1:
-        notes.append("single fitted expiry: the surface scales its smile in time (constant vol per k)")
     return SurfaceFit(chain.underlying, chain.ts, float(chain.spot), surface, tuple(slices), ivs, term, report,
                       tuple(reasons), tuple(notes), (time.perf_counter() - t0) * 1e3,
                       chain.strike.copy(), chain.is_call.copy())

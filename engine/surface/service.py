@@ -5,8 +5,11 @@
 - The refit task sends the newest chain to an executor, at most once per ``refit_interval_s`` (≤ 2 s)
   and never two fits of one underlying at once; chains that arrive during a fit are conflated to
   the newest. A streaming chain therefore gets a new surface every max(interval, fit time).
-- Executor: a one-worker **process** pool by default. The fit is CPU-bound numpy on small arrays and
-  the repair path (SLSQP) is mostly Python: both hold the GIL much of the time, so in a thread they
+- Two stages per chain: the fit without the arbitrage repair is published at once; when its checks
+  found arbitrage, the repair runs as a second job and a repaired ``SurfaceUpdated`` follows (the
+  first one says ``repair_pending``). A fit the checks pass is published once.
+- Executor: a one-worker **process** pool by default. The fit and the repair are CPU-bound numpy on
+  small arrays: both hold the GIL much of the time, so in a thread they
   compete with the event loop for it (each switch can cost the loop up to the 5 ms switch interval);
   in a process they run on the other core, the loop only pays for pickling (≈1 ms for a 2,000-row
   chain), a crashing fit cannot take the engine down, and fits never queue behind other CPU work.
@@ -36,7 +39,7 @@ import numpy as np
 from engine.bus.events import ChainUpdated
 from engine.bus.messages import Event
 from engine.surface.config import SurfaceConfig
-from engine.surface.fit import SurfaceFit, fit_chain
+from engine.surface.fit import SurfaceFit, fit_chain, repair_fit
 from engine.surface.ivrank import NO_CURRENT, IVHistoryRepository, IVRank, iv_rank
 from engine.surface.quotes import RateInput
 from engine.surface.realized import close_to_close, iv_rv_ratio
@@ -74,13 +77,18 @@ class SurfaceUpdated(Event):
     #: daily closes and today's spot (NaN without enough closes), and ``atm_iv / realized_vol``
     realized_vol: float = float("nan")
     iv_rv_ratio: float = float("nan")
+    #: True for the unrepaired fit of a chain whose arbitrage repair is still running: a repaired
+    #: ``SurfaceUpdated`` of the same chain follows (``fit.arbitrage`` lists what it will fix)
+    repair_pending: bool = False
 
     def conflation_key(self) -> object:
         return ("surface", self.underlying)
 
     def describe(self) -> str:
         n = len(self.fit.fitted_slices())
-        return f"SurfaceUpdated {self.underlying}: {n} expiries, ATM {self.atm_iv * 100:.1f} %, {self.fit_ms:.0f} ms"
+        pending = ", repair pending" if self.repair_pending else ""
+        return (f"SurfaceUpdated {self.underlying}: {n} expiries, ATM {self.atm_iv * 100:.1f} %, "
+                f"{self.fit_ms:.0f} ms{pending}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,14 +112,28 @@ class FitJobResult:
 
 
 def run_fit_job(chain: OptionChain, rate: RateInput, dividend_yield: RateInput, config: SurfaceConfig,
-                tenor_days: float) -> FitJobResult:
-    """The executor job (module level so a process pool can pickle it)."""
+                tenor_days: float, repair: bool | None = None) -> FitJobResult:
+    """The executor job (module level so a process pool can pickle it); ``repair`` as in ``fit_chain``."""
     t0 = time.perf_counter()
-    fit = fit_chain(chain, rate=rate, dividend_yield=dividend_yield, config=config)
+    fit = fit_chain(chain, rate=rate, dividend_yield=dividend_yield, config=config, repair=repair)
+    return _job_result(fit, config, tenor_days, t0)
+
+
+def run_repair_job(fit: SurfaceFit, chain: OptionChain, config: SurfaceConfig, tenor_days: float) -> FitJobResult:
+    """The second executor job: the arbitrage repair of an unrepaired fit (see :func:`repair_fit`)."""
+    t0 = time.perf_counter()
+    return _job_result(repair_fit(fit, chain, config), config, tenor_days, t0)
+
+
+def _job_result(fit: SurfaceFit, config: SurfaceConfig, tenor_days: float, t0: float) -> FitJobResult:
     grid = surface_grid(fit, n_T=config.grid_expiries, n_k=config.grid_strikes)
     T = tenor_days / 365.0
     atm = float(fit.surface.implied_vol_k(0.0, T)) if fit.ok else float("nan")
     return FitJobResult(fit, grid, atm, (time.perf_counter() - t0) * 1e3)
+
+
+def _needs_repair(fit: SurfaceFit, config: SurfaceConfig) -> bool:
+    return config.repair_arbitrage and fit.ok and bool(fit.arbitrage.found) and not fit.arbitrage.repairs
 
 
 def _warm_worker() -> bool:
@@ -280,30 +302,46 @@ class SurfaceService:
                 st.wake.set()
 
     async def _fit_and_publish(self, st: _State, chain: OptionChain) -> SurfaceUpdated | None:
+        """Fit without the arbitrage repair and publish at once; if the fit needs a repair, run it as a
+        second job and publish the repaired surface too (the first event says ``repair_pending``)."""
         if self._executor is None:
             raise RuntimeError("SurfaceService is not started")
         loop = asyncio.get_running_loop()
         und = chain.underlying
+        cfg = self.config
         try:
             res: FitJobResult = await loop.run_in_executor(
-                self._executor, run_fit_job, chain, self.rate, self.dividend_yields.get(und, 0.0), self.config,
-                self.config.iv_history_tenor_days,
+                self._executor, run_fit_job, chain, self.rate, self.dividend_yields.get(und, 0.0), cfg,
+                cfg.iv_history_tenor_days, False,
             )
+            pending = _needs_repair(res.fit, cfg)
+            event = self._publish(st, chain, res, res.elapsed_ms, pending)
+            if not pending:
+                return event
+            first_ms = res.elapsed_ms
+            res = await loop.run_in_executor(self._executor, run_repair_job, res.fit, chain, cfg,
+                                             cfg.iv_history_tenor_days)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a crashed worker or a defect: report it, keep streaming
             log.exception("surface refit for %s failed", und)
             self.bus.publish(SurfaceFitFailed(underlying=und, error=f"{type(exc).__name__}: {exc}"))
             return None
+        return self._publish(st, chain, res, first_ms + res.elapsed_ms, False)
+
+    def _publish(self, st: _State, chain: OptionChain, res: FitJobResult, fit_ms: float,
+                 repair_pending: bool) -> SurfaceUpdated:
         rank = self._rank(st, chain, res.atm_iv)
         rv = self._realized(st, float(chain.spot))
         event = SurfaceUpdated(
-            underlying=und, fit=res.fit, grid=res.grid, atm_iv=res.atm_iv,
-            tenor_days=self.config.iv_history_tenor_days, iv_rank=rank, fit_ms=res.elapsed_ms, chain_ts=chain.ts,
-            realized_vol=rv, iv_rv_ratio=float(iv_rv_ratio(res.atm_iv, rv)),
+            underlying=chain.underlying, fit=res.fit, grid=res.grid, atm_iv=res.atm_iv,
+            tenor_days=self.config.iv_history_tenor_days, iv_rank=rank, fit_ms=fit_ms,
+            chain_ts=chain.ts, realized_vol=rv, iv_rv_ratio=float(iv_rv_ratio(res.atm_iv, rv)),
+            repair_pending=repair_pending,
         )
         st.latest = event  # cache first, then publish
-        st.fits += 1
+        if not repair_pending:
+            st.fits += 1
         self.bus.publish(event)
         return event
 

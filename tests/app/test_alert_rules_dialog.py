@@ -71,7 +71,8 @@ def test_send_test_reaches_the_loopback_webhook_as_edited_and_save_applies_it(qt
 
     dialog.rules.item(_row_of(dialog.rules, "kill-switch"), 6).setText("ops")
     dialog.save()
-    assert dialog.last_saved is not None
+    wait_for_condition(qtbot, lambda: dialog.last_saved is not None, timeout=5)
+    assert dialog.at_restart == ()  # the running notifier took the new destinations and rules
     saved = tomllib.loads(engine.paths.settings_file.read_text())["notify"]
     assert {"type": "webhook", "name": "ops", "format": "generic"}.items() <= next(
         d for d in saved["destinations"] if d["name"] == "ops").items()
@@ -79,7 +80,7 @@ def test_send_test_reaches_the_loopback_webhook_as_edited_and_save_applies_it(qt
     assert engine.settings.notify.destinations[-1].name == "ops"
 
 
-def test_set_secret_goes_to_the_credential_store_not_the_settings(dialog, engine):
+def test_set_secret_goes_to_the_credential_store_not_the_settings(qtbot, dialog, engine):
     row = dialog.add_destination_row({"type": "webhook", "name": "tg", "format": "telegram", "chat_id": "42"})
     dialog.dests.selectRow(row)
     assert dialog.secret_entry("tg") == "notify.tg.token"
@@ -87,5 +88,6 @@ def test_set_secret_goes_to_the_credential_store_not_the_settings(dialog, engine
     assert engine.credentials.get("notify.tg.token") == "999:telegram-secret"
     assert "session only" in dialog.status.text()
     dialog.save()
+    wait_for_condition(qtbot, lambda: dialog.last_saved is not None, timeout=5)
     assert "999:telegram-secret" not in engine.paths.settings_file.read_text()
     assert json.dumps(dialog.last_saved.model_dump(mode="json")).count("telegram-secret") == 0

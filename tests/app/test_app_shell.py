@@ -86,7 +86,8 @@ def _non_blank(img: QtGui.QImage) -> bool:
 
 
 def test_main_window_screenshot_is_not_blank(window, qtbot, tmp_path):
-    qtbot.wait(300)
+    flushes = window.bridge.flushes  # painted, and the panels have rendered engine events
+    qtbot.waitUntil(lambda: window.first_painted and window.bridge.flushes >= flushes + 2, timeout=10_000)
     img = window.grab().toImage()
     assert img.width() >= 1200 and img.height() >= 700
     assert _non_blank(img)

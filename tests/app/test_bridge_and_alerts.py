@@ -59,7 +59,6 @@ def test_bridge_delivers_on_its_timer_and_not_per_event(bus, qtbot):
     calls = []
     bridge.add_consumer(calls.append)
     bridge.start()
-    qtbot.wait(50)
     for i in range(200):
         bus.publish(UnderlyingUpdated(symbol="SPY", price=500 + i))
     assert calls == []  # nothing is delivered synchronously from publish
@@ -87,8 +86,13 @@ def test_a_failing_consumer_is_isolated_and_reported(bus, qtbot):
     assert failures[0] == ("broken panel", "RuntimeError: render exploded")
     assert bridge.failures == 1
     bridge.stop()
+    witness = EventBridge(bus, interval_ms=50)  # a running bridge: once it delivers, a live one would have
+    seen = []
+    witness.add_consumer(seen.append, "witness")
+    witness.start()
     bus.publish(Alert(message="after stop"))
-    qtbot.wait(150)
+    qtbot.waitUntil(lambda: bool(seen), timeout=2000)
+    witness.stop()
     assert len(good) == 1  # unsubscribed
 
 

@@ -77,7 +77,8 @@ def test_window_when_connected_to_tastytrade_then_chain_shows_the_brokers_contra
                 and bool(ch.valid_mask().any())
 
         qtbot.waitUntil(shows_broker_chain, timeout=30_000)
-        qtbot.wait(1500)  # a few bridge flushes so every panel repaints on broker data
+        flushes = window.bridge.flushes  # a few bridge flushes so every panel repaints on broker data
+        qtbot.waitUntil(lambda: window.bridge.flushes >= flushes + 3, timeout=10_000)
         summary = window.trading_toolbar.controls["account"]
         assert summary.account is not None and summary.account.broker == "paper"  # PAPER: not the broker's balance
         out = Path("build/broker-shots")

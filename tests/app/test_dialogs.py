@@ -64,12 +64,15 @@ def test_settings_dialog_saves_a_valid_form_to_the_toml_file(qtbot, engine):
     dlg.editors["general.ui_refresh_hz"].editor.setText("12.5")
     dlg.editors["general.theme"].editor.setCurrentText("light")
     dlg.save_button.click()
-    assert not dlg.isVisible()
+    qtbot.waitUntil(lambda: bool(saved), timeout=5000)
     data = tomllib.loads(engine.paths.settings_file.read_text())
     assert data["general"]["ui_refresh_hz"] == 12.5
     assert data["general"]["theme"] == "light"
     assert saved == [str(engine.paths.settings_file)]
     assert engine.settings.general.ui_refresh_hz == 12.5
+    # neither is applied to the running window: the dialog stays open and says so
+    assert dlg.result.at_restart == ("general.theme", "general.ui_refresh_hz")
+    assert dlg.isVisible() and "Takes effect at the next start" in dlg.outcome.text()
 
 
 # ---- credentials ------------------------------------------------------------------------------------

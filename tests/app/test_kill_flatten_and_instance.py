@@ -21,8 +21,9 @@ def test_kill_and_flatten_is_offered_and_asks_first(window, engine, qtbot):
     qtbot.mouseClick(ks.flatten_button, __import__("PySide6").QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: ks.flatten_dialog is not None and ks.flatten_dialog.isVisible(), timeout=3000)
     next(b for b in ks.flatten_dialog.buttons() if b.text() == "Cancel").click()
-    qtbot.wait(200)
-    assert str(engine.kill_switch.state) == "ACTIVE"
+    flushes = window.bridge.flushes  # a trip sent now would have been handled by the second flush after
+    qtbot.waitUntil(lambda: window.bridge.flushes >= flushes + 2, timeout=5000)
+    assert str(engine.kill_switch.state) == "ACTIVE" and ks.state == "ACTIVE"
     # confirming halts with the flatten intent (stored, then carried out and cleared)
     tb.kill_flatten_action.trigger()
     qtbot.waitUntil(lambda: ks.flatten_dialog is not None and ks.flatten_dialog.isVisible(), timeout=3000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+import tomllib
 
 from PySide6 import QtCore
 
@@ -51,8 +51,9 @@ def test_kill_switch_button_halts_blocks_the_ticket_and_resets_only_after_confir
     dlg = ks.confirm_dialog
     assert "toolbar kill switch" in dlg.informativeText()
     next(b for b in dlg.buttons() if b.text() == "Keep HALTED").click()
-    qtbot.wait(300)
-    assert str(engine.kill_switch.state) == "HALTED"
+    flushes = window.bridge.flushes  # a reset sent now would have been handled by the second flush after
+    qtbot.waitUntil(lambda: window.bridge.flushes >= flushes + 2, timeout=5000)
+    assert str(engine.kill_switch.state) == "HALTED" and ks.state == "HALTED"
     qtbot.mouseClick(ks.button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: ks.confirm_dialog is not None and ks.confirm_dialog.isVisible(), timeout=3000)
     next(b for b in ks.confirm_dialog.buttons() if b.text() == "Reset to ACTIVE").click()
@@ -129,8 +130,10 @@ def test_manual_approval_toggle_switches_the_engine_gate(window, engine, qtbot):
 
 
 def test_streaming_run_has_no_exception_in_the_log(window, engine, qtbot, caplog):
-    """Real simulated-market streaming into the full window: 30 s (10 s when CI is set)."""
-    seconds = float(os.environ.get("OPTIONDESK_STREAM_TEST_S", "10" if os.environ.get("CI") else "30"))
+    """Real simulated-market streaming into the full window until the views have refreshed many times
+    (OPTIONDESK_STREAM_TEST_FLUSHES, default 100). How fast they refresh is measured by benchmarks/gui.py,
+    not asserted here: a loaded CI box runs at a few Hz."""
+    flushes_wanted = int(os.environ.get("OPTIONDESK_STREAM_TEST_FLUSHES", "100"))
     caplog.set_level(logging.WARNING)
     counted = {"quotes": 0}
     market_data = ("QuoteUpdated", "QuotesUpdated", "ChainUpdated", "UnderlyingUpdated")
@@ -140,16 +143,11 @@ def test_streaming_run_has_no_exception_in_the_log(window, engine, qtbot, caplog
 
     window.bridge.add_consumer(count, "test")
     flushes0 = window.bridge.flushes
-    t0 = time.monotonic()
-    qtbot.wait(int(seconds * 1000))
-    elapsed = time.monotonic() - t0
+    qtbot.waitUntil(lambda: window.bridge.flushes - flushes0 >= flushes_wanted, timeout=flushes_wanted * 1000)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors[:5]]
     assert window.bridge.failures == 0
-    assert counted["quotes"] > 5 * seconds  # market data kept coming
-    # never starved: the views kept refreshing throughout (10 Hz nominal; the rate itself is measured
-    # by benchmarks/gui.py, not asserted here — a loaded CI box runs at a few Hz)
-    assert window.bridge.flushes - flushes0 >= elapsed
+    assert counted["quotes"] >= flushes_wanted // 2  # market data kept coming, not only clock ticks
     assert window.panels["chain"].model.rowCount() > 0
     assert "error" not in [e.level for e in window.alerts.all_entries]
 
@@ -158,12 +156,45 @@ def test_risk_level_has_one_source_of_truth_slider_and_settings_dialog_agree(win
     slider = window.trading_toolbar.controls["risk"]
     slider.set_level(0)
     qtbot.waitUntil(lambda: engine.risk.profile.level == 0.0, timeout=3000)
+    assert engine.settings.risk.level == 0.0  # the settings follow the slider: one value for every reader
     dlg = window.open_settings_dialog()
     qtbot.addWidget(dlg)
     editor = dlg.editors["risk.level"]
     assert float(editor.raw_value()) == 0.0  # the level the engine runs at, not the file's 50
     editor.set_value(75)
     dlg.save_button.click()
-    qtbot.waitUntil(lambda: engine.risk.profile.level == 75.0, timeout=3000)
+    qtbot.waitUntil(lambda: dlg.result is not None, timeout=5000)
+    assert dlg.result.applied == ("risk.level",) and dlg.result.at_restart == ()
+    assert not dlg.isVisible()  # everything applied: nothing left to say
     qtbot.waitUntil(lambda: slider.slider.value() == 75, timeout=3000)  # the slider follows the dialog
-    assert engine.settings.risk.level == 75.0
+    assert engine.risk.profile.level == 75.0 and engine.settings.risk.level == 75.0
+    saved = tomllib.loads(engine.paths.settings_file.read_text())
+    assert saved["risk"]["level"] == 75.0
+
+
+def test_the_open_settings_dialog_follows_the_slider(window, engine, qtbot):
+    dlg = window.open_settings_dialog()
+    qtbot.addWidget(dlg)
+    editor = dlg.editors["risk.level"]
+    assert float(editor.raw_value()) == engine.risk.profile.level
+    window.trading_toolbar.controls["risk"].set_level(20)
+    qtbot.waitUntil(lambda: float(editor.raw_value()) == 20.0, timeout=5000)
+    assert engine.risk.profile.level == 20.0 and engine.settings.risk.level == 20.0
+
+
+def test_settings_dialog_applies_approval_now_and_names_what_waits_for_a_restart(window, engine, qtbot):
+    assert not engine.oms.gate.required("paper")
+    approval = window.trading_toolbar.controls["approval"]
+    dlg = window.open_settings_dialog()
+    qtbot.addWidget(dlg)
+    dlg.editors["oms.approval_in_paper"].set_value(True)
+    dlg.editors["general.ui_refresh_hz"].set_value(5.0)  # the bridge's timer is built at start
+    dlg.save_button.click()
+    qtbot.waitUntil(lambda: dlg.result is not None, timeout=5000)
+    assert dlg.result.applied == ("oms.approval_in_paper",)
+    assert dlg.result.at_restart == ("general.ui_refresh_hz",)
+    assert dlg.isVisible() and dlg.outcome.isVisible()
+    assert "next start: general.ui_refresh_hz" in dlg.outcome.text()
+    assert engine.oms.gate.required("paper") and engine.settings.oms.approval_in_paper
+    assert engine.settings.general.ui_refresh_hz == 5.0  # saved and swapped, only not live
+    qtbot.waitUntil(lambda: approval.box.isChecked(), timeout=5000)  # the toolbar toggle agrees

@@ -58,7 +58,7 @@ def test_daily_loss_trip_halts_the_backtest_as_it_would_live(exact_config):
     assert len(later) == 2 and all(o["status"] == "denied" for o in later)
     assert all("trading is HALTED" in o["reason"] for o in later)
     summary = r.summary()
-    assert summary["halted"]["reason"].startswith("daily_loss: daily loss limit")
+    assert summary["halted"]["reason"].startswith("daily loss limit: lost $2,700.00 today")  # the live wording
     assert summary["halted"]["at"].startswith("2024-01-03")
     assert r.info["trading_state"] == "HALTED"
     # the positions stay (an automatic trip does not flatten) and settle at expiry; P&L still reconciles

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-try:  # QuantLib comes with the dev extra; modules that need it skip themselves without it
+import pytest
+
+try:  # QuantLib comes with the dev extra; only the comparisons against it skip without it
     import QuantLib as ql
 except ImportError:  # pragma: no cover
     ql = None
+
+#: a test comparing against QuantLib's reference values (identities and property tests run without it)
+needs_quantlib = pytest.mark.skipif(ql is None, reason="QuantLib (the dev extra) is not installed")
 
 TODAY: Any = ql.Date(15, 1, 2025) if ql is not None else None
 

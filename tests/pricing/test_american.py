@@ -10,9 +10,7 @@ from hypothesis import strategies as st
 from engine.pricing import american, bsm
 from engine.pricing.inputs import Reason
 
-from .conftest import ql_option, ql_process, ql_setup
-
-ql = pytest.importorskip("QuantLib")
+from .conftest import needs_quantlib, ql, ql_option, ql_process, ql_setup
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +35,7 @@ def grid_with_quantlib_reference():
     return c, K, days / 365.0, r, q, v, ref
 
 
+@needs_quantlib
 def test_accurate_scheme_within_1e_3_of_quantlib_qdfp_accurate(grid_with_quantlib_reference):
     c, K, T, r, q, v, ref = grid_with_quantlib_reference
     ours = american.price(c, 100.0, K, T, r, q, v, scheme="accurate")
@@ -45,6 +44,7 @@ def test_accurate_scheme_within_1e_3_of_quantlib_qdfp_accurate(grid_with_quantli
     assert np.median(err) <= 1e-5
 
 
+@needs_quantlib
 def test_fast_scheme_error_stays_within_its_stated_bound(grid_with_quantlib_reference):
     c, K, T, r, q, v, ref = grid_with_quantlib_reference
     err = np.abs(american.price(c, 100.0, K, T, r, q, v, scheme="fast") - ref)

@@ -10,9 +10,7 @@ from hypothesis import strategies as st
 from engine.pricing import black76, bsm
 from engine.pricing.inputs import Reason
 
-from .conftest import ql_option, ql_process, ql_setup
-
-ql = pytest.importorskip("QuantLib")
+from .conftest import needs_quantlib, ql, ql_option, ql_process, ql_setup
 
 
 def _random_grid(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -30,6 +28,7 @@ def _random_grid(n: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
+@needs_quantlib
 def test_price_and_greeks_match_quantlib_analytic_european_engine_within_1e_10():
     ql_setup()
     g = _random_grid(80, seed=7)
@@ -87,6 +86,7 @@ def test_greeks_match_central_finite_differences_of_our_own_price():
         assert np.all(np.abs(got - ref) <= tol), (name, np.max(np.abs(got - ref) - tol))
 
 
+@needs_quantlib
 def test_black76_matches_quantlib_black_formula_and_round_trips():
     rng = np.random.default_rng(3)
     n = 50

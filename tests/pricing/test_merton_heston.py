@@ -8,9 +8,7 @@ import pytest
 from engine.pricing import bsm, heston, merton
 from engine.pricing.inputs import Reason
 
-from .conftest import TODAY, ql_setup
-
-ql = pytest.importorskip("QuantLib")
+from .conftest import TODAY, needs_quantlib, ql, ql_setup
 
 
 def test_merton_equals_bsm_when_there_are_no_jumps():
@@ -69,6 +67,7 @@ def _quantlib_heston(params, days, K, is_call):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("params", [(0.04, 1.5, 0.04, 0.5, -0.7), (0.09, 3.0, 0.05, 1.0, -0.9),
                                     (0.02, 0.5, 0.06, 0.3, 0.3), (0.04, 2.0, 0.04, 0.8, -0.95)])
+@needs_quantlib
 def test_heston_matches_quantlib_analytic_engine_within_1e_6(params):
     days = np.array([7, 14, 30, 91, 365, 1095, 1825])
     D, K = np.meshgrid(days, np.linspace(60, 150, 19), indexing="ij")

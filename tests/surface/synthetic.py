@@ -101,3 +101,54 @@ def log_strikes(lo_sd: float = -2.5, hi_sd: float = 2.0, n: int = 40, *, spot: f
 def equity_like_params(T: float) -> tuple[float, float, float, float, float]:
     """A calendar- and butterfly-free family of raw-SVI slices with an equity put skew."""
     return (0.02 * T + 0.001, 0.12 * np.sqrt(T) + 0.03, -0.55, 0.05, 0.08 + 0.1 * np.sqrt(T))
+
+
+#: SPX-like Heston parameters (v0, κ, θ, ξ, ρ): steep put skew, short-dated smiles that curve hard
+SPX_HESTON = (0.02, 2.0, 0.045, 0.55, -0.75)
+
+
+def spx_expiry_days(n: int = 48) -> list[int]:
+    """Expiry days in the shape of SPX's listing: 15 dailies, 10 weeklies, 9 monthlies, then out to 5 years.
+
+    Fewer than 48 takes an even spread of those (the dailies, where fits cross, stay represented).
+    """
+    days = list(range(1, 16)) + list(range(21, 85, 7)) + list(range(105, 346, 30))
+    days += [int(round(d)) for d in np.linspace(435, 1825, 14)]
+    if n >= len(days):
+        return days
+    pick = np.unique(np.round(np.linspace(0, len(days) - 1, n)).astype(int))
+    return [days[i] for i in pick]
+
+
+def spx_like_chain(n_expiries: int = 48, n_strikes: int = 208, *, spot: float = 5000.0, r: float = 0.045,
+                   q: float = 0.013, tick: float = 0.05, now: datetime = NOW) -> OptionChain:
+    """An SPX-size chain: ``n_expiries`` × ``n_strikes`` strikes × call and put (48 × 208 × 2 = 19,968 rows).
+
+    Heston prices (:data:`SPX_HESTON`) on strikes rounded to the index's 5-point grid, spanning −5 to +2.5
+    ATM standard deviations; bid/ask are the model price ∓ max(one tick, 1.5 %), rounded outwards to the
+    0.05 tick, so deep out-of-the-money quotes carry the tick noise that makes real fits arbitrage-prone.
+    """
+    from engine.pricing import heston
+
+    vol = float(np.sqrt(SPX_HESTON[2]))
+    days = spx_expiry_days(n_expiries)
+
+    def strikes(T: float) -> np.ndarray:
+        F = spot * np.exp((r - q) * T)
+        sd = vol * np.sqrt(max(T, 1.0 / 365.0))
+        raw = F * np.exp(np.linspace(-5.0 * sd, 2.5 * sd, n_strikes))
+        grid = np.round(raw / 5.0) * 5.0
+        # keep n_strikes distinct strikes: where rounding merges neighbours, fall back to 0.05-rounding
+        return grid if len(np.unique(grid)) == n_strikes else np.round(raw, 2)
+
+    def price(is_call: np.ndarray, K: np.ndarray, T: float) -> np.ndarray:
+        return heston.price(is_call, spot, K, T, r, q, *SPX_HESTON)
+
+    def quotes(p: np.ndarray) -> np.ndarray:
+        return np.maximum(tick, 0.015 * p)
+
+    chain = build_chain(spot=spot, expiries=expiry_dates(days, now), strikes=strikes, price=price,
+                        half_spread=quotes, now=now)
+    bid = np.floor(np.maximum(chain.bid, 0.0) / tick + 1e-9) * tick
+    ask = np.ceil(chain.ask / tick - 1e-9) * tick
+    return chain.with_quotes(bid, ask)

@@ -18,6 +18,7 @@ from engine.bus.events import (
     OrderFilled,
     UnderlyingUpdated,
 )
+from engine.core import Engine, EngineConfig
 from engine.model import Equity, Leg, Order, OrderStatus, OrderType, Side, TimeInForce
 from tests.qt_fixtures import run_async, wait_for_condition
 from widgets.base import EventAccumulator, EventBatch, Panel, send_command
@@ -63,18 +64,22 @@ def test_accumulator_take_resets_and_empty_batch_is_falsey() -> None:
     assert not EventBatch().has(UnderlyingUpdated)
 
 
-def test_send_command_reports_missing_handler_to_callback(qtbot, async_cleanup) -> None:
-    class _Engine:
-        bus = Bus()
+def _engine_on(bus: Bus, tmp_path) -> Engine:
+    """A real, unstarted Engine whose bus is ``bus``: the command plumbing without composing components."""
+    eng = Engine(EngineConfig.for_directory(tmp_path, feed="none"))
+    eng.bus = bus
+    return eng
 
+
+def test_send_command_reports_missing_handler_to_callback(qtbot, async_cleanup, tmp_path) -> None:
     errors: list[str] = []
-    task = send_command(_Engine(), ApproveOrder(order_id="x"), on_error=errors.append)
+    task = send_command(_engine_on(Bus(), tmp_path), ApproveOrder(order_id="x"), on_error=errors.append)
     assert task is not None
     wait_for_condition(qtbot, lambda: bool(errors))
     assert "NoHandlerError" in errors[0] and "ApproveOrder" in errors[0]
 
 
-def test_send_command_passes_handler_result(qtbot, async_cleanup) -> None:
+def test_send_command_passes_handler_result(qtbot, async_cleanup, tmp_path) -> None:
     bus = Bus()
 
     async def handler(cmd: CancelOrder) -> str:
@@ -82,13 +87,8 @@ def test_send_command_passes_handler_result(qtbot, async_cleanup) -> None:
 
     bus.register(CancelOrder, handler)
 
-    class _Engine:
-        pass
-
-    eng = _Engine()
-    eng.bus = bus
     results: list[str] = []
-    run_async(qtbot, _wrap(send_command(eng, CancelOrder(order_id="42"), on_result=results.append)))
+    run_async(qtbot, _wrap(send_command(_engine_on(bus, tmp_path), CancelOrder(order_id="42"), on_result=results.append)))
     assert results == ["cancelled 42"]
 
 
@@ -96,17 +96,16 @@ async def _wrap(fut):
     return await fut
 
 
-def test_send_command_without_bus_fails_cleanly() -> None:
+def test_send_command_without_bus_fails_cleanly(tmp_path) -> None:
     errors: list[str] = []
-    assert send_command(object(), CancelOrder(order_id="1"), on_error=errors.append) is None
-    assert "no bus" in errors[0]
+    unstarted = Engine(EngineConfig.for_directory(tmp_path, feed="none"))
+    assert send_command(unstarted, CancelOrder(order_id="1"), on_error=errors.append) is None
+    assert send_command(None, CancelOrder(order_id="1"), on_error=errors.append) is None
+    assert "no bus" in errors[0] and "no engine" in errors[1]
 
 
-def test_panel_reports_errors_via_status_signal(qtbot, async_cleanup) -> None:
-    class _Engine:
-        bus = Bus()
-
-    panel = Panel(_Engine())
+def test_panel_reports_errors_via_status_signal(qtbot, async_cleanup, tmp_path) -> None:
+    panel = Panel(_engine_on(Bus(), tmp_path))
     qtbot.addWidget(panel)
     with qtbot.waitSignal(panel.status, timeout=3000) as sig:
         panel.send(ApproveOrder(order_id="nope"))
@@ -188,13 +187,17 @@ def test_view_paints_cells_itself_and_after_an_update_only_the_changed_cell(qtbo
     assert view.last_painted_cells == 1  # one value moved: one cell repainted, not the block
     assert model.display_text(2, "px") == "99.50"  # the cached text followed the value
 
-    # a change below the visible rows repaints nothing
+    # a change below the visible rows repaints nothing: the next paint, caused by a visible change made
+    # after it, draws that one cell only, and it is the only paint since
     before = view.direct_paints
     changed = changed.copy()
     changed[n - 1] = -1.0
     model.update(keys, {"name": keys, "px": changed, "pnl": np.zeros(n)})
-    qtbot.wait(100)
-    assert view.direct_paints == before
+    changed = changed.copy()
+    changed[3] = 77.25
+    model.update(keys, {"name": keys, "px": changed, "pnl": np.zeros(n)})
+    qtbot.waitUntil(lambda: view.direct_paints > before)
+    assert view.direct_paints == before + 1 and view.last_painted_cells == 1
 
 
 def test_view_draws_the_model_text_where_the_cells_are(qtbot) -> None:

@@ -14,7 +14,8 @@ def _shown(qtbot, w: pg.PlotWidget) -> QImage:
     w.resize(500, 300)
     w.show()
     qtbot.waitExposed(w)
-    qtbot.wait(50)
+    vb = w.getPlotItem().getViewBox()
+    qtbot.waitUntil(lambda: vb.width() > 0 and vb.height() > 0)  # laid out: axes sized, ranges applied
     return w.grab().toImage().convertToFormat(QImage.Format.Format_RGB32)
 
 

@@ -169,7 +169,8 @@ class QuoteEngine:
         if vi.any():
             S[vi] = surf.forward[pair[vi]]
             q[vi] = r
-        g = bsm.greeks(lst.is_call, S, lst.strike, T, r, q, iv)
+        g = bsm.greeks(lst.is_call, S, lst.strike, T, r, q, iv,
+                       outputs=("price", "delta", "gamma", "vega", "theta"))  # what the quotes use
         intrinsic = np.maximum(np.where(lst.is_call, S - lst.strike, lst.strike - S), 0.0)
         euro = np.maximum(g.price, 0.0)
         n = len(lst)

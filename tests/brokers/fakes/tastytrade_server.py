@@ -358,10 +358,12 @@ class FakeTastytrade:
                     "updated-at": _now(), "pending-cash-effect": "None"})
         return out
 
-    def _position_json(self, symbol: str, qty: int, direction: str, avg: str) -> dict[str, Any]:
-        return {"account-number": self.account, "symbol": symbol, "instrument-type": "Equity Option",
+    def _position_json(self, symbol: str, qty: int, direction: str, avg: str,
+                       instrument_type: str = "Equity Option") -> dict[str, Any]:
+        return {"account-number": self.account, "symbol": symbol, "instrument-type": instrument_type,
                 "underlying-symbol": self.underlying, "quantity": str(qty), "quantity-direction": direction,
-                "close-price": "3.0", "average-open-price": avg, "multiplier": "100", "cost-effect": "Credit",
+                "close-price": "3.0", "average-open-price": avg,
+                "multiplier": "1" if instrument_type == "Equity" else "100", "cost-effect": "Credit",
                 "is-suppressed": False, "is-frozen": False, "realized-day-gain": "0.0",
                 "realized-day-gain-effect": "None", "realized-today": "0.0", "realized-today-effect": "None",
                 "created-at": "2026-01-05T15:00:00Z", "updated-at": _now()}
@@ -446,8 +448,9 @@ class FakeTastytrade:
             "buying-power-effect"]}}
 
     # ---- order lifecycle driven by tests ----------------------------------------------------------
-    def fill(self, order_id: int, fraction: float = 1.0) -> None:
-        """Fill ``fraction`` of the remaining legs at a price that honours the limit; push the update."""
+    def fill(self, order_id: int, fraction: float = 1.0, prices: dict[str, str] | None = None) -> None:
+        """Fill ``fraction`` of the remaining legs at a price that honours the limit (or at ``prices`` by leg
+        symbol); push the update."""
         order = self.orders[order_id]
         legs = order.body["legs"]
         net = Decimal(str(order.body.get("price", "0")))
@@ -459,6 +462,8 @@ class FakeTastytrade:
                 continue
             # first leg carries the net price, others at a nominal 1.00 (sum-consistent for the test's spreads)
             price = (net + Decimal(1)) if i == 0 and len(legs) > 1 else (net if len(legs) == 1 else Decimal(1))
+            if prices is not None:
+                price = Decimal(prices[leg["symbol"]])
             order.fills.append({"fill-id": f"F{next(self._fill_ids)}", "symbol": leg["symbol"], "quantity": str(take),
                                 "fill-price": str(price), "filled-at": _now()})
         done = all(sum((Decimal(f["quantity"]) for f in order.fills if f["symbol"] == leg["symbol"]), Decimal(0))
@@ -466,8 +471,9 @@ class FakeTastytrade:
         order.status = "Filled" if done else "Live"
         self._push("Order", order.to_json(self.account))
 
-    def push_position(self, symbol: str, qty: int, direction: str, avg: str) -> None:
-        self._push("CurrentPosition", self._position_json(symbol, qty, direction, avg))
+    def push_position(self, symbol: str, qty: int, direction: str, avg: str,
+                      instrument_type: str = "Equity Option") -> None:
+        self._push("CurrentPosition", self._position_json(symbol, qty, direction, avg, instrument_type))
 
     def _push(self, kind: str, data: dict[str, Any]) -> None:
         if self.hold_pushes:

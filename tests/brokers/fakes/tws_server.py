@@ -453,17 +453,41 @@ class FakeTws:
         if conn is not None:
             self._send(conn, 4, 2, oid, 202, message, "")
 
-    def fill(self, oid: int) -> None:
-        """Fill the remaining quantity: leg executions (and a BAG summary), commissions, status Filled."""
+    def _leg_contract(self, con_id: int) -> OptContract | None:
+        """An option by conId; None for the underlying's stock (STOCK_CONID)."""
+        return None if con_id == STOCK_CONID else self.options[con_id]
+
+    def _exec_contract(self, c: OptContract | None) -> list[Any]:
+        """conId … localSymbol, tradingClass of an execution's contract (stock when ``c`` is None)."""
+        if c is None:
+            return [STOCK_CONID, self.underlying, "STK", "", 0, "", "", "SMART", "USD", self.underlying,
+                    self.underlying]
+        return [*self._contract_fields(c)[:7], "SMART", "USD", c.local_symbol, c.symbol]
+
+    def push_position(self, con_id: int, quantity: float, avg_cost: float) -> None:
+        """A position update (61) to every connection: an option by conId, or the stock (STOCK_CONID)."""
+        c = self._leg_contract(con_id)
+        fields = ([STOCK_CONID, self.underlying, "STK", "", 0, "", "", "SMART", "USD", self.underlying,
+                   self.underlying] if c is None else self._contract_fields(c))
+        for conn in self.conns:
+            self._send(conn, 61, 3, self.account, *fields, quantity, avg_cost)
+
+    def fill(self, oid: int, prices: dict[int, float] | None = None) -> None:
+        """Fill the remaining quantity: leg executions (and a BAG summary), commissions, status Filled.
+        ``prices`` (by conId) sets the legs' execution prices; by default the first leg carries the net."""
         o = self.orders[oid]
         conn = self._owner(o)
         qty = o.quantity - o.filled
         net = float(o.lmt_price or 0)
         now = datetime.now(UTC).strftime("%Y%m%d %H:%M:%S UTC")
-        fills: list[tuple[OptContract, str, float, float]] = []
-        if o.legs:
+        fills: list[tuple[OptContract | None, str, float, float]] = []
+        if o.legs and prices is not None:
+            for leg in o.legs:
+                side = leg["action"] if o.action == "BUY" else ("SELL" if leg["action"] == "BUY" else "BUY")
+                fills.append((self._leg_contract(leg["conId"]), side, qty * leg["ratio"], prices[leg["conId"]]))
+        elif o.legs:
             for i, leg in enumerate(o.legs):
-                c = self.options[leg["conId"]]
+                c = self._leg_contract(leg["conId"])
                 side = leg["action"]
                 if o.action == "SELL":
                     side = "SELL" if side == "BUY" else "BUY"
@@ -475,11 +499,11 @@ class FakeTws:
             c0, s0, q0, _ = fills[0]
             fills[0] = (c0, s0, q0, round((net - rest) / sign0 / (q0 / qty), 4))
         else:
-            c = self.options[int(o.contract["conId"])]
-            fills.append((c, o.action, qty, net))
+            c = self._leg_contract(int(o.contract["conId"]))
+            fills.append((c, o.action, qty, prices[int(o.contract["conId"])] if prices else net))
         for c, side, q, price in fills:
             exec_id = f"0000e{next(self._exec):04d}.01.01"
-            ex = [o.order_id, *self._contract_fields(c)[:7], "SMART", "USD", c.local_symbol, c.symbol, exec_id, now,
+            ex = [o.order_id, *self._exec_contract(c), exec_id, now,
                   self.account, "CBOE", "BOT" if side == "BUY" else "SLD", q, price, o.perm_id, o.client_id, 0, q,
                   price, o.order_ref, "", "", "", 1]
             self.executions.append((o, ex))
