@@ -26,9 +26,9 @@ class BacktestConfig(BaseModel):
     seed: int = 7
     data: str | None = None
     #: where the chains come from: ``simulated`` (generated under ``seed``), ``file`` (``data``) or ``imported``
-    #: (``optiondesk data import``: the chain store's ``symbol`` root between ``start`` and ``end``); None picks
-    #: ``file`` when ``data`` is set, else ``simulated``
-    source: Literal["simulated", "file", "imported"] | None = None
+    #: (``optiondesk data import``: the chain store's ``symbol`` root between ``start`` and ``end``); ``auto``
+    #: picks ``file`` when ``data`` is set, else ``simulated``
+    source: Literal["auto", "simulated", "file", "imported"] = "auto"
     columns: dict[str, str] = Field(default_factory=dict)
     bars: str | None = None
     start: date | None = None

@@ -21,6 +21,15 @@ class Adapter:
     feed: Any  # engine.market.feed.Feed
     endpoint: str
 
+    def history_source(self, loop: Any) -> Any:
+        """The broker's daily history as an :class:`~engine.history.source.HistorySource` (None when the
+        broker has none here); ``loop`` is the engine loop the connection lives on."""
+        if self.name == "tastytrade":
+            from engine.history.tastytrade import TastytradeHistorySource
+
+            return TastytradeHistorySource(self.connection, loop)
+        return None
+
 
 def build_adapter(name: str, config: BrokersConfig, bus: Bus, *, credentials: CredentialStore | None = None,
                   underlyings: list[str] | None = None) -> Adapter:

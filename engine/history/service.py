@@ -137,18 +137,35 @@ def read_snapshot(store: Store, underlying: str, *, lookback: int = 252, min_his
     )
 
 
+#: rows whose source starts with this came from the simulated market (its backfill, ``simulated seed=7``, and
+#: days the surface service recorded while it ran, ``simulated surface``): a real source (a broker's history)
+#: replaces them day by day; days recorded from real data are never replaced
+SIMULATED_PREFIX = "simulated"
+
+
+def is_simulated(source: str) -> bool:
+    return source.startswith(SIMULATED_PREFIX)
+
+
 def write_series(store: Store, series: dict[str, DailySeries], source: str, at: str) -> int:
-    """Insert the rows the store lacks (a recorded day always wins); returns how many were written."""
+    """Insert the rows the store lacks (a recorded day always wins); returns how many were written.
+
+    A real source (anything but the simulated market) also replaces the simulated market's backfilled days:
+    once a broker is connected, IV rank ranks real implied vols, not the simulation's."""
     written = 0
+    supersede = not is_simulated(source)
+    on_conflict = ("DO UPDATE SET atm_iv = excluded.atm_iv, close = excluded.close, source = excluded.source "
+                   "WHERE substr(iv_history.source, 1, ?) = ?") if supersede else "DO NOTHING"
+    prefix = (len(SIMULATED_PREFIX), SIMULATED_PREFIX) if supersede else ()
     with store.transaction() as conn:
         for sym, s in series.items():
-            rows = [(sym, d.isoformat(), float(v), float(c), source)
+            rows = [(sym, d.isoformat(), float(v), float(c), source, *prefix)
                     for d, v, c in zip(s.days, s.atm_iv.tolist(), s.close.tolist(), strict=True)
                     if math.isfinite(v) and v > 0]
             before = conn.total_changes
             conn.executemany(
                 "INSERT INTO iv_history(underlying, day, atm_iv, close, source) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(underlying, day) DO NOTHING", rows)
+                f"ON CONFLICT(underlying, day) {on_conflict}", rows)
             n = conn.total_changes - before
             written += n
             if s.days:
@@ -159,18 +176,25 @@ def write_series(store: Store, series: dict[str, DailySeries], source: str, at: 
     return written
 
 
-def stored_days_before(store: Store, underlying: str, before: date, sessions: int) -> int:
-    """Stored days of ``underlying`` in the ``sessions``-session window before ``before`` (≈1.5 calendar days each)."""
+def stored_days_before(store: Store, underlying: str, before: date, sessions: int, *,
+                       real_only: bool = False) -> int:
+    """Stored days of ``underlying`` in the ``sessions``-session window before ``before`` (≈1.5 calendar days
+    each); ``real_only`` leaves out the simulated market's backfilled days (a broker's backfill replaces them)."""
     start = before - timedelta(days=int(sessions * 1.5) + 30)
-    row = store.query("SELECT COUNT(*) AS n FROM iv_history WHERE underlying = ? AND day < ? AND day >= ?",
-                      (underlying, before.isoformat(), start.isoformat()))[0]
+    sql = "SELECT COUNT(*) AS n FROM iv_history WHERE underlying = ? AND day < ? AND day >= ?"
+    params: tuple[object, ...] = (underlying, before.isoformat(), start.isoformat())
+    if real_only:
+        sql += " AND substr(source, 1, ?) != ?"
+        params += (len(SIMULATED_PREFIX), SIMULATED_PREFIX)
+    row = store.query(sql, params)[0]
     return int(row["n"])
 
 
 def backfill_store(store: Store, source: HistorySource, underlyings: Sequence[str], before: date,
                    sessions: int, at: str) -> tuple[int, dict[str, DailySeries]]:
     """Synchronous backfill (the CLI's path): fetch what is missing, write it; (rows written, series)."""
-    missing = [u for u in underlyings if stored_days_before(store, u, before, sessions) < sessions]
+    real = not is_simulated(source.name)
+    missing = [u for u in underlyings if stored_days_before(store, u, before, sessions, real_only=real) < sessions]
     if not missing:
         return 0, {}
     series = source.daily(missing, before, sessions)
@@ -230,6 +254,18 @@ class HistoryService:
             except TimeoutError:
                 log.warning("history backfill thread still running after %.0f s at stop", STOP_WAIT_S)
 
+    async def use_source(self, source: HistorySource | None, underlyings: Sequence[str]) -> None:
+        """Switch where backfills come from (a broker connected or gone) and backfill from it now, in the
+        background; a backfill still running from the previous source is cancelled first."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.source = source
+        self.underlyings = tuple(underlyings)
+        self._ready = asyncio.Event()
+        await self.start()
+
     async def wait_ready(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the start-up backfill; True when it has finished."""
         try:
@@ -252,8 +288,9 @@ class HistoryService:
         if self.source is None or not self.underlyings:
             return 0
         before = self.today()
+        real = not is_simulated(self.source.name)
         missing = [u for u in self.underlyings
-                   if stored_days_before(self.store, u, before, self.sessions) < self.sessions]
+                   if stored_days_before(self.store, u, before, self.sessions, real_only=real) < self.sessions]
         if not missing:
             return 0
         loop = asyncio.get_running_loop()

@@ -187,6 +187,9 @@ class SurfaceService:
         self.dividend_yields = dict(dividend_yields or {})
         self.store = store
         self._history = IVHistoryRepository(store) if store is not None else None
+        #: the ``iv_history.source`` of recorded days: the engine says "simulated surface" while the simulated
+        #: market is the feed, so a broker's history later replaces those days (engine/history/service.py)
+        self.recorded_source = "surface"
         self._executor = executor
         self._own_executor = executor is None
         self._history_write_interval_s = history_write_interval_s
@@ -384,7 +387,8 @@ class SurfaceService:
             return
         day, atm, close = st.unsaved
         try:
-            self._history.record(st.underlying, day, atm, close=close if np.isfinite(close) else None)
+            self._history.record(st.underlying, day, atm, close=close if np.isfinite(close) else None,
+                                 source=self.recorded_source)
         except Exception:
             log.exception("could not store ATM IV history for %s", st.underlying)
             return

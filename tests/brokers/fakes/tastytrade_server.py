@@ -140,6 +140,10 @@ class FakeTastytrade:
         self.server_error_on_place: int | None = None
         self.server_error_after_place = True
         self.tick_interval = 0.05
+        # daily candles served over DXLink: symbol -> [(session date, close, implied vol or None)], any order;
+        # a ``Candle`` subscription gets those on/after its ``fromTime`` as one snapshot, newest first
+        self.candles: dict[str, list[tuple[date, float, float | None]]] = {}
+        self.candle_snapshot_flags = True  # False: no SNAPSHOT_BEGIN/END flags (the client must not hang)
         # live connections
         self._http: asyncio.base_events.Server | None = None
         self._ws: Any = None
@@ -568,6 +572,28 @@ class FakeTastytrade:
         if rows:
             await ws.send(json.dumps({"type": "FEED_DATA", "channel": CHANNELS[kind], "data": [kind, rows]}))
 
+    async def _send_candles(self, ws: Any, symbol: str, from_ms: int) -> None:
+        """A daily-candle snapshot for ``SPY{=1d,...}``: newest first, SNAPSHOT_BEGIN on the first event and
+        SNAPSHOT_END on the last (DXLink's indexed-event snapshot protocol)."""
+        fields = self._dx_fields.get(ws, {}).get("Candle")
+        base = symbol.split("{", 1)[0]
+        rows = sorted(((d, c, iv) for d, c, iv in self.candles.get(base, [])
+                       if datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000 >= from_ms), reverse=True)
+        if not fields or not rows:
+            return
+        flat: list[Any] = []
+        for i, (d, close, iv) in enumerate(rows):
+            flags = 0
+            if self.candle_snapshot_flags:
+                flags = (0x4 if i == 0 else 0) | (0x8 if i == len(rows) - 1 else 0)
+            ms = int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+            values = {"eventType": "Candle", "eventSymbol": symbol, "eventTime": 0, "eventFlags": flags,
+                      "index": ms << 22, "time": ms, "sequence": 0, "count": 1, "volume": 1_000_000, "vwap": close,
+                      "bidVolume": "NaN", "askVolume": "NaN", "impVolatility": "NaN" if iv is None else iv,
+                      "openInterest": "NaN", "open": close, "high": close, "low": close, "close": close}
+            flat.extend(values.get(f, 0) for f in fields)
+        await ws.send(json.dumps({"type": "FEED_DATA", "channel": CHANNELS["Candle"], "data": ["Candle", flat]}))
+
     async def _ticker(self, ws: Any) -> None:
         while True:
             await asyncio.sleep(self.tick_interval)
@@ -614,7 +640,14 @@ class FakeTastytrade:
                         added.setdefault(item["type"], []).append(item["symbol"])
                     for kind, syms in added.items():
                         self.subscribe_log.append((kind, tuple(syms)))
-                        await self._send_feed(ws, kind, syms)
+                        if kind == "Candle":
+                            starts = {i["symbol"]: int(i.get("fromTime", 0)) for i in msg.get("add", [])
+                                      if i["type"] == "Candle"}
+                            for sym in syms:
+                                await self._send_candles(ws, sym, starts.get(sym, 0))
+                            self._dx_subs[ws].pop("Candle", None)  # history only: no ticking updates
+                        else:
+                            await self._send_feed(ws, kind, syms)
                 elif t == "KEEPALIVE":
                     await ws.send(json.dumps({"type": "KEEPALIVE", "channel": 0}))
         except Exception:
