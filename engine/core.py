@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from engine.backtest.service import BacktestService
     from engine.brokers.adapters import Adapter
     from engine.brokers.paper import PaperBroker
+    from engine.chainstore.service import DataService
     from engine.credentials import CredentialStore
     from engine.facade_types import Broker, Feed
     from engine.history import HistoryService
@@ -127,6 +128,7 @@ class Engine:
         self.surfaces: SurfaceService | None = None
         self.history: HistoryService | None = None
         self.backtests: BacktestService | None = None
+        self.data_service: DataService | None = None  # imported chains and stored-data coverage (docs/data.md)
         self.router: ModeRouter | None = None
         self.market: MarketView | None = None
         self.portfolio: PortfolioState | None = None
@@ -258,6 +260,8 @@ class Engine:
         from engine.surface.service import SurfaceService
 
         self.surfaces = SurfaceService(bus, rate=rate, config=s.surface, dividend_yields=dividend_yields, store=store)
+        if self.config.feed == "simulated":
+            self.surfaces.recorded_source = "simulated surface"
         await self.surfaces.start()
         self.on_stop(self.surfaces.stop)
         await self._start_history(bus, store)
@@ -268,6 +272,11 @@ class Engine:
         self.backtests = BacktestService(bus, store)
         self.backtests.register()
         self.on_stop(self.backtests.stop)
+        from engine.chainstore.service import DataService
+
+        self.data_service = DataService(bus, store, self.paths.data_dir / "chains", now=engine_clock.now)
+        await self.data_service.start()
+        self.on_stop(self.data_service.stop)
         self._start_operations()
         await self._start_outside_services()
 
@@ -499,6 +508,11 @@ class Engine:
             self.market.feed = adapter.feed
             self.clock = self.wall_clock  # live data: the engine clock is the real one
             self.bus.publish(FeedChanged(feed=adapter.feed.name, underlyings=tuple(adapter.feed.underlyings())))
+            if self.surfaces is not None:
+                self.surfaces.recorded_source = "surface"
+            source = adapter.history_source(asyncio.get_running_loop())
+            if self.history is not None and source is not None:  # IV rank from the broker's own history
+                await self.history.use_source(source, [u for u in adapter.feed.underlyings() if u != "VIX"])
         return adapter.broker
 
     async def disconnect_broker(self, name: str) -> None:
@@ -524,6 +538,15 @@ class Engine:
                 await self.simulated_feed.start()
                 self.bus.publish(FeedChanged(feed=self.simulated_feed.name,
                                              underlyings=tuple(self.simulated_feed.underlyings())))
+                if self.surfaces is not None:
+                    self.surfaces.recorded_source = "simulated surface"
+                if self.history is not None and self.history.source is not None \
+                        and self.history.source.name == name:
+                    from engine.history import SimulatedHistorySource
+
+                    market = self.simulated_feed.market
+                    await self.history.use_source(SimulatedHistorySource(market.config, anchor=market.spots()),
+                                                  list(market.symbols))
         else:
             await adapter.feed.stop()
         await adapter.broker.disconnect()

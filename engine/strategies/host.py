@@ -219,29 +219,28 @@ class StrategyHost:
     def _start_one(self, hs: Hosted) -> None:
         """One strategy at engine start: the state its owner left it in (a command's choice survives restarts)."""
         assert hs.entry is not None
-        if True:
-            self._load(hs)
-            stored = hs.payload.get("host_state")
-            wanted = stored if stored in ("paused", "stopped", "disabled") else "running"
-            if not hs.entry.enabled:
-                wanted = "stopped"
-            if wanted in ("running", "paused"):
-                self._build(hs)
-                if hs.runner is None:
-                    continue  # _build disabled it and said why
-            before = str(hs.payload.get("reason", "")) or f"{wanted} before the restart"
-            if wanted == "running":
-                self._run(hs, reason="started with the engine", by="engine")
-            elif wanted == "paused" and hs.runner is not None:
-                hs.runner.pause()
-                hs.runner.start()  # paused: its books still follow its orders' reports
-                hs.paused_by = "user"
-                self._set_state(hs, "paused", before)
-            else:
-                self._set_state(hs, wanted, before)
-                if wanted == "disabled":
-                    self.bus.publish(Alert(level="warning", source=ALERT_SOURCE, message=(
-                        f"strategy {hs.strategy_id} is still disabled ({before}): start it when it is fixed")))
+        self._load(hs)
+        stored = hs.payload.get("host_state")
+        wanted = stored if stored in ("paused", "stopped", "disabled") else "running"
+        if not hs.entry.enabled:
+            wanted = "stopped"
+        if wanted in ("running", "paused"):
+            self._build(hs)
+            if hs.runner is None:
+                return  # _build disabled it and said why
+        before = str(hs.payload.get("reason", "")) or f"{wanted} before the restart"
+        if wanted == "running":
+            self._run(hs, reason="started with the engine", by="engine")
+        elif wanted == "paused" and hs.runner is not None:
+            hs.runner.pause()
+            hs.runner.start()  # paused: its books still follow its orders' reports
+            hs.paused_by = "user"
+            self._set_state(hs, "paused", before)
+        else:
+            self._set_state(hs, wanted, before)
+            if wanted == "disabled":
+                self.bus.publish(Alert(level="warning", source=ALERT_SOURCE, message=(
+                    f"strategy {hs.strategy_id} is still disabled ({before}): start it when it is fixed")))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop every runner (bounded) and store each strategy's state; idempotent."""
@@ -466,8 +465,7 @@ class StrategyHost:
                                        f"its {hs.mode} account: close them before moving it")
         if mode == "paper":
             return ""
-        accounts = {b.account_id: name for name, b in self.router.brokers.items()
-                    if name != self.router.paper_name and getattr(b, "connected", False) and b.account_id}
+        accounts = self.live_accounts()
         if not accounts:
             raise StrategyCommandError("no live broker is connected: a strategy can go live only on a connected "
                                        "broker's account")
@@ -837,4 +835,10 @@ class StrategyHost:
         """The strategy's own trade books (``OpenTrade`` s still opening, open or closing)."""
         s = self.hosted[strategy_id].strategy
         return s.active_trades() if isinstance(s, ManagedStrategy) else []
+
+    def live_accounts(self) -> dict[str, str]:
+        """Account id → broker name of every connected live broker: the accounts ``SetStrategyMode`` accepts for
+        live, so a confirmation dialog can name exactly the ones the check will take."""
+        return {b.account_id: name for name, b in self.router.brokers.items()
+                if name != self.router.paper_name and getattr(b, "connected", False) and b.account_id}
 
