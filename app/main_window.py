@@ -44,6 +44,7 @@ from engine.bus.events import (
 )
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel, qt_alive, send_command
+from widgets.links import links_for
 from widgets.time_format import format_market_time
 
 if TYPE_CHECKING:
@@ -61,7 +62,9 @@ DEFAULT_LAYOUT: dict[str, tuple[Area, str]] = {
     "chain": (Area.LeftDockWidgetArea, "left-top"),
     "backtest": (Area.LeftDockWidgetArea, "left-top"),
     "watchlist": (Area.LeftDockWidgetArea, "left-top"),
+    "strategies": (Area.LeftDockWidgetArea, "left-top"),
     "chart": (Area.RightDockWidgetArea, "right-bottom"),
+    "data": (Area.LeftDockWidgetArea, "left-top"),
     "positions": (Area.LeftDockWidgetArea, "left-bottom"),
     "greeks": (Area.LeftDockWidgetArea, "left-bottom"),
     "orders": (Area.LeftDockWidgetArea, "left-bottom"),
@@ -194,6 +197,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.alerts = AlertsPanel(engine, self)
         self.alerts.notify.connect(self._notify)
         self._approvals_raised = False
+        links_for(engine).backtest_requested.connect(self._show_backtest)
         if defer_panels:  # docks now; panel modules (pyqtgraph, pricing) import when each is built
             from widgets import PANEL_SPECS, PanelSpec
 
@@ -341,6 +345,21 @@ class MainWindow(QtWidgets.QMainWindow):
             except Exception:
                 log.exception("panel %s could not restore its state", pid)
         return panel
+
+    def _show_backtest(self, request: object) -> None:
+        """"Backtest these parameters" (Strategies panel): the Backtest dock comes to the front, built now if it
+        was still waiting behind a tab — it then takes the request it was built too late to receive."""
+        spec = self._unbuilt.get("backtest")
+        if spec is not None:
+            panel = self._build_panel(spec)
+            from widgets.backtest_runner import BacktestPanel
+
+            if isinstance(panel, BacktestPanel):
+                panel.load_strategy(request)
+        dock = self.docks.get("backtest")
+        if dock is not None:
+            dock.show()
+            dock.raise_()
 
     def _wire_panel(self, pid: str, panel: Panel) -> None:
         self.bridge.add_consumer(panel.apply_events, pid)

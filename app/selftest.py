@@ -10,8 +10,10 @@ Steps (each must pass; the first failure ends the run and is named in the exit m
 5. kill switch trip — the toolbar kill switch halts trading; a new order from the ticket is denied;
 6. kill switch reset — the confirmation dialog is accepted; trading is ACTIVE again;
 7. backtest — a short backtest is started from the backtest panel and finishes;
-8. streaming run — quotes keep streaming for ``--seconds`` without an error in the log;
-9. screenshots — a PNG of the window and of each panel (when ``--screenshots DIR`` is given).
+8. import chains — a small chain file is imported through the Data panel (ImportChains) and shows there;
+9. streaming run — quotes keep streaming for ``--seconds`` without an error in the log;
+10. screenshots — a PNG of the window and of each panel (when ``--screenshots DIR`` is given); the Strategies
+   panel's strategy (configured in a fresh home, stopped until then) is started from the panel first.
 
 Exit code 0 when every step passed, 1 otherwise (the failed step and why on stderr), 2 when the window
 could not even start.
@@ -33,6 +35,16 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+#: written to a fresh self-test home's settings, so the Strategies panel has a strategy to show. Stopped at start:
+#: its orders must not mix into the approval and kill-switch steps; the screenshots step starts it.
+SELFTEST_STRATEGIES = """[[strategies]]
+name = "iv_rank_put_spread"
+id = "selftest-ivps"
+enabled = false
+params = { underlying = "SPY" }
+"""
 
 
 class StepFailed(Exception):
@@ -156,6 +168,7 @@ class SelfTest:
             await self._step("kill switch trip blocks the ticket", self.step_kill_switch_trip)
             await self._step("kill switch reset", self.step_kill_switch_reset)
             await self._step("backtest from the panel", self.step_backtest)
+            await self._step("import chains from the Data panel", self.step_import_chains)
             await self._step("streaming run", self.step_streaming)
             await self._step("screenshots", self.step_screenshots)
         finally:
@@ -319,6 +332,34 @@ class SelfTest:
             raise StepFailed(step, f"the backtest did not complete: {why}")
         return str(panel.summary())
 
+    async def step_import_chains(self) -> str:
+        """A vendor-style chain file (a few weeks of the simulated market in the native layout, written in the
+        self-test's data folder) imported through the Data panel, so its screenshot shows imported chains."""
+        step = "import chains from the Data panel"
+        self._require(step, "store")
+        await wait_until(lambda: self.window.panels.get("data") is not None, 20, "the Data panel to be built", step)
+        panel = self._panel(step, "data")
+        path = self.engine.paths.data_dir / "selftest-chains" / "SPY_native.csv"
+
+        def write() -> None:
+            from engine.backtest.data import write_history
+            from engine.backtest.sources import simulated_history
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_history(simulated_history("SPY", 0.08, 7, max_strikes=20, use_cache=False), path)
+
+        await asyncio.to_thread(write)
+        panel.last_finished = None
+        panel.import_files([path], "auto", "")
+        await wait_until(lambda: panel.last_finished is not None, 60, "the import to finish", step, poll=0.1)
+        ev = panel.last_finished
+        if ev.error or ev.cancelled:
+            raise StepFailed(step, ev.error or "the import was cancelled")
+        root = panel.coverage.root("SPY") if panel.coverage is not None else None
+        if root is None or not root.days:
+            raise StepFailed(step, "the imported SPY chains do not show in the Data panel")
+        return f"{root.rows:,} rows of SPY over {root.days} days ({root.first_day} to {root.last_day})"
+
     async def step_streaming(self) -> str:
         step = "streaming run"
         start = self._quote_events()
@@ -348,6 +389,7 @@ class SelfTest:
         if not self.window.grab().save(str(main)):
             raise StepFailed(step, f"could not write {main}")
         written.append(main.name)
+        await self._start_a_strategy(step)
         blank = []
         for dock in self.window.docks.values():
             dock.show()
@@ -365,6 +407,24 @@ class SelfTest:
         return f"{len(written)} PNGs in {self.screenshots}"
 
 
+    async def _start_a_strategy(self, step: str) -> None:
+        """Start the first stopped strategy from the Strategies panel, so its screenshot shows one running."""
+        if "strategies" not in self.window.panels:
+            self.window.build_all_panels()
+        panel = self.window.panels.get("strategies")
+        if panel is None or not panel.statuses:
+            return
+        sid = next((s.strategy_id for s in panel.statuses.values() if s.state == "stopped"), "")
+        if not sid:
+            return
+        panel.select(sid)
+        panel.start_selected()
+        await wait_until(lambda: panel.statuses[sid].state == "running" or panel.last_error, 10,
+                         f"strategy {sid} to start from the Strategies panel", step)
+        if panel.statuses[sid].state != "running":
+            raise StepFailed(step, f"strategy {sid} did not start: {panel.last_error}")
+
+
 def main(seconds: float = 8.0, screenshots: str | None = None, home: str | None = None, as_json: bool = False) -> int:
     """Run the self-test in this process (offscreen unless a display is forced); returns the exit code."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -378,6 +438,8 @@ def main(seconds: float = 8.0, screenshots: str | None = None, home: str | None 
         tmp = tempfile.TemporaryDirectory(prefix="optiondesk-selftest-")
         home = tmp.name
     paths = AppPaths.under(Path(home)).ensure()
+    if not paths.settings_file.exists():
+        paths.settings_file.write_text(SELFTEST_STRATEGIES)
     setup_logging(paths.log_dir, "INFO", console=False)
     print(f"optiondesk selftest (home {home})", flush=True)
     test = SelfTest(seconds=seconds, screenshots=screenshots)

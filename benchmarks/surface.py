@@ -162,7 +162,8 @@ def spx_size(repeat: int = 7) -> dict[str, Any]:
     """IVs + Greeks + arbitrage-free refit of the SPX-size chain, and the parts of it.
 
     ``first_surface`` is what the service publishes at once (the fit before the repair); the repaired
-    surface follows after ``repair`` more. Greeks are price, delta, gamma, vega and theta of every row at
+    surface follows after ``repair`` more. ``streaming_refit_warm`` is the next snapshot of a streaming
+    chain, its SVI search started from the previous fit. Greeks are price, delta, gamma, vega and theta of every row at
     the fitted surface's vol (what the chain shows).
     """
     import os
@@ -191,6 +192,31 @@ def spx_size(repeat: int = 7) -> dict[str, Any]:
     fit = whole()
     first = fit_chain(chain, rate=R, repair=False)
     total = _timeit(whole, repeat)
+    cpu = []  # CPU time of this process: less inflated than wall time when other work shares the 2 cores
+    for _ in range(repeat):
+        c0 = time.process_time()
+        whole()
+        cpu.append((time.process_time() - c0) * 1e3)
+    # a streaming refit: the next snapshot (every quote moved by ~0.2 %), SVI search warm-started from the
+    # previous fit before its repair (what the service does), then the repair and the Greeks
+    from engine.surface.fit import WarmStart
+
+    warm = WarmStart.from_fit(first)
+    bump = 1.0 + 0.002 * np.random.default_rng(1).standard_normal(len(chain))
+    moved = chain.with_quotes(chain.bid * bump, chain.ask * bump)
+
+    def streaming():
+        nxt = fit_chain(moved, rate=R, warm=warm)
+        greeks(nxt)
+        return nxt
+
+    nxt = streaming()
+    stream = _timeit(streaming, repeat)
+    stream_cpu = []
+    for _ in range(repeat):
+        c0 = time.process_time()
+        streaming()
+        stream_cpu.append((time.process_time() - c0) * 1e3)
     unrepaired = _timeit(lambda: fit_chain(chain, rate=R, repair=False), repeat)
     repair = _timeit(lambda: repair_fit(first, chain), repeat)
     greek = _timeit(lambda: greeks(fit), repeat)
@@ -207,7 +233,7 @@ def spx_size(repeat: int = 7) -> dict[str, Any]:
     med = total["median_ms"]
     return {
         "rows": len(chain), "expiries": len(fit.fitted_slices()),
-        "ivs_greeks_refit_ms": total, "target_ms": SPX_TARGET_MS,
+        "ivs_greeks_refit_ms": total, "ivs_greeks_refit_cpu_ms_min": round(min(cpu), 1), "target_ms": SPX_TARGET_MS,
         "target_over_measured_min": round(SPX_TARGET_MS / total["min_ms"], 2),
         "target_over_measured_median": round(SPX_TARGET_MS / med, 2),
         "met": total["min_ms"] <= SPX_TARGET_MS,
@@ -219,6 +245,9 @@ def spx_size(repeat: int = 7) -> dict[str, Any]:
         "rmse_bp_max_before_after": [round(float(rm0.max()), 2), round(float(rm.max()), 2)],
         "rmse_bp_mean_before_after": [round(float(rm0.mean()), 2), round(float(rm.mean()), 2)],
         "parts_ms": {"first_surface_unrepaired": unrepaired, "repair": repair, "greeks_5_outputs": greek},
+        "streaming_refit_warm_ms": {**stream, "cpu_ms_min": round(min(stream_cpu), 1),
+                                    "arbitrage_free": nxt.arbitrage.arbitrage_free,
+                                    "met": stream["min_ms"] <= SPX_TARGET_MS},
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
 

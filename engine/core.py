@@ -389,9 +389,21 @@ class Engine:
             self.bus, self.store, clock=_EngineClock(self), entries=self.settings.strategies,
             invalid=list(invalid.items()), risk=self.risk, router=self.router, kill_switch=self.kill_switch,
             net_liquidation=lambda: portfolio.net_liquidation if portfolio is not None else float("nan"),
-            iv_rank=self._strategy_iv_rank, regime=self._strategy_regime)
+            iv_rank=self._strategy_iv_rank, regime=self._strategy_regime, next_event=self._strategy_next_event)
         await self.strategies.start()
         self.on_stop(self.strategies.stop)
+
+    def _strategy_next_event(self, underlying: str) -> Any:
+        """The next earnings date on or after today from the simulated market's calendar while it is the feed
+        (a broker's feed has no earnings calendar here: None)."""
+        feed = self.simulated_feed if self.simulated_feed is not None else self.feed
+        config = getattr(feed, "config", None)
+        if feed is None or feed is not self.feed or config is None or not hasattr(config, "universe"):
+            return None
+        from engine.market.simulated.earnings import EarningsSchedule
+        from engine.model.instruments import NEW_YORK
+
+        return EarningsSchedule.for_config(config).next_event(underlying, self.clock.now().astimezone(NEW_YORK).date())
 
     def _strategy_iv_rank(self, underlying: str) -> float:
         """IV rank for strategies: the latest surface's, else the stored history's (once per day and symbol)."""
@@ -768,9 +780,6 @@ class Engine:
         pool = self.process_pool
         future = await asyncio.to_thread(pool.submit, fn, *args)
         return await asyncio.wrap_future(future)
-
-    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.thread_pool, fn, *args)
 
     # ---- clock ----------------------------------------------------------------------------------
     def now(self) -> Any:

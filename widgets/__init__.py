@@ -53,6 +53,8 @@ PANEL_SPECS: tuple[PanelSpec, ...] = (
     PanelSpec("backtest", "Backtest", "widgets.backtest_runner", "BacktestPanel"),
     PanelSpec("watchlist", "Watchlist", "widgets.watchlist", "WatchlistPanel"),
     PanelSpec("chart", "Chart", "widgets.underlying_chart", "UnderlyingChartPanel"),
+    PanelSpec("data", "Data", "widgets.data_panel", "DataPanel"),
+    PanelSpec("strategies", "Strategies", "widgets.strategies_panel", "StrategiesPanel"),
 )
 
 _CLASSES = {spec.class_name: spec for spec in PANEL_SPECS}
@@ -71,6 +73,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PANELS", "PANEL_SPECS", "ApprovalPanel", "BacktestPanel", "ChainPanel", "EventAccumulator", "EventBatch",
-    "GreeksPanel", "OrdersPanel", "Panel", "PanelSpec", "PayoffPanel", "PnLPanel", "PositionsPanel", "SurfacePanel",
-    "TicketPanel", "send_command",
+    "GreeksPanel", "OrdersPanel", "Panel", "PanelSpec", "PayoffPanel", "PnLPanel", "PositionsPanel", "StrategiesPanel",
+    "SurfacePanel", "TicketPanel", "send_command",
 ]

@@ -287,6 +287,9 @@ class BacktestPanel(Panel):
         self.progress_updates = 0
         self._finished = False
         self._param_widgets: dict[str, QtWidgets.QWidget] = {}
+        #: parameters the form has no field for (rules, pricing, ...) from a loaded request: they go into the run
+        self._extra_params: dict[str, Any] = {}
+        self._last_request: object = None
         self.worker = BacktestWorker()
         self._idle_timer = QtCore.QTimer(self)
         self._idle_timer.setSingleShot(True)
@@ -308,8 +311,11 @@ class BacktestPanel(Panel):
         self.strategy_box.currentTextChanged.connect(self._build_params)
         self.symbol_edit = QtWidgets.QLineEdit(defaults.symbol)
         self.source_box = QtWidgets.QComboBox()
-        self.source_box.addItems(["Simulated market", "Chain file (CSV / Parquet)"])
+        self.source_box.addItems(["Simulated market", "Chain file (CSV / Parquet)", "Imported chains"])
         self.source_box.currentIndexChanged.connect(self._source_changed)
+        # the chain store's roots (optiondesk data import, the Data panel), each with its date range
+        self.imported_box = QtWidgets.QComboBox()
+        self.imported_box.currentIndexChanged.connect(lambda _i: self._imported_changed())
         self.years_spin = QtWidgets.QDoubleSpinBox()
         self.years_spin.setRange(0.1, 30.0)
         self.years_spin.setSingleStep(0.5)
@@ -375,6 +381,7 @@ class BacktestPanel(Panel):
         file_row.addWidget(self.file_edit, 1)
         file_row.addWidget(self.browse_button)
         form.addRow("File", file_row)
+        form.addRow("Imported", self.imported_box)
         form.addRow(self.use_dates)
         dates = QtWidgets.QHBoxLayout()
         dates.addWidget(self.start_edit)
@@ -497,6 +504,7 @@ class BacktestPanel(Panel):
         self._source_changed(0 if not defaults.data else 1)
         if defaults.data:
             self.source_box.setCurrentIndex(1)
+        self.links.backtest_requested.connect(self.load_strategy)
 
     # ---- form helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -545,8 +553,53 @@ class BacktestPanel(Panel):
                 w.setDateRange(QtCore.QDate(1990, 1, 1), QtCore.QDate(2100, 12, 31))
         self.years_spin.setEnabled(sim)
         self.seed_spin.setEnabled(sim)
-        self.file_edit.setEnabled(not sim)
-        self.browse_button.setEnabled(not sim)
+        self.file_edit.setEnabled(index == 1)
+        self.browse_button.setEnabled(index == 1)
+        self._fill_imported()
+        self.imported_box.setEnabled(index == 2 and self.imported_box.count() > 0)
+        if index == 2:
+            self._imported_changed()
+
+    def _fill_imported(self) -> None:
+        """List the imported roots with their ranges (kept current as imports and deletes land)."""
+        chosen = self.imported_box.currentData()
+        self.imported_box.blockSignals(True)
+        self.imported_box.clear()
+        for r in eq.imported_roots(self.engine):
+            self.imported_box.addItem(f"{r.root} · {r.first_day} to {r.last_day} ({plural(r.days, 'day')})", r.root)
+        if chosen is not None and self.imported_box.findData(chosen) >= 0:
+            self.imported_box.setCurrentIndex(self.imported_box.findData(chosen))
+        self.imported_box.blockSignals(False)
+        self.imported_box.setEnabled(self.source_box.currentIndex() == 2 and self.imported_box.count() > 0)
+
+    def choose_imported(self, root: str) -> None:
+        """Run on the imported chains of ``root``: its symbol, and its whole date range to start with."""
+        self._fill_imported()
+        i = self.imported_box.findData(root.upper())
+        if i < 0:
+            self._status(f"no imported chains for {root.upper()}", error=True)
+            return
+        self.imported_box.setCurrentIndex(i)
+        self.source_box.setCurrentIndex(2)
+        self._imported_changed()
+
+    def _imported_changed(self) -> None:
+        """The chosen root sets the underlying and the dates (defaulting to its whole range)."""
+        if self.source_box.currentIndex() != 2:
+            return
+        r = next((r for r in eq.imported_roots(self.engine) if r.root == self.imported_box.currentData()), None)
+        if r is None or r.first_day is None or r.last_day is None:
+            return
+        self.symbol_edit.setText(r.root)
+        lo, hi = QtCore.QDate(r.first_day), QtCore.QDate(r.last_day)
+        for w in (self.start_edit, self.end_edit):
+            w.blockSignals(True)
+            w.setDateRange(lo, hi)
+        self.start_edit.setDate(lo)
+        self.end_edit.setDate(hi)
+        for w in (self.start_edit, self.end_edit):
+            w.blockSignals(False)
+        self.use_dates.setChecked(True)
 
     def _build_params(self, name: str, values: dict[str, Any] | None = None) -> None:
         """A field per simple (number / text / flag) parameter of the strategy's pydantic model."""
@@ -555,6 +608,7 @@ class BacktestPanel(Panel):
         while self.params_form.rowCount():
             self.params_form.removeRow(0)
         self._param_widgets = {}
+        self._extra_params = {}
         cls = registry().get(name)
         if cls is None:
             return
@@ -603,7 +657,7 @@ class BacktestPanel(Panel):
 
         data: dict[str, Any] = {
             "strategy": self.strategy_box.currentText(),
-            "params": {**self.params(), "underlying": self.symbol_edit.text().strip().upper()},
+            "params": {**self._extra_params, **self.params(), "underlying": self.symbol_edit.text().strip().upper()},
             "symbol": self.symbol_edit.text().strip().upper(),
             "initial_cash": self.cash_spin.value(),
             "risk_level": float(self.risk_spin.value()),
@@ -613,6 +667,12 @@ class BacktestPanel(Panel):
         }
         if self.source_box.currentIndex() == 0:
             data.update(years=self.years_spin.value(), seed=self.seed_spin.value())
+        elif self.source_box.currentIndex() == 2:
+            root = self.imported_box.currentData()
+            if not root:
+                raise ValueError("no imported chains: import vendor files in the Data panel first")
+            # the worker process opens the engine's own chain store, wherever its data folder is
+            data.update(source="imported", symbol=root, data=eq.chains_dir(self.engine))
         else:
             path = self.file_edit.text().strip()
             if not path:
@@ -630,6 +690,29 @@ class BacktestPanel(Panel):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ValueError(f"{where}: {first['msg']}") from None
+
+    def load_strategy(self, request: Any) -> None:
+        """Run ``dict(strategy=name, params=dict)`` (the Strategies panel's "Backtest these parameters"): the form
+        shows the strategy, its underlying and simple parameters; the structured ones it has no field for
+        (management rules, pricing walk, ...) go into the run unchanged, so the run uses exactly the edited set."""
+        if request is self._last_request:  # the window may hand over a request the panel was built too late for
+            return
+        self._last_request = request
+        name = str(request.get("strategy", "")) if isinstance(request, dict) else ""
+        if self.strategy_box.findText(name) < 0:
+            self._status(f"no strategy {name!r} to backtest", error=True)
+            return
+        if self.job is not None and self.job.running:
+            self._status("a backtest is running: cancel it before starting another", error=True)
+            return
+        params = dict(request.get("params") or {})
+        self.strategy_box.setCurrentText(name)
+        self._build_params(name, params)
+        self._extra_params = {k: v for k, v in params.items() if k not in self._param_widgets and k != "underlying"}
+        if params.get("underlying"):
+            self.symbol_edit.setText(str(params["underlying"]))
+        if request.get("run", True):
+            self.run()
 
     def _browse(self) -> None:
         dlg = QtWidgets.QFileDialog(self, "Chain data", self.file_edit.text() or str(Path.home()))
@@ -760,7 +843,13 @@ class BacktestPanel(Panel):
             self.report_error(text)
 
     def apply_events(self, batch: EventBatch) -> None:
-        """Runs are driven by the panel's own worker; bus events are not needed here."""
+        """Runs are driven by the panel's own worker; only the list of imported chains follows the engine."""
+        from engine.bus import DataCoverageChanged
+
+        if batch.has(DataCoverageChanged):
+            self._fill_imported()
+            if self.source_box.currentIndex() == 2 and not self.use_dates.isChecked():
+                self._imported_changed()
 
     # ---- results ------------------------------------------------------------------------------------
     def _show_axis_values(self, on: bool) -> None:

@@ -20,8 +20,11 @@ from engine.model import AccountSnapshot, OptionChain, Position
 from engine.settings import Settings
 
 if TYPE_CHECKING:
+    from engine.chainstore.service import DataCoverage, RootCoverage
     from engine.core import Engine
     from engine.risk.state import TradingStatus
+    from engine.strategies.base import StrategyParams
+    from engine.strategies.host import StrategyStatus
     from engine.surface.service import SurfaceUpdated
     from engine.surface.surface import VolSurface
 
@@ -188,6 +191,38 @@ def account(engine: Engine | None) -> AccountSnapshot | None:
     return engine.portfolio.account
 
 
+def strategy_statuses(engine: Engine | None) -> list[StrategyStatus]:
+    """Every strategy of the settings as the host sees it now (empty before the host exists)."""
+    if engine is None or engine.strategies is None:
+        return []
+    return engine.strategies.statuses()
+
+
+def strategy_log(engine: Engine | None, strategy_id: str) -> list[tuple[datetime, str]]:
+    """One strategy's own event log, oldest first, stamped with engine times (empty for an unknown id)."""
+    if engine is None or engine.strategies is None:
+        return []
+    try:
+        return engine.strategies.log(strategy_id)
+    except KeyError:
+        return []
+
+
+def strategy_live_accounts(engine: Engine | None) -> dict[str, str]:
+    """Account id → broker of the live accounts a strategy may be confirmed for (the host's own list)."""
+    if engine is None or engine.strategies is None:
+        return {}
+    return engine.strategies.live_accounts()
+
+
+def strategy_params_model(name: str) -> type[StrategyParams] | None:
+    """The parameter model of the strategy class ``name`` (None for a name no strategy has)."""
+    from engine.strategies import registry
+
+    cls = registry().get(name)
+    return None if cls is None else cls.Params
+
+
 def missing_components(engine: Engine | None, *names: str) -> list[str]:
     """Which of the named facade components are not composed (the self-test and the start log say so)."""
     if engine is None:
@@ -203,3 +238,31 @@ def missing_components(engine: Engine | None, *names: str) -> list[str]:
     if unknown:
         raise KeyError(f"not engine components: {unknown}")
     return [n for n in names if present[n] is None]
+
+
+def data_coverage(engine: Engine | None) -> DataCoverage | None:
+    """What is stored: imported chains per root and daily history per symbol (the engine's snapshot, rebuilt
+    off the loop after each import, delete and backfill); None without the data service."""
+    if engine is None or engine.data_service is None:
+        return None
+    return engine.data_service.coverage()
+
+
+def imported_roots(engine: Engine | None) -> list[RootCoverage]:
+    """The imported option roots with their date ranges (the Backtest panel's Imported data)."""
+    cov = data_coverage(engine)
+    return [r for r in cov.roots if r.days] if cov is not None else []
+
+
+def chains_dir(engine: Engine | None) -> str | None:
+    """The folder of the engine's chain store (a backtest worker process opens the same one)."""
+    if engine is None or engine.data_service is None:
+        return None
+    return str(engine.data_service.chains.base)
+
+
+def running_import(engine: Engine | None) -> str | None:
+    """The job id of the chain import running now (None when idle)."""
+    if engine is None or engine.data_service is None:
+        return None
+    return engine.data_service.importing

@@ -32,6 +32,9 @@ class DeskLinks(QtCore.QObject):
     ticket_changed = QtCore.Signal(object)
     #: positions picked for analysis: tuple[engine.model.Position]
     positions_selected = QtCore.Signal(object)
+    #: run a backtest of dict(strategy=name, params=dict) in the Backtest panel ("Backtest these parameters" in
+    #: the Strategies panel); the window brings the Backtest dock to the front
+    backtest_requested = QtCore.Signal(object)
 
     def __init__(self) -> None:
         super().__init__()

@@ -45,8 +45,10 @@ _EPOCH = datetime(2000, 1, 3, 21, tzinfo=UTC)  # an empty history's clock: nothi
 def risk_config(config: BacktestConfig, underlying: str, limits: dict[str, float]) -> RiskConfig:
     """The run's risk settings: the slider level, with ``limits`` written into every preset (validated as
     the settings file's presets are: a bad value names the limit)."""
+    # a run replays one underlying: beta-weighting against it (not an absent SPY, whose missing price would deny
+    # every order of a non-SPY run for lack of market data)
     base = RiskConfig(level=config.risk_level, risk_free_rate=config.rate,
-                      dividend_yields={underlying: config.dividend_yield})
+                      dividend_yields={underlying: config.dividend_yield}, beta_benchmark=underlying)
     if not limits:
         return base
     try:
@@ -137,6 +139,10 @@ class BacktestExchange:
         """The live path: OMS → risk → approval (automatic) → router → paper broker. A refusal is a report with
         a DENIED order, worded as live (the failed checks' messages)."""
         return self.kernel.submit(intent)
+
+    def cancel(self, order_id: str, reason: str) -> list[ExecutionReport]:
+        """Cancel a working order through the OMS (as a strategy's cancel goes live)."""
+        return self.kernel.run(self.kernel.oms.cancel(order_id, by="strategy", reason=reason))
 
     # ---- the kill switch ------------------------------------------------------------------------
     def check_limits(self, i: int) -> list[ExecutionReport]:

@@ -106,8 +106,9 @@ class BacktestKernel:
                                "(asyncio.to_thread, the backtest service), not inside a coroutine")
         self.clock = ManualClock(start)
         self.exchange = exchange
-        self.loop = asyncio.new_event_loop()
+        self._closed = False
         self.store = Store.open(":memory:", clock=self.clock)
+        self.loop = asyncio.new_event_loop()
         self.denials = 0
         self.denied_by_check: Counter[str] = Counter()
         self._reports: list[ExecutionReport] = []
@@ -116,7 +117,6 @@ class BacktestKernel:
         self._published: OptionChain | None = None  # the last chain on the bus (QuotesUpdated rows refer to it)
         self._last_flat: tuple[Any, Any] | None = None  # (cash, day start) of the last account update while flat
         self._resident: set[asyncio.Task[Any]] = set()
-        self._closed = False
         try:
             self.loop.run_until_complete(self._start(paper, risk, monotonic, risk_checks, underlying))
         except BaseException:

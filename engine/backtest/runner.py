@@ -36,7 +36,7 @@ from engine.backtest.data import ChainHistory
 from engine.backtest.ledger import TradeLedger, TradeRecord
 from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, daily_pnl, drawdown
 from engine.backtest.signals import SignalSeries, compute_signals
-from engine.model import Order, OrderIntent
+from engine.model import Order, OrderIntent, OrderType
 from engine.strategies.base import SizingLimits, Strategy, market_date
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,9 @@ class BacktestContext:
         self._underlying = ""
         self._closes: dict[Any, float] = {}  # session date -> the underlying's last price seen on it
         self._delta: Callable[[], float] | None = None  # the exchange's delta of everything held, this step
+        self._history: Any = None  # the replayed history: its earnings dates answer next_event
+        self._events: dict[str, Any] | None = None
+        self._ml: Any = None  # engine.ml.signal.MLScorer, built at the first ML-filtered entry
 
     def now(self) -> datetime:
         assert self._now is not None
@@ -155,6 +158,22 @@ class BacktestContext:
         if underlying != self._underlying or self._delta is None:
             return math.nan
         return float(self._delta())
+
+    def next_event(self, underlying: str) -> Any:
+        """The first earnings date of the replayed history on or after this step's day (None: none known)."""
+        if self._events is None:
+            from engine.market.simulated.earnings import history_events
+
+            self._events = history_events(self._history)
+        today = market_date(self.now())
+        return next((d for d in self._events.get(underlying, ()) if d >= today), None)
+
+    def ml_probability(self, underlying: str, model: str) -> Any:
+        """A registered model's P(win) on features known before this step (:mod:`engine.ml.signal`)."""
+        from engine.ml.signal import backtest_reading
+
+        self._ml, reading = backtest_reading(self._ml, underlying, model, self.now())
+        return reading
 
     def net_liquidation(self) -> float:
         return self._nl
@@ -213,6 +232,7 @@ class Backtest:
         ex = self.exchange = BacktestExchange(cfg, h, risk_limits=dict(getattr(strat, "risk_limits", {}) or {}))
         ctx = BacktestContext(ex.sizing())
         ctx._underlying = h.underlying
+        ctx._history = h
         try:
             for i in range(n):
                 if cancel is not None and cancel.cancelled:
@@ -235,6 +255,10 @@ class Backtest:
                 # 2. shares received on assignment are sold at today's close
                 if cfg.liquidate_assignments:
                     self._send(ex.liquidation_intents(), ctx)
+                # the price walk's interval: a resting attempt that has waited its interval is withdrawn, so the
+                # strategy's next attempt (on this snapshot, or the first one past the interval) is one step
+                # closer to natural — within the session on an intraday history, not only from day to day
+                self._withdraw_stale(ctx)
                 # 3. the strategy sees the chain and its timer
                 self._send([*strat.on_chain(ctx, chain), *strat.on_timer(ctx, now)], ctx)
                 # 4. at a session's close: DAY orders still working expire; early assignment before an
@@ -302,6 +326,21 @@ class Backtest:
         )
 
     # ---- order flow ------------------------------------------------------------------------------
+    def _withdraw_stale(self, ctx: BacktestContext) -> None:
+        """Cancel (through the OMS) the strategy's working limit orders older than its ``pricing.interval_s``.
+        The strategy hears the cancel as it would live (``on_order``) and prices its next attempt one walk step
+        closer to natural after the interval (:class:`~engine.strategies.base.PriceWalk`)."""
+        walk = getattr(self.strategy.params, "pricing", None)
+        interval = float(getattr(walk, "interval_s", 0.0) or 0.0)
+        if interval <= 0:
+            return
+        now = ctx.now()
+        sid = self.strategy.strategy_id
+        stale = [o for o in self.orders.values() if o.strategy_id == sid and o.status.is_working
+                 and o.order_type is OrderType.LIMIT and (now - o.created_at).total_seconds() >= interval]
+        for o in stale:
+            self._handle(self.exchange.cancel(o.order_id, f"price walk: unfilled after {interval:g}s"), ctx)
+
     def _send(self, intents: list[OrderIntent], ctx: BacktestContext) -> None:
         queue = list(intents)
         while queue:

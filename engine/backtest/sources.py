@@ -26,7 +26,8 @@ def load_history(config: BacktestConfig) -> ChainHistory:
     if config.source == "imported":
         from engine.chainstore.store import ChainStore
 
-        return ChainStore.default().load(config.symbol, config.start, config.end)
+        store = ChainStore(config.data) if config.data else ChainStore.default()  # data: the store's folder
+        return store.load(config.symbol, config.start, config.end)
     if config.source == "file" and not config.data:
         raise ValueError("source 'file' needs a data file or directory (--data PATH)")
     if config.data and config.source != "simulated":

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import Decimal
 from functools import reduce
 from math import gcd
 from typing import Any, Literal
@@ -1039,9 +1039,3 @@ class PaperExchange:
                 w.fees = OrderFeeTracker.from_state(fees[o.order_id])
             self.working[o.order_id] = w
 
-    def round_price(self, inst: Option, price: float, side_sign: int) -> Decimal:
-        """A price rounded to the contract's tick in the trader's favour (buy down, sell up)."""
-        d = Decimal(str(price))
-        tick = self.tick_size(inst, d)
-        mode = ROUND_FLOOR if side_sign > 0 else ROUND_CEILING
-        return ((d / tick).to_integral_value(rounding=mode) * tick).quantize(tick)

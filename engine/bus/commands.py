@@ -202,3 +202,39 @@ class SettingsApplied:
     path: str | None
     applied: tuple[str, ...] = ()
     at_restart: tuple[str, ...] = ()
+
+
+# ---- imported chains and stored data (engine/chainstore/service.py; docs/data.md) -----------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportChains(Command):
+    """Import vendor chain files (Cboe DataShop, OptionsDX, native) into the chain store, off the loop; the
+    handler returns the job id at once, progress and the end come as ``ChainImportProgress`` and
+    ``ChainImportFinished``. One import at a time: a second is refused while one runs. Audited."""
+
+    paths: tuple[str, ...]
+    fmt: str = "auto"  # auto | cboe | optionsdx | native
+    symbol: str | None = None  # the underlying of files without one (OptionsDX)
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelImport(Command):
+    """Stop a running import between chunks: completed months stay, the month being read is not written."""
+
+    job_id: str = ""  # empty: whichever import runs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteChains(Command):
+    """Delete an imported root's days in [start, end] (all of them without bounds); returns the rows
+    removed. Audited."""
+
+    root: str
+    start: Any = None  # datetime.date | None
+    end: Any = None
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshDataCoverage(Command):
+    """Rescan the stored chains and daily history (off the loop); returns the new ``DataCoverage``."""

@@ -395,3 +395,66 @@ class EngineStarted(Event):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineStopping(Event):
     pass
+
+
+# ---- imported chains and stored data (engine/chainstore/service.py; docs/data.md) -----------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainImportProgress(Event):
+    """How far a chain import is: ``fraction`` of its files' bytes read (0..1) and a line of text."""
+
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    job_id: str
+    fraction: float
+    text: str = ""
+
+    def conflation_key(self) -> object:
+        return self.job_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainImportFinished(Event):
+    """A chain import ended: ``report`` (rows read, written, already stored, dropped by reason, roots) is
+    what was done — also when ``cancelled`` or when ``error`` names the file that could not be read."""
+
+    job_id: str
+    report: dict[str, Any] | None = None
+    error: str = ""
+    cancelled: bool = False
+
+    @property
+    def severity(self) -> str:  # type: ignore[override]
+        return "error" if self.error else "info"
+
+    def describe(self) -> str:
+        r = self.report or {}
+        done = f"{r.get('rows_written', 0):,} rows stored, {r.get('already_stored', 0):,} already stored"
+        if self.error:
+            return f"Chain import failed: {self.error} ({done})"
+        if self.cancelled:
+            return f"Chain import cancelled ({done})"
+        roots = ", ".join(r.get("roots", {})) or "no roots"
+        return f"Chains imported for {roots}: {done}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainsDeleted(Event):
+    """Imported days of ``root`` in [start, end] were deleted (``rows`` rows)."""
+
+    root: str
+    start: Any = None
+    end: Any = None
+    rows: int = 0
+
+    def describe(self) -> str:
+        span = f" from {self.start or 'the first day'} to {self.end or 'the last day'}"
+        return f"Deleted {self.rows:,} imported rows of {self.root}{span}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataCoverageChanged(Event):
+    """The stored chains or daily history changed; ``engine_queries.data_coverage`` has the new snapshot."""
+
+    severity: ClassVar[str] = "debug"
+    roots: tuple[str, ...] = ()
+    symbols: tuple[str, ...] = ()

@@ -126,8 +126,9 @@ class ChainStore:
                     self._flush(key, pending.pop(key), entry)
                 if progress is not None:
                     progress(chunk.fraction, f"{p.name}: {chunk.rows_read:,} rows read")
-            for key in list(pending):
-                self._flush(key, pending.pop(key), entry)
+            if not report.cancelled:  # a cancelled import keeps the months it completed, never a partial one
+                for key in list(pending):
+                    self._flush(key, pending.pop(key), entry)
             for root, underlying in seen_roots.items():
                 self._record_import(root, underlying, entry, imported_at)
         report.files.append(entry)

@@ -6,6 +6,7 @@ time in seconds unless a field name says otherwise.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -30,6 +31,32 @@ class RootSpec(BaseModel):
     months_ahead: int = Field(6, ge=1, le=36)
     weeks_ahead: int = Field(5, ge=0, le=12)
     days_ahead: int = Field(5, ge=0, le=20)
+
+
+class EarningsSpec(BaseModel):
+    """An underlying's earnings calendar: explicit dates, or a generated quarterly schedule, or both.
+
+    Announcements come after the close of the date: the options price the move as event variance from the
+    listing until that close (so front expiries spanning it trade at a higher IV, more so as it nears), the stock
+    gaps at the next open by a seeded draw of ``move`` (std of the log gap), and the event variance is gone —
+    the IV collapses — from that open (:mod:`engine.market.simulated.earnings`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    dates: list[date] = Field(default_factory=list)
+    #: generate one event a year in each of these months, on the last ``weekday`` (0 = Monday) of the month
+    quarterly_months: list[int] = Field(default_factory=list)
+    weekday: int = Field(3, ge=0, le=4)
+    move: float = Field(0.05, gt=0, le=0.5)
+
+    @model_validator(mode="after")
+    def _some_events(self) -> EarningsSpec:
+        if not self.dates and not self.quarterly_months:
+            raise ValueError("earnings needs dates or quarterly_months")
+        bad = [m for m in self.quarterly_months if not 1 <= m <= 12]
+        if bad:
+            raise ValueError(f"quarterly_months must be months 1-12, got {bad}")
+        return self
 
 
 class UnderlyingSpec(BaseModel):
@@ -65,6 +92,8 @@ class UnderlyingSpec(BaseModel):
     skew_rho: float = Field(-0.65, ge=-0.99, le=0.99)
     #: multiplier on the ATM implied variance over the expected variance (variance risk premium)
     variance_premium: float = Field(1.15, gt=0.5, le=3)
+    #: earnings events (single stocks): None = none
+    earnings: EarningsSpec | None = None
 
     @model_validator(mode="after")
     def _default_root(self) -> UnderlyingSpec:
@@ -132,7 +161,7 @@ def default_universe() -> list[UnderlyingSpec]:
                        ex_dividend_months=[2, 5, 8, 11],
                        roots=[RootSpec(root="AAPL", cycles=["monthly", "weekly"], months_ahead=4, weeks_ahead=3)],
                        strike_steps=(2.5, 5.0, 10.0), max_strikes=24, strike_range=0.6, liquidity=0.8,
-                       skew_rho=-0.5),
+                       skew_rho=-0.5, earnings=EarningsSpec(quarterly_months=[1, 4, 7, 10], move=0.045)),
         UnderlyingSpec(symbol="SPX", kind="index", spot=6000.0, beta=1.0, idio_vol=0.0, dividend_yield=0.013,
                        tick_scheme="standard",
                        roots=[RootSpec(root="SPX", cycles=["monthly"], settlement="cash_am", style="european",

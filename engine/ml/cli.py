@@ -43,7 +43,10 @@ def register(subparsers: Any) -> None:
     t = sub.add_parser("train", help="purged walk-forward validation, permutation test, then register the model")
     _common(t)
     t.add_argument("--strategy", default="iv_rank_put_spread", choices=STRATEGIES, help="whose candidate trades")
-    t.add_argument("--model", default="xgboost", choices=("xgboost", "logistic"), help="classifier (default xgboost)")
+    t.add_argument("--model", default="xgboost", choices=("xgboost", "logistic", "lstm"),
+                   help="classifier (default xgboost; lstm: a small torch LSTM over 20-day feature sequences)")
+    t.add_argument("--calibration", default="auto", choices=("auto", "platt", "isotonic"),
+                   help="probability map (default auto: Platt or isotonic, chosen on each calibration slice)")
     t.add_argument("--folds", type=int, default=5, help="walk-forward test folds (default 5)")
     t.add_argument("--embargo", type=int, default=5, help="embargo in sessions (default 5)")
     t.add_argument("--permutations", type=int, default=10, help="label permutations for the null AUC (default 10)")
@@ -195,7 +198,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     h, seed, day = _history(args)
     try:
         cfg = TrainConfig(model=args.model, n_folds=args.folds, embargo=args.embargo,
-                          n_permutations=args.permutations, seed=seed, min_confidence=args.min_confidence)
+                          n_permutations=args.permutations, seed=seed, min_confidence=args.min_confidence,
+                          calibration=args.calibration)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     request = TrainRequest(source=None, symbol=h.symbol, before=day, years=args.years, history=h,
@@ -273,10 +277,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                           f"{trained_to}); pass a later --date, or --all-days with another --seed")
     else:
         y = ds.y[after]
-        p = model.predict_proba(ds.X[after])
+        p = model.predict_proba(ds.inputs(model.kind)[after])
         block = max(1, round(float(np.mean(ds.end - ds.start))))
         out |= {"auc": mt.auc(y, p), "auc_ci": list(mt.block_bootstrap_auc(y, p, block=block, seed=seed)),
-                "brier": mt.brier(y, p), "positive_rate": float(y.mean()), "calibration": mt.calibration_curve(y, p)}
+                "brier": mt.brier(y, p), "positive_rate": float(y.mean()), "calibration": mt.calibration_curve(y, p), "reliability": mt.reliability(y, p)}
     text = (f"{rec.name} v{rec.version} on {h.symbol} ({out['scope']}): {out['samples']} candidates; "
             + (out.get("message") or f"AUC {_fmt(out['auc'])} [{_fmt(out['auc_ci'][0])}, {_fmt(out['auc_ci'][1])}], "
                f"Brier {_fmt(out['brier'])}"))
@@ -295,7 +299,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     missing = [n for n, v in zip(FEATURE_NAMES, x, strict=True) if not np.isfinite(v)]
     if missing:
         raise CliError(f"features not yet known on {h.days[-1]} (too little history): {', '.join(missing)}")
-    prob = float(model.predict_proba(x.reshape(1, -1))[0])
+    if model.kind == "lstm":
+        from engine.ml.lstm import SEQ_LEN, sequences
+
+        x = sequences(frame[list(FEATURE_NAMES)].to_numpy(float), np.array([len(frame) - 1]), SEQ_LEN)[0]
+    prob = float(model.predict_proba(x[None, ...] if model.kind == "lstm" else x.reshape(1, -1))[0])
     level = rec.meta.get("min_confidence")
     if level is None:
         level = rec.meta.get("positive_rate")

@@ -46,6 +46,7 @@ def train_job(request: TrainRequest) -> dict[str, Any]:
     from engine.ml.data import load_history
     from engine.ml.features import FEATURE_NAMES, FEATURE_VERSION, cached_features
     from engine.ml.labels import PutSpreadRules, put_spread_labels
+    from engine.ml.lstm import SEQ_LEN, require_torch
     from engine.ml.models import require_xgboost
     from engine.ml.registry import ModelRegistry
     from engine.ml.train import TrainConfig, evaluate, fit_final, make_dataset
@@ -55,6 +56,8 @@ def train_job(request: TrainRequest) -> dict[str, Any]:
         raise ValueError("a TrainRequest needs a history source or the history itself")
     if cfg.model == "xgboost":
         require_xgboost()  # fail before the history and the features are built, naming the extra to install
+    if cfg.model == "lstm":
+        require_torch()
     h = request.history if request.history is not None else load_history(request.source, request.symbol, request.before, request.years)
     frame, _, _ = cached_features(h, request.cache_dir, seed=cfg.seed)
     rules = PutSpreadRules()
@@ -70,9 +73,13 @@ def train_job(request: TrainRequest) -> dict[str, Any]:
                 "feature_version": FEATURE_VERSION, "training_window": window, "data_hash": h.data_hash(),
                 "seed": cfg.seed, "source": h.source, "params": model.params, "rules": rules.to_dict(),
                 "created_at": request.created_at, "positive_rate": float(ds.y.mean()),
-                "min_confidence": cfg.min_confidence,
-                "metrics": {k: report[k] for k in ("auc", "auc_ci", "brier", "permutation_auc",
-                                                    "permutation_p_value", "deflated_sharpe", "verdict")}}
+                "min_confidence": cfg.min_confidence, "calibration": model.calibration,
+                "sequence_length": SEQ_LEN if cfg.model == "lstm" else 1,
+                "metrics": {k: report[k] for k in ("auc", "auc_ci", "brier", "brier_base_rate", "permutation_auc",
+                                                    "permutation_p_value", "deflated_sharpe", "verdict",
+                                                    "reading", "calibration_method")}
+                | {"ece": report["reliability"]["ece"], "log_loss": report.get("log_loss"),
+                   "calibration": report["calibration"]}}
         rec = ModelRegistry(request.models_dir).save(request.name or f"{request.strategy}-{h.symbol}", model, meta)
         report["registered"] = {"name": rec.name, "version": rec.version, "path": str(rec.path)}
     return report

@@ -66,6 +66,19 @@ def calibration_curve(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict
     return out
 
 
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """The reliability curve (equal-count bins) with its summary numbers: expected calibration error (the
+    n-weighted mean |observed − predicted|), the largest bin gap, and the mean prediction beside the observed
+    rate (a model can rank well and still promise a win rate it never delivers)."""
+    curve = calibration_curve(y, p, bins)
+    n = sum(b["n"] for b in curve)
+    gaps = [abs(b["observed"] - b["predicted"]) for b in curve]
+    ece = float(sum(g * b["n"] for g, b in zip(gaps, curve, strict=True)) / n) if n else float("nan")
+    return {"bins": curve, "ece": ece, "max_gap": float(max(gaps)) if gaps else float("nan"),
+            "mean_predicted": float(np.mean(p)) if len(p) else float("nan"),
+            "observed_rate": float(np.mean(y)) if len(y) else float("nan")}
+
+
 def sharpe(returns: np.ndarray) -> float:
     """Per-trade Sharpe ratio (mean / std of returns on risk); NaN with fewer than two trades or no spread."""
     r = np.asarray(returns, float)

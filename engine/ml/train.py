@@ -23,7 +23,14 @@ import pandas as pd
 from engine.ml import metrics as mt
 from engine.ml.features import FEATURE_NAMES, check_available
 from engine.ml.labels import LabelSet, PutSpreadRules, strategy_entries
-from engine.ml.models import MODEL_KINDS, Classifier, MLDependencyError, fit_calibrated
+from engine.ml.models import (
+    BASELINE_KINDS,
+    MODEL_KINDS,
+    Classifier,
+    MLDependencyError,
+    fit_calibrated,
+    log_loss,
+)
 from engine.ml.validation import Fold, overlapping_train, purged_walk_forward
 
 
@@ -40,10 +47,14 @@ class TrainConfig:
     seed: int = 7
     #: gate: take a candidate when its probability ≥ this; None = the training fold's base win rate
     min_confidence: float | None = None
+    #: probability map: "auto" (Platt or isotonic, chosen per fold on the calibration slice), "platt", "isotonic"
+    calibration: str = "auto"
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_KINDS:
             raise ValueError(f"unknown model {self.model!r} (known: {', '.join(MODEL_KINDS)})")
+        if self.calibration not in ("auto", "platt", "isotonic"):
+            raise ValueError(f"unknown calibration {self.calibration!r} (known: auto, platt, isotonic)")
         if self.n_permutations < 0 or self.n_bootstrap < 10:
             raise ValueError("n_permutations must be ≥ 0 and n_bootstrap ≥ 10")
 
@@ -61,9 +72,22 @@ class Dataset:
     rule: np.ndarray  # the ungated strategy would enter on this sample's day
     days: tuple[date, ...]
     features: tuple[str, ...]
+    #: every day's feature row (days × features), NaN while warming up: the LSTM's sequences come from it
+    frame_X: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def inputs(self, kind: str) -> np.ndarray:
+        """What ``kind`` is fitted on: the decision day's row, or (LSTM) the :data:`SEQ_LEN` days ending on
+        it — both only from rows known at the decision (the sequence never reaches past ``start``)."""
+        if kind != "lstm":
+            return self.X
+        from engine.ml.lstm import SEQ_LEN, sequences
+
+        if self.frame_X is None:
+            raise ValueError("this dataset has no per-day feature matrix to build sequences from")
+        return sequences(self.frame_X, self.start, SEQ_LEN)
 
 
 def make_dataset(features: pd.DataFrame, labels: LabelSet, rules: PutSpreadRules | None = None) -> Dataset:
@@ -82,19 +106,24 @@ def make_dataset(features: pd.DataFrame, labels: LabelSet, rules: PutSpreadRules
                 + rows["regime_iv_contraction"]) == 0).to_numpy()
     rule = strategy_entries(rows["iv_rank"].to_numpy(float), neutral, rules)
     return Dataset(X=X[ok], y=labels.y[ok], start=labels.start[ok], end=labels.end[ok], pnl=labels.pnl[ok],
-                   risk=labels.max_risk[ok], rule=rule[ok], days=labels.days, features=FEATURE_NAMES)
+                   risk=labels.max_risk[ok], rule=rule[ok], days=labels.days, features=FEATURE_NAMES,
+                   frame_X=features[list(FEATURE_NAMES)].to_numpy(float))
 
 
 def _walk(ds: Dataset, cfg: TrainConfig, folds: list[Fold], y: np.ndarray, kind: str,
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+          methods: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-sample probabilities over the test folds: (test positions, probabilities, the base win rate of
-    the training window each prediction came from)."""
+    the training window each prediction came from). ``methods`` collects each fold's calibration choice."""
     pos, prob, base = [], [], []
+    X = ds.inputs(kind)
     for f in folds:
         tr = f.train
-        model = fit_calibrated(kind, ds.X[tr], y[tr], ds.start[tr], ds.end[tr], seed=cfg.seed)
+        model = fit_calibrated(kind, X[tr], y[tr], ds.start[tr], ds.end[tr], seed=cfg.seed,
+                               calibration=cfg.calibration)
+        if methods is not None:
+            methods.append({"calibration": model.calibration, "scores": model.calibration_scores})
         pos.append(f.test)
-        prob.append(model.predict_proba(ds.X[f.test]))
+        prob.append(model.predict_proba(X[f.test]))
         base.append(np.full(len(f.test), float(y[tr].mean())))
     return np.concatenate(pos), np.concatenate(prob), np.concatenate(base)
 
@@ -115,14 +144,15 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
     leaks = sum(overlapping_train(f, ds.start, ds.end) for f in folds)
     if leaks:  # cannot happen with purge on; a guard against a future edit of the splitter
         raise RuntimeError(f"{leaks} training labels overlap their test window")
-    kinds = [cfg.model] + [k for k in MODEL_KINDS if k != cfg.model]
+    kinds = [cfg.model] + [k for k in BASELINE_KINDS if k != cfg.model]
     per_model: dict[str, Any] = {}
     block = _auc_block(ds)
     oos: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     skipped: dict[str, str] = {}
+    fold_calibration: list[dict[str, Any]] = []
     for kind in kinds:
         try:
-            pos, p, base = _walk(ds, cfg, folds, ds.y, kind)
+            pos, p, base = _walk(ds, cfg, folds, ds.y, kind, fold_calibration if kind == cfg.model else None)
         except MLDependencyError as exc:
             if kind == cfg.model:
                 raise
@@ -132,7 +162,8 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
         y = ds.y[pos]
         lo, hi = mt.block_bootstrap_auc(y, p, block=block, n_boot=cfg.n_bootstrap, seed=cfg.seed)
         per_model[kind] = {"auc": mt.auc(y, p), "auc_ci": [lo, hi], "brier": mt.brier(y, p),
-                           "brier_base_rate": mt.brier(y, base)}
+                           "brier_base_rate": mt.brier(y, base), "log_loss": log_loss(y, p),
+                           "log_loss_base_rate": log_loss(y, base)}
     pos, p, base = oos[cfg.model]
     lvl = _gate_level(cfg, base)
     y = ds.y[pos]
@@ -173,6 +204,8 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
         "model": cfg.model, "samples": len(ds), "test_samples": len(pos), "positive_rate": float(ds.y.mean()),
         "auc": real, "auc_ci": ci, "auc_ci_level": 0.95, "auc_bootstrap_block": block,
         "brier": per_model[cfg.model]["brier"], "brier_base_rate": per_model[cfg.model]["brier_base_rate"],
+        "log_loss": per_model[cfg.model]["log_loss"],
+        "log_loss_base_rate": per_model[cfg.model]["log_loss_base_rate"],
         "baseline": {k: v for k, v in per_model.items() if k != cfg.model},
         "baseline_skipped": skipped,
         "permutation_auc": float(perm_arr.mean()) if len(perm_arr) else None,
@@ -180,10 +213,14 @@ def evaluate(ds: Dataset, cfg: TrainConfig) -> dict[str, Any]:
         "permutation_aucs": [float(a) for a in perm_arr],
         "permutation_p_value": p_value,
         "calibration": mt.calibration_curve(y, p),
+        "reliability": mt.reliability(y, p),
+        "calibration_method": cfg.calibration,
         "pnl": books,
         "deflated_sharpe": dsr,
         "trials": len(trial_sr),
         "folds": [f.to_dict(ds.days, ds.start) | {"embargo_sessions": cfg.embargo, "auc": fold_auc[i],
+                                                   "calibration": fold_calibration[i]["calibration"],
+                                                   "calibration_scores": fold_calibration[i]["scores"],
                                                    "train_labels_overlapping_test": overlapping_train(f, ds.start, ds.end)}
                   for i, f in enumerate(folds)],
         "verdict": "edge" if edge else "no edge",
@@ -208,4 +245,5 @@ def _reading(edge: bool, real: float, ci: list[float], perm: np.ndarray, books: 
 
 def fit_final(ds: Dataset, cfg: TrainConfig) -> Classifier:
     """The model to register: fitted on every sample (calibrated on the last quarter)."""
-    return fit_calibrated(cfg.model, ds.X, ds.y, ds.start, ds.end, seed=cfg.seed)
+    return fit_calibrated(cfg.model, ds.inputs(cfg.model), ds.y, ds.start, ds.end, seed=cfg.seed,
+                          calibration=cfg.calibration)

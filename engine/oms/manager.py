@@ -70,7 +70,7 @@ from engine.model import (
     OrderType,
     can_transition,
 )
-from engine.oms.approval import ApprovalGate, ApprovalPreview, PendingApproval, build_preview
+from engine.oms.approval import ApprovalGate, PendingApproval, build_preview
 from engine.oms.config import OmsConfig
 from engine.oms.factory import OrderFactory, OrderValidationError, floor_to_tick, venue_tick
 from engine.oms.flatten import closing_intent, flatten_groups
@@ -1099,7 +1099,3 @@ class OrderManager:
                 self.kill_switch.set_reducing(f"reconcile:{name}", f"reconciliation mismatch with {name}: "
                                               f"{rep.summary()}")
         return rep
-
-    def preview_for(self, order_id: str) -> ApprovalPreview | None:
-        p = self.gate.pending.get(order_id)
-        return p.preview if p else None

@@ -2,13 +2,14 @@
 
 Why a second implementation: the numpy path of :mod:`engine.pricing.american` makes a dozen passes over
 (options × nodes × quadrature) temporaries per fixed-point step; these loops compute the same formulas, in the
-same order per element, one option at a time with no temporaries. The normal CDF is W. J. Cody's rational erfc sharing
-its exponential with the normal density, which agrees with scipy's ``ndtr`` to a few ulps, so both paths agree
-to ~1e-15 (tested to 1e-14).
+same order per element, one option at a time with no temporaries. The normal CDF is W. J. Cody's rational
+erfc sharing its exponential with the normal density (scipy's ``ndtr`` plus a separate ``exp`` cost ~3× more
+per point); it agrees with ``ndtr`` to a few ulps, so both paths agree to ~1e-15 (tested to 1e-14).
 
-This module imports numba at import time: only :func:`engine.pricing.american.warm_up` imports it, never the
-pricing package itself (importing numba costs ~0.5 s). Compiled code is cached on disk under
-``NUMBA_CACHE_DIR`` (set by the warm-up to the app's cache folder when the caller has not set it).
+This module imports numba at import time. Only :func:`engine.pricing.american.warm_up` imports it (called by
+:func:`engine.pricing._kernels.warm_up`, the engine's background warm-up), never the pricing package itself:
+importing numba costs ~0.5 s. Compiled code is cached on disk in the folder that
+:func:`engine.pricing._kernels.configure_cache_dir` chose.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: floa
     a_rdr = alpha / (r * dr)
     x_min = 1e-10 * K
     x = x_max
-    for _ in range(5):
+    for _ in range(4):  # as american._qd_plus_boundary (the test of both paths holds them together)
         S = _nan_max(x, x_min)
         dp = math.log(S * dq / (K * dr)) / v + 0.5 * v
         dm = dp - v

@@ -8,11 +8,12 @@ caller's thread.
 
 Each kernel does one option per loop iteration, with the same operations in the same order as the numpy
 reference path in :mod:`engine.pricing.bsm` and :mod:`engine.pricing.lets_be_rational` (no fastmath, no
-FMA contraction). ``ndtri`` and (in the solver's initial guess) ``ndtr`` are scipy's own compiled functions,
-called through their Cython C entry points; the Greeks' cumulative normal and the solver's ``erfcx`` are
-inline rational approximations (Cephes' erf/erfc coefficients, as scipy's ndtr uses) that share or avoid
-exponentials. The results differ from the numpy path only by the last-bit rounding of those functions and of
-``exp``/``log`` (numpy uses its own SIMD versions): ~1e-15 relative, tested.
+FMA contraction). ``ndtri`` and ``ndtr`` (region 3 of the normalised Black function, one initial-guess
+branch) are scipy's own compiled functions, called through their Cython C entry points; the other
+cumulative normals and the solver's ``erfcx`` are inline rational approximations (Cephes' erf/erfc
+coefficients, as scipy's ndtr uses) that share or avoid exponentials. The results differ from the numpy
+path only by the last-bit rounding of those functions and of ``exp``/``log`` (numpy uses its own SIMD
+versions): ~1e-15 relative, tested.
 
 Algorithm and coefficients of the implied-vol solver after Peter Jäckel, "Let's Be Rational", Wilmott (2015),
 and his reference code: Copyright © 2013-2014 Peter Jäckel. Permission to use, copy, modify, and distribute
@@ -184,7 +185,8 @@ def ndtr(a, out):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------------------------------------------
 
 
-_GREEKS_SIG = types.void(_B, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _SLOTS, _OUT2, _REASON)
+_GREEKS_SIG = types.void(_B, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I,
+                          _SLOTS, _OUT2, _REASON)
 #: bsm.OUTPUTS order
 _OUTPUT_NAMES = ("price", "delta", "gamma", "vega", "theta", "rho", "vanna", "volga", "charm")
 
@@ -195,7 +197,9 @@ def _greeks_kernel(wanted: frozenset[str]):  # type: ignore[no-untyped-def]
 
     The kernel writes ``out[slot[j], i]`` = output j (bsm.OUTPUTS order) of option i for each wanted j (and
     ``slot[j] >= 0``: the all-outputs kernel also serves sets that have no kernel of their own) and
-    ``reason[i]``. An input with step 0 is one value for every option (a scalar rate, say)."""
+    ``reason[i]``. An input with step 0 is one value for every option (a scalar rate, say). ``ln(S/K)``,
+    ``e^{-qT}`` and ``e^{-rT}`` come from numpy, whose SIMD ``log``/``exp`` cost a fraction of a scalar call
+    and are the very values the numpy path uses."""
     w_p, w_de, w_ga, w_ve, w_th, w_rh, w_va, w_vo, w_ch = (name in wanted for name in _OUTPUT_NAMES)
     need_d2 = w_p or w_th or w_rh or w_va or w_vo or w_ch
     need_n1 = w_p or w_de or w_th or w_ch
@@ -204,7 +208,7 @@ def _greeks_kernel(wanted: frozenset[str]):  # type: ignore[no-untyped-def]
     need_vega = w_ve or w_th or w_vo
 
     def greeks(c, c_step, S, S_step, K, K_step, T, T_step, r, r_step, q, q_step, sig, sig_step,
-               slot, out, reason):  # type: ignore[no-untyped-def]
+               ln_sk, ln_step, DQ, dq_step, DR, dr_step, slot, out, reason):  # type: ignore[no-untyped-def]
         p_s, de_s, ga_s, ve_s, th_s, rh_s = slot[0], slot[1], slot[2], slot[3], slot[4], slot[5]
         va_s, vo_s, ch_s = slot[6], slot[7], slot[8]
         nan = np.nan
@@ -239,16 +243,16 @@ def _greeks_kernel(wanted: frozenset[str]):  # type: ignore[no-untyped-def]
             sign -= 1.0
             sqrt_t = math.sqrt(t_)
             vol_t = v_ * sqrt_t
-            d1 = math.log(s_ / k_)
+            d1 = ln_sk[i * ln_step]
             d1 += (r_ - q_ + 0.5 * v_ * v_) * t_
             d1 /= vol_t
             d2 = d1 - vol_t if need_d2 else 0.0
-            dq = math.exp(-q_ * t_)
+            dq = DQ[i * dq_step]
             e1 = math.exp(-0.5 * d1 * d1)  # φ(d1)·√(2π), shared by N(d1) and the density
             dq_n1 = dq * _ndtr_e(sign * d1, e1) if need_n1 else 0.0
             k_dr_n2 = 0.0
             if need_n2:
-                dr = math.exp(-r_ * t_)
+                dr = DR[i * dr_step]
                 # exp(-d2²/2) = exp(-d1²/2)·F/K with F/K = S·e^{-qT}/(K·e^{-rT}): no third exponential
                 e2 = e1 * ((s_ * dq) / (k_ * dr))
                 if not (e1 > 1e-300 and e2 <= 1.0):  # e1 underflowed or rounding pushed e2 past 1
@@ -510,8 +514,9 @@ def _implied_normalised_vol_otm(beta, x):  # type: ignore[no-untyped-def]
             z = SQRT_ONE_OVER_THREE * ax / s_l
             y = z * z
             s2 = s_l * s_l
-            Phi = _ndtr_c(-z, 0)
-            phi = ONE_OVER_SQRT_TWO_PI * math.exp(-0.5 * y)
+            e_y = math.exp(-0.5 * y)  # shared by Φ(-z) and φ(z)
+            Phi = _ndtr_e(-z, e_y)
+            phi = ONE_OVER_SQRT_TWO_PI * e_y
             fpp_l = (PI_OVER_SIX * y / (s2 * s_l) * Phi
                      * (8 * SQRT_THREE * s_l * ax + (3 * s2 * (s2 - 8) - 8 * x * x) * Phi / phi)
                      * math.exp(2 * y + 0.25 * s2))

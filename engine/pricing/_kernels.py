@@ -31,12 +31,15 @@ log = logging.getLogger(__name__)
 #: set to 1 to keep the numpy path (no numba import at all)
 DISABLE_ENV = "OPTIONDESK_NO_NUMBA"
 _KERNEL_MODULE = "engine.pricing._jit"
+#: pricers with kernels of their own, loaded by :func:`warm_up` after these
+_OTHER_PRICERS = ("engine.pricing.american",)
 
 _lock = threading.Lock()
 _loaded: ModuleType | None = None
 _failure: str | None = None
 _enabled = True
 _load_seconds: float | None = None
+_loaded_on: str | None = None  # the thread that loaded the kernels (the warm-up's, in the engine)
 
 
 def disabled_by_env() -> bool:
@@ -100,7 +103,7 @@ def warm_up(cache_dir: Path | str | None = None) -> bool:
 
     A failure (numba missing, disabled, a compile error, an unwritable cache) is logged once and leaves the
     numpy path in use; it is not raised."""
-    global _loaded, _failure, _load_seconds
+    global _loaded, _failure, _load_seconds, _loaded_on
     if _loaded is not None:
         return True
     if disabled_by_env():
@@ -121,8 +124,14 @@ def warm_up(cache_dir: Path | str | None = None) -> bool:
             _failure = f"{type(exc).__name__}: {exc}"
             log.warning("compiled pricing kernels unavailable, using numpy: %s", _failure)
             return False
-        _load_seconds = time.perf_counter() - t0
+        _loaded_on = threading.current_thread().name
         _loaded = module
+        for name in _OTHER_PRICERS:  # their own kernels behind this switch; a failure there leaves ours in use
+            try:
+                importlib.import_module(name).warm_up(cache_dir)
+            except Exception:
+                log.warning("compiled kernels of %s unavailable, it uses numpy", name, exc_info=True)
+        _load_seconds = time.perf_counter() - t0
         log.info("compiled pricing kernels loaded in %.2f s", _load_seconds)
         return True
 
@@ -137,7 +146,7 @@ def status() -> dict[str, Any]:
     """What the pricing functions use right now, for logs, ``doctor`` and benchmarks."""
     return {"numba_available": numba_available(), "disabled_by_env": disabled_by_env(),
             "loaded": _loaded is not None, "enabled": _enabled, "in_use": kernels() is not None,
-            "load_seconds": _load_seconds, "failure": _failure,
+            "load_seconds": _load_seconds, "loaded_on_thread": _loaded_on, "failure": _failure,
             "cache_dir": os.environ.get("NUMBA_CACHE_DIR")}
 
 

@@ -4,17 +4,23 @@ Method: Andersen, Lake & Offengenden (2016), "High Performance American Option P
 boundary is written as ``B(τ) = X·exp(−√H)``, ``X = K·min(1, r/q)``, with ``H`` a Chebyshev interpolant in
 ``z = 2√(τ/T) − 1`` on ``n + 1`` nodes. It starts from Li's QD+ boundary (vectorized Halley steps) and is
 refined by one Jacobi-Newton step and ``m − 1`` plain fixed-point steps of the φ-form integral equation (ALO's
-FP-A, which from QD+ converges in about two steps where the Φ-form needs about five); the price is the European
-value plus the early-exercise premium integrated over the boundary by Gauss-Legendre quadrature. Calls use
+FP-A); the price is the European value plus the early-exercise premium integrated over the boundary. Calls use
 put-call symmetry ``C(S, K, r, q) = P(K, S, q, r)``.
 
-Because every quadrature abscissa sits at a fixed fraction of the collocation time, interpolation is one matrix
-product for a whole chain: the work is a few numpy passes over arrays of shape (options, nodes, quadrature).
+Both integrals (the boundary equation's and the premium's) run over a time ``s ∈ [0, τ]`` with square-root
+behaviour at both ends; the substitution ``s = τ·sin²θ`` makes the integrand smooth at both, so Gauss-Legendre
+converges geometrically: 6 points per node and 24 for the premium do what 16 and 32 did not with ALO's
+``s = τ(1 + y)²/4`` (which smooths one end only). Every quadrature abscissa sits at a fixed fraction of its
+collocation time, so interpolation is one matrix for a whole chain.
 
-Schemes (max abs error against QuantLib's ``QdFpAmericanEngine`` accurate scheme, S = 100, K 80-120,
-T 0.1-2 y, vol 15-50 %, q 0-3 %, r 0-8 %; measured by ``tests/pricing/test_american.py`` and
-``benchmarks/pricing.py``): ``"accurate"`` (the default) 4.9e-5 to 7e-5, ``"fast"`` 3.4e-4 (about 4.5×
-cheaper). See ``docs/pricing.md``.
+Two implementations of the boundary and premium: the numpy reference (below) and numba kernels
+(:mod:`engine.pricing._american_kernels`, one option at a time, no temporaries), used once :func:`warm_up` has
+loaded them; they agree to ~1e-15 (tested to 1e-14).
+
+Schemes (max abs error against QuantLib's ``QdFpAmericanEngine`` high-precision scheme, S = 100, K 70-130,
+T 1 week-3 y, vol 10-80 %, q 0-5 %, r 0-10 %; ``tests/pricing/test_american_kernels.py``, ``benchmarks``):
+``"accurate"`` (the default) 4.4e-5 (8e-6 on the benchmark's narrower chain), ``"fast"`` 2e-4 (about 1.7×
+cheaper). QdFp's own accurate scheme is up to 1e-4 away from its high-precision one. See ``docs/pricing.md``.
 
 Conventions as in :mod:`engine.pricing.bsm`. A put with ``r <= 0`` (a call with ``q <= 0``) is never exercised
 early and gets its European value.
@@ -66,20 +72,33 @@ _warm_lock = threading.Lock()
 
 
 def _compiled() -> Any:
-    return _kernels if USE_COMPILED else None
+    """The loaded kernel module when the compiled path is in use: loaded by :func:`warm_up`, not switched off
+    here (``USE_COMPILED``) nor process-wide (:func:`engine.pricing._kernels.numpy_only`, the shared switch)."""
+    if _kernels is None or not USE_COMPILED:
+        return None
+    from engine.pricing import _kernels as switch
+
+    return _kernels if switch.status()["enabled"] else None
 
 
-def warm_up() -> bool:
+def warm_up(cache_dir: Any = None) -> bool:
     """Load the numba kernels of :mod:`engine.pricing._american_kernels` (compiled on the first run, then read
-    from numba's on-disk cache); False when numba is not installed, and pricing keeps the numpy path.
+    from numba's on-disk cache); False when numba is missing or disabled (``OPTIONDESK_NO_NUMBA``), and
+    pricing keeps the numpy path.
 
     Why explicit: a first compile takes seconds and must never happen on the UI path, so pricing never compiles
-    by itself; the owner of the executor runs this once at start and pricing switches over when it returns.
+    by itself. :func:`engine.pricing._kernels.warm_up` (the engine's background warm-up thread, scripts,
+    benchmarks, the frozen build's cache step) calls this after its own kernels; it shares their cache folder.
     Importing numba costs ~0.5 s, which is why ``import engine.pricing`` does not do it."""
     global _kernels
+    from engine.pricing import _kernels as switch
+
     with _warm_lock:
         if _kernels is not None:
             return True
+        if not switch.numba_available():
+            return False
+        switch.configure_cache_dir(cache_dir)
         try:
             from engine.pricing import _american_kernels as kernels
         except ImportError:
@@ -93,6 +112,8 @@ def warm_up() -> bool:
                                  tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, H, x_max)
             kernels.put_premium(100 * one, 100 * one, one, 0.05 * one, 0.01 * one, 0.2 * one, H, x_max,
                                 tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"], np.empty(1))
+        for kernel in (kernels.put_boundary, kernels.put_premium):
+            kernel.disable_compile()  # other argument types raise TypeError (numpy path), never compile
         _kernels = kernels
     return True
 
@@ -158,7 +179,7 @@ def _x_max(K: np.ndarray, r: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def _qd_plus_boundary(tau: np.ndarray, K: np.ndarray, r: np.ndarray, q: np.ndarray, sigma: np.ndarray,
-                      x_max: np.ndarray, iterations: int = 5) -> np.ndarray:
+                      x_max: np.ndarray, iterations: int = 4) -> np.ndarray:
     """Li's QD+ approximation of the put exercise boundary at times ``tau`` (Halley steps, vectorized).
 
     Solves ``(1 − e^{-qτ}Φ(−d₊))·S − β·(K − S − p_E(S)) + α·Θ_E(S)/(r·e^{-rτ}) = 0`` (the QD+ condition of
@@ -214,9 +235,12 @@ def _put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, si
         tb = _tables(scheme)
         H = np.empty((K.shape[0], scheme.n + 1))
         x_max = np.empty(K.shape[0])
-        kernels.put_boundary(*(np.ascontiguousarray(a, dtype=float) for a in (K, T, r, q, sigma)), tb["z_nodes"],
-                             tb["m_frac"], tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, H, x_max)
-        return H, x_max
+        try:
+            kernels.put_boundary(*(np.array(a, dtype=float) for a in (K, T, r, q, sigma)), tb["z_nodes"],
+                                 tb["m_frac"], tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, H, x_max)
+            return H, x_max
+        except TypeError:  # argument types the warm-up did not compile: the reference path
+            pass
     return _put_boundary_numpy(K, T, r, q, sigma, scheme)
 
 
@@ -294,9 +318,12 @@ def _put_premium(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: 
     if kernels is not None:
         tb = _tables(scheme)
         out = np.empty(S.shape[0])
-        kernels.put_premium(*(np.ascontiguousarray(a, dtype=float) for a in (S, K, T, r, q, sigma, H, x_max)),
-                            tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"], out)
-        return out
+        try:
+            kernels.put_premium(*(np.array(a, dtype=float) for a in (S, K, T, r, q, sigma, H, x_max)),
+                                tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"], out)
+            return out
+        except TypeError:  # argument types the warm-up did not compile: the reference path
+            pass
     return _put_premium_numpy(S, K, T, r, q, sigma, H, x_max, scheme)
 
 
@@ -534,14 +561,30 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
     n = p.shape[0]
     reason = np.zeros(n, dtype=np.int8)
 
-    def premium(sig: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        a, _, _, _ = _american_flat(c[idx], S[idx], K[idx], T[idx], r[idx], q[idx], sig, sch, False)
-        e = bsm.price(c[idx], S[idx], K[idx], T[idx], r[idx], q[idx], sig)
-        return a - e
-
     def g_map(prem: np.ndarray, idx: np.ndarray) -> np.ndarray:
         target = p[idx] - prem
         return bsm.implied_vol(target, c[idx], S[idx], K[idx], T[idx], r[idx], q[idx])
+
+    def g_step(sig: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """g(σ) = IV_european(P − premium(σ)) − σ. The European inversion starts at σ itself, where the
+        European price is E(σ) and the target is E(σ) + δ with δ = P − A(σ) small: one Halley step
+        δ/V / (1 + δ·W/(2V²)) (V, W: vega and volga per unit vol) is exact to O((δ/V)³), ~1e-9 vol on a
+        first step and far below the tolerance after it, at the cost of one Greeks pass instead of a full
+        Let's-Be-Rational solve. Where the step is not small (deep in the money, vega near 0) the full solve
+        is used. The root, δ = 0, is the same either way."""
+        a, _, _, _ = _american_flat(c[idx], S[idx], K[idx], T[idx], r[idx], q[idx], sig, sch, False)
+        g = bsm.greeks(c[idx], S[idx], K[idx], T[idx], r[idx], q[idx], sig, outputs=("price", "vega", "volga"))
+        vega, volga = g.vega * 100.0, g.volga * 1e4
+        delta = p[idx] - a
+        with np.errstate(all="ignore"):
+            newton = delta / vega
+            corr = 0.5 * newton * volga / vega
+            step = newton / (1.0 + corr)
+        exact = ~np.isfinite(step) | (np.abs(corr) > 0.1) | (np.abs(step) > 0.02)
+        if exact.any():
+            sub = np.flatnonzero(exact)
+            step[sub] = g_map(a[sub] - g.price[sub], idx[sub]) - sig[sub]
+        return step
 
     all_idx = np.arange(n)
     sigma_e = g_map(np.zeros(n), all_idx)  # European vol of the American price: an upper bound
@@ -573,7 +616,7 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
         if idx.size == 0:
             break
         xc = x_cur[idx]
-        gc = g_map(premium(xc, idx), idx) - xc
+        gc = g_step(xc, idx)
         ok = np.isfinite(gc)
         xp, gp = x_prev[idx], g_prev[idx]
         with np.errstate(all="ignore"):

@@ -220,15 +220,20 @@ def _flat(a: np.ndarray, dtype: Any = np.float64) -> tuple[np.ndarray, int]:
 
 def _greeks_compiled(compiled: Any, want: frozenset[str], is_call: np.ndarray, S: np.ndarray, K: np.ndarray,
                      T: np.ndarray, r: np.ndarray, q: np.ndarray, sig: np.ndarray) -> tuple[Greeks, np.ndarray]:
-    """:func:`greeks` through the compiled kernel: one pass, one option per iteration, wanted outputs only."""
+    """:func:`greeks` through the compiled kernel: one pass, one option per iteration, wanted outputs only
+    (after three numpy passes for ln(S/K) and the discount factors, which numpy's SIMD log/exp do fastest)."""
     shape = S.shape
     n = S.size
     names = [name for name in OUTPUTS if name in want]
     slot = np.array([names.index(name) if name in want else -1 for name in OUTPUTS], dtype=np.int64)
     out = np.empty((len(names), n))
     reason = np.empty(n, dtype=np.int8)
-    compiled.greeks_kernel(want)(*_flat(is_call, np.bool_), *_flat(S), *_flat(K), *_flat(T), *_flat(r), *_flat(q),
-                    *_flat(sig), slot, out, reason)
+    with np.errstate(all="ignore"):  # invalid rows are caught in the kernel
+        ln_sk = np.log(S / K)
+        dq = np.exp(-_scalar(q) * T)
+        dr = np.exp(-_scalar(r) * T)
+    compiled.greeks_kernel(want)(*_flat(is_call, np.bool_), *_flat(S), *_flat(K), *_flat(T), *_flat(r),
+                                 *_flat(q), *_flat(sig), *_flat(ln_sk), *_flat(dq), *_flat(dr), slot, out, reason)
     g = Greeks(*(out[slot[j]].reshape(shape) if slot[j] >= 0 else None for j in range(len(OUTPUTS))))
     return g, reason.reshape(shape)
 

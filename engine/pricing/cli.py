@@ -4,7 +4,7 @@ Examples::
 
     optiondesk price --right p --spot 100 --strike 95 --days 30 --rate 0.045 --div 0.01 --vol 0.22 --american
     optiondesk iv --right c --spot 100 --strike 105 --days 30 --rate 0.045 --price 1.35
-    optiondesk train-neural --param-sets 3000 --epochs 300     # saves under the user data dir
+    optiondesk train-neural --param-sets 2000 --epochs 200     # saves under the data dir
 """
 
 from __future__ import annotations
@@ -161,8 +161,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--price", type=float, required=True, help="option price")
     p.set_defaults(func=_cmd_iv)
     p = subparsers.add_parser("train-neural", help="train the neural Heston surrogate and save it")
-    p.add_argument("--param-sets", type=int, default=3000, help="random Heston parameter sets (default 3000)")
-    p.add_argument("--epochs", type=int, default=300, help="training epochs (default 300)")
+    p.add_argument("--param-sets", type=int, default=2000, help="random Heston parameter sets (default 2000)")
+    p.add_argument("--epochs", type=int, default=200, help="training epochs (default 200)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="file to write (default: <user data dir>/optiondesk/models/heston_surrogate.pt)")
+    p.add_argument("--out", help="file to write (default: <data dir>/models/heston_surrogate.pt; OPTIONDESK_HOME moves it)")
     p.set_defaults(func=_cmd_train)

@@ -344,13 +344,6 @@ class RiskEngine:
             far += s * (bid if s > 0 else ask)
         return mid, nat, far
 
-    def order_payoff(self, order: Order) -> tuple[PayoffSummary, float]:
-        """Expiry payoff summary of the order alone and its premium in dollars (+ = paid)."""
-        insts, units = _leg_arrays(order)
-        legs = (*_kinds(insts), units)
-        cost = self._order_cost(order, units)
-        return self._payoff(order, legs, cost), cost
-
     def _payoff(self, order: Order, legs: tuple[np.ndarray, ...], cost: float, *,
                 breakevens: bool = True) -> PayoffSummary:
         kinds, strikes, mults, units = legs

@@ -45,7 +45,14 @@ def _option_set() -> list[type[Strategy]]:
     from engine.strategies.short_strangle import ShortStrangle
     from engine.strategies.zero_dte import ZeroDTE
 
-    return [ShortStrangle, Butterfly, Calendar, MomentumDebit, IVRankDebit, ZeroDTE, RegimeRouter]
+    return [ShortStrangle, Butterfly, Calendar, MomentumDebit, IVRankDebit, ZeroDTE, RegimeRouter, *_event_set()]
+
+
+def _event_set() -> list[type[Strategy]]:
+    """The strategies of the later set: earnings events, model mispricing, index against components."""
+    from engine.strategies.earnings_crush import EarningsCrush
+
+    return [EarningsCrush]
 
 
 def create(name: str, params: dict[str, Any] | None = None, *, strategy_id: str | None = None) -> Strategy:

@@ -92,6 +92,63 @@ class StrategyContext(Protocol):
     def portfolio_delta(self, underlying: str, strategy_id: str | None = None) -> float:
         """Delta in shares of the positions in ``underlying`` (of one strategy, or all); NaN when unknown."""
 
+    def next_event(self, underlying: str) -> date | None:
+        """The next earnings date of ``underlying`` on or after today (announced after that day's close); None
+        when none is known."""
+
+    def ml_probability(self, underlying: str, model: str) -> MLReading:
+        """Registered ``model``'s calibrated P(win) for an entry now, on features known before now
+        (:mod:`engine.ml.signal`); probability NaN, with the reason, when it cannot be had."""
+
+
+@dataclass(frozen=True, slots=True)
+class MLReading:
+    """A model's answer for one entry: the calibrated probability (NaN: none), the model's own gate level
+    (its training base rate or the gate it was trained with; NaN: unknown) and why, in words."""
+
+    probability: float
+    gate: float = math.nan
+    model: str = ""
+    version: int | None = None
+    feature_day: str = ""
+    reason: str = ""
+
+
+class MLFilter(BaseModel):
+    """The ML filter stage of a strategy's entries (``ml.model`` = a registered model's name).
+
+    ``min_probability`` gates: an entry goes out only when P(win) ≥ it (None: the model's own gate level).
+    ``size_by_probability`` scales the strategy's size from half at the gate to full at P(win) = 1 — the
+    model can only shrink a trade the strategy's risk sizing already allowed, never enlarge it.
+    ``when_unavailable``: ``skip`` the entry when no probability can be had (model missing, features not
+    ready), or ``allow`` it ungated.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    min_probability: float | None = Field(None, ge=0, le=1)
+    size_by_probability: bool = False
+    when_unavailable: str = Field("skip", pattern="^(skip|allow)$")
+
+
+def ml_decision(flt: MLFilter, reading: MLReading, quantity: int) -> tuple[int, str]:
+    """(quantity to trade, reason): 0 means skip. See :class:`MLFilter`."""
+    p = reading.probability
+    if not math.isfinite(p):
+        if flt.when_unavailable == "allow":
+            return quantity, f"ML filter open (no probability: {reading.reason})"
+        return 0, f"ML filter: no probability ({reading.reason})"
+    level = flt.min_probability if flt.min_probability is not None else reading.gate
+    if level is None or not math.isfinite(level):
+        level = 0.5
+    if p < level:
+        return 0, f"ML filter: P(win) {p:.0%} < {level:.0%} ({reading.reason})"
+    if flt.size_by_probability:
+        frac = 0.5 + 0.5 * min(1.0, (p - level) / max(1e-9, 1.0 - level))
+        quantity = max(1, math.floor(quantity * frac))
+    return quantity, f"ML filter: P(win) {p:.0%} ≥ {level:.0%} ({reading.reason})"
+
 
 # ---- position management rules as data ---------------------------------------------------------------
 class ManagementRules(BaseModel):
@@ -215,6 +272,8 @@ class StrategyParams(BaseModel):
     pricing: PriceWalk = PriceWalk()
     max_open_trades: int = Field(1, ge=1)
     tif: TimeInForce = TimeInForce.DAY
+    #: an ML filter stage on entries (None: off); see :class:`MLFilter`
+    ml: MLFilter | None = None
 
 
 class Strategy:
@@ -330,6 +389,8 @@ class ManagedStrategy(Strategy):
         self.entry_attempt = 0  # consecutive entries that ended unfilled (the walk's step for the next one)
         self._entry_not_before: datetime | None = None
         self._last_chain: OptionChain | None = None  # the latest snapshot: an expired attempt is re-sent on it
+        #: the ML filter's last decision (probability, reason, taken): shown beside the strategy's state
+        self.ml_last: dict[str, Any] | None = None
 
     # state across restarts ------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -391,6 +452,18 @@ class ManagedStrategy(Strategy):
             return []
         out: list[OrderIntent] = []
         for trade, intent in self.entries(ctx, chain):
+            if self.params.ml is not None:
+                reading = ctx.ml_probability(self.underlying, self.params.ml.model)
+                qty, why = ml_decision(self.params.ml, reading, intent.quantity)
+                self.ml_last = {"probability": reading.probability, "reason": why, "taken": qty > 0,
+                                "at": ctx.now().isoformat()}
+                if qty <= 0:
+                    continue
+                if qty != intent.quantity:
+                    trade.quantity = qty
+                    intent = replace(intent, quantity=qty)
+                if math.isfinite(reading.probability):
+                    trade.info["ml_probability"] = reading.probability
             self.trades[trade.tag] = trade
             out.append(intent)
         return out

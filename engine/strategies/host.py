@@ -53,7 +53,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -162,7 +162,7 @@ class StrategyHost:
     def __init__(self, bus: Bus, store: Any, *, clock: Clock, entries: Sequence[StrategyEntry],
                  invalid: Sequence[tuple[str, str]] = (), risk: Any, router: Any, kill_switch: Any,
                  net_liquidation: Callable[[], float], iv_rank: Callable[[str], float],
-                 regime: Callable[[str], str]) -> None:
+                 regime: Callable[[str], str], next_event: Callable[[str], date | None] | None = None) -> None:
         self.bus = bus
         self.store = store
         self.clock = clock
@@ -172,6 +172,7 @@ class StrategyHost:
         self._nl = net_liquidation
         self._ivr = iv_rank
         self._regime = regime
+        self._next_event = next_event  # the market's earnings calendar (the simulated one), for event strategies
         self.hosted: dict[str, Hosted] = {}
         for e in entries:
             self.hosted[e.id] = Hosted(e.id, e.name, e, mode=e.mode, live_account=e.live_account)
@@ -299,7 +300,8 @@ class StrategyHost:
                           regime=self._regime, sizing=lambda: sizing_from_profile(self.risk.profile),
                           realized_vol=lambda u, w: read_snapshot(self.store, u, realized_vol_window=w).realized_vol,
                           portfolio_delta=lambda u, sid: delta_of_positions(
-                              self.risk.portfolio.positions.values(), self.risk.market, self.clock.now(), u, sid))
+                              self.risk.portfolio.positions.values(), self.risk.market, self.clock.now(), u, sid),
+                          next_event=self._next_event)
         runner = StrategyRunner(self.bus, strategy, ctx, on_error=lambda exc, where: self._failed(hs, exc, where),
                                 on_change=lambda urgent: self._changed(hs, urgent), on_intents=lambda i: self._signals(hs, i))
         orders = [o for o in (self.store.orders.get(oid) for oid in hs.payload.get("orders", ())) if o is not None]

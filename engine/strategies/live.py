@@ -29,7 +29,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from engine.bus import Bus
@@ -46,7 +46,7 @@ from engine.bus.events import (
 )
 from engine.clock import Clock
 from engine.model import Fill, Order, OrderIntent
-from engine.strategies.base import SizingLimits, Strategy, StrategyContext
+from engine.strategies.base import MLReading, SizingLimits, Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ class LiveContext:
     def __init__(self, clock: Clock, *, net_liquidation: Callable[[], float], iv_rank: Callable[[str], float],
                  regime: Callable[[str], str], sizing: Callable[[], SizingLimits],
                  realized_vol: Callable[[str, int], float] | None = None,
-                 portfolio_delta: Callable[[str, str | None], float] | None = None) -> None:
+                 portfolio_delta: Callable[[str, str | None], float] | None = None,
+                 next_event: Callable[[str], date | None] | None = None,
+                 ml_probability: Callable[[str, str], MLReading] | None = None) -> None:
         self._clock = clock
         self._nl = net_liquidation
         self._ivr = iv_rank
@@ -70,6 +72,8 @@ class LiveContext:
         self._sizing = sizing
         self._rv = realized_vol
         self._delta = portfolio_delta
+        self._next_event = next_event
+        self._ml = ml_probability
 
     def now(self) -> datetime:
         return self._clock.now()
@@ -95,12 +99,23 @@ class LiveContext:
         (:func:`engine.strategies.delta_hedge.delta_of_positions`); NaN otherwise."""
         return float(self._delta(underlying, strategy_id)) if self._delta is not None else math.nan
 
+    def next_event(self, underlying: str) -> date | None:
+        """From the market's earnings calendar when wired (the simulated market's); None otherwise."""
+        return self._next_event(underlying) if self._next_event is not None else None
+
+    def ml_probability(self, underlying: str, model: str) -> MLReading:
+        """From the host's :class:`engine.ml.signal.MLScorer` when wired; otherwise no probability (an
+        ML-filtered strategy then skips its entries, or lets them through with ``when_unavailable=allow``)."""
+        if self._ml is None:
+            return MLReading(math.nan, model=model, reason="no ML scorer in this context")
+        return self._ml(underlying, model)
+
 
 def sizing_from_profile(profile: Any) -> SizingLimits:
     """The strategy-facing part of a :class:`~engine.risk.profile.RiskProfile`."""
     return SizingLimits(risk_per_trade=profile.risk_per_trade_pct, max_positions=profile.max_positions,
                         max_position_fraction=profile.max_position_pct, collar_ticks=int(profile.collar_ticks),
-                        collar_pct=float(profile.collar_pct))
+                        collar_pct=float(profile.collar_pct), stress_move=float(profile.stress_move_pct))
 
 
 _REPORTS = (OrderFilled, OrderDenied, OrderRejected, OrderCancelled, OrderExpired)

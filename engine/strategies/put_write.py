@@ -46,10 +46,14 @@ class PutWrite(ManagedStrategy):
     Params = PutWriteParams
     #: A cash-secured put can lose its strike: one SPY put is most of a $100k account, far over the 2 %
     #: max loss per trade and 25 % position size of the Moderate profile, so under the slider's limits this
-    #: benchmark would never trade. It runs as the index benchmark it is — unlevered, cash-secured (buying
-    #: power still checks that the strike is covered), every other limit in force — and a backtest names these
-    #: limits in its summary (docs/backtest.md, docs/trading-rules.md). Live, the user's profile decides.
-    risk_limits: ClassVar[dict[str, float]] = {"risk_per_trade_pct": 1.0, "max_position_pct": 1.0}
+    #: benchmark would never trade. It runs as the index benchmark it is — unlevered and cash-secured (buying
+    #: power still checks that the strike is covered): the whole account at risk per trade and in the
+    #: position, the delta of a fully secured position (at most net liq ÷ spot shares: ~330 SPY shares for
+    #: $100k at $300), and the index's drawdowns (a bear market, not a 25 % kill-switch halt); daily loss,
+    #: vega, theta, leverage and buying power stay at the profile. A backtest names these limits in its
+    #: summary (docs/backtest.md, docs/trading-rules.md). Live, the user's profile decides.
+    risk_limits: ClassVar[dict[str, float]] = {"risk_per_trade_pct": 1.0, "max_position_pct": 1.0,
+                                               "max_delta": 1000.0, "max_drawdown_pct": 0.5}
 
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
         p = self.params

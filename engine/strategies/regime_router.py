@@ -50,13 +50,14 @@ class RoutedChild(BaseModel):
 
 #: built unvalidated (the registry that validates names imports this module); the names are registered ones
 #: sell premium when it is rich or falling, buy it when cheap or expanding; the two directional children share
-#: the portfolio delta limit (a quarter of the Moderate limit each)
+#: the portfolio delta limit (a quarter of the Moderate limit each) and buy different widths, so that they never
+#: hold the very same spread (whose identical closing orders the risk engine's duplicate guard would hold up)
 DEFAULT_CHILDREN = (
     RoutedChild.model_construct(name="iv_rank_put_spread", params={}, regimes=("high_vol", "iv_contraction")),
     RoutedChild.model_construct(name="iron_condor", params={"iv_rank_entry": 0.3}, regimes=("iv_contraction",)),
     RoutedChild.model_construct(name="iv_rank_debit", params={"greeks": {"delta_shares": 25.0}},
                                 regimes=("low_vol", "iv_expansion")),
-    RoutedChild.model_construct(name="momentum_debit", params={"greeks": {"delta_shares": 25.0}},
+    RoutedChild.model_construct(name="momentum_debit", params={"greeks": {"delta_shares": 25.0}, "width": 5.0},
                                 regimes=("low_vol", "iv_expansion")),
 )
 

@@ -6,9 +6,9 @@ position is undefined risk, so it is sized against the risk engine's stress test
 jumped by the risk profile's stress move (15 % at Moderate) must fit the per-trade risk budget. When even
 one strangle at the target delta would not fit, the strikes move further out (lower delta, one listed strike
 at a time on each side, never below ``min_delta``) until one does — a small account sells wider strangles
-rather than none; if nothing fits, no trade. The size is also kept inside the Greek budget (by default half the profile's delta, gamma, vega
-and theta limits: a short strangle's vega, not its stress loss, often binds first), × the regime's size
-factor (a quarter in ``high_vol``). Take profit at 50 % of the credit, stop at a loss of twice the
+rather than none; if nothing fits, no trade. The size is also kept inside the Greek budget (by default half
+the profile's delta, gamma, vega and theta limits: a short strangle's gamma or vega, not its stress loss,
+often binds first); budgets and Greeks are scaled by the regime's size factor (a quarter in ``high_vol``). Take profit at 50 % of the credit, stop at a loss of twice the
 credit, and close at 21 days to expiry so the trade never sits in the gamma of the last weeks.
 """
 
@@ -144,7 +144,7 @@ class ShortStrangle(ManagedStrategy):
                 return None
 
     def _ladder(self, chain: OptionChain, expiry: np.datetime64, start: int, *, call: bool) -> list[int]:
-        """Rows from ``start`` outward (higher call strikes, lower put strikes) with a bid, down to min_delta."""
+        """Rows from ``start`` outward (higher call strikes, lower put strikes) that have a bid."""
         rows = np.nonzero((chain.expiry == expiry) & (chain.is_call == call) & chain.valid_mask()
                           & (chain.bid > 0))[0]
         k0 = float(chain.strike[start])

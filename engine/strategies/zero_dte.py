@@ -65,7 +65,8 @@ class ZeroDTEParams(StrategyParams):
     regimes: tuple[str, ...] = REGIMES
     budget_use: float = Field(1.0, gt=0, le=1)
     max_contracts: int = Field(50, ge=1)
-    greeks: GreekBudget = GreekBudget()
+    #: a same-day condor's theta is its whole purpose and lives for hours: the full Moderate theta limit
+    greeks: GreekBudget = GreekBudget(theta_fraction=0.004)
     rate: float = 0.0
     dividend_yield: float = 0.0
 

@@ -23,14 +23,14 @@ import numpy as np
 
 from engine.surface.repair import (
     RepairProblem,
-    _quote_error,
-    _take,
     essvi_calendar,
     essvi_raw,
     fit_essvi,
     is_clean,
     isotonic,
+    quote_error,
     repair_batch,
+    take_rows,
 )
 from engine.surface.svi import LEE_BOUND, durrleman_g, fit_svi, svi_total_variance
 
@@ -128,7 +128,10 @@ def check_slices(params: np.ndarray, grids: list[np.ndarray]) -> list[SliceCheck
         return out
     # all slices at once on a padded (S, G) grid (padding repeats a grid's last point: no new extremes)
     G = max(len(grids[i]) for i in valid)
-    kg = np.vstack([np.pad(grids[i], (0, G - len(grids[i])), mode="edge") for i in valid])
+    if all(len(grids[i]) == G for i in valid):  # the usual case (check_grids): no padding needed
+        kg = np.vstack([grids[i] for i in valid])
+    else:
+        kg = np.vstack([np.pad(grids[i], (0, G - len(grids[i])), mode="edge") for i in valid])
     P = p[valid]
     cols = [P[:, c : c + 1] for c in range(5)]
     g = durrleman_g(kg, *cols)
@@ -341,13 +344,15 @@ def _batched_repair(p: np.ndarray, k: np.ndarray, w: np.ndarray, weights: np.nda
        (ρ, ψ) fitted inside the butterfly bounds and then held to the calendar condition against the
        slice before it, is free of static arbitrage by construction: the backbone every repair
        starts from.
-    2. In expiry order, a slice keeps its own SVI fit when that fit is butterfly-free and clean
-       against the slice before it (as chosen) and the backbone slice after it; otherwise it takes
-       the backbone slice for now. The chain of slices is then arbitrage-free.
-    3. The slices that took the backbone are refitted to their own quotes between their neighbours
-       (floor and ceiling), every other slice at once (even positions, then odd ones, so the
-       neighbours stand still), starting both from the backbone (a clean point) and from their own
-       fit; the best clean iterate wins.
+    2. Each slice then keeps its own SVI fit or takes its backbone slice: the assignment that loses
+       the least fit (a backbone slice costs its extra error to the quotes) among those where every
+       own fit is butterfly-free and every consecutive pair is calendar-free, by dynamic programming
+       over the chain (all-backbone is always such an assignment).
+    3. Backbone slices whose own fit was better are refitted to their quotes between their
+       neighbours (floor and ceiling): even positions, then odd ones, twice, so the neighbours stand
+       still while a slice moves. The start is the backbone slice (a clean point); where the backbone
+       is far from the quotes also the slice's own fit. A slice whose own fit became admissible
+       between its new neighbours takes it. The best clean iterate wins.
     """
     out = p.copy()
     live = [i for i in range(len(p)) if np.isfinite(p[i]).all() and len(grids[i])]
@@ -417,6 +422,7 @@ def _batched_repair(p: np.ndarray, k: np.ndarray, w: np.ndarray, weights: np.nda
 
     def wv(params: np.ndarray, grid: np.ndarray) -> np.ndarray:
         return svi_total_variance(grid, *params)
+
     # two sweeps of even/odd rounds: a neighbour's move can make room for a slice's own fit
     for parity in (0, 1, 0, 1):
         idx = [j for j in range(L) if not own[j] and j % 2 == parity]
@@ -444,18 +450,18 @@ def _batched_repair(p: np.ndarray, k: np.ndarray, w: np.ndarray, weights: np.nda
                 chosen[j] = fitted[j]
                 own[j] = True
         rows = [r for r, j in enumerate(idx) if not fits[r] and gain[j] > REFINE_MIN_GAIN]
-        own_new: dict[int, float] = {}
         if not rows:
             continue
+        own_new: dict[int, float] = {}  # row -> quote error of the result taken so far
         # slices whose backbone is far from their quotes also start from their own (arbitrageable) fit,
         # where the penalty path can find a better clean point than the one uphill from the backbone
         far = [r for r in rows if gain[idx[r]] > SECOND_START_GAIN]
-        sub = _take(prob, np.array(rows + far))
+        sub = take_rows(prob, np.array(rows + far))
         sub = replace(sub, start=np.vstack([sub.start[: len(rows)], fitted[[idx[r] for r in far]]]))
         new, clean = repair_batch(sub, levels=REFINE_LEVELS, iterations=REFINE_ITERATIONS)
-        fq = _quote_error(sub, new)
+        fq = quote_error(sub, new)
         for n, r in enumerate(rows + far):
-            if clean[n] and (not own_new.get(r) or fq[n] < own_new[r]):
+            if clean[n] and (r not in own_new or fq[n] < own_new[r]):
                 chosen[idx[r]] = new[n]
                 own_new[r] = fq[n]
     out[live] = chosen
@@ -522,7 +528,11 @@ def enforce_no_arbitrage(
             return True, f"{labels[i]}: refitted under no-arbitrage constraints (RMSE to mid {e_old:.3g} -> " \
                          f"{e_new:.3g} {unit})"
 
-        proposed = _batched_repair(p, k, w, weights, grids, before)
+        try:
+            proposed = _batched_repair(p, k, w, weights, grids, before)
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError) as exc:  # degenerate data: slow path
+            log.warning("batched arbitrage repair failed (%s); repairing slice by slice", exc)
+            proposed = p.copy()
         lines: dict[int, str] = {}
         for i in range(S):
             if np.isfinite(proposed[i]).all() and not np.array_equal(proposed[i], p[i]):

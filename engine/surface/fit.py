@@ -20,7 +20,7 @@ from engine.surface.config import SurfaceConfig
 from engine.surface.forward import ForwardEstimate
 from engine.surface.quotes import ChainIVs, RateInput, chain_ivs
 from engine.surface.surface import VolSurface
-from engine.surface.svi import SVIParams, fit_svi_batch, svi_total_variance
+from engine.surface.svi import SVIBatchFit, SVIParams, fit_svi_batch, svi_total_variance
 
 #: IV spread assumed where the bid or ask has no implied vol (weight of such a point in the fit)
 _UNKNOWN_IV_SPREAD = 0.05
@@ -118,12 +118,15 @@ def fit_chain(
     now: datetime | None = None,
     quote_age: np.ndarray | None = None,
     repair: bool | None = None,
+    warm: WarmStart | None = None,
 ) -> SurfaceFit:
     """Fit every expiry of ``chain`` (rates continuously compounded; a float or a callable curve of T).
 
     ``now`` defaults to the chain's timestamp; ``quote_age`` (seconds per row) enables the stale filter.
     ``repair`` overrides ``config.repair_arbitrage`` (``False``: check and report only; the service
-    repairs afterwards with :func:`repair_fit`).
+    repairs afterwards with :func:`repair_fit`). ``warm``: the previous fit of this underlying (a
+    streaming chain) to start the SVI search from; used only when it has every expiry being fitted,
+    and a slice whose warm fit is clearly worse than its previous fit is refitted from scratch.
     """
     t0 = time.perf_counter()
     cfg = config or SurfaceConfig()
@@ -149,7 +152,10 @@ def fit_chain(
     # pad the smile points of every fitted expiry into (S, N) arrays for one batched fit
     rows_per = [np.nonzero(ivs.used & (ivs.expiry_index == i))[0] for i in fit_idx]
     K, W, OM, SPR = _smile_arrays(ivs, fit_idx, rows_per, cfg)
-    batch = fit_svi_batch(K, W, OM)
+    start = warm.start_for(ivs.expiries[fit_idx]) if warm is not None else None
+    batch = fit_svi_batch(K, W, OM, start=start)
+    if start is not None:
+        batch = _guard_warm(batch, start, warm.rmse_for(ivs.expiries[fit_idx]), K, W, OM, ivs.T_expiry[fit_idx])
     # one robust pass: points far outside their own bid/ask from the first fit are dropped as outliers
     T_col = ivs.T_expiry[fit_idx][:, None]
     model_iv = np.sqrt(np.maximum(svi_total_variance(K, *(batch.params[:, c : c + 1] for c in range(5))), 0.0) / T_col)
@@ -161,7 +167,7 @@ def fit_chain(
     out &= keep_enough[:, None]
     if out.any():
         OM = np.where(out, 0.0, OM)
-        batch = fit_svi_batch(K, W, OM)
+        batch = fit_svi_batch(K, W, OM, start=batch.params if start is not None else None)
         reason = ivs.reason.copy()
         used = ivs.used.copy()
         for j, rows in enumerate(rows_per):
@@ -178,6 +184,70 @@ def fit_chain(
         notes.append("single fitted expiry: the surface scales its smile in time (constant vol per k)")
     do_repair = cfg.repair_arbitrage if repair is None else repair
     return _finish(chain, ivs, fit_idx, rows_per, K, W, OM, batch.params, cfg, do_repair, reasons, notes, t0)
+
+
+@dataclass(frozen=True, eq=False)
+class WarmStart:
+    """The SVI slices of a previous fit, small enough to send to a worker process with every chain.
+
+    Why: on a streaming chain the smile moves little between refits, so the SVI search can start from
+    the previous slices instead of a coarse (m, σ) grid (about 3× cheaper). Take it from the fit
+    *before* its arbitrage repair: that is the unconstrained optimum the next search looks for.
+    """
+
+    expiries: np.ndarray  # datetime64[s]
+    params: np.ndarray  # (n, 5) raw SVI
+    rmse_bp: np.ndarray  # (n,) each slice's RMSE to mid IV in that fit
+
+    @classmethod
+    def from_fit(cls, fit: SurfaceFit) -> WarmStart | None:
+        fitted = fit.fitted_slices()
+        if not fitted:
+            return None
+        return cls(np.array([s.expiry for s in fitted], dtype="datetime64[s]"),
+                   np.array([s.params.as_array() for s in fitted]), np.array([s.rmse_bp for s in fitted]))
+
+    def _rows(self, expiries: np.ndarray) -> np.ndarray | None:
+        e = np.asarray(expiries, dtype="datetime64[s]")
+        pos = np.searchsorted(self.expiries, e)
+        pos = np.clip(pos, 0, max(len(self.expiries) - 1, 0))
+        if len(self.expiries) == 0 or not np.all(self.expiries[pos] == e):
+            return None
+        return pos
+
+    def start_for(self, expiries: np.ndarray) -> np.ndarray | None:
+        """(S, 5) starting parameters for these expiries, or None unless every one was fitted before."""
+        rows = self._rows(expiries)
+        return None if rows is None else self.params[rows]
+
+    def rmse_for(self, expiries: np.ndarray) -> np.ndarray:
+        rows = self._rows(expiries)
+        return np.full(len(expiries), np.nan) if rows is None else self.rmse_bp[rows]
+
+
+#: a warm-started slice fitting worse than max(1.5 × its previous RMSE, previous + 1 bp) is refitted cold
+_WARM_RMSE_FACTOR = 1.5
+_WARM_RMSE_SLACK_BP = 1.0
+
+
+def _guard_warm(batch, start: np.ndarray, prev_rmse: np.ndarray, K: np.ndarray, W: np.ndarray, OM: np.ndarray,
+                T: np.ndarray):
+    """Refit from scratch the slices a warm start served badly (the smile changed shape: a jump, a new day)."""
+    live = OM > 0
+    model = svi_total_variance(K, *(batch.params[:, c : c + 1] for c in range(5)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        err = np.sqrt(np.maximum(model, 0.0) / T[:, None]) - np.sqrt(np.maximum(W, 0.0) / T[:, None])
+        rmse = np.sqrt((np.where(live, err, 0.0) ** 2).sum(1) / np.maximum(live.sum(1), 1)) * 1e4
+    bad = ~(rmse <= np.maximum(_WARM_RMSE_FACTOR * prev_rmse, prev_rmse + _WARM_RMSE_SLACK_BP))
+    if not bad.any():
+        return batch
+    cold = fit_svi_batch(K[bad], W[bad], OM[bad])
+    params, wrmse = batch.params.copy(), batch.wrmse.copy()
+    better = cold.wrmse < wrmse[bad]
+    rows = np.nonzero(bad)[0][better]
+    params[rows] = cold.params[better]
+    wrmse[rows] = cold.wrmse[better]
+    return SVIBatchFit(params=params, wrmse=wrmse)
 
 
 def repair_fit(fit: SurfaceFit, chain: OptionChain, config: SurfaceConfig | None = None) -> SurfaceFit:

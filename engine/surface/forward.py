@@ -144,7 +144,9 @@ def estimate_forward(
         scale = _robust_scale(y - alpha - beta * K, floor)
         for _ in range(iterations):
             a_new, b_new = wls(base_w * _huber_weights(y - alpha - beta * K, scale))
-            done = abs(a_new - alpha) <= 1e-12 * spot and abs(b_new - beta) <= 1e-12
+            # 1e-10 of spot in the intercept and 1e-10 in the slope (the discount factor): the forward
+            # is then settled far below a tick; tighter only burns iterations of the linear IRLS tail
+            done = abs(a_new - alpha) <= 1e-10 * spot and abs(b_new - beta) <= 1e-10
             alpha, beta = a_new, b_new
             if done:
                 break
@@ -171,3 +173,113 @@ def estimate_forward(
         return fallback("parity gave a non-positive forward")
     q_impl = rate - np.log(fwd / spot) / T
     return ForwardEstimate(T, fwd, curve_df, rate, float(q_impl), PARITY_FIXED_DISCOUNT, n, resid * curve_df, note)
+
+
+def estimate_forwards(
+    strike: np.ndarray,
+    call_mid: np.ndarray,
+    put_mid: np.ndarray,
+    call_spread: np.ndarray,
+    put_spread: np.ndarray,
+    *,
+    spot: float,
+    T: np.ndarray,
+    rate: np.ndarray,
+    dividend_yield: np.ndarray,
+    american: bool = False,
+    max_pairs: int = 12,
+    min_pairs: int = 2,
+    max_rate_deviation: float = 0.03,
+    iterations: int = 12,
+) -> list[ForwardEstimate]:
+    """:func:`estimate_forward` for many expiries at once: (E, M) arrays padded with NaN, T/rate/yield per row.
+
+    Why: an SPX chain has ~50 expiries and the per-expiry robust regression is a dozen tiny numpy calls
+    per IRLS step; batched, the whole chain costs about one expiry's worth of calls. The regression path
+    (European, three or more pairs) runs batched; every other path (American, too few pairs, a rejected
+    regression) runs :func:`estimate_forward` on that row, so the results are the same to rounding.
+    """
+    K = np.asarray(strike, dtype=float)
+    E = K.shape[0]
+    T = np.asarray(T, dtype=float)
+    rate = np.asarray(rate, dtype=float)
+    q = np.asarray(dividend_yield, dtype=float)
+
+    def scalar(i: int) -> ForwardEstimate:
+        return estimate_forward(K[i], call_mid[i], put_mid[i], call_spread[i], put_spread[i], spot=spot,
+                                T=float(T[i]), rate=float(rate[i]), dividend_yield=float(q[i]), american=american,
+                                max_pairs=max_pairs, min_pairs=min_pairs, max_rate_deviation=max_rate_deviation,
+                                iterations=iterations)
+
+    if american or E == 0 or not (np.isfinite(spot) and spot > 0):
+        return [scalar(i) for i in range(E)]
+    c = np.asarray(call_mid, dtype=float)
+    p = np.asarray(put_mid, dtype=float)
+    sc = np.asarray(call_spread, dtype=float)
+    sp = np.asarray(put_spread, dtype=float)
+    with np.errstate(invalid="ignore"):
+        ok = (np.isfinite(K) & np.isfinite(c) & np.isfinite(p) & (c > 0) & (p > 0) & (K > 0)
+              & np.isfinite(sc) & np.isfinite(sp) & (sc >= 0) & (sp >= 0))
+    y_all = np.where(ok, c - p, np.nan)
+    order = np.argsort(np.where(ok, np.abs(y_all), np.inf), axis=1, kind="stable")[:, :max_pairs]
+    take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
+    valid = take(ok)
+    Kn = np.where(valid, take(K), 0.0)
+    y = np.where(valid, take(y_all), 0.0)
+    spread = np.where(valid, take(sc) + take(sp), np.nan)
+    n = valid.sum(1)
+    with np.errstate(invalid="ignore", all="ignore"):
+        kmax = np.where(valid, Kn, -np.inf).max(1)
+        kmin = np.where(valid, Kn, np.inf).min(1)
+        batch = (np.isfinite(T) & (T > 0) & (n >= max(min_pairs, 3)) & (kmax - kmin > 1e-6 * spot))
+    out: list[ForwardEstimate | None] = [None] * E
+    rows = np.nonzero(batch)[0]
+    if len(rows):
+        Kb, yb, vb = Kn[rows], y[rows], valid[rows]
+        with np.errstate(all="ignore"):
+            tick = np.maximum(np.nanmedian(spread[rows], axis=1) * 0.25, 1e-4 * spot * 1e-2)
+            base_w = np.where(vb, 1.0 / np.maximum(np.nan_to_num(spread[rows], nan=1.0), tick[:, None]) ** 2, 0.0)
+        floor = 1e-8 * spot
+
+        def wls(wts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            sw = wts.sum(1)
+            km = (wts * Kb).sum(1) / sw
+            ym = (wts * yb).sum(1) / sw
+            dk = Kb - km[:, None]
+            kk = (wts * dk * dk).sum(1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                beta = np.where(kk > 0, (wts * dk * (yb - ym[:, None])).sum(1) / kk, 0.0)
+            return ym - beta * km, beta
+
+        def robust_scale(res: np.ndarray) -> np.ndarray:
+            r = np.where(vb, res, np.nan)
+            med = np.nanmedian(r, axis=1)
+            mad = np.nanmedian(np.abs(r - med[:, None]), axis=1) * 1.4826
+            return np.maximum(mad, floor)
+
+        alpha, beta = wls(base_w)
+        scale = robust_scale(yb - alpha[:, None] - beta[:, None] * Kb)
+        live = np.ones(len(rows), dtype=bool)
+        for _ in range(iterations):
+            if not live.any():
+                break
+            u = np.abs(yb - alpha[:, None] - beta[:, None] * Kb) / scale[:, None]
+            hub = np.where(u <= 1.345, 1.0, 1.345 / np.maximum(u, 1e-300))
+            a_new, b_new = wls(base_w * hub)
+            done = (np.abs(a_new - alpha) <= 1e-10 * spot) & (np.abs(b_new - beta) <= 1e-10)
+            alpha = np.where(live, a_new, alpha)
+            beta = np.where(live, b_new, beta)
+            live &= ~done
+        disc = -beta
+        for j, i in enumerate(rows):
+            if not disc[j] > 0:
+                continue
+            fwd = float(alpha[j]) / float(disc[j])
+            r_impl = -np.log(float(disc[j])) / float(T[i])
+            if abs(r_impl - rate[i]) <= max_rate_deviation and fwd > 0:
+                res = (yb[j] - alpha[j] - beta[j] * Kb[j])[vb[j]]
+                resid = float(np.sqrt(np.average(res**2, weights=base_w[j][vb[j]])))
+                q_impl = r_impl - np.log(fwd / spot) / float(T[i])
+                out[i] = ForwardEstimate(float(T[i]), fwd, float(disc[j]), float(r_impl), float(q_impl),
+                                         PARITY_REGRESSION, int(n[i]), resid)
+    return [f if f is not None else scalar(i) for i, f in enumerate(out)]

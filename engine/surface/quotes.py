@@ -24,7 +24,7 @@ import numpy as np
 from engine.model.chain import OptionChain
 from engine.model.instruments import ExerciseStyle
 from engine.surface.config import SurfaceConfig
-from engine.surface.forward import ForwardEstimate, estimate_forward
+from engine.surface.forward import ForwardEstimate, estimate_forwards
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ def chain_ivs(
                         np.zeros(0, bool), np.zeros(0, bool), reason, american)
     T = chain.time_to_expiry(now)
     expiries, eidx = np.unique(chain.expiry, return_inverse=True)
-    T_exp = np.array([T[eidx == i][0] for i in range(len(expiries))]) if len(expiries) else np.array([])
+    first_row = np.unique(eidx, return_index=True)[1]
+    T_exp = T[first_row] if len(expiries) else np.array([])
     r_exp = curve_value(rate, np.maximum(T_exp, 0.0))
     q_exp = curve_value(dividend_yield, np.maximum(T_exp, 0.0))
     K = chain.strike.astype(float)
@@ -185,21 +186,26 @@ def chain_ivs(
     if cfg.drop_zero_bid:
         checks.append((~missing & (bid <= 0), "zero_bid"))
     checks.append((rel_spread > cfg.max_spread_fraction, "wide_spread"))
+    clean = np.ones(n, dtype=bool)  # a bool mask: comparing the object array of reasons costs ~1 ms a pass
     for bad, code in checks:
-        reason[(reason == "") & bad] = code
-    clean = reason == ""
+        hit = clean & bad
+        reason[hit] = code
+        clean &= ~hit
 
-    # forwards per expiry from parity on clean pairs (ITM rows count here)
-    forwards: list[ForwardEstimate] = []
+    # forwards per expiry from parity on clean pairs (ITM rows count here), all expiries in one batch
+    forwards: list[ForwardEstimate | None] = [None] * len(expiries)
     good_spot = np.isfinite(spot) and spot > 0
+    pairs: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    order = np.argsort(eidx, kind="stable")
+    bounds = np.searchsorted(eidx[order], np.arange(len(expiries) + 1))
     for i in range(len(expiries)):
-        rows = np.nonzero(eidx == i)[0]
         Ti = float(T_exp[i])
         if Ti <= 0 or not good_spot:
-            forwards.append(ForwardEstimate(Ti, float("nan"), float("nan"), float(r_exp[i]), float(q_exp[i]),
-                                            "carry_fallback", 0, float("nan"),
-                                            "expired" if Ti <= 0 else "no usable spot price"))
+            forwards[i] = ForwardEstimate(Ti, float("nan"), float("nan"), float(r_exp[i]), float(q_exp[i]),
+                                          "carry_fallback", 0, float("nan"),
+                                          "expired" if Ti <= 0 else "no usable spot price")
             continue
+        rows = order[bounds[i] : bounds[i + 1]]
         ks, inv = np.unique(K[rows], return_inverse=True)
         cm = np.full(len(ks), np.nan)
         pm = np.full(len(ks), np.nan)
@@ -212,13 +218,19 @@ def chain_ivs(
         cs[inv[calls]] = spread[rows][calls]
         pm[inv[puts]] = mid[rows][puts]
         ps[inv[puts]] = spread[rows][puts]
-        forwards.append(
-            estimate_forward(
-                ks, cm, pm, cs, ps, spot=spot, T=Ti, rate=float(r_exp[i]), dividend_yield=float(q_exp[i]),
-                american=american, max_pairs=cfg.forward_max_pairs, min_pairs=cfg.forward_min_pairs,
-                max_rate_deviation=cfg.forward_max_rate_deviation,
-            )
-        )
+        pairs.append((i, ks, cm, pm, cs, ps))
+    if pairs:
+        width = max(len(pr[1]) for pr in pairs)
+        cols = np.full((5, len(pairs), width), np.nan)  # strikes, call/put mids, call/put spreads, NaN-padded
+        for j, pr in enumerate(pairs):
+            for c in range(5):
+                cols[c, j, : len(pr[1])] = pr[c + 1]
+        idx = np.array([pr[0] for pr in pairs])
+        est = estimate_forwards(cols[0], cols[1], cols[2], cols[3], cols[4], spot=spot, T=T_exp[idx], rate=r_exp[idx],
+                                dividend_yield=q_exp[idx], american=american, max_pairs=cfg.forward_max_pairs,
+                                min_pairs=cfg.forward_min_pairs, max_rate_deviation=cfg.forward_max_rate_deviation)
+        for i, f in zip(idx, est, strict=True):
+            forwards[int(i)] = f
     F_exp = np.array([f.forward for f in forwards]) if forwards else np.array([])
     r_used = np.array([f.rate for f in forwards]) if forwards else np.array([])
     q_used = np.array([f.implied_yield for f in forwards]) if forwards else np.array([])
@@ -226,12 +238,15 @@ def chain_ivs(
     with np.errstate(invalid="ignore", divide="ignore"):
         k = np.log(K / F)
     otm = np.where(chain.is_call, K >= F, K < F)
-    reason[(reason == "") & ~np.isfinite(F)] = "no_forward"
-    reason[(reason == "") & ~otm] = "in_the_money"
+    open_ = clean.copy()
+    for bad, code in ((~np.isfinite(F), "no_forward"), (~otm, "in_the_money")):
+        hit = open_ & bad
+        reason[hit] = code
+        open_ &= ~hit
 
     iv_bid, iv_mid, iv_ask = nan.copy(), nan.copy(), nan.copy()
     notes: list[str] = []
-    cand = np.nonzero(reason == "")[0]
+    cand = np.nonzero(open_)[0]
     if len(cand):
         m = len(cand)
         prices = np.concatenate([bid[cand], mid[cand], ask[cand]])
@@ -249,13 +264,14 @@ def chain_ivs(
         failed = ~np.isfinite(iv_mid[cand])
         if failed.any():
             reason[cand[failed]] = np.array([f"no_iv:{_reason_name(c)}" for c in mid_code[failed]], dtype=object)
+            open_[cand[failed]] = False
 
     # expiries with too few clean strikes are not fitted
-    ok_rows = reason == ""
+    ok_rows = open_
     counts = np.bincount(eidx, weights=ok_rows.astype(float), minlength=len(expiries))
     thin = counts < cfg.min_strikes
     reason[ok_rows & thin[eidx]] = "insufficient_strikes"
-    used = reason == ""
+    used = ok_rows & ~thin[eidx]
     for i in np.nonzero(thin & (counts > 0))[0]:
         notes.append(f"{np.datetime_as_string(expiries[i], unit='D')}: {int(counts[i])} valid strikes "
                      f"(need {cfg.min_strikes}); not fitted")

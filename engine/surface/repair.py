@@ -1,20 +1,21 @@
-"""Fast arbitrage repair of SVI slices: a batched penalty Levenberg–Marquardt with analytic Jacobians.
+"""Building blocks of the fast arbitrage repair (driven by :func:`engine.surface.arbitrage.enforce_no_arbitrage`).
 
-Why not SLSQP: a general solver with finite-difference constraint Jacobians costs ~60 ms per slice
-(hundreds of constraint evaluations in Python), and an SPX-size chain has a dozen violating slices.
-Here every violating slice of a round is refitted at once, as one numpy computation over
-(slices × points): the residuals are the weighted quote errors plus hinge penalties
-``√μ·min(0, g(k_j) − margin)`` on Durrleman's g and ``√μ·min(0, w(k_j) − floor_j)`` (and
-``ceiling_j − w(k_j)``) for the calendar, with exact derivatives of g and w with respect to the
-five raw-SVI parameters (:func:`svi_g_jacobian`). The penalty weight μ grows until the slice is
-clean on its check grid; the first clean iterate is kept (the lowest μ that works is the one
-closest to the quotes). Box constraints (b ≥ 0, |ρ| < 1, σ > 0, Lee's b(1 + |ρ|) ≤ 2) are kept by
-projection after each step.
+Why not SLSQP alone: a general solver with finite-difference constraint Jacobians costs tens of ms per
+slice (hundreds of constraint evaluations in Python), and an SPX-size chain has a dozen violating
+slices, several seconds in all. The pieces here work on all slices at once, as numpy over
+(slices × points):
 
-The calendar couples neighbours. To repair many slices at once without one repair breaking its
-neighbour, a round moves only every other slice (even indices, then odd ones), each held between
-its predecessor (floor) and its successor (ceiling), which do not move in that round. Whatever is
-still unclean after the two rounds is repaired in expiry order against its predecessor only.
+- **eSSVI backbone** (:func:`fit_essvi`, :func:`essvi_calendar`, :func:`essvi_raw`): per slice
+  w(k) = θ/2 (1 + ρφk + √((φk + ρ)² + 1 − ρ²)), φ = ψ/θ, with θ the slice's ATM total variance made
+  non-decreasing (:func:`isotonic`), (ρ, ψ) fitted inside Gatheral & Jacquier's butterfly bounds and
+  then held against the previous slice (wing slopes, then a verified bisection). Free of static
+  arbitrage by construction, and each slice is a raw-SVI slice, so the surface stays one type.
+- **Penalty Levenberg–Marquardt** (:func:`repair_batch`): a slice is refitted to its own quotes with
+  hinge penalties √μ·min(0, g(k_j) − margin) on Durrleman's g and √μ·min(0, w − floor) and
+  √μ·min(0, ceiling − w) for the calendar on its check grid, with exact derivatives of g and w with
+  respect to the five raw-SVI parameters (:func:`svi_g_jacobian`), only at the points that violate.
+  Box constraints (b ≥ 0, |ρ| < 1, σ > 0, Lee's b(1 + |ρ|) ≤ 2) are kept by projection; every
+  accepted iterate is checked, and the clean one closest to the quotes is kept.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from engine.surface.svi import LEE_BOUND
 
 #: g is driven to at least this (the checks accept g ≥ −1e-9): a small positive cushion
 G_MARGIN = 1e-5
-#: μ levels of the penalty, and LM iterations per level
+#: default μ levels of the penalty, and LM iterations per level
 MU_LEVELS = (1e2, 1e4, 1e6, 1e8, 1e10)
 ITERATIONS_PER_LEVEL = 10
+#: |ρ| stays below this (σ = √(1 − ρ²)/φ of an eSSVI slice must not vanish)
 RHO_MAX = 0.999
 
 
@@ -219,7 +221,7 @@ def _evaluate(x: np.ndarray, p: RepairProblem, sc: np.ndarray, sq: np.ndarray, w
     return _Eval(f, fq, clean, jtj, jtr)
 
 
-def _quote_error(p: RepairProblem, params: np.ndarray) -> np.ndarray:
+def quote_error(p: RepairProblem, params: np.ndarray) -> np.ndarray:
     """The quote part of the repair objective at ``params`` (V, 5)."""
     sc, sq, wl, cal = _scales(p)
     return _evaluate(np.nan_to_num(params) / sc, p, sc, sq, wl, cal, np.ones(len(params)), jac=False).fq
@@ -256,7 +258,7 @@ def repair_batch(p: RepairProblem, optimal_start: np.ndarray | None = None, leve
         idx = np.nonzero(~settled)[0]
         if len(idx) == 0:
             break
-        sub = _take(p, idx)
+        sub = take_rows(p, idx)
         xs, scs, sqs, wls, cals = x[idx], sc[idx], sq[idx], wl[idx], cal[idx]
         mu = np.full(len(idx), level)
         lam = np.full(len(idx), 1e-3)
@@ -370,8 +372,9 @@ def fit_essvi(theta: np.ndarray, k: np.ndarray, w: np.ndarray, om: np.ndarray, r
     for _ in range(iterations):
         if not live.any():
             break
-        jtj = np.einsum("snj,snl->sjl", J, J)
-        jtr = np.einsum("snj,sn->sj", J, r)
+        Jt = np.swapaxes(J, 1, 2)
+        jtj = np.matmul(Jt, J)  # batched BLAS: einsum's generic loop is several times slower here
+        jtr = np.matmul(Jt, r[:, :, None])[:, :, 0]
         A = jtj + (lam[:, None] * (np.einsum("sjj->sj", jtj) + 1e-30))[:, :, None] * eye
         step = np.linalg.solve(A, -jtr[:, :, None])[:, :, 0]
         rc, pc = box(rho + step[:, 0], psi + step[:, 1])
@@ -464,5 +467,5 @@ def _essvi_blend(theta: float, start: tuple[float, float], prev: tuple[float, fl
     return at(hi) if clean(hi) else prev
 
 
-def _take(p: RepairProblem, idx: np.ndarray) -> RepairProblem:
+def take_rows(p: RepairProblem, idx: np.ndarray) -> RepairProblem:
     return RepairProblem(*(getattr(p, f)[idx] for f in RepairProblem.__slots__))

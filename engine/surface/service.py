@@ -7,7 +7,8 @@
   the newest. A streaming chain therefore gets a new surface every max(interval, fit time).
 - Two stages per chain: the fit without the arbitrage repair is published at once; when its checks
   found arbitrage, the repair runs as a second job and a repaired ``SurfaceUpdated`` follows (the
-  first one says ``repair_pending``). A fit the checks pass is published once.
+  first one says ``repair_pending``). A fit the checks pass is published once. Each fit's SVI search
+  starts from the previous fit of the same underlying (``WarmStart``) when it has the same expiries.
 - Executor: a one-worker **process** pool by default. The fit and the repair are CPU-bound numpy on
   small arrays: both hold the GIL much of the time, so in a thread they
   compete with the event loop for it (each switch can cost the loop up to the 5 ms switch interval);
@@ -39,7 +40,7 @@ import numpy as np
 from engine.bus.events import ChainUpdated
 from engine.bus.messages import Event
 from engine.surface.config import SurfaceConfig
-from engine.surface.fit import SurfaceFit, fit_chain, repair_fit
+from engine.surface.fit import SurfaceFit, WarmStart, fit_chain, repair_fit
 from engine.surface.ivrank import NO_CURRENT, IVHistoryRepository, IVRank, iv_rank
 from engine.surface.quotes import RateInput
 from engine.surface.realized import close_to_close, iv_rv_ratio
@@ -112,10 +113,10 @@ class FitJobResult:
 
 
 def run_fit_job(chain: OptionChain, rate: RateInput, dividend_yield: RateInput, config: SurfaceConfig,
-                tenor_days: float, repair: bool | None = None) -> FitJobResult:
-    """The executor job (module level so a process pool can pickle it); ``repair`` as in ``fit_chain``."""
+                tenor_days: float, repair: bool | None = None, warm: WarmStart | None = None) -> FitJobResult:
+    """The executor job (module level so a process pool can pickle it); ``repair``, ``warm`` as in ``fit_chain``."""
     t0 = time.perf_counter()
-    fit = fit_chain(chain, rate=rate, dividend_yield=dividend_yield, config=config, repair=repair)
+    fit = fit_chain(chain, rate=rate, dividend_yield=dividend_yield, config=config, repair=repair, warm=warm)
     return _job_result(fit, config, tenor_days, t0)
 
 
@@ -159,6 +160,7 @@ class _State:
     last_history_write: float = -1e18
     unsaved: tuple[date, float, float] | None = None
     fits: int = 0
+    warm: WarmStart | None = None  # the last fit before its repair: where the next SVI search starts
 
 
 class SurfaceService:
@@ -315,8 +317,9 @@ class SurfaceService:
         try:
             res: FitJobResult = await loop.run_in_executor(
                 self._executor, run_fit_job, chain, self.rate, self.dividend_yields.get(und, 0.0), cfg,
-                cfg.iv_history_tenor_days, False,
+                cfg.iv_history_tenor_days, False, st.warm,
             )
+            st.warm = WarmStart.from_fit(res.fit)
             pending = _needs_repair(res.fit, cfg)
             event = self._publish(st, chain, res, res.elapsed_ms, pending)
             if not pending:

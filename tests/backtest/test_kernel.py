@@ -1,12 +1,16 @@
 """One kernel: the backtest's order path keeps the live rules — the kill switch halts it, exits are not held open
 by the price collar, a long wing with no bid does not block a spread's exit, and switching the risk checks off
-is loud."""
+is loud. The path is the live one (OrderManager, RiskEngine, approval gate, KillSwitch, PaperBroker) on the
+run's own event loop, which the run closes."""
 
 from __future__ import annotations
 
 import logging
 from datetime import date
 from decimal import Decimal
+from typing import ClassVar
+
+import pytest
 
 from engine.backtest.execution import RISK_CHECKS_BYPASSED, BacktestExchange
 from engine.backtest.runner import Backtest
@@ -126,3 +130,85 @@ def test_halted_with_risk_checks_then_the_risk_engine_trading_state_stage_denies
                        order_type=OrderType.MARKET, source="strategy:t", strategy_id="t", tag="x:close")
     [closing] = [r for r in ex.submit(sell) if r.order is not None]
     assert closing.order.status.value == "denied"
+    ex.close()
+
+
+def test_backtest_order_then_the_live_oms_state_machine_with_auto_approval(exact_config):
+    h = put_history([OPEN_DAY])
+    ex = BacktestExchange(exact_config, h)
+    try:
+        ex.begin_day(0, h.chain(0))
+        chain = h.chain(0)
+        intent = OrderIntent(legs=(option_leg(chain, chain.row_of("SPY240105P00095000"), Side.BUY),), quantity=1,
+                             order_type=OrderType.MARKET, source="strategy:t", strategy_id="t", tag="x:open")
+        [filled] = [r for r in ex.submit(intent) if r.kind == "filled"]
+        steps = [e["detail"]["step"] for e in ex.kernel.oms.order_events(filled.order.order_id)]
+        # every transition written before the next step acts, the approval gate in the path (automatic here)
+        assert steps == ["intent", "approved", "submitted", "broker_ack", "fill"]
+        assert ex.kernel.oms.order_events(filled.order.order_id)[1]["detail"]["by"] == "auto"
+        assert ex.kernel.portfolio.quantity("SPY240105P00095000") == 1  # the risk engine's book, from the bus
+    finally:
+        ex.close()
+    assert ex.kernel.loop.is_closed()
+
+
+def test_no_risk_checks_then_audited_and_only_validation_and_trading_state_deny(exact_config):
+    h = put_history([OPEN_DAY])
+    ex = BacktestExchange(exact_config.model_copy(update={"risk_checks": False, "risk_level": 0.0}), h)
+    try:
+        assert [r["action"] for r in ex.kernel.store.audit.list()] == ["risk_checks_off"]
+        ex.begin_day(0, h.chain(0))
+        chain = h.chain(0)
+        # 40 puts: $4 200 at risk, over the Low profile's 1 % max loss per trade — advisory only
+        intent = OrderIntent(legs=(option_leg(chain, chain.row_of("SPY240105P00095000"), Side.BUY),), quantity=40,
+                             order_type=OrderType.MARKET, source="strategy:t", strategy_id="t", tag="big:open")
+        assert [r.order.status.value for r in ex.submit(intent) if r.order is not None][-1] == "filled"
+    finally:
+        ex.close()
+
+
+async def test_backtest_inside_a_running_loop_then_a_clear_error(exact_config):
+    with pytest.raises(RuntimeError, match="runs its own event loop"):
+        BacktestExchange(exact_config, put_history([OPEN_DAY]))
+
+
+def test_run_then_its_kernel_loop_and_store_are_closed(exact_config):
+    h = put_history([OPEN_DAY])
+    bt = Backtest(exact_config, h, signals=fixed_signals(h.n_days))
+    assert bt.run().status == "completed"
+    assert bt.exchange.kernel.loop.is_closed()
+
+
+def test_risk_limits_unknown_or_out_of_range_then_a_clear_error(exact_config):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown risk limit"):
+        exact_config.model_copy(update={"risk_limits": {"max_los": 0.5}}).model_validate(
+            {**exact_config.model_dump(), "risk_limits": {"max_los": 0.5}})
+    bad = exact_config.model_copy(update={"risk_limits": {"risk_per_trade_pct": 5.0}})
+    with pytest.raises(ValueError, match=r"bad risk limits .*risk_per_trade_pct"):
+        BacktestExchange(bad, put_history([OPEN_DAY]))
+
+
+class SellPut(Strategy):
+    """Sells five 90 puts at market on the first day: their stress loss (a 15 % fall to 85), $2 262.50, is over the
+    Moderate profile's 2 % max loss per trade."""
+
+    name = "sell_put"
+    risk_limits: ClassVar[dict[str, float]] = {"risk_per_trade_pct": 1.0}
+
+    def on_chain(self, ctx, chain):
+        if market_date(ctx.now()) != date(2024, 1, 2):
+            return []
+        return [self.intent([option_leg(chain, chain.row_of("SPY240105P00090000"), Side.SELL)], 5, None, "sp:open")]
+
+
+def test_strategy_declared_risk_limits_then_in_force_and_named_in_the_summary(exact_config):
+    r = run(exact_config, [OPEN_DAY], SellPut())
+    assert r.summary()["risk_limits"] == {"risk_per_trade_pct": 1.0}
+    assert [o["status"] for o in r.orders] == ["filled"]
+    # the run's own limits win over the strategy's: held to 2 %, the same order is denied for its loss
+    held = run(exact_config.model_copy(update={"risk_limits": {"risk_per_trade_pct": 0.02}}), [OPEN_DAY], SellPut())
+    assert held.summary()["risk_limits"] == {"risk_per_trade_pct": 0.02}
+    [o] = held.orders
+    assert o["status"] == "denied" and o["reason"].startswith("stress loss (±15%) 2,262.50 $ exceeds limit 2,000.00"), o

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from engine.backtest.execution import risk_config
 from engine.backtest.runner import Backtest
 from engine.backtest.signals import compute_signals
 from engine.brokers.paper import PaperBroker
@@ -16,7 +17,6 @@ from engine.bus.events import ChainUpdated, ClockTicked
 from engine.clock import ManualClock
 from engine.oms.manager import OrderManager
 from engine.oms.router import ModeRouter
-from engine.risk.config import RiskConfig
 from engine.risk.engine import RiskEngine
 from engine.risk.market_view import MarketView
 from engine.risk.state import PortfolioState
@@ -38,13 +38,18 @@ async def _paper_mode(config, history, signals, tmp_path):
     clock = ManualClock(history.timestamp(0))
     paper = PaperBroker(bus, store, PaperConfig(starting_cash=config.initial_cash, fees=config.fee_preset,
                                                 slippage=SlippageConfig(model=config.slippage_model,
-                                                                        value=config.slippage)), clock=clock)
+                                                                        value=config.slippage)), clock=clock,
+                         # an account update at every day's quotes, as the backtest's steps give: the broker's
+                         # one-per-wall-second throttle would leave the risk engine yesterday's account in a replay
+                         account_update_interval_s=0.0)
     market = MarketView(bus, rate=config.rate)
     portfolio = PortfolioState(bus)
     # a replay compresses days into milliseconds: the wall-clock duplicate-order window would see
     # yesterday's order as a duplicate, so it is off here (the backtester runs on simulated time)
-    risk = RiskEngine(RiskConfig(level=config.risk_level, risk_free_rate=config.rate, duplicate_window_s=0.0,
-                                 dividend_yields={history.underlying: config.dividend_yield}),
+    strategy = create(config.strategy, {"underlying": history.underlying, **config.params})
+    # the limits the backtest runs this strategy with (the put-write benchmark declares its own), live too
+    limits = risk_config(config, history.underlying, {**getattr(strategy, "risk_limits", {}), **config.risk_limits})
+    risk = RiskEngine(limits.model_copy(update={"duplicate_window_s": 0.0}),
                       market=market, portfolio=portfolio, now=clock.now)
     oms = OrderManager(bus, store, ModeRouter({"paper": paper}), risk, None, now=clock.now)
     oms.register()
@@ -59,7 +64,6 @@ async def _paper_mode(config, history, signals, tmp_path):
                       iv_rank=lambda u: float(signals.iv_rank[day_index()]),
                       regime=lambda u: str(signals.regime[day_index()]),
                       sizing=lambda: sizing_from_profile(risk.profile))
-    strategy = create(config.strategy, {"underlying": history.underlying, **config.params})
     runner = StrategyRunner(bus, strategy, ctx)
     runner.start()
     try:
@@ -84,19 +88,21 @@ def _fill_key(f):
     return (f.ts, f.instrument.key, f.quantity, str(f.price), str(f.fee), f.kind)
 
 
-@pytest.mark.parametrize(("strategy", "params", "expect"), [
-    ("iv_rank_put_spread", None, {"filled", "expired"}),
+@pytest.mark.parametrize(("strategy", "params", "expect", "update"), [
+    ("iv_rank_put_spread", None, {"filled", "expired"}, {}),
     # four legs walking from mid: unfilled attempts expire, the walk reaches a fill
     ("iron_condor", {"iv_rank_entry": 0.3, "dte_min": 20, "dte_max": 50, "rules.dte_exit": 7,
                      "regimes": ["low_vol", "normal", "high_vol", "iv_contraction", "iv_expansion"]},
-     {"filled", "expired"}),
-    # the cash-secured put exceeds the Moderate profile's max loss per trade: denied every day, in both
-    ("put_write", {"monthly_only": False}, {"denied"}),
+     {"filled", "expired"}, {}),
+    # the cash-secured benchmark, at the limits it declares: sold at market, held to expiry, in both
+    ("put_write", {"monthly_only": False}, {"filled"}, {}),
+    # ... and held to the Moderate profile's 2 % max loss per trade: every entry denied, for the same reason
+    ("put_write", {"monthly_only": False}, {"denied"}, {"risk_limits": {"risk_per_trade_pct": 0.02}}),
 ])
 async def test_same_strategy_same_quotes_then_paper_mode_and_backtest_send_the_same_orders(
-        sim_history, sim_config, tmp_path, strategy, params, expect):
+        sim_history, sim_config, tmp_path, strategy, params, expect, update):
     if params is not None:
-        sim_config = sim_config.model_copy(update={"strategy": strategy, "params": params})
+        sim_config = sim_config.model_copy(update={"strategy": strategy, "params": params, **update})
     signals = compute_signals(sim_history, lookback=sim_config.iv_lookback, min_history=sim_config.iv_min_history)
     bt = Backtest(sim_config.model_copy(update={"liquidate_assignments": False}), sim_history, signals=signals)
     result = await _to_thread(bt.run)

@@ -192,3 +192,32 @@ def test_iv_rejects_a_bad_tolerance_and_broadcasts_initial():
         american.implied_vol(np.array([5.0, 6.0]), "p", 100.0, 100.0, 0.5, 0.05, 0.0, initial=np.ones(3) * 0.2)
     iv = american.implied_vol(np.array([5.0, 6.0]), "p", 100.0, 100.0, 0.5, 0.05, 0.0, initial=np.nan)
     assert np.all(np.isfinite(iv))
+
+
+def test_the_shared_warm_up_loads_the_american_kernels_and_the_shared_switch_turns_them_off(monkeypatch):
+    pytest.importorskip("numba")
+    from engine.pricing import _kernels
+
+    monkeypatch.setattr(_kernels, "_loaded", None)
+    monkeypatch.setattr(_kernels, "_failure", None)
+    monkeypatch.setattr(american, "_kernels", None)
+    assert _kernels.warm_up()
+    assert american._compiled() is not None  # loaded by the engine's warm-up path, not by a pricing call
+    with _kernels.numpy_only():
+        assert american._compiled() is None
+    assert american._compiled() is not None
+
+
+def test_after_warm_up_no_input_type_ever_triggers_a_compile(compiled):
+    before = (len(american._kernels.put_boundary.signatures), len(american._kernels.put_premium.signatures))
+    K = np.linspace(90, 110, 5)
+    K.setflags(write=False)  # read-only and strided inputs are other numba types
+    S = np.full(10, 100.0)[::2]
+    price = american.evaluate("p", S, K, np.float32(0.5), 0.05, 0.01, 0.3).price
+    ref = american.price("p", 100.0, np.linspace(90, 110, 5), 0.5, 0.05, 0.01, 0.3)
+    np.testing.assert_allclose(price, ref, rtol=0, atol=1e-12)
+    after = (len(american._kernels.put_boundary.signatures), len(american._kernels.put_premium.signatures))
+    assert after == before
+    with pytest.raises(TypeError):  # compiling is switched off: a new type is refused, not compiled
+        american._kernels.put_premium(np.ones(1, dtype=np.float32), *([np.ones(1)] * 7), np.ones(1), np.ones(1),
+                                      np.ones(1), np.ones((1, 1)), np.empty(1))

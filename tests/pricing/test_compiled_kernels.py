@@ -68,8 +68,13 @@ def _assert_close(name: str, a: np.ndarray, b: np.ndarray, unit: np.ndarray | fl
 
 
 @pytest.mark.parametrize("outputs", [None, ("price", "delta"), ("price", "delta", "gamma", "vega", "theta", "rho"),
-                                     ("vanna", "volga", "charm"), "gamma"])
+                                     ("price", "delta", "gamma", "vega", "theta"), ("delta", "gamma", "vega", "theta"),
+                                     ("delta", "gamma"), "vega", ("vanna", "volga", "charm"), "gamma"])
 def test_greeks_equal_the_numpy_path(compiled, outputs):  # type: ignore[no-untyped-def]
+    """The engine's output sets have kernels of their own; any other set runs the all-outputs kernel."""
+    want = bsm.select_outputs(outputs)
+    specialised = compiled.greeks_kernel(want)
+    assert (specialised is not compiled.greeks) == (want in compiled.GREEKS_SETS[1:])
     c, S, K, T, r, q, v = _book(20_001, seed=3)
     a, b = _both(lambda: bsm.greeks(c, S, K, T, r, q, v, outputs=outputs))
     units = _units(S, K)
@@ -324,3 +329,34 @@ def test_prewarm_fills_a_fresh_cache_dir_that_a_new_process_loads(tmp_path) -> N
         misses = sum(sum(d.stats.cache_misses.values()) for d in (_jit.greeks, _jit.implied_vol))
         print(json.dumps({"ok": ok, "hits": hits, "misses": misses}))"""), NUMBA_CACHE_DIR=str(cache))
     assert second == {"ok": True, "hits": 2, "misses": 0}
+
+
+def test_the_engine_owns_the_warm_up_thread(tmp_path, compiled) -> None:  # type: ignore[no-untyped-def]
+    """Engine.start loads the kernels on a background thread, never the loop's, and stop joins it."""
+    out = _run(f"""
+        import asyncio, json, threading, time
+        from engine.core import Engine, EngineConfig
+        from engine.pricing import _kernels
+
+        async def main():
+            engine = Engine(EngineConfig.for_directory({str(tmp_path)!r}, feed="none"))
+            await engine.start()
+            warmup = engine._kernel_warmup
+            deadline = time.monotonic() + 150
+            while _kernels.kernels() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            loaded = _kernels.kernels() is not None
+            finished = await asyncio.to_thread(warmup.wait, 150)  # other pricers' kernels load after ours
+            await engine.stop()
+            return {{"started_thread": warmup is not None and warmup._thread is not None, "loaded": loaded,
+                     "loaded_on": _kernels.status()["loaded_on_thread"], "loop_thread": threading.current_thread().name,
+                     "cleared": engine._kernel_warmup is None,
+                     "finished": finished, "daemon": warmup._thread.daemon, "thread_alive": warmup._thread.is_alive(),
+                     "threads": sorted(t.name for t in threading.enumerate() if "numba" in t.name)}}
+
+        print(json.dumps(asyncio.run(main())))
+    """)
+    assert out["started_thread"] and out["loaded"] and out["cleared"]
+    assert out["loaded_on"] == "optiondesk-numba-warmup" != out["loop_thread"]  # never on the loop's thread
+    assert out["daemon"] and out["finished"]  # a compile cannot be interrupted: stop's wait is bounded
+    assert out["thread_alive"] is False and out["threads"] == []

@@ -51,13 +51,13 @@ def test_interpolation_reproduces_polynomials_below_the_node_count(small):
 def test_a_chain_costs_one_network_row_per_expiry(small, monkeypatch):
     pricer, _ = small
     rows_seen: list[int] = []
-    real = pricer.forward
+    real = pricer.smile
 
-    def counting(scaled):  # type: ignore[no-untyped-def]
-        rows_seen.append(scaled.shape[0])
-        return real(scaled)
+    def counting(T, params):  # type: ignore[no-untyped-def]
+        rows_seen.append(len(T))
+        return real(T, params)
 
-    monkeypatch.setattr(pricer, "forward", counting)
+    monkeypatch.setattr(pricer, "smile", counting)
     D, k = np.meshgrid(np.linspace(0.2, 1.5, 7), np.linspace(-0.25, 0.15, 30), indexing="ij")
     prices, reason = pricer.price(k >= 0, 100.0, 100.0 * np.exp(k), D, 0.0, 0.0, HP)
     assert rows_seen == [7]
@@ -67,6 +67,22 @@ def test_a_chain_costs_one_network_row_per_expiry(small, monkeypatch):
     vols, _ = pricer.implied_vol_features(feats)
     back = bsm.implied_vol(prices.ravel(), (k >= 0).ravel(), 100.0, 100.0 * np.exp(k.ravel()), D.ravel(), 0.0, 0.0)
     np.testing.assert_allclose(back, vols, rtol=0, atol=1e-10)
+    # the chain's plan is reused: priced again with other parameters, no new plan and no new smile grouping
+    assert len(pricer._plans) == 1
+    pricer.price(k >= 0, 100.0, 100.0 * np.exp(k), D, 0.0, 0.0, HestonParams(0.05, 1.0, 0.04, 0.4, -0.5))
+    assert len(pricer._plans) == 1 and rows_seen == [7, 7]
+    pricer.price(k >= 0, 101.0, 100.0 * np.exp(k), D, 0.0, 0.0, HP)  # another spot: another plan
+    assert len(pricer._plans) == 2
+
+
+def test_smile_equals_the_generic_forward_pass(small):
+    pricer, _ = small
+    T = np.array([0.15, 0.7, 1.9])
+    rows = np.column_stack([T, np.tile(HP.as_array(), (3, 1))])
+    np.testing.assert_allclose(pricer.smile(T, HP), pricer.forward(rows), rtol=1e-13, atol=1e-15)
+    with torch.no_grad():  # and the torch network on scaled, standardised inputs
+        ref = pricer.net(torch.as_tensor(pricer._scale(rows), dtype=torch.float32)).double().numpy()
+    np.testing.assert_allclose(pricer.smile(T, HP), ref * pricer.y_scale + pricer.y_mean, rtol=0, atol=1e-5)
 
 
 def test_nan_parameters_and_market_reasons_come_through(small):

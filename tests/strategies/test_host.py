@@ -293,3 +293,25 @@ async def test_bad_settings_entries_are_disabled_strategies_with_reasons_and_the
         assert engine.settings.strategies[-1].budget.capital == 5000.0
         with pytest.raises(StrategyCommandError, match="invalid settings entry"):
             await engine.bus.send(StartStrategy(strategy_id="typo"))
+
+
+async def test_a_paused_strategy_stays_paused_after_a_restart_and_unusable_stored_books_disable_only_their_owner(
+        tmp_path):
+    entries = [condor("a"), condor("b", underlying="QQQ")]
+    async with Engine(config(tmp_path, entries)) as engine:
+        await until(lambda: filled_trade(engine, "a") and filled_trade(engine, "b"), "both to trade")
+        await engine.bus.send(PauseStrategy(strategy_id="a", reason="lunch"))
+    # between the runs b's stored books are damaged: a trade without legs
+    from engine.store import Store
+
+    store = Store.open(EngineConfig.for_directory(tmp_path).paths.database)
+    row = store.query("SELECT payload FROM strategy_state WHERE strategy_id='b'")[0]
+    payload = json.loads(row["payload"])
+    payload["strategy"]["trades"] = [{"tag": "b-00001"}]
+    store.execute("UPDATE strategy_state SET payload=? WHERE strategy_id='b'", (json.dumps(payload),))
+    store.close()
+    async with Engine(config(tmp_path, entries)) as engine:
+        a, b = engine.strategies.status("a"), engine.strategies.status("b")
+        assert (a.state, a.reason) == ("paused", "lunch") and a.open_trades == 1
+        assert b.state == "disabled" and "its stored state could not be restored (KeyError" in b.reason
+        assert await engine.bus.send(StartStrategy(strategy_id="a")) == "running"

@@ -113,7 +113,7 @@ def spx_expiry_days(n: int = 48) -> list[int]:
     Fewer than 48 takes an even spread of those (the dailies, where fits cross, stay represented).
     """
     days = list(range(1, 16)) + list(range(21, 85, 7)) + list(range(105, 346, 30))
-    days += [int(round(d)) for d in np.linspace(435, 1825, 14)]
+    days += [round(float(d)) for d in np.linspace(435, 1825, 14)]
     if n >= len(days):
         return days
     pick = np.unique(np.round(np.linspace(0, len(days) - 1, n)).astype(int))

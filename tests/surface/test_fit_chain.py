@@ -279,3 +279,34 @@ def test_garbage_quotes_never_raise(svi_chain: OptionChain, data) -> None:
         assert (s.params is None) == (s.status == "skipped")
     if fit.ok:
         assert np.isfinite(fit.surface.params).all()
+
+
+def test_batched_forwards_equal_the_one_expiry_estimate() -> None:
+    from engine.surface.forward import estimate_forward, estimate_forwards
+
+    rng = np.random.default_rng(5)
+    E, M = 9, 30
+    K = np.full((E, M), np.nan)
+    C, P, SC, SP = (np.full((E, M), np.nan) for _ in range(4))
+    T = np.linspace(0.01, 2.0, E)
+    for i in range(E):
+        m = [30, 25, 12, 2, 5, 30, 20, 3, 30][i]  # some rows too short for the regression: the scalar path
+        k = np.sort(rng.uniform(80, 120, m))
+        D, F = np.exp(-0.04 * T[i]), 100.0 * np.exp(0.02 * T[i])
+        put = np.maximum(k - F, 0) * D + 2.0 + rng.uniform(0, 1, m)
+        call = put + D * (F - k) + rng.normal(0, 0.01, m)
+        if i == 5:
+            call[3] += 4.0  # one absurd pair
+        if i == 8:
+            call = put + 0.5 * (F - k)  # a slope no plausible rate explains: fixed discount
+        K[i, :m], C[i, :m], P[i, :m] = k, call, put
+        SC[i, :m] = SP[i, :m] = 0.05
+    kw = dict(spot=100.0, max_pairs=12, min_pairs=2, max_rate_deviation=0.03)
+    batch = estimate_forwards(K, C, P, SC, SP, T=T, rate=np.full(E, 0.04), dividend_yield=np.full(E, 0.0), **kw)
+    assert {f.method for f in batch} >= {PARITY_REGRESSION, PARITY_FIXED_DISCOUNT}
+    for i, f in enumerate(batch):
+        one = estimate_forward(K[i], C[i], P[i], SC[i], SP[i], T=float(T[i]), rate=0.04, dividend_yield=0.0, **kw)
+        assert (f.method, f.pairs, f.note) == (one.method, one.pairs, one.note)
+        for a, b in ((f.forward, one.forward), (f.discount, one.discount), (f.rate, one.rate),
+                     (f.implied_yield, one.implied_yield), (f.residual, one.residual)):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12) or (np.isnan(a) and np.isnan(b))

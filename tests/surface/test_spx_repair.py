@@ -14,10 +14,10 @@ from engine.bus import Bus
 from engine.model.chain import OptionChain
 from engine.surface.arbitrage import check_grids, check_slices
 from engine.surface.config import SurfaceConfig
-from engine.surface.fit import SurfaceFit, fit_chain, repair_fit
+from engine.surface.fit import SurfaceFit, WarmStart, fit_chain, repair_fit
 from engine.surface.repair import essvi_calendar, essvi_raw, fit_essvi, isotonic, svi_g_jacobian
 from engine.surface.service import SurfaceService, SurfaceUpdated
-from engine.surface.svi import durrleman_g, svi_total_variance
+from engine.surface.svi import durrleman_g, fit_svi_batch, svi_total_variance
 from tests.surface.synthetic import (
     build_chain,
     equity_like_params,
@@ -162,6 +162,76 @@ def test_crossed_missing_and_zero_quotes_still_fit_arbitrage_free(spx_small: Opt
     assert all(np.isfinite(s.params.as_array()).all() for s in fit.fitted_slices())
 
 
+def test_a_failing_batched_repair_falls_back_to_the_slice_by_slice_refit(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args, **kwargs):
+        raise np.linalg.LinAlgError("singular")
+
+    monkeypatch.setattr(arbitrage, "fit_essvi", broken)
+    fit = fit_chain(_arbitrageable_chain(), rate=0.0)
+    assert fit.arbitrage.found and fit.arbitrage.repairs
+    assert fit.arbitrage.arbitrage_free
+
+
+# ---- warm starts on a streaming chain -------------------------------------------------------------------------
+def _moved(chain: OptionChain, seed: int, size: float) -> OptionChain:
+    bump = 1.0 + size * np.random.default_rng(seed).standard_normal(len(chain))
+    return chain.with_quotes(chain.bid * bump, chain.ask * bump)
+
+
+def test_a_warm_svi_search_never_ends_worse_than_its_start() -> None:
+    k = np.tile(np.linspace(-0.4, 0.3, 40), (3, 1))
+    truth = np.array([[0.01, 0.1, -0.5, 0.02, 0.1], [0.02, 0.12, -0.4, 0.03, 0.15], [0.04, 0.15, -0.3, 0.05, 0.2]])
+    rng = np.random.default_rng(2)
+    w = np.vstack([svi_total_variance(k[i], *truth[i]) for i in range(3)]) * (1 + 0.01 * rng.standard_normal(k.shape))
+    start = truth + np.array([0.001, 0.01, 0.1, 0.02, 0.02])
+    res = fit_svi_batch(k, w, np.ones_like(k), start=start)
+    at_start = np.sqrt(np.mean((np.vstack([svi_total_variance(k[i], *start[i]) for i in range(3)]) - w) ** 2, 1))
+    cold = fit_svi_batch(k, w, np.ones_like(k))
+    assert np.all(res.wrmse <= at_start + 1e-15)
+    np.testing.assert_allclose(res.wrmse, cold.wrmse, rtol=0.02)
+
+
+def test_warm_started_refits_match_cold_ones(spx_small: OptionChain, spx_unrepaired: SurfaceFit) -> None:
+    warm = WarmStart.from_fit(spx_unrepaired)
+    moved = _moved(spx_small, 3, 0.002)
+    hot = fit_chain(moved, rate=R, warm=warm)
+    cold = fit_chain(moved, rate=R)
+    assert hot.arbitrage.arbitrage_free
+    for h, c in zip(hot.slices, cold.slices, strict=True):
+        assert h.rmse_bp <= c.rmse_bp + 0.5
+
+
+def test_a_warm_start_from_another_surface_is_caught_and_refitted(spx_small: OptionChain, spx_unrepaired: SurfaceFit,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # "previous" slices from another market (flat, far-off vertex, claiming a 0.1 bp fit): the guard must refit
+    # them from scratch, so the result is as good as a cold fit
+    import engine.surface.fit as fit_module
+
+    cold_calls = []
+    real = fit_module.fit_svi_batch
+
+    def spy(*args, **kwargs):
+        if kwargs.get("start") is None:
+            cold_calls.append(len(args[0]))
+        return real(*args, **kwargs)
+
+    expiries = np.array([s.expiry for s in spx_unrepaired.fitted_slices()], dtype="datetime64[s]")
+    flat = WarmStart(expiries, np.tile([0.01, 1e-3, 0.0, 0.3, 0.5], (len(expiries), 1)), np.full(len(expiries), 0.1))
+    monkeypatch.setattr(fit_module, "fit_svi_batch", spy)
+    hot = fit_chain(spx_small, rate=R, repair=False, warm=flat)
+    assert cold_calls and cold_calls[0] > 0  # the guard refitted slices cold
+    for h, c in zip(hot.slices, spx_unrepaired.slices, strict=True):
+        assert h.rmse_bp <= c.rmse_bp + 0.5
+
+
+def test_warm_start_needs_every_expiry() -> None:
+    e = np.array(["2026-03-20", "2026-04-17"], dtype="datetime64[s]")
+    ws = WarmStart(e, np.ones((2, 5)), np.ones(2))
+    assert ws.start_for(e).shape == (2, 5)
+    assert ws.start_for(np.array(["2026-03-20", "2026-05-15"], dtype="datetime64[s]")) is None
+    assert np.isnan(ws.rmse_for(np.array(["2026-06-19"], dtype="datetime64[s]"))).all()
+
+
 # ---- the service: unrepaired first, repaired next -----------------------------------------------------------------
 class _LoggingPool(ThreadPoolExecutor):
     """A one-thread pool that notes, at each submit, which job it is and what the service had published."""
@@ -170,10 +240,13 @@ class _LoggingPool(ThreadPoolExecutor):
         super().__init__(max_workers=1)
         self.svc_ref = svc_ref
         self.log: list[tuple[str, bool | None]] = []
+        self.warm: list[WarmStart | None] = []  # the warm start each fit job was given
 
     def submit(self, fn, /, *args, **kwargs):
         latest = self.svc_ref[0].latest("SPX") if self.svc_ref else None
         self.log.append((fn.__name__, None if latest is None else latest.repair_pending))
+        if fn.__name__ == "run_fit_job":
+            self.warm.append(args[-1])
         return super().submit(fn, *args, **kwargs)
 
 
@@ -187,7 +260,8 @@ def _arbitrageable_chain() -> OptionChain:
                        half_spread=lambda p: np.maximum(1e-4, 0.001 * p))
 
 
-async def _refit_recording(chain: OptionChain) -> tuple[list[SurfaceUpdated], _LoggingPool, SurfaceService]:
+async def _refit_recording(chain: OptionChain, times: int = 1) -> tuple[list[SurfaceUpdated], _LoggingPool,
+                                                                         SurfaceService]:
     bus = Bus()
     seen: list[SurfaceUpdated] = []
     bus.subscribe(SurfaceUpdated, seen.append)
@@ -197,7 +271,8 @@ async def _refit_recording(chain: OptionChain) -> tuple[list[SurfaceUpdated], _L
     ref.append(svc)
     await svc.start()
     try:
-        final = await svc.refit(chain)
+        for _ in range(times):
+            final = await svc.refit(chain)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 30.0
         while not (seen and seen[-1] is final):
@@ -232,3 +307,35 @@ async def test_a_clean_fit_is_published_once() -> None:
     assert [e.repair_pending for e in seen] == [False]
     assert seen[0].fit.arbitrage.arbitrage_free
     assert [name for name, _ in pool.log if name != "_warm_worker"] == ["run_fit_job"]
+
+
+async def test_the_repair_job_runs_in_the_default_process_pool_too() -> None:
+    # the unrepaired fit travels to the worker and back (pickled): the two-stage path works across processes
+    bus = Bus()
+    seen: list[SurfaceUpdated] = []
+    bus.subscribe(SurfaceUpdated, seen.append)
+    svc = SurfaceService(bus, rate=0.0)  # config default: one spawned worker process
+    await svc.start()
+    try:
+        final = await svc.refit(_arbitrageable_chain())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60.0
+        while not (seen and seen[-1] is final):
+            assert loop.time() < deadline, "the final SurfaceUpdated was not delivered"
+            await asyncio.sleep(0.01)
+    finally:
+        await svc.stop()
+        await bus.close()
+    assert svc.executor_info()["executor"] is None  # stopped and released
+    assert [e.repair_pending for e in seen] == [True, False]
+    assert final.fit.arbitrage.arbitrage_free
+
+
+async def test_the_next_fit_of_an_underlying_starts_from_the_previous_one() -> None:
+    _, pool, _ = await _refit_recording(_arbitrageable_chain(), times=2)
+    first, second = pool.warm
+    assert first is None
+    # the warm start is the first fit before its repair (the unconstrained optimum the search looks for)
+    assert isinstance(second, WarmStart) and len(second.expiries) == 2
+    raw = fit_chain(_arbitrageable_chain(), rate=0.0, repair=False)
+    np.testing.assert_allclose(second.params, raw.surface.params, rtol=1e-12)

@@ -164,13 +164,17 @@ def generate_daily_history(symbol: str, *, years: float | None = None, days: int
         parts.append(_rows(snap.chains[und], root_name, snap.session))
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     meta = _root_meta(cfg, root_name)
-    return build_history(
+    history = build_history(
         und, cols["quote_date"], cols["expiration"], cols["strike"], cols["option_type"] == "C", cols["bid"],
         cols["ask"], spot_by_row=cols["underlying_price"], iv=cols["iv"], delta=cols["delta"],
         volume=cols["volume"], open_interest=cols["open_interest"], multiplier=meta["multiplier"],
         style=ExerciseStyle(meta["style"]), settlement=Settlement(meta["settlement"]), root=root_name,
         source=f"simulated seed={seed}",
     )
+    from engine.market.simulated.earnings import EarningsSchedule
+
+    history.events = {und: EarningsSchedule.for_config(cfg).dates(und)}  # the context's next_event reads them
+    return history
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from engine.clock import WallClock
 from engine.market.config import SimulatorConfig
 from engine.market.simulated.calendar import MarketCalendar, TradingTimeTable, ex_dividend_date
 from engine.market.simulated.dynamics import FactorDynamics, overnight_step_years, session_step_years
+from engine.market.simulated.earnings import EarningsSchedule
 from engine.market.simulated.listing import Listing, ListingBook
 from engine.market.simulated.quoting import QuoteEngine
 from engine.model import ExerciseStyle, OptionChain, Settlement
@@ -66,6 +67,7 @@ class SimulatedMarket:
         start_d = _start_date(start, self.config)
         self.calendar = calendar or market_calendar_for(start_d)
         self.dynamics = FactorDynamics(self.config, lock_regime=lock_regime)
+        self.earnings = EarningsSchedule.for_config(self.config)
         self.symbols = [u.symbol for u in self.config.universe]
         self._und_index = {s: i for i, s in enumerate(self.symbols)}
         self.listing_book = ListingBook(self.config, self.calendar)
@@ -239,7 +241,10 @@ class SimulatedMarket:
 
     def _roll_session(self, next_open: datetime) -> None:
         self.dynamics.advance([overnight_step_years(self.config.overnight_variance_share)])
-        self.session = self.calendar.ny_date(next_open)
+        new_session = self.calendar.ny_date(next_open)
+        for i, jump in self.earnings.gaps_between(self.session, new_session).items():
+            self.dynamics.log_s[i] += jump  # the stock gaps at the open after its earnings announcement
+        self.session = new_session
         self.session_open, self.session_close = self.calendar.open_close(self.session)
         self.now = self._stepped_to = next_open
         self._record_open()

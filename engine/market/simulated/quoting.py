@@ -26,6 +26,7 @@ import numpy as np
 
 from engine.market.config import SimulatorConfig
 from engine.market.simulated.dynamics import FactorDynamics
+from engine.market.simulated.earnings import EarningsSchedule
 from engine.market.simulated.listing import Listing
 from engine.market.simulated.ticks import tick_params
 from engine.pricing import american, bsm
@@ -109,6 +110,7 @@ class QuoteEngine:
         self._half_c = np.zeros(n)
         self._exercise_sign = np.where(listing.american, np.where(listing.is_call, 1.0, -1.0), 0.0)
         self._oi_set = False
+        self._earnings = EarningsSchedule.for_config(config)
 
     # ---- surface ------------------------------------------------------------------------------
     def surface(self, now64: np.datetime64, tau_pair: np.ndarray, spots: np.ndarray,
@@ -139,6 +141,8 @@ class QuoteEngine:
             var[vi] = vvol**2 * T[vi] / np.maximum(tau[vi], 1e-9)
             eta[vi] = 0.6
         theta_atm = np.maximum(var * tau, 1e-10)
+        if self._earnings:  # earnings announcements before an expiry add their move² (the IV ramp and crush)
+            theta_atm = theta_atm + self._earnings.event_variance(und, now64, lst.pair_expiry)
         return Surface(T=T, tau=tau, forward=fwd, theta=theta_atm, rho=rho, eta=eta)
 
     def implied_vol(self, surf: Surface, strike: np.ndarray, pair: np.ndarray) -> np.ndarray:
@@ -252,6 +256,8 @@ class QuoteEngine:
         tau = np.maximum(tau_pair, 1e-7)
         avg = dyn.expected_variance(tau)
         var = self.vrp[und] * (self.beta[und] ** 2 * avg + self.idio[und] ** 2 * np.sqrt(dyn.stress()))
+        if self._earnings:  # the same event variance as the full reprice's, per unit of trading time
+            var = var + self._earnings.event_variance(und, now64, lst.pair_expiry) / tau
         ratio = np.sqrt(np.maximum(var, 1e-10) / np.maximum(self._ref_var, 1e-10)) - 1.0
         ratio[self.vol_index_pair] = 0.0
         dS = (spots - self._ref_spot)[lst.und]
