@@ -49,7 +49,8 @@ _SIDE_FIELDS: list[tuple[str, str, str | Any, int, str]] = [
     ("vega", "Vega", "{:.2f}", 42, "Vega: $ per share per vol point"),
     ("oi", "OI", "{:,.0f}", 58, "Open interest"),
     ("volume", "Vol", "{:,.0f}", 42, "Volume today"),
-    ("edge", "Edge", "{:+.2f}", 50, "Model value (pricing ensemble) minus mid: positive = cheap to buy"),
+    ("edge", "Edge", "{:+.2f}", 50, "Pricing ensemble (BSM, Merton, Heston) minus mid, shown only beyond the "
+     "models' disagreement plus half the spread: positive = cheap to buy"),
 ]
 
 
@@ -213,6 +214,7 @@ class ChainPanel(Panel):
         self._edge_available = self.engine is not None and self.engine.surfaces is not None
         self.edge_interval_s = 5.0
         self._fair = _RowValues()
+        self._band = _RowValues()  # the ensemble members' disagreement per row
         self._fair_key: Any = None
         self._fair_at = -1e9
         self._fair_task: Any = None
@@ -530,8 +532,9 @@ class ChainPanel(Panel):
         return eq.fitted_surface(self.engine, underlying)
 
     def _model_edge(self, chain: OptionChain, rows: np.ndarray, m: Any, r: float, q: float) -> np.ndarray | None:
-        """Ensemble fair value (at the fitted surface vol) minus mid; fair values are recomputed off the
-        loop at most every ``edge_interval_s`` and when the surface, expiry or window changes."""
+        """Ensemble fair value minus mid where it beats the models' band plus half the spread (else NaN:
+        blank); fair values and bands are recomputed off the loop at most every ``edge_interval_s`` and when
+        the surface, expiry or window changes."""
         if not self._edge_available or len(rows) == 0:
             return None
         surface = self._surface_for(self.underlying)
@@ -542,10 +545,10 @@ class ChainPanel(Panel):
         stale = key != self._fair_key or now - self._fair_at > self.edge_interval_s
         if stale and (self._fair_task is None or self._fair_task.done()):
             self._fair_at = now
-            from engine.analytics.chain_metrics import model_fair_values
+            from engine.analytics.chain_metrics import ensemble_fair_values
 
             block = chain.take(np.asarray(rows, dtype=int))
-            fut = self._offload(model_fair_values, block, np.arange(len(rows)), surface, now=chain.ts, r=r, q=q)
+            fut = self._offload(ensemble_fair_values, block, np.arange(len(rows)), surface, now=chain.ts, r=r, q=q)
             if fut is not None:
 
                 def done(f: Any, key: Any = key, rows: np.ndarray = rows) -> None:
@@ -556,7 +559,8 @@ class ChainPanel(Panel):
                         if error and (self.engine is None or self.engine.running):
                             self.report_error(f"model edge unavailable: {error}")
                         return
-                    self._fair = _RowValues(rows, value)
+                    self._fair = _RowValues(rows, value[:, 0])
+                    self._band = _RowValues(rows, value[:, 1])
                     self._fair_key = key
                     self.refresh()
 
@@ -564,10 +568,9 @@ class ChainPanel(Panel):
                 self._fair_task = fut
         if not self._fair:
             return None
-        mids = np.where(np.isfinite(self.live.bid[rows] + self.live.ask[rows]),
-                        0.5 * (self.live.bid[rows] + self.live.ask[rows]), np.nan)
-        fair = self._fair.get(rows)
-        return fair - mids
+        from engine.analytics.chain_metrics import visible_edge
+
+        return visible_edge(self._fair.get(rows), self._band.get(rows), self.live.bid[rows], self.live.ask[rows])
 
     def _subscribe(self, strikes: np.ndarray) -> None:
         """Ask the feed to stream quotes for the visible block (expiry × strike window), once per change."""

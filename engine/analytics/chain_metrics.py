@@ -133,3 +133,98 @@ def american_implied_vols(
         vol = american.implied_vol(mid, chain.is_call[idx], chain.spot, chain.strike[idx], years, r, q,
                                    scheme="fast")
     return np.asarray(vol, dtype=float)
+
+
+#: Merton's jump prior (intensity per year, mean and stdev of the log jump): an equity-index-like crash risk;
+#: its diffusion vol is lowered so the total variance matches the block's ATM surface vol, so Merton differs
+#: from BSM by the *shape* jumps give the smile, not by more variance
+MERTON_JUMPS = (0.3, -0.06, 0.08)
+#: Heston's calibration budget per block (function evaluations): bounded, since it reruns with the quotes
+HESTON_MAX_NFEV = 60
+
+
+def ensemble_fair_values(
+    chain: OptionChain,
+    rows: np.ndarray,
+    surface: object,
+    *,
+    now: datetime | None = None,
+    r: float = 0.0,
+    q: float = 0.0,
+) -> np.ndarray:
+    """The pricing ensemble (:func:`engine.pricing.ensemble.fair_value`) over ``rows``: columns ``fair``
+    (weighted mean per share), ``band`` (the members' dispersion: how much the models disagree), then each
+    member's value (:data:`ENSEMBLE_MEMBERS` order; NaN for a member that could not price).
+
+    Members: BSM at the fitted surface's vol; Merton with :data:`MERTON_JUMPS` at the block's ATM total
+    variance; Heston calibrated on the block's own mids (bounded: :data:`HESTON_MAX_NFEV`). A member that
+    cannot be had (too few quotes to calibrate) drops out and the band narrows to the ones left. American
+    contracts get the early-exercise premium. CPU work for a worker process (chain table: ``Engine.run_cpu``).
+    """
+    from engine.model import ExerciseStyle
+    from engine.pricing import ensemble, heston
+
+    idx = np.asarray(rows, dtype=int)
+    out = np.full((len(idx), 2 + len(ENSEMBLE_MEMBERS)), np.nan)
+    if len(idx) == 0:
+        return out
+    years = chain.time_to_expiry(now)[idx]
+    strike = chain.strike[idx]
+    is_call = chain.is_call[idx]
+    with np.errstate(all="ignore"):
+        vol = np.asarray(surface.implied_vol(strike, years), dtype=float)  # type: ignore[attr-defined]
+    vol = np.where(np.isfinite(vol) & (vol > 0) & (years > 0), vol, np.nan)
+    ok = np.isfinite(vol)
+    if not ok.any():
+        return out
+    exercise = "american" if chain.style is ExerciseStyle.AMERICAN else "european"
+    spot = float(chain.spot)
+    atm = float(vol[ok][np.argmin(np.abs(np.log(strike[ok] / spot)))])
+    lam, mu_j, sig_j = MERTON_JUMPS
+    diffusion = float(np.sqrt(max(atm * atm - lam * (mu_j * mu_j + sig_j * sig_j), (0.3 * atm) ** 2)))
+    merton_params = ensemble.MertonParams(lam, mu_j, sig_j, sigma=diffusion)
+    heston_params = None
+    bid, ask = chain.bid[idx], chain.ask[idx]
+    with np.errstate(all="ignore"):
+        quoted = ok & np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask >= bid)
+    if quoted.sum() >= 8:
+        # Heston on European-equivalent prices: the mids less the BSM early-exercise premium at the surface vol
+        mids = 0.5 * (bid[quoted] + ask[quoted])
+        if exercise == "american":
+            from engine.pricing import american
+
+            v = vol[quoted]
+            prem = american.price(is_call[quoted], spot, strike[quoted], years[quoted], r, q, v) - bsm.price(
+                is_call[quoted], spot, strike[quoted], years[quoted], r, q, v)
+            mids = mids - np.where(np.isfinite(prem), prem, 0.0)
+        try:
+            cal = heston.calibrate(is_call[quoted], strike[quoted], years[quoted], mids, spot, r, q,
+                                   max_nfev=HESTON_MAX_NFEV)
+            heston_params = cal.params
+        except ValueError:
+            heston_params = None
+    res = ensemble.fair_value(is_call[ok], spot, strike[ok], years[ok], r, q, vol[ok], merton_params=merton_params,
+                              heston_params=heston_params, exercise=exercise)
+    out[ok, 0] = res.fair
+    out[ok, 1] = res.dispersion
+    for j, name in enumerate(ENSEMBLE_MEMBERS):
+        if name in res.models:
+            out[ok, 2 + j] = res.models[name]
+    return out
+
+
+ENSEMBLE_MEMBERS = ("bsm", "merton", "heston")
+
+
+def visible_edge(fair: np.ndarray, band: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
+    """Ensemble fair value minus mid where it is worth showing: only where |edge| exceeds the models'
+    disagreement band plus half the bid/ask (what crossing to the far side costs); NaN (blank) elsewhere. A
+    smaller number is the models' noise or the spread, not an edge."""
+    fair, band = np.asarray(fair, float), np.asarray(band, float)
+    bid, ask = np.asarray(bid, float), np.asarray(ask, float)
+    with np.errstate(invalid="ignore"):
+        quoted = np.isfinite(bid) & np.isfinite(ask) & (ask >= bid) & (bid >= 0)
+        mid = np.where(quoted, 0.5 * (bid + ask), np.nan)
+        e = fair - mid
+        threshold = np.where(np.isfinite(band), band, 0.0) + 0.5 * (ask - bid)
+        return np.where(quoted & np.isfinite(e) & (np.abs(e) > threshold), e, np.nan)

@@ -201,7 +201,9 @@ class BacktestKernel:
 
     # ---- what the backtest does to the world -------------------------------------------------------
     def quotes(self, chain: OptionChain) -> list[ExecutionReport]:
-        """A step's market data, as a feed publishes it: the underlying, then the chain."""
+        """A step's market data, as a feed publishes it: with orders working, the underlying and the whole chain;
+        with only positions held, the underlying and the held contracts' quotes; with neither, nothing until an
+        order needs the step's chain (:meth:`submit`)."""
         self.clock.set(chain.ts)
         self._chain, self._chain_fed = chain, False
         ex = self.exchange

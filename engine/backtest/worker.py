@@ -84,6 +84,8 @@ def history_key(config: Any) -> str | None:
     """Identity of the data a :class:`~engine.backtest.config.BacktestConfig` loads, or None when it cannot
     be told cheaply (a folder of files). A file's key includes its size and modification time, so an
     edited file is read again."""
+    if config.source == "imported":
+        return None  # the chain store can change between runs (an import, a delete): always read it again
     parts: list[Any] = [config.symbol.upper(), str(config.start), str(config.end)]
     if config.data:
         files = [Path(config.data)] + ([Path(config.bars)] if config.bars else [])

@@ -367,10 +367,14 @@ class StrategySignal(Event):
     confidence: float = float("nan")
     reason: str = ""
     tag: str = ""
+    #: the ML filter's calibrated P(win) for this entry (NaN: no ML filter, or none) and its reason
+    ml_probability: float = float("nan")
+    ml_reason: str = ""
 
     def describe(self) -> str:
         conf = "" if self.confidence != self.confidence else f" ({self.confidence:.0%})"
-        return f"Strategy {self.strategy_id} {self.action}{conf}: {self.reason}"
+        ml = f"; {self.ml_reason}" if self.ml_reason else ""
+        return f"Strategy {self.strategy_id} {self.action}{conf}: {self.reason}{ml}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -41,7 +41,7 @@ class _Frame:
     day: date
     valid_through: date
     frame: pd.DataFrame
-    available: np.ndarray  # available_at as UTC datetime64[ns]
+    available: np.ndarray  # available_at as UTC nanoseconds
     matrix: np.ndarray  # days × FEATURE_NAMES
 
 
@@ -74,7 +74,7 @@ class MLScorer:
 
         frame = build_features(history, seed=self.seed)
         d = market_date(now)
-        avail = pd.to_datetime(pd.Series(list(frame["available_at"])), utc=True).to_numpy()
+        avail = np.array([pd.Timestamp(x).value for x in frame["available_at"]], np.int64)  # UTC ns
         f = _Frame(d, d + timedelta(days=self.horizon_days), frame, avail,
                    frame[list(FEATURE_NAMES)].to_numpy(float))
         with self._lock:
@@ -114,11 +114,11 @@ class MLScorer:
         f = self._frames.get(underlying)
         if f is None:
             return None
-        t = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None), "ns")
-        i = int(np.searchsorted(f.available.astype("datetime64[ns]"), t, side="right")) - 1
+        i = int(np.searchsorted(f.available, pd.Timestamp(now).value, side="right")) - 1
         if i < 0:
             return None
-        return i, f.frame.index[i] if isinstance(f.frame.index[i], date) else pd.Timestamp(f.frame.index[i]).date()
+        day = f.frame.index[i]
+        return i, day if isinstance(day, date) else pd.Timestamp(day).date()
 
     def reading(self, underlying: str, model: str, now: datetime) -> MLReading:
         """The model's calibrated P(win) for an entry in ``underlying`` at ``now``; NaN with the reason when

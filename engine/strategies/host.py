@@ -182,6 +182,7 @@ class StrategyHost:
         self._subs: list[Any] = []
         self._registered: list[type] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._ml: Any = None  # engine.ml.signal.LiveMLSignals, created at the first ML-filtered entry
         self._started = False
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ class StrategyHost:
                           realized_vol=lambda u, w: read_snapshot(self.store, u, realized_vol_window=w).realized_vol,
                           portfolio_delta=lambda u, sid: delta_of_positions(
                               self.risk.portfolio.positions.values(), self.risk.market, self.clock.now(), u, sid),
-                          next_event=self._next_event)
+                          next_event=self._next_event, ml_probability=lambda u, m: self._ml_signals()(u, m))
         runner = StrategyRunner(self.bus, strategy, ctx, on_error=lambda exc, where: self._failed(hs, exc, where),
                                 on_change=lambda urgent: self._changed(hs, urgent), on_intents=lambda i: self._signals(hs, i))
         orders = [o for o in (self.store.orders.get(oid) for oid in hs.payload.get("orders", ())) if o is not None]
@@ -678,6 +679,14 @@ class StrategyHost:
             group.append(f)
         flush()
 
+    def _ml_signals(self) -> Any:
+        """Registered models' probabilities for strategies with an ``ml`` filter (engine/ml/signal.py)."""
+        if self._ml is None:
+            from engine.ml.signal import LiveMLSignals
+
+            self._ml = LiveMLSignals(self.store, self.clock)
+        return self._ml
+
     def _signals(self, hs: Hosted, intents: Sequence[OrderIntent]) -> None:
         for i in intents:
             tag, _, rest = i.tag.partition(":")
@@ -689,7 +698,12 @@ class StrategyHost:
                 conf = float(trade.info.get("confidence", math.nan))
                 info = ", ".join(f"{k} {v:.2f}" for k, v in trade.info.items() if k != "confidence")
                 reason = f"{trade.quantity}× {len(trade.legs)}-leg entry" + (f" ({info})" if info else "")
-            sig = StrategySignal(strategy_id=hs.strategy_id, action=action, confidence=conf, reason=reason, tag=tag)
+            ml_p, ml_why = math.nan, ""
+            if trade is not None and action == "open" and "ml_probability" in trade.info:
+                ml_p = float(trade.info["ml_probability"])
+                ml_why = str((getattr(hs.strategy, "ml_last", None) or {}).get("reason", ""))
+            sig = StrategySignal(strategy_id=hs.strategy_id, action=action, confidence=conf, reason=reason, tag=tag,
+                                 ml_probability=ml_p, ml_reason=ml_why)
             hs.last_signal = sig
             self.bus.publish(sig)
             self._note(hs, sig.describe())

