@@ -65,6 +65,7 @@ DEFAULT_LAYOUT: dict[str, tuple[Area, str]] = {
     "strategies": (Area.LeftDockWidgetArea, "left-top"),
     "chart": (Area.RightDockWidgetArea, "right-bottom"),
     "data": (Area.LeftDockWidgetArea, "left-top"),
+    "models": (Area.LeftDockWidgetArea, "left-top"),
     "positions": (Area.LeftDockWidgetArea, "left-bottom"),
     "greeks": (Area.LeftDockWidgetArea, "left-bottom"),
     "orders": (Area.LeftDockWidgetArea, "left-bottom"),

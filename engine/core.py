@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from engine.history import HistoryService
     from engine.instance_lock import InstanceLock
     from engine.market.simulated.feed import SimulatedFeed
+    from engine.ml.service import MLService
     from engine.monitoring import MetricsExporter
     from engine.notify.notifier import Notifier
     from engine.oms.assembly import OrderPath
@@ -129,6 +130,7 @@ class Engine:
         self.history: HistoryService | None = None
         self.backtests: BacktestService | None = None
         self.data_service: DataService | None = None  # imported chains and stored-data coverage (docs/data.md)
+        self.ml: MLService | None = None  # model training and evaluation jobs (docs/ml.md)
         self.router: ModeRouter | None = None
         self.market: MarketView | None = None
         self.portfolio: PortfolioState | None = None
@@ -277,6 +279,12 @@ class Engine:
         self.data_service = DataService(bus, store, self.paths.data_dir / "chains", now=engine_clock.now)
         await self.data_service.start()
         self.on_stop(self.data_service.stop)
+        from engine.ml.service import service_for_engine
+
+        # ML train/evaluate jobs (the Models panel's commands) run in the engine's worker processes
+        self.ml = service_for_engine(self)
+        self.ml.start()
+        self.on_stop(self.ml.stop)
         self._start_operations()
         await self._start_outside_services()
 

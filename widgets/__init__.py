@@ -55,6 +55,7 @@ PANEL_SPECS: tuple[PanelSpec, ...] = (
     PanelSpec("chart", "Chart", "widgets.underlying_chart", "UnderlyingChartPanel"),
     PanelSpec("data", "Data", "widgets.data_panel", "DataPanel"),
     PanelSpec("strategies", "Strategies", "widgets.strategies_panel", "StrategiesPanel"),
+    PanelSpec("models", "Models", "widgets.models_panel", "ModelsPanel"),
 )
 
 _CLASSES = {spec.class_name: spec for spec in PANEL_SPECS}
@@ -73,6 +74,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PANELS", "PANEL_SPECS", "ApprovalPanel", "BacktestPanel", "ChainPanel", "EventAccumulator", "EventBatch",
-    "GreeksPanel", "OrdersPanel", "Panel", "PanelSpec", "PayoffPanel", "PnLPanel", "PositionsPanel", "StrategiesPanel",
+    "GreeksPanel", "ModelsPanel", "OrdersPanel", "Panel", "PanelSpec", "PayoffPanel", "PnLPanel", "PositionsPanel", "StrategiesPanel",
     "SurfacePanel", "TicketPanel", "send_command",
 ]

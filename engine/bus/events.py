@@ -462,3 +462,41 @@ class DataCoverageChanged(Event):
     severity: ClassVar[str] = "debug"
     roots: tuple[str, ...] = ()
     symbols: tuple[str, ...] = ()
+
+
+# ---- ML models (engine/ml/service.py; docs/ml.md) ---------------------------------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MLJobProgressed(Event):
+    """A training or evaluation job's stage (``queued``, ``running``) and seconds since it started; the job
+    runs in a worker process, so its progress is its stage and elapsed time, not a fraction."""
+
+    conflate: ClassVar[bool] = True
+    severity: ClassVar[str] = "debug"
+    job_id: str
+    kind: str  # train | evaluate
+    name: str
+    stage: str
+    elapsed_s: float = 0.0
+
+    def conflation_key(self) -> object:
+        return self.job_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MLJobFinished(Event):
+    """A training or evaluation job ended: ``summary`` holds its headline numbers (AUC and interval, Brier,
+    verdict, registered version), or ``error`` says why it failed."""
+
+    job_id: str
+    kind: str
+    name: str
+    summary: dict[str, Any] | None = None
+    error: str = ""
+
+    def describe(self) -> str:
+        if self.error:
+            return f"ML {self.kind} {self.name} failed: {self.error}"
+        s = self.summary or {}
+        auc = s.get("auc")
+        return (f"ML {self.kind} {self.name}: " + (f"AUC {auc:.3f}, " if isinstance(auc, float) else "")
+                + str(s.get("verdict", "done")))

@@ -94,6 +94,9 @@ class UnderlyingSpec(BaseModel):
     variance_premium: float = Field(1.15, gt=0.5, le=3)
     #: earnings events (single stocks): None = none
     earnings: EarningsSpec | None = None
+    #: a synthetic index: shares of each component (symbols of this universe); its level is Σ shares × price at
+    #: every step (:mod:`engine.market.simulated.index`). Empty: an ordinary underlying
+    components: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _default_root(self) -> UnderlyingSpec:
@@ -233,6 +236,12 @@ class SimulatorConfig(BaseModel):
             raise ValueError(f"universe symbols must be unique, got {syms}")
         if not syms:
             raise ValueError("universe must contain at least one underlying")
+        for u in self.universe:
+            missing = [c for c in u.components if c not in syms or c == u.symbol]
+            if missing:
+                raise ValueError(f"index {u.symbol}: components {missing} are not other underlyings of the universe")
+            if any(w <= 0 for w in u.components.values()):
+                raise ValueError(f"index {u.symbol}: component shares must be positive")
         return self
 
     def underlying(self, symbol: str) -> UnderlyingSpec:
@@ -248,4 +257,5 @@ class SimulatorConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown simulated symbol(s) {unknown}; available: {sorted(known)}")
         keep = set(symbols)
+        keep |= {c for u in self.universe if u.symbol in keep for c in u.components}  # an index needs its members
         return self.model_copy(update={"universe": [u for u in self.universe if u.symbol in keep]})

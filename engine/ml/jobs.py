@@ -88,3 +88,63 @@ def train_job(request: TrainRequest) -> dict[str, Any]:
 async def train_off_loop(request: TrainRequest, executor: Executor) -> dict[str, Any]:
     """Run :func:`train_job` in ``executor`` (a process pool the caller owns) and await its report."""
     return await asyncio.get_running_loop().run_in_executor(executor, train_job, request)
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """Score registered model ``name`` on ``history`` (or ``years`` of ``source`` before ``before``)."""
+
+    models_dir: Path
+    name: str
+    source: HistorySource | None = None
+    symbol: str = ""
+    before: date | None = None
+    years: float = 5.0
+    history: Any = None
+    seed: int = 7
+    cache_dir: Path | None = None
+
+
+def evaluate_job(request: EvaluateRequest) -> dict[str, Any]:
+    """Out-of-sample check of a registered model, for a worker process: on the training data only the
+    candidates decided after its training window count; on other data (another path, later history) every
+    resolved candidate does. Returns AUC with its block-bootstrap interval, Brier and the reliability curve."""
+    import numpy as np
+
+    from engine.ml import metrics as mt
+    from engine.ml.data import load_history
+    from engine.ml.features import FEATURE_NAMES, cached_features
+    from engine.ml.labels import PutSpreadRules, put_spread_labels
+    from engine.ml.registry import ModelRegistry
+    from engine.ml.train import make_dataset
+
+    model, rec = ModelRegistry(request.models_dir).load(request.name, features=FEATURE_NAMES)
+    symbol = request.symbol or str(rec.meta.get("symbol") or "")
+    if request.history is not None:
+        h = request.history
+    elif request.source is not None and request.before is not None:
+        h = load_history(request.source, symbol, request.before, request.years)
+    else:
+        raise ValueError("an EvaluateRequest needs a history source and a day, or the history itself")
+    if rec.meta.get("symbol") not in (None, h.symbol):
+        raise ValueError(f"model {rec.name} was trained on {rec.meta.get('symbol')}, not {h.symbol}")
+    frame, _, _ = cached_features(h, request.cache_dir, seed=request.seed)
+    rules = PutSpreadRules(**(rec.meta.get("rules") or {}))
+    ds = make_dataset(frame, put_spread_labels(h, rules), rules)
+    same = h.data_hash() == rec.meta.get("data_hash")
+    trained_to = date.fromisoformat(rec.meta["training_window"][1]) if rec.meta.get("training_window") else None
+    keep = np.array([not same or (trained_to is not None and ds.days[int(s)] > trained_to) for s in ds.start])
+    out: dict[str, Any] = {"name": rec.name, "version": rec.version, "symbol": h.symbol,
+                           "scope": "after the training window" if same else "another history (all days)",
+                           "samples": int(keep.sum()), "data_hash": h.data_hash()}
+    if keep.sum() < 20 or len(np.unique(ds.y[keep])) < 2:
+        out["message"] = f"only {int(keep.sum())} resolved candidates {out['scope']}: nothing to score yet"
+        return out
+    y = ds.y[keep]
+    p = model.predict_proba(ds.inputs(model.kind)[keep])
+    block = max(1, round(float(np.mean(ds.end - ds.start))))
+    lo, hi = mt.block_bootstrap_auc(y, p, block=block, seed=request.seed)
+    out |= {"auc": mt.auc(y, p), "auc_ci": [lo, hi], "brier": mt.brier(y, p), "positive_rate": float(y.mean()),
+            "reliability": mt.reliability(y, p)}
+    out["verdict"] = "edge" if lo > 0.5 else "no edge"
+    return out

@@ -50,10 +50,11 @@ def _option_set() -> list[type[Strategy]]:
 
 def _event_set() -> list[type[Strategy]]:
     """The strategies of the later set: earnings events, model mispricing, index against components."""
+    from engine.strategies.dispersion import Dispersion
     from engine.strategies.earnings_crush import EarningsCrush
     from engine.strategies.vol_arb import VolArb
 
-    return [EarningsCrush, VolArb]
+    return [EarningsCrush, VolArb, Dispersion]
 
 
 def create(name: str, params: dict[str, Any] | None = None, *, strategy_id: str | None = None) -> Strategy:

@@ -303,6 +303,11 @@ class Strategy:
     def underlying(self) -> str:
         return self.params.underlying
 
+    @property
+    def underlyings(self) -> tuple[str, ...]:
+        """Every underlying whose chains the strategy needs (a dispersion trade: the index and its members)."""
+        return (self.params.underlying,)
+
     # callbacks --------------------------------------------------------------------------------------
     def on_start(self, ctx: StrategyContext) -> None:
         """Called once before the first market data."""

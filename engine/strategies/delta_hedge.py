@@ -9,6 +9,12 @@ when the delta turns (a hedge through zero goes out as a closing and an opening 
 One hedge is in flight at a time; ``min_interval_s`` spaces them. Its own share position and the time of its
 last hedge are its persisted state.
 
+With a ``child`` (a registered strategy by name, with ``child_params``) the overlay runs that strategy itself and
+hedges what it holds: the child sees every chain, timer and update of its own orders as it would alone, its
+orders go out under the overlay's id (tags ``<overlay id>.<child>-00001:open``), and the delta watched is the
+overlay's own — the child's options plus the hedge shares. That is how the overlay is backtested: a run holds one
+strategy, so alone it has nothing to hedge.
+
 :func:`delta_of_positions` is the delta the live context reports: Black-Scholes deltas at the market's implied
 vols (:func:`engine.risk.greeks.leg_risk`), shares counting one each.
 """
@@ -17,11 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from engine.model import (
     Equity,
@@ -55,6 +62,24 @@ class DeltaHedgeParams(StrategyParams):
     price_tolerance: float = Field(0.0005, ge=0, le=0.01)
     #: a hedge that never reported back (refused before the order path) stops blocking the next after this
     pending_timeout_s: float = Field(3600.0, gt=0)
+    #: a strategy the overlay runs and hedges (registered name) and its parameters; None: hedge what is held
+    child: str | None = None
+    child_params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _child(self) -> DeltaHedgeParams:
+        if self.child is None:
+            if self.child_params:
+                raise ValueError("child_params given without a child strategy")
+            return self
+        if self.strategy is not None:
+            raise ValueError("give strategy (watch another strategy) or child (run and hedge one), not both")
+        from engine.strategies import registry
+
+        names = sorted(n for n in registry() if n != "delta_hedge")
+        if self.child not in names:
+            raise ValueError(f"unknown child strategy {self.child!r} (known: {', '.join(names)})")
+        return self
 
 
 class DeltaHedge(Strategy):
@@ -69,13 +94,25 @@ class DeltaHedge(Strategy):
         self.spot = math.nan
         self.last_delta = math.nan
         self._seq = 0
+        self.child: Strategy | None = None
+        if self.params.child is not None:
+            from engine.strategies import create
+
+            self.child = create(self.params.child, {**self.params.child_params, "underlying": self.params.underlying,
+                                                    "tif": self.params.tif},
+                                strategy_id=f"{self.strategy_id}.{self.params.child}")
 
     # ---- state --------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"held": self.held, "seq": self._seq, "pending": self.pending,
-                "last_hedge": self.last_hedge.isoformat() if self.last_hedge else None}
+        out: dict[str, Any] = {"held": self.held, "seq": self._seq, "pending": self.pending,
+                               "last_hedge": self.last_hedge.isoformat() if self.last_hedge else None}
+        if self.child is not None:
+            out["child"] = self.child.state()
+        return out
 
     def restore(self, state: dict[str, Any]) -> None:
+        if self.child is not None and isinstance(state.get("child"), dict):
+            self.child.restore(state["child"])
         self.held = int(state.get("held", 0))
         self._seq = int(state.get("seq", 0))
         last = state.get("last_hedge")
@@ -84,17 +121,40 @@ class DeltaHedge(Strategy):
         self.pending = int(state.get("pending", 0))
 
     # ---- callbacks ----------------------------------------------------------------------------------
+    @property
+    def risk_limits(self) -> dict[str, float]:
+        """The child's backtest risk limits (a put-write's benchmark limits), so hedging it changes nothing of
+        what it may open."""
+        return dict(getattr(self.child, "risk_limits", {}) or {})
+
+    def on_start(self, ctx: StrategyContext) -> None:
+        if self.child is not None:
+            self.child.on_start(ctx)
+
+    def fit(self, history: Any) -> None:
+        if self.child is not None:
+            self.child.fit(history)
+
     def on_chain(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[OrderIntent]:
+        out = self._adopt(self.child.on_chain(ctx, chain)) if self.child is not None else []
         if chain.underlying != self.underlying:
-            return ()
+            return out
         if math.isfinite(chain.spot) and chain.spot > 0:
             self.spot = float(chain.spot)
-        return self.rebalance(ctx)
+        return out + self.rebalance(ctx)
 
     def on_timer(self, ctx: StrategyContext, now: datetime) -> Sequence[OrderIntent]:
-        return self.rebalance(ctx)
+        out = self._adopt(self.child.on_timer(ctx, now)) if self.child is not None else []
+        return out + self.rebalance(ctx)
+
+    def _adopt(self, intents: Sequence[OrderIntent]) -> list[OrderIntent]:
+        """The child's intents under the overlay's id, so their updates come back here (and its positions are the
+        overlay's, which is the delta it hedges)."""
+        return [replace(i, strategy_id=self.strategy_id, source=f"strategy:{self.strategy_id}") for i in intents]
 
     def on_order(self, ctx: StrategyContext, order: Order, fills: Sequence[Fill] = ()) -> Sequence[OrderIntent]:
+        if self.child is not None and order.tag.startswith(self.child.strategy_id + "-"):
+            return self._adopt(self.child.on_order(ctx, order, fills))
         if not order.tag.startswith(HEDGE_TAG):
             return ()
         self.held += sum(f.quantity for f in fills if isinstance(f.instrument, Equity))
@@ -109,6 +169,8 @@ class DeltaHedge(Strategy):
         if not callable(source):
             return math.nan
         p = self.params
+        if self.child is not None:  # the child's positions and the hedge shares are all under the overlay's id
+            return float(source(p.underlying, self.strategy_id))
         delta = float(source(p.underlying, p.strategy))
         return delta + self.held if p.strategy is not None else delta
 

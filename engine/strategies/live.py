@@ -217,7 +217,7 @@ class StrategyRunner:
             self.on_change(urgent or bool(intents))
 
     def _on_chain(self, ev: ChainUpdated) -> None:
-        if ev.chain.underlying != self.strategy.underlying or self.paused or self.failed is not None:
+        if ev.chain.underlying not in self.strategy.underlyings or self.paused or self.failed is not None:
             return
         self.chain_calls += 1
 

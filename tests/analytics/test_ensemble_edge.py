@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from engine.analytics.chain_metrics import ENSEMBLE_MEMBERS, ensemble_fair_values, visible_edge
+from engine.model import ExerciseStyle
 from engine.surface.fit import fit_chain
 from tests.analytics.conftest import NOW, priced_chain
 
@@ -28,7 +29,7 @@ def test_visible_edge_arithmetic() -> None:
 
 
 def test_ensemble_on_a_smooth_chain_shows_no_edge_and_a_mispriced_quote_stands_out() -> None:
-    chain = priced_chain()
+    chain = replace(priced_chain(), style=ExerciseStyle.EUROPEAN)  # priced European: no early-exercise gap
     surface = fit_chain(chain, rate=R, dividend_yield=Q).surface
     rows = np.array([i for i in range(len(chain)) if str(chain.expiry[i])[:10] == "2026-04-17"])
     vals = ensemble_fair_values(chain, rows, surface, now=NOW, r=R, q=Q)
@@ -51,3 +52,12 @@ def test_ensemble_on_a_smooth_chain_shows_no_edge_and_a_mispriced_quote_stands_o
     pos = int(np.nonzero(rows == target)[0][0])
     assert e[pos] < 0 and abs(e[pos]) > vals2[pos, 1]
     assert np.isnan(np.delete(e, pos)).all()
+
+
+def test_an_american_put_quoted_at_its_european_value_shows_the_early_exercise_edge() -> None:
+    chain = priced_chain()  # American contracts, quoted at European BSM values
+    surface = fit_chain(chain, rate=R, dividend_yield=Q).surface
+    row = int(chain.row_of("XYZ260417P00120000"))
+    vals = ensemble_fair_values(chain, np.array([row]), surface, now=NOW, r=R, q=Q)
+    e = visible_edge(vals[:, 0], vals[:, 1], chain.bid[[row]], chain.ask[[row]])
+    assert e[0] > 0  # deep in the money: worth more than the quote (exercise early)

@@ -23,6 +23,8 @@ NEEDS_MORE: dict[str, str] = {
     "zero_dte": "trades same-day expiries: needs an intraday history (a daily close has no time left to trade)",
     "gamma_scalping": "trades shares against long options: its round trips are hedges, not entries and exits",
     "delta_hedge": "an overlay that hedges another strategy's positions with shares: alone it has nothing to do",
+    "earnings_crush": "sells premium into earnings events: SPY has none (the AAPL run is in test_earnings_crush.py)",
+    "dispersion": "trades an index against its members: a one-underlying history holds no index and no members",
 }
 
 

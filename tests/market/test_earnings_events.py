@@ -128,3 +128,19 @@ def test_a_generated_history_carries_its_calendar_for_the_backtest_context():
     del h.events
     assert history_events(h)["AAPL"] == EarningsSchedule(SimulatorConfig()).dates("AAPL")
     assert BacktestConfig  # the context is the one the runner builds
+
+
+def test_the_calendar_is_settings_data_read_from_toml():
+    import tomllib
+
+    text = """
+    [[universe]]
+    symbol = "XYZ"
+    kind = "equity"
+    spot = 50.0
+    earnings = { dates = [2026-02-12, 2026-05-07], move = 0.08 }
+    """
+    cfg = SimulatorConfig.model_validate(tomllib.loads(text))
+    assert EarningsSchedule(cfg).next_event("XYZ", date(2026, 2, 13)) == date(2026, 5, 7)
+    with pytest.raises(ValidationError, match="move"):
+        SimulatorConfig.model_validate(tomllib.loads(text.replace("0.08", "0.9")))

@@ -120,7 +120,7 @@ def test_sequences_end_on_the_decision_day(frame_and_dataset) -> None:
 
 
 def test_lstm_is_seeded_bounded_saved_and_honestly_evaluated(frame_and_dataset, tmp_path: Path) -> None:
-    frame, ds = frame_and_dataset
+    _frame, ds = frame_and_dataset
     X = ds.inputs("lstm")
     a = fit_calibrated("lstm", X, ds.y, ds.start, ds.end, seed=7)
     b = fit_calibrated("lstm", X, ds.y, ds.start, ds.end, seed=7)
@@ -138,7 +138,7 @@ def test_lstm_is_seeded_bounded_saved_and_honestly_evaluated(frame_and_dataset, 
     assert set(report["baseline"]) == {"logistic", "xgboost"}
     assert all(f["train_labels_overlapping_test"] == 0 for f in report["folds"])
     assert report["verdict"] in ("edge", "no edge")
-    lo, hi = report["auc_ci"]
+    lo, _hi = report["auc_ci"]
     assert report["verdict"] == "no edge" or lo > 0.5
 
 
@@ -160,3 +160,20 @@ def test_cli_trains_an_lstm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     assert meta["sequence_length"] == SEQ_LEN and meta["kind"] == "lstm"
     assert meta["metrics"]["verdict"] == out["verdict"]
     assert isinstance(pd.Series(meta["metrics"]["calibration"]).iloc[0], dict)
+
+
+def test_without_torch_the_lstm_is_refused_naming_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                             capsys) -> None:
+    import engine.ml.lstm as lstm
+    from engine.cli import main
+    from engine.ml.models import MLDependencyError
+
+    def missing() -> None:
+        raise MLDependencyError("LSTM models need the 'ml' extra: pip install 'optiondesk[ml]'")
+
+    monkeypatch.setattr(lstm, "require_torch", missing)
+    monkeypatch.setenv("OPTIONDESK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPTIONDESK_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["ml", "train", "--model", "lstm", "--years", "2", "--date", SIM_START.isoformat(),
+                 "--permutations", "0"]) == 2
+    assert "LSTM models need the 'ml' extra" in capsys.readouterr().err

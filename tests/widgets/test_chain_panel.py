@@ -95,23 +95,32 @@ def test_unknown_underlying_is_refused_with_a_message(qtbot, engine) -> None:
 
 
 def test_model_edge_from_the_engine_surface(qtbot, engine) -> None:
+    from dataclasses import replace
+
     from tests.qt_fixtures import run_async, wait_for_condition
 
     chain = priced_chain()
     ev = run_async(qtbot, engine.surfaces.refit(chain), timeout=60)
     assert ev is not None
+    # the 100 calls quoted 25 % rich; everything else on the smooth smile the surface was fitted to
+    bid, ask = chain.bid.copy(), chain.ask.copy()
+    for symbol in ("XYZ260320C00100000", "XYZ260417C00100000"):
+        target = chain.row_of(symbol)
+        bid[target] += 0.25 * chain.mid[target]
+        ask[target] += 0.25 * chain.mid[target]
+    rich = replace(chain, bid=bid, ask=ask)
     p = ChainPanel(engine, strike_window=4)
     qtbot.addWidget(p)
     p.select_underlying("XYZ")
-    p.apply_events(EventBatch.from_events([ChainUpdated(chain=chain), ev]))
+    p.apply_events(EventBatch.from_events([ChainUpdated(chain=rich), ev]))
     assert not p.table.isColumnHidden(p.model.column_index("c_edge"))
     m = p.model
     wait_for_condition(qtbot, lambda: np.isfinite(m.value(m.row_of(100.0), "c_edge")), timeout=10)
-    row = m.row_of(100.0)
-    spread = m.value(row, "c_ask") - m.value(row, "c_bid")
-    # the chain was priced on a smooth smile: the fitted surface's fair value sits inside the quote
-    assert abs(m.value(row, "c_edge")) < spread
-    assert abs(m.value(m.row_of(95.0), "p_edge")) < 0.2
+    # the ensemble's value minus mid shows only beyond the models' band plus half the spread: the rich call
+    # (a seller's edge, negative), and blank where the quote sits on the smooth smile
+    assert m.value(m.row_of(100.0), "c_edge") < -0.5 * (m.value(m.row_of(100.0), "c_ask") - m.value(m.row_of(100.0), "c_bid"))
+    assert np.isnan(m.value(m.row_of(105.0), "c_edge"))
+    assert np.isnan(m.value(m.row_of(95.0), "p_edge"))
 
 
 def test_narrow_dock_scrolls_and_hidden_columns_persist(qtbot, engine) -> None:

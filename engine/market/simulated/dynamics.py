@@ -24,6 +24,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from engine.market.config import RegimeSpec, SimulatorConfig
+from engine.market.simulated.index import IndexBasket
 
 #: seconds in a regular session (09:30–16:00)
 SESSION_SECONDS = 23_400.0
@@ -71,6 +72,9 @@ class FactorDynamics:
         # the market reference the VIX-like index follows (the factor itself)
         self._vix_rows = np.nonzero(self.is_vol_index)[0]
         self.log_s[self._vix_rows] = np.log(self.vix_level())
+        # synthetic indices: their level is the weighted sum of their members' (engine.market.simulated.index)
+        self._baskets = IndexBasket(self.names, [u.components for u in config.universe])
+        self._baskets.apply(self.log_s)
         self.steps_taken = 0
         self._switch_targets = self._transition_weights()
 
@@ -203,6 +207,8 @@ class FactorDynamics:
         dlog += np.sqrt(idio_var_dt) * z[:, 5:]
         # summing from the current level (not adding it afterwards) keeps batching bit-exact
         path = np.cumsum(np.vstack([self.log_s[None, :], dlog]), axis=0)[1:]
+        if self._baskets:
+            self._baskets.apply(path[-1], path if record else None)
         self.log_s = path[-1].copy()
         self.steps_taken += n
         if len(self._vix_rows):

@@ -1,0 +1,249 @@
+"""Training and evaluation as engine jobs, and the registry as the Models panel sees it.
+
+The GUI never trains: it sends :class:`TrainModel` or :class:`EvaluateModel` on the bus; this service runs
+:func:`engine.ml.jobs.train_job` / :func:`~engine.ml.jobs.evaluate_job` through the engine's ``run_cpu``
+(its worker processes, docs/architecture.md "One loop"), publishes :class:`MLJobProgressed` (stage and
+elapsed seconds, once a second — a worker process reports no fraction) and :class:`MLJobFinished`. One job
+runs at a time: on a 2-core box a second walk-forward would only slow both. :meth:`MLService.models` is the
+registry with each model's validation metrics and the strategies whose ``ml.model`` names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, ClassVar
+
+from engine.bus.events import MLJobFinished, MLJobProgressed
+from engine.bus.messages import Command
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainModel(Command):
+    """Validate and register a model of ``strategy``'s candidates on ``symbol`` (docs/ml.md)."""
+
+    symbol: str = "SPY"
+    model: str = "xgboost"
+    years: float = 5.0
+    permutations: int = 10
+    strategy: str = "iv_rank_put_spread"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluateModel(Command):
+    """Score registered model ``name`` out of sample (:func:`engine.ml.jobs.evaluate_job`)."""
+
+    name: str
+
+
+class MLJobError(RuntimeError):
+    """The service refused a job (one is already running, the engine is stopping)."""
+
+
+@dataclass
+class MLJob:
+    job_id: str
+    kind: str
+    name: str
+    stage: str = "queued"
+    started: float = field(default_factory=time.monotonic)
+    summary: dict[str, Any] | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One registered model version as the Models panel lists it."""
+
+    name: str
+    version: int
+    kind: str
+    symbol: str
+    training_window: tuple[str, str] | None
+    metrics: dict[str, Any]
+    used_by: tuple[str, ...]
+    created_at: str = ""
+    calibration: str = ""
+
+    SUMMARY_KEYS: ClassVar[tuple[str, ...]] = ("auc", "auc_ci", "brier", "brier_base_rate", "log_loss", "ece",
+                                               "permutation_auc", "deflated_sharpe", "verdict")
+
+
+def strategies_using(entries: Any, model: str) -> tuple[str, ...]:
+    """Ids of the configured strategies whose ML filter names ``model`` (``ml.model`` flat or nested)."""
+    out = []
+    for e in entries or ():
+        params = dict(getattr(e, "params", {}) or {})
+        nested = params.get("ml") if isinstance(params.get("ml"), dict) else {}
+        if params.get("ml.model") == model or nested.get("model") == model:
+            out.append(e.id or e.name)
+    return tuple(out)
+
+
+class MLService:
+    """See the module docstring. ``run_cpu`` is the engine's ``Engine.run_cpu``; ``history_source()`` gives
+    the source and day to train on, ``history_source(independent=True)`` one to evaluate on that the model
+    never saw (the simulated market: the next seed's path);
+    ``strategies`` the configured strategy entries (for "used by")."""
+
+    def __init__(self, bus: Any, run_cpu: Callable[..., Awaitable[Any]], *, models_dir: Path,
+                 history_source: Callable[..., tuple[Any, date]], seed: int = 7,
+                 strategies: Callable[[], Any] = lambda: (), cache_dir: Path | None = None,
+                 clock: Any = None) -> None:
+        self.bus = bus
+        self._run_cpu = run_cpu
+        self.models_dir = Path(models_dir)
+        self._source = history_source
+        self.seed = seed
+        self._strategies = strategies
+        self.cache_dir = cache_dir
+        self.clock = clock
+        self.jobs: dict[str, MLJob] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.last_evaluation: dict[str, dict[str, Any]] = {}
+        self._registered = False
+
+    def start(self) -> None:
+        self.bus.register(TrainModel, self._train)
+        self.bus.register(EvaluateModel, self._evaluate)
+        self._registered = True
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the job watchers and wait for them (bounded); a job already in a worker process ends with
+        the engine's pool, which its owner shuts down."""
+        if self._registered:  # the commands stop being answered first
+            self.bus.unregister(TrainModel)
+            self.bus.unregister(EvaluateModel)
+            self._registered = False
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+
+    # ---- what the panel reads -----------------------------------------------------------------------
+    def models(self) -> list[ModelRow]:
+        from engine.ml.registry import ModelRegistry
+
+        entries = self._strategies()
+        rows = []
+        for rec in ModelRegistry(self.models_dir).list():
+            m = rec.meta
+            metrics = m.get("metrics") or {}
+            window = m.get("training_window")
+            rows.append(ModelRow(rec.name, rec.version, str(m.get("kind", "")), str(m.get("symbol", "")),
+                                 tuple(window) if window else None, dict(metrics), strategies_using(entries, rec.name),
+                                 str(m.get("created_at", "")), str(m.get("calibration", ""))))
+        return rows
+
+    def running(self) -> MLJob | None:
+        return next((j for j in self.jobs.values() if j.stage in ("queued", "running")), None)
+
+    # ---- jobs -----------------------------------------------------------------------------------------
+    def _new_job(self, kind: str, name: str) -> MLJob:
+        if self.running() is not None:
+            raise MLJobError(f"{self.running().kind} of {self.running().name} is still running")
+        job = MLJob(f"ml-{next(self._ids)}", kind, name)
+        self.jobs[job.job_id] = job
+        self.bus.publish(MLJobProgressed(job_id=job.job_id, kind=kind, name=name, stage="queued"))
+        return job
+
+    async def _train(self, cmd: TrainModel) -> str:
+        from engine.ml.jobs import TrainRequest, train_job
+        from engine.ml.train import TrainConfig
+
+        source, day = self._source()
+        cfg = TrainConfig(model=cmd.model, n_permutations=cmd.permutations, seed=self.seed)
+        name = cmd.name or f"{cmd.strategy}-{cmd.symbol}"
+        job = self._new_job("train", name)
+        created = self.clock.now().isoformat() if self.clock is not None else ""
+        req = TrainRequest(source=source, symbol=cmd.symbol, before=day, years=cmd.years, config=asdict(cfg),
+                           strategy=cmd.strategy, name=name, models_dir=self.models_dir, cache_dir=self.cache_dir,
+                           created_at=created)
+        self._spawn(job, train_job, req)
+        return job.job_id
+
+    async def _evaluate(self, cmd: EvaluateModel) -> str:
+        from engine.ml.jobs import EvaluateRequest, evaluate_job
+        from engine.ml.registry import ModelRegistry
+
+        rec = ModelRegistry(self.models_dir).record(cmd.name)
+        source, day = self._source(independent=True)
+        window = rec.meta.get("training_window")
+        years = 5.0
+        if window:  # as long a history as the model was trained on
+            span = (date.fromisoformat(window[1]) - date.fromisoformat(window[0])).days / 365.25
+            years = max(1.0, min(30.0, span + 0.5))
+        job = self._new_job("evaluate", cmd.name)
+        req = EvaluateRequest(models_dir=self.models_dir, name=cmd.name, source=source,
+                              symbol=str(rec.meta.get("symbol") or ""), before=day, years=years,
+                              seed=self.seed, cache_dir=self.cache_dir)
+        self._spawn(job, evaluate_job, req)
+        return job.job_id
+
+    def _spawn(self, job: MLJob, fn: Callable[..., Any], request: Any) -> None:
+        task = asyncio.ensure_future(self._run(job, fn, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: MLJob, fn: Callable[..., Any], request: Any) -> None:
+        job.stage = "running"
+        job.started = time.monotonic()
+        work = asyncio.ensure_future(self._run_cpu(fn, request))
+        try:
+            while not work.done():
+                self.bus.publish(MLJobProgressed(job_id=job.job_id, kind=job.kind, name=job.name, stage="running",
+                                                 elapsed_s=round(time.monotonic() - job.started, 1)))
+                await asyncio.wait([work], timeout=1.0)
+            report = work.result()
+        except asyncio.CancelledError:
+            work.cancel()
+            job.stage, job.error = "failed", "cancelled"
+            raise
+        except Exception as exc:  # a job's failure is reported, never raised into the loop
+            job.stage, job.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.bus.publish(MLJobFinished(job_id=job.job_id, kind=job.kind, name=job.name, error=job.error))
+            return
+        summary = {k: report.get(k) for k in ("auc", "auc_ci", "brier", "verdict", "samples", "message",
+                                              "scope", "seconds")}
+        if "registered" in report:
+            summary["version"] = report["registered"]["version"]
+        if job.kind == "evaluate":
+            self.last_evaluation[job.name] = report
+        job.stage, job.summary = "finished", summary
+        self.bus.publish(MLJobFinished(job_id=job.job_id, kind=job.kind, name=job.name, summary=summary))
+
+
+def service_for_engine(engine: Any) -> MLService:
+    """The ML service over a running :class:`engine.core.Engine`: its bus and worker processes, the app's
+    registry (its data folder's ``models/``) and cache folder, the simulated market's seeded history (the ``ml train`` default) before the
+    engine's simulated start (or today), and the settings' strategies."""
+    from engine.history.simulated import SimulatedHistorySource
+    from engine.model.instruments import NEW_YORK
+    from engine.paths import cache_dir
+
+    def source(independent: bool = False) -> tuple[Any, date]:
+        settings = engine.settings
+        seed = settings.general.seed + (1 if independent else 0)  # evaluation: another path of the same market
+        cfg = settings.simulator.model_copy(update={"seed": seed})
+        day = date.fromisoformat(cfg.start) if cfg.start else engine.clock.now().astimezone(NEW_YORK).date()
+        return SimulatedHistorySource(cfg), day
+
+    svc = MLService(engine.bus, engine.run_cpu, models_dir=engine.paths.models_dir, history_source=source,
+                    seed=engine.settings.general.seed, strategies=lambda: list(engine.settings.strategies or ()),
+                    cache_dir=cache_dir() / "ml", clock=engine.clock)
+    return svc
+
+
+def attached_service(engine: Any) -> MLService:
+    """The running engine's :class:`MLService` (composed and started with the engine, stopped with it)."""
+    svc = engine.ml
+    if svc is None:
+        raise RuntimeError("the engine is not started: it has no ML service")
+    return svc
