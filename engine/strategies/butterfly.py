@@ -32,10 +32,9 @@ from engine.strategies.base import (
     StrategyContext,
     StrategyParams,
     entry_marks,
-    market_date,
     option_leg,
 )
-from engine.strategies.selection import pick_expiry, row_at_strike
+from engine.strategies.selection import premium_setup, row_at_strike
 from engine.strategies.structures import (
     GreekBudget,
     budget_contracts,
@@ -80,15 +79,10 @@ class Butterfly(ManagedStrategy):
 
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
         p = self.params
-        regime = ctx.regime(p.underlying)
-        if regime not in p.regimes:
+        setup = premium_setup(ctx, chain, p)
+        if setup is None:
             return ()
-        ivr = ctx.iv_rank(p.underlying)
-        if not (math.isfinite(ivr) and ivr >= p.iv_rank_entry):
-            return ()
-        expiry = pick_expiry(chain, market_date(ctx.now()), p.dte_min, p.dte_max, p.dte_target)
-        if expiry is None:
-            return ()
+        ivr, expiry = setup.iv_rank, setup.expiry
         rows = self.wings(chain, expiry)
         if rows is None:
             return ()

@@ -8,7 +8,6 @@ condor's credit, stop at a multiple of the credit, DTE exit, regime-shift exit).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from pydantic import Field
@@ -21,11 +20,10 @@ from engine.strategies.base import (
     StrategyParams,
     entry_marks,
     leg_expiry,
-    market_date,
     option_leg,
 )
 from engine.strategies.iv_rank_put_spread import contracts_for
-from engine.strategies.selection import nearest_delta_row, pick_expiry, wing_row
+from engine.strategies.selection import nearest_delta_row, premium_setup, wing_row
 
 
 class IronCondorParams(StrategyParams):
@@ -50,15 +48,10 @@ class IronCondor(ManagedStrategy):
 
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
         p = self.params
-        regime = ctx.regime(p.underlying)
-        if regime not in p.regimes:
+        setup = premium_setup(ctx, chain, p)
+        if setup is None:
             return ()
-        ivr = ctx.iv_rank(p.underlying)
-        if not (math.isfinite(ivr) and ivr >= p.iv_rank_entry):
-            return ()
-        expiry = pick_expiry(chain, market_date(ctx.now()), p.dte_min, p.dte_max, p.dte_target)
-        if expiry is None:
-            return ()
+        regime, ivr, expiry = setup.regime, setup.iv_rank, setup.expiry
         kw = {"rate": p.rate, "dividend_yield": p.dividend_yield}
         sp = nearest_delta_row(chain, expiry, p.short_delta, call=False, **kw)
         sc = nearest_delta_row(chain, expiry, p.short_delta, call=True, **kw)

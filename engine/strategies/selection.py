@@ -7,13 +7,41 @@ Delta convention: calls in (0, 1), puts in (−1, 0), per one unit of the underl
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import numpy as np
 
 from engine.model import OptionChain
 
 _DAY_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class PremiumSetup:
+    """Why a premium-selling entry may go ahead today: the regime, the IV rank and the expiry to sell."""
+
+    regime: str
+    iv_rank: float
+    expiry: np.datetime64
+
+
+def premium_setup(ctx: Any, chain: OptionChain, p: Any) -> PremiumSetup | None:
+    """The premium sellers' common gate: the regime is one of ``p.regimes``, IV rank is at least
+    ``p.iv_rank_entry`` and an expiry lies in [``p.dte_min``, ``p.dte_max``] (nearest ``p.dte_target``).
+    ``ctx`` is the strategy context (its ``now``, ``regime`` and ``iv_rank``); None when any gate is shut."""
+    from engine.strategies.base import market_date
+
+    regime = ctx.regime(p.underlying)
+    if regime not in p.regimes:
+        return None
+    ivr = ctx.iv_rank(p.underlying)
+    if not (math.isfinite(ivr) and ivr >= p.iv_rank_entry):
+        return None
+    expiry = pick_expiry(chain, market_date(ctx.now()), p.dte_min, p.dte_max, p.dte_target)
+    return None if expiry is None else PremiumSetup(regime, ivr, expiry)
 
 
 def expiry_days(chain: OptionChain, today: date) -> np.ndarray:

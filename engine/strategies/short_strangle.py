@@ -28,10 +28,9 @@ from engine.strategies.base import (
     OpenTrade,
     StrategyContext,
     StrategyParams,
-    market_date,
     option_leg,
 )
-from engine.strategies.selection import deltas, nearest_delta_row, pick_expiry
+from engine.strategies.selection import deltas, nearest_delta_row, premium_setup
 from engine.strategies.structures import GreekBudget, budget_contracts, priced_entry
 
 STRANGLE_RULES = ManagementRules(profit_target=0.5, stop_multiple=2.0, dte_exit=21,
@@ -84,15 +83,10 @@ class ShortStrangle(ManagedStrategy):
 
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
         p = self.params
-        regime = ctx.regime(p.underlying)
-        if regime not in p.regimes:
+        setup = premium_setup(ctx, chain, p)
+        if setup is None:
             return ()
-        ivr = ctx.iv_rank(p.underlying)
-        if not (math.isfinite(ivr) and ivr >= p.iv_rank_entry):
-            return ()
-        expiry = pick_expiry(chain, market_date(ctx.now()), p.dte_min, p.dte_max, p.dte_target)
-        if expiry is None:
-            return ()
+        regime, ivr, expiry = setup.regime, setup.iv_rank, setup.expiry
         picked = self.strikes(ctx, chain, expiry)
         if picked is None:
             return ()

@@ -274,7 +274,9 @@ def repair_batch(p: RepairProblem, optimal_start: np.ndarray | None = None, leve
             A = cur.jtj + (lam[:, None] * (diag + 1e-12))[:, :, None] * eye
             step = np.linalg.solve(A, -cur.jtr[:, :, None])[:, :, 0]
             cand = _project(xs + step, scs)
-            ec = _evaluate(cand, sub, scs, sqs, wls, cals, mu, jac=False)
+            # the candidate's derivatives come with it (violating points only: cheap), so an accepted step
+            # needs no second evaluation
+            ec = _evaluate(cand, sub, scs, sqs, wls, cals, mu, jac=True)
             good = live & np.isfinite(ec.f) & (ec.f < cur.f)
             rel = np.where(good, (cur.f - ec.f) / np.maximum(cur.f, 1e-300), 0.0)
             xs = np.where(good[:, None], cand, xs)
@@ -284,8 +286,9 @@ def repair_batch(p: RepairProblem, optimal_start: np.ndarray | None = None, leve
             bx[better] = cand[better]
             lam = np.where(good, np.maximum(lam * 0.2, 1e-10), lam * 10.0)
             live &= ~((good & (rel < 1e-6)) | (lam > 1e6))
-            if live.any():
-                cur = _evaluate(xs, sub, scs, sqs, wls, cals, mu, jac=True)
+            g3 = good[:, None, None]
+            cur = _Eval(np.where(good, ec.f, cur.f), np.where(good, ec.fq, cur.fq), cur_clean,
+                        np.where(g3, ec.jtj, cur.jtj), np.where(good[:, None], ec.jtr, cur.jtr))
         x[idx] = xs
         improved = bq < best_fq[idx]
         best[idx[improved]] = bx[improved] * scs[improved]
@@ -339,7 +342,7 @@ def _psi_max(theta: np.ndarray, rho: np.ndarray) -> np.ndarray:
 
 
 def fit_essvi(theta: np.ndarray, k: np.ndarray, w: np.ndarray, om: np.ndarray, rho0: np.ndarray,
-              psi0: np.ndarray, iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
+              psi0: np.ndarray, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Per-slice (ρ, ψ) of eSSVI slices through the ATM variances ``theta``, each butterfly-free, fitted
     to the (S, N) quotes by a batched Levenberg–Marquardt with analytic derivatives (no calendar
     coupling yet: :func:`essvi_calendar` adds it)."""
@@ -461,7 +464,7 @@ def _essvi_blend(theta: float, start: tuple[float, float], prev: tuple[float, fl
     if clean(0.0):
         return start
     lo, hi = 0.0, 1.0
-    for _ in range(30):
+    for _ in range(20):
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if clean(mid) else (mid, hi)
     return at(hi) if clean(hi) else prev
