@@ -215,7 +215,9 @@ class AlertsPanel(Panel):
         for e in entries:
             self.all_entries.append(e)
             self.counts[e.level] = self.counts.get(e.level, 0) + 1
-            if e.level in ("error", "critical"):
+            # a notification rule's firing (notify:<rule>, the trader's own alerts included) is a desktop
+            # notification at any level: the rule and the destination's min_level already chose to tell
+            if e.level in ("error", "critical") or e.source.startswith("notify:"):
                 self.notify.emit(e.level, f"Optiondesk — {e.source}", e.message)
         floor = _RANK[self.min_level]
         self.model.prepend([e for e in entries if _RANK[e.level] >= floor])

@@ -71,8 +71,10 @@ DEFAULT_LAYOUT: dict[str, tuple[Area, str]] = {
     "orders": (Area.LeftDockWidgetArea, "left-bottom"),
     "pnl": (Area.LeftDockWidgetArea, "left-bottom"),
     "alerts": (Area.LeftDockWidgetArea, "left-bottom"),
+    "activity": (Area.LeftDockWidgetArea, "left-bottom"),
     "ticket": (Area.RightDockWidgetArea, "right-top"),
     "approvals": (Area.RightDockWidgetArea, "right-top"),
+    "strategy_builder": (Area.RightDockWidgetArea, "right-top"),
     "surface": (Area.RightDockWidgetArea, "right-bottom"),
     "smile": (Area.RightDockWidgetArea, "right-bottom"),
     "payoff": (Area.RightDockWidgetArea, "right-bottom"),
@@ -225,7 +227,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_conn.setObjectName("statusConnection")
         self.status_rate = QtWidgets.QLabel("")
         self.status_rate.setObjectName("statusRate")
-        for w in (self.status_mode, self.status_state, self.status_clock, self.status_conn):
+        from app.status_regime import RegimeStatusLabel
+
+        self.status_regime = RegimeStatusLabel(self.engine)  # VIX rules beside the live mixture (docs/ml.md)
+        for w in (self.status_mode, self.status_state, self.status_clock, self.status_conn, self.status_regime):
             sb.addWidget(w)
         sb.addPermanentWidget(self.status_rate)
         self._events_seen = 0
@@ -247,6 +252,7 @@ class MainWindow(QtWidgets.QMainWindow):
         # consumers: toolbar, status bar, then every panel ---------------------------------------------
         self.bridge.add_consumer(self.trading_toolbar.apply_events, "toolbar")
         self.bridge.add_consumer(self._apply_status, "status bar")
+        self.bridge.add_consumer(self.status_regime.apply_events, "status bar regime")
         for pid, panel in self.panels.items():
             self._wire_panel(pid, panel)
 
@@ -577,6 +583,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
         help_menu = mb.addMenu("&Help")
         help_menu.addAction("&About Optiondesk", self._about)
+        from app.shortcuts import install_hotkeys
+
+        self.hotkeys = install_hotkeys(self, trading, help_menu)
 
     def _about(self) -> None:
         import engine

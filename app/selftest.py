@@ -402,9 +402,37 @@ class SelfTest:
             if image_is_blank(pixmap.toImage()):
                 blank.append(pid)
             written.append(path.name)
+        written.append(await self._shoot_alert_rules(step))
         if blank:
             raise StepFailed(step, f"blank panel(s): {', '.join(blank)}")
         return f"{len(written)} PNGs in {self.screenshots}"
+
+    async def _shoot_alert_rules(self, step: str) -> str:
+        """The Alert rules dialog on its *My alerts* tab, with an example alert at SPY's price (not saved)."""
+        from app.dialogs.alert_rules_dialog import AlertRulesDialog
+        from engine.notify.config import UserAlertRule
+
+        dialog = AlertRulesDialog(self.engine, self.window)
+        try:
+            price = self.engine.feed.last_price("SPY") if self.engine.feed is not None else None
+            dialog.add_user_rule_row(UserAlertRule(name="spy-level", symbol="SPY", metric="last", op="crosses",
+                                                   value=round(float(price or 600.0), 2)))
+            dialog.add_user_rule_row(UserAlertRule(name="portfolio-delta", target="portfolio", metric="delta",
+                                                   op="above", value=500, repeat="every"))
+            dialog.tabs.setCurrentIndex(0)
+            dialog.resize(1280, 420)
+            dialog.show()
+            await asyncio.sleep(0.1)
+            pixmap = dialog.grab()
+            path = self.screenshots / "panel_alerts_rules.png"
+            if not pixmap.save(str(path)):
+                raise StepFailed(step, f"could not write {path}")
+            if image_is_blank(pixmap.toImage()):
+                raise StepFailed(step, "blank Alert rules dialog")
+            return path.name
+        finally:
+            dialog.reject()
+            dialog.deleteLater()
 
 
     async def _start_a_strategy(self, step: str) -> None:

@@ -328,7 +328,11 @@ class Engine:
         if s.notify.enabled:
             from engine.notify.notifier import Notifier
 
-            self.notifier = Notifier(self.bus, s.notify, secrets=self.secret, now=_EngineClock(self).now)
+            risk = self.risk
+            exposure = None if risk is None else (
+                lambda: (risk.position_exposure, risk.position_exposure_by_underlying()))
+            self.notifier = Notifier(self.bus, s.notify, secrets=self.secret, now=_EngineClock(self).now,
+                                     exposure=exposure)
             await self.notifier.start()
             self.on_stop(self.notifier.stop)
         port = self.config.metrics_port if self.config.metrics_port is not None else s.monitoring.metrics_port

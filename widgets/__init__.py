@@ -56,6 +56,8 @@ PANEL_SPECS: tuple[PanelSpec, ...] = (
     PanelSpec("data", "Data", "widgets.data_panel", "DataPanel"),
     PanelSpec("strategies", "Strategies", "widgets.strategies_panel", "StrategiesPanel"),
     PanelSpec("models", "Models", "widgets.models_panel", "ModelsPanel"),
+    PanelSpec("strategy_builder", "Strategy builder", "widgets.strategy_builder", "StrategyBuilderPanel"),
+    PanelSpec("activity", "Activity", "widgets.activity_panel", "ActivityPanel"),
 )
 
 _CLASSES = {spec.class_name: spec for spec in PANEL_SPECS}
@@ -73,7 +75,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "PANELS", "PANEL_SPECS", "ApprovalPanel", "BacktestPanel", "ChainPanel", "EventAccumulator", "EventBatch",
-    "GreeksPanel", "ModelsPanel", "OrdersPanel", "Panel", "PanelSpec", "PayoffPanel", "PnLPanel", "PositionsPanel", "StrategiesPanel",
+    "PANELS", "PANEL_SPECS", "ActivityPanel", "ApprovalPanel", "BacktestPanel", "ChainPanel", "EventAccumulator", "EventBatch",
+    "GreeksPanel", "ModelsPanel", "OrdersPanel", "Panel", "PanelSpec", "PayoffPanel", "PnLPanel", "PositionsPanel", "StrategiesPanel", "StrategyBuilderPanel",
     "SurfacePanel", "TicketPanel", "send_command",
 ]

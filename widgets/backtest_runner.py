@@ -900,7 +900,7 @@ class BacktestPanel(Panel):
             "opened": np.array([format_market_time(t.opened_at) for t in trades], dtype=object),
             "closed": np.array([format_market_time(t.closed_at) if t.closed_at else "open" for t in trades],
                                dtype=object),
-            "legs": np.array([t.legs for t in trades], dtype=object),
+            "legs": np.array([compact_legs(t.legs) for t in trades], dtype=object),
             "qty": np.array([t.quantity for t in trades], dtype=object),
             "entry": np.array([_price(t.entry_price) for t in trades], dtype=object),
             "exit": np.array([_price(t.exit_price) for t in trades], dtype=object),
@@ -953,6 +953,25 @@ class BacktestPanel(Panel):
             self.years_spin.setValue(float(state["years"]))
         if isinstance(state.get("seed"), int):
             self.seed_spin.setValue(state["seed"])
+
+
+def compact_legs(text: str) -> str:
+    """"-1 SPY240621P00500000 / +1 SPY240621P00495000" as "-1 21Jun24 500P  +1 21Jun24 495P".
+
+    The ledger's OCC symbols filled the Legs column and were cut to "-1 SP…"; the underlying is the run's
+    and already in the summary line. Text that is not OCC legs is shown as it is.
+    """
+    from engine.model import Option
+
+    parts = []
+    for token in text.split(" / "):
+        ratio, _, symbol = token.strip().partition(" ")
+        try:
+            o = Option.from_occ(symbol)
+        except ValueError:
+            return text
+        parts.append(f"{ratio} {o.expiry:%d%b%y} {o.strike:g}{'C' if o.is_call else 'P'}")
+    return "  ".join(parts)
 
 
 def _readable_y_range(plot: pg.PlotWidget, values: np.ndarray, pad: float) -> None:

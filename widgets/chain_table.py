@@ -548,7 +548,8 @@ class ChainPanel(Panel):
             from engine.analytics.chain_metrics import ensemble_fair_values
 
             block = chain.take(np.asarray(rows, dtype=int))
-            fut = self._offload(ensemble_fair_values, block, np.arange(len(rows)), surface, now=chain.ts, r=r, q=q)
+            fut = self._offload(ensemble_fair_values, block, np.arange(len(rows)), surface, now=chain.ts, r=r, q=q,
+                                weights=eq.ensemble_weights(self.engine))
             if fut is not None:
 
                 def done(f: Any, key: Any = key, rows: np.ndarray = rows) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +22,8 @@ from engine.settings import Settings
 if TYPE_CHECKING:
     from engine.chainstore.service import DataCoverage, RootCoverage
     from engine.core import Engine
+    from engine.ml.regime_live import StatisticalRegimeUpdated
+    from engine.reports.activity import AccountActivity, MarginLine
     from engine.risk.state import TradingStatus
     from engine.strategies.base import StrategyParams
     from engine.strategies.host import StrategyStatus
@@ -93,6 +95,24 @@ def rates(engine: Engine | None, underlying: str) -> tuple[float, float]:
     sim = settings(engine).simulator
     q = next((float(u.dividend_yield or 0.0) for u in sim.universe if u.symbol == underlying), 0.0)
     return float(sim.risk_free_rate), q
+
+
+def ensemble_weights(engine: Engine | None) -> dict[str, float] | None:
+    """The pricing ensemble's weights in the current regime from the engine's ensemble tracker (None: equal)."""
+    from engine.analytics.chain_metrics import ENSEMBLE_MEMBERS
+
+    svc = engine.ml if engine is not None else None
+    return svc.ensemble_weights(ENSEMBLE_MEMBERS) if svc is not None else None
+
+
+def market_regimes(engine: Engine | None) -> tuple[str | None, StatisticalRegimeUpdated | None]:
+    """(the rule-based VIX regime, the newest ``StatisticalRegimeUpdated`` of the live mixture); None for
+    either before it has run."""
+    if engine is None:
+        return None, None
+    rules = engine.risk_service.regime if engine.risk_service is not None else None
+    stat = engine.ml.regime.latest if engine.ml is not None and engine.ml.regime is not None else None
+    return rules, stat
 
 
 def surface_update(engine: Engine | None, underlying: str) -> SurfaceUpdated | None:
@@ -266,3 +286,37 @@ def running_import(engine: Engine | None) -> str | None:
     if engine is None or engine.data_service is None:
         return None
     return engine.data_service.importing
+
+
+def account_activity(engine: Engine | None, start: date, end: date, symbol: str = "") -> AccountActivity | None:
+    """Transactions, closed trades with realised P&L, fees and the paper account's margin breakdown for New York
+    days ``start``..``end`` (None without a store). Reads the store's fills and orders: a few ms for a
+    session's fills, so views call it on a fill or a user's request, not per tick."""
+    if engine is None or engine.store is None:
+        return None
+    from engine.reports.activity import build_activity
+
+    broker = engine.paper_broker
+    exchange = broker.exchange if broker is not None else None
+    return build_activity(engine.store, start, end, symbol=symbol, exchange=exchange,
+                          account=exchange.account() if exchange is not None else account(engine))
+
+
+def account_margin(engine: Engine | None) -> tuple[list[MarginLine], AccountSnapshot | None]:
+    """The paper account's margin breakdown per underlying and its snapshot, without reading the store (cheap
+    enough for every account update)."""
+    broker = engine.paper_broker if engine is not None else None
+    if broker is None:
+        return [], account(engine)
+    from engine.reports.activity import margin_breakdown
+
+    return margin_breakdown(broker.exchange), broker.exchange.account()
+
+
+def user_alert_states(engine: Engine | None) -> dict[str, tuple[bool, int, float]]:
+    """Per enabled user alert the notifier runs: (armed, times fired, last value seen; NaN before any)."""
+    if engine is None or engine.notifier is None:
+        return {}
+    ev = engine.notifier.user_rules
+    return {r.name: (bool(ev.armed[i]), int(ev.fired_count[i]), float(ev.last_value[i]))
+            for i, r in enumerate(ev.rules)}

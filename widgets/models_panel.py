@@ -5,7 +5,12 @@ its kind, underlying and training window, the purged walk-forward AUC with its b
 Brier score beside the base-rate forecast's, log loss, calibration (method and expected calibration error),
 the permuted-label AUC, the verdict, and which strategies' ``ml.model`` name it. The selected model's
 reliability curve (predicted vs observed win rate per bin, against the diagonal) and its one-line reading
-sit below. Train and Evaluate are bus commands (``TrainModel``/``EvaluateModel``); the job runs in the
+sit below, with tabs for the model's feature importance (XGBoost total gain), today's candidate (its calibrated
+P(win), each feature's ``pred_contribs`` share of the margin, and the live probabilities of the strategies
+whose ``ml.model`` names it), drift (each feature's population stability index, recent sessions against the
+training window) and the pricing ensemble (each model's decayed error and weight per regime, from the
+ensemble tracker). Importance, candidate and drift come from one ``ExplainModel`` command computed in a worker
+process (:mod:`engine.ml.insight`) when a model is selected. Train and Evaluate are bus commands (``TrainModel``/``EvaluateModel``); the job runs in the
 engine's worker processes and its stage and elapsed time come back as ``MLJobProgressed`` events, so the
 panel never waits on the engine.
 """
@@ -13,12 +18,14 @@ panel never waits on the engine.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.bus.events import MLJobFinished, MLJobProgressed
+from engine.ml.insight import ExplainModel, ModelInsightReady, drift_reading
 from engine.ml.service import EvaluateModel, ModelRow, TrainModel
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
@@ -60,6 +67,22 @@ def row_texts(r: ModelRow) -> dict[str, str]:
         "verdict": str(m.get("verdict") or "—"),
         "used_by": ", ".join(r.used_by) or "—",
     }
+
+
+def _small_table(headers: tuple[str, ...]) -> QtWidgets.QTableWidget:
+    t = QtWidgets.QTableWidget(0, len(headers))
+    t.setHorizontalHeaderLabels(list(headers))
+    t.verticalHeader().setVisible(False)
+    t.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+    t.horizontalHeader().setStretchLastSection(True)
+    t.setColumnWidth(0, 170)
+    return t
+
+
+def _neural_saved() -> bool:
+    from engine.pricing import neural
+
+    return neural.default_path().exists()
 
 
 class ModelsPanel(Panel):
@@ -124,17 +147,53 @@ class ModelsPanel(Panel):
         self.reading_label.setWordWrap(True)
         self.reading_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.reading_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        bottom = QtWidgets.QHBoxLayout()
+        reliability = QtWidgets.QWidget()
+        bottom = QtWidgets.QHBoxLayout(reliability)
+        bottom.setContentsMargins(0, 0, 0, 0)
         bottom.addWidget(self.plot, 1)
         bottom.addWidget(self.reading_label, 1)
+
+        self.importance_plot = new_plot(title="Feature importance", x="share of the model's total")
+        self.importance_plot.setMinimumHeight(170)
+        self.candidate_label = QtWidgets.QLabel("Select a model.")
+        self.candidate_label.setWordWrap(True)
+        self.candidate_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.contrib_table = _small_table(("Feature", "Contribution"))
+        candidate = QtWidgets.QWidget()
+        cl = QtWidgets.QHBoxLayout(candidate)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.candidate_label, 1)
+        cl.addWidget(self.contrib_table, 1)
+        self.drift_label = QtWidgets.QLabel("")
+        self.drift_label.setWordWrap(True)
+        self.drift_table = _small_table(("Feature", "PSI now", "PSI max in training", "Outside range", "Reading"))
+        drift = QtWidgets.QWidget()
+        dl = QtWidgets.QVBoxLayout(drift)
+        dl.setContentsMargins(0, 0, 0, 0)
+        dl.addWidget(self.drift_label)
+        dl.addWidget(self.drift_table, 1)
+        self.ensemble_label = QtWidgets.QLabel("")
+        self.ensemble_label.setWordWrap(True)
+        self.ensemble_table = _small_table(("Regime", "Model", "Error $/sh", "Weight", "Contracts"))
+        ens = QtWidgets.QWidget()
+        el = QtWidgets.QVBoxLayout(ens)
+        el.setContentsMargins(0, 0, 0, 0)
+        el.addWidget(self.ensemble_label)
+        el.addWidget(self.ensemble_table, 1)
+        self.tabs = QtWidgets.QTabWidget()
+        for w, name in ((reliability, "Reliability"), (self.importance_plot, "Importance"),
+                        (candidate, "Today's candidate"), (drift, "Drift (PSI)"), (ens, "Pricing ensemble")):
+            self.tabs.addTab(w, name)
+        self._ensemble_at = -math.inf
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.table, 2)
-        lay.addLayout(bottom, 2)
+        lay.addWidget(self.tabs, 2)
         if service is None:
             self.job_label.setText("ML service not running (the engine has not started)")
         self.refresh()
+        self.refresh_ensemble()
 
     # ---- data ------------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -201,6 +260,138 @@ class ModelsPanel(Panel):
                 lines.append(f"Evaluation: {ev.get('message', '')}")
         lines.append("Used by: " + (", ".join(r.used_by) or "no strategy (set ml.model in a strategy's params)"))
         self.reading_label.setText("<br>".join(lines))
+        self._show_insight()
+
+    # ---- insight: importance, today's candidate, drift ------------------------------------------------
+    def _show_insight(self) -> None:
+        """Draw the selected model's insight, asking the engine for it (``ExplainModel``) when it has none."""
+        r = self._selected_row()
+        self.importance_plot.clear()
+        self.contrib_table.setRowCount(0)
+        self.drift_table.setRowCount(0)
+        if r is None:
+            self.candidate_label.setText("Select a model.")
+            self.drift_label.setText("")
+            return
+        ins = self.service.insights.get(r.name) if self.service is not None else None
+        if ins is None or ins.get("version") != r.version:
+            self.candidate_label.setText(f"Computing {r.name}'s importance, today's candidate and drift…")
+            self.drift_label.setText("")
+            if self.service is not None and self.engine is not None:
+                self.send(ExplainModel(name=r.name))
+            return
+        self._draw_importance(ins)
+        self._draw_candidate(r, ins)
+        self._draw_drift(ins)
+
+    def _draw_importance(self, ins: dict[str, Any], top: int = 12) -> None:
+        imp = list((ins.get("importance") or {}).items())
+        total = sum(v for _k, v in imp) or 1.0
+        imp = imp[:top][::-1]  # largest at the top of a horizontal bar chart
+        p = self.importance_plot.getPlotItem()
+        p.setTitle(f"Feature importance ({ins.get('importance_type', '')}, top {len(imp)})")
+        if not imp:
+            return
+        shares = [v / total for _k, v in imp]
+        self.importance_plot.addItem(pg.BarGraphItem(x0=0, y=list(range(len(imp))), height=0.7, width=shares,
+                                                     brush=SERIES[0]))
+        p.getAxis("left").setTicks([[(i, k) for i, (k, _v) in enumerate(imp)]])
+        p.setXRange(0, max(shares) * 1.05, padding=0)
+        p.setYRange(-0.6, len(imp) - 0.4, padding=0)
+
+    def _draw_candidate(self, r: ModelRow, ins: dict[str, Any]) -> None:
+        cand = ins.get("candidate")
+        lines = []
+        if cand is None:
+            lines.append("No candidate: the newest day's features are not all known yet.")
+        else:
+            gate = cand.get("gate")
+            verdict = "" if gate is None else (" → take" if cand["probability"] >= gate else " → skip")
+            lines.append(f"<b>{ins['symbol']} candidate of {cand['day']}</b>: P(win) {cand['probability']:.1%}"
+                         + ("" if gate is None else f" vs the model's gate {gate:.1%}") + verdict)
+            lines.append(f"Contributions: {cand.get('contributions_type', '')}; + raises P(win).")
+            contrib = list((cand.get("contributions") or {}).items())
+            self.contrib_table.setRowCount(len(contrib))
+            for i, (k, v) in enumerate(contrib):
+                self.contrib_table.setItem(i, 0, QtWidgets.QTableWidgetItem(k))
+                item = QtWidgets.QTableWidgetItem(f"{v:+.3f}")
+                item.setForeground(EDGE if v > 0 else NO_EDGE)
+                self.contrib_table.setItem(i, 1, item)
+        live = self._live_probabilities(r)
+        lines.append("<b>Live</b> (strategies whose ml.model names it): " + ("; ".join(live) if live else
+                     "no strategy has asked this model yet today"))
+        if (r.metrics or {}).get("verdict") == "no edge":
+            lines.append("<span style='color:#d64541'>Validation verdict: no edge — these probabilities are not "
+                         "better than the base rate out of sample.</span>")
+        self.candidate_label.setText("<br>".join(lines))
+
+    def _live_probabilities(self, r: ModelRow) -> list[str]:
+        out = []
+        for st in eq.strategy_statuses(self.engine):
+            if st.strategy_id not in r.used_by:
+                continue
+            sig = st.last_signal
+            if sig is not None and math.isfinite(sig.ml_probability):
+                out.append(f"{st.strategy_id}: P(win) {sig.ml_probability:.1%} ({sig.action}"
+                           + (f", {sig.ml_reason}" if sig.ml_reason else "") + ")")
+            else:
+                out.append(f"{st.strategy_id}: no entry decided yet ({st.state})")
+        return out
+
+    def _draw_drift(self, ins: dict[str, Any]) -> None:
+        drift = ins.get("drift")
+        if not drift:
+            self.drift_label.setText("No training window recorded: no drift to measure.")
+            return
+        rows = sorted(((k, v) for k, v in drift["psi"].items()), key=lambda kv: -(kv[1] if kv[1] is not None
+                                                                                   else -1.0))
+        usual = drift.get("usual") or {}
+        outside = drift.get("out_of_range") or {}
+        readings = {k: drift_reading(v, usual.get(k), outside.get(k)) for k, v in rows}
+        shifted = sum(1 for r in readings.values() if r == "shifted")
+        overlap = drift.get("overlap_days", 0)
+        self.drift_label.setText(
+            f"Sessions {drift['recent_from']} … {drift['recent_to']} against the training window "
+            f"{' … '.join(drift['training_window'])}: {shifted} feature(s) shifted: PSI beyond both 0.25 and the largest "
+            f"of the training window's own 60-session blocks (slow features score high in any short window), "
+            f"or ≥ 10 % of recent values outside the training range" + (f"; {overlap} of the recent days were in the training window" if overlap else "") + ".")
+        self.drift_table.setRowCount(len(rows))
+        for i, (k, v) in enumerate(rows):
+            self.drift_table.setItem(i, 0, QtWidgets.QTableWidgetItem(k))
+            self.drift_table.setItem(i, 1, QtWidgets.QTableWidgetItem(_num(v)))
+            self.drift_table.setItem(i, 2, QtWidgets.QTableWidgetItem(_num(usual.get(k))))
+            self.drift_table.setItem(i, 3, QtWidgets.QTableWidgetItem(_num(outside.get(k), "{:.0%}")))
+            item = QtWidgets.QTableWidgetItem(readings[k])
+            if readings[k] == "shifted":
+                item.setForeground(NO_EDGE)
+            self.drift_table.setItem(i, 4, item)
+
+    # ---- the pricing ensemble ---------------------------------------------------------------------------
+    def refresh_ensemble(self) -> None:
+        """The ensemble tracker's error and weight per regime and pricing model (engine.ml.ensemble_tracker)."""
+        self._ensemble_at = time.monotonic()
+        tracker = self.service.ensemble.tracker if self.service is not None and self.service.ensemble else None
+        scores = tracker.table() if tracker is not None else []
+        current = self.service.ensemble.regime() if tracker is not None else None
+        neural = "neural" in {s.model for s in scores} or _neural_saved()
+        text = ("No ensemble tracker running." if tracker is None else
+                f"Weights ∝ 1/error² of each model's decayed mean absolute error against the mids "
+                f"{tracker.horizon.total_seconds() / 60:.0f} min later; current regime: {current}. ")
+        if not neural:
+            text += " The neural surrogate is not trained: run `optiondesk train-neural` to add it."
+        if tracker is not None and not scores:
+            text += " No model scored yet (a sample is scored a horizon after it is priced)."
+        self.ensemble_label.setText(text)
+        self.ensemble_table.setRowCount(len(scores))
+        for i, sc in enumerate(scores):
+            cells = (sc.regime, sc.model, f"{sc.error:.4f}", f"{sc.weight:.1%}", f"{sc.observations:,}")
+            for j, c in enumerate(cells):
+                item = QtWidgets.QTableWidgetItem(c)
+                if sc.regime == current:
+                    f = item.font()
+                    f.setBold(True)
+                    item.setFont(f)
+                self.ensemble_table.setItem(i, j, item)
 
     # ---- jobs --------------------------------------------------------------------------------------
     def train(self) -> None:
@@ -251,6 +442,15 @@ class ModelsPanel(Panel):
                 super().report_error(ev.describe())
         if done:
             self.refresh()
+        for ev in batch.events(ModelInsightReady):
+            r = self._selected_row()
+            if r is not None and ev.name == r.name:
+                if ev.error:
+                    self.candidate_label.setText(f"Insight unavailable: {ev.error}")
+                else:
+                    self._show_insight()
+        if time.monotonic() - self._ensemble_at > 5.0:  # the tracker scores every 15 engine minutes at most
+            self.refresh_ensemble()
 
     def panel_state(self) -> dict[str, Any]:
         return {"kind": self.kind_box.currentText(), "symbol": self.symbol_box.currentText()}

@@ -1,12 +1,16 @@
-"""Positions panel: holdings grouped by underlying and strategy, with P&L, Greeks and DTE.
+"""Positions panel: holdings grouped into named strategies, with P&L, % of max profit, Greeks and DTE.
 
 Source: the risk engine's portfolio (``engine.risk.portfolio.positions``, kept current from
 ``PositionChanged``), falling back on the ``PositionChanged`` events themselves. Marks, IVs and Greeks come
 from :func:`engine.risk.greeks.leg_risk` over the risk engine's market view (position totals: delta in
-shares, vega $ per vol point, theta $ per day). Group rows (bold) carry the subtotals.
+shares, vega $ per vol point, theta $ per day). Group rows (bold) are the engine's strategy groups
+(:mod:`engine.analytics.positions_grouping`: trade tags first, then structure recognition) with their
+subtotals and % of max profit; *Grouped* switches to a flat list of positions.
 
 Actions: *Analyse* sends the selected rows (or a whole group) to the payoff panel; *Close* puts the
-closing legs on the order ticket (it does not send anything).
+closing legs on the order ticket (adjust: add the new legs from the chain, one order); *Roll* puts the
+group's closing legs and the same structure at a later expiry (strikes optionally shifted) on the ticket
+as one order. Nothing here sends an order: the ticket does, after review.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engine.analytics.formatting import money
+from engine.analytics.positions_grouping import (
+    RollError,
+    group_figures,
+    group_positions,
+    roll_expiry,
+    roll_legs,
+    theta_to_expiry,
+)
 from engine.bus.events import ChainUpdated, PositionChanged, QuotesUpdated, UnderlyingUpdated
 from engine.model import Leg, OpenClose, Option, Position, Side
 from engine.model.instruments import NEW_YORK
@@ -61,9 +74,14 @@ class PositionsPanel(Panel):
         Column("pnl", "P&L $", "{:+,.0f}", width=80, signed=True, tooltip="Unrealised P&L at the mark"),
         Column("pnl_pct", "P&L %", lambda v: f"{100 * v:+.1f}%", width=64, signed=True,
                tooltip="Unrealised P&L / |cost basis|"),
+        Column("max_pct", "% max", lambda v: f"{100 * v:+.0f}%", width=56, signed=True,
+               tooltip="A strategy's unrealised P&L as a share of its max profit at expiry"),
         Column("delta", "Δ sh", "{:+,.1f}", width=62, tooltip="Delta in shares"),
         Column("gamma", "Γ", "{:+,.2f}", width=56, tooltip="Gamma in shares per $1"),
         Column("theta", "Θ $/d", "{:+,.0f}", width=60, signed=True, tooltip="Theta in $ per calendar day"),
+        Column("theta_exp", "Θ to exp", width=120,
+               tooltip="With less than a day left: the time value still to decay by expiry, and per hour "
+                       "(theta per day would overstate it)"),
         Column("vega", "Vega $", "{:+,.0f}", width=62, tooltip="Vega in $ per vol point"),
         Column("iv", "IV", lambda v: f"{100 * v:.1f}%", width=54),
         Column("dte", "DTE", "{:.0f}", width=44, tooltip="Calendar days to expiry"),
@@ -91,14 +109,41 @@ class PositionsPanel(Panel):
         self.close_button.clicked.connect(self.close_selected)
         self.missing_label = QtWidgets.QLabel("")
         self.missing_label.setStyleSheet("color: #e65100")
+        self.grouped_check = QtWidgets.QCheckBox("Grouped")
+        self.grouped_check.setChecked(True)
+        self.grouped_check.setToolTip("Positions grouped into named strategies, or a flat list")
+        self.grouped_check.toggled.connect(lambda _on: self.refresh(force=True))
+        self.roll_dte_spin = QtWidgets.QSpinBox()
+        self.roll_dte_spin.setRange(1, 1000)
+        self.roll_dte_spin.setValue(30)
+        self.roll_dte_spin.setPrefix("to ")
+        self.roll_dte_spin.setSuffix(" DTE")
+        self.roll_dte_spin.setToolTip("Roll to the listed expiry nearest this many days (after the current one)")
+        self.roll_shift_spin = QtWidgets.QDoubleSpinBox()
+        self.roll_shift_spin.setRange(-1000.0, 1000.0)
+        self.roll_shift_spin.setDecimals(1)
+        self.roll_shift_spin.setPrefix("strikes ")
+        self.roll_shift_spin.setToolTip("Move every strike of the new legs by this many dollars")
+        self.roll_button = QtWidgets.QPushButton("Roll on ticket")
+        self.roll_button.setToolTip("Close the selected group and open it again at a later expiry, as one order")
+        self.roll_button.clicked.connect(self.roll_selected)
+        self._chains: dict[str, Any] = {}
+        self.groups: tuple[Any, ...] = ()
 
         actions = QtWidgets.QHBoxLayout()
         actions.addWidget(self.summary, 1)
+        actions.addWidget(self.grouped_check)
         actions.addWidget(self.analyse_button)
         actions.addWidget(self.close_button)
+        roll = QtWidgets.QHBoxLayout()  # a row of its own: the dock keeps its narrow minimum width
+        roll.addStretch(1)
+        roll.addWidget(self.roll_dte_spin)
+        roll.addWidget(self.roll_shift_spin)
+        roll.addWidget(self.roll_button)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(actions)
+        lay.addLayout(roll)
         lay.addWidget(self.table, 1)
         lay.addWidget(self.missing_label)
         self._load()
@@ -115,6 +160,8 @@ class PositionsPanel(Panel):
 
     def apply_events(self, batch: EventBatch) -> None:
         changed = False
+        for und, ev in batch.latest(ChainUpdated).items():
+            self._chains[str(und)] = ev.chain  # for rolls when the feed keeps no chain of its own
         for ev in batch.events(PositionChanged):
             p = ev.position
             if p.quantity == 0:
@@ -143,6 +190,7 @@ class PositionsPanel(Panel):
         positions = sorted(self.positions.values(), key=lambda p: (_underlying(p), p.strategy_id or "", p.symbol))
         n = len(positions)
         cols = {k: np.full(n, np.nan) for k in ("mark", "iv", *GREEKS)}
+        exp_decay, exp_hours = np.full(n, np.nan), np.full(n, np.nan)
         missing: tuple[str, ...] = ()
         risk = self.engine.risk if self.engine is not None else None
         now = self._now()
@@ -156,6 +204,10 @@ class PositionsPanel(Panel):
             for k in GREEKS:
                 cols[k] = np.asarray(lr.columns[k], float)
             missing = lr.missing
+            exp_decay, exp_hours = theta_to_expiry([p.instrument for p in positions],
+                                                   np.array([p.quantity for p in positions], float),
+                                                   cols["mark"], np.asarray(lr.spot, float), now)
+            cols["theta"] = np.where(np.isfinite(exp_decay), np.nan, cols["theta"])  # per day overstates 0DTE
         qty = np.array([p.quantity for p in positions], dtype=float)
         mult = np.array([p.multiplier for p in positions], dtype=float)
         avg = np.array([float(p.avg_price) for p in positions], dtype=float)
@@ -166,41 +218,35 @@ class PositionsPanel(Panel):
         dte = np.array([_dte(p, now) for p in positions], dtype=float)
 
         keys: list[str] = []
-        data: dict[str, list[Any]] = {k: [] for k in ("name", "qty", "avg", "mark", "pnl", "pnl_pct", *GREEKS, "iv",
-                                                      "dte", "is_group")}
+        data: dict[str, list[Any]] = {k: [] for k in ("name", "qty", "avg", "mark", "pnl", "pnl_pct", "max_pct",
+                                                      *GREEKS, "theta_exp", "iv", "dte", "is_group")}
+        self._theta_exp = (exp_decay, exp_hours)
         self.rows = {}
-        groups: dict[tuple[str, str], list[int]] = {}
-        for i, p in enumerate(positions):
-            groups.setdefault((_underlying(p), p.strategy_id or ""), []).append(i)
-        for (und, strat), idx in groups.items():
-            gkey = f"group:{und}:{strat}"
-            ix = np.array(idx)
-            keys.append(gkey)
-            self.rows[gkey] = tuple(positions[i] for i in idx)
-            spot = eq.last_price(self.engine, und)
-            label = f"{und}" + (f" · {strat}" if strat else "") + (f"   {spot:,.2f}" if spot else "")
-            g_pnl = _nansum(pnl[ix])
+        grouped = self.grouped_check.isChecked()
+        self.groups = group_positions(positions)
+        figures = group_figures(self.groups, pnl, {k: cols[k] for k in GREEKS}, dte)
+        for gi, g in enumerate(self.groups if grouped else ()):
+            ix = np.array(g.indices)
+            keys.append(g.key)
+            self.rows[g.key] = tuple(positions[i] for i in g.indices)
+            g_pnl = float(figures.pnl[gi])
             g_basis = float(basis[ix].sum())
-            for k, v in (("name", label), ("qty", None), ("avg", math.nan), ("mark", math.nan), ("pnl", g_pnl),
-                         ("pnl_pct", g_pnl / g_basis if g_basis > 0 else math.nan), ("iv", math.nan),
-                         ("dte", float(np.nanmin(dte[ix])) if np.isfinite(dte[ix]).any() else math.nan),
+            for k, v in (("name", g.name), ("qty", None), ("avg", math.nan), ("mark", math.nan), ("pnl", g_pnl),
+                         ("pnl_pct", g_pnl / g_basis if g_basis > 0 else math.nan),
+                         ("max_pct", float(figures.pct_of_max[gi])), ("iv", math.nan),
+                         ("dte", float(figures.dte[gi])), ("theta_exp", _theta_exp_text(*_group_theta_exp(exp_decay, exp_hours, ix))),
                          ("is_group", True)):
                 data[k].append(v)
             for k in GREEKS:
-                data[k].append(_nansum(cols[k][ix]))
-            for i in idx:
-                p = positions[i]
-                keys.append(p.symbol)
-                self.rows[p.symbol] = (p,)
-                data["name"].append("    " + describe_leg(Leg(p.instrument, Side.BUY)))
-                data["qty"].append(int(p.quantity))
-                for k, arr in (("avg", avg), ("mark", cols["mark"]), ("pnl", pnl), ("pnl_pct", pnl_pct),
-                               ("iv", cols["iv"]), ("dte", dte), *((g, cols[g]) for g in GREEKS)):
-                    data[k].append(float(arr[i]))
-                data["is_group"].append(False)
+                data[k].append(float(figures.greeks[k][gi]))
+            for i in g.indices:
+                self._position_row(positions[i], i, keys, data, "    ", avg, cols, pnl, pnl_pct, dte)
+        if not grouped:
+            for i, p in enumerate(positions):
+                self._position_row(p, i, keys, data, "", avg, cols, pnl, pnl_pct, dte)
         arrays: dict[str, np.ndarray] = {}
         for k, v in data.items():
-            arrays[k] = np.array(v, dtype=object if k in ("name", "qty", "is_group") else float)
+            arrays[k] = np.array(v, dtype=object if k in ("name", "qty", "is_group", "theta_exp") else float)
         self.model.update(np.array(keys, dtype=object), arrays)
         self.totals = {"pnl": _nansum(pnl), **{k: _nansum(cols[k]) for k in GREEKS}}
         if n:
@@ -208,11 +254,27 @@ class PositionsPanel(Panel):
             self.summary.setText(
                 f"{n} position{'s' if n != 1 else ''} in {_count(len({_underlying(p) for p in positions}), 'underlying')} · "
                 f"P&L {t['pnl']:+,.0f} · Δ {t['delta']:+,.0f} sh · Θ {t['theta']:+,.0f}/day · vega {t['vega']:+,.0f}"
+                + (f" · 0DTE Θ to exp {money(_nansum(exp_decay), 0, signed=True)}" if np.isfinite(exp_decay).any()
+                   else "")
             )
         else:
             self.summary.setText("No positions")
         self.missing_label.setText(f"No quote or IV for: {', '.join(missing)}" if missing else "")
         self.missing_label.setVisible(bool(missing))
+
+    def _position_row(self, p: Position, i: int, keys: list[str], data: dict[str, list[Any]], indent: str,
+                      avg: np.ndarray, cols: dict[str, np.ndarray], pnl: np.ndarray, pnl_pct: np.ndarray,
+                      dte: np.ndarray) -> None:
+        keys.append(p.symbol)
+        self.rows[p.symbol] = (p,)
+        data["name"].append(indent + describe_leg(Leg(p.instrument, Side.BUY)))
+        data["qty"].append(int(p.quantity))
+        data["max_pct"].append(math.nan)
+        data["theta_exp"].append(_theta_exp_text(float(self._theta_exp[0][i]), float(self._theta_exp[1][i])))
+        for k, arr in (("avg", avg), ("mark", cols["mark"]), ("pnl", pnl), ("pnl_pct", pnl_pct),
+                       ("iv", cols["iv"]), ("dte", dte), *((g, cols[g]) for g in GREEKS)):
+            data[k].append(float(arr[i]))
+        data["is_group"].append(False)
 
     def _now(self) -> datetime:
         risk = self.engine.risk if self.engine is not None else None
@@ -253,6 +315,30 @@ class PositionsPanel(Panel):
                 for p in picked]
         self.links.legs_replaced.emit({"legs": tuple(legs), "quantity": size})
 
+    def roll_selected(self) -> None:
+        """Close the selected group and open the same structure later (and shifted), as one ticket order."""
+        picked = [p for p in self.selected_positions() if p.quantity != 0 and isinstance(p.instrument, Option)]
+        if not picked:
+            self.report_error("Select a strategy group (or its option legs) to roll")
+            return
+        unds = {_underlying(p) for p in picked}
+        if len(unds) > 1:
+            self.report_error("Select positions of one underlying to roll them in one order")
+            return
+        und = unds.pop()
+        chain = eq.last_chain(self.engine, und) or self._chains.get(und)
+        if chain is None:
+            self.report_error(f"No {und} chain yet: select {und} in the chain to roll")
+            return
+        current = max(p.instrument.expiry for p in picked)
+        try:
+            expiry = roll_expiry(chain, self._now(), current, self.roll_dte_spin.value())
+            legs, size = roll_legs(picked, chain, expiry, self.roll_shift_spin.value())
+        except RollError as exc:
+            self.report_error(str(exc))
+            return
+        self.links.legs_replaced.emit({"legs": legs, "quantity": size})
+
 
 def _underlying(p: Position) -> str:
     inst = p.instrument
@@ -264,6 +350,20 @@ def _dte(p: Position, now: datetime) -> float:
     if not isinstance(inst, Option):
         return math.nan
     return float((inst.expiry - now.astimezone(NEW_YORK).date()).days)
+
+
+def _group_theta_exp(decay: np.ndarray, hours: np.ndarray, ix: np.ndarray) -> tuple[float, float]:
+    """A group's decay to its nearest expiry (summed over its members with less than a day left)."""
+    d, h = decay[ix], hours[ix]
+    ok = np.isfinite(d)
+    return (float(d[ok].sum()), float(h[ok].min())) if ok.any() else (math.nan, math.nan)
+
+
+def _theta_exp_text(decay: float, hours: float) -> str:
+    """"+$1,040 (+$160/h)": the decay to expiry and per hour left; blank with a day or more to go."""
+    if not (math.isfinite(decay) and math.isfinite(hours) and hours > 0):
+        return ""
+    return f"{money(decay, 0, signed=True)} ({money(decay / hours, 0, signed=True)}/h)"
 
 
 def _count(n: int, word: str) -> str:

@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from PySide6 import QtCore, QtWidgets
 
-from engine.notify.config import THRESHOLD_MEANING, AlertRule, NotifyConfig, secret_name
+from engine.notify.config import (
+    METRIC_LABEL,
+    THRESHOLD_MEANING,
+    USER_METRICS,
+    AlertRule,
+    NotifyConfig,
+    UserAlertRule,
+    secret_name,
+)
 from widgets import engine_queries as eq
 from widgets.base import qt_alive, send_command
 
@@ -35,6 +43,12 @@ LEVELS = ["info", "warning", "error", "critical"]
 TYPES = ["email", "webhook", "desktop"]
 RULE_COLUMNS = ["On", "Name", "Kind", "Threshold", "Window (s)", "Level", "Destinations"]
 DEST_COLUMNS = ["On", "Name", "Type", "Min level", "Fields (JSON)"]
+USER_COLUMNS = ["On", "Name", "Target", "Symbol", "Metric", "Condition", "Value", "Repeat", "Level", "Destinations",
+                "State"]
+TARGETS = list(USER_METRICS)
+METRICS = list(METRIC_LABEL)
+OPERATORS = ["above", "below", "crosses"]
+REPEATS = ["once", "every"]
 #: which keyring entry "Set secret…" writes for a destination
 SECRET_FIELD = {"email": "password", "slack": "url", "telegram": "token", "generic": "token"}
 
@@ -79,7 +93,10 @@ class AlertRulesDialog(QtWidgets.QDialog):
         self.at_restart: tuple[str, ...] = ()
         self.last_saved: NotifyConfig | None = None
         self._test_task: asyncio.Task[Any] | None = None
-        lay = QtWidgets.QVBoxLayout(self)
+        outer = QtWidgets.QVBoxLayout(self)
+        self.tabs = QtWidgets.QTabWidget()
+        system_page = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(system_page)
 
         top = QtWidgets.QHBoxLayout()
         self.enabled = QtWidgets.QCheckBox("Notifications on")
@@ -132,6 +149,10 @@ class AlertRulesDialog(QtWidgets.QDialog):
             setattr(self, {"Send test": "send_test_btn", "Set secret…": "secret_btn"}.get(text, f"_btn_{text}"), b)
         db.addStretch(1)
         lay.addLayout(db)
+        self.tabs.addTab(self._build_user_page(), "My alerts")
+        self.tabs.addTab(system_page, "Engine rules and destinations")
+        outer.addWidget(self.tabs, 1)
+        lay = outer
 
         self.status = QtWidgets.QLabel("")
         self.status.setWordWrap(True)
@@ -147,6 +168,116 @@ class AlertRulesDialog(QtWidgets.QDialog):
             self.add_rule_row(r)
         for d in self.config.destinations:
             self.add_destination_row(d.model_dump(mode="json"))
+        for u in self.config.user_rules:
+            self.add_user_rule_row(u)
+        self.refresh_user_states()
+
+    # ---- my alerts --------------------------------------------------------------------------------
+    def _build_user_page(self) -> QtWidgets.QWidget:
+        page = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(page)
+        intro = QtWidgets.QLabel(
+            "Your own conditions, checked by the engine on every price, surface fit, account update and clock "
+            "tick. <b>Target</b>: a symbol (last price, ATM IV in %, IV rank 0–100), the positions of one "
+            "underlying (Greeks) or the whole portfolio (Greeks, P&amp;L today). <b>once</b> fires a single time "
+            "until you re-arm it; <b>every</b> fires at each new crossing. Alerts appear in the Alerts panel, on "
+            "the desktop and at the destinations named (empty: all).")
+        intro.setWordWrap(True)
+        lay.addWidget(intro)
+        self.user_rules = QtWidgets.QTableWidget(0, len(USER_COLUMNS))
+        self.user_rules.setHorizontalHeaderLabels(USER_COLUMNS)
+        self.user_rules.horizontalHeader().setStretchLastSection(True)
+        self.user_rules.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+        for col, width in ((0, 34), (1, 120), (2, 90), (3, 70), (4, 160), (5, 80), (6, 80), (7, 70), (8, 80),
+                           (9, 100)):
+            self.user_rules.setColumnWidth(col, width)
+        lay.addWidget(self.user_rules, 1)
+        ub = QtWidgets.QHBoxLayout()
+        self.add_user_btn = QtWidgets.QPushButton("Add alert")
+        self.add_user_btn.clicked.connect(self._add_user_default)
+        self.remove_user_btn = QtWidgets.QPushButton("Remove alert")
+        self.remove_user_btn.clicked.connect(lambda: self.user_rules.removeRow(self.user_rules.currentRow()))
+        self.rearm_btn = QtWidgets.QPushButton("Re-arm")
+        self.rearm_btn.setToolTip("Arm the selected alert again after it fired (all fired alerts without a selection)")
+        self.rearm_btn.clicked.connect(self.rearm_selected)
+        for b in (self.add_user_btn, self.remove_user_btn, self.rearm_btn):
+            ub.addWidget(b)
+        ub.addStretch(1)
+        lay.addLayout(ub)
+        return page
+
+    def _add_user_default(self) -> None:
+        symbol = next(iter(eq.underlyings(self.engine)), "SPY")
+        price = eq.last_price(self.engine, symbol)
+        self.add_user_rule_row(UserAlertRule(name=f"alert-{self.user_rules.rowCount() + 1}", symbol=symbol,
+                                             metric="last", op="crosses", value=round(price or 100.0, 2)))
+
+    def add_user_rule_row(self, r: UserAlertRule) -> int:
+        t = self.user_rules
+        row = t.rowCount()
+        t.insertRow(row)
+        t.setItem(row, 0, _check(r.enabled))
+        t.setItem(row, 1, QtWidgets.QTableWidgetItem(r.name))
+        t.setCellWidget(row, 2, _combo(TARGETS, r.target))
+        t.setItem(row, 3, QtWidgets.QTableWidgetItem(r.symbol))
+        metric = _combo(METRICS, r.metric)
+        for i, m in enumerate(METRICS):
+            metric.setItemData(i, METRIC_LABEL[m], QtCore.Qt.ItemDataRole.ToolTipRole)
+        t.setCellWidget(row, 4, metric)
+        t.setCellWidget(row, 5, _combo(OPERATORS, r.op))
+        t.setItem(row, 6, QtWidgets.QTableWidgetItem(f"{r.value:g}"))
+        t.setCellWidget(row, 7, _combo(REPEATS, r.repeat))
+        t.setCellWidget(row, 8, _combo(LEVELS, r.level))
+        t.setItem(row, 9, QtWidgets.QTableWidgetItem(", ".join(r.destinations)))
+        state = QtWidgets.QTableWidgetItem("not saved")
+        state.setFlags(QtCore.Qt.ItemFlag.ItemIsEnabled | QtCore.Qt.ItemFlag.ItemIsSelectable)
+        t.setItem(row, 10, state)
+        return row
+
+    def refresh_user_states(self) -> None:
+        """Show, per saved alert, whether the engine holds it armed and what it last saw."""
+        states = eq.user_alert_states(self.engine)
+        for row in range(self.user_rules.rowCount()):
+            st = states.get(_text(self.user_rules, row, 1))
+            item = self.user_rules.item(row, 10)
+            if item is None:
+                continue
+            if st is None:
+                item.setText("off" if not _checked(self.user_rules.item(row, 0)) else "not saved")
+                continue
+            armed, fired, last = st
+            seen = f", last {last:,.4g}" if last == last else ""
+            item.setText(("armed" if armed else "fired — re-arm") + (f" ({fired}×{seen})" if fired else seen))
+
+    def rearm_selected(self) -> None:
+        from engine.notify.user_rules import RearmUserAlert
+
+        row = self.user_rules.currentRow()
+        name = _text(self.user_rules, row, 1) if row >= 0 else ""
+
+        def done(names: list[str]) -> None:
+            if qt_alive(self):
+                self.refresh_user_states()
+                self._say(f"re-armed: {', '.join(names)}" if names else "no alert was waiting to be re-armed")
+
+        send_command(self.engine, RearmUserAlert(name=name), on_result=done,
+                     on_error=lambda message: self._say(f"not re-armed: {message}", ok=False))
+
+    def user_form_data(self) -> list[dict[str, Any]]:
+        t = self.user_rules
+        out = []
+        for row in range(t.rowCount()):
+            name = _text(t, row, 1)
+            try:
+                value = float(_text(t, row, 6))
+            except ValueError as exc:
+                raise ValueError(f"alert {name or row + 1}: the value must be a number") from exc
+            out.append({"name": name, "enabled": _checked(t.item(row, 0)), "target": t.cellWidget(row, 2).currentText(),
+                        "symbol": _text(t, row, 3), "metric": t.cellWidget(row, 4).currentText(),
+                        "op": t.cellWidget(row, 5).currentText(), "value": value,
+                        "repeat": t.cellWidget(row, 7).currentText(), "level": t.cellWidget(row, 8).currentText(),
+                        "destinations": [d.strip() for d in _text(t, row, 9).split(",") if d.strip()]})
+        return out
 
     # ---- rows -----------------------------------------------------------------------------------
     def add_rule_row(self, r: AlertRule) -> int:
@@ -208,6 +339,7 @@ class AlertRulesDialog(QtWidgets.QDialog):
                           "type": self.dests.cellWidget(row, 2).currentText(),
                           "min_level": self.dests.cellWidget(row, 3).currentText()})
         return {"enabled": self.enabled.isChecked(), "rules": rules, "destinations": dests,
+                "user_rules": self.user_form_data(),
                 "dedupe_s": self.dedupe.value(), "max_per_hour": self.per_hour.value(),
                 "attempts": self.attempts.value(), "backoff_s": self.config.backoff_s}
 

@@ -151,6 +151,7 @@ def ensemble_fair_values(
     now: datetime | None = None,
     r: float = 0.0,
     q: float = 0.0,
+    weights: dict[str, float] | None = None,
 ) -> np.ndarray:
     """The pricing ensemble (:func:`engine.pricing.ensemble.fair_value`) over ``rows``: columns ``fair``
     (weighted mean per share), ``band`` (the members' dispersion: how much the models disagree), then each
@@ -158,8 +159,14 @@ def ensemble_fair_values(
 
     Members: BSM at the fitted surface's vol; Merton with :data:`MERTON_JUMPS` at the block's ATM total
     variance; Heston calibrated on the block's own mids (bounded: :data:`HESTON_MAX_NFEV`). A member that
-    cannot be had (too few quotes to calibrate) drops out and the band narrows to the ones left. American
-    contracts get the early-exercise premium. CPU work for a worker process (chain table: ``Engine.run_cpu``).
+    cannot be had (too few quotes to calibrate) drops out and the band narrows to the ones left. The neural
+    Heston surrogate joins beside Heston (same calibrated parameters) when a trained one is saved
+    (``optiondesk train-neural``; :func:`neural_pricer`). American contracts get the early-exercise premium.
+
+    ``weights``: per-member weights (the ensemble tracker's, :class:`engine.ml.ensemble_tracker.EnsembleTracker`,
+    for the current regime); both the fair value and the band (a weighted dispersion) use them, so a member
+    that keeps missing the later mids moves the fair value less and widens the band less. None: equal weights.
+    CPU work for a worker process (chain table: ``Engine.run_cpu``).
     """
     from engine.model import ExerciseStyle
     from engine.pricing import ensemble, heston
@@ -204,7 +211,8 @@ def ensemble_fair_values(
         except ValueError:
             heston_params = None
     res = ensemble.fair_value(is_call[ok], spot, strike[ok], years[ok], r, q, vol[ok], merton_params=merton_params,
-                              heston_params=heston_params, exercise=exercise)
+                              heston_params=heston_params, exercise=exercise, weights=weights,
+                              neural_pricer=neural_pricer() if heston_params is not None else None)
     out[ok, 0] = res.fair
     out[ok, 1] = res.dispersion
     for j, name in enumerate(ENSEMBLE_MEMBERS):
@@ -213,7 +221,29 @@ def ensemble_fair_values(
     return out
 
 
-ENSEMBLE_MEMBERS = ("bsm", "merton", "heston")
+ENSEMBLE_MEMBERS = ("bsm", "merton", "heston", "neural")
+
+_NEURAL: dict[str, object] = {}
+
+
+def neural_pricer() -> object | None:
+    """The trained neural surrogate at :func:`engine.pricing.neural.default_path` (None when none is saved,
+    torch is missing or the file is of an old format); loaded once per process and file version, so a worker
+    pays torch's import only when a surrogate exists."""
+    from engine.pricing import neural
+
+    path = neural.default_path()
+    try:
+        stamp = f"{path}:{path.stat().st_mtime_ns}"
+    except OSError:
+        return None
+    if stamp not in _NEURAL:
+        _NEURAL.clear()
+        try:
+            _NEURAL[stamp] = neural.load(path) if neural.available() else None
+        except (ValueError, RuntimeError, OSError, KeyError):
+            _NEURAL[stamp] = None
+    return _NEURAL[stamp]
 
 
 def visible_edge(fair: np.ndarray, band: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:

@@ -201,7 +201,7 @@ class Backtest:
     """
 
     def __init__(self, config: BacktestConfig, history: ChainHistory, strategy: Strategy | None = None, *,
-                 signals: SignalSeries | None = None) -> None:
+                 signals: SignalSeries | None = None, ml_scorer: Any = None) -> None:
         from engine import strategies
 
         self.config = config
@@ -216,6 +216,8 @@ class Backtest:
         self.orders: dict[str, Order] = {}
         self.intents: list[OrderIntent] = []
         self.exchange: Any = None
+        #: the ML filter's scorer (engine.ml.signal.MLScorer; None: the app registry's default, built lazily)
+        self.ml_scorer = ml_scorer
 
     def run(self, progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
             *, progress_every: int = 21) -> BacktestResult:
@@ -233,6 +235,7 @@ class Backtest:
         ctx = BacktestContext(ex.sizing())
         ctx._underlying = h.underlying
         ctx._history = h
+        ctx._ml = self.ml_scorer
         try:
             for i in range(n):
                 if cancel is not None and cancel.cancelled:

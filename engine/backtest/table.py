@@ -21,24 +21,26 @@ from engine.backtest.config import BacktestConfig
 BENCHMARK = "put_write"
 
 
-def table_row(config: dict[str, Any], strategy: str, history: Any = None) -> dict[str, Any]:
+def table_row(config: dict[str, Any], strategy: str, history: Any = None, *, params: dict[str, Any] | None = None,
+              ml_scorer: Any = None, label: str | None = None) -> dict[str, Any]:
     """One strategy's row (runs in a worker): its default parameters on ``config``'s market (or ``history``, when
-    the caller has it loaded: a small one travels to the workers as the sweep's does)."""
+    the caller has it loaded: a small one travels to the workers as the sweep's does). ``params``, ``ml_scorer``
+    and ``label`` make a variant's row (the ML-gated twin, :mod:`engine.ml.gated_backtest`)."""
     from engine.backtest.runner import Backtest
     from engine.backtest.sources import restrict
     from engine.backtest.sweep import _cached_history
 
-    cfg = BacktestConfig.model_validate({**config, "strategy": strategy, "params": {}, "run_id": ""})
+    cfg = BacktestConfig.model_validate({**config, "strategy": strategy, "params": params or {}, "run_id": ""})
     if history is None:
         history = _cached_history(cfg.data, cfg.symbol, cfg.years, cfg.seed, tuple(sorted(cfg.columns.items())),
                                   cfg.bars, cfg.sim_max_strikes)
     history = restrict(history, cfg.start, cfg.end)
-    result = Backtest(cfg, history).run()
+    result = Backtest(cfg, history, ml_scorer=ml_scorer).run()
     m = result.metrics
     entries = [o for o in result.orders if o["tag"].endswith(":open")]
     rec = result.reconciliation()
     return {
-        "strategy": strategy, "status": result.status, "error": result.error,
+        "strategy": label or strategy, "status": result.status, "error": result.error,
         "trades": m.trades, "win_rate": _finite(m.win_rate), "total_pnl": _finite(m.total_pnl),
         "cagr": _finite(m.cagr), "sharpe": _finite(m.sharpe), "max_drawdown": _finite(m.max_drawdown),
         "fees": _finite(m.fees), "orders": len(result.orders), "entries": len(entries),

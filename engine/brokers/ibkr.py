@@ -12,7 +12,9 @@ Price convention at this boundary: our ``limit_price`` is the net price per unit
 - combos go out as a ``BAG`` bought (action ``BUY``) at that same signed net price (IB's combo
   convention: a negative limit on a BUY combo is a credit);
 - a single leg goes out with the leg's action and ``abs(limit_price)``; a sign that contradicts the side
-  (a buy at a credit) is rejected before sending.
+  (a buy at a credit) is rejected before sending;
+- stop and stop-limit orders are ``STP`` / ``STP LMT`` with the trigger in ``auxPrice``, signed exactly like
+  ``lmtPrice`` (a combo's signed net, a single leg's absolute price).
 Shares: a stock order is a ``STK`` contract (``Stock(symbol, "SMART", "USD")``, quantity in shares); a mixed
 order (covered call, collar, delta hedge) is a ``BAG`` whose stock leg has a ratio in shares (100 per
 covered contract) and is routed SMART (IB error 315 otherwise). Its net price is quoted per share of a contract
@@ -126,6 +128,20 @@ def ib_order_terms(order: Order) -> tuple[str, float, float | None]:
         raise ValueError(f"limit {order.limit_price} contradicts a single {leg.side.value} leg "
                          "(+ is a debit we pay, − a credit we receive)")
     return action, float(order.quantity * leg.ratio), float(abs(order.limit_price))
+
+
+#: our order types ↔ IB's ``orderType`` (a stop's trigger travels in ``auxPrice``, signed like ``lmtPrice``)
+IB_ORDER_TYPES = {OrderType.LIMIT: "LMT", OrderType.MARKET: "MKT", OrderType.STOP: "STP",
+                  OrderType.STOP_LIMIT: "STP LMT"}
+_FROM_IB_ORDER_TYPE = {v: k for k, v in IB_ORDER_TYPES.items()}
+
+
+def ib_stop_price(order: Order) -> float | None:
+    """IB ``auxPrice`` for a stop: a combo's signed net trigger (+ debit, as its ``lmtPrice``), a single leg's
+    absolute price (its direction is the action)."""
+    if order.stop_price is None:
+        return None
+    return float(order.stop_price) if order.is_combo else float(abs(order.stop_price))
 
 
 def _f(v: Any) -> float:
@@ -437,17 +453,26 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
             legs = tuple([Leg(await self._instrument_for_con_id(cl.conId), Side.BUY if cl.action == "BUY" else Side.SELL,
                               int(cl.ratio)) for cl in c.comboLegs or []])
             price = None if _f(o.lmtPrice) != _f(o.lmtPrice) else Decimal(str(o.lmtPrice))
+            aux = _f(o.auxPrice)
+            stop = None if math.isnan(aux) else Decimal(str(aux))
         else:
             inst = instrument_from_ib(c) if c.localSymbol else await self._instrument_for_con_id(c.conId)
             side = Side.BUY if o.action == "BUY" else Side.SELL
             legs = (Leg(inst, side, 1),)
             lmt = _f(o.lmtPrice)
             price = None if math.isnan(lmt) else Decimal(str(lmt)) * (1 if side is Side.BUY else -1)
+            aux = _f(o.auxPrice)
+            stop = None if math.isnan(aux) else Decimal(str(aux)) * (1 if side is Side.BUY else -1)
+        otype = _FROM_IB_ORDER_TYPE.get(o.orderType, OrderType.MARKET)
+        if not otype.has_limit:
+            price = None
+        if not otype.is_stop:
+            stop = None
         now = self.clock.now()
         st = trade.orderStatus
         status = OrderStatus.PARTIALLY_FILLED if st.filled else OrderStatus.WORKING
         order = Order(order_id=f"ibkr-{o.orderId}", client_order_id=o.orderRef or "", legs=legs, quantity=qty,
-                      order_type=OrderType.LIMIT if o.orderType == "LMT" else OrderType.MARKET, limit_price=price,
+                      order_type=otype, limit_price=price, stop_price=stop,
                       tif=TimeInForce.GTC if o.tif == "GTC" else TimeInForce.DAY, status=status, created_at=now,
                       updated_at=now, filled_quantity=int(st.filled or 0), broker_order_id=str(o.orderId),
                       broker=self.name, account_id=o.account or self.conn.account_id, source="broker")
@@ -502,7 +527,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
 
     async def build(self, order: Order, price: float | None = None) -> tuple[Any, Any]:
         """(IB contract, IB order) for ``order``; ``price`` overrides the IB limit price."""
-        from ib_async import Bag, ComboLeg, LimitOrder, MarketOrder
+        from ib_async import Bag, ComboLeg, LimitOrder, MarketOrder, StopLimitOrder, StopOrder
 
         action, qty, lmt = ib_order_terms(order)
         if price is not None:
@@ -517,7 +542,16 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         else:
             contract = await self.contract_for(order.legs[0].instrument)
         tif = "GTC" if order.tif is TimeInForce.GTC else "DAY"
-        if order.order_type is OrderType.MARKET or lmt is None:
+        stop = ib_stop_price(order)
+        if order.order_type.is_stop and stop is None:
+            raise ValueError(f"a {order.order_type.value} order needs a stop price")
+        if order.order_type is OrderType.STOP:
+            ib_order = StopOrder(action, qty, stop, tif=tif)
+        elif order.order_type is OrderType.STOP_LIMIT:
+            if lmt is None:
+                raise ValueError("a stop-limit order needs a limit price")
+            ib_order = StopLimitOrder(action, qty, lmt, stop, tif=tif)
+        elif order.order_type is OrderType.MARKET or lmt is None:
             ib_order = MarketOrder(action, qty, tif=tif)
         else:
             ib_order = LimitOrder(action, qty, lmt, tif=tif)

@@ -16,7 +16,11 @@ Fill model:
   at the touch and the options take the difference to the limit;
 - a long option with no bid (bid 0) that an order sells to close is sold at the venue's minimum price, one
   tick, without slippage; an opening sell at a zero bid finds no buyer and rests;
-- with ``partial_fills`` an update fills at most the displayed size at the touch (per leg ÷ ratio).
+- with ``partial_fills`` an update fills at most the displayed size at the touch (per leg ÷ ratio);
+- stop and stop-limit orders rest untouched until the order's net price at the mark (Σ weight·mid of each leg's
+  two-sided quote) reaches the stop (:func:`engine.model.stop_triggered`); from that quote on a stop is a market
+  order and a stop-limit a limit order, filled as above (the triggering fill as a taker). A leg without a
+  two-sided quote never triggers a stop: a missing quote is not a price move.
 
 Prices: ``limit_price`` is per unit of the combo, positive = debit, negative = credit (docs/architecture.md §7) —
 single legs too: a sell limit of −1.50 sells at 1.50 or better.
@@ -56,6 +60,7 @@ from engine.model import (
     is_on_tick,
     leg_weights,
     net_price,
+    stop_triggered,
 )
 from engine.model.instruments import NEW_YORK
 
@@ -102,6 +107,7 @@ class _Working:
     #: per leg, its weight in the net price (± ratio, ÷ 100 for the shares of a mixed order: leg_weights)
     weights: list[float] = field(default_factory=list)
     fees: OrderFeeTracker = field(default_factory=OrderFeeTracker)
+    triggered: bool = False  # a stop whose trigger the market has reached (persisted in ``state``)
 
 
 class PaperExchange:
@@ -368,7 +374,10 @@ class PaperExchange:
         candidate = o.evolve(limit_price=limit_price, quantity=new_qty, order_type=OrderType.LIMIT,
                              updated_at=self.now)
         reason = ""
-        if new_qty <= o.filled_quantity:
+        if o.order_type.is_stop:
+            # a replace turns the order into a plain limit: a stop would silently lose its trigger
+            reason = "a stop order cannot be replaced: cancel it and place a new one"
+        elif new_qty <= o.filled_quantity:
             reason = f"new quantity {new_qty} must exceed the {o.filled_quantity} already filled"
         else:
             # a replace is re-validated like a new order for what it changes: price, shorting, buying power
@@ -424,11 +433,15 @@ class PaperExchange:
                 if inst.symbol not in self._und_price:
                     return f"no market data for {inst.symbol}", []
                 refs.append(("stk", inst.symbol, -1))
-        if order.order_type is OrderType.LIMIT:
+        if order.order_type.is_stop:
+            problem = self._stop_problem(order)
+            if problem:
+                return problem, refs
+        if order.order_type.has_limit:
             problem = self._price_problem(order)
             if problem:
                 return problem, refs
-        else:
+        elif order.order_type is OrderType.MARKET:
             for leg, ref in zip(order.legs, refs, strict=True):
                 bid, ask, _, _ = self._touch(ref)
                 side_px = ask if leg.side.sign > 0 else bid
@@ -454,6 +467,24 @@ class PaperExchange:
             held = pos.quantity if pos else 0
             if leg.side.sign < 0 and held - leg.ratio * q < 0:
                 return f"cash account: selling {leg.ratio * q} {leg.instrument.key} would open a short position"
+        return ""
+
+    def _stop_problem(self, order: Order) -> str:
+        """A stop's trigger: present, finite, signed like the side (as a limit), on the venue's tick."""
+        stop = order.stop_price
+        if stop is None or not stop.is_finite():
+            return f"a {order.order_type.value.replace('_', '-')} order needs a finite stop price, got {stop}"
+        if len(order.legs) == 1:
+            leg = order.legs[0]
+            if (leg.side.sign > 0) != (stop > 0) or stop == 0:
+                want = "positive (a debit)" if leg.side.sign > 0 else "negative (a credit: -1.00 sells at 1.00)"
+                return f"a single-leg {leg.side.value} stop must be {want}, got {stop}"
+            inst = leg.instrument
+            tick = self.tick_size(inst, abs(stop)) if isinstance(inst, Option) else inst.tick_size
+        else:
+            tick = COMBO_TICK
+        if not is_on_tick(stop, tick):
+            return f"stop price {stop} is not on the {tick} tick"
         return ""
 
     def _price_problem(self, order: Order) -> str:
@@ -529,6 +560,12 @@ class PaperExchange:
             self._req_cache[u] = (*key, value)
             total += value
         return total
+
+    def requirement_by_underlying(self) -> dict[str, float]:
+        """Option margin requirement per underlying held (dollars): the account's breakdown, so the Activity
+        panel shows the very numbers :meth:`requirement` adds up (the same per-underlying cache)."""
+        self.requirement()
+        return {u: self._req_cache[u][2] for u in sorted(self._underlyings_held()) if u in self._req_cache}
 
     def _stock_values(self, positions: dict[str, Position]) -> tuple[float, float]:
         long_v = short_v = 0.0
@@ -654,8 +691,31 @@ class PaperExchange:
                 reports.extend(self._try_fill(w, aggressive=False))
         return reports
 
+    def _stop_net_mark(self, w: _Working) -> float:
+        """The order's net price at the mid of each leg's two-sided quote; NaN when a leg has none."""
+        net = 0.0
+        for weight, ref in zip(w.weights, w.refs, strict=True):
+            if ref[0] == "opt" and (ref[2] < 0 or ref[1] not in self._books):
+                return math.nan
+            bid, ask, _, _ = self._touch(ref)
+            if ref[0] == "stk" and not (math.isfinite(bid) and math.isfinite(ask)):
+                px = self._und_price.get(ref[1], math.nan)
+            elif math.isfinite(bid) and math.isfinite(ask) and 0 <= bid <= ask and ask > 0:
+                px = 0.5 * (bid + ask)
+            else:
+                return math.nan
+            net += weight * px
+        return net
+
     def _try_fill(self, w: _Working, *, aggressive: bool) -> list[ExecutionReport]:
         o = w.order
+        if o.order_type.is_stop and not w.triggered:
+            assert o.stop_price is not None  # validated at submit
+            mark = self._stop_net_mark(w)
+            if not (math.isfinite(mark) and stop_triggered(o.stop_price, mark)):
+                return []
+            w.triggered = True
+            aggressive = True  # the order the trigger releases takes the touch, as a new order would
         net = 0.0
         touches: list[float] = []
         avail = math.inf
@@ -682,8 +742,8 @@ class PaperExchange:
             size = asz if sign > 0 else bsz
             if math.isfinite(size):
                 avail = min(avail, size // ratio)
-        is_market = o.order_type is OrderType.MARKET
-        limit = float(o.limit_price) if o.limit_price is not None else math.inf
+        is_market = o.order_type in (OrderType.MARKET, OrderType.STOP)
+        limit = float(o.limit_price) if o.limit_price is not None and not is_market else math.inf
         if not is_market and net > limit + 1e-9:
             return []
         qty = o.remaining_quantity
@@ -1005,6 +1065,7 @@ class PaperExchange:
             "session": self._session.isoformat() if self._session else None,
             "session_closed": self._session_closed.isoformat() if self._session_closed else None,
             "marks": self._marks, "fees": {oid: w.fees.state() for oid, w in self.working.items()},
+            "triggered": sorted(oid for oid, w in self.working.items() if w.triggered),
             "opening": {f"{s}|{d.isoformat()}": p for (s, d), p in self._opening.items()},
         }
 
@@ -1027,6 +1088,7 @@ class PaperExchange:
         for key, p in self.positions.items():
             self._index_position(key, p.instrument, True)
         fees = state.get("fees", {})
+        triggered = set(state.get("triggered", ()))
         self.working = {}
         for o in orders:
             refs = [self._ref_of(leg.instrument) or ("opt", getattr(leg.instrument, "underlying", ""), -1)
@@ -1037,5 +1099,6 @@ class PaperExchange:
                          ratios=[leg.ratio for leg in o.legs], weights=[float(x) for x in leg_weights(o.legs)])
             if o.order_id in fees:
                 w.fees = OrderFeeTracker.from_state(fees[o.order_id])
+            w.triggered = o.order_id in triggered
             self.working[o.order_id] = w
 

@@ -36,6 +36,7 @@ def order_to_json(o: Order) -> str:
         "source": o.source, "strategy_id": o.strategy_id, "tag": o.tag, "filled_quantity": o.filled_quantity,
         "avg_fill_price": None if o.avg_fill_price is None else str(o.avg_fill_price),
         "broker_order_id": o.broker_order_id, "broker": o.broker, "reason": o.reason, "account_id": o.account_id,
+        "stop_price": None if o.stop_price is None else str(o.stop_price),
     })
 
 
@@ -49,6 +50,7 @@ def order_from_json(text: str) -> Order:
         source=d["source"], strategy_id=d["strategy_id"], tag=d["tag"], filled_quantity=int(d["filled_quantity"]),
         avg_fill_price=None if d["avg_fill_price"] is None else Decimal(d["avg_fill_price"]),
         broker_order_id=d["broker_order_id"], broker=d["broker"], reason=d["reason"], account_id=d["account_id"],
+        stop_price=None if d.get("stop_price") is None else Decimal(d["stop_price"]),
     )
 
 

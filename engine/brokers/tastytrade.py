@@ -4,6 +4,9 @@ Conventions at this boundary:
 - **Price sign.** Our ``Order.limit_price`` is positive for a debit and negative for a credit; tastytrade's
   SDK uses the opposite (positive = credit, sent as ``abs(price)`` + ``price-effect``). :func:`to_tt_price`
   and :func:`from_tt_price` negate; nothing else converts.
+- **Stops.** ``order-type`` ``Stop`` / ``Stop Limit`` with ``stop-trigger``, an unsigned price: its side is the
+  legs' actions for a single leg and the limit's ``price-effect`` for a combo, so a multi-leg stop goes out as a
+  stop-limit only (a bare ``Stop`` on a spread would not say whether the trigger is a debit or a credit).
 - Leg quantity = order quantity × leg ratio; the price is per unit of the combo. Shares are ``Equity`` legs
   (quantity in shares, actions ``Buy to Open`` / ``Sell to Close`` … as for options — the SDK's bare
   ``Buy``/``Sell`` are for futures); a mixed order (covered call, collar, delta hedge) is priced per share of a
@@ -92,6 +95,11 @@ COMPONENT = "broker:tastytrade"
 
 
 # ---- pure conversions (tested without the SDK) -------------------------------------------------------
+#: tastytrade ``order-type`` → ours (Marketable Limit and Notional Market are not sent by us)
+_FROM_TT_ORDER_TYPE = {"Limit": OrderType.LIMIT, "Market": OrderType.MARKET, "Stop": OrderType.STOP,
+                       "Stop Limit": OrderType.STOP_LIMIT, "Marketable Limit": OrderType.LIMIT}
+
+
 def to_tt_price(limit_price: Decimal) -> Decimal:
     """Our net price (+debit / −credit) → tastytrade's (+credit / −debit)."""
     return -Decimal(limit_price)
@@ -523,6 +531,8 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             MarketOrder,
             OrderAction,
             OrderTimeInForce,
+            StopLimitOrder,
+            StopOrder,
         )
         from tastytrade.order import Leg as TTLeg
 
@@ -537,9 +547,21 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
         ext = order.client_order_id or None
         if order.order_type is OrderType.MARKET:
             return MarketOrder(legs=legs, time_in_force=tif, external_identifier=ext)
+        if order.order_type.is_stop:
+            if order.stop_price is None:
+                raise ValueError(f"a {order.order_type.value} order needs a stop price")
+            trigger = abs(Decimal(order.stop_price))
+            if order.order_type is OrderType.STOP:
+                if order.is_combo:
+                    raise ValueError("tastytrade's stop-trigger carries no debit/credit side: send a multi-leg "
+                                     "stop as a stop-limit")
+                return StopOrder(legs=legs, stop_trigger=trigger, time_in_force=tif, external_identifier=ext)
         px = order.limit_price if price is None else price
         if px is None:
             raise ValueError("a limit order needs a limit price")
+        if order.order_type is OrderType.STOP_LIMIT:
+            return StopLimitOrder(legs=legs, price=to_tt_price(px), stop_trigger=trigger, time_in_force=tif,
+                                  external_identifier=ext)
         return LimitOrder(legs=legs, price=to_tt_price(px), time_in_force=tif, external_identifier=ext)
 
     async def preview(self, order: Order) -> OrderPreview:
@@ -667,10 +689,17 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             oc = OpenClose.CLOSE if action.endswith("Close") else OpenClose.OPEN
             legs.append(Leg(inst, side, max(1, int(leg.quantity or size) // size), oc))
         now = self.clock.now()
+        otype = _FROM_TT_ORDER_TYPE.get(str(placed.order_type.value), OrderType.LIMIT)
+        limit = from_tt_price(placed.price) if otype.has_limit else None
+        trigger = getattr(placed, "stop_trigger", None)  # only the SDK's stop order classes have it
+        stop: Decimal | None = None
+        if otype.is_stop and trigger is not None:
+            # unsigned on the wire: a combo's side is its limit's, a single leg's its action's
+            debit = limit > 0 if limit is not None else legs[0].side is Side.BUY
+            stop = abs(Decimal(trigger)) * (1 if debit else -1)
         return Order(order_id=f"tastytrade-{placed.id}", client_order_id=placed.external_identifier or "",
-                     legs=tuple(legs), quantity=size,
-                     order_type=OrderType.MARKET if str(placed.order_type.value) == "Market" else OrderType.LIMIT,
-                     limit_price=from_tt_price(placed.price), tif=TimeInForce.GTC if "GTC" in str(
+                     legs=tuple(legs), quantity=size, order_type=otype, stop_price=stop,
+                     limit_price=limit, tif=TimeInForce.GTC if "GTC" in str(
                          placed.time_in_force.value) else TimeInForce.DAY, status=_TT_STATUS.get(
                          str(placed.status.value), OrderStatus.WORKING), created_at=now, updated_at=now,
                      broker_order_id=str(placed.id), broker=self.name, account_id=placed.account_number,

@@ -16,6 +16,47 @@ class SubmitOrder(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitBracket(Command):
+    """Open with ``intent`` and, once it has filled, close it with a one-cancels-other pair: a GTC limit at
+    ``take_profit`` and a GTC stop at ``stop`` (a stop-limit when ``stop_limit`` is set). The exit prices are the
+    closing order's net price (+ debit / − credit): a call bought at 2.00 might exit at −3.00 (target) or −1.00
+    (stop). Answers the :class:`~engine.model.OrderGroup` (docs/risk-and-orders.md, "Order groups")."""
+
+    intent: OrderIntent
+    take_profit: Decimal
+    stop: Decimal
+    stop_limit: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitOco(Command):
+    """Two orders, each through the order path, of which the first to fill (or to end) cancels the other.
+    Answers the :class:`~engine.model.OrderGroup`."""
+
+    first: OrderIntent
+    second: OrderIntent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitProfitTaker(Command):
+    """Open with ``intent`` and, once it has filled, place a GTC closing limit at ``profit_pct`` (0 < x < 1) of
+    its maximum profit: a credit of C closes at a debit of (1 − x) × C; a debit of D at a credit of (1 + x) × D.
+    The closing order is cancelled when the position is closed otherwise. Answers the
+    :class:`~engine.model.OrderGroup`."""
+
+    intent: OrderIntent
+    profit_pct: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelOrderGroup(Command):
+    """Cancel every open member of a group and drop exits not yet placed. Answers the group."""
+
+    group_id: str
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApproveOrder(Command):
     order_id: str
     by: str = "user"

@@ -312,6 +312,14 @@ class HistoryService:
                                            last_day=max(days) if days else None))
         return rows
 
+    def closes(self, underlying: str, sessions: int) -> tuple[list[date], np.ndarray]:
+        """The last ``sessions`` stored daily closes of ``underlying`` before today, oldest first (days
+        without a close skipped): what the statistical regime is fitted on."""
+        rows = self.store.query("SELECT day, close FROM iv_history WHERE underlying = ? AND day < ? AND close IS "
+                                "NOT NULL ORDER BY day DESC LIMIT ?", (underlying, self.today().isoformat(),
+                                                                      int(sessions)))[::-1]
+        return [date.fromisoformat(r["day"]) for r in rows], np.array([r["close"] for r in rows], dtype=float)
+
     def snapshot(self, underlying: str, *, current_iv: float | None = None) -> HistorySnapshot:
         """The stored window of ``underlying`` up to today, ranked (see :func:`read_snapshot`)."""
         return read_snapshot(self.store, underlying, lookback=self.lookback, min_history=self.min_history,

@@ -21,6 +21,9 @@ from typing import Any, ClassVar
 
 from engine.bus.events import MLJobFinished, MLJobProgressed
 from engine.bus.messages import Command
+from engine.ml.ensemble_tracker import EnsembleTrackerService
+from engine.ml.insight import ExplainModel, ModelInsightReady
+from engine.ml.regime_live import StatisticalRegimeService
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,12 +111,24 @@ class MLService:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.last_evaluation: dict[str, dict[str, Any]] = {}
+        #: each model's newest insight (engine.ml.insight: importance, today's candidate, drift), by name
+        self.insights: dict[str, dict[str, Any]] = {}
+        self._explaining: set[str] = set()
         self._registered = False
+        #: the pricing ensemble's tracker (engine.ml.ensemble_tracker), when composed by the engine
+        self.ensemble: EnsembleTrackerService | None = None
+        #: the live Gaussian-mixture regime (engine.ml.regime_live), when composed by the engine
+        self.regime: StatisticalRegimeService | None = None
 
     def start(self) -> None:
         self.bus.register(TrainModel, self._train)
         self.bus.register(EvaluateModel, self._evaluate)
+        self.bus.register(ExplainModel, self._explain)
         self._registered = True
+        if self.ensemble is not None:
+            self.ensemble.start()
+        if self.regime is not None:
+            self.regime.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Cancel the job watchers and wait for them (bounded); a job already in a worker process ends with
@@ -121,7 +136,12 @@ class MLService:
         if self._registered:  # the commands stop being answered first
             self.bus.unregister(TrainModel)
             self.bus.unregister(EvaluateModel)
+            self.bus.unregister(ExplainModel)
             self._registered = False
+        if self.ensemble is not None:
+            await self.ensemble.stop(timeout)
+        if self.regime is not None:
+            await self.regime.stop(timeout)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -141,6 +161,12 @@ class MLService:
                                  tuple(window) if window else None, dict(metrics), strategies_using(entries, rec.name),
                                  str(m.get("created_at", "")), str(m.get("calibration", ""))))
         return rows
+
+    def ensemble_weights(self, members: tuple[str, ...]) -> dict[str, float] | None:
+        """The pricing ensemble's weights in the current regime (None without a tracker: equal weights)."""
+        if self.ensemble is None:
+            return None
+        return self.ensemble.tracker.weights(self.ensemble.regime(), members)
 
     def running(self) -> MLJob | None:
         return next((j for j in self.jobs.values() if j.stage in ("queued", "running")), None)
@@ -186,6 +212,45 @@ class MLService:
                               seed=self.seed, cache_dir=self.cache_dir)
         self._spawn(job, evaluate_job, req)
         return job.job_id
+
+    async def _explain(self, cmd: ExplainModel) -> bool:
+        """Start the insight of ``cmd.name`` in a worker process (False: one is already being computed); the
+        answer comes back as :class:`ModelInsightReady`. Not a job: it is seconds, and runs beside training."""
+        from engine.ml.insight import InsightRequest, insight_job
+        from engine.ml.registry import ModelRegistry
+
+        if cmd.name in self._explaining:
+            return False
+        rec = ModelRegistry(self.models_dir).record(cmd.name)
+        source, day = self._source()
+        window = rec.meta.get("training_window")
+        years = 5.0
+        if window:  # the training window and what came after it, up to the day the service trains before
+            span = (day - date.fromisoformat(window[0])).days / 365.25
+            years = max(1.0, min(30.0, span + 0.1))
+        req = InsightRequest(models_dir=self.models_dir, name=cmd.name, source=source,
+                             symbol=str(rec.meta.get("symbol") or ""), before=day, years=years, seed=self.seed,
+                             cache_dir=self.cache_dir)
+        self._explaining.add(cmd.name)
+
+        async def run() -> None:
+            try:
+                insight = await self._run_cpu(insight_job, req)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reported to the panel, never raised into the loop
+                self.bus.publish(ModelInsightReady(name=cmd.name, version=rec.version,
+                                                   error=f"{type(exc).__name__}: {exc}"))
+                return
+            finally:
+                self._explaining.discard(cmd.name)
+            self.insights[cmd.name] = insight
+            self.bus.publish(ModelInsightReady(name=cmd.name, version=int(insight["version"]), insight=insight))
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
 
     def _spawn(self, job: MLJob, fn: Callable[..., Any], request: Any) -> None:
         task = asyncio.ensure_future(self._run(job, fn, request))
@@ -238,6 +303,26 @@ def service_for_engine(engine: Any) -> MLService:
     svc = MLService(engine.bus, engine.run_cpu, models_dir=engine.paths.models_dir, history_source=source,
                     seed=engine.settings.general.seed, strategies=lambda: list(engine.settings.strategies or ()),
                     cache_dir=cache_dir() / "ml", clock=engine.clock)
+    from engine.ml.ensemble_tracker import EnsembleTracker
+
+    def rates(underlying: str) -> tuple[float, float]:
+        view = engine.market
+        if view is None:
+            return float(engine.settings.simulator.risk_free_rate), 0.0
+        return float(view.rate), float(view.dividend_yields.get(underlying, 0.0))
+
+    def regime() -> str:
+        rs = engine.risk_service
+        return (rs.regime if rs is not None else None) or "neutral"
+
+    if engine.store is not None:
+        svc.ensemble = EnsembleTrackerService(engine.bus, EnsembleTracker(engine.store), run_cpu=engine.run_cpu,
+                                              clock=engine.clock, regime=regime, rate=rates)
+    history = engine.history
+    if history is not None and history.underlyings:
+        symbol = "SPY" if "SPY" in history.underlyings else history.underlyings[0]
+        svc.regime = StatisticalRegimeService(engine.bus, run_cpu=engine.run_cpu, closes=history.closes,
+                                              today=history.today, symbol=symbol)
     return svc
 
 

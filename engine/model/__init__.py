@@ -16,9 +16,12 @@ from engine.model.instruments import (
 from engine.model.orders import (
     AccountSnapshot,
     Fill,
+    GroupKind,
+    GroupStatus,
     Leg,
     OpenClose,
     Order,
+    OrderGroup,
     OrderIntent,
     OrderStatus,
     OrderType,
@@ -31,15 +34,18 @@ from engine.model.orders import (
     leg_weights,
     net_price,
     net_price_label,
+    oco_group_of,
     price_multiplier,
     round_to_tick,
+    stop_triggered,
+    worst_price,
 )
 from engine.model.quote import Quote, QuoteFlag
 
 __all__ = [
-    "AccountSnapshot", "AssetClass", "Equity", "ExerciseStyle", "Fill", "Index", "Instrument", "Leg",
-    "OpenClose", "Option", "OptionChain", "Order", "OrderIntent", "OrderStatus", "OrderType", "Position",
+    "AccountSnapshot", "AssetClass", "Equity", "ExerciseStyle", "Fill", "GroupKind", "GroupStatus", "Index", "Instrument", "Leg",
+    "OpenClose", "Option", "OptionChain", "Order", "OrderGroup", "OrderIntent", "OrderStatus", "OrderType", "Position",
     "Quote", "QuoteFlag", "Right", "Settlement", "Side", "TimeInForce", "can_transition",
     "instrument_from_key", "is_occ_symbol", "is_on_tick", "leg_weights", "net_price", "net_price_label",
-    "normalize_strike", "price_multiplier", "round_to_tick",
+    "normalize_strike", "oco_group_of", "price_multiplier", "round_to_tick", "stop_triggered", "worst_price",
 ]

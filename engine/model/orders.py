@@ -7,6 +7,11 @@ Sign conventions (docs/architecture.md §7):
   negative = credit (we receive), quoted in :func:`price_multiplier` (per share of a contract when an option
   is in the order: a covered call of 100 shares at 500 and a call at 5 is a 495.00 debit). Use
   :func:`net_price_label` to show it.
+- a stop order's ``stop_price`` is signed like a limit, on the same net price: it triggers when the order's net
+  price at the mark reaches it from below (:func:`stop_triggered`) — a buy stop above the market (+2.00 buys when
+  the option rises to 2.00), a sell stop below it (−1.00 sells when the option falls to 1.00), a debit spread's
+  closing stop when the spread's debit rises to it. One rule for every side and every combo, so nothing needs
+  to know which way a stop "faces".
 - fill ``quantity`` is signed like a position change (buy +, sell −).
 """
 
@@ -37,6 +42,17 @@ class OpenClose(StrEnum):
 class OrderType(StrEnum):
     LIMIT = "limit"
     MARKET = "market"
+    STOP = "stop"  # a market order once the stop triggers
+    STOP_LIMIT = "stop_limit"  # a limit order (at ``limit_price``) once the stop triggers
+
+    @property
+    def is_stop(self) -> bool:
+        return self in (OrderType.STOP, OrderType.STOP_LIMIT)
+
+    @property
+    def has_limit(self) -> bool:
+        """Whether the order carries a limit price (a limit, or a stop-limit once triggered)."""
+        return self in (OrderType.LIMIT, OrderType.STOP_LIMIT)
 
 
 class TimeInForce(StrEnum):
@@ -148,6 +164,7 @@ class OrderIntent:
     strategy_id: str | None = None
     tag: str = ""
     client_order_id: str | None = None  # set when resubmitting, so the broker can dedupe
+    stop_price: Decimal | None = None  # STOP / STOP_LIMIT only: the trigger, on the net price (module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +190,7 @@ class Order:
     broker: str = "paper"
     reason: str = ""
     account_id: str = ""
+    stop_price: Decimal | None = None
 
     @property
     def underlying(self) -> str:
@@ -192,6 +210,50 @@ class Order:
         on its clock (the engine's, a broker's report time); a default would be the wall clock."""
         if updated_at.tzinfo is None:
             raise ValueError("an order's updated_at must be timezone-aware")
+        return replace(self, updated_at=updated_at, **changes)
+
+
+class GroupKind(StrEnum):
+    OCO = "oco"  # two working orders; the first to fill (or to end) cancels the other
+    BRACKET = "bracket"  # an entry, then a profit target and a stop, OCO between them, once the entry fills
+    PROFIT_TAKER = "profit_taker"  # an entry, then a closing limit at a share of its max profit once it fills
+
+
+class GroupStatus(StrEnum):
+    ACTIVE = "active"
+    DONE = "done"  # every member ended
+    CANCELLED = "cancelled"  # cancelled, or its entry ended without a fill: exits never placed
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not GroupStatus.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class OrderGroup:
+    """Orders that act on each other (docs/risk-and-orders.md, "Order groups"). Each member is an ordinary
+    order on the one order path; the group only says when members are placed and which cancel which.
+
+    ``held`` are the exits of a bracket or profit taker while the entry has not filled: intents, not orders,
+    because an order that cannot work yet must not reserve risk or reach a broker. ``member_order_ids`` are
+    the placed one-cancels-other members (an OCO's two orders, a bracket's exits, a profit taker's close)."""
+
+    group_id: str
+    kind: GroupKind
+    status: GroupStatus
+    created_at: datetime
+    updated_at: datetime
+    entry_order_id: str | None = None
+    entry_client_order_id: str = ""  # chosen before the entry is sent: a crash in between still finds it
+    member_order_ids: tuple[str, ...] = ()
+    held: tuple[OrderIntent, ...] = ()
+    profit_pct: Decimal | None = None
+    source: str = "gui"
+    reason: str = ""
+
+    def evolve(self, *, updated_at: datetime, **changes: object) -> OrderGroup:
+        if updated_at.tzinfo is None:
+            raise ValueError("a group's updated_at must be timezone-aware")
         return replace(self, updated_at=updated_at, **changes)
 
 
@@ -285,6 +347,35 @@ def leg_weights(legs: tuple[Leg, ...] | list[Leg]) -> tuple[Decimal, ...]:
 def net_price(legs: tuple[Leg, ...] | list[Leg], prices: list[Decimal] | tuple[Decimal, ...]) -> Decimal:
     """The net price per unit (+ debit / − credit) of ``legs`` filled at ``prices`` (per unit of each leg)."""
     return sum((w * p for w, p in zip(leg_weights(legs), prices, strict=True)), Decimal(0))
+
+
+def stop_triggered(stop_price: Decimal | float, net_mark: float) -> bool:
+    """Whether a stop at ``stop_price`` has triggered with the order's net price at the mark ``net_mark`` (both
+    + debit / − credit): the net has risen to the stop. A buy stop at 2.00 triggers at a mark of 2.00 or more, a
+    sell stop at −1.00 when the option's mark falls to 1.00 (net −1.00 ≥ −1.00)."""
+    return net_mark >= float(stop_price) - 1e-9
+
+
+def worst_price(order_type: OrderType, limit_price: Decimal | None, stop_price: Decimal | None) -> Decimal | None:
+    """The net price an order is expected to fill at no worse than, for risk (max loss, collar): the limit of
+    a limit or stop-limit, the stop of a stop order (it becomes a market order there), none for a market order."""
+    if order_type.has_limit:
+        return limit_price
+    if order_type is OrderType.STOP:
+        return stop_price
+    return None
+
+
+#: the tag of an order that belongs to a one-cancels-other group (``oco:<group id>``): the risk engine counts
+#: the quantity such siblings close only once, since at most one of them can fill
+OCO_TAG_PREFIX = "oco:"
+
+
+def oco_group_of(tag: str) -> str | None:
+    """The one-cancels-other group an order's ``tag`` names, or None."""
+    if isinstance(tag, str) and tag.startswith(OCO_TAG_PREFIX) and len(tag) > len(OCO_TAG_PREFIX):
+        return tag[len(OCO_TAG_PREFIX):]
+    return None
 
 
 def net_price_label(price: Decimal | None) -> str:

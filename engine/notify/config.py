@@ -69,6 +69,75 @@ def default_rules() -> list[AlertRule]:
     ]
 
 
+UserTarget = Literal["symbol", "position", "portfolio"]
+UserMetric = Literal["last", "iv", "iv_rank", "delta", "gamma", "theta", "vega", "pnl_today"]
+UserOperator = Literal["above", "below", "crosses"]
+
+#: which metrics each target offers (what the engine publishes for it), and how the editor names them
+USER_METRICS: dict[str, tuple[str, ...]] = {
+    "symbol": ("last", "iv", "iv_rank"),
+    "position": ("delta", "gamma", "theta", "vega"),
+    "portfolio": ("delta", "gamma", "theta", "vega", "pnl_today"),
+}
+METRIC_LABEL: dict[str, str] = {
+    "last": "last price ($)", "iv": "ATM IV (%)", "iv_rank": "IV rank (0–100)", "delta": "delta (shares)",
+    "gamma": "gamma (shares per $1)", "theta": "theta ($/day)", "vega": "vega ($ per vol point)",
+    "pnl_today": "P&L today ($)",
+}
+
+
+class UserAlertRule(BaseModel):
+    """A trader's own condition: *target metric operator value*, e.g. ``SPY last below 590`` or ``portfolio
+    delta above 500``. ``position`` means the positions of one underlying (``symbol``). ``once`` fires a single
+    time and waits to be re-armed; ``every`` fires at each new crossing (the condition must clear in between).
+    IV is in percent and IV rank 0–100, as the window shows them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9_.-]+$")
+    enabled: bool = True
+    target: UserTarget = "symbol"
+    symbol: str = Field("", max_length=32, description="Underlying (symbol and position targets).")
+    metric: UserMetric = "last"
+    op: UserOperator = "crosses"
+    value: float
+    repeat: Literal["once", "every"] = "once"
+    level: Level = "warning"
+    #: destination names; empty means every enabled destination
+    destinations: list[str] = Field(default_factory=list)
+
+    @field_validator("symbol")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.strip().upper()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UserAlertRule:
+        import math
+
+        if self.metric not in USER_METRICS[self.target]:
+            raise ValueError(f"rule {self.name!r}: a {self.target} has no {self.metric}; choose one of "
+                             f"{', '.join(USER_METRICS[self.target])}")
+        if self.target in ("symbol", "position") and not self.symbol:
+            raise ValueError(f"rule {self.name!r}: a {self.target} rule needs a symbol")
+        if self.target == "portfolio" and self.symbol:
+            raise ValueError(f"rule {self.name!r}: a portfolio rule takes no symbol (got {self.symbol})")
+        if not math.isfinite(self.value):
+            raise ValueError(f"rule {self.name!r}: the value must be a number")
+        if self.metric == "last" and self.value <= 0:
+            raise ValueError(f"rule {self.name!r}: a price level must be positive, got {self.value}")
+        if self.metric == "iv" and not 0 < self.value < 500:
+            raise ValueError(f"rule {self.name!r}: IV is in percent (25 for 25 %), got {self.value}")
+        if self.metric == "iv_rank" and not 0 <= self.value <= 100:
+            raise ValueError(f"rule {self.name!r}: IV rank runs from 0 to 100, got {self.value}")
+        return self
+
+    def describe(self) -> str:
+        who = "portfolio" if self.target == "portfolio" else (
+            f"{self.symbol} positions" if self.target == "position" else self.symbol)
+        return f"{who} {METRIC_LABEL[self.metric]} {self.op} {self.value:g}"
+
+
 class _Destination(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -141,6 +210,8 @@ class NotifyConfig(BaseModel):
 
     enabled: bool = True
     rules: list[AlertRule] = Field(default_factory=default_rules)
+    #: the trader's own price / IV / Greeks / P&L conditions (Alert rules dialog, *My alerts* tab)
+    user_rules: list[UserAlertRule] = Field(default_factory=list)
     destinations: list[Destination] = Field(
         default_factory=lambda: [DesktopDestination(name="desktop")])
     #: the same rule is not sent again within this many seconds (it is counted and summarised instead)
@@ -153,12 +224,13 @@ class NotifyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _names(self) -> NotifyConfig:
-        for what, names in (("rule", [r.name for r in self.rules]), ("destination", [d.name for d in self.destinations])):
+        rule_names = [r.name for r in self.rules] + [r.name for r in self.user_rules]
+        for what, names in (("rule", rule_names), ("destination", [d.name for d in self.destinations])):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {what} names: {', '.join(dupes)}")
         known = {d.name for d in self.destinations}
-        for r in self.rules:
+        for r in [*self.rules, *self.user_rules]:
             missing = [d for d in r.destinations if d not in known]
             if missing:
                 raise ValueError(f"rule {r.name!r} names unknown destinations: {', '.join(missing)}")

@@ -34,6 +34,7 @@ from engine.notify.config import (
 )
 from engine.notify.destinations import DeliveryError, send_email, send_webhook
 from engine.notify.rules import LEVEL_RANK, Notification, RuleEvaluator
+from engine.notify.user_rules import ExposureSource, RearmUserAlert, UserRuleEvaluator
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class Notifier:
 
     def __init__(self, bus: Any, config: NotifyConfig, *, secrets: Callable[[str], str | None],
                  now: Callable[[], datetime], monotonic: Callable[[], float] = time.monotonic,
-                 heartbeat_check_s: float = 1.0) -> None:
+                 heartbeat_check_s: float = 1.0, exposure: ExposureSource | None = None) -> None:
         self.bus = bus
         self.config = config
         self._secrets = secrets
@@ -63,6 +64,8 @@ class Notifier:
         self._mono = monotonic
         self._heartbeat_check_s = heartbeat_check_s
         self.evaluator = RuleEvaluator(config.rules, self.notify)
+        self._exposure = exposure
+        self.user_rules = UserRuleEvaluator(config.user_rules, self.notify, exposure)
         self.stats: dict[str, DeliveryStats] = {d.name: DeliveryStats() for d in config.destinations}
         self.last_heartbeat = monotonic()
         self._last_sent: dict[str, float] = {}
@@ -78,8 +81,8 @@ class Notifier:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="optiondesk-notify")
-        self._subs = [self.bus.subscribe(t, h, name=f"notify:{h.__name__}") for t, h in self.evaluator.handlers()]
-        self._subs.append(self.bus.subscribe(ClockTicked, self._on_heartbeat, name="notify:heartbeat"))
+        self._subscribe()
+        self.bus.register(RearmUserAlert, self._cmd_rearm)
         self.last_heartbeat = self._mono()
         if self.evaluator.rules_of("heartbeat_missing"):
             self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeat(), name="notify:watchdog")
@@ -91,6 +94,8 @@ class Notifier:
         for s in self._subs:
             s.cancel()
         self._subs.clear()
+        if self.bus.has_handler(RearmUserAlert):
+            self.bus.unregister(RearmUserAlert)
         tasks = [t for t in self._tasks if not t.done()]
         if self._watchdog is not None:
             tasks.append(self._watchdog)
@@ -118,14 +123,25 @@ class Notifier:
             self._watchdog = None
         self.config = config
         self.evaluator = RuleEvaluator(config.rules, self.notify)
+        self.user_rules = UserRuleEvaluator(config.user_rules, self.notify, self._exposure)
         self.stats = {d.name: self.stats.get(d.name, DeliveryStats()) for d in config.destinations}
         self._sent_times = {d.name: self._sent_times.get(d.name, deque()) for d in config.destinations}
         if self._running:
-            self._subs = [self.bus.subscribe(t, h, name=f"notify:{h.__name__}") for t, h in self.evaluator.handlers()]
-            self._subs.append(self.bus.subscribe(ClockTicked, self._on_heartbeat, name="notify:heartbeat"))
+            self._subscribe()
             if self.evaluator.rules_of("heartbeat_missing"):
                 self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeat(),
                                                                         name="notify:watchdog")
+
+    def _subscribe(self) -> None:
+        handlers = [*self.evaluator.handlers(), *self.user_rules.handlers()]
+        self._subs = [self.bus.subscribe(t, h, name=f"notify:{h.__name__}") for t, h in handlers]
+        self._subs.append(self.bus.subscribe(ClockTicked, self._on_heartbeat, name="notify:heartbeat"))
+
+    def _cmd_rearm(self, cmd: RearmUserAlert) -> list[str]:
+        """Arm a fired ``once`` alert again; an unknown name is refused with the reason (KeyError)."""
+        names = self.user_rules.rearm(cmd.name)
+        log.info("user alerts re-armed: %s", ", ".join(names) or "none were disarmed")
+        return names
 
     # ---- heartbeat ------------------------------------------------------------------------------
     def _on_heartbeat(self, _ev: ClockTicked) -> None:
@@ -138,7 +154,7 @@ class Notifier:
 
     # ---- routing --------------------------------------------------------------------------------
     def destinations_for(self, n: Notification) -> list[Destination]:
-        rule = next((r for r in self.config.rules if r.name == n.rule), None)
+        rule = next((r for r in [*self.config.rules, *self.config.user_rules] if r.name == n.rule), None)
         names = set(rule.destinations) if rule is not None and rule.destinations else None
         return [d for d in self.config.destinations if d.enabled and (names is None or d.name in names)
                 and LEVEL_RANK[n.level] >= LEVEL_RANK[d.min_level]]
@@ -155,7 +171,7 @@ class Notifier:
             return
         nowm = self._mono()
         last = self._last_sent.get(n.rule)
-        if last is not None and nowm - last < self.config.dedupe_s:
+        if n.dedupe and last is not None and nowm - last < self.config.dedupe_s:
             for d in self.destinations_for(n):
                 self.stats[d.name].suppressed += 1
             log.info("notification %s suppressed (same rule within %.0f s)", n.rule, self.config.dedupe_s)

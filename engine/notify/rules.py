@@ -45,6 +45,9 @@ class Notification:
     title: str
     message: str
     ts: datetime
+    #: False for a trader's own alerts: each fires on a new edge they asked for, so time-based de-duplication
+    #: would swallow the second crossing the rule exists to report (the per-hour limit still applies)
+    dedupe: bool = True
 
     def text(self) -> str:
         return f"[{self.level.upper()}] {self.title}\n{self.message}\n({self.ts.isoformat(timespec='seconds')})"

@@ -58,6 +58,8 @@ class ApprovalPreview:
     created_at: datetime
     expires_at: datetime
     notes: tuple[str, ...] = field(default_factory=tuple)
+    order_type: str = "limit"
+    stop_price: float | None = None  # a stop's trigger on the net price (+ debit / − credit)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -78,6 +80,10 @@ def build_preview(order: Order, decision: RiskDecision, risk: RiskEngine, broker
     limit = float(order.limit_price) if order.limit_price is not None else None
     pay = decision.payoff
     notes: list[str] = []
+    if order.order_type.is_stop and order.stop_price is not None:
+        then = f"a limit at {order.limit_price}" if order.limit_price is not None else "a market order"
+        notes.append(f"{order.order_type.value.replace('_', '-')} order: rests until the net mark reaches "
+                     f"{order.stop_price}, then works as {then}")
     if broker_preview is not None and broker_preview.buying_power_effect is not None:
         bp, bp_src = float(broker_preview.buying_power_effect), "broker"
         commission = _f(float(broker_preview.commission)) if broker_preview.commission is not None else None
@@ -101,7 +107,8 @@ def build_preview(order: Order, decision: RiskDecision, risk: RiskEngine, broker
         commission=commission, broker_warnings=warnings, greeks_before=before, greeks_after=after,
         greeks_change={k: after[k] - before[k] for k in before}, headroom=headroom,
         checks=tuple(r.to_dict() for r in decision.results), created_at=now,
-        expires_at=now + timedelta(seconds=expiry_s), notes=tuple(notes),
+        expires_at=now + timedelta(seconds=expiry_s), notes=tuple(notes), order_type=order.order_type.value,
+        stop_price=_f(float(order.stop_price)) if order.stop_price is not None else None,
     )
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from engine.oms.config import OmsConfig
+from engine.oms.groups import OrderGroupManager
 from engine.oms.manager import OrderManager
 from engine.oms.router import ModeRouter
 from engine.risk.config import RiskConfig
@@ -42,19 +43,23 @@ class OrderPath:
     router: ModeRouter
     oms: OrderManager
     service: RiskService
+    groups: OrderGroupManager
     started: bool = False
 
     async def start(self, *, reconcile: bool = True) -> None:
         self.oms.register()
         self.service.register()
+        self.groups.register()  # after the OMS: a member's event reaches the groups once the OMS applied it
         await self.oms.load_portfolio()
         await self.oms.start(reconcile=reconcile)
         await self.service.start()
+        await self.groups.start()
         self.started = True
 
     async def stop(self) -> None:
         if not self.started:
             return
+        await self.groups.stop()
         await self.service.stop()
         await self.oms.stop()
         self.market.close()
@@ -85,4 +90,5 @@ def build_order_path(bus: Bus, store: Store, *, brokers: dict[str, Broker], brea
     router = ModeRouter(brokers, breakers=breakers)
     oms = OrderManager(bus, store, router, risk, kill_switch, config=oms_config, now=clock, on_persisted=on_persisted)
     service = RiskService(bus, risk, kill_switch)
-    return OrderPath(market, portfolio, kill_switch, risk, router, oms, service)
+    groups = OrderGroupManager(bus, store, oms, now=clock)
+    return OrderPath(market, portfolio, kill_switch, risk, router, oms, service, groups)

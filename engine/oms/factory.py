@@ -30,6 +30,7 @@ from engine.model import (
     OrderStatus,
     OrderType,
     TimeInForce,
+    round_to_tick,
 )
 from engine.oms.validation import (
     MAX_CLIENT_ORDER_ID,
@@ -101,13 +102,23 @@ class OrderFactory:
         instrument's tick); multi-leg net prices use the $0.01 complex-order increment."""
         validate_intent(intent, self.now())
         price: Decimal | None = None
-        if intent.order_type is OrderType.LIMIT:
+        if intent.order_type.has_limit:
             raw, _ = parse_price(intent.limit_price)  # validated: finite and within bounds
             assert raw is not None
             tick = venue_tick(intent.legs, raw, tick_for)
             price = floor_to_tick(raw, tick)
             if len(intent.legs) == 1 and price == 0:
                 raise OrderValidationError(f"limit price {intent.limit_price} rounds to {price} on tick {tick}",
+                                           "price_rounds_to_zero")
+        stop: Decimal | None = None
+        if intent.order_type.is_stop:
+            raw, _ = parse_price(intent.stop_price)  # validated: finite, within bounds, signed like the side
+            assert raw is not None
+            tick = venue_tick(intent.legs, raw, tick_for)
+            # a trigger has no passive side: the nearest tick is where the venue would put it
+            stop = round_to_tick(raw, tick)
+            if len(intent.legs) == 1 and stop == 0:
+                raise OrderValidationError(f"stop price {intent.stop_price} rounds to {stop} on tick {tick}",
                                            "price_rounds_to_zero")
         ts = self.now()
         return Order(
@@ -126,6 +137,7 @@ class OrderFactory:
             tag=intent.tag,
             broker=broker,
             account_id=account_id,
+            stop_price=stop,
         )
 
     def rejected_intent(self, intent: Any, reason: str, *, broker: str = "paper", account_id: str = "") -> Order:
@@ -145,6 +157,7 @@ class OrderFactory:
         qty = getattr(intent, "quantity", 0)
         qty = qty if isinstance(qty, int) and not isinstance(qty, bool) and 0 <= qty <= MAX_QUANTITY else 0
         price, _ = parse_price(getattr(intent, "limit_price", None))
+        stop, _ = parse_price(getattr(intent, "stop_price", None))
         order_type = getattr(intent, "order_type", OrderType.LIMIT)
         tif = getattr(intent, "tif", TimeInForce.DAY)
         coid = getattr(intent, "client_order_id", None)
@@ -158,4 +171,5 @@ class OrderFactory:
             source=text(getattr(intent, "source", ""), "unknown") or "unknown",
             strategy_id=strategy_id if isinstance(strategy_id, str) else None,
             tag=text(getattr(intent, "tag", "")), broker=broker, account_id=account_id, reason=reason,
+            stop_price=stop,
         )

@@ -151,13 +151,22 @@ def parse_price(value: Any) -> tuple[Decimal | None, Problem | None]:
     return price, None
 
 
-def _price_problem(order_type: OrderType, limit_price: Any, legs: tuple[Leg, ...] | list[Leg]) -> Problem | None:
-    if order_type is OrderType.MARKET:
+def _price_problem(order_type: OrderType, limit_price: Any, legs: tuple[Leg, ...] | list[Leg],
+                   stop_price: Any = None) -> Problem | None:
+    if order_type.is_stop:
+        problem = _stop_problem(stop_price, legs)
+        if problem is not None:
+            return problem
+    elif stop_price is not None:
+        return Problem("stop_price_not_stop", f"a {order_type.value} order must not carry a stop price "
+                                              f"(got {stop_price!r:.40}); use a stop or stop-limit order")
+    if not order_type.has_limit:
         if limit_price is not None:
-            return Problem("market_with_price", "a market order must not carry a limit price")
+            what = "a stop order (it becomes a market order when triggered)" if order_type.is_stop else "a market order"
+            return Problem("market_with_price", f"{what} must not carry a limit price; use a stop-limit")
         return None
     if limit_price is None:
-        return Problem("limit_without_price", "limit order without a limit price")
+        return Problem("limit_without_price", f"{order_type.value.replace('_', '-')} order without a limit price")
     price, problem = parse_price(limit_price)
     if problem is not None:
         return problem
@@ -170,8 +179,26 @@ def _price_problem(order_type: OrderType, limit_price: Any, legs: tuple[Leg, ...
     return None
 
 
+def _stop_problem(stop_price: Any, legs: tuple[Leg, ...] | list[Leg]) -> Problem | None:
+    """A stop needs a finite trigger, signed like the limit of the same order (a single-leg buy's positive, a
+    sell's negative), so the one trigger rule of :func:`engine.model.stop_triggered` holds for every side."""
+    if stop_price is None:
+        return Problem("stop_without_price", "a stop order needs a stop (trigger) price")
+    price, problem = parse_price(stop_price)
+    if problem is not None:
+        return Problem(problem.code, problem.message.replace("limit price", "stop price"))
+    assert price is not None
+    if len(legs) == 1:
+        side = legs[0].side
+        if price == 0 or (price > 0) != (side.sign > 0):
+            want = "positive (a debit: buy when the price rises to it)" if side.sign > 0 else \
+                "negative (a credit: −1.00 sells when the price falls to 1.00)"
+            return Problem("stop_price_sign", f"single-leg {side.value} stop price must be {want}, got {price}")
+    return None
+
+
 def fields_problem(legs: Any, quantity: Any, order_type: Any, limit_price: Any, tif: Any,
-                   now: datetime | None) -> Problem | None:
+                   now: datetime | None, stop_price: Any = None) -> Problem | None:
     """The checks an intent and an order share: legs, quantity, type, price, time in force, expiry."""
     problem = _legs_problem(legs, now)
     if problem is None:
@@ -183,7 +210,7 @@ def fields_problem(legs: Any, quantity: Any, order_type: Any, limit_price: Any, 
         problem = Problem("bad_time_in_force", f"time in force must be one of {[t.value for t in TimeInForce]}, "
                                                f"got {tif!r:.40}")
     if problem is None:
-        problem = _price_problem(order_type, limit_price, legs)
+        problem = _price_problem(order_type, limit_price, legs, stop_price)
     return problem
 
 
@@ -203,12 +230,14 @@ def intent_problem(intent: Any, now: datetime | None = None) -> Problem | None:
                              or not coid.isprintable()):
         return Problem("bad_client_order_id", f"client order id must be 1..{MAX_CLIENT_ORDER_ID} printable "
                                               f"characters, got {coid!r:.40}")
-    return fields_problem(intent.legs, intent.quantity, intent.order_type, intent.limit_price, intent.tif, now)
+    return fields_problem(intent.legs, intent.quantity, intent.order_type, intent.limit_price, intent.tif, now,
+                          intent.stop_price)
 
 
 def order_problem(order: Any, now: datetime | None = None) -> Problem | None:
     """What the risk engine's ``validate`` stage checks on an order (built by the factory or restored)."""
-    problem = fields_problem(order.legs, order.quantity, order.order_type, order.limit_price, order.tif, now)
+    problem = fields_problem(order.legs, order.quantity, order.order_type, order.limit_price, order.tif, now,
+                             order.stop_price)
     if problem is None and not (isinstance(order.filled_quantity, int)
                                 and 0 <= order.filled_quantity < order.quantity):
         problem = Problem("nothing_remaining", f"nothing left to trade: {order.filled_quantity} of "

@@ -7,7 +7,11 @@
    quantity and price, no index leg, no expired contract). A failure here ends the check: nothing later is
    meaningful for a malformed order.
 2. ``trading_state`` — ``trading_state``: HALTED / REDUCING (below).
-3. ``order_risk`` — the order alone: ``market_data``, ``max_loss_per_trade``, ``price_collar``.
+3. ``order_risk`` — the order alone: ``market_data``, ``max_loss_per_trade``, ``stop_price``, ``price_collar``.
+   A stop order is judged at the price it fills no worse than (:func:`engine.model.worst_price`: a stop-limit's
+   limit, a stop's trigger — it becomes a market order there); its trigger must lie beyond the market
+   (``stop_price``: a stop already through the mid would fire at once, a fat finger or a wrong side); a
+   stop-limit's collar measures the limit from the trigger, where it starts working, not from today's mid.
 4. ``portfolio_risk`` — the *projected* portfolio (positions + working orders + this order):
    ``position_size``, ``daily_loss``, ``drawdown``, ``delta``, ``gamma``, ``vega``, ``theta``, ``leverage``,
    ``open_positions``, ``buying_power``.
@@ -46,7 +50,17 @@ from typing import Any
 import numpy as np
 
 from engine.brokers.margin import Holding, MarginRules, Trade, order_effect
-from engine.model import Equity, Instrument, Option, Order, OrderType, leg_weights
+from engine.model import (
+    Equity,
+    Instrument,
+    Option,
+    Order,
+    OrderType,
+    leg_weights,
+    oco_group_of,
+    stop_triggered,
+    worst_price,
+)
 from engine.oms.rate_limiter import TokenBucket
 from engine.oms.validation import order_problem
 from engine.risk.config import RiskConfig
@@ -181,7 +195,8 @@ def price_multiplier(order: Order) -> int:
 def fingerprint(order: Order) -> tuple[Any, ...]:
     legs = tuple((key_of(leg.instrument), leg.side.value, leg.ratio) for leg in order.legs)
     return (order.source, order.strategy_id, legs, order.quantity, order.order_type.value,
-            None if order.limit_price is None else str(order.limit_price))
+            None if order.limit_price is None else str(order.limit_price),
+            None if order.stop_price is None else str(order.stop_price))
 
 
 class RiskEngine:
@@ -207,6 +222,9 @@ class RiskEngine:
         self.bucket = TokenBucket.per_minute(self._profile.orders_per_minute, self._profile.order_burst, monotonic)
         self._recent: dict[tuple[Any, ...], float] = {}
         self._reservations: dict[str, _Reservation] = {}
+        #: one-cancels-other groups among the reservations (``engine.model.oco_group_of`` of the order's tag):
+        #: siblings close the same quantity only once, since at most one of them fills
+        self._oco_members: dict[str, set[str]] = {}
         # running aggregates of the reservations (kept exact by add/remove; reset when empty)
         self._w_vec = np.zeros(len(FIELDS))
         self._w_bp = 0.0
@@ -293,11 +311,17 @@ class RiskEngine:
         return self._w_bp
 
     # ---- reducing -------------------------------------------------------------------------------
-    def committed(self, key: str, *, selling: bool, exclude: str | None = None) -> float:
-        """Units of ``key`` that working orders (all but ``exclude``) would still sell (or buy)."""
+    def committed(self, key: str, *, selling: bool, exclude: str | None = None, oco: str | None = None) -> float:
+        """Units of ``key`` that working orders (all but ``exclude`` and the members of the one-cancels-other
+        group ``oco``) would still sell (or buy)."""
         total = (self._w_sell if selling else self._w_buy).get(key, 0.0)
-        r = self._reservations.get(exclude) if exclude is not None else None
-        if r is not None:
+        skip = set(self._oco_members.get(oco, ())) if oco is not None else set()
+        if exclude is not None:
+            skip.add(exclude)
+        for oid in skip:
+            r = self._reservations.get(oid)
+            if r is None:
+                continue
             for k, u in zip(r.keys, r.units, strict=True):
                 if k == key and (u < 0) == selling:
                     total -= abs(u) * r.fraction
@@ -320,7 +344,7 @@ class RiskEngine:
                 return f"{key}: no position to reduce"
             if (u > 0) == (held > 0):
                 return f"{key}: {leg.side.value} {abs(u)} adds to the {held:+d} position"
-            taken = self.committed(key, selling=u < 0, exclude=order.order_id)
+            taken = self.committed(key, selling=u < 0, exclude=order.order_id, oco=oco_group_of(order.tag))
             if abs(u) > abs(held) - taken + 1e-9:
                 return (f"{key}: closing {abs(u)} of {held:+d} held, {taken:g} already committed to working "
                         f"closing orders")
@@ -352,8 +376,9 @@ class RiskEngine:
                          breakevens=breakevens)
 
     def _order_cost(self, order: Order, units: np.ndarray) -> float:
-        if order.limit_price is not None:
-            return float(order.limit_price) * price_multiplier(order) * order.remaining_quantity
+        worst = worst_price(order.order_type, order.limit_price, order.stop_price)
+        if worst is not None:
+            return float(worst) * price_multiplier(order) * order.remaining_quantity
         mid = self.combo_quote(order)[0]
         return mid * price_multiplier(order) * order.remaining_quantity
 
@@ -381,6 +406,7 @@ class RiskEngine:
         trades: list[Trade] = []
         q = order.remaining_quantity
         quoted = True
+        worst = worst_price(order.order_type, order.limit_price, order.stop_price)
         version = (self.portfolio.version, self.market.version)
         for leg in order.legs:
             inst = leg.instrument
@@ -398,16 +424,15 @@ class RiskEngine:
             bid, ask = self.market.bid_ask(inst)
             px = ask if leg.side.sign > 0 else bid
             if not math.isfinite(px):
-                if len(order.legs) == 1 and order.limit_price is not None:
-                    px = abs(float(order.limit_price))
+                if len(order.legs) == 1 and worst is not None:
+                    px = abs(float(worst))
                 else:
                     quoted, px = False, 0.0
             trades.append(Trade(key_of(inst), und, self._holding(inst, 0, spots[und] or math.nan),
                                 leg.signed_ratio * q, px))
         cash: float | None = None
         if not quoted:
-            cash = (-float(order.limit_price) * price_multiplier(order) * q) if order.limit_price is not None \
-                else math.nan
+            cash = (-float(worst) * price_multiplier(order) * q) if worst is not None else math.nan
         effect = order_effect(self.margin, groups, spots, trades, requirements_before=before, cash_change=cash)
         return -effect.buying_power_change
 
@@ -496,6 +521,8 @@ class RiskEngine:
             md_problems.append("no account value (net liquidation unknown)")
         if order.order_type is OrderType.MARKET and not math.isfinite(ctx.mid):
             md_problems.append("market order without a usable quote on every leg")
+        if order.order_type.is_stop and not math.isfinite(ctx.mid):
+            md_problems.append("stop order without a usable quote on every leg: cannot place its trigger")
         out.append(CheckResult("market_data", not md_problems, stage=stage,
                                message="; ".join(md_problems) or "market data available"))
         if not ctx.reducing:
@@ -508,6 +535,22 @@ class RiskEngine:
                 out.append(self._limit(stage, "max_loss_per_trade", ctx.payoff.risk, p.risk_per_trade_pct * nl_,
                                        "$", "max loss" if ctx.payoff.defined_risk
                                        else f"stress loss (±{p.stress_move_pct:.0%})"))
+        if order.order_type.is_stop and order.stop_price is not None and math.isfinite(ctx.mid):
+            stop = float(order.stop_price)
+            fired = stop_triggered(stop, ctx.mid)
+            out.append(CheckResult("stop_price", not fired, ctx.mid - stop, 0.0, "$", stage=stage, message=(
+                f"stop {stop:.2f} is at or through the market (net mid {ctx.mid:.2f}): it would trigger at once "
+                "(a buy stop goes above the market, a sell stop below)" if fired else
+                f"stop {stop:.2f} triggers {stop - ctx.mid:.2f} beyond the net mid {ctx.mid:.2f}")))
+        if order.order_type is OrderType.STOP_LIMIT and order.limit_price is not None \
+                and order.stop_price is not None and "price_collar" not in ctx.skip:
+            tick = float(order.legs[0].instrument.tick_size)
+            stop, limit = float(order.stop_price), float(order.limit_price)
+            allowed = max(p.collar_ticks * tick, p.collar_pct * abs(stop))
+            worse = limit - stop  # + debit convention: a limit paying more than the trigger is worse
+            out.append(CheckResult("price_collar", worse <= allowed + 1e-9, worse, allowed, "$", stage=stage,
+                                   message=f"stop-limit {limit:.2f} is {worse:+.2f} from its stop {stop:.2f}; "
+                                           f"allowed {allowed:.2f}"))
         # price collar: limit vs mid, worse-than-mid side only
         if order.order_type is OrderType.LIMIT and "price_collar" not in ctx.skip:
             tick = float(order.legs[0].instrument.tick_size)
@@ -689,6 +732,9 @@ class RiskEngine:
                          vec=np.nan_to_num(np.array([getattr(e, f) for f in FIELDS], dtype=float)))
         self.release(order.order_id)
         self._add(r)
+        group = oco_group_of(order.tag)
+        if group is not None:
+            self._oco_members.setdefault(group, set()).add(order.order_id)
 
     def _add(self, r: _Reservation) -> None:
         self._reservations[r.order_id] = r
@@ -710,6 +756,10 @@ class RiskEngine:
         r = self._reservations.pop(order_id, None)
         if r is None:
             return
+        for group in [g for g, ids in self._oco_members.items() if order_id in ids]:
+            self._oco_members[group].discard(order_id)
+            if not self._oco_members[group]:
+                del self._oco_members[group]
         self._apply(r, -1.0)
         for key in r.keys:  # drop emptied keys so float dust never counts as committed quantity
             for side in (self._w_buy, self._w_sell):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.backtest.config import BacktestConfig
 from engine.brokers.config import BrokersConfig
@@ -31,6 +31,43 @@ class GeneralSettings(BaseModel):
     ui_refresh_hz: float = Field(10.0, gt=0.5, le=60.0, description="How often the GUI repaints coalesced events.")
 
 
+#: shortcuts the window already owns (File, Trading menus, kill switch): a trading hotkey may not take them
+RESERVED_SHORTCUTS = {"ctrl+q": "Quit", "ctrl+,": "Settings", "ctrl+shift+k": "the kill switch"}
+
+
+class ShortcutsConfig(BaseModel):
+    """Trading hotkeys of the window (Qt key sequences such as ``F5``, ``Shift+F7``, ``Ctrl+Return``; empty
+    switches one off). Buy/sell put the chain's selected contract on the ticket at that price; submit and
+    cancel all take the ticket's and the Orders panel's path (approval, confirmation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    buy_bid: str = "F5"
+    buy_mid: str = "F6"
+    buy_ask: str = "F7"
+    sell_bid: str = "Shift+F5"
+    sell_mid: str = "Shift+F6"
+    sell_ask: str = "Shift+F7"
+    flip: str = "F8"
+    submit: str = "Ctrl+Return"
+    cancel_all: str = "Ctrl+Shift+X"
+    shortcuts_sheet: str = "F1"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ShortcutsConfig:
+        seen: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            key = value.replace(" ", "").lower()
+            if not key:
+                continue
+            if key in RESERVED_SHORTCUTS:
+                raise ValueError(f"{name}: {value} is already the shortcut of {RESERVED_SHORTCUTS[key]}")
+            if key in seen:
+                raise ValueError(f"{name}: {value} is already the shortcut of {seen[key]}")
+            seen[key] = name
+        return self
+
+
 class Settings(BaseModel):
     """Root settings. Unknown keys are errors (a typo must not be silently ignored)."""
 
@@ -47,5 +84,6 @@ class Settings(BaseModel):
     backup: BackupConfig = Field(default_factory=BackupConfig)
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    shortcuts: ShortcutsConfig = Field(default_factory=ShortcutsConfig)
     #: ``[[strategies]]``: the strategies the engine hosts (engine/strategies/config.py, docs/strategies.md)
     strategies: list[StrategyEntry] = Field(default_factory=list)

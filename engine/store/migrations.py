@@ -2,7 +2,7 @@
 
 Version ranges by area (so parallel work never collides): core 1–9, simulated market/paper 10–19,
 order path/risk 20–29, backtest 30–39, broker adapters 40–49, surface 50–59, operations (history, journal) 60–69,
-strategy host 70–79.
+strategy host 70–79, ML and model tracking 80–89.
 Each migration runs exactly once, inside one transaction, and bumps ``schema_version``.
 """
 
@@ -281,16 +281,53 @@ CREATE TABLE strategy_fills (
 CREATE INDEX strategy_fills_seq ON strategy_fills(strategy_id, seq)
 """
 
+V20_ORDER_TYPES = """
+ALTER TABLE orders ADD COLUMN stop_price TEXT
+"""
+
+V80_ENSEMBLE_TRACKER = """
+CREATE TABLE ensemble_tracker (
+    regime TEXT NOT NULL,
+    model TEXT NOT NULL,
+    error REAL NOT NULL,
+    observations INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (regime, model)
+)
+"""
+
+V21_ORDER_GROUPS = """
+CREATE TABLE order_groups (
+    group_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    entry_order_id TEXT,
+    entry_client_order_id TEXT NOT NULL DEFAULT '',
+    member_order_ids TEXT NOT NULL DEFAULT '[]',
+    held TEXT NOT NULL DEFAULT '[]',
+    profit_pct TEXT,
+    source TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX order_groups_status ON order_groups(status)
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: orders, events, fills, positions, approvals, risk, audit, kv, settings history", V1_CORE),
     Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
     Migration(10, "paper exchange: account state, working orders, positions with full contract terms, fill log", V10_PAPER),
+    Migration(20, "order path: stop and stop-limit orders' trigger price", V20_ORDER_TYPES),
+    Migration(21, "order path: order groups (OCO, bracket, profit taker) and their exits waiting for a fill",
+              V21_ORDER_GROUPS),
     Migration(30, "backtest: run timing/errors/sweep id, daily P&L, drawdown, Greeks and regime per equity row", V30_BACKTEST),
     Migration(31, "backtest: buying-power requirement per equity row", V31_BACKTEST),
     Migration(50, "history: a log of daily-history backfills (source, days, rows) per underlying", V50_HISTORY),
     Migration(60, "operations: P&L, Greeks and equity history per account and mode; trade journal", V60_OPERATIONS),
     Migration(70, "strategy host: each strategy's state (books, orders, custom state) and its attributed fills",
               V70_STRATEGIES),
+    Migration(80, "ML: the pricing ensemble tracker's decayed error per regime and model", V80_ENSEMBLE_TRACKER),
 ]
 
 

@@ -89,13 +89,14 @@ class OrderRepository:
         self._s.execute(
             """INSERT INTO orders(order_id, client_order_id, broker, account_id, broker_order_id, status, source,
                    strategy_id, tag, order_type, tif, quantity, filled_quantity, limit_price, avg_fill_price, legs,
-                   reason, created_at, updated_at)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   reason, created_at, updated_at, stop_price)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(order_id) DO UPDATE SET
                    broker=excluded.broker, account_id=excluded.account_id, broker_order_id=excluded.broker_order_id,
                    status=excluded.status, filled_quantity=excluded.filled_quantity, quantity=excluded.quantity,
                    limit_price=excluded.limit_price, avg_fill_price=excluded.avg_fill_price, reason=excluded.reason,
-                   updated_at=excluded.updated_at, legs=excluded.legs, tif=excluded.tif""",
+                   updated_at=excluded.updated_at, legs=excluded.legs, tif=excluded.tif,
+                   stop_price=excluded.stop_price""",
             (
                 order.order_id, order.client_order_id, order.broker, order.account_id, order.broker_order_id,
                 order.status.value, order.source, order.strategy_id, order.tag, order.order_type.value,
@@ -103,6 +104,7 @@ class OrderRepository:
                 None if order.limit_price is None else str(order.limit_price),
                 None if order.avg_fill_price is None else str(order.avg_fill_price),
                 legs_to_json(order.legs), order.reason, _iso(order.created_at), _iso(order.updated_at),
+                None if order.stop_price is None else str(order.stop_price),
             ),
         )
 
@@ -115,6 +117,7 @@ class OrderRepository:
             updated_at=_dt(r["updated_at"]), source=r["source"], strategy_id=r["strategy_id"], tag=r["tag"],
             filled_quantity=int(r["filled_quantity"]), avg_fill_price=_dec(r["avg_fill_price"]),
             broker_order_id=r["broker_order_id"], broker=r["broker"], reason=r["reason"], account_id=r["account_id"],
+            stop_price=_dec(r["stop_price"]),
         )
 
     def get(self, order_id: str) -> Order | None:

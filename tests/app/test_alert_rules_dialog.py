@@ -91,3 +91,68 @@ def test_set_secret_goes_to_the_credential_store_not_the_settings(qtbot, dialog,
     wait_for_condition(qtbot, lambda: dialog.last_saved is not None, timeout=5)
     assert "999:telegram-secret" not in engine.paths.settings_file.read_text()
     assert json.dumps(dialog.last_saved.model_dump(mode="json")).count("telegram-secret") == 0
+
+
+def _user_rule(name="spy-590", **kw):
+    from engine.notify.config import UserAlertRule
+
+    return UserAlertRule(name=name, **{"symbol": "ZZZ", "metric": "last", "op": "crosses", "value": 590, **kw})
+
+
+def test_my_alerts_bad_rule_is_refused_with_the_reason(dialog, engine):
+    row = dialog.add_user_rule_row(_user_rule())
+    dialog.user_rules.cellWidget(row, 4).setCurrentText("delta")  # a symbol has no delta
+    dialog.save()
+    assert "a symbol has no delta" in dialog.status.text() and "f56c6c" in dialog.status.styleSheet()
+    assert dialog.last_saved is None and not engine.paths.settings_file.exists()
+    dialog.user_rules.cellWidget(row, 4).setCurrentText("last")
+    dialog.user_rules.item(row, 6).setText("five hundred")
+    dialog.save()
+    assert "the value must be a number" in dialog.status.text()
+
+
+def test_my_alerts_are_saved_fire_in_the_engine_and_rearm_from_the_dialog(qtbot, dialog, engine):
+    from app.dialogs.alert_rules_dialog import AlertRulesDialog
+    from engine.bus.events import Alert, UnderlyingUpdated
+
+    alerts = []
+    engine.bus.subscribe(Alert, lambda a: alerts.append(a) if a.source == "notify:spy-590" else None)
+    dialog.add_user_rule_row(_user_rule())
+    dialog.save()
+    wait_for_condition(qtbot, lambda: dialog.last_saved is not None)
+    saved = tomllib.loads(engine.paths.settings_file.read_text())["notify"]["user_rules"]
+    assert saved[0]["name"] == "spy-590" and saved[0]["value"] == 590
+
+    for p in (595.0, 589.0, 591.0, 588.0):
+        engine.bus.publish(UnderlyingUpdated(symbol="ZZZ", price=p))  # not a simulated symbol
+    wait_for_condition(qtbot, lambda: len(alerts) == 1)
+    again = AlertRulesDialog(engine)
+    qtbot.addWidget(again)
+    again.tabs.setCurrentIndex(0)
+    again.resize(1100, 420)
+    again.show()
+    assert again.user_rules.item(0, 10).text().startswith("fired — re-arm (1×, last 588")
+    again.grab().save("/tmp/alert_rules_my_alerts.png")
+    again.user_rules.selectRow(0)
+    again.rearm_selected()
+    wait_for_condition(qtbot, lambda: "re-armed: spy-590" in again.status.text())
+    assert again.user_rules.item(0, 10).text().startswith("armed")
+    engine.bus.publish(UnderlyingUpdated(symbol="ZZZ", price=592.0))
+    wait_for_condition(qtbot, lambda: len(alerts) == 2)
+
+
+def test_a_user_alert_at_warning_is_a_desktop_notification_and_a_row_in_the_alerts_panel(qtbot):
+    from app.alerts import AlertsPanel
+    from engine.bus import Alert
+    from widgets.base import EventBatch
+
+    panel = AlertsPanel(engine=None)
+    qtbot.addWidget(panel)
+    notified = []
+    panel.notify.connect(lambda lvl, title, msg: notified.append((lvl, title)))
+    panel.apply_events(EventBatch.from_events([
+        Alert(level="warning", source="notify:spy-590", message="Alert spy-590: SPY last price ($) crosses 590"),
+        Alert(level="warning", source="strategy:x", message="an ordinary warning"),
+    ]))
+    assert notified == [("warning", "Optiondesk — notify:spy-590")]
+    assert any("spy-590" in m for m in panel.messages())

@@ -139,3 +139,16 @@ def test_dates_and_history_length_agree(panel) -> None:
     cfg = panel.config()
     assert cfg["start"] == "2021-01-04" and cfg["end"] == SIMULATED_END.isoformat()
     assert simulated_start(cfg["years"]) <= date(2021, 1, 4)
+
+
+def test_trade_legs_read_in_full_not_cut_to_the_underlying() -> None:
+    from widgets.backtest_runner import compact_legs
+
+    assert compact_legs("-1 SPY240621P00500000 / +1 SPY240621P00495000") == "-1 21Jun24 500P  +1 21Jun24 495P"
+    assert compact_legs("+100 SPY") == "+100 SPY"  # shares (no OCC symbol) stay as they are
+
+
+def test_empty_plots_show_no_tick_values_until_a_run(panel) -> None:
+    for plot in (panel.equity_plot, panel.dd_plot, panel.daily_plot, panel.hist_plot):
+        for name in ("left", "bottom"):
+            assert plot.getPlotItem().getAxis(name).style["showValues"] is False  # no "00.250" on empty plots

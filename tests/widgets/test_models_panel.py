@@ -75,6 +75,68 @@ def test_train_and_evaluate_as_engine_jobs(qtbot, engine, service, shot) -> None
     shutil.copy(path, "/tmp/panel_models.png")
 
 
+def test_xgboost_importance_todays_candidate_drift_and_the_pricing_ensemble(qtbot, engine, service, shot) -> None:
+    from datetime import timedelta
+
+    from engine.ml.ensemble_tracker import EnsembleTracker, EnsembleTrackerService
+    from engine.ml.insight import ModelInsightReady
+
+    seen: list = []
+    engine.bus.subscribe(MLJobFinished, seen.append)
+    engine.bus.subscribe(ModelInsightReady, seen.append)
+    # the pricing ensemble's tracker, scored on two regimes (real tracker, fed as the engine feeds it)
+    tracker = EnsembleTracker(None, horizon_s=900)
+    t0 = engine.clock.now()
+    members = ("bsm", "merton", "heston")
+    for regime, wrong in (("neutral", "merton"), ("high_vol", "heston")):
+        vals = np.tile(np.array([2.0, 2.0, 2.0]), (4, 1))
+        vals[:, members.index(wrong)] += 0.5
+        tracker.record("SPY", regime, t0, ["A", "B", "C", "D"], vals, members)
+        tracker.score("SPY", t0 + timedelta(minutes=15), ["A", "B", "C", "D"], np.full(4, 2.01))
+    service.ensemble = EnsembleTrackerService(engine.bus, tracker, run_cpu=engine.run_cpu, clock=engine.clock,
+                                              regime=lambda: "neutral", rate=lambda u: (0.04, 0.0))
+    panel = ModelsPanel(engine, service=service)
+    qtbot.addWidget(panel)
+    panel.resize(1100, 720)
+    assert panel.ensemble_table.rowCount() == 6
+    cells = {(panel.ensemble_table.item(i, 0).text(), panel.ensemble_table.item(i, 1).text()):
+             panel.ensemble_table.item(i, 3).text() for i in range(6)}
+    assert float(cells[("neutral", "merton")].rstrip("%")) < 1.0 < float(cells[("high_vol", "merton")].rstrip("%"))
+    assert "current regime: neutral" in panel.ensemble_label.text()
+    assert "optiondesk train-neural" in panel.ensemble_label.text()  # no surrogate saved in the test home
+
+    panel.kind_box.setCurrentText("xgboost")
+    panel.permutations = 1
+    panel.train()
+    wait_for_condition(qtbot, lambda: any(isinstance(e, MLJobFinished) for e in seen), timeout=150)
+    panel.apply_events(EventBatch.from_events([e for e in seen if isinstance(e, MLJobFinished)]))
+    assert panel.table.rowCount() == 1 and "Computing" in panel.candidate_label.text()
+    wait_for_condition(qtbot, lambda: any(isinstance(e, ModelInsightReady) for e in seen), timeout=120)
+    [ready] = [e for e in seen if isinstance(e, ModelInsightReady)]
+    assert ready.error == "", ready.error
+    panel.apply_events(EventBatch.from_events([ready]))
+    ins = service.insights["iv_rank_put_spread-SPY"]
+    assert ins["kind"] == "xgboost" and ins["importance_type"] == "total gain"
+    bars = [i for i in panel.importance_plot.getPlotItem().items if type(i).__name__ == "BarGraphItem"]
+    assert bars and len(bars[0].opts["width"]) == min(12, sum(v > 0 for v in ins["importance"].values()) or 12)
+    cand = ins["candidate"]
+    assert 0.0 < cand["probability"] < 1.0 and f"P(win) {cand['probability']:.1%}" in panel.candidate_label.text()
+    assert panel.contrib_table.rowCount() == len(cand["contributions"])
+    top_name, top_value = next(iter(cand["contributions"].items()))
+    assert panel.contrib_table.item(0, 0).text() == top_name
+    assert panel.contrib_table.item(0, 1).text() == f"{top_value:+.3f}"
+    assert "gated_puts: no entry decided yet" in panel.candidate_label.text() or \
+        "no strategy has asked" in panel.candidate_label.text()
+    psi = ins["drift"]["psi"]
+    assert panel.drift_table.rowCount() == len(psi) and all(v is None or v >= 0 for v in psi.values())
+    worst = max((v for v in psi.values() if v is not None), default=None)
+    assert worst is None or panel.drift_table.item(0, 1).text() == f"{worst:.3f}"
+    for i, name in enumerate(("importance", "candidate", "drift", "ensemble"), start=1):
+        panel.tabs.setCurrentIndex(i)
+        shot(panel, f"panel_models_{name}")
+    panel.tabs.setCurrentIndex(0)
+
+
 def test_one_job_at_a_time(qtbot, engine, service) -> None:
     from engine.ml.service import MLJobError
 

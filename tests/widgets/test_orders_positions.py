@@ -84,7 +84,8 @@ def test_positions_grouped_with_pnl_and_greeks_from_the_risk_engine(qtbot, desk,
     panel.apply_events(EventBatch.from_events(events))
     m = panel.model
     keys = list(m.keys())
-    assert keys == ["group:XYZ:", "XYZ260320P00095000", "group:XYZ:momentum", "XYZ260320C00100000"]
+    assert keys == ["group:XYZ::XYZ260320P00095000", "XYZ260320P00095000", "group:XYZ:momentum",
+                    "XYZ260320C00100000"]
     r = m.row_of("XYZ260320C00100000")
     mid = chain.mid[chain.row_of("XYZ260320C00100000")]
     assert m.value(r, "mark") == pytest.approx(mid)

@@ -94,6 +94,8 @@ class FakeOrder:
         if "price" in self.body:
             out["price"] = str(self.body["price"])
             out["price-effect"] = self.body.get("price-effect", "Debit")
+        if "stop-trigger" in self.body:
+            out["stop-trigger"] = str(self.body["stop-trigger"])
         if self.replaces is not None:
             out["replaces-order-id"] = self.replaces
         if "external-identifier" in self.body:
@@ -392,6 +394,11 @@ class FakeTastytrade:
         for leg in body["legs"]:
             if leg.get("instrument-type") == "Equity Option" and leg["symbol"] not in known:
                 return self._err(422, "invalid_symbol", f"Unknown option symbol {leg['symbol'].strip()}")
+        otype = body.get("order-type", "Limit")
+        if otype in ("Stop", "Stop Limit") and not body.get("stop-trigger"):
+            return self._err(422, "validation_error", f"{otype} orders require a stop-trigger")
+        if otype in ("Limit", "Stop Limit") and "price" not in body:
+            return self._err(422, "validation_error", f"{otype} orders require a price")
         return None
 
     def _dry_run(self, body: dict[str, Any] | None) -> tuple[int, Any]:

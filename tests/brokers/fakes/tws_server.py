@@ -82,6 +82,7 @@ class FakeOrder:
     status: str = "Submitted"
     filled: float = 0.0
     avg_price: float = 0.0
+    aux_price: str = ""  # a stop's trigger (STP / STP LMT)
 
 
 @dataclass
@@ -395,6 +396,7 @@ class FakeTws:
                     "right": f[7], "multiplier": f[8], "exchange": f[9], "currency": f[11],
                     "localSymbol": f[12], "tradingClass": f[13]}
         action, qty, otype, lmt, tif, account, ref = f[16], float(f[17]), f[18], f[19], f[21], f[23], f[26]
+        aux = f[20]
         legs: list[dict[str, Any]] = []
         if contract["secType"] == "BAG":
             n = int(f[35])
@@ -418,11 +420,11 @@ class FakeTws:
         self.next_order_id = max(self.next_order_id, oid + 1)
         existing = self.orders.get(oid)
         if existing is not None:  # modify: same order id placed again
-            existing.lmt_price, existing.quantity = lmt, qty
+            existing.lmt_price, existing.quantity, existing.aux_price = lmt, qty, aux
             order = existing
         else:
             order = FakeOrder(oid, conn.client_id, next(self._perm), contract, legs, action, qty, otype, lmt, tif,
-                              account, ref)
+                              account, ref, aux_price=aux)
             self.orders[oid] = order
         if self.tif_preset_warning and existing is None:
             self._send(conn, 4, 2, oid, 10349, "Order TIF was set to DAY based on order preset.", "")
@@ -528,7 +530,7 @@ class FakeTws:
         fields: list[Any] = [
             5, o.order_id, c["conId"], c["symbol"], c["secType"], c["lastTrade"], c["strike"] or 0, c["right"],
             c["multiplier"], c["exchange"], c["currency"], c["localSymbol"], c["tradingClass"],
-            o.action, o.quantity, o.order_type, o.lmt_price, "", o.tif, "", o.account, "", 0, o.order_ref,
+            o.action, o.quantity, o.order_type, o.lmt_price, o.aux_price, o.tif, "", o.account, "", 0, o.order_ref,
             o.client_id, o.perm_id, 0, 0, 0, "", "", "", "", "",
             "",  # faProfile (server version < 177)
             "", "", "", "", "", 0, "", -1, "", "", "", "", "", "", 0, 0, 0, 0, "", 3, 0, 0, 0, 0, 0, "", 0, "", "",
