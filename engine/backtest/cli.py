@@ -355,7 +355,7 @@ def _with_gated_twin(rows: list[dict[str, Any]], config: Any) -> tuple[list[dict
     m = twin.get("ml_model") or {}
     auc = m.get("auc")
     note = (f"\n`{LABEL}` is `iv_rank_put_spread` with `ml.model` set to a {m.get('kind', '')} model trained in "
-            f"the same run on {m.get('years', '')} years of the seeded daily history ending before "
+            f"the same run on {m.get('years', 0):g} years of the seeded daily history ending before "
             f"{m.get('trained_before', '')} (walk-forward AUC "
             f"{'n/a' if auc is None else f'{auc:.3f}'}, verdict: {m.get('verdict', 'n/a')}); it gates at the "
             "model's own level. On the simulated market the gate's daily path is not the traded chain path, so "
