@@ -14,7 +14,9 @@ Price convention at this boundary: our ``limit_price`` is the net price per unit
 - a single leg goes out with the leg's action and ``abs(limit_price)``; a sign that contradicts the side
   (a buy at a credit) is rejected before sending;
 - stop and stop-limit orders are ``STP`` / ``STP LMT`` with the trigger in ``auxPrice``, signed exactly like
-  ``lmtPrice`` (a combo's signed net, a single leg's absolute price).
+  ``lmtPrice`` (a combo's signed net, a single leg's absolute price);
+- members of an engine one-cancels-other group (tag ``oco:<group id>``) carry ``ocaGroup`` = the group id and
+  ``ocaType`` 1, so IBKR cancels a filled member's sibling itself.
 Shares: a stock order is a ``STK`` contract (``Stock(symbol, "SMART", "USD")``, quantity in shares); a mixed
 order (covered call, collar, delta hedge) is a ``BAG`` whose stock leg has a ratio in shares (100 per
 covered contract) and is routed SMART (IB error 315 otherwise). Its net price is quoted per share of a contract
@@ -66,6 +68,7 @@ from engine.model import (
     TimeInForce,
     is_occ_symbol,
     leg_weights,
+    oco_group_of,
 )
 from engine.model.instruments import Right
 
@@ -557,6 +560,13 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
             ib_order = LimitOrder(action, qty, lmt, tif=tif)
         ib_order.orderRef = order.client_order_id
         ib_order.account = self.conn.account_id
+        group = oco_group_of(order.tag)
+        if group is not None:
+            # the engine's one-cancels-other group (engine/oms/groups.py) also held at IBKR as an OCA group, so
+            # the venue cancels the sibling of a fill even while the engine is not running; type 1 cancels
+            # the others with overfill protection (block)
+            ib_order.ocaGroup = group
+            ib_order.ocaType = 1
         return contract, ib_order
 
     # ---- orders -----------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class Notifier:
         self.evaluator = RuleEvaluator(config.rules, self.notify)
         self._exposure = exposure
         self.user_rules = UserRuleEvaluator(config.user_rules, self.notify, exposure)
+        self._registered = False
         self.stats: dict[str, DeliveryStats] = {d.name: DeliveryStats() for d in config.destinations}
         self.last_heartbeat = monotonic()
         self._last_sent: dict[str, float] = {}
@@ -83,6 +84,7 @@ class Notifier:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="optiondesk-notify")
         self._subscribe()
         self.bus.register(RearmUserAlert, self._cmd_rearm)
+        self._registered = True
         self.last_heartbeat = self._mono()
         if self.evaluator.rules_of("heartbeat_missing"):
             self._watchdog = asyncio.get_running_loop().create_task(self._watch_heartbeat(), name="notify:watchdog")
@@ -94,8 +96,9 @@ class Notifier:
         for s in self._subs:
             s.cancel()
         self._subs.clear()
-        if self.bus.has_handler(RearmUserAlert):
+        if self._registered:  # only the notifier that registered it (a send_test one never does)
             self.bus.unregister(RearmUserAlert)
+            self._registered = False
         tasks = [t for t in self._tasks if not t.done()]
         if self._watchdog is not None:
             tasks.append(self._watchdog)

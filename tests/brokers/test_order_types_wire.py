@@ -198,3 +198,22 @@ async def test_ibkr_stops_found_after_a_restart_map_back_signed(tws, bus, record
         assert (b.order_type, b.stop_price, b.limit_price) == (OrderType.STOP, Decimal("2.5"), None)
     finally:
         await restarted.disconnect()
+
+
+#: field positions in IB's placeOrder at server version 176 for a single-leg contract (ib_async.client)
+OCA_GROUP, OCA_TYPE = 22, 47
+
+
+async def test_ibkr_one_cancels_other_members_go_out_in_one_oca_group(ib_broker, tws, recorder):
+    exp = tws.expirations[0]
+    target = replace(single("SPY", exp, 600, Right.PUT, Side.SELL, "-3.00", account=tws.account), tag="oco:grp-7")
+    stop = replace(stopped(single("SPY", exp, 600, Right.PUT, Side.SELL, "-1.00", account=tws.account), "-1.00"),
+                   tag="oco:grp-7")
+    plain = single("SPY", exp, 600, Right.CALL, Side.BUY, "1.00", account=tws.account)
+    for order in (target, stop, plain):
+        await ib_broker.submit(order)
+        await recorder.wait_for(OrderAccepted, lambda e, o=order: e.order.order_id == o.order_id)
+    p_target, p_stop, p_plain = placed(tws)
+    assert (p_target[OCA_GROUP], p_target[OCA_TYPE]) == ("grp-7", "1")
+    assert (p_stop[OCA_GROUP], p_stop[OCA_TYPE], p_stop[18]) == ("grp-7", "1", "STP")
+    assert (p_plain[OCA_GROUP], p_plain[OCA_TYPE]) == ("", "0")
