@@ -69,3 +69,50 @@ def settings_start(engine: object) -> object:
     from datetime import date
 
     return date.fromisoformat(engine.settings.simulator.start)  # type: ignore[attr-defined]
+
+
+async def test_the_mixture_is_refitted_once_per_new_york_day_of_the_engine_clock() -> None:
+    from datetime import UTC, date, datetime, timedelta
+
+    from engine.bus.bus import Bus
+    from engine.bus.events import ClockTicked
+    from engine.ml.regime_live import StatisticalRegimeService
+
+    closes = _closes((0.0, 0.006, 300), (0.004, 0.008, 200), (0.0, 0.015, 250))
+    day = {"today": date(2026, 3, 2)}
+    fits: list[int] = []
+
+    async def run_cpu(fn):  # the engine's worker processes, inline: the fit itself is the real one
+        fits.append(1)
+        return fn()
+
+    def history(symbol: str, sessions: int):
+        n = 600 + 10 * len(fits)  # one more day of closes by each refit
+        days = [date(2024, 1, 1) + timedelta(days=i) for i in range(n)]
+        return days, closes[:n]
+
+    bus = Bus()
+    got: list[StatisticalRegimeUpdated] = []
+    bus.subscribe(StatisticalRegimeUpdated, got.append)
+    svc = StatisticalRegimeService(bus, run_cpu=run_cpu, closes=history, today=lambda: day["today"], symbol="SPY")
+    svc.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30.0
+
+    async def until(cond) -> None:
+        while not cond() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert cond()
+
+    await until(lambda: len(got) == 1)
+    tick = ClockTicked(now=datetime(2026, 3, 2, 15, 0, tzinfo=UTC))
+    for _ in range(5):  # ticks on the same day: no refit
+        bus.publish(tick)
+    for _ in range(20):  # give a (wrong) refit every chance to start
+        await asyncio.sleep(0)
+    assert len(fits) == 1 and len(got) == 1
+    day["today"] = date(2026, 3, 3)
+    bus.publish(ClockTicked(now=datetime(2026, 3, 3, 15, 0, tzinfo=UTC)))
+    await until(lambda: len(got) == 2)
+    assert len(fits) == 2 and got[1].days == got[0].days + 10
+    await svc.stop()
