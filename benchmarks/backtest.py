@@ -35,7 +35,7 @@ MAX_STRIKES = 84
 
 
 def _data_path() -> tuple[Path, float | None]:
-    """The cached Parquet of the simulated history the CLI uses (generated on first use)."""
+    """The cache file of the simulated history the CLI uses (generated on first use)."""
     from engine.backtest.sources import _cache_path, simulated_history, simulated_start  # noqa: F401
     from engine.market.config import SimulatorConfig
 
@@ -55,11 +55,11 @@ _HISTORY: dict[str, object] = {}
 
 def _warm(path: str) -> None:
     """Worker initializer: load the data and import everything before the timed runs."""
-    from engine.backtest.data import load_chains
     from engine.backtest.execution import BacktestExchange  # noqa: F401
     from engine.backtest.signals import compute_signals
+    from engine.backtest.sources import load_cached_history
 
-    h = load_chains(path)
+    h = load_cached_history(Path(path))
     _HISTORY[path] = (h, compute_signals(h))
 
 
@@ -123,10 +123,11 @@ def _optopsy(path: Path) -> dict:
         import optopsy
     except ImportError:
         return {"installed": False}
-    import pandas as pd
+
+    from engine.backtest.sources import load_cached_history
 
     t0 = time.perf_counter()
-    df = pd.read_parquet(path).rename(columns={"underlying": "underlying_symbol"})
+    df = load_cached_history(path).to_frame().rename(columns={"underlying": "underlying_symbol"})
     df["underlying_symbol"] = df["underlying_symbol"].astype(str)
     df["option_type"] = df["option_type"].astype(str).str.lower().str[0]
     for c in ("quote_date", "expiration"):
@@ -185,7 +186,6 @@ def run() -> dict:
     path, gen_s = _data_path()
     t0 = time.perf_counter()
     import pandas  # noqa: F401  (library imports are reported apart from the run)
-    import pyarrow.parquet  # noqa: F401
 
     import engine.backtest.execution
     t_imports = time.perf_counter() - t0
@@ -193,14 +193,14 @@ def run() -> dict:
     import engine.strategies.iv_rank_put_spread  # noqa: F401
     t_imports = time.perf_counter() - t0
     from engine.backtest.config import BacktestConfig
-    from engine.backtest.data import load_chains
     from engine.backtest.runner import Backtest
     from engine.backtest.signals import compute_signals
+    from engine.backtest.sources import load_cached_history
 
     def once() -> tuple[dict, object, object]:
         t_start = time.perf_counter()
         t = time.perf_counter()
-        history = load_chains(path)
+        history = load_cached_history(path)
         t_load = time.perf_counter() - t
         t = time.perf_counter()
         cfg = BacktestConfig()
@@ -210,7 +210,7 @@ def run() -> dict:
         result = Backtest(cfg, history, signals=signals).run()
         t_run = time.perf_counter() - t
         total = time.perf_counter() - t_start
-        return ({"load_parquet_s": round(t_load, 3), "signals_s": round(t_signals, 3), "run_s": round(t_run, 3),
+        return ({"load_s": round(t_load, 3), "signals_s": round(t_signals, 3), "run_s": round(t_run, 3),
                  "total_s": round(total, 3), "per_day_ms": round(1000 * t_run / max(history.n_days, 1), 3)},
                 history, result)
 
@@ -224,7 +224,7 @@ def run() -> dict:
     return {
         "data": {"source": "simulated SPY, seed 7, 84 strikes/expiry/right", "days": history.n_days,
                  "rows": history.n_rows, "options_per_day": round(history.n_rows / max(history.n_days, 1)),
-                 "contracts": len(history.c_strike), "parquet_mb": round(path.stat().st_size / 1e6, 1),
+                 "contracts": len(history.c_strike), "cache_mb": round(path.stat().st_size / 1e6, 1),
                  "generation_s": None if gen_s is None else round(gen_s, 1)},
         "five_year_backtest": {
             "imports_s": round(t_imports, 3), "first_run": first, "repeat_run": second,

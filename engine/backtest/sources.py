@@ -66,7 +66,7 @@ def simulated_history(symbol: str, years: float, seed: int, *, max_strikes: int 
     path = _cache_path(symbol, years, seed, cache_dir, sim)
     if path.exists():
         try:
-            h = _load_cache(path)
+            h = load_cached_history(path)
             h.source = f"simulated seed={seed} (cached {path.name})"
             return h
         except (ValueError, KeyError, OSError, zipfile.BadZipFile):
@@ -101,7 +101,8 @@ def _save_cache(history: ChainHistory, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _load_cache(path: Path) -> ChainHistory:
+def load_cached_history(path: Path) -> ChainHistory:
+    """A simulated history from its cache file (:func:`simulated_history` writes them)."""
     from engine.model import ExerciseStyle, Settlement
 
     with np.load(path, allow_pickle=False) as z:
