@@ -50,7 +50,10 @@ async def _paper_mode(config, history, signals, tmp_path):
     # the limits the backtest runs this strategy with (the put-write benchmark declares its own), live too
     limits = risk_config(config, history.underlying, {**getattr(strategy, "risk_limits", {}), **config.risk_limits})
     risk = RiskEngine(limits.model_copy(update={"duplicate_window_s": 0.0}),
-                      market=market, portfolio=portfolio, now=clock.now)
+                      market=market, portfolio=portfolio, now=clock.now,
+                      # the order-rate bucket runs on the engine clock, as the backtest kernel's does: a replay sends
+                      # a day's orders (a gamma scalper's hedges) milliseconds apart in wall time, not a burst
+                      monotonic=lambda: clock.now().timestamp())
     oms = OrderManager(bus, store, ModeRouter({"paper": paper}), risk, None, now=clock.now)
     oms.register()
     await paper.connect()

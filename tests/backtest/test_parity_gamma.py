@@ -2,99 +2,17 @@
 
 The same quotes, the same strategy, the same orders — option entries and exits and every share hedge in between,
 with the same fills and the same end cash (docs/architecture.md §4, one kernel). The harness is the one of
-``test_parity.py`` (bus → StrategyRunner → OMS → RiskEngine → PaperBroker on a manual clock), with the order-rate
-bucket on the engine clock: gamma scalping sends several hedges a day.
+``test_parity.py`` (bus → StrategyRunner → OMS → RiskEngine → PaperBroker on a manual clock, the order-rate
+bucket on the engine clock: gamma scalping sends several hedges a day).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-
-from engine.backtest.execution import risk_config
 from engine.backtest.runner import Backtest
 from engine.backtest.signals import compute_signals
-from engine.brokers.paper import PaperBroker
-from engine.brokers.paper_config import PaperConfig, SlippageConfig
-from engine.bus import Bus
-from engine.bus.events import ChainUpdated, ClockTicked
-from engine.clock import ManualClock
-from engine.oms.manager import OrderManager
-from engine.oms.router import ModeRouter
-from engine.risk.engine import RiskEngine
-from engine.risk.market_view import MarketView
-from engine.risk.state import PortfolioState
-from engine.store import Store
-from engine.strategies import create
-from engine.strategies.base import market_date
-from engine.strategies.live import LiveContext, StrategyRunner, sizing_from_profile
-
-
-def _intent_key(i):
-    return (i.tag, tuple((leg.side.value, leg.ratio, leg.symbol) for leg in i.legs), i.quantity, i.order_type.value,
-            i.limit_price, i.tif.value)
-
-
-def _fill_key(f):
-    return (f.ts, f.instrument.key, f.quantity, str(f.price), str(f.fee), f.kind)
-
-
-async def _paper_mode_engine_clock(config, history, signals, tmp_path):
-    """Replay the history day by day through the live components (real bus, store, OMS, paper broker): the
-    harness of ``test_parity.py`` with the risk engine's order-rate bucket on the engine clock."""
-    store = Store.open(tmp_path / "paper.sqlite")
-    bus = Bus()
-    clock = ManualClock(history.timestamp(0))
-    paper = PaperBroker(bus, store, PaperConfig(starting_cash=config.initial_cash, fees=config.fee_preset,
-                                                slippage=SlippageConfig(model=config.slippage_model,
-                                                                        value=config.slippage)), clock=clock,
-                         # an account update at every day's quotes, as the backtest's steps give: the broker's
-                         # one-per-wall-second throttle would leave the risk engine yesterday's account in a replay
-                         account_update_interval_s=0.0)
-    market = MarketView(bus, rate=config.rate)
-    portfolio = PortfolioState(bus)
-    # a replay compresses days into milliseconds: the wall-clock duplicate-order window would see
-    # yesterday's order as a duplicate, so it is off here (the backtester runs on simulated time)
-    strategy = create(config.strategy, {"underlying": history.underlying, **config.params})
-    # the limits the backtest runs this strategy with (the put-write benchmark declares its own), live too
-    limits = risk_config(config, history.underlying, {**getattr(strategy, "risk_limits", {}), **config.risk_limits})
-    # the order-rate bucket runs on the engine clock, as the backtest kernel's does: a replay sends a day's hedges
-    # milliseconds apart in wall time, which a wall-clock bucket would deny as a burst
-    risk = RiskEngine(limits.model_copy(update={"duplicate_window_s": 0.0}),
-                      market=market, portfolio=portfolio, now=clock.now, monotonic=lambda: clock.now().timestamp())
-    oms = OrderManager(bus, store, ModeRouter({"paper": paper}), risk, None, now=clock.now)
-    oms.register()
-    await paper.connect()
-    await oms.start()
-    dates = history.dates
-
-    def day_index() -> int:
-        return int(np.searchsorted(dates, np.datetime64(market_date(clock.now()), "D")))
-
-    ctx = LiveContext(clock, net_liquidation=lambda: float(paper.exchange.net_liquidation()),
-                      iv_rank=lambda u: float(signals.iv_rank[day_index()]),
-                      regime=lambda u: str(signals.regime[day_index()]),
-                      sizing=lambda: sizing_from_profile(risk.profile))
-    runner = StrategyRunner(bus, strategy, ctx)
-    runner.start()
-    try:
-        for i in range(history.n_days):
-            chain = history.chain(i)
-            clock.set(chain.ts)
-            bus.publish(ChainUpdated(chain=chain))
-            await runner.drain()
-            bus.publish(ClockTicked(now=chain.ts))  # the close: DAY orders expire, expiring options settle
-            await runner.drain()
-        orders = {o.order_id: o for o in oms.recent_orders(10_000)}
-        return runner.sent, [orders[oid] for oid in runner.orders if oid in orders], paper.exchange
-    finally:
-        await runner.stop()
-        await oms.stop()
-        await paper.disconnect()
-        await bus.close()
-        store.close()
-
+from tests.backtest.test_parity import _fill_key, _intent_key, _paper_mode
 
 #: the 80-session fixture has ~50 sessions after the 30-session vol forecast: buy on any edge, hedge a 5-share band
 GAMMA = {"min_edge": -0.02, "hedge.shares": 5, "rules.dte_exit": 7}
@@ -112,7 +30,7 @@ async def test_gamma_scalping_sends_the_same_options_and_hedges_live_and_in_the_
     share = [i for i in bt_intents if i.legs[0].instrument.asset_class.value != "option"]
     assert any(i.tag.endswith(":open") for i in bt_intents) and share, "the fixture must buy options and hedge"
 
-    live_intents, live_orders, exchange = await _paper_mode_engine_clock(config, sim_history, signals, tmp_path)
+    live_intents, live_orders, exchange = await _paper_mode(config, sim_history, signals, tmp_path)
 
     assert [_intent_key(i) for i in live_intents] == [_intent_key(i) for i in bt_intents]
     bt_orders = [o for o in result.orders if o["tag"].startswith(bt.strategy.strategy_id)]

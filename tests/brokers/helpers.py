@@ -31,3 +31,12 @@ def single(underlying: str, expiry: date, strike: int, right: Right, side: Side,
                  legs=(Leg(Option(underlying, expiry, Decimal(strike), right), side, 1, OpenClose.OPEN),),
                  quantity=qty, order_type=OrderType.LIMIT, limit_price=Decimal(price), tif=TimeInForce.DAY,
                  status=OrderStatus.APPROVED, created_at=now, updated_at=now, account_id=account)
+
+
+def share_order(legs: tuple[Leg, ...], qty: int, price: str, account: str) -> Order:
+    """A limit order of any legs (shares, options or both): the share-leg tests' orders."""
+    n = next(_ids)
+    now = datetime.now(UTC)
+    return Order(order_id=f"sh{n}", client_order_id=f"coid-sh{n}", legs=legs, quantity=qty,
+                 order_type=OrderType.LIMIT, limit_price=Decimal(price), tif=TimeInForce.DAY,
+                 status=OrderStatus.APPROVED, created_at=now, updated_at=now, account_id=account)

@@ -7,8 +7,6 @@ position. A single hedge is a plain ``STK`` order.
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -20,25 +18,13 @@ from engine.model import (
     Leg,
     OpenClose,
     Option,
-    Order,
     OrderStatus,
-    OrderType,
     Right,
     Side,
-    TimeInForce,
 )
 from tests.brokers.fakes.tws_server import STOCK_CONID, FakeTws
+from tests.brokers.helpers import share_order
 from tests.brokers.test_ibkr import make_conn, sent
-
-_ids = itertools.count(1)
-
-
-def share_order(legs: tuple[Leg, ...], qty: int, price: str, account: str) -> Order:
-    n = next(_ids)
-    now = datetime.now(UTC)
-    return Order(order_id=f"ib-sh{n}", client_order_id=f"coid-ib-sh{n}", legs=legs, quantity=qty,
-                 order_type=OrderType.LIMIT, limit_price=Decimal(price), tif=TimeInForce.DAY,
-                 status=OrderStatus.APPROVED, created_at=now, updated_at=now, account_id=account)
 
 
 @pytest.fixture

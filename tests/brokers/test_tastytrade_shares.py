@@ -6,8 +6,6 @@ leg, priced per share of the contract; its fill comes back as a share position a
 
 from __future__ import annotations
 
-import itertools
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -19,25 +17,13 @@ from engine.model import (
     Leg,
     OpenClose,
     Option,
-    Order,
     OrderStatus,
-    OrderType,
     Right,
     Side,
-    TimeInForce,
 )
 from tests.brokers.fakes.tastytrade_server import FakeTastytrade
+from tests.brokers.helpers import share_order
 from tests.brokers.test_tastytrade import make_conn
-
-_ids = itertools.count(1)
-
-
-def share_order(legs: tuple[Leg, ...], qty: int, price: str, account: str) -> Order:
-    n = next(_ids)
-    now = datetime.now(UTC)
-    return Order(order_id=f"sh{n}", client_order_id=f"coid-sh{n}", legs=legs, quantity=qty,
-                 order_type=OrderType.LIMIT, limit_price=Decimal(price), tif=TimeInForce.DAY,
-                 status=OrderStatus.APPROVED, created_at=now, updated_at=now, account_id=account)
 
 
 @pytest.fixture
