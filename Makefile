@@ -68,7 +68,10 @@ chaos: $(STAMP_DEV)
 # OPTIONDESK_TEST_WALL_CLOCK): a Saturday night, a market holiday (Thanksgiving), the minute before the
 # clocks spring forward (the run crosses 02:00 EST -> 03:00 EDT), and an expiry Friday after the close.
 CLOCK_INSTANTS := 2026-12-05T23:30:00-05:00 2026-11-26T11:00:00-05:00 2027-03-14T01:59:30-05:00 2026-12-18T16:30:00-05:00
-CLOCK_TESTS := tests/market tests/paper tests/oms tests/risk tests/strategies tests/analytics \
+# tests/strategies: the host's files (an engine on the simulated market); each strategy's own tests run on
+# hand-built chains and seeded histories at fixed dates, which no wall clock reaches.
+CLOCK_TESTS := tests/market tests/paper tests/oms tests/risk tests/analytics \
+	tests/strategies/test_rules_and_strategies.py $(wildcard tests/strategies/test_host*.py) \
 	tests/foundation/test_cli_and_engine.py tests/foundation/test_engine_clock.py tests/foundation/test_store.py \
 	tests/brokers/test_engine_connect.py tests/brokers/test_paper_on_live_data.py tests/backtest/test_parity.py
 CLOCK_SKIP := --ignore=tests/oms/test_crash_recovery.py -k "not doctor and not version_and_doctor"
