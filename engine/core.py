@@ -148,6 +148,8 @@ class Engine:
         self._thread_pool: ThreadPoolExecutor | None = None
         self._process_pool: ProcessPoolExecutor | None = None
         self._kernel_warmup: Any = None  # engine.pricing._kernels.WarmUp, started with the engine
+        #: (underlying, day) -> the stored history's IV rank, for strategies before the first surface of the day
+        self._ivr_cache: dict[tuple[str, Any], float] = {}
         self._started = False
         self._stopping = False
         self._instance_lock: InstanceLock | None = None
@@ -408,14 +410,14 @@ class Engine:
     def _strategy_next_event(self, underlying: str) -> Any:
         """The next earnings date on or after today from the simulated market's calendar while it is the feed
         (a broker's feed has no earnings calendar here: None)."""
-        feed = self.simulated_feed if self.simulated_feed is not None else self.feed
-        config = getattr(feed, "config", None)
-        if feed is None or feed is not self.feed or config is None or not hasattr(config, "universe"):
+        feed = self.simulated_feed
+        if feed is None or feed is not self.feed:
             return None
         from engine.market.simulated.earnings import EarningsSchedule
         from engine.model.instruments import NEW_YORK
 
-        return EarningsSchedule.for_config(config).next_event(underlying, self.clock.now().astimezone(NEW_YORK).date())
+        return EarningsSchedule.for_config(feed.config).next_event(underlying,
+                                                                   self.clock.now().astimezone(NEW_YORK).date())
 
     def _strategy_iv_rank(self, underlying: str) -> float:
         """IV rank for strategies: the latest surface's, else the stored history's (once per day and symbol)."""
@@ -423,7 +425,7 @@ class Engine:
         if latest is not None and latest.iv_rank.ok:
             return float(latest.iv_rank.rank)
         key = (underlying, self.clock.now().date())
-        cache: dict[tuple[str, Any], float] = self.__dict__.setdefault("_ivr_cache", {})
+        cache = self._ivr_cache
         if key not in cache:
             try:
                 rank = float(self.history.snapshot(underlying).iv_rank.rank)  # type: ignore[union-attr]
