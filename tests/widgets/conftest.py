@@ -44,6 +44,32 @@ def engine(qtbot, async_cleanup, tmp_path):
     run_async(qtbot, eng.stop(), timeout=30)
 
 
+#: the XYZ chain the paper-fill tests trade (spot 100), and its front expiry
+XYZ_CHAIN = priced_chain()
+XYZ_FRONT = XYZ_CHAIN.expiries()[0]
+
+
+def xyz_put(strike: float):
+    """(front-expiry put at ``strike``, its bid, its ask) on :data:`XYZ_CHAIN`."""
+    import numpy as np
+
+    i = int(np.flatnonzero((XYZ_CHAIN.expiry == XYZ_FRONT) & (XYZ_CHAIN.strike == strike) & ~XYZ_CHAIN.is_call)[0])
+    return XYZ_CHAIN.option(i), float(XYZ_CHAIN.bid[i]), float(XYZ_CHAIN.ask[i])
+
+
+@pytest.fixture()
+def paper(qtbot, async_cleanup, tmp_path):
+    """A started engine (no manual approval) on the XYZ chain: marketable orders fill on the paper exchange."""
+    from engine.bus.events import ChainUpdated, UnderlyingUpdated
+
+    eng = _start_engine(qtbot, tmp_path)
+    eng.bus.publish(ChainUpdated(chain=XYZ_CHAIN))
+    eng.bus.publish(UnderlyingUpdated(symbol="XYZ", price=100.0))
+    eng.bus.publish(UnderlyingUpdated(symbol="SPY", price=600.0))
+    yield eng
+    run_async(qtbot, eng.stop(), timeout=30)
+
+
 @pytest.fixture()
 def shot():
     """Save a widget's grab() as PNG under build/panel-shots and check it is not blank."""

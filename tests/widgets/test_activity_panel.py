@@ -7,36 +7,20 @@ import csv
 from datetime import timedelta
 from decimal import Decimal
 
-import numpy as np
 import pytest
 
 from engine.bus.commands import SubmitOrder
-from engine.bus.events import ChainUpdated, OrderFilled, UnderlyingUpdated
+from engine.bus.events import OrderFilled
 from engine.model import Leg, OpenClose, OrderIntent, OrderStatus, Side
 from engine.model.instruments import NEW_YORK
 from tests.qt_fixtures import run_async, wait_for_condition
-from tests.widgets.conftest import NOW, _start_engine, priced_chain
+from tests.widgets.conftest import NOW, XYZ_CHAIN, XYZ_FRONT, xyz_put
 from widgets.activity_panel import ActivityPanel
 from widgets.base import EventBatch
 
-CHAIN = priced_chain()
-FRONT = CHAIN.expiries()[0]
+CHAIN, FRONT, _put = XYZ_CHAIN, XYZ_FRONT, xyz_put
 
 
-@pytest.fixture()
-def paper(qtbot, async_cleanup, tmp_path):
-    """A started engine (no manual approval) on the XYZ chain: marketable orders fill on the paper exchange."""
-    eng = _start_engine(qtbot, tmp_path)
-    eng.bus.publish(ChainUpdated(chain=CHAIN))
-    eng.bus.publish(UnderlyingUpdated(symbol="XYZ", price=100.0))
-    eng.bus.publish(UnderlyingUpdated(symbol="SPY", price=600.0))
-    yield eng
-    run_async(qtbot, eng.stop(), timeout=30)
-
-
-def _put(strike: float):
-    i = int(np.flatnonzero((CHAIN.expiry == FRONT) & (CHAIN.strike == strike) & ~CHAIN.is_call)[0])
-    return CHAIN.option(i), float(CHAIN.bid[i]), float(CHAIN.ask[i])
 
 
 def _fill(qtbot, eng, legs, limit: Decimal):
