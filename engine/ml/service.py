@@ -21,6 +21,8 @@ from typing import Any, ClassVar
 
 from engine.bus.events import MLJobFinished, MLJobProgressed
 from engine.bus.messages import Command
+from engine.history.stored import StoredHistorySource
+from engine.ml.data import SESSIONS_PER_YEAR
 from engine.ml.ensemble_tracker import EnsembleTrackerService
 from engine.ml.insight import ExplainModel, ModelInsightReady
 from engine.ml.regime_live import StatisticalRegimeService
@@ -203,7 +205,11 @@ class MLService:
         source, day = self._source(independent=True)
         window = rec.meta.get("training_window")
         years = 5.0
-        if window:  # as long a history as the model was trained on
+        if window and isinstance(source, StoredHistorySource):
+            # one real path: only the days after the training window are out of sample (too few of them
+            # and the job finishes with the pipeline's "too few days" error)
+            years = max(1.0 / SESSIONS_PER_YEAR, (day - date.fromisoformat(window[1])).days / 365.25)
+        elif window:  # as long a history as the model was trained on
             span = (date.fromisoformat(window[1]) - date.fromisoformat(window[0])).days / 365.25
             years = max(1.0, min(30.0, span + 0.5))
         job = self._new_job("evaluate", cmd.name)
@@ -287,13 +293,20 @@ class MLService:
 
 def service_for_engine(engine: Any) -> MLService:
     """The ML service over a running :class:`engine.core.Engine`: its bus and worker processes, the app's
-    registry (its data folder's ``models/``) and cache folder, the simulated market's seeded history (the ``ml train`` default) before the
-    engine's simulated start (or today), and the settings' strategies."""
+    registry (its data folder's ``models/``) and cache folder, the settings' strategies, and the history to
+    train on: a broker's stored rows once one is the history service's source, else the simulated market's
+    seeded path (the ``ml train`` default) before the engine's simulated start (or today)."""
+    from engine.history.service import is_simulated
     from engine.history.simulated import SimulatedHistorySource
     from engine.model.instruments import NEW_YORK
     from engine.paths import cache_dir
 
     def source(independent: bool = False) -> tuple[Any, date]:
+        history = engine.history
+        if history is not None and history.source is not None and not is_simulated(history.source.name):
+            # a broker's backfilled rows: train, explain and evaluate on them (evaluation keeps to the days
+            # after the model's training window, MLService._evaluate)
+            return StoredHistorySource(engine.paths.database, origin=history.source.name), history.today()
         settings = engine.settings
         seed = settings.general.seed + (1 if independent else 0)  # evaluation: another path of the same market
         cfg = settings.simulator.model_copy(update={"seed": seed})
