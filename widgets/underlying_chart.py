@@ -468,6 +468,8 @@ class UnderlyingChartPanel(Panel):
                 text += f"  HV{self.history.hv_window} {hv * 100:.1f}%"
         if math.isfinite(b.volume[i]):
             text += f"  vol {b.volume[i]:,.0f}"
+        if self.history is not None and self.history.derived:
+            text += "  (candle from closes: no OHLC stored)"
         return text
 
     def _mouse_moved(self, pos: QtCore.QPointF) -> None:

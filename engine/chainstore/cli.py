@@ -10,7 +10,7 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("data", help="imported end-of-day option chains for backtests: import, list, delete")
+    p = subparsers.add_parser("data", help="imported end-of-day option chains for backtests (import, list, delete) and daily bars (bars)")
     sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     imp = sub.add_parser("import", help="import Cboe DataShop, OptionsDX or native chain files (CSV, zip, Parquet)")
     imp.add_argument("files", nargs="+", type=Path, help="files to import (a directory imports every file in it)")
@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
     rm.add_argument("--yes", action="store_true", help="confirm (required)")
     rm.add_argument("--dir", type=Path, default=None)
     rm.set_defaults(func=_cmd_delete)
+    from engine.history.yahoo import register as register_bars
+
+    register_bars(sub)
 
 
 def _store(directory: Path | None) -> Any:

@@ -3,11 +3,12 @@
 Why engine-side: the chart panel draws; deciding what a bar is (which closes, which ticks, which
 window of realized vol) is market-data logic that must work headless too.
 
-- :func:`daily_bars` reads the history service's ``iv_history`` table (one row per session: close and
-  30-day ATM IV). The store keeps closes only, so a daily bar opens at the previous close and its high
-  and low are the larger and smaller of open and close: the candle body is the session's close-to-close
-  move, without the intraday range. Volume is unknown (NaN). Alongside come the ATM IV and the
-  rolling realized vol (``hv_window`` returns) per bar.
+- :func:`daily_bars` reads the stored OHLCV bars (``daily_bars``: a broker's candles, yfinance) where a
+  symbol has them. Otherwise it derives candles from the history service's ``iv_history`` closes (one row
+  per session: close and 30-day ATM IV): a bar opens at the previous close and its high and low are the
+  larger and smaller of open and close, so the body is the close-to-close move without the intraday
+  range, volume is unknown (NaN), and ``DailyHistory.derived`` says so. Alongside come the ATM IV (NaN on
+  days ``iv_history`` lacks) and the rolling realized vol (``hv_window`` returns) per bar.
 - :class:`BarAggregator` turns the feed's ``UnderlyingUpdated`` ticks into fixed-interval OHLC bars
   per symbol, timed by the engine clock (so the simulated market's bars carry simulated time). It keeps
   at most ``max_bars`` per symbol. Volume counts ticks (the feeds publish no traded size).
@@ -84,6 +85,8 @@ class DailyHistory:
     atm_iv: np.ndarray
     realized_vol: np.ndarray
     hv_window: int
+    #: candles derived from closes (no OHLC stored for the symbol), not the sessions' real ranges
+    derived: bool = False
 
 
 def session_epoch(day: date) -> float:
@@ -96,19 +99,30 @@ def daily_bars(store: Store, symbol: str, *, until: date | None = None, limit: i
     """The stored daily history of ``symbol`` up to ``until`` (inclusive) as bars (see the module docstring)."""
     if hv_window < 2:
         raise ValueError(f"realized-vol window must be at least 2 returns, got {hv_window}")
+    from engine.history.daily_bars import read_daily_bars
     from engine.surface.ivrank import IVHistoryRepository
 
-    days, iv, close = IVHistoryRepository(store).series(symbol, until=until, limit=limit, priced_only=True)
+    iv_days, iv, iv_close = IVHistoryRepository(store).series(symbol, until=until, limit=limit, priced_only=True)
+    stored, _sources = read_daily_bars(store, symbol, until=until, limit=limit)
+    derived = len(stored) == 0
+    if derived:
+        days, close = list(iv_days), iv_close
+        open_ = np.concatenate([close[:1], close[:-1]]) if len(days) else close
+        high, low, volume = np.maximum(open_, close), np.minimum(open_, close), np.full(len(days), np.nan)
+        atm_iv = iv
+    else:
+        days, open_, high, low, close, volume = (list(stored.days), stored.open, stored.high, stored.low,
+                                                 stored.close, stored.volume)
+        pos = {d: i for i, d in enumerate(iv_days)}
+        atm_iv = np.array([iv[pos[d]] if d in pos else np.nan for d in days], dtype=float)
     n = len(days)
     t = np.array([session_epoch(d) for d in days])
-    open_ = np.concatenate([close[:1], close[:-1]]) if n else close
     hv = np.full(n, np.nan)
     if n > hv_window:
         hv = np.asarray(close_to_close(close, window=hv_window), dtype=float)
         hv = np.concatenate([[np.nan], hv]) if len(hv) == n - 1 else hv
-    bars = Bars(symbol, 86400.0, t, open_, np.maximum(open_, close), np.minimum(open_, close), close,
-                np.full(n, np.nan))
-    return DailyHistory(bars=bars, atm_iv=iv, realized_vol=hv, hv_window=hv_window)
+    bars = Bars(symbol, 86400.0, t, open_, high, low, close, volume)
+    return DailyHistory(bars=bars, atm_iv=atm_iv, realized_vol=hv, hv_window=hv_window, derived=derived)
 
 
 class BarAggregator:

@@ -314,6 +314,20 @@ CREATE TABLE order_groups (
 CREATE INDEX order_groups_status ON order_groups(status)
 """
 
+V61_DAILY_BARS = """
+CREATE TABLE daily_bars (
+    symbol TEXT NOT NULL,
+    day TEXT NOT NULL,
+    open REAL NOT NULL,
+    high REAL NOT NULL,
+    low REAL NOT NULL,
+    close REAL NOT NULL,
+    volume REAL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (symbol, day)
+)
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "core tables: orders, events, fills, positions, approvals, risk, audit, kv, settings history", V1_CORE),
     Migration(2, "analytics tables: backtests, chain snapshots, IV history", V2_ANALYTICS),
@@ -325,6 +339,8 @@ MIGRATIONS: list[Migration] = [
     Migration(31, "backtest: buying-power requirement per equity row", V31_BACKTEST),
     Migration(50, "history: a log of daily-history backfills (source, days, rows) per underlying", V50_HISTORY),
     Migration(60, "operations: P&L, Greeks and equity history per account and mode; trade journal", V60_OPERATIONS),
+    Migration(61, "history: daily OHLCV bars per symbol with their source (broker candles, yfinance)",
+              V61_DAILY_BARS),
     Migration(70, "strategy host: each strategy's state (books, orders, custom state) and its attributed fills",
               V70_STRATEGIES),
     Migration(80, "ML: the pricing ensemble tracker's decayed error per regime and model", V80_ENSEMBLE_TRACKER),
