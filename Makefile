@@ -53,6 +53,7 @@ run: $(STAMP_RUN) run-deps
 # which must not share a process with pytest-asyncio's per-test loops of the engine suite.
 QT_TESTS := tests/app tests/widgets
 test: $(STAMP_DEV) system-deps run-deps
+	$(MAKE) --no-print-directory lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(addprefix --ignore=,$(QT_TESTS)) tests
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(QT_TESTS)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/optiondesk selftest --seconds 8
@@ -97,8 +98,11 @@ test-clock: $(STAMP_DEV)
 bench: $(STAMP_DEV)
 	QT_QPA_PLATFORM=offscreen $(PY) -m benchmarks
 
+# ruff on the tree, mypy on the headless engine ([tool.mypy] in pyproject.toml: the pydantic plugin); `make test`
+# runs it first, so a type error fails the build like a failing test.
 lint: $(STAMP_DEV)
-	$(VENV)/bin/ruff check engine widgets app tests benchmarks
+	$(VENV)/bin/ruff check engine widgets app tests benchmarks installer
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
