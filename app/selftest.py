@@ -342,7 +342,7 @@ class SelfTest:
         path = self.engine.paths.data_dir / "selftest-chains" / "SPY_native.csv"
 
         def write() -> None:
-            from engine.backtest.data import write_history
+            from engine.backtest.chain_files import write_history
             from engine.backtest.sources import simulated_history
 
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,6 +403,7 @@ class SelfTest:
                 blank.append(pid)
             written.append(path.name)
         written.append(await self._shoot_alert_rules(step))
+        written.append(await self._shoot_analysis(step))
         if blank:
             raise StepFailed(step, f"blank panel(s): {', '.join(blank)}")
         return f"{len(written)} PNGs in {self.screenshots}"
@@ -434,6 +435,29 @@ class SelfTest:
             dialog.reject()
             dialog.deleteLater()
 
+
+    async def _shoot_analysis(self, step: str) -> str:
+        """The payoff panel's analysis on an iron condor built on the ticket (not sent): date slider a third of
+        the way, IV +5 pts, "with trade" on, the probabilities back from the workers."""
+        payoff, ticket = self.window.panels.get("payoff"), self.window.panels.get("ticket")
+        if payoff is None or ticket is None:
+            raise StepFailed(step, "no payoff or ticket panel for panel_analysis.png")
+        ticket.template_box.setCurrentIndex(ticket.template_box.findText("Iron condor"))
+        ticket.build_button.click()
+        payoff.trade_check.setChecked(True)
+        payoff.date_slider.setValue(payoff.date_slider.maximum() // 3)
+        payoff.iv_slider.setValue(5)
+        deadline = time.monotonic() + 20.0
+        while payoff.probs is None and time.monotonic() < deadline:  # the P50 Monte Carlo runs in a worker
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
+        pixmap = payoff.grab()
+        path = self.screenshots / "panel_analysis.png"
+        if not pixmap.save(str(path)):
+            raise StepFailed(step, f"could not write {path}")
+        if payoff.prof is None or image_is_blank(pixmap.toImage()):
+            raise StepFailed(step, f"blank analysis panel ({payoff.error or 'no payoff'})")
+        return path.name
 
     async def _start_a_strategy(self, step: str) -> None:
         """Start the first stopped strategy from the Strategies panel, so its screenshot shows one running."""

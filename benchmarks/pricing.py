@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,14 +41,40 @@ def _per_call(fn: Callable[[int], Any], n: int, warm: int = 5) -> float:
 
 def _row(work: str, ours: float, peer_name: str | None, peer: float | None, target: float, unit: str,
          higher_is_better: bool, **extra: Any) -> dict[str, Any]:
-    """One table row: our figure, the warmed peer's in the same run, the ratio (>1: we are faster), target."""
+    """One table row: our figure, the warmed peer's in the same run, the ratio (>1: we are faster), the target,
+    whether it is met, and the 1-minute load average when the row was measured (the machine is shared: a
+    figure means little without it)."""
     if peer is None:
         ratio = None
     else:
         ratio = ours / peer if higher_is_better else peer / ours
     met = ours >= target if higher_is_better else ours <= target
     return {"work": work, "ours": ours, "peer": peer_name, "peer_figure": peer, "unit": unit,
-            "ratio_vs_peer": ratio, "target": target, "met": met, **extra}
+            "ratio_vs_peer": ratio, "target": target, "met": met, "load_average_1min": os.getloadavg()[0],
+            **extra}
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    """Every row in a (nested) benchmark result."""
+    if isinstance(result, dict):
+        if "work" in result and "ours" in result:
+            return [result]
+        return [row for value in result.values() for row in _rows(value)]
+    if isinstance(result, list):
+        return [row for value in result for row in _rows(value)]
+    return []
+
+
+def table(result: dict[str, Any]) -> str:
+    """The rows as a plain-text table: work, ours, warmed peer, ratio, target, met, load average."""
+    lines = [f"{'work':62} {'ours':>12} {'peer':>12} {'ratio':>7} {'target':>8} {'met':>5} {'load':>5}  unit / peer"]
+    for row in _rows(result):
+        def num(x: Any) -> str:
+            return "—" if x is None or (isinstance(x, float) and math.isinf(x)) else f"{x:.3g}"
+        lines.append(f"{row['work'][:62]:62} {num(row['ours']):>12} {num(row['peer_figure']):>12} "
+                     f"{num(row['ratio_vs_peer']):>7} {num(row['target']):>8} {row['met']!s:>5} "
+                     f"{row.get('load_average_1min', float('nan')):5.1f}  {row['unit']} / {row['peer']}")
+    return "\n".join(lines)
 
 
 def numba_status() -> dict[str, Any]:
@@ -541,8 +569,6 @@ def bench_neural() -> dict[str, Any]:
 def run(names: list[str] | None = None) -> dict[str, Any]:
     """All pricing benchmarks with BLAS limited to one thread (on 2 shared cores OpenBLAS threads spin and
     slow the small matrix products of the American and Heston pricers by ~2x; see docs/pricing.md)."""
-    import os
-
     from threadpoolctl import threadpool_limits
 
     out: dict[str, Any] = {"optiondesk_numba": "see bsm.optiondesk_kernels", "blas_threads": 1,
@@ -559,10 +585,10 @@ def run(names: list[str] | None = None) -> dict[str, Any]:
                 out[name] = {"skipped": f"missing reference library: {exc}"}
             out[name]["bench_seconds"] = time.perf_counter() - t0
     out["load_average_at_end"] = os.getloadavg()
+    print(table(out), file=sys.stderr)  # the JSON goes to stdout (python -m benchmarks collects it)
     return out
 
 
 if __name__ == "__main__":
-    import sys
-
-    print(json.dumps(run(sys.argv[1:] or None), indent=2, default=float))  # e.g. python -m benchmarks.pricing bsm
+    result = run(sys.argv[1:] or None)  # e.g. python -m benchmarks.pricing bsm
+    print(json.dumps(result, indent=2, default=float))

@@ -70,7 +70,7 @@ def run_guarded(command: str, fn: Callable[[], int | None]) -> int:
         _log_failure(command, exc, logging.WARNING)
         print(f"optiondesk {command}: {_one_line(exc)}", file=sys.stderr)
         return code
-    except Exception as exc:
+    except Exception as exc:  # the CLI's last line of defence: any bug is one line plus the log, never a traceback
         where = _log_failure(command, exc, logging.ERROR)
         hint = f" (details in {where})" if where is not None else " (the log file could not be written)"
         print(f"optiondesk {command}: unexpected error: {type(exc).__name__}: {_one_line(exc)}{hint}",
@@ -114,7 +114,7 @@ def _log_failure(command: str, exc: BaseException, level: int) -> Path | None:
         log_file = AppPaths.default().log_file
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file, encoding="utf-8")
-    except Exception:
+    except Exception:  # no log file (read-only home, full disk, bad path): the message says so instead
         return None
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(RedactingFilter())

@@ -104,7 +104,7 @@ class CredentialStore:
         priority = getattr(kr, "priority", 1)
         try:
             priority = float(priority)
-        except Exception:
+        except Exception:  # a third-party backend's priority may be anything, even a property that raises
             priority = 1.0
         if isinstance(kr, fail.Keyring) or priority <= 0:
             return None, CredentialStatus(name, False, "no usable keyring backend; secrets are kept in memory "
@@ -136,7 +136,7 @@ class CredentialStore:
                 return None
             try:
                 value = self._backend.get_password(SERVICE, name)
-            except Exception as exc:
+            except Exception as exc:  # keyring backends raise their own types (dbus, secretstorage): fall back to memory
                 self._degrade(exc)
                 return None
         if value:
@@ -163,7 +163,7 @@ class CredentialStore:
                     self._backend.set_password(SERVICE, name, value)
                     self._memory.pop(name, None)
                     return "keyring"
-                except Exception as exc:
+                except Exception as exc:  # keyring backends raise their own types (dbus, secretstorage): fall back to memory
                     self._degrade(exc)
             self._memory[name] = value
             return "memory"
@@ -272,7 +272,7 @@ def install_log_redaction() -> None:
             record = previous(*args, **kwargs)
             try:
                 message = record.getMessage()
-            except Exception:
+            except Exception:  # a record whose args do not format is logged as it is, not lost
                 return record
             redacted = _REDACTOR.redact(message)
             if record.exc_info and not record.exc_text:

@@ -34,7 +34,7 @@ try:
     app = qtgui.QGuiApplication.instance() or qtgui.QGuiApplication(sys.argv[:1])
     out["platform"] = app.platformName()
     out["opengl"] = bool(qtgui.QOpenGLContext().create())
-except Exception as exc:
+except Exception as exc:  # the probe subprocess reports any Qt failure as JSON for the doctor to show
     out["error"] = f"{type(exc).__name__}: {exc}"
 print(json.dumps(out))
 """
@@ -97,7 +97,7 @@ def probe_keyring() -> dict[str, Any]:
         usable = not isinstance(backend, fail.Keyring) and getattr(backend, "priority", 0) > 0
         return {"backend": name, "can_store_secrets": bool(usable),
                 "note": "" if usable else "no keyring backend: secrets are kept in memory for the session only"}
-    except Exception as exc:
+    except Exception as exc:  # keyring backends raise their own types (dbus, secretstorage): any means unavailable
         return {"backend": None, "can_store_secrets": False, "note": f"keyring unavailable: {exc}"}
 
 
@@ -154,7 +154,7 @@ def run_doctor(paths: AppPaths | None = None) -> DoctorReport:
                 store.close()
             if db["integrity"] != "ok":
                 problems.append(f"database integrity check failed: {db['integrity']}")
-    except Exception as exc:
+    except Exception as exc:  # the doctor lists every problem it finds instead of crashing on the first
         problems.append(f"data folders or database unusable: {type(exc).__name__}: {exc}")
     from engine.settings import load_settings
 

@@ -51,7 +51,7 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             msg = record.getMessage()
-        except Exception:
+        except Exception:  # a record whose args do not format is still redacted and logged
             msg = str(record.msg)
         clean = redact(msg)
         if record.exc_info and not record.exc_text:

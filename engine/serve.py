@@ -114,6 +114,8 @@ async def run_headless(config: Any, *, duration: float | None, out: Any = None,
             print("Ctrl+C stops it.", file=out, flush=True)
             from engine.bus import Alert
 
+            if engine.bus is None:  # start() composes the bus before anything else: without it nothing runs
+                raise CliError("the engine started without its message bus")
             # headless, the window's Alerts dock is this terminal
             engine.bus.subscribe(Alert, lambda a: print(f"[{a.level}] {a.source}: {a.message}", file=out,
                                                         flush=True), name="serve:alerts")

@@ -146,7 +146,7 @@ class WatchlistData:
         if feed is not None:
             try:
                 now = feed.now()
-            except Exception:
+            except Exception:  # the watchlist reads whatever feed is current (a broker's may be down): unknown, not a crash
                 now = None
         if now is None:
             now = self.engine.clock.now()
@@ -159,20 +159,13 @@ class WatchlistData:
             return []
         try:
             return list(feed.underlyings())
-        except Exception:
+        except Exception:  # the watchlist reads whatever feed is current (a broker's may be down): unknown, not a crash
             return []
 
     def lookup(self, text: str) -> list[str]:
-        """Symbols matching ``text``: the connected broker's symbol search where its feed has one
-        (``search_symbols``), else the feed's own symbols starting with ``text``."""
+        """The feed's own symbols starting with ``text``. A connected broker's symbol search is I/O: the panel
+        sends the ``SearchSymbols`` command as the user types (engine/market/symbols.py)."""
         prefix = str(text).strip().upper()
-        feed = getattr(self.engine, "feed", None)
-        search = getattr(feed, "search_symbols", None)
-        if callable(search):
-            try:
-                return [str(s).upper() for s in search(prefix)]
-            except Exception:
-                pass
         return [s for s in self.available() if s.startswith(prefix)]
 
     def _stored(self, symbol: str, today: date) -> _Stored:
@@ -217,11 +210,11 @@ class WatchlistData:
             try:
                 p = feed.last_price(symbol)
                 last = float(p) if p is not None else math.nan
-            except Exception:
+            except Exception:  # the watchlist reads whatever feed is current (a broker's may be down): unknown, not a crash
                 last = math.nan
             try:
                 chain = feed.last_chain(symbol)
-            except Exception:
+            except Exception:  # the watchlist reads whatever feed is current (a broker's may be down): unknown, not a crash
                 chain = None
             if chain is not None and len(chain):
                 volume = float(np.nansum(chain.volume))
@@ -229,7 +222,7 @@ class WatchlistData:
             if callable(nxt):
                 try:
                     earnings = nxt(symbol)
-                except Exception:
+                except Exception:  # an earnings lookup may fail any way (broker down): the row shows none
                     earnings = None
         stored = self._stored(symbol, today)
         live_iv = self._live_iv(symbol)

@@ -7,6 +7,16 @@ ensemble when the engine provides one. One bounding-box ``dataChanged`` per refr
 
 Clicks: a call/put **bid** adds a SELL leg, an **ask** (or mid) adds a BUY leg to the order ticket
 (``links.leg_requested``). In-the-money cells are shaded, the at-the-money strike is bold.
+
+Keyboard: the arrows move a cursor cell (also the contract the F5–F7 hotkeys take); Enter acts as a click on it,
+B buys and S sells its contract. Plain keys, only while the table has the focus: the window's hotkeys are
+function keys and Ctrl combinations, so nothing clashes.
+
+Optional columns (probability ITM/OTM, distance OTM, extrinsic, theoretical value, bid/ask size) come from
+:func:`engine.analytics.chain_metrics.chain_columns`, computed only while one is shown; the **Columns** menu (also
+on a right-click of the header) chooses them, saved with the layout. Each expiry tab names the expected move (the
+ATM straddle, :func:`~engine.analytics.chain_metrics.expected_moves`); **stack** shows several expiries in one
+table, each block centred on its own at-the-money strike; **All strikes** lists every strike.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from engine.analytics.chain_metrics import chain_metrics
+from engine.analytics.chain_metrics import chain_columns, chain_metrics, expected_moves
 from engine.bus.commands import ListExpirations, SelectUnderlying
 from engine.bus.events import ChainUpdated, FeedChanged
 from engine.model import ExerciseStyle, Leg, OptionChain, Side
@@ -51,7 +61,19 @@ _SIDE_FIELDS: list[tuple[str, str, str | Any, int, str]] = [
     ("volume", "Vol", "{:,.0f}", 42, "Volume today"),
     ("edge", "Edge", "{:+.2f}", 50, "Pricing ensemble (BSM, Merton, Heston) minus mid, shown only beyond the "
      "models' disagreement plus half the spread: positive = cheap to buy"),
+    # optional columns (engine.analytics.chain_metrics.chain_columns), hidden until chosen
+    ("prob_itm", "ITM%", lambda v: f"{100 * v:.0f}%", 44, "Risk-neutral probability of expiring in the money"),
+    ("prob_otm", "OTM%", lambda v: f"{100 * v:.0f}%", 44, "Risk-neutral probability of expiring out of the money"),
+    ("pct_otm", "Dist", "{:+.1f}%", 52, "How far out of the money, in % of spot (negative: in the money)"),
+    ("extrinsic", "Extr", "{:.2f}", 46, "Extrinsic (time) value: mid less intrinsic value"),
+    ("theo", "Theo", "{:.2f}", 48, "Theoretical value: BSM at the fitted surface's vol for this strike"),
+    ("bid_size", "BidSz", "{:,.0f}", 48, "Contracts bid"),
+    ("ask_size", "AskSz", "{:,.0f}", 48, "Contracts offered"),
 ]
+
+#: shown unless the user chooses them (the default set fits a 1920-px screen without a horizontal scroll)
+OPTIONAL_FIELDS: frozenset[str] = frozenset({"prob_itm", "prob_otm", "pct_otm", "extrinsic", "theo", "bid_size",
+                                             "ask_size"})
 
 
 def _columns() -> list[Column]:
@@ -59,7 +81,8 @@ def _columns() -> list[Column]:
         Column(f"c_{k}", h, fmt, width=w, tooltip="Call " + tip, signed=(k == "edge"))
         for k, h, fmt, w, tip in reversed(_SIDE_FIELDS)
     ]
-    strike = [Column("strike", "Strike", "{:g}", align="center", width=56, tooltip="Strike")]
+    strike = [Column("expiry", "Expiry", align="center", width=74, tooltip="Expiry (stacked view)"),
+              Column("strike", "Strike", "{:g}", align="center", width=56, tooltip="Strike")]
     puts = [
         Column(f"p_{k}", h, fmt, width=w, tooltip="Put " + tip, signed=(k == "edge"))
         for k, h, fmt, w, tip in _SIDE_FIELDS
@@ -68,12 +91,18 @@ def _columns() -> list[Column]:
 
 
 class ChainTableModel(ColumnTableModel):
-    """The chain block. Hidden columns: ``c_itm``/``p_itm`` (bool), ``atm`` (bool), ``c_row``/``p_row``."""
+    """The chain block. Hidden columns: ``c_itm``/``p_itm`` (bool), ``atm`` (bool), ``c_row``/``p_row``, ``block``
+    (which stacked expiry a row belongs to)."""
 
     def __init__(self, parent: QtCore.QObject | None = None) -> None:
         super().__init__(_columns(), parent)
         n_side = len(_SIDE_FIELDS)
-        self.strike_column = n_side
+        self.expiry_column = n_side
+        self.strike_column = n_side + 1
+        #: (row, column) of the keyboard cursor: the contract Enter/B/S and the F5–F7 hotkeys act on
+        self.cursor: tuple[int, int] | None = None
+        self._cursor_bg = QtGui.QColor(255, 196, 0, 150)
+        self._block_bg = QtGui.QColor(128, 128, 128, 70)
         self._itm = QtGui.QColor(70, 130, 180, 55)
         self._strike_bg = QtGui.QColor(128, 128, 128, 40)
         self._atm_bg = QtGui.QColor(230, 160, 40, 90)
@@ -83,6 +112,10 @@ class ChainTableModel(ColumnTableModel):
     def cell_background(self, row: int, column: int) -> QtGui.QColor | None:
         if not self._data:
             return None
+        if self.cursor == (row, column):
+            return self._cursor_bg
+        if column == self.expiry_column:
+            return self._block_bg if self._data["block"][row] % 2 else self._strike_bg
         if column == self.strike_column:
             return self._atm_bg if self._data["atm"][row] else self._strike_bg
         if column < self.strike_column:
@@ -133,6 +166,7 @@ class ChainPanel(Panel):
         self._metrics: Any = None
         self._metrics_block: Any = None
         self._metrics_at = -1e9
+        self._extra: Any = None  # the optional columns of the current metrics (None: not computed)
         self.am_iv_interval_s = 5.0
         self._am_iv = _RowValues()
         self._am_task: Any = None
@@ -168,6 +202,27 @@ class ChainPanel(Panel):
         self.window_spin.setSuffix(" strikes")
         self.window_spin.setToolTip("Strikes shown either side of the at-the-money strike")
         self.window_spin.valueChanged.connect(lambda _v: self.refresh())
+        self.all_strikes_check = QtWidgets.QCheckBox("All strikes")
+        self.all_strikes_check.setToolTip("Every listed strike of the expiry, not only the window around the money")
+        self.all_strikes_check.toggled.connect(self._on_all_strikes)
+        self.stack_spin = QtWidgets.QSpinBox()
+        self.stack_spin.setRange(1, 12)
+        self.stack_spin.setPrefix("stack ")
+        self.stack_spin.setSuffix(" exp.")
+        self.stack_spin.setToolTip("Show this many expiries, from the selected one on, stacked in one table")
+        self.stack_spin.valueChanged.connect(lambda _v: self._on_stack())
+        self.columns_button = QtWidgets.QToolButton()
+        self.columns_button.setText("Columns")
+        self.columns_button.setToolTip("Choose the columns (both sides); saved with the layout")
+        self.columns_button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.columns_menu = QtWidgets.QMenu(self.columns_button)
+        self.columns_menu.aboutToShow.connect(lambda: self._fill_columns_menu(self.columns_menu))
+        self.columns_button.setMenu(self.columns_menu)
+        #: per expiry, the at-the-money straddle's mid (engine.analytics.chain_metrics.expected_moves)
+        self.expected_move: dict[Any, float] = {}
+        self._em_at = -1e9
+        self._em_key: Any = None
+        self.em_interval_s = 2.0
 
         self.expiry_tabs = QtWidgets.QTabBar()
         self.expiry_tabs.setExpanding(False)
@@ -181,6 +236,10 @@ class ChainPanel(Panel):
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.NoSelection)
         self.table.clicked.connect(self._on_click)
         self.table.setMouseTracking(True)
+        # keyboard: arrows move the cursor cell, Enter adds it as a click would, B buys and S sells it
+        self.table.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.table.selectionModel().currentChanged.connect(self._on_current)
+        self.table.installEventFilter(self)
         # wide dock: columns stretch evenly (Stretch never measures contents, unlike ResizeToContents);
         # narrow dock: declared widths and a horizontal scroll bar. Right-click the header to hide columns.
         header = self.table.horizontalHeader()
@@ -194,6 +253,9 @@ class ChainPanel(Panel):
         top.addWidget(self.spot_label)
         top.addWidget(self.info_label, 1)
         top.addWidget(self.window_spin)
+        top.addWidget(self.all_strikes_check)
+        top.addWidget(self.stack_spin)
+        top.addWidget(self.columns_button)
         sides = QtWidgets.QHBoxLayout()
         calls_lbl = QtWidgets.QLabel("CALLS  ·  click bid = sell, ask = buy")
         puts_lbl = QtWidgets.QLabel("PUTS")
@@ -220,6 +282,9 @@ class ChainPanel(Panel):
         self._fair_task: Any = None
         for side in ("c", "p"):
             self.table.setColumnHidden(self.model.column_index(f"{side}_edge"), not self._edge_available)
+            for key in OPTIONAL_FIELDS:
+                self.table.setColumnHidden(self.model.column_index(f"{side}_{key}"), True)
+        self.table.setColumnHidden(self.model.expiry_column, True)  # shown when expiries are stacked
         self.reload_underlyings()
 
     # ---- columns ---------------------------------------------------------------------------------
@@ -251,26 +316,93 @@ class ChainPanel(Panel):
         self._fit_columns()
 
     def hidden_fields(self) -> list[str]:
-        """Side fields (``iv``, ``volume`` ...) hidden by the user, for both calls and puts."""
+        """Default side fields (``iv``, ``volume`` ...) hidden by the user, for both calls and puts (the optional
+        columns are hidden unless chosen: :meth:`shown_fields` has the whole choice)."""
         return [k for k, *_ in _SIDE_FIELDS
-                if self.table.isColumnHidden(self.model.column_index(f"c_{k}"))]
+                if k not in OPTIONAL_FIELDS and self.table.isColumnHidden(self.model.column_index(f"c_{k}"))]
+
+    def shown_fields(self) -> list[str]:
+        """Side fields shown, in table order (what the column chooser saves)."""
+        return [k for k, *_ in _SIDE_FIELDS if not self.table.isColumnHidden(self.model.column_index(f"c_{k}"))]
 
     def set_field_hidden(self, field: str, hidden: bool) -> None:
+        if field == "edge" and not self._edge_available:
+            hidden = True  # no surface service: nothing to show
         for side in ("c", "p"):
             self.table.setColumnHidden(self.model.column_index(f"{side}_{field}"), hidden)
         self._stretched = None
         self._fit_columns()
+        if not hidden and field in OPTIONAL_FIELDS:
+            self._extra = None
+            self.refresh()
 
-    def _header_menu(self, pos: QtCore.QPoint) -> None:
-        menu = QtWidgets.QMenu(self)
-        for key, header, *_ in _SIDE_FIELDS:
+    def _fill_columns_menu(self, menu: QtWidgets.QMenu) -> None:
+        menu.clear()
+        for key, header, _fmt, _w, tip in _SIDE_FIELDS:
             if key == "edge" and not self._edge_available:
                 continue
-            act = menu.addAction(header)
+            act = menu.addAction(f"{header} — {tip.split(':')[0].split(',')[0]}" if key in OPTIONAL_FIELDS else header)
             act.setCheckable(True)
             act.setChecked(not self.table.isColumnHidden(self.model.column_index(f"c_{key}")))
             act.toggled.connect(lambda on, k=key: self.set_field_hidden(k, not on))
+        menu.addSeparator()
+        reset = menu.addAction("Default columns")
+        reset.triggered.connect(self.default_columns)
+
+    def default_columns(self) -> None:
+        for key, *_ in _SIDE_FIELDS:
+            self.set_field_hidden(key, key in OPTIONAL_FIELDS)
+
+    def _header_menu(self, pos: QtCore.QPoint) -> None:
+        menu = QtWidgets.QMenu(self)
+        self._fill_columns_menu(menu)
         menu.popup(self.table.horizontalHeader().mapToGlobal(pos))
+
+    def _on_all_strikes(self, on: bool) -> None:
+        self.window_spin.setEnabled(not on)
+        self.refresh()
+
+    def _on_stack(self) -> None:
+        self.table.setColumnHidden(self.model.expiry_column, self.stack_spin.value() <= 1)
+        self._stretched = None
+        self._fit_columns()
+        self.refresh()
+
+    # ---- keyboard --------------------------------------------------------------------------------
+    def _on_current(self, current: QtCore.QModelIndex, _previous: QtCore.QModelIndex) -> None:
+        self.model.cursor = (current.row(), current.column()) if current.isValid() else None
+        self.table.viewport().update()
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if watched is self.table and isinstance(event, QtGui.QKeyEvent) \
+                and event.type() == QtCore.QEvent.Type.KeyPress:
+            key = event.key()
+            mods = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier
+            if mods == Qt.KeyboardModifier.NoModifier:
+                if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                    return self.act_on_cursor(None)
+                if key == Qt.Key.Key_B:
+                    return self.act_on_cursor(Side.BUY)
+                if key == Qt.Key.Key_S:
+                    return self.act_on_cursor(Side.SELL)
+        return super().eventFilter(watched, event)
+
+    def act_on_cursor(self, side: Side | None) -> bool:
+        """Add the cursor cell's contract to the ticket: ``side`` (B/S), or as a click would (Enter: a bid sells,
+        anything else on that side buys). False — the key goes on — when the cursor is not on a contract."""
+        idx = self.table.currentIndex()
+        if not idx.isValid() or self.chain is None:
+            return False
+        key = self.model.columns[idx.column()].key
+        if key[:2] not in ("c_", "p_"):
+            return False
+        row = int(self.model.value(idx.row(), f"{key[0]}_row"))
+        if row < 0:
+            return False
+        if side is None:
+            side = Side.SELL if key.endswith("_bid") else Side.BUY
+        self.add_leg(row, side)
+        return True
 
     # ---- selection -------------------------------------------------------------------------------
     def reload_underlyings(self) -> None:
@@ -392,8 +524,18 @@ class ChainPanel(Panel):
         if keep is not None:
             self.links.expiry_selected.emit(self.underlying, keep)
 
+    def stacked_expiries(self) -> list[np.datetime64]:
+        """The expiries shown: the selected one, and with the stack the next ones after it."""
+        if self.expiry is None:
+            return []
+        n = self.stack_spin.value()
+        if n <= 1 or self.expiry not in self._expiries:
+            return [self.expiry]
+        i = self._expiries.index(self.expiry)
+        return self._expiries[i:i + n]
+
     def refresh(self) -> None:
-        """Rebuild the visible block (strike window around ATM for the selected expiry)."""
+        """Rebuild the visible block: per shown expiry the strike window around ATM (or every strike)."""
         chain = self.chain
         if chain is None or self.expiry is None:
             self.model.clear() if self.model.rowCount() else None
@@ -401,22 +543,36 @@ class ChainPanel(Panel):
             self.info_label.setText("waiting for the chain…" if self.underlying else "")
             return
         spot = self.live.spot if math.isfinite(self.live.spot) else chain.spot
-        rows = np.nonzero(chain.expiry == self.expiry)[0]
-        strikes = np.unique(chain.strike[rows])
-        if len(strikes) == 0:
+        expiries = self.stacked_expiries()
+        blocks: list[tuple[np.datetime64, np.ndarray, np.ndarray, np.ndarray, int]] = []
+        n_strikes = 0
+        for e in expiries:
+            rows = np.nonzero(chain.expiry == e)[0]
+            strikes = np.unique(chain.strike[rows])
+            if len(strikes) == 0:
+                continue
+            n_strikes += len(strikes)
+            atm_i = int(np.argmin(np.abs(strikes - spot)))
+            w = len(strikes) if self.all_strikes_check.isChecked() else self.window_spin.value()
+            lo, hi = max(0, atm_i - w), min(len(strikes), atm_i + w + 1)
+            vis_e = strikes[lo:hi]
+            calls_e = np.full(len(vis_e), -1)
+            puts_e = np.full(len(vis_e), -1)
+            rs = rows[(chain.strike[rows] >= vis_e[0]) & (chain.strike[rows] <= vis_e[-1])]
+            pos = np.searchsorted(vis_e, chain.strike[rs])
+            is_call = chain.is_call[rs]
+            calls_e[pos[is_call]] = rs[is_call]
+            puts_e[pos[~is_call]] = rs[~is_call]
+            blocks.append((e, vis_e, calls_e, puts_e, atm_i - lo))
+        if not blocks:
             return
-        atm_i = int(np.argmin(np.abs(strikes - spot)))
-        w = self.window_spin.value()
-        lo, hi = max(0, atm_i - w), min(len(strikes), atm_i + w + 1)
-        vis = strikes[lo:hi]
-        self._subscribe(vis)
-        calls = np.full(len(vis), -1)
-        puts = np.full(len(vis), -1)
-        rs = rows[(chain.strike[rows] >= vis[0]) & (chain.strike[rows] <= vis[-1])]
-        pos = np.searchsorted(vis, chain.strike[rs])
-        is_call = chain.is_call[rs]
-        calls[pos[is_call]] = rs[is_call]
-        puts[pos[~is_call]] = rs[~is_call]
+        vis = np.concatenate([b[1] for b in blocks])
+        calls = np.concatenate([b[2] for b in blocks])
+        puts = np.concatenate([b[3] for b in blocks])
+        block = np.concatenate([np.full(len(b[1]), i) for i, b in enumerate(blocks)])
+        first = np.concatenate([np.arange(len(b[1])) == 0 for b in blocks])
+        atm = np.concatenate([np.arange(len(b[1])) == b[4] for b in blocks])
+        self._subscribe(vis, [b[0] for b in blocks])
 
         r, q = eq.rates(self.engine, self.underlying)
         now = chain.ts  # Greeks as of the snapshot the quotes belong to (simulated or wall time)
@@ -424,17 +580,24 @@ class ChainPanel(Panel):
         chain_now = chain if spot == chain.spot else _with_spot(chain, spot)
         # IV and Greeks: recomputed when the block changes, else at most every ``greeks_interval_s``
         # (quotes repaint at the bridge's ~10 Hz; Greeks at 2 Hz are plenty and keep the loop free)
-        block = (id(chain), self.expiry, pick.tobytes())
+        block_key = (id(chain), tuple(expiries), pick.tobytes())
         t_now = time.monotonic()
         m = self._metrics
-        if m is None or block != self._metrics_block or t_now - self._metrics_at >= self.greeks_interval_s:
+        if m is None or block_key != self._metrics_block or t_now - self._metrics_at >= self.greeks_interval_s:
             iv = None
             if chain.style is ExerciseStyle.AMERICAN:  # early exercise: American IVs, computed off the loop
                 self._request_american_ivs(chain_now, pick, r, q)
                 if self._am_iv:
                     iv = self._am_iv.get(pick)
             m = chain_metrics(chain_now, pick, now=now, r=r, q=q, bid=self.live.bid, ask=self.live.ask, iv=iv)
-            self._metrics, self._metrics_block, self._metrics_at = m, block, t_now
+            self._metrics, self._metrics_block, self._metrics_at = m, block_key, t_now
+            self._extra = None
+        extra = self._extra
+        optional = [k for k in OPTIONAL_FIELDS if k in self.shown_fields()]
+        if optional and extra is None:  # only when a column needs them (the theo value reads the surface)
+            extra = self._extra = chain_columns(chain_now, m, r=r, q=q, bid=self.live.bid, ask=self.live.ask,
+                                                surface=self._surface_for(self.underlying) if "theo" in optional
+                                                else None)
         edge = self._model_edge(chain_now, pick, m, r, q)
         n_calls = int((calls >= 0).sum())
 
@@ -459,6 +622,11 @@ class ChainPanel(Panel):
                 values = np.full(len(vis), np.nan)
                 values[have] = getattr(m, name)[part]
                 data[f"{side}_{name}"] = values
+            for name in OPTIONAL_FIELDS:
+                values = np.full(len(vis), np.nan)
+                if extra is not None:
+                    values[have] = getattr(extra, name)[part]
+                data[f"{side}_{name}"] = values
             values = np.full(len(vis), np.nan)
             if edge is not None:
                 values[have] = edge[part]
@@ -466,15 +634,41 @@ class ChainPanel(Panel):
             data[f"{side}_row"] = idx
         data["c_itm"] = vis < spot
         data["p_itm"] = vis > spot
-        data["atm"] = np.arange(len(vis)) == (atm_i - lo)
-        self.model.update(vis.astype(object), data)
+        data["atm"] = atm
+        data["block"] = block
+        stacked = len(blocks) > 1
+        labels = {b[0]: _expiry_short(b[0]) for b in blocks}
+        data["expiry"] = np.array([labels[blocks[i][0]] if f else "" for i, f in zip(block, first, strict=True)],
+                                  dtype=object)
+        keys = (np.array([f"{blocks[i][0]}|{k:g}" for i, k in zip(block, vis, strict=True)], dtype=object)
+                if stacked else vis.astype(object))
+        self.model.update(keys, data)
         self.refreshes += 1
+        self._update_expected_moves()
         self.spot_label.setText(f"{self.underlying}  {spot:,.2f}")
         n_exp = len(self._expiries)
+        shown = f"{len(blocks)} expiries stacked, {len(vis)} rows" if stacked else f"{len(vis)} of {n_strikes} strikes"
         self.info_label.setText(
-            f"{format_market_time(chain.ts)} · {len(vis)} of {len(strikes)} strikes · {n_exp} expiries · "
-            f"r {100 * r:.2f}% q {100 * q:.2f}%"
+            f"{format_market_time(chain.ts)} · {shown} · {n_exp} expiries · r {100 * r:.2f}% q {100 * q:.2f}%"
         )
+
+    def _update_expected_moves(self) -> None:
+        """Each expiry tab names the market's expected move (the ATM straddle), refreshed every few seconds."""
+        chain = self.chain
+        if chain is None:
+            return
+        key = (id(chain), tuple(self._expiries))
+        if key == self._em_key and time.monotonic() - self._em_at < self.em_interval_s:
+            return
+        self._em_key, self._em_at = key, time.monotonic()
+        self.expected_move = expected_moves(chain, bid=self.live.bid, ask=self.live.ask)
+        for i, e in enumerate(self._expiries):
+            em = self.expected_move.get(e, math.nan)
+            text = _expiry_label(e, chain.ts) + (f"  ±{em:,.2f}" if math.isfinite(em) else "")
+            if self.expiry_tabs.tabText(i) != text:
+                self.expiry_tabs.setTabText(i, text)
+                self.expiry_tabs.setTabToolTip(i, f"Expected move to expiry: ±{em:,.2f} (the at-the-money straddle)"
+                                               if math.isfinite(em) else "No two-sided at-the-money straddle")
 
     # ---- model edge -----------------------------------------------------------------------------
     def _request_american_ivs(self, chain: OptionChain, rows: np.ndarray, r: float, q: float) -> None:
@@ -573,19 +767,19 @@ class ChainPanel(Panel):
 
         return visible_edge(self._fair.get(rows), self._band.get(rows), self.live.bid[rows], self.live.ask[rows])
 
-    def _subscribe(self, strikes: np.ndarray) -> None:
-        """Ask the feed to stream quotes for the visible block (expiry × strike window), once per change."""
-        if self.expiry is None or len(strikes) == 0:
+    def _subscribe(self, strikes: np.ndarray, expiries: list[np.datetime64]) -> None:
+        """Ask the feed to stream quotes for the visible block (expiries × strike window), once per change."""
+        if not expiries or len(strikes) == 0:
             return
-        day = self.expiry.astype("datetime64[D]").astype(object)
-        window = (float(strikes[0]), float(strikes[-1]))
-        key = (self.underlying, day, window)
+        days = tuple(e.astype("datetime64[D]").astype(object) for e in expiries)
+        window = (float(strikes.min()), float(strikes.max()))
+        key = (self.underlying, days, window)
         if key == self._subscribed:
             return
         self._subscribed = key
         bus = self.engine.bus if self.engine is not None else None
         if bus is not None and bus.has_handler(SelectUnderlying):
-            self.send(SelectUnderlying(symbol=self.underlying, expiries=(day,), strikes=window))
+            self.send(SelectUnderlying(symbol=self.underlying, expiries=days, strikes=window))
 
     # ---- clicks ----------------------------------------------------------------------------------
     def _on_click(self, index: QtCore.QModelIndex) -> None:
@@ -618,16 +812,23 @@ class ChainPanel(Panel):
     # ---- persistence -----------------------------------------------------------------------------
     def panel_state(self) -> dict[str, Any]:
         return {"underlying": self.underlying, "strike_window": self.window_spin.value(),
-                "hidden": self.hidden_fields()}
+                "hidden": self.hidden_fields(), "columns": self.shown_fields(), "stack": self.stack_spin.value(),
+                "all_strikes": self.all_strikes_check.isChecked()}
 
     def restore_panel_state(self, state: dict[str, Any]) -> None:
         if isinstance(state.get("strike_window"), int):
             self.window_spin.setValue(state["strike_window"])
-        hidden = state.get("hidden")
-        if isinstance(hidden, list):
-            known = {k for k, *_ in _SIDE_FIELDS}
-            for key in known:
-                if key != "edge" or self._edge_available:
+        if isinstance(state.get("stack"), int):
+            self.stack_spin.setValue(state["stack"])
+        if isinstance(state.get("all_strikes"), bool):
+            self.all_strikes_check.setChecked(state["all_strikes"])
+        shown, hidden = state.get("columns"), state.get("hidden")
+        if isinstance(shown, list):  # the column chooser's choice
+            for key, *_ in _SIDE_FIELDS:
+                self.set_field_hidden(key, key not in shown)
+        elif isinstance(hidden, list):  # a layout saved before the optional columns: those stay hidden
+            for key, *_ in _SIDE_FIELDS:
+                if key not in OPTIONAL_FIELDS:
                     self.set_field_hidden(key, key in hidden)
         if isinstance(state.get("underlying"), str) and state["underlying"]:
             self.select_underlying(state["underlying"])
@@ -670,6 +871,12 @@ def _running_loop() -> Any:
 
 def _with_spot(chain: OptionChain, spot: float) -> OptionChain:
     return chain.with_quotes(chain.bid, chain.ask, spot=spot)
+
+
+def _expiry_short(expiry: np.datetime64) -> str:
+    """``20 Mar 26``: the expiry's New York date, for the stacked view's expiry column."""
+    exp_ny = expiry.astype("datetime64[s]").astype(datetime).replace(tzinfo=UTC).astimezone(NEW_YORK).date()
+    return f"{exp_ny:%d %b %y}"
 
 
 def _expiry_label(expiry: np.datetime64, now: datetime) -> str:

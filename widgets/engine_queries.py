@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.bus.commands import SearchSymbols
 from engine.facade_types import SessionFeed
-from engine.model import AccountSnapshot, OptionChain, Position
+from engine.model import AccountSnapshot, OptionChain, OrderGroup, Position
 from engine.settings import Settings
 
 if TYPE_CHECKING:
+    from engine.analytics.analysis import BetaEstimate
     from engine.chainstore.service import DataCoverage, RootCoverage
     from engine.core import Engine
     from engine.ml.regime_live import StatisticalRegimeUpdated
@@ -79,6 +81,14 @@ def feed_state(engine: Engine | None) -> tuple[str, bool] | None:
     if engine is None or engine.feed is None:
         return None
     return engine.feed.name, bool(engine.feed.connected)
+
+
+def broker_symbol_search(engine: Engine | None) -> bool:
+    """True when the feed is a connected broker's: its ``SearchSymbols`` answer (the broker's symbol search)
+    goes beyond :func:`underlyings`, so the watchlist's "add symbol" asks it as the user types."""
+    if engine is None or engine.feed is None or engine.bus is None or engine.feed is engine.simulated_feed:
+        return False
+    return bool(engine.feed.connected) and engine.bus.has_handler(SearchSymbols)
 
 
 def market_open(engine: Engine | None) -> bool | None:
@@ -148,6 +158,35 @@ def smile_vol_at(engine: Engine | None, underlying: str, T: float) -> Callable[[
     return vol_at
 
 
+def surface_vol(engine: Engine | None, underlying: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The fitted surface as ``(strikes, years) -> vols`` (None without one): the analysis panel's date slider
+    prices each leg at its remaining time, so it needs the whole surface, not one smile."""
+    surface = fitted_surface(engine, underlying)
+    if surface is None:
+        return None
+
+    def vol(strikes: np.ndarray, years: np.ndarray) -> np.ndarray:
+        return np.asarray(surface.implied_vol(np.asarray(strikes, float), np.asarray(years, float)), dtype=float)
+
+    return vol
+
+
+def beta_estimate(engine: Engine | None, underlyings: list[str], window: int) -> BetaEstimate | None:
+    """Betas to the risk engine's benchmark from the stored daily closes over ``window`` sessions (None
+    without a store). Underlyings with too little history (``missing``) get the risk engine's beta (settings,
+    else 1), the one its delta limit uses. A few small SQLite reads: callers cache it per window and backfill."""
+    if engine is None or engine.store is None:
+        return None
+    from dataclasses import replace
+
+    from engine.analytics.analysis import history_betas
+
+    risk = engine.risk
+    est = history_betas(engine.store, underlyings, risk.config.beta_benchmark if risk is not None else "SPY", window)
+    fallback = {u: (risk.beta_of(u) if risk is not None else 1.0) for u in est.missing}
+    return replace(est, betas={**fallback, **est.betas}) if fallback else est
+
+
 def risk_level(engine: Engine | None) -> float:
     """The risk level the risk engine runs at (the slider's), else the configured one."""
     if engine is not None and engine.risk is not None:
@@ -195,6 +234,14 @@ def open_order_count(engine: Engine | None) -> int:
     if engine is None or engine.oms is None:
         return 0
     return len(engine.oms.open_orders())
+
+
+def order_group(engine: Engine | None, order_id: str) -> OrderGroup | None:
+    """The bracket, OCO pair or profit taker an order belongs to (its entry or a member), if the engine knows."""
+    path = engine.order_path if engine is not None else None
+    if path is None:
+        return None
+    return path.groups.group_of(order_id)
 
 
 def positions(engine: Engine | None) -> dict[str, Position]:

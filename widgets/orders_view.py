@@ -15,8 +15,9 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.bus.commands import CancelAllOrders, CancelOrder, ReplaceOrder
-from engine.bus.events import OrderEvent
-from engine.model import Order, OrderStatus, net_price_label
+from engine.bus.events import OrderEvent, PriceWalkUpdated
+from engine.model import GroupKind, Order, OrderStatus, OrderType, net_price_label, oco_group_of
+from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.order_ticket import describe_leg, describe_legs_short
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
@@ -49,6 +50,16 @@ STATUS_COLORS = {
 }
 
 
+def order_price_label(o: Order) -> str:
+    """``1.70 DB`` for a limit, ``MKT`` for a market order, ``STP 1.25 DB`` for a stop and ``STP 1.25 DB LMT 1.20 DB``
+    for a stop-limit: a stop order showed "MKT" before, hiding the price it waits for."""
+    if o.order_type is OrderType.STOP:
+        return f"STP {net_price_label(o.stop_price)}"
+    if o.order_type is OrderType.STOP_LIMIT:
+        return f"STP {net_price_label(o.stop_price)} LMT {net_price_label(o.limit_price)}"
+    return net_price_label(o.limit_price)
+
+
 class _OrdersModel(ColumnTableModel):
     def cell_tooltip(self, row: int, column: int) -> str | None:
         if self.columns[column].key == "legs":
@@ -76,9 +87,13 @@ class OrdersPanel(Panel):
         Column("legs", "Legs", align="left", width=300),
         Column("qty", "Qty", "{:d}", width=40),
         Column("filled", "Filled", "{:d}", width=48),
-        Column("limit", "Limit", align="right", width=76),
+        Column("limit", "Price", align="right", width=150,
+               tooltip="Limit (DB debit / CR credit), MKT for a market order, STP the trigger of a stop"),
         Column("avg", "Avg fill", align="right", width=70),
         Column("status", "Status", align="left", width=124),
+        Column("group", "Group", align="left", width=180,
+               tooltip="The bracket, OCO pair or profit taker the order belongs to, and its part in it; "
+                       "\"walk ≤ x\" while the engine walks its price toward natural, never past x"),
         Column("source", "Source", align="left", width=80),
         Column("reason", "Reason", align="left", width=240),
     ]
@@ -86,6 +101,8 @@ class OrdersPanel(Panel):
     def __init__(self, engine: Engine | None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(engine, parent)
         self.orders: dict[str, Order] = {}
+        self._groups: dict[str, str] = {}  # order id → group label, kept after the group has ended
+        self._walking: dict[str, Decimal] = {}  # order id → the cap of its price walk, while it walks
         self.filter = "Working"
         self.tabs = QtWidgets.QTabBar()
         self.tabs.setExpanding(False)
@@ -141,8 +158,16 @@ class OrdersPanel(Panel):
 
     # ---- data ------------------------------------------------------------------------------------
     def apply_events(self, batch: EventBatch) -> None:
+        walks = batch.events(PriceWalkUpdated)
+        for w in walks:
+            if w.state == "walking":
+                self._walking[w.order_id] = w.limit
+            else:
+                self._walking.pop(w.order_id, None)
         events = batch.events(OrderEvent)
         if not events:
+            if walks:
+                self._render()
             return
         for ev in events:  # publication order: the last event of an order is its current state
             self.orders[ev.order.order_id] = ev.order
@@ -173,7 +198,8 @@ class OrdersPanel(Panel):
                                               for leg in o.legs) for o in items], dtype=object),
             "qty": np.array([o.quantity for o in items], dtype=object),
             "filled": np.array([o.filled_quantity for o in items], dtype=object),
-            "limit": np.array([net_price_label(o.limit_price) for o in items], dtype=object),
+            "limit": np.array([order_price_label(o) for o in items], dtype=object),
+            "group": np.array([self._group_label(o) for o in items], dtype=object),
             "avg": np.array([net_price_label(o.avg_fill_price) if o.avg_fill_price is not None else ""
                              for o in items], dtype=object),
             "status": np.array([o.status.value.replace("_", " ") for o in items], dtype=object),
@@ -182,6 +208,31 @@ class OrdersPanel(Panel):
             "reason": np.array([o.reason for o in items], dtype=object),
         })
         self._on_select()
+
+    def _group_label(self, o: Order) -> str:
+        """``Bracket 3f2a91 · stop``: the group's kind, its id and the order's part; remembered, because the
+        engine forgets a group once it has ended and the order still belongs to it in the history tabs."""
+        g = eq.order_group(self.engine, o.order_id)
+        if g is not None:
+            if o.order_id == g.entry_order_id:
+                part = "entry"
+            elif g.kind is GroupKind.OCO:
+                part = f"{g.member_order_ids.index(o.order_id) + 1} of 2" if o.order_id in g.member_order_ids else ""
+            else:
+                part = "stop" if o.order_type.is_stop else "target"
+            name = {GroupKind.BRACKET: "Bracket", GroupKind.OCO: "OCO", GroupKind.PROFIT_TAKER: "Profit taker"}
+            label = f"{name.get(g.kind, g.kind.value)} {g.group_id.removeprefix('grp-')[:6]}"
+            self._groups[o.order_id] = f"{label} · {part}" if part else label
+        elif o.order_id not in self._groups:
+            gid = oco_group_of(o.tag) or (o.tag.removeprefix("profit:") if o.tag.startswith("profit:") else None)
+            if gid:
+                kind = "OCO" if o.tag.startswith("oco:") else "Profit taker"
+                self._groups[o.order_id] = f"{kind} {gid.removeprefix('grp-')[:6]}"
+        label = self._groups.get(o.order_id, "")
+        cap = self._walking.get(o.order_id)
+        if cap is not None:  # the engine is walking its price toward natural
+            label = f"{label} · walk ≤ {net_price_label(cap)}" if label else f"walk ≤ {net_price_label(cap)}"
+        return label
 
     # ---- actions ----------------------------------------------------------------------------------
     def selected_order(self) -> Order | None:
@@ -199,7 +250,7 @@ class OrdersPanel(Panel):
         o = self.selected_order()
         live = o is not None and not o.status.is_terminal
         self.cancel_button.setEnabled(live)
-        can_replace = o is not None and o.status.is_working
+        can_replace = o is not None and o.status.is_working and o.order_type is OrderType.LIMIT  # the engine's rule
         self.replace_button.setEnabled(can_replace)
         self.price_spin.setEnabled(can_replace)
         if can_replace and o is not None and o.limit_price is not None and not self.price_spin.hasFocus():

@@ -212,12 +212,16 @@ class StrategyBuilderPanel(Panel):
             self._show_chain_header()
 
     def _show_chain_header(self) -> None:
-        chain = self.live.snapshot()
+        # runs on every quote batch: read the live spot, not a snapshot (a copy of the whole chain's quotes)
+        chain = self.live.chain
         if chain is None:
             self.header.setText(f"{self.live.underlying or 'No underlying'}: waiting for its chain")
         elif self.built is None:
-            self.header.setText(f"{chain.underlying}  {chain.spot:,.2f}  ·  auto wing "
-                                f"{money(default_width(chain.spot), 2)} — choose a structure and Build")
+            spot = self.live.spot if math.isfinite(self.live.spot) else chain.spot
+            text = (f"{chain.underlying}  {spot:,.2f}  ·  auto wing "
+                    f"{money(default_width(spot), 2)} — choose a structure and Build")
+            if text != self.header.text():
+                self.header.setText(text)
 
     def apply_events(self, batch: EventBatch) -> None:
         if self.live.apply(batch) and self.built is None:

@@ -282,6 +282,29 @@ class ColumnTableModel(QtCore.QAbstractTableModel):
         return None
 
 
+@dataclass(slots=True)
+class _PaintState:
+    """One direct repaint's shared objects (:meth:`LiveTableView.paintEvent`); ``pen`` is the last pen set,
+    carried from row to row so a column of one colour sets it once."""
+
+    text_pen: Any
+    selected_pen: Any
+    alternate: QtGui.QBrush
+    highlight: QtGui.QBrush
+    selection: QtCore.QItemSelectionModel | None
+    select_rows: bool
+    row_h: int
+    font: QtGui.QFont
+    metrics: QtGui.QFontMetrics
+    text_h: int
+    glyphs: dict[str, tuple[QtGui.QStaticText, int]]
+    elided: dict[tuple[str, int], str]
+    x_lo: int
+    span: int
+    alternating: bool
+    pen: Any = None
+
+
 class LiveTableView(QtWidgets.QTableView):
     """A table view tuned for live data: fixed row height, declared column widths, no auto-resize, and
     a direct painter for :class:`ColumnTableModel` (see the module docstring)."""
@@ -315,6 +338,8 @@ class LiveTableView(QtWidgets.QTableView):
         #: text → (laid-out QStaticText, width px) in the view's font: a value is laid out once
         self._glyphs: dict[str, tuple[QtGui.QStaticText, int]] = {}
         self._glyph_font: QtGui.QFont | None = None
+        #: (text, inner width px) → elided text, for values wider than their column (laid out each paint before)
+        self._elided: dict[tuple[str, int], str] = {}
 
     def table_model(self) -> ColumnTableModel:
         return self.model()  # type: ignore[return-value]
@@ -362,21 +387,40 @@ class LiveTableView(QtWidgets.QTableView):
         n_rows = model.rowCount()
         if n_rows == 0:
             return
-        area = event.rect()
-        width = self.viewport().width()
-        visible: list[tuple[int, int, int, int]] = []  # (column, x, width, alignment)
+        visible = self._visible_columns(model, event.rect())
+        if not visible:
+            return
+        rows_cells = self._cells_to_paint(event, visible, n_rows)
+        if not rows_cells:
+            return
+        state = self._paint_state(visible)
+        painter = QtGui.QPainter(self.viewport())
+        painter.setFont(state.font)
+        self.last_painted_cells = sum(len(cols) for cols in rows_cells.values())
+        try:
+            for r in sorted(rows_cells):
+                self._paint_row(painter, model, r, rows_cells[r], state)
+        finally:
+            painter.end()
+        self.direct_paints += 1
+
+    def _visible_columns(self, model: ColumnTableModel, area: QtCore.QRect) -> list[tuple[int, int, int, int]]:
+        """(column, x, width, alignment) of the shown columns that reach into ``area``."""
+        visible: list[tuple[int, int, int, int]] = []
         for c in range(model.columnCount()):
             if self.isColumnHidden(c):
                 continue
             x, w = self.columnViewportPosition(c), self.columnWidth(c)
             if w > 0 and x + w > area.left() and x <= area.right():
                 visible.append((c, x, w, model._align[c]))
-        if not visible:
-            return
-        # cells to paint: those under the paint region's rectangles (a partial update from
-        # dataChanged above is a few small rectangles; an expose or scroll is one big one)
+        return visible
+
+    def _cells_to_paint(self, event: QtGui.QPaintEvent, visible: list[tuple[int, int, int, int]],
+                        n_rows: int) -> dict[int, list[tuple[int, int, int, int]]]:
+        """Row → columns under the paint region's rectangles (a partial update from dataChanged above is a
+        few small rectangles; an expose or scroll is one big one)."""
         region = event.region()
-        rects = list(region) if 1 < region.rectCount() <= 400 else [area]
+        rects = list(region) if 1 < region.rectCount() <= 400 else [event.rect()]
         rows_cells: dict[int, list[tuple[int, int, int, int]]] = {}
         for rect in rects:
             r0, r1 = self.rowAt(rect.top()), self.rowAt(rect.bottom())
@@ -392,77 +436,90 @@ class LiveTableView(QtWidgets.QTableView):
                 elif have != cols:  # two rectangles over one row: paint the union of their columns
                     merged = {v[0]: v for v in (*have, *cols)}
                     rows_cells[r] = [merged[k] for k in sorted(merged)]
-        if not rows_cells:
-            return
+        return rows_cells
+
+    def _paint_state(self, visible: list[tuple[int, int, int, int]]) -> _PaintState:
+        """What every cell of one repaint shares: palette pens and brushes, font, glyph cache, row span."""
         pal = self.palette()
-        text_pen = pal.color(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.Text)
-        selected_pen = pal.color(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.HighlightedText)
-        alternate = pal.brush(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.AlternateBase)
-        highlight = pal.brush(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.Highlight)
-        selection = self.selectionModel()
-        select_rows = self.selectionMode() != QtWidgets.QAbstractItemView.SelectionMode.NoSelection
-        row_h = self.verticalHeader().defaultSectionSize()
         base_font = self.font()
         if base_font != self._glyph_font:  # laid-out texts are per font
             self._glyphs.clear()
+            self._elided.clear()
             self._glyph_font = QtGui.QFont(base_font)
+        if len(self._glyphs) > 50_000:
+            self._glyphs.clear()
+        if len(self._elided) > 50_000:
+            self._elided.clear()
         metrics = QtGui.QFontMetrics(base_font)
-        text_h = metrics.height()
-        glyphs = self._glyphs
-        if len(glyphs) > 50_000:
-            glyphs.clear()
-        margin = self.TEXT_MARGIN
         x_lo, x_hi = visible[0][1], visible[-1][1] + visible[-1][2]
-        span = x_hi - x_lo if x_hi > x_lo else width
-        alternating = self.alternatingRowColors()
+        return _PaintState(
+            text_pen=pal.color(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.Text),
+            selected_pen=pal.color(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.HighlightedText),
+            alternate=pal.brush(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.AlternateBase),
+            highlight=pal.brush(QtGui.QPalette.ColorGroup.Active, QtGui.QPalette.ColorRole.Highlight),
+            selection=self.selectionModel(),
+            select_rows=self.selectionMode() != QtWidgets.QAbstractItemView.SelectionMode.NoSelection,
+            row_h=self.verticalHeader().defaultSectionSize(),
+            font=base_font, metrics=metrics, text_h=metrics.height(), glyphs=self._glyphs, elided=self._elided,
+            x_lo=x_lo, span=x_hi - x_lo if x_hi > x_lo else self.viewport().width(),
+            alternating=self.alternatingRowColors(),
+        )
 
-        painter = QtGui.QPainter(self.viewport())
+    def _paint_row(self, painter: QtGui.QPainter, model: ColumnTableModel, r: int,
+                   columns: list[tuple[int, int, int, int]], st: _PaintState) -> None:
+        """One row's background and cells; the pen is set only when the colour changes (``st.pen``)."""
+        y = self.rowViewportPosition(r)
+        h = self.rowHeight(r) or st.row_h
+        text_y = y + (h - st.text_h) // 2
+        selected = st.select_rows and st.selection is not None and st.selection.isRowSelected(r, QtCore.QModelIndex())
+        if selected:  # whole-row fills are clipped to the paint region by Qt
+            painter.fillRect(st.x_lo, y, st.span, h, st.highlight)
+        elif r % 2 and st.alternating:
+            painter.fillRect(st.x_lo, y, st.span, h, st.alternate)
+        margin = self.TEXT_MARGIN
+        glyphs = st.glyphs
+        for c, x, w, align in columns:
+            if not selected:
+                bg = model.cell_background(r, c)
+                if bg is not None:
+                    painter.fillRect(x, y, w, h, bg)
+            text = model.cell_text(r, c)
+            if not text:
+                continue
+            fg = st.selected_pen if selected else (model.cell_text_color(r, c) or st.text_pen)
+            if fg is not st.pen:
+                painter.setPen(fg.color() if isinstance(fg, QtGui.QBrush) else fg)
+                st.pen = fg
+            inner = w - 2 * margin
+            font = model.cell_font(r, c)
+            glyph = glyphs.get(text) if font is None else None
+            if glyph is None and font is None:
+                glyph = glyphs[text] = (QtGui.QStaticText(text), st.metrics.horizontalAdvance(text))
+            if glyph is None:  # another font: laid out here
+                self._draw_laid_out(painter, text, font or st.font, st.font, x + margin, y, inner, h, align)
+                continue
+            if glyph[1] > inner:  # too wide: elided once per (text, width), drawn in the painter's font
+                short = st.elided.get((text, inner))
+                if short is None:
+                    short = st.elided[(text, inner)] = st.metrics.elidedText(text, Qt.TextElideMode.ElideRight,
+                                                                             max(inner, 0))
+                painter.drawText(x + margin, y, inner, h, align, short)
+                continue
+            if align & _H_RIGHT:
+                tx = x + w - margin - glyph[1]
+            elif align & _H_CENTER:
+                tx = x + (w - glyph[1]) // 2
+            else:
+                tx = x + margin
+            painter.drawStaticText(tx, text_y, glyph[0])
+
+    @staticmethod
+    def _draw_laid_out(painter: QtGui.QPainter, text: str, font: QtGui.QFont, base_font: QtGui.QFont, x: int,
+                       y: int, inner: int, h: int, align: int) -> None:
+        """A cell in another font, or too wide for its cached layout: laid out (and elided) here."""
+        painter.setFont(font)
+        fm = QtGui.QFontMetrics(font)
+        if fm.horizontalAdvance(text) > inner:
+            text = fm.elidedText(text, Qt.TextElideMode.ElideRight, max(inner, 0))
+        painter.drawText(x, y, inner, h, align, text)
         painter.setFont(base_font)
-        current_pen: Any = None
-        self.last_painted_cells = sum(len(cols) for cols in rows_cells.values())
-        try:
-            for r in sorted(rows_cells):
-                columns = rows_cells[r]
-                y = self.rowViewportPosition(r)
-                h = self.rowHeight(r) or row_h
-                text_y = y + (h - text_h) // 2
-                selected = select_rows and selection is not None and selection.isRowSelected(r, QtCore.QModelIndex())
-                if selected:  # whole-row fills are clipped to the paint region by Qt
-                    painter.fillRect(x_lo, y, span, h, highlight)
-                elif r % 2 and alternating:
-                    painter.fillRect(x_lo, y, span, h, alternate)
-                for c, x, w, align in columns:
-                    if not selected:
-                        bg = model.cell_background(r, c)
-                        if bg is not None:
-                            painter.fillRect(x, y, w, h, bg)
-                    text = model.cell_text(r, c)
-                    if not text:
-                        continue
-                    fg = selected_pen if selected else (model.cell_text_color(r, c) or text_pen)
-                    if fg is not current_pen:
-                        painter.setPen(fg.color() if isinstance(fg, QtGui.QBrush) else fg)
-                        current_pen = fg
-                    inner = w - 2 * margin
-                    font = model.cell_font(r, c)
-                    glyph = glyphs.get(text) if font is None else None
-                    if glyph is None and font is None:
-                        glyph = glyphs[text] = (QtGui.QStaticText(text), metrics.horizontalAdvance(text))
-                    if glyph is None or glyph[1] > inner:  # another font, or too wide: laid out here
-                        painter.setFont(font or base_font)
-                        fm = QtGui.QFontMetrics(font or base_font)
-                        if fm.horizontalAdvance(text) > inner:
-                            text = fm.elidedText(text, Qt.TextElideMode.ElideRight, max(inner, 0))
-                        painter.drawText(x + margin, y, inner, h, align, text)
-                        painter.setFont(base_font)
-                        continue
-                    if align & _H_RIGHT:
-                        tx = x + w - margin - glyph[1]
-                    elif align & _H_CENTER:
-                        tx = x + (w - glyph[1]) // 2
-                    else:
-                        tx = x + margin
-                    painter.drawStaticText(tx, text_y, glyph[0])
-        finally:
-            painter.end()
-        self.direct_paints += 1

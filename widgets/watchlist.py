@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engine.bus.commands import SearchSymbols
 from engine.history.service import HistoryBackfilled
 from engine.watchlist import COLUMN_KEYS, COLUMNS, WatchlistData, WatchlistError, WatchRow, normalize_symbol
+from widgets import engine_queries
 from widgets.base import EventBatch, Panel
 
 if TYPE_CHECKING:
@@ -34,6 +36,8 @@ REFRESH_S = 1.0
 #: stored history is re-read this often (backfills announce themselves; another process's import does not)
 REREAD_S = 60.0
 DEFAULT_LIST = "Default"
+#: a broker's symbol search is sent once typing pauses this long (IB allows one request a second)
+SEARCH_PAUSE_MS = 400
 _POS = QtGui.QColor(38, 166, 91)
 _NEG = QtGui.QColor(214, 69, 65)
 
@@ -174,6 +178,13 @@ class WatchlistPanel(Panel):
         completer = QtWidgets.QCompleter(self._completer_model, self)
         completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.entry.setCompleter(completer)
+        # with a broker connected, completions come from its symbol search (SearchSymbols), once typing pauses
+        self._searched: list[str] = []
+        self._search_timer = QtCore.QTimer(self)
+        self._search_timer.setSingleShot(True)
+        self._search_timer.setInterval(SEARCH_PAUSE_MS)
+        self._search_timer.timeout.connect(self._search)
+        self.entry.textEdited.connect(lambda _text: self._search_timer.start())
         add = QtWidgets.QPushButton("Add")
         add.setToolTip("add the symbol to this list")
         add.clicked.connect(self.add_from_entry)
@@ -272,10 +283,29 @@ class WatchlistPanel(Panel):
             return False
         known = self.data.lookup(sym)
         self.lists[self.current].append(sym)
-        if sym not in known:
+        if sym not in known and sym not in self._searched:
             self.report_error(f"{sym} added, but the running feed does not list it: no live values until it does")
         self.refresh(force=True)
         return True
+
+    def _search(self) -> None:
+        """Ask the connected broker for symbols starting with what is typed (the simulated market's own list
+        is already offered); the answer completes the field if the text still starts with the prefix."""
+        prefix = self.entry.text().strip().upper()
+        if not prefix or not engine_queries.broker_symbol_search(self.engine):
+            return
+        self.send(SearchSymbols(prefix=prefix, limit=20),
+                  on_result=lambda matches, p=prefix: self._on_matches(p, matches))
+
+    def _on_matches(self, prefix: str, matches: list[Any]) -> None:
+        if not self.entry.text().strip().upper().startswith(prefix):
+            return  # typed on meanwhile: a newer search follows
+        self._searched = [m.symbol for m in matches]
+        self._completer_model.setStringList(list(dict.fromkeys(self._searched + self.data.available())))
+        completer = self.entry.completer()
+        if completer is not None and self.entry.hasFocus():
+            completer.setCompletionPrefix(self.entry.text())
+            completer.complete()
 
     def add_from_entry(self) -> None:
         if self.add_symbol(self.entry.text()):
@@ -316,8 +346,9 @@ class WatchlistPanel(Panel):
             self._last_reread = now
             self.data.invalidate()
         known = self.data.available()
-        if known != self._completer_model.stringList():
-            self._completer_model.setStringList(known)
+        offered = list(dict.fromkeys(self._searched + known))
+        if offered != self._completer_model.stringList():
+            self._completer_model.setStringList(offered)
         if self.current == DEFAULT_LIST and not self.lists[DEFAULT_LIST] and known:
             self.lists[DEFAULT_LIST] = list(known)  # the feed's own symbols, once it lists them
         selected = self._selected_symbol()

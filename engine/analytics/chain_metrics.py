@@ -9,13 +9,18 @@ Rows without a usable quote or vol get NaN — shown blank, never as zero.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.model import OptionChain
 from engine.pricing import bsm
+
+if TYPE_CHECKING:
+    from engine.surface.surface import VolSurface
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +77,7 @@ def chain_metrics(
 def model_fair_values(
     chain: OptionChain,
     rows: np.ndarray,
-    surface: object,
+    surface: VolSurface,
     *,
     now: datetime | None = None,
     r: float = 0.0,
@@ -93,7 +98,7 @@ def model_fair_values(
     years = chain.time_to_expiry(now)[idx]
     strike = chain.strike[idx]
     with np.errstate(all="ignore"):
-        vol = np.asarray(surface.implied_vol(strike, years), dtype=float)  # type: ignore[attr-defined]
+        vol = np.asarray(surface.implied_vol(strike, years), dtype=float)
     vol = np.where(np.isfinite(vol) & (vol > 0) & (years > 0), vol, np.nan)
     exercise = "american" if chain.style is ExerciseStyle.AMERICAN else "european"
     out = np.full(len(idx), np.nan)
@@ -146,7 +151,7 @@ HESTON_MAX_NFEV = 60
 def ensemble_fair_values(
     chain: OptionChain,
     rows: np.ndarray,
-    surface: object,
+    surface: VolSurface,
     *,
     now: datetime | None = None,
     r: float = 0.0,
@@ -179,7 +184,7 @@ def ensemble_fair_values(
     strike = chain.strike[idx]
     is_call = chain.is_call[idx]
     with np.errstate(all="ignore"):
-        vol = np.asarray(surface.implied_vol(strike, years), dtype=float)  # type: ignore[attr-defined]
+        vol = np.asarray(surface.implied_vol(strike, years), dtype=float)
     vol = np.where(np.isfinite(vol) & (vol > 0) & (years > 0), vol, np.nan)
     ok = np.isfinite(vol)
     if not ok.any():
@@ -258,3 +263,84 @@ def visible_edge(fair: np.ndarray, band: np.ndarray, bid: np.ndarray, ask: np.nd
         e = fair - mid
         threshold = np.where(np.isfinite(band), band, 0.0) + 0.5 * (ask - bid)
         return np.where(quoted & np.isfinite(e) & (np.abs(e) > threshold), e, np.nan)
+
+
+@dataclass(frozen=True, eq=False)
+class ChainColumns:
+    """The chain table's optional columns for some rows (per share; NaN where unknown, shown blank).
+
+    ``prob_itm``: the risk-neutral probability of expiring in the money, N(d2) for a call and N(−d2) for a put at
+    the row's implied vol (``prob_otm`` is its complement); ``extrinsic``: mid less intrinsic value; ``theo``: the
+    BSM value at the fitted surface's vol for the strike (the smooth smile, not the row's own quote), NaN without a
+    surface; ``pct_otm``: how far out of the money in % of spot (negative: in the money)."""
+
+    prob_itm: np.ndarray
+    prob_otm: np.ndarray
+    extrinsic: np.ndarray
+    theo: np.ndarray
+    pct_otm: np.ndarray
+    bid_size: np.ndarray
+    ask_size: np.ndarray
+
+
+def chain_columns(chain: OptionChain, metrics: ChainMetrics, *, r: float = 0.0, q: float = 0.0,
+                  bid: np.ndarray | None = None, ask: np.ndarray | None = None,
+                  surface: VolSurface | None = None) -> ChainColumns:
+    """The optional columns for the rows of ``metrics`` (from :func:`chain_metrics` on the same chain), as arrays
+    over the whole block at once: the chain shows hundreds of rows refreshed twice a second."""
+    from scipy.special import ndtr
+
+    idx = metrics.rows
+    b = (chain.bid if bid is None else np.asarray(bid, float))[idx]
+    a = (chain.ask if ask is None else np.asarray(ask, float))[idx]
+    strike, is_call, years = chain.strike[idx], chain.is_call[idx], metrics.years
+    spot = float(chain.spot)
+    with np.errstate(all="ignore"):
+        usable = np.isfinite(b) & np.isfinite(a) & (b >= 0) & (a >= b) & (a > 0)
+        mid = np.where(usable, 0.5 * (b + a), np.nan)
+        vol = metrics.iv
+        ok = np.isfinite(vol) & (vol > 0) & (years > 0) & (strike > 0)
+        sd = np.where(ok, vol * np.sqrt(np.where(ok, years, 1.0)), np.nan)
+        d2 = (np.log(spot / strike) + (r - q - 0.5 * vol * vol) * years) / sd
+        p_call = np.where(ok, ndtr(d2), np.nan)
+        expired = years <= 0  # at expiry the probability is the fact
+        p_call = np.where(expired, (spot > strike).astype(float), p_call)
+        prob_itm = np.where(is_call, p_call, 1.0 - p_call)
+        intrinsic = np.where(is_call, np.maximum(spot - strike, 0.0), np.maximum(strike - spot, 0.0))
+        extrinsic = mid - intrinsic
+        pct_otm = np.where(is_call, strike - spot, spot - strike) / spot * 100.0
+    theo = np.full(len(idx), np.nan)
+    if surface is not None and len(idx):
+        with np.errstate(all="ignore"):
+            sv = np.asarray(surface.implied_vol(strike, years), dtype=float)
+        good = np.isfinite(sv) & (sv > 0) & (years > 0)
+        if good.any():
+            theo[good] = bsm.price(is_call[good], spot, strike[good], years[good], r, q, sv[good])
+    return ChainColumns(prob_itm, 1.0 - prob_itm, extrinsic, theo, pct_otm,
+                        chain.bid_size[idx].astype(float), chain.ask_size[idx].astype(float))
+
+
+def expected_moves(chain: OptionChain, *, bid: np.ndarray | None = None,
+                   ask: np.ndarray | None = None) -> dict[np.datetime64, float]:
+    """Per expiry, the market's expected move: the at-the-money straddle's mid (the strike nearest spot with both
+    a call and a put quoted), what the options price as the ± move to expiry. NaN when that straddle has no
+    two-sided quotes. One pass over the chain's arrays; the loop is over expiries only."""
+    b = chain.bid if bid is None else np.asarray(bid, float)
+    a = chain.ask if ask is None else np.asarray(ask, float)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(b) & np.isfinite(a) & (b >= 0) & (a >= b) & (a > 0)
+    mid = np.where(usable, 0.5 * (b + a), np.nan)
+    out: dict[np.datetime64, float] = {}
+    if len(chain) == 0:
+        return out
+    spot = float(chain.spot)
+    for e in np.unique(chain.expiry):
+        rows = np.flatnonzero(chain.expiry == e)
+        calls, puts = rows[chain.is_call[rows]], rows[~chain.is_call[rows]]
+        both, ci, pi = np.intersect1d(chain.strike[calls], chain.strike[puts], return_indices=True)
+        if len(both) == 0:
+            out[e] = math.nan
+            continue
+        k = int(np.argmin(np.abs(both - spot)))
+        out[e] = float(mid[calls[ci[k]]] + mid[puts[pi[k]]])
+    return out

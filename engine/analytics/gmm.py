@@ -110,6 +110,13 @@ class GaussianMixture:
         norm = top[:, 0] + np.log(np.exp(lw - top).sum(axis=1))
         return lw - norm[:, None], float(norm.mean())
 
+    def fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(weights, means, covariances) of the fit: the attributes with the "fit first" check done once, so a
+        caller ordering components by their means cannot index an unfitted mixture's None."""
+        if self.means_ is None or self.covariances_ is None or self.weights_ is None:
+            raise ValueError("fit the mixture before reading its components")
+        return self.weights_, self.means_, self.covariances_
+
     # ---- prediction ------------------------------------------------------------------------------
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         if self.means_ is None or self.covariances_ is None or self.weights_ is None:

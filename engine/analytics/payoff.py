@@ -23,8 +23,9 @@ from datetime import datetime
 
 import numpy as np
 
-from engine.model import Equity, Index, Leg, Option, Position
+from engine.model import Equity, Index, Leg, Option, Position, price_multiplier
 from engine.pricing import bsm
+from engine.pricing.inputs import FloatArray
 from engine.risk.payoff import CALL, PUT, STOCK, PayoffSummary, summarize
 
 DAYS_PER_YEAR = 365.0
@@ -77,9 +78,9 @@ def _instrument_kind(inst: object) -> tuple[int, float, object]:
 
 def payoff_legs(
     instruments: Sequence[object],
-    units: Sequence[float],
-    entry: Sequence[float],
-    iv: Sequence[float],
+    units: Sequence[float] | FloatArray,
+    entry: Sequence[float] | FloatArray,
+    iv: Sequence[float] | FloatArray,
     now: datetime,
     labels: Sequence[str] = (),
 ) -> PayoffLegs:
@@ -104,14 +105,15 @@ def payoff_legs(
         mult[i] = float(getattr(inst, "multiplier", 1))
     entry_arr = np.asarray(entry, dtype=float)
     if not np.all(np.isfinite(entry_arr)):
-        bad = [str(getattr(instruments[i], "key", instruments[i])) for i in np.nonzero(~np.isfinite(entry_arr))[0]]
+        bad = [str(getattr(instruments[i], "key", instruments[i])) for i in np.nonzero(~np.isfinite(entry_arr))[0].tolist()]
         raise ValueError(f"payoff needs an entry price for every leg; missing for {', '.join(bad)}")
     return PayoffLegs(kind, strike, years, np.asarray(units, float), mult, entry_arr, np.asarray(iv, float),
                       tuple(labels) or tuple(str(getattr(i, "key", i)) for i in instruments))
 
 
 def legs_from_order(
-    legs: Sequence[Leg], quantity: int, entry: Sequence[float], iv: Sequence[float], now: datetime,
+    legs: Sequence[Leg], quantity: int, entry: Sequence[float] | FloatArray, iv: Sequence[float] | FloatArray,
+    now: datetime,
     net_price: float | None = None,
 ) -> PayoffLegs:
     """Payoff legs of an order: ``quantity`` × each leg's signed ratio; ``entry`` per leg (e.g. leg mids).
@@ -126,7 +128,8 @@ def legs_from_order(
     if net_price is not None:
         if not math.isfinite(net_price):
             raise ValueError(f"net price must be finite, got {net_price}")
-        out = replace(out, premium=float(net_price) * quantity * legs[0].multiplier)
+        # the net is quoted in the order's price multiplier: per contract share even when shares lead the legs
+        out = replace(out, premium=float(net_price) * quantity * price_multiplier(list(legs)))
     return out
 
 
@@ -158,7 +161,8 @@ def value_at(
     intrinsic = np.where(
         legs.kind == STOCK, flat, np.where(is_call, np.maximum(flat - k, 0.0), np.maximum(k - flat, 0.0))
     )
-    live = (legs.kind != STOCK) & (t_left > 0) & np.isfinite(vol) & (vol > 0)
+    # a leg whose time left is float noise (the valuation date set to its expiry) is worth intrinsic
+    live = (legs.kind != STOCK) & (t_left > 1e-12) & np.isfinite(vol) & (vol > 0)
     values = intrinsic
     if live.any():
         priced = bsm.price(is_call[live], flat, k[live], t_left[live], r, q, vol[live])

@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.analytics.builder import ONE_RIGHT, STRUCTURE_NAMES, Structure
 from engine.model import Equity, Leg, OpenClose, Option, OptionChain, Position, Side
+from engine.model.chain import datetime64_in
 from engine.risk.payoff import CALL, PUT, STOCK, summarize
 
 
@@ -50,31 +51,37 @@ def _opt(p: Position) -> Option | None:
     return p.instrument if isinstance(p.instrument, Option) else None
 
 
+def _options_held(positions: Sequence[Position]) -> list[tuple[Position, Option]]:
+    """The option positions beside their contracts, in order: the contract keeps its type for what follows."""
+    return [(p, p.instrument) for p in positions if isinstance(p.instrument, Option)]
+
+
 def recognize(positions: Sequence[Position]) -> Structure | None:
     """The structure ``positions`` form together (quantities compared in lowest terms), or None."""
     if not positions or any(p.quantity == 0 for p in positions):
         return None
     shares = [p for p in positions if isinstance(p.instrument, Equity)]
-    opts = [p for p in positions if _opt(p) is not None]
+    held = _options_held(positions)
+    opts = [p for p, _ in held]
     if len(shares) + len(opts) != len(positions) or len(shares) > 1:
         return None
     if shares:
         sh = shares[0]
-        calls = [p for p in opts if p.instrument.is_call]
-        puts = [p for p in opts if not p.instrument.is_call]
-        if sh.quantity <= 0 or len(calls) != 1 or calls[0].quantity >= 0:
+        calls = [(p, x) for p, x in held if x.is_call]
+        puts = [(p, x) for p, x in held if not x.is_call]
+        if sh.quantity <= 0 or len(calls) != 1 or calls[0][0].quantity >= 0:
             return None
-        if sh.quantity != -calls[0].quantity * calls[0].instrument.multiplier:
+        call_pos, call = calls[0]
+        if sh.quantity != -call_pos.quantity * call.multiplier:
             return None
         if not puts:
             return Structure.COVERED_CALL
-        if len(puts) == 1 and puts[0].quantity == -calls[0].quantity and \
-                puts[0].instrument.strike < calls[0].instrument.strike:
+        if len(puts) == 1 and puts[0][0].quantity == -call_pos.quantity and puts[0][1].strike < call.strike:
             return Structure.COLLAR
         return None
     g = math.gcd(*(abs(p.quantity) for p in opts))
     q = [p.quantity // g for p in opts]
-    o = [p.instrument for p in opts]
+    o = [x for _, x in held]
     expiries = {x.expiry for x in o}
     rights = {x.is_call for x in o}
     if len(opts) == 2:
@@ -104,20 +111,20 @@ def recognize(positions: Sequence[Position]) -> Structure | None:
                     else Structure.BROKEN_WING_BUTTERFLY)
         return None
     if len(opts) == 3 and len(rights) == 2:
-        puts = [i for i in order if not o[i].is_call]
-        calls = [i for i in order if o[i].is_call]
-        if len(puts) == 1 and len(calls) == 2:
-            p, c_lo, c_hi = puts[0], calls[0], calls[1]
+        put_ix = [i for i in order if not o[i].is_call]
+        call_ix = [i for i in order if o[i].is_call]
+        if len(put_ix) == 1 and len(call_ix) == 2:
+            p, c_lo, c_hi = put_ix[0], call_ix[0], call_ix[1]
             if q[p] < 0 and q[c_lo] < 0 and q[c_hi] == -q[c_lo] and q[p] == q[c_lo] and o[p].strike <= o[c_lo].strike:
                 return Structure.JADE_LIZARD
         return None
     if len(opts) == 4 and len(rights) == 2:
-        puts = sorted((i for i in range(4) if not o[i].is_call), key=lambda i: o[i].strike)
-        calls = sorted((i for i in range(4) if o[i].is_call), key=lambda i: o[i].strike)
-        if len(puts) != 2 or len(calls) != 2:
+        put_ix = sorted((i for i in range(4) if not o[i].is_call), key=lambda i: o[i].strike)
+        call_ix = sorted((i for i in range(4) if o[i].is_call), key=lambda i: o[i].strike)
+        if len(put_ix) != 2 or len(call_ix) != 2:
             return None
-        lp, sp = puts
-        sc, lc = calls
+        lp, sp = put_ix
+        sc, lc = call_ix
         if not (q[lp] == -q[sp] == -q[sc] == q[lc]) or o[sp].strike > o[sc].strike:
             return None
         return Structure.IRON_FLY if o[sp].strike == o[sc].strike else Structure.IRON_CONDOR
@@ -133,21 +140,21 @@ def _label(p: Position) -> str:
 
 def group_name(underlying: str, structure: Structure | None, positions: Sequence[Position]) -> str:
     """"SPY 580/570 put vertical": strikes short first for verticals and calendars, else ascending."""
-    opts = [p for p in positions if _opt(p) is not None]
+    held = _options_held(positions)
     if structure is None:
         if len(positions) == 1:
             return f"{underlying} {_label(positions[0])}"
         return f"{underlying} " + " · ".join(_label(p) for p in positions)
     if structure in (Structure.VERTICAL, Structure.CALENDAR, Structure.DIAGONAL, Structure.RATIO):
-        opts = sorted(opts, key=lambda p: p.quantity)  # short first: "580/570 put vertical"
+        held = sorted(held, key=lambda px: px[0].quantity)  # short first: "580/570 put vertical"
     else:
-        opts = sorted(opts, key=lambda p: (p.instrument.strike, p.instrument.is_call))
-    strikes = "/".join(f"{p.instrument.strike:g}" for p in opts)
+        held = sorted(held, key=lambda px: (px[1].strike, px[1].is_call))
+    strikes = "/".join(f"{x.strike:g}" for _, x in held)
     label = STRUCTURE_NAMES[structure].lower()
     if structure in ONE_RIGHT:
-        label = f"{'call' if opts[0].instrument.is_call else 'put'} {label}"
+        label = f"{'call' if held[0][1].is_call else 'put'} {label}"
     if structure is Structure.VERTICAL or structure is Structure.RATIO:
-        label = f"{label} ({'credit' if _credit(opts) else 'debit'})"
+        label = f"{label} ({'credit' if _credit([p for p, _ in held]) else 'debit'})"
     return f"{underlying} {strikes} {label}"
 
 
@@ -157,12 +164,12 @@ def _credit(opts: Sequence[Position]) -> bool:
 
 def _expiry_summary(positions: Sequence[Position]) -> tuple[float, float]:
     """(max profit, max loss) at expiry in dollars from the cost basis; NaN for multi-expiry groups."""
-    opts = [p for p in positions if _opt(p) is not None]
-    if not opts or len({p.instrument.expiry for p in opts}) != 1:
+    held = _options_held(positions)
+    if not held or len({x.expiry for _, x in held}) != 1:
         return math.nan, math.nan
-    kind = np.array([STOCK if isinstance(p.instrument, Equity) else (CALL if p.instrument.is_call else PUT)
-                     for p in positions])
-    strike = np.array([float(p.instrument.strike) if _opt(p) else 0.0 for p in positions])
+    contracts = [_opt(p) for p in positions]
+    kind = np.array([STOCK if x is None else (CALL if x.is_call else PUT) for x in contracts])
+    strike = np.array([float(x.strike) if x is not None else 0.0 for x in contracts])
     units = np.array([float(p.quantity) for p in positions])
     mult = np.array([float(p.multiplier) for p in positions])
     cost = float(np.sum(units * mult * np.array([float(p.avg_price) for p in positions])))
@@ -284,11 +291,11 @@ def roll_legs(positions: Sequence[Position], chain: OptionChain, expiry: date | 
     strike would change the risk the trader reviewed.
     """
     close, size = closing_legs([p for p in positions if _opt(p) is not None])
-    new_exp = np.datetime64(expiry, "D")
+    new_exp = datetime64_in(expiry, "D")
     rows = np.nonzero(chain.expiry.astype("datetime64[D]") == new_exp)[0]
     if len(rows) == 0:
         raise RollError(f"expiry {new_exp} is not in the {chain.underlying} chain")
-    old = {p.instrument.expiry for p in positions if _opt(p) is not None}
+    old = {x.expiry for _, x in _options_held(positions)}
     if any(np.datetime64(e, "D") >= new_exp for e in old):
         raise RollError(f"roll to an expiry after the current one ({max(old)}), not {new_exp}")
     opening: list[Leg] = []

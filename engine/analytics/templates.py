@@ -21,6 +21,7 @@ import numpy as np
 
 from engine.analytics.chain_metrics import chain_metrics
 from engine.model import Leg, OptionChain, Side
+from engine.model.chain import datetime64_in
 
 #: condor defaults: short strikes at 16 Δ, wings about 1 % of the spot wide (rounded to listed strikes)
 DEFAULT_SHORT_DELTA = 0.16
@@ -41,7 +42,7 @@ class TemplateError(ValueError):
 
 
 def _expiry_rows(chain: OptionChain, expiry: np.datetime64 | date) -> np.ndarray:
-    e = np.datetime64(expiry, "D")
+    e = datetime64_in(expiry, "D")
     rows = np.nonzero(chain.expiry.astype("datetime64[D]") == e)[0]
     if len(rows) == 0:
         raise TemplateError(f"expiry {e} is not in the {chain.underlying} chain")
@@ -152,14 +153,14 @@ def build_template(
 
     # calendar: sell the near month, buy the far month, same strike (long = debit)
     expiries = np.unique(chain.expiry.astype("datetime64[D]"))
-    near = np.datetime64(expiry, "D")
+    near = datetime64_in(expiry, "D")
     if far_expiry is None:
         later = expiries[expiries > near]
         if len(later) == 0:
             raise TemplateError(f"a calendar needs an expiry after {near}; none is listed")
         far = later[0]
     else:
-        far = np.datetime64(far_expiry, "D")
+        far = datetime64_in(far_expiry, "D")
         if far <= near:
             raise TemplateError(f"calendar back month {far} must be after the front month {near}")
     far_rows = _expiry_rows(chain, far)

@@ -16,7 +16,8 @@ from decimal import Decimal
 
 import numpy as np
 
-from engine.model import Leg, OptionChain, round_to_tick
+from engine.model import Leg, Option, OptionChain, leg_weights, round_to_tick
+from engine.pricing.inputs import FloatArray
 
 
 @dataclass(frozen=True, eq=False)
@@ -48,8 +49,10 @@ def leg_rows(legs: Sequence[Leg], chain: OptionChain | None) -> np.ndarray:
     return np.array([index.get(leg.symbol, -1) for leg in legs], dtype=int)
 
 
-def ticket_prices(legs: Sequence[Leg], chain: OptionChain | None) -> TicketPrices:
-    """Net mid and natural prices of one combo unit from the chain's quotes."""
+def leg_quotes(legs: Sequence[Leg], chain: OptionChain | None, underlying_bid: float = math.nan,
+               underlying_ask: float = math.nan) -> tuple[np.ndarray, np.ndarray]:
+    """Per-leg (bid, ask): options from the chain, the underlying's shares at its bid/ask (the chain's spot when
+    the feed gives no two-sided quote); NaN for a leg that is in neither."""
     rows = leg_rows(legs, chain)
     bid = np.full(len(legs), np.nan)
     ask = np.full(len(legs), np.nan)
@@ -57,14 +60,26 @@ def ticket_prices(legs: Sequence[Leg], chain: OptionChain | None) -> TicketPrice
         have = rows >= 0
         bid[have] = chain.bid[rows[have]]
         ask[have] = chain.ask[rows[have]]
+        two_sided = math.isfinite(underlying_bid) and math.isfinite(underlying_ask) and underlying_ask >= underlying_bid
+        for i, leg in enumerate(legs):
+            if rows[i] < 0 and not isinstance(leg.instrument, Option) and leg.symbol == chain.underlying:
+                bid[i], ask[i] = (underlying_bid, underlying_ask) if two_sided else (chain.spot, chain.spot)
+    return bid, ask
+
+
+def ticket_prices(legs: Sequence[Leg], chain: OptionChain | None) -> TicketPrices:
+    """Net mid and natural prices of one combo unit from the chain's quotes (shares at the chain's spot)."""
+    bid, ask = leg_quotes(legs, chain)
     return net_prices(legs, bid, ask)
 
 
 def net_prices(legs: Sequence[Leg], bid: np.ndarray, ask: np.ndarray) -> TicketPrices:
-    """Net prices from per-leg bid/ask arrays (NaN when any needed quote is missing)."""
+    """Net prices from per-leg bid/ask arrays (NaN when any needed quote is missing), each leg weighted as the
+    order's net price counts it (:func:`engine.model.leg_weights`): ± ratio for options, ± ratio ÷ 100 for the
+    shares of a covered call or collar — 100 shares at 500 add 500 to a net quoted per contract share, not 50,000."""
     bid = np.asarray(bid, dtype=float)
     ask = np.asarray(ask, dtype=float)
-    ratio = np.array([leg.signed_ratio for leg in legs], dtype=float)
+    ratio = np.array([float(w) for w in leg_weights(list(legs))], dtype=float)
     buys = ratio > 0
     probe = TicketPrices(math.nan, math.nan, bid, ask)
     mids = probe.leg_mid
@@ -76,7 +91,8 @@ def net_prices(legs: Sequence[Leg], bid: np.ndarray, ask: np.ndarray) -> TicketP
     return TicketPrices(mid, natural, bid, ask)
 
 
-def order_greeks(legs: Sequence[Leg], quantity: int, leg_greeks: Mapping[str, Sequence[float]]) -> dict[str, float]:
+def order_greeks(legs: Sequence[Leg], quantity: int,
+                 leg_greeks: Mapping[str, Sequence[float] | FloatArray]) -> dict[str, float]:
     """Totals of per-unit leg Greeks (``{"delta": [...], "gamma": [...], ...}``) for ``quantity`` combos.
 
     A NaN in any leg makes that total NaN (unknown is shown as unknown, never as zero).

@@ -186,7 +186,7 @@ def _num(v: Any) -> str:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from engine.backtest.data import DataFileError
+    from engine.backtest.chain_files import DataFileError
     from engine.backtest.report import export_all, summary_json
     from engine.backtest.runner import Backtest
     from engine.backtest.sources import load_history
@@ -259,7 +259,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dask:
         try:
             client, executor = dask_executor(args.dask, timeout=args.dask_timeout)
-        except Exception as exc:
+        except Exception as exc:  # dask/distributed raise OSError, TimeoutError or their own types: any means "no scheduler"
             print(f"error: cannot reach the Dask scheduler at {args.dask}: {exc}", file=sys.stderr)
             return 2
     try:

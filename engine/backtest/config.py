@@ -22,6 +22,9 @@ class BacktestConfig(BaseModel):
     strategy: str = "iv_rank_put_spread"
     params: dict[str, Any] = Field(default_factory=dict)
     symbol: str = "SPY"
+    #: more underlyings replayed beside ``symbol`` on the same clock, each with its chain (an index's members:
+    #: the dispersion run); simulated histories only, generated together so that they share one market path
+    members: list[str] = Field(default_factory=list)
     years: float = Field(5.0, gt=0, le=30)
     seed: int = 7
     data: str | None = None
@@ -38,10 +41,10 @@ class BacktestConfig(BaseModel):
     #: strikes listed per expiry and right in generated histories (wider than the live default of 36)
     sim_max_strikes: int | None = Field(84, ge=4, le=400)
     initial_cash: float = Field(100_000.0, gt=0)
-    #: fee preset of the paper exchange: tastytrade | ibkr_fixed | flat_065 | zero
-    fee_preset: str = "tastytrade"
-    #: slippage model of the paper exchange against the touch: none | ticks | spread_fraction | percent
-    slippage_model: str = "percent"
+    #: fee preset of the paper exchange (``PaperConfig.fees``): a bad name is refused here, naming this key
+    fee_preset: Literal["tastytrade", "ibkr_fixed", "flat_065", "zero"] = "tastytrade"
+    #: slippage model of the paper exchange against the touch (``SlippageConfig.model``)
+    slippage_model: Literal["none", "ticks", "spread_fraction", "percent"] = "percent"
     slippage: float = Field(0.1, ge=0, le=100)  # default 0.1 % of the leg price (the original backtester)
     risk_level: float = Field(50.0, ge=0, le=100)
     risk_checks: bool = True

@@ -28,7 +28,7 @@ from engine.backtest.data import ChainHistory
 from engine.backtest.kernel import BacktestKernel
 from engine.brokers.paper_config import PaperConfig, SlippageConfig
 from engine.brokers.paper_exchange import ExecutionReport, PaperExchange
-from engine.model import Equity, Leg, Option, OptionChain, OrderIntent, OrderType, Side
+from engine.model import Equity, Leg, Option, OptionChain, OrderIntent, OrderType, Position, Side
 from engine.model.instruments import NEW_YORK
 from engine.risk.config import RiskConfig, RiskPreset
 from engine.risk.state import TradingState
@@ -64,9 +64,12 @@ class BacktestExchange:
     (the runner does) to stop its kernel's loop and store."""
 
     def __init__(self, config: BacktestConfig, history: ChainHistory, *,
-                 risk_limits: dict[str, float] | None = None) -> None:
+                 risk_limits: dict[str, float] | None = None,
+                 members: dict[str, ChainHistory] | None = None) -> None:
         self.config = config
         self.history = history
+        #: every underlying replayed, by symbol: ``history`` and the ``members`` beside it on the same steps
+        self.histories: dict[str, ChainHistory] = {history.underlying: history, **(members or {})}
         self._now: datetime | None = history.timestamp(0) if history.n_days else None
         self._day = -1
         paper = PaperConfig(account_id=BACKTEST_ACCOUNT, starting_cash=config.initial_cash, fees=config.fee_preset,
@@ -79,6 +82,8 @@ class BacktestExchange:
         #: the profile limits this run changed: the strategy's declared needs, then the config's overrides
         self.risk_limits = {**(risk_limits or {}), **config.risk_limits}
         risk = risk_config(config, history.underlying, self.risk_limits)
+        if members:  # the members' yields are the run's too (risk_config names the replayed underlying only)
+            risk = risk.model_copy(update={"dividend_yields": {u: config.dividend_yield for u in self.histories}})
         self.kernel = BacktestKernel(self.exchange, paper, risk, start=self._now or _EPOCH,
                                      monotonic=self._monotonic, risk_checks=config.risk_checks,
                                      underlying=history.underlying)
@@ -117,22 +122,23 @@ class BacktestExchange:
     def halt(self) -> dict[str, str]:
         return self.kernel.halt()
 
-    def begin_day(self, i: int, chain: OptionChain) -> list[ExecutionReport]:
+    def begin_day(self, i: int, chain: OptionChain, others: tuple[OptionChain, ...] = ()) -> list[ExecutionReport]:
         """Start step ``i``: the clock moves to its snapshot; the feed publishes the quotes (resting orders meet
-        them at the paper exchange)."""
+        them at the paper exchange). ``others``: the members' chains of the same step."""
         self._day = i
         self._now = chain.ts
         ex = self.exchange
         ex._now = chain.ts
-        und = self.history.underlying
         h = self.history
         if i == 0 or h.dates[i] != h.dates[i - 1]:  # a new session
             ex.day_start_equity = ex.cash + Decimal(repr(round(self.position_value(i, previous=True), 2)))
             # AM-settled index options settle at the expiry day's opening print: an intraday history's first
             # snapshot of the day is nearest to it; daily closes carry no open, so the previous close stands in
-            opening = chain.spot if (h.intraday or i == 0) else float(h.spot[i - 1])
-            ex.set_opening_print(und, chain.ts.astimezone(NEW_YORK).date(), opening)
-        return self.kernel.quotes(chain)
+            for c in (chain, *others):
+                hu = self.histories[c.underlying]
+                opening = c.spot if (hu.intraday or i == 0) else float(hu.spot[i - 1])
+                ex.set_opening_print(c.underlying, c.ts.astimezone(NEW_YORK).date(), opening)
+        return self.kernel.quotes(chain, *others)
 
     # ---- the order path -------------------------------------------------------------------------
     def submit(self, intent: OrderIntent) -> list[ExecutionReport]:
@@ -205,20 +211,25 @@ class BacktestExchange:
     def cash(self) -> Decimal:
         return self.exchange.cash
 
-    def _contract(self, key: str) -> int:
-        cid = self._cid.get(key)
+    def _history_of(self, underlying: str) -> ChainHistory:
+        """The replayed history of ``underlying`` (the run's own when it is not replayed: its marks fall back)."""
+        return self.histories.get(underlying, self.history)
+
+    def _contract(self, h: ChainHistory, key: str) -> int:
+        cid = self._cid.get(key)  # OCC keys name their root: one table serves every underlying
         if cid is None:
-            hits = np.nonzero(self.history.symbols == key)[0]
+            hits = np.nonzero(h.symbols == key)[0]
             cid = int(hits[0]) if len(hits) else -1
             self._cid[key] = cid
         return cid
 
-    def _rows(self, i: int, keys: list[str]) -> np.ndarray:
-        """Rows of day ``i`` for option keys (−1 where the contract has no row that day)."""
-        h = self.history
+    def _rows(self, i: int, keys: list[str], h: ChainHistory | None = None) -> np.ndarray:
+        """Rows of day ``i`` of ``h`` (default: the run's history) for option keys (−1 where the contract has no
+        row that day)."""
+        h = h if h is not None else self.history
         lo, hi = int(h.offsets[i]), int(h.offsets[i + 1])
         day = h.contract[lo:hi]
-        cids = np.array([self._contract(k) for k in keys], dtype=np.int64)
+        cids = np.array([self._contract(h, k) for k in keys], dtype=np.int64)
         pos = np.searchsorted(day, cids)
         ok = (cids >= 0) & (pos < len(day))
         ok[ok] &= day[pos[ok]] == cids[ok]
@@ -226,12 +237,11 @@ class BacktestExchange:
 
     def marks_by_symbol(self, i: int) -> dict[str, tuple[float, int]]:
         """(mark per unit, multiplier) of every position on day ``i``: option mid, else its last mid (a quote
-        can be missing for a day), else intrinsic value; shares at the spot."""
+        can be missing for a day), else intrinsic value; shares at the spot — each from its own underlying's
+        history in a multi-underlying replay."""
         out: dict[str, tuple[float, int]] = {}
         if i < 0:
             return out
-        h = self.history
-        spot = float(h.spot[i])
         # a step marks its positions up to four times (the kill switch twice, the strategy's account, the
         # close): an option's mark on the current step is computed once
         cache: dict[str, float] | None = None
@@ -239,16 +249,18 @@ class BacktestExchange:
             if self._mark_step != i:
                 self._mark_step, self._mark_cache = i, {}
             cache = self._mark_cache
-        opts = []
+        by_und: dict[str, list[tuple[Position, Option]]] = {}
         for p in self.exchange.positions.values():
             if isinstance(p.instrument, Option):
                 if cache is not None and p.symbol in cache:
                     out[p.symbol] = (cache[p.symbol], p.multiplier)
                 else:
-                    opts.append(p)
-        if opts:
-            rows = self._rows(i, [p.symbol for p in opts])
-            for p, r in zip(opts, rows, strict=True):
+                    by_und.setdefault(p.instrument.underlying, []).append((p, p.instrument))
+        for und, opts in by_und.items():
+            h = self._history_of(und)
+            spot = float(h.spot[i])
+            rows = self._rows(i, [p.symbol for p, _ in opts], h)
+            for (p, opt), r in zip(opts, rows, strict=True):
                 m = math.nan
                 if r >= 0:
                     b, a = h.bid[r], h.ask[r]
@@ -258,14 +270,14 @@ class BacktestExchange:
                 if not math.isfinite(m):
                     m = self._last_mark.get(p.symbol, math.nan)
                 if not math.isfinite(m):
-                    k = float(p.instrument.strike)
-                    m = max(spot - k, 0.0) if p.instrument.is_call else max(k - spot, 0.0)
+                    k = float(opt.strike)
+                    m = max(spot - k, 0.0) if opt.is_call else max(k - spot, 0.0)
                 out[p.symbol] = (m, p.multiplier)
                 if cache is not None:
                     cache[p.symbol] = m
         for p in self.exchange.positions.values():
             if not isinstance(p.instrument, Option):
-                out[p.symbol] = (spot, p.multiplier)
+                out[p.symbol] = (float(self._history_of(p.symbol).spot[i]), p.multiplier)
         return out
 
     def position_value(self, i: int, *, previous: bool = False) -> float:
@@ -291,20 +303,23 @@ class BacktestExchange:
         for p in positions:
             if not isinstance(p.instrument, Option):
                 greeks["delta"] += p.quantity * p.multiplier
-        if opts:
-            greeks_add = self._option_greeks(i, opts)
-            for k, v in greeks_add.items():
+        by_und: dict[str, list[Any]] = {}
+        for p in opts:
+            inst = p.instrument
+            if isinstance(inst, Option):
+                by_und.setdefault(inst.underlying, []).append(p)
+        for und, group in by_und.items():  # several underlyings: Greeks in each one's own shares, added up
+            for k, v in self._option_greeks(i, group, self._history_of(und)).items():
                 greeks[k] += v
         ex = self.exchange
         long_v, short_v = ex._stock_values(ex.positions)
         greeks["margin"] = float(ex.requirement()) + ex._stock_margin() * (long_v + short_v)
         return value, greeks, True
 
-    def _option_greeks(self, i: int, opts: list[Any]) -> dict[str, float]:
+    def _option_greeks(self, i: int, opts: list[Any], h: ChainHistory) -> dict[str, float]:
         from engine.pricing import bsm
 
-        h = self.history
-        rows = self._rows(i, [p.symbol for p in opts])
+        rows = self._rows(i, [p.symbol for p in opts], h)
         spot = float(h.spot[i])
         qty = np.array([p.quantity * p.multiplier for p in opts], dtype=float)
         strike = np.array([float(p.instrument.strike) for p in opts])

@@ -35,7 +35,7 @@ import numpy as np
 
 from engine.brokers.paper import PaperBroker, PositionsSettled
 from engine.brokers.paper_config import PaperConfig
-from engine.brokers.paper_exchange import ExecutionReport, PaperExchange
+from engine.brokers.paper_exchange import ExecutionReport, PaperExchange, ReportKind
 from engine.bus import Bus
 from engine.bus.events import (
     ChainUpdated,
@@ -66,8 +66,8 @@ log = logging.getLogger(__name__)
 #: (the kill switch halts a run with or without checks)
 ALWAYS_ENFORCED = frozenset({"order_valid", "trading_state"})
 
-_KIND: dict[type, str] = {OrderAccepted: "accepted", OrderFilled: "filled", OrderDenied: "rejected",
-                          OrderRejected: "rejected", OrderCancelled: "cancelled", OrderExpired: "expired"}
+_KIND: dict[type, ReportKind] = {OrderAccepted: "accepted", OrderFilled: "filled", OrderDenied: "rejected",
+                                 OrderRejected: "rejected", OrderCancelled: "cancelled", OrderExpired: "expired"}
 
 
 class AdvisoryRiskEngine(RiskEngine):
@@ -112,9 +112,11 @@ class BacktestKernel:
         self.denials = 0
         self.denied_by_check: Counter[str] = Counter()
         self._reports: list[ExecutionReport] = []
-        self._chain: OptionChain | None = None
-        self._chain_fed = False
-        self._published: OptionChain | None = None  # the last chain on the bus (QuotesUpdated rows refer to it)
+        #: the step's chains by underlying (several in a multi-underlying replay: an index and its members)
+        self._chains: dict[str, OptionChain] = {}
+        self._fed: set[str] = set()  # underlyings whose chain of this step is on the bus
+        #: per underlying, the last chain on the bus (QuotesUpdated rows refer to it)
+        self._published: dict[str, OptionChain] = {}
         self._last_flat: tuple[Any, Any] | None = None  # (cash, day start) of the last account update while flat
         self._resident: set[asyncio.Task[Any]] = set()
         try:
@@ -197,35 +199,43 @@ class BacktestKernel:
             self.denied_by_check.update(c.name for c in ev.checks)
             note = "denied"
         fills = tuple(ev.fills) if isinstance(ev, OrderFilled) else ()
-        self._reports.append(ExecutionReport(_KIND[type(ev)], order, fills, note=note))  # type: ignore[arg-type]
+        self._reports.append(ExecutionReport(_KIND[type(ev)], order, fills, note=note))
 
     # ---- what the backtest does to the world -------------------------------------------------------
-    def quotes(self, chain: OptionChain) -> list[ExecutionReport]:
+    def quotes(self, chain: OptionChain, *others: OptionChain) -> list[ExecutionReport]:
         """A step's market data, as a feed publishes it: with orders working, the underlying and the whole chain;
         with only positions held, the underlying and the held contracts' quotes; with neither, nothing until an
-        order needs the step's chain (:meth:`submit`)."""
+        order needs the step's chain (:meth:`submit`). ``others``: the chains of more underlyings at the same
+        instant (a multi-underlying replay), each handled the same way."""
         self.clock.set(chain.ts)
-        self._chain, self._chain_fed = chain, False
+        self._chains = {c.underlying: c for c in (chain, *others)}
+        self._fed = set()
         ex = self.exchange
         if ex.working:
             return self.call(self._publish_chain)  # every leg of every working order meets the new quotes
-        if ex.positions:
-            rows = self._held_rows(chain)
-            if rows is None:
-                return self.call(self._publish_chain)
-            return self.call(lambda: self._publish_held(chain, rows))
-        return []  # published with the step's first order, if any (see _publish_chain)
+        if not ex.positions:
+            return []  # published with the step's first order, if any (see _publish_chain)
+        held = {und: self._held_rows(c) for und, c in self._chains.items()}
+        if any(rows is None for rows in held.values()):
+            return self.call(self._publish_chain)
+
+        def publish_held() -> None:
+            for und, rows in held.items():
+                self._publish_held(self._chains[und], rows or [])  # the spot too: shares held are marked on it
+
+        return self.call(publish_held)
 
     def _held_rows(self, chain: OptionChain) -> list[tuple[int, int]] | None:
-        """(row in the last published chain, row in ``chain`` or −1) of every option held; None when a held
-        option is not in the last published chain (then the whole chain goes out)."""
-        last = self._published
-        if last is None or last.underlying != chain.underlying:
-            return None
+        """(row in the last published chain, row in ``chain`` or −1) of every option of ``chain``'s underlying
+        held; None when such an option is not in that underlying's last published chain (then the whole chain
+        goes out)."""
+        last = self._published.get(chain.underlying)
         out = []
         for key, pos in self.exchange.positions.items():
-            if not isinstance(pos.instrument, Option):
+            if not isinstance(pos.instrument, Option) or pos.instrument.underlying != chain.underlying:
                 continue
+            if last is None:
+                return None
             hit = np.flatnonzero(last.symbol == key)
             if not len(hit):
                 return None
@@ -248,17 +258,19 @@ class BacktestKernel:
                                            ask=np.asarray(chain.ask, dtype=float)[new_rows]))
 
     def _publish_chain(self) -> None:
-        """The step's underlying price and chain, once. A step with nothing working, nothing held and no order
-        publishes nothing: the paper exchange's book and the risk engine's market view are read only by orders
-        and marks (speed: a chain is thousands of rows, and most days of a selective strategy need none)."""
-        chain = self._chain
-        if chain is None or self._chain_fed:
-            return
-        self._chain_fed = True
-        self._published = chain
-        if math.isfinite(chain.spot) and chain.spot > 0:
-            self.bus.publish(UnderlyingUpdated(symbol=chain.underlying, price=float(chain.spot)))
-        self.bus.publish(ChainUpdated(chain=chain))
+        """The step's underlying prices and chains, once each. A step with nothing working, nothing held and no
+        order publishes nothing: the paper exchange's book and the risk engine's market view are read only by
+        orders and marks (speed: a chain is thousands of rows, and most days of a selective strategy need none).
+        In a multi-underlying replay every underlying's chain goes out together: an order on one leg of a
+        dispersion trade is checked against a portfolio holding the others."""
+        for und, chain in self._chains.items():
+            if und in self._fed:
+                continue
+            self._fed.add(und)
+            self._published[und] = chain
+            if math.isfinite(chain.spot) and chain.spot > 0:
+                self.bus.publish(UnderlyingUpdated(symbol=chain.underlying, price=float(chain.spot)))
+            self.bus.publish(ChainUpdated(chain=chain))
 
     def submit(self, intent: OrderIntent) -> list[ExecutionReport]:
         """The strategy's intent down the one order path (the same call a live strategy's SubmitOrder makes)."""
@@ -311,7 +323,7 @@ class BacktestKernel:
         try:
             if hasattr(self, "oms"):
                 loop.run_until_complete(asyncio.wait_for(self._stop(), self.SETTLE_TIMEOUT_S))
-        except Exception:
+        except Exception:  # closing must still shut the private loop down, whatever the stop raised
             log.exception("backtest kernel: orderly stop failed")
         finally:
             try:

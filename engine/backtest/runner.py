@@ -136,6 +136,7 @@ class BacktestContext:
         self._sizing = sizing
         self._underlying = ""
         self._closes: dict[Any, float] = {}  # session date -> the underlying's last price seen on it
+        self._member_closes: dict[str, dict[Any, float]] = {}  # the same for each member of a multi-underlying run
         self._delta: Callable[[], float] | None = None  # the exchange's delta of everything held, this step
         self._history: Any = None  # the replayed history: its earnings dates answer next_event
         self._events: dict[str, Any] | None = None
@@ -146,12 +147,14 @@ class BacktestContext:
         return self._now
 
     def realized_vol(self, underlying: str, window: int = 20) -> float:
-        """Close-to-close vol of the last ``window`` session closes up to this step (NaN: fewer seen)."""
+        """Close-to-close vol of the last ``window`` session closes up to this step (NaN: fewer seen), of the
+        replayed underlying or of a member replayed beside it."""
         from engine.surface.realized import close_to_close
 
-        if underlying != self._underlying or len(self._closes) < window + 1:
+        closes = self._closes if underlying == self._underlying else self._member_closes.get(underlying, {})
+        if len(closes) < window + 1:
             return math.nan
-        return float(close_to_close(np.fromiter(self._closes.values(), dtype=float)[-(window + 1):]))
+        return float(close_to_close(np.fromiter(closes.values(), dtype=float)[-(window + 1):]))
 
     def portfolio_delta(self, underlying: str, strategy_id: str | None = None) -> float:
         """Delta in shares of what the account holds (one strategy per run: its positions are the account's)."""
@@ -201,11 +204,21 @@ class Backtest:
     """
 
     def __init__(self, config: BacktestConfig, history: ChainHistory, strategy: Strategy | None = None, *,
-                 signals: SignalSeries | None = None, ml_scorer: Any = None) -> None:
+                 signals: SignalSeries | None = None, ml_scorer: Any = None,
+                 members: dict[str, ChainHistory] | None = None) -> None:
         from engine import strategies
 
         self.config = config
         self.history = history
+        #: more underlyings replayed on ``history``'s steps (an index's members): their chains reach the strategy
+        #: before ``history``'s on each step, and the one exchange marks, settles and risk-checks them all
+        self.members = dict(members or {})
+        for sym, m in self.members.items():
+            if m.n_days != history.n_days or not np.array_equal(m.dates, history.dates) or (
+                    (m.times is None) != (history.times is None)) or (
+                    m.times is not None and history.times is not None and not np.array_equal(m.times, history.times)):
+                raise ValueError(f"member {sym} is not on the steps of {history.underlying}: a multi-underlying "
+                                 "replay needs every history on the same snapshots")
         self.strategy = strategy or strategies.create(config.strategy, {"underlying": history.underlying,
                                                                         **config.params})
         self.run_id = config.run_id or uuid.uuid4().hex[:12]
@@ -231,7 +244,8 @@ class Backtest:
         exposure = np.zeros(n, bool)
         greeks = {k: np.zeros(n) for k in ("delta", "gamma", "theta", "vega", "margin")}
         status, error, last = "completed", "", -1
-        ex = self.exchange = BacktestExchange(cfg, h, risk_limits=dict(getattr(strat, "risk_limits", {}) or {}))
+        ex = self.exchange = BacktestExchange(cfg, h, risk_limits=dict(getattr(strat, "risk_limits", {}) or {}),
+                                              members=self.members)
         ctx = BacktestContext(ex.sizing())
         ctx._underlying = h.underlying
         ctx._history = h
@@ -242,6 +256,7 @@ class Backtest:
                     status = "cancelled"
                     break
                 chain = h.chain(i)
+                others = tuple(m.chain(i) for m in self.members.values())
                 now = chain.ts
                 ctx._now = now
                 ctx._ivr = float(self.signals.iv_rank[i])
@@ -249,11 +264,14 @@ class Backtest:
                 if i == 0:
                     strat.on_start(ctx)
                 # 1. the day's market: resting orders may fill against the new quotes
-                self._handle(ex.begin_day(i, chain), ctx)
+                self._handle(ex.begin_day(i, chain, others), ctx)
                 self._handle(ex.check_limits(i), ctx)  # the kill switch sees the account at the new quotes
                 ctx._nl = float(ex.cash()) + ex.position_value(i)  # the account as the strategy would see it live
                 if math.isfinite(chain.spot):
                     ctx._closes[market_date(now)] = chain.spot
+                for c in others:
+                    if math.isfinite(c.spot):
+                        ctx._member_closes.setdefault(c.underlying, {})[market_date(now)] = c.spot
                 ctx._delta = lambda i=i: ex.mark(i)[1].get("delta", 0.0)
                 # 2. shares received on assignment are sold at today's close
                 if cfg.liquidate_assignments:
@@ -263,7 +281,9 @@ class Backtest:
                 # closer to natural — within the session on an intraday history, not only from day to day
                 self._withdraw_stale(ctx)
                 # 3. the strategy sees the chain and its timer
-                self._send([*strat.on_chain(ctx, chain), *strat.on_timer(ctx, now)], ctx)
+                # (the members' chains first: a multi-underlying strategy decides on the replayed one's snapshot)
+                self._send([*(x for c in others for x in strat.on_chain(ctx, c)), *strat.on_chain(ctx, chain),
+                            *strat.on_timer(ctx, now)], ctx)
                 # 4. at a session's close: DAY orders still working expire; early assignment before an
                 # ex-dividend date; 5. expiries whose instant has passed settle at intrinsic value
                 resend: list[OrderIntent] = []
@@ -281,8 +301,8 @@ class Backtest:
                 cash[i] = float(ex.cash())
                 equity[i] = cash[i] + value
                 exposure[i] = held
-                for k, v in g.items():
-                    greeks[k][i] = v
+                for greek, v in g.items():
+                    greeks[greek][i] = v
                 last = i
                 if progress is not None and (i % progress_every == 0 or i == n - 1):
                     el = time.perf_counter() - t0
@@ -303,7 +323,7 @@ class Backtest:
         trades = list(self.ledger.trades.values())
         stats = [TradeStats(pnl=float(t.net_pnl), credit=float(t.credit), regime=t.regime,
                             days_held=(market_date(t.closed_at) - market_date(t.opened_at)).days)
-                 for t in trades if not t.is_open]
+                 for t in trades if t.closed_at is not None]
         closes = h.session_ends()
         closes = closes[closes < k]  # statistics are daily: each session's last snapshot
         if k and (not len(closes) or closes[-1] != k - 1):
@@ -320,7 +340,7 @@ class Backtest:
             orders=[_order_row(o) for o in self.orders.values()], metrics=metrics, fees=self.ledger.fees,
             elapsed_s=time.perf_counter() - t0, error=error,
             times=None if h.times is None else h.times[:k],
-            info={"underlying": h.underlying, "source": h.source, "days": len(closes), "steps": k,
+            info={"underlying": h.underlying, "members": list(self.members), "source": h.source, "days": len(closes), "steps": k,
                   "rows": int(h.offsets[k]) if k else 0, "denied_orders": ex.denials,
                   "denied_by_check": dict(ex.kernel.denied_by_check), "risk_limits": dict(ex.risk_limits),
                   "ledger_cash_flow": str(self.ledger.cash_flow), "risk_checks": cfg.risk_checks,
@@ -362,7 +382,9 @@ class Backtest:
                 continue
             self.orders[order.order_id] = order
             if r.fills:
-                self.ledger.on_fills(order, r.fills, ctx.now(), regime=ctx._regime, underlying=self.history.underlying)
+                # a member's order books under the member (a multi-underlying run); one underlying: the history's
+                und = order.underlying if self.members and order.underlying else self.history.underlying
+                self.ledger.on_fills(order, r.fills, ctx.now(), regime=ctx._regime, underlying=und)
             if order.strategy_id == self.strategy.strategy_id and r.kind != "accepted":
                 follow.extend(self.strategy.on_order(ctx, order, r.fills))
         if dispatch and follow:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.backtest.chain_files import ColumnMapping, load_chains
 from engine.backtest.config import BacktestConfig
-from engine.backtest.data import ChainHistory, ColumnMapping, load_chains
+from engine.backtest.data import ChainHistory
+from engine.model import OptionChain
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,54 @@ def load_history(config: BacktestConfig) -> ChainHistory:
     else:
         history = simulated_history(config.symbol, config.years, config.seed, max_strikes=config.sim_max_strikes)
     return restrict(history, config.start, config.end)
+
+
+def load_histories(config: BacktestConfig) -> tuple[ChainHistory, dict[str, ChainHistory]]:
+    """The history of ``config.symbol`` and those of its ``members``, on the same steps (a multi-underlying
+    replay). Simulated only: an index and its members come from one run of the market
+    (:func:`simulated_histories`); without members this is :func:`load_history` and no members."""
+    if not config.members:
+        return load_history(config), {}
+    if config.data or config.source in ("file", "imported") or config.intraday_minutes:
+        raise ValueError("members (a multi-underlying replay) need daily simulated histories: no --data, "
+                         "imported chains or intraday snapshots")
+    every = simulated_histories([config.symbol, *config.members], config.years, config.seed,
+                                max_strikes=config.sim_max_strikes)
+    main = restrict(every[config.symbol.upper()], config.start, config.end)
+    return main, {m: restrict(every[m.upper()], config.start, config.end) for m in config.members}
+
+
+def simulated_histories(symbols: list[str], years: float, seed: int, *, max_strikes: int | None = None,
+                        cache_dir: str | Path | None = None) -> dict[str, ChainHistory]:
+    """Daily histories of several simulated underlyings from one run of the market, by symbol (cached as
+    :func:`simulated_history` caches one). The universe is the default one plus the simulated index basket
+    (``DSPX`` and its members, :func:`engine.market.simulated.index.basket_universe`), so a dispersion run's
+    index and members are there; ``max_strikes`` applies to the first symbol."""
+    from engine.market.config import SimulatorConfig, default_universe
+    from engine.market.simulated.history import generate_daily_histories
+    from engine.market.simulated.index import basket_universe
+
+    symbols = [s.upper() for s in symbols]
+    universe = [*default_universe(), *basket_universe()]
+    if max_strikes is not None:
+        universe = [u.model_copy(update={"max_strikes": max_strikes}) if u.symbol == symbols[0] else u
+                    for u in universe]
+    sim = SimulatorConfig(universe=universe)
+    paths = {s: _cache_path(f"{s}.with-{'-'.join(sorted(set(symbols) - {s}))}", years, seed, cache_dir, sim)
+             for s in symbols}
+    if all(p.exists() for p in paths.values()):
+        try:
+            return {s: load_cached_history(p) for s, p in paths.items()}
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile):
+            for p in paths.values():
+                p.unlink(missing_ok=True)  # a damaged cache is regenerated
+    out = generate_daily_histories(symbols, years=years, seed=seed, start=simulated_start(years), config=sim)
+    for s, h in out.items():
+        try:
+            _save_cache(h, paths[s])
+        except OSError as exc:  # a full or read-only cache folder costs the next run the generation, nothing else
+            log.warning("could not cache the simulated history at %s: %s", paths[s], exc)
+    return out
 
 
 def simulated_history(symbol: str, years: float, seed: int, *, max_strikes: int | None = None,
@@ -129,7 +179,7 @@ def simulated_intraday_history(symbol: str, years: float, seed: int, minutes: fl
         spec = spec.model_copy(update={"max_strikes": max_strikes})
     sim = sim.model_copy(update={"universe": [spec]})
     root = spec.roots[0].root
-    parts: list[tuple[np.datetime64, np.datetime64, object]] = []
+    parts: list[tuple[np.datetime64, np.datetime64, OptionChain]] = []
     sessions = max(1, round(years * 252))
     for snap in iter_sessions(sim, simulated_start(years), sessions, intraday_minutes=minutes):
         for ts, chains in [*snap.intraday, (snap.ts, snap.chains)]:
@@ -137,11 +187,11 @@ def simulated_intraday_history(symbol: str, years: float, seed: int, minutes: fl
                           chains[spec.symbol]))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("qd", "qt", "ex", "k", "c", "bid", "ask", "spot", "iv",
                                                           "delta")}
-    for day, ts, chain in parts:
+    for day, stamp, chain in parts:
         keep = np.array([str(sym)[:len(root)] == root and str(sym)[len(root)].isdigit() for sym in chain.symbol])
         n = int(keep.sum())
         cols["qd"].append(np.full(n, day))
-        cols["qt"].append(np.full(n, ts))
+        cols["qt"].append(np.full(n, stamp))
         cols["ex"].append(chain.expiry[keep])
         cols["k"].append(chain.strike[keep])
         cols["c"].append(chain.is_call[keep])

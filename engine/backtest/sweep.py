@@ -93,7 +93,7 @@ def run_sweep(
     base = config.model_dump(mode="json")
     base["run_id"] = ""
     own = executor is None
-    if own:
+    if executor is None:
         from engine.process_pools import new_process_pool
 
         executor = new_process_pool(max_workers)

@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.backtest.config import BacktestConfig
 from engine.backtest.data import ChainHistory
+from engine.backtest.ledger import TradeRecord
 from engine.backtest.metrics import Metrics, TradeStats, compute_metrics, daily_pnl, drawdown
 from engine.backtest.signals import SignalSeries, compute_signals
 from engine.strategies.base import market_date
@@ -127,13 +128,13 @@ def walk_forward(config: BacktestConfig, history: ChainHistory, *, train_days: i
     if not parts:
         raise ValueError("walk-forward produced no windows")
     eq = np.concatenate(equity_parts) if equity_parts else np.array([])
-    trades = []
+    trades: list[TradeRecord] = []
     for p in parts:
         for t in p.trades:
             trades.append(replace(t, trade_no=len(trades) + 1))
     stats = [TradeStats(pnl=float(t.net_pnl), credit=float(t.credit), regime=t.regime,
                         days_held=(market_date(t.closed_at) - market_date(t.opened_at)).days)
-             for t in trades if not t.is_open]
+             for t in trades if t.closed_at is not None]
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     fees = sum((p.fees for p in parts), parts[0].fees * 0)
     exposure = np.concatenate([np.abs(p.greeks["delta"]) + np.abs(p.greeks["vega"]) > 0 for p in parts])

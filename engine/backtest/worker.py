@@ -68,6 +68,7 @@ def warm_worker() -> int:
     returns the worker's pid. The imports are ~1 s of a first run that a user would otherwise wait for."""
     import pyarrow.parquet  # noqa: F401
 
+    import engine.backtest.chain_files
     import engine.backtest.data
     import engine.backtest.execution
     import engine.backtest.metrics
@@ -142,7 +143,7 @@ def run_backtest_job(config: dict[str, Any], queue: Any = None, cancel: Any = No
             progress=lambda p: put(BacktestProgressed(run_id=cfg.run_id, fraction=p.fraction, eta_s=p.eta_s,
                                                       day=p.day)),
             cancel=token)
-    except Exception as exc:
+    except Exception as exc:  # a failing run in the worker must come back as a failed result, never a dead pool
         empty = np.array([])
         result = BacktestResult(
             run_id=cfg.run_id, strategy=cfg.strategy, params=dict(cfg.params), config=cfg.model_dump(mode="json"),

@@ -28,6 +28,10 @@ class Adapter:
             from engine.history.tastytrade import TastytradeHistorySource
 
             return TastytradeHistorySource(self.connection, loop)
+        if self.name == "ibkr":
+            from engine.history.ibkr import IbkrHistorySource
+
+            return IbkrHistorySource(self.connection, loop, clock=self.broker.clock)
         return None
 
 

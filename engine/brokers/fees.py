@@ -99,19 +99,21 @@ class FeeSchedule:
         return self.option_min_per_order if isinstance(instrument, Option) else self.stock_min_per_order
 
 
-_REG = {"option_regulatory": _d("0.03"), "finra_taf_per_contract_sold": _d("0.00279"), "sec_fee_rate": _d("0.0000278")}
+#: the regulatory pass-through fees every US broker charges alike (option ORF, FINRA TAF, SEC fee)
+_ORF, _TAF, _SEC = _d("0.03"), _d("0.00279"), _d("0.0000278")
 
 PRESETS: dict[str, FeeSchedule] = {
     "tastytrade": FeeSchedule(
         name="tastytrade", source="https://tastytrade.com/pricing/", as_of="2025",
         option_open=_d("1.00"), option_close=_Z, option_cap_per_leg=_d("10.00"), option_clearing=_d("0.10"),
-        index_fee=_d("0.65"), **_REG,
+        index_fee=_d("0.65"), option_regulatory=_ORF, finra_taf_per_contract_sold=_TAF, sec_fee_rate=_SEC,
     ),
     "ibkr_fixed": FeeSchedule(
         name="ibkr_fixed", source="https://www.interactivebrokers.com/en/pricing/commissions-options.php",
         as_of="2025", option_open=_d("0.65"), option_close=_d("0.65"),
         option_tiers=((_d("0.05"), _d("0.25")), (_d("0.10"), _d("0.50"))), option_min_per_order=_d("1.00"),
-        stock_per_share=_d("0.005"), stock_min_per_order=_d("1.00"), stock_max_pct=_d("0.01"), **_REG,
+        stock_per_share=_d("0.005"), stock_min_per_order=_d("1.00"), stock_max_pct=_d("0.01"),
+        option_regulatory=_ORF, finra_taf_per_contract_sold=_TAF, sec_fee_rate=_SEC,
     ),
     "flat_065": FeeSchedule(name="flat_065", source="original backtester assumption", as_of="-",
                             option_open=_d("0.65"), option_close=_d("0.65")),
@@ -173,11 +175,18 @@ class OrderFeeTracker:
     @classmethod
     def from_state(cls, state: dict[str, object]) -> OrderFeeTracker:
         t = cls()
-        t.raw_leg = {int(k): Decimal(v) for k, v in state.get("raw_leg", {}).items()}  # type: ignore[union-attr]
-        t.charged_leg = {int(k): Decimal(v) for k, v in state.get("charged_leg", {}).items()}  # type: ignore[union-attr]
+        t.raw_leg = _leg_amounts(state.get("raw_leg"))
+        t.charged_leg = _leg_amounts(state.get("charged_leg"))
         t.raw_total = Decimal(str(state.get("raw_total", "0")))
         t.charged_total = Decimal(str(state.get("charged_total", "0")))
         return t
+
+
+def _leg_amounts(value: object) -> dict[int, Decimal]:
+    """A stored ``{leg index: amount}`` map (keys and amounts as strings in the JSON state); absent: empty."""
+    if not isinstance(value, dict):
+        return {}
+    return {int(k): Decimal(str(v)) for k, v in value.items()}
 
 
 def to_cents(x: Decimal) -> Decimal:

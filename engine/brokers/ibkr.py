@@ -23,6 +23,10 @@ covered contract) and is routed SMART (IB error 315 otherwise). Its net price is
 (``engine.model.leg_weights``: 100 shares at 500 and a short call at 5 is 495.00) — our convention, to be
 confirmed against a paper account before trading mixed BAGs live.
 Positions: ``avgCost`` from IB is per contract (price × multiplier); ours is per unit: divided back.
+
+Parts with names of their own: the connection (:mod:`engine.brokers.ibkr_connection`), the wire mapping of
+contracts, orders and positions (:mod:`engine.brokers.ibkr_wire`); this module is the broker: orders, executions,
+positions and account values.
 """
 
 from __future__ import annotations
@@ -31,21 +35,27 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
-import time
-from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from engine.brokers.base import Broker, BrokerError, OrderPreview
-from engine.brokers.circuit_breaker import BreakerState, CircuitBreaker, CircuitOpenError
-from engine.brokers.config import CircuitBreakerConfig, IbkrConfig, ReconnectConfig
-from engine.brokers.resilience import ArmedAdapterMixin, LiveArm, Reconnector, import_sdk, with_timeout
+from engine.brokers.circuit_breaker import BreakerState, CircuitOpenError
+from engine.brokers.ibkr_connection import INFO_CODES, IbkrConnection
+from engine.brokers.ibkr_wire import (
+    _FROM_IB_ORDER_TYPE,
+    _f,
+    ib_expiry,
+    ib_order_of,
+    ib_order_terms,
+    ib_stop_price,
+    instrument_from_ib,
+    parse_ib_expiry,
+    position_from_ib,
+)
+from engine.brokers.resilience import ArmedAdapterMixin, LiveArm
 from engine.bus.events import (
     AccountUpdated,
-    Alert,
-    ConnectionStateChanged,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
@@ -53,10 +63,9 @@ from engine.bus.events import (
     OrderReplaced,
     PositionChanged,
 )
-from engine.credentials import install_log_redaction, mask_account, quiet_sdk_loggers, redactor
+from engine.credentials import mask_account
 from engine.model import (
     AccountSnapshot,
-    Equity,
     Fill,
     Instrument,
     Option,
@@ -66,251 +75,18 @@ from engine.model import (
     Position,
     Side,
     TimeInForce,
-    is_occ_symbol,
     leg_weights,
     oco_group_of,
 )
-from engine.model.instruments import Right
 
 if TYPE_CHECKING:
     from engine.clock import Clock
 from engine.bus import Bus
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-COMPONENT = "broker:ibkr"
 
-#: error codes that are information, not failures (10349: "TIF set to DAY" — ib_async marks the order
-#: Cancelled then Submitted again; 2100-2199: connectivity/farm notices)
-INFO_CODES = frozenset({10349, 10167, 2104, 2106, 2107, 2108, 2119, 2158})
-LOST_CODES = frozenset({1100})
-RESTORED_DATA_LOST = 1101
-
-
-# ---- pure conversions ----------------------------------------------------------------------------------
-def ib_expiry(d: date) -> str:
-    return d.strftime("%Y%m%d")
-
-
-def parse_ib_expiry(s: str) -> date:
-    s = s.strip()[:8]
-    return date(int(s[:4]), int(s[4:6]), int(s[6:8]))
-
-
-def instrument_from_ib(contract: Any) -> Instrument:
-    """An IB contract → our instrument (options via their OCC local symbol when present)."""
-    sec = getattr(contract, "secType", "")
-    if sec in ("OPT", "FOP"):
-        mult = int(float(contract.multiplier or 100))
-        local = (contract.localSymbol or "").strip()
-        if local and is_occ_symbol(contract.localSymbol):
-            return Option.from_occ(contract.localSymbol, underlying=contract.symbol, multiplier=mult)
-        return Option(root=contract.tradingClass or contract.symbol, expiry=parse_ib_expiry(
-            contract.lastTradeDateOrContractMonth), strike=Decimal(str(contract.strike)),
-                      right=Right.parse(contract.right), underlying=contract.symbol, multiplier=mult)
-    return Equity(contract.symbol)
-
-
-def position_from_ib(contract: Any, quantity: float, avg_cost: float) -> Position:
-    """IB position → ours: signed quantity as is; ``avgCost`` (per contract) ÷ multiplier → per unit."""
-    inst = instrument_from_ib(contract)
-    avg = Decimal(str(avg_cost)) / Decimal(inst.multiplier)
-    return Position(instrument=inst, quantity=int(quantity), avg_price=avg.quantize(Decimal("0.0001")))
-
-
-def ib_order_terms(order: Order) -> tuple[str, float, float | None]:
-    """(action, total quantity, IB limit price) for ``order`` under the conventions in the module doc."""
-    if order.is_combo:
-        price = None if order.limit_price is None else float(order.limit_price)
-        return "BUY", float(order.quantity), price
-    leg = order.legs[0]
-    action = "BUY" if leg.side is Side.BUY else "SELL"
-    if order.limit_price is None:
-        return action, float(order.quantity * leg.ratio), None
-    if (leg.side is Side.BUY and order.limit_price < 0) or (leg.side is Side.SELL and order.limit_price > 0):
-        raise ValueError(f"limit {order.limit_price} contradicts a single {leg.side.value} leg "
-                         "(+ is a debit we pay, − a credit we receive)")
-    return action, float(order.quantity * leg.ratio), float(abs(order.limit_price))
-
-
-#: our order types ↔ IB's ``orderType`` (a stop's trigger travels in ``auxPrice``, signed like ``lmtPrice``)
-IB_ORDER_TYPES = {OrderType.LIMIT: "LMT", OrderType.MARKET: "MKT", OrderType.STOP: "STP",
-                  OrderType.STOP_LIMIT: "STP LMT"}
-_FROM_IB_ORDER_TYPE = {v: k for k, v in IB_ORDER_TYPES.items()}
-
-
-def ib_stop_price(order: Order) -> float | None:
-    """IB ``auxPrice`` for a stop: a combo's signed net trigger (+ debit, as its ``lmtPrice``), a single leg's
-    absolute price (its direction is the action)."""
-    if order.stop_price is None:
-        return None
-    return float(order.stop_price) if order.is_combo else float(abs(order.stop_price))
-
-
-def _f(v: Any) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return math.nan if x == -1 or abs(x) > 1e300 else x
-
-
-# ---- connection -------------------------------------------------------------------------------------------
-class IbkrConnection:
-    """One ``ib_async.IB`` on our loop: connect with timeout, error/disconnect handling, reconnect."""
-
-    def __init__(self, config: IbkrConfig | None = None, *, bus: Bus | None = None,
-                 breaker: CircuitBreakerConfig | None = None, reconnect: ReconnectConfig | None = None,
-                 rng: random.Random | None = None) -> None:
-        self.config = config or IbkrConfig()
-        self.bus = bus
-        bcfg = breaker or CircuitBreakerConfig()
-        self.breaker = CircuitBreaker(COMPONENT, bus, failure_threshold=bcfg.failure_threshold,
-                                      reset_timeout_s=bcfg.reset_timeout_s)
-        self.reconnector = Reconnector(COMPONENT, self._connect_once, bus=bus, config=reconnect,
-                                       rng=rng, on_connected=self._after_reconnect)
-        self.ib: Any = None
-        self.account_id = ""
-        self.latency_ms: float | None = None
-        self._closing = False
-        self._lock = asyncio.Lock()
-        self._on_reconnected: list[Callable[[], Awaitable[None]]] = []
-        self.errors: list[tuple[int, int, str]] = []  # (reqId, code, message), newest last, bounded
-        self.connects = 0
-
-    @property
-    def connected(self) -> bool:
-        return self.ib is not None and self.ib.isConnected()
-
-    @property
-    def is_paper(self) -> bool:
-        return self.config.is_paper_port or self.account_id.startswith("DU")
-
-    def on_reconnected(self, callback: Callable[[], Awaitable[None]]) -> None:
-        """Run ``callback`` after every automatic reconnect (resubscribe, reconcile)."""
-        self._on_reconnected.append(callback)
-
-    def publish_state(self, state: str, detail: str = "", latency_ms: float | None = None) -> None:
-        if self.bus is not None:
-            self.bus.publish(ConnectionStateChanged(component=COMPONENT, state=state, detail=detail,
-                                                    latency_ms=latency_ms))
-
-    async def call(self, what: str, fn: Callable[[], Awaitable[T]], timeout_s: float | None = None) -> T:
-        """An ``ib_async`` awaitable with a timeout, through the breaker."""
-        if not self.connected:
-            raise BrokerError(f"ibkr {what}: not connected")
-
-        async def run() -> T:
-            try:
-                return await with_timeout(fn(), timeout_s or self.config.call_timeout_s, f"ibkr {what}")
-            except ConnectionError as exc:
-                raise BrokerError(f"ibkr {what}: {exc}") from exc
-
-        return await self.breaker.call(what, run)
-
-    async def connect(self) -> None:
-        """Connect (handshake + ib_async's startup sync) within ``connect_timeout_s``. Idempotent."""
-        async with self._lock:
-            if self.connected:
-                return
-            self._closing = False
-            self.publish_state("connecting", f"{self.config.host}:{self.config.port} client {self.config.client_id}")
-            try:
-                await self._connect_once()
-            except BaseException as exc:
-                self.publish_state("failed", f"connect: {type(exc).__name__}: {exc}")
-                raise
-            self.publish_state("connected", f"account {mask_account(self.account_id)}"
-                               + (" (paper)" if self.is_paper else ""), self.latency_ms)
-
-    async def _connect_once(self) -> None:
-        install_log_redaction()
-        await import_sdk("ib_async")
-        quiet_sdk_loggers()
-        from ib_async import IB
-
-        if self.ib is None:
-            self.ib = IB()
-            self.ib.errorEvent += self._on_error
-            self.ib.disconnectedEvent += self._on_disconnected
-            # register account numbers for log redaction the moment the handshake reveals them, before
-            # ib_async logs the startup sync (positions, portfolio) at INFO
-            self.ib.client.apiStart += self._register_accounts
-        if self.config.account:
-            redactor().register_account(self.config.account)
-        cfg = self.config
-        t0 = time.perf_counter()
-        try:
-            await with_timeout(
-                self.ib.connectAsync(cfg.host, cfg.port, clientId=cfg.client_id, timeout=cfg.connect_timeout_s,
-                                     account=cfg.account or ""),
-                cfg.connect_timeout_s * 2, "ibkr connect")
-        except BrokerError:
-            self._drop()
-            raise
-        except (OSError, ConnectionError, TimeoutError) as exc:
-            raise BrokerError(f"ibkr connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}") from exc
-        accounts = self.ib.managedAccounts()
-        for a in accounts:
-            redactor().register_account(a)
-        if cfg.account and cfg.account not in accounts:
-            self._drop()
-            raise BrokerError(f"ibkr: account {mask_account(cfg.account)} is not managed by this login")
-        if not accounts:
-            self._drop()
-            raise BrokerError("ibkr: no managed accounts")
-        self.account_id = cfg.account or accounts[0]
-        self.ib.reqMarketDataType(cfg.market_data_type)
-        await with_timeout(self.ib.reqCurrentTimeAsync(), cfg.call_timeout_s, "ibkr current time")
-        self.latency_ms = (time.perf_counter() - t0) * 1e3
-        self.connects += 1
-
-    def _drop(self) -> None:
-        """Disconnect on our own initiative without triggering the reconnector."""
-        closing, self._closing = self._closing, True
-        try:
-            self.ib.disconnect()
-        finally:
-            self._closing = closing
-
-    def _register_accounts(self) -> None:
-        with contextlib.suppress(Exception):
-            for a in self.ib.client.getAccounts():
-                redactor().register_account(a)
-
-    async def _after_reconnect(self) -> None:
-        for cb in list(self._on_reconnected):
-            try:
-                await cb()
-            except Exception:
-                log.exception("ibkr: post-reconnect step failed")
-
-    def _on_disconnected(self) -> None:
-        if self._closing:
-            return
-        self.reconnector.trigger("connection to TWS/Gateway lost")
-
-    def _on_error(self, req_id: int, code: int, message: str, contract: Any = None) -> None:
-        self.errors.append((req_id, code, message))
-        del self.errors[:-200]
-        if code in LOST_CODES:
-            self.publish_state("disconnected", f"{code}: {message}")
-        elif code == RESTORED_DATA_LOST:
-            self.publish_state("connected", f"{code}: {message} (resubscribing)")
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(self._after_reconnect())
-        elif code == 1102:
-            self.publish_state("connected", f"{code}: {message}")
-        elif code in (354, 10089, 10168) and self.bus is not None:
-            self.bus.publish(Alert(level="warning", message=f"IBKR market data not permitted ({code}): {message}",
-                                   source="ibkr"))
-
-    async def disconnect(self) -> None:
-        self._closing = True
-        await self.reconnector.stop()
-        if self.ib is not None and self.ib.isConnected():
-            self._drop()
-        self.publish_state("disconnected", "closed by us")
+# the adapter's public names, wherever they live (the connection and the wire mapping have their own modules)
+__all__ = ["IbkrBroker", "IbkrConnection", "ib_expiry", "ib_order_terms", "parse_ib_expiry", "position_from_ib"]
 
 
 # ---- broker ------------------------------------------------------------------------------------------------
@@ -383,9 +159,9 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
                 self._trades[trade.order.orderId] = trade
         # executions of our orders while we were away arrive in the startup sync (reqExecutions)
         for fill in ib.fills():
-            oid = self._by_coid.get(fill.execution.orderRef)
-            if oid is not None:
-                self._apply_exec(oid, fill)
+            found = self._by_coid.get(fill.execution.orderRef)
+            if found is not None:
+                self._apply_exec(found, fill)
 
     # ---- queries --------------------------------------------------------------------------------
     def _require(self) -> Any:
@@ -408,7 +184,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         def d(tag: str) -> Decimal:
             try:
                 return Decimal(vals.get(tag, "0") or "0")
-            except Exception:
+            except Exception:  # IB sends odd account values ("", "-", text): a field it cannot parse reads as zero
                 return Decimal(0)
 
         return AccountSnapshot(account_id=self.conn.account_id, cash=d("TotalCashValue"),
@@ -513,6 +289,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
 
         if inst.key in self._contracts:
             return self._contracts[inst.key]
+        c: IbOption | Stock
         if isinstance(inst, Option):
             c = IbOption(inst.underlying, ib_expiry(inst.expiry), float(inst.strike), inst.right.value, "SMART",
                          tradingClass=inst.root, currency="USD")
@@ -530,7 +307,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
 
     async def build(self, order: Order, price: float | None = None) -> tuple[Any, Any]:
         """(IB contract, IB order) for ``order``; ``price`` overrides the IB limit price."""
-        from ib_async import Bag, ComboLeg, LimitOrder, MarketOrder, StopLimitOrder, StopOrder
+        from ib_async import Bag, ComboLeg
 
         action, qty, lmt = ib_order_terms(order)
         if price is not None:
@@ -545,19 +322,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         else:
             contract = await self.contract_for(order.legs[0].instrument)
         tif = "GTC" if order.tif is TimeInForce.GTC else "DAY"
-        stop = ib_stop_price(order)
-        if order.order_type.is_stop and stop is None:
-            raise ValueError(f"a {order.order_type.value} order needs a stop price")
-        if order.order_type is OrderType.STOP:
-            ib_order = StopOrder(action, qty, stop, tif=tif)
-        elif order.order_type is OrderType.STOP_LIMIT:
-            if lmt is None:
-                raise ValueError("a stop-limit order needs a limit price")
-            ib_order = StopLimitOrder(action, qty, lmt, stop, tif=tif)
-        elif order.order_type is OrderType.MARKET or lmt is None:
-            ib_order = MarketOrder(action, qty, tif=tif)
-        else:
-            ib_order = LimitOrder(action, qty, lmt, tif=tif)
+        ib_order = ib_order_of(order.order_type, action, qty, lmt, ib_stop_price(order), tif)
         ib_order.orderRef = order.client_order_id
         ib_order.account = self.conn.account_id
         group = oco_group_of(order.tag)
@@ -678,7 +443,8 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
             if code in INFO_CODES:
                 return  # 10349 etc.: ib_async flips Cancelled → Submitted; not a cancel
             if code and code != 202 and oid not in self._cancel_requested:
-                self._reject(order, f"{code}: {last.message.split(': ', 1)[-1]}" if last.message else str(code))
+                message = last.message if last is not None else ""
+                self._reject(order, f"{code}: {message.split(': ', 1)[-1]}" if message else str(code))
                 return
             order = order.evolve(updated_at=self.clock.now(), status=OrderStatus.CANCELLED,
                                  reason="" if oid in self._cancel_requested else (last.message if last else ""))
@@ -748,3 +514,4 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
     async def _publish_account(self) -> None:
         with contextlib.suppress(BrokerError):
             self.bus.publish(AccountUpdated(account=await self.account()))
+

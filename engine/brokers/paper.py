@@ -267,7 +267,12 @@ class PaperBroker(Broker):
                                        message=f"paper account state could not be saved: {exc}"))
         bus = self.bus
         for r in reports:
+            if r.kind == "settlement":
+                bus.publish(PositionsSettled(fills=r.fills, note=r.note))
+                continue
             o = r.order
+            if o is None:
+                continue
             if r.kind == "accepted":
                 bus.publish(OrderAccepted(order=o))
             elif r.kind in ("filled", "partially_filled"):
@@ -283,8 +288,6 @@ class PaperBroker(Broker):
                 bus.publish(OrderReplaced(order=o, previous_price=r.previous_price))
             elif r.kind == "expired":
                 bus.publish(OrderExpired(order=o))
-            elif r.kind == "settlement":
-                bus.publish(PositionsSettled(fills=r.fills, note=r.note))
         for p in positions.values():
             bus.publish(PositionChanged(position=p, broker=self.name))
         self._last_account = time.monotonic()

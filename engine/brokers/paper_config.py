@@ -18,6 +18,12 @@ from engine.brokers.margin import (
     MarginRules,
 )
 
+#: the option tick schedules the simulated venue knows (engine.market.simulated.ticks)
+TickScheme = Literal["penny_pilot", "all_penny", "standard"]
+DEFAULT_TICK_SCHEMES: dict[str, TickScheme] = {
+    "SPY": "all_penny", "QQQ": "all_penny", "IWM": "all_penny", "SPX": "standard", "SPXW": "standard",
+    "NDX": "standard", "NDXP": "standard", "RUT": "standard", "RUTW": "standard", "XSP": "all_penny"}
+
 
 class SlippageConfig(BaseModel):
     """Extra cost against the touch for marketable orders (never past a limit price).
@@ -53,11 +59,7 @@ class PaperConfig(BaseModel):
     #: assign deep ITM short calls whose time value is below an upcoming dividend (flagged in the fill log)
     early_assignment: bool = False
     #: option tick schedules by underlying/root (see engine.market.simulated.ticks); others use the default
-    tick_schemes: dict[str, Literal["penny_pilot", "all_penny", "standard"]] = Field(
-        default_factory=lambda: {"SPY": "all_penny", "QQQ": "all_penny", "IWM": "all_penny", "SPX": "standard",
-                                 "SPXW": "standard", "NDX": "standard", "NDXP": "standard", "RUT": "standard",
-                                 "RUTW": "standard", "XSP": "all_penny"}
-    )
+    tick_schemes: dict[str, TickScheme] = Field(default_factory=lambda: dict(DEFAULT_TICK_SCHEMES))
     default_tick_scheme: Literal["penny_pilot", "all_penny", "standard"] = "penny_pilot"
     #: underlyings whose options are broad-based index options (15 % naked requirement, cash settled)
     index_symbols: list[str] = Field(default_factory=lambda: list(DEFAULT_INDEX_SYMBOLS))

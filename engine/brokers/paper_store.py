@@ -27,6 +27,13 @@ def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def _ts(text: str) -> datetime:
+    """A time stamp every stored order and fill has (a record without one is corrupt: say which)."""
+    if not text:
+        raise ValueError("stored paper record without a time stamp")
+    return datetime.fromisoformat(text)
+
+
 def order_to_json(o: Order) -> str:
     return json.dumps({
         "order_id": o.order_id, "client_order_id": o.client_order_id, "legs": legs_to_json(o.legs),
@@ -46,7 +53,7 @@ def order_from_json(text: str) -> Order:
         order_id=d["order_id"], client_order_id=d["client_order_id"], legs=legs_from_json(d["legs"]),
         quantity=int(d["quantity"]), order_type=OrderType(d["order_type"]),
         limit_price=None if d["limit_price"] is None else Decimal(d["limit_price"]), tif=TimeInForce(d["tif"]),
-        status=OrderStatus(d["status"]), created_at=_dt(d["created_at"]), updated_at=_dt(d["updated_at"]),
+        status=OrderStatus(d["status"]), created_at=_ts(d["created_at"]), updated_at=_ts(d["updated_at"]),
         source=d["source"], strategy_id=d["strategy_id"], tag=d["tag"], filled_quantity=int(d["filled_quantity"]),
         avg_fill_price=None if d["avg_fill_price"] is None else Decimal(d["avg_fill_price"]),
         broker_order_id=d["broker_order_id"], broker=d["broker"], reason=d["reason"], account_id=d["account_id"],
@@ -76,7 +83,7 @@ def fill_to_json(f: Fill) -> str:
 def fill_from_json(text: str) -> Fill:
     d = json.loads(text)
     return Fill(fill_id=d["fill_id"], order_id=d["order_id"], instrument=instrument_from_dict(d["instrument"]),
-                quantity=int(d["quantity"]), price=Decimal(d["price"]), ts=_dt(d["ts"]), fee=Decimal(d["fee"]),
+                quantity=int(d["quantity"]), price=Decimal(d["price"]), ts=_ts(d["ts"]), fee=Decimal(d["fee"]),
                 leg_index=int(d["leg_index"]), client_order_id=d["client_order_id"], kind=d["kind"])
 
 

@@ -122,7 +122,7 @@ class Reconnector:
         self.config = config or ReconnectConfig()
         self._rng = rng or random.Random()
         self._on_connected = on_connected
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[bool] | None = None
         self.attempts = 0
         self.last_error = ""
 
@@ -158,7 +158,7 @@ class Reconnector:
                     await self._on_connected()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # any failed connect attempt is retried with backoff, whatever the SDK raised
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: connect attempt %d failed: %s", self.component, self.attempts, self.last_error)
                 if cfg.max_attempts is not None and self.attempts >= cfg.max_attempts:
@@ -225,7 +225,7 @@ async def stop_supervisor(task: asyncio.Task[Any] | None, stop: asyncio.Event, t
     except asyncio.CancelledError:
         if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
             raise
-    except Exception:
+    except Exception:  # stopping a task must not raise what the task itself failed with: logged
         log.exception("%s ended with an error", task.get_name())
 
 

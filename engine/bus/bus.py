@@ -115,7 +115,7 @@ class Bus:
     def subscribe(self, event_type: type[E], handler: Callable[[E], Any], *, name: str | None = None) -> Subscription:
         if not (isinstance(event_type, type) and issubclass(event_type, Event)):
             raise TypeError(f"can only subscribe to Event subclasses, got {event_type!r}")
-        name = name or getattr(handler, "__qualname__", repr(handler))
+        name = name or str(getattr(handler, "__qualname__", repr(handler)))
         mailbox = None
         call = vars(type(handler)).get("__call__")  # an object whose __call__ is a coroutine function
         if inspect.iscoroutinefunction(handler) or (call is not None and inspect.iscoroutinefunction(call)):
@@ -154,7 +154,7 @@ class Bus:
                 continue
             try:
                 sub.handler(event)
-            except Exception as exc:
+            except Exception as exc:  # one subscriber's bug must not stop delivery to the others: reported as SubscriberFailed
                 self._report_failure(sub, event, exc)
 
     def _stamp(self, message: Message) -> None:
@@ -176,7 +176,7 @@ class Bus:
             else:
                 try:
                     other.handler(failure)
-                except Exception:
+                except Exception:  # a failure handler failing must not loop or stop the publisher: logged only
                     log.exception("bus subscriber %s failed on SubscriberFailed", other.name)
 
     async def _drain(self, mb: _Mailbox) -> None:
@@ -189,7 +189,7 @@ class Bus:
                     await mb.handler(event)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:
+                except Exception as exc:  # one mailbox handler's bug must not kill the drain task of its subscriber
                     if sub_lookup is None:
                         sub_lookup = next((s for s in self._subs if s.mailbox is mb), None)
                     if sub_lookup is not None:

@@ -226,6 +226,16 @@ class ListExpirations(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SearchSymbols(Command):
+    """Symbols starting with ``prefix`` from the current feed (a connected broker's symbol search, or the simulated
+    market's own list); answers a list of ``engine.market.symbols.SymbolMatch``, best first. A bad prefix or limit
+    raises ``SymbolSearchError`` naming it."""
+
+    prefix: str
+    limit: int = 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ApplySettings(Command):
     """Make ``settings`` (an ``engine.settings.Settings``) the engine's: saved to the settings file, swapped
     into ``Engine.settings``, and applied by each running component that owns a changed value. The handler
@@ -279,3 +289,27 @@ class DeleteChains(Command):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RefreshDataCoverage(Command):
     """Rescan the stored chains and daily history (off the loop); returns the new ``DataCoverage``."""
+
+
+# ---- price walking (engine/oms/price_walk.py; docs/risk-and-orders.md) ----------------------------
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartPriceWalk(Command):
+    """Walk a working limit order from its price (the ticket starts it at mid) toward natural: every ``interval_s``
+    seconds of engine time one replace through the order path, ``step`` dollars further (or ``step_fraction`` of
+    the quoted spread), never past natural nor past ``limit`` (+ debit / − credit: walking raises the signed
+    price). Ends on fill, cancel, kill switch or disconnect. Answers the walk's first ``PriceWalkUpdated``."""
+
+    order_id: str
+    interval_s: float
+    limit: Decimal
+    step: Decimal | None = None
+    step_fraction: float | None = None
+    by: str = "user"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StopPriceWalk(Command):
+    """Stop walking an order; it keeps working at its last price. Answers the final ``PriceWalkUpdated``."""
+
+    order_id: str
+    by: str = "user"

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from engine.bus.messages import Event
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from engine.model import AccountSnapshot, Fill, OptionChain, Order, Position, Quote
 
 
@@ -426,6 +428,8 @@ class ChainImportFinished(Event):
     error: str = ""
     cancelled: bool = False
 
+    # every other event's severity is its class's; this one's depends on the outcome, so a property overrides
+    # the base's ClassVar (read as ``event.severity`` everywhere, which both forms answer)
     @property
     def severity(self) -> str:  # type: ignore[override]
         return "error" if self.error else "info"
@@ -500,3 +504,21 @@ class MLJobFinished(Event):
         auc = s.get("auc")
         return (f"ML {self.kind} {self.name}: " + (f"AUC {auc:.3f}, " if isinstance(auc, float) else "")
                 + str(s.get("verdict", "done")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceWalkUpdated(Event):
+    """A price walk (engine/oms/price_walk.py) started, stepped or ended. ``state``: walking | ended; ``price`` is
+    the order's limit now, ``reason`` why it ended (filled, cancelled, kill switch, disconnected, refused ...)."""
+
+    order_id: str
+    state: str
+    price: Decimal | None
+    limit: Decimal
+    steps: int = 0
+    reason: str = ""
+
+    def describe(self) -> str:
+        if self.state == "ended":
+            return f"price walk of {self.order_id} ended after {self.steps} steps: {self.reason}"
+        return f"price walk of {self.order_id}: {self.price} (limit {self.limit}, {self.steps} steps)"

@@ -422,7 +422,7 @@ class DataService:
                 break
         try:
             cov = scan_coverage(self.chains, self.store)
-        except Exception as exc:
+        except Exception as exc:  # the import is done and kept: a failed scan is shown as the coverage's error
             log.exception("could not scan the chain store after an import")
             cov = DataCoverage(chains_dir=str(self.chains.base), error=f"{type(exc).__name__}: {exc}")
         return report, error, cov

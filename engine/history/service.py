@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from engine.bus.messages import Event
-from engine.history.source import DailySeries, HistorySource
+from engine.history.source import DailySeries, HistorySource, LoopBoundSource
 from engine.surface.ivrank import IVRank, iv_rank
 from engine.surface.realized import close_to_close
 
@@ -80,6 +80,8 @@ class HistorySnapshot:
     iv_rank: IVRank
     realized_vol: float
     realized_vol_window: int
+    #: the latest stored historical volatility from the broker (IBKR's 30-day HISTORICAL_VOLATILITY), NaN without
+    hist_vol: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         def num(x: float) -> float | None:
@@ -95,6 +97,7 @@ class HistorySnapshot:
             "window_days": r.days, "lookback": r.lookback, "min_history": r.min_history,
             "window_low": num(r.low), "window_high": num(r.high),
             "realized_vol": num(self.realized_vol), "realized_vol_window": self.realized_vol_window,
+            "hist_vol": num(self.hist_vol),
         }
 
 
@@ -129,11 +132,15 @@ def read_snapshot(store: Store, underlying: str, *, lookback: int = 252, min_his
     count = store.query("SELECT COUNT(*) AS n, MIN(day) AS a FROM iv_history WHERE underlying = ?"
                         + (" AND day <= ?" if until is not None else ""),
                         (underlying, until.isoformat()) if until is not None else (underlying,))[0]
+    hv = store.query("SELECT hist_vol FROM iv_history WHERE underlying = ? AND hist_vol IS NOT NULL"
+                     + (" AND day <= ?" if until is not None else "") + " ORDER BY day DESC LIMIT 1",
+                     (underlying, until.isoformat()) if until is not None else (underlying,))
     return HistorySnapshot(
         underlying=underlying, days=int(count["n"]),
         first_day=date.fromisoformat(count["a"]) if count["a"] else None,
         last_day=days[-1] if days else None, close=float(close[-1]) if len(close) else float("nan"),
         atm_iv=current, iv_rank=rank, realized_vol=rv, realized_vol_window=realized_vol_window,
+        hist_vol=float(hv[0]["hist_vol"]) if hv else float("nan"),
     )
 
 
@@ -168,6 +175,11 @@ def write_series(store: Store, series: dict[str, DailySeries], source: str, at: 
                 f"ON CONFLICT(underlying, day) {on_conflict}", rows)
             n = conn.total_changes - before
             written += n
+            if s.hist_vol is not None:  # beside any day's row, recorded ones included: it only adds a column
+                conn.executemany(
+                    "UPDATE iv_history SET hist_vol = ? WHERE underlying = ? AND day = ? AND hist_vol IS NULL",
+                    [(float(h), sym, d.isoformat()) for d, h in zip(s.days, s.hist_vol.tolist(), strict=True)
+                     if math.isfinite(h) and h > 0])
             if s.days:
                 conn.execute(
                     "INSERT INTO history_backfills(underlying, source, first_day, last_day, rows, created_at) "
@@ -188,6 +200,21 @@ def stored_days_before(store: Store, underlying: str, before: date, sessions: in
         params += (len(SIMULATED_PREFIX), SIMULATED_PREFIX)
     row = store.query(sql, params)[0]
     return int(row["n"])
+
+
+def sessions_to_fetch(store: Store, underlying: str, source: str, before: date, sessions: int) -> int:
+    """Incremental updates from a real source: the sessions since the last day ``source`` already delivered for
+    ``underlying`` (from ``history_backfills``), all ``sessions`` the first time; 0 when it is up to date. A
+    broker's history is paced (IBKR: 60 requests per 10 minutes), so a restart asks only for the new days."""
+    row = store.query("SELECT MAX(last_day) AS d FROM history_backfills WHERE underlying = ? AND source = ?",
+                      (underlying, source))
+    last = row[0]["d"] if row else None
+    if last is None:
+        return sessions
+    start = date.fromisoformat(last) + timedelta(days=1)
+    if start >= before:
+        return 0
+    return min(sessions, int(np.busday_count(start, before)))
 
 
 def backfill_store(store: Store, source: HistorySource, underlyings: Sequence[str], before: date,
@@ -291,14 +318,21 @@ class HistoryService:
         real = not is_simulated(self.source.name)
         missing = [u for u in self.underlyings
                    if stored_days_before(self.store, u, before, self.sessions, real_only=real) < self.sessions]
+        sessions = self.sessions
+        if real and missing:  # incremental: only the days the source has not delivered yet
+            need = {u: sessions_to_fetch(self.store, u, self.source.name, before, self.sessions) for u in missing}
+            missing = [u for u in missing if need[u] > 0]
+            sessions = max((need[u] for u in missing), default=0)
         if not missing:
             return 0
         loop = asyncio.get_running_loop()
         source = self.source
         try:
-            series = await loop.run_in_executor(self._executor, source.daily, missing, before, self.sessions)
+            series = await loop.run_in_executor(self._executor, source.daily, missing, before, sessions)
             rows = write_series(self.store, series, source.name, self.clock.now().isoformat())
         except asyncio.CancelledError:
+            if isinstance(source, LoopBoundSource):  # a broker's fetch: end it, so the thread is free at once
+                source.cancel()
             raise
         except Exception as exc:  # a broken source or a full disk: say so, keep trading without history
             log.exception("history backfill from %s failed", source.name)

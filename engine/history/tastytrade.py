@@ -17,21 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from engine.history.source import DailySeries
+from engine.history.source import DailySeries, HistorySourceError, LoopBoundSource
 
 log = logging.getLogger(__name__)
 NEW_YORK = ZoneInfo("America/New_York")
-
-
-class HistorySourceError(RuntimeError):
-    """A broker's history could not be fetched; the message says which and why."""
 
 
 def candle_day(ms: int) -> date:
@@ -57,32 +52,17 @@ def series_from_candles(underlying: str, candles: dict[int, tuple[float, float]]
                        np.array([by_day[d][1] for d in days], dtype=float))
 
 
-class TastytradeHistorySource:
+class TastytradeHistorySource(LoopBoundSource):
     """:class:`~engine.history.source.HistorySource` over a connected tastytrade session."""
 
     name = "tastytrade"
 
     def __init__(self, connection: Any, loop: asyncio.AbstractEventLoop, *, timeout_s: float = 30.0,
                  quiet_s: float = 2.0) -> None:
+        super().__init__(loop, timeout_s)
         self.conn = connection
-        self.loop = loop
-        self.timeout_s = timeout_s
         #: with candles in and nothing new for this long, a snapshot without an end flag counts as complete
         self.quiet_s = quiet_s
-
-    def daily(self, underlyings: Sequence[str], before: date, sessions: int) -> dict[str, DailySeries]:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            raise HistorySourceError("tastytrade history: daily() blocks; call it from an executor thread")
-        future = asyncio.run_coroutine_threadsafe(self.fetch(list(underlyings), before, sessions), self.loop)
-        try:
-            return future.result(self.timeout_s + 5.0)
-        except TimeoutError:
-            future.cancel()
-            raise HistorySourceError(f"tastytrade history: no answer within {self.timeout_s:.0f} s") from None
 
     async def fetch(self, underlyings: list[str], before: date, sessions: int) -> dict[str, DailySeries]:
         """Subscribe to daily candles since ~1.5 calendar days per session before ``before``; collect the

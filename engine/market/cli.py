@@ -89,10 +89,11 @@ def _cmd_chain(args: argparse.Namespace) -> int:
             return 2
         exp = expiries[int(sel)]
     else:
-        exp = _parse_date(sel, "--expiry")
-        if exp not in expiries:
-            print(f"error: {exp} is not listed; expiries: {', '.join(map(str, expiries))}", file=sys.stderr)
+        chosen = _parse_date(sel, "--expiry")
+        if chosen is None or chosen not in expiries:
+            print(f"error: {chosen} is not listed; expiries: {', '.join(map(str, expiries))}", file=sys.stderr)
             return 2
+        exp = chosen
     sub = chain.for_expiry(exp)
     strikes = np.unique(sub.strike)
     centre = int(np.argmin(np.abs(strikes - chain.spot)))
@@ -106,8 +107,8 @@ def _cmd_chain(args: argparse.Namespace) -> int:
     print(head + head.split("|")[0])
     for k in keep:
         rows = np.nonzero(sub.strike == k)[0]
-        c = next((r for r in rows if sub.is_call[r]), None)
-        p = next((r for r in rows if not sub.is_call[r]), None)
+        c = next((int(r) for r in rows if sub.is_call[r]), None)
+        p = next((int(r) for r in rows if not sub.is_call[r]), None)
 
         def side(r: int | None) -> str:
             if r is None:

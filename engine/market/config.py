@@ -11,6 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+#: the expiry cycles a root can list (RootSpec.cycles)
+Cycle = Literal["monthly", "weekly", "mon_wed", "daily", "quarterly", "vix"]
+DEFAULT_CYCLES: tuple[Cycle, ...] = ("monthly", "weekly")
+
 
 class RootSpec(BaseModel):
     """One OCC option root of an underlying (SPX has two: ``SPX`` AM-settled monthlies, ``SPXW`` PM)."""
@@ -20,9 +24,7 @@ class RootSpec(BaseModel):
     #: which expiries this root lists: monthly (3rd Friday), weekly (Fridays), mon_wed (Mon/Wed weeklies),
     #: daily (every session: 0DTE), quarterly (last session of Mar/Jun/Sep/Dec), vix (Wednesday 30 days before
     #: the next month's 3rd Friday)
-    cycles: list[Literal["monthly", "weekly", "mon_wed", "daily", "quarterly", "vix"]] = Field(
-        default_factory=lambda: ["monthly", "weekly"]
-    )
+    cycles: list[Cycle] = Field(default_factory=lambda: list(DEFAULT_CYCLES))
     settlement: Literal["physical", "cash_pm", "cash_am"] = "physical"
     style: Literal["american", "european"] = "american"
     multiplier: int = Field(100, gt=0)

@@ -12,6 +12,7 @@ from datetime import date, datetime
 
 import numpy as np
 
+from engine.market.symbols import SymbolMatch, check_search, match_own
 from engine.model import OptionChain
 
 #: per-row columns a broker feed streams into its chain (vendor Greeks where the broker sends them)
@@ -93,4 +94,14 @@ class Feed(abc.ABC):
 
     def now(self) -> datetime | None:
         """Market time of the feed (simulated clock), or None for wall time."""
+        return None
+
+    async def search_symbols(self, prefix: str, limit: int = 20) -> list[SymbolMatch]:
+        """Symbols starting with ``prefix`` (engine/market/symbols.py). The default lists the feed's own
+        underlyings (the simulated market); broker feeds ask their broker."""
+        prefix, limit = check_search(prefix, limit)
+        return match_own(self.underlyings(), prefix, limit)
+
+    def next_earnings(self, symbol: str) -> date | None:
+        """The next earnings date the feed knows for ``symbol``, without I/O (None: not known here)."""
         return None

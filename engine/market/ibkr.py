@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ import numpy as np
 from engine.brokers.ibkr import ib_expiry, parse_ib_expiry
 from engine.bus.events import Alert, ChainUpdated, QuotesUpdated, UnderlyingUpdated
 from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot, window_mask
+from engine.market.symbols import SymbolMatch, check_search, rank_matches
 from engine.model import Option, OptionChain, Right
 
 if TYPE_CHECKING:
@@ -116,6 +118,25 @@ class IbkrFeed(Feed):
 
     def underlyings(self) -> list[str]:
         return list(self._underlyings)
+
+    async def search_symbols(self, prefix: str, limit: int = 20) -> list[SymbolMatch]:
+        """IB's ``reqMatchingSymbols`` (at most 16 contract descriptions, any security type): stocks, ETFs and
+        indexes kept, ``optionable`` from the derivative types IB lists for each. IB allows one such request per
+        second; the view sends one per pause in typing."""
+        prefix, limit = check_search(prefix, limit)
+        if not self.conn.connected:
+            raise FeedError("IBKR is not connected")
+        ib = self.conn.ib
+        found = await self.conn.call(f"matching symbols {prefix}", lambda: ib.reqMatchingSymbolsAsync(prefix))
+        out = []
+        for cd in found or ():
+            c = cd.contract
+            if c is None or c.secType not in ("STK", "IND"):
+                continue
+            out.append(SymbolMatch(c.symbol, getattr(c, "description", "") or "",
+                                   kind="index" if c.secType == "IND" else "equity", exchange=c.primaryExchange,
+                                   optionable="OPT" in (cd.derivativeSecTypes or [])))
+        return rank_matches(out, prefix, limit)
 
     # ---- contracts & chains -----------------------------------------------------------------------
     async def _stock(self, underlying: str) -> Any:
@@ -226,7 +247,7 @@ class IbkrFeed(Feed):
                                               "SMART", tradingClass=state.params.tradingClass, currency="USD"))
                 for i in range(0, len(contracts), 50):
                     part, keys = contracts[i:i + 50], todo[i:i + 50]
-                    res = await self.conn.call("qualify options", lambda p=part: ib.qualifyContractsAsync(*p))
+                    res = await self.conn.call("qualify options", functools.partial(ib.qualifyContractsAsync, *part))
                     missing = set()
                     for k, c in zip(keys, res, strict=True):
                         if c is None or isinstance(c, list):

@@ -34,7 +34,9 @@ from engine.brokers.resilience import (
     with_timeout,
 )
 from engine.bus.events import ChainUpdated, ConnectionStateChanged, QuotesUpdated, UnderlyingUpdated
+from engine.market.earnings import EarningsCalendar
 from engine.market.feed import Feed, FeedError, empty_streamed_columns, streamed_snapshot, window_mask
+from engine.market.symbols import SymbolMatch, check_search, rank_matches
 from engine.model import ExerciseStyle, Option, OptionChain, Settlement
 
 if TYPE_CHECKING:
@@ -102,6 +104,8 @@ class TastytradeFeed(Feed):
         self.connects = 0
         self.quotes_received = 0
         self.malformed = 0
+        #: next earnings dates from tastytrade's market metrics (``earnings.expected-report-date``)
+        self.earnings = EarningsCalendar(self._fetch_earnings, self.clock)
 
     # ---- lifecycle ------------------------------------------------------------------------------
     @property
@@ -117,8 +121,12 @@ class TastytradeFeed(Feed):
         self._ready.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="tastytrade:dxlink")
         await with_timeout(self._ready.wait(), self.conn.config.call_timeout_s, "tastytrade DXLink connect")
+        self.earnings.bind(asyncio.get_running_loop())
+        for u in self._underlyings:
+            self.earnings.next(u)  # queue the feed's own symbols: one batched fetch in the background
 
     async def stop(self) -> None:
+        await self.earnings.close()
         task, self._task = self._task, None
         await stop_supervisor(task, self._stop)
         self._streamer = None
@@ -149,7 +157,7 @@ class TastytradeFeed(Feed):
                 if stop.is_set() or asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
                 log.warning("tastytrade DXLink stream cancelled by a stream failure; reconnecting")
-            except Exception as exc:
+            except Exception as exc:  # the SDK's stream raises anything on a dropped socket: reconnect unless stopping
                 if stop.is_set():
                     return
                 self.malformed += _count_decode_errors(exc)
@@ -173,7 +181,7 @@ class TastytradeFeed(Feed):
                     batch.append(ev)
                 try:
                     apply(batch)
-                except Exception:
+                except Exception:  # one bad batch must not end the quote stream
                     log.exception("tastytrade feed: failed to apply %s batch", cls.__name__)
 
         await run_until_stopped([drain(Quote, self._apply_quotes), drain(Greeks, self._apply_greeks),
@@ -255,6 +263,31 @@ class TastytradeFeed(Feed):
     def underlyings(self) -> list[str]:
         return list(self._underlyings)
 
+    # ---- symbols and earnings ----------------------------------------------------------------------
+    async def search_symbols(self, prefix: str, limit: int = 20) -> list[SymbolMatch]:
+        """tastytrade's ``GET /symbols/search/{prefix}`` (symbol and description), best matches first."""
+        from tastytrade.search import symbol_search
+
+        prefix, limit = check_search(prefix, limit)
+        await self.conn.connect()
+        session = self.conn.session
+        found = await self.conn.call(f"symbol search {prefix}", lambda: symbol_search(session, prefix))
+        return rank_matches((SymbolMatch(d.symbol, d.description) for d in found), prefix, limit)
+
+    def next_earnings(self, symbol: str) -> date | None:
+        """From tastytrade's market metrics, cached (a first call queues the fetch and answers None)."""
+        return self.earnings.next(symbol)
+
+    async def _fetch_earnings(self, symbols: list[str]) -> dict[str, date | None]:
+        from tastytrade.metrics import get_market_metrics
+
+        session = self.conn.session
+        if session is None:
+            raise FeedError("tastytrade: not connected")
+        metrics = await self.conn.call("market metrics", lambda: get_market_metrics(session, symbols))
+        return {m.symbol.upper(): m.earnings.expected_report_date if m.earnings is not None else None
+                for m in metrics}
+
     async def _nested_chain(self, underlying: str) -> list[Any]:
         if underlying not in self._nested:
             from tastytrade.instruments import NestedOptionChain
@@ -264,7 +297,7 @@ class TastytradeFeed(Feed):
             try:
                 self._nested[underlying] = await self.conn.call(
                     f"{underlying} chain", lambda: NestedOptionChain.get(session, underlying))
-            except Exception as exc:
+            except Exception as exc:  # the SDK raises httpx, pydantic or its own errors: sorted below into FeedError
                 if isinstance(exc, FeedError):
                     raise
                 raise FeedError(f"tastytrade: no option chain for {underlying}: {str(exc).strip()}") from exc

@@ -151,7 +151,7 @@ def _regime_probabilities(ret: np.ndarray, rv: np.ndarray, seed: int) -> np.ndar
             continue
         gm = GaussianMixture(3, seed=seed, n_init=1, reg_covar=1e-5)
         gm.fit(x[fit_rows])
-        order = np.argsort(gm.means_[:, 1])
+        order = np.argsort(gm.fitted()[1][:, 1])
         stop = min(n, start + REGIME_REFIT)
         rows = np.arange(start, stop)
         rows = rows[ok[rows]]

@@ -128,10 +128,10 @@ def drift_reading(value: float | None, usual: float | None, outside: float | Non
         return "shifted"
     if value is None or not math.isfinite(value):
         return "—"
-    known = usual is not None and math.isfinite(usual)
-    if value > max(PSI_MAJOR, usual if known else 0.0):
+    known = usual if usual is not None and math.isfinite(usual) else None
+    if value > max(PSI_MAJOR, known if known is not None else 0.0):
         return "shifted"
-    if known and value > PSI_MODERATE:
+    if known is not None and value > PSI_MODERATE:
         return "as in training"  # high, but no higher than the model's own training windows
     return "moderate" if value > PSI_MODERATE else "stable"
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from engine.history.source import HistorySource
 
+NO_HISTORY = "a TrainRequest needs a history source or the history itself"
+
 
 @dataclass(frozen=True)
 class TrainRequest:
@@ -53,12 +55,17 @@ def train_job(request: TrainRequest) -> dict[str, Any]:
 
     cfg = TrainConfig(**request.config)
     if request.history is None and request.source is None:
-        raise ValueError("a TrainRequest needs a history source or the history itself")
+        raise ValueError(NO_HISTORY)
     if cfg.model == "xgboost":
         require_xgboost()  # fail before the history and the features are built, naming the extra to install
     if cfg.model == "lstm":
         require_torch()
-    h = request.history if request.history is not None else load_history(request.source, request.symbol, request.before, request.years)
+    if request.history is not None:
+        h = request.history
+    elif request.source is not None:
+        h = load_history(request.source, request.symbol, request.before, request.years)
+    else:  # refused above before any work; named again so that the source is known to be there
+        raise ValueError(NO_HISTORY)
     frame, _, _ = cached_features(h, request.cache_dir, seed=cfg.seed)
     rules = PutSpreadRules()
     ds = make_dataset(frame, put_spread_labels(h, rules), rules)

@@ -168,6 +168,8 @@ class LSTMNet:
         return h @ self.weights["w_out"] + float(self.weights["b_out"][0])
 
     def to_state(self) -> dict[str, Any]:
+        if self.mean is None or self.scale is None:
+            raise ValueError("LSTM is not fitted")
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(), "epochs": self.epochs,
                 "best_epoch": self.best_epoch, "valid_loss": self.valid_loss,
                 "weights": {k: v.tolist() for k, v in self.weights.items()}}

@@ -272,6 +272,8 @@ class Classifier:
         if self.isotonic is not None:
             state["isotonic"] = {"x": self.isotonic.x, "y": self.isotonic.y}
         if self.kind == "logistic":
+            if self._mean is None or self._scale is None or self._coef is None:
+                raise ValueError("model is not fitted")
             state |= {"mean": self._mean.tolist(), "scale": self._scale.tolist(), "coef": self._coef.tolist(),
                       "intercept": self._intercept}
         elif self.kind == "lstm":

@@ -103,16 +103,17 @@ def fit_regime(closes: np.ndarray, *, seed: int = SEED, trend_z: float = TREND_Z
     if len(x) < 120:
         raise ValueError(f"need at least 120 days of features to fit the regime mixture, got {len(x)}")
     four = GaussianMixture(4, seed=seed, n_init=2).fit(x)
-    by_vol = [int(k) for k in np.argsort(four.means_[:, 1])]
+    weights4, means4, _ = four.fitted()
+    by_vol = [int(k) for k in np.argsort(means4[:, 1])]
     lower = by_vol[:3]
-    trend_k = max(lower, key=lambda k: abs(four.means_[k, 0]))
-    if abs(four.means_[trend_k, 0]) >= trend_z and four.weights_[trend_k] >= TREND_WEIGHT:
+    trend_k = max(lower, key=lambda k: abs(means4[k, 0]))
+    if abs(means4[trend_k, 0]) >= trend_z and weights4[trend_k] >= TREND_WEIGHT:
         rest = [k for k in by_vol if k != trend_k]
         names = {rest[0]: "calm", rest[1]: "volatile", rest[2]: "crisis", trend_k: "trending"}
         model, supported = four, True
     else:
         model, supported = GaussianMixture(3, seed=seed, n_init=2).fit(x), False
-        order = [int(k) for k in np.argsort(model.means_[:, 1])]
+        order = [int(k) for k in np.argsort(model.fitted()[1][:, 1])]
         names = dict(zip(order, ("calm", "volatile", "crisis"), strict=True))
     proba = model.predict_proba(x[-1:])[0]
     per_state: dict[str, float] = {}

@@ -8,6 +8,7 @@ feature list with the one the caller will feed: a model trained on other feature
 
 from __future__ import annotations
 
+import builtins  # ``ModelRegistry.list`` shadows the builtin in the class body's annotations
 import json
 import os
 import re
@@ -81,7 +82,7 @@ class ModelRegistry:
         return ModelRecord(name, version, final, meta)
 
     def list(self) -> list[ModelRecord]:
-        out = []
+        out: list[ModelRecord] = []
         if not self.root.is_dir():
             return out
         for d in sorted(p for p in self.root.iterdir() if p.is_dir()):
@@ -105,7 +106,7 @@ class ModelRegistry:
         return ModelRecord(name, v, path, meta)
 
     def load(self, name: str, version: int | None = None, *,
-             features: tuple[str, ...] | list[str] = FEATURE_NAMES) -> tuple[Classifier, ModelRecord]:
+             features: tuple[str, ...] | builtins.list[str] = FEATURE_NAMES) -> tuple[Classifier, ModelRecord]:
         """The model and its record; :class:`FeatureListMismatch` when it was trained on other features."""
         rec = self.record(name, version)
         trained = list(rec.meta.get("features", []))

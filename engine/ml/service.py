@@ -85,7 +85,8 @@ def strategies_using(entries: Any, model: str) -> tuple[str, ...]:
     out = []
     for e in entries or ():
         params = dict(getattr(e, "params", {}) or {})
-        nested = params.get("ml") if isinstance(params.get("ml"), dict) else {}
+        ml = params.get("ml")
+        nested = ml if isinstance(ml, dict) else {}
         if params.get("ml.model") == model or nested.get("model") == model:
             out.append(e.id or e.name)
     return tuple(out)
@@ -175,8 +176,9 @@ class MLService:
 
     # ---- jobs -----------------------------------------------------------------------------------------
     def _new_job(self, kind: str, name: str) -> MLJob:
-        if self.running() is not None:
-            raise MLJobError(f"{self.running().kind} of {self.running().name} is still running")
+        busy = self.running()
+        if busy is not None:
+            raise MLJobError(f"{busy.kind} of {busy.name} is still running")
         job = MLJob(f"ml-{next(self._ids)}", kind, name)
         self.jobs[job.job_id] = job
         self.bus.publish(MLJobProgressed(job_id=job.job_id, kind=kind, name=name, stage="queued"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,6 +25,18 @@ def _as_dt64(values: Sequence[datetime] | np.ndarray) -> np.ndarray:
     return np.array(
         [np.datetime64(v.astimezone(UTC).replace(tzinfo=None), "s") for v in values], dtype="datetime64[s]"
     )
+
+
+def datetime64_in(value: np.datetime64 | date | str, unit: Literal["D", "s"]) -> np.datetime64:
+    """``value`` as a datetime64 in ``unit`` ("D", "s"), truncated like ``np.datetime64(value, unit)``.
+
+    numpy accepts ``np.datetime64(a_datetime64, unit)`` but its type stubs have no such constructor; the
+    ``astype`` cast is the same conversion (floor to the unit, NaT kept) in a form the checker accepts.
+    """
+    if isinstance(value, np.datetime64):
+        converted: np.datetime64 = value.astype(f"datetime64[{unit}]")
+        return converted
+    return np.datetime64(value, unit)
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,9 +132,10 @@ class OptionChain:
         vendor = {k: v[index] for k, v in self.vendor.items()}
         return replace(self, vendor=vendor, **pick)
 
-    def with_quotes(self, bid: np.ndarray, ask: np.ndarray, **columns: np.ndarray) -> OptionChain:
-        """Same contracts, new quote columns (a new immutable snapshot)."""
-        updates = {"bid": np.asarray(bid, float), "ask": np.asarray(ask, float)}
+    def with_quotes(self, bid: np.ndarray, ask: np.ndarray, **columns: np.ndarray | float | datetime) -> OptionChain:
+        """Same contracts, new quote columns (a new immutable snapshot); ``spot`` and ``ts`` may change with them."""
+        # field name → new value for ``replace``: arrays, the spot (float) and the snapshot time side by side
+        updates: dict[str, Any] = {"bid": np.asarray(bid, float), "ask": np.asarray(ask, float)}
         vendor = dict(self.vendor)
         for k, v in columns.items():
             if k in _FLOAT_COLUMNS:
@@ -172,7 +186,7 @@ class OptionChain:
             return self.take(self.expiry == e)
         if isinstance(expiry, date):
             return self.take(self.expiry.astype("datetime64[D]") == np.datetime64(expiry, "D"))
-        return self.take(self.expiry == np.datetime64(expiry, "s"))
+        return self.take(self.expiry == datetime64_in(expiry, "s"))
 
     def time_to_expiry(self, now: datetime | None = None) -> np.ndarray:
         """Years ACT/365 from ``now`` (default: the snapshot time) to each row's expiry instant."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from typing import Any
 
 from engine.model.instruments import Equity, Index, Instrument, Option
 
@@ -205,7 +206,7 @@ class Order:
     def remaining_quantity(self) -> int:
         return self.quantity - self.filled_quantity
 
-    def evolve(self, *, updated_at: datetime, **changes: object) -> Order:
+    def evolve(self, *, updated_at: datetime, **changes: Any) -> Order:
         """A changed copy. ``updated_at`` is required: only whoever changes the order knows the time
         on its clock (the engine's, a broker's report time); a default would be the wall clock."""
         if updated_at.tzinfo is None:
@@ -251,7 +252,7 @@ class OrderGroup:
     source: str = "gui"
     reason: str = ""
 
-    def evolve(self, *, updated_at: datetime, **changes: object) -> OrderGroup:
+    def evolve(self, *, updated_at: datetime, **changes: Any) -> OrderGroup:
         if updated_at.tzinfo is None:
             raise ValueError("a group's updated_at must be timezone-aware")
         return replace(self, updated_at=updated_at, **changes)

@@ -205,6 +205,10 @@ class DesktopDestination(_Destination):
 Destination = Annotated[EmailDestination | WebhookDestination | DesktopDestination, Field(discriminator="type")]
 
 
+def default_destinations() -> list[Destination]:
+    return [DesktopDestination(name="desktop")]
+
+
 class NotifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -212,8 +216,7 @@ class NotifyConfig(BaseModel):
     rules: list[AlertRule] = Field(default_factory=default_rules)
     #: the trader's own price / IV / Greeks / P&L conditions (Alert rules dialog, *My alerts* tab)
     user_rules: list[UserAlertRule] = Field(default_factory=list)
-    destinations: list[Destination] = Field(
-        default_factory=lambda: [DesktopDestination(name="desktop")])
+    destinations: list[Destination] = Field(default_factory=default_destinations)
     #: the same rule is not sent again within this many seconds (it is counted and summarised instead)
     dedupe_s: float = Field(900.0, ge=0.0, le=86_400.0)
     #: at most this many notifications per destination per hour
@@ -221,6 +224,10 @@ class NotifyConfig(BaseModel):
     #: delivery attempts per notification and destination (backoff 1 s, 2 s, 4 s, ... between them)
     attempts: int = Field(4, ge=1, le=10)
     backoff_s: float = Field(1.0, gt=0.0, le=300.0)
+
+    def all_rules(self) -> list[AlertRule | UserAlertRule]:
+        """The built-in rules then the trader's own: both name destinations and are routed alike."""
+        return [*self.rules, *self.user_rules]
 
     @model_validator(mode="after")
     def _names(self) -> NotifyConfig:
@@ -230,7 +237,7 @@ class NotifyConfig(BaseModel):
             if dupes:
                 raise ValueError(f"duplicate {what} names: {', '.join(dupes)}")
         known = {d.name for d in self.destinations}
-        for r in [*self.rules, *self.user_rules]:
+        for r in self.all_rules():
             missing = [d for d in r.destinations if d not in known]
             if missing:
                 raise ValueError(f"rule {r.name!r} names unknown destinations: {', '.join(missing)}")

@@ -89,9 +89,9 @@ def webhook_request(dest: WebhookDestination, n: Notification, secrets: Secrets)
                 "disable_web_page_preview": True}
     else:
         url = dest.url
-        token = secrets(secret_name(dest.name, "token"))
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        bearer = secrets(secret_name(dest.name, "token"))
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
         body = {"rule": n.rule, "kind": n.kind, "level": n.level, "title": n.title, "message": n.message,
                 "ts": n.ts.isoformat()}
     return url, body, headers

@@ -157,7 +157,7 @@ class Notifier:
 
     # ---- routing --------------------------------------------------------------------------------
     def destinations_for(self, n: Notification) -> list[Destination]:
-        rule = next((r for r in [*self.config.rules, *self.config.user_rules] if r.name == n.rule), None)
+        rule = next((r for r in self.config.all_rules() if r.name == n.rule), None)
         names = set(rule.destinations) if rule is not None and rule.destinations else None
         return [d for d in self.config.destinations if d.enabled and (names is None or d.name in names)
                 and LEVEL_RANK[n.level] >= LEVEL_RANK[d.min_level]]

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from engine.brokers.paper_config import PaperConfig
 from engine.oms.config import OmsConfig
 from engine.oms.groups import OrderGroupManager
 from engine.oms.manager import OrderManager
+from engine.oms.price_walk import PriceWalker
 from engine.oms.router import ModeRouter
 from engine.risk.config import RiskConfig
 from engine.risk.engine import RiskEngine
@@ -45,11 +47,14 @@ class OrderPath:
     service: RiskService
     groups: OrderGroupManager
     started: bool = False
+    walker: PriceWalker | None = None
 
     async def start(self, *, reconcile: bool = True) -> None:
         self.oms.register()
         self.service.register()
         self.groups.register()  # after the OMS: a member's event reaches the groups once the OMS applied it
+        if self.walker is not None:
+            self.walker.register()  # after the OMS too: it reads the OMS's view of the order it walks
         await self.oms.load_portfolio()
         await self.oms.start(reconcile=reconcile)
         await self.service.start()
@@ -59,6 +64,8 @@ class OrderPath:
     async def stop(self) -> None:
         if not self.started:
             return
+        if self.walker is not None:
+            await self.walker.stop()
         await self.groups.stop()
         await self.service.stop()
         await self.oms.stop()
@@ -84,11 +91,12 @@ def build_order_path(bus: Bus, store: Store, *, brokers: dict[str, Broker], brea
     portfolio = PortfolioState(bus)
     kill_switch = KillSwitch(store, bus, rcfg)
     paper_config = getattr(brokers["paper"], "config", None)  # one margin model: the paper broker's numbers
-    margin = paper_config.margin_rules() if hasattr(paper_config, "margin_rules") else None
+    margin = paper_config.margin_rules() if isinstance(paper_config, PaperConfig) else None
     risk = RiskEngine(rcfg, market=market, portfolio=portfolio, trading_state=lambda: kill_switch.state, now=clock,
                       margin=margin)
     router = ModeRouter(brokers, breakers=breakers)
     oms = OrderManager(bus, store, router, risk, kill_switch, config=oms_config, now=clock, on_persisted=on_persisted)
     service = RiskService(bus, risk, kill_switch)
     groups = OrderGroupManager(bus, store, oms, now=clock)
-    return OrderPath(market, portfolio, kill_switch, risk, router, oms, service, groups)
+    walker = PriceWalker(bus, oms, market.bid_ask, now=clock)
+    return OrderPath(market, portfolio, kill_switch, risk, router, oms, service, groups, walker=walker)

@@ -36,6 +36,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from engine.brokers.base import BrokerError
@@ -277,11 +278,11 @@ class OrderGroupManager:
             raise OrderGroupError(f"the profit target {tp} must be better than the stop {sp} (prices are the exit's "
                                   "net, + debit / − credit: the target pays less or receives more)", "bracket_prices")
         exits = closing_legs(entry.legs)
-        common = {"legs": exits, "quantity": entry.quantity, "tif": TimeInForce.GTC, "source": entry.source,
-                  "strategy_id": entry.strategy_id, "tag": f"{OCO_TAG_PREFIX}{gid}"}
-        target = self._check(OrderIntent(order_type=OrderType.LIMIT, limit_price=tp, **common), "profit target")
-        loss = self._check(OrderIntent(order_type=OrderType.STOP if sl is None else OrderType.STOP_LIMIT,
-                                       stop_price=sp, limit_price=sl, **common), "stop")
+        exit_intent = partial(OrderIntent, legs=exits, quantity=entry.quantity, tif=TimeInForce.GTC,
+                              source=entry.source, strategy_id=entry.strategy_id, tag=f"{OCO_TAG_PREFIX}{gid}")
+        target = self._check(exit_intent(order_type=OrderType.LIMIT, limit_price=tp), "profit target")
+        loss = self._check(exit_intent(order_type=OrderType.STOP if sl is None else OrderType.STOP_LIMIT,
+                                       stop_price=sp, limit_price=sl), "stop")
         now = self.now()
         return OrderGroup(group_id=gid, kind=GroupKind.BRACKET, status=GroupStatus.ACTIVE, created_at=now,
                           updated_at=now, entry_client_order_id=entry.client_order_id or "",

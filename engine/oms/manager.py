@@ -21,15 +21,9 @@ later subscribers see the event. The OMS publishes ``OrderCreated``, ``OrderDeni
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import sqlite3
-from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from engine.brokers.base import BrokerError
 from engine.bus.commands import (
@@ -53,7 +47,6 @@ from engine.bus.events import (
     OrderCancelled,
     OrderCreated,
     OrderDenied,
-    OrderEvent,
     OrderExpired,
     OrderFilled,
     OrderPendingApproval,
@@ -62,103 +55,37 @@ from engine.bus.events import (
     OrderReplaceRejected,
     OrderSubmitted,
 )
-from engine.model import (
-    Fill,
-    Order,
-    OrderIntent,
-    OrderStatus,
-    OrderType,
-    can_transition,
-)
-from engine.oms.approval import ApprovalGate, PendingApproval, build_preview
-from engine.oms.config import OmsConfig
-from engine.oms.factory import OrderFactory, OrderValidationError, floor_to_tick, venue_tick
+from engine.model import Order, OrderIntent, OrderStatus
+from engine.oms.approval import build_preview
+from engine.oms.cancel_replace import CancelReplace
+from engine.oms.factory import OrderValidationError
 from engine.oms.flatten import closing_intent, flatten_groups
-from engine.oms.reconciliation import ReconciliationReport, compare_positions, plan
-from engine.oms.router import LIVE, ModeRouter, ModeSwitchError
-from engine.oms.validation import intent_problem, order_problem, parse_price
-from engine.risk.engine import KILL_SWITCH_SOURCE, CheckResult, RiskDecision, RiskEngine
+from engine.oms.router import LIVE, ModeSwitchError
+from engine.oms.state_machine import (
+    KV_APPROVAL,
+    KV_POSITIONS,
+    OPEN_STATUSES,
+    UNKNOWN_OUTCOME,
+    OrderCommandError,
+)
+from engine.oms.validation import intent_problem
+from engine.risk.engine import KILL_SWITCH_SOURCE, CheckResult, RiskDecision
 from engine.risk.state import TradingState
 
-if TYPE_CHECKING:
-    from engine.bus import Bus
-    from engine.risk.kill_switch import KillSwitch
-    from engine.store import Store
+__all__ = ["KV_APPROVAL", "KV_POSITIONS", "OPEN_STATUSES", "UNKNOWN_OUTCOME", "OrderCommandError", "OrderManager"]
 
 log = logging.getLogger(__name__)
 
-#: statuses that block a mode switch and that cancel-all / the kill switch sweep
-OPEN_STATUSES = (OrderStatus.PENDING_APPROVAL, OrderStatus.APPROVED, OrderStatus.SUBMITTED, OrderStatus.WORKING,
-                 OrderStatus.PARTIALLY_FILLED)
 
-_EVENT_STATUS: dict[type, OrderStatus] = {
-    OrderAccepted: OrderStatus.WORKING,
-    OrderRejected: OrderStatus.REJECTED,
-    OrderCancelled: OrderStatus.CANCELLED,
-    OrderExpired: OrderStatus.EXPIRED,
-}
+class OrderManager(CancelReplace):
+    """Facade of the order path. Construct, :meth:`register` on the bus, then ``await start()``.
 
+    Its parts: :class:`~engine.oms.state_machine.OrderStateMachine` (cache, persisted transitions, read-only
+    API), :class:`~engine.oms.broker_sync.BrokerSync` (broker reports, reconciliation),
+    :class:`~engine.oms.cancel_replace.CancelReplace` (price changes, replaces, cancels and their retries);
+    this class wires them to the bus and owns the one path from intent to broker, approvals, flatten and mode."""
 
-KV_APPROVAL = "oms.approval_enabled"
-#: the reason an order carries while a submit's outcome is unknown (5xx, timeout, dropped connection)
-UNKNOWN_OUTCOME = "unknown, reconciling"
-KV_POSITIONS = "oms.positions."  # + broker name: expected positions, moved by every fill the OMS records
-
-
-def _transport_failure(exc: BaseException) -> bool:
-    """No answer from the broker (timeout, dropped connection, 5xx, circuit open): worth retrying. Anything else
-    is the broker's answer (the order is gone, not cancellable, unknown)."""
-    return isinstance(exc, BrokerError | OSError | TimeoutError)
-
-
-class OrderCommandError(ValueError):
-    """A command could not be applied (unknown order, wrong state, refused modification)."""
-
-
-class OrderManager:
-    """Facade of the order path. Construct, :meth:`register` on the bus, then ``await start()``."""
-
-    def __init__(self, bus: Bus, store: Store, router: ModeRouter, risk: RiskEngine,
-                 kill_switch: KillSwitch | None = None, *, config: OmsConfig | None = None,
-                 now: Callable[[], datetime],
-                 on_persisted: Callable[[Order, str], None] | None = None) -> None:
-        self.bus = bus
-        self.store = store
-        self.router = router
-        self.risk = risk
-        self.kill_switch = kill_switch
-        self.config = config or OmsConfig()
-        self.now = now  # the engine clock: every time this manager stamps comes from it
-        self.factory = OrderFactory(now)
-        self.gate = ApprovalGate(store, enabled_paper=self.config.approval_in_paper,
-                                 enabled_live=self.config.approval_in_live, expiry_s=self.config.approval_expiry_s,
-                                 now=now)
-        saved = store.kv.get(KV_APPROVAL)
-        if isinstance(saved, dict):  # the user's last choice per mode wins over the settings default
-            self.gate.enabled.update({k: bool(v) for k, v in saved.items() if k in ("paper", "live")})
-        #: called after every persisted step with (order, step): audit hooks, metrics, crash tests
-        self.on_persisted = on_persisted
-        self._open: dict[str, Order] = {}
-        self._recent: OrderedDict[str, Order] = OrderedDict()
-        self._by_coid: dict[str, str] = {}
-        self._by_broker_id: dict[str, str] = {}
-        self._cancel_requested: set[str] = set()
-        self._cancel_reasons: dict[str, str] = {}  # why we asked: the order's reason when the broker gives none
-        #: replaces sent and not yet answered: order id -> the reservation held before (None: there was none)
-        self._replacing: dict[str, Any] = {}
-        self._replace_refusals: dict[str, str] = {}
-        self._subs: list[Any] = []
-        self._registered: list[type] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.last_reconciliation: list[ReconciliationReport] = []
-        self._started = False
-        self._alive = True
-        self._reconcile_locks: dict[str, asyncio.Lock] = {}
-        self._cancel_retries: dict[str, asyncio.Task[None]] = {}
-        self._sweep_retry: asyncio.Task[None] | None = None  # the kill switch's sweep, when a listing failed
-        self._unknown: dict[str, asyncio.Task[None]] = {}  # submits whose outcome is unknown, being settled
-
-    # ---- wiring ---------------------------------------------------------------------------------
+    # ---- wiring ----------------------------------------------------------------------------------
     def register(self) -> None:
         """Register the command handlers and subscribe to broker reports (inline, before other subscribers)."""
         handlers: dict[type, Callable[[Any], Any]] = {
@@ -220,94 +147,7 @@ class OrderManager:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    # ---- read-only API (GUI, CLI, strategies) ----------------------------------------------------
-    def order(self, order_id: str) -> Order | None:
-        o = self._open.get(order_id) or self._recent.get(order_id)
-        return o if o is not None else self.store.orders.get(order_id)
-
-    def open_orders(self) -> list[Order]:
-        """Orders not yet terminal (pending approval, approved, submitted, working, partially filled)."""
-        return sorted(self._open.values(), key=lambda o: o.created_at)
-
-    def working_orders(self) -> list[Order]:
-        return [o for o in self.open_orders() if o.status.is_working]
-
-    def pending_approvals(self) -> list[PendingApproval]:
-        """Pending approvals with their previews (``.order``, ``.preview``), oldest first."""
-        return sorted(self.gate.pending.values(), key=lambda p: p.preview.created_at)
-
-    def recent_orders(self, limit: int = 200, statuses: tuple[OrderStatus, ...] | None = None) -> list[Order]:
-        """The latest orders from the store (all statuses unless given), newest last."""
-        rows = self.store.orders.list(statuses)
-        return rows[-limit:]
-
-    def filled_orders(self, limit: int = 200) -> list[Order]:
-        return self.recent_orders(limit, (OrderStatus.FILLED, OrderStatus.PARTIALLY_FILLED))
-
-    def order_events(self, order_id: str) -> list[dict[str, Any]]:
-        return self.store.orders.events(order_id)
-
-    @property
-    def mode(self) -> str:
-        return self.router.mode
-
-    @property
-    def approval_required(self) -> bool:
-        return self.gate.required(self.router.mode)
-
-    # ---- state machine --------------------------------------------------------------------------
-    def _cache(self, o: Order) -> None:
-        if o.status.is_terminal:
-            self._open.pop(o.order_id, None)
-            self._recent[o.order_id] = o
-            self._recent.move_to_end(o.order_id)
-            while len(self._recent) > 2000:
-                self._recent.popitem(last=False)
-        else:
-            self._open[o.order_id] = o
-        self._by_coid[o.client_order_id] = o.order_id
-        if o.broker_order_id:
-            self._by_broker_id[o.broker_order_id] = o.order_id
-
-    def _get(self, order_id: str) -> Order:
-        o = self._open.get(order_id) or self._recent.get(order_id)
-        if o is None:
-            o = self.store.orders.get(order_id)
-            if o is None:
-                raise OrderCommandError(f"unknown order {order_id!r}")
-        return o
-
-    def _persist(self, order: Order, step: str, detail: dict[str, Any] | None = None, *, fact: bool = False) -> None:
-        """Write, then cache. ``fact``: a broker report — it happened whether or not the disk takes it, so a failed
-        write is alerted and the cache still follows the broker (restart reconciliation repairs the store)."""
-        try:
-            self.store.orders.save_with_event(order, {"step": step, **(detail or {})})
-        except sqlite3.Error as exc:
-            if not fact:
-                raise
-            log.exception("could not store %s of %s", step, order.order_id)
-            self.bus.publish(Alert(level="critical", source="oms", message=(
-                f"order {order.client_order_id} is {order.status.value} at the broker but could not be saved "
-                f"({exc}); reconciliation repairs it at the next start")))
-        self._cache(order)
-        if order.status.is_terminal:
-            self.risk.release(order.order_id)
-            self._cancel_requested.discard(order.order_id)
-            self._cancel_reasons.pop(order.order_id, None)
-            self._replacing.pop(order.order_id, None)
-        if self.on_persisted is not None:
-            self.on_persisted(order, step)
-
-    def _transition(self, order_id: str, status: OrderStatus, *, step: str, detail: dict[str, Any] | None = None,
-                    **changes: Any) -> Order:
-        cur = self._get(order_id)
-        if cur.status is not status and not can_transition(cur.status, status):
-            raise OrderCommandError(f"order {order_id} cannot go from {cur.status.value} to {status.value}")
-        new = cur.evolve(status=status, updated_at=self.now(), **changes)
-        self._persist(new, step, detail)
-        return new
-
-    # ---- the one path ---------------------------------------------------------------------------
+    # ---- the one path ----------------------------------------------------------------------------
     async def submit(self, intent: OrderIntent) -> Order:
         """Submit an intent (strategies, backtester, scripts). Same path as the ``SubmitOrder`` command."""
         return await self._submit(intent, internal=False)
@@ -357,7 +197,7 @@ class OrderManager:
         if self.gate.required(self.router.mode) and order.source != KILL_SWITCH_SOURCE:
             try:
                 return await self._await_approval(order, decision)
-            except Exception as exc:
+            except Exception as exc:  # a failing preview must deny the order or leave it pending, never leave it half-submitted
                 log.exception("approval preview failed for %s", order.order_id)
                 cur = self._get(order.order_id)
                 if cur.status is OrderStatus.PENDING_APPROVAL and order.order_id not in self.gate.pending:
@@ -383,12 +223,6 @@ class OrderManager:
         self._record_denial(order, failed)
         self.bus.publish(OrderDenied(order=order, checks=failed))
         return order
-
-    def _record_denial(self, order: Order, failed: tuple[CheckResult, ...]) -> None:
-        self.store.execute("INSERT INTO risk_events(ts, kind, order_id, detail) VALUES (?,?,?,?)",
-                           (self.now().isoformat(), "order_denied", order.order_id,
-                            json.dumps({"checks": [c.to_dict() for c in failed], "source": order.source},
-                                       default=str)))
 
     async def _await_approval(self, order: Order, decision: RiskDecision) -> Order:
         broker_preview = await self.router.preview(order)
@@ -452,7 +286,7 @@ class OrderManager:
                                                f"cancel raced its submission: {exc}"))
         return self._get(order_id)
 
-    # ---- submits whose outcome is unknown ---------------------------------------------------------
+    # ---- submits whose outcome is unknown --------------------------------------------------------
     async def _outcome_unknown(self, order_id: str, broker_name: str, exc: BaseException) -> Order:
         cur = self._get(order_id)
         if cur.status is OrderStatus.SUBMITTED:
@@ -464,7 +298,7 @@ class OrderManager:
         self._settle_unknown(order_id, broker_name)
         try:
             await self.reconcile(broker_name)
-        except Exception:
+        except Exception:  # the order is already held as unknown and its settle loop reconciles again: log and go on
             log.exception("reconciliation after an unknown submit outcome failed")
         return self._get(order_id)
 
@@ -475,7 +309,8 @@ class OrderManager:
                                                       name=f"oms:settle-unknown:{order_id}")
         self._unknown[order_id] = task
         self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), self._unknown.pop(order_id, None)))
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: self._unknown.pop(order_id, None))
 
     async def _settle_loop(self, order_id: str, broker_name: str) -> None:
         """Reconcile with backoff until the broker's open orders or fills settle the order by client order id."""
@@ -486,7 +321,7 @@ class OrderManager:
             delay = min(self.config.unknown_outcome_max_interval_s, delay * 2)
             try:
                 await self.reconcile(broker_name)
-            except Exception:
+            except Exception:  # whatever one reconcile raises, the loop must keep settling the order until the broker knows it
                 log.exception("reconciling an unknown submit outcome failed")
             waited = loop.time() - t0
             if not alerted and waited >= self.config.unknown_outcome_alert_s and \
@@ -500,7 +335,7 @@ class OrderManager:
         if order_id in self._cancel_requested and cur.status.is_working:  # cancelled (or killed) meanwhile
             try:
                 await self.cancel(order_id, by="system", reason="cancel requested while the outcome was unknown")
-            except Exception:
+            except Exception:  # the settled order stays cancellable by hand; a failed cancel is logged, never raised into a task
                 log.exception("cancel after settling %s failed", order_id)
 
     def _reject_unsent(self, order_id: str, message: str) -> Order:
@@ -509,14 +344,7 @@ class OrderManager:
         self.bus.publish(OrderRejected(order=order))
         return order
 
-    # ---- approvals ------------------------------------------------------------------------------
-    def _pending(self, order_id: str) -> PendingApproval:
-        p = self.gate.pending.get(order_id)
-        if p is None:
-            o = self._get(order_id)
-            raise OrderCommandError(f"order {order_id} is not awaiting approval (status {o.status.value})")
-        return p
-
+    # ---- approvals -------------------------------------------------------------------------------
     async def _cmd_approve(self, cmd: ApproveOrder) -> Order:
         self._pending(cmd.order_id)
         order = self._get(cmd.order_id)
@@ -548,325 +376,13 @@ class OrderManager:
                                  reason=f"approval expired after {self.gate.expiry_s:.0f}s")
         self.bus.publish(OrderExpired(order=order))
 
-    async def _cmd_modify(self, cmd: ModifyOrderPrice) -> Order:
-        p = self._pending(cmd.order_id)
-        old = p.order
-        try:
-            raw = Decimal(cmd.limit_price)
-            price = floor_to_tick(raw, venue_tick(old.legs, raw, self.router.broker_for(old).tick_size))
-        except (ArithmeticError, ValueError) as exc:
-            raise OrderCommandError(f"bad limit price {cmd.limit_price!r}: {exc}") from None
-        if old.order_type is not OrderType.LIMIT:
-            raise OrderCommandError("only limit orders have a price to modify")
-        candidate = old.evolve(limit_price=price, updated_at=self.now())
-        decision = self._recheck_reserved(old, candidate, skip=frozenset({"order_rate", "duplicate"}))
-        if not decision.passed:
-            msg = "; ".join(c.message for c in decision.failed)
-            self.bus.publish(Alert(level="warning", source="approval",
-                                   message=f"price change to {price} refused: {msg}"))
-            raise OrderCommandError(f"price change refused: {msg}")
-        self._persist(candidate, "price_modified", {"by": cmd.by, "previous": str(old.limit_price),
-                                                     "limit_price": str(price)})
-        preview = build_preview(candidate, decision, self.risk, await self.router.preview(candidate),
-                                now=p.preview.created_at, expiry_s=self.gate.expiry_s)
-        self.gate.update(candidate, preview)
-        self.gate.decide(cmd.order_id, "modified", cmd.by, f"price {old.limit_price} → {price}")
-        self.bus.publish(OrderPendingApproval(order=candidate, preview=preview))
-        return candidate
-
-    def _recheck_reserved(self, old: Order, candidate: Order, *, skip: frozenset[str]) -> RiskDecision:
-        """Check ``candidate`` in place of ``old``'s reservation; keeps the old one when the check fails."""
-        had = self.risk.take_reservation(old.order_id)
-        decision = self.risk.check(candidate, consume=True, skip=skip)
-        if not decision.passed:
-            self.risk.restore_reservation(had)
-        return decision
-
     async def _cmd_approval_mode(self, cmd: SetApprovalMode) -> bool:
         self.gate.set_enabled(self.router.mode, cmd.enabled, cmd.by)
         self.store.kv.set(KV_APPROVAL, self.gate.enabled)
         self.bus.publish(ApprovalModeChanged(enabled=bool(cmd.enabled)))
         return bool(cmd.enabled)
 
-    # ---- cancel / replace -----------------------------------------------------------------------
-    async def cancel(self, order_id: str, *, by: str = "user", reason: str = "", _logged: bool = False) -> Order:
-        """Cancel one order: pending/approved ones end here; working ones are cancelled at their broker."""
-        order = self._get(order_id)
-        if order.status.is_terminal:
-            return order
-        if order.status is OrderStatus.PENDING_APPROVAL:
-            self.gate.decide(order_id, "cancelled", by, reason)
-            cancelled = order.evolve(status=OrderStatus.CANCELLED, updated_at=self.now(),
-                                     reason=reason or f"cancelled by {by}")
-            # it never reached a broker: cancelled is a fact even when the disk cannot take it
-            self._persist(cancelled, "cancelled", {"by": by}, fact=True)
-            self.bus.publish(OrderCancelled(order=cancelled))
-            return cancelled
-        if order.status is OrderStatus.APPROVED:  # being sent right now: _send sees the flag before the call
-            self._cancel_requested.add(order_id)
-            self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by})
-            return order
-        self._cancel_requested.add(order_id)
-        if reason:
-            self._cancel_reasons[order_id] = reason
-        if not _logged:
-            try:
-                self.store.orders.append_event(order_id, order.status, {"step": "cancel_requested", "by": by,
-                                                                        "reason": reason})
-            except sqlite3.Error:
-                log.exception("could not log the cancel request of %s; cancelling anyway", order_id)
-        try:
-            await asyncio.wait_for(self.router.cancel(order), self.config.broker_call_timeout_s)
-        except (BrokerError, OSError, TimeoutError) as exc:
-            self.bus.publish(Alert(level="error", source="oms",
-                                   message=f"cancel of {order.client_order_id} failed: {exc}; retrying"))
-            self._retry_cancel(order_id, after=exc)
-            raise
-        return self._get(order_id)
-
-    async def _cmd_cancel(self, cmd: CancelOrder) -> Order:
-        return await self.cancel(cmd.order_id, by=cmd.by)
-
-    async def cancel_all(self, reason: str = "cancel all", by: str = "system", *, sweep: bool = False) -> int:
-        """Cancel every open order at once (pending approvals included), then — with ``sweep`` — every other open
-        order the active broker reports for the account (placed by another app, or lost by a crash). Returns how
-        many cancels the brokers accepted. Cancels that fail in transport are retried in the background until
-        the broker confirms or says the order is gone; a store that cannot be written never stops a cancel."""
-        targets = list(self._open.values())
-        working = [o for o in targets if o.status.is_working]
-        try:
-            with self.store.transaction():  # one write for all the cancel requests
-                for o in working:
-                    self.store.orders.append_event(o.order_id, o.status, {"step": "cancel_requested", "by": by,
-                                                                          "reason": reason})
-        except sqlite3.Error:
-            log.exception("cancel-all: could not log the cancel requests; cancelling anyway")
-        results = await asyncio.gather(*(self.cancel(o.order_id, by=by, reason=reason, _logged=True)
-                                         for o in targets), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        done = len(targets) - len(failures)
-        if sweep:
-            swept, sweep_failures = await self._sweep_unknown(reason)
-            done += swept
-            failures.extend(sweep_failures)
-        if failures:
-            self.bus.publish(Alert(level="critical", source="oms", message=(
-                f"{len(failures)} cancel(s) failed: {failures[0]}; retrying until the broker confirms")))
-        return done
-
-    async def kill_cancel_all(self, reason: str) -> int:
-        """The kill switch's cancel: every open order of ours and every other open order at the active broker."""
-        return await self.cancel_all(reason, by="kill_switch", sweep=True)
-
-    async def _sweep_unknown(self, reason: str) -> tuple[int, list[BaseException]]:
-        """Cancel the active broker's open orders that the store does not know (or no longer thinks open).
-
-        When the broker cannot list its open orders, the sweep is retried in the background with backoff until a
-        listing succeeds (and each order found is cancelled, with retries of its own) — or until the kill switch
-        is reset: an order placed by another app must not outlive a trip because one listing failed."""
-        broker = self.router.active
-        try:
-            remote = await asyncio.wait_for(broker.open_orders(), self.config.broker_call_timeout_s)
-        except Exception as exc:
-            log.warning("cancel-all: could not list %s's open orders (%s); retrying the sweep", broker.name, exc)
-            self._retry_sweep(broker, reason, after=exc)
-            return 0, [BrokerError(f"could not list {broker.name}'s open orders to cancel them: {exc}; retrying")]
-        return await self._cancel_strangers(broker, remote, reason)
-
-    async def _cancel_strangers(self, broker: Any, remote: list[Order], reason: str) -> tuple[int, list[BaseException]]:
-        known = {o.client_order_id for o in self._open.values() if o.status.is_working}
-        known |= {o.broker_order_id for o in self._open.values() if o.status.is_working and o.broker_order_id}
-        strangers = [o for o in remote if o.status.is_working and o.client_order_id not in known
-                     and (not o.broker_order_id or o.broker_order_id not in known)
-                     and (not broker.account_id or not o.account_id or o.account_id == broker.account_id)]
-        if not strangers:
-            return 0, []
-        self.bus.publish(Alert(level="critical", source="oms", message=(
-            f"cancelling {len(strangers)} open order(s) at {broker.name} that Optiondesk did not place: "
-            + ", ".join(o.client_order_id or o.broker_order_id or o.order_id for o in strangers))))
-        with contextlib.suppress(sqlite3.Error):
-            self.store.audit.record("system", "cancel_unknown_orders", {
-                "broker": broker.name, "reason": reason,
-                "orders": [o.broker_order_id or o.client_order_id or o.order_id for o in strangers]})
-        results = await asyncio.gather(*(self._cancel_at_broker(broker, o) for o in strangers), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        return len(strangers) - len(failures), failures
-
-    async def _cancel_at_broker(self, broker: Any, order: Order) -> None:
-        if order.broker != broker.name:  # routed by the order's broker, like every cancel
-            order = order.evolve(broker=broker.name, updated_at=order.updated_at)
-        try:
-            await asyncio.wait_for(self.router.cancel(order), self.config.broker_call_timeout_s)
-        except Exception as exc:
-            if _transport_failure(exc):
-                self._retry_cancel(order.order_id, order=order, after=exc)
-            raise
-
-    # ---- cancel retries -----------------------------------------------------------------------
-    def _retry_cancel(self, order_id: str, *, order: Order | None = None, after: BaseException | None = None) -> None:
-        """Retry a cancel with backoff until the broker confirms (accepts the cancel, or the order is terminal)
-        or answers that the order cannot be cancelled (then reconciliation settles it). ``after``: the failure
-        that started it — a rate limit's Retry-After sets the first wait."""
-        if order_id in self._cancel_retries or not self._alive:
-            return
-        task = asyncio.get_running_loop().create_task(self._cancel_retry_loop(order_id, order, after),
-                                                      name=f"oms:cancel-retry:{order_id}")
-        self._cancel_retries[order_id] = task
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), self._cancel_retries.pop(order_id, None)))
-
-    async def _cancel_retry_loop(self, order_id: str, foreign: Order | None, after: BaseException | None) -> None:
-        """``foreign``: an order the store does not know (from the kill switch's sweep), cancelled as reported.
-        Transport failures and rate limits (HTTP 429: not processed) are retried; a rate limit's Retry-After
-        stretches the next wait."""
-        from engine.brokers.resilience import backoff_delays, retry_delay
-
-        delays = backoff_delays(self.config.cancel_retry_initial_s, self.config.cancel_retry_max_s, jitter=0.1)
-        attempt = 0
-        last = after
-        while True:
-            await asyncio.sleep(next(delays) if last is None else retry_delay(last, next(delays)))
-            attempt += 1
-            if foreign is None:
-                cur = self._get(order_id)
-                if cur.status.is_terminal:
-                    return
-                target, call = cur, (lambda c=cur: self.router.cancel(c))
-            else:
-                target, call = foreign, (lambda: self.router.cancel(foreign))
-            try:
-                await asyncio.wait_for(call(), self.config.broker_call_timeout_s)
-            except Exception as exc:
-                if _transport_failure(exc):
-                    log.info("cancel retry %d of %s failed: %s", attempt, target.client_order_id, exc)
-                    last = exc
-                    continue
-                # the broker answered: the order is gone or not cancellable; its truth settles our record
-                log.info("cancel of %s answered %s; reconciling", target.client_order_id, exc)
-                if foreign is None:
-                    with contextlib.suppress(Exception):
-                        await self.reconcile(target.broker or self.router.active_name)
-                return
-            self.bus.publish(Alert(level="info", source="oms", message=(
-                f"cancel of {target.client_order_id or target.broker_order_id} went through after {attempt} "
-                "retry(ies)")))
-            return
-
-    def _retry_sweep(self, broker: Any, reason: str, *, after: BaseException) -> None:
-        """Retry the kill switch's sweep of ``broker``'s open orders in the background (one at a time)."""
-        if not self._alive or (self._sweep_retry is not None and not self._sweep_retry.done()):
-            return
-        task = asyncio.get_running_loop().create_task(self._sweep_retry_loop(broker, reason, after),
-                                                      name=f"oms:sweep-retry:{broker.name}")
-        self._sweep_retry = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _sweep_retry_loop(self, broker: Any, reason: str, after: BaseException) -> None:
-        """List ``broker``'s open orders with backoff until a listing succeeds, then cancel every one the store
-        does not know (each cancel retried on its own until the broker confirms or says it is gone). Stops when
-        the kill switch is reset: a sweep belongs to a trip."""
-        from engine.brokers.resilience import backoff_delays, retry_delay
-
-        delays = backoff_delays(self.config.cancel_retry_initial_s, self.config.cancel_retry_max_s, jitter=0.1)
-        last: BaseException = after
-        attempt = 0
-        while True:
-            await asyncio.sleep(retry_delay(last, next(delays)))
-            if self.kill_switch is not None and not self.kill_switch.tripped:
-                log.info("sweep of %s dropped: the kill switch was reset", broker.name)
-                return
-            attempt += 1
-            try:
-                remote = await asyncio.wait_for(broker.open_orders(), self.config.broker_call_timeout_s)
-            except Exception as exc:
-                log.info("sweep retry %d: could not list %s's open orders: %s", attempt, broker.name, exc)
-                last = exc
-                continue
-            swept, failures = await self._cancel_strangers(broker, remote, reason)
-            self.bus.publish(Alert(level="info" if not failures else "error", source="oms", message=(
-                f"kill switch sweep of {broker.name} listed its open orders after {attempt} retry(ies): "
-                f"{swept} other order(s) cancelled" + (f", {len(failures)} being retried" if failures else ""))))
-            return
-
-    async def _cmd_cancel_all(self, cmd: CancelAllOrders) -> int:
-        return await self.cancel_all(cmd.reason, by=cmd.by)
-
-    async def _cmd_replace(self, cmd: ReplaceOrder) -> Order:
-        order = self._get(cmd.order_id)
-        if order.status is OrderStatus.PENDING_APPROVAL:
-            return await self._cmd_modify(ModifyOrderPrice(order_id=cmd.order_id, limit_price=cmd.limit_price,
-                                                           by=cmd.by))
-        if not order.status.is_working:
-            raise OrderCommandError(f"order {cmd.order_id} is {order.status.value}: only working orders can be replaced")
-        if order.order_type is not OrderType.LIMIT:
-            raise OrderCommandError("only limit orders can be replaced")
-        qty = order.quantity if cmd.quantity is None else cmd.quantity
-        if not isinstance(qty, int) or isinstance(qty, bool) or qty <= order.filled_quantity:
-            raise OrderCommandError(f"new quantity {qty!r} must exceed the filled quantity {order.filled_quantity}")
-        raw, bad = parse_price(cmd.limit_price)
-        if bad is not None:
-            raise OrderCommandError(f"replace refused: {bad.message}")
-        assert raw is not None
-        price = floor_to_tick(raw, venue_tick(order.legs, raw, self.router.broker_for(order).tick_size))
-        candidate = order.evolve(limit_price=price, quantity=qty, updated_at=self.now())
-        problem = order_problem(candidate, self.now())  # the new terms must be a valid order (sign, bounds, expiry)
-        if problem is not None:
-            raise OrderCommandError(f"replace refused: {problem.message}")
-        state = self.kill_switch.state if self.kill_switch is not None else TradingState.ACTIVE
-        if state is TradingState.HALTED:
-            raise OrderCommandError("trading is HALTED: orders can only be cancelled")
-        had = self.risk.take_reservation(order.order_id)
-        decision = self.risk.check(candidate, consume=True, skip=frozenset({"duplicate"}))
-        if not decision.passed:
-            self.risk.restore_reservation(had, order)
-            self.bus.publish(OrderDenied(order=candidate, checks=decision.failed))
-            self._record_denial(candidate, decision.failed)
-            raise OrderCommandError("replace refused: " + "; ".join(c.message for c in decision.failed))
-        # the new terms are reserved from now on; the broker's OrderReplaceRejected puts the old ones back
-        self._replacing[order.order_id] = had
-        self.store.orders.append_event(order.order_id, order.status, {
-            "step": "replace_requested", "by": cmd.by, "limit_price": str(price), "quantity": qty})
-        try:
-            await asyncio.wait_for(self.router.replace(order, price, cmd.quantity), self.config.broker_call_timeout_s)
-        except (OSError, TimeoutError) as exc:
-            # no answer: the replace may or may not stand. Hold the larger of the two reservations until the
-            # broker reports OrderReplaced or OrderReplaceRejected (or reconciliation settles the order).
-            if had is not None and had.bp > self.risk.reserved_for(order.order_id):
-                self.risk.restore_reservation(had, self._get(order.order_id))
-            self.bus.publish(Alert(level="error", source="oms", message=(
-                f"replace of {order.client_order_id}: no answer from {order.broker} ({exc}); outcome unknown")))
-            raise OrderCommandError(f"replace outcome unknown: {exc}") from exc
-        except Exception as exc:  # the broker (or the router) refused: the order works on its old terms
-            self._replace_refused(order.order_id, f"replace rejected by {order.broker}: {exc}")
-            raise OrderCommandError(f"replace rejected by {order.broker}: {exc}") from exc
-        refused = self._replace_refusals.pop(order.order_id, None)
-        if refused is not None:
-            raise OrderCommandError(refused)
-        return self._get(order.order_id)
-
-    def _replace_refused(self, order_id: str, reason: str) -> None:
-        """A replace did not happen: put the order's previous reservation back and record why."""
-        if order_id in self._replacing:
-            had = self._replacing.pop(order_id)
-            cur = self._get(order_id)
-            if had is None:
-                self.risk.release(order_id)
-            elif not cur.status.is_terminal:
-                self.risk.restore_reservation(had, cur)
-        cur = self._get(order_id)
-        self.store.orders.append_event(order_id, cur.status, {"step": "replace_rejected", "reason": reason})
-        self._replace_refusals[order_id] = reason if reason.startswith("replace rejected") \
-            else f"replace rejected: {reason}"
-
-    def _on_replace_rejected(self, ev: OrderReplaceRejected) -> None:
-        oid = self._resolve(ev.order)
-        if oid is None:
-            log.warning("replace rejection for an unknown order %s", ev.order.order_id)
-            return
-        self._replace_refused(oid, ev.order.reason or "replace rejected by the broker")
-
-    # ---- kill switch: flatten -------------------------------------------------------------------
+    # ---- kill switch: flatten --------------------------------------------------------------------
     async def flatten(self, reason: str) -> int:
         """Close every position with marketable limit orders (through the path; exempt from approval).
 
@@ -885,14 +401,7 @@ class OrderManager:
         working = sum(1 for o in self._open.values() if o.source == KILL_SWITCH_SOURCE and not o.status.is_terminal)
         return open_positions, working
 
-    async def cancel_flatten_orders(self, reason: str) -> int:
-        """Cancel the kill switch's own closing orders (to send them again at a fresh price)."""
-        targets = [o.order_id for o in self._open.values() if o.source == KILL_SWITCH_SOURCE and not o.status.is_terminal]
-        done = await asyncio.gather(*(self.cancel(oid, by="kill_switch", reason=reason) for oid in targets),
-                                    return_exceptions=True)
-        return sum(1 for d in done if isinstance(d, Order))
-
-    # ---- mode -----------------------------------------------------------------------------------
+    # ---- mode ------------------------------------------------------------------------------------
     async def _cmd_switch(self, cmd: SwitchMode) -> str:
         blocking = len(self._open)
         try:
@@ -911,191 +420,3 @@ class OrderManager:
         self.bus.publish(ModeChanged(mode=self.router.mode, broker=target.name,
                                      account_id=mask_account(target.account_id) if self.router.mode == LIVE else ""))
         return self.router.mode
-
-    async def load_portfolio(self) -> None:
-        """Load the active broker's positions and account into the risk engine's portfolio."""
-        broker = self.router.active
-        self.risk.portfolio.active_broker = broker.name
-        try:
-            positions, account = await asyncio.gather(broker.positions(), broker.account())
-        except Exception as exc:
-            self.bus.publish(Alert(level="error", source="oms", message=f"could not load {broker.name} account: {exc}"))
-            return
-        self.risk.portfolio.load(positions, account)
-
-    # ---- broker reports -------------------------------------------------------------------------
-    def _resolve(self, reported: Order) -> str | None:
-        if reported.order_id in self._open or reported.order_id in self._recent:
-            return reported.order_id
-        oid = self._by_coid.get(reported.client_order_id)
-        if oid is None and reported.broker_order_id:
-            oid = self._by_broker_id.get(reported.broker_order_id)
-        if oid is None:
-            found = self.store.orders.get(reported.order_id) or self.store.orders.by_client_order_id(
-                reported.client_order_id)
-            if found is not None:
-                self._cache(found)
-                oid = found.order_id
-        return oid
-
-    def _on_broker_event(self, ev: OrderEvent) -> None:
-        oid = self._resolve(ev.order)
-        if oid is None:
-            log.warning("broker report for an unknown order %s / %s", ev.order.order_id, ev.order.client_order_id)
-            return
-        cur = self._get(oid)
-        rep = ev.order
-        changes: dict[str, Any] = {}
-        if rep.broker_order_id and rep.broker_order_id != cur.broker_order_id:
-            changes["broker_order_id"] = rep.broker_order_id
-        if isinstance(ev, OrderFilled):
-            self._apply_fills(cur.broker, [f for f in ev.fills if self.store.fills.add(f)])
-            filled = max(cur.filled_quantity, rep.filled_quantity)
-            status = OrderStatus.FILLED if filled >= cur.quantity else OrderStatus.PARTIALLY_FILLED
-            changes["filled_quantity"] = filled
-            if rep.avg_fill_price is not None:
-                changes["avg_fill_price"] = rep.avg_fill_price
-            step = "fill"
-        elif isinstance(ev, OrderReplaced):
-            self._replacing.pop(oid, None)  # the new terms stand: their reservation stays
-            status = cur.status if cur.status.is_working else OrderStatus.WORKING
-            changes["limit_price"] = rep.limit_price
-            changes["quantity"] = rep.quantity
-            step = "replaced"
-        else:
-            status = _EVENT_STATUS[type(ev)]
-            if status is OrderStatus.WORKING and cur.status is OrderStatus.PARTIALLY_FILLED:
-                status = OrderStatus.PARTIALLY_FILLED
-            if rep.filled_quantity > cur.filled_quantity:
-                changes["filled_quantity"] = rep.filled_quantity
-            if status in (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED) and rep.reason:
-                changes["reason"] = rep.reason
-            elif status is OrderStatus.CANCELLED and oid in self._cancel_reasons:
-                changes["reason"] = self._cancel_reasons[oid]  # e.g. "kill switch: daily loss limit ..."
-            step = {OrderStatus.WORKING: "broker_ack"}.get(status, status.value)
-        if status is not OrderStatus.SUBMITTED and cur.reason.startswith(UNKNOWN_OUTCOME) and \
-                not status.is_terminal:
-            changes["reason"] = ""  # settled: the broker has it
-        if status is cur.status and all(getattr(cur, k) == v for k, v in changes.items()):
-            return  # already applied (our own event, or a replay)
-        if cur.status is not status and not can_transition(cur.status, status):
-            if cur.status.is_terminal and isinstance(ev, OrderFilled):
-                self._late_fill(cur, changes)
-                return
-            log.info("ignoring %s for %s in status %s", type(ev).__name__, oid, cur.status.value)
-            return
-        new = cur.evolve(status=status, updated_at=self.now(), **changes)
-        self._persist(new, step, {"event": type(ev).__name__}, fact=True)
-        if not new.status.is_terminal:
-            self.risk.update_fill(new)
-
-    def _late_fill(self, cur: Order, changes: dict[str, Any]) -> None:
-        """A fill after our terminal state (a cancel raced a fill at the exchange).
-
-        A terminal order never becomes open again (docs/architecture.md §4): it keeps its status — so it neither blocks a
-        mode switch nor is swept by cancel-all — while the fill is recorded against it (the fills table and the
-        expected positions already have it) and the broker is reconciled, loudly."""
-        filled = int(changes.get("filled_quantity", cur.filled_quantity))
-        if filled <= cur.filled_quantity:
-            return  # this late fill is already recorded (a replay)
-        kept = {k: v for k, v in changes.items() if k in ("filled_quantity", "avg_fill_price", "broker_order_id")}
-        kept["filled_quantity"] = min(filled, cur.quantity)
-        self.bus.publish(Alert(level="error", source="oms", message=(
-            f"order {cur.client_order_id} filled {filled} at the broker after it was {cur.status.value}: "
-            f"the fill is recorded and {cur.broker} is being reconciled")))
-        new = cur.evolve(updated_at=self.now(), **kept)
-        self._persist(new, "late_fill", {"previous": cur.status.value, "filled_quantity": filled}, fact=True)
-        if self._started and cur.broker in self.router.brokers:
-            task = asyncio.get_running_loop().create_task(self.reconcile(cur.broker),
-                                                          name=f"oms:reconcile:{cur.broker}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def _on_connection(self, ev: ConnectionStateChanged) -> None:
-        """A broker (re)connected: reconcile our open orders there (fills or cancels we missed meanwhile)."""
-        if not self._started or ev.state != "connected" or not ev.component.startswith("broker:"):
-            return
-        name = ev.component.split(":", 1)[1]
-        if name not in self.router.brokers or not any(o.broker == name for o in self._open.values()):
-            return
-        task = asyncio.get_running_loop().create_task(self.reconcile(name), name=f"oms:reconcile:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # ---- expected positions per broker ------------------------------------------------------------
-    def _apply_fills(self, broker: str, fills: list[Fill]) -> None:
-        """Move the broker's expected positions by fills we just learned of (attributed through their order)."""
-        key = KV_POSITIONS + broker
-        snap = self.store.kv.get(key)
-        if not isinstance(snap, dict) or not fills:
-            return
-        pos = dict(snap.get("positions", {}))
-        for f in fills:
-            pos[f.instrument.key] = pos.get(f.instrument.key, 0) + f.quantity
-        snap["positions"] = {k: v for k, v in pos.items() if v}
-        self.store.kv.set(key, snap)
-
-    # ---- reconciliation -------------------------------------------------------------------------
-    async def reconcile(self, broker_name: str | None = None) -> ReconciliationReport:
-        """Compare the store with a broker (default: the active one), adopt broker truth, trip on mismatch.
-
-        Runs one at a time per broker (a reconnect during start-up reconciliation waits for it)."""
-        name = broker_name or self.router.active_name
-        lock = self._reconcile_locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            return await self._reconcile(name)
-
-    async def _reconcile(self, name: str) -> ReconciliationReport:
-        broker = self.router.broker(name)
-        rep = ReconciliationReport(broker=name)
-        try:
-            remote_open, remote_fills, remote_pos = await asyncio.gather(
-                broker.open_orders(), broker.fills(), broker.positions())
-        except Exception as exc:
-            rep.errors.append(f"could not read {name}: {exc}")
-            self.bus.publish(Alert(level="error", source="reconciliation", message=rep.errors[-1]))
-            if self.kill_switch is not None:
-                self.kill_switch.set_reducing(f"reconcile:{name}", f"reconciliation with {name} failed: {exc}")
-            self.last_reconciliation.append(rep)
-            return rep
-        known = {f.fill_id for f in self.store.fills.list()}
-        unseen = [f for f in remote_fills if f.fill_id not in known]  # fills (and settlements) we never processed
-        local = [o for o in self._open.values() if o.broker == name]
-        unknown = {o.order_id for o in local if o.status is OrderStatus.SUBMITTED
-                   and o.reason.startswith(UNKNOWN_OUTCOME)}
-        rep = plan(local, name, remote_open, remote_fills, set(known), unknown=unknown)
-        for f in unseen:
-            self.store.fills.add(f)
-        for a in rep.adoptions:
-            cur = self._get(a.order_id)
-            if cur.status.is_terminal:  # settled meanwhile by a live report
-                continue
-            reason = a.reason if a.status.is_terminal else (
-                "" if cur.reason.startswith(UNKNOWN_OUTCOME) else cur.reason)
-            new = cur.evolve(status=a.status, filled_quantity=a.filled_quantity, updated_at=self.now(),
-                             broker_order_id=a.broker_order_id, reason=reason)
-            self._persist(new, "reconciled", {"previous": a.previous.value, "reason": a.reason})
-        # positions: what we last saw at this broker, moved by every fill since, must equal the broker's now
-        remote = {p.symbol: p.quantity for p in remote_pos if p.quantity}
-        snap = self.store.kv.get(KV_POSITIONS + name)
-        if isinstance(snap, dict):
-            expected = dict(snap.get("positions", {}))
-            for f in unseen:
-                expected[f.instrument.key] = expected.get(f.instrument.key, 0) + f.quantity
-            rep.position_mismatches = compare_positions({k: v for k, v in expected.items() if v}, remote)
-        self.store.kv.set(KV_POSITIONS + name, {"positions": remote, "as_of": self.now().isoformat()})
-        account = broker.account_id
-        if account:  # the positions table shows the broker's truth (``optiondesk risk``, the GUI at start)
-            self.store.positions.replace_all(account, remote_pos)
-        if name == self.router.active_name:
-            self.risk.portfolio.load(remote_pos, None)
-        self.store.audit.record("system", "reconciliation", {"broker": name, "summary": rep.summary()})
-        self.last_reconciliation.append(rep)
-        if rep.mismatch and self.kill_switch is not None:
-            self.bus.publish(Alert(level="critical", source="reconciliation", message=rep.summary()))
-            if rep.unknown_broker_orders:
-                await self.kill_switch.trip(f"reconciliation mismatch with {name}: {rep.summary()}", by="reconciliation")
-            else:
-                self.kill_switch.set_reducing(f"reconcile:{name}", f"reconciliation mismatch with {name}: "
-                                              f"{rep.summary()}")
-        return rep

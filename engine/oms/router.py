@@ -74,7 +74,7 @@ class ModeRouter:
     def account_id(self) -> str:
         try:
             return self.active.account_id
-        except Exception:
+        except Exception:  # any adapter's account lookup failing (disconnected, not logged in) means "no account", not a crash
             return ""
 
     # ---- switching ------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class ModeRouter:
         broker = self.broker_for(order)
         try:
             return await self._call(broker, f"preview {order.client_order_id}", lambda: broker.preview(order))
-        except Exception as exc:
+        except Exception as exc:  # a broker without a working preview: we estimate instead, whatever the failure
             log.info("broker preview unavailable for %s: %s", order.order_id, exc)
             return None
 

@@ -109,7 +109,8 @@ def _shares_problem(legs: tuple[Leg, ...] | list[Leg]) -> Problem | None:
         return None
     stock = stocks[0]
     for right, name in ((True, "call"), (False, "put")):
-        covered = [leg for leg in options if leg.instrument.is_call is right and _covers(stock, leg)]
+        covered = [leg for leg in options
+                   if isinstance(leg.instrument, Option) and leg.instrument.is_call is right and _covers(stock, leg)]
         if not covered:
             continue
         need = sum(leg.ratio * leg.instrument.multiplier for leg in covered)

@@ -129,7 +129,7 @@ def warm_up(cache_dir: Path | str | None = None) -> bool:
         for name in _OTHER_PRICERS:  # their own kernels behind this switch; a failure there leaves ours in use
             try:
                 importlib.import_module(name).warm_up(cache_dir)
-            except Exception:
+            except Exception:  # numba/LLVM may fail any way: that pricer stays on numpy, which is always correct
                 log.warning("compiled kernels of %s unavailable, it uses numpy", name, exc_info=True)
         _load_seconds = time.perf_counter() - t0
         log.info("compiled pricing kernels loaded in %.2f s", _load_seconds)

@@ -8,7 +8,7 @@ delta and gamma per 1 unit of F, vega per vol point, theta per calendar day (F h
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -19,12 +19,54 @@ from engine.pricing.inputs import FloatArray, broadcast_with_right
 _NAMES = ("F", "K", "T", "r", "sigma")
 
 
+@overload
+def price(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, return_reason: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def price(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, return_reason: Literal[True],
+) -> tuple[FloatArray, np.ndarray]: ...
+
+
+@overload
+def price(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]: ...
+
+
 def price(
     right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
     *, return_reason: bool = False,
 ) -> FloatArray | tuple[FloatArray, np.ndarray]:
     """Discounted Black-76 value (full relative accuracy for tiny values)."""
     return bsm.price(right, F, K, T, r, r, sigma, return_reason=return_reason)
+
+
+@overload
+def greeks(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, outputs: Iterable[str] | None = ..., return_reason: Literal[False] = False,
+) -> bsm.Greeks: ...
+
+
+@overload
+def greeks(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, outputs: Iterable[str] | None = ..., return_reason: Literal[True],
+) -> tuple[bsm.Greeks, np.ndarray]: ...
+
+
+@overload
+def greeks(
+    right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, sigma: ArrayLike,
+    *, outputs: Iterable[str] | None = ..., return_reason: bool = False,
+) -> bsm.Greeks | tuple[bsm.Greeks, np.ndarray]: ...
 
 
 def greeks(
@@ -40,10 +82,31 @@ def greeks(
     g, reason = bsm.greeks(is_call, F_, K_, T_, r_, r_, sig, outputs=inner, return_reason=True)
     # BSM with q = r moves both r and q in its rho; on a forward only the discount factor depends on r.
     rho = -T_ * g.price * 0.01 if "rho" in want else None
-    if "price" not in want:
-        g = bsm.Greeks(None, g.delta, g.gamma, g.vega, g.theta, g.rho, g.vanna, g.volga, g.charm)
-    out = bsm.Greeks(g.price, g.delta, g.gamma, g.vega, g.theta, rho, g.vanna, g.volga, g.charm)
+    fields = {name: getattr(g, name) for name in want}
+    fields["rho"] = rho
+    out = bsm.Greeks.of(fields)
     return (out, reason) if return_reason else out
+
+
+@overload
+def implied_vol(
+    price: ArrayLike, right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike,
+    *, return_reason: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def implied_vol(
+    price: ArrayLike, right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike,
+    *, return_reason: Literal[True],
+) -> tuple[FloatArray, np.ndarray]: ...
+
+
+@overload
+def implied_vol(
+    price: ArrayLike, right: Any, F: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]: ...
 
 
 def implied_vol(

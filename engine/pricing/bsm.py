@@ -18,9 +18,9 @@ otherwise; the numpy code is the reference, the kernels agree with it to ~1e-15 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -58,6 +58,15 @@ class Greeks:
     volga: FloatArray
     charm: FloatArray
 
+    @classmethod
+    def of(cls, fields: Mapping[str, FloatArray | None]) -> Greeks:
+        """Greeks from the outputs computed (names of :data:`OUTPUTS`; missing or None: not asked for).
+
+        The fields are typed as arrays, not optional ones: a caller reads only the outputs it asked for, and
+        nine ``is not None`` checks at every use would say nothing the ``outputs`` argument did not."""
+        values: dict[str, Any] = {name: fields.get(name) for name in OUTPUTS}
+        return cls(**values)
+
 
 def _reasons(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray,
              sigma: np.ndarray) -> np.ndarray:
@@ -68,6 +77,27 @@ def _reasons(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.n
         return base
     reason = np.where((base == 0) & ~np.isfinite(sigma), np.int8(Reason.NAN_INPUT), base)
     return np.where((reason == 0) & ~(sigma > 0), np.int8(Reason.NONPOSITIVE_VOL), reason).astype(np.int8)
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    *, return_reason: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    *, return_reason: Literal[True],
+) -> tuple[FloatArray, np.ndarray]: ...
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]: ...
 
 
 def price(
@@ -125,13 +155,14 @@ def _greeks_block(want: frozenset[str], c: np.ndarray, S: np.ndarray, K: np.ndar
     d1 += (r - q + 0.5 * sig * sig) * T
     d1 /= vol_t
     need_d2 = want & {"price", "theta", "rho", "vanna", "volga", "charm"}
-    d2 = d1 - vol_t if need_d2 else None
+    d2: Any = d1 - vol_t if need_d2 else None
     dq = np.exp(-q * T) if not isinstance(q, float) or q != 0.0 else 1.0
     sign = c * 2.0 - 1.0  # +1 call, -1 put
     need_n1 = want & {"price", "delta", "theta", "charm"}
     need_n2 = want & {"price", "theta", "rho"}
     need_pdf = want & {"gamma", "vega", "theta", "vanna", "volga", "charm"}
-    dq_n1 = dq * ndtr(sign * d1) if need_n1 else None  # e^{-qT}·N(±d1)
+    # None where no wanted output needs the intermediate
+    dq_n1: Any = dq * ndtr(sign * d1) if need_n1 else None  # e^{-qT}·N(±d1)
     if need_n2:
         k_dr_n2 = np.exp(-r * T)
         k_dr_n2 *= K
@@ -139,7 +170,7 @@ def _greeks_block(want: frozenset[str], c: np.ndarray, S: np.ndarray, K: np.ndar
     if need_pdf:
         dq_pdf = np.exp(-0.5 * d1 * d1)
         dq_pdf *= dq * _INV_SQRT_2PI
-    s_dq_n1 = S * dq_n1 if want & {"price", "theta"} else None
+    s_dq_n1: Any = S * dq_n1 if want & {"price", "theta"} else None
     if "price" in want:
         value = s_dq_n1 - k_dr_n2
         value *= sign
@@ -172,6 +203,27 @@ def _greeks_block(want: frozenset[str], c: np.ndarray, S: np.ndarray, K: np.ndar
         np.multiply(charm, 1 / DAYS_PER_YEAR, out=out["charm"][sl])
 
 
+@overload
+def greeks(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    *, outputs: Iterable[str] | None = ..., return_reason: Literal[False] = False,
+) -> Greeks: ...
+
+
+@overload
+def greeks(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    *, outputs: Iterable[str] | None = ..., return_reason: Literal[True],
+) -> tuple[Greeks, np.ndarray]: ...
+
+
+@overload
+def greeks(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    *, outputs: Iterable[str] | None = ..., return_reason: bool = False,
+) -> Greeks | tuple[Greeks, np.ndarray]: ...
+
+
 def greeks(
     right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
     *, outputs: Iterable[str] | None = None, return_reason: bool = False,
@@ -188,8 +240,8 @@ def greeks(
     is_call, (S_, K_, T_, r_, q_, sig) = broadcast_with_right(right, _NAMES, S, K, T, r, q, sigma)
     compiled = _kernels.kernels()
     if compiled is not None:
-        g = _greeks_compiled(compiled, want, is_call, S_, K_, T_, r_, q_, sig)
-        return g if return_reason else g[0]
+        fused = _greeks_compiled(compiled, want, is_call, S_, K_, T_, r_, q_, sig)
+        return fused if return_reason else fused[0]
     reason = _reasons(S_, K_, T_, r_, q_, sig)
     shape = reason.shape
     bad = reason != 0
@@ -206,7 +258,7 @@ def greeks(
             c, s_, k_, t_, v_ = (a[sl] for a in flat)
             _greeks_block(want, c, s_, k_, t_, rr if isinstance(rr, float) else rr[sl],
                           qq if isinstance(qq, float) else qq[sl], v_, out, sl)
-    g = Greeks(*(out[name].reshape(shape) if name in out else None for name in OUTPUTS))
+    g = Greeks.of({name: a.reshape(shape) for name, a in out.items()})
     return (g, reason) if return_reason else g
 
 
@@ -220,21 +272,30 @@ def _flat(a: np.ndarray, dtype: Any = np.float64) -> tuple[np.ndarray, int]:
 
 def _greeks_compiled(compiled: Any, want: frozenset[str], is_call: np.ndarray, S: np.ndarray, K: np.ndarray,
                      T: np.ndarray, r: np.ndarray, q: np.ndarray, sig: np.ndarray) -> tuple[Greeks, np.ndarray]:
-    """:func:`greeks` through the compiled kernel: one pass, one option per iteration, wanted outputs only
-    (after three numpy passes for ln(S/K) and the discount factors, which numpy's SIMD log/exp do fastest)."""
+    """:func:`greeks` through the compiled kernel: wanted outputs only, in SIMD loops over blocks (after three
+    numpy passes for ln(S/K) and the discount factors, which numpy's SIMD log/exp do fastest).
+
+    The kernel takes one contiguous value per option (a broadcast scalar such as the rate is expanded: a
+    copy costs less than the strided reads that would keep the kernel's loops from vectorising). Outputs
+    not wanted are written to one scratch row, which only the all-outputs kernel serving another set uses."""
     shape = S.shape
     n = S.size
     names = [name for name in OUTPUTS if name in want]
-    slot = np.array([names.index(name) if name in want else -1 for name in OUTPUTS], dtype=np.int64)
-    out = np.empty((len(names), n))
+    slot = np.array([names.index(name) if name in want else len(names) for name in OUTPUTS], dtype=np.int64)
+    needs_scratch = len(names) < len(OUTPUTS) and compiled.greeks_kernel(want) is compiled.greeks
+    out = np.empty((len(names) + (1 if needs_scratch else 0), n))
+    if not needs_scratch:
+        slot = np.minimum(slot, max(len(names) - 1, 0))  # unwanted outputs are never written by this kernel
     reason = np.empty(n, dtype=np.int8)
     with np.errstate(all="ignore"):  # invalid rows are caught in the kernel
         ln_sk = np.log(S / K)
         dq = np.exp(-_scalar(q) * T)
         dr = np.exp(-_scalar(r) * T)
-    compiled.greeks_kernel(want)(*_flat(is_call, np.bool_), *_flat(S), *_flat(K), *_flat(T), *_flat(r),
-                                 *_flat(q), *_flat(sig), *_flat(ln_sk), *_flat(dq), *_flat(dr), slot, out, reason)
-    g = Greeks(*(out[slot[j]].reshape(shape) if slot[j] >= 0 else None for j in range(len(OUTPUTS))))
+    columns = [np.ascontiguousarray(np.broadcast_to(a, shape).reshape(-1), dtype=np.float64)
+               for a in (S, K, T, r, q, sig, ln_sk, dq, dr)]
+    calls = np.ascontiguousarray(np.broadcast_to(is_call, shape).reshape(-1), dtype=np.bool_)
+    compiled.greeks_kernel(want)(calls, *columns, slot, out, reason)
+    g = Greeks.of({name: out[slot[j]].reshape(shape) for j, name in enumerate(OUTPUTS) if name in want})
     return g, reason.reshape(shape)
 
 
@@ -307,10 +368,12 @@ def _implied_vol_forward(
     finite = np.isfinite(price) & np.isfinite(F) & np.isfinite(K) & np.isfinite(T) & np.isfinite(df)
     with np.errstate(invalid="ignore"):
         valid = finite & (F > 0) & (K > 0) & (T > 0) & (df > 0) & (price >= lbr.DBL_MIN)
-    vol = np.full(price.shape, np.nan)
+    vol: np.ndarray = np.full(price.shape, np.nan)
+    reason: np.ndarray
+    ok: np.ndarray | slice
     if np.all(valid):  # common case: no per-check arrays, no gathers
         reason = np.zeros(price.shape, dtype=np.int8)
-        ok: np.ndarray | slice = slice(None)
+        ok = slice(None)
         p, f, k, t, d, c = (np.ravel(a) for a in (price, F, K, T, df, is_call))
         vol = vol.reshape(-1)
         reason = reason.reshape(-1)
@@ -327,9 +390,10 @@ def _implied_vol_forward(
                 (price < lbr.DBL_MIN, Reason.PRICE_UNDERFLOW),
             ],
         )
-        ok = reason == 0
-        if not ok.any():
+        valid_rows = reason == 0
+        if not valid_rows.any():
             return vol, reason
+        ok = valid_rows
         p, f, k, t, d, c = price[ok], F[ok], K[ok], T[ok], df[ok], is_call[ok]
     with np.errstate(all="ignore"):
         sqrt_fk = np.sqrt(f) * np.sqrt(k)
@@ -362,6 +426,27 @@ def _implied_vol_forward(
     vol[ok] = v
     reason[ok] = sub
     return vol.reshape(price.shape), reason.reshape(price.shape)
+
+
+@overload
+def implied_vol(
+    price: ArrayLike, right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike,
+    *, return_reason: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def implied_vol(
+    price: ArrayLike, right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike,
+    *, return_reason: Literal[True],
+) -> tuple[FloatArray, np.ndarray]: ...
+
+
+@overload
+def implied_vol(
+    price: ArrayLike, right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]: ...
 
 
 def implied_vol(

@@ -12,10 +12,29 @@ strikes is one matrix product.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-LogCF = Callable[[np.ndarray, float], np.ndarray]  # (complex u array, T) -> log ψ(u)
+#: (complex u array, T) -> log ψ(u); T is one expiry, or an array broadcasting against u (a scan of expiries)
+LogCF = Callable[[np.ndarray, float | np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class _Group:
+    """One expiry of a :class:`LewisPlan`: its options (``idx``), nodes ``u`` and the e^{iux}·weight matrices,
+    which depend on the strikes only, so a new parameter set costs a CF evaluation and two matrix products."""
+
+    t: float
+    idx: np.ndarray
+    u: np.ndarray
+    cos: np.ndarray
+    sin: np.ndarray
+    scale: np.ndarray
+    s_dq: np.ndarray
+    k_df: np.ndarray
+    is_call: np.ndarray
+
 
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(16)
 
@@ -64,7 +83,7 @@ class LewisPlan:
         """``uppers``: the integration cut-off per expiry, when the caller has it (else found from ``log_cf``);
         ``node_rule(upper, max |ln(F/K)|)``: the model's own quadrature nodes and weights on [0, upper]."""
         self.n = S.shape[0]
-        self.groups: list[dict[str, np.ndarray | float]] = []
+        self.groups: list[_Group] = []
         for t in np.unique(T):
             idx = np.flatnonzero(T == t)
             upper = uppers[float(t)] if uppers is not None else upper_limit(log_cf, float(t), tol) * margin
@@ -79,21 +98,20 @@ class LewisPlan:
             weight = w / (u * u + 0.25)
             df = np.exp(-r[idx] * t)
             s_dq = S[idx] * np.exp(-q[idx] * t)
-            self.groups.append({
-                "t": float(t), "idx": idx, "u": u, "cos": np.cos(ux) * weight, "sin": np.sin(ux) * weight,
-                "scale": np.sqrt(fwd * K[idx]) * df / np.pi, "s_dq": s_dq, "k_df": K[idx] * df,
-                "is_call": is_call[idx],
-            })
+            self.groups.append(_Group(
+                t=float(t), idx=idx, u=u, cos=np.cos(ux) * weight, sin=np.sin(ux) * weight,
+                scale=np.sqrt(fwd * K[idx]) * df / np.pi, s_dq=s_dq, k_df=K[idx] * df, is_call=is_call[idx],
+            ))
 
     def price(self, log_cf: LogCF) -> np.ndarray:
         """European prices of the planned options under the model of ``log_cf``."""
         out = np.empty(self.n)
         for g in self.groups:
-            psi = np.exp(log_cf(g["u"] - 0.5j, g["t"]))  # type: ignore[operator]
-            integral = g["cos"] @ psi.real - g["sin"] @ psi.imag  # type: ignore[operator]
-            call = g["s_dq"] - g["scale"] * integral  # type: ignore[operator]
-            put = call - g["s_dq"] + g["k_df"]
-            out[g["idx"]] = np.where(g["is_call"], call, put)  # type: ignore[index]
+            psi = np.exp(log_cf(g.u - 0.5j, g.t))
+            integral = g.cos @ psi.real - g.sin @ psi.imag
+            call = g.s_dq - g.scale * integral
+            put = call - g.s_dq + g.k_df
+            out[g.idx] = np.where(g.is_call, call, put)
         return out
 
 

@@ -22,7 +22,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -62,7 +62,7 @@ def log_cf(v0: float, kappa: float, theta: float, xi: float, rho: float) -> LogC
     """log ψ(u, T) of ``ln(S_T/F)``, little-trap form."""
     xi2 = xi * xi
 
-    def f(u: np.ndarray, T: float) -> np.ndarray:
+    def f(u: np.ndarray, T: float | np.ndarray) -> np.ndarray:
         iu = 1j * u
         beta = kappa - rho * xi * iu
         d = np.sqrt(beta * beta + xi2 * (iu + u * u))
@@ -75,6 +75,30 @@ def log_cf(v0: float, kappa: float, theta: float, xi: float, rho: float) -> LogC
         return C + D * v0
 
     return f
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike,
+    v0: float, kappa: float, theta: float, xi: float, rho: float,
+    *, return_reason: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike,
+    v0: float, kappa: float, theta: float, xi: float, rho: float,
+    *, return_reason: Literal[True],
+) -> tuple[FloatArray, np.ndarray]: ...
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike,
+    v0: float, kappa: float, theta: float, xi: float, rho: float,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]: ...
 
 
 def price(
@@ -176,8 +200,8 @@ def _plan(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: n
     streaming chain prices the same strikes and expiries again and again with new parameters; only the
     cut-offs (one cheap scan of |ψ| per expiry) depend on the parameters."""
     expiries = np.unique(T)
-    uppers = {float(t): _bucket(float(u)) for t, u in zip(expiries, _uppers(*params.as_array(), expiries),
-                                                           strict=True)}
+    cut_offs = _uppers(params.v0, params.kappa, params.theta, params.xi, params.rho, expiries)
+    uppers = {float(t): _bucket(float(u)) for t, u in zip(expiries, cut_offs, strict=True)}
     digest = hashlib.blake2b(digest_size=16)
     for a in (is_call, S, K, T, r, q):
         digest.update(np.ascontiguousarray(a).tobytes())
@@ -227,14 +251,15 @@ def calibrate(
     """
     from scipy.optimize import least_squares
 
-    is_call, (K_, T_, p_, r_, q_) = broadcast_with_right(right, ("K", "T", "price", "r", "q"), K, T, market_price,
-                                                          r, q)
-    is_call, K_, T_, p_, r_, q_ = (np.ravel(a) for a in (is_call, K_, T_, p_, r_, q_))
+    call_b, arrays = broadcast_with_right(right, ("K", "T", "price", "r", "q"), K, T, market_price, r, q)
+    is_call = np.ravel(call_b)
+    K_, T_, p_, r_, q_ = (np.ravel(a) for a in arrays)
     iv = bsm.implied_vol(p_, is_call, S, K_, T_, r_, q_)
     good = np.isfinite(iv)
     if good.sum() < 5:
         raise ValueError(f"need at least 5 quotes with a valid implied vol to calibrate, got {int(good.sum())}")
-    is_call, K_, T_, p_, r_, q_, iv = (a[good] for a in (is_call, K_, T_, p_, r_, q_, iv))
+    is_call = is_call[good]
+    K_, T_, p_, r_, q_, iv = (a[good] for a in (K_, T_, p_, r_, q_, iv))
     vega = np.maximum(bsm.greeks(is_call, S, K_, T_, r_, q_, iv, outputs="vega").vega * 100.0, 1e-4 * S * np.sqrt(T_))
     S_ = np.full(K_.shape, float(S))
 

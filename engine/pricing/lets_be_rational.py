@@ -142,7 +142,7 @@ def normalised_vega(x: np.ndarray, s: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _rc_param_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r):  # type: ignore[no-untyped-def]
+def _rc_param_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r):
     h = x_r - x_l
     num = 0.5 * h * second_r + (d_r - d_l)
     den = d_r - (y_r - y_l) / h
@@ -150,7 +150,7 @@ def _rc_param_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r):  # type: ignore[no-
     return np.where(np.abs(num) < DBL_MIN, 0.0, r)
 
 
-def _rc_param_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l):  # type: ignore[no-untyped-def]
+def _rc_param_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l):
     h = x_r - x_l
     num = 0.5 * h * second_l + (d_r - d_l)
     den = (y_r - y_l) / h - d_l
@@ -158,7 +158,7 @@ def _rc_param_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l):  # type: ignore[no-u
     return np.where(np.abs(num) < DBL_MIN, 0.0, r)
 
 
-def _rc_min_param(d_l, d_r, s, prefer_shape: bool):  # type: ignore[no-untyped-def]
+def _rc_min_param(d_l, d_r, s, prefer_shape: bool):
     monotonic = (d_l * s >= 0) & (d_r * s >= 0)
     convex = (d_l <= s) & (s <= d_r)
     concave = (d_l >= s) & (s >= d_r)
@@ -182,17 +182,17 @@ def _rc_min_param(d_l, d_r, s, prefer_shape: bool):  # type: ignore[no-untyped-d
     return np.where(~monotonic & ~convex & ~concave, _RC_MIN, result)
 
 
-def _convex_rc_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r, prefer_shape):  # type: ignore[no-untyped-def]
+def _convex_rc_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r, prefer_shape):
     r = _rc_param_right(x_l, x_r, y_l, y_r, d_l, d_r, second_r)
     return np.maximum(r, _rc_min_param(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
 
 
-def _convex_rc_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l, prefer_shape):  # type: ignore[no-untyped-def]
+def _convex_rc_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l, prefer_shape):
     r = _rc_param_left(x_l, x_r, y_l, y_r, d_l, d_r, second_l)
     return np.maximum(r, _rc_min_param(d_l, d_r, (y_r - y_l) / (x_r - x_l), prefer_shape))
 
 
-def _rc_interp(x, x_l, x_r, y_l, y_r, d_l, d_r, r):  # type: ignore[no-untyped-def]
+def _rc_interp(x, x_l, x_r, y_l, y_r, d_l, d_r, r):
     h = x_r - x_l
     t = (x - x_l) / h
     omt = 1 - t
@@ -211,7 +211,7 @@ def _rc_interp(x, x_l, x_r, y_l, y_r, d_l, d_r, r):  # type: ignore[no-untyped-d
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _f_lower_map(x, s):  # type: ignore[no-untyped-def]
+def _f_lower_map(x, s):
     ax = np.abs(x)
     z = SQRT_ONE_OVER_THREE * ax / s
     y = z * z
@@ -229,12 +229,12 @@ def _f_lower_map(x, s):  # type: ignore[no-untyped-def]
     return f, fp, fpp
 
 
-def _inverse_f_lower_map(x, f):  # type: ignore[no-untyped-def]
+def _inverse_f_lower_map(x, f):
     arg = np.cbrt(f / (TWO_PI_OVER_SQRT_TWENTY_SEVEN * np.abs(x)))
     return np.where(f <= 0, 0.0, np.abs(x / (SQRT_THREE * ndtri(arg))))
 
 
-def _f_upper_map(x, s):  # type: ignore[no-untyped-def]
+def _f_upper_map(x, s):
     f = ndtr(-0.5 * s)
     w = (x / s) ** 2
     fp = -0.5 * np.exp(0.5 * w)
@@ -242,7 +242,7 @@ def _f_upper_map(x, s):  # type: ignore[no-untyped-def]
     return f, fp, fpp
 
 
-def _householder_factor(newton, halley, hh3):  # type: ignore[no-untyped-def]
+def _householder_factor(newton, halley, hh3):
     return (1 + 0.5 * halley * newton) / (1 + newton * (halley + hh3 * newton / 6))
 
 

@@ -11,7 +11,7 @@ The series is truncated per option after ``λT + 10√(λT) + 10`` terms (the Po
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -29,13 +29,37 @@ def n_terms(lam_t: np.ndarray) -> np.ndarray:
     return np.ceil(lam_t + 10.0 * np.sqrt(lam_t) + 10.0).astype(np.int64)
 
 
-def _reasons(S, K, T, r, q, sigma, lam, mu_j, sigma_j):  # type: ignore[no-untyped-def]
+def _reasons(S, K, T, r, q, sigma, lam, mu_j, sigma_j):
     reason = market_reasons(S, K, T, r, q)
     finite = np.isfinite(sigma) & np.isfinite(lam) & np.isfinite(mu_j) & np.isfinite(sigma_j)
     reason = np.where((reason == 0) & ~finite, np.int8(Reason.NAN_INPUT), reason)
     reason = np.where((reason == 0) & ~(sigma > 0), np.int8(Reason.NONPOSITIVE_VOL), reason)
     bad = ~(lam >= 0) | ~(sigma_j >= 0)
     return np.where((reason == 0) & bad, np.int8(Reason.BAD_PARAMETER), reason).astype(np.int8)
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    lam: ArrayLike, mu_j: ArrayLike, sigma_j: ArrayLike,
+    *, return_reason: Literal[False] = False,
+) -> FloatArray: ...
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    lam: ArrayLike, mu_j: ArrayLike, sigma_j: ArrayLike,
+    *, return_reason: Literal[True],
+) -> tuple[FloatArray, np.ndarray]: ...
+
+
+@overload
+def price(
+    right: Any, S: ArrayLike, K: ArrayLike, T: ArrayLike, r: ArrayLike, q: ArrayLike, sigma: ArrayLike,
+    lam: ArrayLike, mu_j: ArrayLike, sigma_j: ArrayLike,
+    *, return_reason: bool = False,
+) -> FloatArray | tuple[FloatArray, np.ndarray]: ...
 
 
 def price(

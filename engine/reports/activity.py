@@ -215,6 +215,7 @@ def write_csv(activity: AccountActivity, section: str, path: str | Path) -> int:
 
     Machine-readable on purpose (ISO UTC times, plain decimals) so a spreadsheet or a tax tool reads it as is."""
     rows: list[tuple[Any, ...]]
+    header: tuple[str, ...]
     if section == "transactions":
         header = TRANSACTION_HEADER
         rows = [(t.ts.isoformat(), t.order_id, t.symbol, t.underlying, t.order_legs, t.side, t.quantity,

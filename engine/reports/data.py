@@ -106,7 +106,7 @@ def _underlying(symbol: str, multiplier: int) -> str:
 
     try:
         inst = instrument_from_key(symbol, multiplier)
-    except Exception:
+    except Exception:  # instrument_from_key raises on anything not an OCC key: use the symbol as it is
         return symbol
     return inst.underlying if isinstance(inst, Option) else symbol
 

@@ -134,7 +134,7 @@ def kill_command(store: Any, *, reason: str, flatten: bool, data_dir: Path | Non
 
     try:
         trip_in_store(store, reason, by="cli", flatten=flatten)
-    except Exception as exc:
+    except Exception as exc:  # any write failure must print the one NOT HALTED line with its fix, never a traceback
         return 1, (f"NOT HALTED: the trading state could not be written to {store.path} ({exc}); free the disk or "
                    "close what locks the database and run `optiondesk kill` again, or press the kill switch in "
                    "the window (Ctrl+Shift+K).")
@@ -160,7 +160,7 @@ def _cmd_kill(args: argparse.Namespace) -> int:
                 return 2
             try:
                 reset_in_store(store, by="cli")
-            except Exception as exc:
+            except Exception as exc:  # any write failure must print the one NOT RESET line, never a traceback
                 code, line = 1, f"NOT RESET: the trading state could not be written to {path} ({exc})."
             else:
                 code, line = 0, "ACTIVE: the kill switch is reset; new orders are accepted again."

@@ -1,26 +1,11 @@
 """The pre-trade risk engine: every order on the one path is checked here, synchronously.
 
-``check(order)`` runs the checks in five named **stages** (after nautilus' ``_check_order`` /
-``_check_orders_risk``), each producing :class:`CheckResult` objects tagged with their stage:
-
-1. ``validate`` — ``order_valid``: the order is well formed (:mod:`engine.oms.validation`: legs, bounded
-   quantity and price, no index leg, no expired contract). A failure here ends the check: nothing later is
-   meaningful for a malformed order.
-2. ``trading_state`` — ``trading_state``: HALTED / REDUCING (below).
-3. ``order_risk`` — the order alone: ``market_data``, ``max_loss_per_trade``, ``stop_price``, ``price_collar``.
-   A stop order is judged at the price it fills no worse than (:func:`engine.model.worst_price`: a stop-limit's
-   limit, a stop's trigger — it becomes a market order there); its trigger must lie beyond the market
-   (``stop_price``: a stop already through the mid would fire at once, a fat finger or a wrong side); a
-   stop-limit's collar measures the limit from the trigger, where it starts working, not from today's mid.
-4. ``portfolio_risk`` — the *projected* portfolio (positions + working orders + this order):
-   ``position_size``, ``daily_loss``, ``drawdown``, ``delta``, ``gamma``, ``vega``, ``theta``, ``leverage``,
-   ``open_positions``, ``buying_power``.
-5. ``throttle`` — ``order_rate``, ``duplicate``.
-
-Every stage after ``validate`` runs, so a denial lists every failed check; :attr:`RiskDecision.stage` is the
-first stage that said no. When all pass (and ``consume=True``) the counters update in the same synchronous call
-— a rate-limit token is taken, the duplicate fingerprint recorded and the order's exposure reserved — so a burst
-of orders on one loop cannot slip through between check and update.
+``check(order)`` runs the checks of :mod:`engine.risk.checks` — one function per check, in five named stages
+(``validate``, ``trading_state``, ``order_risk``, ``portfolio_risk``, ``throttle``), listed there — and
+answers a :class:`~engine.risk.decision.RiskDecision` with every check's numbers. When all pass (and
+``consume=True``) the counters update in the same synchronous call — a rate-limit token is taken, the
+duplicate fingerprint recorded and the order's exposure reserved — so a burst of orders on one loop cannot slip
+through between check and update.
 
 Policy:
 - An order *reduces* when every leg trades against a held position and, together with the working orders
@@ -51,19 +36,18 @@ import numpy as np
 
 from engine.brokers.margin import Holding, MarginRules, Trade, order_effect
 from engine.model import (
-    Equity,
     Instrument,
     Option,
     Order,
-    OrderType,
     leg_weights,
     oco_group_of,
-    stop_triggered,
+    price_multiplier,
     worst_price,
 )
 from engine.oms.rate_limiter import TokenBucket
-from engine.oms.validation import order_problem
+from engine.risk.checks import CheckContext, order_valid, run_checks
 from engine.risk.config import RiskConfig
+from engine.risk.decision import CheckResult, RiskDecision
 from engine.risk.greeks import FIELDS, Exposure, LegRisk, leg_risk, underlying_of
 from engine.risk.market_view import MarketView, key_of
 from engine.risk.payoff import CALL, PUT, STOCK, PayoffSummary, summarize
@@ -71,58 +55,6 @@ from engine.risk.profile import RiskProfile, profile_for_level
 from engine.risk.state import PortfolioState, TradingState
 
 KILL_SWITCH_SOURCE = "kill_switch"
-
-#: the stages of :meth:`RiskEngine.check`, in order
-STAGES = ("validate", "trading_state", "order_risk", "portfolio_risk", "throttle")
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One check's outcome with its numbers (``value`` vs ``limit`` in ``unit``).
-
-    ``stage`` is the stage that ran it; ``code`` names a validation problem (``quantity_too_large``,
-    ``contract_expired``, ...) so a denial can be told apart without parsing the message."""
-
-    name: str
-    passed: bool
-    value: float | None = None
-    limit: float | None = None
-    unit: str = ""
-    message: str = ""
-    stage: str = ""
-    code: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "value": self.value, "limit": self.limit,
-                "unit": self.unit, "message": self.message, "stage": self.stage, "code": self.code}
-
-
-@dataclass(frozen=True, slots=True)
-class RiskDecision:
-    order_id: str
-    passed: bool
-    results: tuple[CheckResult, ...]
-    reducing: bool = False
-    payoff: PayoffSummary | None = None
-    order_exposure: Exposure = field(default_factory=Exposure)
-    projected: Exposure = field(default_factory=Exposure)
-    current: Exposure = field(default_factory=Exposure)
-    buying_power_required: float = 0.0
-
-    @property
-    def failed(self) -> tuple[CheckResult, ...]:
-        return tuple(r for r in self.results if not r.passed)
-
-    @property
-    def stage(self) -> str:
-        """The first stage that said no ("" when the order passed)."""
-        failed = {r.stage for r in self.failed}
-        return next((s for s in STAGES if s in failed), next(iter(failed), ""))
-
-    def summary(self) -> str:
-        if not self.failed:
-            return "all checks passed"
-        return f"{self.stage}: " + "; ".join(r.message for r in self.failed)
 
 
 @dataclass(slots=True)
@@ -144,32 +76,6 @@ class _Reservation:
     vec: np.ndarray = field(default_factory=lambda: np.zeros(len(FIELDS)))
 
 
-@dataclass(slots=True)
-class _Context:
-    """What the stages after ``validate`` share, computed once per check."""
-
-    order: Order
-    state: TradingState
-    is_ks: bool
-    reducing: bool
-    reduce_problem: str
-    skip: frozenset[str]
-    nl: float
-    und: str
-    insts: list[Instrument]
-    units: np.ndarray
-    orisk: LegRisk
-    oexp: Exposure
-    current: Exposure
-    projected: Exposure
-    legs: tuple[np.ndarray, ...]
-    cost: float
-    payoff: PayoffSummary
-    mid: float
-    bp_req: float
-    natural: float = math.nan
-
-
 def _leg_arrays(order: Order, quantity: int | None = None) -> tuple[list[Instrument], np.ndarray]:
     q = order.remaining_quantity if quantity is None else quantity
     insts = [leg.instrument for leg in order.legs]
@@ -182,14 +88,6 @@ def _kinds(insts: list[Instrument]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     strikes = np.array([float(i.strike) if isinstance(i, Option) else 0.0 for i in insts], dtype=float)
     mults = np.array([i.multiplier for i in insts], dtype=float)
     return kinds, strikes, mults
-
-
-def price_multiplier(order: Order) -> int:
-    """The multiplier a combo's net price is quoted in: the first option leg's, else 1 (shares)."""
-    for leg in order.legs:
-        if isinstance(leg.instrument, Option):
-            return leg.instrument.multiplier
-    return 1
 
 
 def fingerprint(order: Order) -> tuple[Any, ...]:
@@ -378,9 +276,9 @@ class RiskEngine:
     def _order_cost(self, order: Order, units: np.ndarray) -> float:
         worst = worst_price(order.order_type, order.limit_price, order.stop_price)
         if worst is not None:
-            return float(worst) * price_multiplier(order) * order.remaining_quantity
+            return float(worst) * price_multiplier(order.legs) * order.remaining_quantity
         mid = self.combo_quote(order)[0]
-        return mid * price_multiplier(order) * order.remaining_quantity
+        return mid * price_multiplier(order.legs) * order.remaining_quantity
 
     # ---- buying power: the broker's margin model ------------------------------------------------
     def _holding(self, inst: Instrument, quantity: int, spot: float) -> Holding:
@@ -432,21 +330,19 @@ class RiskEngine:
                                 leg.signed_ratio * q, px))
         cash: float | None = None
         if not quoted:
-            cash = (-float(worst) * price_multiplier(order) * q) if worst is not None else math.nan
+            cash = (-float(worst) * price_multiplier(order.legs) * q) if worst is not None else math.nan
         effect = order_effect(self.margin, groups, spots, trades, requirements_before=before, cash_change=cash)
         return -effect.buying_power_change
 
     # ---- the check ------------------------------------------------------------------------------
     def check(self, order: Order, *, consume: bool = True, skip: frozenset[str] = frozenset()) -> RiskDecision:
-        """Run the stages; on a pass with ``consume`` take a token, record the fingerprint, reserve exposure."""
+        """Run the checks; on a pass with ``consume`` take a token, record the fingerprint, reserve exposure."""
         self.checks_run += 1
-        invalid = self._stage_validate(order)
-        if invalid:
-            return RiskDecision(order.order_id, False, invalid)
+        invalid = order_valid(self, order)
+        if invalid is not None:
+            return RiskDecision(order.order_id, False, (invalid,))
         ctx = self._context(order, skip)
-        results = [CheckResult("order_valid", True, message="order is well formed", stage="validate"),
-                   *self._stage_trading_state(ctx), *self._stage_order_risk(ctx), *self._stage_portfolio_risk(ctx),
-                   *self._stage_strategy_budget(ctx), *self._stage_throttle(ctx)]
+        results = run_checks(self, ctx)
         passed = all(r.passed for r in results)
         decision = RiskDecision(order.order_id, passed, tuple(results), ctx.reducing, ctx.payoff, ctx.oexp,
                                 ctx.projected, ctx.current, ctx.bp_req)
@@ -458,18 +354,7 @@ class RiskEngine:
             self.reserve(order, decision)
         return decision
 
-    def _stage_validate(self, order: Order) -> tuple[CheckResult, ...]:
-        """``validate``: a malformed order (or one on an expired contract) goes no further."""
-        try:
-            problem = order_problem(order, self.now())
-        except Exception as exc:  # the validator is total; this guards a broken Order object itself
-            return (CheckResult("order_valid", False, message=f"malformed order: {exc}", stage="validate",
-                                code="malformed"),)
-        if problem is None:
-            return ()
-        return (CheckResult("order_valid", False, message=problem.message, stage="validate", code=problem.code),)
-
-    def _context(self, order: Order, skip: frozenset[str]) -> _Context:
+    def _context(self, order: Order, skip: frozenset[str]) -> CheckContext:
         is_ks = order.source == KILL_SWITCH_SOURCE
         if is_ks:
             skip = skip | {"order_rate", "duplicate", "price_collar", "buying_power"}
@@ -486,165 +371,16 @@ class RiskEngine:
         if not math.isfinite(cost):
             cost = 0.0
         mid, natural, _ = self.combo_quote(order)
-        return _Context(order=order, state=self.trading_state(), is_ks=is_ks, reducing=not problem,
-                        reduce_problem=problem, skip=skip, nl=self.portfolio.net_liquidation, und=order.underlying,
-                        insts=insts, units=units, orisk=orisk, oexp=oexp, current=current,
-                        projected=current + oexp, legs=legs, cost=cost, payoff=payoff,
-                        mid=mid, bp_req=self.buying_power_required(order), natural=natural)
+        return CheckContext(order=order, state=self.trading_state(), is_ks=is_ks, reducing=not problem,
+                            reduce_problem=problem, skip=skip, nl=self.portfolio.net_liquidation,
+                            und=order.underlying, insts=insts, units=units, orisk=orisk, oexp=oexp, current=current,
+                            projected=current + oexp, legs=legs, cost=cost, payoff=payoff,
+                            mid=mid, bp_req=self.buying_power_required(order), natural=natural)
 
-    def _stage_trading_state(self, ctx: _Context) -> list[CheckResult]:
-        """``trading_state``: HALTED passes only kill-switch flatten orders that reduce; REDUCING only reducers."""
-        state, stage = ctx.state, "trading_state"
-        if state is TradingState.HALTED and not (ctx.is_ks and ctx.reducing):
-            return [CheckResult("trading_state", False, stage=stage, message=(
-                "trading is HALTED: only cancels (and kill-switch flatten orders) are accepted"))]
-        if state is TradingState.REDUCING and not ctx.reducing:
-            return [CheckResult("trading_state", False, stage=stage, message=(
-                "trading is REDUCING: only orders that reduce existing positions are accepted "
-                f"({ctx.reduce_problem})"))]
-        return [CheckResult("trading_state", True, message=f"trading state {state.value}", stage=stage)]
-
-    def _limit(self, stage: str, name: str, value: float, limit: float, unit: str, what: str) -> CheckResult:
-        ok = math.isfinite(value) and value <= limit + 1e-9
-        return CheckResult(name, ok, value, limit, unit,
-                           f"{what} {value:,.2f} {unit} {'within' if ok else 'exceeds'} limit {limit:,.2f} {unit}",
-                           stage=stage)
-
-    def _stage_order_risk(self, ctx: _Context) -> list[CheckResult]:
-        """``order_risk``: the order alone — its market data, its own max loss, its price against mid."""
-        order, p, stage = ctx.order, self._profile, "order_risk"
-        out: list[CheckResult] = []
-        md_problems = []
-        if ctx.orisk.missing and not ctx.reducing:
-            md_problems.append(f"no price / implied vol for {', '.join(ctx.orisk.missing)}")
-        if not (math.isfinite(ctx.nl) and ctx.nl > 0):
-            md_problems.append("no account value (net liquidation unknown)")
-        if order.order_type is OrderType.MARKET and not math.isfinite(ctx.mid):
-            md_problems.append("market order without a usable quote on every leg")
-        if order.order_type.is_stop and not math.isfinite(ctx.mid):
-            md_problems.append("stop order without a usable quote on every leg: cannot place its trigger")
-        out.append(CheckResult("market_data", not md_problems, stage=stage,
-                               message="; ".join(md_problems) or "market data available"))
-        if not ctx.reducing:
-            nl_ = ctx.nl if math.isfinite(ctx.nl) and ctx.nl > 0 else math.nan
-            if any(isinstance(i, Equity) for i in ctx.insts):
-                out.append(self._limit(stage, "max_loss_per_trade", self._share_order_risk(ctx),
-                                       p.risk_per_trade_pct * nl_, "$",
-                                       f"stress loss (±{p.stress_move_pct:.0%}) added to {ctx.und}"))
-            else:
-                out.append(self._limit(stage, "max_loss_per_trade", ctx.payoff.risk, p.risk_per_trade_pct * nl_,
-                                       "$", "max loss" if ctx.payoff.defined_risk
-                                       else f"stress loss (±{p.stress_move_pct:.0%})"))
-        if order.order_type.is_stop and order.stop_price is not None and math.isfinite(ctx.mid):
-            stop = float(order.stop_price)
-            fired = stop_triggered(stop, ctx.mid)
-            out.append(CheckResult("stop_price", not fired, ctx.mid - stop, 0.0, "$", stage=stage, message=(
-                f"stop {stop:.2f} is at or through the market (net mid {ctx.mid:.2f}): it would trigger at once "
-                "(a buy stop goes above the market, a sell stop below)" if fired else
-                f"stop {stop:.2f} triggers {stop - ctx.mid:.2f} beyond the net mid {ctx.mid:.2f}")))
-        if order.order_type is OrderType.STOP_LIMIT and order.limit_price is not None \
-                and order.stop_price is not None and "price_collar" not in ctx.skip:
-            tick = float(order.legs[0].instrument.tick_size)
-            stop, limit = float(order.stop_price), float(order.limit_price)
-            allowed = max(p.collar_ticks * tick, p.collar_pct * abs(stop))
-            worse = limit - stop  # + debit convention: a limit paying more than the trigger is worse
-            out.append(CheckResult("price_collar", worse <= allowed + 1e-9, worse, allowed, "$", stage=stage,
-                                   message=f"stop-limit {limit:.2f} is {worse:+.2f} from its stop {stop:.2f}; "
-                                           f"allowed {allowed:.2f}"))
-        # price collar: limit vs mid, worse-than-mid side only
-        if order.order_type is OrderType.LIMIT and "price_collar" not in ctx.skip:
-            tick = float(order.legs[0].instrument.tick_size)
-            mid = ctx.mid
-            if not math.isfinite(mid):
-                out.append(CheckResult("price_collar", False, None, None, "$", stage=stage, message=(
-                    "no usable quote on every leg: cannot check the price against mid")))
-            else:
-                allowed = max(p.collar_ticks * tick, p.collar_pct * abs(mid))
-                limit = float(order.limit_price)  # type: ignore[arg-type]
-                worse = limit - mid  # + debit convention: paying more than mid is worse
-                ticks = worse / tick if tick > 0 else math.nan
-                text = (f"limit {limit:.2f} is {worse:+.2f} ({ticks:+.0f} ticks, "
-                        f"{(worse / abs(mid) if mid else math.inf):+.1%}) from mid {mid:.2f}")
-                if ctx.reducing and math.isfinite(ctx.natural) and limit <= ctx.natural + 1e-9:
-                    # getting out at the touch is the price the market asks, not a fat finger: a stop or an
-                    # exit in a wide market must not be held open by the collar (docs/risk-and-orders.md)
-                    out.append(CheckResult("price_collar", True, worse, max(allowed, ctx.natural - mid), "$",
-                                           stage=stage, message=(f"{text}; reducing order at or inside natural "
-                                                                 f"{ctx.natural:.2f}: allowed")))
-                else:
-                    ok = worse <= allowed + 1e-9
-                    out.append(CheckResult("price_collar", ok, worse, allowed, "$", stage=stage,
-                                           message=f"{text}; allowed {allowed:.2f}"))
-        return out
-
-    def _stage_portfolio_risk(self, ctx: _Context) -> list[CheckResult]:
-        """``portfolio_risk``: the projected portfolio (positions + working orders + this order) against the
-        profile's limits (skipped for reducing orders), and buying power (every order but kill-switch ones)."""
-        p, stage, und = self._profile, "portfolio_risk", ctx.und
-        nl_ = ctx.nl if math.isfinite(ctx.nl) and ctx.nl > 0 else math.nan
-        out: list[CheckResult] = []
-        if not ctx.reducing:
-            out.append(self._limit(stage, "position_size", self._underlying_risk(und, ctx.legs, ctx.cost, ctx.payoff),
-                                   p.max_position_pct * nl_, "$", f"capital at risk in {und}"))
-            out.append(self._limit(stage, "daily_loss", -self.portfolio.day_pnl, p.max_daily_loss_pct * nl_, "$",
-                                   "today's loss"))
-            out.append(self._limit(stage, "drawdown", self.drawdown(), p.max_drawdown_pct, "fraction",
-                                   "drawdown from peak equity"))
-            for name, field_, limit, unit in (
-                ("delta", "beta_delta", p.max_delta, "SPY sh"),
-                ("gamma", "beta_gamma", p.max_gamma, "SPY sh/$"),
-                ("vega", "vega", p.max_vega_pct * nl_, "$/vol pt"),
-                ("theta", "theta", p.max_theta_pct * nl_, "$/day"),
-            ):
-                cur, proj = getattr(ctx.current, field_), getattr(ctx.projected, field_)
-                ok = math.isfinite(proj) and (abs(proj) <= limit + 1e-9 or abs(proj) <= abs(cur) + 1e-9)
-                out.append(CheckResult(name, ok, proj, limit, unit, stage=stage, message=(
-                    f"projected {name} {proj:,.2f} {unit} (now {cur:,.2f}) "
-                    f"{'within' if ok else 'exceeds'} limit ±{limit:,.2f}")))
-            cur_gross, proj_gross = self._gross(und, ctx.oexp.delta_dollars)
-            lim = p.leverage_limit * nl_
-            ok = math.isfinite(proj_gross) and (proj_gross <= lim + 1e-9 or proj_gross <= cur_gross + 1e-9)
-            out.append(CheckResult("leverage", ok, proj_gross, lim, "$", stage=stage, message=(
-                f"gross delta exposure {proj_gross:,.0f} $ (now {cur_gross:,.0f}) "
-                f"{'within' if ok else 'exceeds'} {p.leverage_limit:.2f}× net liq = {lim:,.0f} $")))
-            count = len(self.open_underlyings() | {und})
-            out.append(CheckResult("open_positions", count <= p.max_positions, count, p.max_positions, "positions",
-                                   f"{count} open positions (by underlying) with this order; limit {p.max_positions}",
-                                   stage=stage))
-        if "buying_power" not in ctx.skip:
-            # as the broker decides: an order that frees buying power always passes
-            bp_req = ctx.bp_req
-            available = self.portfolio.buying_power - self.reserved_buying_power
-            ok = math.isfinite(bp_req) and (bp_req <= 1e-9 or (math.isfinite(available)
-                                                                and bp_req <= available + 1e-9))
-            out.append(CheckResult("buying_power", ok, bp_req, available, "$", stage=stage, message=(
-                f"needs ${bp_req:,.2f} of buying power, ${available:,.2f} available")))
-        return out
-
-    def _stage_strategy_budget(self, ctx: _Context) -> list[CheckResult]:
-        """A strategy's own budget (capital, loss today, open trades) and account, when a host registered one."""
-        if self.strategy_budget is None or not ctx.order.strategy_id or ctx.is_ks:
-            return []
-        return list(self.strategy_budget(ctx.order, ctx.reducing, float(ctx.payoff.risk)))
-
-    def _stage_throttle(self, ctx: _Context) -> list[CheckResult]:
-        """``throttle``: the order rate (peek here; the token is taken on a pass) and the duplicate guard."""
-        p, stage = self._profile, "throttle"
-        out: list[CheckResult] = []
-        if "order_rate" not in ctx.skip:
-            tokens = self.bucket.tokens
-            out.append(CheckResult("order_rate", tokens >= 1.0, tokens, 1.0, "tokens", stage=stage, message=(
-                f"order rate limit {p.orders_per_minute:.0f}/min, burst {p.order_burst}: "
-                + ("ok" if tokens >= 1.0 else f"next order allowed in {self.bucket.seconds_until():.2f}s"))))
-        if "duplicate" not in ctx.skip and p.duplicate_window_s > 0:
-            seen = self._recent.get(fingerprint(ctx.order))
-            nowm = self._monotonic()
-            dup = seen is not None and nowm - seen < p.duplicate_window_s
-            out.append(CheckResult("duplicate", not dup, None if seen is None else nowm - seen, p.duplicate_window_s,
-                                   "s", stage=stage, message="identical order submitted " + (
-                                       f"{nowm - seen:.2f}s ago (window {p.duplicate_window_s:.1f}s)" if dup
-                                       else "recently: no")))
-        return out
+    def seconds_since_identical(self, order: Order) -> float | None:
+        """Seconds since an identical order (:func:`fingerprint`) passed, None when none did recently."""
+        seen = self._recent.get(fingerprint(order))
+        return None if seen is None else self._monotonic() - seen
 
     def _remember(self, fp: tuple[Any, ...]) -> None:
         nowm = self._monotonic()
@@ -653,19 +389,7 @@ class RiskEngine:
             window = self._profile.duplicate_window_s
             self._recent = {k: v for k, v in self._recent.items() if nowm - v < window}
 
-    def _share_order_risk(self, ctx: _Context) -> float:
-        """The max loss of an order with shares in it: what it adds to its underlying's capital at risk.
-
-        Why: shares alone have a stress loss (15 % of their value), but a delta hedge lowers the loss of the
-        options it hedges — judged alone, every hedge of a long straddle would look like a naked stock trade.
-        A stock purchase with nothing else held adds its full stress loss, as before."""
-        after = self._underlying_risk(ctx.und, ctx.legs, ctx.cost, ctx.payoff)
-        before = self._underlying_risk(ctx.und, None, 0.0, ctx.payoff)
-        if not (math.isfinite(after) and math.isfinite(before)):
-            return after
-        return max(after - before, 0.0)
-
-    def _underlying_risk(self, und: str, legs: tuple[np.ndarray, ...] | None, cost_: float,
+    def underlying_risk(self, und: str, legs: tuple[np.ndarray, ...] | None, cost_: float,
                          payoff: PayoffSummary) -> float:
         """Capital at risk in one underlying after the order: positions + working orders + this order
         (``legs`` None: without an order, 0 when nothing is held or working)."""
@@ -698,7 +422,7 @@ class RiskEngine:
             out[u] = out.get(u, 0.0) + v
         return out
 
-    def _gross(self, und: str, add_dollars: float) -> tuple[float, float]:
+    def gross_delta_dollars(self, und: str, add_dollars: float) -> tuple[float, float]:
         """(current, projected) Σ|delta dollars| over underlyings when ``add_dollars`` is added to ``und``."""
         by = self._delta_dollars_by_underlying()
         cur = float(sum(abs(v) for v in by.values()))
@@ -834,7 +558,7 @@ class RiskEngine:
             "gamma": (cur.beta_gamma, p.max_gamma),
             "vega": (cur.vega, p.max_vega_pct * nl),
             "theta": (cur.theta, p.max_theta_pct * nl),
-            "leverage": (self._gross("", 0.0)[0], p.leverage_limit * nl),
+            "leverage": (self.gross_delta_dollars("", 0.0)[0], p.leverage_limit * nl),
             "daily_loss": (-self.portfolio.day_pnl, p.max_daily_loss_pct * nl),
             "drawdown": (self.drawdown(), p.max_drawdown_pct),
             "open_positions": (float(len(self.open_underlyings())), float(p.max_positions)),

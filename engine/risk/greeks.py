@@ -99,8 +99,8 @@ def leg_risk(instruments: Sequence[Instrument], units: Sequence[float] | np.ndar
     iv = np.full(n, np.nan)
     if is_opt.any():
         idx = np.nonzero(is_opt)[0]
-        opts = [instruments[i] for i in idx]
-        vols, table = market.unit_greeks(opts, spot[idx], now)  # type: ignore[arg-type]
+        opts = [inst for inst in (instruments[int(i)] for i in idx) if isinstance(inst, Option)]
+        vols, table = market.unit_greeks(opts, spot[idx], now)
         iv[idx] = vols
         delta[idx], gamma[idx], vega[idx], theta[idx] = table[0], table[1], table[2], table[3]
         fill = ~np.isfinite(mark[idx])
@@ -123,7 +123,7 @@ def leg_risk(instruments: Sequence[Instrument], units: Sequence[float] | np.ndar
         "value": mark * w,
     }
     bad = ~np.isfinite(cols["delta"]) | ~np.isfinite(cols["beta_delta"])
-    missing = tuple(sorted({key_of(instruments[i]) for i in np.nonzero(bad)[0]}))
+    missing = tuple(sorted({key_of(instruments[int(i)]) for i in np.nonzero(bad)[0]}))
     return LegRisk(underlying=und, spot=spot, mark=mark, iv=iv, columns=cols, missing=missing)
 
 

@@ -31,16 +31,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.bus.events import AccountUpdated, Alert, KillSwitchReset, KillSwitchTripped, TradingStateChanged
 from engine.risk.state import TradingState, TradingStatus
+from engine.risk.trading_record import (
+    KV_LEVEL,
+    KV_PEAK,
+    KV_SNAPSHOT,
+    KV_STATE,
+    StateRecord,
+    now_iso,
+    parse_record,
+    read_raw,
+    read_record,
+    read_status,
+    reset_in_store,
+    short_busy_wait,
+    trip_in_store,
+    unreadable_record,
+    write_record,
+)
 
 if TYPE_CHECKING:
     from engine.bus import Bus
@@ -50,10 +64,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KV_STATE = "risk.trading_state"
-KV_PEAK = "risk.peak_equity"
-KV_LEVEL = "risk.level"
-KV_SNAPSHOT = "risk.snapshot"
+#: the record's API, used through this module by the CLI, the risk service and the tests
+__all__ = ["KV_LEVEL", "KV_PEAK", "KV_SNAPSHOT", "KV_STATE", "KillSwitch", "StateRecord", "limit_breaches",
+           "parse_record", "read_record", "read_status", "reset_in_store", "trip_in_store", "write_record"]
+
 #: how long the trip's early write (before the cancels) waits for a database another process holds busy
 _EARLY_WRITE_BUSY_MS = 100
 #: flatten follow-through: how often it looks, how long a closing order may rest unfilled before it is
@@ -79,131 +93,6 @@ def limit_breaches(profile: Any, nl: float, day_pnl: float, peak: float | None) 
     }
 
 
-def _now_iso(store: Store) -> str:
-    """The store's clock: the engine clock inside the engine, the wall clock in a CLI beside it."""
-    return store.now().astimezone(UTC).isoformat()
-
-
-@dataclass(frozen=True, slots=True)
-class StateRecord:
-    """The stored trading-state record as read: ``raw`` is its exact text (None: no record yet)."""
-
-    status: TradingStatus
-    seq: int = 0
-    flatten: bool = False  # a flatten intent not yet carried out
-    reset: bool = False  # written by an explicit reset
-    raw: str | None = None
-    readable: bool = True
-
-
-def _unreadable(raw: str | None, why: str) -> StateRecord:
-    return StateRecord(TradingStatus(TradingState.HALTED, f"unreadable trading-state record '{KV_STATE}': {why}",
-                                     "system"), raw=raw, readable=False)
-
-
-def parse_record(raw: str | None) -> StateRecord:
-    """Parse the stored text. Only a missing record is ACTIVE; anything unreadable is HALTED (never ACTIVE)."""
-    if raw is None:
-        return StateRecord(TradingStatus(TradingState.ACTIVE))
-    try:
-        rec = json.loads(raw)
-    except ValueError as exc:
-        return _unreadable(raw, f"not JSON ({exc})")
-    if not isinstance(rec, dict):
-        return _unreadable(raw, f"expected an object, found {raw[:40]!r}")
-    try:
-        state = TradingState(rec.get("state"))
-    except ValueError:
-        return _unreadable(raw, f"unknown state {rec.get('state')!r}")
-    seq = rec.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        return _unreadable(raw, f"bad sequence number {seq!r}")
-    texts = {k: rec.get(k, "") for k in ("reason", "by", "since")}
-    flags = {k: rec.get(k, False) for k in ("flatten", "reset")}
-    if not all(isinstance(v, str) for v in texts.values()) or not all(isinstance(v, bool) for v in flags.values()):
-        return _unreadable(raw, "a field has the wrong type")
-    return StateRecord(TradingStatus(state, texts["reason"], texts["by"], texts["since"]), seq,
-                       flags["flatten"] and state is TradingState.HALTED, flags["reset"], raw)
-
-
-def _read_raw(store: Store) -> str | None:
-    rows = store.query("SELECT value FROM kv WHERE key=?", (KV_STATE,))
-    if not rows:
-        return None
-    value = rows[0][0]
-    return value if isinstance(value, str) else repr(value)  # NULL or a non-text value: unreadable
-
-
-def read_record(store: Store) -> StateRecord:
-    return parse_record(_read_raw(store))
-
-
-def read_status(store: Store) -> TradingStatus:
-    return read_record(store).status
-
-
-_ANY = object()
-
-
-def write_record(store: Store, status: TradingStatus, *, flatten: bool = False, reset: bool = False,
-                 expect: object = _ANY, keep_flatten: bool = True) -> tuple[bool, StateRecord]:
-    """Compare-and-set the record in one immediate transaction (serialised with every other process).
-
-    ``expect``: the raw text the writer last saw; when the store holds something else the write is refused and
-    the stored record returned. A stored HALTED is never replaced by another state unless ``reset``. A HALTED
-    written over a HALTED keeps a pending flatten intent unless ``keep_flatten`` is False."""
-    with store.transaction():
-        cur = read_record(store)
-        if expect is not _ANY and cur.raw != expect:
-            return False, cur
-        halted = TradingState.HALTED
-        if cur.status.state is halted and status.state is not halted and not reset:
-            return False, cur
-        if status.state is halted and keep_flatten and cur.flatten:
-            flatten = True
-        rec: dict[str, Any] = {"state": status.state.value, "reason": status.reason, "by": status.by,
-                               "since": status.since, "seq": cur.seq + 1, "flatten": bool(flatten)}
-        if reset:
-            rec["reset"] = True
-        raw = json.dumps(rec, sort_keys=True)
-        store.execute("INSERT INTO kv(key, value, updated_at) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE SET "
-                      "value=excluded.value, updated_at=excluded.updated_at", (KV_STATE, raw, _now_iso(store)))
-        store.audit.record(status.by or "system", f"trading_state:{status.state.value}",
-                           {"reason": status.reason, "flatten": bool(flatten)})
-        store.execute("INSERT INTO risk_events(ts, kind, order_id, detail) VALUES (?,?,?,?)",
-                      (_now_iso(store), f"trading_state:{status.state.value}", None,
-                       json.dumps({"reason": status.reason, "by": status.by, "flatten": bool(flatten)})))
-    return True, parse_record(raw)
-
-
-@contextlib.contextmanager
-def _short_busy_wait(store: Store, ms: int) -> Iterator[None]:
-    """Let writes on ``store``'s connection wait at most ``ms`` for another process's lock (the store waits 10 s
-    by default). Holds the store's lock throughout, so no other thread's statement runs with the short wait."""
-    with store._lock:
-        previous = int(store.query("PRAGMA busy_timeout")[0][0])
-        store.execute(f"PRAGMA busy_timeout={int(ms)}")
-        try:
-            yield
-        finally:
-            store.execute(f"PRAGMA busy_timeout={previous}")
-
-
-def trip_in_store(store: Store, reason: str, by: str = "cli", flatten: bool = False) -> TradingStatus:
-    """Trip the switch from any process sharing the database (a running engine acts within 200 ms; one that is
-    not running finds HALTED — and a flatten intent — at its next start). Works on a damaged record."""
-    status = TradingStatus(TradingState.HALTED, reason, by, _now_iso(store))
-    write_record(store, status, flatten=flatten)
-    return status
-
-
-def reset_in_store(store: Store, by: str = "cli") -> TradingStatus:
-    """Reset to ACTIVE from another process (explicit: the CLI requires ``--yes``)."""
-    status = TradingStatus(TradingState.ACTIVE, "reset", by, _now_iso(store))
-    write_record(store, status, reset=True)
-    return status
-
-
 class KillSwitch:
     """Owns the trading state. The OMS registers ``cancel_all`` / ``flatten`` actions with :meth:`bind`."""
 
@@ -216,7 +105,7 @@ class KillSwitch:
         try:
             rec = read_record(store)
         except Exception as exc:  # the record cannot even be queried: that is not ACTIVE either
-            rec = _unreadable(None, f"could not be read ({exc})")
+            rec = unreadable_record(None, f"could not be read ({exc})")
         self._status = rec.status
         self._raw = rec.raw  # the record text this engine last wrote or adopted
         self._flatten_pending = rec.flatten
@@ -323,7 +212,7 @@ class KillSwitch:
     def _halt_in_memory(self, reason: str, by: str, flatten: bool) -> None:
         if flatten:
             self._flatten_pending = True
-        self._show(TradingStatus(TradingState.HALTED, reason, by, _now_iso(self.store)))
+        self._show(TradingStatus(TradingState.HALTED, reason, by, now_iso(self.store)))
 
     def _persist_halt(self, *, alert: bool = True, quick: bool = False) -> bool:
         """Write the in-memory HALTED (best effort). On failure: alert once and retry with backoff (in the
@@ -331,11 +220,11 @@ class KillSwitch:
         trip's early write, which must not hold up the cancels behind it."""
         try:
             if quick:
-                with _short_busy_wait(self.store, _EARLY_WRITE_BUSY_MS):
+                with short_busy_wait(self.store, _EARLY_WRITE_BUSY_MS):
                     _ok, rec = write_record(self.store, self._status, flatten=self._flatten_pending)
             else:
                 _ok, rec = write_record(self.store, self._status, flatten=self._flatten_pending)
-        except Exception as exc:
+        except Exception as exc:  # a full disk, a locked database, anything: HALTED holds in memory and the write is retried
             log.exception("kill switch: could not save HALTED")
             if alert and not self._unsaved:
                 self._alert("critical", f"trading state HALTED could not be saved ({exc}): HALTED holds in memory "
@@ -361,7 +250,7 @@ class KillSwitch:
 
     def _change(self, state: TradingState, reason: str, by: str) -> None:
         """The engine's own REDUCING/ACTIVE changes: compare-and-set against the record it last saw."""
-        new = TradingStatus(state, reason, by, _now_iso(self.store))
+        new = TradingStatus(state, reason, by, now_iso(self.store))
         try:
             ok, rec = write_record(self.store, new, expect=self._raw)
         except Exception as exc:  # cannot save: still apply (the stored state is the stricter one or equal)
@@ -394,7 +283,7 @@ class KillSwitch:
             if self._cancel_all is not None:
                 try:
                     cancelled = await self._cancel_all(f"kill switch: {reason}")
-                except Exception as exc:
+                except Exception as exc:  # the kill switch must carry on to persist and flatten whatever cancel-all raised
                     log.exception("kill switch: cancel-all failed")
                     self._alert("critical", f"kill switch could not cancel every order: {exc}")
             if persist and self.tripped and (not saved_early or self._unsaved):
@@ -404,7 +293,7 @@ class KillSwitch:
                 if self._flatten_progress is None:  # no way to watch the result: sent is done
                     try:
                         await self._flatten(f"kill switch flatten: {reason}")
-                    except Exception as exc:
+                    except Exception as exc:  # a failed flatten is alerted and its stored intent retried at the next start; the trip goes on
                         log.exception("kill switch: flatten failed")
                         self._alert("critical", f"kill switch could not flatten every position: {exc}; it is "
                                                 "tried again at the next start")
@@ -415,7 +304,7 @@ class KillSwitch:
                     why = f"kill switch flatten: {reason}"
                     try:
                         sent = await self._flatten(why)
-                    except Exception as exc:
+                    except Exception as exc:  # a failed send is alerted and retried by the follow-through task; the trip goes on
                         log.exception("kill switch: flatten failed")
                         self._alert("critical", f"kill switch could not send every closing order: {exc}; retrying")
                         sent = 0
@@ -455,7 +344,7 @@ class KillSwitch:
                 attempts += 1
                 try:
                     sent = await self._flatten(reason)
-                except Exception as exc:
+                except Exception as exc:  # whatever one attempt raised, the follow-through keeps trying until the account is flat
                     log.exception("kill switch: flatten failed")
                     self._alert("critical", f"kill switch could not send every closing order: {exc}; retrying")
                     sent = 0
@@ -471,7 +360,7 @@ class KillSwitch:
             return  # the retried write carries flatten=False now
         try:
             ok, rec = write_record(self.store, self._status, flatten=False, keep_flatten=False, expect=self._raw)
-        except Exception:
+        except Exception:  # the intent stays stored and runs again at the next start: safe, so log and go on
             log.exception("kill switch: could not clear the stored flatten intent")
             return
         if ok:
@@ -489,7 +378,7 @@ class KillSwitch:
         stays HALTED (a reset that would not survive a restart is not a reset)."""
         if not confirmed:
             raise ValueError("resetting the kill switch needs confirmed=True (an explicit user confirmation)")
-        new = TradingStatus(TradingState.ACTIVE, "reset", by, _now_iso(self.store))
+        new = TradingStatus(TradingState.ACTIVE, "reset", by, now_iso(self.store))
         _ok, rec = write_record(self.store, new, reset=True)
         self._raw = rec.raw
         self._unsaved = False
@@ -588,12 +477,12 @@ class KillSwitch:
             await asyncio.sleep(self.config.kill_switch_poll_s)
             try:
                 self.check_store()
-            except Exception:
+            except Exception:  # the poll loop must outlive any one failed read, or another process's trip would go unseen
                 log.exception("kill switch: polling the store failed")
 
     def check_store(self) -> bool:
         """Adopt a record written by another process. Returns True when the stored record changed."""
-        raw = _read_raw(self.store)
+        raw = read_raw(self.store)
         if raw == self._raw:
             return False
         self._adopt(parse_record(raw))

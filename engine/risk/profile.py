@@ -80,20 +80,20 @@ def profile_for_level(level: float, config: RiskConfig | None = None) -> RiskPro
     if math.isnan(lv) or not 0.0 <= lv <= 100.0:
         raise ValueError(f"risk level must be within 0..100, got {level!r}")
     lo, hi, t = (cfg.low, cfg.moderate, lv / 50.0) if lv <= 50.0 else (cfg.moderate, cfg.high, (lv - 50.0) / 50.0)
-    values: dict[str, object] = {name: _lerp(getattr(lo, name), getattr(hi, name), t) for name in _FLOAT_FIELDS}
-    # integer limit: floor, with a tiny epsilon so exact anchors are not lost to float error
-    values["max_positions"] = math.floor(_lerp(lo.max_positions, hi.max_positions, t) + 1e-9)
-    # the stress move *shrinks* with a higher level in the presets; interpolate it as given
-    values["stress_move_pct"] = _lerp(lo.stress_move_pct, hi.stress_move_pct, t)
-    values["regime_multipliers"] = {r: _lerp(lo.regime_multipliers[r], hi.regime_multipliers[r], t) for r in REGIMES}
+    floats = {name: _lerp(getattr(lo, name), getattr(hi, name), t) for name in _FLOAT_FIELDS}
     return RiskProfile(
         level=lv,
+        # integer limit: floor, with a tiny epsilon so exact anchors are not lost to float error
+        max_positions=math.floor(_lerp(lo.max_positions, hi.max_positions, t) + 1e-9),
+        # the stress move *shrinks* with a higher level in the presets; interpolate it as given
+        stress_move_pct=_lerp(lo.stress_move_pct, hi.stress_move_pct, t),
+        regime_multipliers={r: _lerp(lo.regime_multipliers[r], hi.regime_multipliers[r], t) for r in REGIMES},
         collar_ticks=cfg.collar_ticks,
         collar_pct=cfg.collar_pct,
         orders_per_minute=cfg.orders_per_minute,
         order_burst=cfg.order_burst,
         duplicate_window_s=cfg.duplicate_window_s,
-        **values,  # type: ignore[arg-type]
+        **floats,
     )
 
 

@@ -103,7 +103,7 @@ class RiskService:
             try:
                 self.update_regime()
                 self.write_snapshot()
-            except Exception:
+            except Exception:  # a periodic snapshot must not break the clock tick that drives it
                 log.exception("could not write the risk snapshot")
 
     def write_snapshot(self) -> dict[str, Any]:
@@ -123,7 +123,7 @@ class RiskService:
     async def start(self) -> None:
         try:
             self.calibrate_from_history()
-        except Exception:
+        except Exception:  # start without calibrated vols/betas rather than not start: the defaults are safe
             log.exception("could not calibrate vols/betas from the stored history")
         self.kill_switch.watch(self.risk)
         await self.kill_switch.start()

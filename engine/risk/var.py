@@ -148,7 +148,7 @@ def book_from_positions(positions: Sequence[Position], market: MarketView, now: 
     iv = np.full(len(opts), np.nan)
     if is_opt.any():
         idx = np.nonzero(is_opt)[0]
-        iv[idx] = market.ivs([opts[i] for i in idx], now)  # type: ignore[misc]
+        iv[idx] = market.ivs([o for o in (opts[int(i)] for i in idx) if isinstance(o, Option)], now)
     missing = tuple(sorted({opts[i].key for i in range(len(opts))
                             if not math.isfinite(spot[index[und[i]]]) or (is_opt[i] and not math.isfinite(iv[i]))}))
     keep = np.array([opts[i].key not in missing for i in range(len(opts))], dtype=bool)

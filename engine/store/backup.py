@@ -376,7 +376,7 @@ class BackupScheduler:
             result: BackupResult = await asyncio.shield(self._running)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a failed scheduled backup is reported and retried next time; it must not stop the schedule
             self.last_error = exc
             log.error("scheduled backup failed: %s", exc)
             if self.on_error is not None:

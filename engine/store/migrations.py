@@ -260,6 +260,10 @@ CREATE INDEX history_backfills_underlying ON history_backfills(underlying);
 CREATE INDEX iv_history_day ON iv_history(day)
 """
 
+V51_HIST_VOL = """
+ALTER TABLE iv_history ADD COLUMN hist_vol REAL
+"""
+
 V70_STRATEGIES = """
 CREATE TABLE strategy_state (
     strategy_id TEXT PRIMARY KEY,
@@ -338,6 +342,8 @@ MIGRATIONS: list[Migration] = [
     Migration(30, "backtest: run timing/errors/sweep id, daily P&L, drawdown, Greeks and regime per equity row", V30_BACKTEST),
     Migration(31, "backtest: buying-power requirement per equity row", V31_BACKTEST),
     Migration(50, "history: a log of daily-history backfills (source, days, rows) per underlying", V50_HISTORY),
+    Migration(51, "history: a broker's 30-day historical volatility per day (IBKR HISTORICAL_VOLATILITY)",
+              V51_HIST_VOL),
     Migration(60, "operations: P&L, Greeks and equity history per account and mode; trade journal", V60_OPERATIONS),
     Migration(61, "history: daily OHLCV bars per symbol with their source (broker candles, yfinance)",
               V61_DAILY_BARS),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins  # the repositories' ``list`` methods shadow the builtin in their class bodies' annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,6 +35,14 @@ def _iso(ts: datetime | None) -> str | None:
 
 def _dt(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
+
+
+def _dt_required(text: str | None, what: str) -> datetime:
+    """A NOT NULL timestamp read back. Empty means a damaged record: refused like unparsable text (ValueError),
+    naming the column, rather than handed on as None to a model that needs the time."""
+    if not text:
+        raise ValueError(f"stored {what} is empty")
+    return datetime.fromisoformat(text)
 
 
 def _dec(text: str | None) -> Decimal | None:
@@ -113,8 +122,9 @@ class OrderRepository:
         return Order(
             order_id=r["order_id"], client_order_id=r["client_order_id"], legs=legs_from_json(r["legs"]),
             quantity=int(r["quantity"]), order_type=OrderType(r["order_type"]), limit_price=_dec(r["limit_price"]),
-            tif=TimeInForce(r["tif"]), status=OrderStatus(r["status"]), created_at=_dt(r["created_at"]),
-            updated_at=_dt(r["updated_at"]), source=r["source"], strategy_id=r["strategy_id"], tag=r["tag"],
+            tif=TimeInForce(r["tif"]), status=OrderStatus(r["status"]),
+            created_at=_dt_required(r["created_at"], "orders.created_at"),
+            updated_at=_dt_required(r["updated_at"], "orders.updated_at"), source=r["source"], strategy_id=r["strategy_id"], tag=r["tag"],
             filled_quantity=int(r["filled_quantity"]), avg_fill_price=_dec(r["avg_fill_price"]),
             broker_order_id=r["broker_order_id"], broker=r["broker"], reason=r["reason"], account_id=r["account_id"],
             stop_price=_dec(r["stop_price"]),
@@ -147,7 +157,7 @@ class OrderRepository:
              json.dumps(detail or {}, default=str, sort_keys=True)),
         )
 
-    def events(self, order_id: str) -> list[dict[str, Any]]:
+    def events(self, order_id: str) -> builtins.list[dict[str, Any]]:
         return [
             {"ts": _dt(r["ts"]), "status": r["status"], "detail": json.loads(r["detail"])}
             for r in self._s.query("SELECT * FROM order_events WHERE order_id=? ORDER BY id", (order_id,))
@@ -183,7 +193,7 @@ class FillRepository:
             Fill(fill_id=r["fill_id"], order_id=r["order_id"], client_order_id=r["client_order_id"],
                  instrument=instrument_from_key(r["symbol"], int(r["multiplier"])), quantity=int(r["quantity"]),
                  price=Decimal(r["price"]), fee=Decimal(r["fee"]), leg_index=int(r["leg_index"]), kind=r["kind"],
-                 ts=_dt(r["ts"]))
+                 ts=_dt_required(r["ts"], "fills.ts"))
             for r in rows
         ]
 
@@ -231,7 +241,8 @@ class AuditRepository:
         )
 
     def list(self, action: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        sql, params = "SELECT * FROM audit", ()
+        sql = "SELECT * FROM audit"
+        params: tuple[str, ...] = ()
         if action:
             sql, params = sql + " WHERE action=?", (action,)
         rows = self._s.query(sql + f" ORDER BY id DESC LIMIT {int(limit)}", params)

@@ -17,6 +17,10 @@ What a strategy may read comes from its :class:`StrategyContext` (time, account,
 IV rank, regime, sizing limits of the risk profile). Position management rules are data
 (:class:`ManagementRules`), evaluated by :class:`ManagedStrategy` for every open trade.
 
+The parts with names of their own live beside this module and are exported from it too: the rules, price walk
+and trade books in :mod:`engine.strategies.management`, the ML gate in :mod:`engine.strategies.ml_gate`, and
+the leg and chain helpers in :mod:`engine.strategies.legs`.
+
 Sign conventions (docs/architecture.md §7): an order's net price is positive for a debit, negative for a credit;
 a trade's P&L per unit is ``value_now − entry_net`` where both are Σ signed_ratio × price.
 """
@@ -25,28 +29,40 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.model import (
     Fill,
     Leg,
-    OpenClose,
     OptionChain,
     Order,
     OrderIntent,
     OrderStatus,
     OrderType,
-    Side,
     TimeInForce,
-    price_multiplier,
 )
-from engine.model.instruments import NEW_YORK, Option
+
+# the leg helpers, trade rules and ML gate moved to their own modules; the strategies (and the docs) still
+# import them from here, so they stay exported
+from engine.strategies.legs import _net_fill_price, closing_leg, leg_marks, market_date
+from engine.strategies.legs import entry_marks as entry_marks
+from engine.strategies.legs import leg_expiry as leg_expiry
+from engine.strategies.legs import leg_option as leg_option
+from engine.strategies.legs import option_leg as option_leg
+from engine.strategies.management import (
+    ManagementRules,
+    OpenTrade,
+    PriceWalk,
+    trade_from_dict,
+    trade_to_dict,
+    walk_price,
+)
+from engine.strategies.ml_gate import MLFilter, MLReading, ml_decision
 
 REGIMES = ("low_vol", "normal", "high_vol", "iv_expansion", "iv_contraction", "neutral")
 
@@ -101,166 +117,6 @@ class StrategyContext(Protocol):
         (:mod:`engine.ml.signal`); probability NaN, with the reason, when it cannot be had."""
 
 
-@dataclass(frozen=True, slots=True)
-class MLReading:
-    """A model's answer for one entry: the calibrated probability (NaN: none), the model's own gate level
-    (its training base rate or the gate it was trained with; NaN: unknown) and why, in words."""
-
-    probability: float
-    gate: float = math.nan
-    model: str = ""
-    version: int | None = None
-    feature_day: str = ""
-    reason: str = ""
-
-
-class MLFilter(BaseModel):
-    """The ML filter stage of a strategy's entries (``ml.model`` = a registered model's name).
-
-    ``min_probability`` gates: an entry goes out only when P(win) ≥ it (None: the model's own gate level).
-    ``size_by_probability`` scales the strategy's size from half at the gate to full at P(win) = 1 — the
-    model can only shrink a trade the strategy's risk sizing already allowed, never enlarge it.
-    ``when_unavailable``: ``skip`` the entry when no probability can be had (model missing, features not
-    ready), or ``allow`` it ungated.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model: str
-    min_probability: float | None = Field(None, ge=0, le=1)
-    size_by_probability: bool = False
-    when_unavailable: str = Field("skip", pattern="^(skip|allow)$")
-
-
-def ml_decision(flt: MLFilter, reading: MLReading, quantity: int) -> tuple[int, str]:
-    """(quantity to trade, reason): 0 means skip. See :class:`MLFilter`."""
-    p = reading.probability
-    if not math.isfinite(p):
-        if flt.when_unavailable == "allow":
-            return quantity, f"ML filter open (no probability: {reading.reason})"
-        return 0, f"ML filter: no probability ({reading.reason})"
-    level = flt.min_probability if flt.min_probability is not None else reading.gate
-    if level is None or not math.isfinite(level):
-        level = 0.5
-    if p < level:
-        return 0, f"ML filter: P(win) {p:.0%} < {level:.0%} ({reading.reason})"
-    if flt.size_by_probability:
-        frac = 0.5 + 0.5 * min(1.0, (p - level) / max(1e-9, 1.0 - level))
-        quantity = max(1, math.floor(quantity * frac))
-    return quantity, f"ML filter: P(win) {p:.0%} ≥ {level:.0%} ({reading.reason})"
-
-
-# ---- position management rules as data ---------------------------------------------------------------
-class ManagementRules(BaseModel):
-    """When to close an open trade. ``None`` disables a rule. Defaults from trading-rules.md.
-
-    - ``profit_target``: close when P&L ≥ this fraction of the trade's max profit (0.5 = 50 %);
-    - ``stop_multiple``: close when the loss ≥ this multiple of the credit received (credit trades)
-      or of the debit paid (debit trades);
-    - ``dte_exit``: close when calendar days to expiry ≤ this;
-    - ``time_exit_fraction``: close when this fraction of the time from entry to expiry has elapsed;
-    - ``regime_exits``: pairs (entry regime, current regime) that force a close, e.g. low_vol → high_vol.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    profit_target: float | None = Field(0.5, gt=0)
-    stop_multiple: float | None = Field(2.0, gt=0)
-    dte_exit: int | None = Field(21, ge=0)
-    time_exit_fraction: float | None = Field(None, gt=0, le=1)
-    regime_exits: tuple[tuple[str, str], ...] = (("low_vol", "high_vol"),)
-
-    @field_validator("regime_exits", mode="before")
-    @classmethod
-    def _none_is_no_pairs(cls, value: Any) -> Any:
-        """``none`` switches this rule off like every other (an empty set of pairs)."""
-        return () if value is None else value
-
-    def exit_reason(self, trade: OpenTrade, value_now: float, now: datetime, regime: str) -> str | None:
-        """The first rule that fires for ``trade`` marked at ``value_now`` (per unit), or None."""
-        pnl = value_now - trade.entry_net
-        if self.profit_target is not None and trade.max_profit > 0 and pnl >= self.profit_target * trade.max_profit - 1e-9:
-            return "profit_target"
-        if self.stop_multiple is not None:
-            basis = abs(trade.entry_net)
-            if basis > 0 and pnl <= -self.stop_multiple * basis + 1e-9:
-                return "stop"
-        days_left = (trade.expiry - market_date(now)).days
-        if self.dte_exit is not None and days_left <= self.dte_exit:
-            return "dte_exit"
-        if self.time_exit_fraction is not None and trade.opened_at is not None:
-            total = (trade.expiry - market_date(trade.opened_at)).days
-            if total > 0 and (total - days_left) >= self.time_exit_fraction * total:
-                return "time_exit"
-        if (trade.entry_regime, regime) in self.regime_exits:
-            return "regime_shift"
-        return None
-
-
-# ---- strategy-side trade bookkeeping -----------------------------------------------------------------
-@dataclass(slots=True)
-class OpenTrade:
-    """One multi-leg position the strategy opened and manages (per unit = one combo)."""
-
-    tag: str
-    legs: tuple[Leg, ...]
-    quantity: int
-    expiry: Any  # datetime.date of the nearest leg expiry
-    entry_net: float = math.nan  # Σ signed_ratio × fill price per unit (credit < 0)
-    max_profit: float = math.nan  # per unit, price units
-    max_loss: float = math.nan  # per unit, price units (positive)
-    opened_at: datetime | None = None
-    entry_regime: str = ""
-    state: str = "opening"  # opening | open | closing | closed
-    filled: int = 0
-    exit_reason: str = ""
-    info: dict[str, float] = field(default_factory=dict)
-    close_attempt: int = 0  # closing orders that ended unfilled (the walk's step for the next one)
-    close_not_before: datetime | None = None
-
-
-class PriceWalk(BaseModel):
-    """How a strategy prices a limit: from mid, one step toward natural per attempt.
-
-    An attempt is one order; when it ends unfilled (a DAY order expires at the close) the next attempt, no
-    sooner than ``interval_s`` later, is priced one ``step`` (a fraction of the mid → natural distance)
-    closer to natural. Entries stop at ``entry_max`` of the way and never beyond the risk profile's price
-    collar; exits reach natural (where the collar always lets a closing order through). Exits whose reason
-    is in ``urgent_exits`` go at natural at once: a stop does not wait for the walk.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    start: float = Field(0.0, ge=0, le=1)
-    step: float = Field(0.5, gt=0, le=1)
-    interval_s: float = Field(0.0, ge=0)
-    entry_max: float = Field(1.0, ge=0, le=1)
-    urgent_exits: tuple[str, ...] = ("stop", "regime_shift")
-
-    def fraction(self, attempt: int, *, entry: bool) -> float:
-        """Where attempt ``attempt`` (0 = first) sits between mid (0) and natural (1)."""
-        f = min(self.start + attempt * self.step, 1.0)
-        return min(f, self.entry_max) if entry else f
-
-
-def walk_price(mid: float, natural: float, fraction: float, tick: float, collar: tuple[int, float] | None) -> float:
-    """A limit (debit > 0, credit < 0) ``fraction`` of the way from ``mid`` to ``natural``, on the tick grid,
-    never beyond natural and, with ``collar`` (ticks, fraction of |mid|), never further from mid than it allows.
-
-    Rounded toward mid: a price between ticks must not end up past the bound it was clamped to.
-    """
-    price = mid + fraction * (natural - mid)
-    worse = 1.0 if natural >= mid else -1.0  # the side on which prices are worse for us
-    if collar is not None:
-        allowed = max(collar[0] * tick, collar[1] * abs(mid))
-        price = mid + worse * min(worse * (price - mid), allowed)
-    steps = price / tick
-    if abs(steps - round(steps)) < 1e-6:
-        steps = round(steps)  # 1.60 / 0.01 is 160.00000000000003 in binary: on the grid, not past it
-    snapped = (math.floor(steps + 1e-9) if worse > 0 else math.ceil(steps - 1e-9)) * tick
-    return round(snapped, 10)
-
-
 class StrategyParams(BaseModel):
     """Base of every strategy's parameters (validated; unknown keys are errors)."""
 
@@ -276,11 +132,20 @@ class StrategyParams(BaseModel):
     ml: MLFilter | None = None
 
 
-class Strategy:
-    """Base class: override the callbacks you need. Instances hold state; one instance per run."""
+#: a strategy's own parameter model: ``Strategy[P]`` lets each strategy read its fields with their types
+P = TypeVar("P", bound=StrategyParams)
+
+
+class Strategy(Generic[P]):
+    """Base class: override the callbacks you need. Instances hold state; one instance per run.
+
+    Generic in its parameter model so that ``self.params`` has the strategy's own fields to the type checker;
+    ``Params`` (the runtime class that validates them) must be that same model (tests/strategies check it).
+    """
 
     name: ClassVar[str] = "strategy"
     Params: ClassVar[type[StrategyParams]] = StrategyParams
+    params: P
     #: set by a driver that rations entries (the regime router): while True the strategy opens no new trade,
     #: but still manages and closes the ones it holds (ManagedStrategy honours it)
     entries_paused: bool = False
@@ -290,14 +155,16 @@ class Strategy:
         self.strategy_id = strategy_id or self.name
 
     @classmethod
-    def parse_params(cls, params: StrategyParams | dict[str, Any] | None) -> StrategyParams:
+    def parse_params(cls, params: StrategyParams | dict[str, Any] | None) -> P:
+        # a ClassVar cannot name P, so the checker cannot tie ``Params`` to it: the cast records that every
+        # strategy declares ``Params`` as its own P (asserted for the registry in tests/strategies)
         if params is None:
-            return cls.Params()
+            return cast(P, cls.Params())
         if isinstance(params, cls.Params):
-            return params
+            return cast(P, params)
         if isinstance(params, BaseModel):
             params = params.model_dump()
-        return cls.Params.model_validate(onto_defaults(cls.Params, unflatten_params(dict(params))))
+        return cast(P, cls.Params.model_validate(onto_defaults(cls.Params, unflatten_params(dict(params)))))
 
     @property
     def underlying(self) -> str:
@@ -378,7 +245,7 @@ def unflatten_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- a strategy that manages multi-leg trades by rules -----------------------------------------------
-class ManagedStrategy(Strategy):
+class ManagedStrategy(Strategy[P]):
     """Keeps :class:`OpenTrade` books from its own order updates and applies :class:`ManagementRules`.
 
     Subclasses implement :meth:`entries` (new trades for this chain), pricing them with :meth:`entry_price`.
@@ -577,112 +444,3 @@ class ManagedStrategy(Strategy):
         else:
             trade.max_loss = trade.entry_net
             trade.max_profit = width - trade.entry_net if math.isfinite(width) else math.inf
-
-
-def trade_to_dict(t: OpenTrade) -> dict[str, Any]:
-    """An :class:`OpenTrade` as JSON-able data (legs with their full contract terms). Floats stay floats, NaN and
-    infinity included (Python's json writes and reads them): "not known yet" and "unbounded" differ."""
-    from engine.store.repositories import legs_to_json
-
-    def num(x: float) -> float:
-        return float(x)
-
-    return {"tag": t.tag, "legs": legs_to_json(t.legs), "quantity": t.quantity, "expiry": t.expiry.isoformat(),
-            "entry_net": num(t.entry_net), "max_profit": num(t.max_profit), "max_loss": num(t.max_loss),
-            "opened_at": t.opened_at.isoformat() if t.opened_at else None, "entry_regime": t.entry_regime,
-            "state": t.state, "filled": t.filled, "exit_reason": t.exit_reason,
-            "info": {k: num(float(v)) for k, v in t.info.items()}, "close_attempt": t.close_attempt,
-            "close_not_before": t.close_not_before.isoformat() if t.close_not_before else None}
-
-
-def trade_from_dict(d: dict[str, Any]) -> OpenTrade:
-    from engine.store.repositories import legs_from_json
-
-    def num(x: Any, default: float = math.nan) -> float:
-        return default if x is None else float(x)
-
-    def ts(x: Any) -> datetime | None:
-        return datetime.fromisoformat(x) if x else None
-
-    return OpenTrade(tag=str(d["tag"]), legs=legs_from_json(d["legs"]), quantity=int(d["quantity"]),
-                     expiry=date.fromisoformat(d["expiry"]), entry_net=num(d.get("entry_net")),
-                     max_profit=num(d.get("max_profit")), max_loss=num(d.get("max_loss")),
-                     opened_at=ts(d.get("opened_at")), entry_regime=str(d.get("entry_regime", "")),
-                     state=str(d.get("state", "open")), filled=int(d.get("filled", 0)),
-                     exit_reason=str(d.get("exit_reason", "")),
-                     info={k: num(v) for k, v in (d.get("info") or {}).items()},
-                     close_attempt=int(d.get("close_attempt", 0)), close_not_before=ts(d.get("close_not_before")))
-
-
-# ---- helpers shared by strategies --------------------------------------------------------------------
-def market_date(ts: datetime) -> date:
-    """The New York calendar date of a UTC timestamp (the trading day it belongs to)."""
-    return ts.astimezone(NEW_YORK).date()
-
-
-def closing_leg(leg: Leg) -> Leg:
-    return replace(leg, side=Side.SELL if leg.side is Side.BUY else Side.BUY, open_close=OpenClose.CLOSE)
-
-
-def _net_fill_price(order: Order, fills: Sequence[Fill]) -> float:
-    """Net price per unit of the combo from leg fills (Σ signed qty × price / units; shares of a mixed order
-    per contract share, as its limit is quoted: ``engine.model.price_multiplier``)."""
-    units = sum(abs(f.quantity) for f in fills if f.leg_index == 0) / order.legs[0].ratio
-    if units <= 0:
-        return math.nan
-    m = price_multiplier(order.legs)
-    total = sum(float(f.price) * f.quantity * f.instrument.multiplier / m for f in fills if f.kind == "trade")
-    return total / units
-
-
-def leg_marks(chain: OptionChain, legs: Sequence[Leg]) -> tuple[float, float] | None:
-    """(mid value, natural close value) per unit of an open combo: Σ signed_ratio × price.
-
-    The natural close value is what closing would realise at the touch: long legs at the bid,
-    short legs at the ask. None when a leg is missing or has no usable quote.
-    """
-    syms = np.array([leg.symbol for leg in legs], dtype=object)
-    rows = _rows_of(chain, syms)
-    if rows is None:
-        return None
-    bid, ask = chain.bid[rows], chain.ask[rows]
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(bid) & np.isfinite(ask) & (ask >= bid) & (bid >= 0)
-    if not ok.all():
-        return None
-    ratio = np.array([leg.signed_ratio for leg in legs], dtype=float)
-    mid = 0.5 * (bid + ask)
-    natural = np.where(ratio > 0, bid, ask)
-    return float(ratio @ mid), float(ratio @ natural)
-
-
-def entry_marks(chain: OptionChain, legs: Sequence[Leg]) -> tuple[float, float] | None:
-    """(mid, natural) net price per unit of opening the combo ``legs`` (debit > 0, credit < 0): the natural
-    buys at the ask and sells at the bid. None when a leg has no usable quote."""
-    marks = leg_marks(chain, legs)
-    if marks is None:
-        return None
-    syms = np.array([leg.symbol for leg in legs], dtype=object)
-    rows = _rows_of(chain, syms)
-    assert rows is not None
-    ratio = np.array([leg.signed_ratio for leg in legs], dtype=float)
-    natural = np.where(ratio > 0, chain.ask[rows], chain.bid[rows])
-    return marks[0], float(ratio @ natural)
-
-
-def _rows_of(chain: OptionChain, symbols: np.ndarray) -> np.ndarray | None:
-    """Chain rows of ``symbols`` in order, or None when any is not quoted today (a count check is not
-    enough: a symbol listed twice would hide a missing one)."""
-    hit = np.nonzero(np.isin(chain.symbol, symbols))[0]
-    index = {s: int(r) for s, r in zip(chain.symbol[hit], hit, strict=True)}
-    if any(s not in index for s in symbols):
-        return None
-    return np.array([index[s] for s in symbols], dtype=np.int64)
-
-
-def option_leg(chain: OptionChain, row: int, side: Side, open_close: OpenClose = OpenClose.OPEN) -> Leg:
-    return Leg(instrument=chain.option(int(row)), side=side, ratio=1, open_close=open_close)
-
-
-def leg_expiry(legs: Sequence[Leg]):
-    return min(leg.instrument.expiry for leg in legs if isinstance(leg.instrument, Option))

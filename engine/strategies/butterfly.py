@@ -73,7 +73,7 @@ class ButterflyParams(StrategyParams):
         return self
 
 
-class Butterfly(ManagedStrategy):
+class Butterfly(ManagedStrategy[ButterflyParams]):
     name = "butterfly"
     Params = ButterflyParams
 

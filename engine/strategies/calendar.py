@@ -76,7 +76,7 @@ class CalendarParams(StrategyParams):
         return self
 
 
-class Calendar(ManagedStrategy):
+class Calendar(ManagedStrategy[CalendarParams]):
     name = "calendar"
     Params = CalendarParams
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -43,6 +43,7 @@ from engine.model import (
     Side,
 )
 from engine.strategies.base import Strategy, StrategyContext, StrategyParams
+from engine.strategies.spec import BacktestSpec
 
 HEDGE_TAG = "delta_hedge"
 
@@ -82,9 +83,13 @@ class DeltaHedgeParams(StrategyParams):
         return self
 
 
-class DeltaHedge(Strategy):
+class DeltaHedge(Strategy[DeltaHedgeParams]):
     name = "delta_hedge"
     Params = DeltaHedgeParams
+    #: a run holds one strategy: alone the overlay has nothing to hedge, so the table gives it a child to hedge
+    backtest_spec: ClassVar[BacktestSpec] = BacktestSpec(
+        params={"child": "put_write"}, why="an overlay hedges what another strategy holds: here the put-write "
+        "benchmark's short puts, run by the overlay itself")
 
     def __init__(self, params: Any = None, *, strategy_id: str | None = None) -> None:
         super().__init__(params, strategy_id=strategy_id)

@@ -27,11 +27,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import Field, model_validator
 
+from engine.market.simulated.index import BASKET
 from engine.model import Fill, OptionChain, Order, OrderIntent, OrderStatus, Side
 from engine.strategies.base import (
     OpenTrade,
@@ -49,6 +50,7 @@ from engine.strategies.base import (
     walk_price,
 )
 from engine.strategies.selection import atm_row, pick_expiry, wing_row
+from engine.strategies.spec import BacktestSpec
 from engine.strategies.structures import atm_iv, budget_contracts, combo_greeks, payoff_limits
 
 
@@ -108,9 +110,18 @@ def close_to_close_vol(closes: np.ndarray) -> float:
     return float(np.std(r, ddof=1) * math.sqrt(252.0))
 
 
-class Dispersion(Strategy):
+class Dispersion(Strategy[DispersionParams]):
     name = "dispersion"
     Params = DispersionParams
+    #: one trade holds the index and each member: seven underlyings, above the Moderate profile's five
+    #: positions (which denied the last members' legs and unwound every entry). A backtest names these limits in
+    #: its summary; live, the user's profile decides.
+    risk_limits: ClassVar[dict[str, float]] = {"max_positions": 8}
+    #: the index, its members and an account in which the vega-weighted legs are whole contracts
+    backtest_spec: ClassVar[BacktestSpec] = BacktestSpec(
+        symbol="DSPX", members=tuple(m[0] for m in BASKET), initial_cash=1_000_000.0,
+        why="a dispersion trade needs the index and its members on one clock (the multi-underlying replay), and "
+        "an account in which the vega-weighted member straddles are whole contracts ($1,000,000)")
 
     def __init__(self, params: Any = None, *, strategy_id: str | None = None) -> None:
         super().__init__(params, strategy_id=strategy_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import date
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -35,6 +35,7 @@ from engine.strategies.base import (
     option_leg,
 )
 from engine.strategies.selection import atm_row, nearest_delta_row, wing_row
+from engine.strategies.spec import BacktestSpec
 from engine.strategies.structures import (
     GreekBudget,
     atm_iv,
@@ -88,9 +89,13 @@ def event_expiries(chain: OptionChain, today: date, event: date, max_dte: int,
     return front, uniq[after[1]]
 
 
-class EarningsCrush(ManagedStrategy):
+class EarningsCrush(ManagedStrategy[EarningsCrushParams]):
     name = "earnings_crush"
     Params = EarningsCrushParams
+    #: SPY does not report: the simulated AAPL does, four times a year (the history carries its calendar)
+    backtest_spec: ClassVar[BacktestSpec] = BacktestSpec(
+        symbol="AAPL", why="an earnings trade needs a stock that reports: the "
+        "simulated AAPL, with its earnings calendar")
 
     def __init__(self, params: Any = None, *, strategy_id: str | None = None) -> None:
         super().__init__(params, strategy_id=strategy_id)

@@ -39,17 +39,19 @@ from engine.strategies.base import (
     OpenTrade,
     StrategyContext,
     StrategyParams,
-    entry_marks,
     leg_expiry,
     leg_marks,
+    leg_option,
     market_date,
     option_leg,
     trade_to_dict,
 )
-from engine.strategies.selection import atm_row, deltas, nearest_delta_row, pick_expiry, row_at_strike
+from engine.strategies.selection import atm_row, deltas, nearest_delta_row, row_at_strike
 from engine.surface.realized import close_to_close
 
 HEDGE = ":hedge"
+#: market seconds before a missing realized-vol forecast of the context is asked for again
+FORECAST_RETRY_S = 60.0
 FLATTEN = ":hedge:flatten"
 
 
@@ -104,7 +106,7 @@ class GammaScalpingParams(StrategyParams):
     dividend_yield: float = 0.0
 
 
-class GammaScalping(ManagedStrategy):
+class GammaScalping(ManagedStrategy[GammaScalpingParams]):
     name = "gamma_scalping"
     Params = GammaScalpingParams
 
@@ -114,7 +116,8 @@ class GammaScalping(ManagedStrategy):
         self.closes: dict[date, float] = {}
         self.last_signal: dict[str, float] = {}
         self._now_s = math.nan  # the time of the snapshot being handled (epoch seconds)
-        self._ctx_forecast: tuple[date, float] | None = None  # (session, the context's forecast on it)
+        #: (session, the context's forecast on it, when it was asked in epoch seconds)
+        self._ctx_forecast: tuple[date, float, float] | None = None
 
     # ---- state across restarts -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -135,17 +138,23 @@ class GammaScalping(ManagedStrategy):
     # ---- vol ----------------------------------------------------------------------------------------
     def forecast_vol(self, ctx: StrategyContext) -> float:
         """Forecast realized vol (annualised): short and long close-to-close windows, blended. The context's
-        answer is asked once per session (it is a daily figure; live it is a query of the history store)."""
+        answer is asked once per session (it is a daily figure; live it is a query of the history store). A missing
+        answer is asked again after ``FORECAST_RETRY_S``: live, the history service backfills the store off the
+        loop at start, after the first chains have arrived — caching that first NaN for the session kept the
+        strategy from ever trading on its first day (and a session is all a short paper run sees)."""
         p = self.params
         source = getattr(ctx, "realized_vol", None)
         if callable(source):
-            today = market_date(ctx.now())
-            if self._ctx_forecast is None or self._ctx_forecast[0] != today:
+            now = ctx.now()
+            today, now_s = market_date(now), now.timestamp()
+            cached = self._ctx_forecast
+            if cached is None or cached[0] != today or (
+                    not math.isfinite(cached[1]) and now_s - cached[2] >= FORECAST_RETRY_S):
                 short, long_ = float(source(p.underlying, p.rv_window)), float(source(p.underlying, p.rv_long_window))
                 value = p.rv_short_weight * short + (1 - p.rv_short_weight) * long_
-                self._ctx_forecast = (today, value)
-            if math.isfinite(self._ctx_forecast[1]):
-                return self._ctx_forecast[1]
+                self._ctx_forecast = cached = (today, value, now_s)
+            if math.isfinite(cached[1]):
+                return cached[1]
         closes = np.fromiter(self.closes.values(), dtype=float)
         if len(closes) < max(p.rv_window, p.rv_long_window) + 1:
             return math.nan
@@ -154,17 +163,25 @@ class GammaScalping(ManagedStrategy):
         return p.rv_short_weight * short + (1 - p.rv_short_weight) * long_
 
     def atm_iv(self, chain: OptionChain, expiry: np.datetime64) -> float:
-        """Mean implied vol of the at-the-money call and put of ``expiry`` (NaN without quotes)."""
-        from engine.pricing import bsm
-
+        """Mean implied vol of the at-the-money call and put of ``expiry`` (NaN without quotes): the feed's own
+        implied vol when the chain carries it (the simulated market, broker chains with Greeks, histories with an
+        IV column), else Black-Scholes-Merton on the mid. It runs on every chain — for the entry, and for a
+        held trade's ``iv_rich`` exit — and solving two vols costs ~5–9 ms a call, as much as the loop's whole
+        budget per event: the feed has already solved them."""
         rows = [r for r in (atm_row(chain, expiry, call=True), atm_row(chain, expiry, call=False)) if r is not None]
         if not rows:
             return math.nan
         idx = np.array(rows, dtype=np.int64)
-        t = chain.time_to_expiry()[idx]
-        vol = bsm.implied_vol(chain.mid[idx], np.where(chain.is_call[idx], "c", "p"), chain.spot, chain.strike[idx],
-                              t, self.params.rate, self.params.dividend_yield)
-        vol = np.asarray(vol, dtype=float)
+        vendor = chain.vendor.get("vendor_iv")
+        vol = np.asarray(vendor[idx], dtype=float).copy() if vendor is not None else np.full(len(idx), np.nan)
+        need = ~(np.isfinite(vol) & (vol > 0))
+        if need.any():
+            from engine.pricing import bsm
+
+            r = idx[need]
+            vol[need] = np.asarray(bsm.implied_vol(
+                chain.mid[r], np.where(chain.is_call[r], "c", "p"), chain.spot, chain.strike[r],
+                chain.time_to_expiry()[r], self.params.rate, self.params.dividend_yield), dtype=float)
         vol = vol[np.isfinite(vol)]
         return float(vol.mean()) if len(vol) else math.nan
 
@@ -186,23 +203,19 @@ class GammaScalping(ManagedStrategy):
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:
         p = self.params
         today = market_date(ctx.now())
-        expiry = pick_expiry(chain, today, p.dte_min, p.dte_max, p.dte_target)
-        if expiry is None:
-            return ()
         forecast = self.forecast_vol(ctx)
+        if not math.isfinite(forecast):  # no vol history yet: nothing to compare the options with
+            self.last_signal = {"iv": math.nan, "forecast": forecast, "edge": math.nan}
+            return ()
+        budget = ctx.net_liquidation() * ctx.sizing().risk_per_trade * p.budget_fraction
+        pick = self._affordable(chain, today, budget)
+        if pick is None:
+            return ()
+        expiry, legs, mid, natural = pick
         iv = self.atm_iv(chain, expiry)
         self.last_signal = {"iv": iv, "forecast": forecast, "edge": forecast - iv}
         if not (math.isfinite(forecast) and math.isfinite(iv)) or forecast - iv < p.min_edge:
             return ()
-        rows = self._rows(chain, expiry)
-        if rows is None:
-            return ()
-        legs = tuple(option_leg(chain, r, Side.BUY) for r in rows)
-        marks = entry_marks(chain, legs)
-        if marks is None or not marks[1] > 0:
-            return ()
-        mid, natural = marks
-        budget = ctx.net_liquidation() * ctx.sizing().risk_per_trade * p.budget_fraction
         qty = min(int(budget // (natural * chain.multiplier)), p.max_contracts)
         if qty < 1:
             return ()  # the per-trade loss limit would deny it: not sent
@@ -213,6 +226,44 @@ class GammaScalping(ManagedStrategy):
                                 "last_hedge_s": math.nan, "hedge_pending": 0.0})
         price = self.entry_price(ctx, mid, natural, float(legs[0].instrument.tick_size))
         return [(trade, self.intent(legs, qty, price, f"{tag}:open"))]
+
+    def _affordable(self, chain: OptionChain, today: date,
+                    budget: float) -> tuple[np.datetime64, tuple[Leg, ...], float, float] | None:
+        """(expiry, legs, mid, natural) of the structure to buy: on the expiry in [``dte_min``, ``dte_max``] nearest
+        ``dte_target`` whose one unit the per-trade budget pays, else on the nearest one (then too dear to send).
+
+        Why not always the target's: a straddle's price grows with the square root of the time left, and at
+        the desk's default account ($100,000, Moderate: 2 % a trade × ``budget_fraction``, $1,900) one ATM SPY
+        straddle 29–39 days out costs $2,000–2,300 — with only the target's expiry the strategy sent nothing,
+        day after day. The shorter expiry that fits carries more gamma per dollar, which is what it buys."""
+        p = self.params
+        uniq = np.unique(chain.expiry)
+        days = (uniq.astype("datetime64[D]") - np.datetime64(today, "D")).astype(np.int64)
+        ok = np.nonzero((days >= p.dte_min) & (days <= p.dte_max))[0]
+        first: tuple[np.datetime64, tuple[int, int], float, float] | None = None
+        pick: tuple[np.datetime64, tuple[int, int], float, float] | None = None
+        for i in ok[np.argsort(np.abs(days[ok] - p.dte_target), kind="stable")]:
+            rows = self._rows(chain, uniq[i])
+            if rows is None:
+                continue
+            # both legs bought: natural = Σ ask, from the rows (legs are built for the one expiry chosen)
+            bid, ask = chain.bid[list(rows)], chain.ask[list(rows)]
+            with np.errstate(invalid="ignore"):
+                if not (np.isfinite(bid) & np.isfinite(ask) & (ask >= bid) & (bid >= 0)).all():
+                    continue
+            natural = float(ask.sum())
+            if not natural > 0:
+                continue
+            candidate = (uniq[i], rows, float(0.5 * (bid + ask).sum()), natural)
+            if natural * chain.multiplier <= budget:
+                pick = candidate
+                break
+            first = first or candidate
+        pick = pick or first
+        if pick is None:
+            return None
+        legs = tuple(option_leg(chain, r, Side.BUY) for r in pick[1])
+        return pick[0], legs, pick[2], pick[3]
 
     def _rows(self, chain: OptionChain, expiry: np.datetime64) -> tuple[int, int] | None:
         p = self.params
@@ -355,7 +406,7 @@ class GammaScalping(ManagedStrategy):
         marks = leg_marks(chain, trade.legs)
         if marks is not None:
             info["theta_pnl"] = info.get("option_cash", 0.0) + marks[0] * trade.filled * trade.legs[0].multiplier
-        expiry = np.datetime64(trade.legs[0].instrument.expires_at.replace(tzinfo=None), "s")
+        expiry = np.datetime64(leg_option(trade.legs[0]).expires_at.replace(tzinfo=None), "s")
         info["iv_now"] = self.atm_iv(chain, expiry)
 
     def pnl_split(self) -> dict[str, dict[str, float]]:

@@ -14,8 +14,8 @@ why). A kill-switch trip pauses every running strategy; they run again only by `
 kill switch is reset. A strategy whose account disagrees with the engine's mode is paused until they agree.
 The state chosen by a command survives a restart; a settings entry with ``enabled = false`` is ``stopped``.
 
-**Commands** (engine/bus/commands.py; each raises :class:`StrategyCommandError` with the reason when refused,
-and each is audited): ``StartStrategy(strategy_id)``, ``PauseStrategy(strategy_id, reason)``,
+**Commands** (engine/bus/commands.py, handled in :mod:`engine.strategies.host_commands`; each raises
+:class:`StrategyCommandError` with the reason when refused, and each is audited): ``StartStrategy(strategy_id)``, ``PauseStrategy(strategy_id, reason)``,
 ``StopStrategy(strategy_id, cancel_orders=True)``, ``SetStrategyParams(strategy_id, params)`` (validated by the
 strategy's parameter model; until restart — the settings file keeps the saved ones) and
 ``SetStrategyMode(strategy_id, mode, confirm_account)`` (live needs ``confirm_account`` equal to a connected
@@ -33,12 +33,13 @@ and trades; ``optiondesk trade --json``).
 own :class:`~engine.backtest.ledger.TradeLedger` (the backtest's bookkeeping) and stored in ``strategy_fills``.
 P&L total = Σ trade cash flows − fees + open holdings at mid; P&L today = total − total at the day's first look.
 
-**Budget.** :meth:`check_budget` is the risk engine's ``strategy_budget`` check: orders of a strategy must go to
-the account its mode names (every order), and opening orders must fit its budget — max open trades, capital
-(Σ max loss of its active trades + this order) and max loss per day. The denial names the strategy and limit.
+**Budget** (:mod:`engine.strategies.host_budget`). :meth:`check_budget` is the risk engine's ``strategy_budget``
+check: orders of a strategy must go to the account its mode names (every order), and opening orders must fit its
+budget — max open trades, capital (Σ max loss of its active trades + this order) and max loss per day. The
+denial names the strategy and limit.
 
-**Persistence.** A strategy's state (its books via :meth:`Strategy.state`, working orders, seen fills, budget
-bookkeeping) is written to ``strategy_state`` at once after an order report or when it sent orders, and within
+**Persistence** (:mod:`engine.strategies.host_books`, with the attribution). A strategy's state (its books via
+:meth:`Strategy.state`, working orders, seen fills, budget bookkeeping) is written to ``strategy_state`` at once after an order report or when it sent orders, and within
 ``WRITE_EVERY_S`` when market data alone changed it; at the next start it is restored, so a restart in the
 middle of a trade manages that trade's exit.
 """
@@ -46,21 +47,19 @@ middle of a trade manages that trade's exit.
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 from engine.backtest.ledger import TradeLedger
 from engine.bus import Bus
 from engine.bus.commands import (
-    CancelOrder,
     PauseStrategy,
     SetStrategyMode,
     SetStrategyParams,
@@ -73,7 +72,6 @@ from engine.bus.events import (
     KillSwitchTripped,
     ModeChanged,
     OrderEvent,
-    OrderFilled,
     StrategyDisabled,
     StrategySignal,
     StrategyStateChanged,
@@ -81,8 +79,11 @@ from engine.bus.events import (
 from engine.clock import Clock
 from engine.credentials import mask_account
 from engine.model import Fill, Instrument, Order, OrderIntent
+from engine.strategies import host_books, host_budget, host_commands
 from engine.strategies.base import ManagedStrategy, Strategy, market_date
 from engine.strategies.config import StrategyEntry
+from engine.strategies.host_books import ALERT_SOURCE
+from engine.strategies.host_commands import StrategyCommandError as StrategyCommandError
 from engine.strategies.live import LiveContext, StrategyRunner, sizing_from_profile
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,6 @@ log = logging.getLogger(__name__)
 STATES = ("stopped", "running", "paused", "disabled")
 #: at most this often (wall seconds) a strategy's state changed by market data alone is written
 WRITE_EVERY_S = 1.0
-ALERT_SOURCE = "engine.strategies"  # not "strategy…": the notifier maps StrategyDisabled itself, once
-
-
-class StrategyCommandError(ValueError):
-    """A strategy command was refused; the message says why (shown to the user)."""
 
 
 @dataclass
@@ -188,10 +184,10 @@ class StrategyHost:
     # ---- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         """Restore each strategy's stored state and run the enabled ones (a bad one is disabled, never fatal)."""
-        for cmd, fn in ((StartStrategy, self._cmd_start), (PauseStrategy, self._cmd_pause),
-                        (StopStrategy, self._cmd_stop), (SetStrategyParams, self._cmd_params),
-                        (SetStrategyMode, self._cmd_mode)):
-            self.bus.register(cmd, fn)
+        for cmd, fn in ((StartStrategy, host_commands.start), (PauseStrategy, host_commands.pause),
+                        (StopStrategy, host_commands.stop), (SetStrategyParams, host_commands.set_params),
+                        (SetStrategyMode, host_commands.set_mode)):
+            self.bus.register(cmd, functools.partial(fn, self))
             self._registered.append(cmd)
         self._subs = [
             self.bus.subscribe(OrderEvent, self._on_order_event, name="strategies:orders"),
@@ -261,7 +257,7 @@ class StrategyHost:
             if hs.runner is not None:
                 try:
                     await hs.runner.stop(timeout)
-                except Exception:
+                except Exception:  # one strategy failing to stop must not keep the others (or the engine) from stopping
                     log.exception("strategy %s did not stop cleanly", hs.strategy_id)
                 self._persist(hs)
                 hs.runner = None
@@ -290,7 +286,7 @@ class StrategyHost:
         try:
             if hs.payload.get("strategy"):
                 strategy.restore(hs.payload["strategy"])
-        except Exception as exc:
+        except Exception as exc:  # a strategy's own restore code may raise anything: that strategy is disabled, not the host
             log.exception("strategy %s: stored state not restored", hs.strategy_id)
             self._disable(hs, f"its stored state could not be restored ({type(exc).__name__}: {exc})")
             return
@@ -360,132 +356,6 @@ class StrategyHost:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ---- commands -----------------------------------------------------------------------------------
-    def _get(self, strategy_id: str) -> Hosted:
-        hs = self.hosted.get(strategy_id)
-        if hs is None:
-            raise StrategyCommandError(f"no strategy {strategy_id!r} in the settings (have: "
-                                       f"{', '.join(sorted(self.hosted)) or 'none'})")
-        if hs.entry is None:
-            raise StrategyCommandError(f"strategy {strategy_id!r} has an invalid settings entry: {hs.reason}")
-        return hs
-
-    async def _cmd_start(self, cmd: StartStrategy) -> str:
-        hs = self._get(cmd.strategy_id)
-        if self.kill_switch is not None and self.kill_switch.tripped:
-            self._audit(cmd.by, "strategy_start_refused", hs, reason="kill switch tripped")
-            raise StrategyCommandError(f"the kill switch is tripped: reset it before starting {hs.strategy_id}")
-        if (problem := self._mode_problem(hs)) is not None:
-            self._audit(cmd.by, "strategy_start_refused", hs, reason=problem)
-            raise StrategyCommandError(problem)
-        if hs.state == "running":
-            return hs.state
-        if hs.runner is None:
-            self._load(hs)  # stopped or disabled: the books as last stored, in a fresh object
-            self._build(hs)
-            if hs.runner is None:
-                raise StrategyCommandError(f"strategy {hs.strategy_id} cannot start: {hs.reason}")
-        self._run(hs, reason=f"started by {cmd.by}", by=cmd.by)
-        return hs.state
-
-    async def _cmd_pause(self, cmd: PauseStrategy) -> str:
-        hs = self._get(cmd.strategy_id)
-        if hs.state != "running" or hs.runner is None:
-            raise StrategyCommandError(f"strategy {hs.strategy_id} is {hs.state}, not running")
-        hs.runner.pause()
-        hs.paused_by = "user"
-        self._set_state(hs, "paused", cmd.reason)
-        self._audit(cmd.by, "strategy_pause", hs, reason=cmd.reason)
-        return hs.state
-
-    async def _cmd_stop(self, cmd: StopStrategy) -> str:
-        hs = self._get(cmd.strategy_id)
-        cancelled = 0
-        if hs.runner is not None:
-            runner, hs.runner = hs.runner, None
-            runner.pause()
-            await runner.stop()
-            self._persist(hs, runner=runner)
-            if cmd.cancel_orders:
-                for o in runner.open_orders():
-                    try:
-                        await self.bus.send(CancelOrder(order_id=o.order_id, by=f"strategy-host:{cmd.by}"))
-                        cancelled += 1
-                    except Exception as exc:
-                        log.warning("strategy %s: could not cancel %s: %s", hs.strategy_id, o.order_id, exc)
-        self._set_state(hs, "stopped", f"stopped by {cmd.by}" + (f"; {cancelled} order(s) cancelled" if cancelled else ""))
-        self._audit(cmd.by, "strategy_stop", hs, cancelled=cancelled)
-        return hs.state
-
-    async def _cmd_params(self, cmd: SetStrategyParams) -> dict[str, Any]:
-        hs = self._get(cmd.strategy_id)
-        from engine import strategies
-
-        cls = strategies.registry()[hs.name]
-        try:
-            params = cls.parse_params(dict(cmd.params))
-        except Exception as exc:
-            raise StrategyCommandError(f"bad parameters for {hs.strategy_id}: {exc}") from None
-        assert hs.entry is not None
-        hs.entry = hs.entry.model_copy(update={"params": params.model_dump(mode="json")})
-        if hs.strategy is not None:
-            hs.strategy.params = params
-        self._audit(cmd.by, "strategy_params", hs, params=params.model_dump(mode="json"))
-        self._note(hs, "parameters changed")
-        self.bus.publish(StrategyStateChanged(strategy_id=hs.strategy_id, name=hs.name, state=hs.state,
-                                              previous=hs.state, mode=hs.mode, reason="parameters changed"))
-        return params.model_dump(mode="json")
-
-    async def _cmd_mode(self, cmd: SetStrategyMode) -> str:
-        hs = self._get(cmd.strategy_id)
-        try:
-            account = self._check_mode_change(hs, cmd.mode, cmd.confirm_account)
-        except StrategyCommandError as exc:
-            self._audit(cmd.by, "strategy_mode_refused", hs, mode=cmd.mode, reason=str(exc))
-            raise
-        hs.mode, hs.live_account = cmd.mode, account
-        assert hs.entry is not None
-        hs.entry = hs.entry.model_copy(update={"mode": cmd.mode, "live_account": account})
-        self._audit(cmd.by, "strategy_mode", hs, mode=cmd.mode, account=mask_account(account) if account else "")
-        if hs.state == "running" and (problem := self._mode_problem(hs)) is not None and hs.runner is not None:
-            hs.runner.pause()
-            hs.paused_by = "mode"
-            self._set_state(hs, "paused", problem)
-        elif hs.state == "paused" and hs.paused_by == "mode" and self._mode_problem(hs) is None and hs.runner:
-            hs.runner.resume()
-            self._set_state(hs, "running", f"now on its {cmd.mode} account")
-        else:
-            self._set_state(hs, hs.state, f"mode set to {cmd.mode}")
-        return hs.mode
-
-    def _check_mode_change(self, hs: Hosted, mode: str, confirm: str | None) -> str:
-        """The live account id a switch to ``mode`` is confirmed for ("" for paper); refuses with the reason."""
-        if mode not in ("paper", "live"):
-            raise StrategyCommandError(f"unknown mode {mode!r}: use 'paper' or 'live'")
-        busy = self._open_trade_count(hs) + len(hs.runner.open_orders() if hs.runner else ())
-        if mode != hs.mode and busy:
-            raise StrategyCommandError(f"strategy {hs.strategy_id} has {busy} open trade(s) or working order(s) on "
-                                       f"its {hs.mode} account: close them before moving it")
-        if mode == "paper":
-            return ""
-        accounts = self.live_accounts()
-        if not accounts:
-            raise StrategyCommandError("no live broker is connected: a strategy can go live only on a connected "
-                                       "broker's account")
-        if not confirm:
-            raise StrategyCommandError(f"enabling {hs.strategy_id} for live trading needs a confirmation naming the "
-                                       f"account ({', '.join(mask_account(a) for a in accounts)})")
-        if confirm not in accounts:
-            raise StrategyCommandError(f"confirmation names account {mask_account(confirm)}, which is not a "
-                                       f"connected live account ({', '.join(mask_account(a) for a in accounts)})")
-        return confirm
-
-    def _audit(self, by: str, action: str, hs: Hosted, **detail: Any) -> None:
-        try:
-            self.store.audit.record(by, action, {"strategy_id": hs.strategy_id, **detail})
-        except Exception:
-            log.exception("could not audit %s", action)
-
     # ---- mode ---------------------------------------------------------------------------------------
     def _mode_problem(self, hs: Hosted) -> str | None:
         """Why this strategy must not trade in the engine's current mode (None: it may)."""
@@ -534,150 +404,19 @@ class StrategyHost:
                 hs.paused_by = "kill_switch"
                 self._set_state(hs, "paused", f"kill switch tripped ({ev.reason}): start it again after the reset")
 
-    # ---- the budget check (RiskEngine.strategy_budget) ----------------------------------------------
+    # ---- the budget check (RiskEngine.strategy_budget; engine/strategies/host_budget.py) ------------------
     def check_budget(self, order: Order, reducing: bool, risk: float) -> list[Any]:
-        from engine.risk.engine import CheckResult
-
-        hs = self.hosted.get(order.strategy_id or "")
-        if hs is None or hs.entry is None:
-            return []
-        stage = "portfolio_risk"
-        problem = self._account_problem(hs, order)
-        out = [CheckResult("strategy_account", problem is None, stage=stage,
-                           message=problem or f"strategy {hs.strategy_id} on its {hs.mode} account")]
-        if reducing:
-            return out
-        b = hs.entry.budget
-        tag = TradeLedger.trade_tag(order)
-        if b.max_open_trades is not None:
-            n = self._open_trade_count(hs, exclude=tag)
-            ok = n < b.max_open_trades
-            out.append(CheckResult("strategy_open_trades", ok, n + 1, b.max_open_trades, "trades", stage=stage,
-                                   message=f"strategy {hs.strategy_id}: {n + 1} open trades "
-                                           f"{'within' if ok else 'exceeds'} its budget of {b.max_open_trades}"))
-        if b.capital is not None:
-            used = self._committed(hs, exclude=tag)
-            need = risk if math.isfinite(risk) else math.inf
-            ok = used + need <= b.capital + 1e-9
-            out.append(CheckResult("strategy_capital", ok, used + need, b.capital, "$", stage=stage,
-                                   message=f"strategy {hs.strategy_id}: max loss ${used:,.2f} committed + "
-                                           f"${need:,.2f} this order {'within' if ok else 'exceeds'} its capital "
-                                           f"${b.capital:,.2f}"))
-        if b.max_loss_per_day is not None:
-            today = self.pnl(hs)[0]
-            ok = today > -b.max_loss_per_day
-            out.append(CheckResult("strategy_daily_loss", ok, -today, b.max_loss_per_day, "$", stage=stage,
-                                   message=f"strategy {hs.strategy_id}: P&L today ${today:,.2f} "
-                                           f"{'within' if ok else 'has reached'} its max loss per day "
-                                           f"${b.max_loss_per_day:,.2f}"))
-        if all(r.passed for r in out) and math.isfinite(risk):
-            hs.entry_risk[tag] = risk
-        return out
-
-    def _active_tags(self, hs: Hosted) -> set[str]:
-        s = hs.strategy
-        if isinstance(s, ManagedStrategy):
-            return {t.tag for t in s.active_trades()}
-        return {t.tag for t in hs.ledger.open()}
+        return host_budget.check_budget(self, order, reducing, risk)
 
     def _open_trade_count(self, hs: Hosted, exclude: str = "") -> int:
-        return len(self._active_tags(hs) - {exclude})
+        return host_budget.open_trade_count(hs, exclude)
 
-    def _committed(self, hs: Hosted, exclude: str = "") -> float:
-        active = self._active_tags(hs) - {exclude}
-        for tag in [t for t in hs.entry_risk if t not in active]:
-            del hs.entry_risk[tag]  # closed or never filled: its capital is free again
-        return float(sum(hs.entry_risk.values()))
-
-    # ---- attribution ----------------------------------------------------------------------------------
+    # ---- attribution (engine/strategies/host_books.py) -------------------------------------------------
     def _on_order_event(self, ev: OrderEvent) -> None:
-        o = ev.order
-        hs = self.hosted.get(o.strategy_id or "")
-        if hs is None:
-            return
-        hs.orders[o.order_id] = o
-        if isinstance(ev, OrderFilled):
-            self._book(hs, o, [f for f in ev.fills if f.fill_id not in hs.fill_ids])
-        elif o.status.value == "denied" or o.status.value == "rejected":
-            self._note(hs, f"order {o.tag or o.order_id} {o.status.value}: {o.reason}")
+        host_books.on_order_event(self, ev)
 
     def _on_settled(self, ev: Any) -> None:
-        """Settlement fills carry the account's whole quantity: each strategy holding the contract is booked its
-        own part; shares delivered by an exercise or assignment go with the option fill just before them."""
-        last: Hosted | None = None
-        parts: dict[str, list[Fill]] = {}
-        for f in ev.fills:
-            remaining = f.quantity
-            booked = False
-            for hs in self.hosted.values():
-                if remaining == 0:
-                    break
-                if f.fill_id in hs.fill_ids:
-                    continue
-                held = sum(t.holdings.get(f.instrument.key, 0) for t in hs.ledger.open())
-                if held == 0 or (held > 0) == (remaining > 0):
-                    continue  # a settlement takes a holding to zero: only the opposite sign is this one's
-                q = -held if abs(held) <= abs(remaining) else remaining
-                part = f if q == f.quantity else replace(f, quantity=q, fee=f.fee * Decimal(q) / Decimal(f.quantity))
-                parts.setdefault(hs.strategy_id, []).append(part)
-                remaining -= q
-                last, booked = hs, True
-            if not booked and last is not None and f.kind != "expiration" and f.fill_id not in last.fill_ids:
-                parts.setdefault(last.strategy_id, []).append(f)
-        for sid, fills in parts.items():  # one booking each: delivered shares join the assigned option's trade
-            self._book(self.hosted[sid], None, fills)
-
-    def _book(self, hs: Hosted, order: Order | None, fills: list[Fill], *, store: bool = True) -> None:
-        if not fills:
-            return
-        und = order.underlying if order is not None else ""
-        hs.ledger.on_fills(order, fills, fills[-1].ts, underlying=und)
-        for f in fills:
-            hs.fill_ids.add(f.fill_id)
-            hs.fills.append(f)
-            hs.instruments.setdefault(f.instrument.key, f.instrument)
-        if store:
-            from engine.store.repositories import instrument_to_dict
-
-            seq = len(hs.fills)
-            for i, f in enumerate(fills):
-                payload = {"instrument": instrument_to_dict(f.instrument), "quantity": f.quantity,
-                           "price": str(f.price), "fee": str(f.fee), "leg_index": f.leg_index, "kind": f.kind,
-                           "client_order_id": f.client_order_id}
-                self.store.execute(
-                    "INSERT OR IGNORE INTO strategy_fills(fill_id, strategy_id, order_id, seq, payload, ts) "
-                    "VALUES (?,?,?,?,?,?)",
-                    (f.fill_id, hs.strategy_id, f.order_id, seq - len(fills) + i, json.dumps(payload),
-                     f.ts.isoformat()))
-            self._note(hs, f"{len(fills)} fill(s)" + (f" for {order.tag}" if order is not None else " (settlement)"))
-
-    def _replay_fills(self, hs: Hosted) -> None:
-        """The ledger again from the stored fills (in booking order), after a restart."""
-        from engine.store.repositories import instrument_from_dict
-
-        rows = self.store.query("SELECT * FROM strategy_fills WHERE strategy_id=? ORDER BY seq, rowid",
-                                (hs.strategy_id,))
-        hs.ledger, hs.fills, hs.fill_ids = TradeLedger(), [], set()
-        group: list[Fill] = []
-        current: str | None = None
-
-        def flush() -> None:
-            if group:
-                order = self.store.orders.get(current) if current else None
-                self._book(hs, order, list(group), store=False)
-                group.clear()
-
-        for r in rows:
-            p = json.loads(r["payload"])
-            f = Fill(fill_id=r["fill_id"], order_id=r["order_id"], instrument=instrument_from_dict(p["instrument"]),
-                     quantity=int(p["quantity"]), price=Decimal(p["price"]), ts=datetime.fromisoformat(r["ts"]),
-                     fee=Decimal(p["fee"]), leg_index=int(p["leg_index"]), kind=p["kind"],
-                     client_order_id=p.get("client_order_id", ""))
-            if r["order_id"] != current:
-                flush()
-                current = r["order_id"]
-            group.append(f)
-        flush()
+        host_books.on_settled(self, ev)
 
     def _ml_signals(self) -> Any:
         """Registered models' probabilities for strategies with an ``ml`` filter (engine/ml/signal.py)."""
@@ -715,7 +454,7 @@ class StrategyHost:
         if inst is not None:
             try:
                 mid = float(self.risk.market.mid(inst))
-            except Exception:
+            except Exception:  # no usable price for a leg, whatever the market view raised: NaN means unknown
                 mid = math.nan
         if math.isfinite(mid):
             hs.marks[key] = mid
@@ -744,66 +483,15 @@ class StrategyHost:
             if hs.dirty and wall - hs.last_write >= WRITE_EVERY_S:
                 self._persist(hs)
 
-    # ---- persistence -------------------------------------------------------------------------------------
+    # ---- persistence (engine/strategies/host_books.py) -------------------------------------------------
     def _changed(self, hs: Hosted, urgent: bool) -> None:
-        """After a callback: an order report or sent intents are stored at once (a restart must know every trade
-        and order); what market data alone changed (a strategy's running closes, a timestamp) is stored at most
-        every ``WRITE_EVERY_S`` — a write per chain snapshot would cost the loop a commit each time."""
-        if urgent:
-            self._persist(hs)
-        else:
-            hs.dirty = True
+        host_books.changed(self, hs, urgent)
 
     def _load(self, hs: Hosted) -> None:
-        rows = self.store.query("SELECT * FROM strategy_state WHERE strategy_id=?", (hs.strategy_id,))
-        hs.payload = {}
-        if rows:
-            r = rows[0]
-            if r["name"] != hs.name:
-                self.bus.publish(Alert(level="warning", source=ALERT_SOURCE, message=(
-                    f"stored state of {hs.strategy_id} belongs to strategy {r['name']}, not {hs.name}: not used")))
-            else:
-                try:
-                    hs.payload = json.loads(r["payload"])
-                except ValueError:
-                    self.bus.publish(Alert(level="warning", source=ALERT_SOURCE, message=(
-                        f"stored state of {hs.strategy_id} is unreadable: it starts with empty books")))
-                hs.payload["host_state"] = r["state"]
-                if r["mode"] == "live" and hs.mode != "live":
-                    hs.payload["host_state"] = "paused"  # the settings moved it off live: the user decides
-        hs.entry_risk = {str(k): float(v) for k, v in hs.payload.get("entry_risk", {}).items()}
-        hs.day = str(hs.payload.get("day", ""))
-        hs.day_start_total = float(hs.payload.get("day_start_total", 0.0))
-        if hs.entry is not None:
-            self._replay_fills(hs)
+        host_books.load(self, hs)
 
     def _persist(self, hs: Hosted, *, force: bool = False, runner: StrategyRunner | None = None) -> None:
-        """Store the strategy's state when it changed (one upsert; the JSON comparison keeps quiet chains free)."""
-        runner = runner or hs.runner
-        if hs.entry is None:
-            return
-        payload = dict(hs.payload)
-        if hs.strategy is not None and (runner is None or runner.failed is None):
-            payload["strategy"] = hs.strategy.state()
-        if runner is not None:
-            payload["orders"] = [o.order_id for o in runner.open_orders()]
-            payload["seen_fills"] = runner.seen_fills()
-        payload.update(entry_risk=hs.entry_risk, day=hs.day, day_start_total=hs.day_start_total, reason=hs.reason)
-        payload.pop("host_state", None)
-        text = json.dumps(payload, sort_keys=True, default=str)
-        key = f"{hs.state}|{hs.mode}|{text}"
-        if key == hs.persisted and not force:
-            hs.dirty = False
-            return
-        self.store.execute(
-            "INSERT INTO strategy_state(strategy_id, name, state, mode, payload, updated_at) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT(strategy_id) DO UPDATE SET name=excluded.name, state=excluded.state, mode=excluded.mode, "
-            "payload=excluded.payload, updated_at=excluded.updated_at",
-            (hs.strategy_id, hs.name, hs.state, hs.mode, text, self.clock.now().isoformat()))
-        hs.persisted = key
-        hs.payload = payload
-        hs.dirty = False
-        hs.last_write = time.monotonic()
+        host_books.persist(self, hs, force=force, runner=runner)
 
     # ---- reads ----------------------------------------------------------------------------------------------
     def _net_liquidation(self, hs: Hosted) -> float:

@@ -42,7 +42,7 @@ class IronCondorParams(StrategyParams):
     dividend_yield: float = 0.0
 
 
-class IronCondor(ManagedStrategy):
+class IronCondor(ManagedStrategy[IronCondorParams]):
     name = "iron_condor"
     Params = IronCondorParams
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, model_validator
 
@@ -28,6 +28,7 @@ from engine.strategies.base import (
     StrategyContext,
     StrategyParams,
     entry_marks,
+    leg_option,
     market_date,
 )
 from engine.strategies.selection import pick_expiry
@@ -69,6 +70,10 @@ class DebitSpreadParams(StrategyParams):
         return self
 
 
+#: the parameters of any debit-spread strategy (:func:`debit_spread_entry` serves them all)
+DP = TypeVar("DP", bound=DebitSpreadParams)
+
+
 class IVRankDebitParams(DebitSpreadParams):
     right: Literal["call", "put"] = "call"
     iv_rank_max: float = Field(0.30, ge=0, le=1)
@@ -90,7 +95,7 @@ def buy_confidence(iv_rank: float, regime: str, factors: dict[str, float]) -> fl
     return min((1.0 - iv_rank) * factors.get(regime, 0.0), 0.98)
 
 
-def debit_spread_entry(strategy: ManagedStrategy, ctx: StrategyContext, chain: OptionChain, *, call: bool,
+def debit_spread_entry(strategy: ManagedStrategy[DP], ctx: StrategyContext, chain: OptionChain, *, call: bool,
                        factor: float, info: dict[str, float]) -> list[tuple[OpenTrade, OrderIntent]]:
     """The debit vertical of ``strategy``'s parameters (``DebitSpreadParams``), sized by the risk budget × factor."""
     p = strategy.params
@@ -104,7 +109,7 @@ def debit_spread_entry(strategy: ManagedStrategy, ctx: StrategyContext, chain: O
     marks = entry_marks(chain, legs)
     if marks is None:
         return []
-    width = abs(float(legs[0].instrument.strike - legs[1].instrument.strike))
+    width = abs(float(leg_option(legs[0]).strike - leg_option(legs[1]).strike))
     debit = marks[1]  # at the natural: the most this attempt can cost
     if not 0 < debit <= p.max_debit_fraction * width:
         return []
@@ -113,7 +118,7 @@ def debit_spread_entry(strategy: ManagedStrategy, ctx: StrategyContext, chain: O
     return priced_entry(strategy, ctx, chain, legs, qty, {"width": width, "debit": debit, **info}, factor=factor)
 
 
-class IVRankDebit(ManagedStrategy):
+class IVRankDebit(ManagedStrategy[IVRankDebitParams]):
     name = "iv_rank_debit"
     Params = IVRankDebitParams
 

@@ -75,7 +75,7 @@ def contracts_for(net_liq: float, risk_per_trade: float, max_risk: float, multip
     return min(n, max_contracts)
 
 
-class IVRankPutSpread(ManagedStrategy):
+class IVRankPutSpread(ManagedStrategy[IVRankPutSpreadParams]):
     name = "iv_rank_put_spread"
     Params = IVRankPutSpreadParams
 

@@ -200,7 +200,7 @@ class StrategyRunner:
         """Run one strategy callback; an exception marks the runner failed and goes to the host, not the bus."""
         try:
             return call() or ()
-        except Exception as exc:
+        except Exception as exc:  # a strategy's bug must disable that strategy only, never the host or the engine
             self.failed = exc
             self.errors.append(f"{where}: {type(exc).__name__}: {exc}")
             log.exception("strategy %s failed in %s", self.strategy.strategy_id, where)

@@ -47,7 +47,7 @@ class MomentumDebitParams(DebitSpreadParams):
         return self
 
 
-class MomentumDebit(ManagedStrategy):
+class MomentumDebit(ManagedStrategy[MomentumDebitParams]):
     name = "momentum_debit"
     Params = MomentumDebitParams
 

@@ -41,7 +41,7 @@ class PutWriteParams(StrategyParams):
     market_orders: bool = True
 
 
-class PutWrite(ManagedStrategy):
+class PutWrite(ManagedStrategy[PutWriteParams]):
     name = "put_write"
     Params = PutWriteParams
     #: A cash-secured put can lose its strike: one SPY put is most of a $100k account, far over the 2 %

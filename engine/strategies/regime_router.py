@@ -78,7 +78,7 @@ class RegimeRouterParams(StrategyParams):
         return self
 
 
-class RegimeRouter(Strategy):
+class RegimeRouter(Strategy[RegimeRouterParams]):
     name = "regime_router"
     Params = RegimeRouterParams
 

@@ -77,7 +77,7 @@ def strangle_stress_loss(put_strike: float, call_strike: float, credit: float, s
     return max(down, up) - credit
 
 
-class ShortStrangle(ManagedStrategy):
+class ShortStrangle(ManagedStrategy[ShortStrangleParams]):
     name = "short_strangle"
     Params = ShortStrangleParams
 

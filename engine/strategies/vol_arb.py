@@ -154,6 +154,8 @@ def ensemble_values(chain: OptionChain, rows: np.ndarray, fit_vol: np.ndarray, j
 
     jump_var = jumps.lam * (jumps.mu_j ** 2 + jumps.sigma_j ** 2)
     diffusion = np.sqrt(np.maximum(fit_vol ** 2 - jump_var, 1e-6))  # Merton's total variance = the fitted one
+    # the ignore below: MertonParams.sigma is declared float | None, yet the ensemble broadcasts a per-row array
+    # as it does every vol (engine/pricing owns that declaration)
     res = fair_value(np.where(chain.is_call[rows], "c", "p"), chain.spot, chain.strike[rows],
                      chain.time_to_expiry()[rows], rate, q, fit_vol,
                      merton_params=MertonParams(jumps.lam, jumps.mu_j, jumps.sigma_j, sigma=diffusion),  # type: ignore[arg-type]
@@ -161,7 +163,7 @@ def ensemble_values(chain: OptionChain, rows: np.ndarray, fit_vol: np.ndarray, j
     return np.asarray(res.fair, float), np.asarray(res.dispersion, float)
 
 
-class VolArb(ManagedStrategy):
+class VolArb(ManagedStrategy[VolArbParams]):
     name = "vol_arb"
     Params = VolArbParams
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import time
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -37,6 +37,7 @@ from engine.strategies.base import (
     option_leg,
 )
 from engine.strategies.selection import nearest_delta_row, pick_expiry, wing_row
+from engine.strategies.spec import BacktestSpec
 from engine.strategies.structures import (
     GreekBudget,
     budget_contracts,
@@ -83,9 +84,13 @@ class ZeroDTEParams(StrategyParams):
         return self
 
 
-class ZeroDTE(ManagedStrategy):
+class ZeroDTE(ManagedStrategy[ZeroDTEParams]):
     name = "zero_dte"
     Params = ZeroDTEParams
+    #: a daily close comes after the day's expiry has settled: the table replays a quarter of 30-minute snapshots
+    backtest_spec: ClassVar[BacktestSpec] = BacktestSpec(
+        years=0.25, intraday_minutes=30, why="same-day expiries trade inside the session: intraday snapshots, "
+        "over the span five years of daily runs cost")
     manage_on_expiry_day = True
 
     def entries(self, ctx: StrategyContext, chain: OptionChain) -> Sequence[tuple[OpenTrade, OrderIntent]]:

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from engine.model.chain import OptionChain
+from engine.surface.quotes import expiry_strike_columns
 from engine.surface.svi import svi_derivatives
 
 
@@ -91,26 +92,30 @@ def delta_strikes(params: np.ndarray, deltas: np.ndarray, n: int = 801) -> np.nd
     return out
 
 
-def _straddle_at_forward(chain: OptionChain, rows: np.ndarray, forward: float, discount: float,
-                         chain_mid: np.ndarray | None = None) -> float:
-    """Undiscounted straddle mid interpolated (linear in K) to the forward; NaN without bracketing strikes.
-
-    ``chain_mid``: the chain's mids, when the caller already has them (``chain.mid`` is recomputed per call).
-    """
-    K = chain.strike[rows]
-    mid = (chain.mid if chain_mid is None else chain_mid)[rows]
-    calls = chain.is_call[rows]
-    ks = np.unique(K)
-    cm = np.full(len(ks), np.nan)
-    pm = np.full(len(ks), np.nan)
-    cm[np.searchsorted(ks, K[calls])] = mid[calls]
-    pm[np.searchsorted(ks, K[~calls])] = mid[~calls]
-    st = cm + pm
+def _straddles_at_forward(chain: OptionChain, expiry_index: np.ndarray, forwards: np.ndarray,
+                          discounts: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Per expiry, the undiscounted straddle mid (call + put at one strike) interpolated linearly in K to the
+    forward; NaN without strikes bracketing it, a forward or time left. All expiries in one pass."""
+    n = len(forwards)
+    cols = expiry_strike_columns(expiry_index, n, chain.strike.astype(float), chain.is_call,
+                                 np.ones(len(chain), dtype=bool), chain.mid, np.zeros(len(chain)))
+    ks, st = cols[0], cols[1] + cols[2]
+    if ks.shape[1] == 0:
+        return np.full(n, np.nan)
     ok = np.isfinite(st)
-    ks, st = ks[ok], st[ok]
-    if len(ks) == 0 or not (ks[0] <= forward <= ks[-1]) or not (discount > 0):
-        return float("nan")
-    return float(np.interp(forward, ks, st)) / discount
+    F = np.asarray(forwards, dtype=float)[:, None]
+    pos = np.arange(ks.shape[1])[None, :]
+    with np.errstate(invalid="ignore"):
+        lo = np.where(ok & (ks <= F), pos, -1).max(1)
+        hi = np.where(ok & (ks >= F), pos, ks.shape[1]).min(1)
+    found = (lo >= 0) & (hi < ks.shape[1])
+    rows = np.arange(n)
+    lo_c, hi_c = np.where(found, lo, 0), np.where(found, hi, 0)
+    k0, k1, s0, s1 = ks[rows, lo_c], ks[rows, hi_c], st[rows, lo_c], st[rows, hi_c]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = np.where(k1 > k0, s0 + (F[:, 0] - k0) * (s1 - s0) / (k1 - k0), s0)
+        good = found & np.isfinite(F[:, 0]) & (np.asarray(T) > 0) & (np.asarray(discounts) > 0)
+        return np.where(good, val / np.asarray(discounts, dtype=float), np.nan)
 
 
 def term_structure(
@@ -145,14 +150,7 @@ def term_structure(
         with np.errstate(invalid="ignore", divide="ignore"):
             iv_c[fitted] = np.sqrt(np.maximum(wc, 0.0) / Tf)
             iv_p[fitted] = np.sqrt(np.maximum(wp, 0.0) / Tf)
-    em_straddle = np.full(n, np.nan)
-    chain_mid = chain.mid
-    order = np.argsort(expiry_index, kind="stable")
-    bounds = np.searchsorted(expiry_index[order], np.arange(n + 1))
-    for i in range(n):
-        if np.isfinite(forwards[i]) and T[i] > 0:
-            em_straddle[i] = _straddle_at_forward(chain, order[bounds[i] : bounds[i + 1]], forwards[i], discounts[i],
-                                                  chain_mid)
+    em_straddle = _straddles_at_forward(chain, expiry_index, forwards, discounts, T) if n else np.full(0, np.nan)
     with np.errstate(invalid="ignore"):
         em_iv = forwards * atm * np.sqrt(np.maximum(T, 0.0))
     return TermStructure(

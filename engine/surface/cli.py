@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +53,7 @@ def _cmd_surface(args: argparse.Namespace) -> int:
     chain = market.chain(sym)
     fit = fit_chain(chain, rate=args.rate)
     t = fit.term
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, s in enumerate(fit.slices):
         rows.append({
             "expiry": str(np.datetime_as_string(s.expiry, unit="D")), "dte": round(float(t.dte[i]), 2),

@@ -74,9 +74,10 @@ def _annualise(var: np.ndarray | float, periods_per_year: float) -> np.ndarray |
     return float(out) if out.ndim == 0 else out
 
 
-def _pad_front(x: np.ndarray) -> np.ndarray:
-    """Series of per-period values defined from index 1 (returns) aligned to the price index."""
-    return np.concatenate([[np.nan], x])
+def _pad_front(x: np.ndarray | float) -> np.ndarray:
+    """Series of per-period values defined from index 1 (returns) aligned to the price index (a windowed
+    statistic is always a series; the float of :func:`_var`'s signature is the unwindowed case)."""
+    return np.concatenate([[np.nan], np.atleast_1d(x)])
 
 
 def close_to_close(close: np.ndarray, *, window: int | None = None,

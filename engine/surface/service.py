@@ -8,7 +8,8 @@
 - Two stages per chain: the fit without the arbitrage repair is published at once; when its checks
   found arbitrage, the repair runs as a second job and a repaired ``SurfaceUpdated`` follows (the
   first one says ``repair_pending``). A fit the checks pass is published once. Each fit's SVI search
-  starts from the previous fit of the same underlying (``WarmStart``) when it has the same expiries.
+  starts from the previous fit of the same underlying (``WarmStart``) when it has the same expiries,
+  and its repair takes the previous repaired slices where they stay clean.
 - Executor: a one-worker **process** pool by default. The fit and the repair are CPU-bound numpy on
   small arrays: both hold the GIL much of the time, so in a thread they
   compete with the event loop for it (each switch can cost the loop up to the 5 ms switch interval);
@@ -48,6 +49,7 @@ from engine.surface.views import SurfaceGrid, surface_grid
 
 if TYPE_CHECKING:
     from engine.bus import Bus
+    from engine.bus.bus import Subscription
     from engine.model.chain import OptionChain
     from engine.store import Store
 
@@ -120,10 +122,12 @@ def run_fit_job(chain: OptionChain, rate: RateInput, dividend_yield: RateInput, 
     return _job_result(fit, config, tenor_days, t0)
 
 
-def run_repair_job(fit: SurfaceFit, chain: OptionChain, config: SurfaceConfig, tenor_days: float) -> FitJobResult:
-    """The second executor job: the arbitrage repair of an unrepaired fit (see :func:`repair_fit`)."""
+def run_repair_job(fit: SurfaceFit, chain: OptionChain, config: SurfaceConfig, tenor_days: float,
+                   warm: WarmStart | None = None) -> FitJobResult:
+    """The second executor job: the arbitrage repair of an unrepaired fit (see :func:`repair_fit`; ``warm``
+    carries the previous refit's repaired slices)."""
     t0 = time.perf_counter()
-    return _job_result(repair_fit(fit, chain, config), config, tenor_days, t0)
+    return _job_result(repair_fit(fit, chain, config, warm), config, tenor_days, t0)
 
 
 def _job_result(fit: SurfaceFit, config: SurfaceConfig, tenor_days: float, t0: float) -> FitJobResult:
@@ -160,7 +164,7 @@ class _State:
     last_history_write: float = -1e18
     unsaved: tuple[date, float, float] | None = None
     fits: int = 0
-    warm: WarmStart | None = None  # the last fit before its repair: where the next SVI search starts
+    warm: WarmStart | None = None  # the last fit before its repair (where the next SVI search starts) + repaired
 
 
 class SurfaceService:
@@ -197,7 +201,7 @@ class SurfaceService:
         self._history_write_interval_s = history_write_interval_s
         self._today = today or (lambda ts: ts.astimezone(NEW_YORK).date())
         self._states: dict[str, _State] = {}
-        self._sub = None
+        self._sub: Subscription | None = None
         self._running = False
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -319,6 +323,7 @@ class SurfaceService:
                 self._executor, run_fit_job, chain, self.rate, self.dividend_yields.get(und, 0.0), cfg,
                 cfg.iv_history_tenor_days, False, st.warm,
             )
+            previous = st.warm
             st.warm = WarmStart.from_fit(res.fit)
             pending = _needs_repair(res.fit, cfg)
             event = self._publish(st, chain, res, res.elapsed_ms, pending)
@@ -326,7 +331,9 @@ class SurfaceService:
                 return event
             first_ms = res.elapsed_ms
             res = await loop.run_in_executor(self._executor, run_repair_job, res.fit, chain, cfg,
-                                             cfg.iv_history_tenor_days)
+                                             cfg.iv_history_tenor_days, previous)
+            if st.warm is not None:
+                st.warm = st.warm.with_repaired(res.fit)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a crashed worker or a defect: report it, keep streaming
@@ -392,7 +399,7 @@ class SurfaceService:
         try:
             self._history.record(st.underlying, day, atm, close=close if np.isfinite(close) else None,
                                  source=self.recorded_source)
-        except Exception:
+        except Exception:  # a failed history write (full disk) must not stop the surface stream
             log.exception("could not store ATM IV history for %s", st.underlying)
             return
         st.unsaved = None

@@ -108,7 +108,7 @@ def _expiry_index(fit: SurfaceFit, expiry: int | np.datetime64 | datetime | date
     elif isinstance(expiry, date):
         hits = np.nonzero(exps.astype("datetime64[D]") == np.datetime64(expiry, "D"))[0]
     else:
-        hits = np.nonzero(exps == np.datetime64(expiry, "s"))[0]
+        hits = np.nonzero(exps == expiry.astype("datetime64[s]"))[0]
     if len(hits) == 0:
         raise KeyError(f"expiry {expiry} is not in the chain")
     return int(hits[0])

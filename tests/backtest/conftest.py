@@ -32,7 +32,7 @@ def sim_history():
 
 @pytest.fixture(scope="session")
 def sim_parquet(sim_history, tmp_path_factory):
-    from engine.backtest.data import write_history
+    from engine.backtest.chain_files import write_history
 
     return write_history(sim_history, tmp_path_factory.mktemp("sim") / "spy.parquet")
 

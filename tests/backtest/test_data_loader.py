@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backtest.data import (
-    ChainHistory,
+from engine.backtest.chain_files import (
     ColumnMapping,
     DataFileError,
-    build_history,
     load_chains,
     load_underlying_bars,
     write_history,
 )
+from engine.backtest.data import ChainHistory, build_history
 
 HEADER = "underlying,quote_date,expiration,strike,option_type,bid,ask,underlying_price,delta\n"
 GOOD_ROWS = [

@@ -55,7 +55,7 @@ def test_parquet_when_pyarrow_missing_then_one_clear_sentence(tmp_path):
                 if name == "pyarrow" or name.startswith("pyarrow."):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
-        from engine.backtest.data import DataFileError, load_chains
+        from engine.backtest.chain_files import DataFileError, load_chains
         from engine.history.importer import HistoryImportError, read_file
         try:
             load_chains({str(pq)!r})

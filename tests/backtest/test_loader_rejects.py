@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.backtest.data import DataFileError, load_chains, load_underlying_bars
+from engine.backtest.chain_files import DataFileError, load_chains, load_underlying_bars
 from tests.backtest.test_data_loader import GOOD_ROWS, HEADER, write
 
 

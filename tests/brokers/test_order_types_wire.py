@@ -12,7 +12,7 @@ import pytest
 from engine.brokers.config import CircuitBreakerConfig, IbkrConfig, ReconnectConfig, TastytradeConfig
 from engine.brokers.ibkr import IbkrBroker, IbkrConnection
 from engine.brokers.tastytrade import TastytradeBroker, TastytradeConnection
-from engine.bus.events import OrderAccepted, OrderRejected
+from engine.bus.events import OrderAccepted, OrderCancelled, OrderFilled, OrderRejected
 from engine.credentials import CredentialStore
 from engine.model import Order, OrderType, Right, Side
 from tests.brokers.fakes.tastytrade_server import PROVIDER_SECRET, REFRESH_TOKEN, FakeTastytrade
@@ -217,3 +217,50 @@ async def test_ibkr_one_cancels_other_members_go_out_in_one_oca_group(ib_broker,
     assert (p_target[OCA_GROUP], p_target[OCA_TYPE]) == ("grp-7", "1")
     assert (p_stop[OCA_GROUP], p_stop[OCA_TYPE], p_stop[18]) == ("grp-7", "1", "STP")
     assert (p_plain[OCA_GROUP], p_plain[OCA_TYPE]) == ("", "0")
+
+
+async def _oca_pair(ib_broker, tws, recorder, group: str = "grp-9") -> tuple[Order, Order]:
+    exp = tws.expirations[0]
+    target = replace(single("SPY", exp, 600, Right.PUT, Side.BUY, "1.00", account=tws.account), tag=f"oco:{group}")
+    stop = replace(stopped(single("SPY", exp, 600, Right.PUT, Side.BUY, "3.00", account=tws.account), "3.00"),
+                   tag=f"oco:{group}")
+    for order in (target, stop):
+        await ib_broker.submit(order)
+        await recorder.wait_for(OrderAccepted, lambda e, o=order: e.order.order_id == o.order_id)
+    return target, stop
+
+
+async def test_ibkr_oca_member_when_filled_then_tws_cancels_its_sibling(ib_broker, tws, recorder):
+    target, stop = await _oca_pair(ib_broker, tws, recorder)
+    fake_target = next(o for o in tws.orders.values() if o.order_ref == target.client_order_id)
+    tws.fill(fake_target.order_id)
+    await recorder.wait_for(OrderFilled, lambda e: e.order.order_id == target.order_id)
+    await recorder.wait_for(OrderCancelled, lambda e: e.order.order_id == stop.order_id)
+    assert [r for r in tws.requests if r and r[0] == "4"] == []  # the venue's doing: no cancel was sent by us
+    assert [o.status for o in tws.orders.values()] == ["Filled", "Cancelled"]
+
+
+async def test_ibkr_oca_member_when_rejected_then_its_sibling_keeps_working(ib_broker, tws, recorder):
+    exp = tws.expirations[0]
+    target = replace(single("SPY", exp, 600, Right.PUT, Side.BUY, "1.00", account=tws.account), tag="oco:grp-3")
+    await ib_broker.submit(target)
+    await recorder.wait_for(OrderAccepted, lambda e: e.order.order_id == target.order_id)
+    tws.reject_orders_with = "insufficient equity"
+    stop = replace(stopped(single("SPY", exp, 600, Right.PUT, Side.BUY, "3.00", account=tws.account), "3.00"),
+                   tag="oco:grp-3")
+    await ib_broker.submit(stop)
+    rejected = await recorder.wait_for(OrderRejected, lambda e: e.order.order_id == stop.order_id)
+    assert "insufficient equity" in rejected.order.reason
+    assert [o.status for o in tws.orders.values()] == ["Submitted"]  # the target works on alone
+    assert not recorder.of(OrderCancelled)
+
+
+async def test_ibkr_oca_group_when_cancelled_then_both_members_end_at_tws(ib_broker, tws, recorder):
+    target, stop = await _oca_pair(ib_broker, tws, recorder, group="grp-4")
+    for order in (target, stop):
+        working = (await recorder.wait_for(OrderAccepted, lambda e, o=order: e.order.order_id == o.order_id)).order
+        await ib_broker.cancel(working)
+    for order in (target, stop):
+        ev = await recorder.wait_for(OrderCancelled, lambda e, o=order: e.order.order_id == o.order_id)
+        assert ev.order.reason == ""  # we asked for it
+    assert {o.status for o in tws.orders.values()} == {"Cancelled"}

@@ -113,6 +113,47 @@ def test_greeks_invalid_inputs_give_the_same_reasons_and_nan(compiled):  # type:
     assert int(ra) == int(rb) == Reason.NAN_INPUT
 
 
+@pytest.mark.parametrize("outputs", [None, ("price", "delta"), ("vanna", "charm")])
+def test_greeks_blocks_with_scattered_invalid_rows_and_broadcast_inputs_equal_the_numpy_path(compiled, outputs):
+    """The kernel works in blocks of 512 with the reasons as selects: invalid rows anywhere (a block's first and
+    last row, a partial last block) give NaN and the numpy path's reason, their neighbours are untouched, and a
+    broadcast spot, rate and yield equal the same values given per option."""
+    rng = np.random.default_rng(17)
+    n = 3 * 512 + 7
+    c, _, K, T, r, q, v = _book(n, seed=17)
+    S = np.full(n, 100.0)
+    bad = np.concatenate([[0, 511, 512, 1023, n - 1], rng.choice(n, 40, replace=False)])
+    kinds = rng.integers(0, 6, bad.size)
+    for i, kind in zip(bad, kinds, strict=True):
+        if kind == 0:
+            S[i] = np.nan
+        elif kind == 1:
+            K[i] = -K[i]
+        elif kind == 2:
+            T[i] = 0.0
+        elif kind == 3:
+            v[i] = 0.0
+        elif kind == 4:
+            v[i] = np.inf
+        else:
+            r[i] = np.nan
+    (a, ra), (b, rb) = _both(lambda: bsm.greeks(c, S, K, T, r, q, v, outputs=outputs, return_reason=True))
+    assert np.array_equal(ra, rb) and np.count_nonzero(ra) == np.unique(bad).size
+    units = _units(S, np.abs(K))
+    for name in bsm.OUTPUTS:
+        if getattr(b, name) is not None:
+            _assert_close(name, getattr(a, name), getattr(b, name), units[name])
+            assert np.all(np.isnan(getattr(a, name)[ra != 0])) and np.all(np.isfinite(getattr(a, name)[ra == 0]))
+    good = np.flatnonzero(rb == 0)
+    c, K, T, v = c[good], K[good], T[good], v[good]
+    per_option = bsm.greeks(c, np.full(good.size, 100.0), K, T, np.full(good.size, 0.03), np.full(good.size, 0.01),
+                            v, outputs=outputs)
+    broadcast = bsm.greeks(c, 100.0, K, T, 0.03, 0.01, v, outputs=outputs)
+    for name in bsm.OUTPUTS:
+        if getattr(b, name) is not None:
+            np.testing.assert_array_equal(getattr(broadcast, name), getattr(per_option, name), err_msg=name)
+
+
 def test_black76_greeks_equal_the_numpy_path(compiled):  # type: ignore[no-untyped-def]
     c, F, K, T, r, _, v = _book(3_000, seed=11)
     a, b = _both(lambda: black76.greeks(c, F, K, T, r, v))

@@ -63,7 +63,7 @@ def test_a_thousand_option_chain_needs_few_nodes():
     heston._plans.clear()
     heston.price(K >= 100.0, 100.0, K, D / 365.0, 0.03, 0.01, *SETS[0])
     (plan,) = heston._plans.values()
-    nodes = sum(len(g["u"]) for g in plan.groups)
+    nodes = sum(len(g.u) for g in plan.groups)
     assert nodes <= 2_500, nodes  # 8-wide panels with a fine start needed ~5,000 for the same accuracy
 
 

@@ -10,7 +10,8 @@ from datetime import date
 from risk_kit import Desk, make_order, opt
 
 from engine.model import Side
-from engine.risk.engine import STAGES
+from engine.risk.checks import CHECKS
+from engine.risk.decision import STAGES
 from engine.risk.state import TradingState
 
 
@@ -26,6 +27,24 @@ def test_stages_when_order_passes_then_every_result_names_its_stage(desk):
     assert {"market_data", "max_loss_per_trade", "price_collar"} <= set(by_stage["order_risk"])
     assert {"delta", "buying_power", "open_positions"} <= set(by_stage["portfolio_risk"])
     assert by_stage["throttle"] == ["order_rate", "duplicate"]
+
+
+def test_checks_when_order_passes_then_listed_one_per_check_in_table_order(desk):
+    d = desk.risk.check(desk.put_spread())
+    assert [r.name for r in d.results] == [
+        "order_valid", "trading_state", "market_data", "max_loss_per_trade", "price_collar", "position_size",
+        "daily_loss", "drawdown", "delta", "gamma", "vega", "theta", "leverage", "open_positions", "buying_power",
+        "order_rate", "duplicate"]
+    table_stages = [stage for stage, _ in CHECKS]
+    assert sorted(table_stages, key=STAGES.index) == table_stages  # the table runs the stages in their order
+
+
+def test_checks_when_reducing_then_exposure_limits_skipped_but_buying_power_and_throttle_run(desk):
+    desk.hold(desk.c610, 2)
+    d = desk.risk.check(make_order([(desk.c610, Side.SELL, 1)], 1, f"-{desk.mid(desk.c610):.2f}"))
+    assert d.passed and d.reducing
+    assert [r.name for r in d.results] == ["order_valid", "trading_state", "market_data", "price_collar",
+                                           "buying_power", "order_rate", "duplicate"]
 
 
 def test_stages_when_invalid_then_validate_says_no_and_later_stages_do_not_run(desk):

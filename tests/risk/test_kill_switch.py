@@ -1,4 +1,5 @@
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from engine.brokers.circuit_breaker import CircuitBreakerStateChanged
 from engine.bus import Bus
 from engine.bus.events import KillSwitchTripped, TradingStateChanged
 from engine.risk.config import RiskConfig
-from engine.risk.kill_switch import KV_STATE, KillSwitch, read_status, trip_in_store
+from engine.risk.kill_switch import KV_STATE, KillSwitch, parse_record, read_status, trip_in_store
 from engine.risk.state import TradingState
 from engine.store import Store
 
@@ -73,6 +74,13 @@ async def test_trip_when_engine_restarts_then_still_halted_and_reset_needs_confi
 async def test_unreadable_state_record_when_loaded_then_halted_not_active(store):
     store.kv.set(KV_STATE, {"state": "BOGUS"})
     assert read_status(store).state is TradingState.HALTED
+
+
+@pytest.mark.parametrize("state", [None, 0, ["ACTIVE"], "active"])
+def test_state_record_whose_state_is_not_a_state_name_when_parsed_then_halted_and_named(state):
+    rec = parse_record(json.dumps({"state": state, "seq": 1}))
+    assert rec.status.state is TradingState.HALTED and not rec.readable
+    assert f"unknown state {state!r}" in rec.status.reason
 
 
 async def test_breaker_open_when_short_then_reducing_and_when_long_then_halted(store):

@@ -8,6 +8,7 @@ deltas the hedging reads given explicitly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -117,6 +118,77 @@ def test_when_iv_at_or_above_forecast_then_no_trade(rv):
     s = strategies.create("gamma_scalping")
     assert s.on_chain(Ctx(NOW, rv=rv), chain(vol=0.15)) == []
     assert s.last_signal["edge"] < 0
+
+
+def test_a_forecast_missing_at_the_first_chain_is_asked_again_within_the_session():
+    """Live, the history backfill lands after the first chains: the first NaN must not last the whole session."""
+    from engine.strategies.gamma_scalping import FORECAST_RETRY_S
+
+    s = strategies.create("gamma_scalping")
+    answers: list[float] = []
+
+    class Backfilling(Ctx):
+        def realized_vol(self, underlying, window=20):
+            answers.append(self._rv)
+            return self._rv
+
+    assert s.on_chain(Backfilling(NOW, rv=math.nan), chain()) == []
+    assert math.isnan(s.last_signal["forecast"])
+    soon = NOW + timedelta(seconds=FORECAST_RETRY_S / 2)
+    assert s.on_chain(Backfilling(soon, rv=0.25), chain(now=soon)) == []  # not asked again at every chain
+    asked = len(answers)
+    later = NOW + timedelta(seconds=FORECAST_RETRY_S)
+    (intent,) = s.on_chain(Backfilling(later, rv=0.25), chain(now=later))
+    assert len(answers) == asked + 2 and s.last_signal["forecast"] == 0.25 and intent.tag.endswith(":open")
+    # a finite answer holds for the rest of the session: no further store query per chain
+    s.on_chain(Backfilling(later + timedelta(seconds=FORECAST_RETRY_S), rv=0.10), chain(now=later))
+    assert len(answers) == asked + 2
+
+
+def two_expiry_chain(days: tuple[int, ...] = (24, 35), spot: float = 500.0, vol: float = 0.15):
+    """ATM-ish SPY calls and puts 490..510 on each of ``days`` expiries, Black-Scholes at ``vol``."""
+    strikes = np.arange(490.0, 511.0, 5.0)
+    parts = []
+    for d in days:
+        exp = NOW + timedelta(days=d)
+        for is_call in (True, False):
+            t = (exp - NOW).total_seconds() / (365 * 86400)
+            mid = np.asarray(bsm.price(np.full(len(strikes), is_call), spot, strikes, t, 0.0, 0.0, vol), float)
+            parts.append((np.full(len(strikes), np.datetime64(exp.date())), strikes, np.full(len(strikes), is_call), mid))
+    exp, k, call, mid = (np.concatenate(x) for x in zip(*parts, strict=True))
+    n = len(k)
+    h = build_history("SPY", np.full(n, np.datetime64(NOW.date())), exp, k, call, np.round(mid - 0.05, 2),
+                      np.round(mid + 0.05, 2), spot_by_row=np.full(n, spot))
+    return h.chain(0)
+
+
+def test_when_the_target_expiry_is_too_dear_then_the_nearest_affordable_expiry_is_bought():
+    ch = two_expiry_chain()
+    natural = {d: sum(float(ch.ask[ch.row_of(f"SPY{(NOW + timedelta(days=d)):%y%m%d}{r}00500000")]) for r in "CP")
+               for d in (24, 35)}
+    nl = 1.05 * natural[24] * 100 / (0.02 * 0.95)  # pays the 24-day straddle, not the 35-day one
+    assert natural[35] * 100 > nl * 0.02 * 0.95
+    (intent,) = strategies.create("gamma_scalping").on_chain(Ctx(NOW, rv=0.25, nl=nl), ch)
+    assert {leg.symbol for leg in intent.legs} == {f"SPY{(NOW + timedelta(days=24)):%y%m%d}{r}00500000" for r in "CP"}
+    assert intent.quantity == 1
+    # with the money for the target's straddle, the target expiry it is
+    (intent,) = strategies.create("gamma_scalping").on_chain(Ctx(NOW, rv=0.25, nl=3 * nl), ch)
+    assert {leg.symbol[3:9] for leg in intent.legs} == {f"{(NOW + timedelta(days=35)):%y%m%d}"}
+    # with money for neither, nothing is sent
+    assert strategies.create("gamma_scalping").on_chain(Ctx(NOW, rv=0.25, nl=nl / 2), ch) == []
+
+
+def test_the_atm_iv_is_the_feeds_own_when_the_chain_carries_it_else_solved_from_the_mid():
+    """Solving two vols costs milliseconds on every chain; the feed's implied vol is used when it has one."""
+    s = strategies.create("gamma_scalping")
+    ch = chain(vol=0.15)
+    expiry = np.unique(ch.expiry)[0]
+    assert s.atm_iv(ch, expiry) == pytest.approx(0.15, abs=0.005)  # no vendor IV: from the mids
+    vendor = np.full(len(ch), 0.2222)
+    with_vendor = dataclasses.replace(ch, vendor={**ch.vendor, "vendor_iv": vendor})
+    assert s.atm_iv(with_vendor, expiry) == pytest.approx(0.2222)
+    vendor[:] = np.nan  # a feed without a value for these rows: solved again
+    assert s.atm_iv(with_vendor, expiry) == pytest.approx(0.15, abs=0.005)
 
 
 def test_when_the_budget_cannot_pay_one_straddle_then_nothing_is_sent():

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ TRADING_DAYS_PER_YEAR = 252.0
 
 
 @lru_cache(maxsize=4)
-def _xnys(start_year: int, end_year: int):  # type: ignore[no-untyped-def]
+def _xnys(start_year: int, end_year: int) -> Any:  # exchange_calendars ships no type information
     import warnings
 
     import exchange_calendars as xcals

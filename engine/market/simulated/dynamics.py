@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
@@ -236,11 +237,13 @@ class FactorDynamics:
             "rng": self._rng.bit_generator.state,
         }
 
-    def restore(self, state: dict[str, object]) -> None:
-        self.v = float(state["v"])  # type: ignore[arg-type]
-        self.regime = int(state["regime"])  # type: ignore[arg-type]
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`'s output (a JSON round trip of it: plain numbers, lists and the RNG's
+        state dict)."""
+        self.v = float(state["v"])
+        self.regime = int(state["regime"])
         self.log_s = np.asarray(state["log_s"], dtype=float)
-        self.steps_taken = int(state["steps"])  # type: ignore[arg-type]
+        self.steps_taken = int(state["steps"])
         self._rng.bit_generator.state = state["rng"]
 
 

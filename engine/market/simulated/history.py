@@ -6,6 +6,7 @@ Same seed and arguments → the same snapshots, bit for bit. The day's snapshot 
 - :func:`iter_sessions` — a generator of :class:`SessionSnapshot` (chains at the close, open/close prices,
   regime, optional intraday chains);
 - :func:`generate_daily_history` — one root's history as a :class:`engine.backtest.data.ChainHistory`;
+- :func:`generate_daily_histories` — several underlyings from one run of the market (an index and its members);
 - :func:`generate_history` — writes a reproducible directory: ``chains/<ROOT>.parquet`` (the backtester's
   flat layout: underlying, quote_date, expiration, strike, option_type, bid, ask, underlying_price, iv,
   delta, volume, open_interest, plus root/settlement/style/multiplier), ``bars/<SYMBOL>.parquet`` (date,
@@ -177,6 +178,40 @@ def generate_daily_history(symbol: str, *, years: float | None = None, days: int
     return history
 
 
+def generate_daily_histories(symbols: Sequence[str], *, years: float | None = None, days: int | None = None,
+                             seed: int = 7, start: date | None = None,
+                             config: SimulatorConfig | None = None) -> dict[str, ChainHistory]:
+    """Daily close snapshots of several underlyings from **one** run of the simulated market, by symbol (each its
+    first root). One run, not one per symbol: an index and its members must share a path — generated apart, each
+    would draw its own market and the index would not be its members' basket."""
+    from engine.backtest.data import build_history
+    from engine.market.simulated.earnings import EarningsSchedule
+
+    cfg = (config or SimulatorConfig()).model_copy(update={"seed": seed})
+    roots = dict(_resolve_root(cfg, s, None) for s in symbols)
+    cfg = cfg.restricted_to(list(roots))
+    start_d, n = _sessions_for(start, years, days)
+    parts: dict[str, list[dict[str, np.ndarray]]] = {und: [] for und in roots}
+    for snap in iter_sessions(cfg, start_d, n):
+        for und, root_name in roots.items():
+            parts[und].append(_rows(snap.chains[und], root_name, snap.session))
+    schedule = EarningsSchedule.for_config(cfg)
+    out: dict[str, ChainHistory] = {}
+    for und, root_name in roots.items():
+        cols = {k: np.concatenate([p[k] for p in parts[und]]) for k in parts[und][0]}
+        meta = _root_meta(cfg, root_name)
+        h = build_history(
+            und, cols["quote_date"], cols["expiration"], cols["strike"], cols["option_type"] == "C", cols["bid"],
+            cols["ask"], spot_by_row=cols["underlying_price"], iv=cols["iv"], delta=cols["delta"],
+            volume=cols["volume"], open_interest=cols["open_interest"], multiplier=meta["multiplier"],
+            style=ExerciseStyle(meta["style"]), settlement=Settlement(meta["settlement"]), root=root_name,
+            source=f"simulated seed={seed}",
+        )
+        h.events = {und: schedule.dates(und)}
+        out[und] = h
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryManifest:
     """What :func:`generate_history` wrote (also saved as ``manifest.json``)."""
@@ -247,9 +282,9 @@ def generate_history(out_dir: str | Path, *, symbols: Sequence[str] | None = Non
             ipath = out / "intraday" / f"{root}.parquet"
             iframe.to_parquet(ipath, index=False)
             files.append(str(ipath.relative_to(out)))
-    for sym, rows in bars.items():
+    for sym, bar_rows in bars.items():
         path = out / "bars" / f"{sym}.parquet"
-        pd.DataFrame(rows).to_parquet(path, index=False)
+        pd.DataFrame(bar_rows).to_parquet(path, index=False)
         files.append(str(path.relative_to(out)))
     manifest = HistoryManifest(directory=out, seed=seed, symbols=tuple(bars), roots=tuple(roots), start=sessions[0],
                                end=sessions[-1], sessions=len(sessions), rows=total, files=tuple(files))
@@ -260,7 +295,7 @@ def generate_history(out_dir: str | Path, *, symbols: Sequence[str] | None = Non
 
 def load_history(directory: str | Path, root: str) -> ChainHistory:
     """One root of a directory written by :func:`generate_history`, as a ``ChainHistory``."""
-    from engine.backtest.data import load_chain_file
+    from engine.backtest.chain_files import load_chain_file
 
     d = Path(directory)
     manifest_path = d / MANIFEST

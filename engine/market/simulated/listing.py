@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from engine.market.config import RootSpec, SimulatorConfig
 from engine.market.simulated.calendar import MarketCalendar, listed_expiries, strike_grid
@@ -139,7 +140,7 @@ class ListingBook:
     @staticmethod
     def _assemble(session: date, rows: list[dict], pair_und: list[int], pair_exp: list[np.datetime64],
                   slices: list[tuple[int, int]]) -> Listing:
-        def cat(name: str, dtype: object = None) -> np.ndarray:
+        def cat(name: str, dtype: DTypeLike | None = None) -> np.ndarray:
             if not rows:
                 return np.array([], dtype=dtype)
             parts = [np.asarray(r[name], dtype=dtype) for r in rows]

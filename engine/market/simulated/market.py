@@ -132,7 +132,7 @@ class SimulatedMarket:
         spec = self.config.universe[i]
         lst, q = self.listing, self.quotes
         sl = slice(a, b)
-        index = sl
+        index: slice | np.ndarray = sl
         if live_only:
             now64 = np.datetime64(self.now.replace(tzinfo=None), "s")
             live = lst.expiry[sl] > now64

@@ -6,7 +6,8 @@ Framing: a 4-byte big-endian length, then NUL-terminated text fields. Handshake:
 2.1.0 sends is answered (positions 61→62, open orders 5→53, completed orders 99→102, account updates
 6→54, account updates multi 76→74, executions 7→55), plus contract details (9→10/52 or error 200),
 sec-def option params (78→75/76), market data (1→ ticks 1/2 and option computations 21), place /
-modify / cancel (3/4 → openOrder 5, orderStatus 3, execDetails 11, commissionReport 59, errors 4).
+modify / cancel (3/4 → openOrder 5, orderStatus 3, execDetails 11, commissionReport 59, errors 4), historical
+data with IB's pacing (20 → 17 or error 162, ``tws_history.py``), matching symbols (81 → 79, ``tws_symbols.py``).
 
 Message layouts mirror ``ib_async.decoder`` / ``ib_async.client`` for server version 176 field by field.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -25,6 +27,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from tests.brokers.fakes.tws_history import TwsHistory
+from tests.brokers.fakes.tws_symbols import TwsSymbols
 
 SERVER_VERSION = 176
 ACCOUNT = "DU1234567"
@@ -83,6 +88,8 @@ class FakeOrder:
     filled: float = 0.0
     avg_price: float = 0.0
     aux_price: str = ""  # a stop's trigger (STP / STP LMT)
+    oca_group: str = ""  # one-cancels-all group (ocaGroup) and how the rest are cancelled (ocaType 1-3)
+    oca_type: int = 0
 
 
 @dataclass
@@ -131,6 +138,8 @@ class FakeTws:
         self.tif_preset_warning = False  # send error 10349 ("TIF set to DAY by preset") before accepting
         self.auto_fill = False
         self.tick_interval = 0.05
+        self.history = TwsHistory(self)  # historical data and its pacing (tests/brokers/fakes/tws_history.py)
+        self.symbols = TwsSymbols(self)  # reqMatchingSymbols (tests/brokers/fakes/tws_symbols.py)
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -225,69 +234,78 @@ class FakeTws:
             conn.writer.write(frame(*fields))
 
     def _handle(self, conn: _Conn, f: list[str]) -> None:
-        mid = int(f[0])
-        if mid == 71:  # startApi
-            conn.client_id = int(f[2])
-            self._send(conn, 15, 1, self.account)
-            self._send(conn, 9, 1, self.next_order_id)
-        elif mid == 61:  # reqPositions
-            for c, pos, avg in self.positions:
-                self._send(conn, 61, 3, self.account, *self._contract_fields(c), pos, avg)
-            self._send(conn, 62, 1)
-        elif mid == 5:  # reqOpenOrders
-            for o in self.orders.values():
-                if o.status in ("Submitted", "PreSubmitted"):
-                    self._open_order(conn, o)
-            self._send(conn, 53, 1)
-        elif mid == 99:  # reqCompletedOrders
-            self._send(conn, 102)
-        elif mid == 6:  # reqAccountUpdates
-            for key, val in self._account_values():
-                self._send(conn, 6, 2, key, val, "USD", self.account)
-            for c, pos, avg in self.positions:
-                mark = self._model(c)[0]
-                self._send(conn, 7, 8, c.con_id, c.symbol, "OPT", c.expiry, c.strike, c.right, 100, "", "USD",
-                           c.local_symbol, c.symbol, pos, mark, pos * mark * 100, avg, (mark * 100 - avg) * pos, 0.0,
-                           self.account)
-            self._send(conn, 8, 1, datetime.now(UTC).strftime("%H:%M"))
-            self._send(conn, 54, 1, self.account)
-        elif mid == 76:  # reqAccountUpdatesMulti
-            req = f[2]
-            for key, val in self._account_values():
-                self._send(conn, 73, 1, req, self.account, "", key, val, "USD")
-            self._send(conn, 74, 1, req)
-        elif mid == 7:  # reqExecutions
-            req = f[2]
-            for _o, ex in self.executions:
-                self._send(conn, 11, req, *ex)
-            self._send(conn, 55, 1, req)
-        elif mid == 9:  # reqContractDetails
-            self._contract_details(conn, f)
-        elif mid == 78:  # reqSecDefOptParams
-            req = f[1]
-            exps = [e.strftime("%Y%m%d") for e in self.expirations]
-            for exch in ("SMART", "CBOE"):
-                self._send(conn, 75, req, exch, STOCK_CONID, self.underlying, 100, len(exps), *exps,
-                           len(self.strikes), *self.strikes)
-            self._send(conn, 76, req)
-        elif mid == 59:  # reqMarketDataType
-            conn.md_type = int(f[2])
-        elif mid == 1:  # reqMktData
-            self._req_mkt_data(conn, f)
-        elif mid == 2:  # cancelMktData
-            conn.tickers.pop(int(f[2]), None)
-        elif mid == 3:
-            self._place(conn, f)
-        elif mid == 4:
-            self._cancel(int(f[2]), "Order Canceled - reason:")
-        elif mid == 58:  # reqGlobalCancel
-            for oid, o in list(self.orders.items()):
-                if o.status in ("Submitted", "PreSubmitted"):
-                    self._cancel(oid, "Order Canceled - reason:global cancel")
-        elif mid == 49:
-            self._send(conn, 49, 1, int(time.time()))
-        elif mid == 8:
-            self._send(conn, 9, 1, self.next_order_id)
+        """One client message, by its id (the ones ib_async 2.1.0 sends; others are ignored, as TWS logs them)."""
+        handler = self._handlers.get(int(f[0]))
+        if handler is not None:
+            handler(conn, f)
+
+    @functools.cached_property
+    def _handlers(self) -> dict[int, Any]:
+        return {71: self._start_api, 61: self._req_positions, 5: self._req_open_orders,
+                99: lambda conn, f: self._send(conn, 102),  # reqCompletedOrders: none
+                6: self._req_account_updates, 76: self._req_account_updates_multi, 7: self._req_executions,
+                9: self._contract_details, 78: self._req_sec_def_opt_params, 59: self._req_market_data_type,
+                1: self._req_mkt_data, 2: lambda conn, f: conn.tickers.pop(int(f[2]), None),  # cancelMktData
+                3: self._place, 4: lambda conn, f: self._cancel(int(f[2]), "Order Canceled - reason:"),
+                58: self._req_global_cancel, 20: self.history.request,
+                25: lambda conn, f: None,  # cancelHistoricalData: every answer here is complete at once
+                81: self.symbols.request, 49: lambda conn, f: self._send(conn, 49, 1, int(time.time())),
+                8: lambda conn, f: self._send(conn, 9, 1, self.next_order_id)}  # reqIds
+
+    def _start_api(self, conn: _Conn, f: list[str]) -> None:
+        conn.client_id = int(f[2])
+        self._send(conn, 15, 1, self.account)
+        self._send(conn, 9, 1, self.next_order_id)
+
+    def _req_positions(self, conn: _Conn, f: list[str]) -> None:
+        for c, pos, avg in self.positions:
+            self._send(conn, 61, 3, self.account, *self._contract_fields(c), pos, avg)
+        self._send(conn, 62, 1)
+
+    def _req_open_orders(self, conn: _Conn, f: list[str]) -> None:
+        for o in self.orders.values():
+            if o.status in ("Submitted", "PreSubmitted"):
+                self._open_order(conn, o)
+        self._send(conn, 53, 1)
+
+    def _req_account_updates(self, conn: _Conn, f: list[str]) -> None:
+        for key, val in self._account_values():
+            self._send(conn, 6, 2, key, val, "USD", self.account)
+        for c, pos, avg in self.positions:
+            mark = self._model(c)[0]
+            self._send(conn, 7, 8, c.con_id, c.symbol, "OPT", c.expiry, c.strike, c.right, 100, "", "USD",
+                       c.local_symbol, c.symbol, pos, mark, pos * mark * 100, avg, (mark * 100 - avg) * pos, 0.0,
+                       self.account)
+        self._send(conn, 8, 1, datetime.now(UTC).strftime("%H:%M"))
+        self._send(conn, 54, 1, self.account)
+
+    def _req_account_updates_multi(self, conn: _Conn, f: list[str]) -> None:
+        req = f[2]
+        for key, val in self._account_values():
+            self._send(conn, 73, 1, req, self.account, "", key, val, "USD")
+        self._send(conn, 74, 1, req)
+
+    def _req_executions(self, conn: _Conn, f: list[str]) -> None:
+        req = f[2]
+        for _o, ex in self.executions:
+            self._send(conn, 11, req, *ex)
+        self._send(conn, 55, 1, req)
+
+    def _req_sec_def_opt_params(self, conn: _Conn, f: list[str]) -> None:
+        req = f[1]
+        exps = [e.strftime("%Y%m%d") for e in self.expirations]
+        for exch in ("SMART", "CBOE"):
+            self._send(conn, 75, req, exch, STOCK_CONID, self.underlying, 100, len(exps), *exps,
+                       len(self.strikes), *self.strikes)
+        self._send(conn, 76, req)
+
+    def _req_market_data_type(self, conn: _Conn, f: list[str]) -> None:
+        conn.md_type = int(f[2])
+
+    def _req_global_cancel(self, conn: _Conn, f: list[str]) -> None:
+        for oid, o in list(self.orders.items()):
+            if o.status in ("Submitted", "PreSubmitted"):
+                self._cancel(oid, "Order Canceled - reason:global cancel")
 
     def _account_values(self) -> list[tuple[str, str]]:
         return [("AccountType", "INDIVIDUAL"), ("NetLiquidation", "101234.56"), ("TotalCashValue", "100500.00"),
@@ -424,7 +442,8 @@ class FakeTws:
             order = existing
         else:
             order = FakeOrder(oid, conn.client_id, next(self._perm), contract, legs, action, qty, otype, lmt, tif,
-                              account, ref, aux_price=aux)
+                              account, ref, aux_price=aux, oca_group=f[22],
+                              oca_type=int(f[47]) if f[47].isdigit() else 0)
             self.orders[oid] = order
         if self.tif_preset_warning and existing is None:
             self._send(conn, 4, 2, oid, 10349, "Order TIF was set to DAY based on order preset.", "")
@@ -516,6 +535,10 @@ class FakeTws:
         o.avg_price = net
         o.status = "Filled"
         self._order_status(o)
+        if o.oca_group and o.oca_type:  # TWS cancels the rest of a one-cancels-all group itself
+            for other in list(self.orders.values()):
+                if other is not o and other.oca_group == o.oca_group and other.status in ("Submitted", "PreSubmitted"):
+                    self._cancel(other.order_id, f"Order Canceled - reason:OCA group {o.oca_group} filled")
 
     def _open_order(self, conn: _Conn, o: FakeOrder, what_if: bool = False) -> None:
         c = o.contract
