@@ -141,12 +141,24 @@ def _needs_repair(fit: SurfaceFit, config: SurfaceConfig) -> bool:
     return config.repair_arbitrage and fit.ok and bool(fit.arbitrage.found) and not fit.arbitrage.repairs
 
 
+#: the worker process's kernel warm-up (module level: it lives as long as the worker)
+_worker_warmup: Any = None
+
+
 def _warm_worker() -> bool:
-    """Import the fit stack in a fresh worker so the first real refit does not pay for it."""
+    """Import the fit stack in a fresh worker so the first real refit does not pay for it, and load the
+    compiled pricing kernels there too: a worker is its own process, so the engine's warm-up does not reach
+    it. They load on a daemon thread (it dies with the worker when the pool shuts down); refits use the numpy
+    path, which gives the same numbers, until they are in."""
+    global _worker_warmup
     import engine.pricing.american
     import engine.pricing.black76
     import engine.surface.fit  # noqa: F401
+    from engine.pricing._kernels import WarmUp
 
+    if _worker_warmup is None:
+        _worker_warmup = WarmUp()
+        _worker_warmup.start()
     return True
 
 
