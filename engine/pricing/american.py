@@ -635,8 +635,8 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
         target = p[idx] - prem
         return bsm.implied_vol(target, c[idx], S[idx], K[idx], T[idx], r[idx], q[idx])
 
-    def g_step(sig: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(g(σ), premium(σ)/(σ·vega(σ))): g(σ) = IV_european(P − premium(σ)) − σ. The European inversion starts at σ itself, where the
+    def g_step(sig: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """g(σ) = IV_european(P − premium(σ)) − σ. The European inversion starts at σ itself, where the
         European price is E(σ) and the target is E(σ) + δ with δ = P − A(σ) small: one Halley step
         δ/V / (1 + δ·W/(2V²)) (V, W: vega and volga per unit vol) is exact to O((δ/V)³), ~1e-9 vol on a
         first step and far below the tolerance after it, at the cost of one Greeks pass instead of a full
@@ -654,9 +654,7 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
         if exact.any():
             sub = np.flatnonzero(exact)
             step[sub] = g_map(a[sub] - g.price[sub], idx[sub]) - sig[sub]
-        with np.errstate(all="ignore"):
-            premium_ratio = (a - g.price) / (sig * vega)
-        return step, premium_ratio
+        return step
 
     all_idx = np.arange(n)
     sigma_e = g_map(np.zeros(n), all_idx)  # European vol of the American price: an upper bound
@@ -688,7 +686,7 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
         if idx.size == 0:
             break
         xc = x_cur[idx]
-        gc, premium_ratio = g_step(xc, idx)
+        gc = g_step(xc, idx)
         ok = np.isfinite(gc)
         xp, gp = x_prev[idx], g_prev[idx]
         with np.errstate(all="ignore"):
@@ -703,11 +701,7 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
                      | (usable & (np.abs(secant - plain) <= tol) & (np.abs(gc * gp) <= 0.1 * tol)))
         sig[idx] = np.where(ok, np.where(usable & done, secant, plain), np.nan)
         # secant on g; fall back to the plain contraction step where the secant is unusable
-        # The first step, with no slope yet: g'(σ) = −1 − premium'(σ)/vega, and premium'(σ) ≈ premium/σ (a
-        # premium roughly proportional to σ) makes a Newton step of the plain one (damping within [1/2, 1])
-        first = ~np.isfinite(xp)
-        damp = 1.0 / np.clip(1.0 + np.where(np.isfinite(premium_ratio), premium_ratio, 0.0), 1.0, 2.0)
-        nxt = np.where(usable, secant, np.where(first, xc + gc * damp, plain))
+        nxt = np.where(usable, secant, plain)
         nxt = np.where(ok, nxt, 0.5 * xc)
         x_prev[idx], g_prev[idx] = xc, np.where(ok, gc, np.nan)
         x_cur[idx] = nxt
