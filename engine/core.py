@@ -289,7 +289,8 @@ class Engine(EngineCommands):
             self.bus, self.store, clock=EngineClock(self), entries=self.settings.strategies,
             invalid=list(invalid.items()), risk=self.risk, router=self.router, kill_switch=self.kill_switch,
             net_liquidation=lambda: portfolio.net_liquidation if portfolio is not None else float("nan"),
-            iv_rank=self._strategy_iv_rank, regime=self._strategy_regime, next_event=self._strategy_next_event)
+            iv_rank=self._strategy_iv_rank, regime=self._strategy_regime, next_event=self._strategy_next_event,
+            models_dir=self.paths.models_dir)
         await self.strategies.start()
         self.on_stop(self.strategies.stop)
 

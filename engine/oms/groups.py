@@ -66,7 +66,7 @@ from engine.model import (
     Side,
     TimeInForce,
 )
-from engine.model.orders import OCO_TAG_PREFIX
+from engine.model.orders import BRACKET_TAG_PREFIX, NATIVE_BRACKET_ID_PREFIX, OCO_TAG_PREFIX, bracket_group_of
 from engine.oms.factory import new_client_order_id, validate_intent
 from engine.store.repositories import legs_from_json, legs_to_json
 
@@ -176,8 +176,12 @@ class OrderGroupManager:
     """Runs the groups; registered after the :class:`OrderManager`, so its view of every order is current when a
     member's event arrives here (cache first, then publish)."""
 
-    def __init__(self, bus: Bus, store: Store, oms: OrderManager, *, now: Callable[[], datetime]) -> None:
+    def __init__(self, bus: Bus, store: Store, oms: OrderManager, *, now: Callable[[], datetime],
+                 native_brackets: bool = False) -> None:
+        """``native_brackets``: the default for brackets submitted without ``native`` (the venue then holds the
+        exits from the start, where the broker supports it)."""
         self.bus = bus
+        self.native_brackets = native_brackets
         self.store = store
         self.oms = oms
         self.now = now
@@ -304,8 +308,15 @@ class OrderGroupManager:
 
     # ---- commands -------------------------------------------------------------------------------
     async def submit_bracket(self, intent: OrderIntent, take_profit: Any, stop: Any,
-                             stop_limit: Any = None) -> OrderGroup:
-        return await self._open_with_entry(self.bracket(intent, take_profit, stop, stop_limit))
+                             stop_limit: Any = None, *, native: bool | None = None) -> OrderGroup:
+        """``native`` (default :attr:`native_brackets`): when the broker orders go to supports it, send entry and
+        exits at once, the exits for the entry's full quantity, and let the venue hold them until the entry fills;
+        elsewhere (the paper broker) the engine holds the exits as usual."""
+        g = self.bracket(intent, take_profit, stop, stop_limit)
+        want = self.native_brackets if native is None else native
+        if want and self.oms.router.active.native_brackets:
+            return await self._open_native(g)
+        return await self._open_with_entry(g)
 
     async def submit_profit_taker(self, intent: OrderIntent, profit_pct: Any) -> OrderGroup:
         return await self._open_with_entry(self.profit_taker(intent, profit_pct))
@@ -343,7 +354,7 @@ class OrderGroupManager:
             return g
 
     async def _cmd_bracket(self, cmd: SubmitBracket) -> OrderGroup:
-        return await self.submit_bracket(cmd.intent, cmd.take_profit, cmd.stop, cmd.stop_limit)
+        return await self.submit_bracket(cmd.intent, cmd.take_profit, cmd.stop, cmd.stop_limit, native=cmd.native)
 
     async def _cmd_oco(self, cmd: SubmitOco) -> OrderGroup:
         return await self.submit_oco(cmd.first, cmd.second)
@@ -367,11 +378,61 @@ class OrderGroupManager:
         await self._advance(g.group_id)
         return self._current(g.group_id)
 
+    async def _open_native(self, g: OrderGroup) -> OrderGroup:
+        """Entry, then both exits, each through the order path, under the group's lock so no event sees the group
+        half-built. The entry is tagged ``bracket:<id>`` and the group id marks it native, so the adapter gathers
+        the three and places them together, and the risk engine judges the exits as closing what the entry opens.
+        An entry denied or refused here sends no exits; an exit that does not reach the broker ends the group."""
+        gid = f"{NATIVE_BRACKET_ID_PREFIX}{g.group_id}"
+        entry = replace(g.held[0], tag=f"{BRACKET_TAG_PREFIX}{gid}")
+        exits = tuple(replace(i, tag=f"{OCO_TAG_PREFIX}{gid}", client_order_id=new_client_order_id())
+                      for i in g.held[1:])
+        async with self._locks.setdefault(gid, asyncio.Lock()):
+            g = self._save(g.evolve(group_id=gid, held=exits, updated_at=self.now()))  # before the entry is sent
+            self._track(g)
+            order = await self.oms.submit(entry)
+            g = self._save(self._current(gid).evolve(entry_order_id=order.order_id, updated_at=self.now()))
+            self._track(g)
+            if g.status.is_terminal:  # cancelled (or the kill switch tripped) while the entry was being sent
+                await self._cancel_open([order.order_id], g.reason or "order group cancelled")
+            elif order.status.is_terminal and order.filled_quantity == 0:
+                self._track(self._save(g.evolve(held=(), status=GroupStatus.CANCELLED, updated_at=self.now(),
+                                                reason=f"entry {order.status.value}: exits not sent")))
+            else:
+                await self._place(gid, list(exits))
+        await self._advance(gid)
+        return self._current(gid)
+
+    async def _native_incomplete(self, g: OrderGroup) -> bool:
+        """A native bracket one of whose exits ended before reaching the broker (denied, refused at approval)
+        while its entry has not filled: the rest waits at the adapter for a set that cannot complete, so the whole
+        group is cancelled (an entry without its stop is not what was approved). True when it was."""
+        entry = self._order(g.entry_order_id) if g.entry_order_id else None
+        if entry is None or bracket_group_of(entry.tag) != g.group_id or entry.filled_quantity > 0:
+            return False
+        lost = [m for m in (self._order(i) for i in g.member_order_ids) if m is not None
+                and m.status in (OrderStatus.DENIED, OrderStatus.REJECTED) and m.filled_quantity == 0]
+        if not lost:
+            return False
+        reason = f"native bracket: exit {lost[0].client_order_id} {lost[0].status.value}: {lost[0].reason}"
+        g = self._save(g.evolve(status=GroupStatus.CANCELLED, reason=reason, updated_at=self.now()))
+        await self._cancel_open([i for i in (g.entry_order_id, *g.member_order_ids) if i], reason)
+        self._track(g)
+        return True
+
     async def _advance(self, gid: str) -> None:
         lock = self._locks.setdefault(gid, asyncio.Lock())
         async with lock:
             g = self._groups.get(gid)
             if g is None or g.status.is_terminal:
+                return
+            if g.held and g.group_id.startswith(NATIVE_BRACKET_ID_PREFIX):
+                # exits still held by a native bracket outside :meth:`_open_native`: only a restart finds one, and the
+                # adapter's holds died with the process, so none of it reached the venue as a bracket
+                reason = "engine stopped while the native bracket was being sent"
+                g = self._save(g.evolve(held=(), status=GroupStatus.CANCELLED, reason=reason, updated_at=self.now()))
+                self._track(g)
+                await self._cancel_open([g.entry_order_id] if g.entry_order_id else [], reason)
                 return
             if g.held:
                 if g.kind is GroupKind.OCO:
@@ -381,6 +442,8 @@ class OrderGroupManager:
                 g = self._current(gid)
                 if g.status.is_terminal or g.held:
                     return
+            if await self._native_incomplete(g):
+                return
             await self._one_cancels_other(g)
 
     async def _after_entry(self, g: OrderGroup) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.brokers.margin import Holding, MarginRules, Trade, order_effect
+from engine.brokers.margin import MarginRules
 from engine.model import (
     Instrument,
     Option,
@@ -44,7 +44,9 @@ from engine.model import (
     price_multiplier,
     worst_price,
 )
+from engine.model.orders import bracket_group_of
 from engine.oms.rate_limiter import TokenBucket
+from engine.risk.buying_power import BuyingPowerEstimator
 from engine.risk.checks import CheckContext, order_valid, run_checks
 from engine.risk.config import RiskConfig
 from engine.risk.decision import CheckResult, RiskDecision
@@ -123,6 +125,9 @@ class RiskEngine:
         #: one-cancels-other groups among the reservations (``engine.model.oco_group_of`` of the order's tag):
         #: siblings close the same quantity only once, since at most one of them fills
         self._oco_members: dict[str, set[str]] = {}
+        #: native brackets' entries among the reservations (group id → order id): their exits close the position
+        #: the entry would open, which the venue holds for them until the entry fills
+        self._bracket_entries: dict[str, str] = {}
         # running aggregates of the reservations (kept exact by add/remove; reset when empty)
         self._w_vec = np.zeros(len(FIELDS))
         self._w_bp = 0.0
@@ -139,8 +144,7 @@ class RiskEngine:
         self._pos_total = Exposure()
         self._pos_groups: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]] = {}
         self._pos_keys: dict[str, list[str]] = {}  # underlying -> position keys (the margin model's group)
-        #: underlying -> ((portfolio, market) version, spot, holdings, requirement): the margin group before an order
-        self._margin_groups: dict[str, tuple[tuple[int, int], float, dict[str, Holding], float]] = {}
+        self._buying_power = BuyingPowerEstimator()  # the margin groups before an order, cached
         self.checks_run = 0
         #: a strategy's budget and account, checked for orders carrying a ``strategy_id``: (order, reducing,
         #: order max loss $) -> failed/passed checks. The strategy host registers it (engine/strategies/host.py).
@@ -234,9 +238,10 @@ class RiskEngine:
         if not order.legs:
             return "the order has no legs"
         q = order.remaining_quantity
+        pending = self._bracket_pending(oco_group_of(order.tag))
         for leg in order.legs:
             key = key_of(leg.instrument)
-            held = self.portfolio.quantity(key)
+            held = self.portfolio.quantity(key) + pending.get(key, 0)
             u = leg.signed_ratio * q
             if held == 0:
                 return f"{key}: no position to reduce"
@@ -247,6 +252,18 @@ class RiskEngine:
                 return (f"{key}: closing {abs(u)} of {held:+d} held, {taken:g} already committed to working "
                         f"closing orders")
         return ""
+
+    def _bracket_pending(self, group: str | None) -> dict[str, int]:
+        """What the working entry of native bracket ``group`` would still open, per instrument key: its exits,
+        held at the venue until it fills, are judged as closing that (the part already filled is a position)."""
+        oid = self._bracket_entries.get(group) if group is not None else None
+        r = self._reservations.get(oid) if oid is not None else None
+        if r is None:
+            return {}
+        out: dict[str, int] = {}
+        for k, u in zip(r.keys, r.units, strict=True):
+            out[k] = out.get(k, 0) + round(float(u) * r.fraction)
+        return out
 
     def is_reducing(self, order: Order) -> bool:
         """True when every leg reduces a held position and, with the working closing orders, not beyond flat."""
@@ -281,15 +298,6 @@ class RiskEngine:
         return mid * price_multiplier(order.legs) * order.remaining_quantity
 
     # ---- buying power: the broker's margin model ------------------------------------------------
-    def _holding(self, inst: Instrument, quantity: int, spot: float) -> Holding:
-        mark = self.market.mid(inst)
-        if isinstance(inst, Option):
-            if not math.isfinite(mark) and math.isfinite(spot):  # as the paper exchange marks an unquoted option
-                k = float(inst.strike)
-                mark = max(spot - k, 0.0) if inst.is_call else max(k - spot, 0.0)
-            return Holding(quantity, inst.multiplier, mark, True, float(inst.strike), inst.is_call)
-        return Holding(quantity, inst.multiplier, mark if math.isfinite(mark) else spot, False)
-
     def buying_power_required(self, order: Order) -> float:
         """Buying power the order uses if it fills now (dollars; negative when it frees some).
 
@@ -298,41 +306,8 @@ class RiskEngine:
         or a combo's net limit as the cash."""
         if self._cache_key is None or self._cache_key[0] != self.portfolio.version:
             self.refresh(force=True)  # the position groups; market-only refreshes happen on the clock tick
-        groups: dict[str, dict[str, Holding]] = {}
-        before: dict[str, float] = {}
-        spots: dict[str, float | None] = {}
-        trades: list[Trade] = []
-        q = order.remaining_quantity
-        quoted = True
-        worst = worst_price(order.order_type, order.limit_price, order.stop_price)
-        version = (self.portfolio.version, self.market.version)
-        for leg in order.legs:
-            inst = leg.instrument
-            und = underlying_of(inst)
-            if und not in groups:
-                hit = self._margin_groups.get(und)
-                if hit is None or hit[0] != version:  # the group and its requirement, once per market version
-                    spot = self.market.spot(und)
-                    positions = self.portfolio.positions
-                    book = {k: self._holding(positions[k].instrument, positions[k].quantity, spot)
-                            for k in self._pos_keys.get(und, ()) if k in positions}
-                    hit = (version, spot, book, self.margin.group_requirement(und, spot, book.values()))
-                    self._margin_groups[und] = hit
-                _, spots[und], groups[und], before[und] = hit
-            bid, ask = self.market.bid_ask(inst)
-            px = ask if leg.side.sign > 0 else bid
-            if not math.isfinite(px):
-                if len(order.legs) == 1 and worst is not None:
-                    px = abs(float(worst))
-                else:
-                    quoted, px = False, 0.0
-            trades.append(Trade(key_of(inst), und, self._holding(inst, 0, spots[und] or math.nan),
-                                leg.signed_ratio * q, px))
-        cash: float | None = None
-        if not quoted:
-            cash = (-float(worst) * price_multiplier(order.legs) * q) if worst is not None else math.nan
-        effect = order_effect(self.margin, groups, spots, trades, requirements_before=before, cash_change=cash)
-        return -effect.buying_power_change
+        return self._buying_power.required(order, market=self.market, portfolio=self.portfolio,
+                                           margin=self.margin, position_keys=self._pos_keys)
 
     # ---- the check ------------------------------------------------------------------------------
     def check(self, order: Order, *, consume: bool = True, skip: frozenset[str] = frozenset()) -> RiskDecision:
@@ -371,11 +346,16 @@ class RiskEngine:
         if not math.isfinite(cost):
             cost = 0.0
         mid, natural, _ = self.combo_quote(order)
+        bp_req = self.buying_power_required(order)
+        if not problem and self._bracket_pending(oco_group_of(order.tag)):
+            # a native bracket's exit closes what its working entry opens, and that entry reserved its buying
+            # power already; measured against today's positions it would look like a naked sale
+            bp_req = 0.0
         return CheckContext(order=order, state=self.trading_state(), is_ks=is_ks, reducing=not problem,
                             reduce_problem=problem, skip=skip, nl=self.portfolio.net_liquidation,
                             und=order.underlying, insts=insts, units=units, orisk=orisk, oexp=oexp, current=current,
                             projected=current + oexp, legs=legs, cost=cost, payoff=payoff,
-                            mid=mid, bp_req=self.buying_power_required(order), natural=natural)
+                            mid=mid, bp_req=bp_req, natural=natural)
 
     def seconds_since_identical(self, order: Order) -> float | None:
         """Seconds since an identical order (:func:`fingerprint`) passed, None when none did recently."""
@@ -459,6 +439,9 @@ class RiskEngine:
         group = oco_group_of(order.tag)
         if group is not None:
             self._oco_members.setdefault(group, set()).add(order.order_id)
+        entry_of = bracket_group_of(order.tag)
+        if entry_of is not None:
+            self._bracket_entries[entry_of] = order.order_id
 
     def _add(self, r: _Reservation) -> None:
         self._reservations[r.order_id] = r
@@ -480,6 +463,8 @@ class RiskEngine:
         r = self._reservations.pop(order_id, None)
         if r is None:
             return
+        for entry_of in [g for g, oid in self._bracket_entries.items() if oid == order_id]:
+            del self._bracket_entries[entry_of]
         for group in [g for g, ids in self._oco_members.items() if order_id in ids]:
             self._oco_members[group].discard(order_id)
             if not self._oco_members[group]:
