@@ -32,12 +32,11 @@ from engine.surface.repair import (
     repair_batch,
     take_rows,
 )
-from engine.surface.svi import LEE_BOUND, durrleman_g, fit_svi, svi_total_variance
+from engine.surface.slice_refit import TOLERANCE, SliceRefit, slice_clean
+from engine.surface.svi import LEE_BOUND, durrleman_g, svi_total_variance
 
 log = logging.getLogger(__name__)
 
-#: g(k) and calendar differences below −TOLERANCE count as violations.
-TOLERANCE = 1e-9
 #: checks reach at least this far beyond the quoted k range on each side
 WING_EXTENSION = 0.25
 #: a batched repair moving a slice further than this from its quotes (RMSE, bp of vol) is not applied: the
@@ -188,168 +187,9 @@ def _constrained_refit(
     margin: float = 1e-4,
     max_iter: int = 150,
 ) -> np.ndarray | None:
-    """Refit one slice with g ≥ margin, Lee, w_min ≥ 0 and (optionally) w ≥ floor_w on the grid.
-
-    Strategy, cheapest first, stopping at the first clean result: (1) a parallel lift of the fitted
-    slice when only a small calendar gap is wrong; (2) SLSQP from the fit on scaled parameters with
-    cutting planes (grid points where the result still dips are added and the solve repeated);
-    (3) for calendar violations, the fast unconstrained fit to the quotes raised onto the previous
-    slice (plus grid points of that slice where the fit dips), polished by SLSQP; (4) the previous
-    slice lifted to these quotes; (5) a flat smile. Returns None if nothing clean was found.
-    """
-    wl = max(float(np.average(w, weights=om)), 1e-10)
-    ks = max(float(np.ptp(k)) if len(k) else 0.0, 0.01)
-    sc = np.array([wl, wl / ks, 1.0, ks, ks])  # natural sizes of a, b, rho, m, sigma
-    wscale = wl
-    ssr_scale = max(float(np.sum(om)) * (1e-2 * wl) ** 2, 1e-300)
-
-    def theta(x: np.ndarray) -> np.ndarray:
-        return x * sc
-
-    def obj(x: np.ndarray) -> float:
-        return float(np.sum(om * (svi_total_variance(k, *theta(x)) - w) ** 2) / ssr_scale)
-
-    def clean(th: np.ndarray) -> bool:
-        return _slice_clean(th, k_grid, floor_w)
-
-    start = np.array(start, dtype=float)
-    best: np.ndarray | None = None
-    best_f = np.inf
-
-    def consider(th: np.ndarray) -> bool:
-        nonlocal best, best_f
-        if not np.isfinite(th).all():
-            return False
-        if not clean(th) and floor_w is not None:
-            # a solver result that misses the calendar floor by a hair: close the gap by a parallel lift
-            gap = float(np.max(floor_w - svi_total_variance(k_grid, *th)))
-            if 0.0 < gap < 1e-2 * wscale:
-                th = np.array(th, dtype=float)
-                th[0] += gap + 1e-9 * wscale
-        if not clean(th):
-            return False
-        f = obj(th / sc)
-        if f < best_f:
-            best, best_f = np.array(th, dtype=float), f
-        return True
-
-    # (1) small calendar gap only: lift in parallel
-    if floor_w is not None and np.isfinite(start).all():
-        gap = float(np.max(floor_w - svi_total_variance(k_grid, *start)))
-        if 0.0 < gap < 1e-2 * wscale:
-            lifted = start.copy()
-            lifted[0] += gap + 1e-9 * wscale
-            if consider(lifted):
-                return best
-
-    # SLSQP sees a thinned grid (its cost grows with the constraint count); results are checked on
-    # the full grid, and points where they still dip are added as cutting planes
-    step = max(1, len(k_grid) // 60)
-    pts: dict[str, np.ndarray] = {"k": k_grid[::step]}  # "f": the floor at those points, with a floor
-    if floor_w is not None:
-        pts["f"] = floor_w[::step]
-
-    def g_fun(x: np.ndarray) -> np.ndarray:
-        return np.maximum(durrleman_g(pts["k"], *theta(x)), -1e3) - margin
-
-    def shape_fun(x: np.ndarray) -> np.ndarray:
-        a, b, rho, _m, sig = theta(x)
-        return np.array([LEE_BOUND - b * (1 + rho), LEE_BOUND - b * (1 - rho),
-                         (a + b * sig * np.sqrt(max(1 - rho**2, 0.0))) / wscale])
-
-    cons = [{"type": "ineq", "fun": g_fun}, {"type": "ineq", "fun": shape_fun}]
-    if floor_w is not None:
-        cons.append({"type": "ineq",
-                     "fun": lambda x: (svi_total_variance(pts["k"], *theta(x)) - pts["f"]) / wscale - 1e-6})
-    bounds = [(None, None), (0.0, LEE_BOUND / sc[1]), (-0.999, 0.999), (None, None), (1e-4 / ks, 10.0 / ks)]
-
-    def solve(x0: np.ndarray) -> np.ndarray:
-        from scipy.optimize import minimize  # only this repair path needs it: 0.4 s of import at start
-
-        x = np.array(x0, dtype=float)
-        for _ in range(3):
-            try:
-                res = minimize(obj, x, method="SLSQP", bounds=bounds, constraints=cons,
-                               options={"maxiter": max_iter, "ftol": 1e-12})
-            except (ValueError, FloatingPointError) as exc:
-                log.debug("SLSQP refit failed: %s", exc)
-                return x
-            x = res.x
-            th = theta(x)
-            if not np.isfinite(th).all() or clean(th):
-                break
-            bad = durrleman_g(k_grid, *th) < margin
-            if floor_w is not None:
-                bad |= svi_total_variance(k_grid, *th) - floor_w < 1e-6 * wscale
-            pts["k"] = np.union1d(pts["k"], k_grid[bad])
-            if floor_w is not None:
-                pts["f"] = np.interp(pts["k"], k_grid, floor_w)
-        return x
-
-    def floor_fit() -> np.ndarray | None:
-        """Fast fit to quotes raised onto the previous slice (+ε), adding grid points where the fit
-        still dips below it; uses the unconstrained quasi-explicit fitter, a few rounds."""
-        if floor_w is None:
-            return None
-        eps = 1e-4 * wscale
-        target = np.maximum(w, np.interp(k, k_grid, floor_w) + eps)
-        ek: list[np.ndarray] = []
-        ew: list[np.ndarray] = []
-        extra_weight = float(np.median(om)) if len(om) else 1.0
-        th = None
-        for it in range(6):
-            kk = np.concatenate([k, *ek])
-            ww = np.concatenate([target, *ew])
-            oo = np.concatenate([om, np.full(len(kk) - len(k), extra_weight)])
-            params, _ = fit_svi(kk, ww, oo)
-            th = params.as_array()
-            if not np.isfinite(th).all() or clean(th):
-                break
-            gap = svi_total_variance(k_grid, *th) - floor_w
-            bad = np.nonzero(gap < eps)[0]
-            if len(bad) == 0:
-                break
-            pick = bad[np.linspace(0, len(bad) - 1, min(len(bad), 25)).astype(int)]
-            ek.append(k_grid[pick])
-            ew.append(floor_w[pick] + eps * 2.0 ** (it + 1))
-        return th
-
-    x_start = start / sc
-    x_start[2] = float(np.clip(x_start[2], -0.99, 0.99))
-    x_start[1] = min(max(x_start[1], 0.0), bounds[1][1])
-    x_start[4] = float(np.clip(x_start[4], *bounds[4]))
-    # (2) SLSQP from the fit
-    x = solve(x_start)
-    if consider(theta(x)):
-        return best
-    # (3) calendar: fit to the quotes raised onto the previous slice, then polish with SLSQP
-    th = floor_fit()
-    if th is not None and np.isfinite(th).all():
-        if consider(th):
-            return best
-        if consider(theta(solve(th / sc))):
-            return best
-    # (4) the previous slice lifted to these quotes
-    if floor_params is not None:
-        lifted = np.array(floor_params, dtype=float)
-        lifted[0] += max(0.0, float(np.average(w - svi_total_variance(k, *floor_params), weights=om))) + 1e-6
-        if not consider(lifted):
-            consider(theta(solve(lifted / sc)))
-    # (5) a flat smile at the quotes' (or the floor's) level
-    level = wl if floor_w is None else max(wl, float(np.max(floor_w)) + 1e-6)
-    flat = np.array([level - 0.01 * 0.1 * level, 0.01 * level, 0.0, 0.0, 0.1])
-    consider(flat)
-    return best
-
-
-def _slice_clean(x: np.ndarray, k_grid: np.ndarray, floor_w: np.ndarray | None) -> bool:
-    if not np.isfinite(x).all():
-        return False
-    if x[1] < 0 or abs(x[2]) >= 1 or x[4] <= 0 or x[1] * (1 + abs(x[2])) > LEE_BOUND + 1e-9:
-        return False
-    if np.min(durrleman_g(k_grid, *x)) < -TOLERANCE:
-        return False
-    return not (floor_w is not None and np.min(svi_total_variance(k_grid, *x) - floor_w) < -TOLERANCE)
+    """Refit one slice under the no-arbitrage constraints (:class:`engine.surface.slice_refit.SliceRefit`
+    has the strategy); None if nothing clean was found."""
+    return SliceRefit(k, w, om, k_grid, floor_w, margin=margin, max_iter=max_iter).run(start, floor_params)
 
 
 def _fit_error(x: np.ndarray, k: np.ndarray, w: np.ndarray, T: float | None) -> float:
@@ -609,7 +449,7 @@ def enforce_no_arbitrage(
                     lines[i] = line
         # whatever is still not clean (a proposal over the cost limit, a slice the batch could not
         # handle): the general constrained refit, slice by slice against the predecessor. The batched
-        # check (stricter on Lee's bound than _slice_clean) first: usually every slice passes it, and
+        # check (stricter on Lee's bound than slice_clean) first: usually every slice passes it, and
         # the loop's 48 one-slice checks are skipped
         batch_checks = check_slices(p, grids)
         fine = all(c.ok and p[i, 4] > 0 for i, c in enumerate(batch_checks) if np.isfinite(p[i]).all())
@@ -619,7 +459,7 @@ def enforce_no_arbitrage(
                 continue
             grid = grids[i]
             floor = svi_total_variance(grid, *prev) if prev is not None else None
-            if not _slice_clean(p[i], grid, floor):
+            if not slice_clean(p[i], grid, floor):
                 used = weights[i] > 0
                 new = _constrained_refit(k[i][used], w[i][used], weights[i][used], p[i], grid, floor, prev)
                 if new is None:
