@@ -262,6 +262,12 @@ class TicketPanel(Panel):
         self.bracket_stop_spin.setPrefix("stop ")
         for spin in (self.target_spin, self.bracket_stop_spin):
             spin.valueChanged.connect(lambda _v: self._fields_changed())
+        self.bracket_native = QtWidgets.QCheckBox("at broker")
+        self.bracket_native.setToolTip(
+            "Place entry, target and stop at the broker at once (tastytrade OTOCO, IBKR parent and children), "
+            "exits sized to the full entry: they then work while Optiondesk is closed. Off: Optiondesk places "
+            "the exits when the entry fills (sized to the fill). The paper broker always does the latter.")
+        self.bracket_native.toggled.connect(lambda _c: self._fields_changed())
         self.oco_type_box = QtWidgets.QComboBox()
         self.oco_type_box.addItem("Stop", OrderType.STOP)
         self.oco_type_box.addItem("Limit", OrderType.LIMIT)
@@ -278,7 +284,7 @@ class TicketPanel(Panel):
         self.profit_pct_spin.setToolTip("Once filled, a GTC closing limit taking this share of the maximum profit "
                                         "(a credit of C closes at (1 − x)·C)")
         self._attach_widgets: dict[str, list[QtWidgets.QWidget]] = {
-            "bracket": [self.bracket_unit, self.target_spin, self.bracket_stop_spin],
+            "bracket": [self.bracket_unit, self.target_spin, self.bracket_stop_spin, self.bracket_native],
             "oco": [self.oco_type_box, self.oco_price_spin], "profit": [self.profit_pct_spin]}
         self._field_error: QtWidgets.QWidget | None = None
 
@@ -865,7 +871,8 @@ class TicketPanel(Panel):
                 p = self._bracket_prices(self.target_spin.value(), self.bracket_stop_spin.value(), unit)
             except ExitPriceError as exc:
                 raise ExitPriceError(str(exc), "bracket_stop" if exc.field == "stop" else exc.field) from None
-            return SubmitBracket(intent=intent, take_profit=p.take_profit, stop=p.stop)
+            return SubmitBracket(intent=intent, take_profit=p.take_profit, stop=p.stop,
+                                 native=True if self.bracket_native.isChecked() else None)
         if attach == "profit":
             return SubmitProfitTaker(intent=intent, profit_pct=check_profit_share(self.profit_pct_spin.value()))
         if attach == "oco":

@@ -39,6 +39,9 @@ class Broker(abc.ABC):
     name: str = "broker"
     #: True when orders reach a real broker account (sandbox/paper ports count as live accounts)
     is_live: bool = False
+    #: True when the venue takes a bracket's entry and exits together and holds the exits until the entry fills
+    #: (engine/brokers/native_bracket.py); the order group manager then sends all three at once when asked to
+    native_brackets: bool = False
 
     @abc.abstractmethod
     async def connect(self) -> None: ...

@@ -17,6 +17,8 @@ Price convention at this boundary: our ``limit_price`` is the net price per unit
   ``lmtPrice`` (a combo's signed net, a single leg's absolute price);
 - members of an engine one-cancels-other group (tag ``oco:<group id>``) carry ``ocaGroup`` = the group id and
   ``ocaType`` 1, so IBKR cancels a filled member's sibling itself.
+- a native bracket (engine/brokers/native_bracket.py) goes out as a parent (the entry, ``transmit=False``) and two
+  children (``parentId``, one OCA group, ``transmit=True`` on the last), once all three have reached the adapter.
 Shares: a stock order is a ``STK`` contract (``Stock(symbol, "SMART", "USD")``, quantity in shares); a mixed
 order (covered call, collar, delta hedge) is a ``BAG`` whose stock leg has a ratio in shares (100 per
 covered contract) and is routed SMART (IB error 315 otherwise). Its net price is quoted per share of a contract
@@ -53,6 +55,7 @@ from engine.brokers.ibkr_wire import (
     parse_ib_expiry,
     position_from_ib,
 )
+from engine.brokers.native_bracket import BracketAssembly, BracketSet
 from engine.brokers.resilience import ArmedAdapterMixin, LiveArm
 from engine.bus.events import (
     AccountUpdated,
@@ -95,6 +98,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
 
     name = "ibkr"
     is_live = True
+    native_brackets = True
 
     def __init__(self, connection: IbkrConnection, bus: Bus, *, clock: Clock | None = None) -> None:
         self.conn = connection
@@ -110,10 +114,20 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         self._cancel_requested: set[int] = set()
         self._positions: dict[str, Position] = {}
         self._contracts: dict[str, Any] = {}  # our instrument key → qualified IB contract
+        # native brackets held until entry and both exits are in, then placed as parent + children
+        self._brackets = BracketAssembly()
         self._hooked = False
         connection.on_reconnected(self.reconcile)
 
     # ---- connection (arming and identity: ArmedAdapterMixin) -----------------------------------
+    def disarm(self) -> None:
+        """Leaving live mode (or the kill switch): a bracket member still held for the rest of its bracket ends
+        here, rejected as never sent."""
+        super().disarm()
+        for order in self._brackets.held():
+            self._brackets.release(order)
+            self._reject(order, "held for the rest of its bracket and not sent: live trading was switched off")
+
     def available_accounts(self) -> list[str]:
         """Accounts managed by this login (full numbers: show them masked)."""
         return list(self.conn.ib.managedAccounts()) if self.conn.connected else []
@@ -207,7 +221,7 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
                 out.append(await self._order_from_trade(trade))
             except (LookupError, BrokerError, ValueError) as exc:
                 log.warning("ibkr: cannot describe open order %s: %s", trade.order.orderId, exc)
-        return out
+        return out + self._brackets.held()  # held for the rest of their bracket: ours, not lost
 
     async def _instrument_for_con_id(self, con_id: int) -> Instrument:
         for c in self._contracts.values():
@@ -358,9 +372,17 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
                                                   "equityWithLoanChange": str(state.equityWithLoanChange)})
 
     async def submit(self, order: Order) -> None:
-        """``placeOrder`` (single leg or BAG). Refuses unless armed; results arrive as events."""
+        """``placeOrder`` (single leg or BAG). Refuses unless armed; results arrive as events.
+
+        A native bracket member (engine/brokers/native_bracket.py) is held until its entry and both exits are in,
+        then the three go out as a parent and two children (:meth:`_place_bracket`)."""
         self._arm.check(order.account_id, "submit")
         ib = self._require()
+        if self._brackets.claims(order):
+            complete = self._brackets.offer(order)
+            if complete is not None:
+                await self._place_bracket(complete)
+            return
         try:
             contract, ib_order = await self.build(order)
         except (LookupError, ValueError) as exc:
@@ -374,6 +396,40 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         self._orders[oid] = tracked
         self._by_coid[order.client_order_id] = oid
         self._trades[oid] = trade
+
+    async def _place_bracket(self, bracket: BracketSet) -> None:
+        """The entry as parent with ``transmit=False``, the exits as children (``parentId`` = the parent's order id,
+        one OCA group of type 1), ``transmit=True`` on the last only: TWS sends nothing until the last arrives, so
+        the venue never works an entry without its exits. The children wait PreSubmitted until the parent fills."""
+        ib = self._require()
+        entry = bracket.entry
+        assert entry is not None  # a complete set has its entry
+        members = [entry, *sorted(bracket.exits, key=lambda o: o.order_type.is_stop)]
+        built = []
+        for o in members:
+            try:
+                built.append(await self.build(o))
+            except (LookupError, ValueError) as exc:
+                for m in members:
+                    self._reject(m, f"bracket refused: member {o.client_order_id}: {exc}")
+                return
+        if self.conn.breaker.state is BreakerState.OPEN:
+            for m in members[:-1]:
+                self._reject(m, f"ibkr: circuit open, bracket not sent ({self.conn.breaker.last_reason})")
+            raise CircuitOpenError(f"ibkr: circuit open, order not sent ({self.conn.breaker.last_reason})")
+        parent_id = 0
+        for i, (o, (contract, ib_order)) in enumerate(zip(members, built, strict=True)):
+            ib_order.transmit = i == len(members) - 1
+            if i:
+                ib_order.parentId = parent_id
+            trade = ib.placeOrder(contract, ib_order)
+            oid = trade.order.orderId
+            if not i:
+                parent_id = oid
+            self._orders[oid] = o.evolve(updated_at=self.clock.now(), broker_order_id=str(oid), broker=self.name,
+                                         account_id=self.conn.account_id)
+            self._by_coid[o.client_order_id] = oid
+            self._trades[oid] = trade
 
     def _reject(self, order: Order, message: str) -> None:
         rejected = order.evolve(updated_at=self.clock.now(), status=OrderStatus.REJECTED, reason=message or "rejected by IBKR", broker=self.name)
@@ -391,7 +447,13 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         return trade
 
     async def cancel(self, order: Order) -> None:
-        """``cancelOrder``; ``OrderCancelled`` follows. Never blocked by arming."""
+        """``cancelOrder``; ``OrderCancelled`` follows. Never blocked by arming. A bracket member still held for
+        the rest of its bracket is taken back without a broker call."""
+        if self._brackets.release(order):
+            self.bus.publish(OrderCancelled(order=order.evolve(
+                updated_at=self.clock.now(), status=OrderStatus.CANCELLED, broker=self.name,
+                reason="cancelled before it was sent (held for the rest of its bracket)")))
+            return
         ib = self._require()
         trade = self._trade_of(order)
         self._cancel_requested.add(trade.order.orderId)
@@ -431,6 +493,10 @@ class IbkrBroker(ArmedAdapterMixin, Broker):
         status = trade.orderStatus.status
         last = trade.log[-1] if trade.log else None
         code = getattr(last, "errorCode", 0) if last is not None else 0
+        if status == "PreSubmitted" and trade.order.parentId:
+            parent = self._orders.get(trade.order.parentId)
+            if parent is None or parent.status is not OrderStatus.FILLED:
+                return  # a bracket child waiting for its parent's fill: sent, not working yet
         if status in ("Submitted", "PreSubmitted"):
             if order.status in (OrderStatus.APPROVED, OrderStatus.SUBMITTED, OrderStatus.PENDING_APPROVAL):
                 order = order.evolve(updated_at=self.clock.now(), status=OrderStatus.WORKING)

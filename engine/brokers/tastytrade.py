@@ -3,8 +3,8 @@ balances and reconciliation on one tastytrade account.
 
 - The wire mapping — price sign (ours +debit/−credit, tastytrade's the opposite), stops, leg quantities, shares,
   statuses, error classification — is :mod:`engine.brokers.tastytrade_wire`; the OAuth session, account and call
-  guard :mod:`engine.brokers.tastytrade_session`; one-cancels-other pairs as native OCO complex orders
-  :mod:`engine.brokers.tastytrade_complex`.
+  guard :mod:`engine.brokers.tastytrade_session`; one-cancels-other pairs as native OCO complex orders, and
+  native brackets as OTOCO complex orders, :mod:`engine.brokers.tastytrade_complex`.
 - Positions: tastytrade quantity is unsigned with ``quantity-direction`` Long/Short; ours is signed;
   ``multiplier`` comes from the position; ``avg_price`` is per unit (``average-open-price``).
 - ``place_order`` is always called with an explicit ``dry_run``: ``True`` for :meth:`preview`, ``False``
@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from engine.brokers.base import Broker, BrokerError, OrderPreview
+from engine.brokers.native_bracket import BracketAssembly, BracketSet
 from engine.brokers.resilience import (
     ArmedAdapterMixin,
     BrokerRateLimited,
@@ -33,7 +34,7 @@ from engine.brokers.resilience import (
     stop_supervisor,
     with_timeout,
 )
-from engine.brokers.tastytrade_complex import OcoPairing, members, oco_request
+from engine.brokers.tastytrade_complex import OcoPairing, members, oco_request, otoco_request
 from engine.brokers.tastytrade_session import TastytradeConnection
 from engine.brokers.tastytrade_wire import (
     _TT_STATUS,
@@ -82,6 +83,7 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
 
     name = "tastytrade"
     is_live = True
+    native_brackets = True
 
     def __init__(self, connection: TastytradeConnection, bus: Bus, *, rng: random.Random | None = None,
                  clock: Clock | None = None) -> None:
@@ -100,6 +102,8 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
         self._pending: dict[str, Order] = {}  # client order id → order being placed (REST call in flight)
         # one-cancels-other pairs placed as native OCO complex orders (engine/brokers/tastytrade_complex.py)
         self._pairing = OcoPairing()
+        # native brackets held until entry and both exits are in, then placed as one OTOCO
+        self._brackets = BracketAssembly()
         self._complex_of: dict[str, str] = {}  # member's broker order id → complex order id
         self._complex_cancelling: set[str] = set()  # complex order ids a DELETE was sent for
         self._subs: list[Any] = []
@@ -120,6 +124,10 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             self._pairing.release(order)
             self._pending.pop(order.client_order_id, None)
             self._reject(order, "held for its OCO sibling and not sent: live trading was switched off")
+        for order in self._brackets.held():
+            self._brackets.release(order)
+            self._pending.pop(order.client_order_id, None)
+            self._reject(order, "held for the rest of its bracket and not sent: live trading was switched off")
 
     def available_accounts(self) -> list[str]:
         """Open account numbers on this login (full numbers: show them masked)."""
@@ -269,7 +277,8 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             self._on_order(placed)
             known = self._orders.get(str(placed.id))
             out.append(known or order_from_placed(placed, self.clock.now()))
-        return out + self._pairing.held()  # held for their OCO sibling: ours, and not to be called lost
+        # held for their OCO sibling or the rest of their bracket: ours, and not to be called lost
+        return out + self._pairing.held() + self._brackets.held()
 
     async def fills(self) -> list[Fill]:
         """Fills seen this session (streamed, or found on orders at reconciliation), each once."""
@@ -324,6 +333,13 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             tt_order = self.build_order(order)
         except Exception as exc:  # pydantic validation of legs/price
             self._reject(order, f"order could not be built for tastytrade: {exc}")
+            return
+        if self._brackets.claims(order):
+            complete = self._brackets.offer(order)
+            if complete is None:
+                self._pending[order.client_order_id] = self._ours(order)
+                return
+            await self._place_otoco(complete, order)
             return
         pairing = self._pairing.offer(order)
         if pairing.action == "hold":
@@ -402,6 +418,46 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             return
         self._on_complex(resp.complex_order)
 
+    async def _place_otoco(self, bracket: BracketSet, last: Order) -> None:
+        """A native bracket as one ``POST /complex-orders`` (type OTOCO: the entry triggers, the exits wait at the
+        venue). Refused as a whole: every member is rejected. A transport failure leaves all three findable by
+        client order id: the OMS holds ``last`` as unknown and reconciles, which finds them at the broker or calls
+        the others never placed — nothing is resent."""
+        from engine.brokers.circuit_breaker import CircuitOpenError
+
+        acct, s = self._require()
+        entry = bracket.entry
+        assert entry is not None  # a complete set has its entry
+        target, stop = sorted(bracket.exits, key=lambda o: o.order_type.is_stop)
+        group = list(bracket.members())
+        try:
+            request = otoco_request(self.build_order(entry), self.build_order(target), self.build_order(stop))
+        except Exception as exc:  # pydantic validation of a held member
+            for o in group:
+                self._pending.pop(o.client_order_id, None)
+                self._reject(o, f"bracket could not be built for tastytrade: {exc}")
+            return
+        for o in group:
+            self._pending[o.client_order_id] = self._ours(o)
+        try:
+            resp = await self.conn.call("place OTOCO", lambda: acct.place_complex_order(s, request, dry_run=False))
+        except BrokerError as exc:
+            if isinstance(exc, BrokerRateLimited | CircuitOpenError):  # provably not placed
+                for o in group:
+                    self._pending.pop(o.client_order_id, None)
+                    if o is not last or isinstance(exc, BrokerRateLimited):
+                        self._reject(o, f"{exc}; nothing was placed (bracket {bracket.group_id})")
+                if isinstance(exc, CircuitOpenError):
+                    raise  # the OMS rejects ``last`` as never sent
+                return
+            raise
+        except Exception as exc:  # TastytradeError: the API refused the bracket (one bad member refuses all)
+            for o in group:
+                self._pending.pop(o.client_order_id, None)
+                self._reject(o, f"bracket refused: {str(exc).strip()}")
+            return
+        self._on_complex(resp.complex_order)
+
     def _on_complex(self, complex_order: Any) -> None:
         """A placed complex order (REST answer or ``ComplexOrder`` push): remember its members, apply each."""
         cid = str(complex_order.id)
@@ -411,8 +467,8 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
 
     def _on_member_ended(self, ev: OrderEvent) -> None:
         """An OCO member ended before it reached us with its sibling: a held sibling goes out alone."""
-        if ev.order.broker not in (self.name, ""):
-            return
+        if ev.order.broker not in (self.name, "") or self._brackets.claims(ev.order):
+            return  # a bracket member that never reached us: the group manager cancels the rest of its bracket
         held = self._pairing.ended(ev.order)
         if held is None:
             return
@@ -453,6 +509,12 @@ class TastytradeBroker(ArmedAdapterMixin, Broker):
             self._pending.pop(order.client_order_id, None)
             self.bus.publish(OrderCancelled(order=self._ours(order).evolve(
                 updated_at=self.clock.now(), status=OrderStatus.CANCELLED, reason="cancelled before it was sent (held for its OCO sibling)")))
+            return
+        if self._brackets.release(order):
+            self._pending.pop(order.client_order_id, None)
+            self.bus.publish(OrderCancelled(order=self._ours(order).evolve(
+                updated_at=self.clock.now(), status=OrderStatus.CANCELLED,
+                reason="cancelled before it was sent (held for the rest of its bracket)")))
             return
         acct, s = self._require()
         bid = order.broker_order_id or self._by_coid.get(order.client_order_id)

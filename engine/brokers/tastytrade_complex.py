@@ -119,6 +119,26 @@ def oco_request(first: Any, second: Any) -> Any:
     return _oco_model()(orders=[first, second])
 
 
+@functools.cache
+def _otoco_model() -> Any:
+    """The SDK model of a native bracket: the SDK's ``OTOCOOrder`` wants a limit target and a stop-limit loss, while
+    a bracket's stop may be a plain stop, so this one lists the trigger and both exits as they are."""
+    from tastytrade.order import AnyOrder, BaseComplexOrder, ComplexOrderType
+
+    class GenericOtoco(BaseComplexOrder):
+        type: ComplexOrderType = ComplexOrderType.OTOCO
+        trigger_order: AnyOrder
+        orders: list[AnyOrder]
+
+    return GenericOtoco
+
+
+def otoco_request(entry: Any, target: Any, stop: Any) -> Any:
+    """The complex-order request of a native bracket (``type`` OTOCO, ``trigger-order`` the entry, ``orders``
+    [target, stop]): tastytrade holds the exits as ``Contingent`` until the entry fills, then works them as an OCO."""
+    return _otoco_model()(trigger_order=entry, orders=[target, stop])
+
+
 def members(complex_order: Any) -> list[Any]:
     """Every member order of a placed complex order (the trigger first, when there is one)."""
     trigger = getattr(complex_order, "trigger_order", None)

@@ -26,6 +26,9 @@ class SubmitBracket(Command):
     take_profit: Decimal
     stop: Decimal
     stop_limit: Decimal | None = None
+    #: place entry and exits at the venue at once when the broker supports it (tastytrade OTOCO, IBKR parent and
+    #: children), sized to the entry's full quantity; None = the order group manager's default (off)
+    native: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -379,6 +379,21 @@ def oco_group_of(tag: str) -> str | None:
     return None
 
 
+#: the tag of a native bracket's entry (``bracket:<group id>``): its exits, tagged ``oco:<group id>``, go to the
+#: venue together with it, and the risk engine judges them against the position this entry would open
+BRACKET_TAG_PREFIX = "bracket:"
+#: a native bracket's group id starts so, which lets an adapter tell its exits (``oco:<group id>``) from an
+#: ordinary one-cancels-other pair even when an exit is approved, and reaches it, before the entry
+NATIVE_BRACKET_ID_PREFIX = "nbk-"
+
+
+def bracket_group_of(tag: str) -> str | None:
+    """The native bracket an entry's ``tag`` names, or None."""
+    if isinstance(tag, str) and tag.startswith(BRACKET_TAG_PREFIX) and len(tag) > len(BRACKET_TAG_PREFIX):
+        return tag[len(BRACKET_TAG_PREFIX):]
+    return None
+
+
 def net_price_label(price: Decimal | None) -> str:
     if price is None:
         return "MKT"

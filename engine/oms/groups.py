@@ -9,6 +9,9 @@ approval → router); the group only decides *when* members are placed and *whic
 - **Bracket**: the entry is placed; its two exits — a GTC limit (the profit target) and a GTC stop or stop-limit,
   both closing the entry's legs — wait as intents (``OrderGroup.held``) until the entry has filled, then go out
   as an OCO pair for the quantity filled. An entry that ends without a fill cancels the group.
+  A *native* bracket (opt-in, where the broker supports it: :attr:`Broker.native_brackets`) sends the entry and
+  exits sized to the full entry at once, so the venue holds the exits until the entry fills
+  (:meth:`OrderGroupManager._open_native`, engine/brokers/native_bracket.py).
 - **Profit taker**: like a bracket with one exit, a GTC closing limit at ``profit_pct`` of the entry's maximum
   profit, priced from the entry's average fill (:func:`profit_target_price`); cancelled when the position is
   closed otherwise.

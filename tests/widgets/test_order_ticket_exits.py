@@ -149,6 +149,9 @@ def test_a_bracket_in_percent_of_max_places_its_exits_once_the_entry_fills(qtbot
                           target=60, stop=40, unit="pct")
     cmd = ticket.build_command()
     assert isinstance(cmd, SubmitBracket) and (cmd.take_profit, cmd.stop) == (want.take_profit, want.stop)
+    assert cmd.native is None and ticket.bracket_native.isVisibleTo(ticket)  # held by the engine unless asked
+    ticket.bracket_native.setChecked(True)
+    assert ticket.build_command().native is True  # at the broker (the paper broker keeps engine-held exits)
     assert "+ bracket" in ticket.submit_button.text()
     shot(ticket, "ticket-bracket")
     group = _send(qtbot, ticket)

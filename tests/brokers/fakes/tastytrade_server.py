@@ -298,8 +298,9 @@ class FakeTastytrade(DxLinkServer):
         if method == "GET" and path == f"{acct}/positions":
             return 200, {"data": {"items": self.positions}}
         if method == "GET" and path == f"{acct}/orders/live":
+            # a Contingent order (a complex order's member waiting for its trigger) is open at the venue too
             return 200, {"data": {"items": [o.to_json(self.account) for o in self.orders.values()
-                                            if o.status in ("Received", "Routed", "Live")]}}
+                                            if o.status in ("Received", "Routed", "Live", "Contingent")]}}
         if method == "GET" and path == f"/option-chains/{self.underlying}/nested":
             return 200, {"data": {"items": [self._chain_json()]}}
         if method == "GET" and path.startswith("/option-chains/"):

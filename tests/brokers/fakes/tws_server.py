@@ -90,6 +90,8 @@ class FakeOrder:
     aux_price: str = ""  # a stop's trigger (STP / STP LMT)
     oca_group: str = ""  # one-cancels-all group (ocaGroup) and how the rest are cancelled (ocaType 1-3)
     oca_type: int = 0
+    parent_id: int = 0  # a bracket child (parentId): held PreSubmitted until its parent fills
+    transmit: bool = True  # False: kept in TWS, not sent to the exchange, until a later order transmits the set
 
 
 @dataclass
@@ -137,6 +139,7 @@ class FakeTws:
         self.reject_orders_with: str | None = None
         self.tif_preset_warning = False  # send error 10349 ("TIF set to DAY by preset") before accepting
         self.auto_fill = False
+        self.lose_order_answers = False  # orders are placed, but their openOrder/orderStatus answers are lost
         self.tick_interval = 0.05
         self.history = TwsHistory(self)  # historical data and its pacing (tests/brokers/fakes/tws_history.py)
         self.symbols = TwsSymbols(self)  # reqMatchingSymbols (tests/brokers/fakes/tws_symbols.py)
@@ -443,8 +446,15 @@ class FakeTws:
         else:
             order = FakeOrder(oid, conn.client_id, next(self._perm), contract, legs, action, qty, otype, lmt, tif,
                               account, ref, aux_price=aux, oca_group=f[22],
-                              oca_type=int(f[47]) if f[47].isdigit() else 0)
+                              oca_type=int(f[47]) if f[47].isdigit() else 0,
+                              parent_id=int(f[28]) if f[28].lstrip("-").isdigit() else 0, transmit=f[27] != "0")
             self.orders[oid] = order
+            if not order.transmit:  # TWS keeps it until an order of its bracket is transmitted
+                order.status = "Staged"
+                return
+            if order.parent_id:
+                self._transmit_bracket(conn, order)
+                return
         if self.tif_preset_warning and existing is None:
             self._send(conn, 4, 2, oid, 10349, "Order TIF was set to DAY based on order preset.", "")
         self._open_order(conn, order)
@@ -452,19 +462,37 @@ class FakeTws:
         if self.auto_fill:
             self.fill(oid)
 
+    def _transmit_bracket(self, conn: _Conn, last: FakeOrder) -> None:
+        """``last`` (transmit=True, a child) sends its parent and every staged child of it: the parent works, the
+        children wait PreSubmitted until it fills, then work as their OCA group."""
+        parent = self.orders.get(last.parent_id)
+        if parent is None or parent.status != "Staged":
+            last.status = "Cancelled"
+            self._send(conn, 4, 2, last.order_id, 135, f"Can't find order with id ={last.parent_id}", "")
+            self._order_status(last)
+            return
+        parent.status = "Submitted"
+        self._open_order(conn, parent)
+        self._order_status(parent)
+        for child in [o for o in self.orders.values() if o.parent_id == parent.order_id and
+                      (o.status == "Staged" or o is last)]:
+            child.status = "PreSubmitted"
+            self._open_order(conn, child)
+            self._order_status(child)
+
     def _owner(self, order: FakeOrder) -> _Conn | None:
         return next((c for c in self.conns if c.client_id == order.client_id), None)
 
     def _order_status(self, o: FakeOrder) -> None:
         conn = self._owner(o)
-        if conn is None:
+        if conn is None or self.lose_order_answers:
             return
         self._send(conn, 3, o.order_id, o.status, o.filled, o.quantity - o.filled, o.avg_price, o.perm_id, 0,
                    o.avg_price, o.client_id, "", 0.0)
 
     def _cancel(self, oid: int, message: str) -> None:
         o = self.orders.get(oid)
-        if o is None or o.status not in ("Submitted", "PreSubmitted"):
+        if o is None or o.status not in ("Submitted", "PreSubmitted", "Staged"):
             for conn in self.conns:
                 self._send(conn, 4, 2, oid, 10147, f"OrderId {oid} that needs to be cancelled is not found.", "")
             return
@@ -473,6 +501,8 @@ class FakeTws:
         conn = self._owner(o)
         if conn is not None:
             self._send(conn, 4, 2, oid, 202, message, "")
+        for child in [c for c in self.orders.values() if c.parent_id == oid and c.status == "PreSubmitted"]:
+            self._cancel(child.order_id, f"Order Canceled - reason:parent order {oid} cancelled")
 
     def _leg_contract(self, con_id: int) -> OptContract | None:
         """An option by conId; None for the underlying's stock (STOCK_CONID)."""
@@ -535,12 +565,17 @@ class FakeTws:
         o.avg_price = net
         o.status = "Filled"
         self._order_status(o)
+        for child in [c for c in self.orders.values() if c.parent_id == o.order_id and c.status == "PreSubmitted"]:
+            child.status = "Submitted"  # the parent filled: its children go to the exchange
+            self._order_status(child)
         if o.oca_group and o.oca_type:  # TWS cancels the rest of a one-cancels-all group itself
             for other in list(self.orders.values()):
                 if other is not o and other.oca_group == o.oca_group and other.status in ("Submitted", "PreSubmitted"):
                     self._cancel(other.order_id, f"Order Canceled - reason:OCA group {o.oca_group} filled")
 
     def _open_order(self, conn: _Conn, o: FakeOrder, what_if: bool = False) -> None:
+        if self.lose_order_answers and not what_if:
+            return
         c = o.contract
         margin = ["", "", "", "", "", "", "", "", ""]
         commission = [UNSET_DOUBLE, UNSET_DOUBLE, UNSET_DOUBLE, ""]
