@@ -55,6 +55,9 @@ def register(subparsers: Any) -> None:
                    help="walk-forward optimisation: each training window picks the best of these values (repeatable)")
     p.add_argument("--fit-metric", default="sharpe", help="metric the training window maximises (default: sharpe)")
     p.add_argument("--no-png", action="store_true", help="skip the PNG report")
+    p.add_argument("--members", metavar="SYM[,SYM...]",
+                   help="more underlyings replayed with --symbol on one clock, from the same simulated market "
+                        "(an index's members: --strategy dispersion --symbol DSPX --members DSPA,...,DSPF)")
     p.set_defaults(func=cmd_backtest)
     s = subparsers.add_parser("sweep", help="backtest a parameter grid on a process pool or a Dask cluster")
     _common(s)
@@ -124,6 +127,7 @@ def _config(args: argparse.Namespace):
         start=args.start,
         end=args.end, initial_cash=args.cash, risk_level=args.risk_level, fee_preset=args.fees,
         risk_checks=not args.no_risk_checks, intraday_minutes=args.intraday,
+        members=[m.strip().upper() for m in (getattr(args, "members", None) or "").split(",") if m.strip()],
     )
 
 
@@ -189,13 +193,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from engine.backtest.chain_files import DataFileError
     from engine.backtest.report import export_all, summary_json
     from engine.backtest.runner import Backtest
-    from engine.backtest.sources import load_history
+    from engine.backtest.sources import load_histories
 
     bar = _Bar()
     try:
         config = _config(args)
         bar(0.0, "loading data")
-        history = load_history(config)
+        history, members = load_histories(config)
+        if members and args.walk_forward:
+            raise ValueError("--walk-forward replays one underlying: not with --members")
         if args.walk_forward:
             from engine.backtest.walkforward import walk_forward
 
@@ -207,7 +213,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                                   fit_grid=parse_grid(args.fit) if args.fit else None, fit_metric=args.fit_metric,
                                   progress=lambda f: bar(f, "walk-forward"))
         else:
-            result = Backtest(config, history).run(progress=lambda p: bar(p.fraction, f"{p.day} ETA {p.eta_s:.0f}s"
+            result = Backtest(config, history, members=members).run(progress=lambda p: bar(p.fraction, f"{p.day} ETA {p.eta_s:.0f}s"
                                                                            if p.eta_s == p.eta_s else p.day))
     except (DataFileError, ValueError) as exc:
         bar.done()

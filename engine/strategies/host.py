@@ -55,6 +55,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from engine.backtest.ledger import TradeLedger
@@ -158,7 +159,8 @@ class StrategyHost:
     def __init__(self, bus: Bus, store: Any, *, clock: Clock, entries: Sequence[StrategyEntry],
                  invalid: Sequence[tuple[str, str]] = (), risk: Any, router: Any, kill_switch: Any,
                  net_liquidation: Callable[[], float], iv_rank: Callable[[str], float],
-                 regime: Callable[[str], str], next_event: Callable[[str], date | None] | None = None) -> None:
+                 regime: Callable[[str], str], next_event: Callable[[str], date | None] | None = None,
+                 models_dir: Path | None = None) -> None:
         self.bus = bus
         self.store = store
         self.clock = clock
@@ -179,6 +181,9 @@ class StrategyHost:
         self._registered: list[type] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ml: Any = None  # engine.ml.signal.LiveMLSignals, created at the first ML-filtered entry
+        #: the registry ``ml.model`` names are looked up in: the engine's own (where its ML service trains), so
+        #: an engine on another data folder never scores with the user's default folder's models
+        self._models_dir = models_dir
         self._started = False
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -423,7 +428,7 @@ class StrategyHost:
         if self._ml is None:
             from engine.ml.signal import LiveMLSignals
 
-            self._ml = LiveMLSignals(self.store, self.clock)
+            self._ml = LiveMLSignals(self.store, self.clock, models_dir=self._models_dir)
         return self._ml
 
     def _signals(self, hs: Hosted, intents: Sequence[OrderIntent]) -> None:

@@ -45,7 +45,6 @@ def test_dispersion_backtest_trades_every_leg_through_the_kernel_and_reconciles(
     result = run.run()
     assert result.status == "completed", result.error
     assert result.info["members"] == MEMBERS
-    entries = [o for o in result.orders if o["tag"].endswith(":open") and o["status"] == "filled"]
     first = [o for o in result.orders if o["tag"].startswith("dispersion-00001.") and o["tag"].endswith(":open")]
     legs = {o["tag"].split(".")[-1].split(":")[0] for o in first}
     # the index fly and the member straddles (a member rounded to no contract is left out; two at least)
@@ -82,3 +81,20 @@ def test_members_need_daily_simulated_histories():
     cfg = BacktestConfig(symbol="DSPX", members=MEMBERS, years=0.5, intraday_minutes=30)
     with pytest.raises(ValueError, match="daily simulated histories"):
         load_histories(cfg)
+
+
+def test_backtest_cli_replays_members_with_the_symbol(basket, tmp_path, capsys):
+    from engine.cli import main
+
+    code = main(["backtest", "--strategy", "dispersion", "--symbol", "DSPX", "--members", ",".join(MEMBERS),
+                 "--years", "0.5", "--cash", "1000000", "--no-png", "--out", str(tmp_path / "run")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "P&L − (Σ trades − fees)  0.00" in out.out  # reconciled to the cent
+    trades = (tmp_path / "run" / "trades.csv").read_text()
+    tags = {line.split(",")[1] for line in trades.splitlines()[1:]}
+    assert {"dispersion-00001.DSPX", "dispersion-00001.DSPA"} <= tags  # the index leg and a member's, each its own
+    # a member the simulated market does not have is an error naming it, not a run without it
+    assert main(["backtest", "--strategy", "dispersion", "--symbol", "DSPX", "--members", "DSPA,NOPE",
+                 "--years", "0.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "NOPE" in capsys.readouterr().err

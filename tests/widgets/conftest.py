@@ -16,30 +16,38 @@ from tests.qt_fixtures import run_async  # noqa: E402
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "panel-shots"
 
 
-def _settings(**oms):
+def _settings(strategies=(), **oms):
     from engine.oms.config import OmsConfig
     from engine.settings import Settings
     from engine.surface.config import SurfaceConfig
     from tests.sim_start import pinned_settings
 
     # thread executor for the surface service: no process spawn per test
-    return pinned_settings(Settings(surface=SurfaceConfig(executor="thread"), oms=OmsConfig(**oms)))
+    return pinned_settings(Settings(surface=SurfaceConfig(executor="thread"), oms=OmsConfig(**oms),
+                                    strategies=list(strategies)))
 
 
-def _start_engine(qtbot, tmp_path, **oms):
+def _start_engine(qtbot, tmp_path, strategies=(), **oms):
     from engine.clock import ManualClock
     from engine.core import Engine, EngineConfig
 
-    eng = Engine(EngineConfig.for_directory(tmp_path, feed="none", settings=_settings(**oms)))
+    eng = Engine(EngineConfig.for_directory(tmp_path, feed="none", settings=_settings(strategies, **oms)))
     eng.clock = ManualClock(NOW)  # market time of the XYZ test chain
     run_async(qtbot, eng.start(), timeout=30)
     return eng
 
 
 @pytest.fixture()
-def engine(qtbot, async_cleanup, tmp_path):
+def engine_strategies():
+    """The ``[[strategies]]`` entries the ``engine`` fixture starts with: none, unless a test module overrides
+    this fixture (the host reads its entries at start only)."""
+    return ()
+
+
+@pytest.fixture()
+def engine(qtbot, async_cleanup, tmp_path, engine_strategies):
     """A real, started Engine (bus, store, paper broker, risk, OMS, surfaces) without a market feed."""
-    eng = _start_engine(qtbot, tmp_path)
+    eng = _start_engine(qtbot, tmp_path, strategies=engine_strategies)
     yield eng
     run_async(qtbot, eng.stop(), timeout=30)
 
