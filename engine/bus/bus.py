@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -110,6 +111,13 @@ class Bus:
         self._handlers: dict[type, Handler] = {}
         self._closed = False
         self.published = 0
+        # the loop (and its thread) the bus was created on: a publish from any other thread is handed to it
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._thread = threading.get_ident()
+        self._foreign_publishers: set[type] = set()
 
     # ---- events ---------------------------------------------------------------------------------
     def subscribe(self, event_type: type[E], handler: Callable[[E], Any], *, name: str | None = None) -> Subscription:
@@ -142,8 +150,22 @@ class Bus:
             return subs
 
     def publish(self, event: Event) -> None:
-        """Deliver ``event`` to every matching subscriber. Never raises, never blocks."""
+        """Deliver ``event`` to every matching subscriber. Never raises, never blocks.
+
+        Subscribers run on the bus's loop: the window's views among them start Qt timers, which Qt allows on
+        the GUI thread only (another thread's start crashed the app). So a publish from another thread (a
+        backfill or broker SDK thread) is handed to the loop and delivered there, in order."""
         if self._closed:
+            return
+        if self._loop is not None and threading.get_ident() != self._thread:
+            if type(event) not in self._foreign_publishers:
+                self._foreign_publishers.add(type(event))
+                log.warning("%s published from thread %s, not the bus's loop: delivered on the loop",
+                            type(event).__name__, threading.current_thread().name)
+            try:
+                self._loop.call_soon_threadsafe(self.publish, event)
+            except RuntimeError:  # the loop is closed: the engine has stopped, nothing is listening
+                pass
             return
         self.published += 1
         self._stamp(event)

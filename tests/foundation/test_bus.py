@@ -145,3 +145,31 @@ async def test_unsubscribe_and_close_stop_delivery():
     await bus.close()
     bus.publish(Alert(message="c"))
     assert [e.message for e in got] == ["a"]
+
+
+async def test_a_publish_from_another_thread_is_delivered_on_the_loop_in_order(caplog):
+    import threading
+
+    bus = Bus()
+    got: list[tuple[str, int]] = []
+    bus.subscribe(Alert, lambda e: got.append((e.message, threading.get_ident())), name="recorder")
+
+    def worker() -> None:
+        for i in range(3):
+            bus.publish(Alert(message=f"from worker {i}"))
+
+    t = threading.Thread(target=worker, name="backfill-thread")
+    with caplog.at_level("WARNING", logger="engine.bus.bus"):
+        t.start()
+        t.join(10)
+        assert got == []  # not delivered on the worker's thread
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while len(got) < 3 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+    assert [m for m, _ in got] == ["from worker 0", "from worker 1", "from worker 2"]
+    assert {ident for _, ident in got} == {threading.get_ident()}  # the loop's thread
+    warned = [r for r in caplog.records if "published from thread backfill-thread" in r.getMessage()]
+    assert len(warned) == 1 and "Alert" in warned[0].getMessage()  # once per event type
+    bus.publish(Alert(message="on the loop"))
+    assert got[-1][0] == "on the loop"  # the loop's own publishes stay synchronous
