@@ -115,11 +115,13 @@ async def test_the_engine_scores_its_pricing_models_against_later_mids_while_the
         assert svc is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 90.0
+        regimes = {engine.risk_service.regime or "neutral"}  # the ×600 market may change regime meanwhile
         while not svc.tracker.table() and loop.time() < deadline:
             await asyncio.sleep(0.05)
+            regimes.add(engine.risk_service.regime or "neutral")
         table = svc.tracker.table()
         assert table, "no pricing model was scored within 90 s of a ×600 market"
-        assert {s.regime for s in table} == {engine.risk_service.regime or "neutral"}
+        assert {s.regime for s in table} <= regimes  # tagged with the risk service's regime of the moment
         assert {"bsm", "merton"} <= {s.model for s in table}
         assert all(np.isfinite(s.error) and s.error >= 0 and s.observations > 0 for s in table)
         w = engine.ml.ensemble_weights(ENSEMBLE_MEMBERS)
