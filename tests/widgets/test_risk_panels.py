@@ -67,7 +67,7 @@ def test_payoff_of_the_ticket_with_scenarios(qtbot, desk, shot) -> None:
     assert payoff.source == "ticket" and payoff.prof is not None, payoff.error
     s = payoff.prof.summary
     assert s.defined_risk and len(s.breakevens) == 2
-    assert s.max_profit == pytest.approx(-ticket.limit_price() * 100, rel=1e-6)
+    assert s.max_profit == pytest.approx(float(-ticket.limit_price() * 100), rel=1e-6)
     assert 0 < payoff.prof.probability_of_profit < 1
     # one number on the desk: the ticket quotes the payoff panel's probability of profit
     assert ticket.pop == pytest.approx(payoff.prof.probability_of_profit, abs=0.01)
