@@ -237,18 +237,6 @@ class DocksMixin:
             self.panels_complete = True
             self.panels_built.emit()
 
-    def _place_default(self, pid: str, dock: QtWidgets.QDockWidget) -> None:
-        area, group = placement(pid)
-        # the first dock of a group is added to the area; the rest are tabbed onto it
-        first = next(
-            (self.docks[p] for p in self.docks if p != pid and placement(p)[1] == group and self.dockWidgetArea(self.docks[p]) == area),
-            None,
-        )
-        if first is not None:
-            self.tabifyDockWidget(first, dock)
-        else:
-            self.addDockWidget(area, dock, QtCore.Qt.Orientation.Vertical)
-
     # ---- default layout --------------------------------------------------------------------------
     def _place_default(self, pid: str, dock: QtWidgets.QDockWidget) -> None:
         area, group = placement(pid)

@@ -263,3 +263,22 @@ class Panel(QtWidgets.QWidget):
 
     def restore_panel_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`panel_state`; unknown keys are ignored."""
+
+
+def worker_outcome(fut: Any) -> tuple[Any, str]:
+    """(result, "") or (None, error) of a finished worker future, always retrieving its exception.
+
+    At stop the engine terminates its worker processes: a pending job then fails with
+    ``BrokenProcessPool`` (or is cancelled). That is the expected end of the job, not an error, and
+    its exception must be retrieved here, or asyncio logs "Task exception was never retrieved".
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    if fut.cancelled():
+        return None, ""
+    exc = fut.exception()
+    if exc is None:
+        return fut.result(), ""
+    if isinstance(exc, BrokenProcessPool):
+        return None, ""
+    return None, f"{type(exc).__name__}: {exc}"

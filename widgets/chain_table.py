@@ -36,6 +36,7 @@ from engine.model import ExerciseStyle, Leg, OptionChain, Side
 from engine.model.instruments import NEW_YORK
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel, qt_alive
+from widgets.base import worker_outcome as _outcome
 from widgets.live_chain import LiveChain
 from widgets.table_model import Column, ColumnTableModel, LiveTableView
 from widgets.time_format import format_market_time
@@ -126,26 +127,6 @@ class ChainTableModel(ColumnTableModel):
         if column == self.strike_column and self._data and self._data["atm"][row]:
             return self._bold
         return None
-
-
-
-def _outcome(fut: Any) -> tuple[Any, str]:
-    """(result, "") or (None, error) of a finished worker future, always retrieving its exception.
-
-    At stop the engine terminates its worker processes: a pending job then fails with
-    ``BrokenProcessPool`` (or is cancelled). That is the expected end of the job, not an error, and
-    its exception must be retrieved here, or asyncio logs "Task exception was never retrieved".
-    """
-    from concurrent.futures.process import BrokenProcessPool
-
-    if fut.cancelled():
-        return None, ""
-    exc = fut.exception()
-    if exc is None:
-        return fut.result(), ""
-    if isinstance(exc, BrokenProcessPool):
-        return None, ""
-    return None, f"{type(exc).__name__}: {exc}"
 
 
 class ChainPanel(Panel):

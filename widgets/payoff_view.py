@@ -37,6 +37,7 @@ from engine.history import HistoryBackfilled
 from engine.model import Leg, Option, Position
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel, qt_alive
+from widgets.base import worker_outcome as _outcome
 from widgets.plots import LOSS, MUTED, PROFIT, SERIES, MoneyAxis, infinite_line, legend, new_plot
 from widgets.time_format import format_market_time
 
@@ -734,21 +735,6 @@ def _offload(engine: Engine | None, fn: Any, *args: Any) -> Any:
             return None
         return asyncio.ensure_future(engine.run_cpu(fn, *args), loop=loop)
     return loop.run_in_executor(None, functools.partial(fn, *args))
-
-
-def _outcome(fut: Any) -> tuple[Any, str]:
-    """(result, "") or (None, error) of a finished future, its exception always retrieved (a worker pool torn
-    down at stop fails its pending jobs: expected, not an error)."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    if fut.cancelled():
-        return None, ""
-    exc = fut.exception()
-    if exc is None:
-        return fut.result(), ""
-    if isinstance(exc, BrokenProcessPool):
-        return None, ""
-    return None, f"{type(exc).__name__}: {exc}"
 
 
 def _short_money(v: float) -> str:
