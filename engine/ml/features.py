@@ -33,11 +33,12 @@ from engine.model.instruments import NEW_YORK
 log = logging.getLogger(__name__)
 
 #: bump when a feature's definition changes: it is part of the cache key and of every model's metadata
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 ANNUAL = math.sqrt(252.0)
-#: sessions between refits of the regime mixture (yearly; each fit sees only the days up to its refit day)
-REGIME_REFIT = 252
-REGIME_MIN_DAYS = 252
+#: the regime mixture is refitted on the first session of each calendar quarter, on the REGIME_WINDOW sessions
+#: before it: a day's probabilities then depend only on those sessions, not on where the history starts, so a
+#: model scores the same day alike from a five-year history (training) and from the store's 300 sessions (live)
+REGIME_WINDOW = 189
 RULE_REGIMES = ("low_vol", "high_vol", "iv_expansion", "iv_contraction", "neutral")
 
 #: name → why it is a feature (one line each; docs/ml.md lists the same)
@@ -71,7 +72,7 @@ FEATURES: dict[str, str] = {
     "vix_rank": "VIX-like index rank over the prior 252 days (the regime rules' vix_rank)",
     "vix_term_proxy": "VIX level / its 63-day mean: contango/backwardation proxy (no futures in history)",
     "vix_iv": "ATM IV of the VIX-like index's options (vol of vol): uncertainty about vol itself",
-    "gmm_p_low": "probability of the low-vol state of a 3-state Gaussian mixture on (return, rv_21), refitted yearly",
+    "gmm_p_low": "probability of the low-vol state of a 3-state Gaussian mixture on (return, rv_21), refitted each quarter on the 189 sessions before it",
     "gmm_p_mid": "probability of the middle (trending/normal) state of that mixture",
     "gmm_p_high": "probability of the high-vol state of that mixture",
     "regime_low_vol": "rule regime is low_vol (engine.risk.regime thresholds on VIX, VIX rank, HV/IV)",
@@ -135,24 +136,34 @@ def _ewma_vol(r: np.ndarray, lam: float = 0.94, warmup: int = 21) -> np.ndarray:
     return out
 
 
-def _regime_probabilities(ret: np.ndarray, rv: np.ndarray, seed: int) -> np.ndarray:
-    """(n, 3) probabilities of the low/mid/high realized-vol states; each refit (every ``REGIME_REFIT``
-    sessions from the first ``REGIME_MIN_DAYS``) sees only the days up to its refit day, so the values are
-    point-in-time. Components are ordered by their mean realized vol."""
+def _quarter_starts(days: tuple[date, ...]) -> np.ndarray:
+    """Indices of the sessions that open a calendar quarter, judged against the previous session (so the
+    history's first row, whose previous session is unknown, never is one)."""
+    q = np.array([d.year * 4 + (d.month - 1) // 3 for d in days], dtype=np.int64)
+    return np.flatnonzero(np.r_[False, q[1:] != q[:-1]]) if len(q) else np.array([], dtype=np.int64)
+
+
+def _regime_probabilities(ret: np.ndarray, rv: np.ndarray, seed: int, days: tuple[date, ...]) -> np.ndarray:
+    """(n, 3) probabilities of the low/mid/high realized-vol states. At each quarter's first session the
+    mixture is fitted on the :data:`REGIME_WINDOW` sessions before it (all of them with a return and a
+    realized vol, else no fit) and scores that quarter's sessions; rows before the first fit are NaN. Point
+    in time, and independent of how far back the history reaches. Components are ordered by their mean
+    realized vol."""
     from engine.analytics.gmm import GaussianMixture
 
     n = len(ret)
     out = np.full((n, 3), np.nan)
     x = np.column_stack([ret * ANNUAL, rv])
     ok = np.all(np.isfinite(x), axis=1)
-    for start in range(REGIME_MIN_DAYS - 1, n, REGIME_REFIT):
-        fit_rows = np.nonzero(ok[: start + 1])[0]
-        if len(fit_rows) < 60:
+    starts = _quarter_starts(days)
+    for j, start in enumerate(starts.tolist()):
+        lo = start - REGIME_WINDOW
+        if lo < 0 or not ok[lo:start].all():
             continue
         gm = GaussianMixture(3, seed=seed, n_init=1, reg_covar=1e-5)
-        gm.fit(x[fit_rows])
+        gm.fit(x[lo:start])
         order = np.argsort(gm.fitted()[1][:, 1])
-        stop = min(n, start + REGIME_REFIT)
+        stop = int(starts[j + 1]) if j + 1 < len(starts) else n
         rows = np.arange(start, stop)
         rows = rows[ok[rows]]
         if len(rows):
@@ -227,7 +238,7 @@ def build_features(h: MarketHistory, *, seed: int = 7) -> pd.DataFrame:
     with np.errstate(invalid="ignore", divide="ignore"):
         f["vix_term_proxy"] = vix / vs.rolling(63, min_periods=63).mean().to_numpy()
     f["vix_iv"] = np.asarray(h.vix_iv, float)
-    probs = _regime_probabilities(ret, f["rv_21"], seed)
+    probs = _regime_probabilities(ret, f["rv_21"], seed, h.days)
     f["gmm_p_low"], f["gmm_p_mid"], f["gmm_p_high"] = probs[:, 0], probs[:, 1], probs[:, 2]
     with np.errstate(invalid="ignore", divide="ignore"):
         hv_iv = f["rv_21"] / iv

@@ -351,3 +351,20 @@ def test_without_xgboost_the_baseline_is_skipped_and_xgboost_refused(dataset, mo
     monkeypatch.setenv("OPTIONDESK_CACHE_DIR", str(tmp_path / "cache"))
     assert main(["ml", "train", "--years", "2", "--date", SIM_START.isoformat(), "--permutations", "0"]) == 2
     assert "'ml' extra" in capsys.readouterr().err
+
+
+def test_a_day_has_the_same_features_from_a_long_history_and_from_the_live_stores_sessions(
+        history: MarketHistory, features: pd.DataFrame) -> None:
+    """Training reads years of history, the live gate the store's 300 sessions (DEFAULT_SESSIONS): the same
+    day must score alike from both (the regime mixture once depended on where the history started)."""
+    from engine.history.service import DEFAULT_SESSIONS
+
+    short = build_features(history.tail(DEFAULT_SESSIONS))
+    last = features.index[-20:]
+    cols = list(FEATURE_NAMES)
+    long_rows = features.loc[last, cols].to_numpy()
+    short_rows = short.loc[last, cols].to_numpy()
+    assert np.isfinite(long_rows).all() and np.isfinite(short_rows).all()  # every feature defined live too
+    # EWMA realized vol remembers its start (by 0.94^279 ≈ 3e-8 after 279 sessions) and rolling windows carry
+    # rounding from where they began: everything agrees to 1e-6
+    np.testing.assert_allclose(short_rows, long_rows, rtol=1e-6, atol=1e-9)
