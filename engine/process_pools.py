@@ -123,15 +123,18 @@ def shutdown_pool(executor: Executor, timeout_s: float = 5.0) -> None:
 class _PoolInternals:
     """What a ``ProcessPoolExecutor`` forgets on ``shutdown(wait=False)`` and we still must reap."""
 
-    def __init__(self, manager_thread: threading.Thread | None, result_queue: Any, processes: list[Any]) -> None:
+    def __init__(self, manager_thread: threading.Thread | None, result_queue: Any, processes: list[Any],
+                 call_queue: Any = None) -> None:
         self.manager_thread = manager_thread
         self.result_queue = result_queue
         self.processes = processes
+        self.call_queue = call_queue
 
     @classmethod
     def of(cls, executor: ProcessPoolExecutor) -> _PoolInternals:
         return cls(getattr(executor, "_executor_manager_thread", None), getattr(executor, "_result_queue", None),
-                   list((getattr(executor, "_processes", None) or {}).values()))
+                   list((getattr(executor, "_processes", None) or {}).values()),
+                   getattr(executor, "_call_queue", None))
 
     def reap(self, join_timeout_s: float) -> None:
         for p in self.processes:
@@ -142,6 +145,12 @@ class _PoolInternals:
             if p.is_alive():  # ignored SIGTERM (stuck in native code): no second chance
                 p.kill()
                 p.join(1.0)
+        # the job queue's feeder thread may be blocked writing a large job into the pipe of a worker that is now
+        # dead: nobody will read it, and the interpreter's exit hook would join that thread forever (seen as a
+        # suite that passed and never exited). The jobs are cancelled; let the thread go.
+        cancel_join = getattr(self.call_queue, "cancel_join_thread", None)
+        if cancel_join is not None:
+            cancel_join()
         thread = self.manager_thread
         if thread is None or not thread.is_alive():
             return

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -103,3 +104,32 @@ def test_the_two_file_reproduction_exits_by_itself() -> None:
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"pytest did not exit within 240 s:\n{exc.stdout}") from None
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def test_terminating_a_pool_with_a_large_job_still_in_the_pipe_lets_the_interpreter_exit() -> None:
+    """A job too large for the pipe stays half-written by the job queue's feeder thread while the only worker is
+    busy; terminating the pool kills the reader, and the exit hook must not wait for that thread forever."""
+    code = textwrap.dedent("""
+        import os, signal, time
+        from engine.process_pools import new_process_pool, terminate_pool
+
+        pool = new_process_pool(1)
+        busy = pool.submit(time.sleep, 30)
+        time.sleep(0.5)  # the worker has taken the sleep
+        big = [pool.submit(len, b"x" * 4_000_000) for _ in range(4)]  # 4 MB each: more than a pipe holds
+        time.sleep(0.5)  # the feeder thread is now blocked writing into the busy worker's pipe
+        for f in big[2:]:
+            f.cancel()  # as an engine stop cancels the asyncio side of pending jobs
+        os.kill(next(iter(pool._processes)), signal.SIGKILL)  # the worker dies with the job half-written
+        time.sleep(1.0)  # CPython's broken-pool handler now fails on the cancelled futures (InvalidStateError)
+        terminate_pool(pool, join_timeout_s=5.0)
+        print("terminated", flush=True)
+    """)
+    started = time.monotonic()
+    try:
+        run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"the interpreter did not exit within 60 s of terminating the pool: {exc.stdout!r}") \
+            from None
+    assert run.returncode == 0 and "terminated" in run.stdout, run.stderr[-2000:]
+    assert time.monotonic() - started < 60
