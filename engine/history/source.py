@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -57,7 +58,7 @@ class HistorySource(Protocol):
         ...
 
 
-class LoopBoundSource:
+class LoopBoundSource(ABC):
     """A broker's history source: the fetch is a coroutine on the engine loop (the broker's connection lives
     there), while the history service calls :meth:`daily` from its executor thread and waits with a bound.
 
@@ -71,8 +72,9 @@ class LoopBoundSource:
         self.timeout_s = timeout_s
         self._inflight: set[concurrent.futures.Future[dict[str, DailySeries]]] = set()
 
+    @abstractmethod
     async def fetch(self, underlyings: list[str], before: date, sessions: int) -> dict[str, DailySeries]:
-        raise NotImplementedError
+        """The broker's request for these sessions, run on :attr:`loop` (each broker writes its own)."""
 
     def daily(self, underlyings: Sequence[str], before: date, sessions: int) -> dict[str, DailySeries]:
         try:
