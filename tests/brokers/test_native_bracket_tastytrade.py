@@ -10,18 +10,13 @@ from decimal import Decimal
 
 import pytest
 
-from engine.brokers.config import CircuitBreakerConfig, ReconnectConfig, TastytradeConfig
 from engine.brokers.native_bracket import BracketAssembly, bracket_of
-from engine.brokers.tastytrade import BrokerServerError, TastytradeBroker, TastytradeConnection
+from engine.brokers.tastytrade import BrokerServerError, TastytradeBroker
 from engine.bus.events import OrderAccepted, OrderCancelled, OrderFilled, OrderRejected
-from engine.credentials import CredentialStore
 from engine.model import Leg, OpenClose, Order, OrderStatus, OrderType, Right, Side, TimeInForce
 from tests.brokers.conftest import wait_until
-from tests.brokers.fakes.tastytrade_server import PROVIDER_SECRET, REFRESH_TOKEN, FakeTastytrade
-from tests.brokers.helpers import single
-
-FAST_RECONNECT = ReconnectConfig(initial_delay_s=0.05, max_delay_s=0.2, jitter=0.1)
-BREAKER = CircuitBreakerConfig(failure_threshold=5, reset_timeout_s=0.3)
+from tests.brokers.fakes.tastytrade_server import FakeTastytrade
+from tests.brokers.helpers import single, tastytrade_connection
 
 
 @pytest.fixture
@@ -32,11 +27,7 @@ async def tt():
 
 @pytest.fixture
 async def broker(tt, bus, recorder):
-    creds = CredentialStore(backend=None, env={"OPTIONDESK_TT_PROVIDER_SECRET": PROVIDER_SECRET,
-                                               "OPTIONDESK_TT_REFRESH_TOKEN": REFRESH_TOKEN})
-    conn = TastytradeConnection(TastytradeConfig(api_url=tt.api_url, streamer_url=tt.streamer_url, call_timeout_s=3.0),
-                                credentials=creds, bus=bus, reconnect=FAST_RECONNECT, breaker=BREAKER, env={})
-    b = TastytradeBroker(conn, bus)
+    b = TastytradeBroker(tastytrade_connection(tt, bus), bus)
     await b.connect()
     b.arm_live(tt.account)
     yield b
