@@ -52,6 +52,10 @@ log = logging.getLogger("engine.core")  # the name its records had before the mo
 T = TypeVar("T")
 
 
+
+class EngineNotRunning(RuntimeError):
+    """Work was asked of an engine that is stopping or stopped (a late job is dropped, not an error)."""
+
 class EngineClock:
     """The engine's current clock, whatever feed drives it (components keep this one object)."""
 
@@ -187,7 +191,7 @@ class EngineState:
         its GIL). Submitted from a thread: the first submit spawns the workers, tens of milliseconds the
         loop must not wait for."""
         if not self.running:  # never spawn a fresh pool that stop() will not reap
-            raise RuntimeError("the engine is not running")
+            raise EngineNotRunning("the engine is not running")
         pool = self.process_pool
         future = await asyncio.to_thread(pool.submit, fn, *args)
         return await asyncio.wrap_future(future)

@@ -25,6 +25,7 @@ import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -252,6 +253,7 @@ class EnsembleTrackerService:
 
     async def _sample(self, underlying: str, block: Any, surface: Any, now: datetime) -> None:
         from engine.analytics.chain_metrics import ENSEMBLE_MEMBERS, ensemble_fair_values
+        from engine.engine_state import EngineNotRunning
 
         try:
             r, q = self._rate(underlying)
@@ -262,6 +264,8 @@ class EnsembleTrackerService:
                                 values[:, 2:2 + len(members)], members)
         except asyncio.CancelledError:
             raise
+        except (EngineNotRunning, BrokenProcessPool):  # the engine stopped under a late sample: nothing to score
+            log.debug("ensemble tracker: sample of %s dropped, the engine is stopping", underlying)
         except Exception:  # a failed sample only skips one score; the chain table reports pricing errors
             log.warning("ensemble tracker: sample of %s failed", underlying, exc_info=True)
         finally:
