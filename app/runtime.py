@@ -111,10 +111,22 @@ def create_application(argv: Sequence[str] | None = None) -> QtWidgets.QApplicat
     # turned "Optiondesk — PAPER" into "Optiondesk — PAPER — Optiondesk"
     app.setDesktopFileName("optiondesk")
     app.setQuitOnLastWindowClosed(False)
+    keep_a_core_for_the_window()
     from app.resources import icon
 
     app.setWindowIcon(icon("optiondesk"))
     return app  # type: ignore[return-value]
+
+
+def keep_a_core_for_the_window() -> int:
+    """Large pricing batches in this process split over every core but one, so the GUI loop always has a core
+    (on 2 cores: one thread, as before the split existed). ``OPTIONDESK_PRICING_THREADS`` overrides it.
+    Returns the thread count."""
+    from engine.pricing import _split
+
+    if not os.environ.get(_split.THREADS_ENV, "").strip():
+        _split.set_threads(max(1, _split.cores() - 1))
+    return _split.threads()
 
 
 def window_settings(config_dir: Any) -> QtCore.QSettings:

@@ -29,6 +29,23 @@ def _best_of(fn: Callable[[], Any], repeats: int = 3) -> float:
     return best
 
 
+def _on_one_thread(fn: Callable[[], Any], repeats: int = 3) -> float:
+    """:func:`_best_of` with the compiled kernels' batches on one thread (the figure without the split)."""
+    from engine.pricing import _split
+
+    _split.set_threads(1)
+    try:
+        return _best_of(fn, repeats)
+    finally:
+        _split.set_threads(None)
+
+
+def _threads() -> int:
+    from engine.pricing import _split
+
+    return _split.threads()
+
+
 def _per_call(fn: Callable[[int], Any], n: int, warm: int = 5) -> float:
     """Seconds per call of a scalar peer API, after ``warm`` untimed calls (first calls pay caches and jit)."""
     for i in range(min(warm, n)):
@@ -67,11 +84,13 @@ def _rows(result: Any) -> list[dict[str, Any]]:
 
 def table(result: dict[str, Any]) -> str:
     """The rows as a plain-text table: work, ours, warmed peer, ratio, target, met, load average."""
-    lines = [f"{'work':62} {'ours':>12} {'peer':>12} {'ratio':>7} {'target':>8} {'met':>5} {'load':>5}  unit / peer"]
+    lines = [f"{'work':62} {'ours':>12} {'1 thread':>9} {'peer':>12} {'ratio':>7} {'target':>8} {'met':>5} "
+             f"{'load':>5}  unit / peer"]
     for row in _rows(result):
         def num(x: Any) -> str:
             return "—" if x is None or (isinstance(x, float) and math.isinf(x)) else f"{x:.3g}"
-        lines.append(f"{row['work'][:62]:62} {num(row['ours']):>12} {num(row['peer_figure']):>12} "
+        lines.append(f"{row['work'][:62]:62} {num(row['ours']):>12} {num(row.get('one_thread')):>9} "
+                     f"{num(row['peer_figure']):>12} "
                      f"{num(row['ratio_vs_peer']):>7} {num(row['target']):>8} {row['met']!s:>5} "
                      f"{row.get('load_average_1min', float('nan')):5.1f}  {row['unit']} / {row['peer']}")
     return "\n".join(lines)
@@ -258,6 +277,7 @@ def _iv_row(book: str, inputs: tuple[np.ndarray, ...], r: float, q: float, pvv: 
     # rounding / vega there, for every method, so accuracy is measured out of the money
     otm = np.where(c, K >= S * np.exp((r - q) * T), K <= S * np.exp((r - q) * T))
     t_ours = _best_of(lambda: bsm.implied_vol(prices, c, S, K, T, r, q), 5)
+    t_one = _on_one_thread(lambda: bsm.implied_vol(prices, c, S, K, T, r, q), 5)
     iv = bsm.implied_vol(prices, c, S, K, T, r, q)
     with _kernels.numpy_only():  # the reference path (what runs without numba), same inputs
         t_ref = _best_of(lambda: bsm.implied_vol(prices, c, S, K, T, r, q), 3)
@@ -280,8 +300,9 @@ def _iv_row(book: str, inputs: tuple[np.ndarray, ...], r: float, q: float, pvv: 
 
     t_lbr = _per_call(lbr_one, 2000)
     target = 4.0 if book == "normal" else 3.0
-    return _row(f"implied vol, {book} book, {n // 1000}k", n / t_ours / 1e6, "py_vollib_vectorized",
-                n / t_pvv / 1e6, target, "M options/s", True,
+    return _row(f"implied vol, {book} book, {n // 1000}k ({_threads()} threads)", n / t_ours / 1e6,
+                "py_vollib_vectorized", n / t_pvv / 1e6, target, "M options/s", True,
+                threads=_threads(), one_thread=n / t_one / 1e6, ratio_one_thread_vs_peer=t_pvv / t_one,
                 max_abs_err_otm=float(np.nanmax(np.abs(iv - v)[otm])), solved=float(np.mean(np.isfinite(iv))),
                 peer_max_abs_err_otm=float(np.nanmax(np.abs(iv_pvv - v)[otm])),
                 py_lets_be_rational_us_per_option=t_lbr * 1e6,
@@ -358,6 +379,15 @@ def bench_american() -> dict[str, Any]:
     t_iv_warm = _best_of(lambda: american.implied_vol(ticked, c, 100.0, K, T, r, q, initial=iv), 3)
     t_iv_warm_fast = _best_of(lambda: american.implied_vol(ticked, c, 100.0, K, T, r, q, scheme="fast",
                                                            initial=iv_fast), 3)
+    one_thread = {  # the same four solves with the boundary and premium passes on one thread
+        "fast": _on_one_thread(lambda: american.implied_vol(acc, c, 100.0, K, T, r, q, scheme="fast")),
+        "accurate": _on_one_thread(lambda: american.implied_vol(acc, c, 100.0, K, T, r, q)),
+        "streaming fast": _on_one_thread(lambda: american.implied_vol(ticked, c, 100.0, K, T, r, q, scheme="fast",
+                                                                      initial=iv_fast)),
+        "streaming accurate": _on_one_thread(lambda: american.implied_vol(ticked, c, 100.0, K, T, r, q,
+                                                                          initial=iv)),
+    }
+    t_acc_one = _on_one_thread(lambda: american.price(c, 100.0, K, T, r, q, v, scheme="accurate"), 5)
 
     ql, today = _ql_setup()
     m = 300
@@ -383,21 +413,24 @@ def bench_american() -> dict[str, Any]:
     err_fast = float(np.max(np.abs(fast[:m] - ref["high"])))
     return {
         "rows": [
-            _row("American price, accurate, 2,000 options", per_acc * 1e6, "QuantLib QdFp accurate (warm)",
-                 times["accurate"] * 1e6, 10.0, "us/option", False, max_abs_err_vs_qdfp_high_precision=err_acc,
+            _row(f"American price, accurate, 2,000 options ({_threads()} threads)", per_acc * 1e6,
+                 "QuantLib QdFp accurate (warm)", times["accurate"] * 1e6, 10.0, "us/option", False,
+                 threads=_threads(), one_thread=t_acc_one / n * 1e6, max_abs_err_vs_qdfp_high_precision=err_acc,
                  peer_max_abs_err_vs_qdfp_high_precision=float(np.max(np.abs(ref["accurate"] - ref["high"]))),
                  target_max_abs_err=1e-4, numpy_path_us_per_option=t_acc_numpy / n * 1e6),
-            _row("American IV, 2,000-option chain, fast", t_iv_fast * 1e3, "QdFp fast + Brent (scipy), warm",
-                 t_peer_iv * 1e3, 25.0, "ms", False,
-                 max_abs_vol_diff_vs_accurate=float(np.nanmax(np.abs(iv_fast - iv)))),
-            _row("American IV, 2,000-option chain, accurate", t_iv * 1e3, "QdFp fast + Brent (scipy), warm",
-                 t_peer_iv * 1e3, 60.0, "ms", False,
-                 round_trip_median_abs_err=float(np.nanmedian(np.abs(iv - v))),
+            _row(f"American IV, 2,000-option chain, fast ({_threads()} threads)", t_iv_fast * 1e3,
+                 "QdFp fast + Brent (scipy), warm", t_peer_iv * 1e3, 25.0, "ms", False, threads=_threads(),
+                 one_thread=one_thread["fast"] * 1e3, max_abs_vol_diff_vs_accurate=float(np.nanmax(np.abs(iv_fast - iv)))),
+            _row(f"American IV, 2,000-option chain, accurate ({_threads()} threads)", t_iv * 1e3,
+                 "QdFp fast + Brent (scipy), warm", t_peer_iv * 1e3, 60.0, "ms", False, threads=_threads(),
+                 one_thread=one_thread["accurate"] * 1e3, round_trip_median_abs_err=float(np.nanmedian(np.abs(iv - v))),
                  solved_fraction=float(np.mean(np.isfinite(iv)))),
-            _row("American IV, streaming (1-cent ticks, warm start), fast", t_iv_warm_fast * 1e3,
-                 "QdFp fast + Brent (scipy), warm", t_peer_iv * 1e3, 25.0, "ms", False),
-            _row("American IV, streaming (1-cent ticks, warm start), accurate", t_iv_warm * 1e3,
-                 "QdFp fast + Brent (scipy), warm", t_peer_iv * 1e3, 60.0, "ms", False),
+            _row(f"American IV, streaming (1-cent ticks, warm start), fast ({_threads()} threads)",
+                 t_iv_warm_fast * 1e3, "QdFp fast + Brent (scipy), warm", t_peer_iv * 1e3, 25.0, "ms", False,
+                 threads=_threads(), one_thread=one_thread["streaming fast"] * 1e3),
+            _row(f"American IV, streaming (1-cent ticks, warm start), accurate ({_threads()} threads)",
+                 t_iv_warm * 1e3, "QdFp fast + Brent (scipy), warm", t_peer_iv * 1e3, 60.0, "ms", False,
+                 threads=_threads(), one_thread=one_thread["streaming accurate"] * 1e3),
         ],
         "chain": n,
         "compiled_kernels": compiled,

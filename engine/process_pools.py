@@ -65,6 +65,11 @@ def lower_worker_priority() -> None:
 
 def _init_worker(parent_pid: int, background: bool) -> None:
     start_parent_watchdog(parent_pid)
+    # the pool is the parallelism here: a worker that split its pricing batches over threads as well would
+    # put two threads on each core the other workers use
+    from engine.pricing import _split
+
+    _split.set_threads(1)
     if background:
         lower_worker_priority()
 

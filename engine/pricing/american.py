@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import ndtr
 
-from engine.pricing import bsm
+from engine.pricing import _split, bsm
 from engine.pricing.inputs import FloatArray, Reason, broadcast_with_right, market_reasons
 
 QD_ITER = 4
@@ -237,9 +237,14 @@ def _put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, si
         tb = _tables(scheme)
         H = np.empty((K.shape[0], scheme.n + 1))
         x_max = np.empty(K.shape[0])
+        inputs = [np.array(a, dtype=float) for a in (K, T, r, q, sigma)]
+
+        def chunk(start: int, stop: int) -> None:
+            kernels.put_boundary(*(a[start:stop] for a in inputs), tb["z_nodes"], tb["m_frac"], tb["sqrt_m_frac"],
+                                 tb["g1"], tb["g2"], tb["M_a"], scheme.m, H[start:stop], x_max[start:stop])
+
         try:
-            kernels.put_boundary(*(np.array(a, dtype=float) for a in (K, T, r, q, sigma)), tb["z_nodes"],
-                                 tb["m_frac"], tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, H, x_max)
+            _split.run_chunks(chunk, K.shape[0], _SPLIT_CHUNK)
             return H, x_max
         except TypeError:  # argument types the warm-up did not compile: the reference path
             pass
@@ -320,9 +325,14 @@ def _put_premium(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: 
     if kernels is not None:
         tb = _tables(scheme)
         out = np.empty(S.shape[0])
+        inputs = [np.array(a, dtype=float) for a in (S, K, T, r, q, sigma, H, x_max)]
+
+        def chunk(start: int, stop: int) -> None:
+            kernels.put_premium(*(a[start:stop] for a in inputs), tb["t_frac"], tb["sqrt_t_frac"], tb["h"],
+                                tb["M_p"], out[start:stop])
+
         try:
-            kernels.put_premium(*(np.array(a, dtype=float) for a in (S, K, T, r, q, sigma, H, x_max)),
-                                tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"], out)
+            _split.run_chunks(chunk, S.shape[0], _SPLIT_CHUNK)
             return out
         except TypeError:  # argument types the warm-up did not compile: the reference path
             pass
@@ -357,6 +367,8 @@ class AmericanResult:
 
 
 _MIN_RATE_TIME = 1e-5
+#: options per thread before a compiled boundary or premium pass is split over threads (~1 ms of work each)
+_SPLIT_CHUNK = 96
 #: an early-exercise premium proven below this fraction of the strike is not computed (price-only calls)
 SKIP_PREMIUM_BELOW = 1e-10
 #: price-only calls compute a premium proven below this fraction of the strike with the next coarser scheme

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import ndtr
 
-from engine.pricing import _kernels
+from engine.pricing import _kernels, _split
 from engine.pricing import lets_be_rational as lbr
 from engine.pricing.inputs import FloatArray, Reason, broadcast_with_right, first_reason, market_reasons
 
@@ -118,10 +118,20 @@ def price(
         with np.errstate(all="ignore"):
             fwd = s * np.exp((rr - qq) * t)
             x = np.log(fwd / k)
-            theta = np.where(c, 1.0, -1.0)
-            b = lbr.normalised_black(x, v * np.sqrt(t), theta)
+            b = _normalised_black(x, v * np.sqrt(t), c)
             out[ok] = np.exp(-rr * t) * np.sqrt(fwd) * np.sqrt(k) * b
     return (out, reason) if return_reason else out
+
+
+def _normalised_black(x: np.ndarray, s: np.ndarray, is_call: np.ndarray) -> np.ndarray:
+    """Jäckel's normalised Black function b(x, s, θ): compiled in one pass when the kernels are loaded, else
+    numpy's region split (the reference; the two agree to a few units in the last place)."""
+    compiled = _kernels.kernels()
+    if compiled is None:
+        return lbr.normalised_black(x, s, np.where(is_call, 1.0, -1.0))
+    out = np.empty(x.size)
+    compiled.normalised_black(*_flat(x), *_flat(s), *_flat(is_call, np.bool_), out)
+    return out.reshape(x.shape)
 
 
 def select_outputs(outputs: Iterable[str] | None) -> frozenset[str]:
@@ -315,6 +325,8 @@ def bounds(
 #: options per block of the implied-vol solver: its long polynomial expansions make one temporary per
 #: operation, which a block keeps in the CPU cache (1.5-1.8x on the one-day book, measured)
 _IV_BLOCK = 8192
+#: options per thread before the compiled solve is split over threads (~2 ms of work each)
+_IV_SPLIT_CHUNK = 4096
 
 
 def implied_vol_forward(
@@ -350,15 +362,28 @@ def _implied_vol_compiled(
 
     ``F``, ``df``, ``x = ln(F/K)`` and ``exp(θx/2)`` are numpy's, computed exactly as :func:`price` and the
     numpy solver compute them, so a deep in-the-money time value (a difference of large numbers) is rounded
-    the same way on both paths and only the solve's last bits can differ."""
-    with np.errstate(all="ignore"):
-        x = np.log(F / K)
-        theta = np.where(is_call, 1.0, -1.0)
-        b_max = np.exp(0.5 * theta * x)
+    the same way on both paths and only the solve's last bits can differ. A large batch is split over threads
+    (:mod:`engine.pricing._split`); every option's arithmetic is the same in any chunk."""
     vol = np.empty(p.size)
     reason = np.empty(p.size, dtype=np.int8)
-    compiled.implied_vol(spot_inputs, *_flat(p), *_flat(is_call, np.bool_), *_flat(S), *_flat(K), *_flat(T),
-                         *_flat(r), *_flat(q), *_flat(F), *_flat(df), *_flat(x), *_flat(b_max), vol, reason)
+    (f, f_step), (k, k_step), (c, c_step) = _flat(F), _flat(K), _flat(is_call, np.bool_)
+    x_step = f_step or k_step
+    b_step = x_step or c_step
+    inputs = [_flat(p), (c, c_step), _flat(S), (k, k_step), _flat(T), _flat(r), _flat(q), (f, f_step), _flat(df)]
+
+    def part(a: np.ndarray, step: int, start: int, stop: int) -> np.ndarray:
+        return a[start:stop] if step else a
+
+    def chunk(start: int, stop: int) -> None:
+        # x and b_max per chunk: numpy's log/exp release the GIL, so they run on the chunk's thread too
+        with np.errstate(all="ignore"):
+            x = np.log(part(f, f_step, start, stop) / part(k, k_step, start, stop))
+            theta = np.where(part(c, c_step, start, stop), 1.0, -1.0)
+            b_max = np.exp(0.5 * theta * x)  # one value per option unless x and θ are both one value
+        compiled.implied_vol(spot_inputs, *(v for a, step in inputs for v in (part(a, step, start, stop), step)),
+                             x, x_step, b_max, b_step, vol[start:stop], reason[start:stop])
+
+    _split.run_chunks(chunk, p.size, _IV_SPLIT_CHUNK)
     return vol.reshape(p.shape), reason.reshape(p.shape)
 
 

@@ -133,3 +133,15 @@ def test_terminating_a_pool_with_a_large_job_still_in_the_pipe_lets_the_interpre
             from None
     assert run.returncode == 0 and "terminated" in run.stdout, run.stderr[-2000:]
     assert time.monotonic() - started < 60
+
+
+def test_pool_workers_price_on_one_thread_each_while_the_parent_keeps_its_setting() -> None:
+    """The pool is the parallelism: its workers do not split pricing batches over threads as well."""
+    from engine.pricing import _split
+
+    pool = new_process_pool(max_workers=1)
+    try:
+        assert pool.submit(_split.threads).result(timeout=60) == 1
+    finally:
+        shutdown_pool(pool)
+    assert _split.threads() == _split.cores() or os.environ.get(_split.THREADS_ENV)

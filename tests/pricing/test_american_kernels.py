@@ -67,6 +67,26 @@ def test_compiled_iv_equals_numpy_iv(compiled):
     np.testing.assert_allclose(fast[0], ref[0], rtol=0, atol=1e-12)
 
 
+def test_boundary_and_premium_split_over_threads_equal_one_thread_bit_for_bit(compiled):
+    from engine.pricing import _split
+
+    c, S, K, T, r, q, v = _chain(700, seed=14)
+    p = american.price(c, S, K, T, r, q, v)
+    try:
+        _split.set_threads(1)
+        one = american.evaluate(c, S, K, T, r, q, v)
+        iv_one = american.implied_vol(p, c, S, K, T, r, q)
+        _split.set_threads(4)
+        many = american.evaluate(c, S, K, T, r, q, v)
+        iv_many = american.implied_vol(p, c, S, K, T, r, q)
+    finally:
+        _split.set_threads(None)
+    assert 700 >= 4 * american._SPLIT_CHUNK  # really split four ways
+    for name in ("price", "delta", "gamma", "boundary"):
+        np.testing.assert_array_equal(getattr(many, name), getattr(one, name))
+    np.testing.assert_array_equal(iv_many, iv_one)
+
+
 def test_importing_the_pricing_package_does_not_import_numba():
     code = ("import sys, engine.pricing, engine.pricing.american, engine.pricing.heston, engine.pricing.neural; "
             "print('numba' in sys.modules)")

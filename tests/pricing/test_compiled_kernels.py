@@ -222,6 +222,45 @@ def test_implied_vol_equals_the_numpy_path_and_the_truth(compiled, kind):  # typ
     assert set(np.unique(ra).tolist()) <= {0, Reason.BELOW_INTRINSIC, Reason.AT_INTRINSIC}
 
 
+def test_price_equals_the_numpy_path_to_its_last_bits_even_far_out_of_the_money(compiled):  # type: ignore[no-untyped-def]
+    c, S, K, T, r, q, v = _book(20_001, seed=6)
+    K[:5] = [S[0] * 5, S[1] / 5, S[2], S[3] * (1 + 1e-9), S[4] * 40]  # far OTM both ways, at the money
+    a, b = _both(lambda: bsm.price(c, S, K, T, r, q, v))
+    _assert_close("price", a, b, S)
+    tiny = (b > 0) & (b < 1e-10 * S)
+    assert tiny.sum() > 100  # deep out of the money: relative accuracy holds there too (a few hundred ulps)
+    assert np.max(np.abs(a[tiny] - b[tiny]) / b[tiny]) <= 1e-12
+    (a0, ra), (b0, rb) = _both(lambda: bsm.price("c", 100.0, [90.0, -1.0, 110.0], 0.5, 0.03, 0.0, [0.2, 0.2, np.nan],
+                                                 return_reason=True))
+    assert ra.tolist() == rb.tolist() == [0, Reason.NONPOSITIVE_STRIKE, Reason.NAN_INPUT]
+    assert abs(a0[0] - b0[0]) <= 1e-14 * 100
+
+
+@pytest.mark.parametrize("kind", ["normal", "hard"])
+def test_implied_vol_split_over_threads_equals_one_thread_bit_for_bit(compiled, kind):  # type: ignore[no-untyped-def]
+    from engine.pricing import _split
+
+    c, S, K, T, _, p = _iv_book(kind)
+    K = K.copy()
+    K[::7] = np.nan  # invalid rows in every chunk keep their reasons
+    try:
+        _split.set_threads(1)
+        one, r1 = bsm.implied_vol(p, c, S, K, T, 0.03, 0.01, return_reason=True)
+        _split.set_threads(3)
+        many, r3 = bsm.implied_vol(p, c, S, K, T, 0.03, 0.01, return_reason=True)
+        scalar_strike, rs = bsm.implied_vol(p, c, S, 100.0, T, 0.03, 0.01, return_reason=True)
+        _split.set_threads(1)
+        scalar_one, rs1 = bsm.implied_vol(p, c, S, 100.0, T, 0.03, 0.01, return_reason=True)
+    finally:
+        _split.set_threads(None)
+    assert p.size >= 3 * bsm._IV_SPLIT_CHUNK  # so the book really is split three ways
+    np.testing.assert_array_equal(r1, r3)
+    np.testing.assert_array_equal(one, many)
+    assert (r3[::7] == Reason.NAN_INPUT).all() and (r3 == 0).mean() > 0.5
+    np.testing.assert_array_equal(rs, rs1)
+    np.testing.assert_array_equal(scalar_strike, scalar_one)
+
+
 def test_implied_vol_reasons_equal_the_numpy_path(compiled):  # type: ignore[no-untyped-def]
     cases = [  # (price, right, S, K, T, r, q, expected)
         (5.0, "c", 100.0, 100.0, 0.5, 0.03, 0.0, Reason.OK),
