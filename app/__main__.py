@@ -55,7 +55,9 @@ def _main(argv: Sequence[str] | None) -> int:
         from app.dialogs.first_run import run_first_run
 
         first_run = run_first_run(paths.settings_file)
-    workstation = Workstation(EngineConfig(paths=paths), theme=args.theme, restore_layout=not args.reset_layout)
+    # the compiled pricing kernels load after the first paint (the window starts them)
+    workstation = Workstation(EngineConfig(paths=paths, defer_kernel_warmup=True), theme=args.theme,
+                              restore_layout=not args.reset_layout)
 
     async def apply_first_run(ws: Workstation) -> None:
         first_run.apply_to_window(ws.window)  # type: ignore[union-attr]

@@ -189,9 +189,11 @@ class Workstation:
         self.window.close_requested.connect(self.quit_requested.set)
         self.window.start()
         if self.show:
+            self.window.first_paint.connect(self.engine.start_kernel_warmup)  # idempotent: no-op unless deferred
             self.window.show_and_fill()  # paints first, then builds the panels on screen, then the rest
         else:
             self.window.build_all_panels()
+            self.engine.start_kernel_warmup()
         return self.window
 
     async def all_panels(self, timeout: float = 30.0) -> None:

@@ -69,11 +69,8 @@ class Engine(EngineCommands):
         self._instance_lock = lock
         try:  # from here on a failed start releases the lock (stop() does, last)
             limit_blas_threads()
-            from engine.pricing._kernels import WarmUp
-
-            # compiled pricing kernels load (or compile, on a first run) off the loop; numpy until then
-            self._kernel_warmup = WarmUp()
-            self._kernel_warmup.start()
+            if not self.config.defer_kernel_warmup:
+                self._start_kernel_warmup()
             self.bus = Bus(clock=EngineClock(self))  # messages carry the engine's time, simulated or not
             if self.config.settings is None:
                 self.settings_result = load_settings(self.paths.settings_file)
@@ -94,6 +91,22 @@ class Engine(EngineCommands):
             errs = "; ".join(str(e) for e in self.settings_result.errors)
             self.bus.publish(Alert(level="warning", source="settings",
                                    message=f"settings file has errors, defaults used for: {errs}"))
+
+    def start_kernel_warmup(self) -> bool:
+        """Load the compiled pricing kernels (or compile them, on a first run) on a background thread that the
+        engine owns and stops; numpy prices until then. Idempotent; True when a thread was started now. Only
+        on a running engine (a late first paint must not start a thread that no stop will wait for)."""
+        if not self.running:
+            return False
+        return self._start_kernel_warmup()
+
+    def _start_kernel_warmup(self) -> bool:
+        if self._kernel_warmup is not None:
+            return False
+        from engine.pricing._kernels import WarmUp
+
+        self._kernel_warmup = WarmUp()
+        return self._kernel_warmup.start()
 
     async def _compose(self) -> None:
         """Build the components in dependency order; each registers its stop in reverse order."""

@@ -78,6 +78,10 @@ class EngineConfig:
     wall_clock: Clock | None = None
     #: serve Prometheus metrics on 127.0.0.1:PORT (None: settings.monitoring.metrics_port; off when both unset)
     metrics_port: int | None = None
+    #: wait for :meth:`Engine.start_kernel_warmup` instead of loading the compiled pricing kernels at start: the
+    #: window calls it after its first paint (loading numba holds the GIL for about a second, which would
+    #: delay that paint); pricing runs on numpy until then, as it does on any start until they are loaded
+    defer_kernel_warmup: bool = False
 
     @classmethod
     def for_directory(cls, base: str | os.PathLike[str], **kw: Any) -> EngineConfig:

@@ -26,9 +26,12 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas costs ~0.5 s to import: only an import or a backtest pays it
+    import pandas as pd
 
 #: the normalised columns every reader yields
 COLUMNS = ("root", "quote_date", "expiration", "strike", "is_call", "bid", "ask", "spot", "iv", "delta", "volume",
@@ -102,6 +105,8 @@ def sniff_format(path: Path) -> str:
 
 
 def _numbers(series: pd.Series) -> np.ndarray:
+    import pandas as pd
+
     if series.dtype.kind in "fiub":  # the C parser already read the column as numbers
         return series.to_numpy(dtype=float)
     return pd.to_numeric(series.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
@@ -109,6 +114,8 @@ def _numbers(series: pd.Series) -> np.ndarray:
 
 def _dates(series: pd.Series) -> np.ndarray:
     """``YYYY-MM-DD`` (a time after it, as OptionsDX and Parquet exports write, is ignored); NaT if not a date."""
+    import pandas as pd
+
     text = series.astype(str).str.strip().str.slice(0, 10)
     return pd.to_datetime(text, format="%Y-%m-%d", errors="coerce", cache=True).to_numpy().astype("datetime64[D]")
 
@@ -122,6 +129,8 @@ def _first_positive(*candidates: np.ndarray) -> np.ndarray:
 
 
 def _cboe(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    import pandas as pd
+
     frame.columns = [c.strip().lower() for c in frame.columns]
     missing = [c for c in _CBOE_REQUIRED if c not in frame.columns]
     if missing:
@@ -149,6 +158,8 @@ def _cboe(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def _optionsdx(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    import pandas as pd
+
     frame.columns = [_clean_header(c).upper() for c in frame.columns]
     missing = [c for c in _OPTIONSDX_REQUIRED if c not in frame.columns]
     if missing:
@@ -170,6 +181,8 @@ def _optionsdx(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
 
 
 def _native(frame: pd.DataFrame, symbol: str) -> tuple[pd.DataFrame, str]:
+    import pandas as pd
+
     frame.columns = [c.strip().lower() for c in frame.columns]
     missing = [c for c in _NATIVE_REQUIRED if c not in frame.columns]
     if missing:
@@ -199,6 +212,8 @@ def read_chunks(path: str | Path, fmt: str = "auto", *, symbol: str | None = Non
                 chunk_rows: int = 250_000) -> Iterator[Chunk]:
     """Stream ``path`` as normalised chunks. ``symbol`` names the underlying of files without one
     (OptionsDX always; the native layout without an ``underlying`` column)."""
+    import pandas as pd
+
     p = Path(path)
     if not p.exists():
         raise ChainFormatError(f"{p}: file does not exist")

@@ -33,13 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from engine.chainstore.formats import ChainFormatError, read_chunks
 from engine.model import ExerciseStyle, Settlement
+
+if TYPE_CHECKING:  # pandas costs ~0.5 s to import: only an import or a backtest pays it
+    import pandas as pd
 
 #: index roots settled in cash at the expiry day's opening print (European)
 AM_CASH_ROOTS = frozenset({"SPX", "NDX", "RUT", "VIX", "DJX"})
@@ -142,6 +144,8 @@ class ChainStore:
         return report
 
     def _flush(self, key: tuple[str, str], parts: list[pd.DataFrame], entry: dict[str, Any]) -> None:
+        import pandas as pd
+
         root, month = key
         new = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         # a series twice on one day across chunks of the file: the first is kept
@@ -216,6 +220,8 @@ class ChainStore:
 
     def load(self, root: str, start: date | None = None, end: date | None = None) -> Any:
         """The stored days of ``root`` within [start, end] as a backtest ``ChainHistory``."""
+        import pandas as pd
+
         from engine.backtest.data import build_history
 
         root = root.upper()
@@ -332,6 +338,8 @@ def _write_month(path: Path, frame: pd.DataFrame) -> None:
 
 
 def _read_month(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         with np.load(path, allow_pickle=False) as z:
             return pd.DataFrame({name: z[name] for name in _ARRAYS})

@@ -440,3 +440,28 @@ def test_the_engine_owns_the_warm_up_thread(tmp_path, compiled) -> None:  # type
     assert out["loaded_on"] == "optiondesk-numba-warmup" != out["loop_thread"]  # never on the loop's thread
     assert out["daemon"] and out["finished"]  # a compile cannot be interrupted: stop's wait is bounded
     assert out["thread_alive"] is False and out["threads"] == []
+
+
+def test_a_deferred_warm_up_waits_for_the_caller_and_never_starts_after_stop(tmp_path, compiled) -> None:  # type: ignore[no-untyped-def]
+    """The window defers the load until its first paint; a call on a stopped engine starts nothing."""
+    out = _run(f"""
+        import asyncio, json, sys
+        from engine.core import Engine, EngineConfig
+
+        async def main():
+            engine = Engine(EngineConfig.for_directory({str(tmp_path)!r}, feed="none", defer_kernel_warmup=True))
+            await engine.start()
+            before = engine._kernel_warmup is None and "numba" not in sys.modules
+            started = engine.start_kernel_warmup()
+            again = engine.start_kernel_warmup()
+            warmup = engine._kernel_warmup
+            finished = await asyncio.to_thread(warmup.wait, 150)
+            await engine.stop()
+            after_stop = engine.start_kernel_warmup()
+            return {{"before": before, "started": started, "again": again, "finished": finished,
+                     "after_stop": after_stop, "cleared": engine._kernel_warmup is None}}
+
+        print(json.dumps(asyncio.run(main())))
+    """)
+    assert out == {"before": True, "started": True, "again": False, "finished": True, "after_stop": False,
+                   "cleared": True}
