@@ -244,6 +244,14 @@ def order_group(engine: Engine | None, order_id: str) -> OrderGroup | None:
     return path.groups.group_of(order_id)
 
 
+def stored_order_group(engine: Engine | None, group_id: str) -> OrderGroup | None:
+    """A group by id, ended ones included (from the store: one indexed row)."""
+    path = engine.order_path if engine is not None else None
+    if path is None:
+        return None
+    return path.groups.group(group_id)
+
+
 def positions(engine: Engine | None) -> dict[str, Position]:
     """The active account's positions by symbol (a copy)."""
     if engine is None or engine.portfolio is None:

@@ -16,7 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from engine.bus.commands import CancelAllOrders, CancelOrder, ReplaceOrder
 from engine.bus.events import OrderEvent, PriceWalkUpdated
-from engine.model import GroupKind, Order, OrderStatus, OrderType, net_price_label, oco_group_of
+from engine.model import GroupKind, Order, OrderGroup, OrderStatus, OrderType, net_price_label, oco_group_of
 from widgets import engine_queries as eq
 from widgets.base import EventBatch, Panel
 from widgets.order_ticket import describe_leg, describe_legs_short
@@ -214,20 +214,18 @@ class OrdersPanel(Panel):
         engine forgets a group once it has ended and the order still belongs to it in the history tabs."""
         g = eq.order_group(self.engine, o.order_id)
         if g is not None:
-            if o.order_id == g.entry_order_id:
-                part = "entry"
-            elif g.kind is GroupKind.OCO:
-                part = f"{g.member_order_ids.index(o.order_id) + 1} of 2" if o.order_id in g.member_order_ids else ""
-            else:
-                part = "stop" if o.order_type.is_stop else "target"
-            name = {GroupKind.BRACKET: "Bracket", GroupKind.OCO: "OCO", GroupKind.PROFIT_TAKER: "Profit taker"}
-            label = f"{name.get(g.kind, g.kind.value)} {g.group_id.removeprefix('grp-')[:6]}"
-            self._groups[o.order_id] = f"{label} · {part}" if part else label
+            self._groups[o.order_id] = _group_label(g, o)
         elif o.order_id not in self._groups:
             gid = oco_group_of(o.tag) or (o.tag.removeprefix("profit:") if o.tag.startswith("profit:") else None)
             if gid:
-                kind = "OCO" if o.tag.startswith("oco:") else "Profit taker"
-                self._groups[o.order_id] = f"{kind} {gid.removeprefix('grp-')[:6]}"
+                # an ended group (after a restart, say) is in the store: a bracket's exits carry the same
+                # oco: tag as an OCO pair's members, so only the stored group tells which it was
+                stored = eq.stored_order_group(self.engine, gid)
+                if stored is not None:
+                    self._groups[o.order_id] = _group_label(stored, o)
+                else:
+                    kind = "OCO" if o.tag.startswith("oco:") else "Profit taker"
+                    self._groups[o.order_id] = f"{kind} {gid.removeprefix('grp-')[:6]}"
         label = self._groups.get(o.order_id, "")
         cap = self._walking.get(o.order_id)
         if cap is not None:  # the engine is walking its price toward natural
@@ -309,3 +307,18 @@ class OrdersPanel(Panel):
         i = state.get("filter")
         if isinstance(i, int) and 0 <= i < self.tabs.count():
             self.tabs.setCurrentIndex(i)
+
+
+_GROUP_KIND_NAMES = {GroupKind.BRACKET: "Bracket", GroupKind.OCO: "OCO", GroupKind.PROFIT_TAKER: "Profit taker"}
+
+
+def _group_label(g: OrderGroup, o: Order) -> str:
+    """``Bracket 3f2a91 · stop``: the group's kind, its id and the order's part in it."""
+    if o.order_id == g.entry_order_id:
+        part = "entry"
+    elif g.kind is GroupKind.OCO:
+        part = f"{g.member_order_ids.index(o.order_id) + 1} of 2" if o.order_id in g.member_order_ids else ""
+    else:
+        part = "stop" if o.order_type.is_stop else "target"
+    label = f"{_GROUP_KIND_NAMES.get(g.kind, g.kind.value)} {g.group_id.removeprefix('grp-')[:6]}"
+    return f"{label} · {part}" if part else label

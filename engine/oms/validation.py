@@ -177,6 +177,13 @@ def _price_problem(order_type: OrderType, limit_price: Any, legs: tuple[Leg, ...
         if price == 0 or (price > 0) != (side.sign > 0):
             want = "positive (a debit)" if side.sign > 0 else "negative (a credit)"
             return Problem("price_sign", f"single-leg {side.value} limit price must be {want}, got {price}")
+    if order_type is OrderType.STOP_LIMIT:
+        stop, _ = parse_price(stop_price)  # checked above
+        if stop is not None and price < stop:
+            return Problem("limit_behind_trigger", (
+                f"stop-limit: the limit {price} is behind its stop {stop}. Triggered when the net price reaches "
+                f"{stop}, a limit of {price} would rest where the market has already passed: a buy's limit goes at "
+                "or above its stop, a sell's at or below it (a credit of at most the stop's)"))
     return None
 
 

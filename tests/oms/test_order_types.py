@@ -37,11 +37,22 @@ def _factory() -> OrderFactory:
     (_intent(Side.SELL, stop="1.20"), "stop_price_sign", "must be negative"),
     (_intent(stop=Decimal("NaN")), "price_not_finite", "stop price"),
     (_intent(stop="5000000"), "price_out_of_range", "stop price"),
+    # a buy triggered at 9.00 with a limit of 8.90: it would rest below the price that triggered it
+    (_intent(kind=OrderType.STOP_LIMIT, stop="9.00", limit="8.90"), "limit_behind_trigger", "behind its stop 9.00"),
+    # a sell triggered when the credit falls to 1.00 that asks for 1.10
+    (_intent(Side.SELL, kind=OrderType.STOP_LIMIT, stop="-1.00", limit="-1.10"), "limit_behind_trigger",
+     "a sell's at or below it"),
 ])
 def test_bad_stops_are_refused_with_a_code_and_a_message(intent, code, words):
     with pytest.raises(OrderValidationError) as err:
         _factory().create(intent)
     assert err.value.code == code and words in str(err.value)
+
+
+def test_a_stop_limit_may_take_its_limit_at_its_stop_or_beyond_it():
+    for side, stop, limit in ((Side.BUY, "9.00", "9.00"), (Side.BUY, "9.00", "9.40"), (Side.SELL, "-1.00", "-0.90")):
+        order = _factory().create(_intent(side, kind=OrderType.STOP_LIMIT, stop=stop, limit=limit))
+        assert (order.stop_price, order.limit_price) == (Decimal(stop), Decimal(limit))
 
 
 def test_the_factory_puts_the_stop_on_the_tick_and_keeps_it_on_the_order():

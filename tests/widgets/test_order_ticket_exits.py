@@ -13,8 +13,9 @@ from engine.analytics.order_exits import ExitPriceError, bracket_prices, check_p
 from engine.bus.commands import SubmitBracket, SubmitOco, SubmitOrder, SubmitProfitTaker
 from engine.bus.events import ChainUpdated, Event
 from engine.model import GroupKind, OrderStatus, OrderType, Side
-from tests.qt_fixtures import wait_for_condition
+from tests.qt_fixtures import run_async, wait_for_condition
 from tests.widgets.conftest import XYZ_CHAIN
+from widgets import engine_queries as eq
 from widgets.base import EventAccumulator, EventBatch
 from widgets.chain_table import ChainPanel
 from widgets.order_ticket import TicketPanel
@@ -122,10 +123,14 @@ def test_a_stop_order_is_checked_against_the_mark_then_sent_and_shown_with_its_t
     ticket.stop_spin.setValue(round(mid + 0.50, 2))
     assert ticket.submit_button.isEnabled()
 
-    # a stop-limit: both prices in the table
+    # a stop-limit: its limit behind its stop is refused at the limit field, then both prices in the table
     ticket.type_box.setCurrentIndex(ticket.type_box.findData(OrderType.STOP_LIMIT))
-    ticket.set_limit_price(Decimal(f"{mid + 0.60:.2f}"))
     ticket.stop_spin.setValue(round(mid + 0.50, 2))
+    ticket.set_limit_price(Decimal(f"{mid + 0.40:.2f}"))
+    assert "behind its stop" in ticket.message.text() and not ticket.submit_button.isEnabled()
+    assert "d64541" in ticket.price_spin.styleSheet() and ticket.stop_spin.styleSheet() == ""
+    ticket.set_limit_price(Decimal(f"{mid + 0.60:.2f}"))
+    assert ticket.submit_button.isEnabled() and ticket.price_spin.styleSheet() == ""
     order = _send(qtbot, ticket)
     assert order.order_type is OrderType.STOP_LIMIT and order.limit_price == Decimal(f"{mid + 0.60:.2f}")
     orders.apply_events(acc.take())
@@ -173,6 +178,19 @@ def test_a_bracket_in_percent_of_max_places_its_exits_once_the_entry_fills(qtbot
     assert orders.model.value(orders.model.row_of(group.entry_order_id), "group") == f"Bracket {short} · entry"
     orders.tabs.setCurrentIndex(0)
     shot(orders, "orders-bracket")
+
+    # once the group has ended the engine forgets it (it lives on in the store); a table that never saw it
+    # working (after a restart) still names the exits as a bracket's, not as an OCO pair's
+    from engine.bus.commands import CancelOrderGroup
+
+    run_async(qtbot, paper.bus.send(CancelOrderGroup(group_id=group.group_id)))
+    wait_for_condition(qtbot, lambda: paper.oms.order(stop_id).status is OrderStatus.CANCELLED)
+    assert eq.order_group(paper, stop_id) is None
+    fresh = OrdersPanel(paper)
+    qtbot.addWidget(fresh)
+    fresh.tabs.setCurrentIndex(2)  # cancelled
+    assert fresh.model.value(fresh.model.row_of(stop_id), "group") == f"Bracket {short} · stop"
+    assert fresh.model.value(fresh.model.row_of(target_id), "group") == f"Bracket {short} · target"
 
 
 def test_a_bracket_target_beyond_max_profit_is_refused_before_anything_is_sent(qtbot, paper) -> None:
