@@ -23,6 +23,7 @@ from collections.abc import Callable
 THREADS_ENV = "OPTIONDESK_PRICING_THREADS"
 
 _threads: int | None = None
+_inside = threading.local()  # set while this thread runs a chunk: a split inside a chunk runs on it alone
 
 
 def cores() -> int:
@@ -61,17 +62,25 @@ def run_chunks(fn: Callable[[int, int], None], n: int, min_chunk: int) -> int:
     """Call ``fn(start, stop)`` over ``[0, n)`` in contiguous chunks of at least ``min_chunk`` items, one per
     thread, the caller's thread taking the first; returns the number of chunks. An exception in any chunk is
     raised after every chunk has finished (the output arrays are never left half-written by a running
-    thread)."""
-    k = max(1, min(threads(), n // max(1, min_chunk)))
+    thread). Inside a chunk (a solve split per option whose kernels would split again) it runs on the calling
+    thread alone: the outer split already uses every thread allowed."""
+    k = 1 if getattr(_inside, "active", False) else max(1, min(threads(), n // max(1, min_chunk)))
     if k == 1:
         fn(0, n)
         return 1
     bounds = [n * i // k for i in range(k + 1)]
     errors: list[BaseException] = []
 
-    def run(start: int, stop: int) -> None:
+    def as_chunk(start: int, stop: int) -> None:
+        _inside.active = True
         try:
             fn(start, stop)
+        finally:
+            _inside.active = False
+
+    def run(start: int, stop: int) -> None:
+        try:
+            as_chunk(start, stop)
         except BaseException as exc:  # re-raised on the caller's thread below
             errors.append(exc)
 
@@ -80,7 +89,7 @@ def run_chunks(fn: Callable[[int, int], None], n: int, min_chunk: int) -> int:
     for worker in workers:
         worker.start()
     try:
-        fn(bounds[0], bounds[1])
+        as_chunk(bounds[0], bounds[1])
     finally:
         for worker in workers:
             worker.join()

@@ -369,6 +369,8 @@ class AmericanResult:
 _MIN_RATE_TIME = 1e-5
 #: options per thread before a compiled boundary or premium pass is split over threads (~1 ms of work each)
 _SPLIT_CHUNK = 96
+#: options per thread before an implied-vol solve is split into solves per thread
+_IV_SPLIT_CHUNK = 256
 #: an early-exercise premium proven below this fraction of the strike is not computed (price-only calls)
 SKIP_PREMIUM_BELOW = 1e-10
 #: price-only calls compute a premium proven below this fraction of the strike with the next coarser scheme
@@ -630,8 +632,16 @@ def implied_vol(
     vol = np.full(reason.shape, np.nan)
     ok = reason == 0
     if ok.any():
-        v, sub = _american_iv_flat(p[ok], is_call[ok], S_[ok], K_[ok], T_[ok], r_[ok], q_[ok], x_init[ok], sch,
-                                   tol, max_iter)
+        args = [p[ok], is_call[ok], S_[ok], K_[ok], T_[ok], r_[ok], q_[ok], x_init[ok]]
+        v = np.empty(args[0].shape[0])
+        sub = np.empty(args[0].shape[0], dtype=np.int8)
+
+        def chunk(start: int, stop: int) -> None:
+            v[start:stop], sub[start:stop] = _american_iv_flat(*(a[start:stop] for a in args), sch, tol, max_iter)
+
+        # whole solves per thread, not only their kernels: the numpy work around the kernels (about half the
+        # time) then runs while the other thread is in a kernel; every option's iterations are its own
+        _split.run_chunks(chunk, v.shape[0], _IV_SPLIT_CHUNK)
         vol[ok] = v
         reason[ok] = sub
     return (vol, reason) if return_reason else vol

@@ -81,3 +81,20 @@ def test_thread_count_setting_then_environment_then_cores(monkeypatch: pytest.Mo
         assert _split.threads() == _split.cores()
     with pytest.raises(ValueError, match="at least 1"):
         _split.set_threads(0)
+
+
+def test_a_split_inside_a_chunk_runs_on_that_chunks_thread_alone() -> None:
+    """An implied-vol solve split per option calls kernels that split too: the inner split must not start
+    threads of its own (it would put two threads on each core)."""
+    _split.set_threads(2)
+    inner: list[tuple[int, int]] = []
+
+    def outer(start: int, stop: int) -> None:
+        me = threading.get_ident()
+        ran_on: list[int] = []
+        chunks = _split.run_chunks(lambda a, b: ran_on.append(threading.get_ident()), 10_000, min_chunk=10)
+        inner.append((chunks, len(set(ran_on) - {me})))
+
+    assert _split.run_chunks(outer, 1000, min_chunk=100) == 2
+    assert inner == [(1, 0), (1, 0)]
+    assert _split.run_chunks(lambda a, b: None, 10_000, min_chunk=10) == 2  # outside a chunk it splits again
