@@ -356,9 +356,10 @@ def implied_vol_forward(
 
 def _implied_vol_compiled(
     compiled: Any, spot_inputs: bool, p: np.ndarray, is_call: np.ndarray, S: np.ndarray, K: np.ndarray,
-    T: np.ndarray, r: np.ndarray, q: np.ndarray, F: np.ndarray, df: np.ndarray,
+    T: np.ndarray, r: np.ndarray, q: np.ndarray, F: np.ndarray | None, df: np.ndarray | None,
 ) -> tuple[FloatArray, np.ndarray]:
     """Implied vols through the compiled kernel: checks, reasons and the whole solve per option in one pass.
+    ``F`` and ``df`` None: computed per chunk from the spot inputs, as :func:`implied_vol` always has.
 
     ``F``, ``df``, ``x = ln(F/K)`` and ``exp(θx/2)`` are numpy's, computed exactly as :func:`price` and the
     numpy solver compute them, so a deep in-the-money time value (a difference of large numbers) is rounded
@@ -366,25 +367,41 @@ def _implied_vol_compiled(
     (:mod:`engine.pricing._split`); every option's arithmetic is the same in any chunk."""
     vol = np.empty(p.size)
     reason = np.empty(p.size, dtype=np.int8)
-    (f, f_step), (k, k_step), (c, c_step) = _flat(F), _flat(K), _flat(is_call, np.bool_)
+    (s_, s_step), (k, k_step), (c, c_step) = _flat(S), _flat(K), _flat(is_call, np.bool_)
+    (t, t_step), (rr, r_step), (qq, q_step) = _flat(T), _flat(r), _flat(q)
+    given_f = None if F is None else _flat(F)
+    given_d = None if df is None else _flat(df)
+    f_step = (s_step or r_step or q_step or t_step) if given_f is None else given_f[1]
+    d_step = (r_step or t_step) if given_d is None else given_d[1]
     x_step = f_step or k_step
     b_step = x_step or c_step
-    inputs = [_flat(p), (c, c_step), _flat(S), (k, k_step), _flat(T), _flat(r), _flat(q), (f, f_step), _flat(df)]
+    inputs = [_flat(p), (c, c_step), (s_, s_step), (k, k_step), (t, t_step), (rr, r_step), (qq, q_step)]
 
     def part(a: np.ndarray, step: int, start: int, stop: int) -> np.ndarray:
         return a[start:stop] if step else a
 
     def chunk(start: int, stop: int) -> None:
-        # x and b_max per chunk: numpy's log/exp release the GIL, so they run on the chunk's thread too
+        # the forward, x and b_max per chunk: numpy's log/exp release the GIL, so they run on the chunk's thread
         with np.errstate(all="ignore"):
-            x = np.log(part(f, f_step, start, stop) / part(k, k_step, start, stop))
+            if given_f is None or given_d is None:
+                s_c, t_c = part(s_, s_step, start, stop), part(t, t_step, start, stop)
+                r_c, q_c = part(rr, r_step, start, stop), part(qq, q_step, start, stop)
+            f = s_c * np.exp((r_c - q_c) * t_c) if given_f is None else part(*given_f, start, stop)
+            d = np.exp(-r_c * t_c) if given_d is None else part(*given_d, start, stop)
+            x = np.log(f / part(k, k_step, start, stop))
             theta = np.where(part(c, c_step, start, stop), 1.0, -1.0)
             b_max = np.exp(0.5 * theta * x)  # one value per option unless x and θ are both one value
         compiled.implied_vol(spot_inputs, *(v for a, step in inputs for v in (part(a, step, start, stop), step)),
-                             x, x_step, b_max, b_step, vol[start:stop], reason[start:stop])
+                             _contiguous(f, f_step), f_step, _contiguous(d, d_step), d_step, x, x_step, b_max, b_step,
+                             vol[start:stop], reason[start:stop])
 
     _split.run_chunks(chunk, p.size, _IV_SPLIT_CHUNK)
     return vol.reshape(p.shape), reason.reshape(p.shape)
+
+
+def _contiguous(a: np.ndarray, step: int) -> np.ndarray:
+    """A kernel argument computed in a chunk: one value (step 0) or one per option, float64 and contiguous."""
+    return np.ascontiguousarray(a.reshape(-1)[:1] if not step else a.reshape(-1), dtype=np.float64)
 
 
 def _implied_vol_forward(
@@ -485,13 +502,13 @@ def implied_vol(
     (no time value), or at/above the upper bound (``S·e^{-qT}`` call, ``K·e^{-rT}`` put).
     """
     is_call, (p, S_, K_, T_, r_, q_) = broadcast_with_right(right, ("price", *_NAMES[:5]), price, S, K, T, r, q)
+    compiled = _kernels.kernels()
+    if compiled is not None:  # market checks, forward checks and solve fused per option
+        vol, reason = _implied_vol_compiled(compiled, True, p, is_call, S_, K_, T_, r_, q_, None, None)
+        return (vol, reason) if return_reason else vol
     with np.errstate(all="ignore"):
         fwd = S_ * np.exp((r_ - q_) * T_)
         df = np.exp(-r_ * T_)
-    compiled = _kernels.kernels()
-    if compiled is not None:  # market checks, forward checks and solve fused per option
-        vol, reason = _implied_vol_compiled(compiled, True, p, is_call, S_, K_, T_, r_, q_, fwd, df)
-        return (vol, reason) if return_reason else vol
     base = market_reasons(S_, K_, T_, r_, q_)
     vol, reason = implied_vol_forward(p, is_call, fwd, K_, T_, df)
     reason = np.where(base != 0, base, reason).astype(np.int8)
