@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit
 
 _INV_SQRT_2PI = 0.3989422804014326779399460599343818684758586311649
+_QD_STEP_DONE = 1e-6  # engine.pricing.american.QD_STEP_DONE (this module does not import it: numba reads it at compile)
 _SQRT1_2 = 0.7071067811865475244008443621048490392848359376885
 _SQRPI = 0.56418958354775628695  # 1/√π
 
@@ -82,8 +83,9 @@ def _nan_min(a: float, b: float) -> float:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: float) -> float:
-    """Li's QD+ boundary at one time: :func:`engine.pricing.american._qd_plus_boundary` for one element."""
+def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: float, x0: float) -> float:
+    """Li's QD+ boundary at one time, Halley steps from ``x0``: :func:`engine.pricing.american._qd_plus_boundary`
+    for one element."""
     s2 = sigma * sigma
     v = sigma * math.sqrt(tau)
     dr = math.exp(-r * tau)
@@ -97,7 +99,7 @@ def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: floa
     beta = alpha * (1 / (1 - dr) + lam_p / den) - lam
     a_rdr = alpha / (r * dr)
     x_min = 1e-10 * K
-    x = x_max
+    x = x0
     for _ in range(4):  # as american._qd_plus_boundary (the test of both paths holds them together)
         S = _nan_max(x, x_min)
         dp = math.log(S * dq / (K * dr)) / v + 0.5 * v
@@ -123,7 +125,7 @@ def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: floa
         if not math.isfinite(step):
             step = 0.0
         x = _nan_max(x_min, x - step)
-        if abs(step) <= 1e-13 * K:
+        if abs(step) <= _QD_STEP_DONE * K:
             break
     return _nan_min(x, x_max)
 
@@ -151,10 +153,13 @@ def put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, sig
         xm = k * ra / (qa if qa > 0 else 1.0) if qa > ra else k
         x_max[a] = xm
         H[a, 0] = 0.0
+        start = xm
         for i in range(n):
             zi = (1 + z_nodes[i + 1]) / 2
             tau[i] = t * (zi * zi)
-            b0 = _qd_plus(tau[i], k, ra, qa, s, xm)
+            b0 = _qd_plus(tau[i], k, ra, qa, s, xm, start)
+            if b0 == b0:  # the next node (a longer time, a lower put boundary) starts from this one's
+                start = b0
             h = math.log(_nan_min(b0, xm) / xm)
             H[a, i + 1] = h * h
         for i in range(n):
