@@ -10,9 +10,9 @@ Each kernel does one option per loop iteration, with the same operations in the 
 reference path in :mod:`engine.pricing.bsm` and :mod:`engine.pricing.lets_be_rational`; the only fastmath
 flag is FMA contraction (a multiply-add rounded once). ``ndtri`` and ``ndtr`` (region 3 of the normalised
 Black function, one initial-guess branch) are scipy's own compiled functions, called through their Cython C
-entry points; the other cumulative normals and the solver's ``erfcx`` are inline rational approximations (Cephes' erf/erfc
-coefficients, as scipy's ndtr uses) that share or avoid exponentials. The results differ from the numpy
-path only by the last-bit rounding of those functions, of the fused multiply-adds and of ``exp``/``log``
+entry points; the other cumulative normals and the solver's ``erfcx`` are inline rational approximations
+(Cephes' erf/erfc coefficients, as scipy's ndtr uses) that share or avoid exponentials. The results differ
+from the numpy path only by the last-bit rounding of those functions, of the fused multiply-adds and of ``exp``/``log``
 (numpy uses its own SIMD versions): ~1e-15 relative, tested to 1e-14.
 
 Algorithm and coefficients of the implied-vol solver after Peter Jäckel, "Let's Be Rational", Wilmott (2015),
