@@ -656,7 +656,8 @@ def implied_vol(
         sub = np.empty(args[0].shape[0], dtype=np.int8)
 
         def chunk(start: int, stop: int) -> None:
-            v[start:stop], sub[start:stop] = _american_iv_flat(*(a[start:stop] for a in args), sch, tol, max_iter)
+            pc, cc, sc, kc, tc, rc, qc, xc = (a[start:stop] for a in args)
+            v[start:stop], sub[start:stop] = _american_iv_flat(pc, cc, sc, kc, tc, rc, qc, xc, sch, tol, max_iter)
 
         # whole solves per thread, not only their kernels: the numpy work around the kernels (about half the
         # time) then runs while the other thread is in a kernel; every option's iterations are its own
