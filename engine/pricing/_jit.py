@@ -44,6 +44,9 @@ _ndtri_c = types.ExternalFunction("optiondesk_ndtri", types.float64(types.float6
 # makes the long polynomials of the implied-vol solve ~25 % faster; no flag that assumes finite values or
 # reorders sums (NaN checks and the operation order of the numpy reference stay valid: tests hold them to 1e-14)
 _OPTS: dict[str, Any] = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
+# the Greeks kernels are exact instead: one is compiled per output set, and LLVM would fuse differently in each,
+# where a caller asking for price and delta must get bit for bit the all-outputs kernel's price and delta
+_EXACT_OPTS: dict[str, Any] = {**_OPTS, "fastmath": False}
 
 DBL_EPSILON = _lbr.DBL_EPSILON
 DBL_MIN = _lbr.DBL_MIN
@@ -140,7 +143,7 @@ def _ndtr_e(a, e):
     return 1.0 - y if x > 0 else y
 
 
-@njit(inline="always", **_OPTS)  # inlined into the caller's loop, which LLVM can then vectorise
+@njit(inline="always", **_EXACT_OPTS)  # inlined into the caller's loop, which LLVM can then vectorise
 def _ndtr_select(a, e):
     """:func:`_ndtr_e` without branches, bit for bit: every region's rational function is evaluated (on its
     argument clamped into the region) and the result selected.
@@ -349,7 +352,7 @@ def _greeks_kernel(wanted: frozenset[str]):
                     charm = (sign * q_ * dq_n1 - dq_pdf * (2 * (r_ - q_) * t_ - d2 * vol_t) / (2 * t_ * vol_t))
                     och[j] = charm * _ONE_OVER_DAYS if valid else nan
 
-    return njit([_GREEKS_SIG], **_OPTS)(greeks)
+    return njit([_GREEKS_SIG], **_EXACT_OPTS)(greeks)
 
 
 #: output sets with a kernel of their own (what the engine's callers ask for), compiled at import;
@@ -758,19 +761,12 @@ def implied_vol(spot_inputs, price, p_step, c, c_step, S, S_step, K, K_step, T, 
                     reason[i] = _NO_CONVERGENCE
 
 
-@_nb(types.void(_F, _I, _F, _I, _B, _I, _OUT))
-def normalised_black(x, x_step, s, s_step, call, c_step, out):
-    """lets_be_rational.normalised_black per option: the intrinsic part (a series near x = 0) plus the
-    out-of-the-money part b(−|x|, s) by the same region split, in one pass instead of numpy's ~30 (bsm.price
-    calls it on every American pricing and every chain refresh). ``*_step`` 0: one value for every option."""
+@_nb(types.void(_F, _I, _F, _I, _OUT))
+def normalised_black_otm(x, x_step, s, s_step, out):
+    """lets_be_rational.normalised_black_otm per option, b(−|x|, s), by the same region split in one pass
+    instead of numpy's ~30 (bsm.price calls it on every American pricing and every chain refresh). The
+    intrinsic part stays numpy's, so a deep in-the-money price rounds exactly as the implied-vol solve's time
+    value expects. ``*_step`` 0: one value for every option."""
     for i in range(out.size):
-        xi = x[i * x_step]
-        y = xi if call[i * c_step] else -xi
-        y2 = y * y
-        if y2 < _INTRINSIC_SERIES_LIMIT:
-            intrinsic = y * (1 + y2 * (1.0 / 24.0 + y2 * (1.0 / 1920.0 + y2 * (1.0 / 322560.0 + y2 / 92897280.0))))
-        else:
-            half = math.exp(0.5 * y)
-            intrinsic = half - 1.0 / half
-        b_otm, _ = _black_and_vega(-abs(xi), s[i * s_step])
-        out[i] = _nan_max(intrinsic, 0.0) + b_otm
+        b_otm, _ = _black_and_vega(-abs(x[i * x_step]), s[i * s_step])
+        out[i] = b_otm

@@ -124,15 +124,18 @@ def price(
 
 
 def _normalised_black(x: np.ndarray, s: np.ndarray, is_call: np.ndarray) -> np.ndarray:
-    """Jäckel's normalised Black function b(x, s, θ): compiled in one pass when the kernels are loaded, else
-    numpy's region split (the reference; prices agree within 1e-14 of S, and within 1e-12 relative far out of
-    the money, where the two erfcx implementations differ in their last bits)."""
+    """Jäckel's normalised Black function b(x, s, θ) = intrinsic(θx) + b(−|x|, s). The out-of-the-money part
+    is compiled in one pass when the kernels are loaded, else numpy's region split (the reference; prices agree
+    within 1e-14 of S, and within 1e-12 relative far out of the money, where the two erfcx implementations
+    differ in their last bits). The intrinsic part is always numpy's: the implied-vol solve subtracts numpy's
+    intrinsic from a deep in-the-money price, and the two must round alike."""
+    theta = np.where(is_call, 1.0, -1.0)
     compiled = _kernels.kernels()
     if compiled is None:
-        return lbr.normalised_black(x, s, np.where(is_call, 1.0, -1.0))
-    out = np.empty(x.size)
-    compiled.normalised_black(*_flat(x), *_flat(s), *_flat(is_call, np.bool_), out)
-    return out.reshape(x.shape)
+        return lbr.normalised_black(x, s, theta)
+    otm = np.empty(x.size)
+    compiled.normalised_black_otm(*_flat(x), *_flat(s), otm)
+    return lbr.normalised_intrinsic(x, theta) + otm.reshape(x.shape)
 
 
 def select_outputs(outputs: Iterable[str] | None) -> frozenset[str]:
