@@ -8,7 +8,7 @@ caller's thread.
 
 Each kernel does one option per loop iteration, with the same operations in the same order as the numpy
 reference path in :mod:`engine.pricing.bsm` and :mod:`engine.pricing.lets_be_rational`; the only fastmath
-flag is FMA contraction (a multiply-add rounded once). ``ndtri`` and ``ndtr`` (region 3 of the normalised
+flag is FMA contraction (a multiply-add rounded once), and not in the Greeks kernels. ``ndtri`` and ``ndtr`` (region 3 of the normalised
 Black function, one initial-guess branch) are scipy's own compiled functions, called through their Cython C
 entry points; the other cumulative normals and the solver's ``erfcx`` are inline rational approximations
 (Cephes' erf/erfc coefficients, as scipy's ndtr uses) that share or avoid exponentials. The results differ
