@@ -23,16 +23,23 @@ def test_chunks_cover_the_batch_once_in_contiguous_parts_on_distinct_threads() -
     _split.set_threads(4)
     seen = np.zeros(1003, dtype=int)
     ran_on: list[int] = []
-    together = threading.Barrier(4, timeout=10)  # passes only if four chunks run at the same time
+    parts: list[tuple[int, int]] = []
+    together = threading.Barrier(4, timeout=10)  # passes only if four threads run chunks at the same time
 
     def fn(start: int, stop: int) -> None:
-        ran_on.append(threading.get_ident())
-        together.wait()
+        if threading.get_ident() not in ran_on:
+            ran_on.append(threading.get_ident())
+            together.wait()
+        parts.append((start, stop))
         seen[start:stop] += 1
 
     assert _split.run_chunks(fn, 1003, min_chunk=100) == 4
     assert (seen == 1).all()
-    assert len(set(ran_on)) == 4 and threading.get_ident() in ran_on  # the caller takes a chunk
+    assert len(set(ran_on)) == 4 and threading.get_ident() in ran_on  # the caller takes chunks too
+    # more chunks than threads (taken from a shared counter), each at least min_chunk, together contiguous
+    parts.sort()
+    assert len(parts) == 10 and all(b - a >= 100 for a, b in parts)
+    assert parts[0][0] == 0 and parts[-1][1] == 1003 and all(parts[i][1] == parts[i + 1][0] for i in range(9))
 
 
 def test_small_batches_and_one_thread_run_on_the_caller_alone() -> None:
@@ -96,5 +103,5 @@ def test_a_split_inside_a_chunk_runs_on_that_chunks_thread_alone() -> None:
         inner.append((chunks, len(set(ran_on) - {me})))
 
     assert _split.run_chunks(outer, 1000, min_chunk=100) == 2
-    assert inner == [(1, 0), (1, 0)]
+    assert len(inner) == 8 and set(inner) == {(1, 0)}  # 8 chunks on 2 threads, none split again
     assert _split.run_chunks(lambda a, b: None, 10_000, min_chunk=10) == 2  # outside a chunk it splits again
