@@ -66,10 +66,12 @@ def set_threads(n: int | None) -> None:
 CHUNKS_PER_THREAD = 4
 
 
-def run_chunks(fn: Callable[[int, int], None], n: int, min_chunk: int) -> int:
+def run_chunks(fn: Callable[[int, int], None], n: int, min_chunk: int,
+               chunks_per_thread: int = CHUNKS_PER_THREAD) -> int:
     """Call ``fn(start, stop)`` over ``[0, n)`` in contiguous chunks of at least ``min_chunk`` items on up to
     :func:`threads` threads, the caller's among them; returns the number of threads used. Each thread takes
-    the next chunk from a shared counter until none is left. An exception in any chunk is raised after every
+    the next chunk from a shared counter until none is left (``chunks_per_thread`` 1: one chunk each, for work
+    whose cost per chunk is mostly fixed Python overhead). An exception in any chunk is raised after every
     thread has finished (the output arrays are never left half-written by a running thread). Inside a chunk (a
     solve split per option whose kernels would split again) it runs on the calling thread alone: the outer split
     already uses every thread allowed."""
@@ -77,7 +79,7 @@ def run_chunks(fn: Callable[[int, int], None], n: int, min_chunk: int) -> int:
     if k == 1:
         fn(0, n)
         return 1
-    chunks = max(k, min(k * CHUNKS_PER_THREAD, n // max(1, min_chunk)))
+    chunks = max(k, min(k * max(1, chunks_per_thread), n // max(1, min_chunk)))
     bounds = [n * i // chunks for i in range(chunks + 1)]
     taken = itertools.count()  # next() on a count is atomic under the GIL
     errors: list[BaseException] = []

@@ -660,8 +660,9 @@ def implied_vol(
             v[start:stop], sub[start:stop] = _american_iv_flat(pc, cc, sc, kc, tc, rc, qc, xc, sch, tol, max_iter)
 
         # whole solves per thread, not only their kernels: the numpy work around the kernels (about half the
-        # time) then runs while the other thread is in a kernel; every option's iterations are its own
-        _split.run_chunks(chunk, v.shape[0], _IV_SPLIT_CHUNK)
+        # time) then runs while the other thread is in a kernel; every option's iterations are its own. One
+        # chunk per thread: a solve's numpy work costs per call more than per option, so more chunks cost more
+        _split.run_chunks(chunk, v.shape[0], _IV_SPLIT_CHUNK, chunks_per_thread=1)
         vol[ok] = v
         reason[ok] = sub
     return (vol, reason) if return_reason else vol

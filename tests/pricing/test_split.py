@@ -105,3 +105,11 @@ def test_a_split_inside_a_chunk_runs_on_that_chunks_thread_alone() -> None:
     assert _split.run_chunks(outer, 1000, min_chunk=100) == 2
     assert len(inner) == 8 and set(inner) == {(1, 0)}  # 8 chunks on 2 threads, none split again
     assert _split.run_chunks(lambda a, b: None, 10_000, min_chunk=10) == 2  # outside a chunk it splits again
+
+
+def test_one_chunk_per_thread_when_asked() -> None:
+    """An American implied-vol solve costs per call more than per option: it asks for one chunk per thread."""
+    _split.set_threads(2)
+    parts: list[tuple[int, int]] = []
+    assert _split.run_chunks(lambda a, b: parts.append((a, b)), 1000, min_chunk=100, chunks_per_thread=1) == 2
+    assert sorted(parts) == [(0, 500), (500, 1000)]
