@@ -191,6 +191,9 @@ def test_a_bracket_in_percent_of_max_places_its_exits_once_the_entry_fills(qtbot
     fresh.tabs.setCurrentIndex(2)  # cancelled
     assert fresh.model.value(fresh.model.row_of(stop_id), "group") == f"Bracket {short} · stop"
     assert fresh.model.value(fresh.model.row_of(target_id), "group") == f"Bracket {short} · target"
+    fresh.resize(1400, 200)
+    fresh.table.scrollTo(fresh.model.index(0, fresh.model.columnCount() - 1))  # the Group column in view
+    shot(fresh, "orders-bracket-ended")
 
 
 def test_a_bracket_target_beyond_max_profit_is_refused_before_anything_is_sent(qtbot, paper) -> None:
