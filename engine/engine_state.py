@@ -52,9 +52,9 @@ log = logging.getLogger("engine.core")  # the name its records had before the mo
 T = TypeVar("T")
 
 
-
 class EngineNotRunning(RuntimeError):
     """Work was asked of an engine that is stopping or stopped (a late job is dropped, not an error)."""
+
 
 class EngineClock:
     """The engine's current clock, whatever feed drives it (components keep this one object)."""

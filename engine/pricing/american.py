@@ -181,7 +181,7 @@ def _x_max(K: np.ndarray, r: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def _qd_plus_boundary(tau: np.ndarray, K: np.ndarray, r: np.ndarray, q: np.ndarray, sigma: np.ndarray,
-                      x_max: np.ndarray, iterations: int = 4) -> np.ndarray:
+                      x_max: np.ndarray, iterations: int = QD_ITER) -> np.ndarray:
     """Li's QD+ approximation of the put exercise boundary at times ``tau`` (N, n), ascending along axis 1, for
     options given as columns (N, 1).
 

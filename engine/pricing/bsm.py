@@ -371,12 +371,13 @@ def _implied_vol_compiled(
     (:mod:`engine.pricing._split`); every option's arithmetic is the same in any chunk."""
     vol = np.empty(p.size)
     reason = np.empty(p.size, dtype=np.int8)
+    if (F is None) != (df is None):
+        raise ValueError("give both the forward and the discount factor, or neither")
     (s_, s_step), (k, k_step), (c, c_step) = _flat(S), _flat(K), _flat(is_call, np.bool_)
     (t, t_step), (rr, r_step), (qq, q_step) = _flat(T), _flat(r), _flat(q)
-    given_f = None if F is None else _flat(F)
-    given_d = None if df is None else _flat(df)
-    f_step = (s_step or r_step or q_step or t_step) if given_f is None else given_f[1]
-    d_step = (r_step or t_step) if given_d is None else given_d[1]
+    given = None if F is None or df is None else (_flat(F), _flat(df))
+    f_step = (s_step or r_step or q_step or t_step) if given is None else given[0][1]
+    d_step = (r_step or t_step) if given is None else given[1][1]
     x_step = f_step or k_step
     b_step = x_step or c_step
     inputs = [_flat(p), (c, c_step), (s_, s_step), (k, k_step), (t, t_step), (rr, r_step), (qq, q_step)]
@@ -387,11 +388,12 @@ def _implied_vol_compiled(
     def chunk(start: int, stop: int) -> None:
         # the forward, x and b_max per chunk: numpy's log/exp release the GIL, so they run on the chunk's thread
         with np.errstate(all="ignore"):
-            if given_f is None or given_d is None:
-                s_c, t_c = part(s_, s_step, start, stop), part(t, t_step, start, stop)
-                r_c, q_c = part(rr, r_step, start, stop), part(qq, q_step, start, stop)
-            f = s_c * np.exp((r_c - q_c) * t_c) if given_f is None else part(*given_f, start, stop)
-            d = np.exp(-r_c * t_c) if given_d is None else part(*given_d, start, stop)
+            if given is None:
+                r_c, t_c = part(rr, r_step, start, stop), part(t, t_step, start, stop)
+                f = part(s_, s_step, start, stop) * np.exp((r_c - part(qq, q_step, start, stop)) * t_c)
+                d = np.exp(-r_c * t_c)
+            else:
+                f, d = part(*given[0], start, stop), part(*given[1], start, stop)
             x = np.log(f / part(k, k_step, start, stop))
             theta = np.where(part(c, c_step, start, stop), 1.0, -1.0)
             b_max = np.exp(0.5 * theta * x)  # one value per option unless x and θ are both one value

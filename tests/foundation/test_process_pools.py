@@ -139,9 +139,11 @@ def test_pool_workers_price_on_one_thread_each_while_the_parent_keeps_its_settin
     """The pool is the parallelism: its workers do not split pricing batches over threads as well."""
     from engine.pricing import _split
 
+    _split.set_threads(3)
     pool = new_process_pool(max_workers=1)
     try:
         assert pool.submit(_split.threads).result(timeout=60) == 1
+        assert _split.threads() == 3
     finally:
         shutdown_pool(pool)
-    assert _split.threads() == _split.cores() or os.environ.get(_split.THREADS_ENV)
+        _split.set_threads(None)

@@ -129,6 +129,7 @@ def test_a_stop_order_is_checked_against_the_mark_then_sent_and_shown_with_its_t
     ticket.set_limit_price(Decimal(f"{mid + 0.40:.2f}"))
     assert "behind its stop" in ticket.message.text() and not ticket.submit_button.isEnabled()
     assert "d64541" in ticket.price_spin.styleSheet() and ticket.stop_spin.styleSheet() == ""
+    shot(ticket, "ticket-stop-limit-refused")
     ticket.set_limit_price(Decimal(f"{mid + 0.60:.2f}"))
     assert ticket.submit_button.isEnabled() and ticket.price_spin.styleSheet() == ""
     order = _send(qtbot, ticket)
