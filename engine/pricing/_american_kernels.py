@@ -19,6 +19,8 @@ import math
 import numpy as np
 from numba import njit
 
+from engine.pricing import _jit  # the per-option European solve and normalised Black function
+
 _INV_SQRT_2PI = 0.3989422804014326779399460599343818684758586311649
 _QD_STEP_DONE = 1e-6  # engine.pricing.american.QD_STEP_DONE (this module does not import it: numba reads it at compile)
 _SQRT1_2 = 0.7071067811865475244008443621048490392848359376885
@@ -131,100 +133,131 @@ def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: floa
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _boundary_scratch(n: int, nq: int) -> tuple[np.ndarray, ...]:
+    """Work arrays of :func:`_boundary_one` for n nodes and nq quadrature points (allocated once per batch)."""
+    return (np.empty(n), np.empty(n), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)),
+            np.empty((n, nq)), np.empty((n, nq)))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _boundary_one(k: float, t: float, ra: float, qa: float, s: float, z_nodes: np.ndarray, m_frac: np.ndarray,
+                  sqrt_m_frac: np.ndarray, g1: np.ndarray, g2: np.ndarray, M_a: np.ndarray, iterations: int,
+                  Hrow: np.ndarray, scratch: tuple[np.ndarray, ...]) -> float:
+    """One put's boundary interpolant values into ``Hrow`` (n+1,); returns its X = K·min(1, r/q)."""
+    n = z_nodes.shape[0] - 1
+    nq = m_frac.shape[0]
+    tau, new_b, w12a, w12b, w3, v3, inv_v3, drift3 = scratch
+    xm = k * ra / (qa if qa > 0 else 1.0) if qa > ra else k
+    Hrow[0] = 0.0
+    start = xm
+    for i in range(n):
+        zi = (1 + z_nodes[i + 1]) / 2
+        tau[i] = t * (zi * zi)
+        b0 = _qd_plus(tau[i], k, ra, qa, s, xm, start)
+        if b0 == b0:  # the next node (a longer time, a lower put boundary) starts from this one's
+            start = b0
+        h = math.log(_nan_min(b0, xm) / xm)
+        Hrow[i + 1] = h * h
+    for i in range(n):
+        ti = tau[i]
+        sqrt_tau = math.sqrt(ti)
+        stv = sqrt_tau / s
+        for j in range(nq):
+            m = ti * m_frac[j]
+            v = s * (sqrt_tau * sqrt_m_frac[j])
+            v3[i, j] = v
+            inv_v3[i, j] = 1 / v
+            drift3[i, j] = (ra - qa) * m
+            eq = math.exp(qa * (ti - m)) * qa
+            w12a[i, j] = eq * ti * g1[j]
+            w12b[i, j] = eq * stv * g2[j] * _INV_SQRT_2PI
+            w3[i, j] = math.exp(ra * (ti - m)) * ra * stv * g2[j] * _INV_SQRT_2PI
+    ln_k_over_xm = math.log(k / xm)
+    for it in range(iterations):
+        for i in range(n):
+            ti = tau[i]
+            sqrt_tau = math.sqrt(ti)
+            v_tau = s * sqrt_tau
+            alpha = k * math.exp(-(ra - qa) * ti)
+            drift_k = (ra - qa) * ti
+            st = s * s * ti
+            sqrt_h = math.sqrt(_nan_max(Hrow[i + 1], 0.0))
+            b = xm * math.exp(-sqrt_h)
+            k12a = 0.0
+            k12b = 0.0
+            k3 = 0.0
+            for j in range(nq):
+                row = i * nq + j
+                hq = 0.0
+                for c in range(n + 1):
+                    hq += Hrow[c] * M_a[row, c]
+                ln_ratio = math.sqrt(_nan_max(hq, 0.0)) - sqrt_h
+                dp = (ln_ratio + drift3[i, j]) * inv_v3[i, j] + 0.5 * v3[i, j]
+                dm = dp - v3[i, j]
+                n_dp, e_dp = _ndtr_pdf(dp)
+                k12a += w12a[i, j] * n_dp
+                k12b += w12b[i, j] * e_dp
+                k3 += w3[i, j] * math.exp(-0.5 * dm * dm)
+            dp_k = (-sqrt_h - ln_k_over_xm + drift_k) / v_tau + 0.5 * v_tau
+            dm_k = dp_k - v_tau
+            n_dpk, e_dpk = _ndtr_pdf(dp_k)
+            phi_p = _INV_SQRT_2PI * e_dpk
+            phi_m = _INV_SQRT_2PI * math.exp(-0.5 * dm_k * dm_k)
+            Nv = phi_m / v_tau + k3
+            Dv = phi_p / v_tau + n_dpk + (k12a + k12b)
+            fv = alpha * Nv / Dv
+            if it == 0:  # one Jacobi-Newton step first
+                Dd = -phi_p * dp_k / (b * st) + phi_p / (b * v_tau)
+                Nd = -phi_m * dm_k / (b * st)
+                fd = alpha * (Nd / Dv - Dd * Nv / (Dv * Dv))
+                nb = b - (fv - b) / (fd - 1)
+                if nb > 0 and math.isfinite(nb):
+                    fv = nb
+            lo = 1e-12 * k
+            if fv != fv:
+                new_b[i] = math.nan
+            else:
+                new_b[i] = lo if fv < lo else (xm if fv > xm else fv)
+        for i in range(n):
+            h = math.log(new_b[i] / xm)
+            Hrow[i + 1] = h * h
+    return xm
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, sigma: np.ndarray,
                  z_nodes: np.ndarray, m_frac: np.ndarray, sqrt_m_frac: np.ndarray, g1: np.ndarray, g2: np.ndarray,
                  M_a: np.ndarray, iterations: int, H: np.ndarray, x_max: np.ndarray) -> None:
     """Boundary interpolant values into ``H`` (N, n+1) and ``x_max`` (N,): the numpy ``_put_boundary``.
 
     ``M_a`` is the (n·quad, n+1) interpolation matrix; node i's quadrature abscissae are rows i·quad … ."""
-    N = K.shape[0]
-    n = z_nodes.shape[0] - 1
-    nq = m_frac.shape[0]
-    tau = np.empty(n)
-    new_b = np.empty(n)
-    w12a = np.empty((n, nq))
-    w12b = np.empty((n, nq))
-    w3 = np.empty((n, nq))
-    v3 = np.empty((n, nq))
-    inv_v3 = np.empty((n, nq))
-    drift3 = np.empty((n, nq))
-    for a in range(N):
-        k, t, ra, qa, s = K[a], T[a], r[a], q[a], sigma[a]
-        xm = k * ra / (qa if qa > 0 else 1.0) if qa > ra else k
-        x_max[a] = xm
-        H[a, 0] = 0.0
-        start = xm
-        for i in range(n):
-            zi = (1 + z_nodes[i + 1]) / 2
-            tau[i] = t * (zi * zi)
-            b0 = _qd_plus(tau[i], k, ra, qa, s, xm, start)
-            if b0 == b0:  # the next node (a longer time, a lower put boundary) starts from this one's
-                start = b0
-            h = math.log(_nan_min(b0, xm) / xm)
-            H[a, i + 1] = h * h
-        for i in range(n):
-            ti = tau[i]
-            sqrt_tau = math.sqrt(ti)
-            stv = sqrt_tau / s
-            for j in range(nq):
-                m = ti * m_frac[j]
-                v = s * (sqrt_tau * sqrt_m_frac[j])
-                v3[i, j] = v
-                inv_v3[i, j] = 1 / v
-                drift3[i, j] = (ra - qa) * m
-                eq = math.exp(qa * (ti - m)) * qa
-                w12a[i, j] = eq * ti * g1[j]
-                w12b[i, j] = eq * stv * g2[j] * _INV_SQRT_2PI
-                w3[i, j] = math.exp(ra * (ti - m)) * ra * stv * g2[j] * _INV_SQRT_2PI
-        ln_k_over_xm = math.log(k / xm)
-        for it in range(iterations):
-            for i in range(n):
-                ti = tau[i]
-                sqrt_tau = math.sqrt(ti)
-                v_tau = s * sqrt_tau
-                alpha = k * math.exp(-(ra - qa) * ti)
-                drift_k = (ra - qa) * ti
-                st = s * s * ti
-                sqrt_h = math.sqrt(_nan_max(H[a, i + 1], 0.0))
-                b = xm * math.exp(-sqrt_h)
-                k12a = 0.0
-                k12b = 0.0
-                k3 = 0.0
-                for j in range(nq):
-                    row = i * nq + j
-                    hq = 0.0
-                    for c in range(n + 1):
-                        hq += H[a, c] * M_a[row, c]
-                    ln_ratio = math.sqrt(_nan_max(hq, 0.0)) - sqrt_h
-                    dp = (ln_ratio + drift3[i, j]) * inv_v3[i, j] + 0.5 * v3[i, j]
-                    dm = dp - v3[i, j]
-                    n_dp, e_dp = _ndtr_pdf(dp)
-                    k12a += w12a[i, j] * n_dp
-                    k12b += w12b[i, j] * e_dp
-                    k3 += w3[i, j] * math.exp(-0.5 * dm * dm)
-                dp_k = (-sqrt_h - ln_k_over_xm + drift_k) / v_tau + 0.5 * v_tau
-                dm_k = dp_k - v_tau
-                n_dpk, e_dpk = _ndtr_pdf(dp_k)
-                phi_p = _INV_SQRT_2PI * e_dpk
-                phi_m = _INV_SQRT_2PI * math.exp(-0.5 * dm_k * dm_k)
-                Nv = phi_m / v_tau + k3
-                Dv = phi_p / v_tau + n_dpk + (k12a + k12b)
-                fv = alpha * Nv / Dv
-                if it == 0:  # one Jacobi-Newton step first
-                    Dd = -phi_p * dp_k / (b * st) + phi_p / (b * v_tau)
-                    Nd = -phi_m * dm_k / (b * st)
-                    fd = alpha * (Nd / Dv - Dd * Nv / (Dv * Dv))
-                    nb = b - (fv - b) / (fd - 1)
-                    if nb > 0 and math.isfinite(nb):
-                        fv = nb
-                lo = 1e-12 * k
-                if fv != fv:
-                    new_b[i] = math.nan
-                else:
-                    new_b[i] = lo if fv < lo else (xm if fv > xm else fv)
-            for i in range(n):
-                h = math.log(new_b[i] / xm)
-                H[a, i + 1] = h * h
+    scratch = _boundary_scratch(z_nodes.shape[0] - 1, m_frac.shape[0])
+    for a in range(K.shape[0]):
+        x_max[a] = _boundary_one(K[a], T[a], r[a], q[a], sigma[a], z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a,
+                                 iterations, H[a], scratch)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _premium_one(s_: float, k: float, t: float, ra: float, qa: float, s: float, Hrow: np.ndarray, xm: float,
+                 t_frac: np.ndarray, sqrt_t_frac: np.ndarray, h: np.ndarray, M_p: np.ndarray) -> float:
+    """One put's early-exercise premium over its boundary (``Hrow``, ``xm`` from :func:`_boundary_one`)."""
+    n1 = Hrow.shape[0]
+    sqrt_t = math.sqrt(t)
+    ln_s_xm = math.log(s_ / xm)
+    total = 0.0
+    for j in range(t_frac.shape[0]):
+        tt = t * t_frac[j]
+        hq = 0.0
+        for c in range(n1):
+            hq += Hrow[c] * M_p[j, c]
+        ln_s_over_b = ln_s_xm + math.sqrt(_nan_max(hq, 0.0))
+        v = s * (sqrt_t * sqrt_t_frac[j])
+        dr = math.exp(-ra * tt)
+        dq = math.exp(-qa * tt)
+        dp = (ln_s_over_b + (ra - qa) * tt) / v + 0.5 * v
+        f = ra * k * dr * _ndtr_pdf(v - dp)[0] - qa * s_ * dq * _ndtr_pdf(-dp)[0]
+        total += h[j] * f
+    return _nan_max(t * total, 0.0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -232,24 +265,145 @@ def put_premium(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: n
                 H: np.ndarray, x_max: np.ndarray, t_frac: np.ndarray, sqrt_t_frac: np.ndarray, h: np.ndarray,
                 M_p: np.ndarray, out: np.ndarray) -> None:
     """Early-exercise premium of each put over its boundary into ``out``: the numpy ``_put_premium``."""
-    N = S.shape[0]
-    n1 = H.shape[1]
-    npt = t_frac.shape[0]
-    for a in range(N):
-        s_, k, t, ra, qa, s = S[a], K[a], T[a], r[a], q[a], sigma[a]
-        sqrt_t = math.sqrt(t)
-        ln_s_xm = math.log(s_ / x_max[a])
-        total = 0.0
-        for j in range(npt):
-            tt = t * t_frac[j]
-            hq = 0.0
-            for c in range(n1):
-                hq += H[a, c] * M_p[j, c]
-            ln_s_over_b = ln_s_xm + math.sqrt(_nan_max(hq, 0.0))
-            v = s * (sqrt_t * sqrt_t_frac[j])
-            dr = math.exp(-ra * tt)
-            dq = math.exp(-qa * tt)
-            dp = (ln_s_over_b + (ra - qa) * tt) / v + 0.5 * v
-            f = ra * k * dr * _ndtr_pdf(v - dp)[0] - qa * s_ * dq * _ndtr_pdf(-dp)[0]
-            total += h[j] * f
-        out[a] = _nan_max(t * total, 0.0)
+    for a in range(S.shape[0]):
+        out[a] = _premium_one(S[a], K[a], T[a], r[a], q[a], sigma[a], H[a], x_max[a], t_frac, sqrt_t_frac, h, M_p)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Implied vol: the whole secant iteration of american._american_iv_flat per option
+# --------------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _premium_bound(S: float, K: float, T: float, r: float, q: float, sigma: float) -> float:
+    """american.premium_bound for one put."""
+    k_bar = K * (r / (q if q > 0 else 1.0) if q > r else 1.0)
+    a = math.log(S / k_bar)
+    b = r - q - 0.5 * sigma * sigma
+    d_t = (a + b * T) / (sigma * math.sqrt(T))
+    inner = (a > 0) and (b > 0) and (a < b * T)
+    d_min = 2.0 * math.sqrt(a * b) / sigma if inner else d_t
+    most = K * -math.expm1(-r * T)
+    bound = most * _jit._ndtr_c(-d_min, 0)  # type: ignore[call-overload]  # scipy's ndtr (a numba external)
+    return bound if (a > 0) and math.isfinite(bound) else most
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _american_put_price(Sp: float, Kp: float, T: float, rp: float, qp: float, sigma: float, euro: float,
+                        tables: tuple, coarse_tables: tuple, limits: tuple, Hrow: np.ndarray, scratch: tuple,
+                        coarse_Hrow: np.ndarray, coarse_scratch: tuple) -> float:
+    """american._american_block (price only) for one put whose European value is ``euro``: the premium bound's
+    skip and coarse scheme, the boundary, the premium and the exercise test."""
+    min_rate_time, skip_below, coarse_below, has_coarse = limits
+    if not rp * T > min_rate_time:
+        return euro
+    bound = _premium_bound(Sp, Kp, T, rp, qp, sigma)
+    if bound <= skip_below * Kp:
+        return euro
+    tb, H, work = tables, Hrow, scratch
+    if has_coarse and bound <= coarse_below * Kp:
+        tb, H, work = coarse_tables, coarse_Hrow, coarse_scratch
+    z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a, iterations, t_frac, sqrt_t_frac, h, M_p = tb
+    xm = _boundary_one(Kp, T, rp, qp, sigma, z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a, iterations, H, work)
+    b_now = xm * math.exp(-math.sqrt(_nan_max(H[H.shape[0] - 1], 0.0)))  # z = 1: τ = T
+    prem = _nan_max(_premium_one(Sp, Kp, T, rp, qp, sigma, H, xm, t_frac, sqrt_t_frac, h, M_p), 0.0)
+    if Sp <= b_now:
+        return Kp - Sp
+    return _nan_max(euro + prem, Kp - Sp)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _price_vega_volga(call: bool, S: float, K: float, T: float, r: float, q: float, sigma: float, ln_sk: float,
+                      dq: float, dr: float) -> tuple[float, float, float]:
+    """European price, vega and volga per unit vol: the arithmetic of the compiled Greeks kernel for one
+    option (``ln_sk``, ``dq``, ``dr``: numpy's ln(S/K), e^{−qT}, e^{−rT}, as that kernel takes them)."""
+    sqrt_t = math.sqrt(T)
+    vol_t = sigma * sqrt_t
+    d1 = ln_sk
+    d1 += (r - q + 0.5 * sigma * sigma) * T
+    d1 /= vol_t
+    d2 = d1 - vol_t
+    e1 = math.exp(-0.5 * d1 * d1)
+    e2 = e1 * ((S * dq) / (K * dr))
+    if not (e1 > 1e-300 and e2 <= 1.0):
+        e2 = math.exp(-0.5 * d2 * d2)
+    sign = 1.0 if call else -1.0
+    dq_n1 = dq * _jit._ndtr_e(sign * d1, e1)
+    k_dr_n2 = dr * K
+    k_dr_n2 *= _jit._ndtr_e(sign * d2, e2)
+    dq_pdf = e1 * (dq * _INV_SQRT_2PI)
+    value = S * dq_n1 - k_dr_n2
+    value *= sign
+    vega = (S * dq_pdf) * sqrt_t
+    return value, (vega * 0.01) * 100.0, ((vega * d1 * d2 / sigma) * 1e-4) * 1e4
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
+                q: np.ndarray, x0: np.ndarray, todo: np.ndarray, ln_sk: np.ndarray, dq: np.ndarray, dr: np.ndarray,
+                f_iv: np.ndarray, df_iv: np.ndarray, x_iv: np.ndarray, bmax_iv: np.ndarray, scale_p: np.ndarray,
+                x_p: np.ndarray, intrinsic_p: np.ndarray, tables: tuple, coarse_tables: tuple, limits: tuple,
+                tol: float, max_iter: int, sig: np.ndarray, converged: np.ndarray) -> None:
+    """The secant iteration of american._american_iv_flat for each option with ``todo`` set, one option at a
+    time from ``x0``: the same g(σ) = IV_european(P − premium(σ)) − σ (a Halley step on the European price, or
+    the full Let's-Be-Rational solve where that step is not small), the same secant and stopping rules. Writes
+    the vol into ``sig`` and whether it converged into ``converged``.
+
+    Why one compiled loop: the numpy iteration reprices the shrinking set of unconverged options in up to a
+    dozen whole-array passes whose fixed costs (about half the time on a 2,000-option chain) hold the GIL; here
+    each option takes only its own pricings, and a chunk releases the GIL for all of its work.
+
+    Every σ-independent value comes from numpy, computed as the numpy path computes it: the Greeks kernel's
+    ``ln_sk``, ``dq``, ``dr``; the implied-vol solve's forward ``f_iv``, discount ``df_iv``, ``x_iv`` and
+    ``bmax_iv``; the put's European value ``scale_p·(intrinsic_p + b_otm(−|x_p|, σ√T))`` as bsm.price."""
+    n_nodes = tables[0].shape[0]
+    Hrow = np.empty(n_nodes)
+    scratch = _boundary_scratch(n_nodes - 1, tables[1].shape[0])
+    coarse_Hrow = np.empty(coarse_tables[0].shape[0])
+    coarse_scratch = _boundary_scratch(coarse_tables[0].shape[0] - 1, coarse_tables[1].shape[0])
+    for i in range(p.shape[0]):
+        converged[i] = False
+        if not todo[i]:
+            continue
+        call = c[i]
+        s_, k_, t_, r_, q_ = S[i], K[i], T[i], r[i], q[i]
+        Sp, Kp, rp, qp = (k_, s_, q_, r_) if call else (s_, k_, r_, q_)
+        sqrt_t = math.sqrt(t_)
+        x_prev = math.nan
+        g_prev = math.nan
+        x_cur = x0[i]
+        out = math.nan
+        for _ in range(max_iter + 1):
+            xc = x_cur
+            # g(xc)
+            if xc > 0 and math.isfinite(xc):
+                b_otm, _v = _jit._black_and_vega(-abs(x_p[i]), xc * sqrt_t)
+                euro = scale_p[i] * (intrinsic_p[i] + b_otm)
+                a = _american_put_price(Sp, Kp, t_, rp, qp, xc, euro, tables, coarse_tables, limits, Hrow,
+                                        scratch, coarse_Hrow, coarse_scratch)
+                e_price, vega, volga = _price_vega_volga(call, s_, k_, t_, r_, q_, xc, ln_sk[i], dq[i], dr[i])
+                delta = p[i] - a
+                newton = delta / vega
+                corr = 0.5 * newton * volga / vega
+                gc = newton / (1.0 + corr)
+                if not math.isfinite(gc) or abs(corr) > 0.1 or abs(gc) > 0.02:
+                    iv, _reason = _jit.implied_vol_one(True, p[i] - (a - e_price), call, s_, k_, t_, r_, q_, f_iv[i],
+                                                       df_iv[i], x_iv[i], bmax_iv[i])
+                    gc = iv - xc
+            else:
+                gc = math.nan
+            ok = math.isfinite(gc)
+            slope = (gc - g_prev) / (xc - x_prev)
+            secant = xc - gc / slope
+            plain = xc + gc
+            usable = math.isfinite(secant) and secant > 0 and abs(slope) > 0.05
+            done = ok and (abs(gc) <= tol or (usable and abs(secant - plain) <= tol and abs(gc * g_prev) <= 0.1 * tol))
+            out = (secant if usable and done else plain) if ok else math.nan
+            nxt = secant if usable else plain
+            x_prev = xc
+            g_prev = gc if ok else math.nan
+            x_cur = nxt if ok else 0.5 * xc
+            if done:
+                converged[i] = True
+                break
+        sig[i] = out

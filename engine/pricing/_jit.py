@@ -680,6 +680,60 @@ _NONPOSITIVE_PRICE, _BELOW_INTRINSIC, _AT_INTRINSIC, _ABOVE_MAXIMUM, _NO_CONVERG
 _PRICE_UNDERFLOW = 13
 
 
+@_nb()
+def implied_vol_one(spot_inputs, p, call, s_, k, t, r, q, f, d, xi, bm):
+    """(vol, reason) of one option: the checks, reason codes, normalised time value and solve of
+    :func:`implied_vol` (also called per option by the American implied-vol kernel)."""
+    if spot_inputs:
+        if not (math.isfinite(s_) and math.isfinite(k) and math.isfinite(t) and math.isfinite(r)
+                and math.isfinite(q)):
+            return np.nan, _NAN_INPUT
+        if not s_ > 0:
+            return np.nan, _NONPOSITIVE_SPOT
+        if not k > 0:
+            return np.nan, _NONPOSITIVE_STRIKE
+        if not t > 0:
+            return np.nan, _NONPOSITIVE_TIME
+    if not (math.isfinite(p) and math.isfinite(f) and math.isfinite(k) and math.isfinite(t) and math.isfinite(d)):
+        return np.nan, _NAN_INPUT
+    if not f > 0:
+        return np.nan, _NONPOSITIVE_SPOT
+    if not k > 0:
+        return np.nan, _NONPOSITIVE_STRIKE
+    if not t > 0:
+        return np.nan, _NONPOSITIVE_TIME
+    if not d > 0:
+        return np.nan, _NAN_INPUT
+    if not p > 0:
+        return np.nan, _NONPOSITIVE_PRICE
+    if p < DBL_MIN:
+        return np.nan, _PRICE_UNDERFLOW
+    beta = (p / d) / (math.sqrt(f) * math.sqrt(k))
+    y = xi if call else -xi
+    y2 = y * y
+    if y2 < _INTRINSIC_SERIES_LIMIT:
+        intrinsic = y * (1 + y2 * (1.0 / 24.0 + y2 * (1.0 / 1920.0 + y2 * (1.0 / 322560.0 + y2 / 92897280.0))))
+    else:
+        intrinsic = bm - 1.0 / bm  # bm = exp(θx/2) = exp(y/2)
+    intrinsic = _nan_max(intrinsic, 0.0)
+    undiscounted = p / d
+    upper = f if call else k
+    lower = _nan_max(f - k if call else k - f, 0.0)
+    time_value = beta - intrinsic
+    if undiscounted < lower:
+        return np.nan, _BELOW_INTRINSIC
+    if (beta >= bm) or (undiscounted >= upper):
+        return np.nan, _ABOVE_MAXIMUM
+    if (time_value <= 0) or ((lower > 0) and (undiscounted - lower <= _FOUR_EPS * undiscounted)):
+        return np.nan, _AT_INTRINSIC  # a time value within rounding of the price says nothing of the vol
+    if time_value < DBL_MIN:
+        return np.nan, _PRICE_UNDERFLOW
+    v = _implied_normalised_vol_otm(time_value, -abs(xi)) / math.sqrt(t)
+    if math.isfinite(v) and v > 0:
+        return v, 0
+    return np.nan, _NO_CONVERGENCE
+
+
 @_nb(types.void(types.boolean, _F, _I, _B, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I, _F, _I,
                 _F, _I, _OUT, _REASON))
 def implied_vol(spot_inputs, price, p_step, c, c_step, S, S_step, K, K_step, T, T_step, r, r_step, q, q_step,
@@ -692,73 +746,9 @@ def implied_vol(spot_inputs, price, p_step, c, c_step, S, S_step, K, K_step, T, 
     ``spot_inputs``: check S, K, T, r, q first (bsm.implied_vol's market reasons); else the inputs are on
     forwards (S is F, r and q are unused)."""
     for i in range(reason.size):
-        p = price[i * p_step]
-        k = K[i * K_step]
-        t = T[i * T_step]
-        vol[i] = np.nan
-        if spot_inputs:
-            s_ = S[i * S_step]
-            if not (math.isfinite(s_) and math.isfinite(k) and math.isfinite(t) and math.isfinite(r[i * r_step])
-                    and math.isfinite(q[i * q_step])):
-                reason[i] = _NAN_INPUT
-                continue
-            if not s_ > 0:
-                reason[i] = _NONPOSITIVE_SPOT
-                continue
-            if not k > 0:
-                reason[i] = _NONPOSITIVE_STRIKE
-                continue
-            if not t > 0:
-                reason[i] = _NONPOSITIVE_TIME
-                continue
-        f = F[i * F_step]
-        d = df[i * df_step]
-        if not (math.isfinite(p) and math.isfinite(f) and math.isfinite(k) and math.isfinite(t)
-                and math.isfinite(d)):
-            reason[i] = _NAN_INPUT
-        elif not f > 0:
-            reason[i] = _NONPOSITIVE_SPOT
-        elif not k > 0:
-            reason[i] = _NONPOSITIVE_STRIKE
-        elif not t > 0:
-            reason[i] = _NONPOSITIVE_TIME
-        elif not d > 0:
-            reason[i] = _NAN_INPUT
-        elif not p > 0:
-            reason[i] = _NONPOSITIVE_PRICE
-        elif p < DBL_MIN:
-            reason[i] = _PRICE_UNDERFLOW
-        else:
-            call = c[i * c_step]
-            xi = x[i * x_step]
-            bm = b_max[i * b_step]
-            beta = (p / d) / (math.sqrt(f) * math.sqrt(k))
-            y = xi if call else -xi
-            y2 = y * y
-            if y2 < _INTRINSIC_SERIES_LIMIT:
-                intrinsic = y * (1 + y2 * (1.0 / 24.0 + y2 * (1.0 / 1920.0 + y2 * (1.0 / 322560.0 + y2 / 92897280.0))))
-            else:
-                intrinsic = bm - 1.0 / bm  # bm = exp(θx/2) = exp(y/2)
-            intrinsic = _nan_max(intrinsic, 0.0)
-            undiscounted = p / d
-            upper = f if call else k
-            lower = _nan_max(f - k if call else k - f, 0.0)
-            time_value = beta - intrinsic
-            if undiscounted < lower:
-                reason[i] = _BELOW_INTRINSIC
-            elif (beta >= bm) or (undiscounted >= upper):
-                reason[i] = _ABOVE_MAXIMUM
-            elif (time_value <= 0) or ((lower > 0) and (undiscounted - lower <= _FOUR_EPS * undiscounted)):
-                reason[i] = _AT_INTRINSIC  # a time value within rounding of the price says nothing of the vol
-            elif time_value < DBL_MIN:
-                reason[i] = _PRICE_UNDERFLOW
-            else:
-                v = _implied_normalised_vol_otm(time_value, -abs(xi)) / math.sqrt(t)
-                if math.isfinite(v) and v > 0:
-                    vol[i] = v
-                    reason[i] = 0
-                else:
-                    reason[i] = _NO_CONVERGENCE
+        vol[i], reason[i] = implied_vol_one(spot_inputs, price[i * p_step], c[i * c_step], S[i * S_step],
+                                            K[i * K_step], T[i * T_step], r[i * r_step], q[i * q_step],
+                                            F[i * F_step], df[i * df_step], x[i * x_step], b_max[i * b_step])
 
 
 @_nb(types.void(_F, _I, _F, _I, _OUT))

@@ -29,6 +29,7 @@ early and gets its European value.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, overload
@@ -38,6 +39,7 @@ from numpy.typing import ArrayLike
 from scipy.special import ndtr
 
 from engine.pricing import _split, bsm
+from engine.pricing import lets_be_rational as lbr
 from engine.pricing.inputs import FloatArray, Reason, broadcast_with_right, market_reasons
 
 QD_ITER = 4
@@ -114,7 +116,11 @@ def warm_up(cache_dir: Any = None) -> bool:
                                  tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, H, x_max)
             kernels.put_premium(100 * one, 100 * one, one, 0.05 * one, 0.01 * one, 0.2 * one, H, x_max,
                                 tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"], np.empty(1))
-        for kernel in (kernels.put_boundary, kernels.put_premium):
+        tables = _scheme_tables(SCHEMES["fast"])
+        f1, b1 = np.ones(1), np.ones(1, dtype=np.bool_)
+        kernels.american_iv(f1, b1, *(f1,) * 6, b1, *(f1,) * 10, tables, tables, (1e-5, 1e-10, 1e-4, True),
+                            1e-8, 12, np.empty(1), np.empty(1, dtype=np.bool_))
+        for kernel in (kernels.put_boundary, kernels.put_premium, kernels.american_iv):
             kernel.disable_compile()  # other argument types raise TypeError (numpy path), never compile
         _kernels = kernels
     return True
@@ -652,17 +658,22 @@ def implied_vol(
     ok = reason == 0
     if ok.any():
         args = [p[ok], is_call[ok], S_[ok], K_[ok], T_[ok], r_[ok], q_[ok], x_init[ok]]
-        v = np.empty(args[0].shape[0])
-        sub = np.empty(args[0].shape[0], dtype=np.int8)
+        if _compiled() is not None:  # one solve; its compiled iteration splits over threads by itself
+            v, sub = _american_iv_flat(args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], sch,
+                                       tol, max_iter)
+        else:
+            v = np.empty(args[0].shape[0])
+            sub = np.empty(args[0].shape[0], dtype=np.int8)
 
-        def chunk(start: int, stop: int) -> None:
-            pc, cc, sc, kc, tc, rc, qc, xc = (a[start:stop] for a in args)
-            v[start:stop], sub[start:stop] = _american_iv_flat(pc, cc, sc, kc, tc, rc, qc, xc, sch, tol, max_iter)
+            def chunk(start: int, stop: int) -> None:
+                pc, cc, sc, kc, tc, rc, qc, xc = (a[start:stop] for a in args)
+                v[start:stop], sub[start:stop] = _american_iv_flat(pc, cc, sc, kc, tc, rc, qc, xc, sch, tol,
+                                                                   max_iter)
 
-        # whole solves per thread, not only their kernels: the numpy work around the kernels (about half the
-        # time) then runs while the other thread is in a kernel; every option's iterations are its own. One
-        # chunk per thread: a solve's numpy work costs per call more than per option, so more chunks cost more
-        _split.run_chunks(chunk, v.shape[0], _IV_SPLIT_CHUNK, chunks_per_thread=1)
+            # whole numpy solves per thread: numpy releases the GIL inside its larger passes, so the threads
+            # overlap there; every option's iterations are its own. One chunk per thread: a solve's numpy work
+            # costs per call more than per option, so more chunks cost more
+            _split.run_chunks(chunk, v.shape[0], _IV_SPLIT_CHUNK, chunks_per_thread=1)
         vol[ok] = v
         reason[ok] = sub
     return (vol, reason) if return_reason else vol
@@ -718,7 +729,23 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
     # quoted near intrinsic) get a start of 0.2 instead.
     warm = np.isfinite(x_init) & (x_init > 0)
     x0 = np.where(warm, x_init, np.where(finite_e, sigma_e, 0.2))
-    todo = np.flatnonzero(~euro)
+    kernels = _compiled()
+    if kernels is not None:
+        active = ~euro & ~_american_iv_compiled(kernels, p, c, S, K, T, r, q, x0, ~euro, sch, tol, max_iter, sig)
+    else:
+        active = _american_iv_numpy(x0, ~euro, tol, max_iter, sig, g_step)
+    bad = active | ~np.isfinite(sig) | ~(sig > 0)
+    reason[bad] = Reason.NO_CONVERGENCE
+    sig = np.where(bad, np.nan, sig)
+    return sig, reason
+
+
+def _american_iv_numpy(x0: np.ndarray, todo_mask: np.ndarray, tol: float, max_iter: int, sig: np.ndarray,
+                       g_step: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The secant iteration on whole arrays (the reference path): from ``x0``, writes the vols of ``todo_mask``
+    into ``sig``; returns the options still unconverged."""
+    n = x0.shape[0]
+    todo = np.flatnonzero(todo_mask)
     active = np.zeros(n, dtype=bool)
     x_prev = np.full(n, np.nan)
     g_prev = np.full(n, np.nan)
@@ -749,7 +776,58 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
         x_prev[idx], g_prev[idx] = xc, np.where(ok, gc, np.nan)
         x_cur[idx] = nxt
         active[idx[done]] = False
-    bad = active | ~np.isfinite(sig) | ~(sig > 0)
-    reason[bad] = Reason.NO_CONVERGENCE
-    sig = np.where(bad, np.nan, sig)
-    return sig, reason
+    return active
+
+
+#: options per chunk of the compiled implied-vol iteration split over threads (~1 ms of work each)
+_IV_KERNEL_CHUNK = 64
+
+
+def _scheme_tables(scheme: Scheme) -> tuple[Any, ...]:
+    """A scheme's tables as the compiled implied-vol kernel takes them (one tuple type for every scheme)."""
+    tb = _tables(scheme)
+    return (tb["z_nodes"], tb["m_frac"], tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, tb["t_frac"],
+            tb["sqrt_t_frac"], tb["h"], tb["M_p"])
+
+
+def _american_iv_compiled(kernels: Any, p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray,
+                          r: np.ndarray, q: np.ndarray, x0: np.ndarray, todo: np.ndarray, sch: Scheme, tol: float,
+                          max_iter: int, sig: np.ndarray) -> np.ndarray:
+    """The secant iteration of :func:`_american_iv_numpy` in the compiled kernel, option by option, split over
+    threads; writes the vols of ``todo`` into ``sig`` and returns which converged.
+
+    The σ-independent values the kernel needs are computed here by numpy exactly as the numpy path computes
+    them inside :func:`bsm.greeks`, :func:`bsm.implied_vol` and :func:`bsm.price` (so both paths round them
+    alike): ln(S/K) and the discount factors of the Greeks, the forward, x and e^{θx/2} of the European solve,
+    and the put's European value as scale·(intrinsic + b_otm)."""
+    c = np.ascontiguousarray(c, dtype=np.bool_)
+    S, K, T, r, q, p, x0 = (np.ascontiguousarray(a, dtype=np.float64) for a in (S, K, T, r, q, p, x0))
+    Sp, Kp, rp, qp = _as_put(c, S, K, r, q)
+    with np.errstate(all="ignore"):
+        ln_sk = np.log(S / K)
+        dq = np.exp(-q * T)
+        dr = np.exp(-r * T)
+        f_iv = S * np.exp((r - q) * T)
+        df_iv = np.exp(-r * T)
+        x_iv = np.log(f_iv / K)
+        bmax_iv = np.exp(0.5 * np.where(c, 1.0, -1.0) * x_iv)
+        fwd_p = Sp * np.exp((rp - qp) * T)
+        x_p = np.log(fwd_p / Kp)
+        intrinsic_p = lbr.normalised_intrinsic(x_p, np.full(x_p.shape, -1.0))
+        scale_p = np.exp(-rp * T) * np.sqrt(fwd_p) * np.sqrt(Kp)
+    tables = _scheme_tables(sch)
+    coarse = _COARSER.get(sch)
+    coarse_tables = _scheme_tables(coarse) if coarse is not None else tables
+    limits = (_MIN_RATE_TIME, SKIP_PREMIUM_BELOW, COARSE_PREMIUM_BELOW, coarse is not None)
+    todo = np.ascontiguousarray(todo, dtype=np.bool_)
+    converged = np.zeros(p.shape[0], dtype=np.bool_)
+    out = np.empty(p.shape[0])
+    columns = (p, c, S, K, T, r, q, x0, todo, ln_sk, dq, dr, f_iv, df_iv, x_iv, bmax_iv, scale_p, x_p, intrinsic_p)
+
+    def chunk(start: int, stop: int) -> None:
+        kernels.american_iv(*(a[start:stop] for a in columns), tables, coarse_tables, limits, float(tol),
+                            int(max_iter), out[start:stop], converged[start:stop])
+
+    _split.run_chunks(chunk, p.shape[0], _IV_KERNEL_CHUNK)
+    sig[todo] = out[todo]
+    return converged
