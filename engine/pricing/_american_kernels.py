@@ -136,17 +136,21 @@ def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: floa
 def _boundary_scratch(n: int, nq: int) -> tuple[np.ndarray, ...]:
     """Work arrays of :func:`_boundary_one` for n nodes and nq quadrature points (allocated once per batch)."""
     return (np.empty(n), np.empty(n), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)),
-            np.empty((n, nq)), np.empty((n, nq)))
+            np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _boundary_one(k: float, t: float, ra: float, qa: float, s: float, z_nodes: np.ndarray, m_frac: np.ndarray,
                   sqrt_m_frac: np.ndarray, g1: np.ndarray, g2: np.ndarray, M_a: np.ndarray, iterations: int,
-                  Hrow: np.ndarray, scratch: tuple[np.ndarray, ...]) -> float:
-    """One put's boundary interpolant values into ``Hrow`` (n+1,); returns its X = K·min(1, r/q)."""
+                  Hrow: np.ndarray, scratch: tuple[np.ndarray, ...], same_option: bool) -> float:
+    """One put's boundary interpolant values into ``Hrow`` (n+1,); returns its X = K·min(1, r/q).
+
+    ``same_option``: ``scratch`` was last used for this very option (K, T, r, q) at another vol, so its
+    vol-free discount terms are kept instead of recomputed (an implied-vol iteration prices one option
+    several times): the same values, two exponentials fewer per quadrature point."""
     n = z_nodes.shape[0] - 1
     nq = m_frac.shape[0]
-    tau, new_b, w12a, w12b, w3, v3, inv_v3, drift3 = scratch
+    tau, new_b, w12a, w12b, w3, v3, inv_v3, drift3, eq3, er3 = scratch
     xm = k * ra / (qa if qa > 0 else 1.0) if qa > ra else k
     Hrow[0] = 0.0
     start = xm
@@ -168,10 +172,13 @@ def _boundary_one(k: float, t: float, ra: float, qa: float, s: float, z_nodes: n
             v3[i, j] = v
             inv_v3[i, j] = 1 / v
             drift3[i, j] = (ra - qa) * m
-            eq = math.exp(qa * (ti - m)) * qa
+            if not same_option:
+                eq3[i, j] = math.exp(qa * (ti - m)) * qa
+                er3[i, j] = math.exp(ra * (ti - m)) * ra
+            eq = eq3[i, j]
             w12a[i, j] = eq * ti * g1[j]
             w12b[i, j] = eq * stv * g2[j] * _INV_SQRT_2PI
-            w3[i, j] = math.exp(ra * (ti - m)) * ra * stv * g2[j] * _INV_SQRT_2PI
+            w3[i, j] = er3[i, j] * stv * g2[j] * _INV_SQRT_2PI
     ln_k_over_xm = math.log(k / xm)
     for it in range(iterations):
         for i in range(n):
@@ -234,7 +241,7 @@ def put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, sig
     scratch = _boundary_scratch(z_nodes.shape[0] - 1, m_frac.shape[0])
     for a in range(K.shape[0]):
         x_max[a] = _boundary_one(K[a], T[a], r[a], q[a], sigma[a], z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a,
-                                 iterations, H[a], scratch)
+                                 iterations, H[a], scratch, False)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -291,20 +298,23 @@ def _premium_bound(S: float, K: float, T: float, r: float, q: float, sigma: floa
 @njit(cache=True, nogil=True, error_model="numpy")
 def _american_put_price(Sp: float, Kp: float, T: float, rp: float, qp: float, sigma: float, euro: float,
                         tables: tuple, coarse_tables: tuple, limits: tuple, Hrow: np.ndarray, scratch: tuple,
-                        coarse_Hrow: np.ndarray, coarse_scratch: tuple) -> float:
+                        coarse_Hrow: np.ndarray, coarse_scratch: tuple, ready: np.ndarray) -> float:
     """american._american_block (price only) for one put whose European value is ``euro``: the premium bound's
-    skip and coarse scheme, the boundary, the premium and the exercise test."""
+    skip and coarse scheme, the boundary, the premium and the exercise test. ``ready[0]`` (``[1]``): the
+    scheme's (the coarse scheme's) scratch holds this option's vol-free terms already; set here."""
     min_rate_time, skip_below, coarse_below, has_coarse = limits
     if not rp * T > min_rate_time:
         return euro
     bound = _premium_bound(Sp, Kp, T, rp, qp, sigma)
     if bound <= skip_below * Kp:
         return euro
-    tb, H, work = tables, Hrow, scratch
+    tb, H, work, which = tables, Hrow, scratch, 0
     if has_coarse and bound <= coarse_below * Kp:
-        tb, H, work = coarse_tables, coarse_Hrow, coarse_scratch
+        tb, H, work, which = coarse_tables, coarse_Hrow, coarse_scratch, 1
     z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a, iterations, t_frac, sqrt_t_frac, h, M_p = tb
-    xm = _boundary_one(Kp, T, rp, qp, sigma, z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a, iterations, H, work)
+    xm = _boundary_one(Kp, T, rp, qp, sigma, z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a, iterations, H, work,
+                       ready[which])
+    ready[which] = True
     b_now = xm * math.exp(-math.sqrt(_nan_max(H[H.shape[0] - 1], 0.0)))  # z = 1: τ = T
     prem = _nan_max(_premium_one(Sp, Kp, T, rp, qp, sigma, H, xm, t_frac, sqrt_t_frac, h, M_p), 0.0)
     if Sp <= b_now:
@@ -340,14 +350,15 @@ def _price_vega_volga(call: bool, S: float, K: float, T: float, r: float, q: flo
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
-                q: np.ndarray, x0: np.ndarray, todo: np.ndarray, ln_sk: np.ndarray, dq: np.ndarray, dr: np.ndarray,
+                q: np.ndarray, x_init: np.ndarray, ln_sk: np.ndarray, dq: np.ndarray, dr: np.ndarray,
                 f_iv: np.ndarray, df_iv: np.ndarray, x_iv: np.ndarray, bmax_iv: np.ndarray, scale_p: np.ndarray,
                 x_p: np.ndarray, intrinsic_p: np.ndarray, tables: tuple, coarse_tables: tuple, limits: tuple,
                 tol: float, max_iter: int, sig: np.ndarray, converged: np.ndarray) -> None:
-    """The secant iteration of american._american_iv_flat for each option with ``todo`` set, one option at a
-    time from ``x0``: the same g(σ) = IV_european(P − premium(σ)) − σ (a Halley step on the European price, or
-    the full Let's-Be-Rational solve where that step is not small), the same secant and stopping rules. Writes
-    the vol into ``sig`` and whether it converged into ``converged``.
+    """american._american_iv_flat, one option at a time: the European vol σ_E of the American price and the
+    premium-bound test that accepts it; else the secant iteration from ``x_init`` (where positive) or σ_E (or
+    0.2) on the same g(σ) = IV_european(P − premium(σ)) − σ (a Halley step on the European price, or the full
+    Let's-Be-Rational solve where that step is not small), with the same secant and stopping rules. Writes the
+    vol into ``sig`` and whether it converged into ``converged``.
 
     Why one compiled loop: the numpy iteration reprices the shrinking set of unconverged options in up to a
     dozen whole-array passes whose fixed costs (about half the time on a 2,000-option chain) hold the GIL; here
@@ -361,17 +372,32 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
     scratch = _boundary_scratch(n_nodes - 1, tables[1].shape[0])
     coarse_Hrow = np.empty(coarse_tables[0].shape[0])
     coarse_scratch = _boundary_scratch(coarse_tables[0].shape[0] - 1, coarse_tables[1].shape[0])
+    ready = np.zeros(2, dtype=np.bool_)
+    min_rate_time = limits[0]
     for i in range(p.shape[0]):
-        converged[i] = False
-        if not todo[i]:
-            continue
         call = c[i]
         s_, k_, t_, r_, q_ = S[i], K[i], T[i], r[i], q[i]
         Sp, Kp, rp, qp = (k_, s_, q_, r_) if call else (s_, k_, r_, q_)
+        # the European vol of the American price, an upper bound; the premium bound grows with σ, so at σ_E it
+        # bounds the premium at the answer too, which then lies within bound / vega of σ_E: where that is below
+        # tol/10 (or the pricer itself would price it as European) σ_E is the answer
+        sigma_e, _reason = _jit.implied_vol_one(True, p[i], call, s_, k_, t_, r_, q_, f_iv[i], df_iv[i], x_iv[i],
+                                                bmax_iv[i])
+        finite_e = math.isfinite(sigma_e)
+        if finite_e:
+            vega_e = _price_vega_volga(call, s_, k_, t_, r_, q_, sigma_e, ln_sk[i], dq[i], dr[i])[1]
+            if (rp * t_ <= min_rate_time
+                    or _premium_bound(Sp, Kp, t_, rp, qp, sigma_e) <= 0.1 * tol * vega_e):
+                sig[i] = sigma_e
+                converged[i] = True
+                continue
+        converged[i] = False
+        ready[:] = False  # a new option: the boundary scratch holds another's terms
         sqrt_t = math.sqrt(t_)
         x_prev = math.nan
         g_prev = math.nan
-        x_cur = x0[i]
+        # a start given, else σ_E; prices above every European value (deep ITM puts near intrinsic) start at 0.2
+        x_cur = x_init[i] if x_init[i] > 0 else (sigma_e if finite_e else 0.2)
         out = math.nan
         for _ in range(max_iter + 1):
             xc = x_cur
@@ -380,7 +406,7 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
                 b_otm, _v = _jit._black_and_vega(-abs(x_p[i]), xc * sqrt_t)
                 euro = scale_p[i] * (intrinsic_p[i] + b_otm)
                 a = _american_put_price(Sp, Kp, t_, rp, qp, xc, euro, tables, coarse_tables, limits, Hrow,
-                                        scratch, coarse_Hrow, coarse_scratch)
+                                        scratch, coarse_Hrow, coarse_scratch, ready)
                 e_price, vega, volga = _price_vega_volga(call, s_, k_, t_, r_, q_, xc, ln_sk[i], dq[i], dr[i])
                 delta = p[i] - a
                 newton = delta / vega

@@ -118,7 +118,7 @@ def warm_up(cache_dir: Any = None) -> bool:
                                 tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"], np.empty(1))
         tables = _scheme_tables(SCHEMES["fast"])
         f1, b1 = np.ones(1), np.ones(1, dtype=np.bool_)
-        kernels.american_iv(f1, b1, *(f1,) * 6, b1, *(f1,) * 10, tables, tables, (1e-5, 1e-10, 1e-4, True),
+        kernels.american_iv(f1, b1, *(f1,) * 16, tables, tables, (1e-5, 1e-10, 1e-4, True),
                             1e-8, 12, np.empty(1), np.empty(1, dtype=np.bool_))
         for kernel in (kernels.put_boundary, kernels.put_premium, kernels.american_iv):
             kernel.disable_compile()  # other argument types raise TypeError (numpy path), never compile
@@ -710,6 +710,25 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
             step[sub] = g_map(a[sub] - g.price[sub], idx[sub]) - sig[sub]
         return step
 
+    kernels = _compiled()
+    if kernels is not None:
+        sig, converged = _american_iv_compiled(kernels, p, c, S, K, T, r, q, x_init, sch, tol, max_iter)
+        active = ~converged
+    else:
+        active, sig = _american_iv_numpy(p, c, S, K, T, r, q, x_init, tol, max_iter, g_map, g_step)
+    bad = active | ~np.isfinite(sig) | ~(sig > 0)
+    reason[bad] = Reason.NO_CONVERGENCE
+    sig = np.where(bad, np.nan, sig)
+    return sig, reason
+
+
+def _american_iv_numpy(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray,
+                       q: np.ndarray, x_init: np.ndarray, tol: float, max_iter: int,
+                       g_map: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                       g_step: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The solve on whole arrays (the reference path): European vols, the premium-bound test, then the secant
+    iteration of the rest; returns (options still unconverged, vols)."""
+    n = p.shape[0]
     all_idx = np.arange(n)
     sigma_e = g_map(np.zeros(n), all_idx)  # European vol of the American price: an upper bound
     sig = np.full(n, np.nan)
@@ -729,23 +748,7 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
     # quoted near intrinsic) get a start of 0.2 instead.
     warm = np.isfinite(x_init) & (x_init > 0)
     x0 = np.where(warm, x_init, np.where(finite_e, sigma_e, 0.2))
-    kernels = _compiled()
-    if kernels is not None:
-        active = ~euro & ~_american_iv_compiled(kernels, p, c, S, K, T, r, q, x0, ~euro, sch, tol, max_iter, sig)
-    else:
-        active = _american_iv_numpy(x0, ~euro, tol, max_iter, sig, g_step)
-    bad = active | ~np.isfinite(sig) | ~(sig > 0)
-    reason[bad] = Reason.NO_CONVERGENCE
-    sig = np.where(bad, np.nan, sig)
-    return sig, reason
-
-
-def _american_iv_numpy(x0: np.ndarray, todo_mask: np.ndarray, tol: float, max_iter: int, sig: np.ndarray,
-                       g_step: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-    """The secant iteration on whole arrays (the reference path): from ``x0``, writes the vols of ``todo_mask``
-    into ``sig``; returns the options still unconverged."""
-    n = x0.shape[0]
-    todo = np.flatnonzero(todo_mask)
+    todo = np.flatnonzero(~euro)
     active = np.zeros(n, dtype=bool)
     x_prev = np.full(n, np.nan)
     g_prev = np.full(n, np.nan)
@@ -776,7 +779,7 @@ def _american_iv_numpy(x0: np.ndarray, todo_mask: np.ndarray, tol: float, max_it
         x_prev[idx], g_prev[idx] = xc, np.where(ok, gc, np.nan)
         x_cur[idx] = nxt
         active[idx[done]] = False
-    return active
+    return active, sig
 
 
 #: options per chunk of the compiled implied-vol iteration split over threads (~1 ms of work each)
@@ -791,17 +794,18 @@ def _scheme_tables(scheme: Scheme) -> tuple[Any, ...]:
 
 
 def _american_iv_compiled(kernels: Any, p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray,
-                          r: np.ndarray, q: np.ndarray, x0: np.ndarray, todo: np.ndarray, sch: Scheme, tol: float,
-                          max_iter: int, sig: np.ndarray) -> np.ndarray:
-    """The secant iteration of :func:`_american_iv_numpy` in the compiled kernel, option by option, split over
-    threads; writes the vols of ``todo`` into ``sig`` and returns which converged.
+                          r: np.ndarray, q: np.ndarray, x_init: np.ndarray, sch: Scheme, tol: float,
+                          max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_american_iv_numpy` in the compiled kernel, option by option, split over threads; returns
+    (vols, converged).
 
     The σ-independent values the kernel needs are computed here by numpy exactly as the numpy path computes
     them inside :func:`bsm.greeks`, :func:`bsm.implied_vol` and :func:`bsm.price` (so both paths round them
     alike): ln(S/K) and the discount factors of the Greeks, the forward, x and e^{θx/2} of the European solve,
     and the put's European value as scale·(intrinsic + b_otm)."""
     c = np.ascontiguousarray(c, dtype=np.bool_)
-    S, K, T, r, q, p, x0 = (np.ascontiguousarray(a, dtype=np.float64) for a in (S, K, T, r, q, p, x0))
+    S, K, T, r, q, p = (np.ascontiguousarray(a, dtype=np.float64) for a in (S, K, T, r, q, p))
+    x_init = np.where(np.isfinite(x_init) & (x_init > 0), x_init, 0.0)  # the kernel starts cold at 0
     Sp, Kp, rp, qp = _as_put(c, S, K, r, q)
     with np.errstate(all="ignore"):
         ln_sk = np.log(S / K)
@@ -819,15 +823,13 @@ def _american_iv_compiled(kernels: Any, p: np.ndarray, c: np.ndarray, S: np.ndar
     coarse = _COARSER.get(sch)
     coarse_tables = _scheme_tables(coarse) if coarse is not None else tables
     limits = (_MIN_RATE_TIME, SKIP_PREMIUM_BELOW, COARSE_PREMIUM_BELOW, coarse is not None)
-    todo = np.ascontiguousarray(todo, dtype=np.bool_)
     converged = np.zeros(p.shape[0], dtype=np.bool_)
-    out = np.empty(p.shape[0])
-    columns = (p, c, S, K, T, r, q, x0, todo, ln_sk, dq, dr, f_iv, df_iv, x_iv, bmax_iv, scale_p, x_p, intrinsic_p)
+    sig = np.empty(p.shape[0])
+    columns = (p, c, S, K, T, r, q, x_init, ln_sk, dq, dr, f_iv, df_iv, x_iv, bmax_iv, scale_p, x_p, intrinsic_p)
 
     def chunk(start: int, stop: int) -> None:
         kernels.american_iv(*(a[start:stop] for a in columns), tables, coarse_tables, limits, float(tol),
-                            int(max_iter), out[start:stop], converged[start:stop])
+                            int(max_iter), sig[start:stop], converged[start:stop])
 
     _split.run_chunks(chunk, p.shape[0], _IV_KERNEL_CHUNK)
-    sig[todo] = out[todo]
-    return converged
+    return sig, converged
