@@ -564,7 +564,14 @@ def _implied_normalised_vol_otm(beta, x):
     lets_be_rational.implied_normalised_vol_otm."""
     b_max = math.exp(0.5 * x)
     s_c = math.sqrt(abs(2 * x))
-    b_c, v_c = _black_and_vega(x, s_c)
+    if 0.5 * s_c >= _SMALL_T_THRESHOLD:
+        # the erfcx region of _black_and_vega at s_c (never the asymptotic or cumulative-normal one, as
+        # x + s_c²/2 = 0), where h + t = 0 and h² + t² = −x: b = ½·e^{x/2}·(1 − erfcx(s_c/√2)) and
+        # b' = e^{x/2}/√(2π), from the exponential already taken (_black_and_vega would take two or three more)
+        b_c = _clip_abs(0.5 * b_max * (1.0 - _erfcx(ONE_OVER_SQRT_TWO * s_c)))
+        v_c = ONE_OVER_SQRT_TWO_PI * b_max
+    else:
+        b_c, v_c = _black_and_vega(x, s_c)
     s_left = DBL_MIN
     s_right = DBL_MAX
     objective = _PLAIN

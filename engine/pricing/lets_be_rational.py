@@ -259,8 +259,15 @@ def _implied_normalised_vol_otm(beta: np.ndarray, x: np.ndarray) -> np.ndarray:
     n = beta.shape[0]
     b_max = np.exp(0.5 * x)
     s_c = np.sqrt(np.abs(2 * x))
-    b_c = normalised_black_otm(x, s_c)
-    v_c = normalised_vega(x, s_c)
+    # the erfcx region at s_c (x + s_c²/2 = 0 rules out the asymptotic and cumulative-normal ones), where
+    # h + t = 0 and h² + t² = −x: b = ½·e^{x/2}·(1 − erfcx(s_c/√2)) and b' = e^{x/2}/√(2π); the small-t
+    # expansion below its threshold
+    b_c = np.abs(np.maximum(0.5 * b_max * (1.0 - erfcx(ONE_OVER_SQRT_TWO * s_c)), 0.0))
+    v_c = ONE_OVER_SQRT_TWO_PI * b_max
+    small = np.flatnonzero(~(0.5 * s_c >= _SMALL_T_THRESHOLD))
+    if small.size:
+        b_c[small] = normalised_black_otm(x[small], s_c[small])
+        v_c[small] = normalised_vega(x[small], s_c[small])
 
     s = np.empty(n)
     s_left = np.full(n, DBL_MIN)
