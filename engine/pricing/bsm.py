@@ -386,17 +386,32 @@ def _implied_vol_compiled(
         return a[start:stop] if step else a
 
     def chunk(start: int, stop: int) -> None:
-        # the forward, x and b_max per chunk: numpy's log/exp release the GIL, so they run on the chunk's thread
+        # the forward, x and b_max per chunk: numpy's log/exp release the GIL, so they run on the chunk's thread.
+        # In place in one buffer (a fresh array per operation cost as much as the exponentials); each element's
+        # operations are those of price(): S·exp((r − q)·T), exp(−r·T), log(F/K), exp(0.5·θ·x) with θ = ±1
+        m = stop - start
+        buf = np.empty((4, m))
         with np.errstate(all="ignore"):
             if given is None:
                 r_c, t_c = part(rr, r_step, start, stop), part(t, t_step, start, stop)
-                f = part(s_, s_step, start, stop) * np.exp((r_c - part(qq, q_step, start, stop)) * t_c)
-                d = np.exp(-r_c * t_c)
+                f = buf[0, :m if f_step else 1]
+                np.subtract(r_c, part(qq, q_step, start, stop), out=f)
+                np.multiply(f, t_c, out=f)
+                np.exp(f, out=f)
+                np.multiply(part(s_, s_step, start, stop), f, out=f)
+                d = buf[1, :m if d_step else 1]
+                np.negative(r_c, out=d)
+                np.multiply(d, t_c, out=d)
+                np.exp(d, out=d)
             else:
                 f, d = part(*given[0], start, stop), part(*given[1], start, stop)
-            x = np.log(f / part(k, k_step, start, stop))
-            theta = np.where(part(c, c_step, start, stop), 1.0, -1.0)
-            b_max = np.exp(0.5 * theta * x)  # one value per option unless x and θ are both one value
+            x = buf[2, :m if x_step else 1]
+            np.divide(f, part(k, k_step, start, stop), out=x)
+            np.log(x, out=x)
+            b_max = buf[3, :m if b_step else 1]  # one value per option unless x and θ are both one value
+            np.subtract(part(c, c_step, start, stop), 0.5, out=b_max)  # θ/2 = call − ½ (a masked negate is 10× slower)
+            np.multiply(b_max, x, out=b_max)  # (0.5·θ)·x, as price() rounds it
+            np.exp(b_max, out=b_max)
         compiled.implied_vol(spot_inputs, *(v for a, step in inputs for v in (part(a, step, start, stop), step)),
                              _contiguous(f, f_step), f_step, _contiguous(d, d_step), d_step, x, x_step, b_max, b_step,
                              vol[start:stop], reason[start:stop])
