@@ -367,12 +367,13 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
                 q: np.ndarray, x_init: np.ndarray, ln_sk: np.ndarray, dq: np.ndarray, dr: np.ndarray,
                 f_iv: np.ndarray, df_iv: np.ndarray, x_iv: np.ndarray, bmax_iv: np.ndarray, scale_p: np.ndarray,
                 x_p: np.ndarray, intrinsic_p: np.ndarray, tables: tuple, coarse_tables: tuple, limits: tuple,
-                tol: float, max_iter: int, sig: np.ndarray, converged: np.ndarray) -> None:
+                tol: float, max_iter: int, sig: np.ndarray, converged: np.ndarray, pricings: np.ndarray) -> None:
     """american._american_iv_flat, one option at a time: the European vol σ_E of the American price and the
     premium-bound test that accepts it; else the secant iteration from ``x_init`` (where positive) or σ_E (or
     0.2) on the same g(σ) = IV_european(P − premium(σ)) − σ (a Halley step on the European price, or the full
     Let's-Be-Rational solve where that step is not small), with the same secant and stopping rules. Writes the
-    vol into ``sig`` and whether it converged into ``converged``.
+    vol into ``sig``, whether it converged into ``converged`` and the number of American pricings it took into
+    ``pricings``.
 
     Why one compiled loop: the numpy iteration reprices the shrinking set of unconverged options in up to a
     dozen whole-array passes whose fixed costs (about half the time on a 2,000-option chain) hold the GIL; here
@@ -389,6 +390,7 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
     ready = np.zeros(2, dtype=np.bool_)
     min_rate_time = limits[0]
     for i in range(p.shape[0]):
+        pricings[i] = 0
         call = c[i]
         s_, k_, t_, r_, q_ = S[i], K[i], T[i], r[i], q[i]
         Sp, Kp, rp, qp = (k_, s_, q_, r_) if call else (s_, k_, r_, q_)
@@ -417,6 +419,7 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
             xc = x_cur
             # g(xc)
             if xc > 0 and math.isfinite(xc):
+                pricings[i] += 1
                 b_otm, _v = _jit._black_and_vega(-abs(x_p[i]), xc * sqrt_t)
                 euro = scale_p[i] * (intrinsic_p[i] + b_otm)
                 a = _american_put_price(Sp, Kp, t_, rp, qp, xc, euro, tables, coarse_tables, limits, Hrow,

@@ -119,7 +119,7 @@ def warm_up(cache_dir: Any = None) -> bool:
         tables = _scheme_tables(SCHEMES["fast"])
         f1, b1 = np.ones(1), np.ones(1, dtype=np.bool_)
         kernels.american_iv(f1, b1, *(f1,) * 16, tables, tables, (1e-5, 1e-10, 1e-4, True),
-                            1e-8, 12, np.empty(1), np.empty(1, dtype=np.bool_))
+                            1e-8, 12, np.empty(1), np.empty(1, dtype=np.bool_), np.empty(1, dtype=np.int64))
         for kernel in (kernels.put_boundary, kernels.put_premium, kernels.american_iv):
             kernel.disable_compile()  # other argument types raise TypeError (numpy path), never compile
         _kernels = kernels
@@ -712,7 +712,7 @@ def _american_iv_flat(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray
 
     kernels = _compiled()
     if kernels is not None:
-        sig, converged = _american_iv_compiled(kernels, p, c, S, K, T, r, q, x_init, sch, tol, max_iter)
+        sig, converged, _ = _american_iv_compiled(kernels, p, c, S, K, T, r, q, x_init, sch, tol, max_iter)
         active = ~converged
     else:
         active, sig = _american_iv_numpy(p, c, S, K, T, r, q, x_init, tol, max_iter, g_map, g_step)
@@ -795,9 +795,9 @@ def _scheme_tables(scheme: Scheme) -> tuple[Any, ...]:
 
 def _american_iv_compiled(kernels: Any, p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray,
                           r: np.ndarray, q: np.ndarray, x_init: np.ndarray, sch: Scheme, tol: float,
-                          max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+                          max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_american_iv_numpy` in the compiled kernel, option by option, split over threads; returns
-    (vols, converged).
+    (vols, converged, American pricings per option).
 
     The σ-independent values the kernel needs are computed here by numpy exactly as the numpy path computes
     them inside :func:`bsm.greeks`, :func:`bsm.implied_vol` and :func:`bsm.price` (so both paths round them
@@ -824,12 +824,13 @@ def _american_iv_compiled(kernels: Any, p: np.ndarray, c: np.ndarray, S: np.ndar
     coarse_tables = _scheme_tables(coarse) if coarse is not None else tables
     limits = (_MIN_RATE_TIME, SKIP_PREMIUM_BELOW, COARSE_PREMIUM_BELOW, coarse is not None)
     converged = np.zeros(p.shape[0], dtype=np.bool_)
+    pricings = np.zeros(p.shape[0], dtype=np.int64)
     sig = np.empty(p.shape[0])
     columns = (p, c, S, K, T, r, q, x_init, ln_sk, dq, dr, f_iv, df_iv, x_iv, bmax_iv, scale_p, x_p, intrinsic_p)
 
     def chunk(start: int, stop: int) -> None:
         kernels.american_iv(*(a[start:stop] for a in columns), tables, coarse_tables, limits, float(tol),
-                            int(max_iter), sig[start:stop], converged[start:stop])
+                            int(max_iter), sig[start:stop], converged[start:stop], pricings[start:stop])
 
     _split.run_chunks(chunk, p.shape[0], _IV_KERNEL_CHUNK)
-    return sig, converged
+    return sig, converged, pricings
