@@ -587,11 +587,12 @@ def _implied_normalised_vol_otm(beta, x):
             e_y = math.exp(-0.5 * y)  # shared by Φ(-z) and φ(z)
             Phi = _ndtr_e(-z, e_y)
             phi = ONE_OVER_SQRT_TWO_PI * e_y
+            growth = math.exp(y + 0.125 * s2)  # its square is exp(2y + s²/4): one exponential for both
             fpp_l = (PI_OVER_SIX * y / (s2 * s_l) * Phi
                      * (8 * SQRT_THREE * s_l * ax + (3 * s2 * (s2 - 8) - 8 * x * x) * Phi / phi)
-                     * math.exp(2 * y + 0.25 * s2))
+                     * (growth * growth))
             Phi2 = Phi * Phi
-            fp_l = TWO_PI * y * Phi2 * math.exp(y + 0.125 * s2)
+            fp_l = TWO_PI * y * Phi2 * growth
             f_l = TWO_PI_OVER_SQRT_TWENTY_SEVEN * ax * (Phi2 * Phi)
             r_ll = _convex_rc_right(0.0, b_l, 0.0, f_l, 1.0, fp_l, fpp_l, True)
             f = _rc_interp(beta, 0.0, b_l, 0.0, f_l, 1.0, fp_l, r_ll)

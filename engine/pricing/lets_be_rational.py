@@ -218,13 +218,14 @@ def _f_lower_map(x, s):
     s2 = s * s
     Phi = ndtr(-z)
     phi = ONE_OVER_SQRT_TWO_PI * np.exp(-0.5 * y)
+    growth = np.exp(y + 0.125 * s2)  # its square is fpp's exp(2y + s²/4): one exponential for both
     fpp = (
         PI_OVER_SIX * y / (s2 * s) * Phi
         * (8 * SQRT_THREE * s * ax + (3 * s2 * (s2 - 8) - 8 * x * x) * Phi / phi)
-        * np.exp(2 * y + 0.25 * s2)
+        * (growth * growth)
     )
     Phi2 = Phi * Phi
-    fp = TWO_PI * y * Phi2 * np.exp(y + 0.125 * s2)
+    fp = TWO_PI * y * Phi2 * growth
     f = TWO_PI_OVER_SQRT_TWENTY_SEVEN * ax * (Phi2 * Phi)
     return f, fp, fpp
 

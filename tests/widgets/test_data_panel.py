@@ -143,7 +143,9 @@ def test_panel_when_delete_is_confirmed_then_the_range_goes(qtbot, stocked, chai
     assert stocked.data_service.coverage().root("SPY").days == len(days)
     panel.request_delete()
     panel.confirm_box.button(QtWidgets.QMessageBox.StandardButton.Yes).click()
-    _feed(qtbot, stocked, panel, lambda: len(panel.tracks()[-1].values) == 10)
+    # the coverage event and the command's result arrive separately (either first): wait for both
+    _feed(qtbot, stocked, panel,
+          lambda: len(panel.tracks()[-1].values) == 10 and "Deleted" in panel.import_status.text())
     assert sorted(d.isoformat() for d in panel.tracks()[-1].values) == days[:10]
     assert "Deleted" in panel.import_status.text()
 
