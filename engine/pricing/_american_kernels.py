@@ -141,61 +141,85 @@ def _qd_plus(tau: float, K: float, r: float, q: float, sigma: float, x_max: floa
     return _nan_min(x, x_max)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _boundary_scratch(n: int, nq: int) -> tuple[np.ndarray, ...]:
-    """Work arrays of :func:`_boundary_one` for n nodes and nq quadrature points (allocated once per batch)."""
-    return (np.empty(n), np.empty(n), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)),
-            np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)), np.empty((n, nq)), np.empty(n))
+# A scheme's tables and a pricing's work arrays are packed into one 2-D array each. Why: numba reference-counts
+# every array a compiled function receives or rebinds (an atomic increment and decrement each), and with the
+# tables and work arrays passed one by one a pricing cost ~140 such atomics, 12-15 % of an implied-vol solve
+# (measured with perf); packed, a call passes three arrays.
+#
+# Table rows (``pack_tables``): 0 z_nodes (n+1), 1 m_frac, 2 sqrt_m_frac, 3 g1, 4 g2 (quad each), 5 t_frac,
+# 6 sqrt_t_frac, 7 h (p each), then the n·quad rows of M_a and the p rows of M_p (n+1 columns each).
+_Z, _M_FRAC, _SQRT_M_FRAC, _G1, _G2, _T_FRAC, _SQRT_T_FRAC, _H_W, _M_A = 0, 1, 2, 3, 4, 5, 6, 7, 8
+# Work rows (n rows per block, quad columns): the vol-dependent weights and distances of the fixed-point step,
+# then the vol-free discount terms an implied-vol iteration keeps across one option's pricings
+_W12A, _W12B, _W3, _V3, _INV_V3, _DRIFT3, _EQ3, _ER3 = 0, 1, 2, 3, 4, 5, 6, 7
+# Node rows (n columns): τ, the new boundary, K·e^{−(r−q)τ}
+_TAU, _NEW_B, _ALPHA = 0, 1, 2
+
+
+def pack_tables(z_nodes: np.ndarray, m_frac: np.ndarray, sqrt_m_frac: np.ndarray, g1: np.ndarray, g2: np.ndarray,
+                M_a: np.ndarray, t_frac: np.ndarray, sqrt_t_frac: np.ndarray, h: np.ndarray,
+                M_p: np.ndarray) -> np.ndarray:
+    """A scheme's nodes, weights and interpolation matrices in the kernels' one-array layout (rows above)."""
+    n1, nq, npt = z_nodes.shape[0], m_frac.shape[0], t_frac.shape[0]
+    tab = np.zeros((_M_A + M_a.shape[0] + M_p.shape[0], max(n1, nq, npt)))
+    for row, values in ((_Z, z_nodes), (_M_FRAC, m_frac), (_SQRT_M_FRAC, sqrt_m_frac), (_G1, g1), (_G2, g2),
+                        (_T_FRAC, t_frac), (_SQRT_T_FRAC, sqrt_t_frac), (_H_W, h)):
+        tab[row, :values.shape[0]] = values
+    tab[_M_A:_M_A + M_a.shape[0], :n1] = M_a
+    tab[_M_A + M_a.shape[0]:, :n1] = M_p
+    return tab
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _boundary_one(k: float, t: float, ra: float, qa: float, s: float, z_nodes: np.ndarray, m_frac: np.ndarray,
-                  sqrt_m_frac: np.ndarray, g1: np.ndarray, g2: np.ndarray, M_a: np.ndarray, iterations: int,
-                  Hrow: np.ndarray, scratch: tuple[np.ndarray, ...], same_option: bool) -> float:
+def _work_arrays(n: int, nq: int) -> tuple[np.ndarray, np.ndarray]:
+    """(work, node) arrays of :func:`_boundary_one` for n nodes and nq quadrature points (one per batch)."""
+    return np.empty((8 * n, nq)), np.empty((3, n))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _boundary_one(k: float, t: float, ra: float, qa: float, s: float, tab: np.ndarray, n: int, nq: int,
+                  iterations: int, Hrow: np.ndarray, work: np.ndarray, node: np.ndarray, same_option: bool) -> float:
     """One put's boundary interpolant values into ``Hrow`` (n+1,); returns its X = K·min(1, r/q).
 
-    ``same_option``: ``scratch`` was last used for this very option (K, T, r, q) at another vol, so its
+    ``same_option``: ``work`` was last used for this very option (K, T, r, q) at another vol, so its
     vol-free discount terms are kept instead of recomputed (an implied-vol iteration prices one option
     several times): the same values, two exponentials fewer per quadrature point."""
-    n = z_nodes.shape[0] - 1
-    nq = m_frac.shape[0]
-    tau, new_b, w12a, w12b, w3, v3, inv_v3, drift3, eq3, er3, alpha_n = scratch
     xm = k * ra / (qa if qa > 0 else 1.0) if qa > ra else k
     Hrow[0] = 0.0
     start = xm
     for i in range(n):
-        zi = (1 + z_nodes[i + 1]) / 2
-        tau[i] = t * (zi * zi)
-        b0 = _qd_plus(tau[i], k, ra, qa, s, xm, start)
+        zi = (1 + tab[_Z, i + 1]) / 2
+        node[_TAU, i] = t * (zi * zi)
+        b0 = _qd_plus(node[_TAU, i], k, ra, qa, s, xm, start)
         if b0 == b0:  # the next node (a longer time, a lower put boundary) starts from this one's
             start = b0
         h = math.log(_nan_min(b0, xm) / xm)
         Hrow[i + 1] = h * h
     for i in range(n):
-        ti = tau[i]
+        ti = node[_TAU, i]
         sqrt_tau = math.sqrt(ti)
         stv = sqrt_tau / s
-        alpha_n[i] = k * math.exp(-(ra - qa) * ti)
+        node[_ALPHA, i] = k * math.exp(-(ra - qa) * ti)
         for j in range(nq):
-            m = ti * m_frac[j]
-            v = s * (sqrt_tau * sqrt_m_frac[j])
-            v3[i, j] = v
-            inv_v3[i, j] = 1 / v
-            drift3[i, j] = (ra - qa) * m
+            m = ti * tab[_M_FRAC, j]
+            v = s * (sqrt_tau * tab[_SQRT_M_FRAC, j])
+            work[_V3 * n + i, j] = v
+            work[_INV_V3 * n + i, j] = 1 / v
+            work[_DRIFT3 * n + i, j] = (ra - qa) * m
             if not same_option:
-                eq3[i, j] = math.exp(qa * (ti - m)) * qa
-                er3[i, j] = math.exp(ra * (ti - m)) * ra
-            eq = eq3[i, j]
-            w12a[i, j] = eq * ti * g1[j]
-            w12b[i, j] = eq * stv * g2[j] * _INV_SQRT_2PI
-            w3[i, j] = er3[i, j] * stv * g2[j] * _INV_SQRT_2PI
+                work[_EQ3 * n + i, j] = math.exp(qa * (ti - m)) * qa
+                work[_ER3 * n + i, j] = math.exp(ra * (ti - m)) * ra
+            eq = work[_EQ3 * n + i, j]
+            work[_W12A * n + i, j] = eq * ti * tab[_G1, j]
+            work[_W12B * n + i, j] = eq * stv * tab[_G2, j] * _INV_SQRT_2PI
+            work[_W3 * n + i, j] = work[_ER3 * n + i, j] * stv * tab[_G2, j] * _INV_SQRT_2PI
     ln_k_over_xm = math.log(k / xm)
     for it in range(iterations):
         for i in range(n):
-            ti = tau[i]
+            ti = node[_TAU, i]
             sqrt_tau = math.sqrt(ti)
             v_tau = s * sqrt_tau
-            alpha = alpha_n[i]
+            alpha = node[_ALPHA, i]
             drift_k = (ra - qa) * ti
             st = s * s * ti
             sqrt_h = math.sqrt(_nan_max(Hrow[i + 1], 0.0))
@@ -204,17 +228,18 @@ def _boundary_one(k: float, t: float, ra: float, qa: float, s: float, z_nodes: n
             k12b = 0.0
             k3 = 0.0
             for j in range(nq):
-                row = i * nq + j
+                row = _M_A + i * nq + j
                 hq = 0.0
                 for c in range(n + 1):
-                    hq += Hrow[c] * M_a[row, c]
+                    hq += Hrow[c] * tab[row, c]
                 ln_ratio = math.sqrt(_nan_max(hq, 0.0)) - sqrt_h
-                dp = (ln_ratio + drift3[i, j]) * inv_v3[i, j] + 0.5 * v3[i, j]
-                dm = dp - v3[i, j]
+                v3 = work[_V3 * n + i, j]
+                dp = (ln_ratio + work[_DRIFT3 * n + i, j]) * work[_INV_V3 * n + i, j] + 0.5 * v3
+                dm = dp - v3
                 n_dp, e_dp = _ndtr_pdf(dp)
-                k12a += w12a[i, j] * n_dp
-                k12b += w12b[i, j] * e_dp
-                k3 += w3[i, j] * math.exp(-0.5 * dm * dm)
+                k12a += work[_W12A * n + i, j] * n_dp
+                k12b += work[_W12B * n + i, j] * e_dp
+                k3 += work[_W3 * n + i, j] * math.exp(-0.5 * dm * dm)
             dp_k = (-sqrt_h - ln_k_over_xm + drift_k) / v_tau + 0.5 * v_tau
             dm_k = dp_k - v_tau
             n_dpk, e_dpk = _ndtr_pdf(dp_k)
@@ -236,58 +261,57 @@ def _boundary_one(k: float, t: float, ra: float, qa: float, s: float, z_nodes: n
                     fv = nb
             lo = 1e-12 * k
             if fv != fv:
-                new_b[i] = math.nan
+                node[_NEW_B, i] = math.nan
             else:
-                new_b[i] = lo if fv < lo else (xm if fv > xm else fv)
+                node[_NEW_B, i] = lo if fv < lo else (xm if fv > xm else fv)
         for i in range(n):
-            h = math.log(new_b[i] / xm)
+            h = math.log(node[_NEW_B, i] / xm)
             Hrow[i + 1] = h * h
     return xm
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, sigma: np.ndarray,
-                 z_nodes: np.ndarray, m_frac: np.ndarray, sqrt_m_frac: np.ndarray, g1: np.ndarray, g2: np.ndarray,
-                 M_a: np.ndarray, iterations: int, H: np.ndarray, x_max: np.ndarray) -> None:
+def put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, sigma: np.ndarray, tab: np.ndarray,
+                 n: int, nq: int, iterations: int, H: np.ndarray, x_max: np.ndarray) -> None:
     """Boundary interpolant values into ``H`` (N, n+1) and ``x_max`` (N,): the numpy ``_put_boundary``.
 
-    ``M_a`` is the (n·quad, n+1) interpolation matrix; node i's quadrature abscissae are rows i·quad … ."""
-    scratch = _boundary_scratch(z_nodes.shape[0] - 1, m_frac.shape[0])
+    ``tab``: :func:`pack_tables` (the M_a rows are the (n·quad, n+1) interpolation matrix; node i's quadrature
+    abscissae are its rows i·quad … )."""
+    work, node = _work_arrays(n, nq)
     for a in range(K.shape[0]):
-        x_max[a] = _boundary_one(K[a], T[a], r[a], q[a], sigma[a], z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a,
-                                 iterations, H[a], scratch, False)
+        x_max[a] = _boundary_one(K[a], T[a], r[a], q[a], sigma[a], tab, n, nq, iterations, H[a], work, node, False)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _premium_one(s_: float, k: float, t: float, ra: float, qa: float, s: float, Hrow: np.ndarray, xm: float,
-                 t_frac: np.ndarray, sqrt_t_frac: np.ndarray, h: np.ndarray, M_p: np.ndarray) -> float:
+                 tab: np.ndarray, n: int, nq: int, npt: int) -> float:
     """One put's early-exercise premium over its boundary (``Hrow``, ``xm`` from :func:`_boundary_one`)."""
-    n1 = Hrow.shape[0]
+    n1 = n + 1
+    m_p = _M_A + n * nq
     sqrt_t = math.sqrt(t)
     ln_s_xm = math.log(s_ / xm)
     total = 0.0
-    for j in range(t_frac.shape[0]):
-        tt = t * t_frac[j]
+    for j in range(npt):
+        tt = t * tab[_T_FRAC, j]
         hq = 0.0
         for c in range(n1):
-            hq += Hrow[c] * M_p[j, c]
+            hq += Hrow[c] * tab[m_p + j, c]
         ln_s_over_b = ln_s_xm + math.sqrt(_nan_max(hq, 0.0))
-        v = s * (sqrt_t * sqrt_t_frac[j])
+        v = s * (sqrt_t * tab[_SQRT_T_FRAC, j])
         dr = math.exp(-ra * tt)
         dq = math.exp(-qa * tt)
         dp = (ln_s_over_b + (ra - qa) * tt) / v + 0.5 * v
         f = ra * k * dr * _ndtr_pdf(v - dp)[0] - qa * s_ * dq * _ndtr_pdf(-dp)[0]
-        total += h[j] * f
+        total += tab[_H_W, j] * f
     return _nan_max(t * total, 0.0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def put_premium(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, sigma: np.ndarray,
-                H: np.ndarray, x_max: np.ndarray, t_frac: np.ndarray, sqrt_t_frac: np.ndarray, h: np.ndarray,
-                M_p: np.ndarray, out: np.ndarray) -> None:
+                H: np.ndarray, x_max: np.ndarray, tab: np.ndarray, n: int, nq: int, npt: int, out: np.ndarray) -> None:
     """Early-exercise premium of each put over its boundary into ``out``: the numpy ``_put_premium``."""
     for a in range(S.shape[0]):
-        out[a] = _premium_one(S[a], K[a], T[a], r[a], q[a], sigma[a], H[a], x_max[a], t_frac, sqrt_t_frac, h, M_p)
+        out[a] = _premium_one(S[a], K[a], T[a], r[a], q[a], sigma[a], H[a], x_max[a], tab, n, nq, npt)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -310,27 +334,14 @@ def _premium_bound(S: float, K: float, T: float, r: float, q: float, sigma: floa
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _american_put_price(Sp: float, Kp: float, T: float, rp: float, qp: float, sigma: float, euro: float,
-                        tables: tuple, coarse_tables: tuple, limits: tuple, Hrow: np.ndarray, scratch: tuple,
-                        coarse_Hrow: np.ndarray, coarse_scratch: tuple, ready: np.ndarray) -> float:
-    """american._american_block (price only) for one put whose European value is ``euro``: the premium bound's
-    skip and coarse scheme, the boundary, the premium and the exercise test. ``ready[0]`` (``[1]``): the
-    scheme's (the coarse scheme's) scratch holds this option's vol-free terms already; set here."""
-    min_rate_time, skip_below, coarse_below, has_coarse = limits
-    if not rp * T > min_rate_time:
-        return euro
-    bound = _premium_bound(Sp, Kp, T, rp, qp, sigma)
-    if bound <= skip_below * Kp:
-        return euro
-    tb, H, work, which = tables, Hrow, scratch, 0
-    if has_coarse and bound <= coarse_below * Kp:
-        tb, H, work, which = coarse_tables, coarse_Hrow, coarse_scratch, 1
-    z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a, iterations, t_frac, sqrt_t_frac, h, M_p = tb
-    xm = _boundary_one(Kp, T, rp, qp, sigma, z_nodes, m_frac, sqrt_m_frac, g1, g2, M_a, iterations, H, work,
-                       ready[which])
-    ready[which] = True
-    b_now = xm * math.exp(-math.sqrt(_nan_max(H[H.shape[0] - 1], 0.0)))  # z = 1: τ = T
-    prem = _nan_max(_premium_one(Sp, Kp, T, rp, qp, sigma, H, xm, t_frac, sqrt_t_frac, h, M_p), 0.0)
+def _american_put_value(Sp: float, Kp: float, T: float, rp: float, qp: float, sigma: float, euro: float,
+                        tab: np.ndarray, n: int, nq: int, npt: int, iterations: int, Hrow: np.ndarray,
+                        work: np.ndarray, node: np.ndarray, same_option: bool) -> float:
+    """The American value of one put whose European value is ``euro`` on one scheme: the boundary, the premium
+    and the exercise test of american._american_block."""
+    xm = _boundary_one(Kp, T, rp, qp, sigma, tab, n, nq, iterations, Hrow, work, node, same_option)
+    b_now = xm * math.exp(-math.sqrt(_nan_max(Hrow[n], 0.0)))  # z = 1: τ = T
+    prem = _nan_max(_premium_one(Sp, Kp, T, rp, qp, sigma, Hrow, xm, tab, n, nq, npt), 0.0)
     if Sp <= b_now:
         return Kp - Sp
     return _nan_max(euro + prem, Kp - Sp)
@@ -382,13 +393,13 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
     Every σ-independent value comes from numpy, computed as the numpy path computes it: the Greeks kernel's
     ``ln_sk``, ``dq``, ``dr``; the implied-vol solve's forward ``f_iv``, discount ``df_iv``, ``x_iv`` and
     ``bmax_iv``; the put's European value ``scale_p·(intrinsic_p + b_otm(−|x_p|, σ√T))`` as bsm.price."""
-    n_nodes = tables[0].shape[0]
-    Hrow = np.empty(n_nodes)
-    scratch = _boundary_scratch(n_nodes - 1, tables[1].shape[0])
-    coarse_Hrow = np.empty(coarse_tables[0].shape[0])
-    coarse_scratch = _boundary_scratch(coarse_tables[0].shape[0] - 1, coarse_tables[1].shape[0])
-    ready = np.zeros(2, dtype=np.bool_)
-    min_rate_time = limits[0]
+    tab, n, nq, npt, iterations = tables
+    c_tab, c_n, c_nq, c_npt, c_iterations = coarse_tables
+    min_rate_time, skip_below, coarse_below, has_coarse = limits
+    Hrow = np.empty(n + 1)
+    work, node = _work_arrays(n, nq)
+    c_Hrow = np.empty(c_n + 1)
+    c_work, c_node = _work_arrays(c_n, c_nq)
     for i in range(p.shape[0]):
         pricings[i] = 0
         call = c[i]
@@ -408,7 +419,8 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
                 converged[i] = True
                 continue
         converged[i] = False
-        ready[:] = False  # a new option: the boundary scratch holds another's terms
+        ready = False  # a new option: the work arrays hold another's vol-free terms
+        c_ready = False
         sqrt_t = math.sqrt(t_)
         x_prev = math.nan
         g_prev = math.nan
@@ -422,8 +434,21 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
                 pricings[i] += 1
                 b_otm, _v = _jit._black_and_vega(-abs(x_p[i]), xc * sqrt_t)
                 euro = scale_p[i] * (intrinsic_p[i] + b_otm)
-                a = _american_put_price(Sp, Kp, t_, rp, qp, xc, euro, tables, coarse_tables, limits, Hrow,
-                                        scratch, coarse_Hrow, coarse_scratch, ready)
+                # american._american_block, price only: the European value where the early-exercise premium is
+                # negligible (or never earned), the coarse scheme where it is tiny
+                a = euro
+                if rp * t_ > min_rate_time:
+                    bound = _premium_bound(Sp, Kp, t_, rp, qp, xc)
+                    if bound <= skip_below * Kp:
+                        pass
+                    elif has_coarse and bound <= coarse_below * Kp:
+                        a = _american_put_value(Sp, Kp, t_, rp, qp, xc, euro, c_tab, c_n, c_nq, c_npt, c_iterations,
+                                                c_Hrow, c_work, c_node, c_ready)
+                        c_ready = True
+                    else:
+                        a = _american_put_value(Sp, Kp, t_, rp, qp, xc, euro, tab, n, nq, npt, iterations, Hrow,
+                                                work, node, ready)
+                        ready = True
                 e_price, vega, volga = _price_vega_volga(call, s_, k_, t_, r_, q_, xc, ln_sk[i], dq[i], dr[i])
                 delta = p[i] - a
                 newton = delta / vega

@@ -109,14 +109,13 @@ def warm_up(cache_dir: Any = None) -> bool:
             return False
         one = np.ones(1)
         for scheme in SCHEMES.values():  # every signature the pricer uses (the schemes share their types)
-            tb = _tables(scheme)
             H = np.empty((1, scheme.n + 1))
             x_max = np.empty(1)
-            kernels.put_boundary(100 * one, one, 0.05 * one, 0.01 * one, 0.2 * one, tb["z_nodes"], tb["m_frac"],
-                                 tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, H, x_max)
+            kernels.put_boundary(100 * one, one, 0.05 * one, 0.01 * one, 0.2 * one, _packed(kernels, scheme),
+                                 scheme.n, scheme.quad, scheme.m, H, x_max)
             kernels.put_premium(100 * one, 100 * one, one, 0.05 * one, 0.01 * one, 0.2 * one, H, x_max,
-                                tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"], np.empty(1))
-        tables = _scheme_tables(SCHEMES["fast"])
+                                _packed(kernels, scheme), scheme.n, scheme.quad, scheme.p, np.empty(1))
+        tables = _scheme_tables(kernels, SCHEMES["fast"])
         f1, b1 = np.ones(1), np.ones(1, dtype=np.bool_)
         kernels.american_iv(f1, b1, *(f1,) * 16, tables, tables, (1e-5, 1e-10, 1e-4, True),
                             1e-8, 12, np.empty(1), np.empty(1, dtype=np.bool_), np.empty(1, dtype=np.int64))
@@ -124,6 +123,14 @@ def warm_up(cache_dir: Any = None) -> bool:
             kernel.disable_compile()  # other argument types raise TypeError (numpy path), never compile
         _kernels = kernels
     return True
+
+
+@lru_cache(maxsize=16)
+def _packed(kernels: Any, scheme: Scheme) -> np.ndarray:
+    """:func:`_tables` in the compiled kernels' one-array layout (``_american_kernels.pack_tables``)."""
+    tb = _tables(scheme)
+    return kernels.pack_tables(tb["z_nodes"], tb["m_frac"], tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"],
+                               tb["t_frac"], tb["sqrt_t_frac"], tb["h"], tb["M_p"])
 
 
 @lru_cache(maxsize=16)
@@ -256,14 +263,14 @@ def _put_boundary(K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray, si
     """Exercise-boundary interpolant values H at the nodes, shape (N, n+1), and X (N,)."""
     kernels = _compiled()
     if kernels is not None:
-        tb = _tables(scheme)
+        tab = _packed(kernels, scheme)
         H = np.empty((K.shape[0], scheme.n + 1))
         x_max = np.empty(K.shape[0])
         inputs = [np.array(a, dtype=float) for a in (K, T, r, q, sigma)]
 
         def chunk(start: int, stop: int) -> None:
-            kernels.put_boundary(*(a[start:stop] for a in inputs), tb["z_nodes"], tb["m_frac"], tb["sqrt_m_frac"],
-                                 tb["g1"], tb["g2"], tb["M_a"], scheme.m, H[start:stop], x_max[start:stop])
+            kernels.put_boundary(*(a[start:stop] for a in inputs), tab, scheme.n, scheme.quad, scheme.m,
+                                 H[start:stop], x_max[start:stop])
 
         try:
             _split.run_chunks(chunk, K.shape[0], _SPLIT_CHUNK)
@@ -345,13 +352,13 @@ def _put_premium(S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: 
     """Early-exercise premium ∫₀^T [rK·e^{-rt}Φ(−d₋) − qS·e^{-qt}Φ(−d₊)] dt over the boundary B(T − t)."""
     kernels = _compiled()
     if kernels is not None:
-        tb = _tables(scheme)
+        tab = _packed(kernels, scheme)
         out = np.empty(S.shape[0])
         inputs = [np.array(a, dtype=float) for a in (S, K, T, r, q, sigma, H, x_max)]
 
         def chunk(start: int, stop: int) -> None:
-            kernels.put_premium(*(a[start:stop] for a in inputs), tb["t_frac"], tb["sqrt_t_frac"], tb["h"],
-                                tb["M_p"], out[start:stop])
+            kernels.put_premium(*(a[start:stop] for a in inputs), tab, scheme.n, scheme.quad, scheme.p,
+                                out[start:stop])
 
         try:
             _split.run_chunks(chunk, S.shape[0], _SPLIT_CHUNK)
@@ -786,11 +793,9 @@ def _american_iv_numpy(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarra
 _IV_KERNEL_CHUNK = 64
 
 
-def _scheme_tables(scheme: Scheme) -> tuple[Any, ...]:
-    """A scheme's tables as the compiled implied-vol kernel takes them (one tuple type for every scheme)."""
-    tb = _tables(scheme)
-    return (tb["z_nodes"], tb["m_frac"], tb["sqrt_m_frac"], tb["g1"], tb["g2"], tb["M_a"], scheme.m, tb["t_frac"],
-            tb["sqrt_t_frac"], tb["h"], tb["M_p"])
+def _scheme_tables(kernels: Any, scheme: Scheme) -> tuple[Any, ...]:
+    """A scheme as the compiled implied-vol kernel takes it: (packed tables, n, quad, p, iterations)."""
+    return (_packed(kernels, scheme), scheme.n, scheme.quad, scheme.p, scheme.m)
 
 
 def _american_iv_compiled(kernels: Any, p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray,
@@ -819,9 +824,9 @@ def _american_iv_compiled(kernels: Any, p: np.ndarray, c: np.ndarray, S: np.ndar
         x_p = np.log(fwd_p / Kp)
         intrinsic_p = lbr.normalised_intrinsic(x_p, np.full(x_p.shape, -1.0))
         scale_p = np.exp(-rp * T) * np.sqrt(fwd_p) * np.sqrt(Kp)
-    tables = _scheme_tables(sch)
+    tables = _scheme_tables(kernels, sch)
     coarse = _COARSER.get(sch)
-    coarse_tables = _scheme_tables(coarse) if coarse is not None else tables
+    coarse_tables = _scheme_tables(kernels, coarse) if coarse is not None else tables
     limits = (_MIN_RATE_TIME, SKIP_PREMIUM_BELOW, COARSE_PREMIUM_BELOW, coarse is not None)
     converged = np.zeros(p.shape[0], dtype=np.bool_)
     pricings = np.zeros(p.shape[0], dtype=np.int64)
