@@ -52,6 +52,9 @@ class IbkrConnection:
         self.reconnector = Reconnector(COMPONENT, self._connect_once, bus=bus, config=reconnect,
                                        rng=rng, on_connected=self._after_reconnect)
         self.ib: Any = None
+        #: the last connect finished: handshake, ib_async's startup sync (open orders, positions, account) and our
+        #: checks. ``ib.isConnected()`` turns true at the handshake, before the sync fills ib_async's caches.
+        self._synced = False
         self.account_id = ""
         self.latency_ms: float | None = None
         self._closing = False
@@ -64,7 +67,10 @@ class IbkrConnection:
 
     @property
     def connected(self) -> bool:
-        return self.ib is not None and self.ib.isConnected()
+        """Connected and synchronised. Why not ``ib.isConnected()`` alone: during a reconnect it is true from the
+        handshake on, while ``openTrades()`` and ``positions()`` are still empty, and a query then would report
+        working orders as gone (a fresh-clone test run caught exactly that)."""
+        return self.ib is not None and self._synced and self.ib.isConnected()
 
     @property
     def is_paper(self) -> bool:
@@ -108,6 +114,7 @@ class IbkrConnection:
                                + (" (paper)" if self.is_paper else ""), self.latency_ms)
 
     async def _connect_once(self) -> None:
+        self._synced = False
         install_log_redaction()
         await import_sdk("ib_async")
         quiet_sdk_loggers()
@@ -148,10 +155,12 @@ class IbkrConnection:
         await with_timeout(self.ib.reqCurrentTimeAsync(), cfg.call_timeout_s, "ibkr current time")
         self.latency_ms = (time.perf_counter() - t0) * 1e3
         self.connects += 1
+        self._synced = True
 
     def _drop(self) -> None:
         """Disconnect on our own initiative without triggering the reconnector."""
         closing, self._closing = self._closing, True
+        self._synced = False
         try:
             self.ib.disconnect()
         finally:
@@ -170,6 +179,7 @@ class IbkrConnection:
                 log.exception("ibkr: post-reconnect step failed")
 
     def _on_disconnected(self) -> None:
+        self._synced = False
         if self._closing:
             return
         self.reconnector.trigger("connection to TWS/Gateway lost")

@@ -689,6 +689,18 @@ _PRICE_UNDERFLOW = 13
 
 
 @_nb()
+def _nonpositive_reason(spot, k, t):
+    """The first of spot, strike, time that is not positive, as its reason code (0: none)."""
+    if not spot > 0:
+        return _NONPOSITIVE_SPOT
+    if not k > 0:
+        return _NONPOSITIVE_STRIKE
+    if not t > 0:
+        return _NONPOSITIVE_TIME
+    return 0
+
+
+@_nb()
 def implied_vol_one(spot_inputs, p, call, s_, k, t, r, q, f, d, xi, bm):
     """(vol, reason) of one option: the checks, reason codes, normalised time value and solve of
     :func:`implied_vol` (also called per option by the American implied-vol kernel)."""
@@ -696,20 +708,14 @@ def implied_vol_one(spot_inputs, p, call, s_, k, t, r, q, f, d, xi, bm):
         if not (math.isfinite(s_) and math.isfinite(k) and math.isfinite(t) and math.isfinite(r)
                 and math.isfinite(q)):
             return np.nan, _NAN_INPUT
-        if not s_ > 0:
-            return np.nan, _NONPOSITIVE_SPOT
-        if not k > 0:
-            return np.nan, _NONPOSITIVE_STRIKE
-        if not t > 0:
-            return np.nan, _NONPOSITIVE_TIME
+        code = _nonpositive_reason(s_, k, t)  # bsm's market reasons first, in its order
+        if code:
+            return np.nan, code
     if not (math.isfinite(p) and math.isfinite(f) and math.isfinite(k) and math.isfinite(t) and math.isfinite(d)):
         return np.nan, _NAN_INPUT
-    if not f > 0:
-        return np.nan, _NONPOSITIVE_SPOT
-    if not k > 0:
-        return np.nan, _NONPOSITIVE_STRIKE
-    if not t > 0:
-        return np.nan, _NONPOSITIVE_TIME
+    code = _nonpositive_reason(f, k, t)
+    if code:
+        return np.nan, code
     if not d > 0:
         return np.nan, _NAN_INPUT
     if not p > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import numpy as np
@@ -230,6 +231,24 @@ async def test_server_drops_connection_then_reconnect_resubscribes(tws, bus, rec
     finally:
         await feed.stop()
         await broker.disconnect()
+
+
+async def test_connected_only_once_the_connect_has_synced_also_on_a_reconnect(broker, tws, bus):
+    """ib_async's isConnected() is true from the handshake on, before the startup sync fills its open orders and
+    positions: ``connected`` (and every query behind it) waits for the whole connect, so a query in between is
+    refused instead of reporting working orders as gone."""
+    conn = broker.conn
+    assert conn.connected
+    tws.hold_current_time = asyncio.Event()  # the reconnect stalls at its last step
+    await tws.close_all()
+    await wait_until(lambda: tws.connections == 2 and conn.ib.isConnected(), timeout=10, what="handshake again")
+    await wait_until(lambda: len(sent(tws, 49)) == 2, what="the reconnect's current-time request")
+    assert not conn.connected
+    with pytest.raises(BrokerError, match="not connected"):
+        await broker.open_orders()
+    tws.hold_current_time.set()
+    await wait_until(lambda: conn.connected, timeout=10, what="synced")
+    assert await broker.open_orders() == []
 
 
 async def test_silent_server_connect_times_out_with_clear_state(tws, bus, recorder):

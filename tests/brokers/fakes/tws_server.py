@@ -140,6 +140,8 @@ class FakeTws:
         self.tif_preset_warning = False  # send error 10349 ("TIF set to DAY by preset") before accepting
         self.auto_fill = False
         self.lose_order_answers = False  # orders are placed, but their openOrder/orderStatus answers are lost
+        #: an Event: reqCurrentTime (the last step of a client's connect) is answered only once it is set
+        self.hold_current_time: asyncio.Event | None = None
         self.tick_interval = 0.05
         self.history = TwsHistory(self)  # historical data and its pacing (tests/brokers/fakes/tws_history.py)
         self.symbols = TwsSymbols(self)  # reqMatchingSymbols (tests/brokers/fakes/tws_symbols.py)
@@ -252,8 +254,20 @@ class FakeTws:
                 3: self._place, 4: lambda conn, f: self._cancel(int(f[2]), "Order Canceled - reason:"),
                 58: self._req_global_cancel, 20: self.history.request,
                 25: lambda conn, f: None,  # cancelHistoricalData: every answer here is complete at once
-                81: self.symbols.request, 49: lambda conn, f: self._send(conn, 49, 1, int(time.time())),
+                81: self.symbols.request, 49: self._current_time,
                 8: lambda conn, f: self._send(conn, 9, 1, self.next_order_id)}  # reqIds
+
+    def _current_time(self, conn: _Conn, f: list[str]) -> None:
+        gate = self.hold_current_time
+        if gate is None:
+            self._send(conn, 49, 1, int(time.time()))
+            return
+
+        async def later() -> None:
+            await gate.wait()
+            self._send(conn, 49, 1, int(time.time()))
+
+        self._spawn(later())
 
     def _start_api(self, conn: _Conn, f: list[str]) -> None:
         conn.client_id = int(f[2])
