@@ -387,7 +387,7 @@ def american_iv(p: np.ndarray, c: np.ndarray, S: np.ndarray, K: np.ndarray, T: n
     ``pricings``.
 
     Why one compiled loop: the numpy iteration reprices the shrinking set of unconverged options in up to a
-    dozen whole-array passes whose fixed costs (about half the time on a 2,000-option chain) hold the GIL; here
+    dozen whole-array passes whose fixed costs (about a third of a 2,000-option solve) hold the GIL; here
     each option takes only its own pricings, and a chunk releases the GIL for all of its work.
 
     Every σ-independent value comes from numpy, computed as the numpy path computes it: the Greeks kernel's
