@@ -1,4 +1,6 @@
-"""Compiled (numba) kernels of the ALO American pricer: the exercise boundary and the early-exercise premium.
+"""Compiled (numba) kernels of the ALO American pricer: the exercise boundary, the early-exercise premium, and
+the implied-vol iteration that prices one option at a time with them (:func:`american_iv`, which calls the
+per-option European solve of :mod:`engine.pricing._jit`, imported here).
 
 Why a second implementation: the numpy path of :mod:`engine.pricing.american` makes a dozen passes over
 (options × nodes × quadrature) temporaries per fixed-point step; these loops compute the same formulas, in the

@@ -401,7 +401,8 @@ _SPLIT_CHUNK = 96
 #: a QD+ Halley step below this fraction of the strike is the last: Halley converges cubically, so the next step
 #: would be ~(1e-6)³ of K, far below rounding (the QD+ boundary is only the start of the fixed-point iteration)
 QD_STEP_DONE = 1e-6
-#: options per thread before an implied-vol solve is split into solves per thread
+#: options per thread before a numpy implied-vol solve (the reference path) is split into solves per thread; the
+#: compiled iteration splits by :data:`_IV_KERNEL_CHUNK`
 _IV_SPLIT_CHUNK = 256
 #: an early-exercise premium proven below this fraction of the strike is not computed (price-only calls)
 SKIP_PREMIUM_BELOW = 1e-10

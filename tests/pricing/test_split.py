@@ -108,7 +108,8 @@ def test_a_split_inside_a_chunk_runs_on_that_chunks_thread_alone() -> None:
 
 
 def test_one_chunk_per_thread_when_asked() -> None:
-    """An American implied-vol solve costs per call more than per option: it asks for one chunk per thread."""
+    """The numpy American implied-vol solve costs per call more than per option: it asks for one chunk per
+    thread."""
     _split.set_threads(2)
     parts: list[tuple[int, int]] = []
     assert _split.run_chunks(lambda a, b: parts.append((a, b)), 1000, min_chunk=100, chunks_per_thread=1) == 2
