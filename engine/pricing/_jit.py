@@ -223,8 +223,8 @@ def ndtr(a, out):
 # --------------------------------------------------------------------------------------------------------------
 
 
-_GREEKS_SIG = types.void(_B, _F, _F, _F, _F, _F, _F, _F, _F, _F, _SLOTS, _OUT2, _REASON)
-#: options per block of the Greeks kernels: a block's inputs and six buffers (~64 KB) stay in the L2 cache
+_GREEKS_SIG = types.void(_B, _F, _F, _F, _F, _F, _F, _F, _F, _F, _SLOTS, _OUT2, _REASON, _I, _I)
+#: options per block of the Greeks kernels: a block's inputs and nine buffers (~80 KB) stay in the L2 cache
 _GREEKS_BLOCK = 512
 #: bsm.OUTPUTS order
 _OUTPUT_NAMES = ("price", "delta", "gamma", "vega", "theta", "rho", "vanna", "volga", "charm")
@@ -234,40 +234,43 @@ def _greeks_kernel(wanted: frozenset[str]):
     """A Greeks kernel specialised for the outputs ``wanted``: the flags are compile-time constants, so the
     loops hold only the arithmetic those outputs need (no per-option tests of what was asked for).
 
-    The kernel writes ``out[slot[j], i]`` = output j (bsm.OUTPUTS order) of option i for every j; the caller
-    points the slots of outputs it does not want at a scratch row (the all-outputs kernel also serves sets
-    that have no kernel of their own), and ``reason[i]``. Every input is a contiguous array of one value per
-    option. ``ln(S/K)``, ``e^{-qT}`` and ``e^{-rT}`` come from numpy, whose SIMD ``log``/``exp`` cost a
-    fraction of a scalar call and are the very values the numpy path uses.
+    The kernel writes ``out[slot[j], i]`` = output j (bsm.OUTPUTS order) of option i for every j and every i in
+    ``[start, stop)`` (a thread's chunk); the caller points the slots of outputs it does not want at a scratch
+    row (the all-outputs kernel also serves sets that have no kernel of their own), and ``reason[i]``. Every
+    input is a contiguous array of one value per option. ``ln(S/K)``, ``e^{-qT}`` and ``e^{-rT}`` come from
+    numpy, whose SIMD ``log``/``exp`` cost a fraction of a scalar call and are the very values the numpy path
+    uses.
 
-    Why blocks and five loops per block instead of one loop per option: LLVM vectorises a loop (4 options per
-    AVX2 instruction) only when it reads contiguous arrays, branches nowhere and calls nothing, and numba has
-    no SIMD ``exp`` without Intel's SVML. So per block of :data:`_GREEKS_BLOCK` options the reasons (selects in
-    the numpy path's order) and ``d1``/``d2`` come from SIMD loops, the one exponential per option from a
-    scalar loop of nothing else, and all the rest (the branch-free cumulative normal inlined, every output,
-    NaN for invalid options) from a SIMD loop again. As one scalar loop per option, its ~15 divisions, two
-    rational cumulative normals and input checks made the compiled path no faster than numpy's. Each
-    option's arithmetic is the same as in that loop, in the same order."""
+    Why blocks and one loop per quantity instead of one loop per option: LLVM vectorises a loop (4-8 options
+    per AVX instruction) only when it reads contiguous arrays, branches nowhere and calls nothing, and numba
+    has no SIMD ``exp`` without Intel's SVML. So per block of :data:`_GREEKS_BLOCK` options the reasons (selects
+    in the numpy path's order) and ``d1``/``d2`` come from SIMD loops, the one exponential per option from a
+    scalar loop of nothing else, the two cumulative normals (branch-free, inlined) and the density from a SIMD
+    loop, and then each output from a SIMD loop of its own. One loop writing all nine outputs was not
+    vectorised at all: it touches so many arrays that LLVM gives up on the run-time checks that they do not
+    overlap (the all-outputs kernel ran at half the speed of the five-Greeks one, measured). As one scalar loop
+    per option, its ~15 divisions, two rational cumulative normals and input checks made the compiled path no
+    faster than numpy's. Each option's arithmetic is the same as in that loop, in the same order."""
     w_p, w_de, w_ga, w_ve, w_th, w_rh, w_va, w_vo, w_ch = (name in wanted for name in _OUTPUT_NAMES)
     need_n1 = w_p or w_de or w_th or w_ch
     need_n2 = w_p or w_th or w_rh
     need_pdf = w_ga or w_ve or w_th or w_va or w_vo or w_ch
-    need_vega = w_ve or w_th or w_vo
     block = _GREEKS_BLOCK
 
-    def greeks(c, S, K, T, r, q, sig, ln_sk, DQ, DR, slot, out, reason):
-        n = reason.size
-        buf = np.empty((6, block))
+    def greeks(c, S, K, T, r, q, sig, ln_sk, DQ, DR, slot, out, reason, start, stop):
+        buf = np.empty((9, block))
         sqrt_b, vol_b, d1_b, d2_b, e1_b, e2_b = buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]
+        n1_b, n2_b, pdf_b = buf[6], buf[7], buf[8]
         o_p, o_de, o_ga, o_ve, o_th = out[slot[0]], out[slot[1]], out[slot[2]], out[slot[3]], out[slot[4]]
         o_rh, o_va, o_vo, o_ch = out[slot[5]], out[slot[6]], out[slot[7]], out[slot[8]]
         nan = np.nan
-        for b0 in range(0, n, block):
-            end = min(b0 + block, n)
+        for b0 in range(start, stop, block):
+            end = min(b0 + block, stop)
             m = end - b0
             cb, sb, kb, tb, rb, qb, vb = c[b0:end], S[b0:end], K[b0:end], T[b0:end], r[b0:end], q[b0:end], \
                 sig[b0:end]
-            lnb, dqb, drb, rsn = ln_sk[b0:end], DQ[b0:end], DR[b0:end], reason[b0:end]
+            dqb, drb, rsn = DQ[b0:end], DR[b0:end], reason[b0:end]
+            lnb = ln_sk[b0:end]
             for j in range(m):  # SIMD: reasons, the first failed check in bsm's order (selects, no branches)
                 s_ = sb[j]
                 k_ = kb[j]
@@ -301,56 +304,72 @@ def _greeks_kernel(wanted: frozenset[str]):
                 for j in range(m):  # e1 underflowed or rounding pushed e2 past 1: the exponential itself
                     if not (e1_b[j] > 1e-300 and e2_b[j] <= 1.0):
                         e2_b[j] = math.exp(-0.5 * d2_b[j] * d2_b[j])
-            op, ode, oga, ove, oth = o_p[b0:end], o_de[b0:end], o_ga[b0:end], o_ve[b0:end], o_th[b0:end]
-            orh, ova, ovo, och = o_rh[b0:end], o_va[b0:end], o_vo[b0:end], o_ch[b0:end]
-            for j in range(m):  # SIMD: cumulative normals and the outputs
-                s_ = sb[j]
-                t_ = tb[j]
-                r_ = rb[j]
-                q_ = qb[j]
-                v_ = vb[j]
-                dq = dqb[j]
-                sqrt_t = sqrt_b[j]
-                vol_t = vol_b[j]
-                d1 = d1_b[j]
-                d2 = d2_b[j]
-                e1 = e1_b[j]
+            for j in range(m):  # SIMD: e^{-qT}·N(θd1), K·e^{-rT}·N(θd2), e^{-qT}·φ(d1)
                 sign = 1.0 if cb[j] else -1.0
-                valid = rsn[j] == 0
-                dq_n1 = dq * _ndtr_select(sign * d1, e1) if need_n1 else 0.0
-                k_dr_n2 = 0.0
+                if need_n1:
+                    n1_b[j] = dqb[j] * _ndtr_select(sign * d1_b[j], e1_b[j])
                 if need_n2:
                     k_dr_n2 = drb[j] * kb[j]
-                    k_dr_n2 *= _ndtr_select(sign * d2, e2_b[j])
-                dq_pdf = e1 * (dq * _INV_SQRT_2PI) if need_pdf else 0.0
-                s_dq_n1 = s_ * dq_n1
-                if w_p:
-                    value = s_dq_n1 - k_dr_n2
+                    k_dr_n2 *= _ndtr_select(sign * d2_b[j], e2_b[j])
+                    n2_b[j] = k_dr_n2
+                if need_pdf:
+                    pdf_b[j] = e1_b[j] * (dqb[j] * _INV_SQRT_2PI)
+            # SIMD, one loop per output: the quantities above combined, NaN where the inputs were invalid
+            if w_p:
+                op = o_p[b0:end]
+                for j in range(m):
+                    sign = 1.0 if cb[j] else -1.0
+                    value = sb[j] * n1_b[j] - n2_b[j]
                     value *= sign
-                    op[j] = value if valid else nan
-                if w_de:
-                    ode[j] = sign * dq_n1 if valid else nan
-                if w_ga:
-                    oga[j] = dq_pdf / (s_ * vol_t) if valid else nan
-                s_dq_pdf = s_ * dq_pdf if need_vega else 0.0
-                vega = s_dq_pdf * sqrt_t if need_vega else 0.0
-                if w_ve:
-                    ove[j] = vega * 0.01 if valid else nan
-                if w_th:
-                    theta = q_ * s_dq_n1
-                    theta -= r_ * k_dr_n2
+                    op[j] = value if rsn[j] == 0 else nan
+            if w_de:
+                ode = o_de[b0:end]
+                for j in range(m):
+                    sign = 1.0 if cb[j] else -1.0
+                    ode[j] = sign * n1_b[j] if rsn[j] == 0 else nan
+            if w_ga:
+                oga = o_ga[b0:end]
+                for j in range(m):
+                    oga[j] = pdf_b[j] / (sb[j] * vol_b[j]) if rsn[j] == 0 else nan
+            if w_ve:
+                ove = o_ve[b0:end]
+                for j in range(m):
+                    vega = sb[j] * pdf_b[j] * sqrt_b[j]
+                    ove[j] = vega * 0.01 if rsn[j] == 0 else nan
+            if w_th:
+                oth = o_th[b0:end]
+                for j in range(m):
+                    sign = 1.0 if cb[j] else -1.0
+                    s_ = sb[j]
+                    theta = qb[j] * (s_ * n1_b[j])
+                    theta -= rb[j] * n2_b[j]
                     theta *= sign
-                    theta -= s_dq_pdf * v_ / (2 * sqrt_t)
-                    oth[j] = theta * _ONE_OVER_DAYS if valid else nan
-                if w_rh:
-                    orh[j] = (sign * k_dr_n2) * (t_ * 0.01) if valid else nan
-                if w_va:
-                    ova[j] = (dq_pdf * d2 / v_) * -0.01 if valid else nan
-                if w_vo:
-                    ovo[j] = (vega * d1 * d2 / v_) * 1e-4 if valid else nan
-                if w_ch:
-                    charm = (sign * q_ * dq_n1 - dq_pdf * (2 * (r_ - q_) * t_ - d2 * vol_t) / (2 * t_ * vol_t))
-                    och[j] = charm * _ONE_OVER_DAYS if valid else nan
+                    theta -= s_ * pdf_b[j] * vb[j] / (2 * sqrt_b[j])
+                    oth[j] = theta * _ONE_OVER_DAYS if rsn[j] == 0 else nan
+            if w_rh:
+                orh = o_rh[b0:end]
+                for j in range(m):
+                    sign = 1.0 if cb[j] else -1.0
+                    orh[j] = (sign * n2_b[j]) * (tb[j] * 0.01) if rsn[j] == 0 else nan
+            if w_va:
+                ova = o_va[b0:end]
+                for j in range(m):
+                    ova[j] = (pdf_b[j] * d2_b[j] / vb[j]) * -0.01 if rsn[j] == 0 else nan
+            if w_vo:
+                ovo = o_vo[b0:end]
+                for j in range(m):
+                    vega = sb[j] * pdf_b[j] * sqrt_b[j]
+                    ovo[j] = (vega * d1_b[j] * d2_b[j] / vb[j]) * 1e-4 if rsn[j] == 0 else nan
+            if w_ch:
+                och = o_ch[b0:end]
+                for j in range(m):
+                    sign = 1.0 if cb[j] else -1.0
+                    t_ = tb[j]
+                    q_ = qb[j]
+                    vol_t = vol_b[j]
+                    charm = (sign * q_ * n1_b[j]
+                             - pdf_b[j] * (2 * (rb[j] - q_) * t_ - d2_b[j] * vol_t) / (2 * t_ * vol_t))
+                    och[j] = charm * _ONE_OVER_DAYS if rsn[j] == 0 else nan
 
     return njit([_GREEKS_SIG], **_EXACT_OPTS)(greeks)
 

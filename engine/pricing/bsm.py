@@ -284,10 +284,16 @@ def _flat(a: np.ndarray, dtype: Any = np.float64) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(a.reshape(-1), dtype=dtype), 1
 
 
+#: options per thread's chunk of a compiled Greeks batch (~50-100 ns each): below this a thread's start
+#: (~50 µs) is not worth it
+_GREEKS_SPLIT_CHUNK = 16_384
+
+
 def _greeks_compiled(compiled: Any, want: frozenset[str], is_call: np.ndarray, S: np.ndarray, K: np.ndarray,
                      T: np.ndarray, r: np.ndarray, q: np.ndarray, sig: np.ndarray) -> tuple[Greeks, np.ndarray]:
     """:func:`greeks` through the compiled kernel: wanted outputs only, in SIMD loops over blocks (after three
-    numpy passes for ln(S/K) and the discount factors, which numpy's SIMD log/exp do fastest).
+    numpy passes for ln(S/K) and the discount factors, which numpy's SIMD log/exp do fastest), a large batch
+    split over threads (each chunk's numpy passes and kernel call release the GIL).
 
     The kernel takes one contiguous value per option (a broadcast scalar such as the rate is expanded: a
     copy costs less than the strided reads that would keep the kernel's loops from vectorising). Outputs
@@ -296,19 +302,26 @@ def _greeks_compiled(compiled: Any, want: frozenset[str], is_call: np.ndarray, S
     n = S.size
     names = [name for name in OUTPUTS if name in want]
     slot = np.array([names.index(name) if name in want else len(names) for name in OUTPUTS], dtype=np.int64)
-    needs_scratch = len(names) < len(OUTPUTS) and compiled.greeks_kernel(want) is compiled.greeks
+    kernel = compiled.greeks_kernel(want)
+    needs_scratch = len(names) < len(OUTPUTS) and kernel is compiled.greeks
     out = np.empty((len(names) + (1 if needs_scratch else 0), n))
     if not needs_scratch:
         slot = np.minimum(slot, max(len(names) - 1, 0))  # unwanted outputs are never written by this kernel
     reason = np.empty(n, dtype=np.int8)
-    with np.errstate(all="ignore"):  # invalid rows are caught in the kernel
-        ln_sk = np.log(S / K)
-        dq = np.exp(-_scalar(q) * T)
-        dr = np.exp(-_scalar(r) * T)
-    columns = [np.ascontiguousarray(np.broadcast_to(a, shape).reshape(-1), dtype=np.float64)
-               for a in (S, K, T, r, q, sig, ln_sk, dq, dr)]
+    S_, K_, T_, r_, q_, sig_ = (np.ascontiguousarray(np.broadcast_to(a, shape).reshape(-1), dtype=np.float64)
+                                for a in (S, K, T, r, q, sig))
     calls = np.ascontiguousarray(np.broadcast_to(is_call, shape).reshape(-1), dtype=np.bool_)
-    compiled.greeks_kernel(want)(calls, *columns, slot, out, reason)
+    ln_sk, dq, dr = np.empty(n), np.empty(n), np.empty(n)
+
+    def chunk(start: int, stop: int) -> None:
+        part = slice(start, stop)
+        with np.errstate(all="ignore"):  # invalid rows are caught in the kernel
+            np.log(np.divide(S_[part], K_[part], out=ln_sk[part]), out=ln_sk[part])
+            np.exp(np.multiply(np.negative(q_[part], out=dq[part]), T_[part], out=dq[part]), out=dq[part])
+            np.exp(np.multiply(np.negative(r_[part], out=dr[part]), T_[part], out=dr[part]), out=dr[part])
+        kernel(calls, S_, K_, T_, r_, q_, sig_, ln_sk, dq, dr, slot, out, reason, start, stop)
+
+    _split.run_chunks(chunk, n, _GREEKS_SPLIT_CHUNK)
     g = Greeks.of({name: out[slot[j]].reshape(shape) for j, name in enumerate(OUTPUTS) if name in want})
     return g, reason.reshape(shape)
 

@@ -154,6 +154,41 @@ def test_greeks_blocks_with_scattered_invalid_rows_and_broadcast_inputs_equal_th
             np.testing.assert_array_equal(getattr(broadcast, name), getattr(per_option, name), err_msg=name)
 
 
+@pytest.mark.parametrize("outputs", [None, ("price", "delta"), ("vanna", "charm")])
+def test_greeks_split_over_threads_equal_one_thread_bit_for_bit_and_the_numpy_path(compiled, outputs):  # type: ignore[no-untyped-def]
+    """A large batch runs in chunks on several threads, each computing its own ln(S/K) and discount factors:
+    the same bits as on one thread, invalid rows in every chunk keep their reasons, and the numpy path agrees."""
+    from engine.pricing import _split
+
+    n = 3 * bsm._GREEKS_SPLIT_CHUNK + 1_001
+    c, S, K, T, r, q, v = _book(n, seed=29)
+    K[::9] = np.nan
+    v[4::11] = -0.2
+    try:
+        _split.set_threads(1)
+        one, r1 = bsm.greeks(c, S, K, T, r, q, v, outputs=outputs, return_reason=True)
+        _split.set_threads(3)
+        many, r3 = bsm.greeks(c, S, K, T, r, q, v, outputs=outputs, return_reason=True)
+        broadcast = bsm.greeks(c, 100.0, K, T, 0.03, 0.01, v, outputs=outputs)
+        _split.set_threads(1)
+        broadcast_one = bsm.greeks(c, 100.0, K, T, 0.03, 0.01, v, outputs=outputs)
+    finally:
+        _split.set_threads(None)
+    np.testing.assert_array_equal(r1, r3)
+    assert (r3[::9] == Reason.NAN_INPUT).all() and (r3 == 0).mean() > 0.8
+    with _kernels.numpy_only():
+        ref, rref = bsm.greeks(c, S, K, T, r, q, v, outputs=outputs, return_reason=True)
+    np.testing.assert_array_equal(r3, rref)
+    units = _units(S, np.abs(np.nan_to_num(K, nan=100.0)))
+    for name in bsm.OUTPUTS:
+        if getattr(ref, name) is None:
+            assert getattr(many, name) is None, name
+            continue
+        np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(broadcast, name), getattr(broadcast_one, name), err_msg=name)
+        _assert_close(name, getattr(many, name), getattr(ref, name), units[name])
+
+
 def test_black76_greeks_equal_the_numpy_path(compiled):  # type: ignore[no-untyped-def]
     c, F, K, T, r, _, v = _book(3_000, seed=11)
     a, b = _both(lambda: black76.greeks(c, F, K, T, r, v))
