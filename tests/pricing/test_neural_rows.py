@@ -75,6 +75,24 @@ def test_a_chain_costs_one_network_row_per_expiry(small, monkeypatch):
     assert len(pricer._plans) == 2
 
 
+def test_a_plan_is_served_only_for_the_same_inputs_values_and_shapes(small):
+    """The plan cache is keyed by the inputs' bytes, dtypes and shapes: strikes changed in place after a call,
+    or the same values in another shape, get a plan of their own and the prices of what was given now."""
+    pricer, _ = small
+    D, k = np.meshgrid(np.linspace(0.2, 1.5, 4), np.linspace(-0.2, 0.1, 10), indexing="ij")
+    K = 100.0 * np.exp(k)
+    before = len(pricer._plans)  # the fixture's pricer is shared by this module's tests
+    first, _ = pricer.price("c", 100.0, K, D, 0.0, 0.0, HP)
+    K *= 1.01  # the caller's array, mutated in place
+    moved, _ = pricer.price("c", 100.0, K, D, 0.0, 0.0, HP)
+    assert len(pricer._plans) == before + 2 and np.all(moved < first)  # calls on higher strikes: cheaper
+    np.testing.assert_array_equal(moved, pricer.price(np.full(K.shape, "c", dtype=object), 100.0, K, D, 0.0, 0.0,
+                                                      HP)[0])
+    flat, _ = pricer.price("c", 100.0, K.ravel(), D.ravel(), 0.0, 0.0, HP)
+    assert flat.shape == (K.size,) and len(pricer._plans) == before + 4  # "c", the rights as objects, flat
+    np.testing.assert_array_equal(flat, moved.ravel())
+
+
 def test_smile_equals_the_generic_forward_pass(small):
     pricer, _ = small
     T = np.array([0.15, 0.7, 1.9])
