@@ -296,6 +296,28 @@ def test_implied_vol_split_over_threads_equals_one_thread_bit_for_bit(compiled, 
     np.testing.assert_array_equal(scalar_strike, scalar_one)
 
 
+@pytest.mark.parametrize("kind", ["normal", "hard"])
+def test_implied_vol_batch_in_phases_equals_the_one_option_solve_bit_for_bit(compiled, kind):  # type: ignore[no-untyped-def]
+    """The batch kernel solves a block's options phase by phase (checks, guesses, steps); each option must get
+    the bits and the reason of the one-option solve the American kernel calls, invalid rows in any block."""
+    from engine.pricing import _jit
+
+    c, S, K, T, _, p = (a[:2_003] for a in _iv_book(kind))
+    p = p.copy()
+    p[5::97] = 0.0  # non-positive price
+    p[9::131] = np.nan
+    p[3::61] *= 1e3  # above the maximum
+    vol, reason = bsm.implied_vol(p, c, S, K, T, 0.03, 0.01, return_reason=True)
+    F, df = S * np.exp((0.03 - 0.01) * T), np.exp(-0.03 * T)  # as bsm computes them for the kernel
+    x = np.log(F / K)
+    b_max = np.exp((c - 0.5) * x)
+    one = [_jit.implied_vol_one(True, p[i], bool(c[i]), S[i], K[i], T[i], 0.03, 0.01, F[i], df[i], x[i], b_max[i])
+           for i in range(p.size)]
+    np.testing.assert_array_equal(vol, np.array([v for v, _ in one]))
+    np.testing.assert_array_equal(reason, np.array([r for _, r in one]))
+    assert (reason == 0).mean() > 0.9 and {int(r) for r in reason} > {0}
+
+
 def test_implied_vol_reasons_equal_the_numpy_path(compiled):  # type: ignore[no-untyped-def]
     cases = [  # (price, right, S, K, T, r, q, expected)
         (5.0, "c", 100.0, 100.0, 0.5, 0.03, 0.0, Reason.OK),
