@@ -158,15 +158,15 @@ def generate_rows(n_param_sets: int, *, seed: int = 0, domain: Domain | None = N
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _silu(h: np.ndarray) -> np.ndarray:
-    """h·sigmoid(h) in place, with sigmoid(h) = (1 + tanh(h/2))/2: no overflow for any h, and ~5× cheaper than
-    scipy's expit on a small array (its per-call overhead dominates a 10-row pass)."""
-    t = h * 0.5
-    np.tanh(t, out=t)
-    t *= 0.5
-    t += 0.5
-    h *= t
-    return h
+def _silu_of_half(u: np.ndarray) -> np.ndarray:
+    """SiLU(h) from u = h/2, in place: h·sigmoid(h) = u·(1 + tanh(u)). The layers before it are stored halved
+    (exact: a power of two), so the halving costs nothing and the result is bit for bit h·(½·tanh(h/2) + ½):
+    three array operations instead of five on the small arrays of a 10-row pass, where each call's overhead is
+    the cost; no overflow for any h, and ~5× cheaper than scipy's expit there."""
+    t = np.tanh(u)
+    t += 1.0
+    u *= t
+    return u
 
 
 def _black(is_call: np.ndarray, S: np.ndarray, K: np.ndarray, T: np.ndarray, r: np.ndarray, q: np.ndarray,
@@ -267,6 +267,8 @@ class NeuralPricer:
             # hidden layers in float32, as trained: half the cost of float64 matmuls on a 10-row pass
             cached[1:] = [(w.astype(np.float32), b.astype(np.float32) if i < len(cached) - 2 else b)
                           for i, (w, b) in enumerate(cached[1:])]
+            # every layer followed by a SiLU computes half its pre-activation (see _silu_of_half)
+            cached[:-1] = [(w * w.dtype.type(0.5), b * b.dtype.type(0.5)) for w, b in cached[:-1]]
             self._layers_np = cached
         return cached
 
@@ -281,11 +283,11 @@ class NeuralPricer:
     @staticmethod
     def _tail(h: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """SiLU after the first layer, then the remaining layers (float32 between layers, as trained)."""
-        h = _silu(h.astype(np.float32))
+        h = _silu_of_half(h.astype(np.float32))
         for w, b in layers[1:-1]:
             h = h @ w
             h += b
-            h = _silu(h)
+            h = _silu_of_half(h)
         w, b = layers[-1]
         out = (h @ w).astype(np.float64)
         out += b
