@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 #: set to 1 to keep the numpy path (no numba import at all)
 DISABLE_ENV = "OPTIONDESK_NO_NUMBA"
 _KERNEL_MODULE = "engine.pricing._jit"
-#: pricers with kernels of their own, loaded by :func:`warm_up` after these
-_OTHER_PRICERS = ("engine.pricing.american",)
+#: pricers (and the surface fit) with kernels of their own, loaded by :func:`warm_up` after these
+_OTHER_PRICERS = ("engine.pricing.american", "engine.surface.svi")
 
 _lock = threading.Lock()
 _loaded: ModuleType | None = None

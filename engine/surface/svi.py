@@ -19,7 +19,9 @@ successive zooms around the best candidates; every slice of a surface is fitted 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -127,10 +129,70 @@ def _inner_solve(pre: tuple[np.ndarray, ...], m: np.ndarray, s: np.ndarray):
     """Best (a, d, c) and weighted SSR for candidate (m, σ).
 
     ``pre`` from :func:`_prepare` on (S, N) arrays (padding has weight 0); m, s are (S, P).
-    Returns arrays (S, P): objective, a, d, c.
+    Returns arrays (S, P): objective, a, d, c. Through the compiled kernels once loaded (:func:`warm_up`), which
+    give the numpy path's bits.
     """
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        compiled = _compiled()
+        if compiled is not None:
+            return _inner_solve_compiled(compiled, pre, m, s)
         return _inner_solve_impl(pre, m, s)
+
+
+def _inner_solve_compiled(kernels: Any, pre: tuple[np.ndarray, ...], m: np.ndarray, s: np.ndarray):
+    """:func:`_inner_solve_impl` with its (S, P, N) pass and its closed form in compiled loops
+    (:mod:`engine.surface._svi_kernels`); ``1/σ`` and the moments' matrix product stay numpy's."""
+    k, k1, k2, w1, kw, ww, vec = pre
+    m = np.ascontiguousarray(m, dtype=np.float64)
+    s = np.ascontiguousarray(s, dtype=np.float64)
+    inv_s = 1.0 / s
+    z = np.empty((*m.shape, k.shape[1]))
+    kernels.z_pass(np.ascontiguousarray(k, dtype=np.float64), m, inv_s, z)
+    mom = np.ascontiguousarray(np.matmul(z, vec))  # (S, P, 3): Σωz, Σωkz, Σωwz
+    out = np.empty((4, *m.shape))
+    kernels.closed_form(mom, *(np.ascontiguousarray(x.reshape(-1), dtype=np.float64) for x in (k1, k2, w1, kw, ww)),
+                        m, s, inv_s, out)
+    return out[0], out[1], out[2], out[3]
+
+
+_svi_kernels: Any = None
+_warm_lock = threading.Lock()
+
+
+def _compiled() -> Any:
+    """The loaded kernels when the compiled path is in use: loaded by :func:`warm_up` and not switched off
+    process-wide (:func:`engine.pricing._kernels.numpy_only`, the pricing kernels' switch)."""
+    if _svi_kernels is None:
+        return None
+    from engine.pricing import _kernels as switch
+
+    return _svi_kernels if switch.kernels() is not None else None
+
+
+def warm_up(cache_dir: Any = None) -> bool:
+    """Load the numba kernels of :mod:`engine.surface._svi_kernels` (compiled on a first run, then read from
+    numba's on-disk cache); False when numba is missing or disabled, and the fit keeps the numpy path.
+    :func:`engine.pricing._kernels.warm_up` (the engine's background warm-up, scripts, benchmarks, the build's
+    cache step) calls it after the pricing kernels, in their cache folder: a compile never happens on a
+    caller's thread, and importing this module imports no numba."""
+    global _svi_kernels
+    from engine.pricing import _kernels as switch
+
+    with _warm_lock:
+        if _svi_kernels is not None:
+            return True
+        if not switch.numba_available():
+            return False
+        switch.configure_cache_dir(cache_dir)
+        from engine.surface import _svi_kernels as kernels
+
+        one = np.ones((1, 1))
+        kernels.z_pass(one, one, one, np.empty((1, 1, 1)))
+        kernels.closed_form(np.ones((1, 1, 3)), *(np.ones(1),) * 5, one, one, one, np.empty((4, 1, 1)))
+        for kernel in (kernels.z_pass, kernels.closed_form):
+            kernel.disable_compile()  # other argument types raise TypeError, never compile
+        _svi_kernels = kernels
+    return True
 
 
 def _inner_solve_impl(pre: tuple[np.ndarray, ...], m: np.ndarray, s: np.ndarray):

@@ -1,0 +1,95 @@
+"""The SVI fit's compiled inner solve (engine/surface/_svi_kernels.py) against its numpy reference: the same
+bits for every candidate, degenerate ones included, and so the same batch fits; loaded by the pricing kernels'
+warm-up, never by importing the surface package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.pricing import _kernels
+from engine.surface import svi
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not _kernels.numba_available(), reason="numba not in use here")
+
+
+@pytest.fixture(scope="module")
+def compiled() -> object:
+    """The kernels loaded in this process (the pricing kernels' warm-up loads the SVI ones after them)."""
+    assert _kernels.warm_up(), _kernels.status()
+    assert svi._compiled() is not None
+    return svi._compiled()
+
+
+def _smiles(S: int, N: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """S noisy smiles of N points in (k, total variance), random weights, some points missing."""
+    rng = np.random.default_rng(seed)
+    k = np.sort(rng.uniform(-0.6, 0.35, (S, N)), axis=1)
+    T = rng.uniform(0.02, 2.0, (S, 1))
+    w = T * (0.04 + 0.25 * np.maximum(-k, 0) ** 1.5 + 0.05 * k * k) + rng.normal(0, 2e-5, (S, N))
+    om = rng.uniform(0.2, 1.0, (S, N))
+    om[rng.random((S, N)) < 0.2] = 0.0  # padding / missing quotes
+    return k, w, om
+
+
+def test_inner_solve_gives_the_numpy_bits_for_every_candidate(compiled) -> None:  # type: ignore[no-untyped-def]
+    k, w, om = _smiles(9, 70, seed=3)
+    om = om / om.sum(1, keepdims=True)
+    pre = svi._prepare(k, w, om)
+    rng = np.random.default_rng(4)
+    P = 200
+    m = rng.uniform(-1.2, 1.0, (9, P))
+    s = np.exp(rng.uniform(np.log(1e-9), np.log(40.0), (9, P)))  # down to a kink so sharp the moments degenerate
+    m[:, :3] = k[:, :1]  # the vertex on a quote
+    s[:, 3] = 1e300  # z → huge: overflow to inf, NaN objectives
+    a = svi._inner_solve(pre, m, s)
+    with np.errstate(all="ignore"):
+        b = svi._inner_solve_impl(pre, m, s)
+    for x, y, name in zip(a, b, ("objective", "a", "d", "c"), strict=True):
+        np.testing.assert_array_equal(x, y, err_msg=name)
+    assert np.isfinite(a[0]).mean() > 0.9 and not np.isfinite(a[0]).all()  # the degenerate ones are in it
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_batch_fits_equal_the_numpy_path_bit_for_bit(compiled, warm) -> None:  # type: ignore[no-untyped-def]
+    """Whole fits, the coarse grid or a warm start, thinned search (more points than SEARCH_POINTS), an empty
+    slice and non-finite points: the same parameters and errors on both paths."""
+    k, w, om = _smiles(12, 150, seed=5)
+    om[7] = 0.0  # an empty slice
+    w[2, 10] = np.nan
+    start = None
+    if warm:
+        start = svi.fit_svi_batch(k, w, om).params * (1 + 1e-3)
+    a = svi.fit_svi_batch(k, w, om, start=start)
+    with _kernels.numpy_only():
+        assert svi._compiled() is None
+        b = svi.fit_svi_batch(k, w, om, start=start)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.wrmse, b.wrmse)
+    assert np.isnan(a.params[7]).all() and np.isfinite(np.delete(a.params, 7, axis=0)).all()
+    fitted = np.arange(12) != 7
+    assert np.all(a.wrmse[fitted] < 0.02 * np.nanmean(w, axis=1)[fitted])  # and they are fits (within 2 %)
+
+
+def test_importing_the_surface_package_imports_no_numba() -> None:
+    code = textwrap.dedent("""
+        import json, sys
+        import numpy as np
+        from engine.surface import fit, svi
+        r = svi.fit_svi_batch(np.linspace(-0.3, 0.2, 30)[None], 0.04 + 0.1 * np.linspace(-0.3, 0.2, 30)[None] ** 2)
+        print(json.dumps({"numba": "numba" in sys.modules, "kernels": "engine.surface._svi_kernels" in sys.modules,
+                          "fitted": bool(np.isfinite(r.params).all())}))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != _kernels.DISABLE_ENV}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"numba": False, "kernels": False, "fitted": True}
