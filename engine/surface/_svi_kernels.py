@@ -129,3 +129,82 @@ def closed_form(mom, k1, k2, w1, kw, ww, m, s, inv_s, out):
             out[1, i, j] = a_adj
             out[2, i, j] = best_d
             out[3, i, j] = best_c
+
+
+_B2 = types.Array(types.boolean, 2, "C", readonly=True)
+_OUT2 = types.Array(types.float64, 2, "C")
+_OUTB = types.Array(types.boolean, 1, "C")
+
+
+@njit([types.void(_F2, _F2, _F2, _F2, _F2, _B2, _F2, _B2, _F2, _F2, _B2, _F1, _F1, types.float64, types.float64,
+                  _OUT2, _OUT2, _OUT2, _OUT2, _OUT2, _OUT2, _OUTB, _OUTB)], **_OPTS)
+def repair_points(th, kq, wq, sq, kb, mb, floor, has_f, kc, ceil, has_c, cal, iwl, g_margin, tol,
+                  xq_out, rr_out, rq_out, hb_out, hf_out, hc_out, bad_w, clean):
+    """The pointwise part of :func:`engine.surface.repair._evaluate` for V slices of parameters ``th`` (V, 5):
+    the quote residuals (and their x = k − m, √(x² + σ²)), Durrleman's g and w on the check grid, w at the
+    ceiling points, the three penalty residuals (butterfly, floor, ceiling; the butterfly's non-finite ones
+    zeroed) and per slice whether w failed on the grid and whether every check passes within ``tol``. The sums
+    stay numpy's; every element is the numpy path's operations in its order."""
+    V = th.shape[0]
+    N = kq.shape[1]
+    G = kb.shape[1]
+    Gc = kc.shape[1]
+    inf = np.inf
+    for v in range(V):
+        a = th[v, 0]
+        b = th[v, 1]
+        rho = th[v, 2]
+        m = th[v, 3]
+        s = th[v, 4]
+        for n in range(N):
+            xq = kq[v, n] - m
+            rr = math.sqrt(xq * xq + s * s)
+            xq_out[v, n] = xq
+            rr_out[v, n] = rr
+            rq_out[v, n] = sq[v, n] * (a + b * (rho * xq + rr) - wq[v, n])
+        bad = False
+        dirty = False
+        for j in range(G):
+            k = kb[v, j]
+            x = k - m
+            r = math.sqrt(x * x + s * s)
+            w = a + b * (rho * x + r)
+            w1 = b * (rho + x / r)
+            w2 = b * s * s / (r * r * r)
+            A = 1.0 - 0.5 * k * w1 / w
+            g = A * A - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
+            if not w > 0:
+                g = -inf
+            hb = 0.0
+            if mb[v, j]:
+                hb = g - g_margin
+                if hb > 0.0:
+                    hb = 0.0
+                if not math.isfinite(g):
+                    bad = True
+                if g < -tol:
+                    dirty = True
+            hb_out[v, j] = hb if math.isfinite(hb) else 0.0
+            gap_f = w - floor[v, j]
+            hf = 0.0
+            if has_f[v, j]:
+                hf = gap_f - cal[v]
+                if hf > 0.0:
+                    hf = 0.0
+                if gap_f < -tol:
+                    dirty = True
+            hf_out[v, j] = hf * iwl[v]
+        for j in range(Gc):
+            x = kc[v, j] - m
+            wc = a + b * (rho * x + math.sqrt(x * x + s * s))
+            gap_c = ceil[v, j] - wc
+            hc = 0.0
+            if has_c[v, j]:
+                hc = gap_c - cal[v]
+                if hc > 0.0:
+                    hc = 0.0
+                if gap_c < -tol:
+                    dirty = True
+            hc_out[v, j] = hc * iwl[v]
+        bad_w[v] = bad
+        clean[v] = not bad and not dirty

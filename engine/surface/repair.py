@@ -22,10 +22,11 @@ slices, several seconds in all. The pieces here work on all slices at once, as n
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from engine.surface.svi import LEE_BOUND
+from engine.surface.svi import LEE_BOUND, compiled_kernels
 
 #: g is driven to at least this (the checks accept g ≥ −1e-9): a small positive cushion
 G_MARGIN = 1e-5
@@ -176,24 +177,14 @@ def _evaluate(x: np.ndarray, p: RepairProblem, sc: np.ndarray, sq: np.ndarray, w
     """
     th = x * sc
     V = len(th)
-    a, b, rho, m, s = (th[:, i : i + 1] for i in range(5))
-    xq = p.kq - m
-    rr = np.sqrt(xq * xq + s * s)
-    rq = sq * (a + b * (rho * xq + rr) - p.wq)
-    fq = (rq * rq).sum(1)
-    g, wb = _svi_g(p.kb, th)
-    wc = _svi_w(p.kc, th)
+    b, rho, s = th[:, 1:2], th[:, 2:3], th[:, 4:5]  # the Jacobian's
     iwl = 1.0 / wl
-    with np.errstate(invalid="ignore"):
-        gap_f = wb - p.floor
-        gap_c = p.ceil - wc
-        hb = np.where(p.mb, np.minimum(g - G_MARGIN, 0.0), 0.0)
-        hf = np.where(p.has_f, np.minimum(gap_f - cal[:, None], 0.0), 0.0) * iwl[:, None]
-        hc = np.where(p.has_c, np.minimum(gap_c - cal[:, None], 0.0), 0.0) * iwl[:, None]
-        bad_w = (p.mb & ~np.isfinite(g)).any(1)
-        clean = (~bad_w & ~(p.mb & (g < -tol)).any(1) & ~(p.has_f & (gap_f < -tol)).any(1)
-                 & ~(p.has_c & (gap_c < -tol)).any(1))
-    hb = np.where(np.isfinite(hb), hb, 0.0)
+    kernels = compiled_kernels()
+    if kernels is not None:
+        xq, rr, rq, hb, hf, hc, bad_w, clean = _points_compiled(kernels, th, p, sq, cal, iwl, tol)
+    else:
+        xq, rr, rq, hb, hf, hc, bad_w, clean = _points(th, p, sq, cal, iwl, tol)
+    fq = (rq * rq).sum(1)
     f = fq + mu * ((hb * hb).sum(1) + (hf * hf).sum(1) + (hc * hc).sum(1))
     f = np.where(bad_w | ~np.isfinite(f), np.inf, f)
     if not jac:
@@ -232,6 +223,48 @@ def _evaluate(x: np.ndarray, p: RepairProblem, sc: np.ndarray, sq: np.ndarray, w
         jtj = jtj + (onehot @ (Jr[:, :, None] * Jr[:, None, :]).reshape(len(r), 25)).reshape(V, 5, 5)
         jtr = jtr + onehot @ (Jr * r[:, None])
     return _Eval(f, fq, clean, jtj, jtr)
+
+
+def _points(th: np.ndarray, p: RepairProblem, sq: np.ndarray, cal: np.ndarray, iwl: np.ndarray,
+            tol: float) -> tuple[np.ndarray, ...]:
+    """The pointwise part of :func:`_evaluate` (numpy reference): x = k − m and √(x² + σ²) at the quotes, the
+    weighted quote residuals, the butterfly, floor and ceiling penalty residuals (the butterfly's non-finite ones
+    zeroed), and per slice whether w failed on the grid and whether every check passes within ``tol``."""
+    a, b, rho, m, s = (th[:, i : i + 1] for i in range(5))
+    xq = p.kq - m
+    rr = np.sqrt(xq * xq + s * s)
+    rq = sq * (a + b * (rho * xq + rr) - p.wq)
+    g, wb = _svi_g(p.kb, th)
+    wc = _svi_w(p.kc, th)
+    with np.errstate(invalid="ignore"):
+        gap_f = wb - p.floor
+        gap_c = p.ceil - wc
+        hb = np.where(p.mb, np.minimum(g - G_MARGIN, 0.0), 0.0)
+        hf = np.where(p.has_f, np.minimum(gap_f - cal[:, None], 0.0), 0.0) * iwl[:, None]
+        hc = np.where(p.has_c, np.minimum(gap_c - cal[:, None], 0.0), 0.0) * iwl[:, None]
+        bad_w = (p.mb & ~np.isfinite(g)).any(1)
+        clean = (~bad_w & ~(p.mb & (g < -tol)).any(1) & ~(p.has_f & (gap_f < -tol)).any(1)
+                 & ~(p.has_c & (gap_c < -tol)).any(1))
+    hb = np.where(np.isfinite(hb), hb, 0.0)
+    return xq, rr, rq, hb, hf, hc, bad_w, clean
+
+
+def _points_compiled(kernels: Any, th: np.ndarray, p: RepairProblem, sq: np.ndarray, cal: np.ndarray,
+                     iwl: np.ndarray, tol: float) -> tuple[np.ndarray, ...]:
+    """:func:`_points` in one compiled pass (``_svi_kernels.repair_points``: the numpy path's operations in its
+    order, so the same bits); the sums over the points stay numpy's, in :func:`_evaluate`."""
+    def c(a: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    V, N = p.kq.shape
+    G, Gc = p.kb.shape[1], p.kc.shape[1]
+    xq, rr, rq = np.empty((V, N)), np.empty((V, N)), np.empty((V, N))
+    hb, hf, hc = np.empty((V, G)), np.empty((V, G)), np.empty((V, Gc))
+    bad_w, clean = np.empty(V, dtype=np.bool_), np.empty(V, dtype=np.bool_)
+    kernels.repair_points(c(th), c(p.kq), c(p.wq), c(sq), c(p.kb), c(p.mb, np.bool_), c(p.floor), c(p.has_f, np.bool_),
+                          c(p.kc), c(p.ceil), c(p.has_c, np.bool_), c(cal), c(iwl), G_MARGIN, tol,
+                          xq, rr, rq, hb, hf, hc, bad_w, clean)
+    return xq, rr, rq, hb, hf, hc, bad_w, clean
 
 
 def quote_error(p: RepairProblem, params: np.ndarray) -> np.ndarray:

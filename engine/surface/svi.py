@@ -133,7 +133,7 @@ def _inner_solve(pre: tuple[np.ndarray, ...], m: np.ndarray, s: np.ndarray):
     give the numpy path's bits.
     """
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        compiled = _compiled()
+        compiled = compiled_kernels()
         if compiled is not None:
             return _inner_solve_compiled(compiled, pre, m, s)
         return _inner_solve_impl(pre, m, s)
@@ -159,7 +159,7 @@ _svi_kernels: Any = None
 _warm_lock = threading.Lock()
 
 
-def _compiled() -> Any:
+def compiled_kernels() -> Any:
     """The loaded kernels when the compiled path is in use: loaded by :func:`warm_up` and not switched off
     process-wide (:func:`engine.pricing._kernels.numpy_only`, the pricing kernels' switch)."""
     if _svi_kernels is None:
@@ -170,8 +170,9 @@ def _compiled() -> Any:
 
 
 def warm_up(cache_dir: Any = None) -> bool:
-    """Load the numba kernels of :mod:`engine.surface._svi_kernels` (compiled on a first run, then read from
-    numba's on-disk cache); False when numba is missing or disabled, and the fit keeps the numpy path.
+    """Load the numba kernels of :mod:`engine.surface._svi_kernels` (the SVI inner solve's and the arbitrage
+    repair's; compiled on a first run, then read from numba's on-disk cache); False when numba is missing or
+    disabled, and the fit and the repair keep the numpy path.
     :func:`engine.pricing._kernels.warm_up` (the engine's background warm-up, scripts, benchmarks, the build's
     cache step) calls it after the pricing kernels, in their cache folder: a compile never happens on a
     caller's thread, and importing this module imports no numba."""
@@ -186,10 +187,14 @@ def warm_up(cache_dir: Any = None) -> bool:
         switch.configure_cache_dir(cache_dir)
         from engine.surface import _svi_kernels as kernels
 
-        one = np.ones((1, 1))
+        one, one1 = np.ones((1, 1)), np.ones(1)
+        yes = np.ones((1, 1), dtype=np.bool_)
         kernels.z_pass(one, one, one, np.empty((1, 1, 1)))
-        kernels.closed_form(np.ones((1, 1, 3)), *(np.ones(1),) * 5, one, one, one, np.empty((4, 1, 1)))
-        for kernel in (kernels.z_pass, kernels.closed_form):
+        kernels.closed_form(np.ones((1, 1, 3)), *(one1,) * 5, one, one, one, np.empty((4, 1, 1)))
+        out, flag = np.empty((1, 1)), np.empty(1, dtype=np.bool_)
+        kernels.repair_points(np.ones((1, 5)), one, one, one, one, yes, one, yes, one, one, yes, one1, one1, 1e-5,
+                              1e-9, out, out, out, out, out, out, flag, flag)
+        for kernel in (kernels.z_pass, kernels.closed_form, kernels.repair_points):
             kernel.disable_compile()  # other argument types raise TypeError, never compile
         _svi_kernels = kernels
     return True

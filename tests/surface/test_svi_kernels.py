@@ -1,6 +1,7 @@
-"""The SVI fit's compiled inner solve (engine/surface/_svi_kernels.py) against its numpy reference: the same
-bits for every candidate, degenerate ones included, and so the same batch fits; loaded by the pricing kernels'
-warm-up, never by importing the surface package."""
+"""The surface's compiled kernels (engine/surface/_svi_kernels.py: the SVI fit's inner solve, the arbitrage
+repair's pointwise evaluation) against their numpy reference: the same bits for every candidate and every
+evaluation, degenerate ones included, and so the same fits and repairs; loaded by the pricing kernels' warm-up,
+never by importing the surface package."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 
 from engine.pricing import _kernels
-from engine.surface import svi
+from engine.surface import repair, svi
+from engine.surface.fit import fit_chain, repair_fit
+from tests.surface.synthetic import spx_like_chain
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not _kernels.numba_available(), reason="numba not in use here")
@@ -25,8 +28,8 @@ pytestmark = pytest.mark.skipif(not _kernels.numba_available(), reason="numba no
 def compiled() -> object:
     """The kernels loaded in this process (the pricing kernels' warm-up loads the SVI ones after them)."""
     assert _kernels.warm_up(), _kernels.status()
-    assert svi._compiled() is not None
-    return svi._compiled()
+    assert svi.compiled_kernels() is not None
+    return svi.compiled_kernels()
 
 
 def _smiles(S: int, N: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,7 +73,7 @@ def test_batch_fits_equal_the_numpy_path_bit_for_bit(compiled, warm) -> None:  #
         start = svi.fit_svi_batch(k, w, om).params * (1 + 1e-3)
     a = svi.fit_svi_batch(k, w, om, start=start)
     with _kernels.numpy_only():
-        assert svi._compiled() is None
+        assert svi.compiled_kernels() is None
         b = svi.fit_svi_batch(k, w, om, start=start)
     np.testing.assert_array_equal(a.params, b.params)
     np.testing.assert_array_equal(a.wrmse, b.wrmse)
@@ -93,3 +96,64 @@ def test_importing_the_surface_package_imports_no_numba() -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out == {"numba": False, "kernels": False, "fitted": True}
+
+
+def _numpy_repair_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the repair's kernel off (numpy_only() would switch the implied vols too, and so change the fits)."""
+    monkeypatch.setattr(repair, "compiled_kernels", lambda: None)
+
+
+def test_repair_evaluations_give_the_numpy_bits(compiled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Random and degenerate parameters (w ≤ 0 on the grid, b = 0, a σ so small the grid sees a kink, NaN, steep
+    wings with g < 0 over most of the grid) on a problem with floors and ceilings: objective, quote part, clean flags, JᵀJ and Jᵀr bit for bit."""
+    rng = np.random.default_rng(8)
+    V, N, G, Gc = 11, 50, 120, 90
+    kq = np.sort(rng.uniform(-0.5, 0.3, (V, N)), axis=1)
+    wq = 0.05 + 0.2 * kq * kq - 0.05 * kq
+    kb = np.tile(np.linspace(-1.5, 1.0, G), (V, 1))
+    kc = np.tile(np.linspace(-1.2, 0.8, Gc), (V, 1))
+    prob = repair.RepairProblem(
+        kq=kq, wq=wq, om=rng.uniform(0.1, 1.0, (V, N)), kb=kb, mb=rng.random((V, G)) < 0.9,
+        floor=0.03 + 0.15 * kb * kb, has_f=rng.random((V, G)) < 0.7, kc=kc, ceil=0.09 + 0.25 * kc * kc,
+        has_c=rng.random((V, Gc)) < 0.7, start=np.zeros((V, 5)))
+    params = np.column_stack([rng.uniform(-0.02, 0.05, V), rng.uniform(0.0, 0.4, V), rng.uniform(-0.9, 0.5, V),
+                              rng.uniform(-0.2, 0.2, V), rng.uniform(0.02, 0.4, V)])
+    params[1, 0] = -0.5  # w < 0 on part of the grid
+    params[2, 1] = 0.0  # flat
+    params[3, 4] = 1e-12  # a kink on a grid point
+    params[4, 3] = np.nan
+    params[7:] = [[0.001, 1.5, -0.3, 0.0, 0.05], [0.0, 1.2, -0.9, 0.1, 0.02], [0.02, 0.9, 0.8, -0.1, 0.3],
+                  [-0.01, 1.9, 0.05, 0.0, 0.01]]  # butterfly arbitrage over much of the grid: the g penalties count
+    sc, sq, wl, cal = repair._scales(prob)
+    x = params / sc
+    mu = np.full(V, 10.0)
+    th = x * sc
+    pointwise = repair._points_compiled(compiled, th, prob, sq, cal, 1.0 / wl, 1e-9)
+    reference = repair._points(th, prob, sq, cal, 1.0 / wl, 1e-9)
+    for got, want, name in zip(pointwise, reference, ("x", "r", "rq", "hb", "hf", "hc", "bad_w", "clean"),
+                               strict=True):
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    assert (reference[3] < 0).sum() > 200  # butterfly penalties on hundreds of grid points
+    for jac in (False, True):
+        a = repair._evaluate(x, prob, sc, sq, wl, cal, mu, jac)
+        with monkeypatch.context() as mp:
+            _numpy_repair_path(mp)
+            b = repair._evaluate(x, prob, sc, sq, wl, cal, mu, jac)
+        for name in ("f", "fq", "clean", "jtj", "jtr"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert not a.clean.all() and np.isinf(a.f).any() and np.isfinite(a.f).sum() >= 4
+
+
+def test_a_repair_gives_the_numpy_paths_surface_bit_for_bit(compiled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    chain = spx_like_chain(12, 64)
+    first = fit_chain(chain, rate=0.045, repair=False)
+    assert not first.arbitrage.arbitrage_free  # there is something to repair
+    a = repair_fit(first, chain)
+    _numpy_repair_path(monkeypatch)
+    b = repair_fit(first, chain)
+    assert a.arbitrage.arbitrage_free and b.arbitrage.arbitrage_free
+    for sa, sb in zip(a.slices, b.slices, strict=True):
+        if sa.params is None:
+            assert sb.params is None
+        else:
+            np.testing.assert_array_equal(sa.params.as_array(), sb.params.as_array())
