@@ -1,14 +1,18 @@
-"""Compiled (numba) kernels of the SVI fit's inner solve (:func:`engine.surface.svi._inner_solve_impl`).
+"""Compiled (numba) kernels of the surface fit: the SVI search's inner solve
+(:func:`engine.surface.svi._inner_solve_impl`) and the arbitrage repair's pointwise evaluation
+(:func:`engine.surface.repair._points`).
 
 Loaded only by :func:`engine.surface.svi.warm_up` (the pricing kernels' background warm-up calls it), never at
-import of :mod:`engine.surface`. Both kernels repeat the numpy reference's operations element by element in the
+import of :mod:`engine.surface`. Every kernel repeats the numpy reference's operations element by element in the
 same order, without fast-math (no fused multiply-adds), so they give the same bits: the (slices × candidates ×
-points) pass ``z = sqrt(((k − m)/σ)² + 1)`` in one loop instead of five array passes and their temporaries, and
-the closed-form (a, d, c) of each candidate in one loop instead of ~80 small array operations. The moments in
-between stay numpy's batched matrix product, so they are rounded as on the numpy path.
+points) pass ``z = sqrt(((k − m)/σ)² + 1)`` in one loop instead of five array passes and their temporaries, the
+closed-form (a, d, c) of each candidate in one loop instead of ~80 small array operations, and the repair's
+quote residuals, Durrleman's g and the calendar gaps in one pass instead of ~40. The moments between the first
+two stay numpy's batched matrix product and the repair's sums stay numpy's, so they are rounded as on the numpy
+path.
 
-Why: the (m, σ) search calls the inner solve 16 times per fit; on the SPX-size chain (48 slices) its numpy
-passes and per-call overheads were ~18 of the refit's ~86 ms.
+Why: the (m, σ) search calls the inner solve 16 times per fit and the repair its evaluation 48 times; on the
+SPX-size chain (48 slices) their numpy passes and per-call overheads were ~18 and ~17 of the refit's ~86 ms.
 """
 
 from __future__ import annotations
