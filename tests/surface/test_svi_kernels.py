@@ -107,7 +107,7 @@ def test_repair_evaluations_give_the_numpy_bits(compiled, monkeypatch) -> None: 
     """Random and degenerate parameters (w ≤ 0 on the grid, b = 0, a σ so small the grid sees a kink, NaN, steep
     wings with g < 0 over most of the grid) on a problem with floors and ceilings: objective, quote part, clean flags, JᵀJ and Jᵀr bit for bit."""
     rng = np.random.default_rng(8)
-    V, N, G, Gc = 11, 50, 120, 90
+    V, N, G, Gc = 27, 50, 120, 90
     kq = np.sort(rng.uniform(-0.5, 0.3, (V, N)), axis=1)
     wq = 0.05 + 0.2 * kq * kq - 0.05 * kq
     kb = np.tile(np.linspace(-1.5, 1.0, G), (V, 1))
@@ -122,8 +122,10 @@ def test_repair_evaluations_give_the_numpy_bits(compiled, monkeypatch) -> None: 
     params[2, 1] = 0.0  # flat
     params[3, 4] = 1e-12  # a kink on a grid point
     params[4, 3] = np.nan
-    params[7:] = [[0.001, 1.5, -0.3, 0.0, 0.05], [0.0, 1.2, -0.9, 0.1, 0.02], [0.02, 0.9, 0.8, -0.1, 0.3],
-                  [-0.01, 1.9, 0.05, 0.0, 0.01]]  # butterfly arbitrage over much of the grid: the g penalties count
+    steep = np.array([[0.001, 1.5, -0.3, 0.0, 0.05], [0.0, 1.2, -0.9, 0.1, 0.02], [0.02, 0.9, 0.8, -0.1, 0.3],
+                      [-0.01, 1.9, 0.05, 0.0, 0.01]])  # butterfly arbitrage over much of the grid: g penalties count
+    # jittered off round values, so that a reordered product in g would round differently somewhere
+    params[7:] = np.tile(steep, (5, 1)) * rng.uniform(0.97, 1.03, (20, 5))
     sc, sq, wl, cal = repair._scales(prob)
     x = params / sc
     mu = np.full(V, 10.0)
