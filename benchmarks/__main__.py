@@ -2,6 +2,9 @@
 
     python -m benchmarks            # all
     python -m benchmarks bus pricing
+
+The JSON goes to stdout. The progress, the pricing table and, at the end, every speed target of the run
+in one table (``benchmarks/_targets.py``: figure, warmed peer, ratio, met) go to stderr.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def main(argv: list[str]) -> int:
         result["wall_s"] = round(time.perf_counter() - t0, 2)
         out[name] = result
         print(f"[bench] {name} done in {result['wall_s']} s", file=sys.stderr, flush=True)
+    from benchmarks._targets import render, summary
+
+    targets = summary(out)
+    if targets is not None:
+        out["targets"] = targets
+        print(render(targets), file=sys.stderr, flush=True)
     print(json.dumps(out, indent=2, default=str))
     return 1 if failed else 0
 
