@@ -17,7 +17,7 @@ from engine.model.chain import OptionChain
 from engine.surface.analytics import TermStructure, term_structure
 from engine.surface.arbitrage import ArbitrageReport, enforce_no_arbitrage
 from engine.surface.config import SurfaceConfig
-from engine.surface.forward import ForwardEstimate
+from engine.surface.forward import ForwardEstimate, row_medians
 from engine.surface.quotes import ChainIVs, RateInput, chain_ivs
 from engine.surface.surface import VolSurface
 from engine.surface.svi import SVIBatchFit, SVIParams, fit_svi_batch, svi_total_variance
@@ -334,7 +334,7 @@ def _smile_arrays(ivs: ChainIVs, fit_idx: list[int], rows_per: list[np.ndarray],
     # residuals in w scaled to vol units (dσ = dw / (2σT)); w floored so one tiny-variance point cannot take
     # all the weight
     with np.errstate(all="ignore"):
-        w_floor = np.maximum(0.1 * np.nanmedian(W, axis=1), 1e-10) if N else np.zeros(S)
+        w_floor = np.maximum(0.1 * row_medians(W, ~np.isnan(W)), 1e-10) if N else np.zeros(S)
     OM.reshape(-1)[flat] = quality / (4.0 * np.maximum(w, w_floor[j]) * Ti)
     last = np.maximum(counts - 1, 0)
     pad = np.arange(N)[None, :] >= counts[:, None]

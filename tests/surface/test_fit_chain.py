@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -285,12 +287,12 @@ def test_batched_forwards_equal_the_one_expiry_estimate() -> None:
     from engine.surface.forward import estimate_forward, estimate_forwards
 
     rng = np.random.default_rng(5)
-    E, M = 9, 30
+    E, M = 10, 30
     K = np.full((E, M), np.nan)
     C, P, SC, SP = (np.full((E, M), np.nan) for _ in range(4))
     T = np.linspace(0.01, 2.0, E)
     for i in range(E):
-        m = [30, 25, 12, 2, 5, 30, 20, 3, 30][i]  # some rows too short for the regression: the scalar path
+        m = [30, 25, 12, 2, 5, 30, 20, 3, 30, 14][i]  # some rows too short for the regression: the scalar path
         k = np.sort(rng.uniform(80, 120, m))
         D, F = np.exp(-0.04 * T[i]), 100.0 * np.exp(0.02 * T[i])
         put = np.maximum(k - F, 0) * D + 2.0 + rng.uniform(0, 1, m)
@@ -299,14 +301,39 @@ def test_batched_forwards_equal_the_one_expiry_estimate() -> None:
             call[3] += 4.0  # one absurd pair
         if i == 8:
             call = put + 0.5 * (F - k)  # a slope no plausible rate explains: fixed discount
+        if i == 9:
+            call = put + 0.2 * (k - F) + rng.normal(0, 0.01, m)  # C − P rising in K: no discount factor at all
         K[i, :m], C[i, :m], P[i, :m] = k, call, put
         SC[i, :m] = SP[i, :m] = 0.05
     kw = dict(spot=100.0, max_pairs=12, min_pairs=2, max_rate_deviation=0.03)
     batch = estimate_forwards(K, C, P, SC, SP, T=T, rate=np.full(E, 0.04), dividend_yield=np.full(E, 0.0), **kw)
     assert {f.method for f in batch} >= {PARITY_REGRESSION, PARITY_FIXED_DISCOUNT}
+    assert "too far from curve rate" in batch[8].note and "non-positive discount" in batch[9].note
     for i, f in enumerate(batch):
         one = estimate_forward(K[i], C[i], P[i], SC[i], SP[i], T=float(T[i]), rate=0.04, dividend_yield=0.0, **kw)
         assert (f.method, f.pairs, f.note) == (one.method, one.pairs, one.note)
         for a, b in ((f.forward, one.forward), (f.discount, one.discount), (f.rate, one.rate),
                      (f.implied_yield, one.implied_yield), (f.residual, one.residual)):
             assert a == pytest.approx(b, rel=1e-9, abs=1e-12) or (np.isnan(a) and np.isnan(b))
+
+
+def test_row_medians_are_numpys_nanmedian_bit_for_bit() -> None:
+    """The forwards' and the smile weights' medians (engine.surface.forward.row_medians) replace
+    np.nanmedian: odd and even counts, rows with one and with no valid entry, ties, negative values."""
+    from engine.surface.forward import row_medians
+
+    rng = np.random.default_rng(11)
+    for cols in (1, 2, 7, 12, 208):
+        x = rng.standard_normal((40, cols)) * rng.uniform(1e-6, 1e3, (40, 1))
+        x[::5] = np.round(x[::5], 1)  # ties
+        valid = rng.uniform(size=x.shape) < 0.7
+        valid[0] = False
+        valid[1] = False
+        valid[1, -1] = True
+        valid[2] = True
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanmedian warns of the all-NaN row
+            expected = np.nanmedian(np.where(valid, x, np.nan), axis=1)
+        got = row_medians(x, valid)
+        assert np.array_equal(got, expected, equal_nan=True), cols
+        assert np.isnan(got[0]) and got[1] == x[1, -1]
