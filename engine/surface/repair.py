@@ -181,17 +181,22 @@ def _evaluate(x: np.ndarray, p: RepairProblem, sc: np.ndarray, sq: np.ndarray, w
     iwl = 1.0 / wl
     kernels = compiled_kernels()
     if kernels is not None:
-        xq, rr, rq, hb, hf, hc, bad_w, clean = _points_compiled(kernels, th, p, sq, cal, iwl, tol)
+        xq, rr, rq, hb, hf, hc, bad_w, clean, fq, f = _points_compiled(kernels, th, p, sq, cal, iwl, mu, tol)
     else:
         xq, rr, rq, hb, hf, hc, bad_w, clean = _points(th, p, sq, cal, iwl, tol)
-    fq = (rq * rq).sum(1)
-    f = fq + mu * ((hb * hb).sum(1) + (hf * hf).sum(1) + (hc * hc).sum(1))
-    f = np.where(bad_w | ~np.isfinite(f), np.inf, f)
+        fq = (rq * rq).sum(1)
+        f = fq + mu * ((hb * hb).sum(1) + (hf * hf).sum(1) + (hc * hc).sum(1))
+        f = np.where(bad_w | ~np.isfinite(f), np.inf, f)
     if not jac:
         return _Eval(f, fq, clean)
     # quotes: dense (V, N, 5)
-    Jq = (sq[..., None] * np.stack([np.ones_like(xq), rho * xq + rr, b * xq, -b * (rho + xq / rr), b * s / rr],
-                                   axis=-1)) * sc[:, None, :]
+    if kernels is not None:
+        Jq = np.empty((*xq.shape, 5))
+        kernels.quote_jacobian(xq, rr, np.ascontiguousarray(sq, dtype=np.float64), np.ascontiguousarray(th),
+                               np.ascontiguousarray(sc, dtype=np.float64), Jq)
+    else:
+        Jq = (sq[..., None] * np.stack([np.ones_like(xq), rho * xq + rr, b * xq, -b * (rho + xq / rr), b * s / rr],
+                                       axis=-1)) * sc[:, None, :]
     Jqt = np.swapaxes(Jq, 1, 2)
     jtj = np.matmul(Jqt, Jq)
     jtr = np.matmul(Jqt, rq[:, :, None])[:, :, 0]
@@ -250,9 +255,10 @@ def _points(th: np.ndarray, p: RepairProblem, sq: np.ndarray, cal: np.ndarray, i
 
 
 def _points_compiled(kernels: Any, th: np.ndarray, p: RepairProblem, sq: np.ndarray, cal: np.ndarray,
-                     iwl: np.ndarray, tol: float) -> tuple[np.ndarray, ...]:
+                     iwl: np.ndarray, mu: np.ndarray, tol: float) -> tuple[np.ndarray, ...]:
     """:func:`_points` in one compiled pass (``_svi_kernels.repair_points``: the numpy path's operations in its
-    order, so the same bits); the sums over the points stay numpy's, in :func:`_evaluate`."""
+    order, so the same bits), and the sums :func:`_evaluate` makes of them on the numpy path (the quote part
+    and the penalised objective, by numpy's own pairwise summation: the same bits too)."""
     def c(a: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=dtype)
 
@@ -261,10 +267,11 @@ def _points_compiled(kernels: Any, th: np.ndarray, p: RepairProblem, sq: np.ndar
     xq, rr, rq = np.empty((V, N)), np.empty((V, N)), np.empty((V, N))
     hb, hf, hc = np.empty((V, G)), np.empty((V, G)), np.empty((V, Gc))
     bad_w, clean = np.empty(V, dtype=np.bool_), np.empty(V, dtype=np.bool_)
+    fq, f = np.empty(V), np.empty(V)
     kernels.repair_points(c(th), c(p.kq), c(p.wq), c(sq), c(p.kb), c(p.mb, np.bool_), c(p.floor), c(p.has_f, np.bool_),
-                          c(p.kc), c(p.ceil), c(p.has_c, np.bool_), c(cal), c(iwl), G_MARGIN, tol,
-                          xq, rr, rq, hb, hf, hc, bad_w, clean)
-    return xq, rr, rq, hb, hf, hc, bad_w, clean
+                          c(p.kc), c(p.ceil), c(p.has_c, np.bool_), c(cal), c(iwl), c(mu), G_MARGIN, tol,
+                          xq, rr, rq, hb, hf, hc, bad_w, clean, fq, f)
+    return xq, rr, rq, hb, hf, hc, bad_w, clean, fq, f
 
 
 def quote_error(p: RepairProblem, params: np.ndarray) -> np.ndarray:

@@ -191,10 +191,13 @@ def warm_up(cache_dir: Any = None) -> bool:
         yes = np.ones((1, 1), dtype=np.bool_)
         kernels.z_pass(one, one, one, np.empty((1, 1, 1)))
         kernels.closed_form(np.ones((1, 1, 3)), *(one1,) * 5, one, one, one, np.empty((4, 1, 1)))
-        out, flag = np.empty((1, 1)), np.empty(1, dtype=np.bool_)
-        kernels.repair_points(np.ones((1, 5)), one, one, one, one, yes, one, yes, one, one, yes, one1, one1, 1e-5,
-                              1e-9, out, out, out, out, out, out, flag, flag)
-        for kernel in (kernels.z_pass, kernels.closed_form, kernels.repair_points):
+        out, flag, out1 = np.empty((1, 1)), np.empty(1, dtype=np.bool_), np.empty(1)
+        kernels.repair_points(np.ones((1, 5)), one, one, one, one, yes, one, yes, one, one, yes, one1, one1, one1,
+                              1e-5, 1e-9, out, out, out, out, out, out, flag, flag, out1, out1)
+        kernels.quote_jacobian(one, one, one, np.ones((1, 5)), np.ones((1, 5)), np.empty((1, 1, 5)))
+        kernels.row_sums(one, out1)
+        for kernel in (kernels.z_pass, kernels.closed_form, kernels.repair_points, kernels.quote_jacobian,
+                       kernels.row_sums):
             kernel.disable_compile()  # other argument types raise TypeError, never compile
         _svi_kernels = kernels
     return True

@@ -103,11 +103,14 @@ def _numpy_repair_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(repair, "compiled_kernels", lambda: None)
 
 
-def test_repair_evaluations_give_the_numpy_bits(compiled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("N, G, Gc", [(50, 120, 90), (195, 502, 301)])
+def test_repair_evaluations_give_the_numpy_bits(compiled, monkeypatch, N, G, Gc) -> None:  # type: ignore[no-untyped-def]
     """Random and degenerate parameters (w ≤ 0 on the grid, b = 0, a σ so small the grid sees a kink, NaN, steep
-    wings with g < 0 over most of the grid) on a problem with floors and ceilings: objective, quote part, clean flags, JᵀJ and Jᵀr bit for bit."""
+    wings with g < 0 over most of the grid) on a problem with floors and ceilings: objective, quote part, clean
+    flags, JᵀJ and Jᵀr bit for bit; rows of up to one summation block (128) and of several (the SPX chain's
+    sizes), whose sums numpy splits in halves."""
     rng = np.random.default_rng(8)
-    V, N, G, Gc = 27, 50, 120, 90
+    V = 27
     kq = np.sort(rng.uniform(-0.5, 0.3, (V, N)), axis=1)
     wq = 0.05 + 0.2 * kq * kq - 0.05 * kq
     kb = np.tile(np.linspace(-1.5, 1.0, G), (V, 1))
@@ -130,11 +133,17 @@ def test_repair_evaluations_give_the_numpy_bits(compiled, monkeypatch) -> None: 
     x = params / sc
     mu = np.full(V, 10.0)
     th = x * sc
-    pointwise = repair._points_compiled(compiled, th, prob, sq, cal, 1.0 / wl, 1e-9)
+    pointwise = repair._points_compiled(compiled, th, prob, sq, cal, 1.0 / wl, mu, 1e-9)
     reference = repair._points(th, prob, sq, cal, 1.0 / wl, 1e-9)
     for got, want, name in zip(pointwise, reference, ("x", "r", "rq", "hb", "hf", "hc", "bad_w", "clean"),
-                               strict=True):
+                               strict=False):
         np.testing.assert_array_equal(got, want, err_msg=name)
+    rq, hb, hf, hc, bad_w = reference[2:7]
+    fq = (rq * rq).sum(1)
+    f = fq + mu * ((hb * hb).sum(1) + (hf * hf).sum(1) + (hc * hc).sum(1))
+    np.testing.assert_array_equal(pointwise[8], fq, err_msg="fq")
+    np.testing.assert_array_equal(pointwise[9], np.where(bad_w | ~np.isfinite(f), np.inf, f), err_msg="f")
+    assert len(set(pointwise[8].tolist())) == V  # every slice's sum its own (no row summed twice or skipped)
     assert (reference[3] < 0).sum() > 200  # butterfly penalties on hundreds of grid points
     for jac in (False, True):
         a = repair._evaluate(x, prob, sc, sq, wl, cal, mu, jac)
@@ -144,6 +153,23 @@ def test_repair_evaluations_give_the_numpy_bits(compiled, monkeypatch) -> None: 
         for name in ("f", "fq", "clean", "jtj", "jtr"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert not a.clean.all() and np.isinf(a.f).any() and np.isfinite(a.f).sum() >= 4
+
+
+def test_the_kernels_row_sums_are_numpys_pairwise_sums_bit_for_bit(compiled) -> None:  # type: ignore[no-untyped-def]
+    """Every length from 1 to 700 and a few long ones (numpy: eight accumulators up to 128 elements, halves
+    above), values over twelve orders of magnitude and both signs, where any other order rounds differently."""
+    from engine.surface._svi_kernels import row_sums_reference
+
+    rng = np.random.default_rng(21)
+    lengths = [*range(1, 701), 1000, 2001, 4097]
+    for n in lengths:
+        x = rng.standard_normal((3, n)) * 10.0 ** rng.uniform(-6, 6, (3, n))
+        out = np.empty(3)
+        compiled.row_sums(x, out)
+        np.testing.assert_array_equal(out, row_sums_reference(x), err_msg=f"length {n}")
+    x = rng.standard_normal((2, 300))
+    naive = np.array([sum(row.tolist()) for row in x])
+    assert not np.array_equal(row_sums_reference(x), naive)  # the order matters on such rows
 
 
 def test_a_repair_gives_the_numpy_paths_surface_bit_for_bit(compiled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
