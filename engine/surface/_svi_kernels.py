@@ -218,7 +218,7 @@ def row_sums_reference(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float64).sum(1)
 
 
-@njit([types.void(_F2, types.Array(types.float64, 1, "C"))], **_OPTS)
+@njit([types.void(_F2, _OUTF)], **_OPTS)
 def row_sums(x, out):
     """out[v] = x[v].sum() by :func:`_pairwise_sum` (the tests compare it with numpy's for many lengths)."""
     for v in range(x.shape[0]):
@@ -337,3 +337,50 @@ def quote_jacobian(xq, rr, sq, th, sc, out):
             out[v, n, 2] = (q * (b * x)) * c2
             out[v, n, 3] = (q * (nb * (rho + x / r))) * c3
             out[v, n, 4] = (q * (bs / r)) * c4
+
+
+@njit([types.void(_F2, _F2, _F2, _F2, _OUTF)], **_OPTS)
+def svi_ssr(k, w, om, params, out):
+    """out[s] = Σ_n ω·(w_SVI(k) − w)² of (S, 5) raw-SVI ``params`` on (S, N) quotes: the SVI polish's objective
+    (:func:`engine.surface.svi._polish`), each term as ``svi_total_variance`` and numpy's square give it and the
+    sum numpy's pairwise one, so the same bits."""
+    S, N = k.shape
+    scratch = np.empty(N)
+    for i in range(S):
+        a = params[i, 0]
+        b = params[i, 1]
+        rho = params[i, 2]
+        m = params[i, 3]
+        sig = params[i, 4]
+        ss = sig * sig
+        for n in range(N):
+            x = k[i, n] - m
+            d = (a + b * (rho * x + math.sqrt(x * x + ss))) - w[i, n]
+            scratch[n] = om[i, n] * (d * d)
+        out[i] = _pairwise_sum(scratch, 0, N)
+
+
+@njit([types.void(_F2, _F2, _F2, _F2, _OUT2, _OUT3)], **_OPTS)
+def svi_residuals_jacobian(k, w, sq, params, res_out, jac_out):
+    """The SVI polish's weighted residuals √ω·(w_SVI − w) and their Jacobian in (a, b, ρ, m, σ), (S, N) and
+    (S, N, 5), as :func:`engine.surface.svi._polish` builds them with numpy (each column, then times √ω)."""
+    S, N = k.shape
+    for i in range(S):
+        a = params[i, 0]
+        b = params[i, 1]
+        rho = params[i, 2]
+        m = params[i, 3]
+        sig = params[i, 4]
+        ss = sig * sig
+        nb = -b
+        bsig = b * sig
+        for n in range(N):
+            x = k[i, n] - m
+            r = math.sqrt(x * x + ss)
+            q = sq[i, n]
+            res_out[i, n] = q * ((a + b * (rho * x + r)) - w[i, n])
+            jac_out[i, n, 0] = 1.0 * q
+            jac_out[i, n, 1] = (rho * x + r) * q
+            jac_out[i, n, 2] = (b * x) * q
+            jac_out[i, n, 3] = (nb * (rho + x / r)) * q
+            jac_out[i, n, 4] = (bsig / r) * q

@@ -196,8 +196,10 @@ def warm_up(cache_dir: Any = None) -> bool:
                               1e-5, 1e-9, out, out, out, out, out, out, flag, flag, out1, out1)
         kernels.quote_jacobian(one, one, one, np.ones((1, 5)), np.ones((1, 5)), np.empty((1, 1, 5)))
         kernels.row_sums(one, out1)
+        kernels.svi_ssr(one, one, one, np.ones((1, 5)), out1)
+        kernels.svi_residuals_jacobian(one, one, one, np.ones((1, 5)), np.empty((1, 1)), np.empty((1, 1, 5)))
         for kernel in (kernels.z_pass, kernels.closed_form, kernels.repair_points, kernels.quote_jacobian,
-                       kernels.row_sums):
+                       kernels.row_sums, kernels.svi_ssr, kernels.svi_residuals_jacobian):
             kernel.disable_compile()  # other argument types raise TypeError, never compile
         _svi_kernels = kernels
     return True
@@ -308,19 +310,30 @@ def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min, kmin, kmax)
     p = params.copy()
     lam = np.full(len(p), 1e-3)
     sq = np.sqrt(om)
+    kernels = compiled_kernels()  # the residuals, Jacobian and objective in compiled loops: the same bits
+    if kernels is not None:
+        k, w, om, sq = (np.ascontiguousarray(x, dtype=np.float64) for x in (k, w, om, sq))
 
     def ssr(pp):
+        if kernels is not None:
+            out = np.empty(len(pp))
+            kernels.svi_ssr(k, w, om, np.ascontiguousarray(pp, dtype=np.float64), out)
+            return out
         wf = svi_total_variance(k, *(pp[:, i : i + 1] for i in range(5)))
         return (om * (wf - w) ** 2).sum(-1)
 
     f = ssr(p)
     for _ in range(iterations):
-        a, b, rho, m, sig = (p[:, i : i + 1] for i in range(5))
-        x = k - m
-        r = np.sqrt(x * x + sig * sig)
-        res = sq * (a + b * (rho * x + r) - w)
-        jac = np.stack([np.ones_like(x), rho * x + r, b * x, -b * (rho + x / r), b * sig / r], axis=-1)
-        jac *= sq[:, :, None]
+        if kernels is not None:
+            res, jac = np.empty(k.shape), np.empty((*k.shape, 5))
+            kernels.svi_residuals_jacobian(k, w, sq, np.ascontiguousarray(p, dtype=np.float64), res, jac)
+        else:
+            a, b, rho, m, sig = (p[:, i : i + 1] for i in range(5))
+            x = k - m
+            r = np.sqrt(x * x + sig * sig)
+            res = sq * (a + b * (rho * x + r) - w)
+            jac = np.stack([np.ones_like(x), rho * x + r, b * x, -b * (rho + x / r), b * sig / r], axis=-1)
+            jac *= sq[:, :, None]
         jac_t = np.swapaxes(jac, 1, 2)
         jtj = np.matmul(jac_t, jac)  # batched BLAS: einsum's generic loop is several times slower here
         jtr = np.matmul(jac_t, res[:, :, None])[:, :, 0]

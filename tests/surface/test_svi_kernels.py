@@ -82,6 +82,40 @@ def test_batch_fits_equal_the_numpy_path_bit_for_bit(compiled, warm) -> None:  #
     assert np.all(a.wrmse[fitted] < 0.02 * np.nanmean(w, axis=1)[fitted])  # and they are fits (within 2 %)
 
 
+@pytest.mark.parametrize("N", [60, 195])
+def test_polish_terms_give_the_numpy_bits(compiled, N) -> None:  # type: ignore[no-untyped-def]
+    """The polish's objective, residuals and Jacobian (svi_ssr, svi_residuals_jacobian) against the numpy
+    expressions of svi._polish, bit for bit: random slices, b = 0, a σ of 1e-12 (a kink on the quotes), σ = 0
+    with the vertex on a quote (0/0), NaN parameters; rows within one summation block and over it."""
+    k, w, om = _smiles(30, N, seed=9)
+    om = om / om.sum(1, keepdims=True)
+    sq = np.sqrt(om)
+    rng = np.random.default_rng(10)
+    p = np.column_stack([rng.uniform(-0.02, 0.05, 30), rng.uniform(0.0, 0.4, 30), rng.uniform(-0.9, 0.5, 30),
+                         rng.uniform(-0.2, 0.2, 30), rng.uniform(0.02, 0.4, 30)]) * rng.uniform(0.97, 1.03, (30, 5))
+    p[1, 1] = 0.0
+    p[2, 4] = 1e-12
+    p[3, 3], p[3, 4] = k[3, 5], 0.0
+    p[4, 2] = np.nan
+    ssr = np.empty(30)
+    compiled.svi_ssr(k, w, om, p, ssr)
+    res, jac = np.empty(k.shape), np.empty((*k.shape, 5))
+    compiled.svi_residuals_jacobian(k, w, sq, p, res, jac)
+    with np.errstate(all="ignore"):
+        wf = svi.svi_total_variance(k, *(p[:, i : i + 1] for i in range(5)))
+        want_ssr = (om * (wf - w) ** 2).sum(-1)
+        a, b, rho, m, sig = (p[:, i : i + 1] for i in range(5))
+        x = k - m
+        r = np.sqrt(x * x + sig * sig)
+        want_res = sq * (a + b * (rho * x + r) - w)
+        want_jac = np.stack([np.ones_like(x), rho * x + r, b * x, -b * (rho + x / r), b * sig / r], axis=-1)
+        want_jac *= sq[:, :, None]
+    np.testing.assert_array_equal(ssr, want_ssr)
+    np.testing.assert_array_equal(res, want_res)
+    np.testing.assert_array_equal(jac, want_jac)
+    assert np.isnan(ssr[4]) and np.isnan(jac[3]).any() and np.isfinite(ssr[np.arange(30) != 4]).all()
+
+
 def test_importing_the_surface_package_imports_no_numba() -> None:
     code = textwrap.dedent("""
         import json, sys
