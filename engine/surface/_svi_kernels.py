@@ -384,3 +384,144 @@ def svi_residuals_jacobian(k, w, sq, params, res_out, jac_out):
             jac_out[i, n, 2] = (b * x) * q
             jac_out[i, n, 3] = (nb * (rho + x / r)) * q
             jac_out[i, n, 4] = (bsig / r) * q
+
+
+# ---- the eSSVI backbone's calendar pass (engine.surface.repair.essvi_calendar) -------------------------------
+# numpy's elementwise semantics, NaN included: maximum/minimum return a NaN operand, clip is
+# min(max(x, lo), hi) with a NaN x kept, argmin takes the first NaN or else the first smallest.
+
+
+@njit(inline="always", **_OPTS)
+def _maximum(a, b):
+    return a if (a >= b or a != a) else b
+
+
+@njit(inline="always", **_OPTS)
+def _minimum(a, b):
+    return a if (a <= b or a != a) else b
+
+
+@njit(inline="always", **_OPTS)
+def _clip(x, lo, hi):
+    m = x if x != x else (x if x > lo else lo)
+    return m if m != m else (m if m < hi else hi)
+
+
+@njit(inline="always", **_OPTS)
+def _psi_max(theta, rho, safety):
+    one = 1.0 + abs(rho)
+    return safety * _minimum(4.0 / one, math.sqrt(4.0 * _maximum(theta, 0.0) / one))
+
+
+@njit(inline="always", **_OPTS)
+def _essvi_w(theta, rho, psi, k):
+    u = psi * k
+    return 0.5 * ((theta + rho * u) + math.sqrt((u * u + ((2.0 * rho) * theta) * u) + theta * theta))
+
+
+@njit(**_OPTS)
+def _blend_clean(theta, s0, s1, p0, p1, sv, k, floor, safety):
+    """The blend's point at ``sv`` on the segment (ρ, ψ) = start → prev, and whether its slice stays on or
+    above ``floor`` on ``k`` (numpy: the row's minimum ≥ 0, which a NaN fails)."""
+    r = (1.0 - sv) * s0 + sv * p0
+    ps = (1.0 - sv) * s1 + sv * p1
+    ps = _minimum(ps, _psi_max(theta, r, safety))
+    ok = True
+    for g in range(k.shape[0]):
+        if not _essvi_w(theta, r, ps, k[g]) - floor[g] >= 0.0:
+            ok = False
+            break
+    return r, ps, ok
+
+
+@njit(**_OPTS)
+def _blend(theta, s0, s1, p0, p1, k, floor, rounds, points, safety, sv):
+    """engine.surface.repair._essvi_blend: the first clean point along the segment on nested grids."""
+    _, _, ok = _blend_clean(theta, s0, s1, p0, p1, 0.0, k, floor, safety)
+    if ok:
+        return s0, s1
+    lo, hi = 0.0, 1.0
+    num = points + 1
+    div = float(num - 1)
+    for _ in range(rounds):
+        # np.linspace(lo, hi, num)[1:]: i·step + lo (i/div·delta + lo when the step is 0), the end point exact
+        delta = hi - lo
+        step = delta / div
+        for i in range(1, num):
+            y = float(i) * step if step != 0 else (float(i) / div) * delta
+            sv[i - 1] = y + lo
+        sv[num - 2] = hi
+        j = -1
+        for i in range(points):
+            _, _, ok = _blend_clean(theta, s0, s1, p0, p1, sv[i], k, floor, safety)
+            if ok:
+                j = i
+                break
+        if j < 0:
+            break
+        lo, hi = (sv[j - 1] if j else lo), sv[j]
+    r, ps, ok = _blend_clean(theta, s0, s1, p0, p1, hi, k, floor, safety)
+    return (r, ps) if ok else (p0, p1)
+
+
+@njit([types.void(_F1, _OUTF, _OUTF, _F1, types.boolean, _F2, types.boolean, _F2, _F2, _F2, types.float64,
+                  types.int64, types.int64)], **_OPTS)
+def essvi_calendar(theta, rho, psi, t, use_grids, grids, use_quotes, kq, wq, om, safety, rounds, points):
+    """engine.surface.repair.essvi_calendar in one compiled pass over the slices (``rho``, ``psi`` updated in
+    place): per slice the 65-point path toward the previous slice's ρ, its ψ bounds, the best fit to the
+    (thinned) quotes and the blend onto the previous slice on the check grid; every element the numpy
+    path's operations, every sum numpy's pairwise one, every choice numpy's, so the same bits."""
+    S = rho.shape[0]
+    T = t.shape[0]
+    Nt = kq.shape[1]
+    G = grids.shape[1]
+    cand = np.empty(T)
+    lo_ok = np.empty(T)
+    hi_ok = np.empty(T)
+    ps = np.empty(T)
+    scratch = np.empty(max(Nt, 1))
+    floor = np.empty(G)
+    sv = np.empty(max(points, 1))
+    for i in range(1, S):
+        rp, pp = rho[i - 1], psi[i - 1]
+        up = rp * pp
+        ri = rho[i]
+        th = theta[i]
+        n_ok = 0
+        c = 0.0
+        lo = 0.0
+        hi = 0.0
+        for j in range(T):
+            c = ri + t[j] * (rp - ri)
+            lo = _maximum(_maximum((pp - up) / (1.0 - c), (pp + up) / (1.0 + c)), pp)
+            hi = _psi_max(th, c, safety)
+            if lo <= hi:
+                cand[n_ok], lo_ok[n_ok], hi_ok[n_ok] = c, lo, hi
+                n_ok += 1
+        if n_ok == 0:  # the last point of the path (ρ of the previous slice)
+            cand[0], lo_ok[0], hi_ok[0] = c, lo, hi
+            n_ok = 1
+        for q in range(n_ok):
+            ps[q] = _clip(psi[i], lo_ok[q], _maximum(hi_ok[q], lo_ok[q]))
+        sel = 0
+        if use_quotes:
+            best = 0.0
+            for q in range(n_ok):
+                for n in range(Nt):
+                    d = _essvi_w(th, cand[q], ps[q], kq[i, n]) - wq[i, n]
+                    scratch[n] = om[i, n] * (d * d)
+                v = _pairwise_sum(scratch, 0, Nt)
+                if q == 0:
+                    best = v
+                    if v != v:
+                        break
+                elif not v >= best:
+                    best, sel = v, q
+                    if v != v:
+                        break
+        rho[i], psi[i] = cand[sel], ps[sel]
+        if use_grids:
+            thp = theta[i - 1]
+            for g in range(G):
+                floor[g] = _essvi_w(thp, rp, pp, grids[i, g])
+            rho[i], psi[i] = _blend(th, rho[i], psi[i], rp, pp, grids[i], floor, rounds, points, safety, sv)

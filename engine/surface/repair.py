@@ -463,6 +463,16 @@ def essvi_calendar(theta: np.ndarray, rho: np.ndarray, psi: np.ndarray, grids: n
     rho = np.array(rho, dtype=float)
     psi = np.array(psi, dtype=float)
     t = np.linspace(0.0, 1.0, 65)
+    kernels = compiled_kernels()
+    if kernels is not None:  # the same loop compiled (engine/surface/_svi_kernels.py): the same bits
+        c = np.ascontiguousarray
+        th = c(theta, dtype=np.float64)
+        g = c(grids, dtype=np.float64) if grids is not None else np.zeros((len(rho), 0))
+        kq, wq, om = ((c(q, dtype=np.float64) for q in quotes) if quotes is not None
+                      else (np.zeros((len(rho), 0)) for _ in range(3)))
+        kernels.essvi_calendar(th, rho, psi, t, grids is not None, g, quotes is not None, kq, wq, om, _PSI_SAFETY,
+                               _BLEND_ROUNDS, _BLEND_POINTS)
+        return rho, psi
 
     def w_of(i: int, r: float, ps: float, k: np.ndarray) -> np.ndarray:
         return _essvi_w(float(theta[i]), r, ps, k)
