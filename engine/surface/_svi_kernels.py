@@ -525,3 +525,63 @@ def essvi_calendar(theta, rho, psi, t, use_grids, grids, use_quotes, kq, wq, om,
             for g in range(G):
                 floor[g] = _essvi_w(thp, rp, pp, grids[i, g])
             rho[i], psi[i] = _blend(th, rho[i], psi[i], rp, pp, grids[i], floor, rounds, points, safety, sv)
+
+
+_OUTI = types.Array(types.int64, 1, "C")
+
+
+@njit([types.void(_F2, _F2, types.float64, _OUTF, _OUTI, _OUTI, _OUTF)], **_OPTS)
+def slice_checks(params, kg, tol, min_g, butterfly, calendar, worst):
+    """engine.surface.arbitrage.check_slices' numbers for (L, 5) slices on their (L, G) grids: the smallest
+    Durrleman g (−inf where w ≤ 0; a NaN propagates, as numpy's min does), the points with g < −tol, and
+    against the previous slice on this slice's grid the points where w falls more than tol below it and
+    the most negative difference (0 when none). Each g and w is the numpy path's operations in its order."""
+    L, G = kg.shape
+    inf = np.inf
+    for j in range(L):
+        a, b, rho, m, s = params[j, 0], params[j, 1], params[j, 2], params[j, 3], params[j, 4]
+        ss = s * s
+        bss = b * s * s
+        lowest = 0.0
+        count = 0
+        for i in range(G):
+            k = kg[j, i]
+            x = k - m
+            r = math.sqrt(x * x + ss)
+            w = a + b * (rho * x + r)
+            w1 = b * (rho + x / r)
+            w2 = bss / (r * r * r)
+            A = 1.0 - k * w1 / (2.0 * w)
+            g = A * A - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
+            if not w > 0:
+                g = -inf
+            if i == 0:
+                lowest = g
+            elif lowest == lowest and (g < lowest or g != g):
+                lowest = g
+            if g < -tol:
+                count += 1
+        min_g[j] = lowest
+        butterfly[j] = count
+        if j == 0:
+            calendar[j] = 0
+            worst[j] = 0.0
+            continue
+        pa, pb, prho, pm, ps = params[j - 1, 0], params[j - 1, 1], params[j - 1, 2], params[j - 1, 3], params[j - 1, 4]
+        pss = ps * ps
+        low = 0.0
+        count = 0
+        for i in range(G):
+            k = kg[j, i]
+            x = k - m
+            w = a + b * (rho * x + math.sqrt(x * x + ss))
+            xp = k - pm
+            d = w - (pa + pb * (prho * xp + math.sqrt(xp * xp + pss)))
+            if i == 0:
+                low = d
+            elif low == low and (d < low or d != d):
+                low = d
+            if d < -tol:
+                count += 1
+        calendar[j] = count
+        worst[j] = _minimum(low, 0.0)

@@ -33,7 +33,7 @@ from engine.surface.repair import (
     take_rows,
 )
 from engine.surface.slice_refit import TOLERANCE, SliceRefit, slice_clean
-from engine.surface.svi import LEE_BOUND, durrleman_g, svi_total_variance
+from engine.surface.svi import LEE_BOUND, compiled_kernels, durrleman_g, svi_total_variance
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +157,26 @@ def check_slices(params: np.ndarray, grids: list[np.ndarray]) -> list[SliceCheck
     else:
         kg = np.vstack([np.pad(grids[i], (0, G - len(grids[i])), mode="edge") for i in valid])
     P = p[valid]
-    cols = [P[:, c : c + 1] for c in range(5)]
-    g = durrleman_g(kg, *cols)
-    w_self = svi_total_variance(kg, *cols)
-    min_g = g.min(1)
-    bfly = np.count_nonzero(g < -TOLERANCE, axis=1)
-    if len(valid) > 1:
-        prev_cols = [P[:-1, c : c + 1] for c in range(5)]
-        diff = w_self[1:] - svi_total_variance(kg[1:], *prev_cols)
-        cal = np.concatenate([[0], np.count_nonzero(diff < -TOLERANCE, axis=1)])
-        worst = np.concatenate([[0.0], np.minimum(diff.min(1), 0.0)])
+    kernels = compiled_kernels()
+    if kernels is not None:  # the same numbers in one compiled pass (engine/surface/_svi_kernels.py)
+        L = len(valid)
+        min_g, worst = np.empty(L), np.empty(L)
+        bfly, cal = np.empty(L, dtype=np.int64), np.empty(L, dtype=np.int64)
+        kernels.slice_checks(np.ascontiguousarray(P), np.ascontiguousarray(kg, dtype=np.float64), TOLERANCE, min_g,
+                             bfly, cal, worst)
     else:
-        cal, worst = np.zeros(1, dtype=int), np.zeros(1)
+        cols = [P[:, c : c + 1] for c in range(5)]
+        g = durrleman_g(kg, *cols)
+        w_self = svi_total_variance(kg, *cols)
+        min_g = g.min(1)
+        bfly = np.count_nonzero(g < -TOLERANCE, axis=1)
+        if len(valid) > 1:
+            prev_cols = [P[:-1, c : c + 1] for c in range(5)]
+            diff = w_self[1:] - svi_total_variance(kg[1:], *prev_cols)
+            cal = np.concatenate([[0], np.count_nonzero(diff < -TOLERANCE, axis=1)])
+            worst = np.concatenate([[0.0], np.minimum(diff.min(1), 0.0)])
+        else:
+            cal, worst = np.zeros(1, dtype=int), np.zeros(1)
     lee = (P[:, 1] >= 0) & (P[:, 1] * (1 + np.abs(P[:, 2])) <= LEE_BOUND + 1e-12) & (np.abs(P[:, 2]) < 1)
     for j, i in enumerate(valid):
         out[i] = SliceCheck(min_g=float(min_g[j]), butterfly_points=int(bfly[j]), lee_ok=bool(lee[j]),

@@ -201,8 +201,11 @@ def warm_up(cache_dir: Any = None) -> bool:
         one3 = np.ones(3)
         kernels.essvi_calendar(one3, np.zeros(3), np.full(3, 0.5), np.linspace(0.0, 1.0, 5), True, np.ones((3, 2)),
                                True, np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 2)), 1.0, 1, 4)
+        counts = np.empty(1, dtype=np.int64)
+        kernels.slice_checks(np.ones((1, 5)), one, 1e-9, out1, counts, counts, out1)
         for kernel in (kernels.z_pass, kernels.closed_form, kernels.repair_points, kernels.quote_jacobian,
-                       kernels.row_sums, kernels.svi_ssr, kernels.svi_residuals_jacobian, kernels.essvi_calendar):
+                       kernels.row_sums, kernels.svi_ssr, kernels.svi_residuals_jacobian, kernels.essvi_calendar,
+                       kernels.slice_checks):
             kernel.disable_compile()  # other argument types raise TypeError, never compile
         _svi_kernels = kernels
     return True

@@ -248,3 +248,32 @@ def test_the_essvi_calendar_pass_gives_the_numpy_bits(compiled, monkeypatch, wit
     if with_grids:
         no_blend = repair.essvi_calendar(theta, rho, psi, None, quotes)
         assert ((no_blend[0] != a[0]) | (no_blend[1] != a[1])).sum() >= 3  # and the blend moved some
+
+
+def test_slice_checks_give_the_numpy_numbers(compiled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """check_slices compiled and on numpy: clean slices, butterfly arbitrage, w ≤ 0 on the grid, calendar
+    crossings, a NaN slice (skipped, its neighbours compared across it) and σ = 0 with the vertex on a grid
+    point (a NaN g, which numpy's min propagates)."""
+    from engine.surface import arbitrage
+
+    rng = np.random.default_rng(23)
+    S = 30
+    p = np.column_stack([np.linspace(0.002, 0.06, S), rng.uniform(0.02, 0.3, S), rng.uniform(-0.8, 0.2, S),
+                         rng.uniform(-0.1, 0.1, S), rng.uniform(0.05, 0.3, S)]) * rng.uniform(0.97, 1.03, (S, 5))
+    p[4] = [0.001, 1.5, -0.3, 0.0, 0.05]  # steep wings: g < 0
+    p[7, 0] = -0.2  # w < 0 near the vertex
+    p[9, 0] = 0.0  # below slice 8: calendar arbitrage
+    p[12] = np.nan
+    grids = arbitrage.check_grids(np.column_stack([np.full(S, -0.5), np.full(S, 0.3)]))
+    p[15, 3], p[15, 4] = grids[15][200], 0.0
+    a = arbitrage.check_slices(p, grids)
+    with monkeypatch.context() as mp:
+        mp.setattr(arbitrage, "compiled_kernels", lambda: None)
+        with np.errstate(invalid="ignore"):  # the 0/0 of σ = 0
+            b = arbitrage.check_slices(p, grids)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert (x.butterfly_points, x.lee_ok, x.calendar_points) == (y.butterfly_points, y.lee_ok, y.calendar_points), i
+        np.testing.assert_array_equal([x.min_g, x.worst_calendar], [y.min_g, y.worst_calendar], err_msg=str(i))
+    assert a[4].butterfly_points > 0 and a[7].min_g == -np.inf and a[9].calendar_points > 0
+    assert np.isnan(a[15].min_g) and a[13].calendar_points == b[13].calendar_points
+    assert 3 <= sum(c.ok for c in a) < S - 5
