@@ -585,3 +585,27 @@ def slice_checks(params, kg, tol, min_g, butterfly, calendar, worst):
                 count += 1
         calendar[j] = count
         worst[j] = _minimum(low, 0.0)
+
+
+@njit([types.void(_F1, _F1, _F1, _F2, _F2, _F2, types.boolean, _OUT2, _OUT3)], **_OPTS)
+def essvi_model(theta, rho, psi, k, w, sq, jac, res_out, jac_out):
+    """The eSSVI backbone fit's weighted residuals (S, N) and, with ``jac``, their derivatives in (ρ, ψ)
+    (S, N, 2), as engine.surface.repair.fit_essvi's ``model`` computes them with numpy, operation for operation
+    (``theta`` already floored)."""
+    S, N = k.shape
+    for i in range(S):
+        th = theta[i]
+        zf = psi[i] / th
+        r = rho[i]
+        rr2 = r * r
+        half = 0.5 * th
+        for n in range(N):
+            kn = k[i, n]
+            z = zf * kn
+            zr = z + r
+            R = math.sqrt((zr * zr + 1.0) - rr2)
+            q = sq[i, n]
+            res_out[i, n] = q * (half * ((1.0 + r * z) + R) - w[i, n])
+            if jac:
+                jac_out[i, n, 0] = q * (half * (z + z / R))
+                jac_out[i, n, 1] = q * (0.5 * (r * kn + (zr * kn) / R))

@@ -410,7 +410,18 @@ def fit_essvi(theta: np.ndarray, k: np.ndarray, w: np.ndarray, om: np.ndarray, r
         rho = np.clip(rho, -RHO_MAX, RHO_MAX)
         return rho, np.clip(psi, 1e-10, _psi_max(th[:, 0], rho))
 
+    kernels = compiled_kernels()
+    if kernels is not None:  # the same residuals and derivatives compiled (engine/surface/_svi_kernels.py)
+        c = np.ascontiguousarray
+        k, w, sq = (c(x, dtype=np.float64) for x in (k, w, sq))
+        th_flat = c(th[:, 0])
+
     def model(rho: np.ndarray, psi: np.ndarray, jac: bool):
+        if kernels is not None:
+            res_c, J_c = np.empty(k.shape), np.empty((*k.shape, 2) if jac else (0, 0, 2))
+            kernels.essvi_model(th_flat, c(rho, dtype=np.float64), c(psi, dtype=np.float64), k, w, sq, jac, res_c,
+                                J_c)
+            return res_c, (J_c if jac else None)
         z = (psi / th[:, 0])[:, None] * k
         rr = rho[:, None]
         R = np.sqrt((z + rr) ** 2 + 1.0 - rr * rr)

@@ -203,9 +203,10 @@ def warm_up(cache_dir: Any = None) -> bool:
                                True, np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 2)), 1.0, 1, 4)
         counts = np.empty(1, dtype=np.int64)
         kernels.slice_checks(np.ones((1, 5)), one, 1e-9, out1, counts, counts, out1)
+        kernels.essvi_model(one1, one1, one1, one, one, one, True, np.empty((1, 1)), np.empty((1, 1, 2)))
         for kernel in (kernels.z_pass, kernels.closed_form, kernels.repair_points, kernels.quote_jacobian,
                        kernels.row_sums, kernels.svi_ssr, kernels.svi_residuals_jacobian, kernels.essvi_calendar,
-                       kernels.slice_checks):
+                       kernels.slice_checks, kernels.essvi_model):
             kernel.disable_compile()  # other argument types raise TypeError, never compile
         _svi_kernels = kernels
     return True

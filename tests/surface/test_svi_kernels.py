@@ -277,3 +277,21 @@ def test_slice_checks_give_the_numpy_numbers(compiled, monkeypatch) -> None:  # 
     assert a[4].butterfly_points > 0 and a[7].min_g == -np.inf and a[9].calendar_points > 0
     assert np.isnan(a[15].min_g) and a[13].calendar_points == b[13].calendar_points
     assert 3 <= sum(c.ok for c in a) < S - 5
+
+
+def test_the_essvi_backbone_fit_gives_the_numpy_bits(compiled, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """repair.fit_essvi (its residuals and (ρ, ψ) derivatives compiled) against the numpy path: 30 noisy
+    smiles over 150 quotes (padding with weight 0), starts at and beyond the bounds and one NaN start."""
+    k, w, om = _smiles(30, 150, seed=29)
+    rng = np.random.default_rng(30)
+    theta = np.maximum(np.sort(w[:, np.argmin(np.abs(k), axis=1)].diagonal()), 1e-4)
+    rho0 = rng.uniform(-1.2, 0.6, 30)
+    psi0 = rng.uniform(0.0, 1.5, 30)
+    rho0[3] = np.nan
+    a = repair.fit_essvi(theta, k, w, om, rho0, psi0)
+    with monkeypatch.context() as mp:
+        _numpy_repair_path(mp)
+        b = repair.fit_essvi(theta, k, w, om, rho0, psi0)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert np.isfinite(a[0]).all() and (np.abs(a[0] - np.nan_to_num(rho0)) > 1e-3).sum() >= 20  # it fitted
