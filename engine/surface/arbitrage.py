@@ -277,7 +277,7 @@ def _batched_repair(p: np.ndarray, k: np.ndarray, w: np.ndarray, weights: np.nda
     if state is None:
         if prev_cost is not None:
             costs[1] = prev_cost
-        theta_raw = np.array([float(svi_total_variance(0.0, *row)) for row in fitted])
+        theta_raw = svi_total_variance(0.0, *fitted.T)  # w(0) of every slice
         theta = isotonic(np.maximum(theta_raw, 1e-10))
         rho, psi = fit_essvi(theta, kl, wlq, oml, fitted[:, 2], 2.0 * fitted[:, 1])
         # the wing step picks among 65 (ρ, ψ) candidates per slice by their fit: every few quotes suffice
@@ -298,27 +298,30 @@ def _batched_repair(p: np.ndarray, k: np.ndarray, w: np.ndarray, weights: np.nda
     gain = np.choose(state, costs)
     sweeps = REFINE_SWEEPS if any(from_backbone[s] for s in state[~own]) else REFINE_SWEEPS[:2]
 
-    def wv(params: np.ndarray, grid: np.ndarray) -> np.ndarray:
-        return svi_total_variance(grid, *params)
-
     for round_, parity in enumerate(sweeps):
         idx = [j for j in range(L) if not own[j] and j % 2 == parity]
         if not idx:
             continue
         V = len(idx)
+        # floors (the slice before, on this slice's grid) and ceilings (the slice after, on its grid): all rows in
+        # one array pass each (the same values as one row at a time)
+        ja = np.asarray(idx)
         floor = np.zeros((V, G))
         has_f = np.zeros((V, G), dtype=bool)
-        kc = kg[idx].copy()
+        kc = kg[ja].copy()
         ceil = np.zeros((V, G))
         has_c = np.zeros((V, G), dtype=bool)
-        for r, j in enumerate(idx):
-            if j > 0:
-                floor[r] = wv(chosen[j - 1], kg[j])
-                has_f[r] = True
-            if j + 1 < L:
-                kc[r] = kg[j + 1]
-                ceil[r] = wv(chosen[j + 1], kg[j + 1])
-                has_c[r] = True
+        rf = np.nonzero(ja > 0)[0]
+        if len(rf):
+            below = chosen[ja[rf] - 1]
+            floor[rf] = svi_total_variance(kg[ja[rf]], *(below[:, c : c + 1] for c in range(5)))
+            has_f[rf] = True
+        rc = np.nonzero(ja + 1 < L)[0]
+        if len(rc):
+            above = chosen[ja[rc] + 1]
+            kc[rc] = kg[ja[rc] + 1]
+            ceil[rc] = svi_total_variance(kc[rc], *(above[:, c : c + 1] for c in range(5)))
+            has_c[rc] = True
         prob = RepairProblem(kq=kl[idx], wq=wlq[idx], om=oml[idx], kb=kg[idx], mb=np.ones((V, G), dtype=bool),
                              floor=floor, has_f=has_f, kc=kc, ceil=ceil, has_c=has_c, start=chosen[idx])
         fits = is_clean(prob, fitted[idx])

@@ -100,10 +100,11 @@ def _scales(p: RepairProblem) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     """Natural parameter sizes (so one LM damping fits all five) and residual units per slice."""
     tot = np.maximum(p.om.sum(1), 1e-300)
     wl = np.maximum((p.om * p.wq).sum(1) / tot, 1e-10)
-    live = p.om > 0
-    big = np.where(live, p.kq, np.nan)
+    live = (p.om > 0) & ~np.isnan(p.kq)
+    # the quoted k span (nanmax − nanmin over the live points) without nanmax's copies: a slice with no live
+    # point gets −inf − inf, which the floor turns into 0.01 as it does nanmax's NaN
     with np.errstate(all="ignore"):
-        ks = np.nan_to_num(np.nanmax(big, 1) - np.nanmin(big, 1), nan=0.01)
+        ks = np.nan_to_num(np.where(live, p.kq, -np.inf).max(1) - np.where(live, p.kq, np.inf).min(1), nan=0.01)
     ks = np.maximum(ks, 0.01)
     sc = np.column_stack([wl, wl / ks, np.ones_like(wl), ks, ks])
     sq = np.sqrt(p.om / (tot * (1e-2 * wl) ** 2)[:, None])  # unit objective ≈ 1 % RMS error in w
