@@ -339,6 +339,12 @@ def quote_jacobian(xq, rr, sq, th, sc, out):
             out[v, n, 4] = (q * (bs / r)) * c4
 
 
+@njit(inline="always", **_OPTS)
+def _svi_row(params, i):
+    """Row i of (S, 5) raw-SVI parameters as (a, b, ρ, m, σ)."""
+    return params[i, 0], params[i, 1], params[i, 2], params[i, 3], params[i, 4]
+
+
 @njit([types.void(_F2, _F2, _F2, _F2, _OUTF)], **_OPTS)
 def svi_ssr(k, w, om, params, out):
     """out[s] = Σ_n ω·(w_SVI(k) − w)² of (S, 5) raw-SVI ``params`` on (S, N) quotes: the SVI polish's objective
@@ -347,11 +353,7 @@ def svi_ssr(k, w, om, params, out):
     S, N = k.shape
     scratch = np.empty(N)
     for i in range(S):
-        a = params[i, 0]
-        b = params[i, 1]
-        rho = params[i, 2]
-        m = params[i, 3]
-        sig = params[i, 4]
+        a, b, rho, m, sig = _svi_row(params, i)
         ss = sig * sig
         for n in range(N):
             x = k[i, n] - m
@@ -366,11 +368,7 @@ def svi_residuals_jacobian(k, w, sq, params, res_out, jac_out):
     (S, N, 5), as :func:`engine.surface.svi._polish` builds them with numpy (each column, then times √ω)."""
     S, N = k.shape
     for i in range(S):
-        a = params[i, 0]
-        b = params[i, 1]
-        rho = params[i, 2]
-        m = params[i, 3]
-        sig = params[i, 4]
+        a, b, rho, m, sig = _svi_row(params, i)
         ss = sig * sig
         nb = -b
         bsig = b * sig
@@ -530,6 +528,14 @@ def essvi_calendar(theta, rho, psi, t, use_grids, grids, use_quotes, kq, wq, om,
 _OUTI = types.Array(types.int64, 1, "C")
 
 
+@njit(inline="always", **_OPTS)
+def _nan_min_step(low, v, i):
+    """One step of numpy's ``min`` over a row (i the position): the first value, then the smaller, a NaN for good."""
+    if i == 0 or (low == low and (v < low or v != v)):
+        return v
+    return low
+
+
 @njit([types.void(_F2, _F2, types.float64, _OUTF, _OUTI, _OUTI, _OUTF)], **_OPTS)
 def slice_checks(params, kg, tol, min_g, butterfly, calendar, worst):
     """engine.surface.arbitrage.check_slices' numbers for (L, 5) slices on their (L, G) grids: the smallest
@@ -539,7 +545,7 @@ def slice_checks(params, kg, tol, min_g, butterfly, calendar, worst):
     L, G = kg.shape
     inf = np.inf
     for j in range(L):
-        a, b, rho, m, s = params[j, 0], params[j, 1], params[j, 2], params[j, 3], params[j, 4]
+        a, b, rho, m, s = _svi_row(params, j)
         ss = s * s
         bss = b * s * s
         lowest = 0.0
@@ -555,19 +561,15 @@ def slice_checks(params, kg, tol, min_g, butterfly, calendar, worst):
             g = A * A - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
             if not w > 0:
                 g = -inf
-            if i == 0:
-                lowest = g
-            elif lowest == lowest and (g < lowest or g != g):
-                lowest = g
-            if g < -tol:
-                count += 1
+            lowest = _nan_min_step(lowest, g, i)
+            count += g < -tol
         min_g[j] = lowest
         butterfly[j] = count
         if j == 0:
             calendar[j] = 0
             worst[j] = 0.0
             continue
-        pa, pb, prho, pm, ps = params[j - 1, 0], params[j - 1, 1], params[j - 1, 2], params[j - 1, 3], params[j - 1, 4]
+        pa, pb, prho, pm, ps = _svi_row(params, j - 1)
         pss = ps * ps
         low = 0.0
         count = 0
@@ -577,12 +579,8 @@ def slice_checks(params, kg, tol, min_g, butterfly, calendar, worst):
             w = a + b * (rho * x + math.sqrt(x * x + ss))
             xp = k - pm
             d = w - (pa + pb * (prho * xp + math.sqrt(xp * xp + pss)))
-            if i == 0:
-                low = d
-            elif low == low and (d < low or d != d):
-                low = d
-            if d < -tol:
-                count += 1
+            low = _nan_min_step(low, d, i)
+            count += d < -tol
         calendar[j] = count
         worst[j] = _minimum(low, 0.0)
 

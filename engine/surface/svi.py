@@ -306,6 +306,25 @@ def _admissible(p: np.ndarray, m_lo: np.ndarray, m_hi: np.ndarray, s_min: np.nda
         )
 
 
+def _polish_ssr(k: np.ndarray, w: np.ndarray, om: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The polish's objective per slice, Σ ω·(w_SVI − w)², on numpy (the compiled ``svi_ssr`` gives its bits)."""
+    wf = svi_total_variance(k, *(p[:, i : i + 1] for i in range(5)))
+    return (om * (wf - w) ** 2).sum(-1)
+
+
+def _polish_residuals_jacobian(k: np.ndarray, w: np.ndarray, sq: np.ndarray,
+                               p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The polish's residuals √ω·(w_SVI − w) (S, N) and their Jacobian in the five parameters (S, N, 5), on numpy
+    (the compiled ``svi_residuals_jacobian`` gives its bits)."""
+    a, b, rho, m, sig = (p[:, i : i + 1] for i in range(5))
+    x = k - m
+    r = np.sqrt(x * x + sig * sig)
+    res = sq * (a + b * (rho * x + r) - w)
+    jac = np.stack([np.ones_like(x), rho * x + r, b * x, -b * (rho + x / r), b * sig / r], axis=-1)
+    jac *= sq[:, :, None]
+    return res, jac
+
+
 def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min, kmin, kmax):
     """Levenberg-Marquardt steps on all five parameters, batched over slices.
 
@@ -326,8 +345,7 @@ def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min, kmin, kmax)
             out = np.empty(len(pp))
             kernels.svi_ssr(k, w, om, np.ascontiguousarray(pp, dtype=np.float64), out)
             return out
-        wf = svi_total_variance(k, *(pp[:, i : i + 1] for i in range(5)))
-        return (om * (wf - w) ** 2).sum(-1)
+        return _polish_ssr(k, w, om, pp)
 
     f = ssr(p)
     for _ in range(iterations):
@@ -335,12 +353,7 @@ def _polish(k, w, om, params, f, iterations: int, m_lo, m_hi, s_min, kmin, kmax)
             res, jac = np.empty(k.shape), np.empty((*k.shape, 5))
             kernels.svi_residuals_jacobian(k, w, sq, np.ascontiguousarray(p, dtype=np.float64), res, jac)
         else:
-            a, b, rho, m, sig = (p[:, i : i + 1] for i in range(5))
-            x = k - m
-            r = np.sqrt(x * x + sig * sig)
-            res = sq * (a + b * (rho * x + r) - w)
-            jac = np.stack([np.ones_like(x), rho * x + r, b * x, -b * (rho + x / r), b * sig / r], axis=-1)
-            jac *= sq[:, :, None]
+            res, jac = _polish_residuals_jacobian(k, w, sq, p)
         jac_t = np.swapaxes(jac, 1, 2)
         jtj = np.matmul(jac_t, jac)  # batched BLAS: einsum's generic loop is several times slower here
         jtr = np.matmul(jac_t, res[:, :, None])[:, :, 0]
