@@ -51,11 +51,13 @@ def row_medians(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The median of each row's ``valid`` entries (NaN for a row with none): ``np.nanmedian(where(valid, x,
     nan), axis=1)`` with the same bits, the middle two averaged as numpy does, ten times cheaper on the
     (expiries × a dozen) arrays here (numpy's small-array path goes through masked arrays)."""
+    if x.shape[1] == 0:
+        return np.full(len(x), np.nan)
     srt = np.sort(np.where(valid, x, np.nan), axis=1)  # NaN sorts last
     cnt = valid.sum(1)
     r = np.arange(len(x))
     lo = srt[r, np.maximum(cnt - 1, 0) // 2]
-    hi = srt[r, np.minimum(cnt // 2, max(x.shape[1] - 1, 0))]
+    hi = srt[r, np.minimum(cnt // 2, x.shape[1] - 1)]
     return np.where(cnt > 0, (lo + hi) / 2.0, np.nan)
 
 

@@ -337,3 +337,4 @@ def test_row_medians_are_numpys_nanmedian_bit_for_bit() -> None:
         got = row_medians(x, valid)
         assert np.array_equal(got, expected, equal_nan=True), cols
         assert np.isnan(got[0]) and got[1] == x[1, -1]
+    assert np.isnan(row_medians(np.empty((3, 0)), np.empty((3, 0), dtype=bool))).all()  # no columns at all
