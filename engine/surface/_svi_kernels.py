@@ -1,18 +1,24 @@
-"""Compiled (numba) kernels of the surface fit: the SVI search's inner solve
-(:func:`engine.surface.svi._inner_solve_impl`) and the arbitrage repair's pointwise evaluation
-(:func:`engine.surface.repair._points`).
+"""Compiled (numba) kernels of the surface fit and its arbitrage repair, each replacing a numpy reference that
+stays in place as the fallback and the tests' yardstick:
+
+- the SVI search's inner solve (:func:`engine.surface.svi._inner_solve_impl`): the (slices × candidates × points)
+  pass ``z = sqrt(((k − m)/σ)² + 1)`` and every candidate's closed form (a, d, c);
+- the SVI polish's residuals, Jacobian and objective (``svi._polish_residuals_jacobian``, ``svi._polish_ssr``);
+- the repair's evaluation (:func:`engine.surface.repair._points` and the sums of ``repair._evaluate``): quote
+  residuals, Durrleman's g, the floor and ceiling gaps, the objective, and the dense quote Jacobian;
+- the eSSVI backbone's fit residuals and derivatives and its whole calendar pass over the slices
+  (``repair.fit_essvi``, ``repair.essvi_calendar``);
+- the arbitrage checks' numbers (:func:`engine.surface.arbitrage.check_slices`).
 
 Loaded only by :func:`engine.surface.svi.warm_up` (the pricing kernels' background warm-up calls it), never at
 import of :mod:`engine.surface`. Every kernel repeats the numpy reference's operations element by element in the
-same order, without fast-math (no fused multiply-adds), so they give the same bits: the (slices × candidates ×
-points) pass ``z = sqrt(((k − m)/σ)² + 1)`` in one loop instead of five array passes and their temporaries, the
-closed-form (a, d, c) of each candidate in one loop instead of ~80 small array operations, and the repair's
-quote residuals, Durrleman's g and the calendar gaps in one pass instead of ~40. The moments between the first
-two stay numpy's batched matrix product and the repair's sums stay numpy's, so they are rounded as on the numpy
-path.
+same order, without fast-math (no fused multiply-adds), takes numpy's choices where NaNs meet a maximum, a
+minimum, a clip or an argmin, and where it owns a sum, sums as numpy does (:func:`_pairwise_sum`): so they give
+the same bits. Matrix products, solves and einsum sums stay numpy's.
 
-Why: the (m, σ) search calls the inner solve 16 times per fit and the repair its evaluation 48 times; on the
-SPX-size chain (48 slices) their numpy passes and per-call overheads were ~18 and ~17 of the refit's ~86 ms.
+Why: the refit of an SPX-size chain (48 slices) is hundreds of small array operations per slice batch; their
+temporaries and per-call overheads were most of its time (71.5 → ~54 ms for IVs, Greeks and the repaired fit
+with all of these, the same fits).
 """
 
 from __future__ import annotations
