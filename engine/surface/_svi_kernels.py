@@ -219,14 +219,9 @@ def _pairwise_sum(a, lo, n):
     return partial[0]
 
 
-def row_sums_reference(x: np.ndarray) -> np.ndarray:
-    """What :func:`_pairwise_sum` must equal on every row (numpy's ``x.sum(1)``), for the tests."""
-    return np.ascontiguousarray(x, dtype=np.float64).sum(1)
-
-
 @njit([types.void(_F2, _OUTF)], **_OPTS)
 def row_sums(x, out):
-    """out[v] = x[v].sum() by :func:`_pairwise_sum` (the tests compare it with numpy's for many lengths)."""
+    """out[v] = x[v].sum() by :func:`_pairwise_sum`: how the tests compare that sum with numpy's ``x.sum(1)``."""
     for v in range(x.shape[0]):
         out[v] = _pairwise_sum(x[v], 0, x.shape[1])
 
