@@ -20,6 +20,14 @@ ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("numba")
 
 
+@pytest.fixture(autouse=True)
+def _numba_cache_dir_left_as_found():  # type: ignore[no-untyped-def]
+    """No test may leave NUMBA_CACHE_DIR changed: every later subprocess would compile every kernel into it."""
+    before = os.environ.get("NUMBA_CACHE_DIR")
+    yield
+    assert os.environ.get("NUMBA_CACHE_DIR") == before
+
+
 @pytest.fixture(scope="module")
 def compiled(monkeypatch_module: pytest.MonkeyPatch) -> object:
     """The kernels loaded in this process (a first run compiles them: tens of seconds, once per cache)."""
@@ -432,7 +440,11 @@ def test_switched_off_or_broken_numba_leaves_the_numpy_path() -> None:
 def test_cache_dir_goes_to_the_app_cache_when_the_package_is_read_only(tmp_path, monkeypatch) -> None:
     import numba
 
-    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    # setenv first, so that the undo restores what was there before (configure_cache_dir sets the variable
+    # itself; a bare delenv of an unset variable records nothing, and the undo of the later delenv would leave
+    # it pointing at this test's folder: every later subprocess then compiled every kernel afresh, ~50 s)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "unused"))
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
     monkeypatch.setenv("OPTIONDESK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
     monkeypatch.setattr(_kernels, "_writable", lambda path: False)
