@@ -226,6 +226,18 @@ def row_sums(x, out):
         out[v] = _pairwise_sum(x[v], 0, x.shape[1])
 
 
+@njit(inline="always", **_OPTS)
+def _bound_hinge(gap, has, margin, tol):
+    """One point's floor or ceiling penalty, as the numpy path's ``where(has, minimum(gap − margin, 0), 0)`` (a
+    NaN gap stays NaN), and whether the bound is broken by more than ``tol``."""
+    if not has:
+        return 0.0, False
+    h = gap - margin
+    if h > 0.0:
+        h = 0.0
+    return h, gap < -tol
+
+
 @njit([types.void(_F2, _F2, _F2, _F2, _F2, _B2, _F2, _B2, _F2, _F2, _B2, _F1, _F1, _F1, types.float64,
                   types.float64, _OUT2, _OUT2, _OUT2, _OUT2, _OUT2, _OUT2, _OUTB, _OUTB, _OUTF, _OUTF)], **_OPTS)
 def repair_points(th, kq, wq, sq, kb, mb, floor, has_f, kc, ceil, has_c, cal, iwl, mu, g_margin, tol,
@@ -278,26 +290,14 @@ def repair_points(th, kq, wq, sq, kb, mb, floor, has_f, kc, ceil, has_c, cal, iw
                 if g < -tol:
                     dirty = True
             hb_out[v, j] = hb if math.isfinite(hb) else 0.0
-            gap_f = w - floor[v, j]
-            hf = 0.0
-            if has_f[v, j]:
-                hf = gap_f - cal[v]
-                if hf > 0.0:
-                    hf = 0.0
-                if gap_f < -tol:
-                    dirty = True
+            hf, below = _bound_hinge(w - floor[v, j], has_f[v, j], cal[v], tol)
+            dirty |= below
             hf_out[v, j] = hf * iwl[v]
         for j in range(Gc):
             x = kc[v, j] - m
             wc = a + b * (rho * x + math.sqrt(x * x + s * s))
-            gap_c = ceil[v, j] - wc
-            hc = 0.0
-            if has_c[v, j]:
-                hc = gap_c - cal[v]
-                if hc > 0.0:
-                    hc = 0.0
-                if gap_c < -tol:
-                    dirty = True
+            hc, below = _bound_hinge(ceil[v, j] - wc, has_c[v, j], cal[v], tol)
+            dirty |= below
             hc_out[v, j] = hc * iwl[v]
         bad_w[v] = bad
         clean[v] = not bad and not dirty
